@@ -1,0 +1,452 @@
+#include "client/client.h"
+
+#include <sodium.h>
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <fstream>
+
+#include "common/net.h"
+#include "common/text.h"
+#include "common/token.h"
+
+namespace natter {
+namespace {
+
+constexpr uint32_t kSyncPage = 500;
+constexpr int kAckDelayMs = 50;
+constexpr int kSettleMs = 500;
+
+std::string NewClientMsgId() {
+  uint8_t raw[12];
+  randombytes_buf(raw, sizeof raw);
+  return ToHex(raw, sizeof raw);
+}
+
+void MakeDirs(const std::string& path) {
+  for (size_t i = 1; i <= path.size(); ++i) {
+    if (i == path.size() || path[i] == '/') {
+      ::mkdir(path.substr(0, i).c_str(), 0700);
+    }
+  }
+}
+
+}  // namespace
+
+Client::Client(ClientOptions options, zmq::context_t* ctx)
+    : options_(std::move(options)), ctx_(ctx) {
+  if (sodium_init() < 0) throw std::runtime_error("libsodium failed to start");
+  if (ctx_ == nullptr) {
+    own_ctx_ = std::make_unique<zmq::context_t>(1);
+    ctx_ = own_ctx_.get();
+  }
+  device_ = options_.device;
+  OpenSocket();
+}
+
+Client::~Client() = default;
+
+void Client::OpenSocket() {
+  socket_ = MakeSocket(*ctx_, zmq::socket_type::dealer, 100);
+  socket_.set(zmq::sockopt::reconnect_ivl, 100);
+  socket_.set(zmq::sockopt::reconnect_ivl_max, 2000);
+  if (!options_.server_key.empty()) {
+    // The device's own CURVE keypair: kept in the state folder (0600) so a
+    // device keeps one identity, or made for this run when there is none.
+    std::string pub, sec;
+    std::string path = options_.state_dir.empty()
+                           ? std::string()
+                           : options_.state_dir + "/" + device_ + ".key";
+    std::ifstream in(path);
+    if (!path.empty() && in && std::getline(in, pub) && std::getline(in, sec) &&
+        pub.size() == 40 && sec.size() == 40) {
+      // loaded
+    } else {
+      char p[41], s[41];
+      if (zmq_curve_keypair(p, s) != 0) throw zmq::error_t();
+      pub = p;
+      sec = s;
+      if (!path.empty()) {
+        MakeDirs(options_.state_dir);
+        WriteNewFile(path, pub + "\n" + sec + "\n", 0600);
+      }
+    }
+    socket_.set(zmq::sockopt::curve_serverkey, options_.server_key);
+    socket_.set(zmq::sockopt::curve_publickey, pub);
+    socket_.set(zmq::sockopt::curve_secretkey, sec);
+  }
+  socket_.connect(options_.server);
+}
+
+template <typename T>
+uint64_t Client::Ask(MsgType type, const T& body, const std::string& cmid) {
+  Header h;
+  h.type = static_cast<uint8_t>(type);
+  h.corr = next_corr_++;
+  PendingRequest p;
+  p.type = type;
+  p.frame = EncodeFrame(h, body);
+  p.client_msg_id = cmid;
+  p.sent = Clock::now();
+  p.deadline = p.sent + std::chrono::milliseconds(options_.timeout_ms);
+  if (session_ || type == MsgType::kHello) Transmit(p.frame);
+  pending_[h.corr] = std::move(p);
+  return h.corr;
+}
+
+void Client::Transmit(const std::string& frame) {
+  Parts parts;
+  parts.push_back(ToMessage(frame));
+  SendParts(socket_, parts);  // if it would block, the retry sends it
+  last_sent_ = Clock::now();
+}
+
+Status Client::Connect() {
+  Hello hello;
+  hello.token = options_.token;
+  hello.device = device_;
+  hello_corr_ = Ask(MsgType::kHello, hello);
+  auto deadline = Clock::now() + std::chrono::milliseconds(options_.timeout_ms);
+  std::vector<Incoming> early;
+  while (!session_) {
+    auto now = Clock::now();
+    if (now >= deadline) {
+      return Status(ErrorCode::kUnavailable,
+                    "no answer from " + options_.server + " within " +
+                        std::to_string(options_.timeout_ms / 1000) + "s");
+    }
+    std::vector<zmq::pollitem_t> items = {{socket_.handle(), 0, ZMQ_POLLIN, 0}};
+    auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now);
+    natter::Poll(items, std::min<long>(wait.count(), 200));
+    zmq::message_t msg;
+    while (socket_.recv(msg, zmq::recv_flags::dontwait)) {
+      Handle(msg, &early);
+      for (const Incoming& in : early) {
+        if (in.kind == Incoming::Kind::kError && in.client_msg_id.empty()) {
+          return in.error;
+        }
+      }
+      early.clear();
+    }
+    // The hello is retried like any request (the server may be starting).
+    auto it = pending_.find(hello_corr_);
+    if (it != pending_.end() &&
+        Clock::now() - it->second.sent >= std::chrono::milliseconds(options_.retry_ms)) {
+      Transmit(it->second.frame);
+      it->second.sent = Clock::now();
+    }
+  }
+  return Status::Ok();
+}
+
+std::string Client::Send(UserId to, const std::string& text,
+                         std::string client_msg_id) {
+  if (client_msg_id.empty()) client_msg_id = NewClientMsgId();
+  natter::Send send;
+  send.client_msg_id = client_msg_id;
+  send.to = to;
+  send.text = text;
+  Ask(MsgType::kSend, send, client_msg_id);
+  ++sends_in_flight_;
+  return client_msg_id;
+}
+
+void Client::AskSync(bool from_cursor, Seq after) {
+  if (sync_in_flight_) return;
+  Sync sync;
+  sync.from_cursor = from_cursor;
+  sync.after = std::max(after, last_seq_);
+  sync.limit = kSyncPage;
+  Ask(MsgType::kSync, sync);
+  sync_in_flight_ = true;
+  last_sync_ = Clock::now();
+}
+
+void Client::Handle(const zmq::message_t& msg, std::vector<Incoming>* out) {
+  Frame f;
+  if (!DecodeFrame(msg.data(), msg.size(), &f).ok()) return;
+  if (f.type() == MsgType::kEvent) {
+    Event ev;
+    if (DecodeBody(f, &ev).ok() && ev.user == user_) HandleEvent(ev, false);
+    return;
+  }
+  auto it = pending_.find(f.header.corr);
+  if (it == pending_.end()) return;  // an answer to a retry already answered
+  PendingRequest& req = it->second;
+  switch (f.type()) {
+    case MsgType::kWelcome: {
+      Welcome w;
+      if (!DecodeBody(f, &w).ok()) return;
+      pending_.erase(it);
+      bool again = user_.value != 0;
+      user_ = w.user;
+      device_ = w.device;
+      session_ = true;
+      connected_at_ = Clock::now();
+      for (auto& [corr, p] : pending_) {
+        Transmit(p.frame);
+        p.sent = Clock::now();
+      }
+      // First time: catch up from the cursor.  Again: repair whatever the
+      // live path lost while the session was gone.
+      if (!again) {
+        AskSync(true, Seq());
+      } else if (synced_) {
+        AskSync(false, last_seq_);
+      }
+      return;
+    }
+    case MsgType::kProcessed: {
+      Processed p;
+      if (!DecodeBody(f, &p).ok()) return;
+      pending_.erase(it);
+      if (sends_in_flight_ > 0) --sends_in_flight_;
+      if (!synced_ || p.seq > last_seq_) own_.insert(p.seq.value);
+      Incoming in;
+      in.kind = Incoming::Kind::kProcessed;
+      in.processed = std::move(p);
+      out->push_back(std::move(in));
+      return;
+    }
+    case MsgType::kSyncReply: {
+      SyncReply reply;
+      if (!DecodeBody(f, &reply).ok()) return;
+      pending_.erase(it);
+      sync_in_flight_ = false;
+      HandleSyncReply(reply);
+      return;
+    }
+    case MsgType::kAckReply: {
+      AckReply reply;
+      if (DecodeBody(f, &reply).ok() && reply.cursor > confirmed_) {
+        confirmed_ = reply.cursor;
+      }
+      pending_.erase(it);
+      return;
+    }
+    case MsgType::kPong:
+      pending_.erase(it);
+      return;
+    case MsgType::kError: {
+      Error e;
+      if (!DecodeBody(f, &e).ok()) return;
+      Status status(static_cast<ErrorCode>(e.code), e.message);
+      if (status.code() == ErrorCode::kNoSession) {
+        // The server forgot us: hello again; this request waits for it.
+        session_ = false;
+        if (!pending_.count(hello_corr_)) {
+          Hello hello;
+          hello.token = options_.token;
+          hello.device = device_;
+          hello_corr_ = Ask(MsgType::kHello, hello);
+        }
+        return;
+      }
+      if (IsRetryable(status.code()) && Clock::now() < req.deadline) {
+        req.sent = Clock::now();  // sent again after retry_ms
+        return;
+      }
+      MsgType type = req.type;
+      std::string cmid = req.client_msg_id;
+      pending_.erase(it);
+      if (type == MsgType::kSync) sync_in_flight_ = false;
+      if (type == MsgType::kSend && sends_in_flight_ > 0) --sends_in_flight_;
+      if (type == MsgType::kSend || type == MsgType::kHello) {
+        Incoming in;
+        in.kind = Incoming::Kind::kError;
+        in.error = status;
+        in.client_msg_id = cmid;
+        out->push_back(std::move(in));
+      }
+      return;
+    }
+    default:
+      return;
+  }
+}
+
+void Client::HandleEvent(const Event& event, bool from_sync) {
+  if (synced_ && event.seq <= last_seq_) return;  // a duplicate
+  buffer_.emplace(event.seq.value,
+                  std::make_pair(event, from_sync && catching_up_));
+}
+
+void Client::HandleSyncReply(const SyncReply& reply) {
+  if (!synced_) {
+    // Start after the shard's cursor, or after what this device already
+    // handed out if its acknowledgement did not reach the shard.
+    Seq base = reply.cursor;
+    Seq local = LoadCursor();
+    if (local > base && local <= reply.head) base = local;
+    last_seq_ = base;
+    acked_ = confirmed_ = reply.cursor;
+    synced_ = true;
+    buffer_.erase(buffer_.begin(), buffer_.upper_bound(base.value));
+    own_.erase(own_.begin(), own_.upper_bound(base.value));
+  }
+  for (const Event& ev : reply.events) HandleEvent(ev, true);
+  if (reply.more && !reply.events.empty()) {
+    AskSync(false, reply.events.back().seq);
+  } else {
+    catching_up_ = false;
+  }
+}
+
+void Client::Deliver(std::vector<Incoming>* out, size_t max_events) {
+  if (!synced_) return;
+  for (size_t given = 0; max_events == 0 || given < max_events;) {
+    uint64_t next = last_seq_.value + 1;
+    if (own_.erase(next)) {
+      last_seq_ = Seq(next);
+      continue;
+    }
+    auto it = buffer_.find(next);
+    if (it == buffer_.end()) break;
+    Incoming in;
+    in.kind = Incoming::Kind::kEvent;
+    in.event = std::move(it->second.first);
+    in.missed = it->second.second;
+    out->push_back(std::move(in));
+    buffer_.erase(it);
+    last_seq_ = Seq(next);
+    ++given;
+  }
+  // Our own receipts may name seqs below what a sync already handed out.
+  own_.erase(own_.begin(), own_.upper_bound(last_seq_.value));
+  bool gap = !buffer_.empty() || !own_.empty();
+  if (gap && !gap_) gap_since_ = Clock::now();
+  gap_ = gap;
+}
+
+void Client::SendAck() {
+  if (last_seq_ <= acked_) return;
+  Ack ack;
+  ack.seq = last_seq_;
+  ack_corr_ = Ask(MsgType::kAck, ack);
+  acked_ = last_seq_;
+  last_ack_ = Clock::now();
+}
+
+void Client::Tick(std::vector<Incoming>* out) {
+  auto now = Clock::now();
+  const auto retry = std::chrono::milliseconds(options_.retry_ms);
+  for (auto it = pending_.begin(); it != pending_.end();) {
+    PendingRequest& p = it->second;
+    if (now >= p.deadline) {
+      if (p.type == MsgType::kSync) sync_in_flight_ = false;
+      if (p.type == MsgType::kSend || p.type == MsgType::kHello) {
+        if (p.type == MsgType::kSend && sends_in_flight_ > 0) --sends_in_flight_;
+        Incoming in;
+        in.kind = Incoming::Kind::kError;
+        in.error = Status(ErrorCode::kUnavailable,
+                          "no answer from " + options_.server + " within " +
+                              std::to_string(options_.timeout_ms / 1000) + "s");
+        in.client_msg_id = p.client_msg_id;
+        out->push_back(std::move(in));
+      }
+      it = pending_.erase(it);
+      continue;
+    }
+    if ((session_ || p.type == MsgType::kHello) && now - p.sent >= retry) {
+      Transmit(p.frame);
+      p.sent = now;
+    }
+    ++it;
+  }
+  if (!session_) return;
+  if (!synced_) return;
+  if (gap_ && now - gap_since_ >= std::chrono::milliseconds(options_.gap_grace_ms)) {
+    AskSync(false, last_seq_);
+    gap_since_ = now;
+  }
+  if (!settled_ && now - connected_at_ >= std::chrono::milliseconds(kSettleMs)) {
+    // The subscription may reach notifyd after the first sync was read.
+    AskSync(false, last_seq_);
+    settled_ = true;
+  }
+  if (now - last_sync_ >= std::chrono::milliseconds(options_.resync_ms)) {
+    AskSync(false, last_seq_);
+  }
+  if (last_seq_ > acked_ && now - last_ack_ >= std::chrono::milliseconds(kAckDelayMs)) {
+    SendAck();
+  }
+  if (now - last_sent_ >= std::chrono::milliseconds(options_.ping_ms)) {
+    Ask(MsgType::kPing, Empty());
+  }
+}
+
+void Client::Poll(int timeout_ms, std::vector<Incoming>* out,
+                  size_t max_events) {
+  size_t before = out->size();
+  auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
+  for (;;) {
+    Tick(out);
+    Deliver(out, max_events);
+    auto now = Clock::now();
+    if (out->size() > before || now >= deadline) return;
+    std::vector<zmq::pollitem_t> items = {{socket_.handle(), 0, ZMQ_POLLIN, 0}};
+    auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now);
+    natter::Poll(items, std::min<long>(wait.count() + 1, 50));
+    zmq::message_t msg;
+    for (int n = 0; n < 1024 && socket_.recv(msg, zmq::recv_flags::dontwait); ++n) {
+      Handle(msg, out);
+    }
+  }
+}
+
+Status Client::Flush() {
+  if (!session_) return Status(ErrorCode::kNoSession, "not connected");
+  SendAck();
+  auto deadline = Clock::now() + std::chrono::milliseconds(options_.timeout_ms);
+  std::vector<Incoming> ignored;
+  while (confirmed_ < acked_) {
+    auto now = Clock::now();
+    if (now >= deadline) {
+      return Status(ErrorCode::kUnavailable,
+                    "the acknowledgement was not confirmed within " +
+                        std::to_string(options_.timeout_ms / 1000) + "s");
+    }
+    std::vector<zmq::pollitem_t> items = {{socket_.handle(), 0, ZMQ_POLLIN, 0}};
+    natter::Poll(items, 50);
+    zmq::message_t msg;
+    while (socket_.recv(msg, zmq::recv_flags::dontwait)) Handle(msg, &ignored);
+    if (!pending_.count(ack_corr_) && confirmed_ < acked_) {
+      acked_ = confirmed_;  // the ack was lost or refused: ask again
+      SendAck();
+    }
+    if (now - last_sent_ >= std::chrono::milliseconds(options_.retry_ms)) {
+      auto it = pending_.find(ack_corr_);
+      if (it != pending_.end()) Transmit(it->second.frame);
+    }
+  }
+  SaveCursor();
+  return Status::Ok();
+}
+
+std::string Client::StatePath(const char* suffix) const {
+  return options_.state_dir + "/" + std::to_string(user_.value) + "." +
+         device_ + suffix;
+}
+
+void Client::SaveCursor() {
+  if (options_.state_dir.empty() || user_.value == 0) return;
+  MakeDirs(options_.state_dir);
+  std::string path = StatePath(".cursor");
+  std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << last_seq_.value << "\n";
+    if (!out) return;
+  }
+  std::rename(tmp.c_str(), path.c_str());
+}
+
+Seq Client::LoadCursor() const {
+  if (options_.state_dir.empty() || user_.value == 0) return Seq();
+  std::string line;
+  if (!ReadFirstLine(StatePath(".cursor"), &line)) return Seq();
+  auto v = ParseUint(line);
+  return v ? Seq(*v) : Seq();
+}
+
+}  // namespace natter

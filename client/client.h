@@ -1,0 +1,158 @@
+// The natter client library: one connection to a frontd, as one device of
+// one user.  natter(1), natter-bench and the tests all speak through it.
+//
+// It says hello with the access token, then catches up on the mailbox from
+// the device's cursor (events marked missed), then hands out live events.
+// Events reach the application exactly once and in seq order: duplicates are
+// dropped, and a gap in the seqs (the live path dropped something) is
+// repaired by fetching the missing range from the mailbox.  Everything the
+// application has taken from Poll is acknowledged, which advances the
+// device's cursor on its home shard.
+//
+// Requests are retried with the same correlation id and, for sends, the
+// same client_msg_id, so a retry never makes a second message.  A client
+// whose session was lost (frontd restarted, or the session expired) says
+// hello again and re-sends what was unanswered.
+//
+// Not thread-safe: one thread drives a Client.  Several Clients may share
+// one zmq::context_t.
+#ifndef NATTER_CLIENT_CLIENT_H_
+#define NATTER_CLIENT_CLIENT_H_
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <zmq.hpp>
+
+#include "common/proto.h"
+#include "common/status.h"
+
+namespace natter {
+
+struct ClientOptions {
+  std::string server;      // frontd's endpoint
+  std::string server_key;  // frontd's CURVE public key (Z85); empty: none
+  std::string token;
+  std::string device = "default";
+  std::string state_dir;   // where the device's key and cursor live; may be empty
+  int timeout_ms = 10000;  // longest wait for an answer from the server
+  int retry_ms = 2000;     // an unanswered request is sent again after this
+  int gap_grace_ms = 200;  // a seq gap this old is repaired from the mailbox
+  int resync_ms = 30000;   // when idle, look at the mailbox this often
+  int ping_ms = 10000;     // when idle, show the server we are alive
+};
+
+// One thing that arrived for the application.
+struct Incoming {
+  enum class Kind { kProcessed, kEvent, kError };
+  Kind kind = Kind::kEvent;
+  Processed processed;       // kProcessed
+  Event event;               // kEvent
+  bool missed = false;       // kEvent: from the catch-up after connecting
+  Status error;              // kError
+  std::string client_msg_id; // kError: the send it answers, if one
+};
+
+class Client {
+ public:
+  // ctx may be null: the client then owns a context of its own.
+  explicit Client(ClientOptions options, zmq::context_t* ctx = nullptr);
+  ~Client();
+  Client(const Client&) = delete;
+  Client& operator=(const Client&) = delete;
+
+  // Says hello and waits for the welcome, at most timeout_ms; then starts
+  // catching up.  Token problems come back as their error codes,
+  // kUnavailable when the server does not answer.
+  Status Connect();
+
+  UserId user() const { return user_; }
+  const std::string& device() const { return device_; }
+
+  // Queues a message; returns its client_msg_id (a new random one unless
+  // given).  Its processed receipt, or an error, comes from Poll.
+  std::string Send(UserId to, const std::string& text,
+                   std::string client_msg_id = "");
+
+  // Waits up to timeout_ms for anything and appends what arrived; hands
+  // out at most max_events events (0: no limit), the rest wait.
+  void Poll(int timeout_ms, std::vector<Incoming>* out, size_t max_events = 0);
+
+  // Acknowledges everything handed out and waits (at most timeout_ms) until
+  // the home shard has it; saves the cursor in the state folder.
+  Status Flush();
+
+  // The catch-up after Connect is over (every missed event handed out).
+  bool CaughtUp() const { return synced_ && !catching_up_; }
+  // Sends not yet answered.
+  size_t SendsInFlight() const { return sends_in_flight_; }
+  Seq last_seq() const { return last_seq_; }
+
+ private:
+  using Clock = std::chrono::steady_clock;
+  struct PendingRequest {
+    MsgType type;
+    std::string frame;
+    std::string client_msg_id;
+    Clock::time_point sent;
+    Clock::time_point deadline;
+  };
+
+  void OpenSocket();
+  template <typename T>
+  uint64_t Ask(MsgType type, const T& body, const std::string& cmid = "");
+  void Transmit(const std::string& frame);
+  void Handle(const zmq::message_t& msg, std::vector<Incoming>* out);
+  void HandleEvent(const Event& event, bool from_sync);
+  void HandleSyncReply(const SyncReply& reply);
+  void Deliver(std::vector<Incoming>* out, size_t max_events);
+  void Tick(std::vector<Incoming>* out);
+  void AskSync(bool from_cursor, Seq after);
+  void SendAck();
+  void SaveCursor();
+  Seq LoadCursor() const;
+  std::string StatePath(const char* suffix) const;
+
+  ClientOptions options_;
+  std::unique_ptr<zmq::context_t> own_ctx_;
+  zmq::context_t* ctx_;
+  zmq::socket_t socket_;
+
+  UserId user_;
+  std::string device_;
+  bool session_ = false;
+  uint64_t next_corr_ = 1;
+  uint64_t hello_corr_ = 0;
+  std::map<uint64_t, PendingRequest> pending_;
+  size_t sends_in_flight_ = 0;
+
+  // Seq tracking.
+  bool synced_ = false;       // the first sync reply has come
+  bool catching_up_ = true;   // still reading the missed events
+  bool sync_in_flight_ = false;
+  Seq last_seq_;              // the newest seq handed out (or our own)
+  std::map<uint64_t, std::pair<Event, bool>> buffer_;  // seq -> event, missed
+  std::set<uint64_t> own_;    // seqs of our own sends, known from receipts
+  Clock::time_point gap_since_{};
+  bool gap_ = false;
+
+  // Acknowledgements.
+  Seq acked_;                 // the last Ack sent
+  uint64_t ack_corr_ = 0;
+  Seq confirmed_;             // the cursor the shard confirmed
+  Clock::time_point last_ack_{};
+
+  Clock::time_point last_sent_{};
+  Clock::time_point last_sync_{};
+  Clock::time_point connected_at_{};
+  bool settled_ = false;
+};
+
+}  // namespace natter
+
+#endif  // NATTER_CLIENT_CLIENT_H_

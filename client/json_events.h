@@ -1,0 +1,24 @@
+// How natter(1) shows what arrives: one JSON object a line (--json), or a
+// line of text for people.  Message ids are strings in JSON (they exceed
+// 2^53); user ids and ts are numbers.
+#ifndef NATTER_CLIENT_JSON_EVENTS_H_
+#define NATTER_CLIENT_JSON_EVENTS_H_
+
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "client/client.h"
+
+namespace natter {
+
+nlohmann::json ToJson(const Incoming& in);
+nlohmann::json ErrorJson(const Status& status);
+std::string ToText(const Incoming& in);
+
+// RFC 3339 in UTC with milliseconds: 2026-11-27T18:00:00.123Z
+std::string FormatTime(uint64_t unix_ms);
+
+}  // namespace natter
+
+#endif  // NATTER_CLIENT_JSON_EVENTS_H_

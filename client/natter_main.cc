@@ -1,0 +1,329 @@
+// natter(1): the command-line client.  Options before the subcommand are
+// the connection's (from -c FILE, then flags, then $NATTER_TOKEN for the
+// token); the subcommand's own options follow it.
+#include <signal.h>
+#include <sysexits.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <fstream>
+#include <iostream>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <boost/program_options.hpp>
+
+#include "client/client.h"
+#include "client/json_events.h"
+#include "common/text.h"
+
+namespace po = boost::program_options;
+
+namespace natter {
+namespace {
+
+std::atomic<bool> g_interrupted{false};
+
+void OnInterrupt(int) { g_interrupted = true; }
+
+// A failure that ends the program: one line on stderr, a sysexits code.
+struct Exit {
+  int code;
+  std::string message;
+};
+
+struct Global {
+  ClientOptions client;
+  bool json = false;
+  std::string config_path;
+};
+
+const char kUsage[] =
+    "usage: natter [-c file] [-s endpoint] [-k key] [-t token] [--device name]\n"
+    "              [--state-dir dir] [--json] [--timeout seconds] command [args]\n"
+    "commands:\n"
+    "  send PEER [TEXT...]          send TEXT, or each line of stdin, to PEER\n"
+    "  listen [--count N] [--for S] missed events, then live ones\n";
+
+void Print(const Global& g, const Incoming& in) {
+  if (g.json) {
+    std::cout << ToJson(in).dump(-1, ' ', false,
+                                 nlohmann::json::error_handler_t::replace)
+              << "\n";
+  } else {
+    std::cout << ToText(in) << "\n";
+  }
+  std::cout.flush();
+}
+
+std::string DefaultStateDir() {
+  if (const char* x = std::getenv("XDG_STATE_HOME"); x && *x) {
+    return std::string(x) + "/natter";
+  }
+  if (const char* h = std::getenv("HOME"); h && *h) {
+    return std::string(h) + "/.local/state/natter";
+  }
+  return "";
+}
+
+std::string DefaultConfigPath() {
+  std::string path;
+  if (const char* x = std::getenv("XDG_CONFIG_HOME"); x && *x) {
+    path = std::string(x) + "/natter/client.conf";
+  } else if (const char* h = std::getenv("HOME"); h && *h) {
+    path = std::string(h) + "/.config/natter/client.conf";
+  }
+  return std::ifstream(path) ? path : std::string();
+}
+
+// Splits argv where the subcommand starts.
+size_t SubcommandIndex(int argc, char** argv) {
+  static const std::set<std::string> kTakesValue = {
+      "-c", "--config", "-s", "--server", "-k", "--server-key", "-t",
+      "--token", "--device", "--state-dir", "--timeout"};
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a.empty() || a[0] != '-') return static_cast<size_t>(i);
+    if (kTakesValue.count(a)) ++i;
+  }
+  return static_cast<size_t>(argc);
+}
+
+Global ParseGlobal(int argc, char** argv) {
+  Global g;
+  std::string server, server_key, token, device, state_dir, timeout;
+  po::options_description opts;
+  opts.add_options()
+      ("config,c", po::value(&g.config_path))
+      ("server,s", po::value(&server))
+      ("server-key,k", po::value(&server_key))
+      ("token,t", po::value(&token))
+      ("device", po::value(&device))
+      ("state-dir", po::value(&state_dir))
+      ("timeout", po::value(&timeout))
+      ("json", po::bool_switch(&g.json))
+      ("help,h", "");
+  po::variables_map vm;
+  try {
+    po::store(po::command_line_parser(argc, argv).options(opts).run(), vm);
+    po::notify(vm);
+  } catch (const po::error& e) {
+    throw Exit{EX_USAGE, e.what()};
+  }
+  if (vm.count("help")) {
+    std::cout << kUsage;
+    throw Exit{EX_OK, ""};
+  }
+  // The config file: the same names as the long options.
+  std::string file = g.config_path.empty() ? DefaultConfigPath() : g.config_path;
+  std::map<std::string, std::string> conf;
+  if (!file.empty()) {
+    std::ifstream in(file);
+    if (!in) throw Exit{EX_CONFIG, file + ": cannot read the file"};
+    po::options_description keys;
+    for (const char* k : {"server", "server-key", "token", "device",
+                          "state-dir", "timeout"}) {
+      keys.add_options()(k, po::value<std::string>());
+    }
+    po::variables_map fv;
+    try {
+      po::store(po::parse_config_file(in, keys, false), fv);
+    } catch (const po::error& e) {
+      throw Exit{EX_CONFIG, file + ": " + e.what()};
+    }
+    for (const auto& [k, v] : fv) conf[k] = v.as<std::string>();
+  }
+  auto pick = [&](const std::string& flag, const char* key,
+                  const char* env) -> std::string {
+    if (!flag.empty()) return flag;
+    if (env != nullptr) {
+      if (const char* e = std::getenv(env); e && *e) return e;
+    }
+    auto it = conf.find(key);
+    return it == conf.end() ? std::string() : it->second;
+  };
+  g.client.server = pick(server, "server", "NATTER_SERVER");
+  g.client.server_key = pick(server_key, "server-key", nullptr);
+  g.client.token = pick(token, "token", "NATTER_TOKEN");
+  g.client.device = pick(device, "device", nullptr);
+  if (g.client.device.empty()) g.client.device = "default";
+  g.client.state_dir = pick(state_dir, "state-dir", nullptr);
+  if (g.client.state_dir.empty()) g.client.state_dir = DefaultStateDir();
+  std::string t = pick(timeout, "timeout", nullptr);
+  if (!t.empty()) {
+    auto secs = ParseDuration(t);
+    if (!secs || *secs == 0 || *secs > 86400) {
+      throw Exit{EX_USAGE, "--timeout: '" + t + "' is not a number of seconds"};
+    }
+    g.client.timeout_ms = static_cast<int>(*secs * 1000);
+  }
+  if (g.client.server.empty()) {
+    throw Exit{EX_USAGE, "no server: give -s ENDPOINT or -c client.conf"};
+  }
+  if (g.client.token.empty()) {
+    throw Exit{EX_USAGE, "no token: give -t TOKEN, $NATTER_TOKEN or token in the config"};
+  }
+  return g;
+}
+
+UserId ParsePeer(const std::string& text) {
+  auto v = ParseUint(text);
+  if (!v || *v == 0) throw Exit{EX_USAGE, "'" + text + "' is not a user id (a number above 0)"};
+  return UserId(*v);
+}
+
+void Connect(Client& client) {
+  Status s = client.Connect();
+  if (!s.ok()) throw Exit{ExitCodeFor(s.code()), s.message()};
+}
+
+int Send(const Global& g, const std::vector<std::string>& args) {
+  std::vector<std::string> words;
+  po::options_description opts;
+  opts.add_options()("words", po::value(&words));
+  po::positional_options_description pos;
+  pos.add("words", -1);
+  try {
+    po::variables_map vm;
+    po::store(po::command_line_parser(args).options(opts).positional(pos).run(), vm);
+    po::notify(vm);
+  } catch (const po::error& e) {
+    throw Exit{EX_USAGE, std::string("send: ") + e.what()};
+  }
+  if (words.empty()) throw Exit{EX_USAGE, "send: which user? natter send PEER [TEXT...]"};
+  UserId peer = ParsePeer(words[0]);
+  bool from_stdin = words.size() == 1;
+  std::string text;
+  for (size_t i = 1; i < words.size(); ++i) {
+    if (i > 1) text += " ";
+    text += words[i];
+  }
+  Client client(g.client);
+  Connect(client);
+
+  const size_t kWindow = 256;
+  int exit_code = EX_OK;
+  bool more_input = true;
+  std::vector<Incoming> in;
+  auto take = [&](const Incoming& item) {
+    if (item.kind == Incoming::Kind::kProcessed) {
+      Print(g, item);
+    } else if (item.kind == Incoming::Kind::kError) {
+      std::cerr << "natter: send: " << item.error.message() << "\n";
+      if (exit_code == EX_OK) exit_code = ExitCodeFor(item.error.code());
+    }
+  };
+  if (!from_stdin) {
+    client.Send(peer, text);
+    more_input = false;
+  }
+  std::string line;
+  while (more_input || client.SendsInFlight() > 0) {
+    while (more_input && client.SendsInFlight() < kWindow) {
+      if (!std::getline(std::cin, line)) {
+        more_input = false;
+        break;
+      }
+      if (!line.empty() && line.back() == '\r') line.pop_back();
+      if (line.empty()) continue;
+      client.Send(peer, line);
+    }
+    if (g_interrupted) break;
+    in.clear();
+    client.Poll(100, &in);
+    for (const Incoming& item : in) take(item);
+  }
+  if (g_interrupted && client.SendsInFlight() > 0) {
+    std::cerr << "natter: send: interrupted with " << client.SendsInFlight()
+              << " messages not yet processed\n";
+    return 1;
+  }
+  return exit_code;
+}
+
+int Listen(const Global& g, const std::vector<std::string>& args) {
+  uint64_t count = 0;
+  std::string for_text;
+  po::options_description opts;
+  opts.add_options()
+      ("count", po::value(&count))
+      ("for", po::value(&for_text));
+  po::variables_map vm;
+  try {
+    po::store(po::command_line_parser(args).options(opts).run(), vm);
+    po::notify(vm);
+  } catch (const po::error& e) {
+    throw Exit{EX_USAGE, std::string("listen: ") + e.what()};
+  }
+  auto start = std::chrono::steady_clock::now();
+  std::chrono::milliseconds limit{0};
+  if (!for_text.empty()) {
+    auto secs = ParseDuration(for_text);
+    if (!secs) throw Exit{EX_USAGE, "listen: --for: '" + for_text + "' is not a number of seconds"};
+    limit = std::chrono::seconds(*secs);
+  }
+  Client client(g.client);
+  Connect(client);
+  uint64_t messages = 0;
+  std::vector<Incoming> in;
+  while (!g_interrupted) {
+    if (count > 0 && messages >= count) break;
+    if (limit.count() > 0 && std::chrono::steady_clock::now() - start >= limit) break;
+    in.clear();
+    size_t room = count > 0 ? static_cast<size_t>(count - messages) : 0;
+    client.Poll(100, &in, room);
+    for (const Incoming& item : in) {
+      if (item.kind == Incoming::Kind::kError) {
+        std::cerr << "natter: listen: " << item.error.message() << "\n";
+        return ExitCodeFor(item.error.code());
+      }
+      Print(g, item);
+      if (item.kind == Incoming::Kind::kEvent &&
+          item.event.kind == static_cast<uint8_t>(EventKind::kMessage)) {
+        ++messages;
+      }
+    }
+  }
+  Status s = client.Flush();
+  if (!s.ok()) {
+    std::cerr << "natter: listen: " << s.message() << "\n";
+    return ExitCodeFor(s.code());
+  }
+  return EX_OK;
+}
+
+int Main(int argc, char** argv) {
+  struct sigaction sa = {};
+  sa.sa_handler = OnInterrupt;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  size_t sub = SubcommandIndex(argc, argv);
+  Global g = ParseGlobal(static_cast<int>(sub), argv);
+  if (sub >= static_cast<size_t>(argc)) throw Exit{EX_USAGE, "no command (send or listen); see natter -h"};
+  std::string command = argv[sub];
+  std::vector<std::string> args(argv + sub + 1, argv + argc);
+  if (command == "send") return Send(g, args);
+  if (command == "listen") return Listen(g, args);
+  throw Exit{EX_USAGE, "'" + command + "' is not a command (send or listen)"};
+}
+
+}  // namespace
+}  // namespace natter
+
+int main(int argc, char** argv) {
+  try {
+    return natter::Main(argc, argv);
+  } catch (const natter::Exit& e) {
+    if (!e.message.empty()) std::cerr << "natter: " << e.message << "\n";
+    return e.code;
+  } catch (const std::exception& e) {
+    std::cerr << "natter: " << e.what() << "\n";
+    return 1;
+  }
+}

@@ -1,0 +1,105 @@
+#include "common/daemon.h"
+
+#include <signal.h>
+#include <sodium.h>
+#include <sysexits.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <iostream>
+
+#include "common/log.h"
+#include "common/text.h"
+
+namespace natter {
+namespace {
+
+std::atomic<bool> g_stop{false};
+
+void OnStopSignal(int) { g_stop = true; }
+
+void InstallSignals() {
+  struct sigaction sa = {};
+  sa.sa_handler = OnStopSignal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGTERM, &sa, nullptr);
+  sigaction(SIGINT, &sa, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+}
+
+}  // namespace
+
+void NotifyReady() {
+  const char* fd_text = std::getenv("NATTER_READY_FD");
+  if (fd_text == nullptr) return;
+  auto fd = ParseUint(fd_text);
+  if (!fd) return;
+  ssize_t n = ::write(static_cast<int>(*fd), "ready\n", 6);
+  (void)n;
+  ::close(static_cast<int>(*fd));
+  ::unsetenv("NATTER_READY_FD");
+}
+
+int DaemonMain(int argc, char** argv, const DaemonSpec& spec) {
+  if (sodium_init() < 0) {
+    std::fprintf(stderr, "%s: libsodium failed to start\n", spec.program);
+    return EX_SOFTWARE;
+  }
+  Config config;
+  DaemonFlags flags;
+  bool usage_error = false;
+  Status s = Config::Load(spec.section, argc, argv, &config, &flags,
+                          &usage_error);
+  if (!s.ok()) {
+    std::fprintf(stderr, "%s: %s\n", spec.program, s.message().c_str());
+    return usage_error ? EX_USAGE : EX_CONFIG;
+  }
+  if (flags.help) {
+    std::cout << Config::Usage(spec.program, spec.section);
+    return EX_OK;
+  }
+  LogLevel level;
+  if (!ParseLogLevel(flags.log_level, &level)) {
+    std::fprintf(stderr, "%s: --log-level: '%s' is not debug, info, warn or error\n",
+                 spec.program, flags.log_level.c_str());
+    return EX_USAGE;
+  }
+  LogInit(spec.program, flags.use_syslog, level);
+
+  zmq::context_t ctx(1);
+  std::unique_ptr<Service> service;
+  try {
+    service = spec.make(config, ctx);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "%s: %s\n", spec.program, e.what());
+    return EX_CONFIG;
+  }
+  if (flags.check_only) {
+    std::fprintf(stderr, "%s: configuration %s is valid\n", spec.program,
+                 flags.config_path.c_str());
+    return EX_OK;
+  }
+  InstallSignals();
+  try {
+    s = service->Start();
+    if (!s.ok()) {
+      NLOG_ERROR("event=start-failed error=\"%s\"", s.ToString().c_str());
+      return s.code() == ErrorCode::kBadRequest ? EX_CONFIG : EX_UNAVAILABLE;
+    }
+    NLOG_INFO("event=ready");
+    NotifyReady();
+    while (!g_stop) service->RunOnce(100);
+    NLOG_INFO("event=stopping");
+    service->Stop();
+  } catch (const std::exception& e) {
+    NLOG_ERROR("event=fatal error=\"%s\"", e.what());
+    return EX_SOFTWARE;
+  }
+  service.reset();
+  NLOG_INFO("event=stopped");
+  return EX_OK;
+}
+
+}  // namespace natter

@@ -1,0 +1,46 @@
+// The skeleton every natter daemon runs in (Postfix's single_server): parse
+// the flags and natter.conf, set up logging and signals, start the service,
+// tell the supervisor it is ready, loop until told to stop, and turn errors
+// into sysexits codes (78 for a bad configuration).
+#ifndef NATTER_COMMON_DAEMON_H_
+#define NATTER_COMMON_DAEMON_H_
+
+#include <functional>
+#include <memory>
+
+#include <zmq.hpp>
+
+#include "common/config.h"
+#include "common/status.h"
+
+namespace natter {
+
+// A daemon's logic.  Driven from one thread.
+class Service {
+ public:
+  virtual ~Service() = default;
+  // Binds, connects, opens storage.  A failure ends the daemon (EX_CONFIG
+  // for kBadRequest, EX_UNAVAILABLE otherwise).
+  virtual Status Start() = 0;
+  // Waits up to timeout_ms for work and does it.
+  virtual void RunOnce(int timeout_ms) = 0;
+  // Finishes the work in hand before the daemon exits.
+  virtual void Stop() {}
+};
+
+struct DaemonSpec {
+  const char* program;  // "natter-stored"
+  const char* section;  // "stored"
+  std::function<std::unique_ptr<Service>(const Config&, zmq::context_t&)>
+      make;
+};
+
+int DaemonMain(int argc, char** argv, const DaemonSpec& spec);
+
+// Tells the supervisor (natterctl up) that the daemon serves: writes "ready"
+// to the descriptor named by $NATTER_READY_FD, if set.
+void NotifyReady();
+
+}  // namespace natter
+
+#endif  // NATTER_COMMON_DAEMON_H_

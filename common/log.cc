@@ -1,0 +1,78 @@
+#include "common/log.h"
+
+#include <syslog.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdarg>
+#include <cstdio>
+#include <ctime>
+#include <mutex>
+#include <sys/time.h>
+
+namespace natter {
+namespace {
+
+std::string g_program = "natter";
+bool g_syslog = false;
+std::atomic<int> g_level{static_cast<int>(LogLevel::kInfo)};
+std::mutex g_mutex;
+
+const char* LevelName(LogLevel level) {
+  switch (level) {
+    case LogLevel::kDebug: return "debug";
+    case LogLevel::kInfo: return "info";
+    case LogLevel::kWarn: return "warn";
+    case LogLevel::kError: return "error";
+  }
+  return "info";
+}
+
+}  // namespace
+
+bool ParseLogLevel(const std::string& name, LogLevel* out) {
+  for (LogLevel l : {LogLevel::kDebug, LogLevel::kInfo, LogLevel::kWarn,
+                     LogLevel::kError}) {
+    if (name == LevelName(l)) {
+      *out = l;
+      return true;
+    }
+  }
+  return false;
+}
+
+void LogInit(const std::string& program, bool use_syslog, LogLevel level) {
+  g_program = program;
+  g_syslog = use_syslog;
+  g_level = static_cast<int>(level);
+  if (use_syslog) openlog(g_program.c_str(), LOG_PID | LOG_NDELAY, LOG_DAEMON);
+}
+
+bool LogEnabled(LogLevel level) { return static_cast<int>(level) >= g_level; }
+
+void Logf(LogLevel level, const char* fmt, ...) {
+  if (!LogEnabled(level)) return;
+  char line[2048];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(line, sizeof line, fmt, ap);
+  va_end(ap);
+  if (g_syslog) {
+    static const int kPriority[] = {LOG_DEBUG, LOG_INFO, LOG_WARNING, LOG_ERR};
+    syslog(kPriority[static_cast<int>(level)], "level=%s %s", LevelName(level),
+           line);
+    return;
+  }
+  struct timeval tv;
+  gettimeofday(&tv, nullptr);
+  struct tm tm;
+  gmtime_r(&tv.tv_sec, &tm);
+  char stamp[32];
+  strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%S", &tm);
+  std::lock_guard<std::mutex> lock(g_mutex);
+  fprintf(stderr, "%s.%03ldZ %s[%d]: level=%s %s\n", stamp,
+          static_cast<long>(tv.tv_usec / 1000), g_program.c_str(),
+          static_cast<int>(getpid()), LevelName(level), line);
+}
+
+}  // namespace natter

@@ -1,0 +1,28 @@
+// Logging: one line per event, key=value pairs, to stderr in the foreground
+// or to syslog(3) with --syslog (OpenSMTPD's log.c).  Thread-safe.
+#ifndef NATTER_COMMON_LOG_H_
+#define NATTER_COMMON_LOG_H_
+
+#include <string>
+
+namespace natter {
+
+enum class LogLevel { kDebug = 0, kInfo = 1, kWarn = 2, kError = 3 };
+
+// false if the name is not debug, info, warn or error.
+bool ParseLogLevel(const std::string& name, LogLevel* out);
+
+void LogInit(const std::string& program, bool use_syslog, LogLevel level);
+bool LogEnabled(LogLevel level);
+void Logf(LogLevel level, const char* fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+#define NLOG_DEBUG(...) \
+  do { if (::natter::LogEnabled(::natter::LogLevel::kDebug)) ::natter::Logf(::natter::LogLevel::kDebug, __VA_ARGS__); } while (0)
+#define NLOG_INFO(...) ::natter::Logf(::natter::LogLevel::kInfo, __VA_ARGS__)
+#define NLOG_WARN(...) ::natter::Logf(::natter::LogLevel::kWarn, __VA_ARGS__)
+#define NLOG_ERROR(...) ::natter::Logf(::natter::LogLevel::kError, __VA_ARGS__)
+
+}  // namespace natter
+
+#endif  // NATTER_COMMON_LOG_H_

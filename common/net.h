@@ -1,0 +1,41 @@
+// ZeroMQ helpers shared by the daemons and the client library.
+#ifndef NATTER_COMMON_NET_H_
+#define NATTER_COMMON_NET_H_
+
+#include <string>
+#include <vector>
+
+#include <zmq.hpp>
+#include <zmq_addon.hpp>
+
+namespace natter {
+
+using Parts = std::vector<zmq::message_t>;
+
+// A socket with natter's defaults: no linger past close (beyond a short
+// grace), a bounded frame size.
+zmq::socket_t MakeSocket(zmq::context_t& ctx, zmq::socket_type type,
+                         int linger_ms = 200);
+
+// zmq_poll that returns 0 on EINTR (a signal arrived) instead of throwing.
+int Poll(std::vector<zmq::pollitem_t>& items, long timeout_ms);
+
+// Receives one multipart message without waiting; false when none.
+bool RecvParts(zmq::socket_t& socket, Parts* parts);
+
+// Sends without waiting; false when it would block (HWM) or the peer is
+// gone (ROUTER_MANDATORY).  Never throws.
+bool SendParts(zmq::socket_t& socket, Parts& parts);
+
+// Sends routing frames (all parts but the last of `route`) then a body.
+bool SendRouted(zmq::socket_t& socket, const Parts& route, size_t route_len,
+                const std::string& body);
+
+zmq::message_t ToMessage(const std::string& s);
+
+// Creates the folder of an ipc:// endpoint if it lacks one.
+void PrepareEndpoint(const std::string& endpoint);
+
+}  // namespace natter
+
+#endif  // NATTER_COMMON_NET_H_

@@ -1,0 +1,58 @@
+// Every key natter.conf may hold.  natter.conf(5) and etc/natter.conf follow
+// this table.
+#include "common/config.h"
+
+namespace natter {
+
+const std::vector<OptionSpec> kOptions = {
+    // [cell]: what every daemon of the cell must agree on.
+    {"cell", "shards", "",
+     "The shard map: the endpoints of the stored shards, in order, "
+     "separated by spaces.  A user's home shard is a hash of its id over "
+     "this list; never reorder it."},
+    {"cell", "routed", "",
+     "Endpoints of natter-routed, separated by spaces; frontds and shards "
+     "connect to each."},
+    {"cell", "notifyd-in", "",
+     "Endpoints where natter-notifyd takes events from the shards."},
+    {"cell", "notifyd-out", "",
+     "Endpoints where natter-notifyd publishes events to the frontds."},
+    {"cell", "token-keys", "/etc/natter/keys/token",
+     "Folder of the Ed25519 public keys (*.pub) tokens may be signed with."},
+
+    {"frontd", "listen", "tcp://127.0.0.1:7420",
+     "Endpoint clients connect to."},
+    {"frontd", "secret-key", "",
+     "File holding frontd's CURVE secret key (Z85, 40 characters, as "
+     "natterctl init writes it); clients need the matching public key.  "
+     "Empty: clients connect without CURVE (for tests on a private host "
+     "only)."},
+    {"frontd", "session-timeout", "60s",
+     "A client silent this long (no request, no ping) loses its session."},
+
+    {"routed", "listen", "",
+     "Endpoint to bind; by default the first of [cell] routed."},
+    {"routed", "generator", "0",
+     "This routed's Snowflake generator number, 0 to 255; unique in the "
+     "cell."},
+
+    {"stored", "shard", "0", "Which entry of the shard map this is, from 0."},
+    {"stored", "listen", "",
+     "Endpoint to bind; by default this shard's entry of the shard map."},
+    {"stored", "data-dir", "/var/lib/natter",
+     "Folder of the shards' LevelDB databases; this shard uses "
+     "data-dir/shard-N."},
+    {"stored", "batch-max", "1024",
+     "Most requests written in one batch (one sync)."},
+    {"stored", "handoff-retry", "1s",
+     "How long a hand-off to another shard waits for its acknowledgement "
+     "before it is sent again."},
+
+    {"notifyd", "listen-in", "",
+     "Endpoint to take events on; by default the first of [cell] "
+     "notifyd-in."},
+    {"notifyd", "listen-out", "",
+     "Endpoint to publish on; by default the first of [cell] notifyd-out."},
+};
+
+}  // namespace natter

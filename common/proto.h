@@ -1,0 +1,280 @@
+// The wire protocol: every message natter's programs exchange, in one list,
+// with its version.  The grammar is written down in natter(7).
+//
+// A frame is one ZeroMQ message part holding one MessagePack array of two
+// elements, [header, body].  The header says the protocol version, the body's
+// type, a correlation id chosen by the requester (echoed in the reply), and
+// the user and device the request is for.  Clients leave user and device
+// empty: frontd fills them from the session's token, so a client can never
+// speak for another user.  Daemons trust the header (their peers are
+// authenticated by CurveZMQ).
+//
+// Routing frames (ROUTER identities) may precede the frame; the frame is
+// always the last part of a multipart message.
+#ifndef NATTER_COMMON_PROTO_H_
+#define NATTER_COMMON_PROTO_H_
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <msgpack.hpp>
+
+#include "common/status.h"
+#include "common/types.h"
+
+// MessagePack for the strong id types: a plain unsigned integer on the wire.
+namespace msgpack {
+MSGPACK_API_VERSION_NAMESPACE(MSGPACK_DEFAULT_API_NS) {
+  namespace adaptor {
+  template <typename Tag>
+  struct convert<natter::Id<Tag>> {
+    const msgpack::object& operator()(const msgpack::object& o,
+                                      natter::Id<Tag>& v) const {
+      v.value = o.as<uint64_t>();
+      return o;
+    }
+  };
+  template <typename Tag>
+  struct pack<natter::Id<Tag>> {
+    template <typename Stream>
+    packer<Stream>& operator()(packer<Stream>& o,
+                               const natter::Id<Tag>& v) const {
+      o.pack_uint64(v.value);
+      return o;
+    }
+  };
+  }  // namespace adaptor
+}
+}  // namespace msgpack
+
+namespace natter {
+
+constexpr uint8_t kProtocolVersion = 1;
+
+// Limits a peer cannot exceed (natter(7) LIMITS).
+constexpr size_t kMaxFrameBytes = 256 * 1024;  // ZMQ_MAXMSGSIZE on sockets
+constexpr size_t kMaxTextBytes = 4096;
+constexpr size_t kMaxDeviceBytes = 64;
+constexpr size_t kMaxClientMsgIdBytes = 64;
+constexpr size_t kMaxTokenBytes = 1024;
+constexpr uint32_t kMaxSyncPage = 1000;
+
+enum class MsgType : uint8_t {
+  // Requests from a client (through frontd).
+  kHello = 1,
+  kSend = 2,
+  kSync = 3,
+  kAck = 4,
+  kPing = 5,
+  // Replies.
+  kWelcome = 64,
+  kProcessed = 65,
+  kSyncReply = 66,
+  kAckReply = 67,
+  kPong = 68,
+  kError = 69,
+  // A mailbox event pushed to a device.
+  kEvent = 96,
+  // Between daemons.
+  kStoreMessage = 128,  // routed -> sender's home shard
+  kDeliver = 129,       // shard -> routed -> recipient's home shard
+  kDeliverAck = 130,    // back to the shard that handed off
+};
+
+const char* MsgTypeName(MsgType type);
+
+struct Header {
+  uint8_t version = kProtocolVersion;
+  uint8_t type = 0;
+  uint64_t corr = 0;
+  UserId user;
+  std::string device;
+  MSGPACK_DEFINE_ARRAY(version, type, corr, user, device);
+};
+
+// --- Requests ---------------------------------------------------------------
+
+struct Hello {
+  std::string token;
+  std::string device;
+  MSGPACK_DEFINE_ARRAY(token, device);
+};
+
+struct Send {
+  std::string client_msg_id;
+  UserId to;
+  std::string text;
+  MSGPACK_DEFINE_ARRAY(client_msg_id, to, text);
+};
+
+// Asks for mailbox events after a point.  from_cursor: after the device's
+// acknowledged cursor on the home shard (`after` ignored); a device with no
+// cursor yet starts at the head of the mailbox.
+struct Sync {
+  bool from_cursor = true;
+  Seq after;
+  uint32_t limit = 100;
+  MSGPACK_DEFINE_ARRAY(from_cursor, after, limit);
+};
+
+// The device has received (and shown) every event up to seq.
+struct Ack {
+  Seq seq;
+  MSGPACK_DEFINE_ARRAY(seq);
+};
+
+struct Empty {
+  MSGPACK_DEFINE_ARRAY();
+};
+
+// --- Replies ----------------------------------------------------------------
+
+struct Welcome {
+  UserId user;
+  std::string device;
+  uint64_t expires = 0;  // the token's expiry, seconds since the epoch
+  MSGPACK_DEFINE_ARRAY(user, device, expires);
+};
+
+struct Processed {
+  MessageId id;
+  std::string client_msg_id;
+  UserId to;
+  uint64_t ts = 0;  // ms since the Unix epoch
+  Seq seq;          // the sender's mailbox entry for this message
+  MSGPACK_DEFINE_ARRAY(id, client_msg_id, to, ts, seq);
+};
+
+enum class EventKind : uint8_t {
+  kMessage = 1,
+  kReaction = 2,
+  kDelivered = 3,
+  kSeen = 4,
+};
+
+// One entry of a user's mailbox.  Which fields mean something depends on
+// the kind: a message has id, from, to, ts, text, client_msg_id.
+struct Event {
+  UserId user;  // whose mailbox
+  Seq seq;
+  uint8_t kind = 0;
+  MessageId id;
+  UserId from;
+  UserId to;
+  uint64_t ts = 0;
+  std::string text;
+  std::string client_msg_id;
+  std::string origin_device;  // the device that caused it, if the user's own
+  UserId by;
+  std::optional<std::string> emoji;
+  MSGPACK_DEFINE_ARRAY(user, seq, kind, id, from, to, ts, text, client_msg_id,
+                       origin_device, by, emoji);
+};
+
+struct SyncReply {
+  std::vector<Event> events;
+  Seq head;      // the newest seq in the mailbox
+  Seq cursor;    // the device's acknowledged cursor
+  bool more = false;
+  MSGPACK_DEFINE_ARRAY(events, head, cursor, more);
+};
+
+struct AckReply {
+  Seq cursor;
+  MSGPACK_DEFINE_ARRAY(cursor);
+};
+
+struct Error {
+  uint16_t code = 0;
+  std::string message;
+  MSGPACK_DEFINE_ARRAY(code, message);
+};
+
+// --- Between daemons --------------------------------------------------------
+
+// A message as the shards keep it and hand it over.
+struct Message {
+  MessageId id;
+  UserId from;
+  UserId to;
+  uint64_t ts = 0;
+  std::string client_msg_id;
+  std::string text;
+  MSGPACK_DEFINE_ARRAY(id, from, to, ts, client_msg_id, text);
+};
+
+// routed -> sender's home shard: a Send with its id assigned.  The sender
+// and the device are in the header.
+struct StoreMessage {
+  Message message;
+  MSGPACK_DEFINE_ARRAY(message);
+};
+
+// A shard hands the recipient's copy to the recipient's home shard.
+struct Deliver {
+  Message message;
+  uint64_t outbox = 0;  // the handing shard's outbox key, echoed in the ack
+  MSGPACK_DEFINE_ARRAY(message, outbox);
+};
+
+struct DeliverAck {
+  uint64_t outbox = 0;
+  MessageId id;
+  MSGPACK_DEFINE_ARRAY(outbox, id);
+};
+
+// --- Codec ------------------------------------------------------------------
+
+// A decoded frame: the header, and the body still as a MessagePack object
+// (kept alive by the handle) until the receiver knows which struct it wants.
+struct Frame {
+  Header header;
+  msgpack::object_handle handle;
+  msgpack::object body;
+
+  MsgType type() const { return static_cast<MsgType>(header.type); }
+};
+
+// Reads a whole frame or rejects it (kMalformed): wrong shape, wrong
+// version, trailing bytes, or anything beyond the decoder's limits.
+Status DecodeFrame(const void* data, size_t size, Frame* out);
+
+// Converts the body to T, or kMalformed.
+template <typename T>
+Status DecodeBody(const Frame& frame, T* out) {
+  try {
+    frame.body.convert(*out);
+    return Status::Ok();
+  } catch (const std::exception& e) {
+    return Status(ErrorCode::kMalformed,
+                  std::string("bad ") + MsgTypeName(frame.type()) +
+                      " body: " + e.what());
+  }
+}
+
+template <typename T>
+std::string EncodeFrame(const Header& header, const T& body) {
+  msgpack::sbuffer buffer;
+  msgpack::packer<msgpack::sbuffer> packer(buffer);
+  packer.pack_array(2);
+  packer.pack(header);
+  packer.pack(body);
+  return std::string(buffer.data(), buffer.size());
+}
+
+// A reply frame for a request: same correlation id, user and device.
+template <typename T>
+std::string EncodeReply(const Header& request, MsgType type, const T& body) {
+  Header h = request;
+  h.version = kProtocolVersion;
+  h.type = static_cast<uint8_t>(type);
+  return EncodeFrame(h, body);
+}
+
+std::string EncodeError(const Header& request, const Status& status);
+
+}  // namespace natter
+
+#endif  // NATTER_COMMON_PROTO_H_

@@ -1,0 +1,267 @@
+#include "daemons/frontd/frontd.h"
+
+#include <algorithm>
+#include <ctime>
+#include <stdexcept>
+
+#include "common/log.h"
+#include "common/validate.h"
+
+namespace natter {
+namespace frontd {
+namespace {
+
+std::string TopicOf(UserId user) {
+  std::string topic;
+  for (int shift = 56; shift >= 0; shift -= 8) {
+    topic.push_back(static_cast<char>((user.value >> shift) & 0xff));
+  }
+  return topic;
+}
+
+}  // namespace
+
+Frontd::Frontd(const Config& config, zmq::context_t& ctx)
+    : ctx_(ctx),
+      listen_(config.Get("listen")),
+      routed_(config.GetList("routed")),
+      notifyd_(config.GetList("notifyd-out")),
+      token_keys_(config.Get("token-keys")) {
+  uint64_t timeout = 0;
+  Status s = config.GetDuration("session-timeout", &timeout);
+  if (!s.ok()) throw std::invalid_argument(s.message());
+  if (timeout == 0) throw std::invalid_argument("session-timeout: must be above 0");
+  session_timeout_ = std::chrono::seconds(timeout);
+  if (listen_.empty()) throw std::invalid_argument("listen: no endpoint");
+  if (routed_.empty()) throw std::invalid_argument("routed: no endpoint");
+  if (notifyd_.empty()) throw std::invalid_argument("notifyd-out: no endpoint");
+  std::string key_file = config.Get("secret-key");
+  if (!key_file.empty() &&
+      (!ReadFirstLine(key_file, &secret_key_) || secret_key_.size() != 40)) {
+    throw std::invalid_argument("secret-key: " + key_file +
+                                " does not hold a Z85 CURVE secret key");
+  }
+  s = verifier_.LoadDir(token_keys_);
+  if (!s.ok()) throw std::invalid_argument("token-keys: " + s.message());
+}
+
+Status Frontd::Start() {
+  clients_ = MakeSocket(ctx_, zmq::socket_type::router, 0);
+  clients_.set(zmq::sockopt::router_mandatory, 1);
+  if (!secret_key_.empty()) {
+    clients_.set(zmq::sockopt::curve_server, 1);
+    clients_.set(zmq::sockopt::curve_secretkey, secret_key_);
+  }
+  routed_socket_ = MakeSocket(ctx_, zmq::socket_type::dealer);
+  routed_socket_.set(zmq::sockopt::immediate, 1);
+  events_ = MakeSocket(ctx_, zmq::socket_type::sub, 0);
+  events_.set(zmq::sockopt::rcvhwm, 100000);
+  try {
+    PrepareEndpoint(listen_);
+    clients_.bind(listen_);
+    for (const auto& ep : routed_) routed_socket_.connect(ep);
+    for (const auto& ep : notifyd_) events_.connect(ep);
+  } catch (const zmq::error_t& e) {
+    return Status(ErrorCode::kBadRequest, listen_ + ": " + e.what());
+  }
+  NLOG_INFO("event=listening listen=%s curve=%s token_keys=%zu",
+            listen_.c_str(), secret_key_.empty() ? "off" : "on",
+            verifier_.key_count());
+  next_sweep_ = Clock::now() + std::chrono::seconds(1);
+  return Status::Ok();
+}
+
+void Frontd::RunOnce(int timeout_ms) {
+  std::vector<zmq::pollitem_t> items = {
+      {clients_.handle(), 0, ZMQ_POLLIN, 0},
+      {routed_socket_.handle(), 0, ZMQ_POLLIN, 0},
+      {events_.handle(), 0, ZMQ_POLLIN, 0},
+  };
+  Poll(items, timeout_ms);
+  if (items[0].revents & ZMQ_POLLIN) FromClients();
+  if (items[1].revents & ZMQ_POLLIN) FromRouted();
+  if (items[2].revents & ZMQ_POLLIN) FromNotifyd();
+  if (Clock::now() >= next_sweep_) ExpireSessions();
+}
+
+void Frontd::FromClients() {
+  Parts parts;
+  for (int n = 0; n < 4096 && RecvParts(clients_, &parts); ++n) {
+    if (parts.size() != 2) continue;  // not a natter client
+    FromClient(parts);
+  }
+}
+
+void Frontd::FromClient(Parts& parts) {
+  std::string identity = parts[0].to_string();
+  Frame frame;
+  Status s = DecodeFrame(parts[1].data(), parts[1].size(), &frame);
+  if (!s.ok()) {
+    Reply(identity, EncodeError(frame.header, s));
+    return;
+  }
+  if (frame.type() == MsgType::kHello) {
+    Hello(identity, frame);
+    return;
+  }
+  auto it = sessions_.find(identity);
+  if (it == sessions_.end()) {
+    Reply(identity, EncodeError(frame.header,
+                                Status(ErrorCode::kNoSession,
+                                       "no session: say hello first")));
+    return;
+  }
+  Session& session = it->second;
+  session.last_heard = Clock::now();
+  Header h = frame.header;
+  h.user = session.user;  // the token's user, whatever the client wrote
+  h.device = session.device;
+  std::string forward;
+  switch (frame.type()) {
+    case MsgType::kPing:
+      Reply(identity, EncodeReply(h, MsgType::kPong, Empty()));
+      return;
+    case MsgType::kSend: {
+      Send send;
+      s = DecodeBody(frame, &send);
+      if (s.ok()) s = ValidateSend(send);
+      if (s.ok()) forward = EncodeFrame(h, send);
+      break;
+    }
+    case MsgType::kSync: {
+      Sync sync;
+      s = DecodeBody(frame, &sync);
+      sync.limit = std::clamp<uint32_t>(sync.limit, 1, kMaxSyncPage);
+      if (s.ok()) forward = EncodeFrame(h, sync);
+      break;
+    }
+    case MsgType::kAck: {
+      Ack ack;
+      s = DecodeBody(frame, &ack);
+      if (s.ok()) forward = EncodeFrame(h, ack);
+      break;
+    }
+    default:
+      s = Status(ErrorCode::kBadRequest, std::string("not a client request: ") +
+                                             MsgTypeName(frame.type()));
+  }
+  if (!s.ok()) {
+    Reply(identity, EncodeError(h, s));
+    return;
+  }
+  Parts out;
+  out.push_back(ToMessage(identity));
+  out.push_back(ToMessage(forward));
+  if (!SendParts(routed_socket_, out)) {
+    Reply(identity, EncodeError(h, Status(ErrorCode::kUnavailable,
+                                          "routed is not reachable")));
+  }
+}
+
+void Frontd::Hello(const std::string& identity, const Frame& frame) {
+  natter::Hello hello;
+  TokenClaims claims;
+  Status s = DecodeBody(frame, &hello);
+  if (s.ok()) {
+    s = verifier_.Verify(hello.token, static_cast<uint64_t>(std::time(nullptr)),
+                         &claims);
+  }
+  std::string device = hello.device;
+  if (s.ok() && !claims.device.empty()) {
+    if (device.empty()) device = claims.device;
+    if (device != claims.device) {
+      s = Status(ErrorCode::kForbidden,
+                 "the token is for device " + claims.device);
+    }
+  }
+  if (s.ok()) s = ValidateDevice(device);
+  if (!s.ok()) {
+    NLOG_INFO("event=hello-refused error=\"%s\"", s.ToString().c_str());
+    Reply(identity, EncodeError(frame.header, s));
+    return;
+  }
+  if (sessions_.count(identity)) EndSession(identity);
+  sessions_[identity] = Session{claims.user, device, Clock::now()};
+  auto& ids = by_user_[claims.user];
+  if (ids.empty()) events_.set(zmq::sockopt::subscribe, TopicOf(claims.user));
+  ids.push_back(identity);
+  NLOG_DEBUG("event=session user=%llu device=%s",
+             static_cast<unsigned long long>(claims.user.value), device.c_str());
+  Welcome w;
+  w.user = claims.user;
+  w.device = device;
+  w.expires = claims.expires;
+  Header h = frame.header;
+  h.user = claims.user;
+  h.device = device;
+  Reply(identity, EncodeReply(h, MsgType::kWelcome, w));
+}
+
+void Frontd::Reply(const std::string& identity, const std::string& frame) {
+  Parts out;
+  out.push_back(ToMessage(identity));
+  out.push_back(ToMessage(frame));
+  if (!SendParts(clients_, out) && errno == EHOSTUNREACH) {
+    EndSession(identity);
+  }
+}
+
+void Frontd::EndSession(const std::string& identity) {
+  auto it = sessions_.find(identity);
+  if (it == sessions_.end()) return;
+  UserId user = it->second.user;
+  sessions_.erase(it);
+  auto& ids = by_user_[user];
+  ids.erase(std::remove(ids.begin(), ids.end(), identity), ids.end());
+  if (ids.empty()) {
+    by_user_.erase(user);
+    events_.set(zmq::sockopt::unsubscribe, TopicOf(user));
+  }
+}
+
+void Frontd::ExpireSessions() {
+  auto now = Clock::now();
+  next_sweep_ = now + std::chrono::seconds(1);
+  std::vector<std::string> expired;
+  for (const auto& [identity, session] : sessions_) {
+    if (now - session.last_heard > session_timeout_) expired.push_back(identity);
+  }
+  for (const auto& identity : expired) EndSession(identity);
+}
+
+void Frontd::FromRouted() {
+  Parts parts;
+  for (int n = 0; n < 4096 && RecvParts(routed_socket_, &parts); ++n) {
+    if (parts.size() != 2) continue;
+    std::string identity = parts[0].to_string();
+    if (!SendParts(clients_, parts) && errno == EHOSTUNREACH) {
+      EndSession(identity);
+    }
+  }
+}
+
+void Frontd::FromNotifyd() {
+  Parts parts;
+  for (int n = 0; n < 4096 && RecvParts(events_, &parts); ++n) {
+    if (parts.size() != 2 || parts[0].size() != 8) continue;
+    Frame frame;
+    if (!DecodeFrame(parts[1].data(), parts[1].size(), &frame).ok()) continue;
+    auto it = by_user_.find(frame.header.user);
+    if (it == by_user_.end()) continue;
+    // Copy: a failed send ends a session and edits the list.
+    std::vector<std::string> ids = it->second;
+    for (const std::string& identity : ids) {
+      auto s = sessions_.find(identity);
+      if (s == sessions_.end()) continue;
+      // The device that caused an event has its answer already.
+      if (!frame.header.device.empty() &&
+          s->second.device == frame.header.device) {
+        continue;
+      }
+      Reply(identity, parts[1].to_string());
+    }
+  }
+}
+
+}  // namespace frontd
+}  // namespace natter

@@ -1,0 +1,73 @@
+// natter-frontd: where clients come in.  A ROUTER faces the clients; a
+// client's first request is a hello with its access token, which makes a
+// session (the user and device every later request of that connection is
+// for).  Requests go on to routed through a DEALER with the session's user
+// in the header — never a user the client names.  Events come from notifyd
+// on a SUB socket subscribed to the users with a session here, and go to
+// each of the user's devices (but the one that caused them).
+//
+// Sessions end when the client is gone (a send to it fails) or has been
+// silent for session-timeout.
+#ifndef NATTER_DAEMONS_FRONTD_FRONTD_H_
+#define NATTER_DAEMONS_FRONTD_FRONTD_H_
+
+#include <chrono>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include <zmq.hpp>
+
+#include "common/config.h"
+#include "common/daemon.h"
+#include "common/net.h"
+#include "common/token.h"
+
+namespace natter {
+namespace frontd {
+
+class Frontd : public Service {
+ public:
+  Frontd(const Config& config, zmq::context_t& ctx);
+
+  Status Start() override;
+  void RunOnce(int timeout_ms) override;
+
+ private:
+  using Clock = std::chrono::steady_clock;
+  struct Session {
+    UserId user;
+    std::string device;
+    Clock::time_point last_heard;
+  };
+
+  void FromClients();
+  void FromClient(Parts& parts);
+  void FromRouted();
+  void FromNotifyd();
+  void Hello(const std::string& identity, const Frame& frame);
+  void Reply(const std::string& identity, const std::string& frame);
+  void EndSession(const std::string& identity);
+  void ExpireSessions();
+
+  zmq::context_t& ctx_;
+  std::string listen_;
+  std::vector<std::string> routed_;
+  std::vector<std::string> notifyd_;
+  std::string token_keys_;
+  std::string secret_key_;  // Z85; empty: no CURVE
+  std::chrono::seconds session_timeout_{60};
+  TokenVerifier verifier_;
+
+  zmq::socket_t clients_;  // ROUTER
+  zmq::socket_t routed_socket_;  // DEALER
+  zmq::socket_t events_;   // SUB
+  std::unordered_map<std::string, Session> sessions_;  // by ROUTER identity
+  std::unordered_map<UserId, std::vector<std::string>> by_user_;
+  Clock::time_point next_sweep_;
+};
+
+}  // namespace frontd
+}  // namespace natter
+
+#endif  // NATTER_DAEMONS_FRONTD_FRONTD_H_

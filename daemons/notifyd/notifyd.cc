@@ -1,0 +1,56 @@
+#include "daemons/notifyd/notifyd.h"
+
+#include <stdexcept>
+
+#include "common/net.h"
+
+namespace natter {
+namespace notifyd {
+namespace {
+
+std::string FirstOr(const std::string& value, const std::vector<std::string>& list,
+                    const char* what) {
+  if (!value.empty()) return value;
+  if (list.empty()) throw std::invalid_argument(std::string(what) + ": no endpoint");
+  return list.front();
+}
+
+}  // namespace
+
+Notifyd::Notifyd(const Config& config, zmq::context_t& ctx)
+    : ctx_(ctx),
+      listen_in_(FirstOr(config.Get("listen-in"), config.GetList("notifyd-in"),
+                         "notifyd-in")),
+      listen_out_(FirstOr(config.Get("listen-out"),
+                          config.GetList("notifyd-out"), "notifyd-out")) {}
+
+Status Notifyd::Start() {
+  in_ = MakeSocket(ctx_, zmq::socket_type::pull, 0);
+  out_ = MakeSocket(ctx_, zmq::socket_type::pub, 0);
+  in_.set(zmq::sockopt::rcvhwm, 100000);
+  out_.set(zmq::sockopt::sndhwm, 100000);
+  try {
+    PrepareEndpoint(listen_in_);
+    PrepareEndpoint(listen_out_);
+    in_.bind(listen_in_);
+    out_.bind(listen_out_);
+  } catch (const zmq::error_t& e) {
+    return Status(ErrorCode::kBadRequest,
+                  listen_in_ + ", " + listen_out_ + ": " + e.what());
+  }
+  return Status::Ok();
+}
+
+void Notifyd::RunOnce(int timeout_ms) {
+  std::vector<zmq::pollitem_t> items = {{in_.handle(), 0, ZMQ_POLLIN, 0}};
+  Poll(items, timeout_ms);
+  Parts parts;
+  for (int n = 0; n < 4096 && RecvParts(in_, &parts); ++n) {
+    if (parts.size() != 2 || parts[0].size() != 8) continue;
+    SendParts(out_, parts);
+    ++forwarded_;
+  }
+}
+
+}  // namespace notifyd
+}  // namespace natter

@@ -1,0 +1,40 @@
+// natter-notifyd: the live fan-out.  Shards PUSH committed events to it;
+// it PUBlishes each on its user's topic (8 bytes, the user id big-endian),
+// and every frontd SUBscribes to the users it holds.
+//
+// The live path may drop (a slow subscriber, a restart): every event
+// carries its user's seq and devices repair gaps from the mailbox.
+#ifndef NATTER_DAEMONS_NOTIFYD_NOTIFYD_H_
+#define NATTER_DAEMONS_NOTIFYD_NOTIFYD_H_
+
+#include <cstdint>
+#include <string>
+
+#include <zmq.hpp>
+
+#include "common/config.h"
+#include "common/daemon.h"
+
+namespace natter {
+namespace notifyd {
+
+class Notifyd : public Service {
+ public:
+  Notifyd(const Config& config, zmq::context_t& ctx);
+
+  Status Start() override;
+  void RunOnce(int timeout_ms) override;
+
+ private:
+  zmq::context_t& ctx_;
+  std::string listen_in_;
+  std::string listen_out_;
+  zmq::socket_t in_;   // PULL, from the shards
+  zmq::socket_t out_;  // PUB, to the frontds
+  uint64_t forwarded_ = 0;
+};
+
+}  // namespace notifyd
+}  // namespace natter
+
+#endif  // NATTER_DAEMONS_NOTIFYD_NOTIFYD_H_

@@ -1,0 +1,160 @@
+#include "daemons/routed/routed.h"
+
+#include <stdexcept>
+
+#include "common/log.h"
+#include "common/shard.h"
+
+namespace natter {
+namespace routed {
+namespace {
+
+uint32_t GeneratorOf(const Config& config) {
+  uint64_t g = 0;
+  Status s = config.GetUint("generator", &g);
+  if (!s.ok()) throw std::invalid_argument(s.message());
+  if (g > kMaxGenerator) {
+    throw std::invalid_argument("generator: must be 0 to 255");
+  }
+  return static_cast<uint32_t>(g);
+}
+
+uint32_t ShardCountOf(const Config& config) {
+  size_t n = config.GetList("shards").size();
+  if (n == 0) throw std::invalid_argument("shards: the shard map is empty");
+  return static_cast<uint32_t>(n);
+}
+
+}  // namespace
+
+Router::Router(uint32_t shard_count, uint32_t generator)
+    : shard_count_(shard_count), ids_(generator) {}
+
+Route Router::Decide(const Frame& request, uint64_t now_ms) {
+  Route route;
+  const Header& h = request.header;
+  switch (request.type()) {
+    case MsgType::kSend: {
+      Send send;
+      route.status = DecodeBody(request, &send);
+      if (!route.status.ok()) return route;
+      StoreMessage sm;
+      sm.message.id = ids_.Next(now_ms);
+      sm.message.from = h.user;
+      sm.message.to = send.to;
+      sm.message.ts = TimestampOf(sm.message.id);
+      sm.message.client_msg_id = std::move(send.client_msg_id);
+      sm.message.text = std::move(send.text);
+      Header out = h;
+      out.type = static_cast<uint8_t>(MsgType::kStoreMessage);
+      route.shard = HomeShard(h.user, shard_count_);
+      route.frame = EncodeFrame(out, sm);
+      return route;
+    }
+    case MsgType::kDeliver: {
+      Deliver d;
+      route.status = DecodeBody(request, &d);
+      if (!route.status.ok()) return route;
+      route.shard = HomeShard(d.message.to, shard_count_);
+      return route;
+    }
+    case MsgType::kSync:
+    case MsgType::kAck:
+      route.shard = HomeShard(h.user, shard_count_);
+      return route;
+    default:
+      route.status = Status(ErrorCode::kBadRequest,
+                            std::string("routed does not take ") +
+                                MsgTypeName(request.type()));
+      return route;
+  }
+}
+
+Routed::Routed(const Config& config, zmq::context_t& ctx)
+    : ctx_(ctx),
+      listen_(config.Get("listen")),
+      shard_endpoints_(config.GetList("shards")),
+      router_(ShardCountOf(config), GeneratorOf(config)) {
+  if (listen_.empty()) {
+    auto all = config.GetList("routed");
+    if (all.empty()) throw std::invalid_argument("routed: no endpoint");
+    listen_ = all.front();
+  }
+}
+
+Status Routed::Start() {
+  front_ = MakeSocket(ctx_, zmq::socket_type::router);
+  front_.set(zmq::sockopt::router_mandatory, 1);
+  try {
+    PrepareEndpoint(listen_);
+    front_.bind(listen_);
+    for (const auto& ep : shard_endpoints_) {
+      zmq::socket_t s = MakeSocket(ctx_, zmq::socket_type::dealer);
+      s.set(zmq::sockopt::immediate, 1);
+      s.connect(ep);
+      shards_.push_back(std::move(s));
+    }
+  } catch (const zmq::error_t& e) {
+    return Status(ErrorCode::kBadRequest, listen_ + ": " + e.what());
+  }
+  NLOG_INFO("event=listening listen=%s shards=%zu", listen_.c_str(),
+            shards_.size());
+  return Status::Ok();
+}
+
+void Routed::RunOnce(int timeout_ms) {
+  std::vector<zmq::pollitem_t> items;
+  items.push_back({front_.handle(), 0, ZMQ_POLLIN, 0});
+  for (auto& s : shards_) items.push_back({s.handle(), 0, ZMQ_POLLIN, 0});
+  Poll(items, timeout_ms);
+  if (items[0].revents & ZMQ_POLLIN) FromFront();
+  for (size_t i = 0; i < shards_.size(); ++i) {
+    if (items[i + 1].revents & ZMQ_POLLIN) FromShard(i);
+  }
+}
+
+void Routed::FromFront() {
+  Parts parts;
+  for (int n = 0; n < 4096 && RecvParts(front_, &parts); ++n) {
+    if (parts.size() < 2) continue;
+    Frame frame;
+    const zmq::message_t& body = parts.back();
+    Route route;
+    route.status = DecodeFrame(body.data(), body.size(), &frame);
+    if (route.status.ok()) route = router_.Decide(frame, NowMs());
+    if (route.status.ok()) {
+      // The whole envelope goes along (the peer's identity first), so the
+      // reply finds its way back.
+      Parts out;
+      for (size_t i = 0; i + 1 < parts.size(); ++i) {
+        out.emplace_back(parts[i].data(), parts[i].size());
+      }
+      if (route.frame.empty()) {
+        out.push_back(std::move(parts.back()));
+      } else {
+        out.push_back(ToMessage(route.frame));
+      }
+      if (SendParts(shards_[route.shard], out)) continue;
+      route.status = Status(ErrorCode::kUnavailable,
+                            "shard " + std::to_string(route.shard) +
+                                " is not reachable");
+    }
+    NLOG_WARN("event=refused type=%s error=\"%s\"",
+              MsgTypeName(frame.type()), route.status.ToString().c_str());
+    SendRouted(front_, parts, parts.size() - 1,
+               EncodeError(frame.header, route.status));
+  }
+}
+
+void Routed::FromShard(size_t shard) {
+  Parts parts;
+  for (int n = 0; n < 4096 && RecvParts(shards_[shard], &parts); ++n) {
+    if (parts.size() < 2) continue;
+    if (!SendParts(front_, parts)) {
+      NLOG_DEBUG("event=reply-dropped shard=%zu", shard);
+    }
+  }
+}
+
+}  // namespace routed
+}  // namespace natter

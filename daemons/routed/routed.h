@@ -1,0 +1,66 @@
+// natter-routed: the broker between frontds and shards (zguide's
+// Majordomo, without workers coming and going).  It assigns each new
+// message its Snowflake id and routes every request to the home shard of
+// the user it concerns; replies travel back along the ROUTER envelope.
+//
+// Frontds and shards both connect to its ROUTER: frontds with requests,
+// shards with hand-offs of recipients' copies.  One DEALER per shard, in
+// shard-map order.
+#ifndef NATTER_DAEMONS_ROUTED_ROUTED_H_
+#define NATTER_DAEMONS_ROUTED_ROUTED_H_
+
+#include <string>
+#include <vector>
+
+#include <zmq.hpp>
+
+#include "common/config.h"
+#include "common/daemon.h"
+#include "common/ids.h"
+#include "common/net.h"
+#include "common/proto.h"
+
+namespace natter {
+namespace routed {
+
+// Where a request goes and what it becomes: the routing decision, apart
+// from sockets so tests can drive it.
+struct Route {
+  Status status;       // not ok: reply with this error instead
+  uint32_t shard = 0;
+  std::string frame;   // what to send to the shard
+};
+
+class Router {
+ public:
+  Router(uint32_t shard_count, uint32_t generator);
+  Route Decide(const Frame& request, uint64_t now_ms);
+
+ private:
+  uint32_t shard_count_;
+  SnowflakeGenerator ids_;
+};
+
+class Routed : public Service {
+ public:
+  Routed(const Config& config, zmq::context_t& ctx);
+
+  Status Start() override;
+  void RunOnce(int timeout_ms) override;
+
+ private:
+  void FromFront();
+  void FromShard(size_t shard);
+
+  zmq::context_t& ctx_;
+  std::string listen_;
+  std::vector<std::string> shard_endpoints_;
+  Router router_;
+  zmq::socket_t front_;                // ROUTER
+  std::vector<zmq::socket_t> shards_;  // DEALER each
+};
+
+}  // namespace routed
+}  // namespace natter
+
+#endif  // NATTER_DAEMONS_ROUTED_ROUTED_H_

@@ -1,0 +1,59 @@
+#include "daemons/stored/keys.h"
+
+namespace natter {
+namespace stored {
+
+void PutBigEndian(std::string* out, uint64_t v) {
+  for (int shift = 56; shift >= 0; shift -= 8) {
+    out->push_back(static_cast<char>((v >> shift) & 0xff));
+  }
+}
+
+uint64_t GetBigEndian(const char* p) {
+  uint64_t v = 0;
+  for (int i = 0; i < 8; ++i) v = (v << 8) | static_cast<unsigned char>(p[i]);
+  return v;
+}
+
+std::string MessageKey(UserId user, UserId peer, MessageId id) {
+  std::string k(1, 'm');
+  PutBigEndian(&k, user.value);
+  PutBigEndian(&k, peer.value);
+  PutBigEndian(&k, id.value);
+  return k;
+}
+
+std::string MailboxPrefix(UserId user) {
+  std::string k(1, 'q');
+  PutBigEndian(&k, user.value);
+  return k;
+}
+
+std::string MailboxKey(UserId user, Seq seq) {
+  std::string k = MailboxPrefix(user);
+  PutBigEndian(&k, seq.value);
+  return k;
+}
+
+std::string DedupKey(UserId user, const std::string& client_msg_id) {
+  std::string k(1, 'd');
+  PutBigEndian(&k, user.value);
+  k += client_msg_id;
+  return k;
+}
+
+std::string CursorKey(UserId user, const std::string& device) {
+  std::string k(1, 'k');
+  PutBigEndian(&k, user.value);
+  k += device;
+  return k;
+}
+
+std::string OutboxKey(uint64_t n) {
+  std::string k(1, 'o');
+  PutBigEndian(&k, n);
+  return k;
+}
+
+}  // namespace stored
+}  // namespace natter

@@ -1,0 +1,33 @@
+// The shard's LevelDB keys: a one-letter prefix, then big-endian fixed-width
+// integers so that byte order is numeric order (natter(7) STORAGE).
+//
+//   m user peer msg_id   the user's copy of a message (Message)
+//   q user seq           the user's mailbox event (Event)
+//   d user client_msg_id the id a sender's client_msg_id got (SendRecord)
+//   k user device        a device's cursor: last seq it acknowledged
+//   o n                  outbox: a hand-off to another shard, until acked
+#ifndef NATTER_DAEMONS_STORED_KEYS_H_
+#define NATTER_DAEMONS_STORED_KEYS_H_
+
+#include <cstdint>
+#include <string>
+
+#include "common/types.h"
+
+namespace natter {
+namespace stored {
+
+void PutBigEndian(std::string* out, uint64_t v);
+uint64_t GetBigEndian(const char* p);
+
+std::string MessageKey(UserId user, UserId peer, MessageId id);
+std::string MailboxKey(UserId user, Seq seq);
+std::string MailboxPrefix(UserId user);
+std::string DedupKey(UserId user, const std::string& client_msg_id);
+std::string CursorKey(UserId user, const std::string& device);
+std::string OutboxKey(uint64_t n);
+
+}  // namespace stored
+}  // namespace natter
+
+#endif  // NATTER_DAEMONS_STORED_KEYS_H_

@@ -1,0 +1,188 @@
+#include "daemons/stored/stored.h"
+
+#include <sys/stat.h>
+
+#include <stdexcept>
+
+#include "common/log.h"
+
+namespace natter {
+namespace stored {
+
+Stored::Stored(const Config& config, zmq::context_t& ctx)
+    : ctx_(ctx) {
+  uint64_t shard = 0, batch = 0, retry_s = 0;
+  Status s = config.GetUint("shard", &shard);
+  if (s.ok()) s = config.GetUint("batch-max", &batch);
+  if (s.ok()) s = config.GetDuration("handoff-retry", &retry_s);
+  if (!s.ok()) throw std::invalid_argument(s.message());
+  std::vector<std::string> shards = config.GetList("shards");
+  if (shards.empty()) throw std::invalid_argument("shards: the shard map is empty");
+  if (shard >= shards.size()) {
+    throw std::invalid_argument("shard " + std::to_string(shard) +
+                                " is not in the shard map of " +
+                                std::to_string(shards.size()));
+  }
+  if (batch == 0) throw std::invalid_argument("batch-max: must be at least 1");
+  shard_ = static_cast<uint32_t>(shard);
+  shard_count_ = static_cast<uint32_t>(shards.size());
+  listen_ = config.Get("listen").empty() ? shards[shard_] : config.Get("listen");
+  data_path_ = config.Get("data-dir") + "/shard-" + std::to_string(shard_);
+  routed_ = config.GetList("routed");
+  notifyd_ = config.GetList("notifyd-in");
+  if (routed_.empty()) throw std::invalid_argument("routed: no endpoint");
+  if (notifyd_.empty()) throw std::invalid_argument("notifyd-in: no endpoint");
+  batch_max_ = batch;
+  retry_ = std::chrono::seconds(retry_s == 0 ? 1 : retry_s);
+  store_ = std::make_unique<Store>(shard_, shard_count_);
+}
+
+Status Stored::Start() {
+  ::mkdir(data_path_.substr(0, data_path_.rfind('/')).c_str(), 0700);
+  Status s = store_->Open(data_path_);
+  if (!s.ok()) return s;
+  requests_ = MakeSocket(ctx_, zmq::socket_type::router);
+  handoff_ = MakeSocket(ctx_, zmq::socket_type::dealer);
+  events_ = MakeSocket(ctx_, zmq::socket_type::push, 0);
+  handoff_.set(zmq::sockopt::immediate, 1);
+  events_.set(zmq::sockopt::immediate, 1);
+  events_.set(zmq::sockopt::sndhwm, 100000);
+  try {
+    PrepareEndpoint(listen_);
+    requests_.bind(listen_);
+    for (const auto& ep : routed_) handoff_.connect(ep);
+    for (const auto& ep : notifyd_) events_.connect(ep);
+  } catch (const zmq::error_t& e) {
+    return Status(ErrorCode::kBadRequest, listen_ + ": " + e.what());
+  }
+  for (Deliver& d : store_->PendingHandoffs()) {
+    Header h;
+    h.type = static_cast<uint8_t>(MsgType::kDeliver);
+    h.user = d.message.to;
+    pending_[d.outbox] = Pending{EncodeFrame(h, d), Clock::now()};
+  }
+  NLOG_INFO("event=open shard=%u of=%u path=%s listen=%s handoffs=%zu",
+            shard_, shard_count_, data_path_.c_str(), listen_.c_str(),
+            pending_.size());
+  return Status::Ok();
+}
+
+void Stored::RunOnce(int timeout_ms) {
+  std::vector<zmq::pollitem_t> items = {
+      {requests_.handle(), 0, ZMQ_POLLIN, 0},
+      {handoff_.handle(), 0, ZMQ_POLLIN, 0},
+  };
+  if (!pending_.empty()) timeout_ms = std::min(timeout_ms, 100);
+  Poll(items, timeout_ms);
+  if (items[0].revents & ZMQ_POLLIN) ServeBatch();
+  if (items[1].revents & ZMQ_POLLIN) TakeAcks();
+  RetryHandoffs();
+}
+
+void Stored::ServeBatch() {
+  // Each request keeps its routing frames (the route back through routed
+  // to the frontd and the client).
+  std::vector<Parts> routes;
+  std::vector<Request> batch;
+  Parts parts;
+  while (batch.size() < batch_max_ && RecvParts(requests_, &parts)) {
+    if (parts.size() < 2) continue;
+    Request r;
+    const zmq::message_t& body = parts.back();
+    Status s = DecodeFrame(body.data(), body.size(), &r.frame);
+    if (!s.ok()) {
+      NLOG_WARN("event=bad-frame error=\"%s\"", s.ToString().c_str());
+      SendRouted(requests_, parts, parts.size() - 1, EncodeError(Header(), s));
+      continue;
+    }
+    routes.push_back(std::move(parts));
+    batch.push_back(std::move(r));
+    parts = Parts();
+  }
+  if (batch.empty()) return;
+  Effects effects;
+  store_->Apply(&batch, &effects);
+  for (size_t i = 0; i < batch.size(); ++i) {
+    if (!SendRouted(requests_, routes[i], routes[i].size() - 1, batch[i].reply)) {
+      NLOG_WARN("event=reply-dropped type=%s", MsgTypeName(batch[i].frame.type()));
+    }
+  }
+  for (const Event& ev : effects.publish) Publish(ev);
+  for (Deliver& d : effects.handoff) {
+    Header h;
+    h.type = static_cast<uint8_t>(MsgType::kDeliver);
+    h.user = d.message.to;
+    Pending& p = pending_[d.outbox];
+    p.frame = EncodeFrame(h, d);
+    SendHandoff(d.outbox, &p);
+  }
+}
+
+void Stored::Publish(const Event& event) {
+  Header h;
+  h.type = static_cast<uint8_t>(MsgType::kEvent);
+  h.user = event.user;
+  h.device = event.origin_device;
+  std::string topic;
+  for (int shift = 56; shift >= 0; shift -= 8) {
+    topic.push_back(static_cast<char>((event.user.value >> shift) & 0xff));
+  }
+  Parts parts;
+  parts.push_back(ToMessage(topic));
+  parts.push_back(ToMessage(EncodeFrame(h, event)));
+  // The live path may drop (the mailbox is the truth; devices catch up).
+  if (!SendParts(events_, parts)) {
+    NLOG_DEBUG("event=publish-dropped user=%llu seq=%llu",
+               static_cast<unsigned long long>(event.user.value),
+               static_cast<unsigned long long>(event.seq.value));
+  }
+}
+
+void Stored::SendHandoff(uint64_t outbox, Pending* pending) {
+  Parts parts;
+  parts.push_back(ToMessage(pending->frame));
+  if (!SendParts(handoff_, parts)) {
+    NLOG_DEBUG("event=handoff-deferred outbox=%llu",
+               static_cast<unsigned long long>(outbox));
+  }
+  pending->next_try = Clock::now() + retry_;
+}
+
+void Stored::TakeAcks() {
+  Parts parts;
+  while (RecvParts(handoff_, &parts)) {
+    Frame f;
+    DeliverAck ack;
+    if (parts.empty() || !DecodeFrame(parts.back().data(), parts.back().size(), &f).ok()) {
+      continue;
+    }
+    if (f.type() != MsgType::kDeliverAck || !DecodeBody(f, &ack).ok()) {
+      if (f.type() == MsgType::kError) {
+        Error e;
+        DecodeBody(f, &e);
+        NLOG_WARN("event=handoff-refused code=%u error=\"%s\"", e.code,
+                  e.message.c_str());
+      }
+      continue;
+    }
+    auto it = pending_.find(ack.outbox);
+    if (it == pending_.end()) continue;
+    Status s = store_->AckHandoff(ack);
+    if (s.ok() || s.code() == ErrorCode::kNotFound) pending_.erase(it);
+  }
+}
+
+void Stored::RetryHandoffs() {
+  auto now = Clock::now();
+  for (auto& [outbox, p] : pending_) {
+    if (p.next_try <= now) SendHandoff(outbox, &p);
+  }
+}
+
+void Stored::Stop() {
+  // Requests not yet read are not acknowledged; their senders retry.
+  store_->Close();
+}
+
+}  // namespace stored
+}  // namespace natter

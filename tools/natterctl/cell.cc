@@ -1,0 +1,127 @@
+#include "tools/natterctl/cell.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include <cerrno>
+#include <climits>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+#include "common/text.h"
+#include "common/token.h"
+
+namespace natter {
+namespace ctl {
+namespace {
+
+// The longest path an ipc:// endpoint may have (sun_path, less a margin).
+constexpr size_t kMaxIpcPath = 100;
+
+Status MakeDir(const std::string& path, mode_t mode) {
+  if (::mkdir(path.c_str(), mode) != 0 && errno != EEXIST) {
+    return Status(ErrorCode::kInternal, path + ": " + std::strerror(errno));
+  }
+  return Status::Ok();
+}
+
+// What a client on this host connects to, for a frontd listening on listen.
+std::string ClientEndpoint(const std::string& listen) {
+  for (const char* any : {"tcp://*:", "tcp://0.0.0.0:"}) {
+    std::string a = any;
+    if (listen.compare(0, a.size(), a) == 0) {
+      return "tcp://127.0.0.1:" + listen.substr(a.size());
+    }
+  }
+  return listen;
+}
+
+}  // namespace
+
+std::string AbsolutePath(const std::string& path) {
+  if (!path.empty() && path[0] == '/') return path;
+  char cwd[PATH_MAX];
+  if (::getcwd(cwd, sizeof cwd) == nullptr) return path;
+  std::string p = path;
+  while (p.compare(0, 2, "./") == 0) p = p.substr(2);
+  if (p == ".") return cwd;
+  return std::string(cwd) + "/" + p;
+}
+
+Status InitCell(const std::string& dir_in, const std::string& listen,
+                unsigned shards, CellPaths* out) {
+  CellPaths cell{AbsolutePath(dir_in)};
+  while (cell.dir.size() > 1 && cell.dir.back() == '/') cell.dir.pop_back();
+  *out = cell;
+  struct stat st;
+  if (::stat(cell.TokenKeys().c_str(), &st) == 0 ||
+      ::stat(cell.Conf().c_str(), &st) == 0) {
+    return Status(ErrorCode::kBadRequest,
+                  cell.dir + " holds a cell already; refusing to overwrite its keys");
+  }
+  if (shards == 0 || shards > 256) {
+    return Status(ErrorCode::kBadRequest, "--shards: 1 to 256");
+  }
+  if ((cell.Run() + "/stored-000.sock").size() > kMaxIpcPath) {
+    return Status(ErrorCode::kBadRequest,
+                  cell.dir + ": the path is too long for ipc:// sockets; use a shorter folder");
+  }
+  for (const std::string& d :
+       {cell.dir, cell.dir + "/keys", cell.TokenKeys(), cell.dir + "/data",
+        cell.Run(), cell.dir + "/log"}) {
+    Status s = MakeDir(d, 0700);
+    if (!s.ok()) return s;
+  }
+  Status s = WriteSigningKey(cell.TokenKeys(), GenerateSigningKey());
+  if (!s.ok()) return s;
+  char pub[41], sec[41];
+  if (zmq_curve_keypair(pub, sec) != 0) {
+    return Status(ErrorCode::kInternal, "libzmq has no CURVE support");
+  }
+  s = WriteNewFile(cell.dir + "/keys/frontd.key", std::string(sec) + "\n", 0600);
+  if (!s.ok()) return s;
+  s = WriteNewFile(cell.dir + "/keys/frontd.pub", std::string(pub) + "\n", 0644);
+  if (!s.ok()) return s;
+
+  std::ostringstream conf;
+  conf << "# natter.conf(5) of the local cell in " << cell.dir << ",\n"
+       << "# written by natterctl init.  Every key is described in natter.conf(5).\n\n"
+       << "[cell]\nshards =";
+  for (unsigned i = 0; i < shards; ++i) {
+    conf << " ipc://" << cell.Run() << "/stored-" << i << ".sock";
+  }
+  conf << "\nrouted = ipc://" << cell.Run() << "/routed.sock\n"
+       << "notifyd-in = ipc://" << cell.Run() << "/notifyd-in.sock\n"
+       << "notifyd-out = ipc://" << cell.Run() << "/notifyd-out.sock\n"
+       << "token-keys = " << cell.TokenKeys() << "\n\n"
+       << "[frontd]\nlisten = " << listen << "\n"
+       << "secret-key = " << cell.dir << "/keys/frontd.key\n\n"
+       << "[stored]\ndata-dir = " << cell.dir << "/data\n";
+  s = WriteNewFile(cell.Conf(), conf.str(), 0644);
+  if (!s.ok()) return s;
+  std::ostringstream client;
+  client << "# natter(1) options for the local cell in " << cell.dir << ".\n"
+         << "server = " << ClientEndpoint(listen) << "\n"
+         << "server-key = " << pub << "\n";
+  return WriteNewFile(cell.ClientConf(), client.str(), 0644);
+}
+
+unsigned ShardCount(const CellPaths& cell) {
+  std::ifstream in(cell.Conf());
+  std::string line;
+  bool in_cell = false;
+  while (std::getline(in, line)) {
+    if (!line.empty() && line[0] == '[') in_cell = line.rfind("[cell]", 0) == 0;
+    if (in_cell && line.rfind("shards", 0) == 0) {
+      size_t eq = line.find('=');
+      if (eq == std::string::npos) return 0;
+      return static_cast<unsigned>(SplitList(line.substr(eq + 1)).size());
+    }
+  }
+  return 0;
+}
+
+}  // namespace ctl
+}  // namespace natter

@@ -1,0 +1,45 @@
+// A local cell's folder, as natterctl lays it out:
+//
+//   DIR/natter.conf         the daemons' configuration
+//   DIR/client.conf         what natter(1) needs: server, server-key
+//   DIR/keys/token/*.sec    Ed25519 token signing keys (0600), *.pub
+//   DIR/keys/frontd.key     frontd's CURVE secret key (0600), frontd.pub
+//   DIR/data/shard-N/       each shard's LevelDB
+//   DIR/run/                ipc:// sockets, pid files, natterctl's lock
+//   DIR/log/NAME.log        each daemon's log
+#ifndef NATTER_TOOLS_NATTERCTL_CELL_H_
+#define NATTER_TOOLS_NATTERCTL_CELL_H_
+
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+
+namespace natter {
+namespace ctl {
+
+struct CellPaths {
+  std::string dir;
+  std::string Conf() const { return dir + "/natter.conf"; }
+  std::string ClientConf() const { return dir + "/client.conf"; }
+  std::string TokenKeys() const { return dir + "/keys/token"; }
+  std::string Run() const { return dir + "/run"; }
+  std::string Log(const std::string& name) const { return dir + "/log/" + name + ".log"; }
+  std::string Pid(const std::string& name) const { return dir + "/run/" + name + ".pid"; }
+};
+
+// Makes the folder, the keys and both config files.  Refuses to touch a
+// folder that holds keys already.
+Status InitCell(const std::string& dir, const std::string& listen,
+                unsigned shards, CellPaths* out);
+
+// The number of shards in the cell's natter.conf (0 if unreadable).
+unsigned ShardCount(const CellPaths& cell);
+
+// An absolute, normalised form of a path (the folder may not exist yet).
+std::string AbsolutePath(const std::string& path);
+
+}  // namespace ctl
+}  // namespace natter
+
+#endif  // NATTER_TOOLS_NATTERCTL_CELL_H_

@@ -1,0 +1,228 @@
+#include "tools/natterctl/supervisor.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/file.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <sysexits.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <iostream>
+#include <thread>
+
+namespace natter {
+namespace ctl {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+std::atomic<bool> g_stop{false};
+void OnStop(int) { g_stop = true; }
+
+std::string SelfDir() {
+  char buf[4096];
+  ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
+  if (n <= 0) return ".";
+  std::string path(buf, static_cast<size_t>(n));
+  return path.substr(0, path.rfind('/'));
+}
+
+void WritePid(const std::string& path, pid_t pid) {
+  std::ofstream(path, std::ios::trunc) << pid << "\n";
+}
+
+bool Spawn(const CellPaths& cell, Child* c, bool want_ready) {
+  int fds[2] = {-1, -1};
+  if (want_ready && ::pipe2(fds, O_CLOEXEC) != 0) return false;
+  pid_t pid = ::fork();
+  if (pid < 0) return false;
+  if (pid == 0) {
+    ::prctl(PR_SET_PDEATHSIG, SIGTERM);
+    signal(SIGINT, SIG_DFL);
+    signal(SIGTERM, SIG_DFL);
+    int log = ::open(cell.Log(c->name).c_str(), O_WRONLY | O_CREAT | O_APPEND, 0640);
+    int null = ::open("/dev/null", O_RDWR);
+    if (null >= 0) {
+      ::dup2(null, 0);
+      ::dup2(null, 1);
+    }
+    if (log >= 0) ::dup2(log, 2);
+    if (want_ready) {
+      int w = ::dup(fds[1]);  // dup drops O_CLOEXEC
+      ::setenv("NATTER_READY_FD", std::to_string(w).c_str(), 1);
+    }
+    std::vector<char*> argv;
+    for (auto& a : c->argv) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    ::execv(argv[0], argv.data());
+    std::fprintf(stderr, "natterctl: %s: %s\n", argv[0], std::strerror(errno));
+    ::_exit(EX_OSFILE);
+  }
+  if (want_ready) {
+    ::close(fds[1]);
+    c->ready_fd = fds[0];
+  }
+  c->pid = pid;
+  c->ready = !want_ready;
+  c->started = Clock::now();
+  WritePid(cell.Pid(c->name), pid);
+  return true;
+}
+
+void StopAll(std::vector<Child>& children) {
+  // Front first, so no new work arrives while the shards finish theirs.
+  for (auto it = children.rbegin(); it != children.rend(); ++it) {
+    if (it->pid > 0) ::kill(it->pid, SIGTERM);
+  }
+  auto deadline = Clock::now() + std::chrono::seconds(10);
+  for (auto& c : children) {
+    while (c.pid > 0) {
+      int status;
+      pid_t r = ::waitpid(c.pid, &status, WNOHANG);
+      if (r == c.pid || (r < 0 && errno == ECHILD)) {
+        c.pid = -1;
+        break;
+      }
+      if (Clock::now() >= deadline) {
+        ::kill(c.pid, SIGKILL);
+        ::waitpid(c.pid, &status, 0);
+        c.pid = -1;
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  }
+}
+
+std::string DescribeStatus(int status) {
+  if (WIFEXITED(status)) return "exited with status " + std::to_string(WEXITSTATUS(status));
+  if (WIFSIGNALED(status)) return std::string("was killed by signal ") + std::to_string(WTERMSIG(status));
+  return "stopped";
+}
+
+}  // namespace
+
+int Supervise(const CellPaths& cell, const std::string& listen_override) {
+  std::string lock_path = cell.Run() + "/natterctl.pid";
+  int lock = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (lock < 0 || ::flock(lock, LOCK_EX | LOCK_NB) != 0) {
+    std::cerr << "natterctl: the cell in " << cell.dir << " is running already\n";
+    return EX_TEMPFAIL;
+  }
+  if (::ftruncate(lock, 0) == 0) {
+    std::string pid = std::to_string(::getpid()) + "\n";
+    ssize_t n = ::write(lock, pid.data(), pid.size());
+    (void)n;
+  }
+
+  struct sigaction sa = {};
+  sa.sa_handler = OnStop;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  const std::string bin = SelfDir();
+  const std::string conf = cell.Conf();
+  std::vector<Child> children;
+  auto add = [&](const std::string& name, const std::string& program,
+                 std::vector<std::string> extra) {
+    Child c;
+    c.name = name;
+    c.argv = {bin + "/" + program, "-c", conf};
+    c.argv.insert(c.argv.end(), extra.begin(), extra.end());
+    children.push_back(std::move(c));
+  };
+  add("notifyd", "natter-notifyd", {});
+  unsigned shards = ShardCount(cell);
+  for (unsigned i = 0; i < shards; ++i) {
+    add("stored-" + std::to_string(i), "natter-stored", {"--shard", std::to_string(i)});
+  }
+  add("routed", "natter-routed", {});
+  if (listen_override.empty()) {
+    add("frontd", "natter-frontd", {});
+  } else {
+    add("frontd", "natter-frontd", {"--listen", listen_override});
+  }
+
+  for (auto& c : children) {
+    if (!Spawn(cell, &c, true)) {
+      std::cerr << "natterctl: cannot start " << c.argv[0] << ": " << std::strerror(errno) << "\n";
+      StopAll(children);
+      return EX_OSERR;
+    }
+  }
+
+  // Wait until every daemon says it serves.
+  auto deadline = Clock::now() + std::chrono::seconds(30);
+  size_t ready = 0;
+  while (ready < children.size()) {
+    if (g_stop || Clock::now() >= deadline) {
+      std::cerr << "natterctl: the cell did not become ready"
+                << (g_stop ? " (interrupted)" : " within 30s") << "\n";
+      StopAll(children);
+      return EX_UNAVAILABLE;
+    }
+    for (auto& c : children) {
+      if (c.ready) continue;
+      struct pollfd p = {c.ready_fd, POLLIN, 0};
+      if (::poll(&p, 1, 10) > 0) {
+        char buf[16];
+        ssize_t n = ::read(c.ready_fd, buf, sizeof buf);
+        ::close(c.ready_fd);
+        c.ready_fd = -1;
+        if (n > 0) {
+          c.ready = true;
+          ++ready;
+          continue;
+        }
+        int status = 0;
+        ::waitpid(c.pid, &status, 0);
+        c.pid = -1;
+        std::cerr << "natterctl: natter-" << (c.name.rfind("stored", 0) == 0 ? "stored" : c.name)
+                  << " (" << c.name << ") " << DescribeStatus(status)
+                  << " before it was ready; see " << cell.Log(c.name) << "\n";
+        StopAll(children);
+        return WIFEXITED(status) && WEXITSTATUS(status) == EX_CONFIG ? EX_CONFIG
+                                                                      : EX_UNAVAILABLE;
+      }
+    }
+  }
+  std::cout << "ready" << std::endl;
+
+  while (!g_stop) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    int status;
+    pid_t pid;
+    while ((pid = ::waitpid(-1, &status, WNOHANG)) > 0) {
+      for (auto& c : children) {
+        if (c.pid != pid) continue;
+        c.pid = -1;
+        if (Clock::now() - c.started >= std::chrono::seconds(10)) {
+          c.backoff = std::chrono::milliseconds(100);
+        }
+        c.restart_at = Clock::now() + c.backoff;
+        std::cerr << "natterctl: " << c.name << " " << DescribeStatus(status)
+                  << "; restarting in " << c.backoff.count() << "ms\n";
+        c.backoff = std::min(c.backoff * 2, std::chrono::milliseconds(10000));
+      }
+    }
+    for (auto& c : children) {
+      if (c.pid < 0 && !g_stop && Clock::now() >= c.restart_at) Spawn(cell, &c, false);
+    }
+  }
+  StopAll(children);
+  for (auto& c : children) ::unlink(cell.Pid(c.name).c_str());
+  ::unlink(lock_path.c_str());
+  return EX_OK;
+}
+
+}  // namespace ctl
+}  // namespace natter
