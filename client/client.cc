@@ -71,11 +71,32 @@ void Client::OpenSocket() {
         WriteNewFile(path, pub + "\n" + sec + "\n", 0600);
       }
     }
-    socket_.set(zmq::sockopt::curve_serverkey, options_.server_key);
+    SetServerKey();
     socket_.set(zmq::sockopt::curve_publickey, pub);
     socket_.set(zmq::sockopt::curve_secretkey, sec);
   }
   socket_.connect(options_.server);
+}
+
+void Client::SetServerKey() {
+  // 40 characters of Z85, or 64 hex digits: Z85 may hold '#', which
+  // config files read as a comment, so natterctl writes hex.
+  const std::string& key = options_.server_key;
+  if (key.size() == 64) {
+    uint8_t raw[32];
+    size_t len = 0;
+    if (sodium_hex2bin(raw, sizeof raw, key.data(), key.size(), nullptr, &len,
+                       nullptr) != 0 || len != 32) {
+      throw std::invalid_argument("the server key is not 64 hex digits");
+    }
+    socket_.set(zmq::sockopt::curve_serverkey, zmq::const_buffer(raw, sizeof raw));
+    return;
+  }
+  if (key.size() != 40) {
+    throw std::invalid_argument(
+        "the server key is neither 64 hex digits nor 40 characters of Z85");
+  }
+  socket_.set(zmq::sockopt::curve_serverkey, key);
 }
 
 template <typename T>
@@ -243,7 +264,11 @@ void Client::Handle(const zmq::message_t& msg, std::vector<Incoming>* out) {
         return;
       }
       if (IsRetryable(status.code()) && Clock::now() < req.deadline) {
-        req.sent = Clock::now();  // sent again after retry_ms
+        // Sent again soon, then less and less often, up to retry_ms.
+        req.backoff_ms = std::min(options_.retry_ms,
+                                  req.backoff_ms == 0 ? 50 : req.backoff_ms * 2);
+        req.sent = Clock::now() - std::chrono::milliseconds(options_.retry_ms) +
+                   std::chrono::milliseconds(req.backoff_ms);
         return;
       }
       MsgType type = req.type;

@@ -36,7 +36,8 @@ namespace natter {
 
 struct ClientOptions {
   std::string server;      // frontd's endpoint
-  std::string server_key;  // frontd's CURVE public key (Z85); empty: none
+  std::string server_key;  // frontd's CURVE public key, 64 hex digits or
+                           // 40 of Z85; empty: no CURVE
   std::string token;
   std::string device = "default";
   std::string state_dir;   // where the device's key and cursor live; may be empty
@@ -101,9 +102,11 @@ class Client {
     std::string client_msg_id;
     Clock::time_point sent;
     Clock::time_point deadline;
+    int backoff_ms = 0;  // after a retryable error: the next wait
   };
 
   void OpenSocket();
+  void SetServerKey();
   template <typename T>
   uint64_t Ask(MsgType type, const T& body, const std::string& cmid = "");
   void Transmit(const std::string& frame);

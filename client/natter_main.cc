@@ -10,6 +10,8 @@
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
+#include <memory>
+#include <stdexcept>
 #include <set>
 #include <string>
 #include <vector>
@@ -175,6 +177,14 @@ UserId ParsePeer(const std::string& text) {
   return UserId(*v);
 }
 
+std::unique_ptr<Client> MakeClient(const ClientOptions& options) {
+  try {
+    return std::make_unique<Client>(options);
+  } catch (const std::invalid_argument& e) {
+    throw Exit{EX_USAGE, e.what()};
+  }
+}
+
 void Connect(Client& client) {
   Status s = client.Connect();
   if (!s.ok()) throw Exit{ExitCodeFor(s.code()), s.message()};
@@ -201,7 +211,8 @@ int Send(const Global& g, const std::vector<std::string>& args) {
     if (i > 1) text += " ";
     text += words[i];
   }
-  Client client(g.client);
+  auto owned = MakeClient(g.client);
+  Client& client = *owned;
   Connect(client);
 
   const size_t kWindow = 256;
@@ -265,7 +276,8 @@ int Listen(const Global& g, const std::vector<std::string>& args) {
     if (!secs) throw Exit{EX_USAGE, "listen: --for: '" + for_text + "' is not a number of seconds"};
     limit = std::chrono::seconds(*secs);
   }
-  Client client(g.client);
+  auto owned = MakeClient(g.client);
+  Client& client = *owned;
   Connect(client);
   uint64_t messages = 0;
   std::vector<Incoming> in;

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
@@ -88,7 +89,17 @@ int DaemonMain(int argc, char** argv, const DaemonSpec& spec) {
       NLOG_ERROR("event=start-failed error=\"%s\"", s.ToString().c_str());
       return s.code() == ErrorCode::kBadRequest ? EX_CONFIG : EX_UNAVAILABLE;
     }
-    NLOG_INFO("event=ready");
+    // Serve while waiting for the peers: requests that arrive are answered.
+    auto wait_until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (!g_stop && !service->Ready() &&
+           std::chrono::steady_clock::now() < wait_until) {
+      service->RunOnce(20);
+    }
+    if (service->Ready()) {
+      NLOG_INFO("event=ready");
+    } else {
+      NLOG_WARN("event=ready waiting=\"%s\"", service->Waiting().c_str());
+    }
     NotifyReady();
     while (!g_stop) service->RunOnce(100);
     NLOG_INFO("event=stopping");

@@ -22,6 +22,12 @@ class Service {
   // Binds, connects, opens storage.  A failure ends the daemon (EX_CONFIG
   // for kBadRequest, EX_UNAVAILABLE otherwise).
   virtual Status Start() = 0;
+  // True once the daemon can serve: its connections to the daemons it
+  // needs have completed their handshakes.  Until then it runs, and the
+  // skeleton waits (at most kReadyWait) before it tells the supervisor.
+  virtual bool Ready() { return true; }
+  // What Ready waits for, for the log.
+  virtual std::string Waiting() { return ""; }
   // Waits up to timeout_ms for work and does it.
   virtual void RunOnce(int timeout_ms) = 0;
   // Finishes the work in hand before the daemon exits.

@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 
 #include <cerrno>
+#include <cstring>
 
 #include "common/proto.h"
 
@@ -59,6 +60,55 @@ bool SendRouted(zmq::socket_t& socket, const Parts& route, size_t route_len,
 
 zmq::message_t ToMessage(const std::string& s) {
   return zmq::message_t(s.data(), s.size());
+}
+
+HandshakeWatch::~HandshakeWatch() {
+  for (Watched& w : watched_) {
+    if (!w.connected) zmq_socket_monitor(w.socket, nullptr, 0);
+  }
+}
+
+void HandshakeWatch::Add(zmq::socket_t& socket, const std::string& name) {
+  static int counter = 0;
+  std::string endpoint = "inproc://natter-monitor-" + std::to_string(++counter);
+  if (zmq_socket_monitor(socket.handle(), endpoint.c_str(),
+                         ZMQ_EVENT_HANDSHAKE_SUCCEEDED) != 0) {
+    throw zmq::error_t();
+  }
+  Watched w{socket.handle(), name, zmq::socket_t(ctx_, zmq::socket_type::pair)};
+  w.monitor.connect(endpoint);
+  watched_.push_back(std::move(w));
+}
+
+bool HandshakeWatch::AllConnected() {
+  bool all = true;
+  for (Watched& w : watched_) {
+    if (w.connected) continue;
+    Parts event;
+    while (RecvParts(w.monitor, &event)) {
+      if (event.size() == 2 && event[0].size() >= 2) {
+        uint16_t id;
+        std::memcpy(&id, event[0].data(), sizeof id);
+        if (id == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) w.connected = true;
+      }
+    }
+    if (w.connected) {
+      zmq_socket_monitor(w.socket, nullptr, 0);
+      w.monitor.close();
+    }
+    all = all && w.connected;
+  }
+  return all;
+}
+
+std::string HandshakeWatch::Waiting() const {
+  std::string out;
+  for (const Watched& w : watched_) {
+    if (w.connected) continue;
+    if (!out.empty()) out += ",";
+    out += w.name;
+  }
+  return out;
 }
 
 void PrepareEndpoint(const std::string& endpoint) {

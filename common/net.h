@@ -33,6 +33,30 @@ bool SendRouted(zmq::socket_t& socket, const Parts& route, size_t route_len,
 
 zmq::message_t ToMessage(const std::string& s);
 
+// Watches connecting sockets until each has completed a ZMTP handshake with
+// at least one peer (a socket monitor per socket).  A daemon is ready to
+// serve only then: before, a DEALER with ZMQ_IMMEDIATE refuses to send.
+class HandshakeWatch {
+ public:
+  explicit HandshakeWatch(zmq::context_t& ctx) : ctx_(ctx) {}
+  ~HandshakeWatch();
+  void Add(zmq::socket_t& socket, const std::string& name);
+  // Reads the monitors' events; true once every socket has had a handshake.
+  bool AllConnected();
+  // The names of the sockets still waiting.
+  std::string Waiting() const;
+
+ private:
+  struct Watched {
+    void* socket;
+    std::string name;
+    zmq::socket_t monitor;
+    bool connected = false;
+  };
+  zmq::context_t& ctx_;
+  std::vector<Watched> watched_;
+};
+
 // Creates the folder of an ipc:// endpoint if it lacks one.
 void PrepareEndpoint(const std::string& endpoint);
 

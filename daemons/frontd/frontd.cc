@@ -56,6 +56,9 @@ Status Frontd::Start() {
   routed_socket_.set(zmq::sockopt::immediate, 1);
   events_ = MakeSocket(ctx_, zmq::socket_type::sub, 0);
   events_.set(zmq::sockopt::rcvhwm, 100000);
+  watch_ = std::make_unique<HandshakeWatch>(ctx_);
+  watch_->Add(routed_socket_, "routed");
+  watch_->Add(events_, "notifyd");
   try {
     PrepareEndpoint(listen_);
     clients_.bind(listen_);

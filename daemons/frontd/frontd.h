@@ -12,6 +12,7 @@
 #define NATTER_DAEMONS_FRONTD_FRONTD_H_
 
 #include <chrono>
+#include <memory>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -32,6 +33,8 @@ class Frontd : public Service {
 
   Status Start() override;
   void RunOnce(int timeout_ms) override;
+  bool Ready() override { return watch_->AllConnected(); }
+  std::string Waiting() override { return watch_->Waiting(); }
 
  private:
   using Clock = std::chrono::steady_clock;
@@ -65,6 +68,7 @@ class Frontd : public Service {
   std::unordered_map<std::string, Session> sessions_;  // by ROUTER identity
   std::unordered_map<UserId, std::vector<std::string>> by_user_;
   Clock::time_point next_sweep_;
+  std::unique_ptr<HandshakeWatch> watch_;
 };
 
 }  // namespace frontd

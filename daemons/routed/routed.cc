@@ -85,12 +85,14 @@ Routed::Routed(const Config& config, zmq::context_t& ctx)
 Status Routed::Start() {
   front_ = MakeSocket(ctx_, zmq::socket_type::router);
   front_.set(zmq::sockopt::router_mandatory, 1);
+  watch_ = std::make_unique<HandshakeWatch>(ctx_);
   try {
     PrepareEndpoint(listen_);
     front_.bind(listen_);
     for (const auto& ep : shard_endpoints_) {
       zmq::socket_t s = MakeSocket(ctx_, zmq::socket_type::dealer);
       s.set(zmq::sockopt::immediate, 1);
+      watch_->Add(s, "shard-" + std::to_string(shards_.size()));
       s.connect(ep);
       shards_.push_back(std::move(s));
     }

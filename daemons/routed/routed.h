@@ -9,6 +9,7 @@
 #ifndef NATTER_DAEMONS_ROUTED_ROUTED_H_
 #define NATTER_DAEMONS_ROUTED_ROUTED_H_
 
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -47,6 +48,8 @@ class Routed : public Service {
 
   Status Start() override;
   void RunOnce(int timeout_ms) override;
+  bool Ready() override { return watch_->AllConnected(); }
+  std::string Waiting() override { return watch_->Waiting(); }
 
  private:
   void FromFront();
@@ -58,6 +61,7 @@ class Routed : public Service {
   Router router_;
   zmq::socket_t front_;                // ROUTER
   std::vector<zmq::socket_t> shards_;  // DEALER each
+  std::unique_ptr<HandshakeWatch> watch_;
 };
 
 }  // namespace routed

@@ -124,6 +124,11 @@ void Store::AppendEvent(const Event& event, BatchState* b, Effects* e) {
 }
 
 Status Store::Apply(std::vector<Request>* batch, Effects* effects) {
+  if (!db_) {
+    Status closed(ErrorCode::kStorage, "the shard's database is closed");
+    for (Request& r : *batch) r.reply = EncodeError(r.frame.header, closed);
+    return closed;
+  }
   BatchState b;
   std::vector<Seq> sync_cursor(batch->size());
   for (size_t i = 0; i < batch->size(); ++i) {
@@ -164,6 +169,10 @@ Status Store::Apply(std::vector<Request>* batch, Effects* effects) {
       NLOG_ERROR("event=write-failed shard=%u requests=%zu error=\"%s\"",
                  shard_, batch->size(), s.ToString().c_str());
       return err;
+    }
+    if (options.sync) {
+      ++syncs_;
+      synced_requests_ += batch->size();
     }
   }
   for (size_t i = 0; i < batch->size(); ++i) {

@@ -71,6 +71,10 @@ class Store {
   // The recipient's shard acknowledged a hand-off: forget it.
   Status AckHandoff(const DeliverAck& ack);
 
+  // Counters: synced writes, and the requests they carried.
+  uint64_t syncs() const { return syncs_; }
+  uint64_t synced_requests() const { return synced_requests_; }
+
   // For tests and tools.
   Seq Head(UserId user);
   bool Owns(UserId user) const;
@@ -105,6 +109,8 @@ class Store {
   std::unique_ptr<leveldb::DB> db_;
   std::unordered_map<UserId, Seq> heads_;  // cache of each user's head seq
   uint64_t next_outbox_ = 1;
+  uint64_t syncs_ = 0;
+  uint64_t synced_requests_ = 0;
 };
 
 }  // namespace stored

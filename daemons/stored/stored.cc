@@ -47,6 +47,9 @@ Status Stored::Start() {
   handoff_.set(zmq::sockopt::immediate, 1);
   events_.set(zmq::sockopt::immediate, 1);
   events_.set(zmq::sockopt::sndhwm, 100000);
+  watch_ = std::make_unique<HandshakeWatch>(ctx_);
+  watch_->Add(handoff_, "routed");
+  watch_->Add(events_, "notifyd");
   try {
     PrepareEndpoint(listen_);
     requests_.bind(listen_);

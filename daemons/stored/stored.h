@@ -31,7 +31,11 @@ class Stored : public Service {
 
   Status Start() override;
   void RunOnce(int timeout_ms) override;
+  bool Ready() override { return watch_->AllConnected(); }
+  std::string Waiting() override { return watch_->Waiting(); }
   void Stop() override;
+
+  const Store& store() const { return *store_; }
 
  private:
   using Clock = std::chrono::steady_clock;
@@ -61,6 +65,7 @@ class Stored : public Service {
   zmq::socket_t handoff_;   // DEALER, to routed
   zmq::socket_t events_;    // PUSH, to notifyd
   std::map<uint64_t, Pending> pending_;
+  std::unique_ptr<HandshakeWatch> watch_;
 };
 
 }  // namespace stored

@@ -38,6 +38,13 @@ std::string ClientEndpoint(const std::string& listen) {
   return listen;
 }
 
+// Z85 may hold '#', which config files read as a comment: clients get hex.
+std::string PublicKeyHex(const char* z85) {
+  uint8_t raw[32];
+  zmq_z85_decode(raw, z85);
+  return ToHex(raw, sizeof raw);
+}
+
 }  // namespace
 
 std::string AbsolutePath(const std::string& path) {
@@ -104,7 +111,7 @@ Status InitCell(const std::string& dir_in, const std::string& listen,
   std::ostringstream client;
   client << "# natter(1) options for the local cell in " << cell.dir << ".\n"
          << "server = " << ClientEndpoint(listen) << "\n"
-         << "server-key = " << pub << "\n";
+         << "server-key = " << PublicKeyHex(pub) << "\n";
   return WriteNewFile(cell.ClientConf(), client.str(), 0644);
 }
 

@@ -1,0 +1,176 @@
+// natter(1) and natterctl(8) as a user runs them: output, and the sysexits
+// codes of the command-line contract.
+#include <catch2/catch.hpp>
+
+#include <fstream>
+#include <sstream>
+
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
+
+#include "tests/integration/test_cell.h"
+
+using namespace natter;
+
+namespace {
+
+struct Result {
+  int code;
+  std::string out;
+  std::string err;
+};
+
+Result Run(const TempDir& scratch, const std::string& command) {
+  std::string err_path = scratch.path() + "/stderr";
+  Result r;
+  r.code = RunCommand(command + " 2>" + err_path, &r.out);
+  std::ifstream in(err_path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  r.err = ss.str();
+  return r;
+}
+
+size_t Lines(const std::string& s) {
+  size_t n = 0;
+  for (char c : s) n += c == '\n';
+  return n;
+}
+
+}  // namespace
+
+TEST_CASE("natter send prints the processed id and natter listen prints that message") {
+  TestCell cell(1);
+  TempDir scratch;
+  // Bob's device connects once, so it has a cursor to come back to.
+  Result first = Run(scratch, cell.NatterArgs(2) + " --device cli listen --for 1");
+  INFO(first.err);
+  REQUIRE(first.code == 0);
+  Result sent = Run(scratch, cell.NatterArgs(1) + " send 2 hello bob");
+  INFO(sent.err);
+  REQUIRE(sent.code == 0);
+  std::string id = sent.out.substr(0, sent.out.find('\n'));
+  REQUIRE(!id.empty());
+  CHECK(id.find_first_not_of("0123456789") == std::string::npos);
+
+  Result got = Run(scratch, cell.NatterArgs(2) + " --device cli --json listen --count 1 --for 10");
+  INFO(got.err);
+  REQUIRE(got.code == 0);
+  REQUIRE(Lines(got.out) == 1);
+  auto j = nlohmann::json::parse(got.out);
+  CHECK(j["type"] == "message");
+  CHECK(j["id"] == id);  // a string: ids exceed 2^53
+  CHECK(j["from"] == 1);
+  CHECK(j["to"] == 2);
+  CHECK(j["text"] == "hello bob");
+  CHECK(j["missed"] == true);
+  CHECK(j["ts"].is_number());
+  CHECK(j["seq"] == 1);
+
+  // Acknowledged: listening again shows nothing more.
+  Result again = Run(scratch, cell.NatterArgs(2) + " --device cli --json listen --for 1");
+  CHECK(again.code == 0);
+  CHECK(again.out.empty());
+}
+
+TEST_CASE("natter send without text sends each line of stdin") {
+  TestCell cell(1);
+  TempDir scratch;
+  Result r = Run(scratch, "printf 'one\\ntwo\\n\\nthree\\n' | " + cell.NatterArgs(1) +
+                              " --json send 2");
+  INFO(r.err);
+  REQUIRE(r.code == 0);
+  REQUIRE(Lines(r.out) == 3);
+  std::istringstream lines(r.out);
+  std::string line;
+  while (std::getline(lines, line)) {
+    CHECK(nlohmann::json::parse(line)["type"] == "processed");
+  }
+}
+
+TEST_CASE("natter exits with the sysexits code of what went wrong, saying why on one line") {
+  TestCell cell(1);
+  TempDir scratch;
+  SECTION("an expired token: 77") {
+    std::string args = BinPath("natter") + " -c " + cell.dir() + "/client.conf -s ipc://" +
+                       cell.dir() + "/run/frontd.sock -t " + cell.Token(1, -3600);
+    Result r = Run(scratch, args + " send 2 hi");
+    INFO(r.err);
+    CHECK(r.code == 77);
+    CHECK(Lines(r.err) == 1);
+    CHECK(r.err.find("expired") != std::string::npos);
+  }
+  SECTION("a forged token: 77") {
+    Result r = Run(scratch, BinPath("natter") + " -s ipc://" + cell.dir() +
+                                "/run/frontd.sock -c " + cell.dir() +
+                                "/client.conf -t nt1.forged.token send 2 hi");
+    INFO(r.err);
+    CHECK(r.code == 77);
+    CHECK(Lines(r.err) == 1);
+  }
+  SECTION("text that is not UTF-8: 65") {
+    Result r = Run(scratch, cell.NatterArgs(1) + " send 2 $(printf '\\377')");
+    INFO(r.err);
+    CHECK(r.code == 65);
+    CHECK(Lines(r.err) == 1);
+  }
+  SECTION("a server that is down: 69 after --timeout") {
+    Result r = Run(scratch, BinPath("natter") + " -s ipc://" + scratch.path() +
+                                "/none.sock -t x --timeout 1 send 2 hi");
+    CHECK(r.code == 69);
+    CHECK(Lines(r.err) == 1);
+  }
+  SECTION("usage: 64") {
+    CHECK(Run(scratch, cell.NatterArgs(1)).code == 64);
+    CHECK(Run(scratch, cell.NatterArgs(1) + " send bob hi").code == 64);
+    CHECK(Run(scratch, cell.NatterArgs(1) + " send 0 hi").code == 64);
+    CHECK(Run(scratch, cell.NatterArgs(1) + " fly 2").code == 64);
+    CHECK(Run(scratch, cell.NatterArgs(1) + " listen --bogus").code == 64);
+    Result r = Run(scratch, BinPath("natter") + " -s ipc://x send 2 hi");
+    CHECK(r.code == 64);
+    CHECK(r.err.find("token") != std::string::npos);
+  }
+}
+
+TEST_CASE("natterctl refuses to overwrite a cell, and says how the cell is") {
+  TestCell cell(2);
+  TempDir scratch;
+  Result init = Run(scratch, BinPath("natterctl") + " init --dir " + cell.dir());
+  CHECK(init.code == 73);
+  CHECK(Lines(init.err) == 1);
+  Result status = Run(scratch, BinPath("natterctl") + " status --dir " + cell.dir());
+  CHECK(status.code == 0);
+  CHECK(status.out.find("stored-1") != std::string::npos);
+  CHECK(Run(scratch, BinPath("natterctl") + " token --dir " + cell.dir()).code == 64);
+  CHECK(Run(scratch, BinPath("natterctl") + " token --dir " + cell.dir() +
+                         " --user 1 --ttl forever").code == 64);
+  Result token = Run(scratch, BinPath("natterctl") + " token --dir " + cell.dir() +
+                                  " --user 5 --ttl 15m");
+  CHECK(token.code == 0);
+  CHECK(token.out.rfind("nt1.", 0) == 0);
+  Result stopped = Run(scratch, BinPath("natterctl") + " status --dir " + scratch.path());
+  CHECK(stopped.code == 64);
+}
+
+TEST_CASE("natterctl up and down start and stop a whole cell") {
+  TempDir dir;
+  TempDir scratch;
+  std::string ctl = BinPath("natterctl");
+  std::string cell = dir.path() + "/c";
+  // up in the background; wait for ready through its output file.
+  REQUIRE(RunCommand(ctl + " up --dir " + cell + " --shards 2 --listen ipc://" + cell +
+                     "/run/f.sock >" + scratch.path() + "/up.out 2>&1 &") == 0);
+  bool ready = false;
+  for (int i = 0; i < 300 && !ready; ++i) {
+    std::ifstream in(scratch.path() + "/up.out");
+    std::string s((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    ready = s.find("ready") != std::string::npos;
+    if (!ready) usleep(100000);
+  }
+  REQUIRE(ready);
+  CHECK(Run(scratch, ctl + " status --dir " + cell).code == 0);
+  CHECK(Run(scratch, ctl + " up --dir " + cell).code == 75);  // running already
+  CHECK(Run(scratch, ctl + " down --dir " + cell).code == 0);
+  CHECK(Run(scratch, ctl + " status --dir " + cell).code == 69);
+}

@@ -1,0 +1,328 @@
+// The message path through real daemons: every message processed, stored
+// for both users, delivered exactly once to every device, in order, with
+// each mailbox's seq free of gaps — with one shard and with three.
+#include <catch2/catch.hpp>
+
+#include <signal.h>
+
+#include <chrono>
+#include <map>
+#include <memory>
+#include <set>
+
+#include "common/shard.h"
+#include "common/token.h"
+#include <functional>
+#include <thread>
+
+#include "client/client.h"
+#include "tests/integration/test_cell.h"
+
+using namespace natter;
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct Device {
+  std::unique_ptr<Client> client;
+  std::vector<Incoming> got;
+
+  void Poll(int ms) { client->Poll(ms, &got); }
+  std::vector<Event> Messages() const {
+    std::vector<Event> out;
+    for (const auto& in : got) {
+      if (in.kind == Incoming::Kind::kEvent) out.push_back(in.event);
+    }
+    return out;
+  }
+  size_t Count(Incoming::Kind kind) const {
+    size_t n = 0;
+    for (const auto& in : got) n += in.kind == kind;
+    return n;
+  }
+};
+
+std::unique_ptr<Device> Open(const TestCell& cell, UserId user,
+                             const std::string& device) {
+  auto d = std::make_unique<Device>();
+  d->client = std::make_unique<Client>(cell.Options(user.value, device));
+  Status s = d->client->Connect();
+  INFO(s.ToString());
+  REQUIRE(s.ok());
+  return d;
+}
+
+void PollUntil(std::vector<Device*> devices, const std::function<bool()>& done,
+               int seconds) {
+  auto deadline = Clock::now() + std::chrono::seconds(seconds);
+  while (!done() && Clock::now() < deadline) {
+    for (Device* d : devices) d->Poll(2);
+  }
+}
+
+// Every seq from 1 to n exactly once: the events seen, plus the device's
+// own sends (known from their receipts).
+void CheckSeqsComplete(const Device& d, uint64_t n) {
+  std::set<uint64_t> seqs;
+  for (const auto& in : d.got) {
+    uint64_t s = in.kind == Incoming::Kind::kEvent ? in.event.seq.value
+                 : in.kind == Incoming::Kind::kProcessed ? in.processed.seq.value
+                                                        : 0;
+    if (s == 0) continue;
+    INFO("seq " << s);
+    REQUIRE(seqs.insert(s).second);
+  }
+  REQUIRE(seqs.size() == n);
+  CHECK(*seqs.begin() == 1);
+  CHECK(*seqs.rbegin() == n);
+}
+
+// Events reach the device in seq order and, per sender, in id order.
+void CheckOrder(const Device& d) {
+  uint64_t last_seq = 0;
+  std::map<uint64_t, uint64_t> last_id_from;
+  std::set<uint64_t> ids;
+  for (const Event& e : d.Messages()) {
+    REQUIRE(e.seq.value > last_seq);
+    last_seq = e.seq.value;
+    REQUIRE(ids.insert(e.id.value).second);  // never twice
+    REQUIRE(e.id.value > last_id_from[e.from.value]);
+    last_id_from[e.from.value] = e.id.value;
+  }
+}
+
+void Exchange(unsigned shards) {
+  TestCell cell(shards);
+  auto [alice, bob] = TwoUsers(shards);
+  auto a1 = Open(cell, alice, "a-phone");
+  auto a2 = Open(cell, alice, "a-laptop");
+  auto b1 = Open(cell, bob, "b-phone");
+  auto b2 = Open(cell, bob, "b-laptop");
+  std::vector<Device*> all = {a1.get(), a2.get(), b1.get(), b2.get()};
+  PollUntil(all, [&] {
+    for (Device* d : all) if (!d->client->CaughtUp()) return false;
+    return true;
+  }, 10);
+
+  const size_t kMessages = 1000, kWindow = 64;
+  size_t sent_a = 0, sent_b = 0;
+  std::map<std::string, size_t> cmid_order_a, cmid_order_b;
+  auto done = [&] {
+    return a1->Count(Incoming::Kind::kProcessed) == kMessages &&
+           b1->Count(Incoming::Kind::kProcessed) == kMessages &&
+           a1->Messages().size() >= kMessages && b1->Messages().size() >= kMessages &&
+           a2->Messages().size() >= 2 * kMessages &&
+           b2->Messages().size() >= 2 * kMessages;
+  };
+  auto deadline = Clock::now() + std::chrono::seconds(120);
+  while (!done() && Clock::now() < deadline) {
+    while (sent_a < kMessages && a1->client->SendsInFlight() < kWindow) {
+      cmid_order_a[a1->client->Send(bob, "a to b " + std::to_string(sent_a))] = sent_a;
+      ++sent_a;
+    }
+    while (sent_b < kMessages && b1->client->SendsInFlight() < kWindow) {
+      cmid_order_b[b1->client->Send(alice, "b to a " + std::to_string(sent_b))] = sent_b;
+      ++sent_b;
+    }
+    for (Device* d : all) d->Poll(1);
+  }
+  // A moment more, so that a duplicate, if any, would arrive and be seen.
+  PollUntil(all, [] { return false; }, 1);
+
+  for (Device* d : all) {
+    CHECK(d->Count(Incoming::Kind::kError) == 0);
+  }
+  // Every message processed, once, with distinct ids.
+  for (Device* d : {a1.get(), b1.get()}) {
+    std::set<uint64_t> ids;
+    std::set<std::string> cmids;
+    for (const auto& in : d->got) {
+      if (in.kind != Incoming::Kind::kProcessed) continue;
+      REQUIRE(ids.insert(in.processed.id.value).second);
+      REQUIRE(cmids.insert(in.processed.client_msg_id).second);
+    }
+    CHECK(ids.size() == kMessages);
+  }
+  // Each device got exactly what it should: the peer's messages, and on the
+  // second device also its user's own, sent from the first.
+  CHECK(a1->Messages().size() == kMessages);
+  CHECK(b1->Messages().size() == kMessages);
+  CHECK(a2->Messages().size() == 2 * kMessages);
+  CHECK(b2->Messages().size() == 2 * kMessages);
+  for (Device* d : all) CheckOrder(*d);
+  for (Device* d : all) CheckSeqsComplete(*d, 2 * kMessages);
+  // Texts arrive in the order they were sent.
+  size_t next_a = 0, next_b = 0;
+  for (const Event& e : b2->Messages()) {
+    if (e.from == alice) {
+      REQUIRE(e.text == "a to b " + std::to_string(next_a++));
+    } else {
+      REQUIRE(e.text == "b to a " + std::to_string(next_b++));
+    }
+  }
+  for (Device* d : all) CHECK(d->client->Flush().ok());
+}
+
+}  // namespace
+
+TEST_CASE("1000 messages each way between two users with two devices each, one shard") {
+  Exchange(1);
+}
+
+TEST_CASE("1000 messages each way between two users with two devices each, three shards") {
+  Exchange(3);
+}
+
+TEST_CASE("a retried client_msg_id gets the first id and makes no second message") {
+  TestCell cell(3);
+  auto [alice, bob] = TwoUsers(3);
+  auto a = Open(cell, alice, "phone");
+  auto b = Open(cell, bob, "phone");
+  PollUntil({a.get(), b.get()}, [&] { return b->client->CaughtUp(); }, 5);
+  std::string cmid = a->client->Send(bob, "once");
+  PollUntil({a.get(), b.get()}, [&] { return a->Count(Incoming::Kind::kProcessed) == 1; }, 10);
+  a->client->Send(bob, "once", cmid);
+  a->client->Send(bob, "once, a third time", cmid);
+  PollUntil({a.get(), b.get()}, [&] { return a->Count(Incoming::Kind::kProcessed) == 3; }, 10);
+  PollUntil({a.get(), b.get()}, [] { return false; }, 1);
+  REQUIRE(a->Count(Incoming::Kind::kProcessed) == 3);
+  std::set<uint64_t> ids;
+  for (const auto& in : a->got) ids.insert(in.processed.id.value);
+  CHECK(ids.size() == 1);
+  REQUIRE(b->Messages().size() == 1);
+  CHECK(b->Messages()[0].text == "once");
+  CHECK(b->Messages()[0].id.value == *ids.begin());
+}
+
+TEST_CASE("a device that comes back gets what it missed, marked, then live events") {
+  TestCell cell(3);
+  auto [alice, bob] = TwoUsers(3);
+  auto a = Open(cell, alice, "phone");
+  {
+    auto b = Open(cell, bob, "phone");  // first connection: starts at the head
+    PollUntil({b.get()}, [&] { return b->client->CaughtUp(); }, 5);
+    REQUIRE(b->client->Flush().ok());
+  }
+  for (int i = 0; i < 5; ++i) a->client->Send(bob, "while away " + std::to_string(i));
+  PollUntil({a.get()}, [&] { return a->Count(Incoming::Kind::kProcessed) == 5; }, 10);
+  auto b = Open(cell, bob, "phone");
+  PollUntil({a.get(), b.get()}, [&] { return b->Messages().size() == 5; }, 10);
+  REQUIRE(b->Messages().size() == 5);
+  for (const auto& in : b->got) CHECK(in.missed);
+  a->client->Send(bob, "live");
+  PollUntil({a.get(), b.get()}, [&] { return b->Messages().size() == 6; }, 10);
+  REQUIRE(b->got.size() == 6);
+  CHECK_FALSE(b->got.back().missed);
+  CHECK(b->got.back().event.text == "live");
+  // A device that never connected before starts at the head: no history.
+  auto fresh = Open(cell, bob, "tablet");
+  PollUntil({fresh.get()}, [] { return false; }, 1);
+  CHECK(fresh->Messages().empty());
+}
+
+TEST_CASE("the sender is the token's user, whatever the frame says") {
+  TestCell cell(1);
+  ClientOptions o = cell.Options(7, "raw");
+  zmq::context_t ctx(1);
+  zmq::socket_t s(ctx, zmq::socket_type::dealer);
+  char pub[41], sec[41];
+  zmq_curve_keypair(pub, sec);
+  s.set(zmq::sockopt::curve_serverkey, o.server_key);
+  s.set(zmq::sockopt::curve_publickey, pub);
+  s.set(zmq::sockopt::curve_secretkey, sec);
+  s.set(zmq::sockopt::rcvtimeo, 10000);
+  s.connect(o.server);
+  Header h;
+  h.type = static_cast<uint8_t>(MsgType::kHello);
+  h.corr = 1;
+  Hello hello{o.token, "raw"};
+  s.send(zmq::buffer(EncodeFrame(h, hello)));
+  zmq::message_t reply;
+  REQUIRE(s.recv(reply));
+  auto bob = Open(cell, UserId(8), "phone");
+  PollUntil({bob.get()}, [&] { return bob->client->CaughtUp(); }, 5);
+  h.type = static_cast<uint8_t>(MsgType::kSend);
+  h.corr = 2;
+  h.user = UserId(9);  // claims to be user 9
+  Send send{"spoof", UserId(8), "who am I"};
+  s.send(zmq::buffer(EncodeFrame(h, send)));
+  REQUIRE(s.recv(reply));
+  PollUntil({bob.get()}, [&] { return !bob->Messages().empty(); }, 10);
+  REQUIRE(bob->Messages().size() == 1);
+  CHECK(bob->Messages()[0].from == UserId(7));
+}
+
+TEST_CASE("expired, forged and malformed tokens are refused at hello") {
+  TestCell cell(1);
+  ClientOptions o = cell.Options(1, "phone");
+  o.timeout_ms = 5000;
+  SECTION("expired") {
+    o.token = cell.Token(1, -3600);
+    CHECK(Client(o).Connect().code() == ErrorCode::kTokenExpired);
+  }
+  SECTION("signed by a key the cell does not know") {
+    TokenClaims c;
+    c.user = UserId(1);
+    c.issued = 0;
+    c.expires = UINT32_MAX;
+    o.token = SignToken(c, GenerateSigningKey());
+    CHECK(Client(o).Connect().code() == ErrorCode::kTokenUnknownKey);
+  }
+  SECTION("garbage") {
+    o.token = "nt1.garbage";
+    CHECK(Client(o).Connect().code() == ErrorCode::kTokenMalformed);
+  }
+  SECTION("for another device") {
+    o.token = cell.Token(1, 3600, "tablet");
+    CHECK(Client(o).Connect().code() == ErrorCode::kForbidden);
+  }
+}
+
+TEST_CASE("text that is not acceptable gets bad-data and nothing is stored") {
+  TestCell cell(1);
+  auto a = Open(cell, UserId(1), "phone");
+  std::string bad_utf8 = a->client->Send(UserId(2), "\xff\xfe");
+  std::string too_long = a->client->Send(UserId(2), std::string(5000, 'x'));
+  PollUntil({a.get()}, [&] { return a->Count(Incoming::Kind::kError) == 2; }, 10);
+  REQUIRE(a->Count(Incoming::Kind::kError) == 2);
+  for (const auto& in : a->got) {
+    CHECK(in.error.code() == ErrorCode::kBadData);
+    CHECK((in.client_msg_id == bad_utf8 || in.client_msg_id == too_long));
+  }
+}
+
+TEST_CASE("a server that is not there gives unavailable after the timeout") {
+  TempDir dir;
+  ClientOptions o;
+  o.server = "ipc://" + dir.path() + "/nobody.sock";
+  o.token = "nt1.x.y";
+  o.timeout_ms = 1000;
+  auto start = std::chrono::steady_clock::now();
+  CHECK(Client(o).Connect().code() == ErrorCode::kUnavailable);
+  CHECK(std::chrono::steady_clock::now() - start < std::chrono::seconds(5));
+}
+
+TEST_CASE("a hand-off waits for a shard that is down and arrives once it is back") {
+  TestCell cell(3);
+  auto [alice, bob] = TwoUsers(3);
+  auto a = Open(cell, alice, "phone");
+  auto b = Open(cell, bob, "phone");
+  PollUntil({a.get(), b.get()}, [&] { return b->client->CaughtUp(); }, 5);
+  // Bob's home shard dies; natterctl up restarts it after a short backoff.
+  std::string bob_shard = "stored-" + std::to_string(HomeShard(bob, 3));
+  pid_t pid = cell.DaemonPid(bob_shard);
+  REQUIRE(pid > 0);
+  REQUIRE(::kill(pid, SIGKILL) == 0);
+  for (int i = 0; i < 50; ++i) a->client->Send(bob, "m" + std::to_string(i));
+  PollUntil({a.get(), b.get()}, [&] {
+    return a->Count(Incoming::Kind::kProcessed) == 50 && b->Messages().size() == 50;
+  }, 30);
+  CHECK(a->Count(Incoming::Kind::kProcessed) == 50);
+  PollUntil({a.get(), b.get()}, [] { return false; }, 2);
+  REQUIRE(b->Messages().size() == 50);
+  std::set<uint64_t> ids;
+  for (const Event& e : b->Messages()) ids.insert(e.id.value);
+  CHECK(ids.size() == 50);
+  CHECK(cell.DaemonPid(bob_shard) != pid);
+}

@@ -1,0 +1,343 @@
+#include <catch2/catch.hpp>
+
+#include <cstdlib>
+#include <string>
+#include <thread>
+
+#include "common/shard.h"
+#include "daemons/stored/keys.h"
+#include "daemons/stored/store.h"
+#include "daemons/stored/stored.h"
+#include "tests/unit/temp_dir.h"
+
+using namespace natter;
+using namespace natter::stored;
+
+namespace {
+
+uint64_t g_next_id = 1000;
+
+Request MakeRequest(const std::string& body) {
+  Request r;
+  REQUIRE(DecodeFrame(body.data(), body.size(), &r.frame).ok());
+  return r;
+}
+
+template <typename T>
+Request Make(MsgType type, UserId user, const std::string& device, const T& body) {
+  Header h;
+  h.type = static_cast<uint8_t>(type);
+  h.corr = g_next_id;
+  h.user = user;
+  h.device = device;
+  return MakeRequest(EncodeFrame(h, body));
+}
+
+Request StoreMsg(UserId from, UserId to, const std::string& cmid,
+                 const std::string& text = "hi") {
+  StoreMessage sm;
+  sm.message.id = MessageId(++g_next_id);
+  sm.message.from = from;
+  sm.message.to = to;
+  sm.message.ts = 1;
+  sm.message.client_msg_id = cmid;
+  sm.message.text = text;
+  return Make(MsgType::kStoreMessage, from, "phone", sm);
+}
+
+template <typename T>
+T ReplyAs(const Request& r, MsgType expect) {
+  Frame f;
+  REQUIRE(DecodeFrame(r.reply.data(), r.reply.size(), &f).ok());
+  REQUIRE(f.type() == expect);
+  T body;
+  REQUIRE(DecodeBody(f, &body).ok());
+  return body;
+}
+
+SyncReply SyncFrom(Store& store, UserId user, const std::string& device,
+                   bool from_cursor, Seq after, uint32_t limit = 100) {
+  Sync s;
+  s.from_cursor = from_cursor;
+  s.after = after;
+  s.limit = limit;
+  std::vector<Request> batch;
+  batch.push_back(Make(MsgType::kSync, user, device, s));
+  Effects e;
+  REQUIRE(store.Apply(&batch, &e).ok());
+  return ReplyAs<SyncReply>(batch[0], MsgType::kSyncReply);
+}
+
+// Two users that live on different shards of a map of n.
+std::pair<UserId, UserId> UsersOnTwoShards(uint32_t n) {
+  UserId a(1);
+  for (uint64_t u = 2;; ++u) {
+    if (HomeShard(UserId(u), n) != HomeShard(a, n)) return {a, UserId(u)};
+  }
+}
+
+}  // namespace
+
+TEST_CASE("a stored message is processed, in both mailboxes, and published") {
+  TempDir dir;
+  Store store(0, 1);
+  REQUIRE(store.Open(dir.path() + "/db").ok());
+  std::vector<Request> batch;
+  batch.push_back(StoreMsg(UserId(1), UserId(2), "c1"));
+  Effects e;
+  REQUIRE(store.Apply(&batch, &e).ok());
+  Processed p = ReplyAs<Processed>(batch[0], MsgType::kProcessed);
+  CHECK(p.client_msg_id == "c1");
+  CHECK(p.seq == Seq(1));
+  CHECK(store.Head(UserId(1)) == Seq(1));
+  CHECK(store.Head(UserId(2)) == Seq(1));
+  REQUIRE(e.publish.size() == 2);
+  CHECK(e.publish[0].user == UserId(1));
+  CHECK(e.publish[0].origin_device == "phone");
+  CHECK(e.publish[1].user == UserId(2));
+  CHECK(e.publish[1].origin_device.empty());
+  CHECK(e.handoff.empty());
+}
+
+TEST_CASE("a retried client_msg_id returns the first id and creates nothing") {
+  TempDir dir;
+  Store store(0, 1);
+  REQUIRE(store.Open(dir.path() + "/db").ok());
+  std::vector<Request> first;
+  first.push_back(StoreMsg(UserId(1), UserId(2), "same"));
+  Effects e;
+  REQUIRE(store.Apply(&first, &e).ok());
+  Processed p1 = ReplyAs<Processed>(first[0], MsgType::kProcessed);
+
+  SECTION("in a later batch") {
+    std::vector<Request> retry;
+    retry.push_back(StoreMsg(UserId(1), UserId(2), "same"));
+    Effects e2;
+    REQUIRE(store.Apply(&retry, &e2).ok());
+    Processed p2 = ReplyAs<Processed>(retry[0], MsgType::kProcessed);
+    CHECK(p2.id == p1.id);
+    CHECK(p2.seq == p1.seq);
+    CHECK(e2.publish.empty());
+  }
+  SECTION("twice in the same batch") {
+    std::vector<Request> batch;
+    batch.push_back(StoreMsg(UserId(1), UserId(2), "twice"));
+    batch.push_back(StoreMsg(UserId(1), UserId(2), "twice"));
+    Effects e2;
+    REQUIRE(store.Apply(&batch, &e2).ok());
+    CHECK(ReplyAs<Processed>(batch[0], MsgType::kProcessed).id ==
+          ReplyAs<Processed>(batch[1], MsgType::kProcessed).id);
+    CHECK(e2.publish.size() == 2);  // one message: sender's and recipient's
+  }
+  SECTION("after the shard was closed and opened again") {
+    store.Close();
+    Store again(0, 1);
+    REQUIRE(again.Open(dir.path() + "/db").ok());
+    std::vector<Request> retry;
+    retry.push_back(StoreMsg(UserId(1), UserId(2), "same"));
+    Effects e2;
+    REQUIRE(again.Apply(&retry, &e2).ok());
+    CHECK(ReplyAs<Processed>(retry[0], MsgType::kProcessed).id == p1.id);
+    CHECK(again.Head(UserId(2)) == Seq(1));
+  }
+  SECTION("from another sender it is another message") {
+    std::vector<Request> other;
+    other.push_back(StoreMsg(UserId(3), UserId(2), "same"));
+    Effects e3;
+    REQUIRE(store.Apply(&other, &e3).ok());
+    CHECK(ReplyAs<Processed>(other[0], MsgType::kProcessed).id != p1.id);
+  }
+}
+
+TEST_CASE("a closed shard refuses work with a retryable error") {
+  TempDir dir;
+  Store store(0, 1);
+  REQUIRE(store.Open(dir.path() + "/db").ok());
+  store.Close();
+  std::vector<Request> batch;
+  batch.push_back(StoreMsg(UserId(1), UserId(2), "c"));
+  Effects e;
+  CHECK(store.Apply(&batch, &e).code() == ErrorCode::kStorage);
+  Error err = ReplyAs<Error>(batch[0], MsgType::kError);
+  CHECK(IsRetryable(static_cast<ErrorCode>(err.code)));
+}
+
+TEST_CASE("every synced write is there after close and reopen") {
+  TempDir dir;
+  {
+    Store store(0, 1);
+    REQUIRE(store.Open(dir.path() + "/db").ok());
+    for (int b = 0; b < 10; ++b) {
+      std::vector<Request> batch;
+      for (int i = 0; i < 50; ++i) {
+        batch.push_back(StoreMsg(UserId(1), UserId(2), "m" + std::to_string(b * 50 + i),
+                                 "text " + std::to_string(b * 50 + i)));
+      }
+      Effects e;
+      REQUIRE(store.Apply(&batch, &e).ok());
+    }
+  }
+  Store store(0, 1);
+  REQUIRE(store.Open(dir.path() + "/db").ok());
+  CHECK(store.Head(UserId(1)) == Seq(500));
+  CHECK(store.Head(UserId(2)) == Seq(500));
+  SyncReply r = SyncFrom(store, UserId(2), "tablet", false, Seq(0), 1000);
+  REQUIRE(r.events.size() == 500);
+  for (size_t i = 0; i < r.events.size(); ++i) {
+    REQUIRE(r.events[i].seq == Seq(i + 1));
+    REQUIRE(r.events[i].text == "text " + std::to_string(i));
+  }
+  // And the numbering goes on without a gap.
+  std::vector<Request> batch;
+  batch.push_back(StoreMsg(UserId(2), UserId(1), "reply"));
+  Effects e;
+  REQUIRE(store.Apply(&batch, &e).ok());
+  CHECK(ReplyAs<Processed>(batch[0], MsgType::kProcessed).seq == Seq(501));
+}
+
+TEST_CASE("a device starts at the head, and its cursor follows its acks") {
+  TempDir dir;
+  Store store(0, 1);
+  REQUIRE(store.Open(dir.path() + "/db").ok());
+  std::vector<Request> batch;
+  for (int i = 0; i < 5; ++i) batch.push_back(StoreMsg(UserId(1), UserId(2), "a" + std::to_string(i)));
+  Effects e;
+  REQUIRE(store.Apply(&batch, &e).ok());
+
+  SyncReply first = SyncFrom(store, UserId(2), "new", true, Seq());
+  CHECK(first.events.empty());
+  CHECK(first.cursor == Seq(5));
+  CHECK(first.head == Seq(5));
+
+  batch.clear();
+  for (int i = 5; i < 8; ++i) batch.push_back(StoreMsg(UserId(1), UserId(2), "a" + std::to_string(i)));
+  REQUIRE(store.Apply(&batch, &e).ok());
+  SyncReply missed = SyncFrom(store, UserId(2), "new", true, Seq());
+  REQUIRE(missed.events.size() == 3);
+  CHECK(missed.events[0].seq == Seq(6));
+
+  Ack ack;
+  ack.seq = Seq(7);
+  std::vector<Request> acks;
+  acks.push_back(Make(MsgType::kAck, UserId(2), "new", ack));
+  ack.seq = Seq(6);  // an older ack never moves the cursor back
+  acks.push_back(Make(MsgType::kAck, UserId(2), "new", ack));
+  ack.seq = Seq(99);  // nor beyond the head
+  acks.push_back(Make(MsgType::kAck, UserId(2), "other", ack));
+  REQUIRE(store.Apply(&acks, &e).ok());
+  CHECK(ReplyAs<AckReply>(acks[1], MsgType::kAckReply).cursor == Seq(7));
+  CHECK(ReplyAs<AckReply>(acks[2], MsgType::kAckReply).cursor == Seq(8));
+  SyncReply after = SyncFrom(store, UserId(2), "new", true, Seq());
+  REQUIRE(after.events.size() == 1);
+  CHECK(after.events[0].seq == Seq(8));
+}
+
+TEST_CASE("a message between shards goes to the outbox until acknowledged") {
+  auto [alice, bob] = UsersOnTwoShards(2);
+  TempDir dir;
+  uint32_t alice_shard = HomeShard(alice, 2);
+  Store home(alice_shard, 2);
+  Store away(1 - alice_shard, 2);
+  REQUIRE(home.Open(dir.path() + "/home").ok());
+  REQUIRE(away.Open(dir.path() + "/away").ok());
+  std::vector<Request> batch;
+  batch.push_back(StoreMsg(alice, bob, "x"));
+  Effects e;
+  REQUIRE(home.Apply(&batch, &e).ok());
+  REQUIRE(e.handoff.size() == 1);
+  CHECK(home.Head(bob) == Seq(0));  // not bob's shard
+
+  // The hand-off survives a restart of the home shard.
+  home.Close();
+  Store home2(alice_shard, 2);
+  REQUIRE(home2.Open(dir.path() + "/home").ok());
+  auto pending = home2.PendingHandoffs();
+  REQUIRE(pending.size() == 1);
+  CHECK(pending[0].message.id == e.handoff[0].message.id);
+
+  // Delivered twice (a retry): stored once.
+  for (int i = 0; i < 2; ++i) {
+    std::vector<Request> d;
+    d.push_back(Make(MsgType::kDeliver, bob, "", pending[0]));
+    Effects de;
+    REQUIRE(away.Apply(&d, &de).ok());
+    DeliverAck ack = ReplyAs<DeliverAck>(d[0], MsgType::kDeliverAck);
+    CHECK(ack.outbox == pending[0].outbox);
+    CHECK(de.publish.size() == (i == 0 ? 1u : 0u));
+    REQUIRE(home2.AckHandoff(ack).ok() == (i == 0));
+  }
+  CHECK(away.Head(bob) == Seq(1));
+  CHECK(home2.PendingHandoffs().empty());
+}
+
+TEST_CASE("an acknowledgement for another hand-off with the same number deletes nothing") {
+  auto [alice, bob] = UsersOnTwoShards(2);
+  TempDir dir;
+  Store home(HomeShard(alice, 2), 2);
+  REQUIRE(home.Open(dir.path() + "/home").ok());
+  std::vector<Request> batch;
+  batch.push_back(StoreMsg(alice, bob, "x"));
+  Effects e;
+  REQUIRE(home.Apply(&batch, &e).ok());
+  DeliverAck stale;
+  stale.outbox = e.handoff[0].outbox;
+  stale.id = MessageId(e.handoff[0].message.id.value + 1);
+  CHECK_FALSE(home.AckHandoff(stale).ok());
+  CHECK(home.PendingHandoffs().size() == 1);
+}
+
+TEST_CASE("sync pages through a mailbox in order") {
+  TempDir dir;
+  Store store(0, 1);
+  REQUIRE(store.Open(dir.path() + "/db").ok());
+  std::vector<Request> batch;
+  for (int i = 0; i < 250; ++i) batch.push_back(StoreMsg(UserId(5), UserId(6), std::to_string(i)));
+  Effects e;
+  REQUIRE(store.Apply(&batch, &e).ok());
+  Seq after;
+  size_t total = 0;
+  for (int page = 0; page < 10; ++page) {
+    SyncReply r = SyncFrom(store, UserId(6), "d", false, after, 100);
+    for (const Event& ev : r.events) REQUIRE(ev.seq == Seq(++after.value));
+    total += r.events.size();
+    if (!r.more) break;
+  }
+  CHECK(total == 250);
+}
+
+TEST_CASE("the shard writes every request waiting on its socket in one synced batch") {
+  TempDir dir;
+  zmq::context_t ctx(1);
+  Config config = Config::FromMap(
+      "stored", {{"shards", "inproc://shard-0"},
+                 {"routed", "inproc://routed"},
+                 {"notifyd-in", "inproc://notifyd-in"},
+                 {"data-dir", dir.path()}});
+  Stored stored(config, ctx);
+  REQUIRE(stored.Start().ok());
+  zmq::socket_t dealer(ctx, zmq::socket_type::dealer);
+  dealer.connect("inproc://shard-0");
+  const int kRequests = 300;
+  for (int i = 0; i < kRequests; ++i) {
+    Request r = StoreMsg(UserId(1), UserId(2), "g" + std::to_string(i));
+    StoreMessage sm;
+    REQUIRE(DecodeBody(r.frame, &sm).ok());
+    std::string frame = EncodeFrame(r.frame.header, sm);
+    dealer.send(zmq::buffer(frame), zmq::send_flags::none);
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  stored.RunOnce(1000);
+  CHECK(stored.store().syncs() == 1);
+  CHECK(stored.store().synced_requests() == kRequests);
+  int processed = 0;
+  zmq::message_t msg;
+  dealer.set(zmq::sockopt::rcvtimeo, 1000);
+  while (processed < kRequests && dealer.recv(msg)) {
+    Frame f;
+    REQUIRE(DecodeFrame(msg.data(), msg.size(), &f).ok());
+    CHECK(f.type() == MsgType::kProcessed);
+    ++processed;
+  }
+  CHECK(processed == kRequests);
+  stored.Stop();
+}

@@ -1,0 +1,131 @@
+#include <catch2/catch.hpp>
+
+#include <fstream>
+
+#include "common/config.h"
+#include "common/text.h"
+#include "common/validate.h"
+#include "tests/unit/temp_dir.h"
+
+using namespace natter;
+
+TEST_CASE("UTF-8 validation accepts text and refuses broken sequences") {
+  CHECK(IsValidUtf8("plain"));
+  CHECK(IsValidUtf8("héllo wörld 👋 中文"));
+  CHECK_FALSE(IsValidUtf8("\xff"));
+  CHECK_FALSE(IsValidUtf8("\xc3"));              // truncated
+  CHECK_FALSE(IsValidUtf8("\xc0\xaf"));          // overlong '/'
+  CHECK_FALSE(IsValidUtf8("\xed\xa0\x80"));      // a surrogate
+  CHECK_FALSE(IsValidUtf8("\xf4\x90\x80\x80"));  // past U+10FFFF
+}
+
+TEST_CASE("durations read like 90s, 15m, 24h, 7d") {
+  CHECK(ParseDuration("90s") == 90u);
+  CHECK(ParseDuration("15m") == 900u);
+  CHECK(ParseDuration("24h") == 86400u);
+  CHECK(ParseDuration("7d") == 604800u);
+  CHECK(ParseDuration("42") == 42u);
+  CHECK_FALSE(ParseDuration(""));
+  CHECK_FALSE(ParseDuration("h"));
+  CHECK_FALSE(ParseDuration("-5s"));
+  CHECK_FALSE(ParseDuration("5w"));
+  CHECK_FALSE(ParseDuration("99999999999999999999d"));
+}
+
+TEST_CASE("a send is checked before it goes further") {
+  Send s;
+  s.client_msg_id = "c";
+  s.to = UserId(2);
+  s.text = "hi";
+  CHECK(ValidateSend(s).ok());
+  Send bad = s;
+  bad.text = "";
+  CHECK(ValidateSend(bad).code() == ErrorCode::kBadData);
+  bad.text = std::string(kMaxTextBytes + 1, 'a');
+  CHECK(ValidateSend(bad).code() == ErrorCode::kBadData);
+  bad.text = std::string(kMaxTextBytes, 'a');
+  CHECK(ValidateSend(bad).ok());
+  bad.text = "\xff";
+  CHECK(ValidateSend(bad).code() == ErrorCode::kBadData);
+  bad = s;
+  bad.to = UserId(0);
+  CHECK(ValidateSend(bad).code() == ErrorCode::kBadRequest);
+  bad = s;
+  bad.client_msg_id = std::string(65, 'c');
+  CHECK(ValidateSend(bad).code() == ErrorCode::kBadRequest);
+  CHECK_FALSE(ValidateDevice("has space").ok());
+  CHECK(ValidateDevice("phone-1").ok());
+}
+
+namespace {
+
+Status LoadWith(const std::string& section, const std::string& file_text,
+                std::vector<std::string> flags, Config* config, bool* usage) {
+  TempDir dir;
+  std::string path = dir.path() + "/natter.conf";
+  std::ofstream(path) << file_text;
+  std::vector<std::string> args = {"natter-test", "-c", path};
+  args.insert(args.end(), flags.begin(), flags.end());
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(&a[0]);
+  DaemonFlags f;
+  return Config::Load(section, static_cast<int>(argv.size()), argv.data(), config,
+                      &f, usage);
+}
+
+}  // namespace
+
+TEST_CASE("the config file gives keys, flags win, defaults fill in") {
+  Config c;
+  bool usage = false;
+  REQUIRE(LoadWith("stored",
+                   "[cell]\nshards = ipc://a ipc://b\n[stored]\nshard = 1\n"
+                   "[frontd]\nlisten = tcp://127.0.0.1:1\n",
+                   {"--data-dir", "/x"}, &c, &usage)
+              .ok());
+  CHECK(c.GetList("shards") == std::vector<std::string>{"ipc://a", "ipc://b"});
+  CHECK(c.Get("shard") == "1");
+  CHECK(c.Get("data-dir") == "/x");
+  CHECK(c.Get("batch-max") == "1024");
+  CHECK(c.Get("listen").empty());  // stored's own listen, not frontd's
+}
+
+TEST_CASE("an unknown key anywhere in the file is an error") {
+  Config c;
+  bool usage = true;
+  Status s = LoadWith("stored", "[frontd]\nlisen = tcp://x\n", {}, &c, &usage);
+  CHECK_FALSE(s.ok());
+  CHECK_FALSE(usage);  // a config error (78), not a usage error
+  CHECK(s.message().find("lisen") != std::string::npos);
+}
+
+TEST_CASE("an unknown flag is a usage error") {
+  Config c;
+  bool usage = false;
+  CHECK_FALSE(LoadWith("routed", "", {"--data-dir", "x"}, &c, &usage).ok());
+  CHECK(usage);
+}
+
+namespace {
+
+std::string ReadAll(const std::string& path) {
+  std::ifstream in(path);
+  return std::string((std::istreambuf_iterator<char>(in)),
+                     std::istreambuf_iterator<char>());
+}
+
+}  // namespace
+
+TEST_CASE("every configuration key is in natter.conf(5) and etc/natter.conf") {
+  std::string page = ReadAll("man/natter.conf.5");
+  std::string sample = ReadAll("etc/natter.conf");
+  REQUIRE(!page.empty());
+  REQUIRE(!sample.empty());
+  for (const OptionSpec& o : kOptions) {
+    INFO(o.section << "." << o.name);
+    CHECK(page.find(".It Ic " + std::string(o.name) + " ") != std::string::npos);
+    std::string line = "#" + std::string(o.name) + " =" +
+                       (*o.default_value ? " " + std::string(o.default_value) : "") + "\n";
+    CHECK(sample.find(line) != std::string::npos);
+  }
+}
