@@ -20,6 +20,7 @@
 
 #include "client/client.h"
 #include "client/json_events.h"
+#include "common/daemon.h"
 #include "common/text.h"
 
 namespace po = boost::program_options;
@@ -308,12 +309,7 @@ int Listen(const Global& g, const std::vector<std::string>& args) {
 }
 
 int Main(int argc, char** argv) {
-  struct sigaction sa = {};
-  sa.sa_handler = OnInterrupt;
-  sigemptyset(&sa.sa_mask);
-  sigaction(SIGINT, &sa, nullptr);
-  sigaction(SIGTERM, &sa, nullptr);
-  signal(SIGPIPE, SIG_IGN);
+  CatchStopSignals(OnInterrupt);
 
   size_t sub = SubcommandIndex(argc, argv);
   Global g = ParseGlobal(static_cast<int>(sub), argv);

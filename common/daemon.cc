@@ -21,16 +21,16 @@ std::atomic<bool> g_stop{false};
 
 void OnStopSignal(int) { g_stop = true; }
 
-void InstallSignals() {
+}  // namespace
+
+void CatchStopSignals(void (*handler)(int)) {
   struct sigaction sa = {};
-  sa.sa_handler = OnStopSignal;
+  sa.sa_handler = handler;
   sigemptyset(&sa.sa_mask);
   sigaction(SIGTERM, &sa, nullptr);
   sigaction(SIGINT, &sa, nullptr);
   signal(SIGPIPE, SIG_IGN);
 }
-
-}  // namespace
 
 void NotifyReady() {
   const char* fd_text = std::getenv("NATTER_READY_FD");
@@ -82,7 +82,7 @@ int DaemonMain(int argc, char** argv, const DaemonSpec& spec) {
                  flags.config_path.c_str());
     return EX_OK;
   }
-  InstallSignals();
+  CatchStopSignals(OnStopSignal);
   try {
     s = service->Start();
     if (!s.ok()) {

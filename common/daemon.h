@@ -43,6 +43,10 @@ struct DaemonSpec {
 
 int DaemonMain(int argc, char** argv, const DaemonSpec& spec);
 
+// Calls handler on SIGINT and SIGTERM (interrupting blocking calls, so
+// polls return), and ignores SIGPIPE.
+void CatchStopSignals(void (*handler)(int));
+
 // Tells the supervisor (natterctl up) that the daemon serves: writes "ready"
 // to the descriptor named by $NATTER_READY_FD, if set.
 void NotifyReady();

@@ -62,6 +62,14 @@ Status DecodeFrame(const void* data, size_t size, Frame* out) {
   return Status::Ok();
 }
 
+std::string TopicOf(UserId user) {
+  std::string topic;
+  for (int shift = 56; shift >= 0; shift -= 8) {
+    topic.push_back(static_cast<char>((user.value >> shift) & 0xff));
+  }
+  return topic;
+}
+
 std::string EncodeError(const Header& request, const Status& status) {
   Error e;
   e.code = static_cast<uint16_t>(status.code());

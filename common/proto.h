@@ -275,6 +275,10 @@ std::string EncodeReply(const Header& request, MsgType type, const T& body) {
 
 std::string EncodeError(const Header& request, const Status& status);
 
+// The PUB/SUB topic of a user's events: its id, 8 bytes big-endian (all
+// topics the same length, so no topic is a prefix of another).
+std::string TopicOf(UserId user);
+
 }  // namespace natter
 
 #endif  // NATTER_COMMON_PROTO_H_

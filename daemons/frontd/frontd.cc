@@ -9,18 +9,6 @@
 
 namespace natter {
 namespace frontd {
-namespace {
-
-std::string TopicOf(UserId user) {
-  std::string topic;
-  for (int shift = 56; shift >= 0; shift -= 8) {
-    topic.push_back(static_cast<char>((user.value >> shift) & 0xff));
-  }
-  return topic;
-}
-
-}  // namespace
-
 Frontd::Frontd(const Config& config, zmq::context_t& ctx)
     : ctx_(ctx),
       listen_(config.Get("listen")),

@@ -118,6 +118,31 @@ bool Store::ReadCursor(UserId user, const std::string& device,
   return true;
 }
 
+Event Store::MessageEvent(const Message& m, UserId owner, Seq seq,
+                          const std::string& origin_device) {
+  Event ev;
+  ev.user = owner;
+  ev.seq = seq;
+  ev.kind = static_cast<uint8_t>(EventKind::kMessage);
+  ev.id = m.id;
+  ev.from = m.from;
+  ev.to = m.to;
+  ev.ts = m.ts;
+  ev.text = m.text;
+  ev.client_msg_id = m.client_msg_id;
+  ev.origin_device = origin_device;
+  return ev;
+}
+
+bool Store::AddRecipientCopy(const Message& m, BatchState* b, Effects* e) {
+  std::string key = MessageKey(m.to, m.from, m.id);
+  if (Exists(key, *b)) return false;
+  b->writes.Put(key, Pack(m));
+  b->messages.insert(key);
+  AppendEvent(MessageEvent(m, m.to, NextSeq(m.to), ""), b, e);
+  return true;
+}
+
 void Store::AppendEvent(const Event& event, BatchState* b, Effects* e) {
   b->writes.Put(MailboxKey(event.user, event.seq), Pack(event));
   e->publish.push_back(event);
@@ -218,29 +243,10 @@ void Store::HandleStoreMessage(Request* r, BatchState* b, Effects* e) {
     b->messages.insert(MessageKey(h.user, m.to, m.id));
     b->writes.Put(dedup_key, Pack(rec));
     b->sends[batch_key] = rec;
-    Event ev;
-    ev.user = h.user;
-    ev.seq = rec.seq;
-    ev.kind = static_cast<uint8_t>(EventKind::kMessage);
-    ev.id = m.id;
-    ev.from = m.from;
-    ev.to = m.to;
-    ev.ts = m.ts;
-    ev.text = m.text;
-    ev.client_msg_id = m.client_msg_id;
-    ev.origin_device = h.device;
-    AppendEvent(ev, b, e);
+    AppendEvent(MessageEvent(m, h.user, rec.seq, h.device), b, e);
     if (m.to != m.from) {
       if (Owns(m.to)) {
-        std::string key = MessageKey(m.to, m.from, m.id);
-        if (!Exists(key, *b)) {
-          b->writes.Put(key, Pack(m));
-          b->messages.insert(key);
-          ev.user = m.to;
-          ev.seq = NextSeq(m.to);
-          ev.origin_device.clear();
-          AppendEvent(ev, b, e);
-        }
+        AddRecipientCopy(m, b, e);
       } else {
         Deliver d;
         d.message = m;
@@ -277,23 +283,8 @@ void Store::HandleDeliver(Request* r, BatchState* b, Effects* e) {
     r->reply = EncodeError(h, s);
     return;
   }
-  std::string key = MessageKey(m.to, m.from, m.id);
-  if (!Exists(key, *b)) {  // a repeated hand-off is acknowledged, not stored
-    b->writes.Put(key, Pack(m));
-    b->messages.insert(key);
-    Event ev;
-    ev.user = m.to;
-    ev.seq = NextSeq(m.to);
-    ev.kind = static_cast<uint8_t>(EventKind::kMessage);
-    ev.id = m.id;
-    ev.from = m.from;
-    ev.to = m.to;
-    ev.ts = m.ts;
-    ev.text = m.text;
-    ev.client_msg_id = m.client_msg_id;
-    AppendEvent(ev, b, e);
-    b->needs_sync = true;
-  }
+  // A repeated hand-off is acknowledged, not stored again.
+  if (AddRecipientCopy(m, b, e)) b->needs_sync = true;
   DeliverAck ack;
   ack.outbox = d.outbox;
   ack.id = m.id;

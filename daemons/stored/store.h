@@ -103,6 +103,10 @@ class Store {
   bool ReadCursor(UserId user, const std::string& device, const BatchState& b,
                   Seq* out);
   void AppendEvent(const Event& event, BatchState* b, Effects* e);
+  static Event MessageEvent(const Message& m, UserId owner, Seq seq,
+                            const std::string& origin_device);
+  // The recipient's copy and mailbox event; false if it is there already.
+  bool AddRecipientCopy(const Message& m, BatchState* b, Effects* e);
 
   uint32_t shard_;
   uint32_t shard_count_;

@@ -126,12 +126,8 @@ void Stored::Publish(const Event& event) {
   h.type = static_cast<uint8_t>(MsgType::kEvent);
   h.user = event.user;
   h.device = event.origin_device;
-  std::string topic;
-  for (int shift = 56; shift >= 0; shift -= 8) {
-    topic.push_back(static_cast<char>((event.user.value >> shift) & 0xff));
-  }
   Parts parts;
-  parts.push_back(ToMessage(topic));
+  parts.push_back(ToMessage(TopicOf(event.user)));
   parts.push_back(ToMessage(EncodeFrame(h, event)));
   // The live path may drop (the mailbox is the truth; devices catch up).
   if (!SendParts(events_, parts)) {

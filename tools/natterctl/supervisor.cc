@@ -17,6 +17,8 @@
 #include <iostream>
 #include <thread>
 
+#include "common/daemon.h"
+
 namespace natter {
 namespace ctl {
 namespace {
@@ -122,12 +124,7 @@ int Supervise(const CellPaths& cell, const std::string& listen_override) {
     (void)n;
   }
 
-  struct sigaction sa = {};
-  sa.sa_handler = OnStop;
-  sigemptyset(&sa.sa_mask);
-  sigaction(SIGINT, &sa, nullptr);
-  sigaction(SIGTERM, &sa, nullptr);
-  signal(SIGPIPE, SIG_IGN);
+  CatchStopSignals(OnStop);
 
   const std::string bin = SelfDir();
   const std::string conf = cell.Conf();
