@@ -46,6 +46,9 @@ bool Spawn(const CellPaths& cell, Child* c, bool want_ready) {
   pid_t pid = ::fork();
   if (pid < 0) return false;
   if (pid == 0) {
+    // A process group of its own: a Ctrl-C reaches natterctl only, which
+    // stops the daemons in order; and if natterctl dies, so do they.
+    ::setpgid(0, 0);
     ::prctl(PR_SET_PDEATHSIG, SIGTERM);
     signal(SIGINT, SIG_DFL);
     signal(SIGTERM, SIG_DFL);
