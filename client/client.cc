@@ -17,6 +17,12 @@ constexpr uint32_t kSyncPage = 500;
 constexpr int kAckDelayMs = 50;
 constexpr int kSettleMs = 500;
 
+// Requests the application waits on (the library's own — sync, ack, ping —
+// are handled inside).
+bool Answered(MsgType type) {
+  return type != MsgType::kSync && type != MsgType::kAck && type != MsgType::kPing;
+}
+
 std::string NewClientMsgId() {
   uint8_t raw[12];
   randombytes_buf(raw, sizeof raw);
@@ -172,6 +178,28 @@ std::string Client::Send(UserId to, const std::string& text,
   return client_msg_id;
 }
 
+uint64_t Client::React(UserId peer, MessageId id,
+                       std::optional<std::string> emoji) {
+  natter::React react;
+  react.peer = peer;
+  react.id = id;
+  react.emoji = std::move(emoji);
+  return Ask(MsgType::kReact, react);
+}
+
+uint64_t Client::MarkSeen(UserId peer, MessageId id) {
+  natter::MarkSeen seen;
+  seen.peer = peer;
+  seen.id = id;
+  return Ask(MsgType::kSeen, seen);
+}
+
+uint64_t Client::GetHistory(const History& query) {
+  return Ask(MsgType::kHistory, query);
+}
+
+uint64_t Client::GetChats() { return Ask(MsgType::kChats, Chats()); }
+
 void Client::AskSync(bool from_cursor, Seq after) {
   if (sync_in_flight_) return;
   Sync sync;
@@ -188,7 +216,9 @@ void Client::Handle(const zmq::message_t& msg, std::vector<Incoming>* out) {
   if (!DecodeFrame(msg.data(), msg.size(), &f).ok()) return;
   if (f.type() == MsgType::kEvent) {
     Event ev;
-    if (DecodeBody(f, &ev).ok() && ev.user == user_) HandleEvent(ev, false);
+    if (options_.receive && DecodeBody(f, &ev).ok() && ev.user == user_) {
+      HandleEvent(ev, false);
+    }
     return;
   }
   auto it = pending_.find(f.header.corr);
@@ -210,6 +240,7 @@ void Client::Handle(const zmq::message_t& msg, std::vector<Incoming>* out) {
       }
       // First time: catch up from the cursor.  Again: repair whatever the
       // live path lost while the session was gone.
+      if (!options_.receive) return;
       if (!again) {
         AskSync(true, Seq());
       } else if (synced_) {
@@ -222,10 +253,36 @@ void Client::Handle(const zmq::message_t& msg, std::vector<Incoming>* out) {
       if (!DecodeBody(f, &p).ok()) return;
       pending_.erase(it);
       if (sends_in_flight_ > 0) --sends_in_flight_;
-      if (!synced_ || p.seq > last_seq_) own_.insert(p.seq.value);
+      if (options_.receive && (!synced_ || p.seq > last_seq_)) {
+        own_.insert(p.seq.value);
+      }
       Incoming in;
       in.kind = Incoming::Kind::kProcessed;
+      in.request = f.header.corr;
       in.processed = std::move(p);
+      out->push_back(std::move(in));
+      return;
+    }
+    case MsgType::kOk:
+    case MsgType::kHistoryReply:
+    case MsgType::kChatsReply: {
+      Incoming in;
+      in.request = f.header.corr;
+      if (f.type() == MsgType::kOk) {
+        in.kind = Incoming::Kind::kOk;
+        Done done;
+        if (DecodeBody(f, &done).ok() && done.seq.value != 0 && options_.receive &&
+            (!synced_ || done.seq > last_seq_)) {
+          own_.insert(done.seq.value);  // our own change: not handed out
+        }
+      } else if (f.type() == MsgType::kHistoryReply) {
+        in.kind = Incoming::Kind::kHistory;
+        if (!DecodeBody(f, &in.history).ok()) return;
+      } else {
+        in.kind = Incoming::Kind::kChats;
+        if (!DecodeBody(f, &in.chats).ok()) return;
+      }
+      pending_.erase(it);
       out->push_back(std::move(in));
       return;
     }
@@ -276,9 +333,10 @@ void Client::Handle(const zmq::message_t& msg, std::vector<Incoming>* out) {
       pending_.erase(it);
       if (type == MsgType::kSync) sync_in_flight_ = false;
       if (type == MsgType::kSend && sends_in_flight_ > 0) --sends_in_flight_;
-      if (type == MsgType::kSend || type == MsgType::kHello) {
+      if (Answered(type)) {
         Incoming in;
         in.kind = Incoming::Kind::kError;
+        in.request = f.header.corr;
         in.error = status;
         in.client_msg_id = cmid;
         out->push_back(std::move(in));
@@ -359,10 +417,11 @@ void Client::Tick(std::vector<Incoming>* out) {
     PendingRequest& p = it->second;
     if (now >= p.deadline) {
       if (p.type == MsgType::kSync) sync_in_flight_ = false;
-      if (p.type == MsgType::kSend || p.type == MsgType::kHello) {
+      if (Answered(p.type)) {
         if (p.type == MsgType::kSend && sends_in_flight_ > 0) --sends_in_flight_;
         Incoming in;
         in.kind = Incoming::Kind::kError;
+        in.request = it->first;
         in.error = Status(ErrorCode::kUnavailable,
                           "no answer from " + options_.server + " within " +
                               std::to_string(options_.timeout_ms / 1000) + "s");

@@ -46,17 +46,24 @@ struct ClientOptions {
   int gap_grace_ms = 200;  // a seq gap this old is repaired from the mailbox
   int resync_ms = 30000;   // when idle, look at the mailbox this often
   int ping_ms = 10000;     // when idle, show the server we are alive
+  // Take the mailbox's events (and acknowledge them).  A one-shot command
+  // (send, history, ...) says false: it neither reads nor moves the
+  // device's cursor, so a later listen still sees what was missed.
+  bool receive = true;
 };
 
 // One thing that arrived for the application.
 struct Incoming {
-  enum class Kind { kProcessed, kEvent, kError };
+  enum class Kind { kProcessed, kEvent, kError, kOk, kHistory, kChats };
   Kind kind = Kind::kEvent;
+  uint64_t request = 0;      // the call's request id, for an answer
   Processed processed;       // kProcessed
   Event event;               // kEvent
   bool missed = false;       // kEvent: from the catch-up after connecting
   Status error;              // kError
   std::string client_msg_id; // kError: the send it answers, if one
+  HistoryReply history;      // kHistory
+  ChatsReply chats;          // kChats
 };
 
 class Client {
@@ -79,6 +86,16 @@ class Client {
   // given).  Its processed receipt, or an error, comes from Poll.
   std::string Send(UserId to, const std::string& text,
                    std::string client_msg_id = "");
+
+  // Requests whose answer (kOk, kHistory, kChats or kError, with the
+  // returned request id) comes from Poll.
+  // Sets the user's reaction to message id of the conversation with peer;
+  // nullopt removes it.
+  uint64_t React(UserId peer, MessageId id, std::optional<std::string> emoji);
+  // The user has seen the peer's messages up to id.
+  uint64_t MarkSeen(UserId peer, MessageId id);
+  uint64_t GetHistory(const History& query);
+  uint64_t GetChats();
 
   // Waits up to timeout_ms for anything and appends what arrived; hands
   // out at most max_events events (0: no limit), the rest wait.

@@ -15,6 +15,10 @@ const char* KindName(uint8_t kind) {
   return "unknown";
 }
 
+// The other user of the conversation an event is about, from the mailbox
+// owner's side.
+UserId PeerOf(const Event& e) { return e.from == e.user ? e.to : e.from; }
+
 }  // namespace
 
 std::string FormatTime(uint64_t unix_ms) {
@@ -49,6 +53,11 @@ nlohmann::json ToJson(const Incoming& in) {
       if (!in.client_msg_id.empty()) j["client_msg_id"] = in.client_msg_id;
       return j;
     }
+    case Incoming::Kind::kOk:
+      return {{"type", "ok"}};
+    case Incoming::Kind::kHistory:
+    case Incoming::Kind::kChats:
+      return {{"type", "page"}};  // printed item by item, see natter_main
     case Incoming::Kind::kEvent:
       break;
   }
@@ -57,14 +66,85 @@ nlohmann::json ToJson(const Incoming& in) {
                       {"id", std::to_string(e.id.value)},
                       {"seq", e.seq.value},
                       {"missed", in.missed}};
-  if (static_cast<EventKind>(e.kind) == EventKind::kMessage) {
-    j["from"] = e.from.value;
-    j["to"] = e.to.value;
-    j["text"] = e.text;
-    j["ts"] = e.ts;
-    j["client_msg_id"] = e.client_msg_id;
+  switch (static_cast<EventKind>(e.kind)) {
+    case EventKind::kMessage:
+      j["from"] = e.from.value;
+      j["to"] = e.to.value;
+      j["text"] = e.text;
+      j["ts"] = e.ts;
+      j["client_msg_id"] = e.client_msg_id;
+      break;
+    case EventKind::kReaction:
+      j["by"] = e.by.value;
+      j["emoji"] = e.emoji ? nlohmann::json(*e.emoji) : nlohmann::json(nullptr);
+      j["peer"] = PeerOf(e).value;
+      break;
+    case EventKind::kDelivered:
+    case EventKind::kSeen:
+      j["by"] = e.by.value;
+      j["peer"] = PeerOf(e).value;
+      break;
   }
   return j;
+}
+
+nlohmann::json ToJson(const HistoryItem& item) {
+  const Message& m = item.message;
+  nlohmann::json reactions = nlohmann::json::object();
+  for (const Reaction& r : item.reactions) {
+    reactions[std::to_string(r.user.value)] = r.emoji;
+  }
+  return {{"type", "message"},
+          {"id", std::to_string(m.id.value)},
+          {"from", m.from.value},
+          {"to", m.to.value},
+          {"text", m.text},
+          {"ts", m.ts},
+          {"client_msg_id", m.client_msg_id},
+          {"reactions", reactions},
+          {"delivered", item.delivered},
+          {"seen", item.seen}};
+}
+
+nlohmann::json ToJson(const ChatItem& c) {
+  auto id_or_null = [](MessageId id) {
+    return id.value == 0 ? nlohmann::json(nullptr)
+                         : nlohmann::json(std::to_string(id.value));
+  };
+  return {{"type", "chat"},
+          {"peer", c.peer.value},
+          {"last",
+           {{"id", std::to_string(c.last_id.value)},
+            {"ts", c.last_ts},
+            {"from", c.last_from.value},
+            {"text", c.last_text}}},
+          {"unread", c.unread},
+          {"delivered", id_or_null(c.delivered)},
+          {"seen", id_or_null(c.seen)}};
+}
+
+std::string ToText(const HistoryItem& item, UserId viewer) {
+  const Message& m = item.message;
+  std::string line = std::to_string(m.id.value) + " " + FormatTime(m.ts) + " " +
+                     std::to_string(m.from.value) + ": " + m.text;
+  for (const Reaction& r : item.reactions) {
+    line += " [" + std::to_string(r.user.value) + " " + r.emoji + "]";
+  }
+  if (m.from == viewer) {
+    line += item.seen ? " (seen)" : item.delivered ? " (delivered)" : " (sent)";
+  }
+  return line;
+}
+
+std::string ToText(const ChatItem& c, UserId viewer) {
+  std::string line = std::to_string(c.peer.value) + " unread " +
+                     std::to_string(c.unread) + " " + FormatTime(c.last_ts) +
+                     " " + std::to_string(c.last_from.value) + ": " + c.last_text;
+  if (c.last_from == viewer) {
+    line += c.seen >= c.last_id ? " (seen)"
+            : c.delivered >= c.last_id ? " (delivered)" : " (sent)";
+  }
+  return line;
 }
 
 std::string ToText(const Incoming& in) {
@@ -73,14 +153,31 @@ std::string ToText(const Incoming& in) {
       return std::to_string(in.processed.id.value);
     case Incoming::Kind::kError:
       return std::string("error: ") + in.error.message();
+    case Incoming::Kind::kOk:
+      return "ok";
+    case Incoming::Kind::kHistory:
+    case Incoming::Kind::kChats:
+      return "";
     case Incoming::Kind::kEvent:
       break;
   }
   const Event& e = in.event;
-  std::string line = FormatTime(e.ts) + " " + std::to_string(e.from.value) +
-                     " -> " + std::to_string(e.to.value);
-  if (in.missed) line += " (missed)";
-  return line + ": " + e.text;
+  std::string missed = in.missed ? " (missed)" : "";
+  std::string id = std::to_string(e.id.value);
+  switch (static_cast<EventKind>(e.kind)) {
+    case EventKind::kMessage:
+      return FormatTime(e.ts) + " " + std::to_string(e.from.value) + " -> " +
+             std::to_string(e.to.value) + missed + ": " + e.text;
+    case EventKind::kReaction:
+      return std::to_string(e.by.value) +
+             (e.emoji ? " reacted " + *e.emoji + " to " : " removed the reaction to ") +
+             id + missed;
+    case EventKind::kDelivered:
+      return std::to_string(e.by.value) + " received up to " + id + missed;
+    case EventKind::kSeen:
+      return std::to_string(e.by.value) + " saw up to " + id + missed;
+  }
+  return id;
 }
 
 }  // namespace natter

@@ -13,6 +13,12 @@
 namespace natter {
 
 nlohmann::json ToJson(const Incoming& in);
+// A history page's message: a `message` object with reactions (user id ->
+// emoji), delivered and seen.
+nlohmann::json ToJson(const HistoryItem& item);
+nlohmann::json ToJson(const ChatItem& chat);
+std::string ToText(const HistoryItem& item, UserId viewer);
+std::string ToText(const ChatItem& chat, UserId viewer);
 nlohmann::json ErrorJson(const Status& status);
 std::string ToText(const Incoming& in);
 

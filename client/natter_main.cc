@@ -6,6 +6,9 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdio>
+#include <ctime>
+#include <optional>
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
@@ -22,6 +25,7 @@
 #include "client/json_events.h"
 #include "common/daemon.h"
 #include "common/text.h"
+#include "common/validate.h"
 
 namespace po = boost::program_options;
 
@@ -49,7 +53,12 @@ const char kUsage[] =
     "              [--state-dir dir] [--json] [--timeout seconds] command [args]\n"
     "commands:\n"
     "  send PEER [TEXT...]          send TEXT, or each line of stdin, to PEER\n"
-    "  listen [--count N] [--for S] missed events, then live ones\n";
+    "  listen [--count N] [--for S] missed events, then live ones\n"
+    "  history PEER [--at TIME | --before ID | --after ID] [--limit N]\n"
+    "  react PEER MSG_ID EMOJI      set your reaction to a message\n"
+    "  unreact PEER MSG_ID          remove it\n"
+    "  seen PEER MSG_ID             mark PEER's messages up to MSG_ID seen\n"
+    "  chats                        your conversations\n";
 
 void Print(const Global& g, const Incoming& in) {
   if (g.json) {
@@ -172,6 +181,51 @@ Global ParseGlobal(int argc, char** argv) {
   return g;
 }
 
+MessageId ParseMessageId(const std::string& text) {
+  auto v = ParseUint(text);
+  if (!v || *v == 0) throw Exit{EX_USAGE, "'" + text + "' is not a message id"};
+  return MessageId(*v);
+}
+
+// RFC 3339 (2026-11-27T18:00:00Z, 2026-11-27T19:00:00.5+01:00) or
+// milliseconds since the epoch, to Unix milliseconds.
+std::optional<uint64_t> ParseTime(const std::string& text) {
+  if (auto ms = ParseUint(text)) return ms;
+  int y, mo, d, h, mi, consumed = 0;
+  double sec;
+  if (std::sscanf(text.c_str(), "%4d-%2d-%2d%*1[Tt ]%2d:%2d:%lf%n", &y, &mo, &d, &h, &mi,
+                  &sec, &consumed) != 6) {
+    return std::nullopt;
+  }
+  std::string zone = text.substr(static_cast<size_t>(consumed));
+  long offset_s = 0;
+  if (zone == "Z" || zone == "z") {
+    offset_s = 0;
+  } else if (zone.size() == 6 && (zone[0] == '+' || zone[0] == '-') && zone[3] == ':') {
+    auto zh = ParseUint(zone.substr(1, 2)), zm = ParseUint(zone.substr(4, 2));
+    if (!zh || !zm || *zh > 23 || *zm > 59) return std::nullopt;
+    offset_s = static_cast<long>(*zh * 3600 + *zm * 60) * (zone[0] == '-' ? -1 : 1);
+  } else {
+    return std::nullopt;
+  }
+  if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec < 0 || sec >= 61) {
+    return std::nullopt;
+  }
+  struct tm tm = {};
+  tm.tm_year = y - 1900;
+  tm.tm_mon = mo - 1;
+  tm.tm_mday = d;
+  tm.tm_hour = h;
+  tm.tm_min = mi;
+  tm.tm_sec = static_cast<int>(sec);
+  time_t t = timegm(&tm);
+  if (t < 0) return std::nullopt;
+  long long ms = (static_cast<long long>(t) - offset_s) * 1000 +
+                 static_cast<long long>((sec - static_cast<int>(sec)) * 1000 + 0.5);
+  if (ms < 0) return std::nullopt;
+  return static_cast<uint64_t>(ms);
+}
+
 UserId ParsePeer(const std::string& text) {
   auto v = ParseUint(text);
   if (!v || *v == 0) throw Exit{EX_USAGE, "'" + text + "' is not a user id (a number above 0)"};
@@ -189,6 +243,145 @@ std::unique_ptr<Client> MakeClient(const ClientOptions& options) {
 void Connect(Client& client) {
   Status s = client.Connect();
   if (!s.ok()) throw Exit{ExitCodeFor(s.code()), s.message()};
+}
+
+// Connects as a one-shot command: the mailbox is left for listen.
+std::unique_ptr<Client> ConnectOneShot(const Global& g) {
+  ClientOptions o = g.client;
+  o.receive = false;
+  auto client = MakeClient(o);
+  Connect(*client);
+  return client;
+}
+
+// Waits for the answer to one request; an error answer ends the program.
+Incoming Await(Client& client, uint64_t request, const std::string& command) {
+  std::vector<Incoming> in;
+  for (;;) {
+    if (g_interrupted) throw Exit{1, command + ": interrupted"};
+    in.clear();
+    client.Poll(100, &in);
+    for (Incoming& item : in) {
+      if (item.request != request) continue;
+      if (item.kind == Incoming::Kind::kError) {
+        throw Exit{ExitCodeFor(item.error.code()), command + ": " + item.error.message()};
+      }
+      return std::move(item);
+    }
+  }
+}
+
+// Positional arguments of a command with no options of its own.
+std::vector<std::string> Positionals(const std::string& command,
+                                     const std::vector<std::string>& args,
+                                     size_t count, const char* usage) {
+  for (const auto& a : args) {
+    if (a.size() > 1 && a[0] == '-' && a != "--") {
+      throw Exit{EX_USAGE, command + ": unknown option " + a};
+    }
+  }
+  std::vector<std::string> out;
+  for (const auto& a : args) {
+    if (a != "--") out.push_back(a);
+  }
+  if (out.size() != count) throw Exit{EX_USAGE, std::string("usage: natter ") + usage};
+  return out;
+}
+
+void PrintJsonLine(const nlohmann::json& j) {
+  std::cout << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+}
+
+int HistoryCommand(const Global& g, const std::vector<std::string>& args) {
+  std::string peer_text, at, before, after;
+  uint32_t limit = kDefaultHistoryPage;
+  po::options_description opts;
+  opts.add_options()
+      ("peer", po::value(&peer_text))
+      ("at", po::value(&at))
+      ("before", po::value(&before))
+      ("after", po::value(&after))
+      ("limit", po::value(&limit));
+  po::positional_options_description pos;
+  pos.add("peer", 1);
+  try {
+    po::variables_map vm;
+    po::store(po::command_line_parser(args).options(opts).positional(pos).run(), vm);
+    po::notify(vm);
+  } catch (const po::error& e) {
+    throw Exit{EX_USAGE, std::string("history: ") + e.what()};
+  }
+  if (peer_text.empty()) {
+    throw Exit{EX_USAGE, "usage: natter history PEER [--at TIME | --before ID | --after ID] [--limit N]"};
+  }
+  History q;
+  q.peer = ParsePeer(peer_text);
+  int given = !at.empty() + !before.empty() + !after.empty();
+  if (given > 1) throw Exit{EX_USAGE, "history: give one of --at, --before and --after"};
+  if (limit == 0 || limit > kMaxHistoryPage) {
+    throw Exit{EX_USAGE, "history: --limit is 1 to " + std::to_string(kMaxHistoryPage)};
+  }
+  q.limit = limit;
+  if (!at.empty()) {
+    auto t = ParseTime(at);
+    if (!t) throw Exit{EX_USAGE, "history: --at: '" + at + "' is not RFC 3339 or milliseconds"};
+    q.mode = static_cast<uint8_t>(HistoryMode::kAt);
+    q.bound = *t;
+  } else if (!before.empty()) {
+    q.mode = static_cast<uint8_t>(HistoryMode::kBefore);
+    q.bound = ParseMessageId(before).value;
+  } else if (!after.empty()) {
+    q.mode = static_cast<uint8_t>(HistoryMode::kAfter);
+    q.bound = ParseMessageId(after).value;
+  }
+  auto client = ConnectOneShot(g);
+  Incoming page = Await(*client, client->GetHistory(q), "history");
+  for (const HistoryItem& item : page.history.messages) {
+    if (g.json) {
+      PrintJsonLine(ToJson(item));
+    } else {
+      std::cout << ToText(item, client->user()) << "\n";
+    }
+  }
+  return EX_OK;
+}
+
+int ReactCommand(const Global& g, const std::vector<std::string>& args, bool set) {
+  const char* usage = set ? "react PEER MSG_ID EMOJI" : "unreact PEER MSG_ID";
+  auto a = Positionals(set ? "react" : "unreact", args, set ? 3 : 2, usage);
+  UserId peer = ParsePeer(a[0]);
+  MessageId id = ParseMessageId(a[1]);
+  std::optional<std::string> emoji;
+  if (set) emoji = a[2];
+  natter::React check{peer, id, emoji};
+  Status s = ValidateReact(check);
+  if (!s.ok()) throw Exit{ExitCodeFor(s.code()), std::string(set ? "react" : "unreact") + ": " + s.message()};
+  auto client = ConnectOneShot(g);
+  Await(*client, client->React(peer, id, emoji), set ? "react" : "unreact");
+  return EX_OK;
+}
+
+int SeenCommand(const Global& g, const std::vector<std::string>& args) {
+  auto a = Positionals("seen", args, 2, "seen PEER MSG_ID");
+  UserId peer = ParsePeer(a[0]);
+  MessageId id = ParseMessageId(a[1]);
+  auto client = ConnectOneShot(g);
+  Await(*client, client->MarkSeen(peer, id), "seen");
+  return EX_OK;
+}
+
+int ChatsCommand(const Global& g, const std::vector<std::string>& args) {
+  Positionals("chats", args, 0, "chats");
+  auto client = ConnectOneShot(g);
+  Incoming page = Await(*client, client->GetChats(), "chats");
+  for (const ChatItem& chat : page.chats.chats) {
+    if (g.json) {
+      PrintJsonLine(ToJson(chat));
+    } else {
+      std::cout << ToText(chat, client->user()) << "\n";
+    }
+  }
+  return EX_OK;
 }
 
 int Send(const Global& g, const std::vector<std::string>& args) {
@@ -212,9 +405,8 @@ int Send(const Global& g, const std::vector<std::string>& args) {
     if (i > 1) text += " ";
     text += words[i];
   }
-  auto owned = MakeClient(g.client);
+  auto owned = ConnectOneShot(g);
   Client& client = *owned;
-  Connect(client);
 
   const size_t kWindow = 256;
   int exit_code = EX_OK;
@@ -313,12 +505,17 @@ int Main(int argc, char** argv) {
 
   size_t sub = SubcommandIndex(argc, argv);
   Global g = ParseGlobal(static_cast<int>(sub), argv);
-  if (sub >= static_cast<size_t>(argc)) throw Exit{EX_USAGE, "no command (send or listen); see natter -h"};
+  if (sub >= static_cast<size_t>(argc)) throw Exit{EX_USAGE, "no command; see natter -h"};
   std::string command = argv[sub];
   std::vector<std::string> args(argv + sub + 1, argv + argc);
   if (command == "send") return Send(g, args);
   if (command == "listen") return Listen(g, args);
-  throw Exit{EX_USAGE, "'" + command + "' is not a command (send or listen)"};
+  if (command == "history") return HistoryCommand(g, args);
+  if (command == "react") return ReactCommand(g, args, true);
+  if (command == "unreact") return ReactCommand(g, args, false);
+  if (command == "seen") return SeenCommand(g, args);
+  if (command == "chats") return ChatsCommand(g, args);
+  throw Exit{EX_USAGE, "'" + command + "' is not a command; see natter -h"};
 }
 
 }  // namespace

@@ -53,6 +53,9 @@ const std::vector<OptionSpec> kOptions = {
      "notifyd-in."},
     {"notifyd", "listen-out", "",
      "Endpoint to publish on; by default the first of [cell] notifyd-out."},
+    {"notifyd", "drop-every", "0",
+     "For tests only: drop every Nth event instead of publishing it, to "
+     "show that devices repair the gaps.  0: drop nothing."},
 };
 
 }  // namespace natter

@@ -19,6 +19,13 @@ const char* MsgTypeName(MsgType type) {
     case MsgType::kSync: return "sync";
     case MsgType::kAck: return "ack";
     case MsgType::kPing: return "ping";
+    case MsgType::kReact: return "react";
+    case MsgType::kSeen: return "seen";
+    case MsgType::kHistory: return "history";
+    case MsgType::kChats: return "chats";
+    case MsgType::kOk: return "ok";
+    case MsgType::kHistoryReply: return "history-reply";
+    case MsgType::kChatsReply: return "chats-reply";
     case MsgType::kWelcome: return "welcome";
     case MsgType::kProcessed: return "processed";
     case MsgType::kSyncReply: return "sync-reply";

@@ -60,6 +60,10 @@ constexpr size_t kMaxDeviceBytes = 64;
 constexpr size_t kMaxClientMsgIdBytes = 64;
 constexpr size_t kMaxTokenBytes = 1024;
 constexpr uint32_t kMaxSyncPage = 1000;
+constexpr size_t kMaxEmojiBytes = 64;
+constexpr uint32_t kDefaultHistoryPage = 50;
+constexpr uint32_t kMaxHistoryPage = 500;
+constexpr size_t kMaxChats = 1000;
 
 enum class MsgType : uint8_t {
   // Requests from a client (through frontd).
@@ -68,6 +72,10 @@ enum class MsgType : uint8_t {
   kSync = 3,
   kAck = 4,
   kPing = 5,
+  kReact = 6,
+  kSeen = 7,
+  kHistory = 8,
+  kChats = 9,
   // Replies.
   kWelcome = 64,
   kProcessed = 65,
@@ -75,6 +83,9 @@ enum class MsgType : uint8_t {
   kAckReply = 67,
   kPong = 68,
   kError = 69,
+  kOk = 70,
+  kHistoryReply = 71,
+  kChatsReply = 72,
   // A mailbox event pushed to a device.
   kEvent = 96,
   // Between daemons.
@@ -126,6 +137,41 @@ struct Ack {
 };
 
 struct Empty {
+  MSGPACK_DEFINE_ARRAY();
+};
+
+// Sets the user's reaction to a message of its conversation with peer
+// (replacing one it had), or removes it when emoji is nil.
+struct React {
+  UserId peer;
+  MessageId id;
+  std::optional<std::string> emoji;
+  MSGPACK_DEFINE_ARRAY(peer, id, emoji);
+};
+
+// The user has seen the peer's messages up to and including id.
+struct MarkSeen {
+  UserId peer;
+  MessageId id;
+  MSGPACK_DEFINE_ARRAY(peer, id);
+};
+
+enum class HistoryMode : uint8_t {
+  kLatest = 0,  // the newest page
+  kAt = 1,      // the last `limit` messages with ts <= bound (Unix ms)
+  kBefore = 2,  // the `limit` messages just before id `bound`
+  kAfter = 3,   // the `limit` messages just after id `bound`
+};
+
+struct History {
+  UserId peer;
+  uint8_t mode = 0;
+  uint64_t bound = 0;
+  uint32_t limit = kDefaultHistoryPage;
+  MSGPACK_DEFINE_ARRAY(peer, mode, bound, limit);
+};
+
+struct Chats {
   MSGPACK_DEFINE_ARRAY();
 };
 
@@ -181,6 +227,14 @@ struct SyncReply {
   MSGPACK_DEFINE_ARRAY(events, head, cursor, more);
 };
 
+// The answer to react and seen: the seq of the mailbox event the change
+// made for the user (0 if it changed nothing), which the device that asked
+// takes as its own, as a send's processed receipt.
+struct Done {
+  Seq seq;
+  MSGPACK_DEFINE_ARRAY(seq);
+};
+
 struct AckReply {
   Seq cursor;
   MSGPACK_DEFINE_ARRAY(cursor);
@@ -192,7 +246,11 @@ struct Error {
   MSGPACK_DEFINE_ARRAY(code, message);
 };
 
-// --- Between daemons --------------------------------------------------------
+struct Reaction {
+  UserId user;
+  std::string emoji;
+  MSGPACK_DEFINE_ARRAY(user, emoji);
+};
 
 // A message as the shards keep it and hand it over.
 struct Message {
@@ -205,6 +263,45 @@ struct Message {
   MSGPACK_DEFINE_ARRAY(id, from, to, ts, client_msg_id, text);
 };
 
+// A message of a history page, with its current reactions and status.
+// delivered and seen: for the user's own messages, whether the peer has
+// them; for the peer's, whether the user has seen them.
+struct HistoryItem {
+  Message message;
+  std::vector<Reaction> reactions;
+  bool delivered = false;
+  bool seen = false;
+  MSGPACK_DEFINE_ARRAY(message, reactions, delivered, seen);
+};
+
+struct HistoryReply {
+  std::vector<HistoryItem> messages;  // oldest first
+  bool more = false;  // more messages lie beyond the page, in its direction
+  MSGPACK_DEFINE_ARRAY(messages, more);
+};
+
+// One conversation of the user.  delivered and seen: the newest of the
+// user's messages the peer has received / seen (every earlier one too).
+struct ChatItem {
+  UserId peer;
+  MessageId last_id;
+  uint64_t last_ts = 0;
+  UserId last_from;
+  std::string last_text;
+  uint64_t unread = 0;
+  MessageId delivered;
+  MessageId seen;
+  MSGPACK_DEFINE_ARRAY(peer, last_id, last_ts, last_from, last_text, unread,
+                       delivered, seen);
+};
+
+struct ChatsReply {
+  std::vector<ChatItem> chats;  // the most recent conversation first
+  MSGPACK_DEFINE_ARRAY(chats);
+};
+
+// --- Between daemons --------------------------------------------------------
+
 // routed -> sender's home shard: a Send with its id assigned.  The sender
 // and the device are in the header.
 struct StoreMessage {
@@ -212,11 +309,26 @@ struct StoreMessage {
   MSGPACK_DEFINE_ARRAY(message);
 };
 
-// A shard hands the recipient's copy to the recipient's home shard.
+enum class HandoffKind : uint8_t {
+  kMessage = 0,    // the recipient's copy of message
+  kReaction = 1,   // `by` reacted `emoji` (nil: removed) to message id
+  kDelivered = 2,  // `by` received target's messages up to id
+  kSeen = 3,       // `by` saw target's messages up to id
+};
+
+// What one shard hands to another: the recipient's copy of a message, or a
+// change to the copy and mailbox of `target`, a user of the other shard.
+// Applying one twice changes nothing.
 struct Deliver {
   Message message;
   uint64_t outbox = 0;  // the handing shard's outbox key, echoed in the ack
-  MSGPACK_DEFINE_ARRAY(message, outbox);
+  uint8_t kind = 0;
+  UserId target;
+  UserId by;
+  MessageId id;
+  std::optional<std::string> emoji;
+  uint64_t version = 0;  // reactions: newer versions win
+  MSGPACK_DEFINE_ARRAY(message, outbox, kind, target, by, id, emoji, version);
 };
 
 struct DeliverAck {

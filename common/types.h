@@ -18,6 +18,7 @@ struct Id {
   friend constexpr bool operator<(Id a, Id b) { return a.value < b.value; }
   friend constexpr bool operator<=(Id a, Id b) { return a.value <= b.value; }
   friend constexpr bool operator>(Id a, Id b) { return a.value > b.value; }
+  friend constexpr bool operator>=(Id a, Id b) { return a.value >= b.value; }
 };
 
 using UserId = Id<struct UserTag>;        // > 0 for a real user

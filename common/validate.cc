@@ -24,6 +24,28 @@ Status ValidateSend(const Send& send) {
   return Status::Ok();
 }
 
+Status ValidateReact(const React& react) {
+  if (react.peer.value == 0) {
+    return Status(ErrorCode::kBadRequest, "the peer must be a user id above 0");
+  }
+  if (!react.emoji) return Status::Ok();
+  const std::string& e = *react.emoji;
+  if (e.empty() || e.size() > kMaxEmojiBytes) {
+    return Status(ErrorCode::kBadData, "an emoji is 1 to 64 bytes");
+  }
+  if (!IsValidUtf8(e)) return Status(ErrorCode::kBadData, "the emoji is not valid UTF-8");
+  for (size_t i = 0; i < e.size(); ++i) {
+    unsigned char c = e[i];
+    bool c1 = c == 0xC2 && i + 1 < e.size() &&
+              static_cast<unsigned char>(e[i + 1]) >= 0x80 &&
+              static_cast<unsigned char>(e[i + 1]) <= 0x9F;
+    if (c < 0x20 || c == 0x7F || c1) {
+      return Status(ErrorCode::kBadData, "the emoji has control characters");
+    }
+  }
+  return Status::Ok();
+}
+
 Status ValidateDevice(const std::string& device) {
   if (device.empty() || device.size() > kMaxDeviceBytes) {
     return Status(ErrorCode::kBadRequest, "a device name is 1 to 64 bytes");

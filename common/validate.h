@@ -13,6 +13,9 @@ namespace natter {
 
 Status ValidateSend(const Send& send);
 Status ValidateDevice(const std::string& device);
+// A reaction: a message id, a peer above 0, an emoji (when set) of 1 to
+// 64 bytes of UTF-8 without control characters.
+Status ValidateReact(const React& react);
 
 }  // namespace natter
 

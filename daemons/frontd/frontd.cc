@@ -132,6 +132,42 @@ void Frontd::FromClient(Parts& parts) {
       if (s.ok()) forward = EncodeFrame(h, ack);
       break;
     }
+    case MsgType::kReact: {
+      React react;
+      s = DecodeBody(frame, &react);
+      if (s.ok()) s = ValidateReact(react);
+      if (s.ok()) forward = EncodeFrame(h, react);
+      break;
+    }
+    case MsgType::kSeen: {
+      MarkSeen seen;
+      s = DecodeBody(frame, &seen);
+      if (s.ok() && seen.peer.value == 0) {
+        s = Status(ErrorCode::kBadRequest, "the peer must be a user id above 0");
+      }
+      if (s.ok()) forward = EncodeFrame(h, seen);
+      break;
+    }
+    case MsgType::kHistory: {
+      History q;
+      s = DecodeBody(frame, &q);
+      if (s.ok() && q.peer.value == 0) {
+        s = Status(ErrorCode::kBadRequest, "the peer must be a user id above 0");
+      }
+      if (s.ok() && q.mode > static_cast<uint8_t>(HistoryMode::kAfter)) {
+        s = Status(ErrorCode::kBadRequest, "unknown history mode");
+      }
+      if (q.limit == 0) q.limit = kDefaultHistoryPage;
+      q.limit = std::min(q.limit, kMaxHistoryPage);
+      if (s.ok()) forward = EncodeFrame(h, q);
+      break;
+    }
+    case MsgType::kChats: {
+      Chats chats;
+      s = DecodeBody(frame, &chats);
+      if (s.ok()) forward = EncodeFrame(h, chats);
+      break;
+    }
     default:
       s = Status(ErrorCode::kBadRequest, std::string("not a client request: ") +
                                              MsgTypeName(frame.type()));

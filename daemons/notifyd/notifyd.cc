@@ -2,6 +2,7 @@
 
 #include <stdexcept>
 
+#include "common/log.h"
 #include "common/net.h"
 
 namespace natter {
@@ -22,7 +23,10 @@ Notifyd::Notifyd(const Config& config, zmq::context_t& ctx)
       listen_in_(FirstOr(config.Get("listen-in"), config.GetList("notifyd-in"),
                          "notifyd-in")),
       listen_out_(FirstOr(config.Get("listen-out"),
-                          config.GetList("notifyd-out"), "notifyd-out")) {}
+                          config.GetList("notifyd-out"), "notifyd-out")) {
+  Status s = config.GetUint("drop-every", &drop_every_);
+  if (!s.ok()) throw std::invalid_argument(s.message());
+}
 
 Status Notifyd::Start() {
   in_ = MakeSocket(ctx_, zmq::socket_type::pull, 0);
@@ -38,6 +42,10 @@ Status Notifyd::Start() {
     return Status(ErrorCode::kBadRequest,
                   listen_in_ + ", " + listen_out_ + ": " + e.what());
   }
+  if (drop_every_ != 0) {
+    NLOG_WARN("event=testing-drops drop_every=%llu",
+              static_cast<unsigned long long>(drop_every_));
+  }
   return Status::Ok();
 }
 
@@ -47,8 +55,9 @@ void Notifyd::RunOnce(int timeout_ms) {
   Parts parts;
   for (int n = 0; n < 4096 && RecvParts(in_, &parts); ++n) {
     if (parts.size() != 2 || parts[0].size() != 8) continue;
-    SendParts(out_, parts);
     ++forwarded_;
+    if (drop_every_ != 0 && forwarded_ % drop_every_ == 0) continue;
+    SendParts(out_, parts);
   }
 }
 

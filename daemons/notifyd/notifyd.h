@@ -14,6 +14,7 @@
 
 #include "common/config.h"
 #include "common/daemon.h"
+#include "common/net.h"
 
 namespace natter {
 namespace notifyd {
@@ -32,6 +33,7 @@ class Notifyd : public Service {
   zmq::socket_t in_;   // PULL, from the shards
   zmq::socket_t out_;  // PUB, to the frontds
   uint64_t forwarded_ = 0;
+  uint64_t drop_every_ = 0;  // tests only
 };
 
 }  // namespace notifyd

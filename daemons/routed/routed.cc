@@ -55,11 +55,16 @@ Route Router::Decide(const Frame& request, uint64_t now_ms) {
       Deliver d;
       route.status = DecodeBody(request, &d);
       if (!route.status.ok()) return route;
-      route.shard = HomeShard(d.message.to, shard_count_);
+      UserId target = d.target.value != 0 ? d.target : d.message.to;
+      route.shard = HomeShard(target, shard_count_);
       return route;
     }
     case MsgType::kSync:
     case MsgType::kAck:
+    case MsgType::kReact:
+    case MsgType::kSeen:
+    case MsgType::kHistory:
+    case MsgType::kChats:
       route.shard = HomeShard(h.user, shard_count_);
       return route;
     default:

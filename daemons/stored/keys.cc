@@ -49,6 +49,31 @@ std::string CursorKey(UserId user, const std::string& device) {
   return k;
 }
 
+std::string ChatPrefix(UserId user) {
+  std::string k(1, 'c');
+  PutBigEndian(&k, user.value);
+  return k;
+}
+
+std::string ChatKey(UserId user, UserId peer) {
+  std::string k = ChatPrefix(user);
+  PutBigEndian(&k, peer.value);
+  return k;
+}
+
+std::string MessagePrefix(UserId user, UserId peer) {
+  std::string k(1, 'm');
+  PutBigEndian(&k, user.value);
+  PutBigEndian(&k, peer.value);
+  return k;
+}
+
+std::string AckMarkKey(UserId user) {
+  std::string k(1, 'a');
+  PutBigEndian(&k, user.value);
+  return k;
+}
+
 std::string OutboxKey(uint64_t n) {
   std::string k(1, 'o');
   PutBigEndian(&k, n);

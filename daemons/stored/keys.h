@@ -6,6 +6,8 @@
 //   d user client_msg_id the id a sender's client_msg_id got (SendRecord)
 //   k user device        a device's cursor: last seq it acknowledged
 //   o n                  outbox: a hand-off to another shard, until acked
+//   c user peer          the user's conversation with peer (ChatRecord)
+//   a user               the newest seq any of the user's devices acked
 #ifndef NATTER_DAEMONS_STORED_KEYS_H_
 #define NATTER_DAEMONS_STORED_KEYS_H_
 
@@ -26,6 +28,10 @@ std::string MailboxPrefix(UserId user);
 std::string DedupKey(UserId user, const std::string& client_msg_id);
 std::string CursorKey(UserId user, const std::string& device);
 std::string OutboxKey(uint64_t n);
+std::string ChatKey(UserId user, UserId peer);
+std::string ChatPrefix(UserId user);
+std::string MessagePrefix(UserId user, UserId peer);
+std::string AckMarkKey(UserId user);
 
 }  // namespace stored
 }  // namespace natter

@@ -1,10 +1,12 @@
 #include "daemons/stored/store.h"
 
 #include <algorithm>
+#include <set>
 
 #include <leveldb/iterator.h>
 #include <leveldb/options.h>
 
+#include "common/ids.h"
 #include "common/log.h"
 #include "common/shard.h"
 #include "daemons/stored/keys.h"
@@ -21,7 +23,7 @@ std::string Pack(const T& value) {
 }
 
 // Values on disk were written by this program, but a damaged disk or an old
-// version may hold anything: a bad value is a Status, never a crash.
+// version may hold anything: a bad value is a failed read, never a crash.
 template <typename T>
 bool Unpack(const std::string& bytes, T* out) {
   try {
@@ -36,6 +38,24 @@ bool Unpack(const std::string& bytes, T* out) {
 bool HasPrefix(const leveldb::Slice& s, const std::string& prefix) {
   return s.size() >= prefix.size() &&
          std::equal(prefix.begin(), prefix.end(), s.data());
+}
+
+std::string Visible(const StoredMessage& copy, UserId user) {
+  for (const ReactionRecord& r : copy.reactions) {
+    if (r.user == user) return r.emoji;
+  }
+  return "";
+}
+
+Event ChangeEvent(EventKind kind, UserId owner, Seq seq, const Message& m) {
+  Event ev;
+  ev.user = owner;
+  ev.seq = seq;
+  ev.kind = static_cast<uint8_t>(kind);
+  ev.id = m.id;
+  ev.from = m.from;
+  ev.to = m.to;
+  return ev;
 }
 
 }  // namespace
@@ -98,54 +118,58 @@ Seq Store::NextSeq(UserId user) {
   return next;
 }
 
-bool Store::Exists(const std::string& key, const BatchState& b) {
-  if (b.messages.count(key)) return true;
-  std::string value;
-  return db_->Get({}, key, &value).ok();
-}
-
-bool Store::ReadCursor(UserId user, const std::string& device,
-                       const BatchState& b, Seq* out) {
-  std::string key = CursorKey(user, device);
-  auto pending = b.cursors.find(key);
-  if (pending != b.cursors.end()) {
-    *out = pending->second;
+bool Store::Read(const std::string& key, const BatchState& b,
+                 std::string* value) {
+  auto it = b.written.find(key);
+  if (it != b.written.end()) {
+    *value = it->second;
     return true;
   }
+  return db_->Get({}, key, value).ok();
+}
+
+template <typename T>
+bool Store::ReadRecord(const std::string& key, const BatchState& b, T* out) {
   std::string value;
-  if (!db_->Get({}, key, &value).ok() || value.size() != 8) return false;
+  return Read(key, b, &value) && Unpack(value, out);
+}
+
+void Store::Write(const std::string& key, std::string value, BatchState* b) {
+  b->writes.Put(key, value);
+  b->written[key] = std::move(value);
+}
+
+template <typename T>
+void Store::WriteRecord(const std::string& key, const T& value, BatchState* b) {
+  Write(key, Pack(value), b);
+}
+
+bool Store::ReadSeq(const std::string& key, const BatchState& b, Seq* out) {
+  std::string value;
+  if (!Read(key, b, &value) || value.size() != 8) return false;
   *out = Seq(GetBigEndian(value.data()));
   return true;
 }
 
-Event Store::MessageEvent(const Message& m, UserId owner, Seq seq,
-                          const std::string& origin_device) {
-  Event ev;
-  ev.user = owner;
-  ev.seq = seq;
-  ev.kind = static_cast<uint8_t>(EventKind::kMessage);
-  ev.id = m.id;
-  ev.from = m.from;
-  ev.to = m.to;
-  ev.ts = m.ts;
-  ev.text = m.text;
-  ev.client_msg_id = m.client_msg_id;
-  ev.origin_device = origin_device;
-  return ev;
-}
-
-bool Store::AddRecipientCopy(const Message& m, BatchState* b, Effects* e) {
-  std::string key = MessageKey(m.to, m.from, m.id);
-  if (Exists(key, *b)) return false;
-  b->writes.Put(key, Pack(m));
-  b->messages.insert(key);
-  AppendEvent(MessageEvent(m, m.to, NextSeq(m.to), ""), b, e);
-  return true;
+void Store::WriteSeq(const std::string& key, Seq seq, BatchState* b) {
+  std::string value;
+  PutBigEndian(&value, seq.value);
+  Write(key, std::move(value), b);
 }
 
 void Store::AppendEvent(const Event& event, BatchState* b, Effects* e) {
   b->writes.Put(MailboxKey(event.user, event.seq), Pack(event));
   e->publish.push_back(event);
+}
+
+Event Store::MessageEvent(const Message& m, UserId owner, Seq seq,
+                          const std::string& origin_device) {
+  Event ev = ChangeEvent(EventKind::kMessage, owner, seq, m);
+  ev.ts = m.ts;
+  ev.text = m.text;
+  ev.client_msg_id = m.client_msg_id;
+  ev.origin_device = origin_device;
+  return ev;
 }
 
 Status Store::Apply(std::vector<Request>* batch, Effects* effects) {
@@ -159,18 +183,15 @@ Status Store::Apply(std::vector<Request>* batch, Effects* effects) {
   for (size_t i = 0; i < batch->size(); ++i) {
     Request& r = (*batch)[i];
     switch (r.frame.type()) {
-      case MsgType::kStoreMessage:
-        HandleStoreMessage(&r, &b, effects);
-        break;
-      case MsgType::kDeliver:
-        HandleDeliver(&r, &b, effects);
-        break;
-      case MsgType::kAck:
-        HandleAck(&r, &b);
-        break;
-      case MsgType::kSync:
-        PrepareSync(&r, &b, &sync_cursor[i]);
-        break;
+      case MsgType::kStoreMessage: HandleStoreMessage(&r, &b, effects); break;
+      case MsgType::kDeliver: HandleDeliver(&r, &b, effects); break;
+      case MsgType::kAck: HandleAck(&r, &b, effects); break;
+      case MsgType::kReact: HandleReact(&r, &b, effects); break;
+      case MsgType::kSeen: HandleSeen(&r, &b, effects); break;
+      case MsgType::kSync: PrepareSync(&r, &b, &sync_cursor[i]); break;
+      case MsgType::kHistory:
+      case MsgType::kChats:
+        break;  // reads, after the commit
       default:
         r.reply = EncodeError(
             r.frame.header,
@@ -202,8 +223,12 @@ Status Store::Apply(std::vector<Request>* batch, Effects* effects) {
   }
   for (size_t i = 0; i < batch->size(); ++i) {
     Request& r = (*batch)[i];
-    if (r.frame.type() == MsgType::kSync && r.reply.empty()) {
-      FinishSync(&r, sync_cursor[i]);
+    if (!r.reply.empty()) continue;
+    switch (r.frame.type()) {
+      case MsgType::kSync: FinishSync(&r, sync_cursor[i]); break;
+      case MsgType::kHistory: ReadHistory(&r); break;
+      case MsgType::kChats: ReadChats(&r); break;
+      default: break;
     }
   }
   return Status::Ok();
@@ -222,38 +247,23 @@ void Store::HandleStoreMessage(Request* r, BatchState* b, Effects* e) {
     return;
   }
   // A retried client_msg_id gets the first answer back and creates nothing.
-  auto batch_key = std::make_pair(h.user.value, m.client_msg_id);
-  SendRecord rec;
-  auto earlier = b->sends.find(batch_key);
   std::string dedup_key = DedupKey(h.user, m.client_msg_id);
-  std::string value;
-  bool duplicate = false;
-  if (earlier != b->sends.end()) {
-    rec = earlier->second;
-    duplicate = true;
-  } else if (db_->Get({}, dedup_key, &value).ok() && Unpack(value, &rec)) {
-    duplicate = true;
-  }
-  if (!duplicate) {
+  SendRecord rec;
+  if (!ReadRecord(dedup_key, *b, &rec)) {
     rec.id = m.id;
     rec.to = m.to;
     rec.ts = m.ts;
     rec.seq = NextSeq(h.user);
-    b->writes.Put(MessageKey(h.user, m.to, m.id), Pack(m));
-    b->messages.insert(MessageKey(h.user, m.to, m.id));
-    b->writes.Put(dedup_key, Pack(rec));
-    b->sends[batch_key] = rec;
+    WriteRecord(dedup_key, rec, b);
+    WriteRecord(MessageKey(h.user, m.to, m.id), StoredMessage{m, {}}, b);
+    NoteMessageInChat(h.user, m.to, m, b);
     AppendEvent(MessageEvent(m, h.user, rec.seq, h.device), b, e);
     if (m.to != m.from) {
-      if (Owns(m.to)) {
-        AddRecipientCopy(m, b, e);
-      } else {
-        Deliver d;
-        d.message = m;
-        d.outbox = next_outbox_++;
-        b->writes.Put(OutboxKey(d.outbox), Pack(d));
-        e->handoff.push_back(std::move(d));
-      }
+      Deliver d;
+      d.message = m;
+      d.kind = static_cast<uint8_t>(HandoffKind::kMessage);
+      d.target = m.to;
+      Propagate(std::move(d), b, e);
     }
     b->needs_sync = true;
     NLOG_DEBUG("event=stored id=%llu from=%llu to=%llu seq=%llu",
@@ -271,27 +281,128 @@ void Store::HandleStoreMessage(Request* r, BatchState* b, Effects* e) {
   r->reply = EncodeReply(h, MsgType::kProcessed, p);
 }
 
+void Store::Propagate(Deliver d, BatchState* b, Effects* e) {
+  if (Owns(d.target)) {
+    ApplyHandoff(d, b, e);
+    return;
+  }
+  d.outbox = next_outbox_++;
+  WriteRecord(OutboxKey(d.outbox), d, b);
+  e->handoff.push_back(std::move(d));
+}
+
+bool Store::AddRecipientCopy(const Message& m, BatchState* b, Effects* e) {
+  std::string key = MessageKey(m.to, m.from, m.id), ignored;
+  if (Read(key, *b, &ignored)) return false;
+  WriteRecord(key, StoredMessage{m, {}}, b);
+  NoteMessageInChat(m.to, m.from, m, b);
+  AppendEvent(MessageEvent(m, m.to, NextSeq(m.to), ""), b, e);
+  return true;
+}
+
+void Store::NoteMessageInChat(UserId owner, UserId peer, const Message& m,
+                              BatchState* b) {
+  std::string key = ChatKey(owner, peer);
+  ChatRecord c;
+  ReadRecord(key, *b, &c);
+  if (m.id > c.last_id) {
+    c.last_id = m.id;
+    c.last_ts = m.ts;
+    c.last_from = m.from;
+    c.last_text = m.text;
+  }
+  if (m.from != owner && m.id > c.read_upto) ++c.unread;
+  WriteRecord(key, c, b);
+}
+
+bool Store::SetReaction(StoredMessage* copy, UserId user,
+                        const std::optional<std::string>& emoji,
+                        uint64_t version) {
+  for (ReactionRecord& r : copy->reactions) {
+    if (r.user != user) continue;
+    if (version <= r.version) return false;  // older than what is here
+    r.emoji = emoji.value_or("");
+    r.version = version;
+    return true;
+  }
+  copy->reactions.push_back(ReactionRecord{user, emoji.value_or(""), version});
+  return true;
+}
+
+bool Store::ApplyHandoff(const Deliver& d, BatchState* b, Effects* e) {
+  switch (static_cast<HandoffKind>(d.kind)) {
+    case HandoffKind::kMessage:
+      return AddRecipientCopy(d.message, b, e);
+    case HandoffKind::kReaction: {
+      std::string key = MessageKey(d.target, d.by, d.id);
+      StoredMessage copy;
+      if (!ReadRecord(key, *b, &copy)) return false;
+      std::string before = Visible(copy, d.by);
+      if (!SetReaction(&copy, d.by, d.emoji, d.version)) return false;
+      WriteRecord(key, copy, b);
+      if (Visible(copy, d.by) != before) {
+        Event ev = ChangeEvent(EventKind::kReaction, d.target,
+                               NextSeq(d.target), copy.message);
+        ev.by = d.by;
+        ev.emoji = d.emoji;
+        AppendEvent(ev, b, e);
+      }
+      return true;
+    }
+    case HandoffKind::kDelivered:
+    case HandoffKind::kSeen: {
+      bool seen = d.kind == static_cast<uint8_t>(HandoffKind::kSeen);
+      std::string key = ChatKey(d.target, d.by);
+      ChatRecord c;
+      ReadRecord(key, *b, &c);
+      MessageId& mark = seen ? c.seen_upto : c.delivered_upto;
+      if (d.id <= mark) return false;
+      mark = d.id;
+      if (seen && c.delivered_upto < d.id) c.delivered_upto = d.id;
+      WriteRecord(key, c, b);
+      Message about;
+      about.id = d.id;
+      about.from = d.target;
+      about.to = d.by;
+      Event ev = ChangeEvent(seen ? EventKind::kSeen : EventKind::kDelivered,
+                             d.target, NextSeq(d.target), about);
+      ev.by = d.by;
+      AppendEvent(ev, b, e);
+      return true;
+    }
+  }
+  return false;
+}
+
 void Store::HandleDeliver(Request* r, BatchState* b, Effects* e) {
   const Header& h = r->frame.header;
   Deliver d;
   Status s = DecodeBody(r->frame, &d);
-  const Message& m = d.message;
-  if (s.ok() && !Owns(m.to)) {
+  if (s.ok() && d.target.value == 0) d.target = d.message.to;
+  if (s.ok() && !Owns(d.target)) {
     s = Status(ErrorCode::kInternal, "hand-off routed to the wrong shard");
+  }
+  if (s.ok() && d.kind == static_cast<uint8_t>(HandoffKind::kReaction)) {
+    // The copy comes first through the same outbox; if a retry reordered
+    // them, ask for this one again later.
+    std::string ignored;
+    if (!Read(MessageKey(d.target, d.by, d.id), *b, &ignored)) {
+      s = Status(ErrorCode::kUnavailable, "the message of this reaction is not here yet");
+    }
   }
   if (!s.ok()) {
     r->reply = EncodeError(h, s);
     return;
   }
-  // A repeated hand-off is acknowledged, not stored again.
-  if (AddRecipientCopy(m, b, e)) b->needs_sync = true;
+  // A repeated hand-off is acknowledged and changes nothing.
+  if (ApplyHandoff(d, b, e)) b->needs_sync = true;
   DeliverAck ack;
   ack.outbox = d.outbox;
-  ack.id = m.id;
+  ack.id = d.kind == static_cast<uint8_t>(HandoffKind::kMessage) ? d.message.id : d.id;
   r->reply = EncodeReply(h, MsgType::kDeliverAck, ack);
 }
 
-void Store::HandleAck(Request* r, BatchState* b) {
+void Store::HandleAck(Request* r, BatchState* b, Effects* e) {
   const Header& h = r->frame.header;
   Ack a;
   Status s = DecodeBody(r->frame, &a);
@@ -300,19 +411,156 @@ void Store::HandleAck(Request* r, BatchState* b) {
     return;
   }
   Seq cursor;
-  ReadCursor(h.user, h.device, *b, &cursor);
+  std::string cursor_key = CursorKey(h.user, h.device);
+  ReadSeq(cursor_key, *b, &cursor);
   Seq target(std::min(a.seq.value, Head(h.user).value));
   if (target > cursor) {
-    std::string key = CursorKey(h.user, h.device);
-    std::string value;
-    PutBigEndian(&value, target.value);
-    b->writes.Put(key, value);
-    b->cursors[key] = target;
+    WriteSeq(cursor_key, target, b);
     cursor = target;
+  }
+  // The first acknowledgement by any device of the user delivers what it
+  // covers: tell each sender, once per sender, up to the newest message.
+  Seq mark;
+  std::string mark_key = AckMarkKey(h.user);
+  ReadSeq(mark_key, *b, &mark);
+  if (target > mark) {
+    std::map<uint64_t, MessageId> newest;  // sender -> newest message
+    std::string prefix = MailboxPrefix(h.user);
+    std::unique_ptr<leveldb::Iterator> it(db_->NewIterator({}));
+    for (it->Seek(MailboxKey(h.user, Seq(mark.value + 1)));
+         it->Valid() && HasPrefix(it->key(), prefix); it->Next()) {
+      if (GetBigEndian(it->key().data() + prefix.size()) > target.value) break;
+      Event ev;
+      if (!Unpack(it->value().ToString(), &ev)) continue;
+      if (ev.kind != static_cast<uint8_t>(EventKind::kMessage) || ev.from == h.user) {
+        continue;
+      }
+      MessageId& n = newest[ev.from.value];
+      if (ev.id > n) n = ev.id;
+    }
+    WriteSeq(mark_key, target, b);
+    for (const auto& [sender, id] : newest) {
+      Deliver d;
+      d.kind = static_cast<uint8_t>(HandoffKind::kDelivered);
+      d.target = UserId(sender);
+      d.by = h.user;
+      d.id = id;
+      Propagate(std::move(d), b, e);
+    }
+    if (!newest.empty()) b->needs_sync = true;
   }
   AckReply reply;
   reply.cursor = cursor;
   r->reply = EncodeReply(h, MsgType::kAckReply, reply);
+}
+
+void Store::HandleReact(Request* r, BatchState* b, Effects* e) {
+  const Header& h = r->frame.header;
+  React rq;
+  Status s = DecodeBody(r->frame, &rq);
+  std::string key = MessageKey(h.user, rq.peer, rq.id);
+  StoredMessage copy;
+  if (s.ok() && !ReadRecord(key, *b, &copy)) {
+    s = Status(ErrorCode::kNotFound,
+               "message " + std::to_string(rq.id.value) +
+                   " is not in your conversation with user " +
+                   std::to_string(rq.peer.value));
+  }
+  if (!s.ok()) {
+    r->reply = EncodeError(h, s);
+    return;
+  }
+  Done done;
+  if (Visible(copy, h.user) != rq.emoji.value_or("")) {
+    Seq seq = NextSeq(h.user);  // also the change's version
+    SetReaction(&copy, h.user, rq.emoji, seq.value);
+    WriteRecord(key, copy, b);
+    Event ev = ChangeEvent(EventKind::kReaction, h.user, seq, copy.message);
+    ev.by = h.user;
+    ev.emoji = rq.emoji;
+    ev.origin_device = h.device;
+    AppendEvent(ev, b, e);
+    if (rq.peer != h.user) {
+      Deliver d;
+      d.kind = static_cast<uint8_t>(HandoffKind::kReaction);
+      d.target = rq.peer;
+      d.by = h.user;
+      d.id = rq.id;
+      d.emoji = rq.emoji;
+      d.version = seq.value;
+      Propagate(std::move(d), b, e);
+    }
+    b->needs_sync = true;
+    done.seq = seq;
+  }
+  r->reply = EncodeReply(h, MsgType::kOk, done);
+}
+
+uint64_t Store::CountUnread(UserId user, UserId peer, MessageId after,
+                            const BatchState& b) {
+  std::string prefix = MessagePrefix(user, peer);
+  std::set<std::string> keys;
+  std::unique_ptr<leveldb::Iterator> it(db_->NewIterator({}));
+  for (it->Seek(MessageKey(user, peer, MessageId(after.value + 1)));
+       it->Valid() && HasPrefix(it->key(), prefix); it->Next()) {
+    keys.insert(it->key().ToString());
+  }
+  std::string from = MessageKey(user, peer, MessageId(after.value + 1));
+  for (const auto& [key, value] : b.written) {
+    if (key.compare(0, prefix.size(), prefix) == 0 && key >= from) keys.insert(key);
+  }
+  uint64_t unread = 0;
+  for (const std::string& key : keys) {
+    StoredMessage m;
+    if (ReadRecord(key, b, &m) && m.message.from == peer) ++unread;
+  }
+  return unread;
+}
+
+void Store::HandleSeen(Request* r, BatchState* b, Effects* e) {
+  const Header& h = r->frame.header;
+  MarkSeen rq;
+  Status s = DecodeBody(r->frame, &rq);
+  StoredMessage copy;
+  if (s.ok() && !ReadRecord(MessageKey(h.user, rq.peer, rq.id), *b, &copy)) {
+    s = Status(ErrorCode::kNotFound,
+               "message " + std::to_string(rq.id.value) +
+                   " is not in your conversation with user " +
+                   std::to_string(rq.peer.value));
+  }
+  if (s.ok() && copy.message.from != rq.peer) {
+    s = Status(ErrorCode::kBadData, "only the peer's messages can be marked seen");
+  }
+  if (!s.ok()) {
+    r->reply = EncodeError(h, s);
+    return;
+  }
+  std::string key = ChatKey(h.user, rq.peer);
+  ChatRecord c;
+  ReadRecord(key, *b, &c);
+  Done done;
+  if (rq.id > c.read_upto) {
+    c.read_upto = rq.id;
+    c.unread = CountUnread(h.user, rq.peer, rq.id, *b);
+    WriteRecord(key, c, b);
+    // The user's other devices learn it too (they may show unread counts).
+    done.seq = NextSeq(h.user);
+    Event ev = ChangeEvent(EventKind::kSeen, h.user, done.seq, copy.message);
+    ev.id = rq.id;
+    ev.by = h.user;
+    ev.origin_device = h.device;
+    AppendEvent(ev, b, e);
+    if (rq.peer != h.user) {
+      Deliver d;
+      d.kind = static_cast<uint8_t>(HandoffKind::kSeen);
+      d.target = rq.peer;
+      d.by = h.user;
+      d.id = rq.id;
+      Propagate(std::move(d), b, e);
+    }
+    b->needs_sync = true;
+  }
+  r->reply = EncodeReply(h, MsgType::kOk, done);
 }
 
 void Store::PrepareSync(Request* r, BatchState* b, Seq* cursor) {
@@ -327,14 +575,11 @@ void Store::PrepareSync(Request* r, BatchState* b, Seq* cursor) {
     *cursor = sync.after;
     return;
   }
-  if (!ReadCursor(h.user, h.device, *b, cursor)) {
+  std::string key = CursorKey(h.user, h.device);
+  if (!ReadSeq(key, *b, cursor)) {
     // A device's first connection starts at the head of the mailbox.
     *cursor = Head(h.user);
-    std::string key = CursorKey(h.user, h.device);
-    std::string value;
-    PutBigEndian(&value, cursor->value);
-    b->writes.Put(key, value);
-    b->cursors[key] = *cursor;
+    WriteSeq(key, *cursor, b);
     b->needs_sync = true;
   }
 }
@@ -346,7 +591,7 @@ void Store::FinishSync(Request* r, Seq after) {
   uint32_t limit = std::clamp<uint32_t>(sync.limit, 1, kMaxSyncPage);
   SyncReply reply;
   BatchState none;
-  ReadCursor(h.user, h.device, none, &reply.cursor);
+  ReadSeq(CursorKey(h.user, h.device), none, &reply.cursor);
   reply.head = Head(h.user);
   std::string prefix = MailboxPrefix(h.user);
   std::unique_ptr<leveldb::Iterator> it(db_->NewIterator({}));
@@ -369,6 +614,112 @@ void Store::FinishSync(Request* r, Seq after) {
   r->reply = EncodeReply(h, MsgType::kSyncReply, reply);
 }
 
+void Store::ReadHistory(Request* r) {
+  const Header& h = r->frame.header;
+  History q;
+  Status s = DecodeBody(r->frame, &q);
+  if (s.ok() && q.mode > static_cast<uint8_t>(HistoryMode::kAfter)) {
+    s = Status(ErrorCode::kBadRequest, "unknown history mode");
+  }
+  if (!s.ok()) {
+    r->reply = EncodeError(h, s);
+    return;
+  }
+  uint32_t limit = q.limit == 0 ? kDefaultHistoryPage
+                                : std::min(q.limit, kMaxHistoryPage);
+  HistoryReply reply;
+  BatchState none;
+  ChatRecord chat;
+  ReadRecord(ChatKey(h.user, q.peer), none, &chat);
+  std::string prefix = MessagePrefix(h.user, q.peer);
+  std::unique_ptr<leveldb::Iterator> it(db_->NewIterator({}));
+  auto take = [&]() -> bool {
+    StoredMessage copy;
+    if (!Unpack(it->value().ToString(), &copy)) return false;
+    HistoryItem item;
+    item.message = std::move(copy.message);
+    for (const ReactionRecord& rr : copy.reactions) {
+      if (!rr.emoji.empty()) item.reactions.push_back(Reaction{rr.user, rr.emoji});
+    }
+    const MessageId id = item.message.id;
+    if (item.message.from == h.user) {
+      item.delivered = id <= chat.delivered_upto;
+      item.seen = id <= chat.seen_upto;
+    } else {
+      item.delivered = true;
+      item.seen = id <= chat.read_upto;
+    }
+    reply.messages.push_back(std::move(item));
+    return true;
+  };
+  auto mode = static_cast<HistoryMode>(q.mode);
+  if (mode == HistoryMode::kAfter) {
+    if (q.bound < UINT64_MAX) {
+      for (it->Seek(MessageKey(h.user, q.peer, MessageId(q.bound + 1)));
+           it->Valid() && HasPrefix(it->key(), prefix); it->Next()) {
+        if (reply.messages.size() >= limit) {
+          reply.more = true;
+          break;
+        }
+        take();
+      }
+    }
+  } else {
+    // Backwards from just below an upper bound, then turned oldest first.
+    uint64_t upper = UINT64_MAX;  // exclusive
+    if (mode == HistoryMode::kAt) upper = LastIdAt(q.bound).value + 1;
+    if (mode == HistoryMode::kBefore) upper = q.bound;
+    it->Seek(MessageKey(h.user, q.peer, MessageId(upper)));
+    if (it->Valid()) {
+      it->Prev();
+    } else {
+      it->SeekToLast();
+    }
+    // The key at `upper` itself (UINT64_MAX) is never a message id.
+    for (; it->Valid() && HasPrefix(it->key(), prefix); it->Prev()) {
+      if (GetBigEndian(it->key().data() + prefix.size()) >= upper) continue;
+      if (reply.messages.size() >= limit) {
+        reply.more = true;
+        break;
+      }
+      take();
+    }
+    std::reverse(reply.messages.begin(), reply.messages.end());
+  }
+  r->reply = EncodeReply(h, MsgType::kHistoryReply, reply);
+}
+
+void Store::ReadChats(Request* r) {
+  const Header& h = r->frame.header;
+  ChatsReply reply;
+  std::string prefix = ChatPrefix(h.user);
+  std::unique_ptr<leveldb::Iterator> it(db_->NewIterator({}));
+  for (it->Seek(prefix); it->Valid() && HasPrefix(it->key(), prefix) &&
+                         reply.chats.size() < kMaxChats;
+       it->Next()) {
+    ChatRecord c;
+    if (it->key().size() != prefix.size() + 8 ||
+        !Unpack(it->value().ToString(), &c)) {
+      continue;
+    }
+    ChatItem item;
+    item.peer = UserId(GetBigEndian(it->key().data() + prefix.size()));
+    item.last_id = c.last_id;
+    item.last_ts = c.last_ts;
+    item.last_from = c.last_from;
+    item.last_text = c.last_text;
+    item.unread = c.unread;
+    item.delivered = c.delivered_upto;
+    item.seen = c.seen_upto;
+    reply.chats.push_back(std::move(item));
+  }
+  std::stable_sort(reply.chats.begin(), reply.chats.end(),
+                   [](const ChatItem& a, const ChatItem& b) {
+                     return a.last_ts > b.last_ts;
+                   });
+  r->reply = EncodeReply(h, MsgType::kChatsReply, reply);
+}
+
 std::vector<Deliver> Store::PendingHandoffs() const {
   std::vector<Deliver> out;
   std::unique_ptr<leveldb::Iterator> it(db_->NewIterator({}));
@@ -382,10 +733,11 @@ std::vector<Deliver> Store::PendingHandoffs() const {
 Status Store::AckHandoff(const DeliverAck& ack) {
   std::string key = OutboxKey(ack.outbox), value;
   Deliver d;
-  if (!db_->Get({}, key, &value).ok() || !Unpack(value, &d) ||
-      d.message.id != ack.id) {
+  if (!db_->Get({}, key, &value).ok() || !Unpack(value, &d)) {
     return Status(ErrorCode::kNotFound, "no such hand-off");
   }
+  MessageId id = d.kind == static_cast<uint8_t>(HandoffKind::kMessage) ? d.message.id : d.id;
+  if (id != ack.id) return Status(ErrorCode::kNotFound, "no such hand-off");
   leveldb::Status s = db_->Delete({}, key);
   if (!s.ok()) return Status(ErrorCode::kStorage, s.ToString());
   return Status::Ok();

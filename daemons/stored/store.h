@@ -4,7 +4,8 @@
 // after Apply returns ok — that is, after the batch is synced to disk.
 //
 // Group commit: Apply writes every request of a batch in one WriteBatch and
-// one sync, so durability costs latency, not throughput.
+// one sync, so durability costs latency, not throughput.  Within a batch,
+// a request sees what earlier requests of the same batch wrote.
 //
 // Not thread-safe; one thread owns a Store.
 #ifndef NATTER_DAEMONS_STORED_STORE_H_
@@ -13,7 +14,6 @@
 #include <cstdint>
 #include <map>
 #include <memory>
-#include <set>
 #include <string>
 #include <unordered_map>
 #include <utility>
@@ -36,6 +36,36 @@ struct SendRecord {
   uint64_t ts = 0;
   Seq seq;
   MSGPACK_DEFINE_ARRAY(id, to, ts, seq);
+};
+
+// A user's reaction on a copy.  An empty emoji is a removal, kept so that
+// an older change arriving late cannot bring the reaction back.
+struct ReactionRecord {
+  UserId user;
+  std::string emoji;
+  uint64_t version = 0;
+  MSGPACK_DEFINE_ARRAY(user, emoji, version);
+};
+
+// A user's copy of a message.
+struct StoredMessage {
+  Message message;
+  std::vector<ReactionRecord> reactions;
+  MSGPACK_DEFINE_ARRAY(message, reactions);
+};
+
+// A user's conversation with a peer.
+struct ChatRecord {
+  MessageId last_id;
+  uint64_t last_ts = 0;
+  UserId last_from;
+  std::string last_text;
+  uint64_t unread = 0;       // the peer's messages after read_upto
+  MessageId delivered_upto;  // the user's messages the peer has received
+  MessageId seen_upto;       // the user's messages the peer has seen
+  MessageId read_upto;       // the peer's messages the user has seen
+  MSGPACK_DEFINE_ARRAY(last_id, last_ts, last_from, last_text, unread,
+                       delivered_upto, seen_upto, read_upto);
 };
 
 // One request of a batch: its decoded frame.  The reply, if any, is filled
@@ -61,14 +91,14 @@ class Store {
 
   // Applies the batch in one synced write.  On ok, every request has its
   // reply and effects says what else to send.  On a write error nothing
-  // is acknowledged: every request that needed the write gets a retryable
-  // kStorage error reply, and the in-memory state is reset from disk.
+  // is acknowledged: every request gets a retryable kStorage error reply,
+  // and the in-memory state is reset from disk.
   Status Apply(std::vector<Request>* batch, Effects* effects);
 
   // The hand-offs not yet acknowledged, as found on disk at Open.
   std::vector<Deliver> PendingHandoffs() const;
 
-  // The recipient's shard acknowledged a hand-off: forget it.
+  // The other shard acknowledged a hand-off: forget it.
   Status AckHandoff(const DeliverAck& ack);
 
   // Counters: synced writes, and the requests they carried.
@@ -81,32 +111,56 @@ class Store {
   leveldb::DB* db() { return db_.get(); }
 
  private:
-  // Per-batch scratch: what earlier requests of the same batch wrote.
+  // Per-batch scratch: every value written so far in this batch, by key,
+  // so that later requests of the batch read them.
   struct BatchState {
     leveldb::WriteBatch writes;
-    std::map<std::pair<uint64_t, std::string>, SendRecord> sends;
-    std::set<std::string> messages;  // MessageKeys written
-    std::map<std::string, Seq> cursors;
+    std::unordered_map<std::string, std::string> written;
     bool needs_sync = false;
   };
 
+  // Requests that write (before the commit).
   void HandleStoreMessage(Request* r, BatchState* b, Effects* e);
   void HandleDeliver(Request* r, BatchState* b, Effects* e);
-  void HandleAck(Request* r, BatchState* b);
+  void HandleAck(Request* r, BatchState* b, Effects* e);
+  void HandleReact(Request* r, BatchState* b, Effects* e);
+  void HandleSeen(Request* r, BatchState* b, Effects* e);
   // Sync is in two parts: the cursor (a write, for a new device) before the
   // commit, the read of events after it.
   void PrepareSync(Request* r, BatchState* b, Seq* cursor);
+  // Requests that only read (after the commit).
   void FinishSync(Request* r, Seq cursor);
+  void ReadHistory(Request* r);
+  void ReadChats(Request* r);
+
+  // A hand-off's change, applied to a user of this shard.  Returns false if
+  // it changed nothing (it was applied before).
+  bool ApplyHandoff(const Deliver& d, BatchState* b, Effects* e);
+  // Applies d here if its target lives here, else puts it in the outbox.
+  void Propagate(Deliver d, BatchState* b, Effects* e);
+
+  bool AddRecipientCopy(const Message& m, BatchState* b, Effects* e);
+  void NoteMessageInChat(UserId owner, UserId peer, const Message& m,
+                         BatchState* b);
+  bool SetReaction(StoredMessage* copy, UserId user,
+                   const std::optional<std::string>& emoji, uint64_t version);
+  uint64_t CountUnread(UserId user, UserId peer, MessageId after,
+                       const BatchState& b);
 
   Seq NextSeq(UserId user);
-  bool Exists(const std::string& key, const BatchState& b);
-  bool ReadCursor(UserId user, const std::string& device, const BatchState& b,
-                  Seq* out);
   void AppendEvent(const Event& event, BatchState* b, Effects* e);
   static Event MessageEvent(const Message& m, UserId owner, Seq seq,
                             const std::string& origin_device);
-  // The recipient's copy and mailbox event; false if it is there already.
-  bool AddRecipientCopy(const Message& m, BatchState* b, Effects* e);
+
+  // Reads a key as this batch sees it (the batch first, then the disk).
+  bool Read(const std::string& key, const BatchState& b, std::string* value);
+  template <typename T>
+  bool ReadRecord(const std::string& key, const BatchState& b, T* out);
+  void Write(const std::string& key, std::string value, BatchState* b);
+  template <typename T>
+  void WriteRecord(const std::string& key, const T& value, BatchState* b);
+  bool ReadSeq(const std::string& key, const BatchState& b, Seq* out);
+  void WriteSeq(const std::string& key, Seq seq, BatchState* b);
 
   uint32_t shard_;
   uint32_t shard_count_;

@@ -61,7 +61,7 @@ Status Stored::Start() {
   for (Deliver& d : store_->PendingHandoffs()) {
     Header h;
     h.type = static_cast<uint8_t>(MsgType::kDeliver);
-    h.user = d.message.to;
+    h.user = d.target.value != 0 ? d.target : d.message.to;
     pending_[d.outbox] = Pending{EncodeFrame(h, d), Clock::now()};
   }
   NLOG_INFO("event=open shard=%u of=%u path=%s listen=%s handoffs=%zu",
@@ -114,7 +114,7 @@ void Stored::ServeBatch() {
   for (Deliver& d : effects.handoff) {
     Header h;
     h.type = static_cast<uint8_t>(MsgType::kDeliver);
-    h.user = d.message.to;
+    h.user = d.target.value != 0 ? d.target : d.message.to;
     Pending& p = pending_[d.outbox];
     p.frame = EncodeFrame(h, d);
     SendHandoff(d.outbox, &p);

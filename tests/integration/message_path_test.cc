@@ -16,53 +16,15 @@
 #include <thread>
 
 #include "client/client.h"
+#include "tests/integration/devices.h"
 #include "tests/integration/test_cell.h"
 
 using namespace natter;
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
-struct Device {
-  std::unique_ptr<Client> client;
-  std::vector<Incoming> got;
-
-  void Poll(int ms) { client->Poll(ms, &got); }
-  std::vector<Event> Messages() const {
-    std::vector<Event> out;
-    for (const auto& in : got) {
-      if (in.kind == Incoming::Kind::kEvent) out.push_back(in.event);
-    }
-    return out;
-  }
-  size_t Count(Incoming::Kind kind) const {
-    size_t n = 0;
-    for (const auto& in : got) n += in.kind == kind;
-    return n;
-  }
-};
-
-std::unique_ptr<Device> Open(const TestCell& cell, UserId user,
-                             const std::string& device) {
-  auto d = std::make_unique<Device>();
-  d->client = std::make_unique<Client>(cell.Options(user.value, device));
-  Status s = d->client->Connect();
-  INFO(s.ToString());
-  REQUIRE(s.ok());
-  return d;
-}
-
-void PollUntil(std::vector<Device*> devices, const std::function<bool()>& done,
-               int seconds) {
-  auto deadline = Clock::now() + std::chrono::seconds(seconds);
-  while (!done() && Clock::now() < deadline) {
-    for (Device* d : devices) d->Poll(2);
-  }
-}
-
-// Every seq from 1 to n exactly once: the events seen, plus the device's
-// own sends (known from their receipts).
+// Every seq from 1 to the newest exactly once, at least n of them: the
+// events seen, plus the device's own sends (known from their receipts).
 void CheckSeqsComplete(const Device& d, uint64_t n) {
   std::set<uint64_t> seqs;
   for (const auto& in : d.got) {
@@ -73,9 +35,11 @@ void CheckSeqsComplete(const Device& d, uint64_t n) {
     INFO("seq " << s);
     REQUIRE(seqs.insert(s).second);
   }
-  REQUIRE(seqs.size() == n);
+  // No gap: 1 to the newest, each once (the mailbox also holds the
+  // delivered events, so there may be more than n).
+  REQUIRE(seqs.size() >= n);
   CHECK(*seqs.begin() == 1);
-  CHECK(*seqs.rbegin() == n);
+  CHECK(*seqs.rbegin() == seqs.size());
 }
 
 // Events reach the device in seq order and, per sender, in id order.
@@ -188,7 +152,9 @@ TEST_CASE("a retried client_msg_id gets the first id and makes no second message
   PollUntil({a.get(), b.get()}, [] { return false; }, 1);
   REQUIRE(a->Count(Incoming::Kind::kProcessed) == 3);
   std::set<uint64_t> ids;
-  for (const auto& in : a->got) ids.insert(in.processed.id.value);
+  for (const auto& in : a->got) {
+    if (in.kind == Incoming::Kind::kProcessed) ids.insert(in.processed.id.value);
+  }
   CHECK(ids.size() == 1);
   REQUIRE(b->Messages().size() == 1);
   CHECK(b->Messages()[0].text == "once");
@@ -209,12 +175,16 @@ TEST_CASE("a device that comes back gets what it missed, marked, then live event
   auto b = Open(cell, bob, "phone");
   PollUntil({a.get(), b.get()}, [&] { return b->Messages().size() == 5; }, 10);
   REQUIRE(b->Messages().size() == 5);
-  for (const auto& in : b->got) CHECK(in.missed);
+  for (const auto& in : b->got) {
+    if (in.kind == Incoming::Kind::kEvent && in.event.kind == 1) CHECK(in.missed);
+  }
   a->client->Send(bob, "live");
   PollUntil({a.get(), b.get()}, [&] { return b->Messages().size() == 6; }, 10);
-  REQUIRE(b->got.size() == 6);
-  CHECK_FALSE(b->got.back().missed);
-  CHECK(b->got.back().event.text == "live");
+  REQUIRE(b->Messages().size() == 6);
+  CHECK(b->Messages().back().text == "live");
+  for (const auto& in : b->got) {
+    if (in.kind == Incoming::Kind::kEvent && in.event.text == "live") CHECK_FALSE(in.missed);
+  }
   // A device that never connected before starts at the head: no history.
   auto fresh = Open(cell, bob, "tablet");
   PollUntil({fresh.get()}, [] { return false; }, 1);

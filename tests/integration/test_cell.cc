@@ -35,11 +35,17 @@ int RunCommand(const std::string& command, std::string* out) {
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
-TestCell::TestCell(unsigned shards) {
+TestCell::TestCell(unsigned shards, const std::string& extra_conf) {
   std::string init = BinPath("natterctl") + " init --dir " + dir() + " --shards " +
                      std::to_string(shards) + " --listen ipc://" + dir() +
                      "/run/frontd.sock 2>/dev/null";
   if (RunCommand(init) != 0) throw std::runtime_error("natterctl init failed");
+  if (!extra_conf.empty()) {
+    FILE* f = std::fopen((dir() + "/natter.conf").c_str(), "a");
+    if (f == nullptr) throw std::runtime_error("natter.conf");
+    std::fputs(("\n" + extra_conf + "\n").c_str(), f);
+    std::fclose(f);
+  }
   int fds[2];
   if (::pipe(fds) != 0) throw std::runtime_error("pipe");
   up_pid_ = ::fork();

@@ -6,6 +6,7 @@
 
 #include <sys/types.h>
 
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -22,7 +23,8 @@ int RunCommand(const std::string& command, std::string* out = nullptr);
 
 class TestCell {
  public:
-  explicit TestCell(unsigned shards);
+  // extra_conf is appended to the cell's natter.conf before it starts.
+  explicit TestCell(unsigned shards, const std::string& extra_conf = "");
   ~TestCell();
 
   const std::string& dir() const { return dir_.path(); }

@@ -1,0 +1,80 @@
+// Devices for integration tests: a Client and everything it handed out.
+#ifndef NATTER_TESTS_INTEGRATION_DEVICES_H_
+#define NATTER_TESTS_INTEGRATION_DEVICES_H_
+
+#include <catch2/catch.hpp>
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "client/client.h"
+#include "tests/integration/test_cell.h"
+
+namespace natter {
+
+using Clock = std::chrono::steady_clock;
+
+struct Device {
+  std::unique_ptr<Client> client;
+  std::vector<Incoming> got;
+
+  void Poll(int ms) { client->Poll(ms, &got); }
+  // The events of one kind (messages by default), in the order they came.
+  std::vector<Event> Messages(EventKind kind = EventKind::kMessage) const {
+    std::vector<Event> out;
+    for (const auto& in : got) {
+      if (in.kind == Incoming::Kind::kEvent &&
+          in.event.kind == static_cast<uint8_t>(kind)) {
+        out.push_back(in.event);
+      }
+    }
+    return out;
+  }
+  size_t Count(Incoming::Kind kind) const {
+    size_t n = 0;
+    for (const auto& in : got) n += in.kind == kind;
+    return n;
+  }
+};
+
+inline std::unique_ptr<Device> Open(const TestCell& cell, UserId user,
+                             const std::string& device) {
+  auto d = std::make_unique<Device>();
+  d->client = std::make_unique<Client>(cell.Options(user.value, device));
+  Status s = d->client->Connect();
+  INFO(s.ToString());
+  REQUIRE(s.ok());
+  return d;
+}
+
+inline void PollUntil(std::vector<Device*> devices, const std::function<bool()>& done,
+               int seconds) {
+  auto deadline = Clock::now() + std::chrono::seconds(seconds);
+  while (!done() && Clock::now() < deadline) {
+    for (Device* d : devices) d->Poll(2);
+  }
+}
+
+// Polls until the request's answer arrives (or 10 s pass); returns it.
+inline Incoming AwaitAnswer(Device* d, uint64_t request) {
+  Incoming answer;
+  bool found = false;
+  PollUntil({d}, [&] {
+    for (const auto& in : d->got) {
+      if (in.request == request && in.kind != Incoming::Kind::kEvent) {
+        answer = in;
+        found = true;
+      }
+    }
+    return found;
+  }, 10);
+  REQUIRE(found);
+  return answer;
+}
+
+}  // namespace natter
+
+#endif  // NATTER_TESTS_INTEGRATION_DEVICES_H_
