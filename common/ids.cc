@@ -42,6 +42,7 @@ MessageId FirstIdAt(uint64_t unix_ms) {
 }
 
 MessageId LastIdAt(uint64_t unix_ms) {
+  if (unix_ms < kNatterEpochMs) return MessageId(0);  // before any id
   return MessageId(FirstIdAt(unix_ms + 1).value - 1);
 }
 

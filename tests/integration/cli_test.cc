@@ -174,3 +174,82 @@ TEST_CASE("natterctl up and down start and stop a whole cell") {
   CHECK(Run(scratch, ctl + " down --dir " + cell).code == 0);
   CHECK(Run(scratch, ctl + " status --dir " + cell).code == 69);
 }
+
+TEST_CASE("natter history, react, unreact, seen and chats, as a script would use them") {
+  TestCell cell(3);
+  TempDir scratch;
+  auto [alice, bob] = TwoUsers(3);
+  std::string a = cell.NatterArgs(alice.value), b = cell.NatterArgs(bob.value);
+  std::string A = std::to_string(alice.value), B = std::to_string(bob.value);
+  Result sent = Run(scratch, "printf 'one\\ntwo\\nthree\\n' | " + a + " send " + B);
+  REQUIRE(sent.code == 0);
+  std::istringstream lines(sent.out);
+  std::vector<std::string> ids;
+  for (std::string l; std::getline(lines, l);) ids.push_back(l);
+  REQUIRE(ids.size() == 3);
+
+  Result hist = Run(scratch, b + " --json history " + A + " --limit 2");
+  INFO(hist.err);
+  REQUIRE(hist.code == 0);
+  REQUIRE(Lines(hist.out) == 2);
+  auto last = nlohmann::json::parse(hist.out.substr(hist.out.find('\n') + 1));
+  CHECK(last["id"] == ids[2]);
+  CHECK(last["text"] == "three");
+  CHECK(last["reactions"].is_object());
+
+  CHECK(Run(scratch, b + " react " + A + " " + ids[1] + " 👍").code == 0);
+  CHECK(Run(scratch, a + " react " + B + " " + ids[1] + " 🎉").code == 0);
+  CHECK(Run(scratch, b + " seen " + A + " " + ids[1]).code == 0);
+  hist = Run(scratch, a + " --json history " + B + " --before " + ids[2]);
+  REQUIRE(Lines(hist.out) == 2);
+  auto second = nlohmann::json::parse(hist.out.substr(hist.out.find('\n') + 1));
+  CHECK(second["reactions"][B] == "👍");
+  CHECK(second["reactions"][A] == "🎉");
+  CHECK(second["seen"] == true);
+  CHECK(Run(scratch, b + " unreact " + A + " " + ids[1]).code == 0);
+  hist = Run(scratch, a + " --json history " + B + " --after " + ids[0] + " --limit 1");
+  REQUIRE(Lines(hist.out) == 1);
+  CHECK(nlohmann::json::parse(hist.out)["reactions"].size() == 1);
+
+  Result chats = Run(scratch, a + " --json chats");
+  REQUIRE(chats.code == 0);
+  auto chat = nlohmann::json::parse(chats.out);
+  CHECK(chat["type"] == "chat");
+  CHECK(chat["peer"] == bob.value);
+  CHECK(chat["last"]["id"] == ids[2]);
+  CHECK(chat["seen"] == ids[1]);
+  Result bob_chats = Run(scratch, b + " --json chats");
+  CHECK(nlohmann::json::parse(bob_chats.out)["unread"] == 1);
+
+  // --at takes RFC 3339 and milliseconds; a time before everything: nothing.
+  CHECK(Run(scratch, a + " history " + B + " --at 2024-01-01T00:00:00Z").out.empty());
+  Result now = Run(scratch, a + " --json history " + B + " --at 2099-01-01T00:00:00.5+02:00");
+  CHECK(Lines(now.out) == 3);
+
+  // Refusals: a message of someone else's conversation, a bad emoji (65);
+  // a bad option or limit (64).
+  auto carol = cell.NatterArgs(4242);
+  Result foreign = Run(scratch, carol + " react " + A + " " + ids[0] + " 👍");
+  CHECK(foreign.code == 65);
+  CHECK(Lines(foreign.err) == 1);
+  CHECK(Run(scratch, b + " react " + A + " " + ids[0] + " " + std::string(70, 'x')).code == 65);
+  CHECK(Run(scratch, b + " seen " + A + " 12345").code == 65);
+  CHECK(Run(scratch, b + " history " + A + " --limit 501").code == 64);
+  CHECK(Run(scratch, b + " history " + A + " --at yesterday").code == 64);
+  CHECK(Run(scratch, b + " history " + A + " --at 1 --before 2").code == 64);
+  CHECK(Run(scratch, b + " react " + A + " " + ids[0]).code == 64);
+}
+
+TEST_CASE("one-shot commands leave the device's missed events for listen") {
+  TestCell cell(1);
+  TempDir scratch;
+  CHECK(Run(scratch, cell.NatterArgs(2) + " listen --for 1").code == 0);
+  CHECK(Run(scratch, cell.NatterArgs(1) + " send 2 while you were away").code == 0);
+  // bob's default device sends and reads history; it must not swallow the
+  // missed message.
+  CHECK(Run(scratch, cell.NatterArgs(2) + " send 1 hi").code == 0);
+  CHECK(Run(scratch, cell.NatterArgs(2) + " history 1").code == 0);
+  Result got = Run(scratch, cell.NatterArgs(2) + " --json listen --count 1 --for 10");
+  REQUIRE(Lines(got.out) == 1);
+  CHECK(nlohmann::json::parse(got.out)["text"] == "while you were away");
+}

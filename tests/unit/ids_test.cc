@@ -46,6 +46,7 @@ TEST_CASE("an id tells the millisecond it was made in") {
   CHECK(FirstIdAt(now) <= id);
   CHECK(id <= LastIdAt(now));
   CHECK(LastIdAt(now - 1) < id);
+  CHECK(LastIdAt(1000) == MessageId(0));  // before the natter epoch
 }
 
 TEST_CASE("AdvancePast makes the generator skip ids handed out before") {

@@ -341,3 +341,174 @@ TEST_CASE("the shard writes every request waiting on its socket in one synced ba
   CHECK(processed == kRequests);
   stored.Stop();
 }
+
+namespace {
+
+template <typename T>
+Request Ask(MsgType type, UserId user, const std::string& device, const T& body) {
+  return Make(type, user, device, body);
+}
+
+Request ReactTo(UserId user, UserId peer, MessageId id, std::optional<std::string> emoji) {
+  React r;
+  r.peer = peer;
+  r.id = id;
+  r.emoji = std::move(emoji);
+  return Ask(MsgType::kReact, user, "phone", r);
+}
+
+Deliver ReactionHandoff(UserId target, UserId by, MessageId id,
+                        std::optional<std::string> emoji, uint64_t version) {
+  Deliver d;
+  d.kind = static_cast<uint8_t>(HandoffKind::kReaction);
+  d.target = target;
+  d.by = by;
+  d.id = id;
+  d.emoji = std::move(emoji);
+  d.version = version;
+  return d;
+}
+
+HistoryReply HistoryOf(Store& store, UserId user, UserId peer, HistoryMode mode,
+                       uint64_t bound, uint32_t limit) {
+  History q;
+  q.peer = peer;
+  q.mode = static_cast<uint8_t>(mode);
+  q.bound = bound;
+  q.limit = limit;
+  std::vector<Request> batch;
+  batch.push_back(Ask(MsgType::kHistory, user, "phone", q));
+  Effects e;
+  REQUIRE(store.Apply(&batch, &e).ok());
+  return ReplyAs<HistoryReply>(batch[0], MsgType::kHistoryReply);
+}
+
+MessageId SendOne(Store& store, UserId from, UserId to, const std::string& cmid) {
+  std::vector<Request> batch;
+  batch.push_back(StoreMsg(from, to, cmid));
+  Effects e;
+  REQUIRE(store.Apply(&batch, &e).ok());
+  return ReplyAs<Processed>(batch[0], MsgType::kProcessed).id;
+}
+
+}  // namespace
+
+TEST_CASE("a late, older reaction change never undoes a newer one") {
+  auto [alice, bob] = UsersOnTwoShards(2);
+  TempDir dir;
+  Store home(HomeShard(alice, 2), 2), away(HomeShard(bob, 2), 2);
+  REQUIRE(home.Open(dir.path() + "/a").ok());
+  REQUIRE(away.Open(dir.path() + "/b").ok());
+  std::vector<Request> batch;
+  batch.push_back(StoreMsg(alice, bob, "x"));
+  Effects e;
+  REQUIRE(home.Apply(&batch, &e).ok());
+  MessageId id = e.handoff[0].message.id;
+  std::vector<Request> d;
+  d.push_back(Make(MsgType::kDeliver, bob, "", e.handoff[0]));
+  REQUIRE(away.Apply(&d, &e).ok());
+
+  // Alice removed her reaction (version 9) after setting it (version 5);
+  // the hand-offs arrive the other way round.
+  for (const Deliver& h : {ReactionHandoff(bob, alice, id, std::nullopt, 9),
+                           ReactionHandoff(bob, alice, id, std::string("👍"), 5)}) {
+    std::vector<Request> r;
+    r.push_back(Make(MsgType::kDeliver, bob, "", h));
+    Effects re;
+    REQUIRE(away.Apply(&r, &re).ok());
+    CHECK(re.publish.empty());  // nothing visible changed either time
+  }
+  HistoryReply h = HistoryOf(away, bob, alice, HistoryMode::kLatest, 0, 10);
+  REQUIRE(h.messages.size() == 1);
+  CHECK(h.messages[0].reactions.empty());
+}
+
+TEST_CASE("a reaction on a message outside the user's conversations is refused") {
+  TempDir dir;
+  Store store(0, 1);
+  REQUIRE(store.Open(dir.path() + "/db").ok());
+  MessageId id = SendOne(store, UserId(1), UserId(2), "x");
+  std::vector<Request> batch;
+  batch.push_back(ReactTo(UserId(3), UserId(1), id, std::string("👍")));
+  batch.push_back(ReactTo(UserId(2), UserId(1), id, std::string("👍")));
+  Effects e;
+  REQUIRE(store.Apply(&batch, &e).ok());
+  CHECK(ReplyAs<Error>(batch[0], MsgType::kError).code ==
+        static_cast<uint16_t>(ErrorCode::kNotFound));
+  Done done = ReplyAs<Done>(batch[1], MsgType::kOk);
+  CHECK(done.seq == Seq(2));  // bob's mailbox: the message, then his reaction
+  REQUIRE(e.publish.size() == 2);  // to bob's mailbox and alice's
+}
+
+TEST_CASE("the first acknowledgement delivers, seen covers earlier messages, unread follows") {
+  TempDir dir;
+  Store store(0, 1);
+  REQUIRE(store.Open(dir.path() + "/db").ok());
+  std::vector<MessageId> ids;
+  for (int i = 0; i < 5; ++i) ids.push_back(SendOne(store, UserId(1), UserId(2), "m" + std::to_string(i)));
+  // Bob's device acknowledges the first three events of his mailbox.
+  Ack ack;
+  ack.seq = Seq(3);
+  std::vector<Request> batch;
+  batch.push_back(Make(MsgType::kAck, UserId(2), "phone", ack));
+  Effects e;
+  REQUIRE(store.Apply(&batch, &e).ok());
+  REQUIRE(e.publish.size() == 1);
+  CHECK(e.publish[0].kind == static_cast<uint8_t>(EventKind::kDelivered));
+  CHECK(e.publish[0].user == UserId(1));
+  CHECK(e.publish[0].id == ids[2]);
+  // Another device acknowledging the same says nothing new.
+  batch.clear();
+  batch.push_back(Make(MsgType::kAck, UserId(2), "tablet", ack));
+  Effects e2;
+  REQUIRE(store.Apply(&batch, &e2).ok());
+  CHECK(e2.publish.empty());
+
+  MarkSeen seen;
+  seen.peer = UserId(1);
+  seen.id = ids[1];
+  batch.clear();
+  batch.push_back(Make(MsgType::kSeen, UserId(2), "phone", seen));
+  Effects e3;
+  REQUIRE(store.Apply(&batch, &e3).ok());
+  HistoryReply h = HistoryOf(store, UserId(1), UserId(2), HistoryMode::kLatest, 0, 10);
+  REQUIRE(h.messages.size() == 5);
+  for (size_t i = 0; i < 5; ++i) {
+    CHECK(h.messages[i].delivered == (i < 3));
+    CHECK(h.messages[i].seen == (i < 2));
+  }
+  std::vector<Request> chats;
+  chats.push_back(Make(MsgType::kChats, UserId(2), "phone", Chats()));
+  REQUIRE(store.Apply(&chats, &e3).ok());
+  ChatsReply c = ReplyAs<ChatsReply>(chats[0], MsgType::kChatsReply);
+  REQUIRE(c.chats.size() == 1);
+  CHECK(c.chats[0].unread == 3);
+  CHECK(c.chats[0].last_id == ids[4]);
+}
+
+TEST_CASE("history answers each mode from the right place") {
+  TempDir dir;
+  Store store(0, 1);
+  REQUIRE(store.Open(dir.path() + "/db").ok());
+  std::vector<MessageId> ids;
+  for (int i = 0; i < 20; ++i) ids.push_back(SendOne(store, UserId(1), UserId(2), "h" + std::to_string(i)));
+  SendOne(store, UserId(1), UserId(3), "elsewhere");  // another conversation
+  auto page_ids = [](const HistoryReply& r) {
+    std::vector<MessageId> v;
+    for (const auto& m : r.messages) v.push_back(m.message.id);
+    return v;
+  };
+  HistoryReply latest = HistoryOf(store, UserId(1), UserId(2), HistoryMode::kLatest, 0, 5);
+  CHECK(page_ids(latest) == std::vector<MessageId>(ids.end() - 5, ids.end()));
+  CHECK(latest.more);
+  HistoryReply before = HistoryOf(store, UserId(1), UserId(2), HistoryMode::kBefore, ids[3].value, 5);
+  CHECK(page_ids(before) == std::vector<MessageId>(ids.begin(), ids.begin() + 3));
+  CHECK_FALSE(before.more);
+  HistoryReply after = HistoryOf(store, UserId(1), UserId(2), HistoryMode::kAfter, ids[15].value, 10);
+  CHECK(page_ids(after) == std::vector<MessageId>(ids.begin() + 16, ids.end()));
+  CHECK_FALSE(after.more);
+  HistoryReply none = HistoryOf(store, UserId(1), UserId(2), HistoryMode::kAt, 1000, 5);
+  CHECK(none.messages.empty());
+  HistoryReply bob = HistoryOf(store, UserId(2), UserId(1), HistoryMode::kLatest, 0, 100);
+  CHECK(page_ids(bob) == ids);
+}
