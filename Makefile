@@ -29,9 +29,9 @@ LIB   := $(BUILD)/libnatter.a
 CLIENTLIB := $(BUILD)/libnatterclient.a
 
 COMMON_SRC := $(wildcard common/*.cc)
-CLIENT_SRC := client/client.cc client/json_events.cc
+CLIENT_SRC := client/client.cc client/json_events.cc client/local_cell.cc
 DAEMONS    := frontd routed stored notifyd
-PROGRAMS   := $(addprefix bin/natter-,$(DAEMONS)) bin/natter bin/natterctl
+PROGRAMS   := $(addprefix bin/natter-,$(DAEMONS)) bin/natter bin/natterctl bin/natter-bench
 
 UNIT_SRC   := $(wildcard tests/unit/*.cc)
 INTEG_SRC  := $(wildcard tests/integration/*.cc)
@@ -70,6 +70,10 @@ bin/natterctl: $(call obj,$(wildcard tools/natterctl/*.cc)) $(LIB)
 	@mkdir -p bin
 	$(CXX) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
+bin/natter-bench: $(call obj,$(wildcard tools/bench/*.cc)) $(CLIENTLIB) $(LIB)
+	@mkdir -p bin
+	$(CXX) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
 $(BUILD)/unit-tests: $(call obj,$(UNIT_SRC)) $(BUILD)/daemons.a $(CLIENTLIB) $(LIB)
 	$(CXX) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
@@ -102,7 +106,7 @@ lint:
 
 install: all
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(SBINDIR) $(DESTDIR)$(SYSCONFDIR)/natter
-	install -m 755 bin/natter $(DESTDIR)$(BINDIR)/
+	install -m 755 bin/natter bin/natter-bench $(DESTDIR)$(BINDIR)/
 	install -m 755 $(addprefix bin/natter-,$(DAEMONS)) bin/natterctl $(DESTDIR)$(SBINDIR)/
 	for s in 1 5 7 8; do install -d $(DESTDIR)$(MANDIR)/man$$s; \
 	  for f in man/*.$$s; do [ -e "$$f" ] && install -m 644 $$f $(DESTDIR)$(MANDIR)/man$$s/; done; done; true
@@ -110,7 +114,7 @@ install: all
 	  install -m 644 etc/natter.conf $(DESTDIR)$(SYSCONFDIR)/natter/natter.conf
 
 uninstall:
-	rm -f $(DESTDIR)$(BINDIR)/natter $(addprefix $(DESTDIR)$(SBINDIR)/natter-,$(DAEMONS)) $(DESTDIR)$(SBINDIR)/natterctl
+	rm -f $(DESTDIR)$(BINDIR)/natter $(DESTDIR)$(BINDIR)/natter-bench $(addprefix $(DESTDIR)$(SBINDIR)/natter-,$(DAEMONS)) $(DESTDIR)$(SBINDIR)/natterctl
 	for f in man/*.[1-8]; do rm -f $(DESTDIR)$(MANDIR)/man$${f##*.}/$${f#man/}; done
 
 clean:

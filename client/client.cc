@@ -112,6 +112,7 @@ uint64_t Client::Ask(MsgType type, const T& body, const std::string& cmid) {
   h.corr = next_corr_++;
   PendingRequest p;
   p.type = type;
+  p.app = Answered(type);
   p.frame = EncodeFrame(h, body);
   p.client_msg_id = cmid;
   p.sent = Clock::now();
@@ -199,6 +200,16 @@ uint64_t Client::GetHistory(const History& query) {
 }
 
 uint64_t Client::GetChats() { return Ask(MsgType::kChats, Chats()); }
+
+uint64_t Client::GetMailbox(Seq after, uint32_t limit) {
+  Sync sync;
+  sync.from_cursor = false;
+  sync.after = after;
+  sync.limit = limit;
+  uint64_t corr = Ask(MsgType::kSync, sync);
+  pending_[corr].app = true;
+  return corr;
+}
 
 void Client::AskSync(bool from_cursor, Seq after) {
   if (sync_in_flight_) return;
@@ -289,6 +300,15 @@ void Client::Handle(const zmq::message_t& msg, std::vector<Incoming>* out) {
     case MsgType::kSyncReply: {
       SyncReply reply;
       if (!DecodeBody(f, &reply).ok()) return;
+      if (req.app) {
+        Incoming in;
+        in.kind = Incoming::Kind::kMailbox;
+        in.request = f.header.corr;
+        in.mailbox = std::move(reply);
+        pending_.erase(it);
+        out->push_back(std::move(in));
+        return;
+      }
       pending_.erase(it);
       sync_in_flight_ = false;
       HandleSyncReply(reply);
@@ -329,11 +349,12 @@ void Client::Handle(const zmq::message_t& msg, std::vector<Incoming>* out) {
         return;
       }
       MsgType type = req.type;
+      bool app = req.app;
       std::string cmid = req.client_msg_id;
       pending_.erase(it);
-      if (type == MsgType::kSync) sync_in_flight_ = false;
+      if (type == MsgType::kSync && !app) sync_in_flight_ = false;
       if (type == MsgType::kSend && sends_in_flight_ > 0) --sends_in_flight_;
-      if (Answered(type)) {
+      if (app) {
         Incoming in;
         in.kind = Incoming::Kind::kError;
         in.request = f.header.corr;
@@ -416,8 +437,8 @@ void Client::Tick(std::vector<Incoming>* out) {
   for (auto it = pending_.begin(); it != pending_.end();) {
     PendingRequest& p = it->second;
     if (now >= p.deadline) {
-      if (p.type == MsgType::kSync) sync_in_flight_ = false;
-      if (Answered(p.type)) {
+      if (p.type == MsgType::kSync && !p.app) sync_in_flight_ = false;
+      if (p.app) {
         if (p.type == MsgType::kSend && sends_in_flight_ > 0) --sends_in_flight_;
         Incoming in;
         in.kind = Incoming::Kind::kError;

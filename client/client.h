@@ -54,7 +54,7 @@ struct ClientOptions {
 
 // One thing that arrived for the application.
 struct Incoming {
-  enum class Kind { kProcessed, kEvent, kError, kOk, kHistory, kChats };
+  enum class Kind { kProcessed, kEvent, kError, kOk, kHistory, kChats, kMailbox };
   Kind kind = Kind::kEvent;
   uint64_t request = 0;      // the call's request id, for an answer
   Processed processed;       // kProcessed
@@ -64,6 +64,7 @@ struct Incoming {
   std::string client_msg_id; // kError: the send it answers, if one
   HistoryReply history;      // kHistory
   ChatsReply chats;          // kChats
+  SyncReply mailbox;         // kMailbox
 };
 
 class Client {
@@ -96,6 +97,9 @@ class Client {
   uint64_t MarkSeen(UserId peer, MessageId id);
   uint64_t GetHistory(const History& query);
   uint64_t GetChats();
+  // A page of the mailbox after seq `after`, as it is on the home shard,
+  // for tools: it does not touch what Poll hands out or the cursor.
+  uint64_t GetMailbox(Seq after, uint32_t limit);
 
   // Waits up to timeout_ms for anything and appends what arrived; hands
   // out at most max_events events (0: no limit), the rest wait.
@@ -120,6 +124,7 @@ class Client {
     Clock::time_point sent;
     Clock::time_point deadline;
     int backoff_ms = 0;  // after a retryable error: the next wait
+    bool app = false;    // the application waits for the answer
   };
 
   void OpenSocket();

@@ -57,6 +57,7 @@ nlohmann::json ToJson(const Incoming& in) {
       return {{"type", "ok"}};
     case Incoming::Kind::kHistory:
     case Incoming::Kind::kChats:
+    case Incoming::Kind::kMailbox:
       return {{"type", "page"}};  // printed item by item, see natter_main
     case Incoming::Kind::kEvent:
       break;
@@ -157,6 +158,7 @@ std::string ToText(const Incoming& in) {
       return "ok";
     case Incoming::Kind::kHistory:
     case Incoming::Kind::kChats:
+    case Incoming::Kind::kMailbox:
       return "";
     case Incoming::Kind::kEvent:
       break;

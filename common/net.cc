@@ -14,6 +14,8 @@ zmq::socket_t MakeSocket(zmq::context_t& ctx, zmq::socket_type type,
   zmq::socket_t s(ctx, type);
   s.set(zmq::sockopt::linger, linger_ms);
   s.set(zmq::sockopt::maxmsgsize, static_cast<int64_t>(kMaxFrameBytes));
+  s.set(zmq::sockopt::sndhwm, kDaemonHwm);
+  s.set(zmq::sockopt::rcvhwm, kDaemonHwm);
   return s;
 }
 

@@ -12,8 +12,15 @@ namespace natter {
 
 using Parts = std::vector<zmq::message_t>;
 
+// How many messages a pipe between daemons may queue: one pipe carries the
+// traffic of many clients, so bursts must fit (bounded: about 30 MB of
+// typical frames).
+constexpr int kDaemonHwm = 100000;
+// How many a frontd queues for one client.
+constexpr int kClientHwm = 10000;
+
 // A socket with natter's defaults: no linger past close (beyond a short
-// grace), a bounded frame size.
+// grace), a bounded frame size, kDaemonHwm in each direction.
 zmq::socket_t MakeSocket(zmq::context_t& ctx, zmq::socket_type type,
                          int linger_ms = 200);
 

@@ -36,6 +36,8 @@ Frontd::Frontd(const Config& config, zmq::context_t& ctx)
 Status Frontd::Start() {
   clients_ = MakeSocket(ctx_, zmq::socket_type::router, 0);
   clients_.set(zmq::sockopt::router_mandatory, 1);
+  clients_.set(zmq::sockopt::sndhwm, kClientHwm);
+  clients_.set(zmq::sockopt::rcvhwm, kClientHwm);
   if (!secret_key_.empty()) {
     clients_.set(zmq::sockopt::curve_server, 1);
     clients_.set(zmq::sockopt::curve_secretkey, secret_key_);
@@ -43,7 +45,6 @@ Status Frontd::Start() {
   routed_socket_ = MakeSocket(ctx_, zmq::socket_type::dealer);
   routed_socket_.set(zmq::sockopt::immediate, 1);
   events_ = MakeSocket(ctx_, zmq::socket_type::sub, 0);
-  events_.set(zmq::sockopt::rcvhwm, 100000);
   watch_ = std::make_unique<HandshakeWatch>(ctx_);
   watch_->Add(routed_socket_, "routed");
   watch_->Add(events_, "notifyd");

@@ -31,8 +31,6 @@ Notifyd::Notifyd(const Config& config, zmq::context_t& ctx)
 Status Notifyd::Start() {
   in_ = MakeSocket(ctx_, zmq::socket_type::pull, 0);
   out_ = MakeSocket(ctx_, zmq::socket_type::pub, 0);
-  in_.set(zmq::sockopt::rcvhwm, 100000);
-  out_.set(zmq::sockopt::sndhwm, 100000);
   try {
     PrepareEndpoint(listen_in_);
     PrepareEndpoint(listen_out_);

@@ -46,7 +46,6 @@ Status Stored::Start() {
   events_ = MakeSocket(ctx_, zmq::socket_type::push, 0);
   handoff_.set(zmq::sockopt::immediate, 1);
   events_.set(zmq::sockopt::immediate, 1);
-  events_.set(zmq::sockopt::sndhwm, 100000);
   watch_ = std::make_unique<HandshakeWatch>(ctx_);
   watch_->Add(handoff_, "routed");
   watch_->Add(events_, "notifyd");

@@ -253,3 +253,24 @@ TEST_CASE("one-shot commands leave the device's missed events for listen") {
   REQUIRE(Lines(got.out) == 1);
   CHECK(nlohmann::json::parse(got.out)["text"] == "while you were away");
 }
+
+TEST_CASE("natter-bench pages fills a cell and reports every page it timed") {
+  TempDir scratch;
+  Result r = Run(scratch, "TMPDIR=" + scratch.path() + " " + BinPath("natter-bench") +
+                              " pages --messages 1000 --small 20 --samples 3");
+  INFO(r.err);
+  REQUIRE(r.code == 0);
+  auto j = nlohmann::json::parse(r.out);
+  CHECK(j["mode"] == "pages");
+  CHECK(j["messages"] == 1000);
+  CHECK(j["fill_per_s"].get<double>() > 0);
+  for (const char* name : {"catchup_small", "catchup_start", "catchup_middle", "catchup_end",
+                           "history_small_latest", "history_latest", "history_at_middle",
+                           "history_before_start", "history_after_middle"}) {
+    INFO(name);
+    CHECK(j[std::string(name) + "_p50_ms"].get<double>() > 0);
+    CHECK(j[std::string(name) + "_p99_ms"].get<double>() >= j[std::string(name) + "_p50_ms"].get<double>());
+  }
+  CHECK(Run(scratch, BinPath("natter-bench") + " pages --messages 10").code == 64);
+  CHECK(Run(scratch, BinPath("natter-bench") + " fly").code == 64);
+}

@@ -1,16 +1,12 @@
-// A real local cell for a test: `natterctl init` and `natterctl up` in a
-// temporary folder, the daemons on ipc:// endpoints inside it, stopped (by
-// the pid we started) and removed when the test ends.
+// A real local cell for a test, in a temporary folder removed at the end.
 #ifndef NATTER_TESTS_INTEGRATION_TEST_CELL_H_
 #define NATTER_TESTS_INTEGRATION_TEST_CELL_H_
 
-#include <sys/types.h>
-
 #include <memory>
 #include <string>
-#include <vector>
+#include <utility>
 
-#include "client/client.h"
+#include "client/local_cell.h"
 #include "tests/unit/temp_dir.h"
 
 namespace natter {
@@ -25,20 +21,22 @@ class TestCell {
  public:
   // extra_conf is appended to the cell's natter.conf before it starts.
   explicit TestCell(unsigned shards, const std::string& extra_conf = "");
-  ~TestCell();
 
   const std::string& dir() const { return dir_.path(); }
   std::string Token(uint64_t user, long ttl_s = 3600,
-                    const std::string& device = "") const;
-  ClientOptions Options(uint64_t user, const std::string& device) const;
+                    const std::string& device = "") const {
+    return cell_->Token(user, ttl_s, device);
+  }
+  ClientOptions Options(uint64_t user, const std::string& device) const {
+    return cell_->Options(user, device);
+  }
+  pid_t DaemonPid(const std::string& name) const { return cell_->DaemonPid(name); }
   // natter's flags for this cell, before the subcommand.
   std::string NatterArgs(uint64_t user) const;
-  // The pid natterctl wrote for a daemon ("stored-1").
-  pid_t DaemonPid(const std::string& name) const;
 
  private:
-  TempDir dir_;
-  pid_t up_pid_ = -1;
+  TempDir dir_;  // outlives the cell
+  std::unique_ptr<LocalCell> cell_;
 };
 
 // Two users whose home shards differ (when there is more than one).

@@ -1,0 +1,41 @@
+// A local cell for tools and tests: `natterctl init` and `natterctl up` in
+// a folder, the daemons on ipc:// endpoints inside it, stopped (by the pid
+// started here) when the LocalCell goes.
+#ifndef NATTER_CLIENT_LOCAL_CELL_H_
+#define NATTER_CLIENT_LOCAL_CELL_H_
+
+#include <sys/types.h>
+
+#include <string>
+
+#include "client/client.h"
+
+namespace natter {
+
+class LocalCell {
+ public:
+  // bin: the folder of natterctl and the daemons.  Throws if the cell does
+  // not become ready within 30 s.
+  LocalCell(const std::string& bin, const std::string& dir, unsigned shards,
+            const std::string& extra_conf = "");
+  ~LocalCell();
+  LocalCell(const LocalCell&) = delete;
+  LocalCell& operator=(const LocalCell&) = delete;
+
+  const std::string& dir() const { return dir_; }
+  // A token signed with the cell's key; a negative ttl makes one that
+  // expired that long ago.
+  std::string Token(uint64_t user, long ttl_s = 3600,
+                    const std::string& device = "") const;
+  ClientOptions Options(uint64_t user, const std::string& device) const;
+  // The pid natterctl wrote for a daemon ("stored-1").
+  pid_t DaemonPid(const std::string& name) const;
+
+ private:
+  std::string dir_;
+  pid_t up_pid_ = -1;
+};
+
+}  // namespace natter
+
+#endif  // NATTER_CLIENT_LOCAL_CELL_H_
