@@ -18,8 +18,10 @@ namespace natter {
 namespace {
 
 std::atomic<bool> g_stop{false};
+std::atomic<bool> g_reload{false};
 
 void OnStopSignal(int) { g_stop = true; }
+void OnReloadSignal(int) { g_reload = true; }
 
 }  // namespace
 
@@ -83,6 +85,10 @@ int DaemonMain(int argc, char** argv, const DaemonSpec& spec) {
     return EX_OK;
   }
   CatchStopSignals(OnStopSignal);
+  struct sigaction hup = {};
+  hup.sa_handler = OnReloadSignal;
+  sigemptyset(&hup.sa_mask);
+  sigaction(SIGHUP, &hup, nullptr);
   try {
     s = service->Start();
     if (!s.ok()) {
@@ -101,7 +107,13 @@ int DaemonMain(int argc, char** argv, const DaemonSpec& spec) {
       NLOG_WARN("event=ready waiting=\"%s\"", service->Waiting().c_str());
     }
     NotifyReady();
-    while (!g_stop) service->RunOnce(100);
+    while (!g_stop) {
+      service->RunOnce(100);
+      if (g_reload.exchange(false)) {
+        NLOG_INFO("event=reload");
+        service->Reload();
+      }
+    }
     NLOG_INFO("event=stopping");
     service->Stop();
   } catch (const std::exception& e) {

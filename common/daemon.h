@@ -32,6 +32,8 @@ class Service {
   virtual void RunOnce(int timeout_ms) = 0;
   // Finishes the work in hand before the daemon exits.
   virtual void Stop() {}
+  // SIGHUP: reads its keys again, without dropping connections.
+  virtual void Reload() {}
 };
 
 struct DaemonSpec {

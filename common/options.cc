@@ -19,24 +19,32 @@ const std::vector<OptionSpec> kOptions = {
      "Endpoints where natter-notifyd publishes events to the frontds."},
     {"cell", "token-keys", "/etc/natter/keys/token",
      "Folder of the Ed25519 public keys (*.pub) tokens may be signed with."},
+    {"cell", "peer-keys", "",
+     "Folder of the CURVE public keys (*.pub) of the cell's daemons: the "
+     "only keys a daemon's sockets accept from another daemon.  Needed "
+     "when a daemon has a secret-key."},
 
     {"frontd", "listen", "tcp://127.0.0.1:7420",
      "Endpoint clients connect to."},
     {"frontd", "secret-key", "",
      "File holding frontd's CURVE secret key (Z85, 40 characters, as "
      "natterctl init writes it); clients need the matching public key.  "
-     "Empty: clients connect without CURVE (for tests on a private host "
+     "Empty: no CURVE on frontd's sockets (for tests on a private host "
      "only)."},
     {"frontd", "session-timeout", "60s",
      "A client silent this long (no request, no ping) loses its session."},
 
     {"routed", "listen", "",
      "Endpoint to bind; by default the first of [cell] routed."},
+    {"routed", "secret-key", "",
+     "File holding routed's CURVE secret key.  Empty: no CURVE."},
     {"routed", "generator", "0",
      "This routed's Snowflake generator number, 0 to 255; unique in the "
      "cell."},
 
     {"stored", "shard", "0", "Which entry of the shard map this is, from 0."},
+    {"stored", "secret-key", "",
+     "File holding the shard's CURVE secret key.  Empty: no CURVE."},
     {"stored", "listen", "",
      "Endpoint to bind; by default this shard's entry of the shard map."},
     {"stored", "data-dir", "/var/lib/natter",
@@ -48,6 +56,8 @@ const std::vector<OptionSpec> kOptions = {
      "How long a hand-off to another shard waits for its acknowledgement "
      "before it is sent again."},
 
+    {"notifyd", "secret-key", "",
+     "File holding notifyd's CURVE secret key.  Empty: no CURVE."},
     {"notifyd", "listen-in", "",
      "Endpoint to take events on; by default the first of [cell] "
      "notifyd-in."},

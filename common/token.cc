@@ -109,14 +109,17 @@ Status ReadSigningKey(const std::string& dir, const std::string& id,
     if (d == nullptr) {
       return Status(ErrorCode::kNotFound, dir + ": " + std::strerror(errno));
     }
-    time_t newest = 0;
+    struct timespec newest = {0, 0};
     while (dirent* e = ::readdir(d)) {
       std::string name = e->d_name;
       if (name.size() < 5 || name.substr(name.size() - 4) != ".sec") continue;
       struct stat st;
       std::string p = dir + "/" + name;
-      if (::stat(p.c_str(), &st) == 0 && (path.empty() || st.st_mtime > newest)) {
-        newest = st.st_mtime;
+      if (::stat(p.c_str(), &st) != 0) continue;
+      bool newer = st.st_mtim.tv_sec > newest.tv_sec ||
+                   (st.st_mtim.tv_sec == newest.tv_sec && st.st_mtim.tv_nsec > newest.tv_nsec);
+      if (path.empty() || newer) {
+        newest = st.st_mtim;
         path = p;
       }
     }
@@ -152,6 +155,12 @@ std::string SignToken(const TokenClaims& claims, const SigningKey& key) {
          Base64UrlEncode(reinterpret_cast<const uint8_t*>(buf.data()),
                          buf.size()) +
          "." + Base64UrlEncode(sig, sizeof sig);
+}
+
+std::vector<std::string> TokenVerifier::KeyIds() const {
+  std::vector<std::string> ids;
+  for (const auto& [id, key] : keys_) ids.push_back(id);
+  return ids;
 }
 
 void TokenVerifier::AddKey(const std::string& id,

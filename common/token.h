@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <vector>
 
 #include <msgpack.hpp>
 
@@ -66,6 +67,7 @@ class TokenVerifier {
   // Loads every <id>.pub in dir; replaces the keys held.
   Status LoadDir(const std::string& dir);
   size_t key_count() const { return keys_.size(); }
+  std::vector<std::string> KeyIds() const;
 
   // Checks shape, key, signature and time; fills claims when ok.
   Status Verify(const std::string& token, uint64_t now_s,

@@ -11,6 +11,7 @@ namespace natter {
 namespace frontd {
 Frontd::Frontd(const Config& config, zmq::context_t& ctx)
     : ctx_(ctx),
+      keys_(config),
       listen_(config.Get("listen")),
       routed_(config.GetList("routed")),
       notifyd_(config.GetList("notifyd-out")),
@@ -23,25 +24,18 @@ Frontd::Frontd(const Config& config, zmq::context_t& ctx)
   if (listen_.empty()) throw std::invalid_argument("listen: no endpoint");
   if (routed_.empty()) throw std::invalid_argument("routed: no endpoint");
   if (notifyd_.empty()) throw std::invalid_argument("notifyd-out: no endpoint");
-  std::string key_file = config.Get("secret-key");
-  if (!key_file.empty() &&
-      (!ReadFirstLine(key_file, &secret_key_) || secret_key_.size() != 40)) {
-    throw std::invalid_argument("secret-key: " + key_file +
-                                " does not hold a Z85 CURVE secret key");
-  }
   s = verifier_.LoadDir(token_keys_);
   if (!s.ok()) throw std::invalid_argument("token-keys: " + s.message());
 }
 
 Status Frontd::Start() {
+  Status ks = keys_.Start(ctx_);
+  if (!ks.ok()) return ks;
   clients_ = MakeSocket(ctx_, zmq::socket_type::router, 0);
   clients_.set(zmq::sockopt::router_mandatory, 1);
   clients_.set(zmq::sockopt::sndhwm, kClientHwm);
   clients_.set(zmq::sockopt::rcvhwm, kClientHwm);
-  if (!secret_key_.empty()) {
-    clients_.set(zmq::sockopt::curve_server, 1);
-    clients_.set(zmq::sockopt::curve_secretkey, secret_key_);
-  }
+  SetCurveServer(clients_, keys_.identity(), kZapDomainClients);
   routed_socket_ = MakeSocket(ctx_, zmq::socket_type::dealer);
   routed_socket_.set(zmq::sockopt::immediate, 1);
   events_ = MakeSocket(ctx_, zmq::socket_type::sub, 0);
@@ -51,16 +45,34 @@ Status Frontd::Start() {
   try {
     PrepareEndpoint(listen_);
     clients_.bind(listen_);
-    for (const auto& ep : routed_) routed_socket_.connect(ep);
-    for (const auto& ep : notifyd_) events_.connect(ep);
+    for (const auto& ep : routed_) {
+      ks = ConnectTo(routed_socket_, keys_.identity(), ep);
+      if (!ks.ok()) return ks;
+    }
+    for (const auto& ep : notifyd_) {
+      ks = ConnectTo(events_, keys_.identity(), ep);
+      if (!ks.ok()) return ks;
+    }
   } catch (const zmq::error_t& e) {
     return Status(ErrorCode::kBadRequest, listen_ + ": " + e.what());
   }
   NLOG_INFO("event=listening listen=%s curve=%s token_keys=%zu",
-            listen_.c_str(), secret_key_.empty() ? "off" : "on",
+            listen_.c_str(), keys_.identity().enabled ? "on" : "off",
             verifier_.key_count());
   next_sweep_ = Clock::now() + std::chrono::seconds(1);
   return Status::Ok();
+}
+
+void Frontd::Reload() {
+  keys_.Reload();
+  // Sessions already made stay; new hellos use the keys read now.
+  Status s = verifier_.LoadDir(token_keys_);
+  if (s.ok()) {
+    NLOG_INFO("event=token-keys-reloaded keys=%zu", verifier_.key_count());
+  } else {
+    NLOG_ERROR("event=token-keys-reload-failed error=\"%s\" kept=%zu",
+               s.message().c_str(), verifier_.key_count());
+  }
 }
 
 void Frontd::RunOnce(int timeout_ms) {

@@ -20,6 +20,7 @@
 #include <zmq.hpp>
 
 #include "common/config.h"
+#include "common/curve.h"
 #include "common/daemon.h"
 #include "common/net.h"
 #include "common/token.h"
@@ -33,6 +34,7 @@ class Frontd : public Service {
 
   Status Start() override;
   void RunOnce(int timeout_ms) override;
+  void Reload() override;
   bool Ready() override { return watch_->AllConnected(); }
   std::string Waiting() override { return watch_->Waiting(); }
 
@@ -54,11 +56,11 @@ class Frontd : public Service {
   void ExpireSessions();
 
   zmq::context_t& ctx_;
+  DaemonKeys keys_;
   std::string listen_;
   std::vector<std::string> routed_;
   std::vector<std::string> notifyd_;
   std::string token_keys_;
-  std::string secret_key_;  // Z85; empty: no CURVE
   std::chrono::seconds session_timeout_{60};
   TokenVerifier verifier_;
 

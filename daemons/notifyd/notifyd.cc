@@ -20,17 +20,22 @@ std::string FirstOr(const std::string& value, const std::vector<std::string>& li
 
 Notifyd::Notifyd(const Config& config, zmq::context_t& ctx)
     : ctx_(ctx),
-      listen_in_(FirstOr(config.Get("listen-in"), config.GetList("notifyd-in"),
-                         "notifyd-in")),
-      listen_out_(FirstOr(config.Get("listen-out"),
-                          config.GetList("notifyd-out"), "notifyd-out")) {
+      keys_(config),
+      listen_in_(BindAddress(FirstOr(config.Get("listen-in"),
+                                     config.GetList("notifyd-in"), "notifyd-in"))),
+      listen_out_(BindAddress(FirstOr(config.Get("listen-out"),
+                                      config.GetList("notifyd-out"), "notifyd-out"))) {
   Status s = config.GetUint("drop-every", &drop_every_);
   if (!s.ok()) throw std::invalid_argument(s.message());
 }
 
 Status Notifyd::Start() {
+  Status s = keys_.Start(ctx_);
+  if (!s.ok()) return s;
   in_ = MakeSocket(ctx_, zmq::socket_type::pull, 0);
   out_ = MakeSocket(ctx_, zmq::socket_type::pub, 0);
+  SetCurveServer(in_, keys_.identity(), kZapDomainCell);
+  SetCurveServer(out_, keys_.identity(), kZapDomainCell);
   try {
     PrepareEndpoint(listen_in_);
     PrepareEndpoint(listen_out_);

@@ -13,6 +13,7 @@
 #include <zmq.hpp>
 
 #include "common/config.h"
+#include "common/curve.h"
 #include "common/daemon.h"
 #include "common/net.h"
 
@@ -25,9 +26,11 @@ class Notifyd : public Service {
 
   Status Start() override;
   void RunOnce(int timeout_ms) override;
+  void Reload() override { keys_.Reload(); }
 
  private:
   zmq::context_t& ctx_;
+  DaemonKeys keys_;
   std::string listen_in_;
   std::string listen_out_;
   zmq::socket_t in_;   // PULL, from the shards

@@ -77,6 +77,7 @@ Route Router::Decide(const Frame& request, uint64_t now_ms) {
 
 Routed::Routed(const Config& config, zmq::context_t& ctx)
     : ctx_(ctx),
+      keys_(config),
       listen_(config.Get("listen")),
       shard_endpoints_(config.GetList("shards")),
       router_(ShardCountOf(config), GeneratorOf(config)) {
@@ -85,11 +86,15 @@ Routed::Routed(const Config& config, zmq::context_t& ctx)
     if (all.empty()) throw std::invalid_argument("routed: no endpoint");
     listen_ = all.front();
   }
+  listen_ = BindAddress(listen_);
 }
 
 Status Routed::Start() {
+  Status ks = keys_.Start(ctx_);
+  if (!ks.ok()) return ks;
   front_ = MakeSocket(ctx_, zmq::socket_type::router);
   front_.set(zmq::sockopt::router_mandatory, 1);
+  SetCurveServer(front_, keys_.identity(), kZapDomainCell);
   watch_ = std::make_unique<HandshakeWatch>(ctx_);
   try {
     PrepareEndpoint(listen_);
@@ -98,7 +103,8 @@ Status Routed::Start() {
       zmq::socket_t s = MakeSocket(ctx_, zmq::socket_type::dealer);
       s.set(zmq::sockopt::immediate, 1);
       watch_->Add(s, "shard-" + std::to_string(shards_.size()));
-      s.connect(ep);
+      Status cs = ConnectTo(s, keys_.identity(), ep);
+      if (!cs.ok()) return cs;
       shards_.push_back(std::move(s));
     }
   } catch (const zmq::error_t& e) {

@@ -16,6 +16,7 @@
 #include <zmq.hpp>
 
 #include "common/config.h"
+#include "common/curve.h"
 #include "common/daemon.h"
 #include "common/ids.h"
 #include "common/net.h"
@@ -48,6 +49,7 @@ class Routed : public Service {
 
   Status Start() override;
   void RunOnce(int timeout_ms) override;
+  void Reload() override { keys_.Reload(); }
   bool Ready() override { return watch_->AllConnected(); }
   std::string Waiting() override { return watch_->Waiting(); }
 
@@ -56,6 +58,7 @@ class Routed : public Service {
   void FromShard(size_t shard);
 
   zmq::context_t& ctx_;
+  DaemonKeys keys_;
   std::string listen_;
   std::vector<std::string> shard_endpoints_;
   Router router_;

@@ -10,7 +10,7 @@ namespace natter {
 namespace stored {
 
 Stored::Stored(const Config& config, zmq::context_t& ctx)
-    : ctx_(ctx) {
+    : ctx_(ctx), keys_(config) {
   uint64_t shard = 0, batch = 0, retry_s = 0;
   Status s = config.GetUint("shard", &shard);
   if (s.ok()) s = config.GetUint("batch-max", &batch);
@@ -26,7 +26,8 @@ Stored::Stored(const Config& config, zmq::context_t& ctx)
   if (batch == 0) throw std::invalid_argument("batch-max: must be at least 1");
   shard_ = static_cast<uint32_t>(shard);
   shard_count_ = static_cast<uint32_t>(shards.size());
-  listen_ = config.Get("listen").empty() ? shards[shard_] : config.Get("listen");
+  listen_ = BindAddress(config.Get("listen").empty() ? shards[shard_]
+                                                    : config.Get("listen"));
   data_path_ = config.Get("data-dir") + "/shard-" + std::to_string(shard_);
   routed_ = config.GetList("routed");
   notifyd_ = config.GetList("notifyd-in");
@@ -41,7 +42,10 @@ Status Stored::Start() {
   ::mkdir(data_path_.substr(0, data_path_.rfind('/')).c_str(), 0700);
   Status s = store_->Open(data_path_);
   if (!s.ok()) return s;
+  s = keys_.Start(ctx_);
+  if (!s.ok()) return s;
   requests_ = MakeSocket(ctx_, zmq::socket_type::router);
+  SetCurveServer(requests_, keys_.identity(), kZapDomainCell);
   handoff_ = MakeSocket(ctx_, zmq::socket_type::dealer);
   events_ = MakeSocket(ctx_, zmq::socket_type::push, 0);
   handoff_.set(zmq::sockopt::immediate, 1);
@@ -52,8 +56,14 @@ Status Stored::Start() {
   try {
     PrepareEndpoint(listen_);
     requests_.bind(listen_);
-    for (const auto& ep : routed_) handoff_.connect(ep);
-    for (const auto& ep : notifyd_) events_.connect(ep);
+    for (const auto& ep : routed_) {
+      s = ConnectTo(handoff_, keys_.identity(), ep);
+      if (!s.ok()) return s;
+    }
+    for (const auto& ep : notifyd_) {
+      s = ConnectTo(events_, keys_.identity(), ep);
+      if (!s.ok()) return s;
+    }
   } catch (const zmq::error_t& e) {
     return Status(ErrorCode::kBadRequest, listen_ + ": " + e.what());
   }

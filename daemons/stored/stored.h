@@ -18,6 +18,7 @@
 #include <zmq.hpp>
 
 #include "common/config.h"
+#include "common/curve.h"
 #include "common/daemon.h"
 #include "common/net.h"
 #include "daemons/stored/store.h"
@@ -34,6 +35,7 @@ class Stored : public Service {
   bool Ready() override { return watch_->AllConnected(); }
   std::string Waiting() override { return watch_->Waiting(); }
   void Stop() override;
+  void Reload() override { keys_.Reload(); }
 
   const Store& store() const { return *store_; }
 
@@ -51,6 +53,7 @@ class Stored : public Service {
   void RetryHandoffs();
 
   zmq::context_t& ctx_;
+  DaemonKeys keys_;
   uint32_t shard_ = 0;
   uint32_t shard_count_ = 1;
   std::string listen_;

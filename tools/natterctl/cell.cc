@@ -10,6 +10,9 @@
 #include <fstream>
 #include <sstream>
 
+#include <map>
+
+#include "common/curve.h"
 #include "common/text.h"
 #include "common/token.h"
 
@@ -38,14 +41,16 @@ std::string ClientEndpoint(const std::string& listen) {
   return listen;
 }
 
-// Z85 may hold '#', which config files read as a comment: clients get hex.
-std::string PublicKeyHex(const char* z85) {
-  uint8_t raw[32];
-  zmq_z85_decode(raw, z85);
-  return ToHex(raw, sizeof raw);
-}
-
 }  // namespace
+
+Status MakeDaemonKey(const CellPaths& cell, const std::string& name,
+                     CurveKey* public_key) {
+  Status s = WriteCurveKeyPair(cell.dir + "/keys", name, public_key);
+  if (!s.ok()) return s;
+  std::string line;
+  ReadFirstLine(cell.dir + "/keys/" + name + ".pub", &line);
+  return WriteNewFile(cell.PeerKeys() + "/" + name + ".pub", line + "\n", 0644);
+}
 
 std::string AbsolutePath(const std::string& path) {
   if (!path.empty() && path[0] == '/') return path;
@@ -83,35 +88,46 @@ Status InitCell(const std::string& dir_in, const std::string& listen,
   }
   Status s = WriteSigningKey(cell.TokenKeys(), GenerateSigningKey());
   if (!s.ok()) return s;
-  char pub[41], sec[41];
-  if (zmq_curve_keypair(pub, sec) != 0) {
-    return Status(ErrorCode::kInternal, "libzmq has no CURVE support");
+  s = MakeDir(cell.PeerKeys(), 0700);
+  if (!s.ok()) return s;
+  // A CURVE keypair for each daemon; every public key goes into the
+  // cell's allow-list.
+  std::map<std::string, CurveKey> pub;
+  for (const char* name : {"frontd", "routed", "stored", "notifyd"}) {
+    s = MakeDaemonKey(cell, name, &pub[name]);
+    if (!s.ok()) return s;
   }
-  s = WriteNewFile(cell.dir + "/keys/frontd.key", std::string(sec) + "\n", 0600);
-  if (!s.ok()) return s;
-  s = WriteNewFile(cell.dir + "/keys/frontd.pub", std::string(pub) + "\n", 0644);
-  if (!s.ok()) return s;
+  auto with_key = [&](const std::string& endpoint, const char* name) {
+    return endpoint + "@" + CurveKeyHex(pub[name]);
+  };
 
   std::ostringstream conf;
   conf << "# natter.conf(5) of the local cell in " << cell.dir << ",\n"
        << "# written by natterctl init.  Every key is described in natter.conf(5).\n\n"
        << "[cell]\nshards =";
   for (unsigned i = 0; i < shards; ++i) {
-    conf << " ipc://" << cell.Run() << "/stored-" << i << ".sock";
+    conf << " " << with_key("ipc://" + cell.Run() + "/stored-" + std::to_string(i) + ".sock",
+                            "stored");
   }
-  conf << "\nrouted = ipc://" << cell.Run() << "/routed.sock\n"
-       << "notifyd-in = ipc://" << cell.Run() << "/notifyd-in.sock\n"
-       << "notifyd-out = ipc://" << cell.Run() << "/notifyd-out.sock\n"
-       << "token-keys = " << cell.TokenKeys() << "\n\n"
+  conf << "\nrouted = " << with_key("ipc://" + cell.Run() + "/routed.sock", "routed") << "\n"
+       << "notifyd-in = " << with_key("ipc://" + cell.Run() + "/notifyd-in.sock", "notifyd")
+       << "\n"
+       << "notifyd-out = " << with_key("ipc://" + cell.Run() + "/notifyd-out.sock", "notifyd")
+       << "\n"
+       << "token-keys = " << cell.TokenKeys() << "\n"
+       << "peer-keys = " << cell.PeerKeys() << "\n\n"
        << "[frontd]\nlisten = " << listen << "\n"
        << "secret-key = " << cell.dir << "/keys/frontd.key\n\n"
-       << "[stored]\ndata-dir = " << cell.dir << "/data\n";
+       << "[routed]\nsecret-key = " << cell.dir << "/keys/routed.key\n\n"
+       << "[stored]\ndata-dir = " << cell.dir << "/data\n"
+       << "secret-key = " << cell.dir << "/keys/stored.key\n\n"
+       << "[notifyd]\nsecret-key = " << cell.dir << "/keys/notifyd.key\n";
   s = WriteNewFile(cell.Conf(), conf.str(), 0644);
   if (!s.ok()) return s;
   std::ostringstream client;
   client << "# natter(1) options for the local cell in " << cell.dir << ".\n"
          << "server = " << ClientEndpoint(listen) << "\n"
-         << "server-key = " << PublicKeyHex(pub) << "\n";
+         << "server-key = " << CurveKeyHex(pub["frontd"]) << "\n";
   return WriteNewFile(cell.ClientConf(), client.str(), 0644);
 }
 

@@ -3,7 +3,8 @@
 //   DIR/natter.conf         the daemons' configuration
 //   DIR/client.conf         what natter(1) needs: server, server-key
 //   DIR/keys/token/*.sec    Ed25519 token signing keys (0600), *.pub
-//   DIR/keys/frontd.key     frontd's CURVE secret key (0600), frontd.pub
+//   DIR/keys/NAME.key       each daemon's CURVE secret key (0600), NAME.pub
+//   DIR/keys/peers/*.pub    the cell's allow-list of daemon keys
 //   DIR/data/shard-N/       each shard's LevelDB
 //   DIR/run/                ipc:// sockets, pid files, natterctl's lock
 //   DIR/log/NAME.log        each daemon's log
@@ -13,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "common/curve.h"
 #include "common/status.h"
 
 namespace natter {
@@ -23,6 +25,7 @@ struct CellPaths {
   std::string Conf() const { return dir + "/natter.conf"; }
   std::string ClientConf() const { return dir + "/client.conf"; }
   std::string TokenKeys() const { return dir + "/keys/token"; }
+  std::string PeerKeys() const { return dir + "/keys/peers"; }
   std::string Run() const { return dir + "/run"; }
   std::string Log(const std::string& name) const { return dir + "/log/" + name + ".log"; }
   std::string Pid(const std::string& name) const { return dir + "/run/" + name + ".pid"; }
@@ -32,6 +35,10 @@ struct CellPaths {
 // folder that holds keys already.
 Status InitCell(const std::string& dir, const std::string& listen,
                 unsigned shards, CellPaths* out);
+
+// Makes keys/NAME.key and .pub and lists the public key in keys/peers.
+Status MakeDaemonKey(const CellPaths& cell, const std::string& name,
+                     CurveKey* public_key);
 
 // The number of shards in the cell's natter.conf (0 if unreadable).
 unsigned ShardCount(const CellPaths& cell);

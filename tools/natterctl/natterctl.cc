@@ -38,7 +38,11 @@ const char kUsage[] =
     "       natterctl up     [--dir DIR] [--listen ENDPOINT] [--shards N]\n"
     "       natterctl down   [--dir DIR]\n"
     "       natterctl status [--dir DIR]\n"
-    "       natterctl token  [--dir DIR] --user ID [--ttl DURATION] [--device NAME]\n";
+    "       natterctl token  [--dir DIR] --user ID [--ttl DURATION] [--device NAME]\n"
+    "       natterctl token-key add|list [--dir DIR]\n"
+    "       natterctl token-key retire --id KEY_ID [--dir DIR]\n"
+    "       natterctl keygen --name NAME [--dir DIR]\n"
+    "       natterctl reload [--dir DIR]\n";
 
 const char kDefaultListen[] = "tcp://127.0.0.1:7420";
 
@@ -49,6 +53,9 @@ struct Args {
   uint64_t user = 0;
   std::string ttl = "24h";
   std::string device;
+  std::string name;  // keygen
+  std::string id;    // token-key retire
+  std::vector<std::string> words;
 };
 
 Args Parse(const std::string& command, const std::vector<std::string>& argv) {
@@ -62,9 +69,15 @@ Args Parse(const std::string& command, const std::vector<std::string>& argv) {
     opts.add_options()("user", po::value(&a.user))("ttl", po::value(&a.ttl))(
         "device", po::value(&a.device));
   }
+  if (command == "keygen") opts.add_options()("name", po::value(&a.name));
+  po::positional_options_description pos;
+  if (command == "token-key") {
+    opts.add_options()("id", po::value(&a.id))("words", po::value(&a.words));
+    pos.add("words", -1);
+  }
   try {
     po::variables_map vm;
-    po::store(po::command_line_parser(argv).options(opts).run(), vm);
+    po::store(po::command_line_parser(argv).options(opts).positional(pos).run(), vm);
     po::notify(vm);
   } catch (const po::error& e) {
     throw Exit{EX_USAGE, command + ": " + e.what()};
@@ -184,6 +197,87 @@ int Token(const Args& a) {
   return EX_OK;
 }
 
+std::vector<pid_t> DaemonPids(const CellPaths& cell) {
+  std::vector<pid_t> pids;
+  if (SupervisorPid(cell) < 0) return pids;
+  std::vector<std::string> names = {"notifyd", "routed", "frontd"};
+  for (unsigned i = 0; i < ShardCount(cell); ++i) names.push_back("stored-" + std::to_string(i));
+  for (const auto& n : names) {
+    std::string line;
+    if (!ReadFirstLine(cell.Pid(n), &line)) continue;
+    auto v = ParseUint(line);
+    if (v && ::kill(static_cast<pid_t>(*v), 0) == 0) pids.push_back(static_cast<pid_t>(*v));
+  }
+  return pids;
+}
+
+int Reload(const Args& a) {
+  CellPaths cell{a.dir};
+  auto pids = DaemonPids(cell);
+  if (pids.empty()) throw Exit{EX_UNAVAILABLE, "no cell is running in " + cell.dir};
+  for (pid_t pid : pids) ::kill(pid, SIGHUP);
+  return EX_OK;
+}
+
+int Keygen(const Args& a) {
+  if (a.name.empty() || a.name.find('/') != std::string::npos || a.name[0] == '.') {
+    throw Exit{EX_USAGE, "keygen: --name NAME (a file name) is required"};
+  }
+  CellPaths cell{a.dir};
+  if (!CellExists(cell)) throw Exit{EX_USAGE, "no cell in " + cell.dir};
+  CurveKey pub;
+  Status s = MakeDaemonKey(cell, a.name, &pub);
+  if (!s.ok()) throw Exit{EX_CANTCREAT, "keygen: " + s.message()};
+  std::cerr << "natterctl: " << cell.dir << "/keys/" << a.name
+            << ".key made; its public key is listed in " << cell.PeerKeys()
+            << "; copy " << a.name << ".pub into the peer-keys folder of every host of the cell"
+            << " and run natterctl reload there\n";
+  std::cout << CurveKeyHex(pub) << "\n";
+  return EX_OK;
+}
+
+int TokenKey(const Args& a) {
+  CellPaths cell{a.dir};
+  std::string verb = a.words.empty() ? "" : a.words[0];
+  if (a.words.size() != 1) throw Exit{EX_USAGE, "token-key: add, list or retire --id KEY_ID"};
+  if (verb == "add") {
+    SigningKey key = GenerateSigningKey();
+    Status s = WriteSigningKey(cell.TokenKeys(), key);
+    if (!s.ok()) throw Exit{EX_CANTCREAT, "token-key: " + s.message()};
+    std::cout << key.id << "\n";
+    std::cerr << "natterctl: new tokens are signed with " << key.id
+              << "; run natterctl reload so that frontd accepts them\n";
+    return EX_OK;
+  }
+  if (verb == "list") {
+    TokenVerifier v;
+    Status s = v.LoadDir(cell.TokenKeys());
+    if (!s.ok()) throw Exit{EX_NOINPUT, s.message()};
+    SigningKey newest;
+    ReadSigningKey(cell.TokenKeys(), "", &newest);
+    for (const std::string& id : v.KeyIds()) {
+      std::cout << id << (id == newest.id ? " signing" : "") << "\n";
+    }
+    return EX_OK;
+  }
+  if (verb == "retire") {
+    if (a.id.empty() || a.id.find('/') != std::string::npos) {
+      throw Exit{EX_USAGE, "token-key retire: --id KEY_ID is required"};
+    }
+    std::string pub = cell.TokenKeys() + "/" + a.id + ".pub";
+    if (::access(pub.c_str(), F_OK) != 0) throw Exit{EX_NOINPUT, "token-key: no key " + a.id};
+    TokenVerifier v;
+    v.LoadDir(cell.TokenKeys());
+    if (v.key_count() <= 1) throw Exit{EX_USAGE, "token-key: " + a.id + " is the only key; add one first"};
+    ::unlink((cell.TokenKeys() + "/" + a.id + ".sec").c_str());
+    ::unlink(pub.c_str());
+    std::cerr << "natterctl: tokens signed with " << a.id
+              << " are refused once natterctl reload has run\n";
+    return EX_OK;
+  }
+  throw Exit{EX_USAGE, "token-key: add, list or retire --id KEY_ID"};
+}
+
 int Main(int argc, char** argv) {
   if (sodium_init() < 0) throw Exit{EX_SOFTWARE, "libsodium failed to start"};
   if (argc < 2) throw Exit{EX_USAGE, std::string("no command\n") + kUsage};
@@ -198,7 +292,10 @@ int Main(int argc, char** argv) {
   if (command == "down") return Down(Parse(command, rest));
   if (command == "status") return StatusCommand(Parse(command, rest));
   if (command == "token") return Token(Parse(command, rest));
-  throw Exit{EX_USAGE, "'" + command + "' is not a command (init, up, down, status, token)"};
+  if (command == "token-key") return TokenKey(Parse(command, rest));
+  if (command == "keygen") return Keygen(Parse(command, rest));
+  if (command == "reload") return Reload(Parse(command, rest));
+  throw Exit{EX_USAGE, "'" + command + "' is not a command; see natterctl -h"};
 }
 
 }  // namespace

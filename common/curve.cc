@@ -1,0 +1,253 @@
+#include "common/curve.h"
+
+#include <dirent.h>
+#include <sodium.h>
+
+#include <cstring>
+#include <stdexcept>
+
+#include "common/log.h"
+#include "common/text.h"
+#include "common/token.h"
+
+namespace natter {
+
+bool ParseCurveKey(const std::string& text, CurveKey* out) {
+  if (text.size() == 40) {
+    return zmq_z85_decode(out->data(), text.c_str()) != nullptr;
+  }
+  if (text.size() == 64) {
+    size_t len = 0;
+    return sodium_hex2bin(out->data(), out->size(), text.data(), text.size(),
+                          nullptr, &len, nullptr) == 0 &&
+           len == 32;
+  }
+  return false;
+}
+
+std::string CurveKeyHex(const CurveKey& key) { return ToHex(key.data(), key.size()); }
+
+Status ReadCurveKey(const std::string& path, CurveKey* out) {
+  std::string line;
+  if (!ReadFirstLine(path, &line)) {
+    return Status(ErrorCode::kBadRequest, path + ": cannot read the key");
+  }
+  if (!ParseCurveKey(line, out)) {
+    return Status(ErrorCode::kBadRequest, path + ": not a CURVE key (Z85 or hex)");
+  }
+  return Status::Ok();
+}
+
+Status WriteCurveKeyPair(const std::string& dir, const std::string& name,
+                         CurveKey* public_key) {
+  char pub[41], sec[41];
+  if (zmq_curve_keypair(pub, sec) != 0) {
+    return Status(ErrorCode::kInternal, "libzmq has no CURVE support");
+  }
+  Status s = WriteNewFile(dir + "/" + name + ".key", std::string(sec) + "\n", 0600);
+  if (!s.ok()) return s;
+  s = WriteNewFile(dir + "/" + name + ".pub", std::string(pub) + "\n", 0644);
+  if (s.ok() && public_key != nullptr) zmq_z85_decode(public_key->data(), pub);
+  return s;
+}
+
+Status ParseEndpoint(const std::string& text, Endpoint* out) {
+  *out = Endpoint();
+  size_t at = text.rfind('@');
+  if (at == std::string::npos) {
+    out->address = text;
+    return Status::Ok();
+  }
+  out->address = text.substr(0, at);
+  std::string key = text.substr(at + 1);
+  if (key.size() != 64 || !ParseCurveKey(key, &out->server_key)) {
+    return Status(ErrorCode::kBadRequest,
+                  text + ": the server key after '@' must be 64 hex digits");
+  }
+  out->has_key = true;
+  return Status::Ok();
+}
+
+Status LoadCurveIdentity(const std::string& secret_key_file, CurveIdentity* out) {
+  *out = CurveIdentity();
+  if (secret_key_file.empty()) return Status::Ok();
+  Status s = ReadCurveKey(secret_key_file, &out->secret);
+  if (!s.ok()) return s;
+  crypto_scalarmult_base(out->public_key.data(), out->secret.data());
+  out->enabled = true;
+  return Status::Ok();
+}
+
+void SetCurveServer(zmq::socket_t& socket, const CurveIdentity& me,
+                    const char* domain) {
+  if (!me.enabled) return;
+  socket.set(zmq::sockopt::zap_domain, domain);
+  socket.set(zmq::sockopt::curve_server, 1);
+  socket.set(zmq::sockopt::curve_secretkey,
+             zmq::const_buffer(me.secret.data(), me.secret.size()));
+}
+
+Status ConnectTo(zmq::socket_t& socket, const CurveIdentity& me,
+                 const std::string& endpoint_text) {
+  Endpoint ep;
+  Status s = ParseEndpoint(endpoint_text, &ep);
+  if (!s.ok()) return s;
+  if (ep.has_key) {
+    if (!me.enabled) {
+      return Status(ErrorCode::kBadRequest,
+                    endpoint_text + " names a server key, so this daemon needs "
+                                    "a secret-key of its own");
+    }
+    socket.set(zmq::sockopt::curve_serverkey,
+               zmq::const_buffer(ep.server_key.data(), ep.server_key.size()));
+    socket.set(zmq::sockopt::curve_publickey,
+               zmq::const_buffer(me.public_key.data(), me.public_key.size()));
+    socket.set(zmq::sockopt::curve_secretkey,
+               zmq::const_buffer(me.secret.data(), me.secret.size()));
+  }
+  try {
+    socket.connect(ep.address);
+  } catch (const zmq::error_t& e) {
+    return Status(ErrorCode::kBadRequest, ep.address + ": " + e.what());
+  }
+  return Status::Ok();
+}
+
+DaemonKeys::DaemonKeys(const Config& config) : peer_keys_(config.Get("peer-keys")) {
+  Status s = LoadCurveIdentity(config.Get("secret-key"), &identity_);
+  if (!s.ok()) throw std::invalid_argument("secret-key: " + s.message());
+  if (identity_.enabled && peer_keys_.empty()) {
+    throw std::invalid_argument(
+        "peer-keys: a daemon with a secret-key needs the cell's peer keys");
+  }
+}
+
+Status DaemonKeys::Start(zmq::context_t& ctx) {
+  if (!identity_.enabled) return Status::Ok();
+  zap_ = std::make_unique<ZapHandler>(ctx);
+  Status s = zap_->Start(peer_keys_);
+  if (!s.ok()) return Status(ErrorCode::kBadRequest, "peer-keys: " + s.message());
+  NLOG_INFO("event=curve public_key=%s peer_keys=%zu",
+            CurveKeyHex(identity_.public_key).c_str(), zap_->key_count());
+  return Status::Ok();
+}
+
+void DaemonKeys::Reload() {
+  if (!zap_) return;
+  Status s = zap_->Reload();
+  if (s.ok()) {
+    NLOG_INFO("event=peer-keys-reloaded keys=%zu", zap_->key_count());
+  } else {
+    NLOG_ERROR("event=peer-keys-reload-failed error=\"%s\" kept=%zu",
+               s.message().c_str(), zap_->key_count());
+  }
+}
+
+std::string BindAddress(const std::string& endpoint) {
+  Endpoint ep;
+  if (!ParseEndpoint(endpoint, &ep).ok()) return endpoint;
+  return ep.address;
+}
+
+ZapHandler::ZapHandler(zmq::context_t& ctx) : ctx_(ctx) {}
+
+ZapHandler::~ZapHandler() {
+  stop_ = true;
+  if (thread_.joinable()) thread_.join();
+}
+
+Status ZapHandler::Load(const std::string& dir) {
+  DIR* d = ::opendir(dir.c_str());
+  if (d == nullptr) {
+    return Status(ErrorCode::kBadRequest, dir + ": " + std::strerror(errno));
+  }
+  std::set<CurveKey> keys;
+  Status status;
+  while (dirent* e = ::readdir(d)) {
+    std::string name = e->d_name;
+    if (name.size() < 5 || name.substr(name.size() - 4) != ".pub") continue;
+    CurveKey key;
+    Status s = ReadCurveKey(dir + "/" + name, &key);
+    if (!s.ok()) {
+      status = s;
+      break;
+    }
+    keys.insert(key);
+  }
+  ::closedir(d);
+  if (!status.ok()) return status;
+  std::lock_guard<std::mutex> lock(mutex_);
+  allowed_ = std::move(keys);
+  return Status::Ok();
+}
+
+Status ZapHandler::Start(const std::string& dir) {
+  dir_ = dir;
+  Status s = Load(dir);
+  if (!s.ok()) return s;
+  socket_ = zmq::socket_t(ctx_, zmq::socket_type::rep);
+  socket_.set(zmq::sockopt::linger, 0);
+  socket_.bind("inproc://zeromq.zap.01");
+  thread_ = std::thread([this] { Run(); });
+  return Status::Ok();
+}
+
+Status ZapHandler::Reload() { return Load(dir_); }
+
+size_t ZapHandler::key_count() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return allowed_.size();
+}
+
+void ZapHandler::Run() {
+  // RFC 27: version, request id, domain, address, identity, mechanism,
+  // credentials...; the answer: version, request id, status, text, user
+  // id, metadata.
+  while (!stop_) {
+    zmq::pollitem_t item = {socket_.handle(), 0, ZMQ_POLLIN, 0};
+    if (zmq_poll(&item, 1, 100) <= 0) continue;
+    std::vector<zmq::message_t> req;
+    try {
+      if (!zmq::recv_multipart(socket_, std::back_inserter(req))) continue;
+    } catch (const zmq::error_t&) {
+      continue;
+    }
+    std::string version = req.size() > 0 ? req[0].to_string() : "";
+    std::string request_id = req.size() > 1 ? req[1].to_string() : "";
+    std::string domain = req.size() > 2 ? req[2].to_string() : "";
+    std::string address = req.size() > 3 ? req[3].to_string() : "";
+    std::string mechanism = req.size() > 5 ? req[5].to_string() : "";
+    bool ok = false;
+    if (version == "1.0" && mechanism == "CURVE" && req.size() >= 7 &&
+        req[6].size() == 32) {
+      if (domain == kZapDomainClients) {
+        ok = true;
+      } else if (domain == kZapDomainCell) {
+        CurveKey key;
+        std::memcpy(key.data(), req[6].data(), 32);
+        std::lock_guard<std::mutex> lock(mutex_);
+        ok = allowed_.count(key) > 0;
+        if (!ok) {
+          NLOG_WARN("event=peer-refused address=%s key=%s", address.c_str(),
+                    CurveKeyHex(key).c_str());
+        }
+      }
+    }
+    std::vector<zmq::message_t> reply;
+    reply.emplace_back(version.data(), version.size());
+    reply.emplace_back(request_id.data(), request_id.size());
+    std::string code = ok ? "200" : "400";
+    std::string text = ok ? "OK" : "not a key of this cell";
+    reply.emplace_back(code.data(), code.size());
+    reply.emplace_back(text.data(), text.size());
+    reply.emplace_back();
+    reply.emplace_back();
+    try {
+      zmq::send_multipart(socket_, reply);
+    } catch (const zmq::error_t&) {
+    }
+  }
+  socket_.close();
+}
+
+}  // namespace natter
