@@ -31,6 +31,10 @@ const std::vector<OptionSpec> kOptions = {
      "natterctl init writes it); clients need the matching public key.  "
      "Empty: no CURVE on frontd's sockets (for tests on a private host "
      "only)."},
+    {"frontd", "max-in-flight", "256",
+     "Most requests one client may have unanswered; past it, requests get "
+     "a retryable busy error, so a flooding client slows itself, not the "
+     "others."},
     {"frontd", "session-timeout", "60s",
      "A client silent this long (no request, no ping) loses its session."},
 

@@ -21,6 +21,11 @@ Frontd::Frontd(const Config& config, zmq::context_t& ctx)
   if (!s.ok()) throw std::invalid_argument(s.message());
   if (timeout == 0) throw std::invalid_argument("session-timeout: must be above 0");
   session_timeout_ = std::chrono::seconds(timeout);
+  uint64_t max_in_flight = 0;
+  s = config.GetUint("max-in-flight", &max_in_flight);
+  if (!s.ok()) throw std::invalid_argument(s.message());
+  if (max_in_flight == 0) throw std::invalid_argument("max-in-flight: must be at least 1");
+  max_in_flight_ = max_in_flight;
   if (listen_.empty()) throw std::invalid_argument("listen: no endpoint");
   if (routed_.empty()) throw std::invalid_argument("routed: no endpoint");
   if (notifyd_.empty()) throw std::invalid_argument("notifyd-out: no endpoint");
@@ -185,6 +190,12 @@ void Frontd::FromClient(Parts& parts) {
       s = Status(ErrorCode::kBadRequest, std::string("not a client request: ") +
                                              MsgTypeName(frame.type()));
   }
+  if (s.ok() && session.in_flight.size() >= max_in_flight_ &&
+      !session.in_flight.count(h.corr)) {
+    s = Status(ErrorCode::kBusy, "too many requests in flight (" +
+                                     std::to_string(max_in_flight_) +
+                                     "); wait for their answers");
+  }
   if (!s.ok()) {
     Reply(identity, EncodeError(h, s));
     return;
@@ -195,7 +206,9 @@ void Frontd::FromClient(Parts& parts) {
   if (!SendParts(routed_socket_, out)) {
     Reply(identity, EncodeError(h, Status(ErrorCode::kUnavailable,
                                           "routed is not reachable")));
+    return;
   }
+  session.in_flight[h.corr] = session.last_heard;
 }
 
 void Frontd::Hello(const std::string& identity, const Frame& frame) {
@@ -221,7 +234,7 @@ void Frontd::Hello(const std::string& identity, const Frame& frame) {
     return;
   }
   if (sessions_.count(identity)) EndSession(identity);
-  sessions_[identity] = Session{claims.user, device, Clock::now()};
+  sessions_[identity] = Session{claims.user, device, Clock::now(), {}};
   auto& ids = by_user_[claims.user];
   if (ids.empty()) events_.set(zmq::sockopt::subscribe, TopicOf(claims.user));
   ids.push_back(identity);
@@ -263,8 +276,12 @@ void Frontd::ExpireSessions() {
   auto now = Clock::now();
   next_sweep_ = now + std::chrono::seconds(1);
   std::vector<std::string> expired;
-  for (const auto& [identity, session] : sessions_) {
+  for (auto& [identity, session] : sessions_) {
     if (now - session.last_heard > session_timeout_) expired.push_back(identity);
+    // An answer lost on the way (a daemon restarted) frees its place.
+    for (auto it = session.in_flight.begin(); it != session.in_flight.end();) {
+      it = now - it->second > session_timeout_ ? session.in_flight.erase(it) : std::next(it);
+    }
   }
   for (const auto& identity : expired) EndSession(identity);
 }
@@ -274,6 +291,12 @@ void Frontd::FromRouted() {
   for (int n = 0; n < 4096 && RecvParts(routed_socket_, &parts); ++n) {
     if (parts.size() != 2) continue;
     std::string identity = parts[0].to_string();
+    auto session = sessions_.find(identity);
+    Frame reply;
+    if (session != sessions_.end() &&
+        DecodeFrame(parts[1].data(), parts[1].size(), &reply).ok()) {
+      session->second.in_flight.erase(reply.header.corr);
+    }
     if (!SendParts(clients_, parts) && errno == EHOSTUNREACH) {
       EndSession(identity);
     }

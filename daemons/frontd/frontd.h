@@ -44,6 +44,8 @@ class Frontd : public Service {
     UserId user;
     std::string device;
     Clock::time_point last_heard;
+    // Requests passed on and not yet answered, by correlation id.
+    std::unordered_map<uint64_t, Clock::time_point> in_flight;
   };
 
   void FromClients();
@@ -62,6 +64,7 @@ class Frontd : public Service {
   std::vector<std::string> notifyd_;
   std::string token_keys_;
   std::chrono::seconds session_timeout_{60};
+  size_t max_in_flight_ = 256;
   TokenVerifier verifier_;
 
   zmq::socket_t clients_;  // ROUTER

@@ -136,3 +136,158 @@ TEST_CASE("signing keys rotate: a new key works after reload, a retired one stop
   // The last key cannot be retired.
   CHECK(RunCommand(ctl + "token-key retire --id " + id + " --dir " + cell.dir() + " 2>/dev/null") == 64);
 }
+
+namespace {
+
+// A raw client: CURVE to frontd, hello with a token, then frames as given.
+struct RawClient {
+  zmq::context_t ctx{1};
+  zmq::socket_t s{ctx, zmq::socket_type::dealer};
+  uint64_t corr = 1;
+
+  RawClient(const TestCell& cell, uint64_t user) {
+    ClientOptions o = cell.Options(user, "raw");
+    char pub[41], sec[41];
+    zmq_curve_keypair(pub, sec);
+    CurveKey server;
+    REQUIRE(ParseCurveKey(o.server_key, &server));
+    s.set(zmq::sockopt::curve_serverkey, zmq::const_buffer(server.data(), 32));
+    s.set(zmq::sockopt::curve_publickey, pub);
+    s.set(zmq::sockopt::curve_secretkey, sec);
+    s.set(zmq::sockopt::rcvtimeo, 10000);
+    s.set(zmq::sockopt::linger, 0);
+    s.set(zmq::sockopt::sndhwm, 100000);
+    s.connect(o.server);
+    Hello hello{o.token, "raw"};
+    REQUIRE(Ask(MsgType::kHello, hello, UserId()).type() == MsgType::kWelcome);
+  }
+  template <typename T>
+  void Send(MsgType type, const T& body, UserId claimed) {
+    Header h;
+    h.type = static_cast<uint8_t>(type);
+    h.corr = corr++;
+    h.user = claimed;
+    h.device = "someone-else";
+    s.send(zmq::buffer(EncodeFrame(h, body)), zmq::send_flags::none);
+  }
+  Frame Next() {
+    zmq::message_t m;
+    REQUIRE(s.recv(m));
+    Frame f;
+    REQUIRE(DecodeFrame(m.data(), m.size(), &f).ok());
+    f.handle = msgpack::unpack(static_cast<const char*>(m.data()), m.size());
+    f.body = f.handle.get().via.array.ptr[1];
+    return f;
+  }
+  // The next reply, past any live events pushed meanwhile.
+  Frame NextReply() {
+    for (;;) {
+      Frame f = Next();
+      if (f.type() != MsgType::kEvent) return f;
+    }
+  }
+  template <typename T>
+  Frame Ask(MsgType type, const T& body, UserId claimed) {
+    Send(type, body, claimed);
+    return NextReply();
+  }
+};
+
+}  // namespace
+
+TEST_CASE("every request is for the token's user: another user's data is out of reach") {
+  unsigned shards = GENERATE(1u, 3u);
+  TestCell cell(shards);
+  // Users 8 and 9 talk; user 7 tries to read and change their conversation.
+  auto eight = Open(cell, UserId(8), "phone");
+  auto nine = Open(cell, UserId(9), "phone");
+  PollUntil({nine.get()}, [&] { return nine->client->CaughtUp(); }, 5);
+  eight->client->Send(UserId(9), "private");
+  PollUntil({eight.get(), nine.get()}, [&] { return nine->Messages().size() == 1; }, 10);
+  REQUIRE(nine->Messages().size() == 1);
+  MessageId id = nine->Messages()[0].id;
+
+  RawClient seven(cell, 7);
+  History q;
+  q.peer = UserId(9);
+  Frame f = seven.Ask(MsgType::kHistory, q, UserId(8));
+  REQUIRE(f.type() == MsgType::kHistoryReply);
+  HistoryReply h;
+  REQUIRE(DecodeBody(f, &h).ok());
+  CHECK(h.messages.empty());
+  f = seven.Ask(MsgType::kChats, Chats(), UserId(8));
+  ChatsReply c;
+  REQUIRE(DecodeBody(f, &c).ok());
+  CHECK(c.chats.empty());
+  Sync sync;
+  sync.from_cursor = false;
+  f = seven.Ask(MsgType::kSync, sync, UserId(9));
+  SyncReply mailbox;
+  REQUIRE(DecodeBody(f, &mailbox).ok());
+  CHECK(mailbox.events.empty());
+  CHECK(mailbox.head == Seq(0));
+  React react{UserId(8), id, std::string("😈")};
+  f = seven.Ask(MsgType::kReact, react, UserId(9));
+  REQUIRE(f.type() == MsgType::kError);
+  MarkSeen seen{UserId(8), id};
+  f = seven.Ask(MsgType::kSeen, seen, UserId(9));
+  REQUIRE(f.type() == MsgType::kError);
+  // Nothing reached 8 or 9.
+  PollUntil({eight.get(), nine.get()}, [] { return false; }, 1);
+  CHECK(eight->Messages(EventKind::kReaction).empty());
+  CHECK(eight->Messages(EventKind::kSeen).empty());
+}
+
+TEST_CASE("a flooding client is told busy; the others are served as before") {
+  TestCell cell(1);
+  RawClient flood(cell, 5);
+  Sync sync;
+  sync.from_cursor = false;
+  const int kFlood = 3000;  // far past max-in-flight (256), without reading
+  for (int i = 0; i < kFlood; ++i) flood.Send(MsgType::kSync, sync, UserId());
+  auto other = Open(cell, UserId(6), "phone");
+  for (int i = 0; i < 20; ++i) other->client->Send(UserId(5), "fine " + std::to_string(i));
+  PollUntil({other.get()}, [&] { return other->Count(Incoming::Kind::kProcessed) == 20; }, 20);
+  CHECK(other->Count(Incoming::Kind::kProcessed) == 20);
+  CHECK(other->Count(Incoming::Kind::kError) == 0);
+  int busy = 0, answered = 0;
+  for (int i = 0; i < kFlood; ++i) {
+    Frame f = flood.NextReply();
+    if (f.type() == MsgType::kError) {
+      Error e;
+      REQUIRE(DecodeBody(f, &e).ok());
+      CHECK(e.code == static_cast<uint16_t>(ErrorCode::kBusy));
+      ++busy;
+    } else {
+      ++answered;
+    }
+  }
+  CHECK(busy > 0);
+  CHECK(answered >= 256);
+  CHECK(busy + answered == kFlood);  // every request got an answer
+}
+
+TEST_CASE("malformed and oversized frames are refused and the daemon serves on") {
+  TestCell cell(1);
+  RawClient bad(cell, 5);
+  for (const std::string& junk : {std::string("\xc1"), std::string("\x92\x01"),
+                                  std::string("\xdd\xff\xff\xff\xff", 5),
+                                  std::string(100, '\x00')}) {
+    bad.s.send(zmq::buffer(junk), zmq::send_flags::none);
+    Frame f = bad.NextReply();
+    REQUIRE(f.type() == MsgType::kError);
+    Error e;
+    REQUIRE(DecodeBody(f, &e).ok());
+    CHECK(e.code == static_cast<uint16_t>(ErrorCode::kMalformed));
+  }
+  // More than 256 KiB: the socket drops that connection, nobody else's.
+  RawClient huge(cell, 6);
+  Send too_big{"c", UserId(5), std::string(300 * 1024, 'x')};
+  huge.Send(MsgType::kSend, too_big, UserId());
+  auto fine = Open(cell, UserId(7), "phone");
+  fine->client->Send(UserId(5), "still served");
+  PollUntil({fine.get()}, [&] { return fine->Count(Incoming::Kind::kProcessed) == 1; }, 10);
+  CHECK(fine->Count(Incoming::Kind::kProcessed) == 1);
+  Frame f = bad.Ask(MsgType::kPing, Empty(), UserId());
+  CHECK(f.type() == MsgType::kPong);
+}
