@@ -13,25 +13,33 @@ CXXFLAGS += -std=c++17 -Wall -Wextra -Werror -pthread
 CPPFLAGS += -I. -DMSGPACK_NO_BOOST -MMD -MP $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 LDLIBS   += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lleveldb -lboost_program_options -pthread
 
+# make check SANITIZE=1: everything built with AddressSanitizer and
+# UndefinedBehaviorSanitizer, in folders of its own.
 ifeq ($(SANITIZE),1)
-CXXFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer
+# GCC 12 warns falsely (maybe-uninitialized) inside libstdc++ under ASan.
+CXXFLAGS += -O1 -fsanitize=address,undefined -fno-sanitize-recover=undefined \
+            -fno-omit-frame-pointer -Wno-maybe-uninitialized
 LDFLAGS  += -fsanitize=address,undefined
+BUILD    := build-san
+BIN      := bin-san
+else
+BUILD    := build
+BIN      := bin
 endif
 
 # Debian packages the build and the tests need; `make deps` installs the
 # missing ones when run as root.
 DEB_PKGS := g++ make pkg-config libzmq3-dev cppzmq-dev libmsgpack-cxx-dev \
             libleveldb-dev libsodium-dev libboost-program-options-dev catch2 \
-            nlohmann-json3-dev libedit-dev mandoc
+            nlohmann-json3-dev libedit-dev mandoc clang libclang-rt-14-dev
 
-BUILD := build
 LIB   := $(BUILD)/libnatter.a
 CLIENTLIB := $(BUILD)/libnatterclient.a
 
 COMMON_SRC := $(wildcard common/*.cc)
 CLIENT_SRC := client/client.cc client/json_events.cc client/local_cell.cc
 DAEMONS    := frontd routed stored notifyd
-PROGRAMS   := $(addprefix bin/natter-,$(DAEMONS)) bin/natter bin/natterctl bin/natter-bench
+PROGRAMS   := $(addprefix $(BIN)/natter-,$(DAEMONS)) $(BIN)/natter $(BIN)/natterctl $(BIN)/natter-bench
 
 UNIT_SRC   := $(wildcard tests/unit/*.cc)
 INTEG_SRC  := $(wildcard tests/integration/*.cc)
@@ -39,7 +47,7 @@ DAEMON_LIB_SRC := $(foreach d,$(DAEMONS),$(filter-out daemons/$(d)/main.cc,$(wil
 
 obj = $(patsubst %.cc,$(BUILD)/%.o,$(1))
 
-.PHONY: all deps run check test lint install uninstall clean
+.PHONY: all deps run check test lint fuzz install uninstall clean
 all: $(PROGRAMS)
 
 $(BUILD)/%.o: %.cc
@@ -58,20 +66,20 @@ $(BUILD)/daemons.a: $(call obj,$(DAEMON_LIB_SRC))
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
 
-bin/natter-%: $(BUILD)/daemons/%/main.o $(BUILD)/daemons.a $(LIB)
-	@mkdir -p bin
+$(BIN)/natter-%: $(BUILD)/daemons/%/main.o $(BUILD)/daemons.a $(LIB)
+	@mkdir -p $(BIN)
 	$(CXX) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-bin/natter: $(BUILD)/client/natter_main.o $(CLIENTLIB) $(LIB)
-	@mkdir -p bin
+$(BIN)/natter: $(BUILD)/client/natter_main.o $(CLIENTLIB) $(LIB)
+	@mkdir -p $(BIN)
 	$(CXX) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-bin/natterctl: $(call obj,$(wildcard tools/natterctl/*.cc)) $(LIB)
-	@mkdir -p bin
+$(BIN)/natterctl: $(call obj,$(wildcard tools/natterctl/*.cc)) $(LIB)
+	@mkdir -p $(BIN)
 	$(CXX) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-bin/natter-bench: $(call obj,$(wildcard tools/bench/*.cc)) $(CLIENTLIB) $(LIB)
-	@mkdir -p bin
+$(BIN)/natter-bench: $(call obj,$(wildcard tools/bench/*.cc)) $(CLIENTLIB) $(LIB)
+	@mkdir -p $(BIN)
 	$(CXX) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/unit-tests: $(call obj,$(UNIT_SRC)) $(BUILD)/daemons.a $(CLIENTLIB) $(LIB)
@@ -97,7 +105,36 @@ run: deps
 
 check: deps
 	$(MAKE) all $(BUILD)/unit-tests $(BUILD)/integration-tests
-	tests/run
+	NATTER_BIN=$(abspath $(BIN)) NATTER_BUILD=$(BUILD) tests/run
+
+# Fuzz each decoder of bytes from the network or the disk for FUZZ_SECONDS
+# (libFuzzer, with AddressSanitizer and UndefinedBehaviorSanitizer).
+FUZZ_SECONDS ?= 30
+FUZZ_BUILD   := build-fuzz
+FUZZ_CXX     := clang++
+FUZZ_FLAGS   := -std=c++17 -g -O1 -fsanitize=address,undefined -fno-sanitize-recover=undefined
+FUZZ_TARGETS := $(patsubst tests/fuzz/%.cc,%,$(wildcard tests/fuzz/fuzz_*.cc))
+FUZZ_LIB_SRC := $(COMMON_SRC) daemons/stored/store.cc daemons/stored/keys.cc
+
+$(FUZZ_BUILD)/%.o: %.cc
+	@mkdir -p $(dir $@)
+	$(FUZZ_CXX) $(CPPFLAGS) $(FUZZ_FLAGS) -fsanitize=fuzzer-no-link -c $< -o $@
+
+$(FUZZ_BUILD)/fuzz_%: $(FUZZ_BUILD)/tests/fuzz/fuzz_%.o $(patsubst %.cc,$(FUZZ_BUILD)/%.o,$(FUZZ_LIB_SRC))
+	$(FUZZ_CXX) $(FUZZ_FLAGS) -fsanitize=fuzzer -o $@ $^ $(LDLIBS)
+
+fuzz: deps
+	$(MAKE) $(addprefix $(FUZZ_BUILD)/,$(FUZZ_TARGETS))
+	@for t in $(FUZZ_TARGETS); do \
+	  mkdir -p $(FUZZ_BUILD)/corpus/$$t; \
+	  echo "== $$t for $(FUZZ_SECONDS)s"; \
+	  if ! $(FUZZ_BUILD)/$$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+	      -artifact_prefix=$(FUZZ_BUILD)/$$t- $(FUZZ_BUILD)/corpus/$$t \
+	      >$(FUZZ_BUILD)/$$t.log 2>&1; then \
+	    tail -n 60 $(FUZZ_BUILD)/$$t.log; echo "$$t: failed (see $(FUZZ_BUILD)/$$t.log)"; exit 1; \
+	  fi; \
+	  grep -E '^(Done|stat::number_of_executed_units)' $(FUZZ_BUILD)/$$t.log; \
+	done
 
 test: check
 
@@ -106,8 +143,8 @@ lint:
 
 install: all
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(SBINDIR) $(DESTDIR)$(SYSCONFDIR)/natter
-	install -m 755 bin/natter bin/natter-bench $(DESTDIR)$(BINDIR)/
-	install -m 755 $(addprefix bin/natter-,$(DAEMONS)) bin/natterctl $(DESTDIR)$(SBINDIR)/
+	install -m 755 $(BIN)/natter $(BIN)/natter-bench $(DESTDIR)$(BINDIR)/
+	install -m 755 $(addprefix $(BIN)/natter-,$(DAEMONS)) $(BIN)/natterctl $(DESTDIR)$(SBINDIR)/
 	for s in 1 5 7 8; do install -d $(DESTDIR)$(MANDIR)/man$$s; \
 	  for f in man/*.$$s; do [ -e "$$f" ] && install -m 644 $$f $(DESTDIR)$(MANDIR)/man$$s/; done; done; true
 	[ -e $(DESTDIR)$(SYSCONFDIR)/natter/natter.conf ] || \
@@ -118,6 +155,6 @@ uninstall:
 	for f in man/*.[1-8]; do rm -f $(DESTDIR)$(MANDIR)/man$${f##*.}/$${f#man/}; done
 
 clean:
-	rm -rf $(BUILD) bin
+	rm -rf build bin build-san bin-san $(FUZZ_BUILD)
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

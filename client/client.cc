@@ -117,9 +117,35 @@ uint64_t Client::Ask(MsgType type, const T& body, const std::string& cmid) {
   p.client_msg_id = cmid;
   p.sent = Clock::now();
   p.deadline = p.sent + std::chrono::milliseconds(options_.timeout_ms);
-  if (session_ || type == MsgType::kHello) Transmit(p.frame);
+  if (type == MsgType::kHello) Transmit(p.frame);
   pending_[h.corr] = std::move(p);
+  if (type != MsgType::kHello) {
+    queued_.push_back(h.corr);
+    Pump();
+  }
   return h.corr;
+}
+
+void Client::Pump() {
+  if (!session_) return;
+  while (!queued_.empty() && launched_ < options_.max_in_flight) {
+    auto it = pending_.find(queued_.front());
+    queued_.pop_front();
+    if (it == pending_.end()) continue;
+    PendingRequest& p = it->second;
+    p.launched = true;
+    ++launched_;
+    p.sent = Clock::now();
+    p.deadline = p.sent + std::chrono::milliseconds(options_.timeout_ms);
+    Transmit(p.frame);
+  }
+}
+
+std::map<uint64_t, Client::PendingRequest>::iterator Client::Finish(
+    std::map<uint64_t, PendingRequest>::iterator it) {
+  if (it->second.launched) --launched_;
+  if (it->second.type == MsgType::kSend) pending_sends_.erase(it->second.client_msg_id);
+  return pending_.erase(it);
 }
 
 void Client::Transmit(const std::string& frame) {
@@ -174,7 +200,7 @@ std::string Client::Send(UserId to, const std::string& text,
   send.client_msg_id = client_msg_id;
   send.to = to;
   send.text = text;
-  Ask(MsgType::kSend, send, client_msg_id);
+  pending_sends_[client_msg_id] = Ask(MsgType::kSend, send, client_msg_id);
   ++sends_in_flight_;
   return client_msg_id;
 }
@@ -239,16 +265,18 @@ void Client::Handle(const zmq::message_t& msg, std::vector<Incoming>* out) {
     case MsgType::kWelcome: {
       Welcome w;
       if (!DecodeBody(f, &w).ok()) return;
-      pending_.erase(it);
+      Finish(it);
       bool again = user_.value != 0;
       user_ = w.user;
       device_ = w.device;
       session_ = true;
       connected_at_ = Clock::now();
       for (auto& [corr, p] : pending_) {
+        if (!p.launched) continue;
         Transmit(p.frame);
         p.sent = Clock::now();
       }
+      Pump();
       // First time: catch up from the cursor.  Again: repair whatever the
       // live path lost while the session was gone.
       if (!options_.receive) return;
@@ -262,7 +290,7 @@ void Client::Handle(const zmq::message_t& msg, std::vector<Incoming>* out) {
     case MsgType::kProcessed: {
       Processed p;
       if (!DecodeBody(f, &p).ok()) return;
-      pending_.erase(it);
+      Finish(it);
       if (sends_in_flight_ > 0) --sends_in_flight_;
       if (options_.receive && (!synced_ || p.seq > last_seq_)) {
         own_.insert(p.seq.value);
@@ -293,7 +321,7 @@ void Client::Handle(const zmq::message_t& msg, std::vector<Incoming>* out) {
         in.kind = Incoming::Kind::kChats;
         if (!DecodeBody(f, &in.chats).ok()) return;
       }
-      pending_.erase(it);
+      Finish(it);
       out->push_back(std::move(in));
       return;
     }
@@ -305,11 +333,11 @@ void Client::Handle(const zmq::message_t& msg, std::vector<Incoming>* out) {
         in.kind = Incoming::Kind::kMailbox;
         in.request = f.header.corr;
         in.mailbox = std::move(reply);
-        pending_.erase(it);
+        Finish(it);
         out->push_back(std::move(in));
         return;
       }
-      pending_.erase(it);
+      Finish(it);
       sync_in_flight_ = false;
       HandleSyncReply(reply);
       return;
@@ -319,11 +347,11 @@ void Client::Handle(const zmq::message_t& msg, std::vector<Incoming>* out) {
       if (DecodeBody(f, &reply).ok() && reply.cursor > confirmed_) {
         confirmed_ = reply.cursor;
       }
-      pending_.erase(it);
+      Finish(it);
       return;
     }
     case MsgType::kPong:
-      pending_.erase(it);
+      Finish(it);
       return;
     case MsgType::kError: {
       Error e;
@@ -351,7 +379,7 @@ void Client::Handle(const zmq::message_t& msg, std::vector<Incoming>* out) {
       MsgType type = req.type;
       bool app = req.app;
       std::string cmid = req.client_msg_id;
-      pending_.erase(it);
+      Finish(it);
       if (type == MsgType::kSync && !app) sync_in_flight_ = false;
       if (type == MsgType::kSend && sends_in_flight_ > 0) --sends_in_flight_;
       if (app) {
@@ -406,6 +434,30 @@ void Client::Deliver(std::vector<Incoming>* out, size_t max_events) {
     }
     auto it = buffer_.find(next);
     if (it == buffer_.end()) break;
+    const Event& ev = it->second.first;
+    auto own = ev.kind == static_cast<uint8_t>(EventKind::kMessage) && ev.from == user_ &&
+                       ev.origin_device == device_
+                   ? pending_sends_.find(ev.client_msg_id)
+                   : pending_sends_.end();
+    if (own != pending_sends_.end()) {
+      // One of our sends, read back from the mailbox before its receipt
+      // came: it is stored, so this is its receipt.
+      auto req = pending_.find(own->second);
+      Incoming in;
+      in.kind = Incoming::Kind::kProcessed;
+      in.request = own->second;
+      in.processed.id = ev.id;
+      in.processed.client_msg_id = ev.client_msg_id;
+      in.processed.to = ev.to;
+      in.processed.ts = ev.ts;
+      in.processed.seq = ev.seq;
+      out->push_back(std::move(in));
+      if (req != pending_.end()) Finish(req);
+      if (sends_in_flight_ > 0) --sends_in_flight_;
+      buffer_.erase(it);
+      last_seq_ = Seq(next);
+      continue;
+    }
     Incoming in;
     in.kind = Incoming::Kind::kEvent;
     in.event = std::move(it->second.first);
@@ -436,6 +488,11 @@ void Client::Tick(std::vector<Incoming>* out) {
   const auto retry = std::chrono::milliseconds(options_.retry_ms);
   for (auto it = pending_.begin(); it != pending_.end();) {
     PendingRequest& p = it->second;
+    bool active = p.launched || p.type == MsgType::kHello;
+    if (!active) {
+      ++it;
+      continue;
+    }
     if (now >= p.deadline) {
       if (p.type == MsgType::kSync && !p.app) sync_in_flight_ = false;
       if (p.app) {
@@ -449,7 +506,7 @@ void Client::Tick(std::vector<Incoming>* out) {
         in.client_msg_id = p.client_msg_id;
         out->push_back(std::move(in));
       }
-      it = pending_.erase(it);
+      it = Finish(it);
       continue;
     }
     if ((session_ || p.type == MsgType::kHello) && now - p.sent >= retry) {
@@ -496,6 +553,7 @@ void Client::Poll(int timeout_ms, std::vector<Incoming>* out,
     for (int n = 0; n < 1024 && socket_.recv(msg, zmq::recv_flags::dontwait); ++n) {
       Handle(msg, out);
     }
+    Pump();
   }
 }
 
@@ -515,6 +573,7 @@ Status Client::Flush() {
     natter::Poll(items, 50);
     zmq::message_t msg;
     while (socket_.recv(msg, zmq::recv_flags::dontwait)) Handle(msg, &ignored);
+    Pump();
     if (!pending_.count(ack_corr_) && confirmed_ < acked_) {
       acked_ = confirmed_;  // the ack was lost or refused: ask again
       SendAck();

@@ -20,6 +20,8 @@
 #define NATTER_CLIENT_CLIENT_H_
 
 #include <chrono>
+#include <deque>
+#include <unordered_map>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -46,6 +48,10 @@ struct ClientOptions {
   int gap_grace_ms = 200;  // a seq gap this old is repaired from the mailbox
   int resync_ms = 30000;   // when idle, look at the mailbox this often
   int ping_ms = 10000;     // when idle, show the server we are alive
+  // Requests on the wire at once; more wait here, in order.  Below
+  // frontd's max-in-flight (256), so the server never has to refuse one
+  // (a refused send would be retried later, and overtaken).
+  size_t max_in_flight = 200;
   // Take the mailbox's events (and acknowledge them).  A one-shot command
   // (send, history, ...) says false: it neither reads nor moves the
   // device's cursor, so a later listen still sees what was missed.
@@ -125,6 +131,7 @@ class Client {
     Clock::time_point deadline;
     int backoff_ms = 0;  // after a retryable error: the next wait
     bool app = false;    // the application waits for the answer
+    bool launched = false;  // on the wire (else waiting in queued_)
   };
 
   void OpenSocket();
@@ -132,6 +139,11 @@ class Client {
   template <typename T>
   uint64_t Ask(MsgType type, const T& body, const std::string& cmid = "");
   void Transmit(const std::string& frame);
+  // Puts waiting requests on the wire while there is room.
+  void Pump();
+  // Forgets a request that has its answer (or gave up); returns the next.
+  std::map<uint64_t, PendingRequest>::iterator Finish(
+      std::map<uint64_t, PendingRequest>::iterator it);
   void Handle(const zmq::message_t& msg, std::vector<Incoming>* out);
   void HandleEvent(const Event& event, bool from_sync);
   void HandleSyncReply(const SyncReply& reply);
@@ -154,6 +166,9 @@ class Client {
   uint64_t next_corr_ = 1;
   uint64_t hello_corr_ = 0;
   std::map<uint64_t, PendingRequest> pending_;
+  std::deque<uint64_t> queued_;  // requests not yet on the wire, in order
+  size_t launched_ = 0;
+  std::unordered_map<std::string, uint64_t> pending_sends_;  // cmid -> corr
   size_t sends_in_flight_ = 0;
 
   // Seq tracking.

@@ -22,17 +22,9 @@ std::string Pack(const T& value) {
   return std::string(buf.data(), buf.size());
 }
 
-// Values on disk were written by this program, but a damaged disk or an old
-// version may hold anything: a bad value is a failed read, never a crash.
 template <typename T>
 bool Unpack(const std::string& bytes, T* out) {
-  try {
-    msgpack::object_handle h = msgpack::unpack(bytes.data(), bytes.size());
-    h.get().convert(*out);
-    return true;
-  } catch (const std::exception&) {
-    return false;
-  }
+  return UnpackValue(bytes, out);
 }
 
 bool HasPrefix(const leveldb::Slice& s, const std::string& prefix) {

@@ -68,6 +68,25 @@ struct ChatRecord {
                        delivered_upto, seen_upto, read_upto);
 };
 
+// Reads a value from the disk.  Values were written by this program, but a
+// damaged disk or an old version may hold anything: a bad value is a failed
+// read, never a crash.
+template <typename T>
+bool UnpackValue(const std::string& bytes, T* out) {
+  try {
+    size_t offset = 0;
+    msgpack::object_handle h =
+        msgpack::unpack(bytes.data(), bytes.size(), offset, nullptr, nullptr,
+                        msgpack::unpack_limit(4096, 256, kMaxFrameBytes,
+                                              kMaxFrameBytes, 0, 8));
+    if (offset != bytes.size()) return false;
+    h.get().convert(*out);
+    return true;
+  } catch (const std::exception&) {
+    return false;
+  }
+}
+
 // One request of a batch: its decoded frame.  The reply, if any, is filled
 // in by Apply (an encoded frame with the request's correlation id).
 struct Request {

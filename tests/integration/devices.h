@@ -8,6 +8,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "client/client.h"
@@ -73,6 +74,23 @@ inline Incoming AwaitAnswer(Device* d, uint64_t request) {
   }, 10);
   REQUIRE(found);
   return answer;
+}
+
+// Waits until the user's mailbox on its home shard holds at least n events
+// (processed is the sender's side; a recipient's copy follows through the
+// outbox), with a client that leaves the mailbox alone.
+inline void WaitForMailbox(const TestCell& cell, UserId user, uint64_t n) {
+  ClientOptions o = cell.Options(user.value, "watcher");
+  o.receive = false;
+  Device watcher;
+  watcher.client = std::make_unique<Client>(o);
+  REQUIRE(watcher.client->Connect().ok());
+  Seq head;
+  for (int i = 0; i < 200 && head.value < n; ++i) {
+    head = AwaitAnswer(&watcher, watcher.client->GetMailbox(Seq(0), 1)).mailbox.head;
+    if (head.value < n) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  REQUIRE(head.value >= n);
 }
 
 }  // namespace natter

@@ -172,6 +172,7 @@ TEST_CASE("a device that comes back gets what it missed, marked, then live event
   }
   for (int i = 0; i < 5; ++i) a->client->Send(bob, "while away " + std::to_string(i));
   PollUntil({a.get()}, [&] { return a->Count(Incoming::Kind::kProcessed) == 5; }, 10);
+  WaitForMailbox(cell, bob, 5);
   auto b = Open(cell, bob, "phone");
   PollUntil({a.get(), b.get()}, [&] { return b->Messages().size() == 5; }, 10);
   REQUIRE(b->Messages().size() == 5);
