@@ -261,6 +261,10 @@ void Client::Handle(const zmq::message_t& msg, std::vector<Incoming>* out) {
   auto it = pending_.find(f.header.corr);
   if (it == pending_.end()) return;  // an answer to a retry already answered
   PendingRequest& req = it->second;
+  if (req.answered && f.type() != MsgType::kError) {
+    Finish(it);  // its answer was handed out already; its place is freed now
+    return;
+  }
   switch (f.type()) {
     case MsgType::kWelcome: {
       Welcome w;
@@ -368,6 +372,10 @@ void Client::Handle(const zmq::message_t& msg, std::vector<Incoming>* out) {
         }
         return;
       }
+      if (req.answered && !IsRetryable(status.code())) {
+        Finish(it);
+        return;
+      }
       if (IsRetryable(status.code()) && Clock::now() < req.deadline) {
         // Sent again soon, then less and less often, up to retry_ms.
         req.backoff_ms = std::min(options_.retry_ms,
@@ -443,6 +451,8 @@ void Client::Deliver(std::vector<Incoming>* out, size_t max_events) {
       // One of our sends, read back from the mailbox before its receipt
       // came: it is stored, so this is its receipt.
       auto req = pending_.find(own->second);
+      if (req != pending_.end()) req->second.answered = true;
+      pending_sends_.erase(own);
       Incoming in;
       in.kind = Incoming::Kind::kProcessed;
       in.request = own->second;
@@ -452,7 +462,6 @@ void Client::Deliver(std::vector<Incoming>* out, size_t max_events) {
       in.processed.ts = ev.ts;
       in.processed.seq = ev.seq;
       out->push_back(std::move(in));
-      if (req != pending_.end()) Finish(req);
       if (sends_in_flight_ > 0) --sends_in_flight_;
       buffer_.erase(it);
       last_seq_ = Seq(next);
@@ -495,7 +504,7 @@ void Client::Tick(std::vector<Incoming>* out) {
     }
     if (now >= p.deadline) {
       if (p.type == MsgType::kSync && !p.app) sync_in_flight_ = false;
-      if (p.app) {
+      if (p.app && !p.answered) {
         if (p.type == MsgType::kSend && sends_in_flight_ > 0) --sends_in_flight_;
         Incoming in;
         in.kind = Incoming::Kind::kError;

@@ -132,6 +132,10 @@ class Client {
     int backoff_ms = 0;  // after a retryable error: the next wait
     bool app = false;    // the application waits for the answer
     bool launched = false;  // on the wire (else waiting in queued_)
+    // The application has its answer already (a send read back from the
+    // mailbox); the request keeps its place on the wire until the server's
+    // own answer passes, so both sides count in-flight requests alike.
+    bool answered = false;
   };
 
   void OpenSocket();

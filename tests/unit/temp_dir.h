@@ -19,6 +19,9 @@ class TempDir {
     path_ = tmpl;
   }
   ~TempDir() {
+    // NATTER_TEST_KEEP=1 keeps the folders (logs, databases) to look at.
+    const char* keep = std::getenv("NATTER_TEST_KEEP");
+    if (keep != nullptr && *keep == '1') return;
     ::nftw(path_.c_str(),
            [](const char* p, const struct stat*, int, struct FTW*) {
              return ::remove(p);
