@@ -450,12 +450,13 @@ void Client::Deliver(std::vector<Incoming>* out, size_t max_events) {
     if (own != pending_sends_.end()) {
       // One of our sends, read back from the mailbox before its receipt
       // came: it is stored, so this is its receipt.
-      auto req = pending_.find(own->second);
-      if (req != pending_.end()) req->second.answered = true;
+      const uint64_t corr = own->second;
       pending_sends_.erase(own);
+      auto req = pending_.find(corr);
+      if (req != pending_.end()) req->second.answered = true;
       Incoming in;
       in.kind = Incoming::Kind::kProcessed;
-      in.request = own->second;
+      in.request = corr;
       in.processed.id = ev.id;
       in.processed.client_msg_id = ev.client_msg_id;
       in.processed.to = ev.to;

@@ -5,6 +5,7 @@
 #include <fstream>
 #include <sstream>
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <nlohmann/json.hpp>
@@ -273,4 +274,26 @@ TEST_CASE("natter-bench pages fills a cell and reports every page it timed") {
   }
   CHECK(Run(scratch, BinPath("natter-bench") + " pages --messages 10").code == 64);
   CHECK(Run(scratch, BinPath("natter-bench") + " fly").code == 64);
+}
+
+TEST_CASE("a device's CURVE key is made on first use, private, and kept") {
+  TestCell cell(1);
+  TempDir scratch;
+  std::string state = cell.dir() + "/cli-state";
+  REQUIRE(Run(scratch, cell.NatterArgs(1) + " --device laptop send 2 hi").code == 0);
+  struct stat st;
+  REQUIRE(::stat((state + "/laptop.key").c_str(), &st) == 0);
+  CHECK((st.st_mode & 0777) == 0600);
+  std::string first, again;
+  {
+    std::ifstream in(state + "/laptop.key");
+    std::getline(in, first);
+  }
+  REQUIRE(Run(scratch, cell.NatterArgs(1) + " --device laptop send 2 again").code == 0);
+  {
+    std::ifstream in(state + "/laptop.key");
+    std::getline(in, again);
+  }
+  CHECK(first.size() == 40);
+  CHECK(first == again);
 }
