@@ -25,6 +25,14 @@ void OnReloadSignal(int) { g_reload = true; }
 
 }  // namespace
 
+std::string ProgramDir() {
+  char buf[4096];
+  ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
+  if (n <= 0) return ".";
+  std::string path(buf, static_cast<size_t>(n));
+  return path.substr(0, path.rfind('/'));
+}
+
 void CatchStopSignals(void (*handler)(int)) {
   struct sigaction sa = {};
   sa.sa_handler = handler;

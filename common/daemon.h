@@ -45,6 +45,10 @@ struct DaemonSpec {
 
 int DaemonMain(int argc, char** argv, const DaemonSpec& spec);
 
+// The folder of the running program (where natterctl finds the daemons,
+// installed or in bin/).
+std::string ProgramDir();
+
 // Calls handler on SIGINT and SIGTERM (interrupting blocking calls, so
 // polls return), and ignores SIGPIPE.
 void CatchStopSignals(void (*handler)(int));

@@ -59,15 +59,7 @@ HistoryReply GetHistory(Device* d, UserId peer, HistoryMode mode, uint64_t bound
 
 // Each event once, seqs without a gap from the first one seen.
 void CheckExactlyOnce(const Device& d) {
-  std::set<uint64_t> seqs;
-  for (const auto& in : d.got) {
-    uint64_t s = in.kind == Incoming::Kind::kEvent ? in.event.seq.value
-                 : in.kind == Incoming::Kind::kProcessed ? in.processed.seq.value
-                                                        : 0;
-    if (s == 0) continue;
-    INFO("seq " << s);
-    REQUIRE(seqs.insert(s).second);
-  }
+  std::set<uint64_t> seqs = SeqsOnce(d);
   if (seqs.empty()) return;
   CHECK(*seqs.rbegin() - *seqs.begin() + 1 == seqs.size());
 }
@@ -177,15 +169,10 @@ namespace {
 void ExchangeWithLosses(TestCell& cell, unsigned shards, int messages,
                         const std::function<void(int)>& during) {
   auto [alice, bob] = TwoUsers(shards);
-  auto a1 = Open(cell, alice, "a1");
-  auto a2 = Open(cell, alice, "a2");
-  auto b1 = Open(cell, bob, "b1");
-  auto b2 = Open(cell, bob, "b2");
-  std::vector<Device*> all = {a1.get(), a2.get(), b1.get(), b2.get()};
-  PollUntil(all, [&] {
-    for (Device* d : all) if (!d->client->CaughtUp()) return false;
-    return true;
-  }, 10);
+  TwoByTwo devices = OpenTwoByTwo(cell, alice, bob, "a1", "a2", "b1", "b2");
+  Device *a1 = devices.a1.get(), *a2 = devices.a2.get();
+  Device *b1 = devices.b1.get(), *b2 = devices.b2.get();
+  std::vector<Device*> all = devices.all();
   for (int i = 0; i < messages; ++i) {
     a1->client->Send(bob, "a" + std::to_string(i));
     b1->client->Send(alice, "b" + std::to_string(i));

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -74,6 +75,41 @@ inline Incoming AwaitAnswer(Device* d, uint64_t request) {
   }, 10);
   REQUIRE(found);
   return answer;
+}
+
+// Two devices for each of two users, connected and caught up.
+struct TwoByTwo {
+  std::unique_ptr<Device> a1, a2, b1, b2;
+  std::vector<Device*> all() const { return {a1.get(), a2.get(), b1.get(), b2.get()}; }
+};
+
+inline TwoByTwo OpenTwoByTwo(const TestCell& cell, UserId alice, UserId bob,
+                             const std::string& a1, const std::string& a2,
+                             const std::string& b1, const std::string& b2) {
+  TwoByTwo t{Open(cell, alice, a1), Open(cell, alice, a2), Open(cell, bob, b1),
+             Open(cell, bob, b2)};
+  PollUntil(t.all(), [&] {
+    for (Device* d : t.all()) {
+      if (!d->client->CaughtUp()) return false;
+    }
+    return true;
+  }, 10);
+  return t;
+}
+
+// The seqs a device has seen, as events or as its own sends' receipts;
+// each must come once.
+inline std::set<uint64_t> SeqsOnce(const Device& d) {
+  std::set<uint64_t> seqs;
+  for (const auto& in : d.got) {
+    uint64_t s = in.kind == Incoming::Kind::kEvent ? in.event.seq.value
+                 : in.kind == Incoming::Kind::kProcessed ? in.processed.seq.value
+                                                        : 0;
+    if (s == 0) continue;
+    INFO("seq " << s);
+    REQUIRE(seqs.insert(s).second);
+  }
+  return seqs;
 }
 
 // Waits until the user's mailbox on its home shard holds at least n events

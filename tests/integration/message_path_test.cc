@@ -26,15 +26,7 @@ namespace {
 // Every seq from 1 to the newest exactly once, at least n of them: the
 // events seen, plus the device's own sends (known from their receipts).
 void CheckSeqsComplete(const Device& d, uint64_t n) {
-  std::set<uint64_t> seqs;
-  for (const auto& in : d.got) {
-    uint64_t s = in.kind == Incoming::Kind::kEvent ? in.event.seq.value
-                 : in.kind == Incoming::Kind::kProcessed ? in.processed.seq.value
-                                                        : 0;
-    if (s == 0) continue;
-    INFO("seq " << s);
-    REQUIRE(seqs.insert(s).second);
-  }
+  std::set<uint64_t> seqs = SeqsOnce(d);
   // No gap: 1 to the newest, each once (the mailbox also holds the
   // delivered events, so there may be more than n).
   REQUIRE(seqs.size() >= n);
@@ -59,15 +51,10 @@ void CheckOrder(const Device& d) {
 void Exchange(unsigned shards) {
   TestCell cell(shards);
   auto [alice, bob] = TwoUsers(shards);
-  auto a1 = Open(cell, alice, "a-phone");
-  auto a2 = Open(cell, alice, "a-laptop");
-  auto b1 = Open(cell, bob, "b-phone");
-  auto b2 = Open(cell, bob, "b-laptop");
-  std::vector<Device*> all = {a1.get(), a2.get(), b1.get(), b2.get()};
-  PollUntil(all, [&] {
-    for (Device* d : all) if (!d->client->CaughtUp()) return false;
-    return true;
-  }, 10);
+  TwoByTwo devices = OpenTwoByTwo(cell, alice, bob, "a-phone", "a-laptop", "b-phone", "b-laptop");
+  Device *a1 = devices.a1.get(), *a2 = devices.a2.get();
+  Device *b1 = devices.b1.get(), *b2 = devices.b2.get();
+  std::vector<Device*> all = devices.all();
 
   const size_t kMessages = 1000, kWindow = 64;
   size_t sent_a = 0, sent_b = 0;
@@ -98,7 +85,7 @@ void Exchange(unsigned shards) {
     CHECK(d->Count(Incoming::Kind::kError) == 0);
   }
   // Every message processed, once, with distinct ids.
-  for (Device* d : {a1.get(), b1.get()}) {
+  for (Device* d : {a1, b1}) {
     std::set<uint64_t> ids;
     std::set<std::string> cmids;
     for (const auto& in : d->got) {

@@ -44,14 +44,6 @@ const char kUsage[] =
     "usage: natter-bench pages [--messages N] [--small N] [--samples N]\n"
     "                          [--shards N] [--dir DIR] [--keep]\n";
 
-std::string SelfDir() {
-  char buf[4096];
-  ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
-  if (n <= 0) return ".";
-  std::string path(buf, static_cast<size_t>(n));
-  return path.substr(0, path.rfind('/'));
-}
-
 // Waits for the answer to one request.
 Incoming Await(Client& c, uint64_t request) {
   std::vector<Incoming> in;
@@ -159,7 +151,7 @@ int Pages(const std::vector<std::string>& args) {
                         {"samples", samples}, {"shards", shards}};
   std::vector<std::pair<std::string, Figure>> figures;
   {
-    LocalCell cell(SelfDir(), dir + "/cell", shards);
+    LocalCell cell(ProgramDir(), dir + "/cell", shards);
     Client big(cell.Options(1, "bench")), reader(cell.Options(2, "bench"));
     Client little(cell.Options(3, "bench")), little_reader(cell.Options(4, "bench"));
     for (Client* c : {&big, &reader, &little, &little_reader}) {

@@ -28,14 +28,6 @@ using Clock = std::chrono::steady_clock;
 std::atomic<bool> g_stop{false};
 void OnStop(int) { g_stop = true; }
 
-std::string SelfDir() {
-  char buf[4096];
-  ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
-  if (n <= 0) return ".";
-  std::string path(buf, static_cast<size_t>(n));
-  return path.substr(0, path.rfind('/'));
-}
-
 void WritePid(const std::string& path, pid_t pid) {
   std::ofstream(path, std::ios::trunc) << pid << "\n";
 }
@@ -129,7 +121,7 @@ int Supervise(const CellPaths& cell, const std::string& listen_override) {
 
   CatchStopSignals(OnStop);
 
-  const std::string bin = SelfDir();
+  const std::string bin = ProgramDir();
   const std::string conf = cell.Conf();
   std::vector<Child> children;
   auto add = [&](const std::string& name, const std::string& program,
