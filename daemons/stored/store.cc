@@ -446,18 +446,21 @@ void Store::HandleAck(Request* r, BatchState* b, Effects* e) {
   r->reply = EncodeReply(h, MsgType::kAckReply, reply);
 }
 
+Status Store::ReadOwnCopy(UserId user, UserId peer, MessageId id,
+                          const BatchState& b, StoredMessage* copy) {
+  if (ReadRecord(MessageKey(user, peer, id), b, copy)) return Status::Ok();
+  return Status(ErrorCode::kNotFound, "message " + std::to_string(id.value) +
+                                          " is not in your conversation with user " +
+                                          std::to_string(peer.value));
+}
+
 void Store::HandleReact(Request* r, BatchState* b, Effects* e) {
   const Header& h = r->frame.header;
   React rq;
   Status s = DecodeBody(r->frame, &rq);
   std::string key = MessageKey(h.user, rq.peer, rq.id);
   StoredMessage copy;
-  if (s.ok() && !ReadRecord(key, *b, &copy)) {
-    s = Status(ErrorCode::kNotFound,
-               "message " + std::to_string(rq.id.value) +
-                   " is not in your conversation with user " +
-                   std::to_string(rq.peer.value));
-  }
+  if (s.ok()) s = ReadOwnCopy(h.user, rq.peer, rq.id, *b, &copy);
   if (!s.ok()) {
     r->reply = EncodeError(h, s);
     return;
@@ -514,12 +517,7 @@ void Store::HandleSeen(Request* r, BatchState* b, Effects* e) {
   MarkSeen rq;
   Status s = DecodeBody(r->frame, &rq);
   StoredMessage copy;
-  if (s.ok() && !ReadRecord(MessageKey(h.user, rq.peer, rq.id), *b, &copy)) {
-    s = Status(ErrorCode::kNotFound,
-               "message " + std::to_string(rq.id.value) +
-                   " is not in your conversation with user " +
-                   std::to_string(rq.peer.value));
-  }
+  if (s.ok()) s = ReadOwnCopy(h.user, rq.peer, rq.id, *b, &copy);
   if (s.ok() && copy.message.from != rq.peer) {
     s = Status(ErrorCode::kBadData, "only the peer's messages can be marked seen");
   }

@@ -159,6 +159,10 @@ class Store {
   void Propagate(Deliver d, BatchState* b, Effects* e);
 
   bool AddRecipientCopy(const Message& m, BatchState* b, Effects* e);
+  // The user's own copy of message id in its conversation with peer: what
+  // a reaction or a seen mark may touch (kNotFound for anything else).
+  Status ReadOwnCopy(UserId user, UserId peer, MessageId id,
+                     const BatchState& b, StoredMessage* copy);
   void NoteMessageInChat(UserId owner, UserId peer, const Message& m,
                          BatchState* b);
   bool SetReaction(StoredMessage* copy, UserId user,

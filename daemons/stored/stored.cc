@@ -150,7 +150,7 @@ void Stored::SendHandoff(uint64_t outbox, Pending* pending) {
   Parts parts;
   parts.push_back(ToMessage(pending->frame));
   if (!SendParts(handoff_, parts)) {
-    NLOG_WARN("event=handoff-deferred outbox=%llu",
+    NLOG_DEBUG("event=handoff-deferred outbox=%llu",
                static_cast<unsigned long long>(outbox));
   }
   pending->next_try = Clock::now() + retry_;
