@@ -7,7 +7,9 @@
 #define NATTER_COMMON_IDS_H_
 
 #include <cstdint>
+#include <string>
 
+#include "common/status.h"
 #include "common/types.h"
 
 namespace natter {
@@ -33,6 +35,29 @@ class SnowflakeGenerator {
   uint64_t generator_;
   uint64_t last_ms_ = 0;
   uint64_t sequence_ = 0;
+};
+
+// How far a generator's ids have gone, on disk, so a restart never reuses
+// one — even with the clock set back across it.  The file holds a lease:
+// a Unix ms time below which every id handed out so far lies.  The
+// generator hands out ids below the lease; when it reaches it, the lease
+// moves kLeaseAheadMs ahead (one fsync'd write every ten seconds of ids).
+// After a restart, ids start at the recorded lease.
+class IdLease {
+ public:
+  static constexpr uint64_t kLeaseAheadMs = 10000;
+
+  // Reads the lease (a missing file: no ids yet); the first id after a
+  // restart must be at or after *floor_unix_ms.
+  Status Open(const std::string& path, uint64_t* floor_unix_ms);
+  // True if an id made at unix_ms is inside the lease.
+  bool Covers(uint64_t unix_ms) const { return unix_ms < until_ms_; }
+  // Moves the lease past unix_ms and syncs it to disk.
+  Status Extend(uint64_t unix_ms);
+
+ private:
+  std::string path_;
+  uint64_t until_ms_ = 0;
 };
 
 // Unix milliseconds of the moment an id was made.

@@ -45,6 +45,12 @@ const std::vector<OptionSpec> kOptions = {
     {"routed", "generator", "0",
      "This routed's Snowflake generator number, 0 to 255; unique in the "
      "cell."},
+    {"routed", "id-lease", "/var/lib/natter/routed.lease",
+     "File where routed records how far its message ids have gone (one "
+     "synced write per ten seconds of ids), so that a restart never reuses "
+     "an id, even when the clock was set back across it.  Each routed needs "
+     "its own.  Empty: no record (ids are then unique only while the clock "
+     "does not go back across a restart)."},
 
     {"stored", "shard", "0", "Which entry of the shard map this is, from 0."},
     {"stored", "secret-key", "",

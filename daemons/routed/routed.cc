@@ -30,6 +30,16 @@ uint32_t ShardCountOf(const Config& config) {
 Router::Router(uint32_t shard_count, uint32_t generator)
     : shard_count_(shard_count), ids_(generator) {}
 
+Status Router::UseLease(const std::string& path) {
+  auto lease = std::make_unique<IdLease>();
+  uint64_t floor_ms = 0;
+  Status s = lease->Open(path, &floor_ms);
+  if (!s.ok()) return s;
+  if (floor_ms > 0) ids_.AdvancePast(FirstIdAt(floor_ms));
+  lease_ = std::move(lease);
+  return Status::Ok();
+}
+
 Route Router::Decide(const Frame& request, uint64_t now_ms) {
   Route route;
   const Header& h = request.header;
@@ -40,6 +50,15 @@ Route Router::Decide(const Frame& request, uint64_t now_ms) {
       if (!route.status.ok()) return route;
       StoreMessage sm;
       sm.message.id = ids_.Next(now_ms);
+      if (lease_ && !lease_->Covers(TimestampOf(sm.message.id))) {
+        route.status = lease_->Extend(TimestampOf(sm.message.id));
+        if (!route.status.ok()) {
+          route.status = Status(ErrorCode::kStorage,
+                                "routed cannot record its id lease: " +
+                                    route.status.message());
+          return route;
+        }
+      }
       sm.message.from = h.user;
       sm.message.to = send.to;
       sm.message.ts = TimestampOf(sm.message.id);
@@ -87,9 +106,14 @@ Routed::Routed(const Config& config, zmq::context_t& ctx)
     listen_ = all.front();
   }
   listen_ = BindAddress(listen_);
+  lease_path_ = config.Get("id-lease");
 }
 
 Status Routed::Start() {
+  if (!lease_path_.empty()) {
+    Status ls = router_.UseLease(lease_path_);
+    if (!ls.ok()) return Status(ErrorCode::kStorage, "id-lease: " + ls.message());
+  }
   Status ks = keys_.Start(ctx_);
   if (!ks.ok()) return ks;
   front_ = MakeSocket(ctx_, zmq::socket_type::router);

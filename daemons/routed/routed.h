@@ -36,11 +36,15 @@ struct Route {
 class Router {
  public:
   Router(uint32_t shard_count, uint32_t generator);
+  // Keeps the ids' lease in this file (see IdLease): ids start past what
+  // an earlier run may have handed out.
+  Status UseLease(const std::string& path);
   Route Decide(const Frame& request, uint64_t now_ms);
 
  private:
   uint32_t shard_count_;
   SnowflakeGenerator ids_;
+  std::unique_ptr<IdLease> lease_;
 };
 
 class Routed : public Service {
@@ -61,6 +65,7 @@ class Routed : public Service {
   DaemonKeys keys_;
   std::string listen_;
   std::vector<std::string> shard_endpoints_;
+  std::string lease_path_;
   Router router_;
   zmq::socket_t front_;                // ROUTER
   std::vector<zmq::socket_t> shards_;  // DEALER each

@@ -1,9 +1,13 @@
 #include <catch2/catch.hpp>
 
+#include <cstdio>
 #include <unordered_set>
 
 #include "common/ids.h"
 #include "common/shard.h"
+#include "common/token.h"
+#include "daemons/routed/routed.h"
+#include "tests/unit/temp_dir.h"
 
 using namespace natter;
 
@@ -83,4 +87,80 @@ TEST_CASE("growing the shard map moves only the users of the new shard") {
   }
   CHECK(moved > 8000);   // about a quarter
   CHECK(moved < 12000);
+}
+
+namespace {
+
+// A send as frontd passes it on, decided by a Router at now_ms.
+MessageId IdOfSend(routed::Router& router, uint64_t now_ms) {
+  Header h;
+  h.type = static_cast<uint8_t>(MsgType::kSend);
+  h.user = UserId(1);
+  Send send;
+  send.to = UserId(2);
+  send.text = "x";
+  send.client_msg_id = "c";
+  Frame frame;
+  std::string bytes = EncodeFrame(h, send);
+  REQUIRE(DecodeFrame(bytes.data(), bytes.size(), &frame).ok());
+  routed::Route route = router.Decide(frame, now_ms);
+  REQUIRE(route.status.ok());
+  Frame out;
+  REQUIRE(DecodeFrame(route.frame.data(), route.frame.size(), &out).ok());
+  StoreMessage sm;
+  REQUIRE(DecodeBody(out, &sm).ok());
+  return sm.message.id;
+}
+
+}  // namespace
+
+TEST_CASE("a restarted routed never reuses an id, even with the clock set back") {
+  TempDir dir;
+  std::string lease = dir.path() + "/routed.lease";
+  uint64_t now = NowMs();
+  MessageId last;
+  {
+    routed::Router first(1, 0);
+    REQUIRE(first.UseLease(lease).ok());
+    for (int i = 0; i < 1000; ++i) last = IdOfSend(first, now + i);
+  }
+  // The restart comes with the clock an hour back; without the lease the
+  // generator would start over below `last`.
+  routed::Router second(1, 0);
+  REQUIRE(second.UseLease(lease).ok());
+  MessageId next = IdOfSend(second, now - 3600 * 1000);
+  CHECK(next > last);
+  // And without a lease file, that is exactly what would happen.
+  routed::Router forgetful(1, 0);
+  CHECK(IdOfSend(forgetful, now - 3600 * 1000) < last);
+}
+
+TEST_CASE("the id lease is written once per ten seconds of ids, not per id") {
+  TempDir dir;
+  std::string lease = dir.path() + "/routed.lease";
+  routed::Router router(1, 0);
+  REQUIRE(router.UseLease(lease).ok());
+  uint64_t now = NowMs();
+  IdOfSend(router, now);
+  std::string first;
+  REQUIRE(ReadFirstLine(lease, &first));
+  CHECK(first == std::to_string(now + IdLease::kLeaseAheadMs));
+  for (int i = 1; i < 5000; ++i) IdOfSend(router, now + i);  // inside the lease
+  std::string second;
+  REQUIRE(ReadFirstLine(lease, &second));
+  CHECK(second == first);
+  IdOfSend(router, now + IdLease::kLeaseAheadMs + 1);
+  REQUIRE(ReadFirstLine(lease, &second));
+  CHECK(second == std::to_string(now + 2 * IdLease::kLeaseAheadMs + 1));
+}
+
+TEST_CASE("a damaged id lease stops routed rather than risk a reused id") {
+  TempDir dir;
+  std::string lease = dir.path() + "/routed.lease";
+  FILE* f = std::fopen(lease.c_str(), "w");
+  REQUIRE(f != nullptr);
+  std::fputs("garbage\n", f);
+  std::fclose(f);
+  routed::Router router(1, 0);
+  CHECK(router.UseLease(lease).code() == ErrorCode::kBadData);
 }

@@ -118,7 +118,8 @@ Status InitCell(const std::string& dir_in, const std::string& listen,
        << "peer-keys = " << cell.PeerKeys() << "\n\n"
        << "[frontd]\nlisten = " << listen << "\n"
        << "secret-key = " << cell.dir << "/keys/frontd.key\n\n"
-       << "[routed]\nsecret-key = " << cell.dir << "/keys/routed.key\n\n"
+       << "[routed]\nsecret-key = " << cell.dir << "/keys/routed.key\n"
+       << "id-lease = " << cell.dir << "/data/routed.lease\n\n"
        << "[stored]\ndata-dir = " << cell.dir << "/data\n"
        << "secret-key = " << cell.dir << "/keys/stored.key\n\n"
        << "[notifyd]\nsecret-key = " << cell.dir << "/keys/notifyd.key\n";
