@@ -16,7 +16,8 @@
 namespace natter {
 
 LocalCell::LocalCell(const std::string& bin, const std::string& dir,
-                     unsigned shards, const std::string& extra_conf)
+                     unsigned shards, const std::string& extra_conf,
+                     const std::function<void(const std::string&)>& before_up)
     : dir_(dir) {
   std::string ctl = bin + "/natterctl";
   std::string init = ctl + " init --dir " + dir_ + " --shards " + std::to_string(shards) +
@@ -28,6 +29,7 @@ LocalCell::LocalCell(const std::string& bin, const std::string& dir,
     std::fputs(("\n" + extra_conf + "\n").c_str(), f);
     std::fclose(f);
   }
+  if (before_up) before_up(dir_);
   int fds[2];
   if (::pipe(fds) != 0) throw std::runtime_error("pipe");
   up_pid_ = ::fork();

@@ -6,6 +6,7 @@
 
 #include <sys/types.h>
 
+#include <functional>
 #include <string>
 
 #include "client/client.h"
@@ -16,8 +17,11 @@ class LocalCell {
  public:
   // bin: the folder of natterctl and the daemons.  Throws if the cell does
   // not become ready within 30 s.
+  // before_up, if given, runs after `natterctl init` and before `up`
+  // (to put the data folder on a filesystem of a test's own, say).
   LocalCell(const std::string& bin, const std::string& dir, unsigned shards,
-            const std::string& extra_conf = "");
+            const std::string& extra_conf = "",
+            const std::function<void(const std::string& dir)>& before_up = {});
   ~LocalCell();
   LocalCell(const LocalCell&) = delete;
   LocalCell& operator=(const LocalCell&) = delete;

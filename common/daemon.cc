@@ -1,6 +1,7 @@
 #include "common/daemon.h"
 
 #include <signal.h>
+#include <sys/resource.h>
 #include <sodium.h>
 #include <sysexits.h>
 #include <unistd.h>
@@ -31,6 +32,14 @@ std::string ProgramDir() {
   if (n <= 0) return ".";
   std::string path(buf, static_cast<size_t>(n));
   return path.substr(0, path.rfind('/'));
+}
+
+uint64_t OpenFilesLimit() {
+  struct rlimit rl;
+  if (::getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY) {
+    return 1024 * 1024;
+  }
+  return rl.rlim_cur;
 }
 
 void CatchStopSignals(void (*handler)(int)) {

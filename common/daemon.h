@@ -49,6 +49,9 @@ int DaemonMain(int argc, char** argv, const DaemonSpec& spec);
 // installed or in bin/).
 std::string ProgramDir();
 
+// The process's open-files limit (the soft RLIMIT_NOFILE).
+uint64_t OpenFilesLimit();
+
 // Calls handler on SIGINT and SIGTERM (interrupting blocking calls, so
 // polls return), and ignores SIGPIPE.
 void CatchStopSignals(void (*handler)(int));

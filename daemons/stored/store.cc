@@ -61,9 +61,11 @@ bool Store::Owns(UserId user) const {
   return HomeShard(user, shard_count_) == shard_;
 }
 
-Status Store::Open(const std::string& path) {
+Status Store::Open(const std::string& path, int max_open_files) {
+  Close();
   leveldb::Options options;
   options.create_if_missing = true;
+  options.max_open_files = std::max(max_open_files, 16);
   leveldb::DB* db = nullptr;
   leveldb::Status s = leveldb::DB::Open(options, path, &db);
   if (!s.ok()) return Status(ErrorCode::kStorage, path + ": " + s.ToString());
@@ -100,6 +102,7 @@ Seq Store::Head(UserId user) {
       it->key().size() == prefix.size() + 8) {
     head = Seq(GetBigEndian(it->key().data() + prefix.size()));
   }
+  if (heads_.size() >= kMaxCachedHeads) heads_.clear();
   heads_[user] = head;
   return head;
 }
@@ -710,10 +713,13 @@ void Store::ReadChats(Request* r) {
   r->reply = EncodeReply(h, MsgType::kChatsReply, reply);
 }
 
-std::vector<Deliver> Store::PendingHandoffs() const {
+std::vector<Deliver> Store::PendingHandoffs(uint64_t after, size_t limit) const {
   std::vector<Deliver> out;
+  if (!db_) return out;
   std::unique_ptr<leveldb::Iterator> it(db_->NewIterator({}));
-  for (it->Seek("o"); it->Valid() && HasPrefix(it->key(), "o"); it->Next()) {
+  for (it->Seek(OutboxKey(after + 1));
+       out.size() < limit && it->Valid() && HasPrefix(it->key(), "o");
+       it->Next()) {
     Deliver d;
     if (Unpack(it->value().ToString(), &d)) out.push_back(std::move(d));
   }
@@ -721,6 +727,7 @@ std::vector<Deliver> Store::PendingHandoffs() const {
 }
 
 Status Store::AckHandoff(const DeliverAck& ack) {
+  if (!db_) return Status(ErrorCode::kStorage, "the shard's database is closed");
   std::string key = OutboxKey(ack.outbox), value;
   Deliver d;
   if (!db_->Get({}, key, &value).ok() || !Unpack(value, &d)) {

@@ -105,8 +105,11 @@ class Store {
   Store(uint32_t shard, uint32_t shard_count);
   ~Store();
 
-  Status Open(const std::string& path);
+  // max_open_files: the most table files LevelDB keeps open (each takes a
+  // descriptor; the daemon sizes it to its open-files limit).
+  Status Open(const std::string& path, int max_open_files = 1000);
   void Close();
+  bool is_open() const { return db_ != nullptr; }
 
   // Applies the batch in one synced write.  On ok, every request has its
   // reply and effects says what else to send.  On a write error nothing
@@ -114,8 +117,10 @@ class Store {
   // and the in-memory state is reset from disk.
   Status Apply(std::vector<Request>* batch, Effects* effects);
 
-  // The hand-offs not yet acknowledged, as found on disk at Open.
-  std::vector<Deliver> PendingHandoffs() const;
+  // Up to limit hand-offs not yet acknowledged, from the outbox on disk,
+  // in outbox order, starting after outbox number `after`.
+  std::vector<Deliver> PendingHandoffs(uint64_t after = 0,
+                                       size_t limit = SIZE_MAX) const;
 
   // The other shard acknowledged a hand-off: forget it.
   Status AckHandoff(const DeliverAck& ack);
@@ -188,7 +193,10 @@ class Store {
   uint32_t shard_;
   uint32_t shard_count_;
   std::unique_ptr<leveldb::DB> db_;
-  std::unordered_map<UserId, Seq> heads_;  // cache of each user's head seq
+  // Cache of each user's head seq; emptied when it reaches kMaxCachedHeads
+  // (a miss costs one seek).
+  static constexpr size_t kMaxCachedHeads = 1000000;
+  std::unordered_map<UserId, Seq> heads_;
   uint64_t next_outbox_ = 1;
   uint64_t syncs_ = 0;
   uint64_t synced_requests_ = 0;

@@ -2,6 +2,8 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
+
 #include <stdexcept>
 
 #include "common/log.h"
@@ -36,11 +38,15 @@ Stored::Stored(const Config& config, zmq::context_t& ctx)
   batch_max_ = batch;
   retry_ = std::chrono::seconds(retry_s == 0 ? 1 : retry_s);
   store_ = std::make_unique<Store>(shard_, shard_count_);
+  // LevelDB's table files share the open-files limit with the sockets;
+  // keep a reserve for those (see natter-stored(8)).
+  max_open_files_ = static_cast<int>(
+      std::clamp<uint64_t>(OpenFilesLimit() / 2, 16, 1000));
 }
 
 Status Stored::Start() {
   ::mkdir(data_path_.substr(0, data_path_.rfind('/')).c_str(), 0700);
-  Status s = store_->Open(data_path_);
+  Status s = store_->Open(data_path_, max_open_files_);
   if (!s.ok()) return s;
   s = keys_.Start(ctx_);
   if (!s.ok()) return s;
@@ -67,12 +73,8 @@ Status Stored::Start() {
   } catch (const zmq::error_t& e) {
     return Status(ErrorCode::kBadRequest, listen_ + ": " + e.what());
   }
-  for (Deliver& d : store_->PendingHandoffs()) {
-    Header h;
-    h.type = static_cast<uint8_t>(MsgType::kDeliver);
-    h.user = d.target.value != 0 ? d.target : d.message.to;
-    pending_[d.outbox] = Pending{EncodeFrame(h, d), Clock::now()};
-  }
+  spilled_ = true;
+  RefillPending();
   NLOG_INFO("event=open shard=%u of=%u path=%s listen=%s handoffs=%zu",
             shard_, shard_count_, data_path_.c_str(), listen_.c_str(),
             pending_.size());
@@ -84,14 +86,15 @@ void Stored::RunOnce(int timeout_ms) {
       {requests_.handle(), 0, ZMQ_POLLIN, 0},
       {handoff_.handle(), 0, ZMQ_POLLIN, 0},
   };
-  if (!pending_.empty()) timeout_ms = std::min(timeout_ms, 100);
+  if (!pending_.empty() || !store_->is_open()) timeout_ms = std::min(timeout_ms, 100);
   Poll(items, timeout_ms);
+  if (!store_->is_open()) TryReopen();
   if (items[0].revents & ZMQ_POLLIN) ServeBatch();
   if (items[1].revents & ZMQ_POLLIN) TakeAcks();
-  RetryHandoffs();
+  if (store_->is_open()) RetryHandoffs();
 }
 
-void Stored::ServeBatch() {
+bool Stored::ServeBatch() {
   // Each request keeps its routing frames (the route back through routed
   // to the frontd and the client).
   std::vector<Parts> routes;
@@ -111,23 +114,79 @@ void Stored::ServeBatch() {
     batch.push_back(std::move(r));
     parts = Parts();
   }
-  if (batch.empty()) return;
+  if (batch.empty()) return false;
   Effects effects;
-  store_->Apply(&batch, &effects);
+  bool was_open = store_->is_open();
+  if (!store_->Apply(&batch, &effects).ok() && was_open) StorageFailed();
   for (size_t i = 0; i < batch.size(); ++i) {
     if (!SendRouted(requests_, routes[i], routes[i].size() - 1, batch[i].reply)) {
       NLOG_WARN("event=reply-dropped type=%s", MsgTypeName(batch[i].frame.type()));
     }
   }
   for (const Event& ev : effects.publish) Publish(ev);
-  for (Deliver& d : effects.handoff) {
-    Header h;
-    h.type = static_cast<uint8_t>(MsgType::kDeliver);
-    h.user = d.target.value != 0 ? d.target : d.message.to;
-    Pending& p = pending_[d.outbox];
-    p.frame = EncodeFrame(h, d);
-    SendHandoff(d.outbox, &p);
+  for (const Deliver& d : effects.handoff) {
+    // Once some wait on disk only, newer ones wait there too (behind them).
+    if (spilled_ || pending_.size() >= kMaxPendingInMemory) {
+      spilled_ = true;
+      continue;
+    }
+    AddPending(d.outbox, d);
   }
+  return true;
+}
+
+void Stored::AddPending(uint64_t outbox, const Deliver& d) {
+  Header h;
+  h.type = static_cast<uint8_t>(MsgType::kDeliver);
+  h.user = d.target.value != 0 ? d.target : d.message.to;
+  Pending& p = pending_[outbox];
+  p.frame = EncodeFrame(h, d);
+  SendHandoff(outbox, &p);
+}
+
+void Stored::RefillPending() {
+  if (!spilled_ || !store_->is_open()) return;
+  // What waits on disk only is newer than everything here (older ones not
+  // here were acknowledged), so read on after the newest one here.  At
+  // Start and after a reopen nothing is here: all of the outbox waits.
+  size_t room = kMaxPendingInMemory - pending_.size();
+  if (room < kMaxPendingInMemory / 2) return;
+  uint64_t after = pending_.empty() ? 0 : pending_.rbegin()->first;
+  std::vector<Deliver> more = store_->PendingHandoffs(after, room);
+  spilled_ = more.size() == room;
+  for (const Deliver& d : more) AddPending(d.outbox, d);
+  if (!more.empty()) {
+    NLOG_INFO("event=handoffs-read outbox_from=%llu count=%zu more=%s",
+              static_cast<unsigned long long>(more.front().outbox), more.size(),
+              spilled_ ? "yes" : "no");
+  }
+}
+
+void Stored::StorageFailed() {
+  // LevelDB refuses every write after a failed sync; the database must be
+  // opened again, and what it then holds is the truth (the failed batch is
+  // there whole or not at all; its senders retry either way).
+  store_->Close();
+  pending_.clear();
+  due_.clear();
+  spilled_ = false;
+  next_reopen_ = Clock::now() + std::chrono::seconds(1);
+  NLOG_ERROR("event=storage-down shard=%u path=%s retry_in=1s", shard_,
+             data_path_.c_str());
+}
+
+void Stored::TryReopen() {
+  if (Clock::now() < next_reopen_) return;
+  next_reopen_ = Clock::now() + std::chrono::seconds(1);
+  Status s = store_->Open(data_path_, max_open_files_);
+  if (!s.ok()) {
+    NLOG_WARN("event=storage-reopen-failed shard=%u error=\"%s\"", shard_,
+              s.ToString().c_str());
+    return;
+  }
+  spilled_ = true;
+  RefillPending();
+  NLOG_INFO("event=storage-up shard=%u handoffs=%zu", shard_, pending_.size());
 }
 
 void Stored::Publish(const Event& event) {
@@ -173,23 +232,33 @@ void Stored::TakeAcks() {
       }
       continue;
     }
-    auto it = pending_.find(ack.outbox);
-    if (it == pending_.end()) continue;
+    // Also for one not held here (spilled to disk): the outbox checks the id.
     Status s = store_->AckHandoff(ack);
-    if (s.ok() || s.code() == ErrorCode::kNotFound) pending_.erase(it);
+    if (s.ok() || s.code() == ErrorCode::kNotFound) pending_.erase(ack.outbox);
   }
+  RefillPending();
 }
 
 void Stored::RetryHandoffs() {
   auto now = Clock::now();
-  for (auto& [outbox, p] : pending_) {
-    if (p.next_try <= now) SendHandoff(outbox, &p);
+  // Bounded per turn, so a large backlog never stalls the requests.
+  for (int n = 0; n < 4096 && !due_.empty() && due_.front().first <= now; ++n) {
+    auto [when, outbox] = due_.front();
+    due_.pop_front();
+    auto it = pending_.find(outbox);
+    if (it == pending_.end() || it->second.next_try != when) continue;
+    SendHandoff(outbox, &it->second);
   }
 }
 
 void Stored::Stop() {
-  // Requests not yet read are not acknowledged; their senders retry.
+  // Serve what has arrived already (bounded: routed may keep sending), so
+  // a clean stop leaves few requests to be retried; then close LevelDB.
+  auto until = Clock::now() + std::chrono::seconds(2);
+  while (Clock::now() < until && ServeBatch()) {
+  }
   store_->Close();
+  NLOG_INFO("event=closed shard=%u path=%s", shard_, data_path_.c_str());
 }
 
 }  // namespace stored

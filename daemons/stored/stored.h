@@ -5,11 +5,19 @@
 //
 // Hand-offs go out on a DEALER to routed and stay in the outbox (on disk
 // and here) until the other shard acknowledges; unacknowledged ones are
-// sent again every handoff-retry.
+// sent again every handoff-retry.  At most kMaxPendingInMemory are kept
+// here; past that (another shard down for long) the rest wait on disk
+// only and are read back as the ones here are acknowledged.
+//
+// A failed write (a full disk, an I/O error) closes the database: nothing
+// of that batch is acknowledged, every request gets a retryable storage
+// error, and the shard tries to open the database again every second;
+// once it opens, it serves again from what is on disk.
 #ifndef NATTER_DAEMONS_STORED_STORED_H_
 #define NATTER_DAEMONS_STORED_STORED_H_
 
 #include <chrono>
+#include <deque>
 #include <map>
 #include <memory>
 #include <string>
@@ -35,6 +43,7 @@ class Stored : public Service {
   bool Ready() override { return watch_->AllConnected(); }
   std::string Waiting() override { return watch_->Waiting(); }
   void Stop() override;
+  static constexpr size_t kMaxPendingInMemory = 100000;
   void Reload() override { keys_.Reload(); }
 
   const Store& store() const { return *store_; }
@@ -46,11 +55,18 @@ class Stored : public Service {
     Clock::time_point next_try;
   };
 
-  void ServeBatch();
+  // Serves what is waiting; false if nothing was.
+  bool ServeBatch();
   void Publish(const Event& event);
+  void AddPending(uint64_t outbox, const Deliver& d);
   void SendHandoff(uint64_t outbox, Pending* pending);
   void TakeAcks();
   void RetryHandoffs();
+  // Reads hand-offs the memory had no room for back from the outbox.
+  void RefillPending();
+  // After a failed write: close, and try to open again from time to time.
+  void StorageFailed();
+  void TryReopen();
 
   zmq::context_t& ctx_;
   DaemonKeys keys_;
@@ -67,7 +83,13 @@ class Stored : public Service {
   zmq::socket_t requests_;  // ROUTER, from routed
   zmq::socket_t handoff_;   // DEALER, to routed
   zmq::socket_t events_;    // PUSH, to notifyd
+  int max_open_files_ = 1000;
   std::map<uint64_t, Pending> pending_;
+  // When each pending hand-off is due, in order (retry_ is fixed, so
+  // appending keeps it sorted); entries whose hand-off went are skipped.
+  std::deque<std::pair<Clock::time_point, uint64_t>> due_;
+  bool spilled_ = false;  // the outbox holds hand-offs not in pending_
+  Clock::time_point next_reopen_{};
   std::unique_ptr<HandshakeWatch> watch_;
 };
 

@@ -129,6 +129,23 @@ inline void WaitForMailbox(const TestCell& cell, UserId user, uint64_t n) {
   REQUIRE(head.value >= n);
 }
 
+// The ids of every message of the conversation with peer, oldest first,
+// walked forward a page of 500 at a time.
+inline std::vector<MessageId> WholeHistory(Device* d, UserId peer) {
+  std::vector<MessageId> ids;
+  for (;;) {
+    History q;
+    q.peer = peer;
+    q.mode = static_cast<uint8_t>(HistoryMode::kAfter);
+    q.bound = ids.empty() ? 0 : ids.back().value;
+    q.limit = kMaxHistoryPage;
+    Incoming a = AwaitAnswer(d, d->client->GetHistory(q));
+    REQUIRE(a.kind == Incoming::Kind::kHistory);
+    for (const auto& item : a.history.messages) ids.push_back(item.message.id);
+    if (!a.history.more || a.history.messages.empty()) return ids;
+  }
+}
+
 }  // namespace natter
 
 #endif  // NATTER_TESTS_INTEGRATION_DEVICES_H_

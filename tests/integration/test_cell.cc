@@ -29,6 +29,24 @@ int RunCommand(const std::string& command, std::string* out) {
 TestCell::TestCell(unsigned shards, const std::string& extra_conf)
     : cell_(std::make_unique<LocalCell>(BinPath("."), dir_.path(), shards, extra_conf)) {}
 
+TestCell::TestCell(unsigned shards, const std::string& extra_conf,
+                   const std::function<void(const std::string&)>& before_up,
+                   std::function<void()> after_stop)
+    : after_stop_(std::move(after_stop)) {
+  try {
+    cell_ = std::make_unique<LocalCell>(BinPath("."), dir_.path(), shards,
+                                        extra_conf, before_up);
+  } catch (...) {
+    if (after_stop_) after_stop_();
+    throw;
+  }
+}
+
+TestCell::~TestCell() {
+  cell_.reset();
+  if (after_stop_) after_stop_();
+}
+
 std::string TestCell::NatterArgs(uint64_t user) const {
   return BinPath("natter") + " -c " + dir() + "/client.conf -s ipc://" + dir() +
          "/run/frontd.sock --state-dir " + dir() + "/cli-state -t " + Token(user);

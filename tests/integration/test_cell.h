@@ -2,6 +2,7 @@
 #ifndef NATTER_TESTS_INTEGRATION_TEST_CELL_H_
 #define NATTER_TESTS_INTEGRATION_TEST_CELL_H_
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -21,6 +22,12 @@ class TestCell {
  public:
   // extra_conf is appended to the cell's natter.conf before it starts.
   explicit TestCell(unsigned shards, const std::string& extra_conf = "");
+  // before_up runs between natterctl init and up; after_stop once the
+  // cell has stopped, before the folder is removed.
+  TestCell(unsigned shards, const std::string& extra_conf,
+           const std::function<void(const std::string& dir)>& before_up,
+           std::function<void()> after_stop);
+  ~TestCell();
 
   const std::string& dir() const { return dir_.path(); }
   std::string Token(uint64_t user, long ttl_s = 3600,
@@ -37,6 +44,7 @@ class TestCell {
  private:
   TempDir dir_;  // outlives the cell
   std::unique_ptr<LocalCell> cell_;
+  std::function<void()> after_stop_;
 };
 
 // Two users whose home shards differ (when there is more than one).
