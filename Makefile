@@ -85,7 +85,10 @@ $(BIN)/natter-bench: $(call obj,$(wildcard tools/bench/*.cc)) $(CLIENTLIB) $(LIB
 $(BUILD)/unit-tests: $(call obj,$(UNIT_SRC)) $(BUILD)/daemons.a $(CLIENTLIB) $(LIB)
 	$(CXX) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/integration-tests: $(call obj,$(INTEG_SRC)) $(CLIENTLIB) $(LIB)
+$(BUILD)/integration-tests: $(call obj,$(INTEG_SRC)) $(BUILD)/daemons.a $(CLIENTLIB) $(LIB)
+	$(CXX) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/natter-chaos: $(call obj,tests/chaos/chaos.cc) $(CLIENTLIB) $(LIB)
 	$(CXX) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 deps:
@@ -104,7 +107,7 @@ run: deps
 	bin/natterctl up --dir ./natter-cell
 
 check: deps
-	$(MAKE) all $(BUILD)/unit-tests $(BUILD)/integration-tests
+	$(MAKE) all $(BUILD)/unit-tests $(BUILD)/integration-tests $(BUILD)/natter-chaos
 	NATTER_BIN=$(abspath $(BIN)) NATTER_BUILD=$(BUILD) tests/run
 
 # Fuzz each decoder of bytes from the network or the disk for FUZZ_SECONDS

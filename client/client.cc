@@ -2,8 +2,11 @@
 
 #include <sodium.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <cstring>
 #include <fstream>
 
 #include "common/net.h"
@@ -47,13 +50,24 @@ Client::Client(ClientOptions options, zmq::context_t* ctx)
     ctx_ = own_ctx_.get();
   }
   device_ = options_.device;
+  rng_.seed(randombytes_random());
   OpenSocket();
 }
 
 Client::~Client() = default;
 
+Client::Clock::duration Client::Jittered(int ms) {
+  // Between 3/4 and 5/4 of ms.
+  std::uniform_int_distribution<int> spread(0, std::max(ms / 2, 1));
+  return std::chrono::milliseconds(ms - ms / 4 + spread(rng_));
+}
+
 void Client::OpenSocket() {
   socket_ = MakeSocket(*ctx_, zmq::socket_type::dealer, 100);
+  // What frontd queues for a device, no more: an application that stops
+  // reading holds a bounded queue here and at frontd, and the events past
+  // it are fetched from the mailbox when it reads again.
+  socket_.set(zmq::sockopt::rcvhwm, kClientHwm);
   socket_.set(zmq::sockopt::reconnect_ivl, 100);
   socket_.set(zmq::sockopt::reconnect_ivl_max, 2000);
   if (!options_.server_key.empty()) {
@@ -80,6 +94,18 @@ void Client::OpenSocket() {
     SetServerKey();
     socket_.set(zmq::sockopt::curve_publickey, pub);
     socket_.set(zmq::sockopt::curve_secretkey, sec);
+  }
+  // Until the welcome, watch the handshake: a frontd that is full or
+  // refuses the device's key says so there, before any frame.
+  static std::atomic<uint64_t> monitors{0};
+  std::string monitor = "inproc://natter-client-handshake-" +
+                        std::to_string(::getpid()) + "-" +
+                        std::to_string(++monitors);
+  if (zmq_socket_monitor(socket_.handle(), monitor.c_str(),
+                         ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) == 0) {
+    handshake_ = zmq::socket_t(*ctx_, zmq::socket_type::pair);
+    handshake_.set(zmq::sockopt::linger, 0);
+    handshake_.connect(monitor);
   }
   socket_.connect(options_.server);
 }
@@ -117,6 +143,7 @@ uint64_t Client::Ask(MsgType type, const T& body, const std::string& cmid) {
   p.client_msg_id = cmid;
   p.sent = Clock::now();
   p.deadline = p.sent + std::chrono::milliseconds(options_.timeout_ms);
+  p.retry_at = p.sent + Jittered(options_.retry_ms);
   if (type == MsgType::kHello) Transmit(p.frame);
   pending_[h.corr] = std::move(p);
   if (type != MsgType::kHello) {
@@ -137,6 +164,7 @@ void Client::Pump() {
     ++launched_;
     p.sent = Clock::now();
     p.deadline = p.sent + std::chrono::milliseconds(options_.timeout_ms);
+    p.retry_at = p.sent + Jittered(options_.retry_ms);
     Transmit(p.frame);
   }
 }
@@ -170,8 +198,14 @@ Status Client::Connect() {
                         std::to_string(options_.timeout_ms / 1000) + "s");
     }
     std::vector<zmq::pollitem_t> items = {{socket_.handle(), 0, ZMQ_POLLIN, 0}};
+    if (handshake_) items.push_back({handshake_.handle(), 0, ZMQ_POLLIN, 0});
     auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now);
     natter::Poll(items, std::min<long>(wait.count(), 200));
+    Status refused = HandshakeRefusal();
+    if (!refused.ok()) {
+      StopHandshakeWatch();
+      return refused;
+    }
     zmq::message_t msg;
     while (socket_.recv(msg, zmq::recv_flags::dontwait)) {
       Handle(msg, &early);
@@ -185,12 +219,40 @@ Status Client::Connect() {
     // The hello is retried like any request (the server may be starting).
     auto it = pending_.find(hello_corr_);
     if (it != pending_.end() &&
-        Clock::now() - it->second.sent >= std::chrono::milliseconds(options_.retry_ms)) {
+        Clock::now() >= it->second.retry_at) {
       Transmit(it->second.frame);
       it->second.sent = Clock::now();
+      it->second.retry_at = it->second.sent + Jittered(options_.retry_ms);
     }
   }
+  StopHandshakeWatch();
   return Status::Ok();
+}
+
+Status Client::HandshakeRefusal() {
+  if (!handshake_) return Status::Ok();
+  Parts event;
+  while (RecvParts(handshake_, &event)) {
+    if (event.size() != 2 || event[0].size() < 6) continue;
+    uint16_t id;
+    uint32_t value;
+    std::memcpy(&id, event[0].data(), sizeof id);
+    std::memcpy(&value, static_cast<const char*>(event[0].data()) + 2, sizeof value);
+    if (id != ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) continue;
+    // frontd takes any device key, so a refusal means it is full.
+    return Status(ErrorCode::kBusy,
+                  options_.server +
+                      " has as many clients as it takes; try again later "
+                      "(handshake refused, ZAP status " +
+                      std::to_string(value) + ")");
+  }
+  return Status::Ok();
+}
+
+void Client::StopHandshakeWatch() {
+  if (!handshake_) return;
+  zmq_socket_monitor(socket_.handle(), nullptr, 0);
+  handshake_.close();
 }
 
 std::string Client::Send(UserId to, const std::string& text,
@@ -279,6 +341,7 @@ void Client::Handle(const zmq::message_t& msg, std::vector<Incoming>* out) {
         if (!p.launched) continue;
         Transmit(p.frame);
         p.sent = Clock::now();
+        p.retry_at = p.sent + Jittered(options_.retry_ms);
       }
       Pump();
       // First time: catch up from the cursor.  Again: repair whatever the
@@ -380,8 +443,7 @@ void Client::Handle(const zmq::message_t& msg, std::vector<Incoming>* out) {
         // Sent again soon, then less and less often, up to retry_ms.
         req.backoff_ms = std::min(options_.retry_ms,
                                   req.backoff_ms == 0 ? 50 : req.backoff_ms * 2);
-        req.sent = Clock::now() - std::chrono::milliseconds(options_.retry_ms) +
-                   std::chrono::milliseconds(req.backoff_ms);
+        req.retry_at = Clock::now() + Jittered(req.backoff_ms);
         return;
       }
       MsgType type = req.type;
@@ -495,7 +557,6 @@ void Client::SendAck() {
 
 void Client::Tick(std::vector<Incoming>* out) {
   auto now = Clock::now();
-  const auto retry = std::chrono::milliseconds(options_.retry_ms);
   for (auto it = pending_.begin(); it != pending_.end();) {
     PendingRequest& p = it->second;
     bool active = p.launched || p.type == MsgType::kHello;
@@ -519,9 +580,14 @@ void Client::Tick(std::vector<Incoming>* out) {
       it = Finish(it);
       continue;
     }
-    if ((session_ || p.type == MsgType::kHello) && now - p.sent >= retry) {
+    if ((session_ || p.type == MsgType::kHello) && now >= p.retry_at) {
+      // Unanswered: again, less and less often (up to four times
+      // retry_ms), with jitter, so that clients that lost the same daemon
+      // do not all come back at once.
       Transmit(p.frame);
       p.sent = now;
+      p.retries = std::min(p.retries + 1, 2);
+      p.retry_at = now + Jittered(options_.retry_ms << p.retries);
     }
     ++it;
   }
@@ -551,14 +617,15 @@ void Client::Poll(int timeout_ms, std::vector<Incoming>* out,
                   size_t max_events) {
   size_t before = out->size();
   auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
-  for (;;) {
+  // At least one pass over the socket, even with a timeout of 0.
+  for (bool read = false;; read = true) {
     Tick(out);
     Deliver(out, max_events);
     auto now = Clock::now();
-    if (out->size() > before || now >= deadline) return;
+    if (out->size() > before || (read && now >= deadline)) return;
     std::vector<zmq::pollitem_t> items = {{socket_.handle(), 0, ZMQ_POLLIN, 0}};
     auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now);
-    natter::Poll(items, std::min<long>(wait.count() + 1, 50));
+    natter::Poll(items, now >= deadline ? 0 : std::min<long>(wait.count() + 1, 50));
     zmq::message_t msg;
     for (int n = 0; n < 1024 && socket_.recv(msg, zmq::recv_flags::dontwait); ++n) {
       Handle(msg, out);

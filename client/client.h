@@ -25,6 +25,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <random>
 #include <set>
 #include <string>
 #include <vector>
@@ -45,6 +46,7 @@ struct ClientOptions {
   std::string state_dir;   // where the device's key and cursor live; may be empty
   int timeout_ms = 10000;  // longest wait for an answer from the server
   int retry_ms = 2000;     // an unanswered request is sent again after this
+                           // (then after 2x, then 4x; each give or take 25%)
   int gap_grace_ms = 200;  // a seq gap this old is repaired from the mailbox
   int resync_ms = 30000;   // when idle, look at the mailbox this often
   int ping_ms = 10000;     // when idle, show the server we are alive
@@ -129,6 +131,8 @@ class Client {
     std::string client_msg_id;
     Clock::time_point sent;
     Clock::time_point deadline;
+    Clock::time_point retry_at;  // when to send it again if unanswered
+    int retries = 0;     // unanswered resends so far (the backoff)
     int backoff_ms = 0;  // after a retryable error: the next wait
     bool app = false;    // the application waits for the answer
     bool launched = false;  // on the wire (else waiting in queued_)
@@ -139,6 +143,11 @@ class Client {
   };
 
   void OpenSocket();
+  // ms, give or take a quarter, at random.
+  Clock::duration Jittered(int ms);
+  // A refusal in the handshake (frontd is full: kBusy), or ok.
+  Status HandshakeRefusal();
+  void StopHandshakeWatch();
   void SetServerKey();
   template <typename T>
   uint64_t Ask(MsgType type, const T& body, const std::string& cmid = "");
@@ -163,6 +172,8 @@ class Client {
   std::unique_ptr<zmq::context_t> own_ctx_;
   zmq::context_t* ctx_;
   zmq::socket_t socket_;
+  zmq::socket_t handshake_;  // monitor of socket_ until the welcome
+  std::minstd_rand rng_;
 
   UserId user_;
   std::string device_;

@@ -26,6 +26,8 @@ po::options_description GeneralOptions(DaemonFlags* flags) {
       ("check,n", po::bool_switch(&flags->check_only),
        "check the configuration and exit")
       ("syslog", po::bool_switch(&flags->use_syslog), "log to syslog")
+      ("log-file", po::value(&flags->log_file),
+       "append the log to this file (reopened on SIGHUP)")
       ("log-level", po::value(&flags->log_level),
        "debug, info, warn or error")
       ("help,h", po::bool_switch(&flags->help), "this help");

@@ -125,6 +125,7 @@ DaemonKeys::DaemonKeys(const Config& config) : peer_keys_(config.Get("peer-keys"
 Status DaemonKeys::Start(zmq::context_t& ctx) {
   if (!identity_.enabled) return Status::Ok();
   zap_ = std::make_unique<ZapHandler>(ctx);
+  if (admit_) zap_->SetAdmission(admit_);
   Status s = zap_->Start(peer_keys_);
   if (!s.ok()) return Status(ErrorCode::kBadRequest, "peer-keys: " + s.message());
   NLOG_INFO("event=curve public_key=%s peer_keys=%zu",
@@ -218,10 +219,14 @@ void ZapHandler::Run() {
     std::string address = req.size() > 3 ? req[3].to_string() : "";
     std::string mechanism = req.size() > 5 ? req[5].to_string() : "";
     bool ok = false;
+    std::string code = "400";
+    std::string text = "not a key of this cell";
     if (version == "1.0" && mechanism == "CURVE" && req.size() >= 7 &&
         req[6].size() == 32) {
       if (domain == kZapDomainClients) {
-        ok = true;
+        std::string refusal = admit_ ? admit_() : "";
+        ok = refusal.empty();
+        if (!ok) text = refusal;
       } else if (domain == kZapDomainCell) {
         CurveKey key;
         std::memcpy(key.data(), req[6].data(), 32);
@@ -236,8 +241,10 @@ void ZapHandler::Run() {
     std::vector<zmq::message_t> reply;
     reply.emplace_back(version.data(), version.size());
     reply.emplace_back(request_id.data(), request_id.size());
-    std::string code = ok ? "200" : "400";
-    std::string text = ok ? "OK" : "not a key of this cell";
+    if (ok) {
+      code = "200";
+      text = "OK";
+    }
     reply.emplace_back(code.data(), code.size());
     reply.emplace_back(text.data(), text.size());
     reply.emplace_back();

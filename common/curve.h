@@ -14,6 +14,7 @@
 #define NATTER_COMMON_CURVE_H_
 
 #include <array>
+#include <functional>
 #include <atomic>
 #include <memory>
 #include <mutex>
@@ -79,6 +80,14 @@ class ZapHandler {
   // are refused from their next connection on.
   Status Reload();
   size_t key_count() const;
+  // For the "clients" domain: called (from the handler's thread) before a
+  // client is let in; a non-empty answer refuses it with ZAP status 400
+  // (a CURVE ERROR the client sees in its handshake; the temporary 300
+  // would close the connection silently, and the client could not tell
+  // why).  Any key is welcome in this domain, so a client refused there
+  // knows it is for this.  Set before Start.
+  using Admission = std::function<std::string()>;
+  void SetAdmission(Admission admit) { admit_ = std::move(admit); }
 
  private:
   void Run();
@@ -89,6 +98,7 @@ class ZapHandler {
   std::string dir_;
   mutable std::mutex mutex_;
   std::set<CurveKey> allowed_;
+  Admission admit_;
   std::atomic<bool> stop_{false};
   std::thread thread_;
 };
@@ -103,9 +113,12 @@ class DaemonKeys {
   Status Start(zmq::context_t& ctx);
   void Reload();
   const CurveIdentity& identity() const { return identity_; }
+  // See ZapHandler::SetAdmission; before Start.
+  void SetAdmission(ZapHandler::Admission admit) { admit_ = std::move(admit); }
 
  private:
   CurveIdentity identity_;
+  ZapHandler::Admission admit_;
   std::string peer_keys_;
   std::unique_ptr<ZapHandler> zap_;
 };

@@ -9,7 +9,9 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <iostream>
 
 #include "common/log.h"
@@ -87,6 +89,11 @@ int DaemonMain(int argc, char** argv, const DaemonSpec& spec) {
     return EX_USAGE;
   }
   LogInit(spec.program, flags.use_syslog, level);
+  if (!flags.log_file.empty() && !LogToFile(flags.log_file)) {
+    std::fprintf(stderr, "%s: --log-file %s: %s\n", spec.program,
+                 flags.log_file.c_str(), std::strerror(errno));
+    return EX_CANTCREAT;
+  }
 
   zmq::context_t ctx(1);
   std::unique_ptr<Service> service;
@@ -127,6 +134,7 @@ int DaemonMain(int argc, char** argv, const DaemonSpec& spec) {
     while (!g_stop) {
       service->RunOnce(100);
       if (g_reload.exchange(false)) {
+        LogReopen();
         NLOG_INFO("event=reload");
         service->Reload();
       }

@@ -4,6 +4,8 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
+#include <cstring>
 #include <cstdarg>
 #include <cstdio>
 #include <ctime>
@@ -17,6 +19,8 @@ std::string g_program = "natter";
 bool g_syslog = false;
 std::atomic<int> g_level{static_cast<int>(LogLevel::kInfo)};
 std::mutex g_mutex;
+std::string g_file_path;
+FILE* g_file = nullptr;  // null: standard error
 
 const char* LevelName(LogLevel level) {
   switch (level) {
@@ -48,6 +52,30 @@ void LogInit(const std::string& program, bool use_syslog, LogLevel level) {
   if (use_syslog) openlog(g_program.c_str(), LOG_PID | LOG_NDELAY, LOG_DAEMON);
 }
 
+bool LogToFile(const std::string& path) {
+  FILE* f = std::fopen(path.c_str(), "ae");
+  if (f == nullptr) return false;
+  std::setvbuf(f, nullptr, _IOLBF, 0);
+  std::lock_guard<std::mutex> lock(g_mutex);
+  if (g_file != nullptr) std::fclose(g_file);
+  g_file = f;
+  g_file_path = path;
+  return true;
+}
+
+void LogReopen() {
+  std::string path;
+  {
+    std::lock_guard<std::mutex> lock(g_mutex);
+    path = g_file_path;
+  }
+  if (path.empty()) return;
+  if (!LogToFile(path)) {
+    Logf(LogLevel::kError, "event=log-reopen-failed path=%s error=\"%s\"",
+         path.c_str(), std::strerror(errno));
+  }
+}
+
 bool LogEnabled(LogLevel level) { return static_cast<int>(level) >= g_level; }
 
 void Logf(LogLevel level, const char* fmt, ...) {
@@ -70,7 +98,7 @@ void Logf(LogLevel level, const char* fmt, ...) {
   char stamp[32];
   strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%S", &tm);
   std::lock_guard<std::mutex> lock(g_mutex);
-  fprintf(stderr, "%s.%03ldZ %s[%d]: level=%s %s\n", stamp,
+  fprintf(g_file != nullptr ? g_file : stderr, "%s.%03ldZ %s[%d]: level=%s %s\n", stamp,
           static_cast<long>(tv.tv_usec / 1000), g_program.c_str(),
           static_cast<int>(getpid()), LevelName(level), line);
 }

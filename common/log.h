@@ -13,6 +13,11 @@ enum class LogLevel { kDebug = 0, kInfo = 1, kWarn = 2, kError = 3 };
 bool ParseLogLevel(const std::string& name, LogLevel* out);
 
 void LogInit(const std::string& program, bool use_syslog, LogLevel level);
+// Logs to a file (appended) instead of standard error; false with errno
+// set if it cannot be opened.
+bool LogToFile(const std::string& path);
+// Opens the log file again (after logrotate moved it); SIGHUP does this.
+void LogReopen();
 bool LogEnabled(LogLevel level);
 void Logf(LogLevel level, const char* fmt, ...)
     __attribute__((format(printf, 2, 3)));

@@ -2,6 +2,7 @@
 #ifndef NATTER_COMMON_NET_H_
 #define NATTER_COMMON_NET_H_
 
+#include <atomic>
 #include <string>
 #include <vector>
 
@@ -16,8 +17,10 @@ using Parts = std::vector<zmq::message_t>;
 // traffic of many clients, so bursts must fit (bounded: about 30 MB of
 // typical frames).
 constexpr int kDaemonHwm = 100000;
-// How many a frontd queues for one client.
-constexpr int kClientHwm = 10000;
+// How many a frontd queues for one client (about 0.5 MB of events): a
+// device that does not read loses live events past it and repairs them
+// from its mailbox; a reply lost so is retried.
+constexpr int kClientHwm = 1000;
 
 // A socket with natter's defaults: no linger past close (beyond a short
 // grace), a bounded frame size, kDaemonHwm in each direction.
@@ -62,6 +65,22 @@ class HandshakeWatch {
   };
   zmq::context_t& ctx_;
   std::vector<Watched> watched_;
+};
+
+// Counts the connections a binding socket has (accepted and not yet
+// closed), from a socket monitor.  Update reads the monitor's events and is
+// for one thread at a time; current() may be read from any.
+class ConnectionCount {
+ public:
+  ConnectionCount(zmq::context_t& ctx, zmq::socket_t& socket);
+  ~ConnectionCount();
+  size_t Update();
+  size_t current() const { return count_.load(); }
+
+ private:
+  void* socket_;
+  zmq::socket_t monitor_;
+  std::atomic<size_t> count_{0};
 };
 
 // Creates the folder of an ipc:// endpoint if it lacks one.

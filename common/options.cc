@@ -35,6 +35,10 @@ const std::vector<OptionSpec> kOptions = {
      "Most requests one client may have unanswered; past it, requests get "
      "a retryable busy error, so a flooding client slows itself, not the "
      "others."},
+    {"frontd", "max-clients", "0",
+     "Most clients connected at once; past it a new client's handshake is "
+     "refused (the client sees a retryable busy error) while connected ones keep working.  "
+     "0: the open-files limit less 64 descriptors kept for the peers."},
     {"frontd", "session-timeout", "60s",
      "A client silent this long (no request, no ping) loses its session."},
 

@@ -26,6 +26,10 @@ Frontd::Frontd(const Config& config, zmq::context_t& ctx)
   if (!s.ok()) throw std::invalid_argument(s.message());
   if (max_in_flight == 0) throw std::invalid_argument("max-in-flight: must be at least 1");
   max_in_flight_ = max_in_flight;
+  uint64_t max_clients = 0;
+  s = config.GetUint("max-clients", &max_clients);
+  if (!s.ok()) throw std::invalid_argument(s.message());
+  max_clients_ = max_clients != 0 ? max_clients : DefaultMaxClients(OpenFilesLimit());
   if (listen_.empty()) throw std::invalid_argument("listen: no endpoint");
   if (routed_.empty()) throw std::invalid_argument("routed: no endpoint");
   if (notifyd_.empty()) throw std::invalid_argument("notifyd-out: no endpoint");
@@ -33,10 +37,22 @@ Frontd::Frontd(const Config& config, zmq::context_t& ctx)
   if (!s.ok()) throw std::invalid_argument("token-keys: " + s.message());
 }
 
+size_t Frontd::DefaultMaxClients(uint64_t open_files) {
+  return open_files > 2 * kReservedFiles ? open_files - kReservedFiles
+                                         : std::max<uint64_t>(open_files / 2, 1);
+}
+
 Status Frontd::Start() {
+  clients_ = MakeSocket(ctx_, zmq::socket_type::router, 0);
+  connections_ = std::make_unique<ConnectionCount>(ctx_, clients_);
+  keys_.SetAdmission([this]() -> std::string {
+    if (connections_->Update() <= max_clients_) return "";
+    ++clients_refused_;
+    return "too many clients on this frontd (max-clients " +
+           std::to_string(max_clients_) + "); try again later";
+  });
   Status ks = keys_.Start(ctx_);
   if (!ks.ok()) return ks;
-  clients_ = MakeSocket(ctx_, zmq::socket_type::router, 0);
   clients_.set(zmq::sockopt::router_mandatory, 1);
   clients_.set(zmq::sockopt::sndhwm, kClientHwm);
   clients_.set(zmq::sockopt::rcvhwm, kClientHwm);
@@ -61,9 +77,9 @@ Status Frontd::Start() {
   } catch (const zmq::error_t& e) {
     return Status(ErrorCode::kBadRequest, listen_ + ": " + e.what());
   }
-  NLOG_INFO("event=listening listen=%s curve=%s token_keys=%zu",
+  NLOG_INFO("event=listening listen=%s curve=%s token_keys=%zu max_clients=%zu",
             listen_.c_str(), keys_.identity().enabled ? "on" : "off",
-            verifier_.key_count());
+            verifier_.key_count(), max_clients_);
   next_sweep_ = Clock::now() + std::chrono::seconds(1);
   return Status::Ok();
 }
@@ -78,6 +94,27 @@ void Frontd::Reload() {
     NLOG_ERROR("event=token-keys-reload-failed error=\"%s\" kept=%zu",
                s.message().c_str(), verifier_.key_count());
   }
+}
+
+void Frontd::Stop() {
+  // Take no new requests; pass on the answers to those in flight (for at
+  // most five seconds), so that a clean stop leaves little to retry.
+  auto until = Clock::now() + std::chrono::seconds(5);
+  auto waiting = [this] {
+    for (const auto& [identity, session] : sessions_) {
+      if (!session.in_flight.empty()) return true;
+    }
+    return false;
+  };
+  while (waiting() && Clock::now() < until) {
+    std::vector<zmq::pollitem_t> items = {
+        {routed_socket_.handle(), 0, ZMQ_POLLIN, 0}};
+    Poll(items, 50);
+    if (items[0].revents & ZMQ_POLLIN) FromRouted();
+  }
+  size_t left = 0;
+  for (const auto& [identity, session] : sessions_) left += session.in_flight.size();
+  NLOG_INFO("event=drained sessions=%zu unanswered=%zu", sessions_.size(), left);
 }
 
 void Frontd::RunOnce(int timeout_ms) {

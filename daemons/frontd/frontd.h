@@ -8,9 +8,15 @@
 //
 // Sessions end when the client is gone (a send to it fails) or has been
 // silent for session-timeout.
+//
+// At most max-clients connections: past it, the ZAP handler refuses a new
+// client's handshake (ZAP status 400, a CURVE ERROR), which closes
+// that connection at once, so the descriptors kept in reserve stay free
+// for the peers; connected clients are not touched.
 #ifndef NATTER_DAEMONS_FRONTD_FRONTD_H_
 #define NATTER_DAEMONS_FRONTD_FRONTD_H_
 
+#include <atomic>
 #include <chrono>
 #include <memory>
 #include <string>
@@ -35,6 +41,13 @@ class Frontd : public Service {
   Status Start() override;
   void RunOnce(int timeout_ms) override;
   void Reload() override;
+  void Stop() override;
+
+  // Descriptors kept for everything but clients (peers, storage of the
+  // context, logs) when max-clients is derived from the open-files limit.
+  static constexpr uint64_t kReservedFiles = 64;
+  // max-clients for an open-files limit.
+  static size_t DefaultMaxClients(uint64_t open_files);
   bool Ready() override { return watch_->AllConnected(); }
   std::string Waiting() override { return watch_->Waiting(); }
 
@@ -58,6 +71,10 @@ class Frontd : public Service {
   void ExpireSessions();
 
   zmq::context_t& ctx_;
+  // Declared before keys_ (whose ZAP thread asks connections_), so that
+  // they outlive it.
+  zmq::socket_t clients_;  // ROUTER
+  std::unique_ptr<ConnectionCount> connections_;
   DaemonKeys keys_;
   std::string listen_;
   std::vector<std::string> routed_;
@@ -65,9 +82,10 @@ class Frontd : public Service {
   std::string token_keys_;
   std::chrono::seconds session_timeout_{60};
   size_t max_in_flight_ = 256;
+  size_t max_clients_ = 0;
+  std::atomic<uint64_t> clients_refused_{0};
   TokenVerifier verifier_;
 
-  zmq::socket_t clients_;  // ROUTER
   zmq::socket_t routed_socket_;  // DEALER
   zmq::socket_t events_;   // SUB
   std::unordered_map<std::string, Session> sessions_;  // by ROUTER identity

@@ -26,6 +26,8 @@ class Notifyd : public Service {
 
   Status Start() override;
   void RunOnce(int timeout_ms) override;
+  // Publishes the events already taken in before it exits.
+  void Stop() override { RunOnce(0); }
   void Reload() override { keys_.Reload(); }
 
  private:

@@ -1,5 +1,6 @@
 #include "daemons/routed/routed.h"
 
+#include <chrono>
 #include <stdexcept>
 
 #include "common/log.h"
@@ -150,6 +151,17 @@ void Routed::RunOnce(int timeout_ms) {
   }
 }
 
+void Routed::Stop() {
+  auto until = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+  auto quiet_since = std::chrono::steady_clock::now();
+  while (std::chrono::steady_clock::now() < until &&
+         std::chrono::steady_clock::now() - quiet_since < std::chrono::milliseconds(100)) {
+    uint64_t before = moved_;
+    RunOnce(20);
+    if (moved_ != before) quiet_since = std::chrono::steady_clock::now();
+  }
+}
+
 void Routed::FromFront() {
   Parts parts;
   for (int n = 0; n < 4096 && RecvParts(front_, &parts); ++n) {
@@ -171,7 +183,10 @@ void Routed::FromFront() {
       } else {
         out.push_back(ToMessage(route.frame));
       }
-      if (SendParts(shards_[route.shard], out)) continue;
+      if (SendParts(shards_[route.shard], out)) {
+        ++moved_;
+        continue;
+      }
       route.status = Status(ErrorCode::kUnavailable,
                             "shard " + std::to_string(route.shard) +
                                 " is not reachable");
@@ -187,7 +202,9 @@ void Routed::FromShard(size_t shard) {
   Parts parts;
   for (int n = 0; n < 4096 && RecvParts(shards_[shard], &parts); ++n) {
     if (parts.size() < 2) continue;
-    if (!SendParts(front_, parts)) {
+    if (SendParts(front_, parts)) {
+      ++moved_;
+    } else {
       NLOG_DEBUG("event=reply-dropped shard=%zu", shard);
     }
   }

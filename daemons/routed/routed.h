@@ -53,6 +53,9 @@ class Routed : public Service {
 
   Status Start() override;
   void RunOnce(int timeout_ms) override;
+  // Passes on what is under way (answers coming back from the shards)
+  // until 100 ms pass quietly, for at most two seconds.
+  void Stop() override;
   void Reload() override { keys_.Reload(); }
   bool Ready() override { return watch_->AllConnected(); }
   std::string Waiting() override { return watch_->Waiting(); }
@@ -69,6 +72,7 @@ class Routed : public Service {
   Router router_;
   zmq::socket_t front_;                // ROUTER
   std::vector<zmq::socket_t> shards_;  // DEALER each
+  uint64_t moved_ = 0;                 // frames passed on, ever
   std::unique_ptr<HandshakeWatch> watch_;
 };
 

@@ -213,6 +213,7 @@ void Stored::SendHandoff(uint64_t outbox, Pending* pending) {
                static_cast<unsigned long long>(outbox));
   }
   pending->next_try = Clock::now() + retry_;
+  due_.emplace_back(pending->next_try, outbox);
 }
 
 void Stored::TakeAcks() {

@@ -4,6 +4,9 @@
 //
 // pages: how long a catch-up page and a history page take at any point of
 // a mailbox and a conversation of many messages, next to a small one.
+// throughput: pairs of clients, each sender keeping a window of sends
+// unanswered; processed and delivered messages a second, loss, and each
+// daemon's CPU time and memory (peak, and after the load).
 #include <sys/stat.h>
 #include <sysexits.h>
 #include <unistd.h>
@@ -12,11 +15,16 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <fstream>
 #include <functional>
 #include <iostream>
 #include <map>
 #include <memory>
+#include <set>
+#include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <boost/program_options.hpp>
@@ -42,7 +50,75 @@ struct Exit {
 
 const char kUsage[] =
     "usage: natter-bench pages [--messages N] [--small N] [--samples N]\n"
-    "                          [--shards N] [--dir DIR] [--keep]\n";
+    "                          [--shards N] [--dir DIR] [--keep]\n"
+    "       natter-bench throughput [--pairs P] [--window W] [--seconds S]\n"
+    "                          [--text-bytes N] [--shards N] [--dir DIR] [--keep]\n";
+
+// A folder for the bench's cell: DIR if given, else a new temporary one
+// (removed at the end unless --keep).
+struct BenchDir {
+  std::string path;
+  bool made = false;
+  bool keep = false;
+  explicit BenchDir(std::string dir, bool keep_it) : path(std::move(dir)), keep(keep_it) {
+    if (!path.empty()) return;
+    const char* tmp = std::getenv("TMPDIR");
+    std::string tmpl = std::string(tmp != nullptr && *tmp ? tmp : "/tmp") + "/natter-bench-XXXXXX";
+    if (::mkdtemp(&tmpl[0]) == nullptr) throw Exit{EX_CANTCREAT, tmpl + ": cannot make"};
+    path = tmpl;
+    made = true;
+  }
+  ~BenchDir() {
+    if (made && !keep) {
+      ::nftw(path.c_str(), [](const char* p, const struct stat*, int, struct FTW*) { return ::remove(p); },
+             16, FTW_DEPTH | FTW_PHYS);
+    } else {
+      std::fprintf(stderr, "the cell is in %s/cell\n", path.c_str());
+    }
+  }
+};
+
+// A daemon's CPU seconds and memory, from /proc.
+struct ProcStats {
+  double cpu_s = 0;
+  uint64_t rss = 0;   // resident now, bytes
+  uint64_t peak = 0;  // the most resident so far (VmHWM), bytes
+};
+
+ProcStats ReadProc(pid_t pid) {
+  ProcStats st;
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  if (std::getline(stat, line)) {
+    // Fields after the command's closing parenthesis; utime and stime are
+    // the 12th and 13th of them.
+    std::istringstream rest(line.substr(line.rfind(')') + 2));
+    std::string field;
+    double ticks = 0;
+    for (int i = 1; i <= 13 && rest >> field; ++i) {
+      if (i >= 12) ticks += std::stod(field);
+    }
+    st.cpu_s = ticks / static_cast<double>(::sysconf(_SC_CLK_TCK));
+  }
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  while (std::getline(status, line)) {
+    auto kb = [&](const char* key) {
+      return std::strtoull(line.c_str() + std::strlen(key), nullptr, 10) * 1024;
+    };
+    if (line.rfind("VmRSS:", 0) == 0) st.rss = kb("VmRSS:");
+    if (line.rfind("VmHWM:", 0) == 0) st.peak = kb("VmHWM:");
+  }
+  return st;
+}
+
+// The daemons of a local cell, by name, from their pid files.
+std::map<std::string, pid_t> CellDaemons(const LocalCell& cell, unsigned shards) {
+  std::map<std::string, pid_t> out;
+  std::vector<std::string> names = {"frontd", "routed", "notifyd"};
+  for (unsigned i = 0; i < shards; ++i) names.push_back("stored-" + std::to_string(i));
+  for (const std::string& n : names) out[n] = cell.DaemonPid(n);
+  return out;
+}
 
 // Waits for the answer to one request.
 Incoming Await(Client& c, uint64_t request) {
@@ -212,6 +288,176 @@ int Pages(const std::vector<std::string>& args) {
   return EX_OK;
 }
 
+int Throughput(const std::vector<std::string>& args) {
+  unsigned pairs = 10, shards = 1;
+  size_t window = 200, text_bytes = 256;
+  double seconds = 10;
+  std::string dir_opt;
+  bool keep = false;
+  po::options_description opts;
+  opts.add_options()
+      ("pairs", po::value(&pairs))
+      ("window", po::value(&window))
+      ("seconds", po::value(&seconds))
+      ("text-bytes", po::value(&text_bytes))
+      ("shards", po::value(&shards))
+      ("dir", po::value(&dir_opt))
+      ("keep", po::bool_switch(&keep));
+  try {
+    po::variables_map vm;
+    po::store(po::command_line_parser(args).options(opts).run(), vm);
+    po::notify(vm);
+  } catch (const po::error& e) {
+    throw Exit{EX_USAGE, std::string("throughput: ") + e.what()};
+  }
+  if (pairs < 1 || window < 1 || seconds <= 0 || shards < 1 || text_bytes < 16 ||
+      text_bytes > kMaxTextBytes) {
+    throw Exit{EX_USAGE, "throughput: --pairs, --window, --seconds and --shards above 0; "
+                         "--text-bytes 16 to 4096"};
+  }
+  BenchDir dir(dir_opt, keep);
+  nlohmann::json out = {{"mode", "throughput"}, {"pairs", pairs}, {"window", window},
+                        {"seconds", seconds}, {"shards", shards}, {"text_bytes", text_bytes}};
+  LocalCell cell(ProgramDir(), dir.path + "/cell", shards);
+  std::map<std::string, pid_t> daemons = CellDaemons(cell, shards);
+  zmq::context_t ctx(1);
+  struct Pair {
+    std::unique_ptr<Client> from, to;
+    std::set<uint64_t> processed, delivered;
+  };
+  std::vector<Pair> ps(pairs);
+  for (unsigned i = 0; i < pairs; ++i) {
+    ClientOptions fo = cell.Options(2 * i + 1, "bench"), to = cell.Options(2 * i + 2, "bench");
+    fo.timeout_ms = to.timeout_ms = 120000;
+    ps[i].from = std::make_unique<Client>(fo, &ctx);
+    ps[i].to = std::make_unique<Client>(to, &ctx);
+    for (Client* c : {ps[i].from.get(), ps[i].to.get()}) {
+      Status s = c->Connect();
+      if (!s.ok()) throw Exit{EX_UNAVAILABLE, s.message()};
+    }
+  }
+  // Caught up before the first send (a new device starts where it synced).
+  for (auto until = Clock::now() + std::chrono::seconds(20); Clock::now() < until;) {
+    bool all = true;
+    std::vector<Incoming> in;
+    for (Pair& p : ps) {
+      p.to->Poll(0, &in);
+      p.from->Poll(0, &in);
+      all = all && p.to->CaughtUp() && p.from->CaughtUp();
+    }
+    if (all) break;
+  }
+  std::map<std::string, ProcStats> before, peak;
+  for (const auto& [name, pid] : daemons) before[name] = ReadProc(pid);
+  std::string text(text_bytes, 'x');
+  uint64_t errors = 0, sent = 0;
+  std::vector<Incoming> in;
+  auto start = Clock::now(), end = start + std::chrono::duration_cast<Clock::duration>(
+                                               std::chrono::duration<double>(seconds));
+  auto shown = start;
+  auto sample = [&] {
+    for (const auto& [name, pid] : daemons) {
+      ProcStats st = ReadProc(pid);
+      peak[name].rss = std::max(peak[name].rss, st.rss);
+    }
+  };
+  auto take = [&](Pair& p) {
+    in.clear();
+    p.from->Poll(0, &in);
+    for (const Incoming& i : in) {
+      if (i.kind == Incoming::Kind::kProcessed) p.processed.insert(i.processed.id.value);
+      if (i.kind == Incoming::Kind::kError) ++errors;
+    }
+    in.clear();
+    p.to->Poll(0, &in);
+    for (const Incoming& i : in) {
+      if (i.kind == Incoming::Kind::kEvent &&
+          i.event.kind == static_cast<uint8_t>(EventKind::kMessage)) {
+        p.delivered.insert(i.event.id.value);
+      }
+    }
+  };
+  uint64_t processed_in_window = 0, delivered_in_window = 0;
+  auto counts = [&](uint64_t* processed, uint64_t* delivered) {
+    *processed = *delivered = 0;
+    for (const Pair& p : ps) {
+      *processed += p.processed.size();
+      *delivered += p.delivered.size();
+    }
+  };
+  while (Clock::now() < end) {
+    for (Pair& p : ps) {
+      while (p.from->SendsInFlight() < window) {
+        p.from->Send(p.to->user(), text);
+        ++sent;
+      }
+      take(p);
+    }
+    if (Clock::now() - shown >= std::chrono::seconds(1)) {
+      shown = Clock::now();
+      sample();
+      uint64_t pr, de;
+      counts(&pr, &de);
+      double el = std::chrono::duration<double>(shown - start).count();
+      std::fprintf(stderr, "\r%.0fs: %llu processed (%.0f/s), %llu delivered   ", el,
+                   static_cast<unsigned long long>(pr), static_cast<double>(pr) / el,
+                   static_cast<unsigned long long>(de));
+    }
+  }
+  double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
+  counts(&processed_in_window, &delivered_in_window);
+  std::map<std::string, ProcStats> during;
+  for (const auto& [name, pid] : daemons) during[name] = ReadProc(pid);
+  // The load stops: every send answered, every message delivered (or give
+  // up after 120 s and count what is missing).
+  std::fprintf(stderr, "\r%70s\rdraining...", "");
+  for (auto until = Clock::now() + std::chrono::seconds(120); Clock::now() < until;) {
+    bool done = true;
+    for (Pair& p : ps) {
+      take(p);
+      done = done && p.from->SendsInFlight() == 0 && p.delivered.size() >= p.processed.size();
+    }
+    if (done) break;
+  }
+  // A few quiet seconds, then what the daemons hold once the load is gone.
+  for (auto until = Clock::now() + std::chrono::seconds(3); Clock::now() < until;) {
+    for (Pair& p : ps) take(p);
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  uint64_t lost = 0, processed = 0;
+  for (const Pair& p : ps) {
+    processed += p.processed.size();
+    for (uint64_t id : p.processed) lost += p.delivered.count(id) == 0;
+  }
+  out["sent"] = sent;
+  out["processed"] = processed;
+  out["errors"] = errors;
+  out["lost"] = lost;
+  out["elapsed_s"] = elapsed;
+  out["processed_per_s"] = static_cast<double>(processed_in_window) / elapsed;
+  out["delivered_per_s"] = static_cast<double>(delivered_in_window) / elapsed;
+  std::fprintf(stderr, "\r%70s\r", "");
+  std::fprintf(stderr, "%u pairs, window %zu, %.1f s: %.0f processed/s, %.0f delivered/s, "
+               "%llu lost, %llu errors\n",
+               pairs, window, elapsed, out["processed_per_s"].get<double>(),
+               out["delivered_per_s"].get<double>(), static_cast<unsigned long long>(lost),
+               static_cast<unsigned long long>(errors));
+  std::fprintf(stderr, "%-10s %8s %8s %12s %12s\n", "daemon", "cpu s", "cpu %", "rss peak MB",
+               "rss after MB");
+  for (const auto& [name, pid] : daemons) {
+    ProcStats after = ReadProc(pid);
+    double cpu = during[name].cpu_s - before[name].cpu_s;
+    uint64_t peak_rss = std::max({peak[name].rss, during[name].rss, after.peak});
+    out["daemons"][name] = {{"cpu_s", cpu},
+                            {"rss_peak_bytes", peak_rss},
+                            {"rss_after_bytes", after.rss}};
+    std::fprintf(stderr, "%-10s %8.2f %8.0f %12.1f %12.1f\n", name.c_str(), cpu,
+                 100 * cpu / elapsed, peak_rss / 1048576.0, after.rss / 1048576.0);
+  }
+  std::cout << out.dump() << std::endl;
+  return lost == 0 ? EX_OK : 1;
+}
+
 int Main(int argc, char** argv) {
   CatchStopSignals([](int) { std::_Exit(1); });
   if (argc < 2) throw Exit{EX_USAGE, std::string("no mode\n") + kUsage};
@@ -222,7 +468,8 @@ int Main(int argc, char** argv) {
     return EX_OK;
   }
   if (mode == "pages") return Pages(rest);
-  throw Exit{EX_USAGE, "'" + mode + "' is not a mode (pages)"};
+  if (mode == "throughput") return Throughput(rest);
+  throw Exit{EX_USAGE, "'" + mode + "' is not a mode (pages, throughput)"};
 }
 
 }  // namespace
