@@ -16,6 +16,9 @@ zmq::socket_t MakeSocket(zmq::context_t& ctx, zmq::socket_type type,
   s.set(zmq::sockopt::maxmsgsize, static_cast<int64_t>(kMaxFrameBytes));
   s.set(zmq::sockopt::sndhwm, kDaemonHwm);
   s.set(zmq::sockopt::rcvhwm, kDaemonHwm);
+  // A connection that has not finished its handshake in this time is
+  // closed: one that never speaks cannot hold a descriptor for long.
+  s.set(zmq::sockopt::handshake_ivl, kHandshakeMs);
   return s;
 }
 

@@ -22,8 +22,13 @@ constexpr int kDaemonHwm = 100000;
 // from its mailbox; a reply lost so is retried.
 constexpr int kClientHwm = 1000;
 
+// How long a new connection has to complete its ZMTP (and CURVE)
+// handshake (ZeroMQ's default is 30 s).
+constexpr int kHandshakeMs = 10000;
+
 // A socket with natter's defaults: no linger past close (beyond a short
-// grace), a bounded frame size, kDaemonHwm in each direction.
+// grace), a bounded frame size, kDaemonHwm in each direction, a
+// kHandshakeMs handshake.
 zmq::socket_t MakeSocket(zmq::context_t& ctx, zmq::socket_type type,
                          int linger_ms = 200);
 

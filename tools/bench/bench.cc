@@ -78,6 +78,30 @@ struct BenchDir {
   }
 };
 
+// The options every mode has.
+struct CellOptions {
+  unsigned shards = 1;
+  std::string dir;
+  bool keep = false;
+};
+
+// Parses a mode's options, with --shards, --dir and --keep added.
+void ParseMode(const char* mode, const std::vector<std::string>& args,
+               po::options_description& opts, CellOptions* cell) {
+  opts.add_options()
+      ("shards", po::value(&cell->shards))
+      ("dir", po::value(&cell->dir))
+      ("keep", po::bool_switch(&cell->keep));
+  try {
+    po::variables_map vm;
+    po::store(po::command_line_parser(args).options(opts).run(), vm);
+    po::notify(vm);
+  } catch (const po::error& e) {
+    throw Exit{EX_USAGE, std::string(mode) + ": " + e.what()};
+  }
+  if (cell->shards < 1) throw Exit{EX_USAGE, std::string(mode) + ": --shards must be above 0"};
+}
+
 // A daemon's CPU seconds and memory, from /proc.
 struct ProcStats {
   double cpu_s = 0;
@@ -195,39 +219,23 @@ Figure Measure(int samples, const std::function<void()>& once) {
 int Pages(const std::vector<std::string>& args) {
   uint64_t messages = 1000000, small = 1000;
   int samples = 200;
-  unsigned shards = 1;
-  std::string dir;
-  bool keep = false;
+  CellOptions co;
   po::options_description opts;
   opts.add_options()
       ("messages", po::value(&messages))
       ("small", po::value(&small))
-      ("samples", po::value(&samples))
-      ("shards", po::value(&shards))
-      ("dir", po::value(&dir))
-      ("keep", po::bool_switch(&keep));
-  try {
-    po::variables_map vm;
-    po::store(po::command_line_parser(args).options(opts).run(), vm);
-    po::notify(vm);
-  } catch (const po::error& e) {
-    throw Exit{EX_USAGE, std::string("pages: ") + e.what()};
-  }
-  if (messages < 1000 || small < 10 || small > messages || samples < 1 || shards < 1) {
+      ("samples", po::value(&samples));
+  ParseMode("pages", args, opts, &co);
+  if (messages < 1000 || small < 10 || small > messages || samples < 1) {
     throw Exit{EX_USAGE, "pages: --messages >= 1000, --small 10 to --messages, --samples >= 1"};
   }
-  bool made_dir = dir.empty();
-  if (made_dir) {
-    const char* tmp = std::getenv("TMPDIR");
-    std::string tmpl = std::string(tmp != nullptr && *tmp ? tmp : "/tmp") + "/natter-bench-XXXXXX";
-    if (::mkdtemp(&tmpl[0]) == nullptr) throw Exit{EX_CANTCREAT, tmpl + ": cannot make"};
-    dir = tmpl;
-  }
+  const unsigned shards = co.shards;
+  BenchDir dir(co.dir, co.keep);
   nlohmann::json out = {{"mode", "pages"}, {"messages", messages}, {"small_messages", small},
                         {"samples", samples}, {"shards", shards}};
   std::vector<std::pair<std::string, Figure>> figures;
   {
-    LocalCell cell(ProgramDir(), dir + "/cell", shards);
+    LocalCell cell(ProgramDir(), dir.path + "/cell", shards);
     Client big(cell.Options(1, "bench")), reader(cell.Options(2, "bench"));
     Client little(cell.Options(3, "bench")), little_reader(cell.Options(4, "bench"));
     for (Client* c : {&big, &reader, &little, &little_reader}) {
@@ -278,44 +286,29 @@ int Pages(const std::vector<std::string>& args) {
   std::fprintf(stderr, "filled %llu messages in %.1f s (%.0f/s)\n",
                static_cast<unsigned long long>(messages), out["fill_seconds"].get<double>(),
                out["fill_per_s"].get<double>());
-  if (made_dir && !keep) {
-    ::nftw(dir.c_str(), [](const char* p, const struct stat*, int, struct FTW*) { return ::remove(p); },
-           16, FTW_DEPTH | FTW_PHYS);
-  } else {
-    std::fprintf(stderr, "the cell is in %s/cell\n", dir.c_str());
-  }
   std::cout << out.dump() << std::endl;
   return EX_OK;
 }
 
 int Throughput(const std::vector<std::string>& args) {
-  unsigned pairs = 10, shards = 1;
+  unsigned pairs = 10;
   size_t window = 200, text_bytes = 256;
   double seconds = 10;
-  std::string dir_opt;
-  bool keep = false;
+  CellOptions co;
   po::options_description opts;
   opts.add_options()
       ("pairs", po::value(&pairs))
       ("window", po::value(&window))
       ("seconds", po::value(&seconds))
-      ("text-bytes", po::value(&text_bytes))
-      ("shards", po::value(&shards))
-      ("dir", po::value(&dir_opt))
-      ("keep", po::bool_switch(&keep));
-  try {
-    po::variables_map vm;
-    po::store(po::command_line_parser(args).options(opts).run(), vm);
-    po::notify(vm);
-  } catch (const po::error& e) {
-    throw Exit{EX_USAGE, std::string("throughput: ") + e.what()};
-  }
-  if (pairs < 1 || window < 1 || seconds <= 0 || shards < 1 || text_bytes < 16 ||
+      ("text-bytes", po::value(&text_bytes));
+  ParseMode("throughput", args, opts, &co);
+  if (pairs < 1 || window < 1 || seconds <= 0 || text_bytes < 16 ||
       text_bytes > kMaxTextBytes) {
-    throw Exit{EX_USAGE, "throughput: --pairs, --window, --seconds and --shards above 0; "
+    throw Exit{EX_USAGE, "throughput: --pairs, --window and --seconds above 0; "
                          "--text-bytes 16 to 4096"};
   }
-  BenchDir dir(dir_opt, keep);
+  const unsigned shards = co.shards;
+  BenchDir dir(co.dir, co.keep);
   nlohmann::json out = {{"mode", "throughput"}, {"pairs", pairs}, {"window", window},
                         {"seconds", seconds}, {"shards", shards}, {"text_bytes", text_bytes}};
   LocalCell cell(ProgramDir(), dir.path + "/cell", shards);
