@@ -17,11 +17,12 @@ namespace natter {
 
 LocalCell::LocalCell(const std::string& bin, const std::string& dir,
                      unsigned shards, const std::string& extra_conf,
-                     const std::function<void(const std::string&)>& before_up)
-    : dir_(dir) {
+                     const std::function<void(const std::string&)>& before_up,
+                     const std::string& listen)
+    : dir_(dir), listen_(listen.empty() ? "ipc://" + dir + "/run/frontd.sock" : listen) {
   std::string ctl = bin + "/natterctl";
   std::string init = ctl + " init --dir " + dir_ + " --shards " + std::to_string(shards) +
-                     " --listen ipc://" + dir_ + "/run/frontd.sock 2>/dev/null";
+                     " --listen " + listen_ + " 2>/dev/null";
   if (std::system(init.c_str()) != 0) throw std::runtime_error("natterctl init failed in " + dir_);
   if (!extra_conf.empty()) {
     FILE* f = std::fopen((dir_ + "/natter.conf").c_str(), "a");
@@ -85,7 +86,7 @@ std::string LocalCell::Token(uint64_t user, long ttl_s,
 
 ClientOptions LocalCell::Options(uint64_t user, const std::string& device) const {
   ClientOptions o;
-  o.server = "ipc://" + dir_ + "/run/frontd.sock";
+  o.server = listen_;
   ReadFirstLine(dir_ + "/keys/frontd.pub", &o.server_key);
   o.token = Token(user);
   o.device = device;

@@ -19,9 +19,11 @@ class LocalCell {
   // not become ready within 30 s.
   // before_up, if given, runs after `natterctl init` and before `up`
   // (to put the data folder on a filesystem of a test's own, say).
+  // listen: frontd's endpoint (default: ipc:// in the folder).
   LocalCell(const std::string& bin, const std::string& dir, unsigned shards,
             const std::string& extra_conf = "",
-            const std::function<void(const std::string& dir)>& before_up = {});
+            const std::function<void(const std::string& dir)>& before_up = {},
+            const std::string& listen = "");
   ~LocalCell();
   LocalCell(const LocalCell&) = delete;
   LocalCell& operator=(const LocalCell&) = delete;
@@ -37,6 +39,7 @@ class LocalCell {
 
  private:
   std::string dir_;
+  std::string listen_;
   pid_t up_pid_ = -1;
 };
 

@@ -78,9 +78,16 @@ Status LoadCurveIdentity(const std::string& secret_key_file, CurveIdentity* out)
   return Status::Ok();
 }
 
+namespace {
+
+bool IsIpc(const std::string& endpoint) { return endpoint.rfind("ipc://", 0) == 0; }
+
+}  // namespace
+
 void SetCurveServer(zmq::socket_t& socket, const CurveIdentity& me,
-                    const char* domain) {
+                    const char* domain, const std::string& endpoint) {
   if (!me.enabled) return;
+  if (me.plain_ipc && IsIpc(endpoint) && std::string(domain) == kZapDomainCell) return;
   socket.set(zmq::sockopt::zap_domain, domain);
   socket.set(zmq::sockopt::curve_server, 1);
   socket.set(zmq::sockopt::curve_secretkey,
@@ -92,7 +99,7 @@ Status ConnectTo(zmq::socket_t& socket, const CurveIdentity& me,
   Endpoint ep;
   Status s = ParseEndpoint(endpoint_text, &ep);
   if (!s.ok()) return s;
-  if (ep.has_key) {
+  if (ep.has_key && !(me.plain_ipc && IsIpc(ep.address))) {
     if (!me.enabled) {
       return Status(ErrorCode::kBadRequest,
                     endpoint_text + " names a server key, so this daemon needs "
@@ -116,6 +123,11 @@ Status ConnectTo(zmq::socket_t& socket, const CurveIdentity& me,
 DaemonKeys::DaemonKeys(const Config& config) : peer_keys_(config.Get("peer-keys")) {
   Status s = LoadCurveIdentity(config.Get("secret-key"), &identity_);
   if (!s.ok()) throw std::invalid_argument("secret-key: " + s.message());
+  std::string curve_ipc = config.Get("curve-ipc");
+  if (curve_ipc != "yes" && curve_ipc != "no") {
+    throw std::invalid_argument("curve-ipc: '" + curve_ipc + "' is not yes or no");
+  }
+  identity_.plain_ipc = curve_ipc == "no";
   if (identity_.enabled && peer_keys_.empty()) {
     throw std::invalid_argument(
         "peer-keys: a daemon with a secret-key needs the cell's peer keys");

@@ -55,16 +55,20 @@ Status ParseEndpoint(const std::string& text, Endpoint* out);
 // A daemon's own keypair (from its secret key file), or none.
 struct CurveIdentity {
   bool enabled = false;
+  // [cell] curve-ipc = no: the cell's own ipc:// hops go without CURVE.
+  bool plain_ipc = false;
   CurveKey secret{};
   CurveKey public_key{};
 };
 Status LoadCurveIdentity(const std::string& secret_key_file, CurveIdentity* out);
 
-// Makes socket a CURVE server of the domain, if the daemon has a key.
+// Makes socket a CURVE server of the domain, if the daemon has a key —
+// unless it binds an ipc:// endpoint of the cell and curve-ipc is off.
 void SetCurveServer(zmq::socket_t& socket, const CurveIdentity& me,
-                    const char* domain);
+                    const char* domain, const std::string& endpoint);
 // Connects socket to endpoint: as a CURVE client when the endpoint names
-// its server's key (the daemon then needs a key of its own).
+// its server's key (the daemon then needs a key of its own), unless it is
+// an ipc:// endpoint and curve-ipc is off.
 Status ConnectTo(zmq::socket_t& socket, const CurveIdentity& me,
                  const std::string& endpoint_text);
 

@@ -19,6 +19,10 @@ const std::vector<OptionSpec> kOptions = {
      "Endpoints where natter-notifyd publishes events to the frontds."},
     {"cell", "token-keys", "/etc/natter/keys/token",
      "Folder of the Ed25519 public keys (*.pub) tokens may be signed with."},
+    {"cell", "curve-ipc", "yes",
+     "no: the cell's own hops over ipc:// endpoints go without CURVE (one "
+     "host, sockets in a private folder); clients keep CURVE.  Every daemon "
+     "of the cell must agree."},
     {"cell", "peer-keys", "",
      "Folder of the CURVE public keys (*.pub) of the cell's daemons: the "
      "only keys a daemon's sockets accept from another daemon.  Needed "

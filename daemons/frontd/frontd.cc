@@ -56,7 +56,7 @@ Status Frontd::Start() {
   clients_.set(zmq::sockopt::router_mandatory, 1);
   clients_.set(zmq::sockopt::sndhwm, kClientHwm);
   clients_.set(zmq::sockopt::rcvhwm, kClientHwm);
-  SetCurveServer(clients_, keys_.identity(), kZapDomainClients);
+  SetCurveServer(clients_, keys_.identity(), kZapDomainClients, listen_);
   routed_socket_ = MakeSocket(ctx_, zmq::socket_type::dealer);
   routed_socket_.set(zmq::sockopt::immediate, 1);
   events_ = MakeSocket(ctx_, zmq::socket_type::sub, 0);

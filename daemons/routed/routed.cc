@@ -119,7 +119,7 @@ Status Routed::Start() {
   if (!ks.ok()) return ks;
   front_ = MakeSocket(ctx_, zmq::socket_type::router);
   front_.set(zmq::sockopt::router_mandatory, 1);
-  SetCurveServer(front_, keys_.identity(), kZapDomainCell);
+  SetCurveServer(front_, keys_.identity(), kZapDomainCell, listen_);
   watch_ = std::make_unique<HandshakeWatch>(ctx_);
   try {
     PrepareEndpoint(listen_);

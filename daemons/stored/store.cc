@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <set>
 
+#include <leveldb/filter_policy.h>
 #include <leveldb/iterator.h>
 #include <leveldb/options.h>
 
@@ -66,6 +67,11 @@ Status Store::Open(const std::string& path, int max_open_files) {
   leveldb::Options options;
   options.create_if_missing = true;
   options.max_open_files = std::max(max_open_files, 16);
+  // Most reads of a send look for what is not there (a client_msg_id not
+  // seen before): a Bloom filter per table answers those without reading
+  // the table.
+  if (!filter_) filter_.reset(leveldb::NewBloomFilterPolicy(10));
+  options.filter_policy = filter_.get();
   leveldb::DB* db = nullptr;
   leveldb::Status s = leveldb::DB::Open(options, path, &db);
   if (!s.ok()) return Status(ErrorCode::kStorage, path + ": " + s.ToString());

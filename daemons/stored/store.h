@@ -20,6 +20,7 @@
 #include <vector>
 
 #include <leveldb/db.h>
+#include <leveldb/filter_policy.h>
 #include <leveldb/write_batch.h>
 
 #include "common/proto.h"
@@ -192,6 +193,8 @@ class Store {
 
   uint32_t shard_;
   uint32_t shard_count_;
+  // Declared before db_, which uses it, so that it goes after.
+  std::unique_ptr<const leveldb::FilterPolicy> filter_;
   std::unique_ptr<leveldb::DB> db_;
   // Cache of each user's head seq; emptied when it reaches kMaxCachedHeads
   // (a miss costs one seek).

@@ -17,6 +17,8 @@ using namespace natter;
 
 namespace {
 
+// Sends n messages and waits until each is processed and has reached every
+// device of `others`; returns their ids.
 std::vector<MessageId> SendAll(Device* from, std::vector<Device*> others, UserId to,
                                int n, const std::string& prefix) {
   std::vector<std::string> cmids;
@@ -30,7 +32,17 @@ std::vector<MessageId> SendAll(Device* from, std::vector<Device*> others, UserId
         if (in.kind == Incoming::Kind::kProcessed && in.processed.client_msg_id == c) ++done;
       }
     }
-    return done == cmids.size();
+    if (done != cmids.size()) return false;
+    // And every other device has them (a recipient's copy comes through
+    // a hand-off, after the sender's receipt).
+    for (Device* d : others) {
+      size_t has = 0;
+      for (const Event& e : d->Messages()) {
+        for (const auto& c : cmids) has += e.client_msg_id == c;
+      }
+      if (has < cmids.size()) return false;
+    }
+    return true;
   }, 30);
   std::vector<MessageId> ids;
   for (const auto& c : cmids) {

@@ -74,6 +74,8 @@ inline Incoming AwaitAnswer(Device* d, uint64_t request) {
     return found;
   }, 10);
   REQUIRE(found);
+  // Shown with the assertion that fails on an unexpected error.
+  if (answer.kind == Incoming::Kind::kError) UNSCOPED_INFO(answer.error.ToString());
   return answer;
 }
 

@@ -79,6 +79,26 @@ TEST_CASE("daemon sockets take only the cell's keys: not plain text, not another
   CHECK(in);
 }
 
+TEST_CASE("curve-ipc = no: the cell's ipc hops go in plain text, clients keep CURVE") {
+  TestCell cell(2, "[cell]\ncurve-ipc = no");
+  // routed's ipc socket answers plain text now, and a CURVE client no more.
+  CHECK(RoutedAnswers(cell, nullptr, nullptr));
+  // Messages go through every hop (frontd, routed, both shards, notifyd).
+  auto [alice, bob] = TwoUsers(2);
+  auto a = Open(cell, alice, "a1");
+  auto b = Open(cell, bob, "b1");
+  PollUntil({a.get(), b.get()}, [&] { return a->client->CaughtUp() && b->client->CaughtUp(); }, 10);
+  for (int i = 0; i < 100; ++i) a->client->Send(bob, "plain " + std::to_string(i));
+  PollUntil({a.get(), b.get()}, [&] { return b->Messages().size() == 100; }, 20);
+  CHECK(b->Messages().size() == 100);
+  // The client's connection to frontd is still CURVE: a plain client gets
+  // no answer.
+  ClientOptions plain = cell.Options(alice.value, "plain");
+  plain.server_key.clear();
+  plain.timeout_ms = 1500;
+  CHECK(Client(plain).Connect().code() == ErrorCode::kUnavailable);
+}
+
 TEST_CASE("signing keys rotate: a new key works after reload, a retired one stops, sessions stay") {
   TestCell cell(1);
   auto alice = Open(cell, UserId(1), "phone");  // a session made before it all

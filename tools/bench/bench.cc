@@ -7,7 +7,11 @@
 // throughput: pairs of clients, each sender keeping a window of sends
 // unanswered; processed and delivered messages a second, loss, and each
 // daemon's CPU time and memory (peak, and after the load).
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <sysexits.h>
 #include <unistd.h>
 
@@ -21,10 +25,12 @@
 #include <iostream>
 #include <map>
 #include <memory>
+#include <random>
 #include <set>
 #include <sstream>
 #include <string>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
 #include <boost/program_options.hpp>
@@ -52,6 +58,11 @@ const char kUsage[] =
     "usage: natter-bench pages [--messages N] [--small N] [--samples N]\n"
     "                          [--shards N] [--dir DIR] [--keep]\n"
     "       natter-bench throughput [--pairs P] [--window W] [--seconds S]\n"
+    "                          [--text-bytes N] [--shards N] [--dir DIR] [--keep]\n"
+    "       natter-bench connections [--clients N] [--messages M] [--rate R]\n"
+    "                          [--connect-rate C] [--workers K] [--text-bytes N]\n"
+    "                          [--shards N] [--dir DIR] [--keep]\n"
+    "       natter-bench latency [--rate R] [--seconds S] [--pairs P]\n"
     "                          [--text-bytes N] [--shards N] [--dir DIR] [--keep]\n";
 
 // A folder for the bench's cell: DIR if given, else a new temporary one
@@ -83,6 +94,9 @@ struct CellOptions {
   unsigned shards = 1;
   std::string dir;
   bool keep = false;
+  std::string curve_ipc = "yes";
+  // What goes into the cell's natter.conf besides natterctl init's.
+  std::string Conf() const { return curve_ipc == "no" ? "[cell]\ncurve-ipc = no" : ""; }
 };
 
 // Parses a mode's options, with --shards, --dir and --keep added.
@@ -91,7 +105,8 @@ void ParseMode(const char* mode, const std::vector<std::string>& args,
   opts.add_options()
       ("shards", po::value(&cell->shards))
       ("dir", po::value(&cell->dir))
-      ("keep", po::bool_switch(&cell->keep));
+      ("keep", po::bool_switch(&cell->keep))
+      ("curve-ipc", po::value(&cell->curve_ipc));
   try {
     po::variables_map vm;
     po::store(po::command_line_parser(args).options(opts).run(), vm);
@@ -100,6 +115,15 @@ void ParseMode(const char* mode, const std::vector<std::string>& args,
     throw Exit{EX_USAGE, std::string(mode) + ": " + e.what()};
   }
   if (cell->shards < 1) throw Exit{EX_USAGE, std::string(mode) + ": --shards must be above 0"};
+  if (cell->curve_ipc != "yes" && cell->curve_ipc != "no") {
+    throw Exit{EX_USAGE, std::string(mode) + ": --curve-ipc is yes or no"};
+  }
+}
+
+// The JSON line on stdout, with the settings of the cell.
+void Emit(nlohmann::json* out, const CellOptions& co) {
+  (*out)["curve_ipc"] = co.curve_ipc;
+  std::cout << out->dump() << std::endl;
 }
 
 // A daemon's CPU seconds and memory, from /proc.
@@ -235,7 +259,7 @@ int Pages(const std::vector<std::string>& args) {
                         {"samples", samples}, {"shards", shards}};
   std::vector<std::pair<std::string, Figure>> figures;
   {
-    LocalCell cell(ProgramDir(), dir.path + "/cell", shards);
+    LocalCell cell(ProgramDir(), dir.path + "/cell", shards, co.Conf());
     Client big(cell.Options(1, "bench")), reader(cell.Options(2, "bench"));
     Client little(cell.Options(3, "bench")), little_reader(cell.Options(4, "bench"));
     for (Client* c : {&big, &reader, &little, &little_reader}) {
@@ -286,8 +310,423 @@ int Pages(const std::vector<std::string>& args) {
   std::fprintf(stderr, "filled %llu messages in %.1f s (%.0f/s)\n",
                static_cast<unsigned long long>(messages), out["fill_seconds"].get<double>(),
                out["fill_per_s"].get<double>());
-  std::cout << out.dump() << std::endl;
+  Emit(&out, co);
   return EX_OK;
+}
+
+// A sender and a recipient, and what each has seen.
+struct Pair {
+  std::unique_ptr<Client> from, to;
+  std::set<uint64_t> processed, delivered;
+};
+
+// Connects n pairs (users 2i+1 -> 2i+2) and waits until all have caught
+// up (a new device's mailbox starts where it first synced).
+std::vector<Pair> OpenPairs(const LocalCell& cell, zmq::context_t& ctx, unsigned n) {
+  std::vector<Pair> ps(n);
+  for (unsigned i = 0; i < n; ++i) {
+    ClientOptions fo = cell.Options(2 * i + 1, "bench"), to = cell.Options(2 * i + 2, "bench");
+    fo.timeout_ms = to.timeout_ms = 120000;
+    ps[i].from = std::make_unique<Client>(fo, &ctx);
+    ps[i].to = std::make_unique<Client>(to, &ctx);
+    for (Client* c : {ps[i].from.get(), ps[i].to.get()}) {
+      Status s = c->Connect();
+      if (!s.ok()) throw Exit{EX_UNAVAILABLE, s.message()};
+    }
+  }
+  for (auto until = Clock::now() + std::chrono::seconds(20); Clock::now() < until;) {
+    bool all = true;
+    std::vector<Incoming> in;
+    for (Pair& p : ps) {
+      p.to->Poll(0, &in);
+      p.from->Poll(0, &in);
+      all = all && p.to->CaughtUp() && p.from->CaughtUp();
+    }
+    if (all) break;
+  }
+  return ps;
+}
+
+// p50, p99, p99.9 and max of a set of milliseconds, as JSON keys with a
+// prefix; also printed.
+void Percentiles(const char* what, const std::string& prefix, std::vector<double> ms,
+                 nlohmann::json* out) {
+  std::sort(ms.begin(), ms.end());
+  auto at = [&](double q) {
+    return ms.empty() ? 0.0 : ms[std::min(ms.size() - 1, static_cast<size_t>(q * ms.size()))];
+  };
+  (*out)[prefix + "p50_ms"] = at(0.50);
+  (*out)[prefix + "p99_ms"] = at(0.99);
+  (*out)[prefix + "p999_ms"] = at(0.999);
+  (*out)[prefix + "max_ms"] = ms.empty() ? 0.0 : ms.back();
+  std::fprintf(stderr, "%-18s %9.3f %9.3f %9.3f %9.3f  (%zu samples)\n", what, at(0.50),
+               at(0.99), at(0.999), ms.empty() ? 0.0 : ms.back(), ms.size());
+}
+
+int Latency(const std::vector<std::string>& args) {
+  unsigned pairs = 10;
+  double rate = 1000, seconds = 10;
+  size_t text_bytes = 256;
+  CellOptions co;
+  po::options_description opts;
+  opts.add_options()
+      ("rate", po::value(&rate))
+      ("seconds", po::value(&seconds))
+      ("pairs", po::value(&pairs))
+      ("text-bytes", po::value(&text_bytes));
+  ParseMode("latency", args, opts, &co);
+  if (pairs < 1 || rate <= 0 || seconds <= 0 || text_bytes < 16 || text_bytes > kMaxTextBytes) {
+    throw Exit{EX_USAGE, "latency: --rate, --seconds and --pairs above 0; --text-bytes 16 to 4096"};
+  }
+  BenchDir dir(co.dir, co.keep);
+  nlohmann::json out = {{"mode", "latency"}, {"rate", rate}, {"seconds", seconds},
+                        {"pairs", pairs}, {"shards", co.shards}, {"text_bytes", text_bytes}};
+  LocalCell cell(ProgramDir(), dir.path + "/cell", co.shards, co.Conf());
+  zmq::context_t ctx(1);
+  std::vector<Pair> ps = OpenPairs(cell, ctx, pairs);
+  std::unordered_map<std::string, Clock::time_point> sent_at;
+  std::vector<double> to_processed, to_delivered;
+  uint64_t errors = 0;
+  std::string text(text_bytes, 'x');
+  std::vector<Incoming> in;
+  auto ms_since = [](Clock::time_point t) {
+    return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
+  };
+  auto take = [&](Pair& p) {
+    in.clear();
+    p.from->Poll(0, &in);
+    for (const Incoming& i : in) {
+      if (i.kind == Incoming::Kind::kError) ++errors;
+      if (i.kind != Incoming::Kind::kProcessed) continue;
+      auto it = sent_at.find(i.processed.client_msg_id);
+      if (it != sent_at.end()) to_processed.push_back(ms_since(it->second));
+      p.processed.insert(i.processed.id.value);
+    }
+    in.clear();
+    p.to->Poll(0, &in);
+    for (const Incoming& i : in) {
+      if (i.kind != Incoming::Kind::kEvent ||
+          i.event.kind != static_cast<uint8_t>(EventKind::kMessage)) {
+        continue;
+      }
+      auto it = sent_at.find(i.event.client_msg_id);
+      if (it != sent_at.end()) to_delivered.push_back(ms_since(it->second));
+      p.delivered.insert(i.event.id.value);
+    }
+  };
+  const auto gap = std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(1.0 / rate));
+  auto start = Clock::now(), next = start;
+  auto end = start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
+  size_t turn = 0;
+  uint64_t sent = 0;
+  while (Clock::now() < end) {
+    // At the offered rate, whatever the answers do (an open loop).
+    for (auto now = Clock::now(); next <= now; next += gap) {
+      Pair& p = ps[turn++ % ps.size()];
+      sent_at[p.from->Send(p.to->user(), text)] = next;
+      ++sent;
+    }
+    for (Pair& p : ps) take(p);
+  }
+  double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
+  for (auto until = Clock::now() + std::chrono::seconds(60); Clock::now() < until;) {
+    bool done = true;
+    for (Pair& p : ps) {
+      take(p);
+      done = done && p.from->SendsInFlight() == 0 && p.delivered.size() >= p.processed.size();
+    }
+    if (done) break;
+  }
+  uint64_t lost = 0, processed = 0;
+  for (const Pair& p : ps) {
+    processed += p.processed.size();
+    for (uint64_t id : p.processed) lost += p.delivered.count(id) == 0;
+  }
+  out["sent"] = sent;
+  out["processed"] = processed;
+  out["errors"] = errors;
+  out["lost"] = lost;
+  out["offered_per_s"] = static_cast<double>(sent) / elapsed;
+  std::fprintf(stderr, "%.0f messages/s offered for %.1f s: %llu processed, %llu lost\n",
+               static_cast<double>(sent) / elapsed, elapsed,
+               static_cast<unsigned long long>(processed), static_cast<unsigned long long>(lost));
+  std::fprintf(stderr, "%-18s %9s %9s %9s %9s\n", "ms", "p50", "p99", "p99.9", "max");
+  Percentiles("send->processed", "processed_", to_processed, &out);
+  Percentiles("send->delivered", "", to_delivered, &out);
+  Emit(&out, co);
+  return lost == 0 ? EX_OK : 1;
+}
+
+// A free TCP port on 127.0.0.1 (bound and let go: a race no other
+// program here is likely to run).
+int FreePort() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+    throw Exit{EX_OSERR, "cannot find a free port"};
+  }
+  ::close(fd);
+  return ntohs(a.sin_port);
+}
+
+struct ConnSettings {
+  unsigned clients = 1000;
+  unsigned messages = 20;
+  double rate = 1;             // messages a second, each client
+  double connect_rate = 2000;  // new clients a second, all workers
+  unsigned workers = 0;        // 0: one per 5000 clients
+  size_t text_bytes = 256;
+};
+
+// One worker process: clients [first, first + n) as users 100000 + i, each
+// sending to its neighbour (i ^ 1), from source addresses 127.0.0.2 and up.
+// Tells the parent on `report` (one JSON line after connecting, one at the
+// end) and waits for a line on `go` between the two.
+int ConnectionsWorker(const LocalCell& cell, const ConnSettings& st, int port, unsigned first,
+                      unsigned n, int report, int go) {
+  zmq::context_t ctx(1);
+  ctx.set(zmq::ctxopt::max_sockets, 65536);
+  std::vector<std::unique_ptr<Client>> clients(n);
+  std::vector<unsigned> connected;
+  auto write_line = [&](const nlohmann::json& j) {
+    std::string line = j.dump() + "\n";
+    if (::write(report, line.data(), line.size()) < 0) std::_Exit(1);
+  };
+  const auto pace = std::chrono::duration_cast<Clock::duration>(
+      std::chrono::duration<double>(std::max(1u, st.workers) / st.connect_rate));
+  auto start = Clock::now(), next = start;
+  uint64_t refused = 0;
+  std::string last_error;
+  for (unsigned k = 0; k < n; ++k) {
+    unsigned i = first + k;
+    std::this_thread::sleep_until(next);
+    next += pace;
+    ClientOptions o = cell.Options(100000 + i, "bench");
+    o.server = "tcp://127.0.0." + std::to_string(2 + i % 250) + ":0;127.0.0.1:" +
+               std::to_string(port);
+    o.state_dir.clear();
+    o.timeout_ms = 60000;
+    o.resync_ms = 60000;
+    clients[k] = std::make_unique<Client>(o, &ctx);
+    Status s = clients[k]->Connect();
+    if (s.ok()) {
+      connected.push_back(k);
+    } else {
+      ++refused;
+      last_error = s.ToString();
+      clients[k].reset();
+    }
+  }
+  double connect_s = std::chrono::duration<double>(Clock::now() - start).count();
+  write_line({{"connected", connected.size()}, {"refused", refused}, {"connect_s", connect_s},
+              {"error", last_error}});
+  char buf[8];
+  if (::read(go, buf, sizeof buf) <= 0) return 1;
+  // Each client sends `messages` at `rate`, starting at a random moment of
+  // the first interval so the load is spread.
+  const auto gap = std::chrono::duration_cast<Clock::duration>(
+      std::chrono::duration<double>(1.0 / st.rate));
+  std::minstd_rand rng(first + 1);
+  struct State {
+    Clock::time_point next;
+    unsigned sent = 0;
+    std::set<uint64_t> processed, delivered;
+  };
+  std::vector<State> state(n);
+  start = Clock::now();
+  for (unsigned k : connected) {
+    state[k].next = start + std::chrono::duration_cast<Clock::duration>(
+                                gap * (static_cast<double>(rng() % 1000) / 1000.0));
+  }
+  std::string text(st.text_bytes, 'x');
+  uint64_t errors = 0;
+  std::vector<Incoming> in;
+  auto deadline = start + std::chrono::duration_cast<Clock::duration>(
+                              gap * st.messages + std::chrono::seconds(120));
+  auto all_done = [&] {
+    for (unsigned k : connected) {
+      const State& s = state[k];
+      if (s.sent < st.messages || clients[k]->SendsInFlight() > 0) return false;
+      unsigned partner = k ^ 1u;
+      if (partner < n && clients[partner] && s.delivered.size() < st.messages) return false;
+    }
+    return true;
+  };
+  double send_s = 0;
+  for (uint64_t loop = 0; Clock::now() < deadline; ++loop) {
+    auto now = Clock::now();
+    for (unsigned k : connected) {
+      State& s = state[k];
+      unsigned partner = k ^ 1u;
+      if (s.sent < st.messages && s.next <= now && partner < n) {
+        clients[k]->Send(UserId(100000 + first + partner), text);
+        ++s.sent;
+        s.next += gap;
+      }
+      in.clear();
+      clients[k]->Poll(0, &in);
+      for (const Incoming& i : in) {
+        if (i.kind == Incoming::Kind::kProcessed) s.processed.insert(i.processed.id.value);
+        if (i.kind == Incoming::Kind::kError) ++errors;
+        if (i.kind == Incoming::Kind::kEvent &&
+            i.event.kind == static_cast<uint8_t>(EventKind::kMessage)) {
+          s.delivered.insert(i.event.id.value);
+        }
+      }
+    }
+    if (loop % 64 == 0 && all_done()) break;
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
+  send_s = std::chrono::duration<double>(Clock::now() - start).count();
+  uint64_t sent = 0, processed = 0, delivered = 0, lost = 0;
+  for (unsigned k : connected) {
+    sent += state[k].sent;
+    processed += state[k].processed.size();
+    delivered += state[k].delivered.size();
+    unsigned partner = k ^ 1u;
+    if (partner >= n || !clients[partner]) continue;
+    for (uint64_t id : state[k].processed) lost += state[partner].delivered.count(id) == 0;
+  }
+  write_line({{"sent", sent}, {"processed", processed}, {"delivered", delivered},
+              {"lost", lost}, {"errors", errors}, {"send_s", send_s}});
+  return 0;
+}
+
+int Connections(const std::vector<std::string>& args) {
+  ConnSettings st;
+  CellOptions co;
+  po::options_description opts;
+  opts.add_options()
+      ("clients", po::value(&st.clients))
+      ("messages", po::value(&st.messages))
+      ("rate", po::value(&st.rate))
+      ("connect-rate", po::value(&st.connect_rate))
+      ("workers", po::value(&st.workers))
+      ("text-bytes", po::value(&st.text_bytes));
+  ParseMode("connections", args, opts, &co);
+  if (st.clients < 2 || st.rate <= 0 || st.connect_rate <= 0 || st.text_bytes < 16 ||
+      st.text_bytes > kMaxTextBytes) {
+    throw Exit{EX_USAGE, "connections: --clients >= 2, --rate and --connect-rate above 0, "
+                         "--text-bytes 16 to 4096"};
+  }
+  if (st.workers == 0) st.workers = (st.clients + 4999) / 5000;
+  BenchDir dir(co.dir, co.keep);
+  int port = FreePort();
+  LocalCell cell(ProgramDir(), dir.path + "/cell", co.shards, co.Conf(), {},
+                 "tcp://127.0.0.1:" + std::to_string(port));
+  std::map<std::string, pid_t> daemons = CellDaemons(cell, co.shards);
+  ProcStats frontd_idle = ReadProc(daemons["frontd"]);
+  std::map<std::string, ProcStats> before;
+  for (const auto& [name, pid] : daemons) before[name] = ReadProc(pid);
+  struct Worker {
+    pid_t pid;
+    FILE* report;
+    int go;
+  };
+  std::vector<Worker> workers;
+  // Even shares, so each client's neighbour is in its own worker.
+  unsigned per = ((st.clients / st.workers) + 1) & ~1u;
+  for (unsigned w = 0, first = 0; w < st.workers && first < st.clients; ++w, first += per) {
+    unsigned n = std::min(per, st.clients - first);
+    int rep[2], go[2];
+    if (::pipe(rep) != 0 || ::pipe(go) != 0) throw Exit{EX_OSERR, "pipe"};
+    pid_t pid = ::fork();
+    if (pid < 0) throw Exit{EX_OSERR, "fork"};
+    if (pid == 0) {
+      ::close(rep[0]);
+      ::close(go[1]);
+      int rc = 1;
+      try {
+        rc = ConnectionsWorker(cell, st, port, first, n, rep[1], go[0]);
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "natter-bench: worker: %s\n", e.what());
+      } catch (const Exit& e) {
+        std::fprintf(stderr, "natter-bench: worker: %s\n", e.message.c_str());
+      }
+      std::_Exit(rc);  // not the parent's destructors (the cell is its)
+    }
+    ::close(rep[1]);
+    ::close(go[0]);
+    workers.push_back({pid, ::fdopen(rep[0], "r"), go[1]});
+  }
+  auto read_line = [](FILE* f) {
+    char line[4096];
+    if (std::fgets(line, sizeof line, f) == nullptr) throw Exit{EX_SOFTWARE, "a worker died"};
+    return nlohmann::json::parse(line);
+  };
+  auto t0 = Clock::now();
+  uint64_t connected = 0, refused = 0;
+  double connect_s = 0;
+  std::string error;
+  for (Worker& w : workers) {
+    nlohmann::json j = read_line(w.report);
+    connected += j["connected"].get<uint64_t>();
+    refused += j["refused"].get<uint64_t>();
+    connect_s = std::max(connect_s, j["connect_s"].get<double>());
+    if (!j["error"].get<std::string>().empty()) error = j["error"];
+  }
+  std::fprintf(stderr, "%llu clients connected in %.1f s, %llu refused%s%s\n",
+               static_cast<unsigned long long>(connected), connect_s,
+               static_cast<unsigned long long>(refused), error.empty() ? "" : ": ",
+               error.c_str());
+  std::this_thread::sleep_for(std::chrono::seconds(2));
+  ProcStats frontd_full = ReadProc(daemons["frontd"]);
+  for (Worker& w : workers) {
+    if (::write(w.go, "go\n", 3) != 3) throw Exit{EX_SOFTWARE, "a worker died"};
+  }
+  uint64_t sent = 0, processed = 0, delivered = 0, lost = 0, errors = 0;
+  double send_s = 0;
+  for (Worker& w : workers) {
+    nlohmann::json j = read_line(w.report);
+    sent += j["sent"].get<uint64_t>();
+    processed += j["processed"].get<uint64_t>();
+    delivered += j["delivered"].get<uint64_t>();
+    lost += j["lost"].get<uint64_t>();
+    errors += j["errors"].get<uint64_t>();
+    send_s = std::max(send_s, j["send_s"].get<double>());
+    std::fclose(w.report);
+    ::close(w.go);
+    ::waitpid(w.pid, nullptr, 0);
+  }
+  double elapsed = std::chrono::duration<double>(Clock::now() - t0).count();
+  nlohmann::json out = {{"mode", "connections"}, {"clients", st.clients},
+                        {"messages", st.messages}, {"rate", st.rate},
+                        {"workers", workers.size()}, {"shards", co.shards},
+                        {"clients_connected", connected}, {"clients_refused", refused},
+                        {"connect_per_s", connect_s > 0 ? connected / connect_s : 0.0},
+                        {"frontd_rss_per_conn_bytes",
+                         connected > 0 ? (static_cast<double>(frontd_full.rss) -
+                                          static_cast<double>(frontd_idle.rss)) /
+                                             static_cast<double>(connected)
+                                       : 0.0},
+                        {"frontd_rss_idle_bytes", frontd_idle.rss},
+                        {"frontd_rss_connected_bytes", frontd_full.rss},
+                        {"sent", sent}, {"processed", processed}, {"delivered", delivered},
+                        {"lost", lost}, {"errors", errors}, {"send_s", send_s},
+                        {"elapsed_s", elapsed},
+                        {"processed_per_s", send_s > 0 ? processed / send_s : 0.0},
+                        {"delivered_per_s", send_s > 0 ? delivered / send_s : 0.0}};
+  std::fprintf(stderr, "frontd: %.1f MB idle, %.1f MB with %llu clients: %.1f KiB a client\n",
+               frontd_idle.rss / 1048576.0, frontd_full.rss / 1048576.0,
+               static_cast<unsigned long long>(connected),
+               out["frontd_rss_per_conn_bytes"].get<double>() / 1024);
+  std::fprintf(stderr, "%llu sent, %llu processed, %llu delivered, %llu lost, %llu errors in %.1f s\n",
+               static_cast<unsigned long long>(sent), static_cast<unsigned long long>(processed),
+               static_cast<unsigned long long>(delivered), static_cast<unsigned long long>(lost),
+               static_cast<unsigned long long>(errors), send_s);
+  for (const auto& [name, pid] : daemons) {
+    double cpu = ReadProc(pid).cpu_s - before[name].cpu_s;
+    out["daemons"][name] = {{"cpu_s", cpu}};
+    std::fprintf(stderr, "%-10s %8.2f cpu s\n", name.c_str(), cpu);
+  }
+  Emit(&out, co);
+  bool complete = connected == st.clients && lost == 0 && processed == sent &&
+                  sent == static_cast<uint64_t>(connected) * st.messages;
+  return complete ? EX_OK : 1;
 }
 
 int Throughput(const std::vector<std::string>& args) {
@@ -311,35 +750,10 @@ int Throughput(const std::vector<std::string>& args) {
   BenchDir dir(co.dir, co.keep);
   nlohmann::json out = {{"mode", "throughput"}, {"pairs", pairs}, {"window", window},
                         {"seconds", seconds}, {"shards", shards}, {"text_bytes", text_bytes}};
-  LocalCell cell(ProgramDir(), dir.path + "/cell", shards);
+  LocalCell cell(ProgramDir(), dir.path + "/cell", shards, co.Conf());
   std::map<std::string, pid_t> daemons = CellDaemons(cell, shards);
   zmq::context_t ctx(1);
-  struct Pair {
-    std::unique_ptr<Client> from, to;
-    std::set<uint64_t> processed, delivered;
-  };
-  std::vector<Pair> ps(pairs);
-  for (unsigned i = 0; i < pairs; ++i) {
-    ClientOptions fo = cell.Options(2 * i + 1, "bench"), to = cell.Options(2 * i + 2, "bench");
-    fo.timeout_ms = to.timeout_ms = 120000;
-    ps[i].from = std::make_unique<Client>(fo, &ctx);
-    ps[i].to = std::make_unique<Client>(to, &ctx);
-    for (Client* c : {ps[i].from.get(), ps[i].to.get()}) {
-      Status s = c->Connect();
-      if (!s.ok()) throw Exit{EX_UNAVAILABLE, s.message()};
-    }
-  }
-  // Caught up before the first send (a new device starts where it synced).
-  for (auto until = Clock::now() + std::chrono::seconds(20); Clock::now() < until;) {
-    bool all = true;
-    std::vector<Incoming> in;
-    for (Pair& p : ps) {
-      p.to->Poll(0, &in);
-      p.from->Poll(0, &in);
-      all = all && p.to->CaughtUp() && p.from->CaughtUp();
-    }
-    if (all) break;
-  }
+  std::vector<Pair> ps = OpenPairs(cell, ctx, pairs);
   std::map<std::string, ProcStats> before, peak;
   for (const auto& [name, pid] : daemons) before[name] = ReadProc(pid);
   std::string text(text_bytes, 'x');
@@ -447,7 +861,7 @@ int Throughput(const std::vector<std::string>& args) {
     std::fprintf(stderr, "%-10s %8.2f %8.0f %12.1f %12.1f\n", name.c_str(), cpu,
                  100 * cpu / elapsed, peak_rss / 1048576.0, after.rss / 1048576.0);
   }
-  std::cout << out.dump() << std::endl;
+  Emit(&out, co);
   return lost == 0 ? EX_OK : 1;
 }
 
@@ -462,7 +876,9 @@ int Main(int argc, char** argv) {
   }
   if (mode == "pages") return Pages(rest);
   if (mode == "throughput") return Throughput(rest);
-  throw Exit{EX_USAGE, "'" + mode + "' is not a mode (pages, throughput)"};
+  if (mode == "latency") return Latency(rest);
+  if (mode == "connections") return Connections(rest);
+  throw Exit{EX_USAGE, "'" + mode + "' is not a mode (connections, throughput, latency, pages)"};
 }
 
 }  // namespace
