@@ -47,7 +47,7 @@ DAEMON_LIB_SRC := $(foreach d,$(DAEMONS),$(filter-out daemons/$(d)/main.cc,$(wil
 
 obj = $(patsubst %.cc,$(BUILD)/%.o,$(1))
 
-.PHONY: all deps run check test lint fuzz install uninstall clean
+.PHONY: all deps run check test lint fuzz bench install uninstall clean
 all: $(PROGRAMS)
 
 $(BUILD)/%.o: %.cc
@@ -140,6 +140,14 @@ fuzz: deps
 	done
 
 test: check
+
+# The standard measurements of docs/benchmarks.md, in under five minutes:
+# one JSON line each in BENCH_OUT (bench.jsonl), tables on stderr.
+BENCH_OUT ?= bench.jsonl
+bench: deps
+	$(MAKE) all
+	tools/bench/standard $(BIN)/natter-bench > $(BENCH_OUT)
+	@echo "results in $(BENCH_OUT)"
 
 lint:
 	mandoc -Tlint -Wwarning man/*.[1-8]

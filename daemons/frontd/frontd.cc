@@ -124,15 +124,18 @@ void Frontd::RunOnce(int timeout_ms) {
       {events_.handle(), 0, ZMQ_POLLIN, 0},
   };
   Poll(items, timeout_ms);
-  if (items[0].revents & ZMQ_POLLIN) FromClients();
+  // Work under way first (answers, events), new requests after: under
+  // load, what the cell has done reaches the clients before more comes in,
+  // so nothing done is thrown away for want of room.
   if (items[1].revents & ZMQ_POLLIN) FromRouted();
   if (items[2].revents & ZMQ_POLLIN) FromNotifyd();
+  if (items[0].revents & ZMQ_POLLIN) FromClients();
   if (Clock::now() >= next_sweep_) ExpireSessions();
 }
 
 void Frontd::FromClients() {
   Parts parts;
-  for (int n = 0; n < 4096 && RecvParts(clients_, &parts); ++n) {
+  for (int n = 0; n < 1024 && RecvParts(clients_, &parts); ++n) {
     if (parts.size() != 2) continue;  // not a natter client
     FromClient(parts);
   }

@@ -501,9 +501,18 @@ int ConnectionsWorker(const LocalCell& cell, const ConnSettings& st, int port, u
   auto start = Clock::now(), next = start;
   uint64_t refused = 0;
   std::string last_error;
+  std::vector<Incoming> idle;
+  size_t keep_alive = 0;
   for (unsigned k = 0; k < n; ++k) {
     unsigned i = first + k;
-    std::this_thread::sleep_until(next);
+    // While the others connect, the connected ones are looked after (pings,
+    // the catch-up), a few at each turn, as an application would.
+    do {
+      for (int j = 0; j < 16 && !connected.empty(); ++j) {
+        idle.clear();
+        clients[connected[keep_alive++ % connected.size()]]->Poll(0, &idle);
+      }
+    } while (Clock::now() < next);
     next += pace;
     ClientOptions o = cell.Options(100000 + i, "bench");
     o.server = "tcp://127.0.0." + std::to_string(2 + i % 250) + ":0;127.0.0.1:" +
@@ -571,7 +580,10 @@ int ConnectionsWorker(const LocalCell& cell, const ConnSettings& st, int port, u
       clients[k]->Poll(0, &in);
       for (const Incoming& i : in) {
         if (i.kind == Incoming::Kind::kProcessed) s.processed.insert(i.processed.id.value);
-        if (i.kind == Incoming::Kind::kError) ++errors;
+        if (i.kind == Incoming::Kind::kError) {
+          ++errors;
+          if (last_error.empty()) last_error = i.error.ToString();
+        }
         if (i.kind == Incoming::Kind::kEvent &&
             i.event.kind == static_cast<uint8_t>(EventKind::kMessage)) {
           s.delivered.insert(i.event.id.value);
@@ -579,7 +591,9 @@ int ConnectionsWorker(const LocalCell& cell, const ConnSettings& st, int port, u
       }
     }
     if (loop % 64 == 0 && all_done()) break;
-    std::this_thread::sleep_for(std::chrono::microseconds(200));
+    // Messages come seconds apart: a pass every few ms is enough, and
+    // leaves the CPU to the cell.
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
   send_s = std::chrono::duration<double>(Clock::now() - start).count();
   uint64_t sent = 0, processed = 0, delivered = 0, lost = 0;
@@ -592,7 +606,8 @@ int ConnectionsWorker(const LocalCell& cell, const ConnSettings& st, int port, u
     for (uint64_t id : state[k].processed) lost += state[partner].delivered.count(id) == 0;
   }
   write_line({{"sent", sent}, {"processed", processed}, {"delivered", delivered},
-              {"lost", lost}, {"errors", errors}, {"send_s", send_s}});
+              {"lost", lost}, {"errors", errors}, {"send_s", send_s},
+              {"error", last_error}});
   return 0;
 }
 
@@ -688,6 +703,7 @@ int Connections(const std::vector<std::string>& args) {
     lost += j["lost"].get<uint64_t>();
     errors += j["errors"].get<uint64_t>();
     send_s = std::max(send_s, j["send_s"].get<double>());
+    if (!j["error"].get<std::string>().empty()) error = j["error"];
     std::fclose(w.report);
     ::close(w.go);
     ::waitpid(w.pid, nullptr, 0);
@@ -714,6 +730,7 @@ int Connections(const std::vector<std::string>& args) {
                frontd_idle.rss / 1048576.0, frontd_full.rss / 1048576.0,
                static_cast<unsigned long long>(connected),
                out["frontd_rss_per_conn_bytes"].get<double>() / 1024);
+  if (errors > 0) std::fprintf(stderr, "an error: %s\n", error.c_str());
   std::fprintf(stderr, "%llu sent, %llu processed, %llu delivered, %llu lost, %llu errors in %.1f s\n",
                static_cast<unsigned long long>(sent), static_cast<unsigned long long>(processed),
                static_cast<unsigned long long>(delivered), static_cast<unsigned long long>(lost),
