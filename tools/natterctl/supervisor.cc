@@ -55,8 +55,13 @@ bool Spawn(const CellPaths& cell, Child* c, bool want_ready) {
       int w = ::dup(fds[1]);  // dup drops O_CLOEXEC
       ::setenv("NATTER_READY_FD", std::to_string(w).c_str(), 1);
     }
+    // The daemon writes its log itself (and opens it again on SIGHUP, for
+    // logrotate); standard error goes to the same file for what a crash
+    // prints.
+    std::string log_flag = "--log-file=" + cell.Log(c->name);
     std::vector<char*> argv;
     for (auto& a : c->argv) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(const_cast<char*>(log_flag.c_str()));
     argv.push_back(nullptr);
     ::execv(argv[0], argv.data());
     std::fprintf(stderr, "natterctl: %s: %s\n", argv[0], std::strerror(errno));
