@@ -42,10 +42,15 @@ struct Device {
   }
 };
 
+// tweak, if given, changes the client's options first.
+using Tweak = std::function<void(ClientOptions*)>;
+
 inline std::unique_ptr<Device> Open(const TestCell& cell, UserId user,
-                             const std::string& device) {
+                             const std::string& device, const Tweak& tweak = {}) {
   auto d = std::make_unique<Device>();
-  d->client = std::make_unique<Client>(cell.Options(user.value, device));
+  ClientOptions o = cell.Options(user.value, device);
+  if (tweak) tweak(&o);
+  d->client = std::make_unique<Client>(o);
   Status s = d->client->Connect();
   INFO(s.ToString());
   REQUIRE(s.ok());
@@ -87,9 +92,10 @@ struct TwoByTwo {
 
 inline TwoByTwo OpenTwoByTwo(const TestCell& cell, UserId alice, UserId bob,
                              const std::string& a1, const std::string& a2,
-                             const std::string& b1, const std::string& b2) {
-  TwoByTwo t{Open(cell, alice, a1), Open(cell, alice, a2), Open(cell, bob, b1),
-             Open(cell, bob, b2)};
+                             const std::string& b1, const std::string& b2,
+                             const Tweak& tweak = {}) {
+  TwoByTwo t{Open(cell, alice, a1, tweak), Open(cell, alice, a2, tweak),
+             Open(cell, bob, b1, tweak), Open(cell, bob, b2, tweak)};
   PollUntil(t.all(), [&] {
     for (Device* d : t.all()) {
       if (!d->client->CaughtUp()) return false;
