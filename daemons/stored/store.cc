@@ -111,7 +111,6 @@ Seq Store::Head(UserId user) {
       it->key().size() == prefix.size() + 8) {
     head = Seq(GetBigEndian(it->key().data() + prefix.size()));
   }
-  if (heads_.size() >= kMaxCachedHeads) heads_.clear();
   heads_[user] = head;
   return head;
 }
@@ -182,6 +181,9 @@ Status Store::Apply(std::vector<Request>* batch, Effects* effects) {
     for (Request& r : *batch) r.reply = EncodeError(r.frame.header, closed);
     return closed;
   }
+  // The cache is bounded, and emptied only between batches: within one it
+  // holds the seqs handed out but not yet on disk.
+  if (heads_.size() >= max_cached_heads_) heads_.clear();
   BatchState b;
   b.written.reserve(batch->size() * 8);  // about what a send writes
   std::vector<Seq> sync_cursor(batch->size());

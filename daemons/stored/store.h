@@ -131,6 +131,7 @@ class Store {
   uint64_t synced_requests() const { return synced_requests_; }
 
   // For tests and tools.
+  void set_max_cached_heads(size_t n) { max_cached_heads_ = n; }
   Seq Head(UserId user);
   bool Owns(UserId user) const;
   leveldb::DB* db() { return db_.get(); }
@@ -196,9 +197,9 @@ class Store {
   // Declared before db_, which uses it, so that it goes after.
   std::unique_ptr<const leveldb::FilterPolicy> filter_;
   std::unique_ptr<leveldb::DB> db_;
-  // Cache of each user's head seq; emptied when it reaches kMaxCachedHeads
-  // (a miss costs one seek).
-  static constexpr size_t kMaxCachedHeads = 1000000;
+  // Cache of each user's head seq; emptied before a batch once it holds
+  // max_cached_heads_ users (a miss costs one seek).
+  size_t max_cached_heads_ = 1000000;
   std::unordered_map<UserId, Seq> heads_;
   uint64_t next_outbox_ = 1;
   uint64_t syncs_ = 0;

@@ -1,6 +1,8 @@
 #include <catch2/catch.hpp>
 
 #include <cstdlib>
+#include <map>
+#include <set>
 #include <string>
 #include <thread>
 
@@ -511,4 +513,32 @@ TEST_CASE("history answers each mode from the right place") {
   CHECK(none.messages.empty());
   HistoryReply bob = HistoryOf(store, UserId(2), UserId(1), HistoryMode::kLatest, 0, 100);
   CHECK(page_ids(bob) == ids);
+}
+
+TEST_CASE("a full head cache never makes a batch hand out a seq twice") {
+  TempDir dir;
+  Store store(0, 1);
+  REQUIRE(store.Open(dir.path() + "/db").ok());
+  store.set_max_cached_heads(2);  // far fewer than the users of a batch
+  std::vector<Request> batch;
+  for (int round = 0; round < 3; ++round) {
+    for (uint64_t u = 1; u <= 5; ++u) {
+      batch.push_back(StoreMsg(UserId(u), UserId(u),
+                               "c" + std::to_string(round) + "-" + std::to_string(u)));
+    }
+  }
+  Effects e;
+  REQUIRE(store.Apply(&batch, &e).ok());
+  std::map<uint64_t, std::set<uint64_t>> seqs;  // user -> seqs of its sends
+  for (const Request& r : batch) {
+    Processed p = ReplyAs<Processed>(r, MsgType::kProcessed);
+    uint64_t user = std::stoull(p.client_msg_id.substr(p.client_msg_id.find('-') + 1));
+    CHECK(seqs[user].insert(p.seq.value).second);
+  }
+  for (const auto& [user, s] : seqs) CHECK(s == std::set<uint64_t>{1, 2, 3});
+  // The next batch starts with the cache emptied and reads the heads back.
+  std::vector<Request> next;
+  next.push_back(StoreMsg(UserId(1), UserId(1), "later"));
+  REQUIRE(store.Apply(&next, &e).ok());
+  CHECK(ReplyAs<Processed>(next[0], MsgType::kProcessed).seq == Seq(4));
 }

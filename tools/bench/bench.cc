@@ -228,6 +228,12 @@ struct Figure {
   double p99_ms;
 };
 
+// The q-quantile of sorted values (0 for none).
+double Quantile(const std::vector<double>& sorted, double q) {
+  if (sorted.empty()) return 0.0;
+  return sorted[std::min(sorted.size() - 1, static_cast<size_t>(q * sorted.size()))];
+}
+
 Figure Measure(int samples, const std::function<void()>& once) {
   std::vector<double> ms;
   for (int i = 0; i < samples; ++i) {
@@ -236,8 +242,7 @@ Figure Measure(int samples, const std::function<void()>& once) {
     ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
   }
   std::sort(ms.begin(), ms.end());
-  auto at = [&](double q) { return ms[std::min(ms.size() - 1, static_cast<size_t>(q * ms.size()))]; };
-  return {at(0.50), at(0.99)};
+  return {Quantile(ms, 0.50), Quantile(ms, 0.99)};
 }
 
 int Pages(const std::vector<std::string>& args) {
@@ -352,9 +357,7 @@ std::vector<Pair> OpenPairs(const LocalCell& cell, zmq::context_t& ctx, unsigned
 void Percentiles(const char* what, const std::string& prefix, std::vector<double> ms,
                  nlohmann::json* out) {
   std::sort(ms.begin(), ms.end());
-  auto at = [&](double q) {
-    return ms.empty() ? 0.0 : ms[std::min(ms.size() - 1, static_cast<size_t>(q * ms.size()))];
-  };
+  auto at = [&](double q) { return Quantile(ms, q); };
   (*out)[prefix + "p50_ms"] = at(0.50);
   (*out)[prefix + "p99_ms"] = at(0.99);
   (*out)[prefix + "p999_ms"] = at(0.999);
