@@ -121,6 +121,10 @@ class Client {
   bool CaughtUp() const { return synced_ && !catching_up_; }
   // Sends not yet answered.
   size_t SendsInFlight() const { return sends_in_flight_; }
+  // The connection's socket, readable when something arrived: for a
+  // program that drives many Clients from one thread and waits on all of
+  // them at once (zmq::poll), then calls Poll(0) on each.
+  zmq::pollitem_t PollItem() { return {socket_.handle(), 0, ZMQ_POLLIN, 0}; }
   Seq last_seq() const { return last_seq_; }
 
  private:

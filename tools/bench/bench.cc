@@ -40,6 +40,7 @@
 #include "client/client.h"
 #include "client/local_cell.h"
 #include "common/daemon.h"
+#include "common/net.h"
 
 namespace po = boost::program_options;
 
@@ -352,6 +353,18 @@ std::vector<Pair> OpenPairs(const LocalCell& cell, zmq::context_t& ctx, unsigned
   return ps;
 }
 
+// Sleeps until one of the pairs' clients has something to read, at most
+// ms: the bench shares the machine with the cell, so it must not spin.
+void WaitForAny(std::vector<Pair>& ps, long ms) {
+  std::vector<zmq::pollitem_t> items;
+  items.reserve(2 * ps.size());
+  for (Pair& p : ps) {
+    items.push_back(p.from->PollItem());
+    items.push_back(p.to->PollItem());
+  }
+  natter::Poll(items, std::max(0L, ms));
+}
+
 // p50, p99, p99.9 and max of a set of milliseconds, as JSON keys with a
 // prefix; also printed.
 void Percentiles(const char* what, const std::string& prefix, std::vector<double> ms,
@@ -430,6 +443,8 @@ int Latency(const std::vector<std::string>& args) {
       ++sent;
     }
     for (Pair& p : ps) take(p);
+    WaitForAny(ps, std::min<long>(5, std::chrono::duration_cast<std::chrono::milliseconds>(
+                                         next - Clock::now()).count()));
   }
   double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
   for (auto until = Clock::now() + std::chrono::seconds(60); Clock::now() < until;) {
@@ -439,6 +454,7 @@ int Latency(const std::vector<std::string>& args) {
       done = done && p.from->SendsInFlight() == 0 && p.delivered.size() >= p.processed.size();
     }
     if (done) break;
+    WaitForAny(ps, 5);
   }
   uint64_t lost = 0, processed = 0;
   for (const Pair& p : ps) {
@@ -820,6 +836,7 @@ int Throughput(const std::vector<std::string>& args) {
       }
       take(p);
     }
+    WaitForAny(ps, 5);
     if (Clock::now() - shown >= std::chrono::seconds(1)) {
       shown = Clock::now();
       sample();
@@ -845,6 +862,7 @@ int Throughput(const std::vector<std::string>& args) {
       done = done && p.from->SendsInFlight() == 0 && p.delivered.size() >= p.processed.size();
     }
     if (done) break;
+    WaitForAny(ps, 5);
   }
   // A few quiet seconds, then what the daemons hold once the load is gone.
   for (auto until = Clock::now() + std::chrono::seconds(3); Clock::now() < until;) {
