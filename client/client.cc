@@ -144,7 +144,10 @@ uint64_t Client::Ask(MsgType type, const T& body, const std::string& cmid) {
   p.sent = Clock::now();
   p.deadline = p.sent + std::chrono::milliseconds(options_.timeout_ms);
   p.retry_at = p.sent + Jittered(options_.retry_ms);
-  if (type == MsgType::kHello) Transmit(p.frame);
+  if (type == MsgType::kHello) {
+    Transmit(p.frame);
+    Due(p);
+  }
   pending_[h.corr] = std::move(p);
   if (type != MsgType::kHello) {
     queued_.push_back(h.corr);
@@ -165,6 +168,7 @@ void Client::Pump() {
     p.sent = Clock::now();
     p.deadline = p.sent + std::chrono::milliseconds(options_.timeout_ms);
     p.retry_at = p.sent + Jittered(options_.retry_ms);
+    Due(p);
     Transmit(p.frame);
   }
 }
@@ -223,6 +227,7 @@ Status Client::Connect() {
       Transmit(it->second.frame);
       it->second.sent = Clock::now();
       it->second.retry_at = it->second.sent + Jittered(options_.retry_ms);
+      Due(it->second);
     }
   }
   StopHandshakeWatch();
@@ -342,6 +347,7 @@ void Client::Handle(const zmq::message_t& msg, std::vector<Incoming>* out) {
         Transmit(p.frame);
         p.sent = Clock::now();
         p.retry_at = p.sent + Jittered(options_.retry_ms);
+        Due(p);
       }
       Pump();
       // First time: catch up from the cursor.  Again: repair whatever the
@@ -444,6 +450,7 @@ void Client::Handle(const zmq::message_t& msg, std::vector<Incoming>* out) {
         req.backoff_ms = std::min(options_.retry_ms,
                                   req.backoff_ms == 0 ? 50 : req.backoff_ms * 2);
         req.retry_at = Clock::now() + Jittered(req.backoff_ms);
+        Due(req);
         return;
       }
       MsgType type = req.type;
@@ -557,7 +564,12 @@ void Client::SendAck() {
 
 void Client::Tick(std::vector<Incoming>* out) {
   auto now = Clock::now();
-  for (auto it = pending_.begin(); it != pending_.end();) {
+  // The scan of the requests on the wire only when one of them is due
+  // (with hundreds in flight, a scan at every Poll was most of a busy
+  // client's time).
+  bool scan = now >= next_due_;
+  if (scan) next_due_ = Clock::time_point::max();
+  for (auto it = pending_.begin(); scan && it != pending_.end();) {
     PendingRequest& p = it->second;
     bool active = p.launched || p.type == MsgType::kHello;
     if (!active) {
@@ -589,6 +601,7 @@ void Client::Tick(std::vector<Incoming>* out) {
       p.retries = std::min(p.retries + 1, 2);
       p.retry_at = now + Jittered(options_.retry_ms << p.retries);
     }
+    Due(p);
     ++it;
   }
   if (!session_) return;

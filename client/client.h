@@ -19,6 +19,7 @@
 #ifndef NATTER_CLIENT_CLIENT_H_
 #define NATTER_CLIENT_CLIENT_H_
 
+#include <algorithm>
 #include <chrono>
 #include <deque>
 #include <unordered_map>
@@ -166,6 +167,10 @@ class Client {
   void HandleSyncReply(const SyncReply& reply);
   void Deliver(std::vector<Incoming>* out, size_t max_events);
   void Tick(std::vector<Incoming>* out);
+  // p, on the wire, needs Tick's attention at its retry time or deadline.
+  void Due(const PendingRequest& p) {
+    next_due_ = std::min(next_due_, std::min(p.retry_at, p.deadline));
+  }
   void AskSync(bool from_cursor, Seq after);
   void SendAck();
   void SaveCursor();
@@ -206,6 +211,8 @@ class Client {
   Seq confirmed_;             // the cursor the shard confirmed
   Clock::time_point last_ack_{};
 
+  // The earliest retry or deadline of the requests on the wire.
+  Clock::time_point next_due_ = Clock::time_point::max();
   Clock::time_point last_sent_{};
   Clock::time_point last_sync_{};
   Clock::time_point connected_at_{};

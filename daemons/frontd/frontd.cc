@@ -162,6 +162,17 @@ void Frontd::FromClient(Parts& parts) {
   }
   Session& session = it->second;
   session.last_heard = Clock::now();
+  // A resend of a request still on its way is held back while the cell is
+  // merely slow: passed on, it would only add load (an overloaded cell
+  // answers late, its clients resend, and the resends overload it more).
+  // Once the request has waited well past what answers take, it may have
+  // been lost between daemons, and the resend goes on.
+  auto earlier = session.in_flight.find(frame.header.corr);
+  if (earlier != session.in_flight.end() &&
+      session.last_heard - earlier->second < ResendHold()) {
+    ++resends_held_;
+    return;
+  }
   Header h = frame.header;
   h.user = session.user;  // the token's user, whatever the client wrote
   h.device = session.device;
@@ -326,6 +337,11 @@ void Frontd::ExpireSessions() {
   for (const auto& identity : expired) EndSession(identity);
 }
 
+Frontd::Clock::duration Frontd::ResendHold() const {
+  return std::chrono::milliseconds(
+      static_cast<int64_t>(std::clamp(4 * answer_ms_, 1000.0, 10000.0)));
+}
+
 void Frontd::FromRouted() {
   Parts parts;
   for (int n = 0; n < 4096 && RecvParts(routed_socket_, &parts); ++n) {
@@ -335,7 +351,15 @@ void Frontd::FromRouted() {
     Frame reply;
     if (session != sessions_.end() &&
         DecodeFrame(parts[1].data(), parts[1].size(), &reply).ok()) {
-      session->second.in_flight.erase(reply.header.corr);
+      auto& in_flight = session->second.in_flight;
+      auto request = in_flight.find(reply.header.corr);
+      if (request != in_flight.end()) {
+        double ms = std::chrono::duration<double, std::milli>(Clock::now() -
+                                                              request->second)
+                        .count();
+        answer_ms_ += (ms - answer_ms_) / 64;
+        in_flight.erase(request);
+      }
     }
     if (!SendParts(clients_, parts) && errno == EHOSTUNREACH) {
       EndSession(identity);

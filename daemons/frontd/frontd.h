@@ -69,6 +69,9 @@ class Frontd : public Service {
   void Reply(const std::string& identity, const std::string& frame);
   void EndSession(const std::string& identity);
   void ExpireSessions();
+  // How long a request passed on must have waited before a resend of it
+  // is passed on too: four times what answers take now, 1 s to 10 s.
+  Clock::duration ResendHold() const;
 
   zmq::context_t& ctx_;
   // Declared before keys_ (whose ZAP thread asks connections_), so that
@@ -91,6 +94,9 @@ class Frontd : public Service {
   std::unordered_map<std::string, Session> sessions_;  // by ROUTER identity
   std::unordered_map<UserId, std::vector<std::string>> by_user_;
   Clock::time_point next_sweep_;
+  // What answers take, a moving average (ms); and the resends held back.
+  double answer_ms_ = 0;
+  uint64_t resends_held_ = 0;
   std::unique_ptr<HandshakeWatch> watch_;
 };
 
