@@ -136,6 +136,7 @@ uint64_t Client::Ask(MsgType type, const T& body, const std::string& cmid) {
   Header h;
   h.type = static_cast<uint8_t>(type);
   h.corr = next_corr_++;
+  h.trace = options_.trace ? 1 : 0;
   PendingRequest p;
   p.type = type;
   p.app = Answered(type);
@@ -371,6 +372,7 @@ void Client::Handle(const zmq::message_t& msg, std::vector<Incoming>* out) {
       Incoming in;
       in.kind = Incoming::Kind::kProcessed;
       in.request = f.header.corr;
+      in.trace = f.header.trace & ~(1ULL << 63);
       in.processed = std::move(p);
       out->push_back(std::move(in));
       return;

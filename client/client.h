@@ -59,6 +59,9 @@ struct ClientOptions {
   // (send, history, ...) says false: it neither reads nor moves the
   // device's cursor, so a later listen still sees what was missed.
   bool receive = true;
+  // Ask frontd to log each request's path through the cell at level info
+  // (its trace id comes back with the answer: Incoming::trace).
+  bool trace = false;
 };
 
 // One thing that arrived for the application.
@@ -66,6 +69,7 @@ struct Incoming {
   enum class Kind { kProcessed, kEvent, kError, kOk, kHistory, kChats, kMailbox };
   Kind kind = Kind::kEvent;
   uint64_t request = 0;      // the call's request id, for an answer
+  uint64_t trace = 0;        // an answer's trace id (without the top bit)
   Processed processed;       // kProcessed
   Event event;               // kEvent
   bool missed = false;       // kEvent: from the catch-up after connecting
@@ -90,6 +94,9 @@ class Client {
   Status Connect();
 
   UserId user() const { return user_; }
+  // Requests from now on ask for their path in the logs (see
+  // ClientOptions::trace).
+  void set_trace(bool on) { options_.trace = on; }
   const std::string& device() const { return device_; }
 
   // Queues a message; returns its client_msg_id (a new random one unless

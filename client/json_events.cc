@@ -1,5 +1,6 @@
 #include "client/json_events.h"
 
+#include <cstdio>
 #include <ctime>
 
 namespace natter {
@@ -37,16 +38,24 @@ nlohmann::json ErrorJson(const Status& status) {
           {"message", status.message()}};
 }
 
+std::string TraceHex(uint64_t trace) {
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(trace));
+  return buf;
+}
+
 nlohmann::json ToJson(const Incoming& in) {
   switch (in.kind) {
     case Incoming::Kind::kProcessed: {
       const Processed& p = in.processed;
-      return {{"type", "processed"},
-              {"id", std::to_string(p.id.value)},
-              {"client_msg_id", p.client_msg_id},
-              {"to", p.to.value},
-              {"ts", p.ts},
-              {"seq", p.seq.value}};
+      nlohmann::json j = {{"type", "processed"},
+                          {"id", std::to_string(p.id.value)},
+                          {"client_msg_id", p.client_msg_id},
+                          {"to", p.to.value},
+                          {"ts", p.ts},
+                          {"seq", p.seq.value}};
+      if (in.trace != 0) j["trace"] = TraceHex(in.trace);
+      return j;
     }
     case Incoming::Kind::kError: {
       nlohmann::json j = ErrorJson(in.error);
@@ -151,7 +160,8 @@ std::string ToText(const ChatItem& c, UserId viewer) {
 std::string ToText(const Incoming& in) {
   switch (in.kind) {
     case Incoming::Kind::kProcessed:
-      return std::to_string(in.processed.id.value);
+      return std::to_string(in.processed.id.value) +
+             (in.trace != 0 ? " trace=" + TraceHex(in.trace) : "");
     case Incoming::Kind::kError:
       return std::string("error: ") + in.error.message();
     case Incoming::Kind::kOk:

@@ -13,6 +13,8 @@
 namespace natter {
 
 nlohmann::json ToJson(const Incoming& in);
+// A trace id as natterctl trace and the daemons' logs show it: 16 hex digits.
+std::string TraceHex(uint64_t trace);
 // A history page's message: a `message` object with reactions (user id ->
 // emoji), delivered and seen.
 nlohmann::json ToJson(const HistoryItem& item);

@@ -386,8 +386,9 @@ int ChatsCommand(const Global& g, const std::vector<std::string>& args) {
 
 int Send(const Global& g, const std::vector<std::string>& args) {
   std::vector<std::string> words;
+  bool trace = false;
   po::options_description opts;
-  opts.add_options()("words", po::value(&words));
+  opts.add_options()("words", po::value(&words))("trace", po::bool_switch(&trace));
   po::positional_options_description pos;
   pos.add("words", -1);
   try {
@@ -407,6 +408,7 @@ int Send(const Global& g, const std::vector<std::string>& args) {
   }
   auto owned = ConnectOneShot(g);
   Client& client = *owned;
+  client.set_trace(trace);
 
   const size_t kWindow = 256;
   int exit_code = EX_OK;

@@ -2,6 +2,8 @@
 
 #include <signal.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sodium.h>
 #include <sysexits.h>
 #include <unistd.h>
@@ -10,6 +12,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cerrno>
+#include <cstddef>
 #include <cstdlib>
 #include <cstring>
 #include <iostream>
@@ -53,7 +56,26 @@ void CatchStopSignals(void (*handler)(int)) {
   signal(SIGPIPE, SIG_IGN);
 }
 
+void NotifySystemd(const std::string& state) {
+  const char* path = std::getenv("NOTIFY_SOCKET");
+  if (path == nullptr || path[0] == '\0') return;
+  struct sockaddr_un addr {};
+  addr.sun_family = AF_UNIX;
+  size_t len = std::strlen(path);
+  if (len >= sizeof addr.sun_path) return;
+  std::memcpy(addr.sun_path, path, len);
+  if (addr.sun_path[0] == '@') addr.sun_path[0] = '\0';  // abstract namespace
+  int fd = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return;
+  ssize_t n = ::sendto(fd, state.data(), state.size(), MSG_NOSIGNAL,
+                       reinterpret_cast<const sockaddr*>(&addr),
+                       static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + len));
+  (void)n;
+  ::close(fd);
+}
+
 void NotifyReady() {
+  NotifySystemd("READY=1\nSTATUS=serving\nMAINPID=" + std::to_string(::getpid()));
   const char* fd_text = std::getenv("NATTER_READY_FD");
   if (fd_text == nullptr) return;
   auto fd = ParseUint(fd_text);
@@ -96,6 +118,10 @@ int DaemonMain(int argc, char** argv, const DaemonSpec& spec) {
   }
 
   zmq::context_t ctx(1);
+  // Before the service, so that it outlives replies the service still owes.
+  std::string name = spec.section;
+  if (name == "stored") name += "-" + config.Get("shard");
+  ControlServer control(ctx, name);
   std::unique_ptr<Service> service;
   try {
     service = spec.make(config, ctx);
@@ -130,15 +156,31 @@ int DaemonMain(int argc, char** argv, const DaemonSpec& spec) {
     } else {
       NLOG_WARN("event=ready waiting=\"%s\"", service->Waiting().c_str());
     }
+    const CurveIdentity* identity = service->Identity();
+    s = control.Start(config.Get("control"), config.Get("metrics-listen"),
+                      identity != nullptr ? *identity : CurveIdentity());
+    if (!s.ok()) {
+      NLOG_ERROR("event=start-failed error=\"%s\"", s.ToString().c_str());
+      return EX_CONFIG;
+    }
     NotifyReady();
+    auto stats = [&](MetricSet* set) { service->Stats(set); };
+    auto command = [&](const Frame& f, const ControlServer::Reply& reply) {
+      return service->Control(f, reply);
+    };
     while (!g_stop) {
-      service->RunOnce(100);
+      // Short turns, so the control socket answers within 50 ms.
+      service->RunOnce(50);
+      control.Serve(stats, command);
       if (g_reload.exchange(false)) {
+        NotifySystemd("RELOADING=1");
         LogReopen();
         NLOG_INFO("event=reload");
         service->Reload();
+        NotifySystemd("READY=1");
       }
     }
+    NotifySystemd("STOPPING=1");
     NLOG_INFO("event=stopping");
     service->Stop();
   } catch (const std::exception& e) {

@@ -11,6 +11,7 @@
 #include <zmq.hpp>
 
 #include "common/config.h"
+#include "common/control.h"
 #include "common/status.h"
 
 namespace natter {
@@ -34,6 +35,14 @@ class Service {
   virtual void Stop() {}
   // SIGHUP: reads its keys again, without dropping connections.
   virtual void Reload() {}
+  // The daemon's CURVE identity, which its control socket uses too; null
+  // before Start.
+  virtual const CurveIdentity* Identity() { return nullptr; }
+  // Adds the daemon's own metrics (natterctl status, Prometheus).
+  virtual void Stats(MetricSet*) {}
+  // A control request other than stats (natterctl backup); false if the
+  // daemon does not take it.  reply may be called later, from RunOnce.
+  virtual bool Control(const Frame&, const ControlServer::Reply&) { return false; }
 };
 
 struct DaemonSpec {
@@ -57,8 +66,13 @@ uint64_t OpenFilesLimit();
 void CatchStopSignals(void (*handler)(int));
 
 // Tells the supervisor (natterctl up) that the daemon serves: writes "ready"
-// to the descriptor named by $NATTER_READY_FD, if set.
+// to the descriptor named by $NATTER_READY_FD, if set; and tells systemd
+// (Type=notify) with READY=1.
 void NotifyReady();
+
+// Sends a state ("READY=1", "STOPPING=1", ...) to systemd's notification
+// socket ($NOTIFY_SOCKET, sd_notify(3)'s protocol); nothing without one.
+void NotifySystemd(const std::string& state);
 
 }  // namespace natter
 

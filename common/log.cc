@@ -98,8 +98,8 @@ void Logf(LogLevel level, const char* fmt, ...) {
   char stamp[32];
   strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%S", &tm);
   std::lock_guard<std::mutex> lock(g_mutex);
-  fprintf(g_file != nullptr ? g_file : stderr, "%s.%03ldZ %s[%d]: level=%s %s\n", stamp,
-          static_cast<long>(tv.tv_usec / 1000), g_program.c_str(),
+  fprintf(g_file != nullptr ? g_file : stderr, "%s.%06ldZ %s[%d]: level=%s %s\n", stamp,
+          static_cast<long>(tv.tv_usec), g_program.c_str(),
           static_cast<int>(getpid()), LevelName(level), line);
 }
 

@@ -3,6 +3,7 @@
 #ifndef NATTER_COMMON_LOG_H_
 #define NATTER_COMMON_LOG_H_
 
+#include <cstdint>
 #include <string>
 
 namespace natter {
@@ -27,6 +28,28 @@ void Logf(LogLevel level, const char* fmt, ...)
 #define NLOG_INFO(...) ::natter::Logf(::natter::LogLevel::kInfo, __VA_ARGS__)
 #define NLOG_WARN(...) ::natter::Logf(::natter::LogLevel::kWarn, __VA_ARGS__)
 #define NLOG_ERROR(...) ::natter::Logf(::natter::LogLevel::kError, __VA_ARGS__)
+
+// Trace ids (Header::trace): frontd gives one to each request; the top bit
+// says the client asked for its path in the logs.
+constexpr uint64_t kTraceLoud = 1ULL << 63;
+inline bool TraceLogged(uint64_t trace) {
+  return trace != 0 && ((trace & kTraceLoud) != 0 || LogEnabled(LogLevel::kDebug));
+}
+// One hop of a traced request: "trace=<16 hex digits> " and the rest; at
+// level info when the client asked for it, else at debug.
+#define NLOG_TRACE(trace, fmt, ...)                                          \
+  do {                                                                       \
+    uint64_t natter_trace_ = (trace);                                        \
+    if (::natter::TraceLogged(natter_trace_)) {                              \
+      ::natter::Logf((natter_trace_ & ::natter::kTraceLoud)                  \
+                         ? ::natter::LogLevel::kInfo                         \
+                         : ::natter::LogLevel::kDebug,                       \
+                     "trace=%016llx " fmt,                                   \
+                     static_cast<unsigned long long>(natter_trace_ &         \
+                                                     ~::natter::kTraceLoud), \
+                     __VA_ARGS__);                                           \
+    }                                                                        \
+  } while (0)
 
 }  // namespace natter
 

@@ -45,6 +45,14 @@ const std::vector<OptionSpec> kOptions = {
      "0: the open-files limit less 64 descriptors kept for the peers."},
     {"frontd", "session-timeout", "60s",
      "A client silent this long (no request, no ping) loses its session."},
+    {"frontd", "control", "",
+     "Endpoint of the control socket natterctl status and backup talk to "
+     "(CURVE as the daemon's other sockets; natterctl uses a key of [cell] "
+     "peer-keys).  Empty: none."},
+    {"frontd", "metrics-listen", "",
+     "Endpoint (tcp://ADDRESS:PORT) where the daemon answers HTTP GET "
+     "/metrics in the Prometheus text format.  No authentication: bind it "
+     "to loopback or a private network.  Empty: none."},
 
     {"routed", "listen", "",
      "Endpoint to bind; by default the first of [cell] routed."},
@@ -59,6 +67,14 @@ const std::vector<OptionSpec> kOptions = {
      "an id, even when the clock was set back across it.  Each routed needs "
      "its own.  Empty: no record (ids are then unique only while the clock "
      "does not go back across a restart)."},
+    {"routed", "control", "",
+     "Endpoint of the control socket natterctl status and backup talk to "
+     "(CURVE as the daemon's other sockets; natterctl uses a key of [cell] "
+     "peer-keys).  Empty: none."},
+    {"routed", "metrics-listen", "",
+     "Endpoint (tcp://ADDRESS:PORT) where the daemon answers HTTP GET "
+     "/metrics in the Prometheus text format.  No authentication: bind it "
+     "to loopback or a private network.  Empty: none."},
 
     {"stored", "shard", "0", "Which entry of the shard map this is, from 0."},
     {"stored", "secret-key", "",
@@ -73,6 +89,14 @@ const std::vector<OptionSpec> kOptions = {
     {"stored", "handoff-retry", "1s",
      "How long a hand-off to another shard waits for its acknowledgement "
      "before it is sent again."},
+    {"stored", "control", "",
+     "Endpoint of the control socket natterctl status and backup talk to "
+     "(CURVE as the daemon's other sockets; natterctl uses a key of [cell] "
+     "peer-keys).  Empty: none."},
+    {"stored", "metrics-listen", "",
+     "Endpoint (tcp://ADDRESS:PORT) where the daemon answers HTTP GET "
+     "/metrics in the Prometheus text format.  No authentication: bind it "
+     "to loopback or a private network.  Empty: none."},
 
     {"notifyd", "secret-key", "",
      "File holding notifyd's CURVE secret key.  Empty: no CURVE."},
@@ -84,6 +108,14 @@ const std::vector<OptionSpec> kOptions = {
     {"notifyd", "drop-every", "0",
      "For tests only: drop every Nth event instead of publishing it, to "
      "show that devices repair the gaps.  0: drop nothing."},
+    {"notifyd", "control", "",
+     "Endpoint of the control socket natterctl status and backup talk to "
+     "(CURVE as the daemon's other sockets; natterctl uses a key of [cell] "
+     "peer-keys).  Empty: none."},
+    {"notifyd", "metrics-listen", "",
+     "Endpoint (tcp://ADDRESS:PORT) where the daemon answers HTTP GET "
+     "/metrics in the Prometheus text format.  No authentication: bind it "
+     "to loopback or a private network.  Empty: none."},
 };
 
 }  // namespace natter

@@ -36,6 +36,10 @@ const char* MsgTypeName(MsgType type) {
     case MsgType::kStoreMessage: return "store-message";
     case MsgType::kDeliver: return "deliver";
     case MsgType::kDeliverAck: return "deliver-ack";
+    case MsgType::kStats: return "stats";
+    case MsgType::kStatsReply: return "stats-reply";
+    case MsgType::kBackup: return "backup";
+    case MsgType::kBackupReply: return "backup-reply";
   }
   return "unknown";
 }
@@ -67,6 +71,19 @@ Status DecodeFrame(const void* data, size_t size, Frame* out) {
     return Status(ErrorCode::kMalformed, "a body is an array");
   }
   return Status::Ok();
+}
+
+bool PeekHeader(const void* data, size_t size, Header* out) {
+  const char* p = static_cast<const char*>(data);
+  if (size < 2 || static_cast<uint8_t>(p[0]) != 0x92) return false;  // [header, body]
+  try {
+    size_t offset = 1;
+    msgpack::object_handle h = msgpack::unpack(p, size, offset, nullptr, nullptr, kLimits);
+    h.get().convert(*out);
+    return true;
+  } catch (const std::exception&) {
+    return false;
+  }
 }
 
 std::string TopicOf(UserId user) {

@@ -92,6 +92,11 @@ enum class MsgType : uint8_t {
   kStoreMessage = 128,  // routed -> sender's home shard
   kDeliver = 129,       // shard -> routed -> recipient's home shard
   kDeliverAck = 130,    // back to the shard that handed off
+  // Control (natterctl -> a daemon's control socket; common/control.h).
+  kStats = 160,
+  kStatsReply = 161,
+  kBackup = 162,
+  kBackupReply = 163,
 };
 
 const char* MsgTypeName(MsgType type);
@@ -102,7 +107,11 @@ struct Header {
   uint64_t corr = 0;
   UserId user;
   std::string device;
-  MSGPACK_DEFINE_ARRAY(version, type, corr, user, device);
+  // Given by frontd to each request and carried through every hop, so the
+  // daemons' logs show one request's path (trace=...).  The top bit asks
+  // for that path at level info (a client asks with any non-zero trace).
+  uint64_t trace = 0;
+  MSGPACK_DEFINE_ARRAY(version, type, corr, user, device, trace);
 };
 
 // --- Requests ---------------------------------------------------------------
@@ -328,7 +337,9 @@ struct Deliver {
   MessageId id;
   std::optional<std::string> emoji;
   uint64_t version = 0;  // reactions: newer versions win
-  MSGPACK_DEFINE_ARRAY(message, outbox, kind, target, by, id, emoji, version);
+  uint64_t trace = 0;    // the trace id of the request that caused it
+  MSGPACK_DEFINE_ARRAY(message, outbox, kind, target, by, id, emoji, version,
+                       trace);
 };
 
 struct DeliverAck {
@@ -386,6 +397,10 @@ std::string EncodeReply(const Header& request, MsgType type, const T& body) {
 }
 
 std::string EncodeError(const Header& request, const Status& status);
+
+// A frame's header alone (the body is not decoded): for daemons that pass
+// frames on and only log them.  False if it is not a frame.
+bool PeekHeader(const void* data, size_t size, Header* out);
 
 // The PUB/SUB topic of a user's events: its id, 8 bytes big-endian (all
 // topics the same length, so no topic is a prefix of another).

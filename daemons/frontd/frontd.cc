@@ -1,5 +1,8 @@
 #include "daemons/frontd/frontd.h"
 
+
+#include <sodium.h>
+
 #include <algorithm>
 #include <ctime>
 #include <stdexcept>
@@ -176,9 +179,11 @@ void Frontd::FromClient(Parts& parts) {
   Header h = frame.header;
   h.user = session.user;  // the token's user, whatever the client wrote
   h.device = session.device;
+  h.trace = NewTrace(frame.header.trace != 0);
   std::string forward;
   switch (frame.type()) {
     case MsgType::kPing:
+      h.trace = 0;
       Reply(identity, EncodeReply(h, MsgType::kPong, Empty()));
       return;
     case MsgType::kSend: {
@@ -248,9 +253,15 @@ void Frontd::FromClient(Parts& parts) {
                                      "); wait for their answers");
   }
   if (!s.ok()) {
+    ++refused_;
+    NLOG_TRACE(h.trace, "event=refused type=%s user=%llu error=\"%s\"", MsgTypeName(frame.type()),
+               static_cast<unsigned long long>(h.user.value), s.ToString().c_str());
     Reply(identity, EncodeError(h, s));
     return;
   }
+  NLOG_TRACE(h.trace, "event=request type=%s user=%llu device=%s corr=%llu",
+             MsgTypeName(frame.type()), static_cast<unsigned long long>(h.user.value),
+             h.device.c_str(), static_cast<unsigned long long>(h.corr));
   Parts out;
   out.push_back(ToMessage(identity));
   out.push_back(ToMessage(forward));
@@ -260,6 +271,48 @@ void Frontd::FromClient(Parts& parts) {
     return;
   }
   session.in_flight[h.corr] = session.last_heard;
+  ++requests_;
+}
+
+uint64_t Frontd::NewTrace(bool loud) {
+  if (trace_prefix_ == 0) {
+    uint32_t r;
+    randombytes_buf(&r, sizeof r);
+    trace_prefix_ = static_cast<uint64_t>((r & 0x7fffffffu) | 1u) << 32;
+  }
+  return trace_prefix_ | ++trace_next_ | (loud ? kTraceLoud : 0);
+}
+
+void Frontd::Stats(MetricSet* set) {
+  size_t in_flight = 0;
+  for (const auto& [identity, session] : sessions_) in_flight += session.in_flight.size();
+  set->Gauge("natter_frontd_sessions", "Client sessions (devices that said hello).",
+             static_cast<double>(sessions_.size()));
+  set->Gauge("natter_frontd_connections", "Client connections (also those not yet in a session).",
+             static_cast<double>(connections_ ? connections_->current() : sessions_.size()));
+  set->Counter("natter_frontd_clients_refused_total",
+               "Connections refused because max-clients were connected.",
+               static_cast<double>(clients_refused_.load()));
+  set->Counter("natter_frontd_hellos_total", "Hellos (sessions begun).", static_cast<double>(hellos_));
+  set->Counter("natter_frontd_requests_total", "Requests passed on to routed.",
+               static_cast<double>(requests_));
+  set->Counter("natter_frontd_refused_total", "Requests frontd answered with an error itself.",
+               static_cast<double>(refused_));
+  set->Counter("natter_frontd_answers_total", "Answers from the cell passed to clients.",
+               static_cast<double>(answers_));
+  set->Counter("natter_frontd_resends_held_total",
+               "Resends of requests still on their way, held back while the cell is slow.",
+               static_cast<double>(resends_held_));
+  set->Counter("natter_frontd_events_total", "Events passed to devices.", static_cast<double>(events_sent_));
+  set->Counter("natter_frontd_dropped_total",
+               "Frames a client's full queue did not take (repaired from the mailbox or resent).",
+               static_cast<double>(dropped_));
+  set->Gauge("natter_frontd_in_flight", "Requests passed on and not yet answered.",
+             static_cast<double>(in_flight));
+  set->Gauge("natter_frontd_resend_hold_seconds", "How long a request waits before a resend of it goes on.",
+             std::chrono::duration<double>(ResendHold()).count());
+  set->Summary("natter_frontd_answer_seconds", "From a request passed on to its answer.",
+               answer_latency_);
 }
 
 void Frontd::Hello(const std::string& identity, const Frame& frame) {
@@ -286,6 +339,7 @@ void Frontd::Hello(const std::string& identity, const Frame& frame) {
   }
   if (sessions_.count(identity)) EndSession(identity);
   sessions_[identity] = Session{claims.user, device, Clock::now(), {}};
+  ++hellos_;
   auto& ids = by_user_[claims.user];
   if (ids.empty()) events_.set(zmq::sockopt::subscribe, TopicOf(claims.user));
   ids.push_back(identity);
@@ -305,8 +359,12 @@ void Frontd::Reply(const std::string& identity, const std::string& frame) {
   Parts out;
   out.push_back(ToMessage(identity));
   out.push_back(ToMessage(frame));
-  if (!SendParts(clients_, out) && errno == EHOSTUNREACH) {
-    EndSession(identity);
+  if (!SendParts(clients_, out)) {
+    if (errno == EHOSTUNREACH) {
+      EndSession(identity);
+    } else {
+      ++dropped_;
+    }
   }
 }
 
@@ -358,11 +416,20 @@ void Frontd::FromRouted() {
                                                               request->second)
                         .count();
         answer_ms_ += (ms - answer_ms_) / 64;
+        answer_latency_.Record(ms * 1000);
         in_flight.erase(request);
       }
+      NLOG_TRACE(reply.header.trace, "event=answer type=%s user=%llu corr=%llu",
+                 MsgTypeName(reply.type()), static_cast<unsigned long long>(reply.header.user.value),
+                 static_cast<unsigned long long>(reply.header.corr));
     }
-    if (!SendParts(clients_, parts) && errno == EHOSTUNREACH) {
-      EndSession(identity);
+    ++answers_;
+    if (!SendParts(clients_, parts)) {
+      if (errno == EHOSTUNREACH) {
+        EndSession(identity);
+      } else {
+        ++dropped_;
+      }
     }
   }
 }
@@ -385,6 +452,10 @@ void Frontd::FromNotifyd() {
           s->second.device == frame.header.device) {
         continue;
       }
+      NLOG_TRACE(frame.header.trace, "event=event user=%llu device=%s",
+                 static_cast<unsigned long long>(frame.header.user.value),
+                 s->second.device.c_str());
+      ++events_sent_;
       Reply(identity, parts[1].to_string());
     }
   }

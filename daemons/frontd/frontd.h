@@ -28,6 +28,7 @@
 #include "common/config.h"
 #include "common/curve.h"
 #include "common/daemon.h"
+#include "common/metrics.h"
 #include "common/net.h"
 #include "common/token.h"
 
@@ -49,6 +50,8 @@ class Frontd : public Service {
   // max-clients for an open-files limit.
   static size_t DefaultMaxClients(uint64_t open_files);
   bool Ready() override { return watch_->AllConnected(); }
+  const CurveIdentity* Identity() override { return &keys_.identity(); }
+  void Stats(MetricSet* set) override;
   std::string Waiting() override { return watch_->Waiting(); }
 
  private:
@@ -97,6 +100,18 @@ class Frontd : public Service {
   // What answers take, a moving average (ms); and the resends held back.
   double answer_ms_ = 0;
   uint64_t resends_held_ = 0;
+  // A new trace id (the client asked for its path in the logs: loud).
+  uint64_t NewTrace(bool loud);
+  uint64_t trace_prefix_ = 0;  // random, so frontds' ids differ
+  uint32_t trace_next_ = 0;
+  // Counters and the request-to-answer latency, for Stats.
+  uint64_t requests_ = 0;
+  uint64_t refused_ = 0;   // answered by frontd itself with an error
+  uint64_t answers_ = 0;
+  uint64_t events_sent_ = 0;
+  uint64_t dropped_ = 0;   // frames a client's full queue did not take
+  uint64_t hellos_ = 0;
+  LatencyHistogram answer_latency_;
   std::unique_ptr<HandshakeWatch> watch_;
 };
 

@@ -55,13 +55,34 @@ Status Notifyd::Start() {
 void Notifyd::RunOnce(int timeout_ms) {
   std::vector<zmq::pollitem_t> items = {{in_.handle(), 0, ZMQ_POLLIN, 0}};
   Poll(items, timeout_ms);
+  auto start = std::chrono::steady_clock::now();
   Parts parts;
   for (int n = 0; n < 4096 && RecvParts(in_, &parts); ++n) {
     if (parts.size() != 2 || parts[0].size() != 8) continue;
     ++forwarded_;
-    if (drop_every_ != 0 && forwarded_ % drop_every_ == 0) continue;
-    SendParts(out_, parts);
+    if (drop_every_ != 0 && forwarded_ % drop_every_ == 0) {
+      ++dropped_;
+      continue;
+    }
+    Header h;
+    uint64_t trace = PeekHeader(parts[1].data(), parts[1].size(), &h) ? h.trace : 0;
+    if (SendParts(out_, parts)) {
+      NLOG_TRACE(trace, "event=fan-out user=%llu", static_cast<unsigned long long>(h.user.value));
+    } else {
+      ++dropped_;
+    }
   }
+  turn_.Record(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start)
+                   .count());
+}
+
+void Notifyd::Stats(MetricSet* set) {
+  set->Counter("natter_notifyd_events_total", "Events taken in from the shards.",
+               static_cast<double>(forwarded_));
+  set->Counter("natter_notifyd_dropped_total", "Events not published (drop-every, for tests).",
+               static_cast<double>(dropped_));
+  set->Summary("natter_notifyd_turn_seconds",
+               "The work of one turn of notifyd's loop (what an event may wait behind).", turn_);
 }
 
 }  // namespace notifyd

@@ -15,6 +15,7 @@
 #include "common/config.h"
 #include "common/curve.h"
 #include "common/daemon.h"
+#include "common/metrics.h"
 #include "common/net.h"
 
 namespace natter {
@@ -29,6 +30,8 @@ class Notifyd : public Service {
   // Publishes the events already taken in before it exits.
   void Stop() override { RunOnce(0); }
   void Reload() override { keys_.Reload(); }
+  const CurveIdentity* Identity() override { return &keys_.identity(); }
+  void Stats(MetricSet* set) override;
 
  private:
   zmq::context_t& ctx_;
@@ -39,6 +42,8 @@ class Notifyd : public Service {
   zmq::socket_t out_;  // PUB, to the frontds
   uint64_t forwarded_ = 0;
   uint64_t drop_every_ = 0;  // tests only
+  uint64_t dropped_ = 0;
+  LatencyHistogram turn_;    // the work of one turn
 };
 
 }  // namespace notifyd

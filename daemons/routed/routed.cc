@@ -69,6 +69,7 @@ Route Router::Decide(const Frame& request, uint64_t now_ms) {
       out.type = static_cast<uint8_t>(MsgType::kStoreMessage);
       route.shard = HomeShard(h.user, shard_count_);
       route.frame = EncodeFrame(out, sm);
+      route.id = sm.message.id;
       return route;
     }
     case MsgType::kDeliver: {
@@ -145,10 +146,27 @@ void Routed::RunOnce(int timeout_ms) {
   items.push_back({front_.handle(), 0, ZMQ_POLLIN, 0});
   for (auto& s : shards_) items.push_back({s.handle(), 0, ZMQ_POLLIN, 0});
   Poll(items, timeout_ms);
+  auto start = std::chrono::steady_clock::now();
   if (items[0].revents & ZMQ_POLLIN) FromFront();
   for (size_t i = 0; i < shards_.size(); ++i) {
     if (items[i + 1].revents & ZMQ_POLLIN) FromShard(i);
   }
+  turn_.Record(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start)
+                   .count());
+}
+
+void Routed::Stats(MetricSet* set) {
+  set->Counter("natter_routed_requests_total", "Requests passed on to shards.",
+               static_cast<double>(requests_));
+  set->Counter("natter_routed_answers_total", "Answers from shards passed back.",
+               static_cast<double>(answers_));
+  set->Counter("natter_routed_refused_total", "Requests routed answered with an error.",
+               static_cast<double>(refused_));
+  set->Counter("natter_routed_dropped_total", "Answers a peer's full queue did not take.",
+               static_cast<double>(dropped_));
+  set->Gauge("natter_routed_shards", "Shards in the shard map.", static_cast<double>(shards_.size()));
+  set->Summary("natter_routed_turn_seconds",
+               "The work of one turn of routed's loop (what a frame may wait behind).", turn_);
 }
 
 void Routed::Stop() {
@@ -185,12 +203,18 @@ void Routed::FromFront() {
       }
       if (SendParts(shards_[route.shard], out)) {
         ++moved_;
+        ++requests_;
+        NLOG_TRACE(frame.header.trace, "event=route type=%s user=%llu shard=%u id=%llu",
+                   MsgTypeName(frame.type()),
+                   static_cast<unsigned long long>(frame.header.user.value), route.shard,
+                   static_cast<unsigned long long>(route.id.value));
         continue;
       }
       route.status = Status(ErrorCode::kUnavailable,
                             "shard " + std::to_string(route.shard) +
                                 " is not reachable");
     }
+    ++refused_;
     NLOG_WARN("event=refused type=%s error=\"%s\"",
               MsgTypeName(frame.type()), route.status.ToString().c_str());
     SendRouted(front_, parts, parts.size() - 1,
@@ -202,9 +226,17 @@ void Routed::FromShard(size_t shard) {
   Parts parts;
   for (int n = 0; n < 4096 && RecvParts(shards_[shard], &parts); ++n) {
     if (parts.size() < 2) continue;
+    // Only the header matters here, but whether this answer's path is
+    // wanted in the log is in it.
+    Header h;
+    uint64_t trace = PeekHeader(parts.back().data(), parts.back().size(), &h) ? h.trace : 0;
+    MsgType type = static_cast<MsgType>(h.type);
     if (SendParts(front_, parts)) {
       ++moved_;
+      ++answers_;
+      NLOG_TRACE(trace, "event=answer type=%s shard=%zu", MsgTypeName(type), shard);
     } else {
+      ++dropped_;
       NLOG_DEBUG("event=reply-dropped shard=%zu", shard);
     }
   }

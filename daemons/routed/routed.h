@@ -18,6 +18,8 @@
 #include "common/config.h"
 #include "common/curve.h"
 #include "common/daemon.h"
+#include "common/log.h"
+#include "common/metrics.h"
 #include "common/ids.h"
 #include "common/net.h"
 #include "common/proto.h"
@@ -31,6 +33,7 @@ struct Route {
   Status status;       // not ok: reply with this error instead
   uint32_t shard = 0;
   std::string frame;   // what to send to the shard
+  MessageId id;        // a send's new message id
 };
 
 class Router {
@@ -59,6 +62,8 @@ class Routed : public Service {
   void Reload() override { keys_.Reload(); }
   bool Ready() override { return watch_->AllConnected(); }
   std::string Waiting() override { return watch_->Waiting(); }
+  const CurveIdentity* Identity() override { return &keys_.identity(); }
+  void Stats(MetricSet* set) override;
 
  private:
   void FromFront();
@@ -73,6 +78,12 @@ class Routed : public Service {
   zmq::socket_t front_;                // ROUTER
   std::vector<zmq::socket_t> shards_;  // DEALER each
   uint64_t moved_ = 0;                 // frames passed on, ever
+  uint64_t requests_ = 0;              // from frontds and shards, to shards
+  uint64_t answers_ = 0;               // from shards, back
+  uint64_t refused_ = 0;               // answered with an error by routed
+  uint64_t dropped_ = 0;               // answers the peer's queue did not take
+  LatencyHistogram turn_;              // the work of one turn (how long a
+                                       // frame may wait behind others)
   std::unique_ptr<HandshakeWatch> watch_;
 };
 

@@ -95,6 +95,44 @@ Status Store::Open(const std::string& path, int max_open_files) {
 
 void Store::Close() { db_.reset(); }
 
+Status Store::Backup(const std::string& path, uint64_t* records, uint64_t* bytes) {
+  *records = *bytes = 0;
+  if (!db_) return Status(ErrorCode::kStorage, "the shard's database is closed");
+  leveldb::Options options;
+  options.create_if_missing = true;
+  options.error_if_exists = true;
+  options.compression = leveldb::kNoCompression;
+  std::unique_ptr<const leveldb::FilterPolicy> filter(leveldb::NewBloomFilterPolicy(10));
+  options.filter_policy = filter.get();
+  leveldb::DB* raw = nullptr;
+  leveldb::Status s = leveldb::DB::Open(options, path, &raw);
+  if (!s.ok()) return Status(ErrorCode::kStorage, path + ": " + s.ToString());
+  std::unique_ptr<leveldb::DB> copy(raw);
+  const leveldb::Snapshot* snapshot = db_->GetSnapshot();
+  leveldb::ReadOptions read;
+  read.snapshot = snapshot;
+  read.fill_cache = false;  // a backup should not push the working set out
+  std::unique_ptr<leveldb::Iterator> it(db_->NewIterator(read));
+  leveldb::WriteBatch batch;
+  for (it->SeekToFirst(); s.ok() && it->Valid(); it->Next()) {
+    batch.Put(it->key(), it->value());
+    ++*records;
+    *bytes += it->key().size() + it->value().size();
+    if (batch.ApproximateSize() >= (1 << 20)) {
+      s = copy->Write({}, &batch);
+      batch.Clear();
+    }
+  }
+  if (s.ok()) s = it->status();
+  leveldb::WriteOptions synced;
+  synced.sync = true;
+  if (s.ok()) s = copy->Write(synced, &batch);
+  it.reset();
+  db_->ReleaseSnapshot(snapshot);
+  if (!s.ok()) return Status(ErrorCode::kStorage, "backup to " + path + ": " + s.ToString());
+  return Status::Ok();
+}
+
 Seq Store::Head(UserId user) {
   auto cached = heads_.find(user);
   if (cached != heads_.end()) return cached->second;
@@ -163,6 +201,7 @@ void Store::WriteSeq(const std::string& key, Seq seq, BatchState* b) {
 void Store::AppendEvent(const Event& event, BatchState* b, Effects* e) {
   b->writes.Put(MailboxKey(event.user, event.seq), Pack(event));
   e->publish.push_back(event);
+  e->publish_trace.push_back(trace_);
 }
 
 Event Store::MessageEvent(const Message& m, UserId owner, Seq seq,
@@ -189,6 +228,7 @@ Status Store::Apply(std::vector<Request>* batch, Effects* effects) {
   std::vector<Seq> sync_cursor(batch->size());
   for (size_t i = 0; i < batch->size(); ++i) {
     Request& r = (*batch)[i];
+    trace_ = r.frame.header.trace;
     switch (r.frame.type()) {
       case MsgType::kStoreMessage: HandleStoreMessage(&r, &b, effects); break;
       case MsgType::kDeliver: HandleDeliver(&r, &b, effects); break;
@@ -215,6 +255,7 @@ Status Store::Apply(std::vector<Request>* batch, Effects* effects) {
       // Nothing of this batch is acknowledged; forget what it counted.
       heads_.clear();
       effects->publish.clear();
+      effects->publish_trace.clear();
       effects->handoff.clear();
       Status err(ErrorCode::kStorage, "the shard could not write: " +
                                           s.ToString());
@@ -273,7 +314,7 @@ void Store::HandleStoreMessage(Request* r, BatchState* b, Effects* e) {
       Propagate(std::move(d), b, e);
     }
     b->needs_sync = true;
-    NLOG_DEBUG("event=stored id=%llu from=%llu to=%llu seq=%llu",
+    NLOG_TRACE(h.trace, "event=stored id=%llu from=%llu to=%llu seq=%llu",
                static_cast<unsigned long long>(m.id.value),
                static_cast<unsigned long long>(m.from.value),
                static_cast<unsigned long long>(m.to.value),
@@ -294,6 +335,7 @@ void Store::Propagate(Deliver d, BatchState* b, Effects* e) {
     return;
   }
   d.outbox = next_outbox_++;
+  d.trace = trace_;
   WriteRecord(OutboxKey(d.outbox), d, b);
   e->handoff.push_back(std::move(d));
 }
@@ -402,7 +444,14 @@ void Store::HandleDeliver(Request* r, BatchState* b, Effects* e) {
     return;
   }
   // A repeated hand-off is acknowledged and changes nothing.
-  if (ApplyHandoff(d, b, e)) b->needs_sync = true;
+  bool changed = ApplyHandoff(d, b, e);
+  if (changed) b->needs_sync = true;
+  NLOG_TRACE(h.trace, "event=handoff kind=%u target=%llu id=%llu changed=%s", d.kind,
+             static_cast<unsigned long long>(d.target.value),
+             static_cast<unsigned long long>(
+                 d.kind == static_cast<uint8_t>(HandoffKind::kMessage) ? d.message.id.value
+                                                                       : d.id.value),
+             changed ? "yes" : "no");
   DeliverAck ack;
   ack.outbox = d.outbox;
   ack.id = d.kind == static_cast<uint8_t>(HandoffKind::kMessage) ? d.message.id : d.id;

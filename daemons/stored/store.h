@@ -98,6 +98,7 @@ struct Request {
 // What a committed batch makes the shard send besides replies.
 struct Effects {
   std::vector<Event> publish;    // to notifyd, one topic per user
+  std::vector<uint64_t> publish_trace;  // each event's trace id
   std::vector<Deliver> handoff;  // new outbox entries, to other shards
 };
 
@@ -129,6 +130,11 @@ class Store {
   // Counters: synced writes, and the requests they carried.
   uint64_t syncs() const { return syncs_; }
   uint64_t synced_requests() const { return synced_requests_; }
+
+  // A consistent copy of the database as it is now (a LevelDB snapshot),
+  // into a new database in folder path; safe to call from another thread
+  // while this one serves.
+  Status Backup(const std::string& path, uint64_t* records, uint64_t* bytes);
 
   // For tests and tools.
   void set_max_cached_heads(size_t n) { max_cached_heads_ = n; }
@@ -202,6 +208,7 @@ class Store {
   size_t max_cached_heads_ = 1000000;
   std::unordered_map<UserId, Seq> heads_;
   uint64_t next_outbox_ = 1;
+  uint64_t trace_ = 0;  // the trace id of the request being applied
   uint64_t syncs_ = 0;
   uint64_t synced_requests_ = 0;
 };

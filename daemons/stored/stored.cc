@@ -92,6 +92,88 @@ void Stored::RunOnce(int timeout_ms) {
   if (items[0].revents & ZMQ_POLLIN) ServeBatch();
   if (items[1].revents & ZMQ_POLLIN) TakeAcks();
   if (store_->is_open()) RetryHandoffs();
+  if (backup_) FinishBackup(false);
+}
+
+bool Stored::Control(const Frame& request, const ControlServer::Reply& reply) {
+  if (request.type() != MsgType::kBackup) return false;
+  BackupRequest b;
+  Status s = DecodeBody(request, &b);
+  struct stat st;
+  if (s.ok() && (b.path.empty() || b.path[0] != '/')) {
+    s = Status(ErrorCode::kBadRequest, "backup: the path must be absolute");
+  }
+  if (s.ok() && ::stat(b.path.c_str(), &st) == 0) {
+    s = Status(ErrorCode::kBadRequest, "backup: " + b.path + " exists already");
+  }
+  if (s.ok() && backup_) s = Status(ErrorCode::kBusy, "a backup of this shard is under way");
+  if (s.ok() && !store_->is_open()) {
+    s = Status(ErrorCode::kStorage, "the shard's database is closed");
+  }
+  if (!s.ok()) {
+    reply(EncodeError(request.header, s));
+    return true;
+  }
+  backup_ = std::make_unique<BackupJob>();
+  BackupJob* job = backup_.get();
+  job->path = b.path;
+  job->header = request.header;
+  job->reply = reply;
+  NLOG_INFO("event=backup-started shard=%u path=%s", shard_, b.path.c_str());
+  // The snapshot is taken by the thread at once; the shard serves on.
+  job->thread = std::thread([this, job] {
+    job->status = store_->Backup(job->path, &job->records, &job->bytes);
+    job->done = true;
+  });
+  return true;
+}
+
+void Stored::FinishBackup(bool wait) {
+  if (!backup_ || (!wait && !backup_->done)) return;
+  backup_->thread.join();
+  BackupJob& job = *backup_;
+  if (job.status.ok()) {
+    ++backups_;
+    NLOG_INFO("event=backup-done shard=%u path=%s records=%llu bytes=%llu", shard_,
+              job.path.c_str(), static_cast<unsigned long long>(job.records),
+              static_cast<unsigned long long>(job.bytes));
+    BackupReply r;
+    r.path = job.path;
+    r.records = job.records;
+    r.bytes = job.bytes;
+    job.reply(EncodeReply(job.header, MsgType::kBackupReply, r));
+  } else {
+    NLOG_ERROR("event=backup-failed shard=%u path=%s error=\"%s\"", shard_, job.path.c_str(),
+               job.status.ToString().c_str());
+    job.reply(EncodeError(job.header, job.status));
+  }
+  backup_.reset();
+}
+
+void Stored::Stats(MetricSet* set) {
+  set->Counter("natter_stored_batches_total", "Batches written (each one synced write at most).",
+               static_cast<double>(batches_));
+  set->Counter("natter_stored_requests_total", "Requests served.", static_cast<double>(requests_served_));
+  set->Counter("natter_stored_syncs_total", "Synced writes.", static_cast<double>(store_->syncs()));
+  set->Counter("natter_stored_write_failures_total", "Writes LevelDB refused (the shard then reopens).",
+               static_cast<double>(write_failures_));
+  set->Counter("natter_stored_events_published_total", "Mailbox events sent to notifyd.",
+               static_cast<double>(published_));
+  set->Counter("natter_stored_events_dropped_total",
+               "Events notifyd's queue did not take (devices repair them from the mailbox).",
+               static_cast<double>(publish_dropped_));
+  set->Counter("natter_stored_handoffs_sent_total", "Hand-offs sent to other shards (also resent ones).",
+               static_cast<double>(handoffs_sent_));
+  set->Counter("natter_stored_backups_total", "Backups made.", static_cast<double>(backups_));
+  set->Gauge("natter_stored_handoffs_pending", "Hand-offs waiting for their acknowledgement, in memory.",
+             static_cast<double>(pending_.size()));
+  set->Gauge("natter_stored_handoffs_spilled",
+             "1 while hand-offs wait in the outbox on disk only (memory full).", spilled_ ? 1 : 0);
+  set->Gauge("natter_stored_storage_up", "1 while the database is open.", store_->is_open() ? 1 : 0);
+  set->Gauge("natter_stored_batch_requests_p50", "Requests in a batch, median.",
+             batch_size_.Quantile(0.5));
+  set->Summary("natter_stored_batch_seconds", "Applying a batch, its synced write included.",
+               batch_latency_);
 }
 
 bool Stored::ServeBatch() {
@@ -117,13 +199,24 @@ bool Stored::ServeBatch() {
   if (batch.empty()) return false;
   Effects effects;
   bool was_open = store_->is_open();
-  if (!store_->Apply(&batch, &effects).ok() && was_open) StorageFailed();
+  auto started = Clock::now();
+  bool ok = store_->Apply(&batch, &effects).ok();
+  batch_latency_.Record(std::chrono::duration<double, std::micro>(Clock::now() - started).count());
+  batch_size_.Record(static_cast<double>(batch.size()));
+  ++batches_;
+  requests_served_ += batch.size();
+  if (!ok && was_open) {
+    ++write_failures_;
+    StorageFailed();
+  }
   for (size_t i = 0; i < batch.size(); ++i) {
     if (!SendRouted(requests_, routes[i], routes[i].size() - 1, batch[i].reply)) {
       NLOG_WARN("event=reply-dropped type=%s", MsgTypeName(batch[i].frame.type()));
     }
   }
-  for (const Event& ev : effects.publish) Publish(ev);
+  for (size_t i = 0; i < effects.publish.size(); ++i) {
+    Publish(effects.publish[i], effects.publish_trace[i]);
+  }
   for (const Deliver& d : effects.handoff) {
     // Once some wait on disk only, newer ones wait there too (behind them).
     if (spilled_ || pending_.size() >= kMaxPendingInMemory) {
@@ -139,6 +232,7 @@ void Stored::AddPending(uint64_t outbox, const Deliver& d) {
   Header h;
   h.type = static_cast<uint8_t>(MsgType::kDeliver);
   h.user = d.target.value != 0 ? d.target : d.message.to;
+  h.trace = d.trace;
   Pending& p = pending_[outbox];
   p.frame = EncodeFrame(h, d);
   SendHandoff(outbox, &p);
@@ -166,6 +260,7 @@ void Stored::StorageFailed() {
   // LevelDB refuses every write after a failed sync; the database must be
   // opened again, and what it then holds is the truth (the failed batch is
   // there whole or not at all; its senders retry either way).
+  FinishBackup(true);
   store_->Close();
   pending_.clear();
   due_.clear();
@@ -189,16 +284,22 @@ void Stored::TryReopen() {
   NLOG_INFO("event=storage-up shard=%u handoffs=%zu", shard_, pending_.size());
 }
 
-void Stored::Publish(const Event& event) {
+void Stored::Publish(const Event& event, uint64_t trace) {
   Header h;
   h.type = static_cast<uint8_t>(MsgType::kEvent);
   h.user = event.user;
   h.device = event.origin_device;
+  h.trace = trace;
+  ++published_;
+  NLOG_TRACE(trace, "event=publish user=%llu seq=%llu kind=%u",
+             static_cast<unsigned long long>(event.user.value),
+             static_cast<unsigned long long>(event.seq.value), event.kind);
   Parts parts;
   parts.push_back(ToMessage(TopicOf(event.user)));
   parts.push_back(ToMessage(EncodeFrame(h, event)));
   // The live path may drop (the mailbox is the truth; devices catch up).
   if (!SendParts(events_, parts)) {
+    ++publish_dropped_;
     NLOG_DEBUG("event=publish-dropped user=%llu seq=%llu",
                static_cast<unsigned long long>(event.user.value),
                static_cast<unsigned long long>(event.seq.value));
@@ -208,6 +309,7 @@ void Stored::Publish(const Event& event) {
 void Stored::SendHandoff(uint64_t outbox, Pending* pending) {
   Parts parts;
   parts.push_back(ToMessage(pending->frame));
+  ++handoffs_sent_;
   if (!SendParts(handoff_, parts)) {
     NLOG_DEBUG("event=handoff-deferred outbox=%llu",
                static_cast<unsigned long long>(outbox));
@@ -258,6 +360,7 @@ void Stored::Stop() {
   auto until = Clock::now() + std::chrono::seconds(2);
   while (Clock::now() < until && ServeBatch()) {
   }
+  FinishBackup(true);
   store_->Close();
   NLOG_INFO("event=closed shard=%u path=%s", shard_, data_path_.c_str());
 }

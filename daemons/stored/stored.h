@@ -16,18 +16,22 @@
 #ifndef NATTER_DAEMONS_STORED_STORED_H_
 #define NATTER_DAEMONS_STORED_STORED_H_
 
+#include <atomic>
 #include <chrono>
 #include <deque>
 #include <map>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <zmq.hpp>
 
 #include "common/config.h"
 #include "common/curve.h"
+#include "common/control.h"
 #include "common/daemon.h"
+#include "common/metrics.h"
 #include "common/net.h"
 #include "daemons/stored/store.h"
 
@@ -45,6 +49,11 @@ class Stored : public Service {
   void Stop() override;
   static constexpr size_t kMaxPendingInMemory = 100000;
   void Reload() override { keys_.Reload(); }
+  const CurveIdentity* Identity() override { return &keys_.identity(); }
+  void Stats(MetricSet* set) override;
+  // natterctl backup: a copy of the shard as it is now, made by a thread
+  // of its own while the shard serves; the answer comes when it is done.
+  bool Control(const Frame& request, const ControlServer::Reply& reply) override;
 
   const Store& store() const { return *store_; }
 
@@ -57,7 +66,10 @@ class Stored : public Service {
 
   // Serves what is waiting; false if nothing was.
   bool ServeBatch();
-  void Publish(const Event& event);
+  void Publish(const Event& event, uint64_t trace);
+  // Answers a finished backup; with wait, waits for a running one first
+  // (before the database closes under it).
+  void FinishBackup(bool wait);
   void AddPending(uint64_t outbox, const Deliver& d);
   void SendHandoff(uint64_t outbox, Pending* pending);
   void TakeAcks();
@@ -91,6 +103,28 @@ class Stored : public Service {
   bool spilled_ = false;  // the outbox holds hand-offs not in pending_
   Clock::time_point next_reopen_{};
   std::unique_ptr<HandshakeWatch> watch_;
+
+  struct BackupJob {
+    std::thread thread;
+    std::atomic<bool> done{false};
+    std::string path;
+    Status status;
+    uint64_t records = 0, bytes = 0;
+    Header header;
+    ControlServer::Reply reply;
+  };
+  std::unique_ptr<BackupJob> backup_;
+
+  // Counters and latencies, for Stats.
+  uint64_t batches_ = 0;
+  uint64_t requests_served_ = 0;
+  uint64_t write_failures_ = 0;
+  uint64_t published_ = 0;
+  uint64_t publish_dropped_ = 0;
+  uint64_t handoffs_sent_ = 0;
+  uint64_t backups_ = 0;
+  LatencyHistogram batch_latency_;  // Apply: the batch's work and its sync
+  LatencyHistogram batch_size_;     // requests a batch (recorded as "µs")
 };
 
 }  // namespace stored

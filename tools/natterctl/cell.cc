@@ -76,7 +76,7 @@ Status InitCell(const std::string& dir_in, const std::string& listen,
   if (shards == 0 || shards > 256) {
     return Status(ErrorCode::kBadRequest, "--shards: 1 to 256");
   }
-  if ((cell.Run() + "/stored-000.sock").size() > kMaxIpcPath) {
+  if ((cell.Run() + "/stored-000.control").size() > kMaxIpcPath) {
     return Status(ErrorCode::kBadRequest,
                   cell.dir + ": the path is too long for ipc:// sockets; use a shorter folder");
   }
@@ -93,7 +93,8 @@ Status InitCell(const std::string& dir_in, const std::string& listen,
   // A CURVE keypair for each daemon; every public key goes into the
   // cell's allow-list.
   std::map<std::string, CurveKey> pub;
-  for (const char* name : {"frontd", "routed", "stored", "notifyd"}) {
+  // admin: natterctl's own, for the daemons' control sockets.
+  for (const char* name : {"frontd", "routed", "stored", "notifyd", "admin"}) {
     s = MakeDaemonKey(cell, name, &pub[name]);
     if (!s.ok()) return s;
   }

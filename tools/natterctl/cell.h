@@ -29,6 +29,11 @@ struct CellPaths {
   std::string Run() const { return dir + "/run"; }
   std::string Log(const std::string& name) const { return dir + "/log/" + name + ".log"; }
   std::string Pid(const std::string& name) const { return dir + "/run/" + name + ".pid"; }
+  // The control socket of daemon name ("frontd", "stored-0", ...), without
+  // its key.
+  std::string Control(const std::string& name) const {
+    return "ipc://" + dir + "/run/" + name + ".control";
+  }
 };
 
 // Makes the folder, the keys and both config files.  Refuses to touch a

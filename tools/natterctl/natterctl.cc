@@ -1,22 +1,34 @@
 // natterctl(8): the operator's tool for a local cell: init, up, down,
 // status, token.
+#include <dirent.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sysexits.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cerrno>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <ctime>
 #include <fstream>
 #include <iostream>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include <boost/program_options.hpp>
+#include <nlohmann/json.hpp>
 #include <sodium.h>
+#include <zmq.hpp>
 
+#include "common/control.h"
+#include "common/curve.h"
+#include "common/proto.h"
+#include "common/status.h"
 #include "common/text.h"
 #include "common/token.h"
 #include "tools/natterctl/cell.h"
@@ -37,7 +49,9 @@ const char kUsage[] =
     "usage: natterctl init   [--dir DIR] [--listen ENDPOINT] [--shards N]\n"
     "       natterctl up     [--dir DIR] [--listen ENDPOINT] [--shards N]\n"
     "       natterctl down   [--dir DIR]\n"
-    "       natterctl status [--dir DIR]\n"
+    "       natterctl status [--dir DIR] [--json] [--key FILE] [ENDPOINT ...]\n"
+    "       natterctl trace  [--dir DIR] MSG_ID|TRACE_ID\n"
+    "       natterctl backup [--dir DIR] --to PATH [--key FILE] [--timeout DURATION] [ENDPOINT ...]\n"
     "       natterctl token  [--dir DIR] --user ID [--ttl DURATION] [--device NAME]\n"
     "       natterctl token-key add|list [--dir DIR]\n"
     "       natterctl token-key retire --id KEY_ID [--dir DIR]\n"
@@ -56,6 +70,10 @@ struct Args {
   std::string name;  // keygen
   std::string id;    // token-key retire
   std::vector<std::string> words;
+  bool json = false;
+  std::string key;      // status, backup: natterctl's CURVE secret key
+  std::string to;       // backup
+  std::string timeout = "1h";
 };
 
 Args Parse(const std::string& command, const std::vector<std::string>& argv) {
@@ -71,6 +89,15 @@ Args Parse(const std::string& command, const std::vector<std::string>& argv) {
   }
   if (command == "keygen") opts.add_options()("name", po::value(&a.name));
   po::positional_options_description pos;
+  if (command == "status" || command == "backup" || command == "trace") {
+    opts.add_options()("words", po::value(&a.words));
+    pos.add("words", -1);
+  }
+  if (command == "status" || command == "backup") opts.add_options()("key", po::value(&a.key));
+  if (command == "status") opts.add_options()("json", po::bool_switch(&a.json));
+  if (command == "backup") {
+    opts.add_options()("to", po::value(&a.to))("timeout", po::value(&a.timeout));
+  }
   if (command == "token-key") {
     opts.add_options()("id", po::value(&a.id))("words", po::value(&a.words));
     pos.add("words", -1);
@@ -150,8 +177,117 @@ int Down(const Args& a) {
   return EX_OK;
 }
 
+// The cell's curve-ipc = no: its ipc:// control sockets go without CURVE.
+bool PlainIpc(const CellPaths& cell) {
+  std::ifstream in(cell.Conf());
+  std::string line;
+  while (std::getline(in, line)) {
+    std::vector<std::string> w = SplitList(line);
+    if (w.size() == 3 && w[0] == "curve-ipc" && w[1] == "=" && w[2] == "no") return true;
+    if (line.rfind("curve-ipc=no", 0) == 0 || line.rfind("curve-ipc =no", 0) == 0) return true;
+  }
+  return false;
+}
+
+// The control endpoint of one of the local cell's daemons, with its key.
+std::string ControlEndpoint(const CellPaths& cell, const std::string& name) {
+  std::string endpoint = cell.Control(name);
+  if (PlainIpc(cell)) return endpoint;
+  CurveKey pub;
+  std::string key_name = name.rfind("stored-", 0) == 0 ? "stored" : name;
+  if (!ReadCurveKey(cell.dir + "/keys/" + key_name + ".pub", &pub).ok()) return endpoint;
+  return endpoint + "@" + CurveKeyHex(pub);
+}
+
+// natterctl's own key for the control sockets: --key, or the cell's
+// admin key.
+CurveIdentity AdminIdentity(const CellPaths& cell, const std::string& key_file) {
+  CurveIdentity me;
+  std::string path = key_file.empty() ? cell.dir + "/keys/admin.key" : key_file;
+  Status s = LoadCurveIdentity(path, &me);
+  if (!s.ok()) {
+    throw Exit{EX_NOINPUT, s.message() + " (natterctl keygen --name admin makes one; then "
+                                         "natterctl reload)"};
+  }
+  return me;
+}
+
+nlohmann::json MetricsJson(const std::vector<Metric>& metrics) {
+  nlohmann::json j = nlohmann::json::object();
+  for (const Metric& m : metrics) {
+    if (m.type != "summary") {
+      j[m.name] = m.value;
+      continue;
+    }
+    nlohmann::json q = {{"count", m.count}, {"sum", m.sum}};
+    for (const auto& [quantile, v] : m.quantiles) {
+      q[quantile == 0.5 ? "p50" : quantile == 0.99 ? "p99" : "p999"] = v;
+    }
+    j[m.name] = q;
+  }
+  return j;
+}
+
+void PrintMetrics(const std::string& daemon, const std::vector<Metric>& metrics) {
+  for (const Metric& m : metrics) {
+    if (m.type != "summary") {
+      std::printf("%-10s %-46s %.15g\n", daemon.c_str(), m.name.c_str(), m.value);
+      continue;
+    }
+    std::printf("%-10s %-46s", daemon.c_str(), m.name.c_str());
+    for (const auto& [q, v] : m.quantiles) {
+      std::printf(" p%g=%.3gms", q * 100, v * 1000);
+    }
+    std::printf(" count=%llu\n", static_cast<unsigned long long>(m.count));
+  }
+}
+
+// Asks each daemon for its metrics; false if one did not answer.
+bool ShowMetrics(const std::vector<std::pair<std::string, std::string>>& daemons,
+                 const CurveIdentity& me, bool json, nlohmann::json* out) {
+  zmq::context_t ctx(1);
+  bool all = true;
+  for (const auto& [name, endpoint] : daemons) {
+    Header h;
+    h.type = static_cast<uint8_t>(MsgType::kStats);
+    h.corr = 1;
+    std::string answer;
+    Status s = AskControl(ctx, endpoint, me, EncodeFrame(h, Empty()), 2000, &answer);
+    Frame f;
+    StatsReply reply;
+    if (s.ok()) s = DecodeFrame(answer.data(), answer.size(), &f);
+    if (s.ok() && f.type() == MsgType::kError) {
+      Error e;
+      DecodeBody(f, &e);
+      s = Status(static_cast<ErrorCode>(e.code), e.message);
+    }
+    if (s.ok()) s = DecodeBody(f, &reply);
+    if (!s.ok()) {
+      all = false;
+      std::cerr << "natterctl: status: " << name << ": " << s.message() << "\n";
+      if (json) (*out)[name]["error"] = s.message();
+      continue;
+    }
+    if (json) {
+      (*out)[name]["metrics"] = MetricsJson(reply.metrics);
+    } else {
+      PrintMetrics(name, reply.metrics);
+    }
+  }
+  return all;
+}
+
 int StatusCommand(const Args& a) {
   CellPaths cell{a.dir};
+  nlohmann::json out = nlohmann::json::object();
+  if (!a.words.empty()) {
+    // Control sockets named on the command line (a cell across hosts).
+    std::vector<std::pair<std::string, std::string>> daemons;
+    for (const std::string& ep : a.words) daemons.emplace_back(ep.substr(0, ep.find('@')), ep);
+    bool all = ShowMetrics(daemons, AdminIdentity(cell, a.key), a.json, &out);
+    if (a.json) std::cout << out.dump() << "\n";
+    return all ? EX_OK : EX_UNAVAILABLE;
+  }
   if (!CellExists(cell)) throw Exit{EX_USAGE, "no cell in " + cell.dir};
   pid_t sup = SupervisorPid(cell);
   std::vector<std::string> names = {"notifyd"};
@@ -160,9 +296,13 @@ int StatusCommand(const Args& a) {
   names.push_back("routed");
   names.push_back("frontd");
   bool all = sup > 0;
-  std::printf("%-10s %-8s %s\n", "NAME", "PID", "STATE");
-  std::printf("%-10s %-8s %s\n", "natterctl", sup > 0 ? std::to_string(sup).c_str() : "-",
-              sup > 0 ? "running" : "stopped");
+  if (!a.json) {
+    std::printf("%-10s %-8s %s\n", "NAME", "PID", "STATE");
+    std::printf("%-10s %-8s %s\n", "natterctl", sup > 0 ? std::to_string(sup).c_str() : "-",
+                sup > 0 ? "running" : "stopped");
+  }
+  out["natterctl"] = {{"pid", sup > 0 ? sup : 0}, {"state", sup > 0 ? "running" : "stopped"}};
+  std::vector<std::pair<std::string, std::string>> running;
   for (const auto& n : names) {
     std::string line;
     pid_t pid = -1;
@@ -171,10 +311,117 @@ int StatusCommand(const Args& a) {
       if (v && ::kill(static_cast<pid_t>(*v), 0) == 0) pid = static_cast<pid_t>(*v);
     }
     all = all && pid > 0;
-    std::printf("%-10s %-8s %s\n", n.c_str(), pid > 0 ? std::to_string(pid).c_str() : "-",
-                pid > 0 ? "running" : "stopped");
+    if (pid > 0) running.emplace_back(n, ControlEndpoint(cell, n));
+    out[n] = {{"pid", pid > 0 ? pid : 0}, {"state", pid > 0 ? "running" : "stopped"}};
+    if (!a.json) {
+      std::printf("%-10s %-8s %s\n", n.c_str(), pid > 0 ? std::to_string(pid).c_str() : "-",
+                  pid > 0 ? "running" : "stopped");
+    }
   }
+  if (!running.empty()) {
+    if (!a.json) std::printf("\n");
+    all = ShowMetrics(running, AdminIdentity(cell, a.key), a.json, &out) && all;
+  }
+  if (a.json) std::cout << out.dump() << "\n";
   return all ? EX_OK : EX_UNAVAILABLE;
+}
+
+// natterctl trace: one request's path through the local cell, from the
+// daemons' logs (lines with its trace id, in time order).
+int Trace(const Args& a) {
+  CellPaths cell{a.dir};
+  if (a.words.size() != 1) throw Exit{EX_USAGE, "trace: which message? natterctl trace MSG_ID|TRACE_ID"};
+  const std::string& wanted = a.words[0];
+  bool is_trace = wanted.size() == 16 && wanted.find_first_not_of("0123456789abcdef") == std::string::npos;
+  if (!is_trace && (wanted.empty() || wanted.find_first_not_of("0123456789") != std::string::npos)) {
+    throw Exit{EX_USAGE, "trace: '" + wanted + "' is neither a message id nor a trace id (16 hex digits)"};
+  }
+  std::vector<std::string> lines;
+  std::set<std::string> traces;
+  if (is_trace) traces.insert(wanted);
+  DIR* d = ::opendir((cell.dir + "/log").c_str());
+  if (d == nullptr) throw Exit{EX_NOINPUT, "no logs in " + cell.dir + "/log"};
+  while (dirent* e = ::readdir(d)) {
+    std::string name = e->d_name;
+    if (name.size() < 5 || name.compare(name.size() - 4, 4, ".log") != 0) continue;
+    std::ifstream in(cell.dir + "/log/" + name);
+    std::string line;
+    while (std::getline(in, line)) {
+      size_t t = line.find(" trace=");
+      if (t == std::string::npos) continue;
+      lines.push_back(line);
+      if (!is_trace && line.find(" id=" + wanted + " ") != std::string::npos) {
+        traces.insert(line.substr(t + 7, 16));
+      } else if (!is_trace && line.size() >= wanted.size() + 4 &&
+                 line.compare(line.size() - wanted.size() - 4, wanted.size() + 4, " id=" + wanted) == 0) {
+        traces.insert(line.substr(t + 7, 16));
+      }
+    }
+  }
+  ::closedir(d);
+  std::vector<std::string> path;
+  for (const std::string& line : lines) {
+    size_t t = line.find(" trace=");
+    if (traces.count(line.substr(t + 7, 16))) path.push_back(line);
+  }
+  if (path.empty()) {
+    throw Exit{EX_NOINPUT, "no trace of " + wanted + " in " + cell.dir +
+                               "/log (send with natter send --trace, or run the daemons with "
+                               "--log-level debug)"};
+  }
+  // Lines begin with their time (RFC 3339, UTC, microseconds): sorted, they
+  // are the path.
+  std::sort(path.begin(), path.end());
+  for (const std::string& line : path) std::cout << line << "\n";
+  return EX_OK;
+}
+
+// natterctl backup: each shard copies itself (a LevelDB snapshot) into
+// PATH/shard-N while the cell runs.
+int Backup(const Args& a) {
+  CellPaths cell{a.dir};
+  if (a.to.empty()) throw Exit{EX_USAGE, "backup: --to PATH is required"};
+  auto timeout = ParseDuration(a.timeout);
+  if (!timeout || *timeout == 0) throw Exit{EX_USAGE, "backup: --timeout: '" + a.timeout + "' is not a duration"};
+  std::string to = AbsolutePath(a.to);
+  while (to.size() > 1 && to.back() == '/') to.pop_back();
+  std::vector<std::string> endpoints = a.words;
+  if (endpoints.empty()) {
+    if (!CellExists(cell)) throw Exit{EX_USAGE, "no cell in " + cell.dir};
+    for (unsigned i = 0; i < ShardCount(cell); ++i) {
+      endpoints.push_back(ControlEndpoint(cell, "stored-" + std::to_string(i)));
+    }
+    // The shards write where this host sees the path: make the folder.
+    if (::mkdir(to.c_str(), 0700) != 0) {
+      throw Exit{errno == EEXIST ? EX_CANTCREAT : EX_OSERR,
+                 "backup: cannot make " + to + ": " + std::strerror(errno)};
+    }
+  }
+  CurveIdentity me = AdminIdentity(cell, a.key);
+  zmq::context_t ctx(1);
+  for (size_t i = 0; i < endpoints.size(); ++i) {
+    BackupRequest req;
+    req.path = to + "/shard-" + std::to_string(i);
+    Header h;
+    h.type = static_cast<uint8_t>(MsgType::kBackup);
+    h.corr = i + 1;
+    std::string answer;
+    Status s = AskControl(ctx, endpoints[i], me, EncodeFrame(h, req),
+                          static_cast<int>(std::min<uint64_t>(*timeout, 86400) * 1000), &answer);
+    Frame f;
+    if (s.ok()) s = DecodeFrame(answer.data(), answer.size(), &f);
+    if (s.ok() && f.type() == MsgType::kError) {
+      Error e;
+      DecodeBody(f, &e);
+      s = Status(static_cast<ErrorCode>(e.code), e.message);
+    }
+    BackupReply r;
+    if (s.ok()) s = DecodeBody(f, &r);
+    if (!s.ok()) throw Exit{ExitCodeFor(s.code()), "backup: shard " + std::to_string(i) + ": " + s.message()};
+    std::printf("shard-%zu %s %llu records %llu bytes\n", i, r.path.c_str(),
+                static_cast<unsigned long long>(r.records), static_cast<unsigned long long>(r.bytes));
+  }
+  return EX_OK;
 }
 
 int Token(const Args& a) {
@@ -295,6 +542,8 @@ int Main(int argc, char** argv) {
   if (command == "token-key") return TokenKey(Parse(command, rest));
   if (command == "keygen") return Keygen(Parse(command, rest));
   if (command == "reload") return Reload(Parse(command, rest));
+  if (command == "trace") return Trace(Parse(command, rest));
+  if (command == "backup") return Backup(Parse(command, rest));
   throw Exit{EX_USAGE, "'" + command + "' is not a command; see natterctl -h"};
 }
 

@@ -59,9 +59,11 @@ bool Spawn(const CellPaths& cell, Child* c, bool want_ready) {
     // logrotate); standard error goes to the same file for what a crash
     // prints.
     std::string log_flag = "--log-file=" + cell.Log(c->name);
+    std::string control_flag = "--control=" + cell.Control(c->name);
     std::vector<char*> argv;
     for (auto& a : c->argv) argv.push_back(const_cast<char*>(a.c_str()));
     argv.push_back(const_cast<char*>(log_flag.c_str()));
+    argv.push_back(const_cast<char*>(control_flag.c_str()));
     argv.push_back(nullptr);
     ::execv(argv[0], argv.data());
     std::fprintf(stderr, "natterctl: %s: %s\n", argv[0], std::strerror(errno));
