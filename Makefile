@@ -5,6 +5,9 @@ BINDIR     ?= $(PREFIX)/bin
 SBINDIR    ?= $(PREFIX)/sbin
 MANDIR     ?= $(PREFIX)/share/man
 SYSCONFDIR ?= /etc
+UNITDIR    ?= $(PREFIX)/lib/systemd/system
+SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
+INITDIR    ?= $(SYSCONFDIR)/init.d
 
 CXX      ?= g++
 PKGS     := libzmq libsodium
@@ -31,7 +34,8 @@ endif
 # missing ones when run as root.
 DEB_PKGS := g++ make pkg-config libzmq3-dev cppzmq-dev libmsgpack-cxx-dev \
             libleveldb-dev libsodium-dev libboost-program-options-dev catch2 \
-            nlohmann-json3-dev libedit-dev mandoc clang libclang-rt-14-dev
+            nlohmann-json3-dev libedit-dev mandoc clang libclang-rt-14-dev \
+            systemd
 
 LIB   := $(BUILD)/libnatter.a
 CLIENTLIB := $(BUILD)/libnatterclient.a
@@ -47,7 +51,7 @@ DAEMON_LIB_SRC := $(foreach d,$(DAEMONS),$(filter-out daemons/$(d)/main.cc,$(wil
 
 obj = $(patsubst %.cc,$(BUILD)/%.o,$(1))
 
-.PHONY: all deps run check test lint fuzz bench install uninstall clean
+.PHONY: all deps run check test lint fuzz bench install install-service uninstall clean
 all: $(PROGRAMS)
 
 $(BUILD)/%.o: %.cc
@@ -152,18 +156,44 @@ bench: deps
 lint:
 	mandoc -Tlint -Wwarning man/*.[1-8]
 
-install: all
-	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(SBINDIR) $(DESTDIR)$(SYSCONFDIR)/natter
+# Paths written into the units and init scripts.
+SUBST = sed -e 's|@SBINDIR@|$(SBINDIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g'
+UNITS := $(notdir $(wildcard etc/systemd/*.service etc/systemd/*.target))
+INIT_SCRIPTS := $(addprefix natter-,$(DAEMONS))
+
+install: all install-service
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(SBINDIR)
 	install -m 755 $(BIN)/natter $(BIN)/natter-bench $(DESTDIR)$(BINDIR)/
 	install -m 755 $(addprefix $(BIN)/natter-,$(DAEMONS)) $(BIN)/natterctl $(DESTDIR)$(SBINDIR)/
 	for s in 1 5 7 8; do install -d $(DESTDIR)$(MANDIR)/man$$s; \
 	  for f in man/*.$$s; do [ -e "$$f" ] && install -m 644 $$f $(DESTDIR)$(MANDIR)/man$$s/; done; done; true
+
+# The system's side: systemd units, the sysusers.d entry, SysV init
+# scripts, and the configuration (only where none is installed yet).
+install-service:
+	install -d $(DESTDIR)$(SYSCONFDIR)/natter $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSUSERSDIR) \
+	  $(DESTDIR)$(INITDIR) $(DESTDIR)$(SYSCONFDIR)/default
+	for u in $(UNITS); do $(SUBST) etc/systemd/$$u >$(DESTDIR)$(UNITDIR)/$$u && \
+	  chmod 644 $(DESTDIR)$(UNITDIR)/$$u || exit 1; done
+	install -m 644 etc/sysusers.d/natter.conf $(DESTDIR)$(SYSUSERSDIR)/natter.conf
+	for d in $(INIT_SCRIPTS); do \
+	  $(SUBST) -e "s|@NAME@|$$d|g" \
+	    -e "s|@ROLE@|$$(case $$d in *frontd) echo client ingress;; *routed) echo ids and routing;; \
+	        *stored) echo storage shards;; *) echo event fan-out;; esac)|" \
+	    -e "s|@SHOULD@|$$(case $$d in *frontd|*stored) echo natter-routed natter-notifyd;; \
+	        *) echo \$$time;; esac)|" etc/init.d/natter-daemon.in >$(DESTDIR)$(INITDIR)/$$d && \
+	  chmod 755 $(DESTDIR)$(INITDIR)/$$d || exit 1; done
+	# Configuration is the operator's: never overwritten.
 	[ -e $(DESTDIR)$(SYSCONFDIR)/natter/natter.conf ] || \
 	  install -m 644 etc/natter.conf $(DESTDIR)$(SYSCONFDIR)/natter/natter.conf
+	[ -e $(DESTDIR)$(SYSCONFDIR)/default/natter ] || \
+	  $(SUBST) etc/default/natter >$(DESTDIR)$(SYSCONFDIR)/default/natter
 
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/natter $(DESTDIR)$(BINDIR)/natter-bench $(addprefix $(DESTDIR)$(SBINDIR)/natter-,$(DAEMONS)) $(DESTDIR)$(SBINDIR)/natterctl
 	for f in man/*.[1-8]; do rm -f $(DESTDIR)$(MANDIR)/man$${f##*.}/$${f#man/}; done
+	rm -f $(addprefix $(DESTDIR)$(UNITDIR)/,$(UNITS)) $(DESTDIR)$(SYSUSERSDIR)/natter.conf \
+	  $(addprefix $(DESTDIR)$(INITDIR)/,$(INIT_SCRIPTS))
 
 clean:
 	rm -rf build bin build-san bin-san $(FUZZ_BUILD)
