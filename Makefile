@@ -35,7 +35,7 @@ endif
 DEB_PKGS := g++ make pkg-config libzmq3-dev cppzmq-dev libmsgpack-cxx-dev \
             libleveldb-dev libsodium-dev libboost-program-options-dev catch2 \
             nlohmann-json3-dev libedit-dev mandoc clang libclang-rt-14-dev \
-            systemd
+            systemd iproute2
 
 LIB   := $(BUILD)/libnatter.a
 CLIENTLIB := $(BUILD)/libnatterclient.a

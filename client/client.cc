@@ -68,6 +68,9 @@ void Client::OpenSocket() {
   // reading holds a bounded queue here and at frontd, and the events past
   // it are fetched from the mailbox when it reads again.
   socket_.set(zmq::sockopt::rcvhwm, kClientHwm);
+  // The client's own pings (ping_ms when idle) keep its session; ZMTP
+  // heartbeats every second from every client would weigh on frontd.
+  socket_.set(zmq::sockopt::heartbeat_ivl, 0);
   socket_.set(zmq::sockopt::reconnect_ivl, 100);
   socket_.set(zmq::sockopt::reconnect_ivl_max, 2000);
   if (!options_.server_key.empty()) {
@@ -372,7 +375,8 @@ void Client::Handle(const zmq::message_t& msg, std::vector<Incoming>* out) {
       Incoming in;
       in.kind = Incoming::Kind::kProcessed;
       in.request = f.header.corr;
-      in.trace = f.header.trace & ~(1ULL << 63);
+      // Shown only to a client that asked for traces.
+      in.trace = options_.trace ? f.header.trace & ~(1ULL << 63) : 0;
       in.processed = std::move(p);
       out->push_back(std::move(in));
       return;

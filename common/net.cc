@@ -19,6 +19,13 @@ zmq::socket_t MakeSocket(zmq::context_t& ctx, zmq::socket_type type,
   // A connection that has not finished its handshake in this time is
   // closed: one that never speaks cannot hold a descriptor for long.
   s.set(zmq::sockopt::handshake_ivl, kHandshakeMs);
+  // A peer that stops answering (its host or the network between went
+  // away without closing the connection) is noticed within seconds: the
+  // connection is closed, what was queued for it is given up (the senders
+  // retry), and the socket's other peers take the load.
+  s.set(zmq::sockopt::heartbeat_ivl, kHeartbeatMs);
+  s.set(zmq::sockopt::heartbeat_timeout, kHeartbeatTimeoutMs);
+  s.set(zmq::sockopt::heartbeat_ttl, kHeartbeatTimeoutMs);
   return s;
 }
 

@@ -26,9 +26,14 @@ constexpr int kClientHwm = 1000;
 // handshake (ZeroMQ's default is 30 s).
 constexpr int kHandshakeMs = 10000;
 
+// Daemon connections ping each other this often (ZMTP heartbeats) and
+// close a connection whose peer has not answered for kHeartbeatTimeoutMs.
+constexpr int kHeartbeatMs = 1000;
+constexpr int kHeartbeatTimeoutMs = 3000;
+
 // A socket with natter's defaults: no linger past close (beyond a short
 // grace), a bounded frame size, kDaemonHwm in each direction, a
-// kHandshakeMs handshake.
+// kHandshakeMs handshake, heartbeats.
 zmq::socket_t MakeSocket(zmq::context_t& ctx, zmq::socket_type type,
                          int linger_ms = 200);
 

@@ -47,6 +47,9 @@ size_t Frontd::DefaultMaxClients(uint64_t open_files) {
 
 Status Frontd::Start() {
   clients_ = MakeSocket(ctx_, zmq::socket_type::router, 0);
+  // Clients show they are alive with pings of their own (a heartbeat a
+  // second to every client would cost more than the clients' traffic).
+  clients_.set(zmq::sockopt::heartbeat_ivl, 0);
   connections_ = std::make_unique<ConnectionCount>(ctx_, clients_);
   keys_.SetAdmission([this]() -> std::string {
     if (connections_->Update() <= max_clients_) return "";
