@@ -1,5 +1,9 @@
 #include "client/local_cell.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
 #include <poll.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -100,6 +104,22 @@ pid_t LocalCell::DaemonPid(const std::string& name) const {
   if (!ReadFirstLine(dir_ + "/run/" + name + ".pid", &line)) return -1;
   auto v = ParseUint(line);
   return v ? static_cast<pid_t>(*v) : -1;
+}
+
+int FreeLoopbackPort() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return 0;
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  int port = 0;
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 &&
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0) {
+    port = ntohs(a.sin_port);
+  }
+  ::close(fd);
+  return port;
 }
 
 }  // namespace natter

@@ -43,6 +43,10 @@ class LocalCell {
   pid_t up_pid_ = -1;
 };
 
+// A free TCP port on 127.0.0.1 (bound and let go: a race no other program
+// here is likely to run); 0 if none could be had.
+int FreeLoopbackPort();
+
 }  // namespace natter
 
 #endif  // NATTER_CLIENT_LOCAL_CELL_H_

@@ -65,24 +65,24 @@ double LatencyHistogram::Quantile(double q) const {
   return UpperEdge(kBuckets - 1);
 }
 
-void MetricSet::Counter(const std::string& name, const std::string& help,
-                        double value) {
+void MetricSet::Add(const std::string& name, const std::string& help, const char* type,
+                    double value) {
   Metric m;
   m.name = name;
   m.help = help;
-  m.type = "counter";
+  m.type = type;
   m.value = value;
   metrics_.push_back(std::move(m));
 }
 
+void MetricSet::Counter(const std::string& name, const std::string& help,
+                        double value) {
+  Add(name, help, "counter", value);
+}
+
 void MetricSet::Gauge(const std::string& name, const std::string& help,
                       double value) {
-  Metric m;
-  m.name = name;
-  m.help = help;
-  m.type = "gauge";
-  m.value = value;
-  metrics_.push_back(std::move(m));
+  Add(name, help, "gauge", value);
 }
 
 void MetricSet::Summary(const std::string& name, const std::string& help,

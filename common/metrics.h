@@ -60,6 +60,7 @@ class MetricSet {
   std::vector<Metric>& metrics() { return metrics_; }
 
  private:
+  void Add(const std::string& name, const std::string& help, const char* type, double value);
   std::vector<Metric> metrics_;
 };
 

@@ -40,19 +40,6 @@ Output Ctl(const TempDir& scratch, const std::string& args) {
   return r;
 }
 
-// A loopback port nobody listens on now.
-int FreePort() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof a;
-  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
-  REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0);
-  ::close(fd);
-  return ntohs(a.sin_port);
-}
-
 // One HTTP request over a plain TCP socket; the whole response.
 std::string HttpGet(int port, const std::string& path) {
   int fd = ::socket(AF_INET, SOCK_STREAM, 0);
@@ -136,7 +123,8 @@ TEST_CASE("natterctl status shows every daemon's counters, and they count what t
 }
 
 TEST_CASE("a daemon's metrics endpoint answers GET /metrics in the Prometheus text format") {
-  int port = FreePort();
+  int port = FreeLoopbackPort();
+  REQUIRE(port != 0);
   TestCell cell(1, "[routed]\nmetrics-listen = tcp://127.0.0.1:" + std::to_string(port) + "\n");
   auto [alice, bob] = TwoUsers(1);
   auto a = Open(cell, alice, "a");

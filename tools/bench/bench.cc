@@ -477,20 +477,10 @@ int Latency(const std::vector<std::string>& args) {
   return lost == 0 ? EX_OK : 1;
 }
 
-// A free TCP port on 127.0.0.1 (bound and let go: a race no other
-// program here is likely to run).
 int FreePort() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof a;
-  if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
-    throw Exit{EX_OSERR, "cannot find a free port"};
-  }
-  ::close(fd);
-  return ntohs(a.sin_port);
+  int port = FreeLoopbackPort();
+  if (port == 0) throw Exit{EX_OSERR, "cannot find a free port"};
+  return port;
 }
 
 struct ConnSettings {

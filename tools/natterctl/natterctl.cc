@@ -212,6 +212,26 @@ CurveIdentity AdminIdentity(const CellPaths& cell, const std::string& key_file) 
   return me;
 }
 
+// One control request and its answer's body; an error answer comes back
+// as its status.
+template <typename Body, typename Answer>
+Status AskDaemon(zmq::context_t& ctx, const std::string& endpoint, const CurveIdentity& me,
+                 MsgType type, uint64_t corr, const Body& body, int timeout_ms, Answer* out) {
+  Header h;
+  h.type = static_cast<uint8_t>(type);
+  h.corr = corr;
+  std::string answer;
+  Status s = AskControl(ctx, endpoint, me, EncodeFrame(h, body), timeout_ms, &answer);
+  Frame f;
+  if (s.ok()) s = DecodeFrame(answer.data(), answer.size(), &f);
+  if (s.ok() && f.type() == MsgType::kError) {
+    Error e;
+    DecodeBody(f, &e);
+    return Status(static_cast<ErrorCode>(e.code), e.message);
+  }
+  return s.ok() ? DecodeBody(f, out) : s;
+}
+
 nlohmann::json MetricsJson(const std::vector<Metric>& metrics) {
   nlohmann::json j = nlohmann::json::object();
   for (const Metric& m : metrics) {
@@ -248,20 +268,8 @@ bool ShowMetrics(const std::vector<std::pair<std::string, std::string>>& daemons
   zmq::context_t ctx(1);
   bool all = true;
   for (const auto& [name, endpoint] : daemons) {
-    Header h;
-    h.type = static_cast<uint8_t>(MsgType::kStats);
-    h.corr = 1;
-    std::string answer;
-    Status s = AskControl(ctx, endpoint, me, EncodeFrame(h, Empty()), 2000, &answer);
-    Frame f;
     StatsReply reply;
-    if (s.ok()) s = DecodeFrame(answer.data(), answer.size(), &f);
-    if (s.ok() && f.type() == MsgType::kError) {
-      Error e;
-      DecodeBody(f, &e);
-      s = Status(static_cast<ErrorCode>(e.code), e.message);
-    }
-    if (s.ok()) s = DecodeBody(f, &reply);
+    Status s = AskDaemon(ctx, endpoint, me, MsgType::kStats, 1, Empty(), 2000, &reply);
     if (!s.ok()) {
       all = false;
       std::cerr << "natterctl: status: " << name << ": " << s.message() << "\n";
@@ -402,21 +410,9 @@ int Backup(const Args& a) {
   for (size_t i = 0; i < endpoints.size(); ++i) {
     BackupRequest req;
     req.path = to + "/shard-" + std::to_string(i);
-    Header h;
-    h.type = static_cast<uint8_t>(MsgType::kBackup);
-    h.corr = i + 1;
-    std::string answer;
-    Status s = AskControl(ctx, endpoints[i], me, EncodeFrame(h, req),
-                          static_cast<int>(std::min<uint64_t>(*timeout, 86400) * 1000), &answer);
-    Frame f;
-    if (s.ok()) s = DecodeFrame(answer.data(), answer.size(), &f);
-    if (s.ok() && f.type() == MsgType::kError) {
-      Error e;
-      DecodeBody(f, &e);
-      s = Status(static_cast<ErrorCode>(e.code), e.message);
-    }
     BackupReply r;
-    if (s.ok()) s = DecodeBody(f, &r);
+    Status s = AskDaemon(ctx, endpoints[i], me, MsgType::kBackup, i + 1, req,
+                         static_cast<int>(std::min<uint64_t>(*timeout, 86400) * 1000), &r);
     if (!s.ok()) throw Exit{ExitCodeFor(s.code()), "backup: shard " + std::to_string(i) + ": " + s.message()};
     std::printf("shard-%zu %s %llu records %llu bytes\n", i, r.path.c_str(),
                 static_cast<unsigned long long>(r.records), static_cast<unsigned long long>(r.bytes));
