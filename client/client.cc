@@ -17,7 +17,12 @@ namespace natter {
 namespace {
 
 constexpr uint32_t kSyncPage = 500;
+// Acknowledgements: at once after a message from someone else (its sender
+// waits for "delivered"; then at most one each kAckDelayMs), lazily after
+// anything else (receipts, copies of our own sends), so that those ride
+// along with the next.
 constexpr int kAckDelayMs = 50;
+constexpr int kLazyAckMs = 1000;
 constexpr int kSettleMs = 500;
 
 // Requests the application waits on (the library's own — sync, ack, ping —
@@ -513,6 +518,7 @@ void Client::Deliver(std::vector<Incoming>* out, size_t max_events) {
     uint64_t next = last_seq_.value + 1;
     if (own_.erase(next)) {
       last_seq_ = Seq(next);
+      NoteUnacked(false);
       continue;
     }
     auto it = buffer_.find(next);
@@ -541,8 +547,11 @@ void Client::Deliver(std::vector<Incoming>* out, size_t max_events) {
       if (sends_in_flight_ > 0) --sends_in_flight_;
       buffer_.erase(it);
       last_seq_ = Seq(next);
+      NoteUnacked(false);
       continue;
     }
+    NoteUnacked(it->second.first.kind == static_cast<uint8_t>(EventKind::kMessage) &&
+                it->second.first.from != user_);
     Incoming in;
     in.kind = Incoming::Kind::kEvent;
     in.event = std::move(it->second.first);
@@ -566,6 +575,13 @@ void Client::SendAck() {
   ack_corr_ = Ask(MsgType::kAck, ack);
   acked_ = last_seq_;
   last_ack_ = Clock::now();
+  unacked_since_ = Clock::time_point{};
+  urgent_ack_ = false;
+}
+
+void Client::NoteUnacked(bool urgent) {
+  if (unacked_since_ == Clock::time_point{}) unacked_since_ = Clock::now();
+  urgent_ack_ = urgent_ack_ || urgent;
 }
 
 void Client::Tick(std::vector<Incoming>* out) {
@@ -624,9 +640,12 @@ void Client::Tick(std::vector<Incoming>* out) {
   if (now - last_sync_ >= std::chrono::milliseconds(options_.resync_ms)) {
     AskSync(false, last_seq_);
   }
-  if (last_seq_ > acked_ && now - last_ack_ >= std::chrono::milliseconds(kAckDelayMs)) {
-    SendAck();
-  }
+  // One acknowledgement on the wire at a time: under load they merge.
+  bool ack_on_wire = ack_corr_ != 0 && pending_.count(ack_corr_) != 0;
+  if (last_seq_ > acked_ && unacked_since_ == Clock::time_point{}) unacked_since_ = now;
+  bool due = urgent_ack_ ? now - last_ack_ >= std::chrono::milliseconds(kAckDelayMs)
+                         : now - unacked_since_ >= std::chrono::milliseconds(kLazyAckMs);
+  if (last_seq_ > acked_ && !ack_on_wire && due) SendAck();
   if (now - last_sent_ >= std::chrono::milliseconds(options_.ping_ms)) {
     Ask(MsgType::kPing, Empty());
   }

@@ -180,6 +180,9 @@ class Client {
   }
   void AskSync(bool from_cursor, Seq after);
   void SendAck();
+  // Something was handed out that the next acknowledgement covers;
+  // urgent: a message from someone else.
+  void NoteUnacked(bool urgent);
   void SaveCursor();
   Seq LoadCursor() const;
   std::string StatePath(const char* suffix) const;
@@ -217,6 +220,8 @@ class Client {
   uint64_t ack_corr_ = 0;
   Seq confirmed_;             // the cursor the shard confirmed
   Clock::time_point last_ack_{};
+  Clock::time_point unacked_since_{};  // the oldest thing not yet acked
+  bool urgent_ack_ = false;
 
   // The earliest retry or deadline of the requests on the wire.
   Clock::time_point next_due_ = Clock::time_point::max();

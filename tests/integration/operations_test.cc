@@ -62,6 +62,8 @@ std::string HttpGet(int port, const std::string& path) {
 // Sends n messages from a to b and waits for every processed receipt and
 // for b to have them all.
 void Exchange(Device* a, Device* b, UserId to, int n) {
+  // A new device's mailbox starts where it first synced.
+  PollUntil({a, b}, [&] { return a->client->CaughtUp() && b->client->CaughtUp(); }, 10);
   for (int i = 0; i < n; ++i) a->client->Send(to, "message " + std::to_string(i));
   PollUntil({a, b}, [&] {
     return a->Count(Incoming::Kind::kProcessed) >= static_cast<size_t>(n) &&
