@@ -117,7 +117,19 @@ int DaemonMain(int argc, char** argv, const DaemonSpec& spec) {
     return EX_CANTCREAT;
   }
 
-  zmq::context_t ctx(1);
+  // One ZeroMQ I/O thread for the cell's own connections and the control
+  // socket (every socket's affinity, see MakeSocket), and for frontd
+  // io-threads more, for the clients' connections alone: clients that
+  // keep its CURVE busy never delay the answers and events it passes on.
+  uint64_t client_threads = 0;
+  if (!config.Get("io-threads").empty()) {
+    s = config.GetUint("io-threads", &client_threads);
+    if (!s.ok() || client_threads < 1 || client_threads > 16) {
+      std::fprintf(stderr, "%s: io-threads: 1 to 16\n", spec.program);
+      return EX_CONFIG;
+    }
+  }
+  zmq::context_t ctx(static_cast<int>(1 + client_threads));
   // Before the service, so that it outlives replies the service still owes.
   std::string name = spec.section;
   if (name == "stored") name += "-" + config.Get("shard");

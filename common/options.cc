@@ -45,6 +45,10 @@ const std::vector<OptionSpec> kOptions = {
      "0: the open-files limit less 64 descriptors kept for the peers."},
     {"frontd", "session-timeout", "60s",
      "A client silent this long (no request, no ping) loses its session."},
+    {"frontd", "io-threads", "1",
+     "ZeroMQ I/O threads for the clients' connections (their CURVE "
+     "encryption is done there), 1 to 16; the connections to the other "
+     "daemons and the control socket have one more of their own."},
     {"frontd", "control", "",
      "Endpoint of the control socket natterctl status and backup talk to "
      "(CURVE as the daemon's other sockets; natterctl uses a key of [cell] "

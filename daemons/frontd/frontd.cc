@@ -33,6 +33,12 @@ Frontd::Frontd(const Config& config, zmq::context_t& ctx)
   s = config.GetUint("max-clients", &max_clients);
   if (!s.ok()) throw std::invalid_argument(s.message());
   max_clients_ = max_clients != 0 ? max_clients : DefaultMaxClients(OpenFilesLimit());
+  uint64_t io_threads = 1;
+  s = config.GetUint("io-threads", &io_threads);
+  if (!s.ok() || io_threads < 1 || io_threads > 16) {
+    throw std::invalid_argument("io-threads: 1 to 16");
+  }
+  client_threads_ = static_cast<int>(io_threads);
   if (listen_.empty()) throw std::invalid_argument("listen: no endpoint");
   if (routed_.empty()) throw std::invalid_argument("routed: no endpoint");
   if (notifyd_.empty()) throw std::invalid_argument("notifyd-out: no endpoint");
@@ -50,6 +56,9 @@ Status Frontd::Start() {
   // Clients show they are alive with pings of their own (a heartbeat a
   // second to every client would cost more than the clients' traffic).
   clients_.set(zmq::sockopt::heartbeat_ivl, 0);
+  // The I/O threads after the first (DaemonMain makes io-threads more for
+  // frontd): the clients' CURVE never holds up the cell's own traffic.
+  clients_.set(zmq::sockopt::affinity, ((uint64_t{1} << client_threads_) - 1) << 1);
   connections_ = std::make_unique<ConnectionCount>(ctx_, clients_);
   keys_.SetAdmission([this]() -> std::string {
     if (connections_->Update() <= max_clients_) return "";

@@ -89,6 +89,7 @@ class Frontd : public Service {
   std::chrono::seconds session_timeout_{60};
   size_t max_in_flight_ = 256;
   size_t max_clients_ = 0;
+  int client_threads_ = 1;
   std::atomic<uint64_t> clients_refused_{0};
   TokenVerifier verifier_;
 

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -74,7 +75,13 @@ struct BenchDir {
   bool made = false;
   bool keep = false;
   explicit BenchDir(std::string dir, bool keep_it) : path(std::move(dir)), keep(keep_it) {
-    if (!path.empty()) return;
+    if (!path.empty()) {
+      // --dir: made if it is not there (its parent must be).
+      if (::mkdir(path.c_str(), 0700) != 0 && errno != EEXIST) {
+        throw Exit{EX_CANTCREAT, path + ": " + std::strerror(errno)};
+      }
+      return;
+    }
     const char* tmp = std::getenv("TMPDIR");
     std::string tmpl = std::string(tmp != nullptr && *tmp ? tmp : "/tmp") + "/natter-bench-XXXXXX";
     if (::mkdtemp(&tmpl[0]) == nullptr) throw Exit{EX_CANTCREAT, tmpl + ": cannot make"};
@@ -603,8 +610,11 @@ int ConnectionsWorker(const LocalCell& cell, const ConnSettings& st, int port, u
         ++errors;
         if (last_error.empty()) last_error = i.error.ToString();
       }
+      // The partner's messages (a copy of one of our own sends, read back
+      // after its answer timed out, is not a delivery).
       if (i.kind == Incoming::Kind::kEvent &&
-          i.event.kind == static_cast<uint8_t>(EventKind::kMessage)) {
+          i.event.kind == static_cast<uint8_t>(EventKind::kMessage) &&
+          i.event.from != clients[k]->user()) {
         s.delivered.insert(i.event.id.value);
       }
     }
