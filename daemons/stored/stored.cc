@@ -44,6 +44,10 @@ Stored::Stored(const Config& config, zmq::context_t& ctx)
       std::clamp<uint64_t>(OpenFilesLimit() / 2, 16, 1000));
 }
 
+Stored::~Stored() {
+  if (backup_ && backup_->thread.joinable()) backup_->thread.join();
+}
+
 Status Stored::Start() {
   ::mkdir(data_path_.substr(0, data_path_.rfind('/')).c_str(), 0700);
   Status s = store_->Open(data_path_, max_open_files_);

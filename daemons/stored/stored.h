@@ -41,6 +41,8 @@ namespace stored {
 class Stored : public Service {
  public:
   Stored(const Config& config, zmq::context_t& ctx);
+  // Waits for a backup still running (its thread reads the database).
+  ~Stored() override;
 
   Status Start() override;
   void RunOnce(int timeout_ms) override;
