@@ -560,6 +560,11 @@ int ConnectionsWorker(const LocalCell& cell, const ConnSettings& st, int port, u
     Clock::time_point next;
     unsigned sent = 0;
     std::set<uint64_t> processed, delivered;
+    // After the run: the conversation with the partner as the shard has
+    // it (to tell a message not yet seen live from one not stored).
+    uint64_t history_request = 0;
+    bool history_done = false, history_ok = false;
+    std::set<uint64_t> in_history;
   };
   std::vector<State> state(n);
   start = Clock::now();
@@ -617,6 +622,11 @@ int ConnectionsWorker(const LocalCell& cell, const ConnSettings& st, int port, u
           i.event.from != clients[k]->user()) {
         s.delivered.insert(i.event.id.value);
       }
+      if (i.kind == Incoming::Kind::kHistory && i.request == s.history_request) {
+        for (const auto& item : i.history.messages) s.in_history.insert(item.message.id.value);
+        s.history_done = s.history_ok = true;
+      }
+      if (i.kind == Incoming::Kind::kError && i.request == s.history_request) s.history_done = true;
     }
   };
   // Clients in the order they are due to send.
@@ -653,19 +663,58 @@ int ConnectionsWorker(const LocalCell& cell, const ConnSettings& st, int port, u
                            static_cast<int>(std::clamp(wait_ms, 0L, 250L)));
     for (int j = 0; j < got; ++j) look(ready[j].data.u32);
   }
-  ::close(ep);
   send_s = std::chrono::duration<double>(Clock::now() - start).count();
-  uint64_t sent = 0, processed = 0, delivered = 0, lost = 0;
+  // A processed message its partner has not seen live by now: is it in
+  // the partner's conversation on its shard?  Yes: late (the device would
+  // get it from its mailbox); no: lost.
+  std::vector<unsigned> asking;
+  for (unsigned k : connected) {
+    unsigned partner = k ^ 1u;
+    if (partner >= n || !clients[partner]) continue;
+    bool missing = false;
+    for (uint64_t id : state[k].processed) missing = missing || !state[partner].delivered.count(id);
+    if (!missing) continue;
+    History q;
+    q.peer = UserId(100000 + first + k);
+    q.mode = static_cast<uint8_t>(HistoryMode::kAfter);
+    q.limit = kMaxHistoryPage;  // 2 × --messages of them at most
+    state[partner].history_request = clients[partner]->GetHistory(q);
+    asking.push_back(partner);
+  }
+  // The cell may still be working through a backlog: up to 2 minutes.
+  for (auto until = Clock::now() + std::chrono::seconds(120); Clock::now() < until;) {
+    bool all = true;
+    for (unsigned p : asking) {
+      if (!state[p].history_done) {
+        look(p);
+        all = all && state[p].history_done;
+      }
+    }
+    if (all) break;
+    ::epoll_wait(ep, ready.data(), static_cast<int>(ready.size()), 20);
+  }
+  ::close(ep);
+  uint64_t sent = 0, processed = 0, delivered = 0, lost = 0, late = 0, unchecked = 0;
   for (unsigned k : connected) {
     sent += state[k].sent;
     processed += state[k].processed.size();
     delivered += state[k].delivered.size();
     unsigned partner = k ^ 1u;
     if (partner >= n || !clients[partner]) continue;
-    for (uint64_t id : state[k].processed) lost += state[partner].delivered.count(id) == 0;
+    for (uint64_t id : state[k].processed) {
+      if (state[partner].delivered.count(id)) continue;
+      if (!state[partner].history_ok) {
+        ++unchecked;  // the history did not come in time
+      } else if (state[partner].in_history.count(id)) {
+        ++late;
+      } else {
+        ++lost;
+      }
+    }
   }
   write_line({{"sent", sent}, {"processed", processed}, {"delivered", delivered},
-              {"lost", lost}, {"errors", errors}, {"send_s", send_s},
+              {"lost", lost}, {"late", late}, {"unchecked", unchecked}, {"errors", errors},
+              {"send_s", send_s},
               {"error", last_error}});
   return 0;
 }
@@ -752,7 +801,8 @@ int Connections(const std::vector<std::string>& args) {
   for (Worker& w : workers) {
     if (::write(w.go, "go\n", 3) != 3) throw Exit{EX_SOFTWARE, "a worker died"};
   }
-  uint64_t sent = 0, processed = 0, delivered = 0, lost = 0, errors = 0;
+  uint64_t sent = 0, processed = 0, delivered = 0, lost = 0, late = 0, unchecked = 0,
+           errors = 0;
   double send_s = 0;
   for (Worker& w : workers) {
     nlohmann::json j = read_line(w.report);
@@ -760,6 +810,8 @@ int Connections(const std::vector<std::string>& args) {
     processed += j["processed"].get<uint64_t>();
     delivered += j["delivered"].get<uint64_t>();
     lost += j["lost"].get<uint64_t>();
+    late += j["late"].get<uint64_t>();
+    unchecked += j["unchecked"].get<uint64_t>();
     errors += j["errors"].get<uint64_t>();
     send_s = std::max(send_s, j["send_s"].get<double>());
     if (!j["error"].get<std::string>().empty()) error = j["error"];
@@ -781,8 +833,9 @@ int Connections(const std::vector<std::string>& args) {
                         {"frontd_rss_idle_bytes", frontd_idle.rss},
                         {"frontd_rss_connected_bytes", frontd_full.rss},
                         {"sent", sent}, {"processed", processed}, {"delivered", delivered},
-                        {"lost", lost}, {"errors", errors}, {"send_s", send_s},
-                        {"elapsed_s", elapsed},
+                        {"lost", lost}, {"late", late}, {"unchecked", unchecked},
+                        {"errors", errors},
+                        {"send_s", send_s}, {"elapsed_s", elapsed},
                         {"processed_per_s", send_s > 0 ? processed / send_s : 0.0},
                         {"delivered_per_s", send_s > 0 ? delivered / send_s : 0.0}};
   std::fprintf(stderr, "frontd: %.1f MB idle, %.1f MB with %llu clients: %.1f KiB a client\n",
@@ -790,9 +843,13 @@ int Connections(const std::vector<std::string>& args) {
                static_cast<unsigned long long>(connected),
                out["frontd_rss_per_conn_bytes"].get<double>() / 1024);
   if (errors > 0) std::fprintf(stderr, "an error: %s\n", error.c_str());
-  std::fprintf(stderr, "%llu sent, %llu processed, %llu delivered, %llu lost, %llu errors in %.1f s\n",
+  std::fprintf(stderr,
+               "%llu sent, %llu processed, %llu delivered, %llu late (in the partner's history, "
+               "not yet seen live), %llu unchecked (no history in time), %llu lost, %llu errors "
+               "in %.1f s\n",
                static_cast<unsigned long long>(sent), static_cast<unsigned long long>(processed),
-               static_cast<unsigned long long>(delivered), static_cast<unsigned long long>(lost),
+               static_cast<unsigned long long>(delivered), static_cast<unsigned long long>(late),
+               static_cast<unsigned long long>(unchecked), static_cast<unsigned long long>(lost),
                static_cast<unsigned long long>(errors), send_s);
   for (const auto& [name, pid] : daemons) {
     double cpu = ReadProc(pid).cpu_s - before[name].cpu_s;
@@ -800,7 +857,8 @@ int Connections(const std::vector<std::string>& args) {
     std::fprintf(stderr, "%-10s %8.2f cpu s\n", name.c_str(), cpu);
   }
   Emit(&out, co);
-  bool complete = connected == st.clients && lost == 0 && processed == sent &&
+  bool complete = connected == st.clients && lost == 0 && late == 0 && unchecked == 0 &&
+                  processed == sent &&
                   sent == static_cast<uint64_t>(connected) * st.messages;
   return complete ? EX_OK : 1;
 }
