@@ -72,8 +72,11 @@ void Notifyd::RunOnce(int timeout_ms) {
       ++dropped_;
     }
   }
-  turn_.Record(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start)
-                   .count());
+  // Turns with work only: an idle turn says nothing of waiting.
+  if (items[0].revents & ZMQ_POLLIN) {
+    turn_.Record(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start)
+                     .count());
+  }
 }
 
 void Notifyd::Stats(MetricSet* set) {
@@ -82,7 +85,7 @@ void Notifyd::Stats(MetricSet* set) {
   set->Counter("natter_notifyd_dropped_total", "Events not published (drop-every, for tests).",
                static_cast<double>(dropped_));
   set->Summary("natter_notifyd_turn_seconds",
-               "The work of one turn of notifyd's loop (what an event may wait behind).", turn_);
+               "The work of one busy turn of notifyd's loop (what an event may wait behind).", turn_);
 }
 
 }  // namespace notifyd

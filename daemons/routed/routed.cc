@@ -147,12 +147,22 @@ void Routed::RunOnce(int timeout_ms) {
   for (auto& s : shards_) items.push_back({s.handle(), 0, ZMQ_POLLIN, 0});
   Poll(items, timeout_ms);
   auto start = std::chrono::steady_clock::now();
-  if (items[0].revents & ZMQ_POLLIN) FromFront();
-  for (size_t i = 0; i < shards_.size(); ++i) {
-    if (items[i + 1].revents & ZMQ_POLLIN) FromShard(i);
+  bool work = false;
+  if (items[0].revents & ZMQ_POLLIN) {
+    FromFront();
+    work = true;
   }
-  turn_.Record(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start)
-                   .count());
+  for (size_t i = 0; i < shards_.size(); ++i) {
+    if (items[i + 1].revents & ZMQ_POLLIN) {
+      FromShard(i);
+      work = true;
+    }
+  }
+  // Turns with work only: an idle turn says nothing of waiting.
+  if (work) {
+    turn_.Record(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start)
+                     .count());
+  }
 }
 
 void Routed::Stats(MetricSet* set) {
@@ -166,7 +176,7 @@ void Routed::Stats(MetricSet* set) {
                static_cast<double>(dropped_));
   set->Gauge("natter_routed_shards", "Shards in the shard map.", static_cast<double>(shards_.size()));
   set->Summary("natter_routed_turn_seconds",
-               "The work of one turn of routed's loop (what a frame may wait behind).", turn_);
+               "The work of one busy turn of routed's loop (what a frame may wait behind).", turn_);
 }
 
 void Routed::Stop() {

@@ -278,3 +278,35 @@ TEST_CASE("natterctl backup copies each shard while messages flow, and the copy 
   Exchange(a.get(), b.get(), bob, 3);
   CHECK(WholeHistory(a.get(), bob).size() == a_ids.size() + 3);
 }
+
+TEST_CASE("frontd holds back resends of a request still on its way, and lets one through later") {
+  TestCell cell(1);
+  TempDir scratch;
+  auto [alice, bob] = TwoUsers(1);
+  // Resends every 150 ms, then 300 and 600: far more often than frontd's
+  // hold (1 s while answers take milliseconds).
+  auto a = Open(cell, alice, "a", [](ClientOptions* o) {
+    o->retry_ms = 150;
+    o->timeout_ms = 30000;
+  });
+  auto b = Open(cell, bob, "b");
+  Exchange(a.get(), b.get(), bob, 1);
+  pid_t shard = cell.DaemonPid("stored-0");
+  ::kill(shard, SIGSTOP);  // the request waits at the shard: slow, not lost
+  a->client->Send(bob, "held");
+  PollUntil({a.get()}, [] { return false; }, 3);
+  Output st = Ctl(scratch, "status --json --dir " + cell.dir());
+  ::kill(shard, SIGCONT);
+  nlohmann::json j = nlohmann::json::parse(st.out);
+  const auto& f = j["frontd"]["metrics"];
+  INFO(st.out);
+  // About eight resends in 3 s; most held back, one a second passed on.
+  CHECK(f["natter_frontd_resends_held_total"].get<double>() >= 2);
+  PollUntil({a.get(), b.get()}, [&] {
+    return a->Count(Incoming::Kind::kProcessed) == 2 && b->Messages().size() == 2;
+  }, 20);
+  CHECK(a->Count(Incoming::Kind::kProcessed) == 2);
+  CHECK(a->Count(Incoming::Kind::kError) == 0);
+  REQUIRE(b->Messages().size() == 2);
+  CHECK(b->Messages()[1].text == "held");
+}
