@@ -10,7 +10,7 @@ SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
 INITDIR    ?= $(SYSCONFDIR)/init.d
 
 CXX      ?= g++
-PKGS     := libzmq libsodium
+PKGS     := libzmq libsodium libedit
 CXXFLAGS ?= -O2 -g
 CXXFLAGS += -std=c++17 -Wall -Wextra -Werror -pthread
 CPPFLAGS += -I. -DMSGPACK_NO_BOOST -MMD -MP $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
@@ -35,13 +35,14 @@ endif
 DEB_PKGS := g++ make pkg-config libzmq3-dev cppzmq-dev libmsgpack-cxx-dev \
             libleveldb-dev libsodium-dev libboost-program-options-dev catch2 \
             nlohmann-json3-dev libedit-dev mandoc clang libclang-rt-14-dev \
-            systemd iproute2
+            systemd iproute2 tmux
 
 LIB   := $(BUILD)/libnatter.a
 CLIENTLIB := $(BUILD)/libnatterclient.a
 
 COMMON_SRC := $(wildcard common/*.cc)
-CLIENT_SRC := client/client.cc client/json_events.cc client/local_cell.cc
+CLIENT_SRC := client/client.cc client/json_events.cc client/local_cell.cc \
+              client/chat.cc client/line_editor.cc client/rpc.cc
 DAEMONS    := frontd routed stored notifyd
 PROGRAMS   := $(addprefix $(BIN)/natter-,$(DAEMONS)) $(BIN)/natter $(BIN)/natterctl $(BIN)/natter-bench
 

@@ -104,13 +104,17 @@ void Client::OpenSocket() {
     socket_.set(zmq::sockopt::curve_secretkey, sec);
   }
   // Until the welcome, watch the handshake: a frontd that is full or
-  // refuses the device's key says so there, before any frame.
+  // refuses the device's key says so there, before any frame.  With
+  // watch_link, the connection's later life too.
   static std::atomic<uint64_t> monitors{0};
   std::string monitor = "inproc://natter-client-handshake-" +
                         std::to_string(::getpid()) + "-" +
                         std::to_string(++monitors);
-  if (zmq_socket_monitor(socket_.handle(), monitor.c_str(),
-                         ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) == 0) {
+  int events = ZMQ_EVENT_HANDSHAKE_FAILED_AUTH;
+  if (options_.watch_link) {
+    events |= ZMQ_EVENT_DISCONNECTED | ZMQ_EVENT_HANDSHAKE_SUCCEEDED;
+  }
+  if (zmq_socket_monitor(socket_.handle(), monitor.c_str(), events) == 0) {
     handshake_ = zmq::socket_t(*ctx_, zmq::socket_type::pair);
     handshake_.set(zmq::sockopt::linger, 0);
     handshake_.connect(monitor);
@@ -264,9 +268,37 @@ Status Client::HandshakeRefusal() {
 }
 
 void Client::StopHandshakeWatch() {
-  if (!handshake_) return;
+  if (!handshake_ || options_.watch_link) return;
   zmq_socket_monitor(socket_.handle(), nullptr, 0);
   handshake_.close();
+}
+
+void Client::WatchLink(std::vector<Incoming>* out) {
+  Parts event;
+  while (handshake_ && RecvParts(handshake_, &event)) {
+    if (event.size() != 2 || event[0].size() < 6) continue;
+    uint16_t id;
+    std::memcpy(&id, event[0].data(), sizeof id);
+    if (id == ZMQ_EVENT_DISCONNECTED && !link_down_) {
+      link_down_ = true;
+      heard_since_down_ = false;
+      Incoming in;
+      in.kind = Incoming::Kind::kLink;
+      in.online = false;
+      out->push_back(std::move(in));
+    } else if (id == ZMQ_EVENT_HANDSHAKE_SUCCEEDED && link_down_ && session_) {
+      // Connected again: a frontd that restarted has forgotten the
+      // session, and says so to this ping (then hello, then the mailbox).
+      Ask(MsgType::kPing, Empty());
+    }
+  }
+  if (link_down_ && heard_since_down_ && session_) {
+    link_down_ = false;
+    Incoming in;
+    in.kind = Incoming::Kind::kLink;
+    in.online = true;
+    out->push_back(std::move(in));
+  }
 }
 
 std::string Client::Send(UserId to, const std::string& text,
@@ -327,6 +359,7 @@ void Client::AskSync(bool from_cursor, Seq after) {
 void Client::Handle(const zmq::message_t& msg, std::vector<Incoming>* out) {
   Frame f;
   if (!DecodeFrame(msg.data(), msg.size(), &f).ok()) return;
+  heard_since_down_ = true;
   if (f.type() == MsgType::kEvent) {
     Event ev;
     if (options_.receive && DecodeBody(f, &ev).ok() && ev.user == user_) {
@@ -662,12 +695,14 @@ void Client::Poll(int timeout_ms, std::vector<Incoming>* out,
     auto now = Clock::now();
     if (out->size() > before || (read && now >= deadline)) return;
     std::vector<zmq::pollitem_t> items = {{socket_.handle(), 0, ZMQ_POLLIN, 0}};
+    if (handshake_) items.push_back({handshake_.handle(), 0, ZMQ_POLLIN, 0});
     auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now);
     natter::Poll(items, now >= deadline ? 0 : std::min<long>(wait.count() + 1, 50));
     zmq::message_t msg;
     for (int n = 0; n < 1024 && socket_.recv(msg, zmq::recv_flags::dontwait); ++n) {
       Handle(msg, out);
     }
+    if (options_.watch_link) WatchLink(out);
     Pump();
   }
 }

@@ -62,11 +62,17 @@ struct ClientOptions {
   // Ask frontd to log each request's path through the cell at level info
   // (its trace id comes back with the answer: Incoming::trace).
   bool trace = false;
+  // Watch the connection: Poll reports losing frontd and having a session
+  // again (Incoming::Kind::kLink), and once the connection is back the
+  // session is checked at once rather than at the next ping, so what was
+  // missed meanwhile is fetched without delay.  Costs a monitor socket, so
+  // off for programs with thousands of clients.
+  bool watch_link = false;
 };
 
 // One thing that arrived for the application.
 struct Incoming {
-  enum class Kind { kProcessed, kEvent, kError, kOk, kHistory, kChats, kMailbox };
+  enum class Kind { kProcessed, kEvent, kError, kOk, kHistory, kChats, kMailbox, kLink };
   Kind kind = Kind::kEvent;
   uint64_t request = 0;      // the call's request id, for an answer
   uint64_t trace = 0;        // an answer's trace id (without the top bit)
@@ -78,6 +84,7 @@ struct Incoming {
   HistoryReply history;      // kHistory
   ChatsReply chats;          // kChats
   SyncReply mailbox;         // kMailbox
+  bool online = false;       // kLink: a session again (else: frontd lost)
 };
 
 class Client {
@@ -160,6 +167,8 @@ class Client {
   // A refusal in the handshake (frontd is full: kBusy), or ok.
   Status HandshakeRefusal();
   void StopHandshakeWatch();
+  // watch_link: reads the monitor's connection events.
+  void WatchLink(std::vector<Incoming>* out);
   void SetServerKey();
   template <typename T>
   uint64_t Ask(MsgType type, const T& body, const std::string& cmid = "");
@@ -229,6 +238,11 @@ class Client {
   Clock::time_point last_sync_{};
   Clock::time_point connected_at_{};
   bool settled_ = false;
+
+  // watch_link: the connection to frontd was lost and no frame has come
+  // since.
+  bool link_down_ = false;
+  bool heard_since_down_ = false;
 };
 
 }  // namespace natter

@@ -64,6 +64,8 @@ nlohmann::json ToJson(const Incoming& in) {
     }
     case Incoming::Kind::kOk:
       return {{"type", "ok"}};
+    case Incoming::Kind::kLink:
+      return {{"type", "link"}, {"online", in.online}};
     case Incoming::Kind::kHistory:
     case Incoming::Kind::kChats:
     case Incoming::Kind::kMailbox:
@@ -166,6 +168,8 @@ std::string ToText(const Incoming& in) {
       return std::string("error: ") + in.error.message();
     case Incoming::Kind::kOk:
       return "ok";
+    case Incoming::Kind::kLink:
+      return in.online ? "connected again" : "connection lost; reconnecting";
     case Incoming::Kind::kHistory:
     case Incoming::Kind::kChats:
     case Incoming::Kind::kMailbox:

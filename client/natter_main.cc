@@ -21,8 +21,10 @@
 
 #include <boost/program_options.hpp>
 
+#include "client/chat.h"
 #include "client/client.h"
 #include "client/json_events.h"
+#include "client/rpc.h"
 #include "common/daemon.h"
 #include "common/text.h"
 #include "common/validate.h"
@@ -33,8 +35,10 @@ namespace natter {
 namespace {
 
 std::atomic<bool> g_interrupted{false};
+std::atomic<bool> g_resized{false};
 
 void OnInterrupt(int) { g_interrupted = true; }
+void OnResize(int) { g_resized = true; }
 
 // A failure that ends the program: one line on stderr, a sysexits code.
 struct Exit {
@@ -58,7 +62,9 @@ const char kUsage[] =
     "  react PEER MSG_ID EMOJI      set your reaction to a message\n"
     "  unreact PEER MSG_ID          remove it\n"
     "  seen PEER MSG_ID             mark PEER's messages up to MSG_ID seen\n"
-    "  chats                        your conversations\n";
+    "  chats                        your conversations\n"
+    "  chat PEER                    talk with PEER (interactive)\n"
+    "  rpc [--timeout S]            JSON-RPC lines on stdin, replies and events on stdout\n";
 
 void Print(const Global& g, const Incoming& in) {
   if (g.json) {
@@ -185,45 +191,6 @@ MessageId ParseMessageId(const std::string& text) {
   auto v = ParseUint(text);
   if (!v || *v == 0) throw Exit{EX_USAGE, "'" + text + "' is not a message id"};
   return MessageId(*v);
-}
-
-// RFC 3339 (2026-11-27T18:00:00Z, 2026-11-27T19:00:00.5+01:00) or
-// milliseconds since the epoch, to Unix milliseconds.
-std::optional<uint64_t> ParseTime(const std::string& text) {
-  if (auto ms = ParseUint(text)) return ms;
-  int y, mo, d, h, mi, consumed = 0;
-  double sec;
-  if (std::sscanf(text.c_str(), "%4d-%2d-%2d%*1[Tt ]%2d:%2d:%lf%n", &y, &mo, &d, &h, &mi,
-                  &sec, &consumed) != 6) {
-    return std::nullopt;
-  }
-  std::string zone = text.substr(static_cast<size_t>(consumed));
-  long offset_s = 0;
-  if (zone == "Z" || zone == "z") {
-    offset_s = 0;
-  } else if (zone.size() == 6 && (zone[0] == '+' || zone[0] == '-') && zone[3] == ':') {
-    auto zh = ParseUint(zone.substr(1, 2)), zm = ParseUint(zone.substr(4, 2));
-    if (!zh || !zm || *zh > 23 || *zm > 59) return std::nullopt;
-    offset_s = static_cast<long>(*zh * 3600 + *zm * 60) * (zone[0] == '-' ? -1 : 1);
-  } else {
-    return std::nullopt;
-  }
-  if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec < 0 || sec >= 61) {
-    return std::nullopt;
-  }
-  struct tm tm = {};
-  tm.tm_year = y - 1900;
-  tm.tm_mon = mo - 1;
-  tm.tm_mday = d;
-  tm.tm_hour = h;
-  tm.tm_min = mi;
-  tm.tm_sec = static_cast<int>(sec);
-  time_t t = timegm(&tm);
-  if (t < 0) return std::nullopt;
-  long long ms = (static_cast<long long>(t) - offset_s) * 1000 +
-                 static_cast<long long>((sec - static_cast<int>(sec)) * 1000 + 0.5);
-  if (ms < 0) return std::nullopt;
-  return static_cast<uint64_t>(ms);
 }
 
 UserId ParsePeer(const std::string& text) {
@@ -502,6 +469,46 @@ int Listen(const Global& g, const std::vector<std::string>& args) {
   return EX_OK;
 }
 
+int ChatCommand(const Global& g, const std::vector<std::string>& args) {
+  auto a = Positionals("chat", args, 1, "chat PEER");
+  UserId peer = ParsePeer(a[0]);
+  struct sigaction sa = {};
+  sa.sa_handler = OnResize;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGWINCH, &sa, nullptr);
+  try {
+    return RunChat(g.client, peer, g_interrupted, g_resized);
+  } catch (const std::invalid_argument& e) {
+    throw Exit{EX_USAGE, std::string("chat: ") + e.what()};
+  }
+}
+
+int RpcCommand(const Global& g, const std::vector<std::string>& args) {
+  std::string timeout;
+  po::options_description opts;
+  opts.add_options()("timeout", po::value(&timeout));
+  try {
+    po::variables_map vm;
+    po::store(po::command_line_parser(args).options(opts).run(), vm);
+    po::notify(vm);
+  } catch (const po::error& e) {
+    throw Exit{EX_USAGE, std::string("rpc: ") + e.what()};
+  }
+  int wait_ms = g.client.timeout_ms;
+  if (!timeout.empty()) {
+    auto secs = ParseDuration(timeout);
+    if (!secs || *secs == 0 || *secs > 86400) {
+      throw Exit{EX_USAGE, "rpc: --timeout: '" + timeout + "' is not a number of seconds"};
+    }
+    wait_ms = static_cast<int>(*secs * 1000);
+  }
+  try {
+    return RunRpc(g.client, wait_ms, g_interrupted);
+  } catch (const std::invalid_argument& e) {
+    throw Exit{EX_USAGE, std::string("rpc: ") + e.what()};
+  }
+}
+
 int Main(int argc, char** argv) {
   CatchStopSignals(OnInterrupt);
 
@@ -517,6 +524,8 @@ int Main(int argc, char** argv) {
   if (command == "unreact") return ReactCommand(g, args, false);
   if (command == "seen") return SeenCommand(g, args);
   if (command == "chats") return ChatsCommand(g, args);
+  if (command == "chat") return ChatCommand(g, args);
+  if (command == "rpc") return RpcCommand(g, args);
   throw Exit{EX_USAGE, "'" + command + "' is not a command; see natter -h"};
 }
 

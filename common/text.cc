@@ -1,5 +1,8 @@
 #include "common/text.h"
 
+#include <cstdio>
+#include <ctime>
+
 namespace natter {
 
 bool IsValidUtf8(std::string_view s) {
@@ -89,6 +92,43 @@ std::vector<std::string> SplitList(std::string_view s) {
   }
   if (!cur.empty()) out.push_back(std::move(cur));
   return out;
+}
+
+std::optional<uint64_t> ParseTime(const std::string& text) {
+  if (auto ms = ParseUint(text)) return ms;
+  int y, mo, d, h, mi, consumed = 0;
+  double sec;
+  if (std::sscanf(text.c_str(), "%4d-%2d-%2d%*1[Tt ]%2d:%2d:%lf%n", &y, &mo, &d, &h, &mi,
+                  &sec, &consumed) != 6) {
+    return std::nullopt;
+  }
+  std::string zone = text.substr(static_cast<size_t>(consumed));
+  long offset_s = 0;
+  if (zone == "Z" || zone == "z") {
+    offset_s = 0;
+  } else if (zone.size() == 6 && (zone[0] == '+' || zone[0] == '-') && zone[3] == ':') {
+    auto zh = ParseUint(zone.substr(1, 2)), zm = ParseUint(zone.substr(4, 2));
+    if (!zh || !zm || *zh > 23 || *zm > 59) return std::nullopt;
+    offset_s = static_cast<long>(*zh * 3600 + *zm * 60) * (zone[0] == '-' ? -1 : 1);
+  } else {
+    return std::nullopt;
+  }
+  if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec < 0 || sec >= 61) {
+    return std::nullopt;
+  }
+  struct tm tm = {};
+  tm.tm_year = y - 1900;
+  tm.tm_mon = mo - 1;
+  tm.tm_mday = d;
+  tm.tm_hour = h;
+  tm.tm_min = mi;
+  tm.tm_sec = static_cast<int>(sec);
+  time_t t = timegm(&tm);
+  if (t < 0) return std::nullopt;
+  long long ms = (static_cast<long long>(t) - offset_s) * 1000 +
+                 static_cast<long long>((sec - static_cast<int>(sec)) * 1000 + 0.5);
+  if (ms < 0) return std::nullopt;
+  return static_cast<uint64_t>(ms);
 }
 
 }  // namespace natter

@@ -1,0 +1,531 @@
+#include "client/chat.h"
+
+#include <langinfo.h>
+#include <sysexits.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <clocale>
+#include <cstring>
+#include <ctime>
+#include <iostream>
+#include <sstream>
+
+#include "client/json_events.h"
+#include "client/line_editor.h"
+#include "common/error_codes.h"
+#include "common/text.h"
+#include "common/validate.h"
+
+namespace natter {
+namespace {
+
+const char kHelp[] =
+    "-- commands:\n"
+    "   /react N EMOJI   react to message [N]\n"
+    "   /unreact N       take your reaction back\n"
+    "   /history         the newest page again\n"
+    "   /more            an older page\n"
+    "   /chats           your conversations\n"
+    "   /quit            leave (also Ctrl-D)\n"
+    "   //text           send a line that starts with /";
+
+const char* StateName(ChatView::State s) {
+  switch (s) {
+    case ChatView::State::kSending: return "sending";
+    case ChatView::State::kProcessed: return "processed";
+    case ChatView::State::kDelivered: return "delivered";
+    case ChatView::State::kSeen: return "seen";
+  }
+  return "";
+}
+
+// Local time: 18:02 today, 2026-11-27 18:02 on another day.
+std::string ShortTime(uint64_t unix_ms) {
+  time_t t = static_cast<time_t>(unix_ms / 1000), now = ::time(nullptr);
+  struct tm tm, today;
+  localtime_r(&t, &tm);
+  localtime_r(&now, &today);
+  char buf[32];
+  bool same_day = tm.tm_year == today.tm_year && tm.tm_yday == today.tm_yday;
+  strftime(buf, sizeof buf, same_day ? "%H:%M" : "%Y-%m-%d %H:%M", &tm);
+  return buf;
+}
+
+uint64_t NowMs() {
+  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                   std::chrono::system_clock::now().time_since_epoch())
+                                   .count());
+}
+
+UserId PeerOf(const Event& e) { return e.from == e.user ? e.to : e.from; }
+
+std::vector<std::string> Words(const std::string& line) {
+  std::istringstream in(line);
+  std::vector<std::string> words;
+  for (std::string w; in >> w;) words.push_back(w);
+  return words;
+}
+
+}  // namespace
+
+ChatView::ChatView(Client* client, UserId peer, Print print)
+    : client_(client), peer_(peer), print_(std::move(print)) {}
+
+std::string ChatView::Who(UserId user) const {
+  return user == client_->user() ? "me" : std::to_string(user.value);
+}
+
+int ChatView::NumberOf(MessageId id) const {
+  auto it = numbers_.find(id.value);
+  return it == numbers_.end() ? 0 : it->second;
+}
+
+std::string ChatView::Ref(MessageId id) const {
+  int n = NumberOf(id);
+  return n != 0 ? "[" + std::to_string(n) + "]" : "message " + std::to_string(id.value);
+}
+
+void ChatView::Start() {
+  print_("-- chat with " + std::to_string(peer_.value) + " (you are " +
+         std::to_string(client_->user().value) + "); /help for commands");
+  History q;
+  q.peer = peer_;
+  requests_[client_->GetHistory(q)] = Request{"first", 0, ""};
+}
+
+void ChatView::ShowMessage(MessageId id, UserId from, uint64_t ts,
+                           const std::string& text, const std::string& suffix) {
+  ids_.push_back(id);
+  int n = static_cast<int>(ids_.size());
+  numbers_[id.value] = n;
+  print_("[" + std::to_string(n) + "] " + ShortTime(ts) + " " + Who(from) + ": " +
+         Printable(text) + suffix);
+  if (from == peer_ && id > newest_peer_) newest_peer_ = id;
+}
+
+void ChatView::ShowPage(const HistoryReply& page, const std::string& title,
+                        bool older) {
+  if (page.messages.empty()) {
+    print_(older ? "-- no older messages" : "-- no messages yet");
+    return;
+  }
+  if (!title.empty()) print_(title);
+  for (const HistoryItem& item : page.messages) {
+    const Message& m = item.message;
+    if (oldest_.value == 0 || m.id < oldest_) oldest_ = m.id;
+    std::string suffix;
+    for (const Reaction& r : item.reactions) {
+      suffix += " [" + Who(r.user) + " " + Printable(r.emoji) + "]";
+    }
+    bool mine = m.from == client_->user();
+    if (mine) {
+      State s = item.seen ? State::kSeen
+                : item.delivered ? State::kDelivered : State::kProcessed;
+      if (m.id <= peer_seen_) s = State::kSeen;
+      auto [it, fresh] = mine_.emplace(m.id.value, s);
+      if (!fresh) it->second = std::max(it->second, s);
+      suffix += std::string(" (") + StateName(it->second) + ")";
+    }
+    // A message shown before keeps its number.
+    int n = NumberOf(m.id);
+    if (n != 0) {
+      print_("[" + std::to_string(n) + "] " + ShortTime(m.ts) + " " + Who(m.from) +
+             ": " + Printable(m.text) + suffix);
+      continue;
+    }
+    ShowMessage(m.id, m.from, m.ts, m.text, suffix);
+  }
+  if (older && page.more) print_("-- /more for older ones");
+}
+
+void ChatView::PeerMark(MessageId id, State state) {
+  MessageId& mark = state == State::kSeen ? peer_seen_ : peer_delivered_;
+  if (id > mark) mark = id;
+  std::vector<int> moved;
+  for (auto& [msg, s] : mine_) {
+    if (msg > id.value) break;
+    if (s >= state) continue;
+    s = state;
+    moved.push_back(NumberOf(MessageId(msg)));
+  }
+  if (moved.empty()) return;
+  std::string line = "    ";
+  if (moved.size() <= 6) {
+    for (int n : moved) line += "[" + std::to_string(n) + "] ";
+  } else {
+    line += std::to_string(moved.size()) + " messages up to [" +
+            std::to_string(moved.back()) + "] ";
+  }
+  print_(line + StateName(state));
+}
+
+void ChatView::TakeEvent(const Event& e, bool missed) {
+  UserId me = client_->user();
+  UserId other = PeerOf(e);
+  switch (static_cast<EventKind>(e.kind)) {
+    case EventKind::kMessage:
+      if (other != peer_) {
+        if (e.from == me) return;  // sent from another device elsewhere
+        if (missed) {
+          ++away_[other.value];
+        } else {
+          print_("* " + std::to_string(e.from.value) + ": " + Printable(e.text) +
+                 "  (natter chat " + std::to_string(e.from.value) + ")");
+        }
+        return;
+      }
+      if (numbers_.count(e.id.value) || (missed && e.id < oldest_)) return;
+      if (e.from == me) {
+        // Sent from another of our devices.
+        State s = e.id <= peer_seen_ ? State::kSeen
+                  : e.id <= peer_delivered_ ? State::kDelivered : State::kProcessed;
+        mine_[e.id.value] = s;
+        ShowMessage(e.id, e.from, e.ts, e.text,
+                    std::string(" (") + StateName(s) + ", from " +
+                        (e.origin_device.empty() ? "another device" : e.origin_device) +
+                        ")");
+      } else {
+        ShowMessage(e.id, e.from, e.ts, e.text, missed ? " (missed)" : "");
+      }
+      if (oldest_.value == 0) oldest_ = e.id;
+      return;
+    case EventKind::kReaction: {
+      if (other != peer_) return;
+      std::string who = e.by == me ? "you" : std::to_string(e.by.value);
+      print_("    " + who +
+             (e.emoji ? " reacted " + Printable(*e.emoji) + " to " : " took back the reaction to ") +
+             Ref(e.id));
+      return;
+    }
+    case EventKind::kDelivered:
+    case EventKind::kSeen:
+      if (other != peer_ || e.by != peer_) return;
+      PeerMark(e.id, e.kind == static_cast<uint8_t>(EventKind::kSeen) ? State::kSeen
+                                                                        : State::kDelivered);
+      return;
+  }
+}
+
+void ChatView::TakeError(const Incoming& in) {
+  if (!in.client_msg_id.empty()) {
+    auto it = sending_.find(in.client_msg_id);
+    if (it == sending_.end()) return;
+    Sending& s = it->second;
+    if (IsRetryable(in.error.code())) {
+      // The same client_msg_id: however many times it goes, it is one
+      // message.
+      if (!s.warned) {
+        print_("    [" + std::to_string(s.n) + "] no answer yet (" + in.error.message() +
+               "); still sending");
+        s.warned = true;
+      }
+      client_->Send(peer_, s.text, it->first);
+      return;
+    }
+    print_("    [" + std::to_string(s.n) + "] not sent: " + in.error.message());
+    sending_.erase(it);
+    return;
+  }
+  auto req = requests_.find(in.request);
+  std::string what = req == requests_.end() ? "request" : req->second.what;
+  if (req != requests_.end()) requests_.erase(req);
+  if (what == "first") {
+    started_ = true;
+    print_("-- no history: " + in.error.message());
+    std::vector<Incoming> early;
+    early.swap(early_);
+    for (const Incoming& e : early) Take(e);
+    return;
+  }
+  print_("-- " + what + ": " + in.error.message());
+}
+
+void ChatView::Take(const Incoming& in) {
+  if (!started_ && in.kind == Incoming::Kind::kEvent) {
+    early_.push_back(in);
+    return;
+  }
+  switch (in.kind) {
+    case Incoming::Kind::kEvent:
+      TakeEvent(in.event, in.missed);
+      return;
+    case Incoming::Kind::kError:
+      TakeError(in);
+      return;
+    case Incoming::Kind::kLink:
+      print_(in.online ? "-- connected again" : "-- connection lost; reconnecting");
+      return;
+    case Incoming::Kind::kProcessed: {
+      auto it = sending_.find(in.processed.client_msg_id);
+      if (it == sending_.end()) return;
+      int n = it->second.n;
+      MessageId id = in.processed.id;
+      sending_.erase(it);
+      ids_[static_cast<size_t>(n - 1)] = id;
+      numbers_[id.value] = n;
+      State s = id <= peer_seen_ ? State::kSeen
+                : id <= peer_delivered_ ? State::kDelivered : State::kProcessed;
+      mine_[id.value] = s;
+      std::string line = "    [" + std::to_string(n) + "] processed";
+      if (s != State::kProcessed) line += ", " + std::string(StateName(s));
+      print_(line);
+      return;
+    }
+    case Incoming::Kind::kOk: {
+      auto req = requests_.find(in.request);
+      if (req == requests_.end()) return;
+      Request r = req->second;
+      requests_.erase(req);
+      if (r.what == "react") {
+        print_("    you reacted " + Printable(r.emoji) + " to [" + std::to_string(r.n) + "]");
+      } else if (r.what == "unreact") {
+        print_("    you took back your reaction to [" + std::to_string(r.n) + "]");
+      }
+      return;
+    }
+    case Incoming::Kind::kHistory: {
+      auto req = requests_.find(in.request);
+      if (req == requests_.end()) return;
+      std::string what = req->second.what;
+      requests_.erase(req);
+      if (what == "first") {
+        ShowPage(in.history, "", false);
+        if (in.history.more) print_("-- /more for older messages");
+        started_ = true;
+        std::vector<Incoming> early;
+        early.swap(early_);
+        for (const Incoming& e : early) Take(e);
+      } else if (what == "more") {
+        ShowPage(in.history, "-- older messages:", true);
+      } else {
+        ShowPage(in.history, "-- the newest messages:", false);
+      }
+      return;
+    }
+    case Incoming::Kind::kChats: {
+      requests_.erase(in.request);
+      if (in.chats.chats.empty()) {
+        print_("-- no conversations yet");
+        return;
+      }
+      std::string block = "-- your chats (peer, unread, last message):";
+      for (const ChatItem& c : in.chats.chats) {
+        block += "\n   " + Printable(ToText(c, client_->user()));
+      }
+      print_(block);
+      return;
+    }
+    case Incoming::Kind::kMailbox:
+      return;
+  }
+}
+
+void ChatView::Settle() {
+  if (!started_) return;
+  if (newest_peer_ > seen_marked_) {
+    requests_[client_->MarkSeen(peer_, newest_peer_)] = Request{"seen", 0, ""};
+    seen_marked_ = newest_peer_;
+  }
+  if (!away_.empty() && client_->CaughtUp()) {
+    std::string line = "-- while you were away:";
+    for (const auto& [user, count] : away_) {
+      line += " " + std::to_string(count) + (count == 1 ? " message" : " messages") +
+              " from " + std::to_string(user) + ",";
+    }
+    line.back() = ';';
+    print_(line + " /chats lists them");
+    away_.clear();
+  }
+}
+
+void ChatView::SendText(const std::string& text) {
+  natter::Send check;
+  check.client_msg_id = "x";
+  check.to = peer_;
+  check.text = text;
+  Status valid = ValidateSend(check);
+  if (!valid.ok()) {
+    print_("-- not sent: " + valid.message());
+    return;
+  }
+  std::string cmid = client_->Send(peer_, text);
+  ids_.push_back(MessageId());
+  int n = static_cast<int>(ids_.size());
+  sending_[cmid] = Sending{n, text, false};
+  print_("[" + std::to_string(n) + "] " + ShortTime(NowMs()) + " me: " + Printable(text) +
+         " (sending)");
+}
+
+void ChatView::Command(const std::string& line) {
+  std::vector<std::string> w = Words(line);
+  const std::string& name = w[0];
+  auto message_number = [&](const std::string& text) -> MessageId {
+    auto n = ParseUint(text);
+    if (!n || *n == 0 || *n > ids_.size()) {
+      print_("-- there is no message [" + text + "]");
+      return MessageId();
+    }
+    MessageId id = ids_[*n - 1];
+    if (id.value == 0) print_("-- [" + text + "] is not processed yet");
+    return id;
+  };
+  if (name == "/react" || name == "/unreact") {
+    bool set = name == "/react";
+    if (w.size() != (set ? 3u : 2u)) {
+      print_(set ? "-- usage: /react N EMOJI" : "-- usage: /unreact N");
+      return;
+    }
+    MessageId id = message_number(w[1]);
+    if (id.value == 0) return;
+    std::optional<std::string> emoji;
+    if (set) emoji = w[2];
+    natter::React check{peer_, id, emoji};
+    Status valid = ValidateReact(check);
+    if (!valid.ok()) {
+      print_("-- " + name.substr(1) + ": " + valid.message());
+      return;
+    }
+    int n = NumberOf(id);
+    requests_[client_->React(peer_, id, emoji)] =
+        Request{set ? "react" : "unreact", n, set ? w[2] : ""};
+  } else if (name == "/history") {
+    History q;
+    q.peer = peer_;
+    requests_[client_->GetHistory(q)] = Request{"history", 0, ""};
+  } else if (name == "/more") {
+    if (oldest_.value == 0) {
+      print_("-- no older messages");
+      return;
+    }
+    History q;
+    q.peer = peer_;
+    q.mode = static_cast<uint8_t>(HistoryMode::kBefore);
+    q.bound = oldest_.value;
+    requests_[client_->GetHistory(q)] = Request{"more", 0, ""};
+  } else if (name == "/chats") {
+    requests_[client_->GetChats()] = Request{"chats", 0, ""};
+  } else if (name == "/help") {
+    print_(kHelp);
+  } else {
+    print_("-- " + name + " is not a command; /help lists them");
+  }
+}
+
+bool ChatView::Input(const std::string& line) {
+  if (line.find_first_not_of(" \t") == std::string::npos) return true;
+  if (line.rfind("//", 0) == 0) {
+    SendText(line.substr(1));
+    return true;
+  }
+  if (line[0] == '/') {
+    std::vector<std::string> w = Words(line);
+    if (w[0] == "/quit" || w[0] == "/exit") return false;
+    Command(line);
+    return true;
+  }
+  SendText(line);
+  return true;
+}
+
+namespace {
+
+// Text is UTF-8 on the wire; the terminal is taken to be so too.
+void UseUtf8Locale() {
+  if (std::setlocale(LC_CTYPE, "") != nullptr &&
+      std::strcmp(nl_langinfo(CODESET), "UTF-8") == 0) {
+    return;
+  }
+  if (std::setlocale(LC_CTYPE, "C.UTF-8") == nullptr) std::setlocale(LC_CTYPE, "C.utf8");
+}
+
+}  // namespace
+
+int RunChat(const ClientOptions& given, UserId peer,
+            const std::atomic<bool>& interrupted,
+            std::atomic<bool>& resized) {
+  UseUtf8Locale();
+  ClientOptions options = given;
+  options.receive = true;
+  options.watch_link = true;
+  Client client(options);
+  Status s = client.Connect();
+  if (!s.ok()) {
+    std::cerr << "natter: chat: " << s.message() << "\n";
+    return ExitCodeFor(s.code());
+  }
+  if (peer == client.user()) {
+    std::cerr << "natter: chat: that is you; chat with another user\n";
+    return EX_USAGE;
+  }
+  LineEditor* editor_ptr = nullptr;
+  ChatView view(&client, peer, [&](const std::string& text) {
+    if (editor_ptr != nullptr) editor_ptr->PrintAbove(text);
+  });
+  std::vector<Incoming> in;
+  auto pump = [&](int timeout_ms) {
+    in.clear();
+    client.Poll(timeout_ms, &in);
+    for (const Incoming& item : in) view.Take(item);
+    view.Settle();
+  };
+  // Waits for a key, showing what the client brings meanwhile.
+  auto wait = [&]() -> bool {
+    for (;;) {
+      if (interrupted) return false;
+      if (resized.exchange(false) && editor_ptr != nullptr) editor_ptr->Resized();
+      zmq::pollitem_t items[2] = {client.PollItem(), {nullptr, STDIN_FILENO, ZMQ_POLLIN, 0}};
+      int rc = zmq_poll(items, 2, 100);
+      pump(0);
+      if (rc > 0 && (items[1].revents & (ZMQ_POLLIN | ZMQ_POLLERR))) return true;
+    }
+  };
+  std::string history_file;
+  if (!options.state_dir.empty()) history_file = options.state_dir + "/chat.history";
+  LineEditor editor(std::to_string(peer.value) + "> ", history_file, wait);
+  editor_ptr = &editor;
+  view.Start();
+  // Lines typed (or piped) ahead wait for the page they may refer to.
+  auto deadline = std::chrono::steady_clock::now() +
+                  std::chrono::milliseconds(options.timeout_ms);
+  while (!view.ready() && !interrupted && std::chrono::steady_clock::now() < deadline) {
+    pump(50);
+  }
+  while (auto line = editor.ReadLine()) {
+    if (!view.Input(*line)) break;
+    pump(0);
+  }
+  // What was typed goes before we do.
+  deadline = std::chrono::steady_clock::now() +
+             std::chrono::milliseconds(options.timeout_ms);
+  // Answers are usually a moment away: only a longer wait is announced.
+  auto quiet = std::chrono::steady_clock::now() + std::chrono::milliseconds(300);
+  while (view.Unanswered() > 0 && !interrupted && std::chrono::steady_clock::now() < quiet) {
+    pump(20);
+  }
+  if (view.Unanswered() > 0 && !interrupted) {
+    size_t n = view.Unanswered();
+    editor.PrintAbove("-- waiting for " + std::to_string(n) +
+                      (n == 1 ? " answer" : " answers") + " (Ctrl-C leaves now)");
+  }
+  while (view.Unanswered() > 0 && !interrupted &&
+         std::chrono::steady_clock::now() < deadline) {
+    pump(100);
+  }
+  client.Flush();
+  if (view.Unprocessed() > 0) {
+    std::cerr << "natter: chat: " << view.Unprocessed()
+              << (view.Unprocessed() == 1 ? " message was" : " messages were")
+              << " not processed\n";
+    return EX_UNAVAILABLE;
+  }
+  if (view.Unanswered() > 0) {
+    std::cerr << "natter: chat: " << view.Unanswered()
+              << " requests had no answer\n";
+    return EX_UNAVAILABLE;
+  }
+  return EX_OK;
+}
+
+}  // namespace natter

@@ -1,0 +1,491 @@
+// natter chat as a person uses it, in a real terminal (tmux: send-keys in,
+// capture-pane out), and natter rpc as a bot drives it, through pipes.
+#include <catch2/catch.hpp>
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <regex>
+#include <sstream>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "tests/integration/devices.h"
+
+using namespace natter;
+
+namespace {
+
+std::string Quote(const std::string& s) {
+  std::string out = "'";
+  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return out + "'";
+}
+
+// A tmux server of the test's own (its socket in the test's folder), one
+// window running one command; the server is stopped at the end.
+class Terminal {
+ public:
+  Terminal(const std::string& dir, const std::string& command)
+      : tmux_("LC_ALL=C.UTF-8 tmux -u -S " + dir + "/tmux.sock -f " + dir + "/tmux.conf") {
+    std::ofstream(dir + "/tmux.conf") << "set -g remain-on-exit on\nset -g history-limit 2000\n";
+    REQUIRE(RunCommand(tmux_ + " new-session -d -s chat -x 100 -y 40 " + Quote(command)) == 0);
+  }
+  ~Terminal() { RunCommand(tmux_ + " kill-server 2>/dev/null"); }
+
+  std::string Screen() const {
+    std::string out;
+    RunCommand(tmux_ + " capture-pane -p -t chat", &out);
+    return out;
+  }
+  // Literal text, then Enter if asked.
+  void Type(const std::string& text, bool enter = false) {
+    if (!text.empty()) REQUIRE(RunCommand(tmux_ + " send-keys -t chat -l " + Quote(text)) == 0);
+    if (enter) REQUIRE(RunCommand(tmux_ + " send-keys -t chat Enter") == 0);
+  }
+  std::string Format(const std::string& format) const {
+    std::string out;
+    RunCommand(tmux_ + " display-message -p -t chat " + Quote(format), &out);
+    while (!out.empty() && out.back() == '\n') out.pop_back();
+    return out;
+  }
+  // Waits up to 10 s for the screen to satisfy `done`; returns the screen.
+  std::string WaitFor(const std::function<bool(const std::string&)>& done,
+                      const std::function<void()>& meanwhile = {}) {
+    auto deadline = Clock::now() + std::chrono::seconds(10);
+    std::string screen;
+    while (Clock::now() < deadline) {
+      screen = Screen();
+      if (done(screen)) return screen;
+      if (meanwhile) {
+        meanwhile();
+      } else {
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      }
+    }
+    return screen;
+  }
+  // The exit status the command wrote to `path` (waiting up to 20 s), or
+  // -1.
+  static int ExitStatus(const std::string& path) {
+    auto deadline = Clock::now() + std::chrono::seconds(20);
+    while (Clock::now() < deadline) {
+      std::ifstream in(path);
+      int status;
+      if (in >> status) return status;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return -1;
+  }
+  std::string WaitForText(const std::string& text,
+                          const std::function<void()>& meanwhile = {}) {
+    return WaitFor([&](const std::string& s) { return s.find(text) != std::string::npos; },
+                   meanwhile);
+  }
+
+ private:
+  std::string tmux_;
+};
+
+std::vector<std::string> ScreenLines(const std::string& screen) {
+  std::vector<std::string> lines;
+  std::istringstream in(screen);
+  for (std::string line; std::getline(in, line);) {
+    while (!line.empty() && line.back() == ' ') line.pop_back();
+    if (!line.empty()) lines.push_back(line);
+  }
+  return lines;
+}
+
+// The number natter chat gave the message with this text: "[N] 18:02 2: text".
+int NumberOf(const std::string& screen, const std::string& who_text) {
+  std::regex re("\\[(\\d+)\\] [0-9:-]+ (?:[0-9-]+ )?" + who_text);
+  std::smatch m;
+  if (!std::regex_search(screen, m, re)) return 0;
+  return std::stoi(m[1]);
+}
+
+size_t Occurrences(const std::string& haystack, const std::string& needle) {
+  size_t n = 0;
+  for (size_t at = haystack.find(needle); at != std::string::npos;
+       at = haystack.find(needle, at + 1)) {
+    ++n;
+  }
+  return n;
+}
+
+// Sends and waits for the processed receipt; returns the message id.
+MessageId SendAndWait(Device* d, UserId to, const std::string& text) {
+  std::string cmid = d->client->Send(to, text);
+  MessageId id;
+  PollUntil({d}, [&] {
+    for (const auto& in : d->got) {
+      if (in.kind == Incoming::Kind::kProcessed && in.processed.client_msg_id == cmid) {
+        id = in.processed.id;
+      }
+    }
+    return id.value != 0;
+  }, 20);
+  REQUIRE(id.value != 0);
+  return id;
+}
+
+// Polls until a message with this text has come (up to 10 s); its id, or
+// 0 if it did not come.
+MessageId AwaitText(Device* d, const std::string& text) {
+  auto find = [&] {
+    for (const Event& e : d->Messages()) {
+      if (e.text == text) return e.id;
+    }
+    return MessageId();
+  };
+  PollUntil({d}, [&] { return find().value != 0; }, 10);
+  return find();
+}
+
+bool HasEvent(const Device& d, EventKind kind, const std::function<bool(const Event&)>& match) {
+  for (const Event& e : d.Messages(kind)) {
+    if (match(e)) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+TEST_CASE("natter chat in a terminal: history, live messages, receipts, reactions, "
+          "a line being typed left whole, /quit") {
+  TestCell cell(1);
+  UserId alice(1), bob(2);
+  auto phone = Open(cell, bob, "phone");
+  PollUntil({phone.get()}, [&] { return phone->client->CaughtUp(); }, 10);
+  auto laptop = Open(cell, alice, "laptop");
+  SendAndWait(laptop.get(), bob, "before the chat");
+  MessageId from_bob = SendAndWait(phone.get(), alice, "hi from bob");
+
+  Terminal term(cell.dir(), cell.NatterArgs(alice.value) + " chat 2 2>" + cell.dir() +
+                                "/chat.err; echo $? >" + cell.dir() + "/chat.exit");
+  std::string screen = term.WaitForText("2> ");
+  INFO(screen);
+  CHECK(screen.find("me: before the chat") != std::string::npos);
+  CHECK(screen.find("2: hi from bob") != std::string::npos);
+  // What the chat showed is marked seen: bob hears of it.
+  PollUntil({phone.get()}, [&] {
+    return HasEvent(*phone, EventKind::kSeen,
+                    [&](const Event& e) { return e.by == alice && e.id == from_bob; });
+  }, 10);
+  CHECK(HasEvent(*phone, EventKind::kSeen,
+                 [&](const Event& e) { return e.by == alice && e.id == from_bob; }));
+
+  // A line sent moves through its states.
+  term.Type("hello bob", true);
+  screen = term.WaitForText("me: hello bob (sending)");
+  int sent = NumberOf(screen, "me: hello bob");
+  REQUIRE(sent > 0);
+  std::string tag = "[" + std::to_string(sent) + "]";
+  screen = term.WaitForText(tag + " processed");
+  CHECK(screen.find(tag + " processed") != std::string::npos);
+  MessageId hello = AwaitText(phone.get(), "hello bob");
+  REQUIRE(hello.value != 0);
+  // The phone acknowledges what it got: delivered.
+  screen = term.WaitFor([&](const std::string& s) {
+    return std::regex_search(s, std::regex("\\[" + std::to_string(sent) + "\\].* delivered"));
+  }, [&] { phone->Poll(20); });
+  CHECK(std::regex_search(screen, std::regex("\\[" + std::to_string(sent) + "\\].* delivered")));
+  AwaitAnswer(phone.get(), phone->client->MarkSeen(alice, hello));
+  screen = term.WaitFor([&](const std::string& s) {
+    return std::regex_search(s, std::regex("\\[" + std::to_string(sent) + "\\].* seen"));
+  });
+  CHECK(std::regex_search(screen, std::regex("\\[" + std::to_string(sent) + "\\].* seen")));
+
+  // A message arriving while a line is half typed: shown above it, and the
+  // line is still there, whole, to finish and send.
+  term.Type("half typ");
+  term.WaitForText("2> half typ");
+  MessageId meanwhile = SendAndWait(phone.get(), alice, "while you type");
+  screen = term.WaitForText("2: while you type");
+  std::vector<std::string> lines = ScreenLines(screen);
+  REQUIRE(!lines.empty());
+  CHECK(lines.back() == "2> half typ");
+  CHECK(Occurrences(screen, "half typ") == 1);
+  term.Type("ed", true);
+  CHECK(AwaitText(phone.get(), "half typed").value != 0);
+
+  // Reactions, both ways.
+  int n = NumberOf(screen, "2: while you type");
+  REQUIRE(n > 0);
+  term.Type("/react " + std::to_string(n) + " 👍", true);
+  PollUntil({phone.get()}, [&] {
+    return HasEvent(*phone, EventKind::kReaction, [&](const Event& e) {
+      return e.id == meanwhile && e.emoji && *e.emoji == "👍";
+    });
+  }, 10);
+  CHECK(HasEvent(*phone, EventKind::kReaction, [&](const Event& e) {
+    return e.by == alice && e.id == meanwhile && e.emoji && *e.emoji == "👍";
+  }));
+  term.WaitForText("you reacted 👍 to [" + std::to_string(n) + "]");
+  term.Type("/unreact " + std::to_string(n), true);
+  PollUntil({phone.get()}, [&] {
+    return HasEvent(*phone, EventKind::kReaction,
+                    [&](const Event& e) { return e.id == meanwhile && !e.emoji; });
+  }, 10);
+  CHECK(HasEvent(*phone, EventKind::kReaction,
+                 [&](const Event& e) { return e.id == meanwhile && !e.emoji; }));
+  AwaitAnswer(phone.get(), phone->client->React(alice, hello, std::string("🎉")));
+  screen = term.WaitForText("2 reacted 🎉 to " + tag);
+  CHECK(screen.find("2 reacted 🎉 to " + tag) != std::string::npos);
+
+  // Commands.
+  term.Type("/chats", true);
+  screen = term.WaitForText("-- your chats");
+  CHECK(screen.find("   2 unread") != std::string::npos);
+  term.Type("/frobnicate", true);
+  CHECK(term.WaitForText("/frobnicate is not a command").find("not a command") !=
+        std::string::npos);
+  term.Type("/react 999 👍", true);
+  CHECK(term.WaitForText("there is no message [999]").find("[999]") != std::string::npos);
+
+  term.Type("/quit", true);
+  CHECK(Terminal::ExitStatus(cell.dir() + "/chat.exit") == 0);
+  std::ifstream err(cell.dir() + "/chat.err");
+  std::stringstream err_text;
+  err_text << err.rdbuf();
+  CHECK(err_text.str().empty());
+}
+
+TEST_CASE("natter chat reconnects by itself after frontd restarts and shows what it missed") {
+  TestCell cell(1);
+  UserId alice(1), bob(2);
+  auto phone = Open(cell, bob, "phone");
+  PollUntil({phone.get()}, [&] { return phone->client->CaughtUp(); }, 10);
+  SendAndWait(phone.get(), alice, "first");
+  Terminal term(cell.dir(), cell.NatterArgs(alice.value) + " chat 2 2>" + cell.dir() +
+                                "/chat.err; echo $? >" + cell.dir() + "/chat.exit");
+  term.WaitForText("2: first");
+  // natter is the child of the pane's shell.
+  std::string shell = term.Format("#{pane_pid}");
+  std::ifstream children("/proc/" + shell + "/task/" + shell + "/children");
+  pid_t chat = 0;
+  children >> chat;
+  REQUIRE(chat > 0);
+
+  pid_t frontd = cell.DaemonPid("frontd");
+  REQUIRE(::kill(frontd, SIGKILL) == 0);
+  std::string screen = term.WaitForText("-- connection lost; reconnecting");
+  INFO(screen);
+  REQUIRE(screen.find("connection lost") != std::string::npos);
+  // The chat stands still while frontd comes back and bob writes, so the
+  // message can only reach it from the mailbox, once it has a session
+  // again.
+  REQUIRE(::kill(chat, SIGSTOP) == 0);
+  SendAndWait(phone.get(), alice, "while you were away");
+  REQUIRE(::kill(chat, SIGCONT) == 0);
+  screen = term.WaitForText("2: while you were away");
+  CHECK(screen.find("-- connected again") != std::string::npos);
+  CHECK(Occurrences(screen, "while you were away") == 1);
+  // And it goes on: a line typed now is sent.
+  term.Type("back again", true);
+  CHECK(AwaitText(phone.get(), "back again").value != 0);
+  term.Type("/quit", true);
+  CHECK(Terminal::ExitStatus(cell.dir() + "/chat.exit") == 0);
+}
+
+namespace {
+
+// A program with its standard input and output on pipes of ours.
+class Piped {
+ public:
+  explicit Piped(const std::string& command) {
+    int in[2], out[2];
+    REQUIRE(::pipe(in) == 0);
+    REQUIRE(::pipe(out) == 0);
+    pid_ = ::fork();
+    REQUIRE(pid_ >= 0);
+    if (pid_ == 0) {
+      ::dup2(in[0], STDIN_FILENO);
+      ::dup2(out[1], STDOUT_FILENO);
+      ::close(in[0]);
+      ::close(in[1]);
+      ::close(out[0]);
+      ::close(out[1]);
+      ::execl("/bin/sh", "sh", "-c", command.c_str(), static_cast<char*>(nullptr));
+      ::_exit(127);
+    }
+    ::close(in[0]);
+    ::close(out[1]);
+    to_ = in[1];
+    from_ = out[0];
+  }
+  ~Piped() {
+    CloseInput();
+    if (from_ >= 0) ::close(from_);
+    if (pid_ > 0 && status_ < 0) {
+      ::kill(pid_, SIGTERM);
+      ::waitpid(pid_, nullptr, 0);
+    }
+  }
+  void Write(const std::string& line) {
+    std::string data = line + "\n";
+    REQUIRE(::write(to_, data.data(), data.size()) == static_cast<ssize_t>(data.size()));
+  }
+  void CloseInput() {
+    if (to_ >= 0) ::close(to_);
+    to_ = -1;
+  }
+  // Reads what is there (waiting up to ms); returns false at the end.
+  bool Read(int ms) {
+    struct pollfd p = {from_, POLLIN, 0};
+    if (::poll(&p, 1, ms) <= 0) return true;
+    char buf[65536];
+    ssize_t n = ::read(from_, buf, sizeof buf);
+    if (n <= 0) return false;
+    pending_.append(buf, static_cast<size_t>(n));
+    for (size_t nl; (nl = pending_.find('\n')) != std::string::npos;) {
+      lines_.push_back(nlohmann::json::parse(pending_.substr(0, nl)));
+      pending_.erase(0, nl + 1);
+    }
+    return true;
+  }
+  // Reads until a line satisfies `match` (up to 10 s); returns it, or null.
+  nlohmann::json WaitFor(const std::function<bool(const nlohmann::json&)>& match) {
+    auto deadline = Clock::now() + std::chrono::seconds(10);
+    for (size_t seen = 0;;) {
+      for (; seen < lines_.size(); ++seen) {
+        if (match(lines_[seen])) return lines_[seen];
+      }
+      if (Clock::now() >= deadline || !Read(50)) return nullptr;
+    }
+  }
+  nlohmann::json Reply(const nlohmann::json& id) {
+    return WaitFor([&](const nlohmann::json& j) { return j.contains("id") && j["id"] == id; });
+  }
+  // Waits (up to 20 s) for the program to end; its exit status.
+  int Wait() {
+    auto deadline = Clock::now() + std::chrono::seconds(20);
+    while (Clock::now() < deadline) {
+      Read(50);
+      int st;
+      if (::waitpid(pid_, &st, WNOHANG) == pid_) {
+        while (Read(0) && Read(10)) {
+        }
+        status_ = WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+        return status_;
+      }
+    }
+    return -1;
+  }
+  const std::vector<nlohmann::json>& lines() const { return lines_; }
+
+ private:
+  pid_t pid_ = -1;
+  int to_ = -1, from_ = -1;
+  int status_ = -1;
+  std::string pending_;
+  std::vector<nlohmann::json> lines_;
+};
+
+bool IsEvent(const nlohmann::json& j, const std::string& type) {
+  return j.value("method", "") == "event" && j["params"].value("type", "") == type;
+}
+
+}  // namespace
+
+TEST_CASE("natter rpc through a pipe: a reply for each request by id, events as they "
+          "come, errors as error replies, the replies awaited at the end of input") {
+  TestCell cell(1);
+  UserId alice(1), bob(2);
+  auto phone = Open(cell, bob, "phone");
+  PollUntil({phone.get()}, [&] { return phone->client->CaughtUp(); }, 10);
+  Piped rpc(cell.NatterArgs(alice.value) + " --device bot rpc --timeout 20");
+
+  // Connected (and its mailbox begun) once the first reply is there.
+  rpc.Write(R"({"jsonrpc":"2.0","id":0,"method":"chats"})");
+  nlohmann::json chats = rpc.Reply(0);
+  INFO(chats.dump());
+  REQUIRE(chats["result"]["chats"].is_array());
+
+  MessageId from_bob = SendAndWait(phone.get(), alice, "hello bot");
+  nlohmann::json event = rpc.WaitFor([](const nlohmann::json& j) {
+    return IsEvent(j, "message") && j["params"]["text"] == "hello bot";
+  });
+  REQUIRE(!event.is_null());
+  CHECK(event["jsonrpc"] == "2.0");
+  CHECK(event["params"]["id"] == std::to_string(from_bob.value));
+  CHECK(event["params"]["from"] == 2);
+
+  rpc.Write(R"({"jsonrpc":"2.0","id":1,"method":"send","params":{"to":2,"text":"hi bob","client_msg_id":"rpc-1"}})");
+  nlohmann::json sent = rpc.Reply(1);
+  INFO(sent.dump());
+  REQUIRE(sent.contains("result"));
+  CHECK(sent["result"]["client_msg_id"] == "rpc-1");
+  std::string sent_id = sent["result"]["id"];
+  CHECK(std::to_string(AwaitText(phone.get(), "hi bob").value) == sent_id);
+
+  std::string bob_id = std::to_string(from_bob.value);
+  rpc.Write(R"({"id":"r","method":"react","params":{"peer":2,"id":")" + bob_id +
+            R"(","emoji":"👍"}})");
+  CHECK(rpc.Reply("r")["result"] == nlohmann::json::object());
+  rpc.Write(R"({"id":"u","method":"unreact","params":{"peer":"2","id":)" + bob_id + "}}");
+  CHECK(rpc.Reply("u")["result"] == nlohmann::json::object());
+  rpc.Write(R"({"id":2.5,"method":"seen","params":{"peer":2,"id":")" + bob_id + R"("}})");
+  CHECK(rpc.Reply(2.5).contains("result"));
+  PollUntil({phone.get()}, [&] {
+    return HasEvent(*phone, EventKind::kSeen, [&](const Event& e) { return e.id == from_bob; });
+  }, 10);
+  CHECK(HasEvent(*phone, EventKind::kReaction, [&](const Event& e) {
+    return e.id == from_bob && e.emoji && *e.emoji == "👍";
+  }));
+  CHECK(HasEvent(*phone, EventKind::kReaction,
+                 [&](const Event& e) { return e.id == from_bob && !e.emoji; }));
+  CHECK(HasEvent(*phone, EventKind::kSeen, [&](const Event& e) { return e.id == from_bob; }));
+
+  rpc.Write(R"({"id":3,"method":"history","params":{"peer":2,"limit":10}})");
+  nlohmann::json page = rpc.Reply(3);
+  REQUIRE(page["result"]["messages"].size() == 2);
+  CHECK(page["result"]["messages"][0]["text"] == "hello bot");
+  CHECK(page["result"]["messages"][1]["text"] == "hi bob");
+  CHECK(page["result"]["more"] == false);
+
+  // Bad requests: error replies, and the connection goes on.
+  rpc.Write("this is not json");
+  nlohmann::json parse = rpc.WaitFor([](const nlohmann::json& j) {
+    return j.contains("error") && j["error"]["code"] == -32700;
+  });
+  CHECK(parse["id"].is_null());
+  rpc.Write(R"({"id":4,"method":"fly"})");
+  CHECK(rpc.Reply(4)["error"]["code"] == -32601);
+  rpc.Write(R"({"id":5,"method":"send","params":{"to":2}})");
+  CHECK(rpc.Reply(5)["error"]["code"] == -32602);
+  rpc.Write(R"({"id":6,"method":"send","params":{"to":2,"text":")" + std::string(5000, 'x') +
+            "\"}}");
+  nlohmann::json too_long = rpc.Reply(6);
+  CHECK(too_long["error"]["code"] == 3);
+  CHECK(too_long["error"]["data"]["error"] == "bad-data");
+  rpc.Write(R"({"id":7,"method":"react","params":{"peer":2,"id":"1","emoji":"👍"}})");
+  CHECK(rpc.Reply(7)["error"]["data"]["error"] == "not-found");
+
+  // A request without an id is carried out, without a reply; then the
+  // input ends, with one send still owed: natter rpc waits for it.
+  rpc.Write(R"({"method":"send","params":{"to":2,"text":"quietly"}})");
+  rpc.Write(R"({"id":8,"method":"send","params":{"to":2,"text":"last words"}})");
+  rpc.CloseInput();
+  CHECK(rpc.Wait() == 0);
+  CHECK(!rpc.Reply(8).is_null());
+  CHECK(rpc.Reply(8).contains("result"));
+  CHECK(AwaitText(phone.get(), "quietly").value != 0);
+  CHECK(AwaitText(phone.get(), "last words").value != 0);
+  // Every reply once; nothing answered that was not asked.
+  std::map<std::string, int> replies;
+  for (const auto& j : rpc.lines()) {
+    if (j.contains("id") && !j["id"].is_null()) ++replies[j["id"].dump()];
+  }
+  CHECK(replies.size() == 11);
+  for (const auto& [id, count] : replies) {
+    INFO(id);
+    CHECK(count == 1);
+  }
+}
