@@ -10,6 +10,7 @@
 #include <cstring>
 #include <ctime>
 #include <iostream>
+#include <memory>
 #include <sstream>
 
 #include "client/json_events.h"
@@ -70,8 +71,8 @@ std::vector<std::string> Words(const std::string& line) {
 
 }  // namespace
 
-ChatView::ChatView(Client* client, UserId peer, Print print)
-    : client_(client), peer_(peer), print_(std::move(print)) {}
+ChatView::ChatView(Client* client, UserId peer, uint32_t page, Print print)
+    : client_(client), peer_(peer), page_(page), print_(std::move(print)) {}
 
 std::string ChatView::Who(UserId user) const {
   return user == client_->user() ? "me" : std::to_string(user.value);
@@ -92,6 +93,7 @@ void ChatView::Start() {
          std::to_string(client_->user().value) + "); /help for commands");
   History q;
   q.peer = peer_;
+  q.limit = page_;
   requests_[client_->GetHistory(q)] = Request{"first", 0, ""};
 }
 
@@ -393,6 +395,7 @@ void ChatView::Command(const std::string& line) {
   } else if (name == "/history") {
     History q;
     q.peer = peer_;
+    q.limit = page_;
     requests_[client_->GetHistory(q)] = Request{"history", 0, ""};
   } else if (name == "/more") {
     if (oldest_.value == 0) {
@@ -403,6 +406,7 @@ void ChatView::Command(const std::string& line) {
     q.peer = peer_;
     q.mode = static_cast<uint8_t>(HistoryMode::kBefore);
     q.bound = oldest_.value;
+    q.limit = page_;
     requests_[client_->GetHistory(q)] = Request{"more", 0, ""};
   } else if (name == "/chats") {
     requests_[client_->GetChats()] = Request{"chats", 0, ""};
@@ -459,16 +463,14 @@ int RunChat(const ClientOptions& given, UserId peer,
     std::cerr << "natter: chat: that is you; chat with another user\n";
     return EX_USAGE;
   }
+  std::unique_ptr<ChatView> view_owner;
   LineEditor* editor_ptr = nullptr;
-  ChatView view(&client, peer, [&](const std::string& text) {
-    if (editor_ptr != nullptr) editor_ptr->PrintAbove(text);
-  });
   std::vector<Incoming> in;
   auto pump = [&](int timeout_ms) {
     in.clear();
     client.Poll(timeout_ms, &in);
-    for (const Incoming& item : in) view.Take(item);
-    view.Settle();
+    for (const Incoming& item : in) view_owner->Take(item);
+    view_owner->Settle();
   };
   // Waits for a key, showing what the client brings meanwhile.
   auto wait = [&]() -> bool {
@@ -485,6 +487,13 @@ int RunChat(const ClientOptions& given, UserId peer,
   if (!options.state_dir.empty()) history_file = options.state_dir + "/chat.history";
   LineEditor editor(std::to_string(peer.value) + "> ", history_file, wait);
   editor_ptr = &editor;
+  // A page that fits the terminal, with room for the prompt.
+  uint32_t page = editor.interactive()
+                      ? static_cast<uint32_t>(std::clamp(editor.Rows() - 6, 10, 50))
+                      : kDefaultHistoryPage;
+  view_owner = std::make_unique<ChatView>(
+      &client, peer, page, [&](const std::string& text) { editor.PrintAbove(text); });
+  ChatView& view = *view_owner;
   view.Start();
   // Lines typed (or piped) ahead wait for the page they may refer to.
   auto deadline = std::chrono::steady_clock::now() +

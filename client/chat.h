@@ -30,7 +30,8 @@ int RunChat(const ClientOptions& options, UserId peer,
 class ChatView {
  public:
   using Print = std::function<void(const std::string&)>;
-  ChatView(Client* client, UserId peer, Print print);
+  // page: messages a history page shows.
+  ChatView(Client* client, UserId peer, uint32_t page, Print print);
 
   // Asks for the last page of history; what arrives before it is shown
   // waits for it.
@@ -79,6 +80,7 @@ class ChatView {
 
   Client* client_;
   UserId peer_;
+  uint32_t page_;
   Print print_;
   bool started_ = false;
   std::vector<Incoming> early_;  // before the first page

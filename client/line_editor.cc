@@ -125,6 +125,12 @@ int LineEditor::Columns() const {
   return 80;
 }
 
+int LineEditor::Rows() const {
+  struct winsize ws;
+  if (::ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_row > 0) return ws.ws_row;
+  return 24;
+}
+
 int LineEditor::RowsToCursor() const {
   const LineInfoW* li = el_wline(el_);
   int width = DisplayWidth(prompt_);

@@ -50,6 +50,8 @@ class LineEditor {
   void Resized();
 
   bool interactive() const { return interactive_; }
+  // Rows of the terminal (24 when it does not say).
+  int Rows() const;
 
  private:
   static int GetChar(editline* el, wchar_t* out);

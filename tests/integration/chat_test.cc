@@ -40,7 +40,7 @@ class Terminal {
 
   std::string Screen() const {
     std::string out;
-    RunCommand(tmux_ + " capture-pane -p -t chat", &out);
+    RunCommand(tmux_ + " capture-pane -p -S - -t chat", &out);  // with what scrolled off
     return out;
   }
   // Literal text, then Enter if asked.
@@ -164,6 +164,12 @@ TEST_CASE("natter chat in a terminal: history, live messages, receipts, reaction
   auto phone = Open(cell, bob, "phone");
   PollUntil({phone.get()}, [&] { return phone->client->CaughtUp(); }, 10);
   auto laptop = Open(cell, alice, "laptop");
+  // More than the page a 40-row terminal shows (34).
+  SendAndWait(phone.get(), alice, "the oldest");
+  for (int i = 1; i <= 39; ++i) {
+    phone->client->Send(alice, "filler " + std::to_string(i));
+  }
+  PollUntil({phone.get()}, [&] { return phone->client->SendsInFlight() == 0; }, 20);
   SendAndWait(laptop.get(), bob, "before the chat");
   MessageId from_bob = SendAndWait(phone.get(), alice, "hi from bob");
 
@@ -173,6 +179,9 @@ TEST_CASE("natter chat in a terminal: history, live messages, receipts, reaction
   INFO(screen);
   CHECK(screen.find("me: before the chat") != std::string::npos);
   CHECK(screen.find("2: hi from bob") != std::string::npos);
+  CHECK(screen.find("2: filler 39") != std::string::npos);
+  CHECK(screen.find("2: filler 7\n") == std::string::npos);
+  CHECK(screen.find("-- /more for older messages") != std::string::npos);
   // What the chat showed is marked seen: bob hears of it.
   PollUntil({phone.get()}, [&] {
     return HasEvent(*phone, EventKind::kSeen,
@@ -240,6 +249,20 @@ TEST_CASE("natter chat in a terminal: history, live messages, receipts, reaction
   CHECK(screen.find("2 reacted 🎉 to " + tag) != std::string::npos);
 
   // Commands.
+  term.Type("/more", true);
+  screen = term.WaitForText("2: the oldest");
+  CHECK(screen.find("-- older messages:") != std::string::npos);
+  CHECK(screen.find("2: filler 7\n") != std::string::npos);
+  term.Type("/more", true);
+  CHECK(term.WaitForText("-- no older messages").find("no older") != std::string::npos);
+  term.Type("/history", true);
+  screen = term.WaitForText("-- the newest messages:");
+  // The page again, each message under the number it had, with what it
+  // has now.
+  std::string again = screen.substr(screen.find("-- the newest messages:"));
+  CHECK(again.find(tag + " ") != std::string::npos);
+  CHECK(std::regex_search(again, std::regex("\\[" + std::to_string(sent) +
+                                            "\\] [0-9:]+ me: hello bob \\[2 🎉\\] \\(seen\\)")));
   term.Type("/chats", true);
   screen = term.WaitForText("-- your chats");
   CHECK(screen.find("   2 unread") != std::string::npos);
