@@ -184,10 +184,13 @@ void ChatView::TakeEvent(const Event& e, bool missed) {
         State s = e.id <= peer_seen_ ? State::kSeen
                   : e.id <= peer_delivered_ ? State::kDelivered : State::kProcessed;
         mine_[e.id.value] = s;
+        std::string from_device;
+        if (e.origin_device != client_->device()) {
+          from_device = ", from " + (e.origin_device.empty() ? std::string("another device")
+                                                             : Printable(e.origin_device));
+        }
         ShowMessage(e.id, e.from, e.ts, e.text,
-                    std::string(" (") + StateName(s) + ", from " +
-                        (e.origin_device.empty() ? "another device" : e.origin_device) +
-                        ")");
+                    std::string(" (") + StateName(s) + from_device + ")");
       } else {
         ShowMessage(e.id, e.from, e.ts, e.text, missed ? " (missed)" : "");
       }

@@ -438,7 +438,11 @@ int Listen(const Global& g, const std::vector<std::string>& args) {
     if (!secs) throw Exit{EX_USAGE, "listen: --for: '" + for_text + "' is not a number of seconds"};
     limit = std::chrono::seconds(*secs);
   }
-  auto owned = MakeClient(g.client);
+  // Watching the connection: after frontd restarts, what was missed is
+  // fetched as soon as the connection is back, not at the next ping.
+  ClientOptions options = g.client;
+  options.watch_link = true;
+  auto owned = MakeClient(options);
   Client& client = *owned;
   Connect(client);
   uint64_t messages = 0;
@@ -454,6 +458,7 @@ int Listen(const Global& g, const std::vector<std::string>& args) {
         std::cerr << "natter: listen: " << item.error.message() << "\n";
         return ExitCodeFor(item.error.code());
       }
+      if (item.kind == Incoming::Kind::kLink) continue;
       Print(g, item);
       if (item.kind == Incoming::Kind::kEvent &&
           item.event.kind == static_cast<uint8_t>(EventKind::kMessage)) {

@@ -157,11 +157,17 @@ void ParseMethod(const nlohmann::json& params, RpcCall* c) {
   }
 }
 
+// Set when standard output is gone (the reader closed the pipe): nothing
+// more can be told, so natter rpc stops.
+bool g_output_lost = false;
+
 void PrintLine(const nlohmann::json& j) {
   std::string line = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   line += '\n';
-  std::fwrite(line.data(), 1, line.size(), stdout);
-  std::fflush(stdout);
+  if (std::fwrite(line.data(), 1, line.size(), stdout) != line.size() ||
+      std::fflush(stdout) != 0) {
+    g_output_lost = true;
+  }
 }
 
 }  // namespace
@@ -345,7 +351,7 @@ int RunRpc(const ClientOptions& given, int wait_ms,
   auto input_end = std::chrono::steady_clock::time_point::max();
   std::vector<Incoming> in;
   char chunk[65536];
-  while (!interrupted) {
+  while (!interrupted && !g_output_lost) {
     if (!input_open && owed_count == 0) break;
     if (!input_open && std::chrono::steady_clock::now() >= input_end) break;
     bool want_input = input_open && owed_count < kWindow;
@@ -393,6 +399,13 @@ int RunRpc(const ClientOptions& given, int wait_ms,
   for (const auto& [request, o] : owed) reply_error(o, late);
   for (const auto& [cmid, list] : owed_sends) {
     for (const Owed& o : list) reply_error(o, late);
+  }
+  if (g_output_lost) {
+    // What was printed last may not have been read: not acknowledged
+    // here (the library may have acknowledged some already; history has
+    // them all).
+    std::cerr << "natter: rpc: standard output is closed\n";
+    return 1;
   }
   Status flushed = client.Flush();
   if (owed_count > 0) {
