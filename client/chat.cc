@@ -26,7 +26,8 @@ const char kHelp[] =
     "-- commands:\n"
     "   /react N EMOJI   react to message [N]\n"
     "   /unreact N       take your reaction back\n"
-    "   /history         the newest page again\n"
+    "   /history [TIME]  the newest page again, or the page up to TIME\n"
+    "                    (2026-11-27T18:00:00Z, or ago: 90m, 2h, 3d)\n"
     "   /more            an older page\n"
     "   /chats           your conversations\n"
     "   /quit            leave (also Ctrl-D)\n"
@@ -94,7 +95,7 @@ void ChatView::Start() {
   History q;
   q.peer = peer_;
   q.limit = page_;
-  requests_[client_->GetHistory(q)] = Request{"first", 0, ""};
+  requests_[client_->GetHistory(q)] = Request{"first", 0, "", ""};
 }
 
 void ChatView::ShowMessage(MessageId id, UserId from, uint64_t ts,
@@ -108,9 +109,9 @@ void ChatView::ShowMessage(MessageId id, UserId from, uint64_t ts,
 }
 
 void ChatView::ShowPage(const HistoryReply& page, const std::string& title,
-                        bool older) {
+                        const std::string& empty) {
   if (page.messages.empty()) {
-    print_(older ? "-- no older messages" : "-- no messages yet");
+    print_(empty);
     return;
   }
   if (!title.empty()) print_(title);
@@ -139,7 +140,7 @@ void ChatView::ShowPage(const HistoryReply& page, const std::string& title,
     }
     ShowMessage(m.id, m.from, m.ts, m.text, suffix);
   }
-  if (older && page.more) print_("-- /more for older ones");
+  if (page.more) print_("-- /more for older messages");
 }
 
 void ChatView::PeerMark(MessageId id, State state) {
@@ -293,19 +294,19 @@ void ChatView::Take(const Incoming& in) {
     case Incoming::Kind::kHistory: {
       auto req = requests_.find(in.request);
       if (req == requests_.end()) return;
-      std::string what = req->second.what;
+      Request r = std::move(req->second);
       requests_.erase(req);
+      const std::string& what = r.what;
       if (what == "first") {
-        ShowPage(in.history, "", false);
-        if (in.history.more) print_("-- /more for older messages");
+        ShowPage(in.history, "", "-- no messages yet");
         started_ = true;
         std::vector<Incoming> early;
         early.swap(early_);
         for (const Incoming& e : early) Take(e);
       } else if (what == "more") {
-        ShowPage(in.history, "-- older messages:", true);
+        ShowPage(in.history, r.title, "-- no older messages");
       } else {
-        ShowPage(in.history, "-- the newest messages:", false);
+        ShowPage(in.history, r.title, "-- no messages up to then");
       }
       return;
     }
@@ -330,7 +331,7 @@ void ChatView::Take(const Incoming& in) {
 void ChatView::Settle() {
   if (!started_) return;
   if (newest_peer_ > seen_marked_) {
-    requests_[client_->MarkSeen(peer_, newest_peer_)] = Request{"seen", 0, ""};
+    requests_[client_->MarkSeen(peer_, newest_peer_)] = Request{"seen", 0, "", ""};
     seen_marked_ = newest_peer_;
   }
   if (!away_.empty() && client_->CaughtUp()) {
@@ -394,12 +395,39 @@ void ChatView::Command(const std::string& line) {
     }
     int n = NumberOf(id);
     requests_[client_->React(peer_, id, emoji)] =
-        Request{set ? "react" : "unreact", n, set ? w[2] : ""};
+        Request{set ? "react" : "unreact", n, set ? w[2] : "", ""};
   } else if (name == "/history") {
     History q;
     q.peer = peer_;
     q.limit = page_;
-    requests_[client_->GetHistory(q)] = Request{"history", 0, ""};
+    std::string title = "-- the newest messages:";
+    if (w.size() > 2) {
+      print_("-- usage: /history [TIME | AGO]");
+      return;
+    }
+    if (w.size() == 2) {
+      // 2026-11-27T18:00:00Z or milliseconds: up to then; 90m, 2h, 3d:
+      // that long ago.
+      std::optional<uint64_t> at;
+      char unit = w[1].back();
+      if (unit == 's' || unit == 'm' || unit == 'h' || unit == 'd') {
+        if (auto ago = ParseDuration(w[1])) {
+          uint64_t now = NowMs();
+          at = *ago * 1000 >= now ? 0 : now - *ago * 1000;
+        }
+      } else {
+        at = ParseTime(w[1]);
+      }
+      if (!at) {
+        print_("-- /history: '" + w[1] +
+               "' is neither a time (2026-11-27T18:00:00Z) nor a time ago (90m, 2h, 3d)");
+        return;
+      }
+      q.mode = static_cast<uint8_t>(HistoryMode::kAt);
+      q.bound = *at;
+      title = "-- messages up to " + ShortTime(*at) + ":";
+    }
+    requests_[client_->GetHistory(q)] = Request{"history", 0, "", title};
   } else if (name == "/more") {
     if (oldest_.value == 0) {
       print_("-- no older messages");
@@ -410,9 +438,9 @@ void ChatView::Command(const std::string& line) {
     q.mode = static_cast<uint8_t>(HistoryMode::kBefore);
     q.bound = oldest_.value;
     q.limit = page_;
-    requests_[client_->GetHistory(q)] = Request{"more", 0, ""};
+    requests_[client_->GetHistory(q)] = Request{"more", 0, "", "-- older messages:"};
   } else if (name == "/chats") {
-    requests_[client_->GetChats()] = Request{"chats", 0, ""};
+    requests_[client_->GetChats()] = Request{"chats", 0, "", ""};
   } else if (name == "/help") {
     print_(kHelp);
   } else {

@@ -59,12 +59,15 @@ class ChatView {
     bool warned = false;  // "still sending" said once
   };
   struct Request {
-    std::string what;  // react, unreact, seen, history, more, chats
+    std::string what;  // first, react, unreact, seen, history, more, chats
     int n = 0;
     std::string emoji;
+    std::string title;  // history, more: the line above the page
   };
 
-  void ShowPage(const HistoryReply& page, const std::string& title, bool older);
+  // A history page under `title`; `empty` says so when it has nothing.
+  void ShowPage(const HistoryReply& page, const std::string& title,
+                const std::string& empty);
   void ShowMessage(MessageId id, UserId from, uint64_t ts, const std::string& text,
                    const std::string& suffix);
   void TakeEvent(const Event& e, bool missed);

@@ -263,6 +263,15 @@ TEST_CASE("natter chat in a terminal: history, live messages, receipts, reaction
   CHECK(again.find(tag + " ") != std::string::npos);
   CHECK(std::regex_search(again, std::regex("\\[" + std::to_string(sent) +
                                             "\\] [0-9:]+ me: hello bob \\[2 🎉\\] \\(seen\\)")));
+  // From a point in time: a date, or a while ago.
+  term.Type("/history 2099-01-01T00:00:00Z", true);
+  screen = term.WaitForText("-- messages up to 2099-01-01");
+  CHECK(screen.substr(screen.find("-- messages up to 2099")).find("2: hi from bob") !=
+        std::string::npos);
+  term.Type("/history 3d", true);
+  CHECK(term.WaitForText("-- no messages up to then").find("up to then") != std::string::npos);
+  term.Type("/history soon", true);
+  CHECK(term.WaitForText("'soon' is neither a time").find("neither") != std::string::npos);
   term.Type("/chats", true);
   screen = term.WaitForText("-- your chats");
   CHECK(screen.find("   2 unread") != std::string::npos);
