@@ -126,6 +126,8 @@ void ChatView::ShowPage(const HistoryReply& page, const std::string& title,
     if (mine) {
       State s = item.seen ? State::kSeen
                 : item.delivered ? State::kDelivered : State::kProcessed;
+      // Receipts that came before the page may be newer than it.
+      if (m.id <= peer_delivered_) s = std::max(s, State::kDelivered);
       if (m.id <= peer_seen_) s = State::kSeen;
       auto [it, fresh] = mine_.emplace(m.id.value, s);
       if (!fresh) it->second = std::max(it->second, s);
