@@ -16,6 +16,7 @@
 #include "client/json_events.h"
 #include "client/line_editor.h"
 #include "common/error_codes.h"
+#include "common/ids.h"
 #include "common/text.h"
 #include "common/validate.h"
 
@@ -53,12 +54,6 @@ std::string ShortTime(uint64_t unix_ms) {
   bool same_day = tm.tm_year == today.tm_year && tm.tm_yday == today.tm_yday;
   strftime(buf, sizeof buf, same_day ? "%H:%M" : "%Y-%m-%d %H:%M", &tm);
   return buf;
-}
-
-uint64_t NowMs() {
-  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                   std::chrono::system_clock::now().time_since_epoch())
-                                   .count());
 }
 
 UserId PeerOf(const Event& e) { return e.from == e.user ? e.to : e.from; }
@@ -263,7 +258,7 @@ void ChatView::Take(const Incoming& in) {
       TakeError(in);
       return;
     case Incoming::Kind::kLink:
-      print_(in.online ? "-- connected again" : "-- connection lost; reconnecting");
+      print_("-- " + ToText(in));
       return;
     case Incoming::Kind::kProcessed: {
       auto it = sending_.find(in.processed.client_msg_id);

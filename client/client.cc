@@ -249,13 +249,9 @@ Status Client::Connect() {
 
 Status Client::HandshakeRefusal() {
   if (!handshake_) return Status::Ok();
-  Parts event;
-  while (RecvParts(handshake_, &event)) {
-    if (event.size() != 2 || event[0].size() < 6) continue;
-    uint16_t id;
-    uint32_t value;
-    std::memcpy(&id, event[0].data(), sizeof id);
-    std::memcpy(&value, static_cast<const char*>(event[0].data()) + 2, sizeof value);
+  uint16_t id;
+  uint32_t value;
+  while (RecvMonitorEvent(handshake_, &id, &value)) {
     if (id != ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) continue;
     // frontd takes any device key, so a refusal means it is full.
     return Status(ErrorCode::kBusy,
@@ -274,11 +270,9 @@ void Client::StopHandshakeWatch() {
 }
 
 void Client::WatchLink(std::vector<Incoming>* out) {
-  Parts event;
-  while (handshake_ && RecvParts(handshake_, &event)) {
-    if (event.size() != 2 || event[0].size() < 6) continue;
-    uint16_t id;
-    std::memcpy(&id, event[0].data(), sizeof id);
+  uint16_t id;
+  uint32_t value;
+  while (handshake_ && RecvMonitorEvent(handshake_, &id, &value)) {
     if (id == ZMQ_EVENT_DISCONNECTED && !link_down_) {
       link_down_ = true;
       heard_since_down_ = false;

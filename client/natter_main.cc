@@ -110,6 +110,15 @@ size_t SubcommandIndex(int argc, char** argv) {
   return static_cast<size_t>(argc);
 }
 
+// A --timeout: 1 second to a day, in milliseconds.
+int TimeoutMs(const std::string& text, const std::string& what) {
+  auto secs = ParseDuration(text);
+  if (!secs || *secs == 0 || *secs > 86400) {
+    throw Exit{EX_USAGE, what + ": '" + text + "' is not a number of seconds"};
+  }
+  return static_cast<int>(*secs * 1000);
+}
+
 Global ParseGlobal(int argc, char** argv) {
   Global g;
   std::string server, server_key, token, device, state_dir, timeout;
@@ -171,13 +180,7 @@ Global ParseGlobal(int argc, char** argv) {
   g.client.state_dir = pick(state_dir, "state-dir", nullptr);
   if (g.client.state_dir.empty()) g.client.state_dir = DefaultStateDir();
   std::string t = pick(timeout, "timeout", nullptr);
-  if (!t.empty()) {
-    auto secs = ParseDuration(t);
-    if (!secs || *secs == 0 || *secs > 86400) {
-      throw Exit{EX_USAGE, "--timeout: '" + t + "' is not a number of seconds"};
-    }
-    g.client.timeout_ms = static_cast<int>(*secs * 1000);
-  }
+  if (!t.empty()) g.client.timeout_ms = TimeoutMs(t, "--timeout");
   if (g.client.server.empty()) {
     throw Exit{EX_USAGE, "no server: give -s ENDPOINT or -c client.conf"};
   }
@@ -499,14 +502,7 @@ int RpcCommand(const Global& g, const std::vector<std::string>& args) {
   } catch (const po::error& e) {
     throw Exit{EX_USAGE, std::string("rpc: ") + e.what()};
   }
-  int wait_ms = g.client.timeout_ms;
-  if (!timeout.empty()) {
-    auto secs = ParseDuration(timeout);
-    if (!secs || *secs == 0 || *secs > 86400) {
-      throw Exit{EX_USAGE, "rpc: --timeout: '" + timeout + "' is not a number of seconds"};
-    }
-    wait_ms = static_cast<int>(*secs * 1000);
-  }
+  int wait_ms = timeout.empty() ? g.client.timeout_ms : TimeoutMs(timeout, "rpc: --timeout");
   try {
     return RunRpc(g.client, wait_ms, g_interrupted);
   } catch (const std::invalid_argument& e) {

@@ -53,6 +53,18 @@ bool RecvParts(zmq::socket_t& socket, Parts* parts) {
   }
 }
 
+bool RecvMonitorEvent(zmq::socket_t& monitor, uint16_t* id, uint32_t* value) {
+  Parts event;
+  while (RecvParts(monitor, &event)) {
+    // Two frames: 2 bytes of id and 4 of value, then the endpoint.
+    if (event.size() != 2 || event[0].size() < 6) continue;
+    std::memcpy(id, event[0].data(), sizeof *id);
+    std::memcpy(value, static_cast<const char*>(event[0].data()) + 2, sizeof *value);
+    return true;
+  }
+  return false;
+}
+
 bool SendParts(zmq::socket_t& socket, Parts& parts) {
   try {
     auto n = zmq::send_multipart(socket, parts, zmq::send_flags::dontwait);
@@ -99,13 +111,10 @@ bool HandshakeWatch::AllConnected() {
   bool all = true;
   for (Watched& w : watched_) {
     if (w.connected) continue;
-    Parts event;
-    while (RecvParts(w.monitor, &event)) {
-      if (event.size() == 2 && event[0].size() >= 2) {
-        uint16_t id;
-        std::memcpy(&id, event[0].data(), sizeof id);
-        if (id == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) w.connected = true;
-      }
+    uint16_t id;
+    uint32_t value;
+    while (RecvMonitorEvent(w.monitor, &id, &value)) {
+      if (id == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) w.connected = true;
     }
     if (w.connected) {
       zmq_socket_monitor(w.socket, nullptr, 0);
@@ -144,12 +153,10 @@ ConnectionCount::ConnectionCount(zmq::context_t& ctx, zmq::socket_t& socket)
 ConnectionCount::~ConnectionCount() { zmq_socket_monitor(socket_, nullptr, 0); }
 
 size_t ConnectionCount::Update() {
-  Parts event;
   size_t n = count_.load();
-  while (RecvParts(monitor_, &event)) {
-    if (event.size() != 2 || event[0].size() < 2) continue;
-    uint16_t id;
-    std::memcpy(&id, event[0].data(), sizeof id);
+  uint16_t id;
+  uint32_t value;
+  while (RecvMonitorEvent(monitor_, &id, &value)) {
     if (id == ZMQ_EVENT_ACCEPTED) ++n;
     if (id == ZMQ_EVENT_DISCONNECTED && n > 0) --n;
   }

@@ -43,6 +43,11 @@ int Poll(std::vector<zmq::pollitem_t>& items, long timeout_ms);
 // Receives one multipart message without waiting; false when none.
 bool RecvParts(zmq::socket_t& socket, Parts* parts);
 
+// Reads one event from a socket monitor's PAIR socket without waiting: its
+// id (ZMQ_EVENT_*) and value; false when there is none.  Malformed events
+// are skipped.
+bool RecvMonitorEvent(zmq::socket_t& monitor, uint16_t* id, uint32_t* value);
+
 // Sends without waiting; false when it would block (HWM) or the peer is
 // gone (ROUTER_MANDATORY).  Never throws.
 bool SendParts(zmq::socket_t& socket, Parts& parts);

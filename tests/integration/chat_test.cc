@@ -162,7 +162,7 @@ TEST_CASE("natter chat in a terminal: history, live messages, receipts, reaction
   TestCell cell(1);
   UserId alice(1), bob(2);
   auto phone = Open(cell, bob, "phone");
-  PollUntil({phone.get()}, [&] { return phone->client->CaughtUp(); }, 10);
+  AwaitCaughtUp({phone.get()});
   auto laptop = Open(cell, alice, "laptop");
   // More than the page a 40-row terminal shows (34).
   SendAndWait(phone.get(), alice, "the oldest");
@@ -293,7 +293,7 @@ TEST_CASE("natter chat reconnects by itself after frontd restarts and shows what
   TestCell cell(1);
   UserId alice(1), bob(2);
   auto phone = Open(cell, bob, "phone");
-  PollUntil({phone.get()}, [&] { return phone->client->CaughtUp(); }, 10);
+  AwaitCaughtUp({phone.get()});
   SendAndWait(phone.get(), alice, "first");
   Terminal term(cell.dir(), cell.NatterArgs(alice.value) + " chat 2 2>" + cell.dir() +
                                 "/chat.err; echo $? >" + cell.dir() + "/chat.exit");
@@ -431,7 +431,7 @@ TEST_CASE("natter rpc through a pipe: a reply for each request by id, events as 
   TestCell cell(1);
   UserId alice(1), bob(2);
   auto phone = Open(cell, bob, "phone");
-  PollUntil({phone.get()}, [&] { return phone->client->CaughtUp(); }, 10);
+  AwaitCaughtUp({phone.get()});
   Piped rpc(cell.NatterArgs(alice.value) + " --device bot rpc --timeout 20");
 
   // Connected (and its mailbox begun) once the first reply is there.

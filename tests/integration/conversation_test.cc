@@ -21,15 +21,9 @@ namespace {
 // device of `others`; returns their ids.
 std::vector<MessageId> SendAll(Device* from, std::vector<Device*> others, UserId to,
                                int n, const std::string& prefix) {
-  // A device's mailbox starts at its first sync: the others' must have
-  // begun before the sends, or the messages are rightly not theirs (and
-  // the wait below would run out).
-  PollUntil(others, [&] {
-    for (Device* d : others) {
-      if (!d->client->CaughtUp()) return false;
-    }
-    return true;
-  }, 10);
+  // The others' mailboxes must have begun before the sends, or the
+  // messages are rightly not theirs (and the wait below would run out).
+  AwaitCaughtUp(others);
   std::vector<std::string> cmids;
   for (int i = 0; i < n; ++i) cmids.push_back(from->client->Send(to, prefix + std::to_string(i)));
   std::vector<Device*> all = others;

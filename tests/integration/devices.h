@@ -84,6 +84,18 @@ inline Incoming AwaitAnswer(Device* d, uint64_t request) {
   return answer;
 }
 
+// Polls until every device has read what it missed (up to 10 s): a new
+// device's mailbox begins at its first sync, so only then is what is sent
+// to it sure to reach it.
+inline void AwaitCaughtUp(const std::vector<Device*>& devices) {
+  PollUntil(devices, [&] {
+    for (Device* d : devices) {
+      if (!d->client->CaughtUp()) return false;
+    }
+    return true;
+  }, 10);
+}
+
 // Two devices for each of two users, connected and caught up.
 struct TwoByTwo {
   std::unique_ptr<Device> a1, a2, b1, b2;
@@ -96,12 +108,7 @@ inline TwoByTwo OpenTwoByTwo(const TestCell& cell, UserId alice, UserId bob,
                              const Tweak& tweak = {}) {
   TwoByTwo t{Open(cell, alice, a1, tweak), Open(cell, alice, a2, tweak),
              Open(cell, bob, b1, tweak), Open(cell, bob, b2, tweak)};
-  PollUntil(t.all(), [&] {
-    for (Device* d : t.all()) {
-      if (!d->client->CaughtUp()) return false;
-    }
-    return true;
-  }, 10);
+  AwaitCaughtUp(t.all());
   return t;
 }
 
