@@ -3,6 +3,7 @@
 #include <syslog.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstring>
@@ -74,6 +75,35 @@ void LogReopen() {
     Logf(LogLevel::kError, "event=log-reopen-failed path=%s error=\"%s\"",
          path.c_str(), std::strerror(errno));
   }
+}
+
+std::string LogStr(std::string_view value) {
+  auto plain = [](unsigned char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           c == '.' || c == '_' || c == ':' || c == '/' || c == '@' || c == '+' || c == '-';
+  };
+  if (!value.empty() && std::all_of(value.begin(), value.end(), [&](char c) {
+        return plain(static_cast<unsigned char>(c));
+      })) {
+    return std::string(value);
+  }
+  std::string out = "\"";
+  for (char ch : value) {
+    const unsigned char c = static_cast<unsigned char>(ch);
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += ch;
+    } else if (c < 0x20 || c >= 0x7f) {
+      static const char kHex[] = "0123456789abcdef";
+      out += "\\x";
+      out += kHex[c >> 4];
+      out += kHex[c & 15];
+    } else {
+      out += ch;
+    }
+  }
+  out += '"';
+  return out;
 }
 
 bool LogEnabled(LogLevel level) { return static_cast<int>(level) >= g_level; }

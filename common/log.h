@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 
 namespace natter {
 
@@ -20,6 +21,12 @@ bool LogToFile(const std::string& path);
 // Opens the log file again (after logrotate moved it); SIGHUP does this.
 void LogReopen();
 bool LogEnabled(LogLevel level);
+
+// A string value for a log line: as it is when it holds only letters,
+// digits and ._:/@+-, else in double quotes with \", \\ and every other
+// byte outside printable ASCII as \xHH, so that no value can end a line,
+// forge a key=value pair or reach a terminal raw.
+std::string LogStr(std::string_view value);
 void Logf(LogLevel level, const char* fmt, ...)
     __attribute__((format(printf, 2, 3)));
 

@@ -44,7 +44,24 @@ const std::vector<OptionSpec> kOptions = {
      "refused (the client sees a retryable busy error) while connected ones keep working.  "
      "0: the open-files limit less 64 descriptors kept for the peers."},
     {"frontd", "session-timeout", "60s",
-     "A client silent this long (no request, no ping) loses its session."},
+     "A connection silent this long is closed, and its session ends; one "
+     "silent for half of it is sent a ZMTP heartbeat, which a live client "
+     "answers by itself."},
+    {"frontd", "hello-timeout", "5s",
+     "A new connection must finish its handshake and say hello (or say it "
+     "again once its token has ended) within this, or it is closed."},
+    {"frontd", "max-pending", "1024",
+     "Most connections without a session at once (handshakes and hellos "
+     "under way); past it the oldest of them is closed to make room."},
+    {"frontd", "max-pending-per-address", "32",
+     "Most connections without a session from one network address (tcp:// "
+     "only); past it that address's oldest is closed."},
+    {"frontd", "max-sessions-per-user", "32",
+     "Most sessions one user may have on this frontd; a hello past it is "
+     "refused with busy."},
+    {"frontd", "max-queued", "1048576",
+     "Most bytes waiting for one client beyond what its socket holds "
+     "(256 KiB); a client that reads too slowly for this is cut off."},
     {"frontd", "io-threads", "1",
      "ZeroMQ I/O threads for the clients' connections (their CURVE "
      "encryption is done there), 1 to 16; the connections to the other "

@@ -1,5 +1,7 @@
 #include "common/proto.h"
 
+#include "common/endian.h"
+
 namespace natter {
 namespace {
 
@@ -88,9 +90,7 @@ bool PeekHeader(const void* data, size_t size, Header* out) {
 
 std::string TopicOf(UserId user) {
   std::string topic;
-  for (int shift = 56; shift >= 0; shift -= 8) {
-    topic.push_back(static_cast<char>((user.value >> shift) & 0xff));
-  }
+  PutBigEndian(&topic, user.value);
   return topic;
 }
 

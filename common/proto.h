@@ -55,6 +55,9 @@ constexpr uint8_t kProtocolVersion = 1;
 
 // Limits a peer cannot exceed (natter(7) LIMITS).
 constexpr size_t kMaxFrameBytes = 256 * 1024;  // ZMQ_MAXMSGSIZE on sockets
+// The longest request a client may send frontd (a hello or a send of the
+// longest text fits many times over); a longer one closes the connection.
+constexpr size_t kMaxRequestBytes = 16 * 1024;
 constexpr size_t kMaxTextBytes = 4096;
 constexpr size_t kMaxDeviceBytes = 64;
 constexpr size_t kMaxClientMsgIdBytes = 64;

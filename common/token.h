@@ -68,6 +68,7 @@ class TokenVerifier {
   Status LoadDir(const std::string& dir);
   size_t key_count() const { return keys_.size(); }
   std::vector<std::string> KeyIds() const;
+  bool HasKey(const std::string& id) const { return keys_.count(id) != 0; }
 
   // Checks shape, key, signature and time; fills claims when ok.
   Status Verify(const std::string& token, uint64_t now_s,

@@ -1,17 +1,48 @@
 #include "daemons/frontd/frontd.h"
 
-
 #include <sodium.h>
 
 #include <algorithm>
 #include <ctime>
 #include <stdexcept>
 
+#include "common/endian.h"
 #include "common/log.h"
 #include "common/validate.h"
 
 namespace natter {
 namespace frontd {
+namespace {
+
+uint64_t UintOption(const Config& config, const char* name, uint64_t min) {
+  uint64_t value = 0;
+  Status s = config.GetUint(name, &value);
+  if (!s.ok()) throw std::invalid_argument(s.message());
+  if (value < min) {
+    throw std::invalid_argument(std::string(name) + ": must be at least " + std::to_string(min));
+  }
+  return value;
+}
+
+std::chrono::seconds DurationOption(const Config& config, const char* name) {
+  uint64_t seconds = 0;
+  Status s = config.GetDuration(name, &seconds);
+  if (!s.ok()) throw std::invalid_argument(s.message());
+  if (seconds == 0) throw std::invalid_argument(std::string(name) + ": must be above 0");
+  return std::chrono::seconds(seconds);
+}
+
+// The envelope frontd gives a request to routed: the connection's id.
+std::string Envelope(ConnId conn) {
+  std::string e;
+  PutBigEndian(&e, conn);
+  return e;
+}
+
+uint64_t NowSeconds() { return static_cast<uint64_t>(std::time(nullptr)); }
+
+}  // namespace
+
 Frontd::Frontd(const Config& config, zmq::context_t& ctx)
     : ctx_(ctx),
       keys_(config),
@@ -19,31 +50,25 @@ Frontd::Frontd(const Config& config, zmq::context_t& ctx)
       routed_(config.GetList("routed")),
       notifyd_(config.GetList("notifyd-out")),
       token_keys_(config.Get("token-keys")) {
-  uint64_t timeout = 0;
-  Status s = config.GetDuration("session-timeout", &timeout);
-  if (!s.ok()) throw std::invalid_argument(s.message());
-  if (timeout == 0) throw std::invalid_argument("session-timeout: must be above 0");
-  session_timeout_ = std::chrono::seconds(timeout);
-  uint64_t max_in_flight = 0;
-  s = config.GetUint("max-in-flight", &max_in_flight);
-  if (!s.ok()) throw std::invalid_argument(s.message());
-  if (max_in_flight == 0) throw std::invalid_argument("max-in-flight: must be at least 1");
-  max_in_flight_ = max_in_flight;
-  uint64_t max_clients = 0;
-  s = config.GetUint("max-clients", &max_clients);
-  if (!s.ok()) throw std::invalid_argument(s.message());
-  max_clients_ = max_clients != 0 ? max_clients : DefaultMaxClients(OpenFilesLimit());
-  uint64_t io_threads = 1;
-  s = config.GetUint("io-threads", &io_threads);
-  if (!s.ok() || io_threads < 1 || io_threads > 16) {
-    throw std::invalid_argument("io-threads: 1 to 16");
-  }
+  limits_.idle_timeout = DurationOption(config, "session-timeout");
+  limits_.hello_timeout = DurationOption(config, "hello-timeout");
+  max_in_flight_ = UintOption(config, "max-in-flight", 1);
+  const uint64_t max_clients = UintOption(config, "max-clients", 0);
+  limits_.max_clients = max_clients != 0 ? max_clients : DefaultMaxClients(OpenFilesLimit());
+  limits_.max_pending = UintOption(config, "max-pending", 1);
+  limits_.max_pending_per_address = UintOption(config, "max-pending-per-address", 1);
+  limits_.max_queued = UintOption(config, "max-queued", 64 * 1024);
+  limits_.max_message = kMaxRequestBytes;
+  max_sessions_per_user_ = UintOption(config, "max-sessions-per-user", 1);
+  const uint64_t io_threads = UintOption(config, "io-threads", 1);
+  if (io_threads > 16) throw std::invalid_argument("io-threads: 1 to 16");
   client_threads_ = static_cast<int>(io_threads);
   if (listen_.empty()) throw std::invalid_argument("listen: no endpoint");
   if (routed_.empty()) throw std::invalid_argument("routed: no endpoint");
   if (notifyd_.empty()) throw std::invalid_argument("notifyd-out: no endpoint");
-  s = verifier_.LoadDir(token_keys_);
+  Status s = verifier_.LoadDir(token_keys_);
   if (!s.ok()) throw std::invalid_argument("token-keys: " + s.message());
+  randombytes_buf(trace_key_.data(), trace_key_.size());
 }
 
 size_t Frontd::DefaultMaxClients(uint64_t open_files) {
@@ -52,62 +77,51 @@ size_t Frontd::DefaultMaxClients(uint64_t open_files) {
 }
 
 Status Frontd::Start() {
-  clients_ = MakeSocket(ctx_, zmq::socket_type::router, 0);
-  // Clients show they are alive with pings of their own (a heartbeat a
-  // second to every client would cost more than the clients' traffic).
-  clients_.set(zmq::sockopt::heartbeat_ivl, 0);
-  // The I/O threads after the first (DaemonMain makes io-threads more for
-  // frontd): the clients' CURVE never holds up the cell's own traffic.
-  clients_.set(zmq::sockopt::affinity, ((uint64_t{1} << client_threads_) - 1) << 1);
-  connections_ = std::make_unique<ConnectionCount>(ctx_, clients_);
-  keys_.SetAdmission([this]() -> std::string {
-    if (connections_->Update() <= max_clients_) return "";
-    ++clients_refused_;
-    return "too many clients on this frontd (max-clients " +
-           std::to_string(max_clients_) + "); try again later";
-  });
   Status ks = keys_.Start(ctx_);
   if (!ks.ok()) return ks;
-  clients_.set(zmq::sockopt::router_mandatory, 1);
-  clients_.set(zmq::sockopt::sndhwm, kClientHwm);
-  clients_.set(zmq::sockopt::rcvhwm, kClientHwm);
-  SetCurveServer(clients_, keys_.identity(), kZapDomainClients, listen_);
+  gate_ = std::make_unique<ClientGate>(ctx_, limits_, keys_.identity());
+  // The I/O threads after the first (DaemonMain makes io-threads more for
+  // frontd): the clients' connections never hold up the cell's own.
+  ks = gate_->Bind(listen_, ((uint64_t{1} << client_threads_) - 1) << 1);
+  if (!ks.ok()) return ks;
   routed_socket_ = MakeSocket(ctx_, zmq::socket_type::dealer);
   routed_socket_.set(zmq::sockopt::immediate, 1);
   events_ = MakeSocket(ctx_, zmq::socket_type::sub, 0);
   watch_ = std::make_unique<HandshakeWatch>(ctx_);
   watch_->Add(routed_socket_, "routed");
   watch_->Add(events_, "notifyd");
-  try {
-    PrepareEndpoint(listen_);
-    clients_.bind(listen_);
-    for (const auto& ep : routed_) {
-      ks = ConnectTo(routed_socket_, keys_.identity(), ep);
-      if (!ks.ok()) return ks;
-    }
-    for (const auto& ep : notifyd_) {
-      ks = ConnectTo(events_, keys_.identity(), ep);
-      if (!ks.ok()) return ks;
-    }
-  } catch (const zmq::error_t& e) {
-    return Status(ErrorCode::kBadRequest, listen_ + ": " + e.what());
+  for (const auto& ep : routed_) {
+    ks = ConnectTo(routed_socket_, keys_.identity(), ep);
+    if (!ks.ok()) return ks;
+  }
+  for (const auto& ep : notifyd_) {
+    ks = ConnectTo(events_, keys_.identity(), ep);
+    if (!ks.ok()) return ks;
   }
   NLOG_INFO("event=listening listen=%s curve=%s token_keys=%zu max_clients=%zu",
-            listen_.c_str(), keys_.identity().enabled ? "on" : "off",
-            verifier_.key_count(), max_clients_);
+            LogStr(listen_).c_str(), keys_.identity().enabled ? "on" : "off",
+            verifier_.key_count(), limits_.max_clients);
   next_sweep_ = Clock::now() + std::chrono::seconds(1);
   return Status::Ok();
 }
 
 void Frontd::Reload() {
   keys_.Reload();
-  // Sessions already made stay; new hellos use the keys read now.
   Status s = verifier_.LoadDir(token_keys_);
-  if (s.ok()) {
-    NLOG_INFO("event=token-keys-reloaded keys=%zu", verifier_.key_count());
-  } else {
-    NLOG_ERROR("event=token-keys-reload-failed error=\"%s\" kept=%zu",
-               s.message().c_str(), verifier_.key_count());
+  if (!s.ok()) {
+    NLOG_ERROR("event=token-keys-reload-failed error=%s kept=%zu", LogStr(s.message()).c_str(),
+               verifier_.key_count());
+    return;
+  }
+  NLOG_INFO("event=token-keys-reloaded keys=%zu", verifier_.key_count());
+  // Sessions whose tokens a retired key signed end now.
+  std::vector<ConnId> retired;
+  for (const auto& [conn, session] : sessions_) {
+    if (!verifier_.HasKey(session.key_id)) retired.push_back(conn);
+  }
+  for (ConnId conn : retired) {
+    Revoke(conn, Status(ErrorCode::kTokenUnknownKey,
+                        "the key that signed your token was retired; say hello with a new token"));
   }
 }
 
@@ -116,88 +130,102 @@ void Frontd::Stop() {
   // most five seconds), so that a clean stop leaves little to retry.
   auto until = Clock::now() + std::chrono::seconds(5);
   auto waiting = [this] {
-    for (const auto& [identity, session] : sessions_) {
+    for (const auto& [conn, session] : sessions_) {
       if (!session.in_flight.empty()) return true;
     }
     return false;
   };
   while (waiting() && Clock::now() < until) {
-    std::vector<zmq::pollitem_t> items = {
-        {routed_socket_.handle(), 0, ZMQ_POLLIN, 0}};
+    std::vector<zmq::pollitem_t> items = {{routed_socket_.handle(), 0, ZMQ_POLLIN, 0}};
     Poll(items, 50);
     if (items[0].revents & ZMQ_POLLIN) FromRouted();
+    ReapClosed();
+    gate_->Flush();
   }
   size_t left = 0;
-  for (const auto& [identity, session] : sessions_) left += session.in_flight.size();
+  for (const auto& [conn, session] : sessions_) left += session.in_flight.size();
   NLOG_INFO("event=drained sessions=%zu unanswered=%zu", sessions_.size(), left);
 }
 
 void Frontd::RunOnce(int timeout_ms) {
   std::vector<zmq::pollitem_t> items = {
-      {clients_.handle(), 0, ZMQ_POLLIN, 0},
+      gate_->PollItem(),
       {routed_socket_.handle(), 0, ZMQ_POLLIN, 0},
       {events_.handle(), 0, ZMQ_POLLIN, 0},
   };
-  Poll(items, timeout_ms);
+  Poll(items, std::min(timeout_ms, gate_->NextTickMs(Clock::now())));
   // Work under way first (answers, events), new requests after: under
-  // load, what the cell has done reaches the clients before more comes in,
-  // so nothing done is thrown away for want of room.
+  // load, what the cell has done reaches the clients before more comes in.
   if (items[1].revents & ZMQ_POLLIN) FromRouted();
   if (items[2].revents & ZMQ_POLLIN) FromNotifyd();
   if (items[0].revents & ZMQ_POLLIN) FromClients();
-  if (Clock::now() >= next_sweep_) ExpireSessions();
+  const auto now = Clock::now();
+  gate_->Tick(now);
+  if (now >= next_sweep_) ExpireSessions();
+  ReapClosed();
+  gate_->Flush();
+  ReapClosed();
 }
 
 void Frontd::FromClients() {
-  Parts parts;
-  for (int n = 0; n < 1024 && RecvParts(clients_, &parts); ++n) {
-    if (parts.size() != 2) continue;  // not a natter client
-    FromClient(parts);
+  std::vector<ClientGate::Request> requests;
+  gate_->Read(&requests);
+  for (const ClientGate::Request& r : requests) {
+    if (r.frames != 1) {
+      ReplyError(r.conn, 0, Status(ErrorCode::kMalformed, "a request is one frame"));
+      continue;
+    }
+    FromClient(r.conn, r.body);
   }
 }
 
-void Frontd::FromClient(Parts& parts) {
-  std::string identity = parts[0].to_string();
+void Frontd::FromClient(ConnId conn, const std::string& body) {
   Frame frame;
-  Status s = DecodeFrame(parts[1].data(), parts[1].size(), &frame);
+  Status s = DecodeFrame(body.data(), body.size(), &frame);
   if (!s.ok()) {
-    Reply(identity, EncodeError(frame.header, s));
+    ReplyError(conn, frame.header.corr, s);
     return;
   }
   if (frame.type() == MsgType::kHello) {
-    Hello(identity, frame);
+    Hello(conn, frame);
     return;
   }
-  auto it = sessions_.find(identity);
+  auto it = sessions_.find(conn);
   if (it == sessions_.end()) {
-    Reply(identity, EncodeError(frame.header,
-                                Status(ErrorCode::kNoSession,
-                                       "no session: say hello first")));
+    ReplyError(conn, frame.header.corr,
+               Status(ErrorCode::kNoSession, "no session: say hello first"));
     return;
   }
-  Session& session = it->second;
-  session.last_heard = Clock::now();
+  Forward(conn, &it->second, frame);
+}
+
+void Frontd::Forward(ConnId conn, Session* session, const Frame& frame) {
+  const auto now = Clock::now();
   // A resend of a request still on its way is held back while the cell is
   // merely slow: passed on, it would only add load (an overloaded cell
   // answers late, its clients resend, and the resends overload it more).
   // Once the request has waited well past what answers take, it may have
   // been lost between daemons, and the resend goes on.
-  auto earlier = session.in_flight.find(frame.header.corr);
-  if (earlier != session.in_flight.end() &&
-      session.last_heard - earlier->second < ResendHold()) {
+  auto earlier = session->in_flight.find(frame.header.corr);
+  if (earlier != session->in_flight.end() && now - earlier->second < ResendHold()) {
     ++resends_held_;
     return;
   }
-  Header h = frame.header;
-  h.user = session.user;  // the token's user, whatever the client wrote
-  h.device = session.device;
+  Header h;
+  h.type = frame.header.type;
+  h.corr = frame.header.corr;
+  h.user = session->user;  // the token's user, whatever the client wrote
+  h.device = session->device;
   h.trace = NewTrace(frame.header.trace != 0);
   std::string forward;
+  Status s;
   switch (frame.type()) {
-    case MsgType::kPing:
-      h.trace = 0;
-      Reply(identity, EncodeReply(h, MsgType::kPong, Empty()));
+    case MsgType::kPing: {
+      Header pong = h;
+      pong.trace = 0;
+      Reply(conn, EncodeReply(pong, MsgType::kPong, Empty()));
       return;
+    }
     case MsgType::kSend: {
       Send send;
       s = DecodeBody(frame, &send);
@@ -255,57 +283,60 @@ void Frontd::FromClient(Parts& parts) {
       break;
     }
     default:
-      s = Status(ErrorCode::kBadRequest, std::string("not a client request: ") +
-                                             MsgTypeName(frame.type()));
+      s = Status(ErrorCode::kBadRequest,
+                 std::string("not a client request: ") + MsgTypeName(frame.type()));
   }
-  if (s.ok() && session.in_flight.size() >= max_in_flight_ &&
-      !session.in_flight.count(h.corr)) {
+  if (s.ok() && session->in_flight.size() >= max_in_flight_ &&
+      !session->in_flight.count(h.corr)) {
     s = Status(ErrorCode::kBusy, "too many requests in flight (" +
                                      std::to_string(max_in_flight_) +
                                      "); wait for their answers");
   }
   if (!s.ok()) {
     ++refused_;
-    NLOG_TRACE(h.trace, "event=refused type=%s user=%llu error=\"%s\"", MsgTypeName(frame.type()),
-               static_cast<unsigned long long>(h.user.value), s.ToString().c_str());
-    Reply(identity, EncodeError(h, s));
+    NLOG_TRACE(h.trace, "event=refused type=%s user=%llu error=%s", MsgTypeName(frame.type()),
+               static_cast<unsigned long long>(h.user.value), LogStr(s.ToString()).c_str());
+    ReplyError(conn, h.corr, s);
     return;
   }
   NLOG_TRACE(h.trace, "event=request type=%s user=%llu device=%s corr=%llu",
              MsgTypeName(frame.type()), static_cast<unsigned long long>(h.user.value),
-             h.device.c_str(), static_cast<unsigned long long>(h.corr));
+             LogStr(h.device).c_str(), static_cast<unsigned long long>(h.corr));
   Parts out;
-  out.push_back(ToMessage(identity));
+  out.push_back(ToMessage(Envelope(conn)));
   out.push_back(ToMessage(forward));
   if (!SendParts(routed_socket_, out)) {
-    Reply(identity, EncodeError(h, Status(ErrorCode::kUnavailable,
-                                          "routed is not reachable")));
+    ReplyError(conn, h.corr, Status(ErrorCode::kUnavailable, "routed is not reachable"));
     return;
   }
-  session.in_flight[h.corr] = session.last_heard;
+  session->in_flight[h.corr] = now;
   ++requests_;
 }
 
 uint64_t Frontd::NewTrace(bool loud) {
-  if (trace_prefix_ == 0) {
-    uint32_t r;
-    randombytes_buf(&r, sizeof r);
-    trace_prefix_ = static_cast<uint64_t>((r & 0x7fffffffu) | 1u) << 32;
-  }
-  return trace_prefix_ | ++trace_next_ | (loud ? kTraceLoud : 0);
+  // SipHash of a counter under a key of this run: unique, and no client
+  // can tell from its own ids how many requests others made.
+  uint64_t counter = ++trace_next_;
+  unsigned char hash[crypto_shorthash_BYTES];
+  crypto_shorthash(hash, reinterpret_cast<const unsigned char*>(&counter), sizeof counter,
+                   trace_key_.data());
+  uint64_t id = 0;
+  for (unsigned char b : hash) id = (id << 8) | b;
+  id &= ~kTraceLoud;
+  if (id == 0) id = 1;
+  return id | (loud ? kTraceLoud : 0);
 }
 
 void Frontd::Stats(MetricSet* set) {
   size_t in_flight = 0;
-  for (const auto& [identity, session] : sessions_) in_flight += session.in_flight.size();
+  for (const auto& [conn, session] : sessions_) in_flight += session.in_flight.size();
   set->Gauge("natter_frontd_sessions", "Client sessions (devices that said hello).",
              static_cast<double>(sessions_.size()));
-  set->Gauge("natter_frontd_connections", "Client connections (also those not yet in a session).",
-             static_cast<double>(connections_ ? connections_->current() : sessions_.size()));
-  set->Counter("natter_frontd_clients_refused_total",
-               "Connections refused because max-clients were connected.",
-               static_cast<double>(clients_refused_.load()));
+  if (gate_) gate_->Stats(set);
   set->Counter("natter_frontd_hellos_total", "Hellos (sessions begun).", static_cast<double>(hellos_));
+  set->Counter("natter_frontd_revoked_total",
+               "Sessions ended because their token expired or its key was retired.",
+               static_cast<double>(revoked_));
   set->Counter("natter_frontd_requests_total", "Requests passed on to routed.",
                static_cast<double>(requests_));
   set->Counter("natter_frontd_refused_total", "Requests frontd answered with an error itself.",
@@ -317,7 +348,7 @@ void Frontd::Stats(MetricSet* set) {
                static_cast<double>(resends_held_));
   set->Counter("natter_frontd_events_total", "Events passed to devices.", static_cast<double>(events_sent_));
   set->Counter("natter_frontd_dropped_total",
-               "Frames a client's full queue did not take (repaired from the mailbox or resent).",
+               "Frames for connections that had gone (repaired from the mailbox or resent).",
                static_cast<double>(dropped_));
   set->Gauge("natter_frontd_in_flight", "Requests passed on and not yet answered.",
              static_cast<double>(in_flight));
@@ -327,84 +358,131 @@ void Frontd::Stats(MetricSet* set) {
                answer_latency_);
 }
 
-void Frontd::Hello(const std::string& identity, const Frame& frame) {
+void Frontd::Hello(ConnId conn, const Frame& frame) {
   natter::Hello hello;
   TokenClaims claims;
   Status s = DecodeBody(frame, &hello);
-  if (s.ok()) {
-    s = verifier_.Verify(hello.token, static_cast<uint64_t>(std::time(nullptr)),
-                         &claims);
-  }
+  if (s.ok()) s = verifier_.Verify(hello.token, NowSeconds(), &claims);
   std::string device = hello.device;
   if (s.ok() && !claims.device.empty()) {
     if (device.empty()) device = claims.device;
     if (device != claims.device) {
-      s = Status(ErrorCode::kForbidden,
-                 "the token is for device " + claims.device);
+      s = Status(ErrorCode::kForbidden, "the token is for device " + claims.device);
     }
   }
   if (s.ok()) s = ValidateDevice(device);
+  auto mine = sessions_.find(conn);
+  const bool same_user = mine != sessions_.end() && mine->second.user == claims.user;
+  if (s.ok() && !same_user) {
+    auto ids = by_user_.find(claims.user);
+    if (ids != by_user_.end() && ids->second.size() >= max_sessions_per_user_) {
+      s = Status(ErrorCode::kBusy, "user " + std::to_string(claims.user.value) + " has " +
+                                       std::to_string(max_sessions_per_user_) +
+                                       " sessions on this frontd (max-sessions-per-user)");
+    }
+  }
   if (!s.ok()) {
-    NLOG_INFO("event=hello-refused error=\"%s\"", s.ToString().c_str());
-    Reply(identity, EncodeError(frame.header, s));
+    NLOG_INFO("event=hello-refused conn=%llu address=%s error=%s",
+              static_cast<unsigned long long>(conn), LogStr(gate_->Address(conn)).c_str(),
+              LogStr(s.ToString()).c_str());
+    ReplyError(conn, frame.header.corr, s);
+    if (++refused_hellos_[conn] >= kMaxRefusedHellos) gate_->Close(conn, "hellos refused");
     return;
   }
-  if (sessions_.count(identity)) EndSession(identity);
-  sessions_[identity] = Session{claims.user, device, Clock::now(), {}};
-  ++hellos_;
-  auto& ids = by_user_[claims.user];
-  if (ids.empty()) events_.set(zmq::sockopt::subscribe, TopicOf(claims.user));
-  ids.push_back(identity);
-  NLOG_DEBUG("event=session user=%llu device=%s",
-             static_cast<unsigned long long>(claims.user.value), device.c_str());
+  // A second hello on a connection (a fresh token, say) takes the place of
+  // the first.
+  if (mine != sessions_.end() && (!same_user || mine->second.device != device)) {
+    EndSession(conn);
+  }
+  Session& session = sessions_[conn];
+  const bool fresh = session.user.value == 0;
+  session.user = claims.user;
+  session.device = device;
+  session.key_id = claims.key_id;
+  session.ends_s = claims.expires + kTokenClockSkew;
+  if (fresh) {
+    ++hellos_;
+    auto& ids = by_user_[claims.user];
+    if (ids.empty()) events_.set(zmq::sockopt::subscribe, TopicOf(claims.user));
+    ids.push_back(conn);
+  }
+  gate_->SetSession(conn, true);
+  refused_hellos_.erase(conn);
+  NLOG_DEBUG("event=session conn=%llu user=%llu device=%s", static_cast<unsigned long long>(conn),
+             static_cast<unsigned long long>(claims.user.value), LogStr(device).c_str());
   Welcome w;
   w.user = claims.user;
   w.device = device;
   w.expires = claims.expires;
-  Header h = frame.header;
+  Header h;
+  h.corr = frame.header.corr;
   h.user = claims.user;
   h.device = device;
-  Reply(identity, EncodeReply(h, MsgType::kWelcome, w));
+  Reply(conn, EncodeReply(h, MsgType::kWelcome, w));
 }
 
-void Frontd::Reply(const std::string& identity, const std::string& frame) {
-  Parts out;
-  out.push_back(ToMessage(identity));
-  out.push_back(ToMessage(frame));
-  if (!SendParts(clients_, out)) {
-    if (errno == EHOSTUNREACH) {
-      EndSession(identity);
-    } else {
-      ++dropped_;
-    }
+void Frontd::Reply(ConnId conn, const std::string& frame) {
+  if (!gate_->Send(conn, frame)) ++dropped_;
+}
+
+void Frontd::ReplyError(ConnId conn, uint64_t corr, const Status& status) {
+  Header h;
+  h.corr = corr;
+  auto it = sessions_.find(conn);
+  if (it != sessions_.end()) {
+    h.user = it->second.user;
+    h.device = it->second.device;
   }
+  Reply(conn, EncodeError(h, status));
 }
 
-void Frontd::EndSession(const std::string& identity) {
-  auto it = sessions_.find(identity);
+void Frontd::Revoke(ConnId conn, const Status& why) {
+  ++revoked_;
+  NLOG_INFO("event=session-ended conn=%llu user=%llu error=%s",
+            static_cast<unsigned long long>(conn),
+            static_cast<unsigned long long>(sessions_[conn].user.value),
+            LogStr(why.ToString()).c_str());
+  ReplyError(conn, 0, why);
+  EndSession(conn);
+  gate_->SetSession(conn, false);
+}
+
+void Frontd::EndSession(ConnId conn) {
+  auto it = sessions_.find(conn);
   if (it == sessions_.end()) return;
   UserId user = it->second.user;
   sessions_.erase(it);
   auto& ids = by_user_[user];
-  ids.erase(std::remove(ids.begin(), ids.end(), identity), ids.end());
+  ids.erase(std::remove(ids.begin(), ids.end(), conn), ids.end());
   if (ids.empty()) {
     by_user_.erase(user);
     events_.set(zmq::sockopt::unsubscribe, TopicOf(user));
   }
 }
 
+void Frontd::ReapClosed() {
+  for (ConnId conn : gate_->TakeClosed()) {
+    EndSession(conn);
+    refused_hellos_.erase(conn);
+  }
+}
+
 void Frontd::ExpireSessions() {
-  auto now = Clock::now();
+  const auto now = Clock::now();
+  const uint64_t now_s = NowSeconds();
   next_sweep_ = now + std::chrono::seconds(1);
-  std::vector<std::string> expired;
-  for (auto& [identity, session] : sessions_) {
-    if (now - session.last_heard > session_timeout_) expired.push_back(identity);
+  std::vector<ConnId> expired;
+  for (auto& [conn, session] : sessions_) {
+    if (session.ends_s <= now_s) expired.push_back(conn);
     // An answer lost on the way (a daemon restarted) frees its place.
     for (auto it = session.in_flight.begin(); it != session.in_flight.end();) {
-      it = now - it->second > session_timeout_ ? session.in_flight.erase(it) : std::next(it);
+      it = now - it->second > limits_.idle_timeout ? session.in_flight.erase(it) : std::next(it);
     }
   }
-  for (const auto& identity : expired) EndSession(identity);
+  for (ConnId conn : expired) {
+    Revoke(conn, Status(ErrorCode::kTokenExpired,
+                        "your token expired; say hello with a new one"));
+  }
 }
 
 Frontd::Clock::duration Frontd::ResendHold() const {
@@ -415,17 +493,16 @@ Frontd::Clock::duration Frontd::ResendHold() const {
 void Frontd::FromRouted() {
   Parts parts;
   for (int n = 0; n < 4096 && RecvParts(routed_socket_, &parts); ++n) {
-    if (parts.size() != 2) continue;
-    std::string identity = parts[0].to_string();
-    auto session = sessions_.find(identity);
+    if (parts.size() != 2 || parts[0].size() != 8) continue;
+    const ConnId conn = GetBigEndian(static_cast<const char*>(parts[0].data()));
+    auto session = sessions_.find(conn);
     Frame reply;
     if (session != sessions_.end() &&
         DecodeFrame(parts[1].data(), parts[1].size(), &reply).ok()) {
       auto& in_flight = session->second.in_flight;
       auto request = in_flight.find(reply.header.corr);
       if (request != in_flight.end()) {
-        double ms = std::chrono::duration<double, std::milli>(Clock::now() -
-                                                              request->second)
+        double ms = std::chrono::duration<double, std::milli>(Clock::now() - request->second)
                         .count();
         answer_ms_ += (ms - answer_ms_) / 64;
         answer_latency_.Record(ms * 1000);
@@ -436,13 +513,7 @@ void Frontd::FromRouted() {
                  static_cast<unsigned long long>(reply.header.corr));
     }
     ++answers_;
-    if (!SendParts(clients_, parts)) {
-      if (errno == EHOSTUNREACH) {
-        EndSession(identity);
-      } else {
-        ++dropped_;
-      }
-    }
+    Reply(conn, parts[1].to_string());
   }
 }
 
@@ -454,21 +525,19 @@ void Frontd::FromNotifyd() {
     if (!DecodeFrame(parts[1].data(), parts[1].size(), &frame).ok()) continue;
     auto it = by_user_.find(frame.header.user);
     if (it == by_user_.end()) continue;
-    // Copy: a failed send ends a session and edits the list.
-    std::vector<std::string> ids = it->second;
-    for (const std::string& identity : ids) {
-      auto s = sessions_.find(identity);
+    const std::string event = parts[1].to_string();
+    // Copy: a failed send may end a session and edit the list.
+    const std::vector<ConnId> conns = it->second;
+    for (ConnId conn : conns) {
+      auto s = sessions_.find(conn);
       if (s == sessions_.end()) continue;
       // The device that caused an event has its answer already.
-      if (!frame.header.device.empty() &&
-          s->second.device == frame.header.device) {
-        continue;
-      }
+      if (!frame.header.device.empty() && s->second.device == frame.header.device) continue;
       NLOG_TRACE(frame.header.trace, "event=event user=%llu device=%s",
                  static_cast<unsigned long long>(frame.header.user.value),
-                 s->second.device.c_str());
+                 LogStr(s->second.device).c_str());
       ++events_sent_;
-      Reply(identity, parts[1].to_string());
+      Reply(conn, event);
     }
   }
 }

@@ -1,22 +1,23 @@
-// natter-frontd: where clients come in.  A ROUTER faces the clients; a
-// client's first request is a hello with its access token, which makes a
-// session (the user and device every later request of that connection is
-// for).  Requests go on to routed through a DEALER with the session's user
-// in the header — never a user the client names.  Events come from notifyd
-// on a SUB socket subscribed to the users with a session here, and go to
-// each of the user's devices (but the one that caused them).
+// natter-frontd: where clients come in.  Clients connect to its ClientGate
+// (gate.h: ZMTP and CURVE over a ZMQ_STREAM socket, every connection named
+// by an id of frontd's own).  A connection's first request is a hello with
+// an access token, which makes the connection's session: the user and
+// device every later request of that connection is for.  Requests go on to
+// routed through a DEALER with the session's user in the header — never a
+// user the client names — and the connection's id as the envelope, which
+// the answer carries back.  Events come from notifyd on a SUB socket
+// subscribed to the users with a session here, and go to each of the
+// user's devices (but the one that caused them).
 //
-// Sessions end when the client is gone (a send to it fails) or has been
-// silent for session-timeout.
-//
-// At most max-clients connections: past it, the ZAP handler refuses a new
-// client's handshake (ZAP status 400, a CURVE ERROR), which closes
-// that connection at once, so the descriptors kept in reserve stay free
-// for the peers; connected clients are not touched.
+// A session lives as long as its connection and its token: it ends when the
+// connection closes (for any reason, see gate.h), when its token expires
+// (with kTokenClockSkew to spare) or when the key that signed the token is
+// retired (natterctl reload).  The client is then told with an error whose
+// corr is 0, and may say hello again on the same connection.
 #ifndef NATTER_DAEMONS_FRONTD_FRONTD_H_
 #define NATTER_DAEMONS_FRONTD_FRONTD_H_
 
-#include <atomic>
+#include <array>
 #include <chrono>
 #include <memory>
 #include <string>
@@ -31,6 +32,7 @@
 #include "common/metrics.h"
 #include "common/net.h"
 #include "common/token.h"
+#include "daemons/frontd/gate.h"
 
 namespace natter {
 namespace frontd {
@@ -49,6 +51,8 @@ class Frontd : public Service {
   static constexpr uint64_t kReservedFiles = 64;
   // max-clients for an open-files limit.
   static size_t DefaultMaxClients(uint64_t open_files);
+  // Hellos a connection may have refused before it is closed.
+  static constexpr int kMaxRefusedHellos = 3;
   bool Ready() override { return watch_->AllConnected(); }
   const CurveIdentity* Identity() override { return &keys_.identity(); }
   void Stats(MetricSet* set) override;
@@ -59,59 +63,66 @@ class Frontd : public Service {
   struct Session {
     UserId user;
     std::string device;
-    Clock::time_point last_heard;
+    std::string key_id;   // of the token's signing key
+    uint64_t ends_s = 0;  // when the token ends, with the skew (Unix s)
     // Requests passed on and not yet answered, by correlation id.
     std::unordered_map<uint64_t, Clock::time_point> in_flight;
   };
 
   void FromClients();
-  void FromClient(Parts& parts);
+  void FromClient(ConnId conn, const std::string& body);
   void FromRouted();
   void FromNotifyd();
-  void Hello(const std::string& identity, const Frame& frame);
-  void Reply(const std::string& identity, const std::string& frame);
-  void EndSession(const std::string& identity);
+  void Hello(ConnId conn, const Frame& frame);
+  // A request of a session, checked and passed on (or refused).
+  void Forward(ConnId conn, Session* session, const Frame& frame);
+  void Reply(ConnId conn, const std::string& frame);
+  // An error for a connection's request; the header is frontd's own (the
+  // request's corr, the session's user and device), never the client's.
+  void ReplyError(ConnId conn, uint64_t corr, const Status& status);
+  // Ends a session whose token no longer holds, telling the client.
+  void Revoke(ConnId conn, const Status& why);
+  void EndSession(ConnId conn);
+  void ReapClosed();
   void ExpireSessions();
   // How long a request passed on must have waited before a resend of it
   // is passed on too: four times what answers take now, 1 s to 10 s.
   Clock::duration ResendHold() const;
+  // A new trace id, unguessable (a keyed hash of a counter).
+  uint64_t NewTrace(bool loud);
 
   zmq::context_t& ctx_;
-  // Declared before keys_ (whose ZAP thread asks connections_), so that
-  // they outlive it.
-  zmq::socket_t clients_;  // ROUTER
-  std::unique_ptr<ConnectionCount> connections_;
   DaemonKeys keys_;
   std::string listen_;
   std::vector<std::string> routed_;
   std::vector<std::string> notifyd_;
   std::string token_keys_;
-  std::chrono::seconds session_timeout_{60};
   size_t max_in_flight_ = 256;
-  size_t max_clients_ = 0;
+  size_t max_sessions_per_user_ = 32;
   int client_threads_ = 1;
-  std::atomic<uint64_t> clients_refused_{0};
+  ClientGate::Limits limits_;
   TokenVerifier verifier_;
 
+  std::unique_ptr<ClientGate> gate_;
   zmq::socket_t routed_socket_;  // DEALER
-  zmq::socket_t events_;   // SUB
-  std::unordered_map<std::string, Session> sessions_;  // by ROUTER identity
-  std::unordered_map<UserId, std::vector<std::string>> by_user_;
+  zmq::socket_t events_;         // SUB
+  std::unordered_map<ConnId, Session> sessions_;
+  std::unordered_map<UserId, std::vector<ConnId>> by_user_;
+  std::unordered_map<ConnId, int> refused_hellos_;
   Clock::time_point next_sweep_;
   // What answers take, a moving average (ms); and the resends held back.
   double answer_ms_ = 0;
   uint64_t resends_held_ = 0;
-  // A new trace id (the client asked for its path in the logs: loud).
-  uint64_t NewTrace(bool loud);
-  uint64_t trace_prefix_ = 0;  // random, so frontds' ids differ
-  uint32_t trace_next_ = 0;
+  std::array<unsigned char, 16> trace_key_{};
+  uint64_t trace_next_ = 0;
   // Counters and the request-to-answer latency, for Stats.
   uint64_t requests_ = 0;
   uint64_t refused_ = 0;   // answered by frontd itself with an error
   uint64_t answers_ = 0;
   uint64_t events_sent_ = 0;
-  uint64_t dropped_ = 0;   // frames a client's full queue did not take
+  uint64_t dropped_ = 0;   // frames for connections that had gone
   uint64_t hellos_ = 0;
+  uint64_t revoked_ = 0;   // sessions ended for their token
   LatencyHistogram answer_latency_;
   std::unique_ptr<HandshakeWatch> watch_;
 };

@@ -3,18 +3,6 @@
 namespace natter {
 namespace stored {
 
-void PutBigEndian(std::string* out, uint64_t v) {
-  for (int shift = 56; shift >= 0; shift -= 8) {
-    out->push_back(static_cast<char>((v >> shift) & 0xff));
-  }
-}
-
-uint64_t GetBigEndian(const char* p) {
-  uint64_t v = 0;
-  for (int i = 0; i < 8; ++i) v = (v << 8) | static_cast<unsigned char>(p[i]);
-  return v;
-}
-
 std::string MessageKey(UserId user, UserId peer, MessageId id) {
   std::string k(1, 'm');
   PutBigEndian(&k, user.value);

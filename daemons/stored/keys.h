@@ -14,13 +14,11 @@
 #include <cstdint>
 #include <string>
 
+#include "common/endian.h"
 #include "common/types.h"
 
 namespace natter {
 namespace stored {
-
-void PutBigEndian(std::string* out, uint64_t v);
-uint64_t GetBigEndian(const char* p);
 
 std::string MessageKey(UserId user, UserId peer, MessageId id);
 std::string MailboxKey(UserId user, Seq seq);

@@ -99,7 +99,7 @@ TEST_CASE("curve-ipc = no: the cell's ipc hops go in plain text, clients keep CU
   CHECK(Client(plain).Connect().code() == ErrorCode::kUnavailable);
 }
 
-TEST_CASE("signing keys rotate: a new key works after reload, a retired one stops, sessions stay") {
+TEST_CASE("signing keys rotate: a new key works after reload; a retired one stops, its sessions too") {
   TestCell cell(1);
   auto alice = Open(cell, UserId(1), "phone");  // a session made before it all
   std::string ctl = BinPath("natterctl") + " ";
@@ -122,6 +122,7 @@ TEST_CASE("signing keys rotate: a new key works after reload, a retired one stop
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   CHECK(s.ok());
+  auto bob = Open(cell, UserId(2), "laptop", [&](ClientOptions* b) { b->token = o.token; });
 
   // Retire the first key: tokens it signed are refused after reload.
   std::string keys;
@@ -148,11 +149,20 @@ TEST_CASE("signing keys rotate: a new key works after reload, a retired one stop
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   CHECK(code == ErrorCode::kTokenUnknownKey);
-  // The session made before the rotation still works.
-  alice->client->Send(UserId(2), "still here");
-  PollUntil({alice.get()}, [&] { return alice->Count(Incoming::Kind::kProcessed) == 1; }, 10);
-  CHECK(alice->Count(Incoming::Kind::kProcessed) == 1);
-  CHECK(alice->Count(Incoming::Kind::kError) == 0);
+  // The session the retired key's token made ended with it: alice's next
+  // send is refused, and nothing of it is stored.
+  alice->client->Send(UserId(2), "too late");
+  PollUntil({alice.get()}, [&] { return alice->Count(Incoming::Kind::kError) > 0; }, 10);
+  CHECK(alice->Count(Incoming::Kind::kProcessed) == 0);
+  REQUIRE(alice->Count(Incoming::Kind::kError) > 0);
+  for (const auto& in : alice->got) {
+    if (in.kind == Incoming::Kind::kError) CHECK(in.error.code() == ErrorCode::kTokenUnknownKey);
+  }
+  // bob's session, made with the new key, goes on.
+  bob->client->Send(UserId(1), "still here");
+  PollUntil({bob.get()}, [&] { return bob->Count(Incoming::Kind::kProcessed) == 1; }, 10);
+  CHECK(bob->Count(Incoming::Kind::kProcessed) == 1);
+  CHECK(bob->Count(Incoming::Kind::kError) == 0);
   // The last key cannot be retired.
   CHECK(RunCommand(ctl + "token-key retire --id " + id + " --dir " + cell.dir() + " 2>/dev/null") == 64);
 }

@@ -1,0 +1,376 @@
+#include "daemons/frontd/gate.h"
+
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <cerrno>
+
+#include "common/endian.h"
+#include "common/log.h"
+#include "common/net.h"
+
+namespace natter {
+namespace frontd {
+namespace {
+
+// Connections refused politely (a ZMTP ERROR) past max_clients, at most;
+// beyond these a new connection is closed at once.
+constexpr size_t kRefusalHeadroom = 64;
+// How long a refusal has to reach the client before the connection closes.
+constexpr auto kRefusalGrace = std::chrono::milliseconds(200);
+// The longest TTL a PING asks for (libzmq multiplies it into 16 bits of ms).
+constexpr uint16_t kMaxPingTtlDs = 600;
+
+// Sends one STREAM message [stream id, bytes]: 1 sent, 0 the socket's
+// queue for that connection is full, -1 the connection has gone.
+int SendStream(zmq::socket_t& socket, const std::string& stream_id, const char* data,
+               size_t size) {
+  if (zmq_send(socket.handle(), stream_id.data(), stream_id.size(),
+               ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) {
+    return zmq_errno() == EAGAIN ? 0 : -1;
+  }
+  // The id was taken, so the connection's queue has room for the body.
+  return zmq_send(socket.handle(), data, size, ZMQ_DONTWAIT) < 0 ? -1 : 1;
+}
+
+uint64_t SocketCookie(int fd) {
+  uint64_t cookie = 0;
+  socklen_t len = sizeof cookie;
+  if (fd < 0 || ::getsockopt(fd, SOL_SOCKET, SO_COOKIE, &cookie, &len) != 0) return 0;
+  return cookie;
+}
+
+}  // namespace
+
+ClientGate::ClientGate(zmq::context_t& ctx, const Limits& limits,
+                       const CurveIdentity& identity)
+    : ctx_(ctx), limits_(limits), identity_(identity) {}
+
+ClientGate::~ClientGate() = default;
+
+Status ClientGate::Bind(const std::string& endpoint, uint64_t affinity) {
+  try {
+    socket_ = zmq::socket_t(ctx_, zmq::socket_type::stream);
+    socket_.set(zmq::sockopt::linger, 0);
+    socket_.set(zmq::sockopt::sndhwm, kSocketQueue);
+    // What the socket reads ahead for one connection (each read is at
+    // most 8 KiB): a client that sends faster than frontd reads is held
+    // back by TCP, not buffered here.
+    socket_.set(zmq::sockopt::rcvhwm, 16);
+    socket_.set(zmq::sockopt::affinity, affinity);
+    PrepareEndpoint(endpoint);
+    socket_.bind(endpoint);
+  } catch (const zmq::error_t& e) {
+    return Status(ErrorCode::kBadRequest, endpoint + ": " + e.what());
+  }
+  tcp_ = endpoint.rfind("tcp://", 0) == 0;
+  return Status::Ok();
+}
+
+bool ClientGate::IsNewStreamId(const std::string& stream_id) {
+  // A STREAM socket names connections 0 and 4 bytes that count up.
+  if (stream_id.size() != 5 || stream_id[0] != '\0') return false;
+  const uint32_t n = static_cast<uint32_t>(GetBigEndian(stream_id.data() + 1, 4));
+  if (have_stream_id_ && static_cast<int32_t>(n - newest_stream_id_) <= 0) return false;
+  have_stream_id_ = true;
+  newest_stream_id_ = n;
+  return true;
+}
+
+void ClientGate::Read(std::vector<Request>* requests) {
+  now_ = Clock::now();
+  Parts parts;
+  for (int n = 0; n < 1024 && RecvParts(socket_, &parts); ++n) {
+    if (parts.size() != 2) continue;
+    const std::string stream_id = parts[0].to_string();
+    auto known = by_stream_.find(stream_id);
+    if (parts[1].size() == 0) {
+      // A connection opens (an id not seen before) or closes.
+      if (known != by_stream_.end()) {
+        Forget(&conns_[known->second], false);
+      } else if (IsNewStreamId(stream_id)) {
+        const char* address = zmq_msg_gets(parts[1].handle(), "Peer-Address");
+        Open(stream_id, tcp_ && address != nullptr ? address : "",
+             zmq_msg_get(parts[1].handle(), ZMQ_SRCFD));
+      }
+      continue;
+    }
+    // Bytes for a connection closed here already are dropped.
+    if (known == by_stream_.end()) continue;
+    Receive(&conns_[known->second],
+            std::string_view(static_cast<const char*>(parts[1].data()), parts[1].size()),
+            requests);
+  }
+}
+
+void ClientGate::Open(const std::string& stream_id, const std::string& address, int fd) {
+  ++accepted_;
+  if (conns_.size() >= limits_.max_clients + kRefusalHeadroom) {
+    ++refused_full_;
+    SendStream(socket_, stream_id, "", 0);
+    return;
+  }
+  Conn& c = conns_[next_id_];
+  c.id = next_id_++;
+  c.stream_id = stream_id;
+  c.address = address;
+  c.fd = fd;
+  c.cookie = SocketCookie(fd);
+  c.opened = c.last_heard = c.last_ping = now_;
+  ZmtpServer::Options options;
+  options.identity = identity_;
+  options.max_message = limits_.max_message;
+  c.zmtp = std::make_unique<ZmtpServer>(options);
+  by_stream_[stream_id] = c.id;
+  std::string greeting;
+  c.zmtp->Start(&greeting);
+  if (conns_.size() > limits_.max_clients) {
+    // Told in the handshake, so the client knows it is busy, not broken.
+    ++refused_full_;
+    c.zmtp->Refuse("300");
+    c.refused = true;
+    CloseAt(&c, now_ + limits_.hello_timeout);
+  } else {
+    AddPending(&c);
+  }
+  Queue(&c, greeting);
+}
+
+void ClientGate::AddPending(Conn* c) {
+  if (!c->address.empty()) {
+    auto& mine = pending_by_address_[c->address];
+    while (!mine.empty() && mine.size() >= limits_.max_pending_per_address) {
+      ++closed_evicted_;
+      Close(*mine.begin(), "evicted: the oldest pending connection of its address");
+    }
+  }
+  while (!pending_.empty() && pending_.size() >= limits_.max_pending) {
+    ++closed_evicted_;
+    Close(*pending_.begin(), "evicted: the oldest pending connection");
+  }
+  pending_.insert(c->id);
+  if (!c->address.empty()) pending_by_address_[c->address].insert(c->id);
+}
+
+void ClientGate::RemovePending(Conn* c) {
+  if (pending_.erase(c->id) == 0) return;
+  if (c->address.empty()) return;
+  auto it = pending_by_address_.find(c->address);
+  if (it == pending_by_address_.end()) return;
+  it->second.erase(c->id);
+  if (it->second.empty()) pending_by_address_.erase(it);
+}
+
+void ClientGate::SetSession(ConnId conn, bool has_session) {
+  auto it = conns_.find(conn);
+  if (it == conns_.end() || it->second.has_session == has_session) return;
+  Conn& c = it->second;
+  c.has_session = has_session;
+  if (has_session) {
+    RemovePending(&c);
+  } else {
+    // Without a session again (its token ended): as new, it has
+    // hello_timeout to say hello.
+    c.opened = now_;
+    AddPending(&c);
+  }
+}
+
+void ClientGate::Receive(Conn* c, std::string_view bytes, std::vector<Request>* requests) {
+  c->last_heard = now_;
+  std::string out;
+  std::vector<ZmtpMessage> messages;
+  const bool ok = c->zmtp->Feed(bytes, &out, &messages);
+  if (!out.empty()) Queue(c, out);
+  for (ZmtpMessage& m : messages) {
+    requests->push_back(Request{c->id, std::move(m.body), m.frames});
+  }
+  if (ok) return;
+  if (c->refused) {
+    // The ERROR is on its way; the connection closes once it has gone.
+    CloseAt(c, now_ + kRefusalGrace);
+    return;
+  }
+  ++closed_protocol_;
+  NLOG_DEBUG("event=client-refused conn=%llu address=%s error=%s",
+             static_cast<unsigned long long>(c->id), LogStr(c->address).c_str(),
+             LogStr(c->zmtp->error()).c_str());
+  Close(c->id, "protocol");
+}
+
+void ClientGate::Queue(Conn* c, std::string_view bytes) {
+  c->out.append(bytes);
+  if (!c->queued) {
+    c->queued = true;
+    flush_.push_back(c->id);
+  }
+}
+
+bool ClientGate::Send(ConnId conn, std::string_view message) {
+  auto it = conns_.find(conn);
+  if (it == conns_.end() || !it->second.zmtp->ready()) return false;
+  Conn& c = it->second;
+  std::string sealed;
+  c.zmtp->Encode(message, &sealed);
+  Queue(&c, sealed);
+  // Large amounts go to the socket at once, so the budget below counts
+  // only what the socket would not take.
+  if (c.out.size() >= kChunkBytes && !FlushOne(&c)) return false;
+  if (c.out.size() > limits_.max_queued) {
+    ++closed_not_reading_;
+    NLOG_INFO("event=client-cut-off conn=%llu address=%s queued=%zu reason=not-reading",
+              static_cast<unsigned long long>(conn), LogStr(c.address).c_str(), c.out.size());
+    Close(conn, "not reading");
+    return false;
+  }
+  return true;
+}
+
+bool ClientGate::FlushOne(Conn* c) {
+  while (!c->out.empty()) {
+    const size_t n = std::min(c->out.size(), kChunkBytes);
+    const int sent = SendStream(socket_, c->stream_id, c->out.data(), n);
+    if (sent == 0) {
+      blocked_.insert(c->id);
+      return true;
+    }
+    if (sent < 0) {
+      Forget(c, false);
+      return false;
+    }
+    c->out.erase(0, n);
+  }
+  blocked_.erase(c->id);
+  return true;
+}
+
+void ClientGate::Flush() {
+  std::vector<ConnId> due;
+  due.swap(flush_);
+  due.insert(due.end(), blocked_.begin(), blocked_.end());
+  for (ConnId id : due) {
+    auto it = conns_.find(id);
+    if (it == conns_.end()) continue;
+    it->second.queued = false;
+    FlushOne(&it->second);
+  }
+}
+
+void ClientGate::Close(ConnId conn, const char* why) {
+  auto it = conns_.find(conn);
+  if (it == conns_.end()) return;
+  NLOG_DEBUG("event=client-closed conn=%llu address=%s reason=%s",
+             static_cast<unsigned long long>(conn), LogStr(it->second.address).c_str(),
+             LogStr(why).c_str());
+  Forget(&it->second, true);
+}
+
+void ClientGate::Forget(Conn* c, bool tell_socket) {
+  if (tell_socket && SendStream(socket_, c->stream_id, "", 0) == 0) {
+    // The socket's queue for it is full (the client reads nothing), so it
+    // cannot take the request to close: shut the connection down under
+    // it, if the descriptor is still that connection's.
+    if (c->cookie != 0 && SocketCookie(c->fd) == c->cookie) ::shutdown(c->fd, SHUT_RDWR);
+  }
+  const ConnId id = c->id;
+  closing_.erase(id);
+  RemovePending(c);
+  blocked_.erase(id);
+  by_stream_.erase(c->stream_id);
+  closed_.push_back(id);
+  conns_.erase(id);  // c is gone from here on
+}
+
+void ClientGate::CloseAt(Conn* c, Clock::time_point at) {
+  auto [it, fresh] = closing_.emplace(c->id, at);
+  if (!fresh) it->second = std::min(it->second, at);
+}
+
+std::vector<ConnId> ClientGate::TakeClosed() {
+  std::vector<ConnId> out;
+  out.swap(closed_);
+  return out;
+}
+
+void ClientGate::Tick(Clock::time_point now) {
+  now_ = now;
+  std::vector<std::pair<ConnId, const char*>> due;
+  for (const auto& [id, at] : closing_) {
+    if (now >= at) due.emplace_back(id, "refused");
+  }
+  if (now >= next_sweep_) {
+    next_sweep_ = now + std::chrono::seconds(1);
+    const auto ping_after = limits_.idle_timeout / 2;
+    const auto idle_ms =
+        std::chrono::duration_cast<std::chrono::milliseconds>(limits_.idle_timeout).count();
+    const uint16_t ttl_ds = static_cast<uint16_t>(std::min<int64_t>(kMaxPingTtlDs, idle_ms / 100));
+    for (auto& [id, c] : conns_) {
+      if (closing_.count(id)) continue;
+      if (!c.has_session && now - c.opened > limits_.hello_timeout) {
+        ++closed_hello_;
+        due.emplace_back(id, "no hello in time");
+      } else if (now - c.last_heard > limits_.idle_timeout) {
+        ++closed_idle_;
+        due.emplace_back(id, "silent");
+      } else if (c.zmtp->ready() && c.zmtp->heartbeats() && now - c.last_heard > ping_after &&
+                 now - c.last_ping > ping_after) {
+        std::string ping;
+        c.zmtp->Ping(ttl_ds, &ping);
+        c.last_ping = now;
+        ++pings_;
+        Queue(&c, ping);
+      }
+    }
+  }
+  for (const auto& [id, why] : due) Close(id, why);
+}
+
+int ClientGate::NextTickMs(Clock::time_point now) const {
+  if (!blocked_.empty()) return 5;
+  if (!closing_.empty()) return 50;
+  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(next_sweep_ - now).count();
+  return static_cast<int>(std::clamp<int64_t>(left, 0, 1000));
+}
+
+std::string ClientGate::Address(ConnId conn) const {
+  auto it = conns_.find(conn);
+  return it == conns_.end() ? std::string() : it->second.address;
+}
+
+const CurveKey* ClientGate::ClientKey(ConnId conn) const {
+  auto it = conns_.find(conn);
+  if (it == conns_.end() || !it->second.zmtp->ready()) return nullptr;
+  return &it->second.zmtp->client_key();
+}
+
+void ClientGate::Stats(MetricSet* set) const {
+  set->Gauge("natter_frontd_connections", "Client connections (also those not yet in a session).",
+             static_cast<double>(conns_.size()));
+  set->Gauge("natter_frontd_pending", "Client connections without a session yet.",
+             static_cast<double>(pending_.size()));
+  set->Counter("natter_frontd_accepted_total", "Client connections accepted.",
+               static_cast<double>(accepted_));
+  set->Counter("natter_frontd_clients_refused_total",
+               "Connections refused because max-clients were connected.",
+               static_cast<double>(refused_full_));
+  set->Counter("natter_frontd_closed_hello_total",
+               "Connections closed for not saying hello within hello-timeout.",
+               static_cast<double>(closed_hello_));
+  set->Counter("natter_frontd_closed_idle_total",
+               "Connections closed for silence (session-timeout, heartbeats unanswered).",
+               static_cast<double>(closed_idle_));
+  set->Counter("natter_frontd_closed_evicted_total",
+               "Pending connections closed to make room for newer ones (max-pending).",
+               static_cast<double>(closed_evicted_));
+  set->Counter("natter_frontd_closed_not_reading_total",
+               "Connections cut off for not reading what was sent to them (max-queued).",
+               static_cast<double>(closed_not_reading_));
+  set->Counter("natter_frontd_closed_protocol_total",
+               "Connections closed for breaking ZMTP or CURVE.",
+               static_cast<double>(closed_protocol_));
+  set->Counter("natter_frontd_pings_total", "Heartbeats sent to quiet clients.",
+               static_cast<double>(pings_));
+}
+
+}  // namespace frontd
+}  // namespace natter

@@ -1,0 +1,181 @@
+// The clients' side of frontd: a ZMQ_STREAM socket bound at frontd's listen
+// endpoint, a ZmtpServer for each connection on it (the ZMTP and CURVE
+// handshake, then messages), and every limit on what a connection may hold.
+//
+// A connection is named by a ConnId that frontd gives it and never reuses:
+// no client chooses or learns it, and whatever a client sends cannot reach
+// another connection.  Sessions (frontd.h) are made per connection and go
+// with it.
+//
+// Limits, all in bytes or counts, none left to the client:
+//   - at most max_clients connections; past them a new client's handshake
+//     is refused with a ZMTP ERROR "300" (libzmq reports the handshake
+//     refused, natter's client says busy), and far past them it is closed;
+//   - connections that have no session yet ("pending") are bounded apart:
+//     at most max_pending in all and max_pending_per_address from one
+//     network address, the oldest closed to make room for a new one, and
+//     each closed unless it has a session within hello_timeout;
+//   - a connection silent for idle_timeout is closed; one silent for half
+//     of it is sent a ZMTP PING (RFC 37), which libzmq answers by itself;
+//   - a request is at most max_message bytes (a longer frame closes the
+//     connection before it is read);
+//   - at most max_queued bytes wait for one connection beyond what the
+//     socket holds (kSocketQueue messages of kChunkBytes): a client that
+//     does not read is cut off, not fed.
+//
+// Not thread-safe: frontd's thread drives it.
+#ifndef NATTER_DAEMONS_FRONTD_GATE_H_
+#define NATTER_DAEMONS_FRONTD_GATE_H_
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include <zmq.hpp>
+
+#include "common/curve.h"
+#include "common/metrics.h"
+#include "common/status.h"
+#include "daemons/frontd/zmtp.h"
+
+namespace natter {
+namespace frontd {
+
+using ConnId = uint64_t;
+
+class ClientGate {
+ public:
+  using Clock = std::chrono::steady_clock;
+
+  struct Limits {
+    size_t max_clients = 1000;
+    size_t max_pending = 1024;
+    size_t max_pending_per_address = 32;
+    Clock::duration hello_timeout = std::chrono::seconds(5);
+    Clock::duration idle_timeout = std::chrono::seconds(60);
+    size_t max_queued = 1 << 20;
+    size_t max_message = 16 * 1024;
+  };
+
+  // One whole request from a connection with a finished handshake.
+  struct Request {
+    ConnId conn = 0;
+    std::string body;
+    size_t frames = 0;  // natter requests are one
+  };
+
+  // Messages the socket queues for one connection, of at most kChunkBytes.
+  static constexpr int kSocketQueue = 4;
+  static constexpr size_t kChunkBytes = 64 * 1024;
+
+  ClientGate(zmq::context_t& ctx, const Limits& limits, const CurveIdentity& identity);
+  ~ClientGate();
+
+  // Binds the endpoint; the socket's I/O runs on the I/O threads of
+  // affinity (a bit mask, as ZMQ_AFFINITY).
+  Status Bind(const std::string& endpoint, uint64_t affinity);
+  zmq::pollitem_t PollItem() { return {socket_.handle(), 0, ZMQ_POLLIN, 0}; }
+
+  // Reads what has arrived (a bounded amount) and appends whole requests.
+  void Read(std::vector<Request>* requests);
+  // Queues one message for a connection; false if it has gone (or went now,
+  // for passing max_queued).
+  bool Send(ConnId conn, std::string_view message);
+  // Hands what is queued to the socket; at the end of every turn.
+  void Flush();
+  // Closes connections that are due (timeouts), pings quiet ones; about
+  // once a second, or when NextTick says.
+  void Tick(Clock::time_point now);
+  // How long until Tick has work (ms), for the poll's timeout.
+  int NextTickMs(Clock::time_point now) const;
+
+  // Closes a connection (a reason for the log).
+  void Close(ConnId conn, const char* why);
+  // Connections that went since the last call, for any reason.
+  std::vector<ConnId> TakeClosed();
+
+  // frontd says whether the connection has a session: one without is
+  // pending (bounded apart, and closed past hello_timeout).
+  void SetSession(ConnId conn, bool has_session);
+  bool Has(ConnId conn) const { return conns_.count(conn) != 0; }
+  // The connection's network address ("" for ipc://) and CURVE key.
+  std::string Address(ConnId conn) const;
+  const CurveKey* ClientKey(ConnId conn) const;
+
+  size_t connections() const { return conns_.size(); }
+  size_t pending() const { return pending_.size(); }
+  void Stats(MetricSet* set) const;
+
+ private:
+  struct Conn {
+    ConnId id = 0;
+    std::string stream_id;  // the STREAM socket's routing id
+    std::string address;
+    std::unique_ptr<ZmtpServer> zmtp;
+    Clock::time_point opened;
+    Clock::time_point last_heard;
+    Clock::time_point last_ping;
+    bool has_session = false;
+    bool refused = false;   // told busy; closed once that is out
+    int fd = -1;            // the connection's descriptor (libzmq's)
+    uint64_t cookie = 0;    // and its SO_COOKIE, to know it is still the same
+    std::string out;        // bytes the socket has not taken yet
+    bool queued = false;    // in flush_
+  };
+
+  void Open(const std::string& stream_id, const std::string& address, int fd);
+  void Receive(Conn* c, std::string_view bytes, std::vector<Request>* requests);
+  void Queue(Conn* c, std::string_view bytes);
+  // Hands a connection's bytes to the socket; false if it has gone.
+  bool FlushOne(Conn* c);
+  void AddPending(Conn* c);
+  void RemovePending(Conn* c);
+  // Closes the oldest pending connection (of an address, if given).
+  void EvictOldest(const std::string* address);
+  void Forget(Conn* c, bool tell_socket);
+  // Closes c at `at` (or sooner, if it was due sooner already).
+  void CloseAt(Conn* c, Clock::time_point at);
+  // A STREAM id we have not seen yet (ids grow by one a connection).
+  bool IsNewStreamId(const std::string& stream_id);
+
+  zmq::context_t& ctx_;
+  Limits limits_;
+  CurveIdentity identity_;
+  zmq::socket_t socket_;
+  bool tcp_ = false;  // addresses mean something (not ipc://)
+  Clock::time_point now_{};
+  ConnId next_id_ = 1;
+  std::unordered_map<ConnId, Conn> conns_;
+  std::unordered_map<std::string, ConnId> by_stream_;
+  // Pending connections, oldest (smallest id) first, in all and by address.
+  std::set<ConnId> pending_;
+  std::unordered_map<std::string, std::set<ConnId>> pending_by_address_;
+  std::vector<ConnId> flush_;      // connections with bytes to hand over
+  std::set<ConnId> blocked_;       // the socket's queue for them is full
+  std::vector<ConnId> closed_;
+  std::map<ConnId, Clock::time_point> closing_;  // refused, closed when due
+  bool have_stream_id_ = false;
+  uint32_t newest_stream_id_ = 0;
+  Clock::time_point next_sweep_{};
+
+  // Counters for Stats.
+  uint64_t accepted_ = 0;
+  uint64_t refused_full_ = 0;
+  uint64_t closed_hello_ = 0;
+  uint64_t closed_idle_ = 0;
+  uint64_t closed_evicted_ = 0;
+  uint64_t closed_not_reading_ = 0;
+  uint64_t closed_protocol_ = 0;
+  uint64_t pings_ = 0;
+};
+
+}  // namespace frontd
+}  // namespace natter
+
+#endif  // NATTER_DAEMONS_FRONTD_GATE_H_
