@@ -122,7 +122,8 @@ FUZZ_BUILD   := build-fuzz
 FUZZ_CXX     := clang++
 FUZZ_FLAGS   := -std=c++17 -g -O1 -fsanitize=address,undefined -fno-sanitize-recover=undefined
 FUZZ_TARGETS := $(patsubst tests/fuzz/%.cc,%,$(wildcard tests/fuzz/fuzz_*.cc))
-FUZZ_LIB_SRC := $(COMMON_SRC) daemons/stored/store.cc daemons/stored/keys.cc
+FUZZ_LIB_SRC := $(COMMON_SRC) daemons/stored/store.cc daemons/stored/keys.cc \
+                daemons/frontd/zmtp.cc
 
 $(FUZZ_BUILD)/%.o: %.cc
 	@mkdir -p $(dir $@)

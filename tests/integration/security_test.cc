@@ -12,6 +12,7 @@
 #include "common/text.h"
 #include "common/token.h"
 #include "tests/integration/devices.h"
+#include "tests/integration/raw_client.h"
 #include "tests/integration/test_cell.h"
 
 using namespace natter;
@@ -167,63 +168,6 @@ TEST_CASE("signing keys rotate: a new key works after reload; a retired one stop
   CHECK(RunCommand(ctl + "token-key retire --id " + id + " --dir " + cell.dir() + " 2>/dev/null") == 64);
 }
 
-namespace {
-
-// A raw client: CURVE to frontd, hello with a token, then frames as given.
-struct RawClient {
-  zmq::context_t ctx{1};
-  zmq::socket_t s{ctx, zmq::socket_type::dealer};
-  uint64_t corr = 1;
-
-  RawClient(const TestCell& cell, uint64_t user) {
-    ClientOptions o = cell.Options(user, "raw");
-    char pub[41], sec[41];
-    zmq_curve_keypair(pub, sec);
-    CurveKey server;
-    REQUIRE(ParseCurveKey(o.server_key, &server));
-    s.set(zmq::sockopt::curve_serverkey, zmq::const_buffer(server.data(), 32));
-    s.set(zmq::sockopt::curve_publickey, pub);
-    s.set(zmq::sockopt::curve_secretkey, sec);
-    s.set(zmq::sockopt::rcvtimeo, 10000);
-    s.set(zmq::sockopt::linger, 0);
-    s.set(zmq::sockopt::sndhwm, 100000);
-    s.connect(o.server);
-    Hello hello{o.token, "raw"};
-    REQUIRE(Ask(MsgType::kHello, hello, UserId()).type() == MsgType::kWelcome);
-  }
-  template <typename T>
-  void Send(MsgType type, const T& body, UserId claimed) {
-    Header h;
-    h.type = static_cast<uint8_t>(type);
-    h.corr = corr++;
-    h.user = claimed;
-    h.device = "someone-else";
-    s.send(zmq::buffer(EncodeFrame(h, body)), zmq::send_flags::none);
-  }
-  Frame Next() {
-    zmq::message_t m;
-    REQUIRE(s.recv(m));
-    Frame f;
-    REQUIRE(DecodeFrame(m.data(), m.size(), &f).ok());
-    f.handle = msgpack::unpack(static_cast<const char*>(m.data()), m.size());
-    f.body = f.handle.get().via.array.ptr[1];
-    return f;
-  }
-  // The next reply, past any live events pushed meanwhile.
-  Frame NextReply() {
-    for (;;) {
-      Frame f = Next();
-      if (f.type() != MsgType::kEvent) return f;
-    }
-  }
-  template <typename T>
-  Frame Ask(MsgType type, const T& body, UserId claimed) {
-    Send(type, body, claimed);
-    return NextReply();
-  }
-};
-
-}  // namespace
 
 TEST_CASE("every request is for the token's user: another user's data is out of reach") {
   unsigned shards = GENERATE(1u, 3u);

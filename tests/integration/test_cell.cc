@@ -4,6 +4,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <stdexcept>
 
 #include "common/shard.h"
 
@@ -26,8 +27,9 @@ int RunCommand(const std::string& command, std::string* out) {
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
-TestCell::TestCell(unsigned shards, const std::string& extra_conf)
-    : cell_(std::make_unique<LocalCell>(BinPath("."), dir_.path(), shards, extra_conf)) {}
+TestCell::TestCell(unsigned shards, const std::string& extra_conf, const std::string& listen)
+    : cell_(std::make_unique<LocalCell>(BinPath("."), dir_.path(), shards, extra_conf,
+                                        nullptr, listen)) {}
 
 TestCell::TestCell(unsigned shards, const std::string& extra_conf,
                    const std::function<void(const std::string&)>& before_up,
@@ -50,6 +52,15 @@ TestCell::~TestCell() {
 std::string TestCell::NatterArgs(uint64_t user) const {
   return BinPath("natter") + " -c " + dir() + "/client.conf -s ipc://" + dir() +
          "/run/frontd.sock --state-dir " + dir() + "/cli-state -t " + Token(user);
+}
+
+nlohmann::json CellStatus(const TestCell& cell) {
+  std::string out;
+  if (RunCommand(BinPath("natterctl") + " status --json --dir " + cell.dir() + " 2>/dev/null",
+                 &out) != 0) {
+    throw std::runtime_error("natterctl status failed in " + cell.dir());
+  }
+  return nlohmann::json::parse(out);
 }
 
 std::pair<UserId, UserId> TwoUsers(unsigned shards) {

@@ -7,6 +7,8 @@
 #include <string>
 #include <utility>
 
+#include <nlohmann/json.hpp>
+
 #include "client/local_cell.h"
 #include "tests/unit/temp_dir.h"
 
@@ -20,8 +22,10 @@ int RunCommand(const std::string& command, std::string* out = nullptr);
 
 class TestCell {
  public:
-  // extra_conf is appended to the cell's natter.conf before it starts.
-  explicit TestCell(unsigned shards, const std::string& extra_conf = "");
+  // extra_conf is appended to the cell's natter.conf before it starts;
+  // listen is frontd's endpoint (default: ipc:// in the folder).
+  explicit TestCell(unsigned shards, const std::string& extra_conf = "",
+                    const std::string& listen = "");
   // before_up runs between natterctl init and up; after_stop once the
   // cell has stopped, before the folder is removed.
   TestCell(unsigned shards, const std::string& extra_conf,
@@ -46,6 +50,9 @@ class TestCell {
   std::unique_ptr<LocalCell> cell_;
   std::function<void()> after_stop_;
 };
+
+// natterctl status --json for the cell: each daemon's state and metrics.
+nlohmann::json CellStatus(const TestCell& cell);
 
 // Two users whose home shards differ (when there is more than one).
 std::pair<UserId, UserId> TwoUsers(unsigned shards);
