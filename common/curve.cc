@@ -104,8 +104,8 @@ std::string RolesText(const std::set<PeerRole>& roles) {
 }  // namespace
 
 const char kPeerKeyNaming[] =
-    "a key's name is its role (frontd, routed, stored, notifyd or admin), "
-    "alone or followed by -, ., _ or @ and anything: stored-1, frontd@host3";
+    "a key's name is frontd, routed, stored, notifyd or admin, alone or "
+    "followed by -, ., _ or @ and anything, as in stored-1 or frontd@host3";
 
 const char* PeerRoleName(PeerRole role) {
   switch (role) {
@@ -145,7 +145,7 @@ Status LoadPeerKeys(const std::string& dir, PeerKeys* out) {
     std::optional<PeerRole> role = PeerRoleOfName(name.substr(0, name.size() - 4));
     if (!role) {
       status = Status(ErrorCode::kBadRequest,
-                      dir + "/" + name + ": the name gives the key no role (" + kPeerKeyNaming + ")");
+                      dir + "/" + name + ": the name names no role; " + kPeerKeyNaming);
       break;
     }
     CurveKey key;
