@@ -60,7 +60,7 @@ Status ControlServer::Start(const std::string& control,
   try {
     if (!control.empty()) {
       control_ = MakeSocket(ctx_, zmq::socket_type::router);
-      SetCurveServer(control_, me, kZapDomainCell, control);
+      SetCurveServer(control_, me, kZapDomainControl, control);
       PrepareEndpoint(control);
       control_.bind(BindAddress(control));
     }

@@ -3,8 +3,8 @@
 // ([section] control and metrics-listen in natter.conf(5)).
 //
 // The control socket is a ROUTER that speaks the natter frame format and
-// is secured like the daemon's other sockets (CURVE with the cell's peer
-// keys; natterctl uses the cell's admin key).  The metrics endpoint is
+// is secured like the daemon's other sockets: CURVE, admitting only the
+// admin keys of the cell's peer keys (natterctl's), no daemon's.  The metrics endpoint is
 // plain HTTP on a ZMQ_STREAM socket: GET /metrics answers the Prometheus
 // text format; anything else gets 404.  Bind it to loopback or a private
 // network: it has no authentication.

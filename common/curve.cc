@@ -82,12 +82,87 @@ namespace {
 
 bool IsIpc(const std::string& endpoint) { return endpoint.rfind("ipc://", 0) == 0; }
 
+constexpr PeerRole kRoles[] = {PeerRole::kFrontd, PeerRole::kRouted, PeerRole::kStored,
+                               PeerRole::kNotifyd, PeerRole::kAdmin};
+constexpr char kRoleDomainPrefix[] = "cell:";
+
+std::optional<PeerRole> RoleNamed(const std::string& name) {
+  for (PeerRole role : kRoles) {
+    if (name == PeerRoleName(role)) return role;
+  }
+  return std::nullopt;
+}
+
+std::string RolesText(const std::set<PeerRole>& roles) {
+  std::string text;
+  for (PeerRole role : roles) {
+    text += (text.empty() ? "" : ",") + std::string(PeerRoleName(role));
+  }
+  return text.empty() ? "none" : text;
+}
+
 }  // namespace
+
+const char kPeerKeyNaming[] =
+    "a key's name is frontd, routed, stored, notifyd or admin, alone or "
+    "followed by -, ., _ or @ and anything, as in stored-1 or frontd@host3";
+
+const char* PeerRoleName(PeerRole role) {
+  switch (role) {
+    case PeerRole::kFrontd: return "frontd";
+    case PeerRole::kRouted: return "routed";
+    case PeerRole::kStored: return "stored";
+    case PeerRole::kNotifyd: return "notifyd";
+    case PeerRole::kAdmin: return "admin";
+  }
+  return "?";
+}
+
+std::optional<PeerRole> PeerRoleOfName(const std::string& name) {
+  size_t end = name.find_first_of("-._@");
+  return RoleNamed(name.substr(0, end));
+}
+
+bool DomainAdmits(const std::string& domain, PeerRole role) {
+  const size_t prefix = sizeof kRoleDomainPrefix - 1;
+  if (domain.compare(0, prefix, kRoleDomainPrefix) != 0) return false;
+  for (const std::string& name : SplitList(domain.substr(prefix))) {
+    if (RoleNamed(name) == role) return true;
+  }
+  return false;
+}
+
+Status LoadPeerKeys(const std::string& dir, PeerKeys* out) {
+  DIR* d = ::opendir(dir.c_str());
+  if (d == nullptr) {
+    return Status(ErrorCode::kBadRequest, dir + ": " + std::strerror(errno));
+  }
+  PeerKeys keys;
+  Status status;
+  while (dirent* e = ::readdir(d)) {
+    std::string name = e->d_name;
+    if (name.size() < 5 || name.substr(name.size() - 4) != ".pub") continue;
+    std::optional<PeerRole> role = PeerRoleOfName(name.substr(0, name.size() - 4));
+    if (!role) {
+      status = Status(ErrorCode::kBadRequest,
+                      dir + "/" + name + ": the name names no role; " + kPeerKeyNaming);
+      break;
+    }
+    CurveKey key;
+    status = ReadCurveKey(dir + "/" + name, &key);
+    if (!status.ok()) break;
+    keys[key].insert(*role);
+  }
+  ::closedir(d);
+  if (!status.ok()) return status;
+  *out = std::move(keys);
+  return Status::Ok();
+}
 
 void SetCurveServer(zmq::socket_t& socket, const CurveIdentity& me,
                     const char* domain, const std::string& endpoint) {
   if (!me.enabled) return;
-  if (me.plain_ipc && IsIpc(endpoint) && std::string(domain) == kZapDomainCell) return;
+  if (me.plain_ipc && IsIpc(endpoint) && std::string(domain) != kZapDomainClients) return;
   socket.set(zmq::sockopt::zap_domain, domain);
   socket.set(zmq::sockopt::curve_server, 1);
   socket.set(zmq::sockopt::curve_secretkey,
@@ -128,10 +203,14 @@ DaemonKeys::DaemonKeys(const Config& config) : peer_keys_(config.Get("peer-keys"
     throw std::invalid_argument("curve-ipc: '" + curve_ipc + "' is not yes or no");
   }
   identity_.plain_ipc = curve_ipc == "no";
-  if (identity_.enabled && peer_keys_.empty()) {
+  if (!identity_.enabled) return;
+  if (peer_keys_.empty()) {
     throw std::invalid_argument(
         "peer-keys: a daemon with a secret-key needs the cell's peer keys");
   }
+  PeerKeys keys;
+  s = LoadPeerKeys(peer_keys_, &keys);
+  if (!s.ok()) throw std::invalid_argument("peer-keys: " + s.message());
 }
 
 Status DaemonKeys::Start(zmq::context_t& ctx) {
@@ -170,25 +249,9 @@ ZapHandler::~ZapHandler() {
 }
 
 Status ZapHandler::Load(const std::string& dir) {
-  DIR* d = ::opendir(dir.c_str());
-  if (d == nullptr) {
-    return Status(ErrorCode::kBadRequest, dir + ": " + std::strerror(errno));
-  }
-  std::set<CurveKey> keys;
-  Status status;
-  while (dirent* e = ::readdir(d)) {
-    std::string name = e->d_name;
-    if (name.size() < 5 || name.substr(name.size() - 4) != ".pub") continue;
-    CurveKey key;
-    Status s = ReadCurveKey(dir + "/" + name, &key);
-    if (!s.ok()) {
-      status = s;
-      break;
-    }
-    keys.insert(key);
-  }
-  ::closedir(d);
-  if (!status.ok()) return status;
+  PeerKeys keys;
+  Status s = LoadPeerKeys(dir, &keys);
+  if (!s.ok()) return s;
   std::lock_guard<std::mutex> lock(mutex_);
   allowed_ = std::move(keys);
   return Status::Ok();
@@ -212,6 +275,20 @@ size_t ZapHandler::key_count() const {
   return allowed_.size();
 }
 
+bool ZapHandler::AdmitPeer(const std::string& domain, const std::string& address,
+                           const CurveKey& key) const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  auto it = allowed_.find(key);
+  std::set<PeerRole> roles;
+  if (it != allowed_.end()) roles = it->second;
+  for (PeerRole role : roles) {
+    if (DomainAdmits(domain, role)) return true;
+  }
+  NLOG_WARN("event=peer-refused domain=%s address=%s role=%s key=%s", domain.c_str(),
+            address.c_str(), RolesText(roles).c_str(), CurveKeyHex(key).c_str());
+  return false;
+}
+
 void ZapHandler::Run() {
   // RFC 27: version, request id, domain, address, identity, mechanism,
   // credentials...; the answer: version, request id, status, text, user
@@ -232,22 +309,17 @@ void ZapHandler::Run() {
     std::string mechanism = req.size() > 5 ? req[5].to_string() : "";
     bool ok = false;
     std::string code = "400";
-    std::string text = "not a key of this cell";
+    std::string text = "not a key this socket admits";
     if (version == "1.0" && mechanism == "CURVE" && req.size() >= 7 &&
         req[6].size() == 32) {
       if (domain == kZapDomainClients) {
         std::string refusal = admit_ ? admit_() : "";
         ok = refusal.empty();
         if (!ok) text = refusal;
-      } else if (domain == kZapDomainCell) {
+      } else {
         CurveKey key;
         std::memcpy(key.data(), req[6].data(), 32);
-        std::lock_guard<std::mutex> lock(mutex_);
-        ok = allowed_.count(key) > 0;
-        if (!ok) {
-          NLOG_WARN("event=peer-refused address=%s key=%s", address.c_str(),
-                    CurveKeyHex(key).c_str());
-        }
+        ok = AdmitPeer(domain, address, key);
       }
     }
     std::vector<zmq::message_t> reply;

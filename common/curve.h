@@ -7,17 +7,21 @@
 // (64 hex digits after the last '@').
 //
 // Every binding socket of a daemon with a key is a CURVE server.  Its ZAP
-// domain says who may connect: "cell" — only the public keys in the cell's
-// peer-keys folder (like ssh's authorized_keys); "clients" — any key
-// (identity comes from the access token).
+// domain says who may connect: "clients" — any key (identity comes from the
+// access token); "cell:ROLE,..." — only the public keys in the cell's
+// peer-keys folder (like ssh's authorized_keys) whose file names give them
+// one of those roles, so that each socket admits only the daemons that talk
+// to it, and the operator's key (admin) reaches the control sockets only.
 #ifndef NATTER_COMMON_CURVE_H_
 #define NATTER_COMMON_CURVE_H_
 
 #include <array>
-#include <functional>
 #include <atomic>
+#include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
@@ -32,8 +36,33 @@ namespace natter {
 
 using CurveKey = std::array<uint8_t, 32>;
 
-constexpr char kZapDomainCell[] = "cell";
-constexpr char kZapDomainClients[] = "clients";
+// Who holds a key of the cell.  A key's role is in its file name in the
+// peer-keys folder: the name without ".pub" is a role ("frontd.pub"), or a
+// role followed by one of '-', '.', '_', '@' and anything ("stored-1.pub",
+// "frontd@host3.pub").
+enum class PeerRole : uint8_t { kFrontd, kRouted, kStored, kNotifyd, kAdmin };
+const char* PeerRoleName(PeerRole role);
+// The role a key's name (without ".pub") gives it; none if it names none.
+std::optional<PeerRole> PeerRoleOfName(const std::string& name);
+// The naming rule, for error messages.
+extern const char kPeerKeyNaming[];
+
+// The ZAP domain of each binding socket: who may connect to it.
+constexpr char kZapDomainClients[] = "clients";            // frontd's clients
+constexpr char kZapDomainRouted[] = "cell:frontd,stored";  // routed's ROUTER
+constexpr char kZapDomainShard[] = "cell:routed";          // a shard's ROUTER
+constexpr char kZapDomainNotifydIn[] = "cell:stored";      // notifyd's PULL
+constexpr char kZapDomainNotifydOut[] = "cell:frontd";     // notifyd's PUB
+constexpr char kZapDomainControl[] = "cell:admin";         // control sockets
+// Whether a "cell:..." domain admits a key of role; false for any other.
+bool DomainAdmits(const std::string& domain, PeerRole role);
+
+// The cell's allow-list: each key of a peer-keys folder with the roles its
+// file names give it (a key listed under two names has both).
+using PeerKeys = std::map<CurveKey, std::set<PeerRole>>;
+// Reads every *.pub of dir; a file that holds no key, or whose name names
+// no role, is an error.
+Status LoadPeerKeys(const std::string& dir, PeerKeys* out);
 
 // Parses 40 characters of Z85 or 64 hex digits.
 bool ParseCurveKey(const std::string& text, CurveKey* out);
@@ -63,7 +92,9 @@ struct CurveIdentity {
 Status LoadCurveIdentity(const std::string& secret_key_file, CurveIdentity* out);
 
 // Makes socket a CURVE server of the domain, if the daemon has a key —
-// unless it binds an ipc:// endpoint of the cell and curve-ipc is off.
+// unless it binds an ipc:// endpoint of the cell and curve-ipc is off (no
+// CURVE, so no ZAP: whoever can open the socket file is let in, whatever
+// its role).
 void SetCurveServer(zmq::socket_t& socket, const CurveIdentity& me,
                     const char* domain, const std::string& endpoint);
 // Connects socket to endpoint: as a CURVE client when the endpoint names
@@ -81,7 +112,8 @@ class ZapHandler {
   // Loads the allowed keys (*.pub) from dir and starts answering.
   Status Start(const std::string& dir);
   // Reads the folder again (SIGHUP): added keys are let in, removed ones
-  // are refused from their next connection on.
+  // are refused from their next connection on.  On an error the keys read
+  // before stay.
   Status Reload();
   size_t key_count() const;
   // For the "clients" domain: called (from the handler's thread) before a
@@ -96,12 +128,16 @@ class ZapHandler {
  private:
   void Run();
   Status Load(const std::string& dir);
+  // Whether a key may connect to a socket of a "cell:..." domain; logs a
+  // refusal.
+  bool AdmitPeer(const std::string& domain, const std::string& address,
+                 const CurveKey& key) const;
 
   zmq::context_t& ctx_;
   zmq::socket_t socket_;
   std::string dir_;
   mutable std::mutex mutex_;
-  std::set<CurveKey> allowed_;
+  PeerKeys allowed_;
   Admission admit_;
   std::atomic<bool> stop_{false};
   std::thread thread_;
@@ -112,7 +148,8 @@ class ZapHandler {
 // no allow-list would take any key, so that is a configuration error.
 class DaemonKeys {
  public:
-  // Throws std::invalid_argument for a bad configuration.
+  // Throws std::invalid_argument for a bad configuration (a peer-keys
+  // folder that cannot be read too, so that -n reports it).
   explicit DaemonKeys(const Config& config);
   Status Start(zmq::context_t& ctx);
   void Reload();

@@ -24,9 +24,12 @@ const std::vector<OptionSpec> kOptions = {
      "host, sockets in a private folder); clients keep CURVE.  Every daemon "
      "of the cell must agree."},
     {"cell", "peer-keys", "",
-     "Folder of the CURVE public keys (*.pub) of the cell's daemons: the "
-     "only keys a daemon's sockets accept from another daemon.  Needed "
-     "when a daemon has a secret-key."},
+     "Folder of the CURVE public keys (*.pub) of the cell's daemons and "
+     "operators: the only keys a daemon's sockets accept, each socket only "
+     "the roles that talk to it.  A key's file name gives its role: "
+     "frontd, routed, stored, notifyd or admin, alone or followed by - . _ "
+     "or @ and anything (stored-1.pub).  Needed when a daemon has a "
+     "secret-key."},
 
     {"frontd", "listen", "tcp://127.0.0.1:7420",
      "Endpoint clients connect to."},
@@ -68,8 +71,8 @@ const std::vector<OptionSpec> kOptions = {
      "daemons and the control socket have one more of their own."},
     {"frontd", "control", "",
      "Endpoint of the control socket natterctl status and backup talk to "
-     "(CURVE as the daemon's other sockets; natterctl uses a key of [cell] "
-     "peer-keys).  Empty: none."},
+     "(CURVE as the daemon's other sockets, open to the admin keys of "
+     "[cell] peer-keys only).  Empty: none."},
     {"frontd", "metrics-listen", "",
      "Endpoint (tcp://ADDRESS:PORT) where the daemon answers HTTP GET "
      "/metrics in the Prometheus text format.  No authentication: bind it "
@@ -90,8 +93,8 @@ const std::vector<OptionSpec> kOptions = {
      "does not go back across a restart)."},
     {"routed", "control", "",
      "Endpoint of the control socket natterctl status and backup talk to "
-     "(CURVE as the daemon's other sockets; natterctl uses a key of [cell] "
-     "peer-keys).  Empty: none."},
+     "(CURVE as the daemon's other sockets, open to the admin keys of "
+     "[cell] peer-keys only).  Empty: none."},
     {"routed", "metrics-listen", "",
      "Endpoint (tcp://ADDRESS:PORT) where the daemon answers HTTP GET "
      "/metrics in the Prometheus text format.  No authentication: bind it "
@@ -112,8 +115,8 @@ const std::vector<OptionSpec> kOptions = {
      "before it is sent again."},
     {"stored", "control", "",
      "Endpoint of the control socket natterctl status and backup talk to "
-     "(CURVE as the daemon's other sockets; natterctl uses a key of [cell] "
-     "peer-keys).  Empty: none."},
+     "(CURVE as the daemon's other sockets, open to the admin keys of "
+     "[cell] peer-keys only).  Empty: none."},
     {"stored", "metrics-listen", "",
      "Endpoint (tcp://ADDRESS:PORT) where the daemon answers HTTP GET "
      "/metrics in the Prometheus text format.  No authentication: bind it "
@@ -131,8 +134,8 @@ const std::vector<OptionSpec> kOptions = {
      "show that devices repair the gaps.  0: drop nothing."},
     {"notifyd", "control", "",
      "Endpoint of the control socket natterctl status and backup talk to "
-     "(CURVE as the daemon's other sockets; natterctl uses a key of [cell] "
-     "peer-keys).  Empty: none."},
+     "(CURVE as the daemon's other sockets, open to the admin keys of "
+     "[cell] peer-keys only).  Empty: none."},
     {"notifyd", "metrics-listen", "",
      "Endpoint (tcp://ADDRESS:PORT) where the daemon answers HTTP GET "
      "/metrics in the Prometheus text format.  No authentication: bind it "

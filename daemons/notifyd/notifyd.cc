@@ -34,8 +34,8 @@ Status Notifyd::Start() {
   if (!s.ok()) return s;
   in_ = MakeSocket(ctx_, zmq::socket_type::pull, 0);
   out_ = MakeSocket(ctx_, zmq::socket_type::pub, 0);
-  SetCurveServer(in_, keys_.identity(), kZapDomainCell, listen_in_);
-  SetCurveServer(out_, keys_.identity(), kZapDomainCell, listen_out_);
+  SetCurveServer(in_, keys_.identity(), kZapDomainNotifydIn, listen_in_);
+  SetCurveServer(out_, keys_.identity(), kZapDomainNotifydOut, listen_out_);
   try {
     PrepareEndpoint(listen_in_);
     PrepareEndpoint(listen_out_);

@@ -120,7 +120,7 @@ Status Routed::Start() {
   if (!ks.ok()) return ks;
   front_ = MakeSocket(ctx_, zmq::socket_type::router);
   front_.set(zmq::sockopt::router_mandatory, 1);
-  SetCurveServer(front_, keys_.identity(), kZapDomainCell, listen_);
+  SetCurveServer(front_, keys_.identity(), kZapDomainRouted, listen_);
   watch_ = std::make_unique<HandshakeWatch>(ctx_);
   try {
     PrepareEndpoint(listen_);

@@ -55,7 +55,7 @@ Status Stored::Start() {
   s = keys_.Start(ctx_);
   if (!s.ok()) return s;
   requests_ = MakeSocket(ctx_, zmq::socket_type::router);
-  SetCurveServer(requests_, keys_.identity(), kZapDomainCell, listen_);
+  SetCurveServer(requests_, keys_.identity(), kZapDomainShard, listen_);
   handoff_ = MakeSocket(ctx_, zmq::socket_type::dealer);
   events_ = MakeSocket(ctx_, zmq::socket_type::push, 0);
   handoff_.set(zmq::sockopt::immediate, 1);

@@ -154,6 +154,31 @@ TEST_CASE("natterctl refuses to overwrite a cell, and says how the cell is") {
   CHECK(stopped.code == 64);
 }
 
+TEST_CASE("natterctl keygen makes a key whose name gives its role, and refuses a name that names none") {
+  TempDir dir;
+  TempDir scratch;
+  std::string ctl = BinPath("natterctl") + " ";
+  REQUIRE(Run(scratch, ctl + "init --dir " + dir.path()).code == 0);
+  for (const char* name : {"newhost", "frontd2", "host-stored", "Admin"}) {
+    INFO(name);
+    Result r = Run(scratch, ctl + "keygen --dir " + dir.path() + " --name " + name);
+    CHECK(r.code == 64);
+    CHECK(Lines(r.err) == 1);
+    CHECK(r.err.find("names no role") != std::string::npos);
+    struct stat st;
+    CHECK(::stat((dir.path() + "/keys/" + name + ".key").c_str(), &st) != 0);
+    CHECK(::stat((dir.path() + "/keys/peers/" + name + ".pub").c_str(), &st) != 0);
+  }
+  for (const char* name : {"stored-1", "frontd@host3", "admin.alice", "notifyd_b"}) {
+    INFO(name);
+    Result r = Run(scratch, ctl + "keygen --dir " + dir.path() + " --name " + name);
+    CHECK(r.code == 0);
+    CHECK(Lines(r.out) == 1);
+    struct stat st;
+    CHECK(::stat((dir.path() + "/keys/peers/" + name + ".pub").c_str(), &st) == 0);
+  }
+}
+
 TEST_CASE("natterctl up and down start and stop a whole cell") {
   TempDir dir;
   TempDir scratch;

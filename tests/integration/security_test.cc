@@ -1,11 +1,17 @@
-// CurveZMQ between daemons with the cell's allow-list, key rotation on
-// SIGHUP, and cross-user access refused.
+// CurveZMQ between daemons with the cell's allow-list and its roles (each
+// socket admits only the daemons that talk to it; the operator's key only
+// the control sockets), key rotation on SIGHUP, and cross-user access
+// refused.
 #include <catch2/catch.hpp>
 
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
 #include <fstream>
+#include <sstream>
 #include <thread>
 
 #include "common/curve.h"
@@ -19,22 +25,61 @@ using namespace natter;
 
 namespace {
 
-// Asks routed for user 1's mailbox straight on its socket, as a daemon
-// would, with the given CURVE keys (none: plain text).  True if any answer
-// came within a second.
-bool RoutedAnswers(const TestCell& cell, const char* secret_z85, const char* public_z85) {
+std::string ReadLine(const std::string& path) {
+  std::string line;
+  ReadFirstLine(path, &line);
+  return line;
+}
+
+std::string ReadAll(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// A CURVE key pair, Z85.
+struct KeyPair {
+  std::string secret;
+  std::string pub;
+};
+
+// One of the cell's keys: keys/NAME.key and keys/NAME.pub.
+KeyPair CellKey(const TestCell& cell, const std::string& name) {
+  return {ReadLine(cell.dir() + "/keys/" + name + ".key"),
+          ReadLine(cell.dir() + "/keys/" + name + ".pub")};
+}
+
+KeyPair NewKey() {
+  char pub[41], sec[41];
+  zmq_curve_keypair(pub, sec);
+  return {sec, pub};
+}
+
+// Connects s to the cell's run/SOCKET.sock as a client of the daemon whose
+// key is keys/SERVER.pub, speaking CURVE with key (none: plain text).
+void Dial(zmq::socket_t& s, const TestCell& cell, const std::string& socket,
+          const std::string& server, const KeyPair* key) {
+  s.set(zmq::sockopt::linger, 0);
+  if (key != nullptr) {
+    CurveKey server_key;
+    REQUIRE(ReadCurveKey(cell.dir() + "/keys/" + server + ".pub", &server_key).ok());
+    s.set(zmq::sockopt::curve_serverkey, zmq::const_buffer(server_key.data(), server_key.size()));
+    s.set(zmq::sockopt::curve_publickey, key->pub);
+    s.set(zmq::sockopt::curve_secretkey, key->secret);
+  }
+  s.connect("ipc://" + cell.dir() + "/run/" + socket + ".sock");
+}
+
+// Asks for user 1's mailbox straight on a daemon's socket (routed's, or a
+// shard's), as a daemon would, with key (none: plain text).  True if any
+// answer came within wait_ms.
+bool Answers(const TestCell& cell, const std::string& socket, const std::string& server,
+             const KeyPair* key, int wait_ms) {
   zmq::context_t ctx(1);
   zmq::socket_t s(ctx, zmq::socket_type::dealer);
-  s.set(zmq::sockopt::linger, 0);
-  s.set(zmq::sockopt::rcvtimeo, 1000);
-  CurveKey routed;
-  REQUIRE(ReadCurveKey(cell.dir() + "/keys/routed.pub", &routed).ok());
-  if (secret_z85 != nullptr) {
-    s.set(zmq::sockopt::curve_serverkey, zmq::const_buffer(routed.data(), routed.size()));
-    s.set(zmq::sockopt::curve_publickey, public_z85);
-    s.set(zmq::sockopt::curve_secretkey, secret_z85);
-  }
-  s.connect("ipc://" + cell.dir() + "/run/routed.sock");
+  s.set(zmq::sockopt::rcvtimeo, wait_ms);
+  Dial(s, cell, socket, server, key);
   Header h;
   h.type = static_cast<uint8_t>(MsgType::kSync);
   h.corr = 1;
@@ -47,43 +92,158 @@ bool RoutedAnswers(const TestCell& cell, const char* secret_z85, const char* pub
   return s.recv(reply).has_value();
 }
 
-std::string ReadLine(const std::string& path) {
-  std::string line;
-  ReadFirstLine(path, &line);
-  return line;
+// A refusal is waited out for a second; a welcome for up to five.
+constexpr int kRefusedWait = 1000;
+constexpr int kWelcomeWait = 5000;
+
+bool RoutedAnswers(const TestCell& cell, const KeyPair* key, int wait_ms = kRefusedWait) {
+  return Answers(cell, "routed", "routed", key, wait_ms);
+}
+
+bool ShardAnswers(const TestCell& cell, const KeyPair* key, int wait_ms = kRefusedWait) {
+  return Answers(cell, "stored-0", "stored", key, wait_ms);
+}
+
+// Whether an event pushed into notifyd as a shard does (with in_key)
+// reaches a subscriber of notifyd's out socket (with out_key) within
+// wait_ms.
+bool EventPasses(const TestCell& cell, const KeyPair& in_key, const KeyPair& out_key,
+                 int wait_ms = 2 * kRefusedWait) {
+  zmq::context_t ctx(1);
+  zmq::socket_t sub(ctx, zmq::socket_type::sub);
+  zmq::socket_t push(ctx, zmq::socket_type::push);
+  std::string topic = TopicOf(UserId(4242));
+  sub.set(zmq::sockopt::subscribe, topic);
+  Dial(sub, cell, "notifyd-out", "notifyd", &out_key);
+  Dial(push, cell, "notifyd-in", "notifyd", &in_key);
+  // Pushed again and again: a subscription takes a moment to reach
+  // notifyd, and what is published before is not kept.
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(wait_ms);
+  while (std::chrono::steady_clock::now() < deadline) {
+    push.send(zmq::buffer(topic), zmq::send_flags::sndmore | zmq::send_flags::dontwait) &&
+        push.send(zmq::str_buffer("probe"), zmq::send_flags::dontwait);
+    zmq::pollitem_t item = {sub.handle(), 0, ZMQ_POLLIN, 0};
+    if (zmq::poll(&item, 1, std::chrono::milliseconds(100)) > 0) return true;
+  }
+  return false;
+}
+
+// Whether the daemon's log has, within five seconds, a line holding every
+// one of parts.
+bool Logged(const TestCell& cell, const std::string& daemon,
+            const std::vector<std::string>& parts) {
+  for (int i = 0; i < 50; ++i) {
+    std::istringstream log(ReadAll(cell.dir() + "/log/" + daemon + ".log"));
+    for (std::string line; std::getline(log, line);) {
+      bool all = true;
+      for (const std::string& p : parts) all = all && line.find(p) != std::string::npos;
+      if (all) return true;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return false;
 }
 
 }  // namespace
 
 TEST_CASE("daemon sockets take only the cell's keys: not plain text, not another key") {
   TestCell cell(1);
-  // A key of the cell (frontd's) is let in.
-  std::string fsec = ReadLine(cell.dir() + "/keys/frontd.key");
-  std::string fpub = ReadLine(cell.dir() + "/keys/frontd.pub");
-  CHECK(RoutedAnswers(cell, fsec.c_str(), fpub.c_str()));
+  // A key of the cell whose role talks to routed (frontd's) is let in.
+  KeyPair frontd = CellKey(cell, "frontd");
+  CHECK(RoutedAnswers(cell, &frontd, kWelcomeWait));
   // Plain text gets nothing.
-  CHECK_FALSE(RoutedAnswers(cell, nullptr, nullptr));
+  CHECK_FALSE(RoutedAnswers(cell, nullptr));
   // Nor does a key the cell does not list.
-  char pub[41], sec[41];
-  zmq_curve_keypair(pub, sec);
-  CHECK_FALSE(RoutedAnswers(cell, sec, pub));
-  // Once listed and reloaded (SIGHUP), it is let in.
+  KeyPair other = NewKey();
+  CHECK_FALSE(RoutedAnswers(cell, &other));
+  // Listed under a name that names no role, it is a bad reload (SIGHUP):
+  // logged, and the keys read before stay.
   {
-    std::ofstream(cell.dir() + "/keys/peers/newhost.pub") << pub << "\n";
+    std::ofstream(cell.dir() + "/keys/peers/newhost.pub") << other.pub << "\n";
   }
-  std::string out;
+  REQUIRE(RunCommand(BinPath("natterctl") + " reload --dir " + cell.dir()) == 0);
+  CHECK(Logged(cell, "routed", {"event=peer-keys-reload-failed", "newhost.pub"}));
+  CHECK_FALSE(RoutedAnswers(cell, &other));
+  CHECK(RoutedAnswers(cell, &frontd, kWelcomeWait));
+  // Named for its role and reloaded, it is let in where that role talks,
+  // and nowhere else.
+  REQUIRE(std::rename((cell.dir() + "/keys/peers/newhost.pub").c_str(),
+                      (cell.dir() + "/keys/peers/frontd-newhost.pub").c_str()) == 0);
   REQUIRE(RunCommand(BinPath("natterctl") + " reload --dir " + cell.dir()) == 0);
   bool in = false;
   for (int i = 0; i < 20 && !in; ++i) {
-    in = RoutedAnswers(cell, sec, pub);
+    in = RoutedAnswers(cell, &other);
   }
   CHECK(in);
+  CHECK_FALSE(ShardAnswers(cell, &other));
+}
+
+TEST_CASE("each daemon socket admits only the roles that talk to it; the admin key reaches control sockets only") {
+  TestCell cell(1);
+  KeyPair frontd = CellKey(cell, "frontd");
+  KeyPair routed = CellKey(cell, "routed");
+  KeyPair stored = CellKey(cell, "stored");
+  KeyPair notifyd = CellKey(cell, "notifyd");
+  KeyPair admin = CellKey(cell, "admin");
+
+  // routed: frontds and shards.
+  CHECK(RoutedAnswers(cell, &frontd, kWelcomeWait));
+  CHECK(RoutedAnswers(cell, &stored, kWelcomeWait));
+  CHECK_FALSE(RoutedAnswers(cell, &admin));
+  CHECK_FALSE(RoutedAnswers(cell, &notifyd));
+  // A shard: routed.
+  CHECK(ShardAnswers(cell, &routed, kWelcomeWait));
+  CHECK_FALSE(ShardAnswers(cell, &admin));
+  CHECK_FALSE(ShardAnswers(cell, &frontd));
+  // notifyd takes events from shards and publishes them to frontds.
+  CHECK(EventPasses(cell, stored, frontd, kWelcomeWait));
+  CHECK_FALSE(EventPasses(cell, admin, frontd));
+  CHECK_FALSE(EventPasses(cell, frontd, frontd));
+  CHECK_FALSE(EventPasses(cell, stored, admin));
+  CHECK_FALSE(EventPasses(cell, stored, stored));
+
+  // The control sockets: the admin key, as natterctl status uses it ...
+  std::string ctl = BinPath("natterctl") + " ";
+  CHECK(RunCommand(ctl + "status --dir " + cell.dir() + " >/dev/null 2>&1") == 0);
+  // ... and no daemon's key.
+  CurveKey routed_pub;
+  REQUIRE(ReadCurveKey(cell.dir() + "/keys/routed.pub", &routed_pub).ok());
+  std::string control = "ipc://" + cell.dir() + "/run/routed.control@" + CurveKeyHex(routed_pub);
+  CHECK(RunCommand(ctl + "status --dir " + cell.dir() + " --key " + cell.dir() + "/keys/admin.key " +
+                   control + " >/dev/null 2>&1") == 0);
+  CHECK(RunCommand(ctl + "status --dir " + cell.dir() + " --key " + cell.dir() + "/keys/frontd.key " +
+                   control + " >/dev/null 2>&1") == 69);
+
+  // Each refusal is logged with the key's role.
+  CHECK(Logged(cell, "routed", {"event=peer-refused", "domain=cell:frontd,stored", "role=admin"}));
+  CHECK(Logged(cell, "stored-0", {"event=peer-refused", "domain=cell:routed", "role=frontd"}));
+  CHECK(Logged(cell, "notifyd", {"event=peer-refused", "domain=cell:frontd", "role=stored"}));
+  CHECK(Logged(cell, "routed", {"event=peer-refused", "domain=cell:admin", "role=frontd"}));
+}
+
+TEST_CASE("a peer key whose name names no role stops a daemon at start with exit 78") {
+  TempDir dir;
+  std::string ctl = BinPath("natterctl") + " ";
+  REQUIRE(RunCommand(ctl + "init --dir " + dir.path() + " >/dev/null 2>&1") == 0);
+  {
+    std::ofstream(dir.path() + "/keys/peers/newhost.pub") << NewKey().pub << "\n";
+  }
+  std::string routed = "timeout -k 2 10 " + BinPath("natter-routed") + " -c " + dir.path() +
+                       "/natter.conf";
+  std::string err = dir.path() + "/err";
+  CHECK(RunCommand(routed + " -n 2>" + err) == 78);
+  CHECK(RunCommand(routed + " 2>" + err) == 78);
+  std::string said = ReadAll(err);
+  INFO(said);
+  CHECK(said.find("newhost.pub") != std::string::npos);
+  CHECK(said.find("no role") != std::string::npos);
+  CHECK(std::count(said.begin(), said.end(), '\n') == 1);
 }
 
 TEST_CASE("curve-ipc = no: the cell's ipc hops go in plain text, clients keep CURVE") {
   TestCell cell(2, "[cell]\ncurve-ipc = no");
   // routed's ipc socket answers plain text now, and a CURVE client no more.
-  CHECK(RoutedAnswers(cell, nullptr, nullptr));
+  CHECK(RoutedAnswers(cell, nullptr, kWelcomeWait));
   // Messages go through every hop (frontd, routed, both shards, notifyd).
   auto [alice, bob] = TwoUsers(2);
   auto a = Open(cell, alice, "a1");

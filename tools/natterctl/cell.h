@@ -4,7 +4,7 @@
 //   DIR/client.conf         what natter(1) needs: server, server-key
 //   DIR/keys/token/*.sec    Ed25519 token signing keys (0600), *.pub
 //   DIR/keys/NAME.key       each daemon's CURVE secret key (0600), NAME.pub
-//   DIR/keys/peers/*.pub    the cell's allow-list of daemon keys
+//   DIR/keys/peers/*.pub    the cell's allow-list, each named for its role
 //   DIR/data/shard-N/       each shard's LevelDB
 //   DIR/run/                ipc:// sockets, pid files, natterctl's lock
 //   DIR/log/NAME.log        each daemon's log

@@ -466,6 +466,9 @@ int Keygen(const Args& a) {
   if (a.name.empty() || a.name.find('/') != std::string::npos || a.name[0] == '.') {
     throw Exit{EX_USAGE, "keygen: --name NAME (a file name) is required"};
   }
+  if (!PeerRoleOfName(a.name)) {
+    throw Exit{EX_USAGE, "keygen: '" + a.name + "' names no role; " + kPeerKeyNaming};
+  }
   CellPaths cell{a.dir};
   if (!CellExists(cell)) throw Exit{EX_USAGE, "no cell in " + cell.dir};
   CurveKey pub;
@@ -473,8 +476,8 @@ int Keygen(const Args& a) {
   if (!s.ok()) throw Exit{EX_CANTCREAT, "keygen: " + s.message()};
   std::cerr << "natterctl: " << cell.dir << "/keys/" << a.name
             << ".key made; its public key is listed in " << cell.PeerKeys()
-            << "; copy " << a.name << ".pub into the peer-keys folder of every host of the cell"
-            << " and run natterctl reload there\n";
+            << "; copy " << a.name << ".pub, under this name (it gives the key its role), into the"
+            << " peer-keys folder of every host of the cell and run natterctl reload there\n";
   std::cout << CurveKeyHex(pub) << "\n";
   return EX_OK;
 }
