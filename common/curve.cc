@@ -162,7 +162,7 @@ Status LoadPeerKeys(const std::string& dir, PeerKeys* out) {
 void SetCurveServer(zmq::socket_t& socket, const CurveIdentity& me,
                     const char* domain, const std::string& endpoint) {
   if (!me.enabled) return;
-  if (me.plain_ipc && IsIpc(endpoint) && std::string(domain) != kZapDomainClients) return;
+  if (me.plain_ipc && IsIpc(endpoint)) return;
   socket.set(zmq::sockopt::zap_domain, domain);
   socket.set(zmq::sockopt::curve_server, 1);
   socket.set(zmq::sockopt::curve_secretkey,
@@ -216,7 +216,6 @@ DaemonKeys::DaemonKeys(const Config& config) : peer_keys_(config.Get("peer-keys"
 Status DaemonKeys::Start(zmq::context_t& ctx) {
   if (!identity_.enabled) return Status::Ok();
   zap_ = std::make_unique<ZapHandler>(ctx);
-  if (admit_) zap_->SetAdmission(admit_);
   Status s = zap_->Start(peer_keys_);
   if (!s.ok()) return Status(ErrorCode::kBadRequest, "peer-keys: " + s.message());
   NLOG_INFO("event=curve public_key=%s peer_keys=%zu",
@@ -312,15 +311,9 @@ void ZapHandler::Run() {
     std::string text = "not a key this socket admits";
     if (version == "1.0" && mechanism == "CURVE" && req.size() >= 7 &&
         req[6].size() == 32) {
-      if (domain == kZapDomainClients) {
-        std::string refusal = admit_ ? admit_() : "";
-        ok = refusal.empty();
-        if (!ok) text = refusal;
-      } else {
-        CurveKey key;
-        std::memcpy(key.data(), req[6].data(), 32);
-        ok = AdmitPeer(domain, address, key);
-      }
+      CurveKey key;
+      std::memcpy(key.data(), req[6].data(), 32);
+      ok = AdmitPeer(domain, address, key);
     }
     std::vector<zmq::message_t> reply;
     reply.emplace_back(version.data(), version.size());

@@ -6,12 +6,13 @@
 // learns its server's public key from the endpoint: "tcp://host:7421@HEX"
 // (64 hex digits after the last '@').
 //
-// Every binding socket of a daemon with a key is a CURVE server.  Its ZAP
-// domain says who may connect: "clients" — any key (identity comes from the
-// access token); "cell:ROLE,..." — only the public keys in the cell's
-// peer-keys folder (like ssh's authorized_keys) whose file names give them
-// one of those roles, so that each socket admits only the daemons that talk
-// to it, and the operator's key (admin) reaches the control sockets only.
+// Every binding socket of a daemon with a key is a CURVE server (but
+// frontd's socket for clients, which speaks CURVE itself: daemons/frontd/
+// zmtp.h).  Its ZAP domain "cell:ROLE,..." says who may connect: only the
+// public keys in the cell's peer-keys folder (like ssh's authorized_keys)
+// whose file names give them one of those roles, so that each socket admits
+// only the daemons that talk to it, and the operator's key (admin) reaches
+// the control sockets only.
 #ifndef NATTER_COMMON_CURVE_H_
 #define NATTER_COMMON_CURVE_H_
 
@@ -48,7 +49,6 @@ std::optional<PeerRole> PeerRoleOfName(const std::string& name);
 extern const char kPeerKeyNaming[];
 
 // The ZAP domain of each binding socket: who may connect to it.
-constexpr char kZapDomainClients[] = "clients";            // frontd's clients
 constexpr char kZapDomainRouted[] = "cell:frontd,stored";  // routed's ROUTER
 constexpr char kZapDomainShard[] = "cell:routed";          // a shard's ROUTER
 constexpr char kZapDomainNotifydIn[] = "cell:stored";      // notifyd's PULL
@@ -116,14 +116,6 @@ class ZapHandler {
   // before stay.
   Status Reload();
   size_t key_count() const;
-  // For the "clients" domain: called (from the handler's thread) before a
-  // client is let in; a non-empty answer refuses it with ZAP status 400
-  // (a CURVE ERROR the client sees in its handshake; the temporary 300
-  // would close the connection silently, and the client could not tell
-  // why).  Any key is welcome in this domain, so a client refused there
-  // knows it is for this.  Set before Start.
-  using Admission = std::function<std::string()>;
-  void SetAdmission(Admission admit) { admit_ = std::move(admit); }
 
  private:
   void Run();
@@ -138,7 +130,6 @@ class ZapHandler {
   std::string dir_;
   mutable std::mutex mutex_;
   PeerKeys allowed_;
-  Admission admit_;
   std::atomic<bool> stop_{false};
   std::thread thread_;
 };
@@ -154,12 +145,9 @@ class DaemonKeys {
   Status Start(zmq::context_t& ctx);
   void Reload();
   const CurveIdentity& identity() const { return identity_; }
-  // See ZapHandler::SetAdmission; before Start.
-  void SetAdmission(ZapHandler::Admission admit) { admit_ = std::move(admit); }
 
  private:
   CurveIdentity identity_;
-  ZapHandler::Admission admit_;
   std::string peer_keys_;
   std::unique_ptr<ZapHandler> zap_;
 };

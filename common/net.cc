@@ -135,35 +135,6 @@ std::string HandshakeWatch::Waiting() const {
   return out;
 }
 
-ConnectionCount::ConnectionCount(zmq::context_t& ctx, zmq::socket_t& socket)
-    : socket_(socket.handle()) {
-  static std::atomic<int> counter{0};
-  std::string endpoint =
-      "inproc://natter-connections-" + std::to_string(++counter);
-  if (zmq_socket_monitor(socket_, endpoint.c_str(),
-                         ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED) != 0) {
-    throw zmq::error_t();
-  }
-  monitor_ = zmq::socket_t(ctx, zmq::socket_type::pair);
-  monitor_.set(zmq::sockopt::linger, 0);
-  monitor_.set(zmq::sockopt::rcvhwm, 0);  // never drop an event
-  monitor_.connect(endpoint);
-}
-
-ConnectionCount::~ConnectionCount() { zmq_socket_monitor(socket_, nullptr, 0); }
-
-size_t ConnectionCount::Update() {
-  size_t n = count_.load();
-  uint16_t id;
-  uint32_t value;
-  while (RecvMonitorEvent(monitor_, &id, &value)) {
-    if (id == ZMQ_EVENT_ACCEPTED) ++n;
-    if (id == ZMQ_EVENT_DISCONNECTED && n > 0) --n;
-  }
-  count_ = n;
-  return n;
-}
-
 void PrepareEndpoint(const std::string& endpoint) {
   const std::string prefix = "ipc://";
   if (endpoint.compare(0, prefix.size(), prefix) != 0) return;

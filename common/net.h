@@ -82,22 +82,6 @@ class HandshakeWatch {
   std::vector<Watched> watched_;
 };
 
-// Counts the connections a binding socket has (accepted and not yet
-// closed), from a socket monitor.  Update reads the monitor's events and is
-// for one thread at a time; current() may be read from any.
-class ConnectionCount {
- public:
-  ConnectionCount(zmq::context_t& ctx, zmq::socket_t& socket);
-  ~ConnectionCount();
-  size_t Update();
-  size_t current() const { return count_.load(); }
-
- private:
-  void* socket_;
-  zmq::socket_t monitor_;
-  std::atomic<size_t> count_{0};
-};
-
 // Creates the folder of an ipc:// endpoint if it lacks one.
 void PrepareEndpoint(const std::string& endpoint);
 
