@@ -343,15 +343,19 @@ int SeenCommand(const Global& g, const std::vector<std::string>& args) {
 int ChatsCommand(const Global& g, const std::vector<std::string>& args) {
   Positionals("chats", args, 0, "chats");
   auto client = ConnectOneShot(g);
-  Incoming page = Await(*client, client->GetChats(), "chats");
-  for (const ChatItem& chat : page.chats.chats) {
-    if (g.json) {
-      PrintJsonLine(ToJson(chat));
-    } else {
-      std::cout << ToText(chat, client->user()) << "\n";
+  Chats query;
+  for (;;) {
+    Incoming page = Await(*client, client->GetChats(query), "chats");
+    for (const ChatItem& chat : page.chats.chats) {
+      if (g.json) {
+        PrintJsonLine(ToJson(chat));
+      } else {
+        std::cout << ToText(chat, client->user()) << "\n";
+      }
     }
+    if (!page.chats.more || page.chats.chats.empty()) return EX_OK;
+    query = NextChatsPage(page.chats);
   }
-  return EX_OK;
 }
 
 int Send(const Global& g, const std::vector<std::string>& args) {

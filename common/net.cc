@@ -10,10 +10,10 @@
 namespace natter {
 
 zmq::socket_t MakeSocket(zmq::context_t& ctx, zmq::socket_type type,
-                         int linger_ms) {
+                         int linger_ms, size_t max_frame_bytes) {
   zmq::socket_t s(ctx, type);
   s.set(zmq::sockopt::linger, linger_ms);
-  s.set(zmq::sockopt::maxmsgsize, static_cast<int64_t>(kMaxFrameBytes));
+  s.set(zmq::sockopt::maxmsgsize, static_cast<int64_t>(max_frame_bytes));
   s.set(zmq::sockopt::sndhwm, kDaemonHwm);
   s.set(zmq::sockopt::rcvhwm, kDaemonHwm);
   // A connection that has not finished its handshake in this time is
@@ -30,6 +30,11 @@ zmq::socket_t MakeSocket(zmq::context_t& ctx, zmq::socket_type type,
   // (frontd's io-threads), and sockets that say nothing go here.
   s.set(zmq::sockopt::affinity, uint64_t{1});
   return s;
+}
+
+zmq::socket_t MakeDaemonSocket(zmq::context_t& ctx, zmq::socket_type type,
+                               int linger_ms) {
+  return MakeSocket(ctx, type, linger_ms, kMaxDaemonFrameBytes);
 }
 
 int Poll(std::vector<zmq::pollitem_t>& items, long timeout_ms) {

@@ -9,6 +9,8 @@
 #include <zmq.hpp>
 #include <zmq_addon.hpp>
 
+#include "common/proto.h"
+
 namespace natter {
 
 using Parts = std::vector<zmq::message_t>;
@@ -32,10 +34,16 @@ constexpr int kHeartbeatMs = 1000;
 constexpr int kHeartbeatTimeoutMs = 3000;
 
 // A socket with natter's defaults: no linger past close (beyond a short
-// grace), a bounded frame size, kDaemonHwm in each direction, a
-// kHandshakeMs handshake, heartbeats.
+// grace), frames up to max_frame_bytes (a larger one ends the connection
+// that sent it), kDaemonHwm in each direction, a kHandshakeMs handshake,
+// heartbeats.
 zmq::socket_t MakeSocket(zmq::context_t& ctx, zmq::socket_type type,
-                         int linger_ms = 200);
+                         int linger_ms = 200,
+                         size_t max_frame_bytes = kMaxClientFrameBytes);
+// The same for a socket between daemons: frames up to kMaxDaemonFrameBytes,
+// more than the cell makes, so that no hop refuses one of its frames.
+zmq::socket_t MakeDaemonSocket(zmq::context_t& ctx, zmq::socket_type type,
+                               int linger_ms = 200);
 
 // zmq_poll that returns 0 on EINTR (a signal arrived) instead of throwing.
 int Poll(std::vector<zmq::pollitem_t>& items, long timeout_ms);

@@ -118,7 +118,7 @@ Status Routed::Start() {
   }
   Status ks = keys_.Start(ctx_);
   if (!ks.ok()) return ks;
-  front_ = MakeSocket(ctx_, zmq::socket_type::router);
+  front_ = MakeDaemonSocket(ctx_, zmq::socket_type::router);
   front_.set(zmq::sockopt::router_mandatory, 1);
   SetCurveServer(front_, keys_.identity(), kZapDomainCell, listen_);
   watch_ = std::make_unique<HandshakeWatch>(ctx_);
@@ -126,7 +126,7 @@ Status Routed::Start() {
     PrepareEndpoint(listen_);
     front_.bind(listen_);
     for (const auto& ep : shard_endpoints_) {
-      zmq::socket_t s = MakeSocket(ctx_, zmq::socket_type::dealer);
+      zmq::socket_t s = MakeDaemonSocket(ctx_, zmq::socket_type::dealer);
       s.set(zmq::sockopt::immediate, 1);
       watch_->Add(s, "shard-" + std::to_string(shards_.size()));
       Status cs = ConnectTo(s, keys_.identity(), ep);

@@ -54,10 +54,10 @@ Status Stored::Start() {
   if (!s.ok()) return s;
   s = keys_.Start(ctx_);
   if (!s.ok()) return s;
-  requests_ = MakeSocket(ctx_, zmq::socket_type::router);
+  requests_ = MakeDaemonSocket(ctx_, zmq::socket_type::router);
   SetCurveServer(requests_, keys_.identity(), kZapDomainCell, listen_);
-  handoff_ = MakeSocket(ctx_, zmq::socket_type::dealer);
-  events_ = MakeSocket(ctx_, zmq::socket_type::push, 0);
+  handoff_ = MakeDaemonSocket(ctx_, zmq::socket_type::dealer);
+  events_ = MakeDaemonSocket(ctx_, zmq::socket_type::push, 0);
   handoff_.set(zmq::sockopt::immediate, 1);
   events_.set(zmq::sockopt::immediate, 1);
   watch_ = std::make_unique<HandshakeWatch>(ctx_);
