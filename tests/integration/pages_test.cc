@@ -1,9 +1,11 @@
 // Pages of long messages (issue 14): a sync, history or chats page ends
 // within its byte budget and says `more`, so no reply is ever refused by a
-// socket between the shard and the client.  Each attack of the issue used
-// to cut the shard off for every user until routed was restarted.
+// socket between the shard and the client — and a link that was cut all
+// the same comes back by itself.  Each attack of the issue used to cut the
+// shard off for every user until routed was restarted.
 #include <catch2/catch.hpp>
 
+#include <atomic>
 #include <map>
 #include <sstream>
 #include <string>
@@ -12,6 +14,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "daemons/routed/routed.h"
 #include "tests/integration/devices.h"
 
 using namespace natter;
@@ -175,4 +178,85 @@ TEST_CASE("a history of 500 long messages reads page by page, both ways") {
   CHECK(back == ids);
   CHECK(pages >= 10);  // 2 MB of text
   CheckServed(cell, UserId(43));
+}
+
+TEST_CASE("routed connects again to a shard whose link ended for a protocol error") {
+  TempDir dir;
+  zmq::context_t ctx(1);
+  std::string shard_endpoint = "ipc://" + dir.path() + "/shard-0.sock";
+  // The test stands in for the shard ...
+  zmq::socket_t shard(ctx, zmq::socket_type::router);
+  shard.set(zmq::sockopt::linger, 0);
+  shard.bind(shard_endpoint);
+  Config config = Config::FromMap(
+      "routed", {{"shards", shard_endpoint},
+                 {"routed", "ipc://" + dir.path() + "/routed.sock"},
+                 {"id-lease", ""}});
+  routed::Routed routed(config, ctx);
+  REQUIRE(routed.Start().ok());
+  std::atomic<bool> stop{false};
+  std::thread loop([&] {
+    while (!stop) routed.RunOnce(20);
+  });
+  // ... and for a frontd.
+  zmq::socket_t front(ctx, zmq::socket_type::dealer);
+  front.set(zmq::sockopt::linger, 0);
+  front.connect("ipc://" + dir.path() + "/routed.sock");
+  uint64_t corr = 0;
+  auto ask = [&] {
+    Header h;
+    h.type = static_cast<uint8_t>(MsgType::kChats);
+    h.corr = ++corr;
+    h.user = UserId(5);
+    Parts out;
+    out.push_back(ToMessage(EncodeFrame(h, Chats())));
+    SendParts(front, out);
+  };
+  // Asks until a request reaches the shard (or the time is up); the shard
+  // answers it with answer(route, request's header).
+  auto serve = [&](int seconds, const std::function<std::string(const Header&)>& answer) {
+    auto until = Clock::now() + std::chrono::seconds(seconds);
+    while (Clock::now() < until) {
+      ask();
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      Parts got;
+      if (!RecvParts(shard, &got)) continue;
+      REQUIRE(got.size() == 3);  // routed's identity, frontd's, the frame
+      Frame f;
+      REQUIRE(DecodeFrame(got.back().data(), got.back().size(), &f).ok());
+      SendRouted(shard, got, 2, answer(f.header));
+      return true;
+    }
+    return false;
+  };
+
+  // A reply over routed's frame limit: a protocol error on routed's link,
+  // after which ZeroMQ never connects that link again.
+  REQUIRE(serve(10, [](const Header&) { return std::string(kMaxDaemonFrameBytes + 1, 'x'); }));
+  // routed finds out and connects again; the shard then serves.
+  bool served = serve(20, [](const Header& h) {
+    return EncodeReply(h, MsgType::kChatsReply, ChatsReply());
+  });
+  CHECK(served);
+  bool answered = false;
+  auto until = Clock::now() + std::chrono::seconds(5);
+  while (served && !answered && Clock::now() < until) {
+    Parts reply;
+    while (RecvParts(front, &reply)) {
+      Frame f;
+      answered = answered || (DecodeFrame(reply.back().data(), reply.back().size(), &f).ok() &&
+                              f.type() == MsgType::kChatsReply);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  CHECK(answered);
+  stop = true;
+  loop.join();
+  MetricSet metrics;
+  routed.Stats(&metrics);
+  double relinks = -1;
+  for (const Metric& m : metrics.metrics()) {
+    if (m.name == "natter_routed_relinks_total") relinks = m.value;
+  }
+  CHECK(relinks >= 1);
 }
