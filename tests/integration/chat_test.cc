@@ -92,6 +92,17 @@ class Terminal {
   std::string tmux_;
 };
 
+// /quit: natter chat exits 0 having said nothing on stderr (the command
+// of the terminal writes chat.exit and chat.err in the cell's folder).
+void QuitCleanly(Terminal* term, const TestCell& cell) {
+  term->Type("/quit", true);
+  CHECK(Terminal::ExitStatus(cell.dir() + "/chat.exit") == 0);
+  std::ifstream err(cell.dir() + "/chat.err");
+  std::stringstream err_text;
+  err_text << err.rdbuf();
+  CHECK(err_text.str().empty());
+}
+
 std::vector<std::string> ScreenLines(const std::string& screen) {
   std::vector<std::string> lines;
   std::istringstream in(screen);
@@ -281,12 +292,7 @@ TEST_CASE("natter chat in a terminal: history, live messages, receipts, reaction
   term.Type("/react 999 👍", true);
   CHECK(term.WaitForText("there is no message [999]").find("[999]") != std::string::npos);
 
-  term.Type("/quit", true);
-  CHECK(Terminal::ExitStatus(cell.dir() + "/chat.exit") == 0);
-  std::ifstream err(cell.dir() + "/chat.err");
-  std::stringstream err_text;
-  err_text << err.rdbuf();
-  CHECK(err_text.str().empty());
+  QuitCleanly(&term, cell);
 }
 
 TEST_CASE("natter chat's /chats shows every page of long conversations") {
@@ -308,12 +314,7 @@ TEST_CASE("natter chat's /chats shows every page of long conversations") {
   // (The first pages scroll out of the terminal's 2000 lines.)
   std::string screen = term.WaitForText("   5000 unread 0");
   CHECK(screen.find("   5000 unread 0") != std::string::npos);
-  term.Type("/quit", true);
-  CHECK(Terminal::ExitStatus(cell.dir() + "/chat.exit") == 0);
-  std::ifstream err(cell.dir() + "/chat.err");
-  std::stringstream err_text;
-  err_text << err.rdbuf();
-  CHECK(err_text.str().empty());
+  QuitCleanly(&term, cell);
 }
 
 TEST_CASE("natter chat reconnects by itself after frontd restarts and shows what it missed") {

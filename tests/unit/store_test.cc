@@ -61,17 +61,25 @@ T ReplyAs(const Request& r, MsgType expect) {
   return body;
 }
 
+// Applies one request, alone in its batch; a page it answers with fits
+// its byte budget.
+Request ApplyOne(Store& store, Request r) {
+  std::vector<Request> batch;
+  batch.push_back(std::move(r));
+  Effects e;
+  REQUIRE(store.Apply(&batch, &e).ok());
+  CHECK(batch[0].reply.size() <= kMaxPageBytes + 1024);
+  return std::move(batch[0]);
+}
+
 SyncReply SyncFrom(Store& store, UserId user, const std::string& device,
                    bool from_cursor, Seq after, uint32_t limit = 100) {
   Sync s;
   s.from_cursor = from_cursor;
   s.after = after;
   s.limit = limit;
-  std::vector<Request> batch;
-  batch.push_back(Make(MsgType::kSync, user, device, s));
-  Effects e;
-  REQUIRE(store.Apply(&batch, &e).ok());
-  return ReplyAs<SyncReply>(batch[0], MsgType::kSyncReply);
+  return ReplyAs<SyncReply>(ApplyOne(store, Make(MsgType::kSync, user, device, s)),
+                            MsgType::kSyncReply);
 }
 
 // Two users that live on different shards of a map of n.
@@ -382,11 +390,8 @@ HistoryReply HistoryOf(Store& store, UserId user, UserId peer, HistoryMode mode,
   q.mode = static_cast<uint8_t>(mode);
   q.bound = bound;
   q.limit = limit;
-  std::vector<Request> batch;
-  batch.push_back(Ask(MsgType::kHistory, user, "phone", q));
-  Effects e;
-  REQUIRE(store.Apply(&batch, &e).ok());
-  return ReplyAs<HistoryReply>(batch[0], MsgType::kHistoryReply);
+  return ReplyAs<HistoryReply>(ApplyOne(store, Ask(MsgType::kHistory, user, "phone", q)),
+                               MsgType::kHistoryReply);
 }
 
 MessageId SendOne(Store& store, UserId from, UserId to, const std::string& cmid,
@@ -550,18 +555,9 @@ TEST_CASE("a full head cache never makes a batch hand out a seq twice") {
 
 namespace {
 
-Request ApplyOne(Store& store, Request r) {
-  std::vector<Request> batch;
-  batch.push_back(std::move(r));
-  Effects e;
-  REQUIRE(store.Apply(&batch, &e).ok());
-  return std::move(batch[0]);
-}
-
 ChatsReply ChatsOf(Store& store, UserId user, const Chats& query = Chats()) {
-  Request r = ApplyOne(store, Make(MsgType::kChats, user, "phone", query));
-  CHECK(r.reply.size() <= kMaxPageBytes + 1024);
-  return ReplyAs<ChatsReply>(r, MsgType::kChatsReply);
+  return ReplyAs<ChatsReply>(ApplyOne(store, Make(MsgType::kChats, user, "phone", query)),
+                             MsgType::kChatsReply);
 }
 
 const std::string kLongText(kMaxTextBytes, 'x');
@@ -582,13 +578,7 @@ TEST_CASE("a sync page ends within its byte budget and says more") {
   Seq after;
   int pages = 0;
   for (;;) {
-    Sync s;
-    s.from_cursor = false;
-    s.after = after;
-    s.limit = kMaxSyncPage;
-    Request r = ApplyOne(store, Make(MsgType::kSync, UserId(5), "d", s));
-    CHECK(r.reply.size() <= kMaxPageBytes + 1024);
-    SyncReply page = ReplyAs<SyncReply>(r, MsgType::kSyncReply);
+    SyncReply page = SyncFrom(store, UserId(5), "d", false, after, kMaxSyncPage);
     REQUIRE_FALSE(page.events.empty());
     ++pages;
     for (const Event& ev : page.events) CHECK(ev.seq == Seq(++after.value));
@@ -611,14 +601,7 @@ TEST_CASE("a history page ends within its byte budget, in both directions") {
   REQUIRE(store.Apply(&batch, &e).ok());
   for (const Request& r : batch) ids.push_back(ReplyAs<Processed>(r, MsgType::kProcessed).id);
   auto page = [&](HistoryMode mode, uint64_t bound) {
-    History q;
-    q.peer = UserId(2);
-    q.mode = static_cast<uint8_t>(mode);
-    q.bound = bound;
-    q.limit = kMaxHistoryPage;
-    Request r = ApplyOne(store, Make(MsgType::kHistory, UserId(1), "phone", q));
-    CHECK(r.reply.size() <= kMaxPageBytes + 1024);
-    return ReplyAs<HistoryReply>(r, MsgType::kHistoryReply);
+    return HistoryOf(store, UserId(1), UserId(2), mode, bound, kMaxHistoryPage);
   };
   // Back from the newest: each page is the one before the last's oldest.
   std::vector<MessageId> back;
@@ -674,8 +657,8 @@ TEST_CASE("chats come most recent first, page by page within the byte budget") {
   CHECK(got == expect);
   CHECK(pages >= 2);
   // A request without a cursor (an older client's []) is the newest page.
-  Request old = ApplyOne(store, Make(MsgType::kChats, UserId(9), "phone", Empty()));
-  ChatsReply first = ReplyAs<ChatsReply>(old, MsgType::kChatsReply);
+  ChatsReply first = ReplyAs<ChatsReply>(
+      ApplyOne(store, Make(MsgType::kChats, UserId(9), "phone", Empty())), MsgType::kChatsReply);
   REQUIRE_FALSE(first.chats.empty());
   CHECK(first.chats[0].peer == peers[3]);
   CHECK(first.more);
