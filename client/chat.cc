@@ -308,16 +308,23 @@ void ChatView::Take(const Incoming& in) {
       return;
     }
     case Incoming::Kind::kChats: {
-      requests_.erase(in.request);
+      auto req = requests_.find(in.request);
+      if (req == requests_.end()) return;
+      std::string block = std::move(req->second.title);  // the first page's
+      requests_.erase(req);
       if (in.chats.chats.empty()) {
-        print_("-- no conversations yet");
+        if (!block.empty()) print_("-- no conversations yet");
         return;
       }
-      std::string block = "-- your chats (peer, unread, last message):";
       for (const ChatItem& c : in.chats.chats) {
-        block += "\n   " + Printable(ToText(c, client_->user()));
+        if (!block.empty()) block += "\n";
+        block += "   " + Printable(ToText(c, client_->user()));
       }
       print_(block);
+      // The other pages follow, each as it comes.
+      if (in.chats.more) {
+        requests_[client_->GetChats(NextChatsPage(in.chats))] = Request{"chats", 0, "", ""};
+      }
       return;
     }
     case Incoming::Kind::kMailbox:
@@ -437,7 +444,8 @@ void ChatView::Command(const std::string& line) {
     q.limit = page_;
     requests_[client_->GetHistory(q)] = Request{"more", 0, "", "-- older messages:"};
   } else if (name == "/chats") {
-    requests_[client_->GetChats()] = Request{"chats", 0, "", ""};
+    requests_[client_->GetChats()] =
+        Request{"chats", 0, "", "-- your chats (peer, unread, last message):"};
   } else if (name == "/help") {
     print_(kHelp);
   } else {

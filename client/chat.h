@@ -62,7 +62,7 @@ class ChatView {
     std::string what;  // first, react, unreact, seen, history, more, chats
     int n = 0;
     std::string emoji;
-    std::string title;  // history, more: the line above the page
+    std::string title;  // history, more, chats: the line above the page
   };
 
   // A history page under `title`; `empty` says so when it has nothing.

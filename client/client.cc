@@ -327,7 +327,16 @@ uint64_t Client::GetHistory(const History& query) {
   return Ask(MsgType::kHistory, query);
 }
 
-uint64_t Client::GetChats() { return Ask(MsgType::kChats, Chats()); }
+Chats NextChatsPage(const ChatsReply& page) {
+  Chats next;
+  if (!page.chats.empty()) {
+    next.before_id = page.chats.back().last_id;
+    next.before_peer = page.chats.back().peer;
+  }
+  return next;
+}
+
+uint64_t Client::GetChats(const Chats& query) { return Ask(MsgType::kChats, query); }
 
 uint64_t Client::GetMailbox(Seq after, uint32_t limit) {
   Sync sync;

@@ -87,6 +87,9 @@ struct Incoming {
   bool online = false;       // kLink: a session again (else: frontd lost)
 };
 
+// The query for the chats page after page (when page.more says there is one).
+Chats NextChatsPage(const ChatsReply& page);
+
 class Client {
  public:
   // ctx may be null: the client then owns a context of its own.
@@ -119,7 +122,9 @@ class Client {
   // The user has seen the peer's messages up to id.
   uint64_t MarkSeen(UserId peer, MessageId id);
   uint64_t GetHistory(const History& query);
-  uint64_t GetChats();
+  // A page of the user's conversations; the next one is asked with the
+  // last chat's last_id and peer as query.before_id and before_peer.
+  uint64_t GetChats(const Chats& query = Chats());
   // A page of the mailbox after seq `after`, as it is on the home shard,
   // for tools: it does not touch what Poll hands out or the cursor.
   uint64_t GetMailbox(Seq after, uint32_t limit);

@@ -262,6 +262,16 @@ void PrintJsonLine(const nlohmann::json& j) {
   std::cout << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
 }
 
+// A history item or a chat: a JSON line with --json, else a line of text.
+template <typename T>
+void PrintItem(const Global& g, const T& item, UserId viewer) {
+  if (g.json) {
+    PrintJsonLine(ToJson(item));
+  } else {
+    std::cout << ToText(item, viewer) << "\n";
+  }
+}
+
 int HistoryCommand(const Global& g, const std::vector<std::string>& args) {
   std::string peer_text, at, before, after;
   uint32_t limit = kDefaultHistoryPage;
@@ -306,13 +316,7 @@ int HistoryCommand(const Global& g, const std::vector<std::string>& args) {
   }
   auto client = ConnectOneShot(g);
   Incoming page = Await(*client, client->GetHistory(q), "history");
-  for (const HistoryItem& item : page.history.messages) {
-    if (g.json) {
-      PrintJsonLine(ToJson(item));
-    } else {
-      std::cout << ToText(item, client->user()) << "\n";
-    }
-  }
+  for (const HistoryItem& item : page.history.messages) PrintItem(g, item, client->user());
   return EX_OK;
 }
 
@@ -343,15 +347,13 @@ int SeenCommand(const Global& g, const std::vector<std::string>& args) {
 int ChatsCommand(const Global& g, const std::vector<std::string>& args) {
   Positionals("chats", args, 0, "chats");
   auto client = ConnectOneShot(g);
-  Incoming page = Await(*client, client->GetChats(), "chats");
-  for (const ChatItem& chat : page.chats.chats) {
-    if (g.json) {
-      PrintJsonLine(ToJson(chat));
-    } else {
-      std::cout << ToText(chat, client->user()) << "\n";
-    }
+  Chats query;
+  for (;;) {
+    Incoming page = Await(*client, client->GetChats(query), "chats");
+    for (const ChatItem& chat : page.chats.chats) PrintItem(g, chat, client->user());
+    if (!page.chats.more || page.chats.chats.empty()) return EX_OK;
+    query = NextChatsPage(page.chats);
   }
-  return EX_OK;
 }
 
 int Send(const Global& g, const std::vector<std::string>& args) {

@@ -135,7 +135,12 @@ void ParseMethod(const nlohmann::json& params, RpcCall* c) {
       c->history.limit = static_cast<uint32_t>(limit);
     }
   } else if (m == "chats") {
-    // no params
+    // The page after the chat with before_peer whose last message is before.
+    if (p.Has("before") != p.Has("before_peer")) p.Fail("give both 'before' and 'before_peer', or neither");
+    if (p.Has("before")) {
+      c->chats.before_id = MessageId(p.Number("before").value_or(0));
+      c->chats.before_peer = UserId(p.Number("before_peer").value_or(0));
+    }
   } else {
     c->error = kRpcMethodNotFound;
     c->error_message = "'" + m + "' is not a method (send, react, unreact, seen, history, chats)";
@@ -282,7 +287,7 @@ int RunRpc(const ClientOptions& given, int wait_ms,
     } else if (c.method == "history") {
       request = client.GetHistory(c.history);
     } else {
-      request = client.GetChats();
+      request = client.GetChats(c.chats);
     }
     owed[request] = std::move(o);
   };
@@ -336,6 +341,7 @@ int RunRpc(const ClientOptions& given, int wait_ms,
         } else if (in.kind == Incoming::Kind::kChats) {
           result["chats"] = nlohmann::json::array();
           for (const ChatItem& chat : in.chats.chats) result["chats"].push_back(ToJson(chat));
+          result["more"] = in.chats.more;
         }
         PrintLine(RpcResult(o.id, std::move(result)));
         return;

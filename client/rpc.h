@@ -47,6 +47,7 @@ struct RpcCall {
   MessageId message;      // react, unreact, seen
   std::optional<std::string> emoji;  // react
   History history;        // history
+  Chats chats;            // chats: the page after a chat, if given
   // Set when the line cannot be carried out: the error reply's code and
   // message.
   int error = 0;

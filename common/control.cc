@@ -27,7 +27,7 @@ Status AskControl(zmq::context_t& ctx, const std::string& endpoint,
                   int timeout_ms, std::string* answer) {
   zmq::socket_t socket(ctx, zmq::socket_type::dealer);
   socket.set(zmq::sockopt::linger, 0);
-  socket.set(zmq::sockopt::maxmsgsize, static_cast<int64_t>(kMaxFrameBytes) * 16);
+  socket.set(zmq::sockopt::maxmsgsize, static_cast<int64_t>(kMaxDaemonFrameBytes) * 4);
   Status s = ConnectTo(socket, me, endpoint);
   if (!s.ok()) return s;
   socket.send(zmq::buffer(request), zmq::send_flags::dontwait);

@@ -169,7 +169,7 @@ void SetCurveServer(zmq::socket_t& socket, const CurveIdentity& me,
              zmq::const_buffer(me.secret.data(), me.secret.size()));
 }
 
-Status ConnectTo(zmq::socket_t& socket, const CurveIdentity& me,
+Status ConnectTo(zmq::socket_ref socket, const CurveIdentity& me,
                  const std::string& endpoint_text) {
   Endpoint ep;
   Status s = ParseEndpoint(endpoint_text, &ep);

@@ -100,7 +100,7 @@ void SetCurveServer(zmq::socket_t& socket, const CurveIdentity& me,
 // Connects socket to endpoint: as a CURVE client when the endpoint names
 // its server's key (the daemon then needs a key of its own), unless it is
 // an ipc:// endpoint and curve-ipc is off.
-Status ConnectTo(zmq::socket_t& socket, const CurveIdentity& me,
+Status ConnectTo(zmq::socket_ref socket, const CurveIdentity& me,
                  const std::string& endpoint_text);
 
 // The ZAP handler of one context: answers on inproc://zeromq.zap.01 from a

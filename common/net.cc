@@ -1,19 +1,22 @@
 #include "common/net.h"
 
+#include <arpa/inet.h>
+#include <netdb.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
-#include "common/proto.h"
+#include "common/log.h"
 
 namespace natter {
 
 zmq::socket_t MakeSocket(zmq::context_t& ctx, zmq::socket_type type,
-                         int linger_ms) {
+                         int linger_ms, size_t max_frame_bytes) {
   zmq::socket_t s(ctx, type);
   s.set(zmq::sockopt::linger, linger_ms);
-  s.set(zmq::sockopt::maxmsgsize, static_cast<int64_t>(kMaxFrameBytes));
+  s.set(zmq::sockopt::maxmsgsize, static_cast<int64_t>(max_frame_bytes));
   s.set(zmq::sockopt::sndhwm, kDaemonHwm);
   s.set(zmq::sockopt::rcvhwm, kDaemonHwm);
   // A connection that has not finished its handshake in this time is
@@ -30,6 +33,11 @@ zmq::socket_t MakeSocket(zmq::context_t& ctx, zmq::socket_type type,
   // (frontd's io-threads), and sockets that say nothing go here.
   s.set(zmq::sockopt::affinity, uint64_t{1});
   return s;
+}
+
+zmq::socket_t MakeDaemonSocket(zmq::context_t& ctx, zmq::socket_type type,
+                               int linger_ms) {
+  return MakeSocket(ctx, type, linger_ms, kMaxDaemonFrameBytes);
 }
 
 int Poll(std::vector<zmq::pollitem_t>& items, long timeout_ms) {
@@ -53,13 +61,15 @@ bool RecvParts(zmq::socket_t& socket, Parts* parts) {
   }
 }
 
-bool RecvMonitorEvent(zmq::socket_t& monitor, uint16_t* id, uint32_t* value) {
+bool RecvMonitorEvent(zmq::socket_t& monitor, uint16_t* id, uint32_t* value,
+                      std::string* address) {
   Parts event;
   while (RecvParts(monitor, &event)) {
     // Two frames: 2 bytes of id and 4 of value, then the endpoint.
     if (event.size() != 2 || event[0].size() < 6) continue;
     std::memcpy(id, event[0].data(), sizeof *id);
     std::memcpy(value, static_cast<const char*>(event[0].data()) + 2, sizeof *value);
+    if (address != nullptr) *address = event[1].to_string();
     return true;
   }
   return false;
@@ -89,43 +99,195 @@ zmq::message_t ToMessage(const std::string& s) {
   return zmq::message_t(s.data(), s.size());
 }
 
-HandshakeWatch::~HandshakeWatch() {
+namespace {
+
+// The names ZeroMQ may give a tcp:// endpoint besides its own: once it has
+// resolved a host name, its reconnection attempts carry the address.
+std::vector<std::string> ResolvedNames(const std::string& address) {
+  const std::string prefix = "tcp://";
+  if (address.compare(0, prefix.size(), prefix) != 0) return {};
+  std::string rest = address.substr(prefix.size());
+  rest = rest.substr(rest.find(';') + 1);  // after a source address, if any
+  size_t colon = rest.rfind(':');
+  if (colon == std::string::npos || rest[0] == '[') return {};
+  std::string host = rest.substr(0, colon), port = rest.substr(colon + 1);
+  addrinfo hints = {};
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* found = nullptr;
+  if (::getaddrinfo(host.c_str(), nullptr, &hints, &found) != 0) return {};
+  std::vector<std::string> names;
+  for (addrinfo* a = found; a != nullptr; a = a->ai_next) {
+    char text[INET6_ADDRSTRLEN] = "";
+    const void* ip = a->ai_family == AF_INET6
+                         ? static_cast<const void*>(&reinterpret_cast<sockaddr_in6*>(a->ai_addr)->sin6_addr)
+                         : static_cast<const void*>(&reinterpret_cast<sockaddr_in*>(a->ai_addr)->sin_addr);
+    if (::inet_ntop(a->ai_family, ip, text, sizeof text) == nullptr) continue;
+    names.push_back(a->ai_family == AF_INET6 ? prefix + "[" + text + "]:" + port
+                                             : prefix + text + ":" + port);
+  }
+  ::freeaddrinfo(found);
+  return names;
+}
+
+}  // namespace
+
+LinkWatch::~LinkWatch() {
   for (Watched& w : watched_) {
-    if (!w.connected) zmq_socket_monitor(w.socket, nullptr, 0);
+    if (w.monitor) zmq_socket_monitor(w.socket, nullptr, 0);
   }
 }
 
-void HandshakeWatch::Add(zmq::socket_t& socket, const std::string& name) {
-  static int counter = 0;
+void LinkWatch::Monitor(Watched& w, int events) {
+  static std::atomic<int> counter{0};
   std::string endpoint = "inproc://natter-monitor-" + std::to_string(++counter);
-  if (zmq_socket_monitor(socket.handle(), endpoint.c_str(),
-                         ZMQ_EVENT_HANDSHAKE_SUCCEEDED) != 0) {
-    throw zmq::error_t();
-  }
-  Watched w{socket.handle(), name, zmq::socket_t(ctx_, zmq::socket_type::pair)};
+  // Replaces the socket's monitor, if it had one.
+  if (zmq_socket_monitor(w.socket, endpoint.c_str(), events) != 0) throw zmq::error_t();
+  w.monitor = zmq::socket_t(ctx_, zmq::socket_type::pair);
+  w.monitor.set(zmq::sockopt::linger, 0);
+  w.monitor.set(zmq::sockopt::rcvhwm, 0);  // never drop an event
   w.monitor.connect(endpoint);
+}
+
+void LinkWatch::Add(zmq::socket_t& socket, const std::string& name) {
+  Watched w;
+  w.socket = socket.handle();
+  w.name = name;
+  // Only the first handshake, until the watch has links of the socket to
+  // keep (the monitor is read only as long as someone calls Check).
+  Monitor(w, ZMQ_EVENT_HANDSHAKE_SUCCEEDED);
   watched_.push_back(std::move(w));
 }
 
-bool HandshakeWatch::AllConnected() {
-  bool all = true;
-  for (Watched& w : watched_) {
-    if (w.connected) continue;
-    uint16_t id;
-    uint32_t value;
-    while (RecvMonitorEvent(w.monitor, &id, &value)) {
-      if (id == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) w.connected = true;
-    }
-    if (w.connected) {
-      zmq_socket_monitor(w.socket, nullptr, 0);
-      w.monitor.close();
-    }
-    all = all && w.connected;
+Status LinkWatch::Connect(zmq::socket_t& socket, const CurveIdentity& me,
+                          const std::string& endpoint) {
+  auto w = std::find_if(watched_.begin(), watched_.end(),
+                        [&](const Watched& x) { return x.socket == socket.handle(); });
+  if (w == watched_.end()) {
+    return Status(ErrorCode::kInternal, endpoint + ": connect a watched socket");
   }
-  return all;
+  Endpoint parsed;
+  Status s = ParseEndpoint(endpoint, &parsed);
+  if (!s.ok()) return s;
+  if (w->links.empty()) {
+    Monitor(*w, ZMQ_EVENT_CONNECTED | ZMQ_EVENT_CONNECT_DELAYED | ZMQ_EVENT_CONNECT_RETRIED |
+                    ZMQ_EVENT_DISCONNECTED | ZMQ_EVENT_HANDSHAKE_SUCCEEDED |
+                    ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH);
+  }
+  s = ConnectTo(socket, me, endpoint);
+  if (!s.ok()) return s;
+  Link link;
+  link.endpoint = endpoint;
+  link.address = parsed.address;
+  link.aliases = ResolvedNames(parsed.address);
+  link.me = me;
+  link.since = Clock::now();
+  w->links.push_back(std::move(link));
+  return Status::Ok();
 }
 
-std::string HandshakeWatch::Waiting() const {
+void LinkWatch::Take(Watched& w, uint16_t event, uint32_t value,
+                     const std::string& address) {
+  if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) w.connected = true;
+  auto link = std::find_if(w.links.begin(), w.links.end(), [&](const Link& l) {
+    return l.address == address ||
+           std::find(l.aliases.begin(), l.aliases.end(), address) != l.aliases.end();
+  });
+  if (link == w.links.end()) return;
+  auto now = Clock::now();
+  switch (event) {
+    case ZMQ_EVENT_HANDSHAKE_SUCCEEDED:
+      if (link->relinked) {
+        NLOG_INFO("event=relinked link=%s endpoint=%s", w.name.c_str(),
+                  link->address.c_str());
+      }
+      link->state = State::kUp;
+      link->relinked = false;
+      link->backoff_ms = 0;
+      break;
+    case ZMQ_EVENT_CONNECTED:
+      link->fd = static_cast<int>(value);
+      [[fallthrough]];
+    case ZMQ_EVENT_CONNECT_DELAYED:
+    case ZMQ_EVENT_CONNECT_RETRIED:
+      if (link->state != State::kUp) link->state = State::kConnecting;
+      break;
+    case ZMQ_EVENT_DISCONNECTED:
+      // The end of a connection replaced since (a re-link) says nothing.
+      if (link->fd >= 0 && static_cast<int>(value) != link->fd) return;
+      link->fd = -1;
+      if (link->state == State::kDead) return;
+      link->state = State::kDropped;
+      link->relink_at = now + std::chrono::milliseconds(kRelinkGraceMs);
+      break;
+    case ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL:
+    case ZMQ_EVENT_HANDSHAKE_FAILED_AUTH:
+      link->state = State::kDead;
+      link->relink_at = now;
+      break;
+    default:
+      return;
+  }
+  link->since = now;
+}
+
+void LinkWatch::Relink(Watched& w, Link& link, const char* reason) {
+  auto now = Clock::now();
+  ++relinks_;
+  NLOG_WARN("event=relink link=%s endpoint=%s reason=%s down_ms=%lld", w.name.c_str(),
+            link.address.c_str(), reason,
+            static_cast<long long>(
+                std::chrono::duration_cast<std::chrono::milliseconds>(now - link.since).count()));
+  zmq_disconnect(w.socket, link.address.c_str());  // may be gone already
+  Status s = ConnectTo(zmq::socket_ref(zmq::from_handle, w.socket), link.me, link.endpoint);
+  if (!s.ok()) {
+    NLOG_ERROR("event=relink-failed link=%s error=\"%s\"", w.name.c_str(),
+               s.ToString().c_str());
+  }
+  link.state = State::kConnecting;
+  link.relinked = true;
+  link.fd = -1;
+  link.since = now;
+  link.not_before = now + std::chrono::milliseconds(link.backoff_ms);
+  link.backoff_ms = std::clamp(link.backoff_ms * 2, 500, 30000);
+}
+
+void LinkWatch::Check() {
+  for (Watched& w : watched_) {
+    if (!w.monitor) continue;
+    uint16_t id;
+    uint32_t value;
+    std::string address;
+    while (RecvMonitorEvent(w.monitor, &id, &value, &address)) Take(w, id, value, address);
+    if (w.links.empty()) {
+      // Not ours to keep up: only its first handshake mattered.
+      if (w.connected) {
+        zmq_socket_monitor(w.socket, nullptr, 0);
+        w.monitor.close();
+      }
+      continue;
+    }
+    auto now = Clock::now();
+    for (Link& link : w.links) {
+      if (now < link.not_before) continue;
+      if (link.state == State::kDead && now >= link.relink_at) {
+        Relink(w, link, "handshake-failed");
+      } else if (link.state == State::kDropped && now >= link.relink_at) {
+        Relink(w, link, "not-reconnecting");
+      } else if (link.state == State::kConnecting &&
+                 now - link.since >= std::chrono::milliseconds(kLinkQuietMs)) {
+        Relink(w, link, "quiet");
+      }
+    }
+  }
+}
+
+bool LinkWatch::AllConnected() {
+  Check();
+  return std::all_of(watched_.begin(), watched_.end(),
+                     [](const Watched& w) { return w.connected; });
+}
+
+std::string LinkWatch::Waiting() const {
   std::string out;
   for (const Watched& w : watched_) {
     if (w.connected) continue;

@@ -3,11 +3,16 @@
 #define NATTER_COMMON_NET_H_
 
 #include <atomic>
+#include <chrono>
 #include <string>
 #include <vector>
 
 #include <zmq.hpp>
 #include <zmq_addon.hpp>
+
+#include "common/curve.h"
+#include "common/proto.h"
+#include "common/status.h"
 
 namespace natter {
 
@@ -32,10 +37,16 @@ constexpr int kHeartbeatMs = 1000;
 constexpr int kHeartbeatTimeoutMs = 3000;
 
 // A socket with natter's defaults: no linger past close (beyond a short
-// grace), a bounded frame size, kDaemonHwm in each direction, a
-// kHandshakeMs handshake, heartbeats.
+// grace), frames up to max_frame_bytes (a larger one ends the connection
+// that sent it), kDaemonHwm in each direction, a kHandshakeMs handshake,
+// heartbeats.
 zmq::socket_t MakeSocket(zmq::context_t& ctx, zmq::socket_type type,
-                         int linger_ms = 200);
+                         int linger_ms = 200,
+                         size_t max_frame_bytes = kMaxClientFrameBytes);
+// The same for a socket between daemons: frames up to kMaxDaemonFrameBytes,
+// more than the cell makes, so that no hop refuses one of its frames.
+zmq::socket_t MakeDaemonSocket(zmq::context_t& ctx, zmq::socket_type type,
+                               int linger_ms = 200);
 
 // zmq_poll that returns 0 on EINTR (a signal arrived) instead of throwing.
 int Poll(std::vector<zmq::pollitem_t>& items, long timeout_ms);
@@ -44,9 +55,10 @@ int Poll(std::vector<zmq::pollitem_t>& items, long timeout_ms);
 bool RecvParts(zmq::socket_t& socket, Parts* parts);
 
 // Reads one event from a socket monitor's PAIR socket without waiting: its
-// id (ZMQ_EVENT_*) and value; false when there is none.  Malformed events
-// are skipped.
-bool RecvMonitorEvent(zmq::socket_t& monitor, uint16_t* id, uint32_t* value);
+// id (ZMQ_EVENT_*), value and, if asked, the endpoint it concerns; false
+// when there is none.  Malformed events are skipped.
+bool RecvMonitorEvent(zmq::socket_t& monitor, uint16_t* id, uint32_t* value,
+                      std::string* address = nullptr);
 
 // Sends without waiting; false when it would block (HWM) or the peer is
 // gone (ROUTER_MANDATORY).  Never throws.
@@ -58,28 +70,88 @@ bool SendRouted(zmq::socket_t& socket, const Parts& route, size_t route_len,
 
 zmq::message_t ToMessage(const std::string& s);
 
-// Watches connecting sockets until each has completed a ZMTP handshake with
-// at least one peer (a socket monitor per socket).  A daemon is ready to
-// serve only then: before, a DEALER with ZMQ_IMMEDIATE refuses to send.
-class HandshakeWatch {
+// Keeps a daemon's connecting sockets linked to their peers, for the
+// daemon's whole life, through a socket monitor each.
+//
+// ZeroMQ connects again by itself when a connection closes, but not after a
+// protocol error: a frame over the socket's ZMQ_MAXMSGSIZE, a bad greeting,
+// a refused or failed CURVE handshake end that endpoint's session for good,
+// and the socket never reaches that peer again.  The watch sees it — the
+// connection ended and ZeroMQ made no new attempt within kRelinkGraceMs, or
+// a link has been down with no attempt for kLinkQuietMs — and connects the
+// endpoint again (zmq_disconnect, then ConnectTo with the endpoint's own
+// server key), backing off from 0.5 up to 30 s while attempts fail.  Each
+// re-link is logged (event=relink).
+//
+// A daemon is ready to serve once every socket has completed a handshake
+// with at least one peer (AllConnected): before, a DEALER with
+// ZMQ_IMMEDIATE refuses to send.
+//
+// Not thread-safe: the daemon's thread calls Check each turn.  A socket
+// Added but never given an endpoint through Connect is watched only until
+// its first handshake.
+class LinkWatch {
  public:
-  explicit HandshakeWatch(zmq::context_t& ctx) : ctx_(ctx) {}
-  ~HandshakeWatch();
+  static constexpr int kRelinkGraceMs = 1000;
+  static constexpr int kLinkQuietMs = 10000;
+
+  explicit LinkWatch(zmq::context_t& ctx) : ctx_(ctx) {}
+  ~LinkWatch();
+  LinkWatch(const LinkWatch&) = delete;
+  LinkWatch& operator=(const LinkWatch&) = delete;
+
+  // Watches socket (named for the log); before its Connects.
   void Add(zmq::socket_t& socket, const std::string& name);
-  // Reads the monitors' events; true once every socket has had a handshake.
+  // Connects an Added socket to endpoint, as ConnectTo does, and keeps that
+  // link up from now on.
+  Status Connect(zmq::socket_t& socket, const CurveIdentity& me,
+                 const std::string& endpoint);
+  // Reads the monitors' events and connects again the links that need it.
+  void Check();
+  // Check, then: true once every socket has had a handshake.
   bool AllConnected();
-  // The names of the sockets still waiting.
+  // The names of the sockets still waiting for their first handshake.
   std::string Waiting() const;
+  // Re-links made, ever (a metric).
+  uint64_t relinks() const { return relinks_; }
 
  private:
+  using Clock = std::chrono::steady_clock;
+  enum class State {
+    kConnecting,  // ZeroMQ is trying (or has just been told to)
+    kUp,          // handshake done
+    kDropped,     // ended; ZeroMQ should try again within the grace
+    kDead,        // ended for a handshake failure: ZeroMQ will not try
+  };
+  struct Link {
+    std::string endpoint;  // as configured (may name the server's key)
+    std::string address;   // as ZeroMQ names it
+    std::vector<std::string> aliases;  // a tcp host name, resolved
+    CurveIdentity me;
+    State state = State::kConnecting;
+    int fd = -1;                   // of the connection ZeroMQ reported last
+    Clock::time_point since;       // the last change or attempt
+    Clock::time_point relink_at;   // kDropped, kDead: connect again then
+    Clock::time_point not_before;  // the backoff
+    int backoff_ms = 0;
+    bool relinked = false;  // connected again, not yet up
+  };
   struct Watched {
-    void* socket;
+    void* socket = nullptr;
     std::string name;
     zmq::socket_t monitor;
-    bool connected = false;
+    bool connected = false;  // has had a handshake
+    std::vector<Link> links;
   };
+
+  // (Re)starts w's monitor for these ZMQ_EVENT_*s.
+  void Monitor(Watched& w, int events);
+  void Take(Watched& w, uint16_t event, uint32_t value, const std::string& address);
+  void Relink(Watched& w, Link& link, const char* reason);
+
   zmq::context_t& ctx_;
   std::vector<Watched> watched_;
+  uint64_t relinks_ = 0;
 };
 
 // Creates the folder of an ipc:// endpoint if it lacks one.

@@ -8,8 +8,8 @@ namespace {
 // A few bytes may claim a huge array; these limits keep the decoder from
 // allocating for claims the frame cannot back.
 const msgpack::unpack_limit kLimits(/*array=*/kMaxSyncPage * 2, /*map=*/256,
-                                    /*str=*/kMaxFrameBytes,
-                                    /*bin=*/kMaxFrameBytes, /*ext=*/0,
+                                    /*str=*/kMaxDaemonFrameBytes,
+                                    /*bin=*/kMaxDaemonFrameBytes, /*ext=*/0,
                                     /*depth=*/8);
 
 }  // namespace

@@ -54,7 +54,18 @@ namespace natter {
 constexpr uint8_t kProtocolVersion = 1;
 
 // Limits a peer cannot exceed (natter(7) LIMITS).
-constexpr size_t kMaxFrameBytes = 256 * 1024;  // ZMQ_MAXMSGSIZE on sockets
+//
+// Frames: the largest the cell sends a client (a reply or an event), which
+// is also what the client library's socket and frontd's client socket take
+// (ZMQ_MAXMSGSIZE); and the limit of the sockets between daemons, above
+// anything the cell makes, so that no hop ever refuses a frame of the cell
+// (a refused frame ends that connection, and ZeroMQ does not connect it
+// again).
+constexpr size_t kMaxClientFrameBytes = 256 * 1024;
+constexpr size_t kMaxDaemonFrameBytes = 1024 * 1024;
+// A page (sync, history, chats) ends before its items would pass this many
+// bytes, encoded, and says `more`; it always holds one item at least.
+constexpr size_t kMaxPageBytes = 128 * 1024;
 // The longest request a client may send frontd (a hello or a send of the
 // longest text fits many times over); a longer one closes the connection.
 constexpr size_t kMaxRequestBytes = 16 * 1024;
@@ -66,7 +77,14 @@ constexpr uint32_t kMaxSyncPage = 1000;
 constexpr size_t kMaxEmojiBytes = 64;
 constexpr uint32_t kDefaultHistoryPage = 50;
 constexpr uint32_t kMaxHistoryPage = 500;
-constexpr size_t kMaxChats = 1000;
+constexpr size_t kMaxChatsPage = 1000;
+// The largest item of a page is a message with its texts and two
+// reactions, some 4.5 KB: a page and its envelope stay under the client's
+// limit with room to spare.
+static_assert(kMaxPageBytes + 4 * kMaxTextBytes < kMaxClientFrameBytes,
+              "a page must fit a client's frame");
+static_assert(kMaxClientFrameBytes < kMaxDaemonFrameBytes,
+              "daemons must take every frame meant for a client");
 
 enum class MsgType : uint8_t {
   // Requests from a client (through frontd).
@@ -183,8 +201,14 @@ struct History {
   MSGPACK_DEFINE_ARRAY(peer, mode, bound, limit);
 };
 
+// A page of the user's conversations, the most recent first (by the id of
+// their last message, then by peer): those that come after (before_id,
+// before_peer) in that order — the last chat of the previous page.  Both
+// are optional on the wire; without them, the newest page.
 struct Chats {
-  MSGPACK_DEFINE_ARRAY();
+  MessageId before_id{UINT64_MAX};
+  UserId before_peer{UINT64_MAX};
+  MSGPACK_DEFINE_ARRAY(before_id, before_peer);
 };
 
 // --- Replies ----------------------------------------------------------------
@@ -309,7 +333,10 @@ struct ChatItem {
 
 struct ChatsReply {
   std::vector<ChatItem> chats;  // the most recent conversation first
-  MSGPACK_DEFINE_ARRAY(chats);
+  // More conversations follow the page (optional on the wire: a reply
+  // without it has none).
+  bool more = false;
+  MSGPACK_DEFINE_ARRAY(chats, more);
 };
 
 // --- Between daemons --------------------------------------------------------
@@ -388,6 +415,18 @@ std::string EncodeFrame(const Header& header, const T& body) {
   packer.pack(header);
   packer.pack(body);
   return std::string(buffer.data(), buffer.size());
+}
+
+// The number of bytes value takes in MessagePack, without making them.
+template <typename T>
+size_t EncodedSize(const T& value) {
+  struct Counter {
+    size_t bytes = 0;
+    void write(const char*, size_t n) { bytes += n; }
+  } counter;
+  msgpack::packer<Counter> packer(counter);
+  packer.pack(value);
+  return counter.bytes;
 }
 
 // A reply frame for a request: same correlation id, user and device.

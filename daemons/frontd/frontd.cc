@@ -84,18 +84,20 @@ Status Frontd::Start() {
   // frontd): the clients' connections never hold up the cell's own.
   ks = gate_->Bind(listen_, ((uint64_t{1} << client_threads_) - 1) << 1);
   if (!ks.ok()) return ks;
-  routed_socket_ = MakeSocket(ctx_, zmq::socket_type::dealer);
+  routed_socket_ = MakeDaemonSocket(ctx_, zmq::socket_type::dealer);
   routed_socket_.set(zmq::sockopt::immediate, 1);
-  events_ = MakeSocket(ctx_, zmq::socket_type::sub, 0);
-  watch_ = std::make_unique<HandshakeWatch>(ctx_);
+  events_ = MakeDaemonSocket(ctx_, zmq::socket_type::sub, 0);
+  // The links to routed and notifyd are kept up: one that ends and is not
+  // being connected again by ZeroMQ is connected again here.
+  watch_ = std::make_unique<LinkWatch>(ctx_);
   watch_->Add(routed_socket_, "routed");
   watch_->Add(events_, "notifyd");
   for (const auto& ep : routed_) {
-    ks = ConnectTo(routed_socket_, keys_.identity(), ep);
+    ks = watch_->Connect(routed_socket_, keys_.identity(), ep);
     if (!ks.ok()) return ks;
   }
   for (const auto& ep : notifyd_) {
-    ks = ConnectTo(events_, keys_.identity(), ep);
+    ks = watch_->Connect(events_, keys_.identity(), ep);
     if (!ks.ok()) return ks;
   }
   NLOG_INFO("event=listening listen=%s curve=%s token_keys=%zu max_clients=%zu",
@@ -159,6 +161,7 @@ void Frontd::RunOnce(int timeout_ms) {
   if (items[1].revents & ZMQ_POLLIN) FromRouted();
   if (items[2].revents & ZMQ_POLLIN) FromNotifyd();
   if (items[0].revents & ZMQ_POLLIN) FromClients();
+  watch_->Check();
   const auto now = Clock::now();
   gate_->Tick(now);
   if (now >= next_sweep_) ExpireSessions();
@@ -356,6 +359,9 @@ void Frontd::Stats(MetricSet* set) {
              std::chrono::duration<double>(ResendHold()).count());
   set->Summary("natter_frontd_answer_seconds", "From a request passed on to its answer.",
                answer_latency_);
+  set->Counter("natter_frontd_relinks_total",
+               "Links to routed or notifyd connected again by frontd itself.",
+               static_cast<double>(watch_ ? watch_->relinks() : 0));
 }
 
 void Frontd::Hello(ConnId conn, const Frame& frame) {

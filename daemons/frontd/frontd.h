@@ -124,7 +124,7 @@ class Frontd : public Service {
   uint64_t hellos_ = 0;
   uint64_t revoked_ = 0;   // sessions ended for their token
   LatencyHistogram answer_latency_;
-  std::unique_ptr<HandshakeWatch> watch_;
+  std::unique_ptr<LinkWatch> watch_;
 };
 
 }  // namespace frontd

@@ -32,8 +32,8 @@ Notifyd::Notifyd(const Config& config, zmq::context_t& ctx)
 Status Notifyd::Start() {
   Status s = keys_.Start(ctx_);
   if (!s.ok()) return s;
-  in_ = MakeSocket(ctx_, zmq::socket_type::pull, 0);
-  out_ = MakeSocket(ctx_, zmq::socket_type::pub, 0);
+  in_ = MakeDaemonSocket(ctx_, zmq::socket_type::pull, 0);
+  out_ = MakeDaemonSocket(ctx_, zmq::socket_type::pub, 0);
   SetCurveServer(in_, keys_.identity(), kZapDomainNotifydIn, listen_in_);
   SetCurveServer(out_, keys_.identity(), kZapDomainNotifydOut, listen_out_);
   try {

@@ -118,18 +118,18 @@ Status Routed::Start() {
   }
   Status ks = keys_.Start(ctx_);
   if (!ks.ok()) return ks;
-  front_ = MakeSocket(ctx_, zmq::socket_type::router);
+  front_ = MakeDaemonSocket(ctx_, zmq::socket_type::router);
   front_.set(zmq::sockopt::router_mandatory, 1);
   SetCurveServer(front_, keys_.identity(), kZapDomainRouted, listen_);
-  watch_ = std::make_unique<HandshakeWatch>(ctx_);
+  watch_ = std::make_unique<LinkWatch>(ctx_);
   try {
     PrepareEndpoint(listen_);
     front_.bind(listen_);
     for (const auto& ep : shard_endpoints_) {
-      zmq::socket_t s = MakeSocket(ctx_, zmq::socket_type::dealer);
+      zmq::socket_t s = MakeDaemonSocket(ctx_, zmq::socket_type::dealer);
       s.set(zmq::sockopt::immediate, 1);
       watch_->Add(s, "shard-" + std::to_string(shards_.size()));
-      Status cs = ConnectTo(s, keys_.identity(), ep);
+      Status cs = watch_->Connect(s, keys_.identity(), ep);
       if (!cs.ok()) return cs;
       shards_.push_back(std::move(s));
     }
@@ -163,6 +163,7 @@ void Routed::RunOnce(int timeout_ms) {
     turn_.Record(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start)
                      .count());
   }
+  watch_->Check();
 }
 
 void Routed::Stats(MetricSet* set) {
@@ -175,6 +176,9 @@ void Routed::Stats(MetricSet* set) {
   set->Counter("natter_routed_dropped_total", "Answers a peer's full queue did not take.",
                static_cast<double>(dropped_));
   set->Gauge("natter_routed_shards", "Shards in the shard map.", static_cast<double>(shards_.size()));
+  set->Counter("natter_routed_relinks_total",
+               "Links to shards connected again after they ended for good.",
+               static_cast<double>(watch_ ? watch_->relinks() : 0));
   set->Summary("natter_routed_turn_seconds",
                "The work of one busy turn of routed's loop (what a frame may wait behind).", turn_);
 }

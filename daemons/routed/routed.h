@@ -84,7 +84,7 @@ class Routed : public Service {
   uint64_t dropped_ = 0;               // answers the peer's queue did not take
   LatencyHistogram turn_;              // the work of one turn (how long a
                                        // frame may wait behind others)
-  std::unique_ptr<HandshakeWatch> watch_;
+  std::unique_ptr<LinkWatch> watch_;  // the links to the shards
 };
 
 }  // namespace routed

@@ -49,6 +49,19 @@ std::string ChatKey(UserId user, UserId peer) {
   return k;
 }
 
+std::string RecentChatPrefix(UserId user) {
+  std::string k(1, 'r');
+  PutBigEndian(&k, user.value);
+  return k;
+}
+
+std::string RecentChatKey(UserId user, MessageId last_id, UserId peer) {
+  std::string k = RecentChatPrefix(user);
+  PutBigEndian(&k, last_id.value);
+  PutBigEndian(&k, peer.value);
+  return k;
+}
+
 std::string MessagePrefix(UserId user, UserId peer) {
   std::string k(1, 'm');
   PutBigEndian(&k, user.value);
@@ -61,6 +74,8 @@ std::string AckMarkKey(UserId user) {
   PutBigEndian(&k, user.value);
   return k;
 }
+
+std::string FormatKey() { return "v"; }
 
 std::string OutboxKey(uint64_t n) {
   std::string k(1, 'o');

@@ -7,7 +7,10 @@
 //   k user device        a device's cursor: last seq it acknowledged
 //   o n                  outbox: a hand-off to another shard, until acked
 //   c user peer          the user's conversation with peer (ChatRecord)
+//   r user last_id peer  (empty) the conversations by their last message,
+//                        so chats pages go most recent first
 //   a user               the newest seq any of the user's devices acked
+//   v                    the format of the database (kFormat)
 #ifndef NATTER_DAEMONS_STORED_KEYS_H_
 #define NATTER_DAEMONS_STORED_KEYS_H_
 
@@ -28,8 +31,15 @@ std::string CursorKey(UserId user, const std::string& device);
 std::string OutboxKey(uint64_t n);
 std::string ChatKey(UserId user, UserId peer);
 std::string ChatPrefix(UserId user);
+std::string RecentChatKey(UserId user, MessageId last_id, UserId peer);
+std::string RecentChatPrefix(UserId user);
 std::string MessagePrefix(UserId user, UserId peer);
 std::string AckMarkKey(UserId user);
+std::string FormatKey();
+
+// The database's format: 1 has the r keys (a database without a v key was
+// made before them, and gets them when it is opened).
+constexpr uint64_t kFormat = 1;
 
 }  // namespace stored
 }  // namespace natter

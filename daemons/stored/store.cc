@@ -40,6 +40,23 @@ std::string Visible(const StoredMessage& copy, UserId user) {
   return "";
 }
 
+// The items of one reply page (sync, history, chats): the page ends before
+// their encoding would pass kMaxPageBytes, so that any reply fits a
+// client's frame; the first item always goes in (one is far smaller).
+class PageBudget {
+ public:
+  template <typename T>
+  bool Fits(const T& item) {
+    size_t bytes = EncodedSize(item);
+    if (used_ > 0 && used_ + bytes > kMaxPageBytes) return false;
+    used_ += bytes;
+    return true;
+  }
+
+ private:
+  size_t used_ = 0;
+};
+
 Event ChangeEvent(EventKind kind, UserId owner, Seq seq, const Message& m) {
   Event ev;
   ev.user = owner;
@@ -83,6 +100,11 @@ Status Store::Open(const std::string& path, int max_open_files) {
   leveldb::Status s = leveldb::DB::Open(options, path, &db);
   if (!s.ok()) return Status(ErrorCode::kStorage, path + ": " + s.ToString());
   db_.reset(db);
+  Status upgraded = Upgrade();
+  if (!upgraded.ok()) {
+    Close();
+    return Status(ErrorCode::kStorage, path + ": " + upgraded.message());
+  }
   heads_.clear();
   std::unique_ptr<leveldb::Iterator> it(db_->NewIterator({}));
   it->Seek(OutboxKey(UINT64_MAX));
@@ -98,6 +120,38 @@ Status Store::Open(const std::string& path, int max_open_files) {
 }
 
 void Store::Close() { db_.reset(); }
+
+Status Store::Upgrade() {
+  std::string format;
+  if (db_->Get({}, FormatKey(), &format).ok()) return Status::Ok();
+  // Format 0: conversations have no r keys yet.
+  leveldb::WriteBatch batch;
+  std::unique_ptr<leveldb::Iterator> it(db_->NewIterator({}));
+  leveldb::Status s;
+  size_t chats = 0;
+  for (it->Seek("c"); s.ok() && it->Valid() && HasPrefix(it->key(), "c"); it->Next()) {
+    ChatRecord c;
+    if (it->key().size() != 17 || !Unpack(it->value().ToString(), &c)) continue;
+    UserId owner(GetBigEndian(it->key().data() + 1));
+    UserId peer(GetBigEndian(it->key().data() + 9));
+    batch.Put(RecentChatKey(owner, c.last_id, peer), "");
+    ++chats;
+    if (batch.ApproximateSize() >= (1 << 20)) {
+      s = db_->Write({}, &batch);
+      batch.Clear();
+    }
+  }
+  if (s.ok()) s = it->status();
+  PutBigEndian(&format, kFormat);
+  batch.Put(FormatKey(), format);
+  leveldb::WriteOptions synced;
+  synced.sync = true;
+  if (s.ok()) s = db_->Write(synced, &batch);
+  if (!s.ok()) return Status(ErrorCode::kStorage, "upgrading the format: " + s.ToString());
+  if (chats > 0) NLOG_INFO("event=upgraded shard=%u format=%llu chats=%zu", shard_,
+                           static_cast<unsigned long long>(kFormat), chats);
+  return Status::Ok();
+}
 
 Status Store::Backup(const std::string& path, uint64_t* records, uint64_t* bytes) {
   *records = *bytes = 0;
@@ -365,6 +419,19 @@ void Store::NoteMessageInChat(UserId owner, UserId peer, const Message& m,
     c.last_text = m.text;
   }
   if (m.from != owner && m.id > c.read_upto) ++c.unread;
+  WriteChat(owner, peer, c, b);
+}
+
+void Store::WriteChat(UserId owner, UserId peer, const ChatRecord& c, BatchState* b) {
+  std::string key = ChatKey(owner, peer);
+  ChatRecord before;
+  bool existed = ReadRecord(key, *b, &before);
+  if (!existed || before.last_id != c.last_id) {
+    // The r keys are read only after the commit (ReadChats), never through
+    // the batch's own view.
+    if (existed) b->writes.Delete(RecentChatKey(owner, before.last_id, peer));
+    b->writes.Put(RecentChatKey(owner, c.last_id, peer), "");
+  }
   WriteRecord(key, c, b);
 }
 
@@ -412,7 +479,7 @@ bool Store::ApplyHandoff(const Deliver& d, BatchState* b, Effects* e) {
       if (d.id <= mark) return false;
       mark = d.id;
       if (seen && c.delivered_upto < d.id) c.delivered_upto = d.id;
-      WriteRecord(key, c, b);
+      WriteChat(d.target, d.by, c, b);
       Message about;
       about.id = d.id;
       about.from = d.target;
@@ -600,7 +667,7 @@ void Store::HandleSeen(Request* r, BatchState* b, Effects* e) {
   if (rq.id > c.read_upto) {
     c.read_upto = rq.id;
     c.unread = CountUnread(h.user, rq.peer, rq.id, *b);
-    WriteRecord(key, c, b);
+    WriteChat(h.user, rq.peer, c, b);
     // The user's other devices learn it too (they may show unread counts).
     done.seq = NextSeq(h.user);
     Event ev = ChangeEvent(EventKind::kSeen, h.user, done.seq, copy.message);
@@ -652,6 +719,7 @@ void Store::FinishSync(Request* r, Seq after) {
   ReadSeq(CursorKey(h.user, h.device), none, &reply.cursor);
   reply.head = Head(h.user);
   std::string prefix = MailboxPrefix(h.user);
+  PageBudget budget;
   std::unique_ptr<leveldb::Iterator> it(db_->NewIterator({}));
   for (it->Seek(MailboxKey(h.user, Seq(after.value + 1)));
        it->Valid() && HasPrefix(it->key(), prefix); it->Next()) {
@@ -666,6 +734,10 @@ void Store::FinishSync(Request* r, Seq after) {
       NLOG_ERROR("event=corrupt-value shard=%u user=%llu", shard_,
                  static_cast<unsigned long long>(h.user.value));
       return;
+    }
+    if (!budget.Fits(ev)) {
+      reply.more = true;
+      break;
     }
     reply.events.push_back(std::move(ev));
   }
@@ -690,10 +762,14 @@ void Store::ReadHistory(Request* r) {
   ChatRecord chat;
   ReadRecord(ChatKey(h.user, q.peer), none, &chat);
   std::string prefix = MessagePrefix(h.user, q.peer);
+  PageBudget budget;
   std::unique_ptr<leveldb::Iterator> it(db_->NewIterator({}));
+  // Adds the message under the iterator to the page; false if the page is
+  // full (another message lies beyond it: more).
   auto take = [&]() -> bool {
+    if (reply.messages.size() >= limit) return false;
     StoredMessage copy;
-    if (!Unpack(it->value().ToString(), &copy)) return false;
+    if (!Unpack(it->value().ToString(), &copy)) return true;
     HistoryItem item;
     item.message = std::move(copy.message);
     for (const ReactionRecord& rr : copy.reactions) {
@@ -707,6 +783,7 @@ void Store::ReadHistory(Request* r) {
       item.delivered = true;
       item.seen = id <= chat.read_upto;
     }
+    if (!budget.Fits(item)) return false;
     reply.messages.push_back(std::move(item));
     return true;
   };
@@ -715,11 +792,10 @@ void Store::ReadHistory(Request* r) {
     if (q.bound < UINT64_MAX) {
       for (it->Seek(MessageKey(h.user, q.peer, MessageId(q.bound + 1)));
            it->Valid() && HasPrefix(it->key(), prefix); it->Next()) {
-        if (reply.messages.size() >= limit) {
+        if (!take()) {
           reply.more = true;
           break;
         }
-        take();
       }
     }
   } else {
@@ -736,11 +812,10 @@ void Store::ReadHistory(Request* r) {
     // The key at `upper` itself (UINT64_MAX) is never a message id.
     for (; it->Valid() && HasPrefix(it->key(), prefix); it->Prev()) {
       if (GetBigEndian(it->key().data() + prefix.size()) >= upper) continue;
-      if (reply.messages.size() >= limit) {
+      if (!take()) {
         reply.more = true;
         break;
       }
-      take();
     }
     std::reverse(reply.messages.begin(), reply.messages.end());
   }
@@ -749,32 +824,48 @@ void Store::ReadHistory(Request* r) {
 
 void Store::ReadChats(Request* r) {
   const Header& h = r->frame.header;
+  Chats q;
+  Status s = DecodeBody(r->frame, &q);
+  if (!s.ok()) {
+    r->reply = EncodeError(h, s);
+    return;
+  }
   ChatsReply reply;
-  std::string prefix = ChatPrefix(h.user);
+  PageBudget budget;
+  BatchState none;
+  // Backwards through the r keys from just below the cursor: the most
+  // recent conversation first.
+  std::string prefix = RecentChatPrefix(h.user);
   std::unique_ptr<leveldb::Iterator> it(db_->NewIterator({}));
-  for (it->Seek(prefix); it->Valid() && HasPrefix(it->key(), prefix) &&
-                         reply.chats.size() < kMaxChats;
-       it->Next()) {
+  it->Seek(RecentChatKey(h.user, q.before_id, q.before_peer));
+  if (it->Valid()) {
+    it->Prev();
+  } else {
+    it->SeekToLast();
+  }
+  for (; it->Valid() && HasPrefix(it->key(), prefix); it->Prev()) {
+    if (it->key().size() != prefix.size() + 16) continue;
+    MessageId last_id(GetBigEndian(it->key().data() + prefix.size()));
+    UserId peer(GetBigEndian(it->key().data() + prefix.size() + 8));
     ChatRecord c;
-    if (it->key().size() != prefix.size() + 8 ||
-        !Unpack(it->value().ToString(), &c)) {
-      continue;
+    if (!ReadRecord(ChatKey(h.user, peer), none, &c) || c.last_id != last_id) {
+      continue;  // not where the conversation is now
     }
     ChatItem item;
-    item.peer = UserId(GetBigEndian(it->key().data() + prefix.size()));
+    item.peer = peer;
     item.last_id = c.last_id;
     item.last_ts = c.last_ts;
     item.last_from = c.last_from;
-    item.last_text = c.last_text;
+    item.last_text = std::move(c.last_text);
     item.unread = c.unread;
     item.delivered = c.delivered_upto;
     item.seen = c.seen_upto;
+    if (reply.chats.size() >= kMaxChatsPage || !budget.Fits(item)) {
+      reply.more = true;
+      break;
+    }
     reply.chats.push_back(std::move(item));
   }
-  std::stable_sort(reply.chats.begin(), reply.chats.end(),
-                   [](const ChatItem& a, const ChatItem& b) {
-                     return a.last_ts > b.last_ts;
-                   });
   r->reply = EncodeReply(h, MsgType::kChatsReply, reply);
 }
 

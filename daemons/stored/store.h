@@ -78,8 +78,8 @@ bool UnpackValue(const std::string& bytes, T* out) {
     size_t offset = 0;
     msgpack::object_handle h =
         msgpack::unpack(bytes.data(), bytes.size(), offset, nullptr, nullptr,
-                        msgpack::unpack_limit(4096, 256, kMaxFrameBytes,
-                                              kMaxFrameBytes, 0, 8));
+                        msgpack::unpack_limit(4096, 256, kMaxDaemonFrameBytes,
+                                              kMaxDaemonFrameBytes, 0, 8));
     if (offset != bytes.size()) return false;
     h.get().convert(*out);
     return true;
@@ -178,6 +178,11 @@ class Store {
                      const BatchState& b, StoredMessage* copy);
   void NoteMessageInChat(UserId owner, UserId peer, const Message& m,
                          BatchState* b);
+  // Writes the owner's conversation with peer and keeps its place among
+  // the owner's conversations by recency (the r keys).
+  void WriteChat(UserId owner, UserId peer, const ChatRecord& c, BatchState* b);
+  // Gives a database of an older format what this one needs (at Open).
+  Status Upgrade();
   bool SetReaction(StoredMessage* copy, UserId user,
                    const std::optional<std::string>& emoji, uint64_t version);
   uint64_t CountUnread(UserId user, UserId peer, MessageId after,

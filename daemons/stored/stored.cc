@@ -54,24 +54,24 @@ Status Stored::Start() {
   if (!s.ok()) return s;
   s = keys_.Start(ctx_);
   if (!s.ok()) return s;
-  requests_ = MakeSocket(ctx_, zmq::socket_type::router);
+  requests_ = MakeDaemonSocket(ctx_, zmq::socket_type::router);
   SetCurveServer(requests_, keys_.identity(), kZapDomainShard, listen_);
-  handoff_ = MakeSocket(ctx_, zmq::socket_type::dealer);
-  events_ = MakeSocket(ctx_, zmq::socket_type::push, 0);
+  handoff_ = MakeDaemonSocket(ctx_, zmq::socket_type::dealer);
+  events_ = MakeDaemonSocket(ctx_, zmq::socket_type::push, 0);
   handoff_.set(zmq::sockopt::immediate, 1);
   events_.set(zmq::sockopt::immediate, 1);
-  watch_ = std::make_unique<HandshakeWatch>(ctx_);
+  watch_ = std::make_unique<LinkWatch>(ctx_);
   watch_->Add(handoff_, "routed");
   watch_->Add(events_, "notifyd");
   try {
     PrepareEndpoint(listen_);
     requests_.bind(listen_);
     for (const auto& ep : routed_) {
-      s = ConnectTo(handoff_, keys_.identity(), ep);
+      s = watch_->Connect(handoff_, keys_.identity(), ep);
       if (!s.ok()) return s;
     }
     for (const auto& ep : notifyd_) {
-      s = ConnectTo(events_, keys_.identity(), ep);
+      s = watch_->Connect(events_, keys_.identity(), ep);
       if (!s.ok()) return s;
     }
   } catch (const zmq::error_t& e) {
@@ -97,6 +97,7 @@ void Stored::RunOnce(int timeout_ms) {
   if (items[1].revents & ZMQ_POLLIN) TakeAcks();
   if (store_->is_open()) RetryHandoffs();
   if (backup_) FinishBackup(false);
+  watch_->Check();
 }
 
 bool Stored::Control(const Frame& request, const ControlServer::Reply& reply) {
@@ -169,6 +170,9 @@ void Stored::Stats(MetricSet* set) {
   set->Counter("natter_stored_handoffs_sent_total", "Hand-offs sent to other shards (also resent ones).",
                static_cast<double>(handoffs_sent_));
   set->Counter("natter_stored_backups_total", "Backups made.", static_cast<double>(backups_));
+  set->Counter("natter_stored_relinks_total",
+               "Links to routed and notifyd connected again after they ended for good.",
+               static_cast<double>(watch_ ? watch_->relinks() : 0));
   set->Gauge("natter_stored_handoffs_pending", "Hand-offs waiting for their acknowledgement, in memory.",
              static_cast<double>(pending_.size()));
   set->Gauge("natter_stored_handoffs_spilled",

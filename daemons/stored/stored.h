@@ -104,7 +104,7 @@ class Stored : public Service {
   std::deque<std::pair<Clock::time_point, uint64_t>> due_;
   bool spilled_ = false;  // the outbox holds hand-offs not in pending_
   Clock::time_point next_reopen_{};
-  std::unique_ptr<HandshakeWatch> watch_;
+  std::unique_ptr<LinkWatch> watch_;  // the links to routed and notifyd
 
   struct BackupJob {
     std::thread thread;

@@ -92,6 +92,17 @@ class Terminal {
   std::string tmux_;
 };
 
+// /quit: natter chat exits 0 having said nothing on stderr (the command
+// of the terminal writes chat.exit and chat.err in the cell's folder).
+void QuitCleanly(Terminal* term, const TestCell& cell) {
+  term->Type("/quit", true);
+  CHECK(Terminal::ExitStatus(cell.dir() + "/chat.exit") == 0);
+  std::ifstream err(cell.dir() + "/chat.err");
+  std::stringstream err_text;
+  err_text << err.rdbuf();
+  CHECK(err_text.str().empty());
+}
+
 std::vector<std::string> ScreenLines(const std::string& screen) {
   std::vector<std::string> lines;
   std::istringstream in(screen);
@@ -281,12 +292,29 @@ TEST_CASE("natter chat in a terminal: history, live messages, receipts, reaction
   term.Type("/react 999 👍", true);
   CHECK(term.WaitForText("there is no message [999]").find("[999]") != std::string::npos);
 
-  term.Type("/quit", true);
-  CHECK(Terminal::ExitStatus(cell.dir() + "/chat.exit") == 0);
-  std::ifstream err(cell.dir() + "/chat.err");
-  std::stringstream err_text;
-  err_text << err.rdbuf();
-  CHECK(err_text.str().empty());
+  QuitCleanly(&term, cell);
+}
+
+TEST_CASE("natter chat's /chats shows every page of long conversations") {
+  TestCell cell(1);
+  UserId alice(1);
+  auto laptop = Open(cell, alice, "laptop");
+  // 70 conversations whose last messages take some 290 KB: several pages.
+  // The first one begun is the last listed, on the last page.
+  for (uint64_t peer = 5000; peer < 5070; ++peer) {
+    laptop->client->Send(UserId(peer), "to " + std::to_string(peer) + " " +
+                                           std::string(kMaxTextBytes - 8, 'x'));
+  }
+  PollUntil({laptop.get()}, [&] { return laptop->client->SendsInFlight() == 0; }, 30);
+  REQUIRE(laptop->Count(Incoming::Kind::kProcessed) == 70);
+  Terminal term(cell.dir(), cell.NatterArgs(alice.value) + " chat 2 2>" + cell.dir() +
+                                "/chat.err; echo $? >" + cell.dir() + "/chat.exit");
+  term.WaitForText("-- no messages yet");
+  term.Type("/chats", true);
+  // (The first pages scroll out of the terminal's 2000 lines.)
+  std::string screen = term.WaitForText("   5000 unread 0");
+  CHECK(screen.find("   5000 unread 0") != std::string::npos);
+  QuitCleanly(&term, cell);
 }
 
 TEST_CASE("natter chat reconnects by itself after frontd restarts and shows what it missed") {
@@ -439,6 +467,7 @@ TEST_CASE("natter rpc through a pipe: a reply for each request by id, events as 
   nlohmann::json chats = rpc.Reply(0);
   INFO(chats.dump());
   REQUIRE(chats["result"]["chats"].is_array());
+  CHECK(chats["result"]["more"] == false);
 
   MessageId from_bob = SendAndWait(phone.get(), alice, "hello bot");
   nlohmann::json event = rpc.WaitFor([](const nlohmann::json& j) {

@@ -52,6 +52,14 @@ TEST_CASE("natter rpc reads ids as numbers or strings of digits, and the history
   CHECK(c.history.bound == 99);
   c = ParseRpcLine(R"({"id":1,"method":"chats"})");
   CHECK(c.error == 0);
+  CHECK(c.chats.before_id == Chats().before_id);
+  c = ParseRpcLine(
+      R"({"id":1,"method":"chats","params":{"before":"384907391021350912","before_peer":7}})");
+  CHECK(c.error == 0);
+  CHECK(c.chats.before_id == MessageId(384907391021350912ULL));
+  CHECK(c.chats.before_peer == UserId(7));
+  CHECK(ParseRpcLine(R"({"id":1,"method":"chats","params":{"before":"5"}})").error ==
+        kRpcInvalidParams);
 }
 
 TEST_CASE("natter rpc turns a bad line into the error it replies with") {

@@ -19,6 +19,12 @@ Status Decode(const std::string& bytes, Frame* f) {
   return DecodeFrame(bytes.data(), bytes.size(), f);
 }
 
+// A chats reply as natter-stored sent it before `more`.
+struct OldChatsReply {
+  std::vector<ChatItem> chats;
+  MSGPACK_DEFINE_ARRAY(chats);
+};
+
 }  // namespace
 
 TEST_CASE("a send frame survives encoding and decoding unchanged") {
@@ -137,4 +143,31 @@ TEST_CASE("malformed bytes are rejected, never crash") {
     Send s;
     CHECK(DecodeBody(f, &s).code() == ErrorCode::kMalformed);
   }
+}
+
+TEST_CASE("chats and its reply decode without their optional trailing elements") {
+  // An older client's chats request is [] (the newest page); an older
+  // shard's reply has no `more`.
+  Frame f;
+  REQUIRE(Decode(EncodeFrame(MakeHeader(MsgType::kChats), Empty()), &f).ok());
+  Chats q;
+  REQUIRE(DecodeBody(f, &q).ok());
+  CHECK(q.before_id == MessageId(UINT64_MAX));
+  CHECK(q.before_peer == UserId(UINT64_MAX));
+
+  OldChatsReply old;
+  old.chats.resize(2);
+  REQUIRE(Decode(EncodeFrame(MakeHeader(MsgType::kChatsReply), old), &f).ok());
+  ChatsReply reply;
+  REQUIRE(DecodeBody(f, &reply).ok());
+  CHECK(reply.chats.size() == 2);
+  CHECK_FALSE(reply.more);
+}
+
+TEST_CASE("EncodedSize counts what EncodeFrame writes") {
+  Event ev;
+  ev.text = std::string(5000, 'y');
+  ev.emoji = "👍";
+  Header h = MakeHeader(MsgType::kEvent);
+  CHECK(EncodedSize(h) + EncodedSize(ev) + 1 == EncodeFrame(h, ev).size());
 }

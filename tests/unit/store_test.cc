@@ -1,10 +1,14 @@
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cstdlib>
 #include <map>
+#include <memory>
 #include <set>
 #include <string>
 #include <thread>
+
+#include <leveldb/iterator.h>
 
 #include "common/shard.h"
 #include "daemons/stored/keys.h"
@@ -57,17 +61,25 @@ T ReplyAs(const Request& r, MsgType expect) {
   return body;
 }
 
+// Applies one request, alone in its batch; a page it answers with fits
+// its byte budget.
+Request ApplyOne(Store& store, Request r) {
+  std::vector<Request> batch;
+  batch.push_back(std::move(r));
+  Effects e;
+  REQUIRE(store.Apply(&batch, &e).ok());
+  CHECK(batch[0].reply.size() <= kMaxPageBytes + 1024);
+  return std::move(batch[0]);
+}
+
 SyncReply SyncFrom(Store& store, UserId user, const std::string& device,
                    bool from_cursor, Seq after, uint32_t limit = 100) {
   Sync s;
   s.from_cursor = from_cursor;
   s.after = after;
   s.limit = limit;
-  std::vector<Request> batch;
-  batch.push_back(Make(MsgType::kSync, user, device, s));
-  Effects e;
-  REQUIRE(store.Apply(&batch, &e).ok());
-  return ReplyAs<SyncReply>(batch[0], MsgType::kSyncReply);
+  return ReplyAs<SyncReply>(ApplyOne(store, Make(MsgType::kSync, user, device, s)),
+                            MsgType::kSyncReply);
 }
 
 // Two users that live on different shards of a map of n.
@@ -378,16 +390,14 @@ HistoryReply HistoryOf(Store& store, UserId user, UserId peer, HistoryMode mode,
   q.mode = static_cast<uint8_t>(mode);
   q.bound = bound;
   q.limit = limit;
-  std::vector<Request> batch;
-  batch.push_back(Ask(MsgType::kHistory, user, "phone", q));
-  Effects e;
-  REQUIRE(store.Apply(&batch, &e).ok());
-  return ReplyAs<HistoryReply>(batch[0], MsgType::kHistoryReply);
+  return ReplyAs<HistoryReply>(ApplyOne(store, Ask(MsgType::kHistory, user, "phone", q)),
+                               MsgType::kHistoryReply);
 }
 
-MessageId SendOne(Store& store, UserId from, UserId to, const std::string& cmid) {
+MessageId SendOne(Store& store, UserId from, UserId to, const std::string& cmid,
+                  const std::string& text = "hi") {
   std::vector<Request> batch;
-  batch.push_back(StoreMsg(from, to, cmid));
+  batch.push_back(StoreMsg(from, to, cmid, text));
   Effects e;
   REQUIRE(store.Apply(&batch, &e).ok());
   return ReplyAs<Processed>(batch[0], MsgType::kProcessed).id;
@@ -541,4 +551,139 @@ TEST_CASE("a full head cache never makes a batch hand out a seq twice") {
   next.push_back(StoreMsg(UserId(1), UserId(1), "later"));
   REQUIRE(store.Apply(&next, &e).ok());
   CHECK(ReplyAs<Processed>(next[0], MsgType::kProcessed).seq == Seq(4));
+}
+
+namespace {
+
+ChatsReply ChatsOf(Store& store, UserId user, const Chats& query = Chats()) {
+  return ReplyAs<ChatsReply>(ApplyOne(store, Make(MsgType::kChats, user, "phone", query)),
+                             MsgType::kChatsReply);
+}
+
+const std::string kLongText(kMaxTextBytes, 'x');
+
+}  // namespace
+
+TEST_CASE("a sync page ends within its byte budget and says more") {
+  TempDir dir;
+  Store store(0, 1);
+  REQUIRE(store.Open(dir.path() + "/db").ok());
+  // 64 notes-to-self of 4 KB: 256 KiB of text, more than a client takes.
+  std::vector<Request> batch;
+  for (int i = 0; i < 64; ++i) {
+    batch.push_back(StoreMsg(UserId(5), UserId(5), "n" + std::to_string(i), kLongText));
+  }
+  Effects e;
+  REQUIRE(store.Apply(&batch, &e).ok());
+  Seq after;
+  int pages = 0;
+  for (;;) {
+    SyncReply page = SyncFrom(store, UserId(5), "d", false, after, kMaxSyncPage);
+    REQUIRE_FALSE(page.events.empty());
+    ++pages;
+    for (const Event& ev : page.events) CHECK(ev.seq == Seq(++after.value));
+    if (!page.more) break;
+  }
+  CHECK(after == Seq(64));
+  CHECK(pages >= 2);
+}
+
+TEST_CASE("a history page ends within its byte budget, in both directions") {
+  TempDir dir;
+  Store store(0, 1);
+  REQUIRE(store.Open(dir.path() + "/db").ok());
+  std::vector<MessageId> ids;
+  std::vector<Request> batch;
+  for (int i = 0; i < 100; ++i) {
+    batch.push_back(StoreMsg(UserId(1), UserId(2), "h" + std::to_string(i), kLongText));
+  }
+  Effects e;
+  REQUIRE(store.Apply(&batch, &e).ok());
+  for (const Request& r : batch) ids.push_back(ReplyAs<Processed>(r, MsgType::kProcessed).id);
+  auto page = [&](HistoryMode mode, uint64_t bound) {
+    return HistoryOf(store, UserId(1), UserId(2), mode, bound, kMaxHistoryPage);
+  };
+  // Back from the newest: each page is the one before the last's oldest.
+  std::vector<MessageId> back;
+  int pages = 0;
+  for (HistoryReply p = page(HistoryMode::kLatest, 0);;) {
+    REQUIRE_FALSE(p.messages.empty());
+    ++pages;
+    std::vector<MessageId> these;
+    for (const auto& item : p.messages) these.push_back(item.message.id);
+    back.insert(back.begin(), these.begin(), these.end());
+    if (!p.more) break;
+    p = page(HistoryMode::kBefore, these.front().value);
+  }
+  CHECK(back == ids);
+  CHECK(pages >= 3);  // 400 KiB of text
+  // Forward from the start.
+  std::vector<MessageId> forward;
+  for (HistoryReply p = page(HistoryMode::kAfter, 0);;) {
+    REQUIRE_FALSE(p.messages.empty());
+    for (const auto& item : p.messages) forward.push_back(item.message.id);
+    if (!p.more) break;
+    p = page(HistoryMode::kAfter, forward.back().value);
+  }
+  CHECK(forward == ids);
+}
+
+TEST_CASE("chats come most recent first, page by page within the byte budget") {
+  TempDir dir;
+  Store store(0, 1);
+  REQUIRE(store.Open(dir.path() + "/db").ok());
+  // 70 conversations of long messages, begun in an order unlike the peers'.
+  std::vector<UserId> peers;
+  for (uint64_t i = 0; i < 70; ++i) peers.push_back(UserId(1000 + (i * 37) % 70));
+  for (UserId p : peers) SendOne(store, UserId(9), p, "to" + std::to_string(p.value), kLongText);
+  // Then an old one becomes the most recent again.
+  SendOne(store, UserId(9), peers[3], "again", kLongText);
+  std::vector<UserId> expect(peers.rbegin(), peers.rend());
+  expect.erase(std::find(expect.begin(), expect.end(), peers[3]));
+  expect.insert(expect.begin(), peers[3]);
+
+  std::vector<UserId> got;
+  int pages = 0;
+  Chats query;
+  for (;;) {
+    ChatsReply page = ChatsOf(store, UserId(9), query);
+    REQUIRE_FALSE(page.chats.empty());
+    ++pages;
+    for (const ChatItem& c : page.chats) got.push_back(c.peer);
+    if (!page.more) break;
+    query.before_id = page.chats.back().last_id;
+    query.before_peer = page.chats.back().peer;
+  }
+  CHECK(got == expect);
+  CHECK(pages >= 2);
+  // A request without a cursor (an older client's []) is the newest page.
+  ChatsReply first = ReplyAs<ChatsReply>(
+      ApplyOne(store, Make(MsgType::kChats, UserId(9), "phone", Empty())), MsgType::kChatsReply);
+  REQUIRE_FALSE(first.chats.empty());
+  CHECK(first.chats[0].peer == peers[3]);
+  CHECK(first.more);
+}
+
+TEST_CASE("a database from before the chats' recency index gets it when opened") {
+  TempDir dir;
+  std::string path = dir.path() + "/db";
+  {
+    Store store(0, 1);
+    REQUIRE(store.Open(path).ok());
+    for (uint64_t p = 1; p <= 5; ++p) SendOne(store, UserId(9), UserId(100 + p), "c" + std::to_string(p));
+    // Make it as an older natter-stored left it: no r keys, no format.
+    leveldb::WriteBatch older;
+    std::unique_ptr<leveldb::Iterator> it(store.db()->NewIterator({}));
+    for (it->SeekToFirst(); it->Valid(); it->Next()) {
+      char prefix = it->key()[0];
+      if (prefix == 'r' || prefix == 'v') older.Delete(it->key());
+    }
+    REQUIRE(store.db()->Write({}, &older).ok());
+    CHECK(ChatsOf(store, UserId(9)).chats.empty());
+  }
+  Store store(0, 1);
+  REQUIRE(store.Open(path).ok());
+  std::vector<UserId> got;
+  for (const ChatItem& c : ChatsOf(store, UserId(9)).chats) got.push_back(c.peer);
+  CHECK(got == std::vector<UserId>{UserId(105), UserId(104), UserId(103), UserId(102), UserId(101)});
 }
