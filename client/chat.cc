@@ -315,7 +315,7 @@ void ChatView::Take(const Incoming& in) {
       }
       std::string block = "-- your chats (peer, unread, last message):";
       for (const ChatItem& c : in.chats.chats) {
-        block += "\n   " + Printable(ToText(c, client_->user()));
+        block += "\n   " + ToText(c, client_->user());
       }
       print_(block);
       return;

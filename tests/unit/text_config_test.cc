@@ -32,6 +32,45 @@ TEST_CASE("durations read like 90s, 15m, 24h, 7d") {
   CHECK_FALSE(ParseDuration("99999999999999999999d"));
 }
 
+TEST_CASE("text from others shows as one line: control characters become visible escapes") {
+  // A forged second line, a carriage return, a terminal title, a cleared
+  // screen.
+  CHECK(Printable("hi\n2 -> 1: fake\rback \x1b]0;pwned\x07 \x1b[2J") ==
+        "hi\\n2 -> 1: fake\\rback \\x1b]0;pwned\\x07 \\x1b[2J");
+  CHECK(Printable("a\tb\x7f") == "a\\tb\\x7f");
+  CHECK(Printable(std::string("nul\0", 4)) == "nul\\x00");
+  // C1 (a CSI, a NEL), the line and paragraph separators, bidi controls.
+  CHECK(Printable("\xC2\x9B" "2J \xC2\x85") == "\\u009b2J \\u0085");
+  CHECK(Printable("a\xE2\x80\xA8" "b\xE2\x80\xA9" "c") == "a\\u2028b\\u2029c");
+  CHECK(Printable("\xE2\x80\xAE" "txt.exe \xE2\x81\xA6" "x \xD8\x9C" "y \xE2\x80\x8F") ==
+        "\\u202etxt.exe \\u2066x \\u061cy \\u200f");
+  // A byte that is not UTF-8.
+  CHECK(Printable("\xff\xc3") == "\\xff\\xc3");
+  // Everything else stands for itself: letters, emoji with their joiners,
+  // a no-break space, a backslash.
+  CHECK(Printable("héllo 中文 👋") == "héllo 中文 👋");
+  CHECK(Printable("👨\u200D👩\u200D👧") == "👨\u200D👩\u200D👧");
+  CHECK(Printable("a\u00A0b") == "a\u00A0b");
+  CHECK(Printable("C:\\x1b") == "C:\\x1b");
+  CHECK(Printable("say \"hi\"\\", "\"\\") == "say \\\"hi\\\"\\\\");
+  // Whatever the bytes, what comes out is one line without a control byte,
+  // and escaping it again changes nothing.
+  for (int b = 0; b < 256; ++b) {
+    for (const std::string& s : {std::string(1, static_cast<char>(b)),
+                                 std::string("\xC2") + static_cast<char>(b),
+                                 std::string("\xE2\x80") + static_cast<char>(b)}) {
+      std::string out = Printable(s);
+      INFO(b);
+      for (size_t i = 0; i < out.size();) {
+        char32_t c;
+        REQUIRE(NextCodePoint(out, &i, &c));
+        CHECK_FALSE(IsControlChar(c));
+      }
+      CHECK(Printable(out) == out);
+    }
+  }
+}
+
 TEST_CASE("a send is checked before it goes further") {
   Send s;
   s.client_msg_id = "c";

@@ -551,7 +551,7 @@ int main(int argc, char** argv) {
   try {
     return natter::ctl::Main(argc, argv);
   } catch (const natter::ctl::Exit& e) {
-    std::cerr << "natterctl: " << e.message << "\n";
+    std::cerr << "natterctl: " << natter::Printable(e.message) << "\n";
     return e.code;
   } catch (const std::exception& e) {
     std::cerr << "natterctl: " << e.what() << "\n";
