@@ -141,7 +141,7 @@ Status DaemonKeys::Start(zmq::context_t& ctx) {
   Status s = zap_->Start(peer_keys_);
   if (!s.ok()) return Status(ErrorCode::kBadRequest, "peer-keys: " + s.message());
   NLOG_INFO("event=curve public_key=%s peer_keys=%zu",
-            CurveKeyHex(identity_.public_key).c_str(), zap_->key_count());
+            LogValue(CurveKeyHex(identity_.public_key)).c_str(), zap_->key_count());
   return Status::Ok();
 }
 
@@ -151,8 +151,8 @@ void DaemonKeys::Reload() {
   if (s.ok()) {
     NLOG_INFO("event=peer-keys-reloaded keys=%zu", zap_->key_count());
   } else {
-    NLOG_ERROR("event=peer-keys-reload-failed error=\"%s\" kept=%zu",
-               s.message().c_str(), zap_->key_count());
+    NLOG_ERROR("event=peer-keys-reload-failed error=%s kept=%zu",
+               LogValue(s.message()).c_str(), zap_->key_count());
   }
 }
 
@@ -245,8 +245,8 @@ void ZapHandler::Run() {
         std::lock_guard<std::mutex> lock(mutex_);
         ok = allowed_.count(key) > 0;
         if (!ok) {
-          NLOG_WARN("event=peer-refused address=%s key=%s", address.c_str(),
-                    CurveKeyHex(key).c_str());
+          NLOG_WARN("event=peer-refused address=%s key=%s", LogValue(address).c_str(),
+                    LogValue(CurveKeyHex(key)).c_str());
         }
       }
     }

@@ -12,6 +12,8 @@
 #include <mutex>
 #include <sys/time.h>
 
+#include "common/text.h"
+
 namespace natter {
 namespace {
 
@@ -71,20 +73,27 @@ void LogReopen() {
   }
   if (path.empty()) return;
   if (!LogToFile(path)) {
-    Logf(LogLevel::kError, "event=log-reopen-failed path=%s error=\"%s\"",
-         path.c_str(), std::strerror(errno));
+    Logf(LogLevel::kError, "event=log-reopen-failed path=%s error=%s",
+         LogValue(path).c_str(), LogValue(std::strerror(errno)).c_str());
   }
 }
 
 bool LogEnabled(LogLevel level) { return static_cast<int>(level) >= g_level; }
 
+std::string LogValue(std::string_view value) {
+  if (IsPlainWord(value)) return std::string(value);
+  return "\"" + Printable(value, "\"\\") + "\"";
+}
+
 void Logf(LogLevel level, const char* fmt, ...) {
   if (!LogEnabled(level)) return;
-  char line[2048];
+  char formatted[2048];
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(line, sizeof line, fmt, ap);
+  vsnprintf(formatted, sizeof formatted, fmt, ap);
   va_end(ap);
+  const std::string safe = Printable(formatted);
+  const char* line = safe.c_str();
   if (g_syslog) {
     static const int kPriority[] = {LOG_DEBUG, LOG_INFO, LOG_WARNING, LOG_ERR};
     syslog(kPriority[static_cast<int>(level)], "level=%s %s", LevelName(level),

@@ -72,6 +72,16 @@ std::string Printable(std::string_view text, std::string_view also) {
   return out;
 }
 
+bool IsPlainWord(std::string_view s) {
+  if (s.empty()) return false;
+  for (char c : s) {
+    bool plain = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+                 std::string_view("._:/@+-").find(c) != std::string_view::npos;
+    if (!plain) return false;
+  }
+  return true;
+}
+
 std::optional<uint64_t> ParseUint(std::string_view s) {
   if (s.empty() || s.size() > 19) return std::nullopt;
   uint64_t v = 0;

@@ -33,6 +33,10 @@ bool IsControlChar(char32_t c);
 // documents the form.
 std::string Printable(std::string_view text, std::string_view also = {});
 
+// Non-empty and only [A-Za-z0-9._:/@+-]: a word that needs no quoting in
+// a key=value log line and no escaping anywhere.
+bool IsPlainWord(std::string_view s);
+
 // "90s", "15m", "24h", "7d" (or a bare number of seconds) to seconds.
 std::optional<uint64_t> ParseDuration(std::string_view s);
 

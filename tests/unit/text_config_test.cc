@@ -3,6 +3,7 @@
 #include <fstream>
 
 #include "common/config.h"
+#include "common/log.h"
 #include "common/text.h"
 #include "common/validate.h"
 #include "tests/unit/temp_dir.h"
@@ -69,6 +70,20 @@ TEST_CASE("text from others shows as one line: control characters become visible
       CHECK(Printable(out) == out);
     }
   }
+}
+
+TEST_CASE("a log value is a plain word, or quoted with everything escaped") {
+  CHECK(LogValue("ipc:///tmp/cell/run/routed.sock") == "ipc:///tmp/cell/run/routed.sock");
+  CHECK(LogValue("tcp://127.0.0.1:7420") == "tcp://127.0.0.1:7420");
+  CHECK(LogValue("a1b2c3d4") == "a1b2c3d4");
+  CHECK(LogValue("phone-1@home+2") == "phone-1@home+2");
+  CHECK(LogValue("") == "\"\"");
+  CHECK(LogValue("no space left") == "\"no space left\"");
+  CHECK(LogValue("user=1") == "\"user=1\"");
+  CHECK(LogValue("x\nuser=1 event=forged \x1b[2J") ==
+        "\"x\\nuser=1 event=forged \\x1b[2J\"");
+  CHECK(LogValue("say \"hi\" \\ bye") == "\"say \\\"hi\\\" \\\\ bye\"");
+  CHECK(LogValue("téléphone") == "\"téléphone\"");
 }
 
 TEST_CASE("a send is checked before it goes further") {

@@ -83,3 +83,20 @@ TEST_CASE("malformed tokens are refused as malformed") {
   CHECK(v.Verify(std::string(5000, 'a'), 0, &out).code() ==
         ErrorCode::kTokenMalformed);
 }
+
+TEST_CASE("a key id the cell does not know is named in the refusal only when it could be one") {
+  SigningKey key = GenerateSigningKey(), other = GenerateSigningKey();
+  TokenVerifier v;
+  v.AddKey(key.id, key.public_key);
+  uint64_t now = static_cast<uint64_t>(std::time(nullptr));
+  TokenClaims out;
+  Status s = v.Verify(SignToken(Claims(7, now, 60), other), now, &out);
+  CHECK(s.code() == ErrorCode::kTokenUnknownKey);
+  CHECK(s.message().find(other.id) != std::string::npos);
+  // Anyone can write any key id: it reaches the refusal and the log only
+  // when it is a plain word.
+  other.id = "x\nuser=1 event=forged \x1b[2J";
+  s = v.Verify(SignToken(Claims(7, now, 60), other), now, &out);
+  CHECK(s.code() == ErrorCode::kTokenUnknownKey);
+  CHECK(s.message() == "token signed by an unknown key");
+}
