@@ -388,3 +388,13 @@ TEST_CASE("a token whose key id holds a newline and escape codes leaves nothing 
   CHECK(refusals == 1);
 }
 
+TEST_CASE("a device name holding a no-break space or a line separator or a bidi control is refused at hello") {
+  TestCell cell(1);
+  for (const char* device : {"my\xC2\xA0phone", "my\xE2\x80\xA8phone", "\xE2\x80\xAE" "enohp"}) {
+    INFO(device);
+    ClientOptions o = cell.Options(1, device);
+    o.timeout_ms = 5000;
+    CHECK(Client(o).Connect().code() == ErrorCode::kBadRequest);
+  }
+  CHECK(Client(cell.Options(1, "téléphone")).Connect().ok());
+}

@@ -86,6 +86,34 @@ TEST_CASE("a log value is a plain word, or quoted with everything escaped") {
   CHECK(LogValue("téléphone") == "\"téléphone\"");
 }
 
+TEST_CASE("a device name is a word of UTF-8: no spaces, control or invisible characters") {
+  for (const char* name : {"phone-1", "téléphone", "телефон", "手机", "📱", "a_b.c"}) {
+    INFO(name);
+    CHECK(ValidateDevice(name).ok());
+  }
+  CHECK(ValidateDevice(std::string(64, 'd')).ok());
+  for (const char* name :
+       {"", "has space", "tab\tbed", "new\nline", "esc\x1b[2J", "del\x7f",
+        "\xC2\x85" "nel", "\xC2\x9B" "csi", "no\xC2\xA0" "break", "line\xE2\x80\xA8" "sep",
+        "para\xE2\x80\xA9" "sep", "\xE2\x80\xAE" "enohp", "\xE2\x81\xA6" "iso",
+        "bom\xEF\xBB\xBF", "zero\xE2\x80\x8B" "width", "joiner\xE2\x81\xA0",
+        "ideo\xE3\x80\x80" "space", "em\xE2\x80\x83" "space", "ogham\xE1\x9A\x80",
+        "\xff"}) {
+    INFO(Printable(name));
+    CHECK(ValidateDevice(name).code() == ErrorCode::kBadRequest);
+  }
+  CHECK_FALSE(ValidateDevice(std::string(65, 'd')).ok());
+}
+
+TEST_CASE("an emoji may join characters but has no control characters") {
+  React r{UserId(2), MessageId(5), std::string("👨\u200D👩\u200D👧")};
+  CHECK(ValidateReact(r).ok());
+  for (const char* bad : {"\xE2\x80\xAE", "a\xE2\x80\xA8", "\x1b[2J", "\xC2\x9B"}) {
+    r.emoji = bad;
+    CHECK(ValidateReact(r).code() == ErrorCode::kBadData);
+  }
+}
+
 TEST_CASE("a send is checked before it goes further") {
   Send s;
   s.client_msg_id = "c";

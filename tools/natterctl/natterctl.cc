@@ -31,6 +31,7 @@
 #include "common/status.h"
 #include "common/text.h"
 #include "common/token.h"
+#include "common/validate.h"
 #include "tools/natterctl/cell.h"
 #include "tools/natterctl/supervisor.h"
 
@@ -424,8 +425,9 @@ int Token(const Args& a) {
   if (a.user == 0) throw Exit{EX_USAGE, "token: --user ID (a number above 0) is required"};
   auto ttl = ParseDuration(a.ttl);
   if (!ttl || *ttl == 0) throw Exit{EX_USAGE, "token: --ttl: '" + a.ttl + "' is not a duration (90s, 15m, 24h, 7d)"};
-  if (!a.device.empty() && (a.device.size() > 64 || a.device.find(' ') != std::string::npos)) {
-    throw Exit{EX_USAGE, "token: --device: 1 to 64 bytes, no spaces"};
+  if (!a.device.empty()) {
+    Status valid = ValidateDevice(a.device);
+    if (!valid.ok()) throw Exit{EX_USAGE, "token: --device: " + valid.message()};
   }
   CellPaths cell{a.dir};
   SigningKey key;
