@@ -94,16 +94,12 @@ std::optional<uint64_t> ParseUint(std::string_view s) {
 
 std::optional<uint64_t> ParseDuration(std::string_view s) {
   if (s.empty()) return std::nullopt;
-  uint64_t unit = 1;
-  switch (s.back()) {
-    case 's': unit = 1; break;
-    case 'm': unit = 60; break;
-    case 'h': unit = 3600; break;
-    case 'd': unit = 86400; break;
-    default: return ParseUint(s);
-  }
-  auto n = ParseUint(s.substr(0, s.size() - 1));
-  if (!n || *n > UINT64_MAX / unit) return std::nullopt;
+  static constexpr std::string_view kUnits = "smhd";
+  static constexpr uint64_t kUnitSeconds[] = {1, 60, 3600, 86400};
+  size_t u = kUnits.find(s.back());
+  uint64_t unit = u == std::string_view::npos ? 1 : kUnitSeconds[u];
+  auto n = ParseUint(u == std::string_view::npos ? s : s.substr(0, s.size() - 1));
+  if (!n || *n > kMaxDurationSeconds / unit) return std::nullopt;
   return *n * unit;
 }
 

@@ -37,7 +37,12 @@ std::string Printable(std::string_view text, std::string_view also = {});
 // a key=value log line and no escaping anywhere.
 bool IsPlainWord(std::string_view s);
 
-// "90s", "15m", "24h", "7d" (or a bare number of seconds) to seconds.
+// Durations: at most 100 years, so any std::chrono duration (nanoseconds
+// hold 292 years) takes one, added to now, without overflow.
+constexpr uint64_t kMaxDurationSeconds = 100ULL * 365 * 86400;
+
+// "90s", "15m", "24h", "7d" (or a bare number of seconds) to seconds;
+// nullopt past kMaxDurationSeconds.
 std::optional<uint64_t> ParseDuration(std::string_view s);
 
 // RFC 3339 (2026-11-27T18:00:00Z, 2026-11-27T19:00:00.5+01:00) or

@@ -155,6 +155,24 @@ TEST_CASE("natterctl refuses to overwrite a cell, and says how the cell is") {
   CHECK(stopped.code == 64);
 }
 
+TEST_CASE("natterctl token refuses a --ttl past its maximum or one that would overflow") {
+  TestCell cell(1);
+  TempDir scratch;
+  std::string token = BinPath("natterctl") + " token --dir " + cell.dir() + " --user 1";
+  for (const char* ttl : {"9999999999999d", "213503982334601d", "18446744073709551615",
+                          "3651d"}) {
+    INFO(ttl);
+    Result r = Run(scratch, token + " --ttl " + ttl);
+    CHECK(r.code == 64);
+    CHECK(Lines(r.err) == 1);
+    CHECK(r.out.empty());
+  }
+  Result longest = Run(scratch, token + " --ttl 3650d");
+  CHECK(longest.code == 0);
+  // A device the cell would refuse at hello is refused here too.
+  CHECK(Run(scratch, token + " --device \"$(printf 'a\\nb')\"").code == 64);
+}
+
 TEST_CASE("natterctl up and down start and stop a whole cell") {
   TempDir dir;
   TempDir scratch;

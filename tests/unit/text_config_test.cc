@@ -33,6 +33,16 @@ TEST_CASE("durations read like 90s, 15m, 24h, 7d") {
   CHECK_FALSE(ParseDuration("99999999999999999999d"));
 }
 
+TEST_CASE("a duration is at most 100 years, so no caller's arithmetic overflows") {
+  CHECK(ParseDuration("36500d") == kMaxDurationSeconds);
+  CHECK(ParseDuration("3153600000") == kMaxDurationSeconds);
+  CHECK_FALSE(ParseDuration("36501d"));
+  CHECK_FALSE(ParseDuration("3153600001"));
+  CHECK_FALSE(ParseDuration("9999999999999d"));
+  CHECK_FALSE(ParseDuration("213503982334602d"));  // past 2^64 seconds
+  CHECK_FALSE(ParseDuration("18446744073709551615"));
+}
+
 TEST_CASE("text from others shows as one line: control characters become visible escapes") {
   // A forged second line, a carriage return, a terminal title, a cleared
   // screen.

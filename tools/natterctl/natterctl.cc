@@ -61,6 +61,10 @@ const char kUsage[] =
 
 const char kDefaultListen[] = "tcp://127.0.0.1:7420";
 
+// The longest a token may live: a longer one is a mistake, and a token
+// that never expires is better made again when needed.
+constexpr uint64_t kMaxTokenTtlDays = 3650;  // ten years
+
 struct Args {
   std::string dir;
   std::string listen;
@@ -424,7 +428,10 @@ int Backup(const Args& a) {
 int Token(const Args& a) {
   if (a.user == 0) throw Exit{EX_USAGE, "token: --user ID (a number above 0) is required"};
   auto ttl = ParseDuration(a.ttl);
-  if (!ttl || *ttl == 0) throw Exit{EX_USAGE, "token: --ttl: '" + a.ttl + "' is not a duration (90s, 15m, 24h, 7d)"};
+  if (!ttl || *ttl == 0 || *ttl > kMaxTokenTtlDays * 86400) {
+    throw Exit{EX_USAGE, "token: --ttl: '" + a.ttl + "' is not a duration of 1s to " +
+                             std::to_string(kMaxTokenTtlDays) + "d (90s, 15m, 24h, 7d)"};
+  }
   if (!a.device.empty()) {
     Status valid = ValidateDevice(a.device);
     if (!valid.ok()) throw Exit{EX_USAGE, "token: --device: " + valid.message()};
