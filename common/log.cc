@@ -73,8 +73,9 @@ void LogReopen() {
   }
   if (path.empty()) return;
   if (!LogToFile(path)) {
+    const std::string error = std::strerror(errno);  // before LogValue allocates
     Logf(LogLevel::kError, "event=log-reopen-failed path=%s error=%s",
-         LogValue(path).c_str(), LogValue(std::strerror(errno)).c_str());
+         LogValue(path).c_str(), LogValue(error).c_str());
   }
 }
 
