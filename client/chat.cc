@@ -318,7 +318,7 @@ void ChatView::Take(const Incoming& in) {
       }
       for (const ChatItem& c : in.chats.chats) {
         if (!block.empty()) block += "\n";
-        block += "   " + Printable(ToText(c, client_->user()));
+        block += "   " + ToText(c, client_->user());
       }
       print_(block);
       // The other pages follow, each as it comes.

@@ -3,6 +3,8 @@
 #include <cstdio>
 #include <ctime>
 
+#include "common/text.h"
+
 namespace natter {
 namespace {
 
@@ -138,9 +140,9 @@ nlohmann::json ToJson(const ChatItem& c) {
 std::string ToText(const HistoryItem& item, UserId viewer) {
   const Message& m = item.message;
   std::string line = std::to_string(m.id.value) + " " + FormatTime(m.ts) + " " +
-                     std::to_string(m.from.value) + ": " + m.text;
+                     std::to_string(m.from.value) + ": " + Printable(m.text);
   for (const Reaction& r : item.reactions) {
-    line += " [" + std::to_string(r.user.value) + " " + r.emoji + "]";
+    line += " [" + std::to_string(r.user.value) + " " + Printable(r.emoji) + "]";
   }
   if (m.from == viewer) {
     line += item.seen ? " (seen)" : item.delivered ? " (delivered)" : " (sent)";
@@ -151,7 +153,7 @@ std::string ToText(const HistoryItem& item, UserId viewer) {
 std::string ToText(const ChatItem& c, UserId viewer) {
   std::string line = std::to_string(c.peer.value) + " unread " +
                      std::to_string(c.unread) + " " + FormatTime(c.last_ts) +
-                     " " + std::to_string(c.last_from.value) + ": " + c.last_text;
+                     " " + std::to_string(c.last_from.value) + ": " + Printable(c.last_text);
   if (c.last_from == viewer) {
     line += c.seen >= c.last_id ? " (seen)"
             : c.delivered >= c.last_id ? " (delivered)" : " (sent)";
@@ -165,7 +167,7 @@ std::string ToText(const Incoming& in) {
       return std::to_string(in.processed.id.value) +
              (in.trace != 0 ? " trace=" + TraceHex(in.trace) : "");
     case Incoming::Kind::kError:
-      return std::string("error: ") + in.error.message();
+      return "error: " + Printable(in.error.message());
     case Incoming::Kind::kOk:
       return "ok";
     case Incoming::Kind::kLink:
@@ -183,10 +185,10 @@ std::string ToText(const Incoming& in) {
   switch (static_cast<EventKind>(e.kind)) {
     case EventKind::kMessage:
       return FormatTime(e.ts) + " " + std::to_string(e.from.value) + " -> " +
-             std::to_string(e.to.value) + missed + ": " + e.text;
+             std::to_string(e.to.value) + missed + ": " + Printable(e.text);
     case EventKind::kReaction:
       return std::to_string(e.by.value) +
-             (e.emoji ? " reacted " + *e.emoji + " to " : " removed the reaction to ") +
+             (e.emoji ? " reacted " + Printable(*e.emoji) + " to " : " removed the reaction to ") +
              id + missed;
     case EventKind::kDelivered:
       return std::to_string(e.by.value) + " received up to " + id + missed;

@@ -1,6 +1,8 @@
 // How natter(1) shows what arrives: one JSON object a line (--json), or a
 // line of text for people.  Message ids are strings in JSON (they exceed
-// 2^53); user ids and ts are numbers.
+// 2^53); user ids and ts are numbers.  JSON holds texts exactly; a line of
+// text shows them through Printable, so each is one line that cannot
+// steer the terminal.
 #ifndef NATTER_CLIENT_JSON_EVENTS_H_
 #define NATTER_CLIENT_JSON_EVENTS_H_
 

@@ -10,25 +10,12 @@
 #include <cwchar>
 #include <stdexcept>
 
+#include "common/text.h"
+
 namespace natter {
 namespace {
 
 constexpr int kHistorySize = 1000;
-
-// One code point from UTF-8 at s[*i], advancing *i; U+FFFD for a bad
-// sequence.
-wchar_t NextCodePoint(const std::string& s, size_t* i) {
-  mbstate_t state{};
-  wchar_t wc = 0;
-  size_t n = std::mbrtowc(&wc, s.data() + *i, s.size() - *i, &state);
-  if (n == 0) n = 1;
-  if (n == static_cast<size_t>(-1) || n == static_cast<size_t>(-2)) {
-    *i += 1;
-    return 0xFFFD;
-  }
-  *i += n;
-  return wc;
-}
 
 int Width(wchar_t wc) {
   int w = ::wcwidth(wc);
@@ -39,25 +26,11 @@ int Width(wchar_t wc) {
 
 int DisplayWidth(const std::string& utf8) {
   int width = 0;
-  for (size_t i = 0; i < utf8.size();) width += Width(NextCodePoint(utf8, &i));
-  return width;
-}
-
-std::string Printable(const std::string& utf8) {
-  std::string out;
-  out.reserve(utf8.size());
   for (size_t i = 0; i < utf8.size();) {
-    size_t start = i;
-    wchar_t wc = NextCodePoint(utf8, &i);
-    if (wc == L'\n') {
-      out += "\n    ";
-    } else if (wc == 0xFFFD || wc < 0x20 || (wc >= 0x7f && wc < 0xa0)) {
-      out += "\xEF\xBF\xBD";  // U+FFFD
-    } else {
-      out.append(utf8, start, i - start);
-    }
+    char32_t c;
+    width += Width(NextCodePoint(utf8, &i, &c) ? static_cast<wchar_t>(c) : 0xFFFD);
   }
-  return out;
+  return width;
 }
 
 LineEditor::LineEditor(std::string prompt, std::string history_file, Wait wait)

@@ -74,11 +74,6 @@ class LineEditor {
 // Columns a UTF-8 string takes on a terminal (wide characters count 2).
 int DisplayWidth(const std::string& utf8);
 
-// Text from someone else made safe to print: control characters (which
-// could move the cursor or recolour the terminal) become U+FFFD, and a
-// newline continues on an indented line.
-std::string Printable(const std::string& utf8);
-
 }  // namespace natter
 
 #endif  // NATTER_CLIENT_LINE_EDITOR_H_

@@ -390,7 +390,7 @@ int Send(const Global& g, const std::vector<std::string>& args) {
     if (item.kind == Incoming::Kind::kProcessed) {
       Print(g, item);
     } else if (item.kind == Incoming::Kind::kError) {
-      std::cerr << "natter: send: " << item.error.message() << "\n";
+      std::cerr << "natter: send: " << Printable(item.error.message()) << "\n";
       if (exit_code == EX_OK) exit_code = ExitCodeFor(item.error.code());
     }
   };
@@ -460,7 +460,7 @@ int Listen(const Global& g, const std::vector<std::string>& args) {
     client.Poll(100, &in, room);
     for (const Incoming& item : in) {
       if (item.kind == Incoming::Kind::kError) {
-        std::cerr << "natter: listen: " << item.error.message() << "\n";
+        std::cerr << "natter: listen: " << Printable(item.error.message()) << "\n";
         return ExitCodeFor(item.error.code());
       }
       if (item.kind == Incoming::Kind::kLink) continue;
@@ -473,7 +473,7 @@ int Listen(const Global& g, const std::vector<std::string>& args) {
   }
   Status s = client.Flush();
   if (!s.ok()) {
-    std::cerr << "natter: listen: " << s.message() << "\n";
+    std::cerr << "natter: listen: " << Printable(s.message()) << "\n";
     return ExitCodeFor(s.code());
   }
   return EX_OK;
@@ -539,7 +539,8 @@ int main(int argc, char** argv) {
   try {
     return natter::Main(argc, argv);
   } catch (const natter::Exit& e) {
-    if (!e.message.empty()) std::cerr << "natter: " << e.message << "\n";
+    // One line, whatever the server or the arguments held.
+    if (!e.message.empty()) std::cerr << "natter: " << natter::Printable(e.message) << "\n";
     return e.code;
   } catch (const std::exception& e) {
     std::cerr << "natter: " << e.what() << "\n";

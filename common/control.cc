@@ -75,8 +75,9 @@ Status ControlServer::Start(const std::string& control,
                   (control_ && !http_ ? metrics : control) + ": " + e.what());
   }
   if (!control.empty() || !metrics.empty()) {
-    NLOG_INFO("event=control control=%s metrics=%s", control.empty() ? "off" : control.c_str(),
-              metrics.empty() ? "off" : metrics.c_str());
+    NLOG_INFO("event=control control=%s metrics=%s",
+              LogValue(control.empty() ? "off" : control).c_str(),
+              LogValue(metrics.empty() ? "off" : metrics).c_str());
   }
   return Status::Ok();
 }

@@ -219,7 +219,7 @@ Status DaemonKeys::Start(zmq::context_t& ctx) {
   Status s = zap_->Start(peer_keys_);
   if (!s.ok()) return Status(ErrorCode::kBadRequest, "peer-keys: " + s.message());
   NLOG_INFO("event=curve public_key=%s peer_keys=%zu",
-            CurveKeyHex(identity_.public_key).c_str(), zap_->key_count());
+            LogValue(CurveKeyHex(identity_.public_key)).c_str(), zap_->key_count());
   return Status::Ok();
 }
 
@@ -229,8 +229,8 @@ void DaemonKeys::Reload() {
   if (s.ok()) {
     NLOG_INFO("event=peer-keys-reloaded keys=%zu", zap_->key_count());
   } else {
-    NLOG_ERROR("event=peer-keys-reload-failed error=\"%s\" kept=%zu",
-               s.message().c_str(), zap_->key_count());
+    NLOG_ERROR("event=peer-keys-reload-failed error=%s kept=%zu",
+               LogValue(s.message()).c_str(), zap_->key_count());
   }
 }
 
@@ -283,8 +283,9 @@ bool ZapHandler::AdmitPeer(const std::string& domain, const std::string& address
   for (PeerRole role : roles) {
     if (DomainAdmits(domain, role)) return true;
   }
-  NLOG_WARN("event=peer-refused domain=%s address=%s role=%s key=%s", domain.c_str(),
-            address.c_str(), RolesText(roles).c_str(), CurveKeyHex(key).c_str());
+  NLOG_WARN("event=peer-refused domain=%s address=%s role=%s key=%s", LogValue(domain).c_str(),
+            LogValue(address).c_str(), LogValue(RolesText(roles)).c_str(),
+            CurveKeyHex(key).c_str());
   return false;
 }
 

@@ -154,7 +154,7 @@ int DaemonMain(int argc, char** argv, const DaemonSpec& spec) {
   try {
     s = service->Start();
     if (!s.ok()) {
-      NLOG_ERROR("event=start-failed error=\"%s\"", s.ToString().c_str());
+      NLOG_ERROR("event=start-failed error=%s", LogValue(s.ToString()).c_str());
       return s.code() == ErrorCode::kBadRequest ? EX_CONFIG : EX_UNAVAILABLE;
     }
     // Serve while waiting for the peers: requests that arrive are answered.
@@ -166,13 +166,13 @@ int DaemonMain(int argc, char** argv, const DaemonSpec& spec) {
     if (service->Ready()) {
       NLOG_INFO("event=ready");
     } else {
-      NLOG_WARN("event=ready waiting=\"%s\"", service->Waiting().c_str());
+      NLOG_WARN("event=ready waiting=%s", LogValue(service->Waiting()).c_str());
     }
     const CurveIdentity* identity = service->Identity();
     s = control.Start(config.Get("control"), config.Get("metrics-listen"),
                       identity != nullptr ? *identity : CurveIdentity());
     if (!s.ok()) {
-      NLOG_ERROR("event=start-failed error=\"%s\"", s.ToString().c_str());
+      NLOG_ERROR("event=start-failed error=%s", LogValue(s.ToString()).c_str());
       return EX_CONFIG;
     }
     NotifyReady();
@@ -196,7 +196,7 @@ int DaemonMain(int argc, char** argv, const DaemonSpec& spec) {
     NLOG_INFO("event=stopping");
     service->Stop();
   } catch (const std::exception& e) {
-    NLOG_ERROR("event=fatal error=\"%s\"", e.what());
+    NLOG_ERROR("event=fatal error=%s", LogValue(e.what()).c_str());
     return EX_SOFTWARE;
   }
   service.reset();

@@ -13,6 +13,8 @@
 #include <mutex>
 #include <sys/time.h>
 
+#include "common/text.h"
+
 namespace natter {
 namespace {
 
@@ -72,49 +74,28 @@ void LogReopen() {
   }
   if (path.empty()) return;
   if (!LogToFile(path)) {
-    Logf(LogLevel::kError, "event=log-reopen-failed path=%s error=\"%s\"",
-         path.c_str(), std::strerror(errno));
+    const std::string error = std::strerror(errno);  // before LogValue allocates
+    Logf(LogLevel::kError, "event=log-reopen-failed path=%s error=%s",
+         LogValue(path).c_str(), LogValue(error).c_str());
   }
-}
-
-std::string LogStr(std::string_view value) {
-  auto plain = [](unsigned char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '.' || c == '_' || c == ':' || c == '/' || c == '@' || c == '+' || c == '-';
-  };
-  if (!value.empty() && std::all_of(value.begin(), value.end(), [&](char c) {
-        return plain(static_cast<unsigned char>(c));
-      })) {
-    return std::string(value);
-  }
-  std::string out = "\"";
-  for (char ch : value) {
-    const unsigned char c = static_cast<unsigned char>(ch);
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += ch;
-    } else if (c < 0x20 || c >= 0x7f) {
-      static const char kHex[] = "0123456789abcdef";
-      out += "\\x";
-      out += kHex[c >> 4];
-      out += kHex[c & 15];
-    } else {
-      out += ch;
-    }
-  }
-  out += '"';
-  return out;
 }
 
 bool LogEnabled(LogLevel level) { return static_cast<int>(level) >= g_level; }
 
+std::string LogValue(std::string_view value) {
+  if (IsPlainWord(value)) return std::string(value);
+  return "\"" + Printable(value, "\"\\") + "\"";
+}
+
 void Logf(LogLevel level, const char* fmt, ...) {
   if (!LogEnabled(level)) return;
-  char line[2048];
+  char formatted[2048];
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(line, sizeof line, fmt, ap);
+  vsnprintf(formatted, sizeof formatted, fmt, ap);
   va_end(ap);
+  const std::string safe = Printable(formatted);
+  const char* line = safe.c_str();
   if (g_syslog) {
     static const int kPriority[] = {LOG_DEBUG, LOG_INFO, LOG_WARNING, LOG_ERR};
     syslog(kPriority[static_cast<int>(level)], "level=%s %s", LevelName(level),

@@ -21,14 +21,17 @@ bool LogToFile(const std::string& path);
 // Opens the log file again (after logrotate moved it); SIGHUP does this.
 void LogReopen();
 bool LogEnabled(LogLevel level);
-
-// A string value for a log line: as it is when it holds only letters,
-// digits and ._:/@+-, else in double quotes with \", \\ and every other
-// byte outside printable ASCII as \xHH, so that no value can end a line,
-// forge a key=value pair or reach a terminal raw.
-std::string LogStr(std::string_view value);
+// Formats one line.  Whatever the values, nothing raw reaches the log: a
+// control character left in the line is written as Printable writes it.
 void Logf(LogLevel level, const char* fmt, ...)
     __attribute__((format(printf, 2, 3)));
+
+// A string value of a log line, so that key=value stays unambiguous: as it
+// is when IsPlainWord (paths, endpoints, keys, names), else in double
+// quotes with `"` and `\` escaped by a backslash and control characters
+// as Printable writes them.  Every %s of a log line takes one:
+//   NLOG_INFO("event=open path=%s", LogValue(path).c_str());
+std::string LogValue(std::string_view value);
 
 #define NLOG_DEBUG(...) \
   do { if (::natter::LogEnabled(::natter::LogLevel::kDebug)) ::natter::Logf(::natter::LogLevel::kDebug, __VA_ARGS__); } while (0)

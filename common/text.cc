@@ -5,40 +5,79 @@
 
 namespace natter {
 
+bool NextCodePoint(std::string_view s, size_t* i, char32_t* out) {
+  unsigned char c = s[*i];
+  size_t len = c < 0x80 ? 1
+               : (c & 0xE0) == 0xC0 ? 2
+               : (c & 0xF0) == 0xE0 ? 3
+               : (c & 0xF8) == 0xF0 ? 4
+                                    : 0;
+  char32_t cp = len == 1 ? c : len == 2 ? c & 0x1F : len == 3 ? c & 0x0F : c & 0x07;
+  bool ok = len != 0 && *i + len <= s.size();
+  for (size_t k = 1; ok && k < len; ++k) {
+    unsigned char cc = s[*i + k];
+    ok = (cc & 0xC0) == 0x80;
+    cp = (cp << 6) | (cc & 0x3F);
+  }
+  // No overlong forms, no surrogates, nothing past U+10FFFF.
+  ok = ok && !((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) ||
+               (len == 4 && cp < 0x10000) || cp > 0x10FFFF ||
+               (cp >= 0xD800 && cp <= 0xDFFF));
+  if (ok) *out = cp;
+  *i += ok ? len : 1;
+  return ok;
+}
+
 bool IsValidUtf8(std::string_view s) {
-  size_t i = 0, n = s.size();
-  while (i < n) {
-    unsigned char c = s[i];
-    if (c < 0x80) {
-      ++i;
-      continue;
-    }
-    size_t len;
-    uint32_t cp;
-    if ((c & 0xE0) == 0xC0) {
-      len = 2;
-      cp = c & 0x1F;
-    } else if ((c & 0xF0) == 0xE0) {
-      len = 3;
-      cp = c & 0x0F;
-    } else if ((c & 0xF8) == 0xF0) {
-      len = 4;
-      cp = c & 0x07;
+  char32_t c;
+  for (size_t i = 0; i < s.size();) {
+    if (!NextCodePoint(s, &i, &c)) return false;
+  }
+  return true;
+}
+
+bool IsControlChar(char32_t c) {
+  return c < 0x20 || (c >= 0x7F && c <= 0x9F) || c == 0x2028 || c == 0x2029 ||
+         c == 0x061C || c == 0x200E || c == 0x200F || (c >= 0x202A && c <= 0x202E) ||
+         (c >= 0x2066 && c <= 0x2069);
+}
+
+std::string Printable(std::string_view text, std::string_view also) {
+  std::string out;
+  out.reserve(text.size());
+  char escape[12];
+  for (size_t i = 0; i < text.size();) {
+    size_t start = i;
+    char32_t c;
+    if (!NextCodePoint(text, &i, &c)) {
+      std::snprintf(escape, sizeof escape, "\\x%02x", static_cast<unsigned char>(text[start]));
+      out += escape;
+    } else if (c == '\n') {
+      out += "\\n";
+    } else if (c == '\r') {
+      out += "\\r";
+    } else if (c == '\t') {
+      out += "\\t";
+    } else if (IsControlChar(c)) {
+      std::snprintf(escape, sizeof escape, c <= 0x7F ? "\\x%02x" : "\\u%04x",
+                    static_cast<unsigned>(c));
+      out += escape;
+    } else if (c < 0x80 && also.find(static_cast<char>(c)) != std::string_view::npos) {
+      out += '\\';
+      out += static_cast<char>(c);
     } else {
-      return false;
+      out.append(text.substr(start, i - start));
     }
-    if (i + len > n) return false;
-    for (size_t k = 1; k < len; ++k) {
-      unsigned char cc = s[i + k];
-      if ((cc & 0xC0) != 0x80) return false;
-      cp = (cp << 6) | (cc & 0x3F);
-    }
-    if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) ||
-        (len == 4 && cp < 0x10000) || cp > 0x10FFFF ||
-        (cp >= 0xD800 && cp <= 0xDFFF)) {
-      return false;
-    }
-    i += len;
+  }
+  return out;
+}
+
+bool IsPlainWord(std::string_view s) {
+  if (s.empty()) return false;
+  for (char c : s) {
+    bool plain = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+                 std::string_view("._:/@+-").find(c) != std::string_view::npos;
+    if (!plain) return false;
   }
   return true;
 }
@@ -55,16 +94,12 @@ std::optional<uint64_t> ParseUint(std::string_view s) {
 
 std::optional<uint64_t> ParseDuration(std::string_view s) {
   if (s.empty()) return std::nullopt;
-  uint64_t unit = 1;
-  switch (s.back()) {
-    case 's': unit = 1; break;
-    case 'm': unit = 60; break;
-    case 'h': unit = 3600; break;
-    case 'd': unit = 86400; break;
-    default: return ParseUint(s);
-  }
-  auto n = ParseUint(s.substr(0, s.size() - 1));
-  if (!n || *n > UINT64_MAX / unit) return std::nullopt;
+  static constexpr std::string_view kUnits = "smhd";
+  static constexpr uint64_t kUnitSeconds[] = {1, 60, 3600, 86400};
+  size_t u = kUnits.find(s.back());
+  uint64_t unit = u == std::string_view::npos ? 1 : kUnitSeconds[u];
+  auto n = ParseUint(u == std::string_view::npos ? s : s.substr(0, s.size() - 1));
+  if (!n || *n > kMaxDurationSeconds / unit) return std::nullopt;
   return *n * unit;
 }
 

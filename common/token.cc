@@ -229,8 +229,11 @@ Status TokenVerifier::Verify(const std::string& token, uint64_t now_s,
   }
   auto key = keys_.find(c.key_id);
   if (key == keys_.end()) {
+    // The key id is anyone's bytes: named only when it could be one.
+    bool named = IsPlainWord(c.key_id) && c.key_id.size() <= 16;
     return Status(ErrorCode::kTokenUnknownKey,
-                  "token signed by unknown key " + c.key_id.substr(0, 16));
+                  named ? "token signed by unknown key " + c.key_id
+                        : std::string("token signed by an unknown key"));
   }
   if (crypto_sign_verify_detached(
           reinterpret_cast<const uint8_t*>(sig.data()),

@@ -3,6 +3,22 @@
 #include "common/text.h"
 
 namespace natter {
+namespace {
+
+// Unicode's White_Space property.
+bool IsSpaceChar(char32_t c) {
+  return c == ' ' || (c >= 0x09 && c <= 0x0D) || c == 0x85 || c == 0xA0 || c == 0x1680 ||
+         (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F ||
+         c == 0x205F || c == 0x3000;
+}
+
+// Format characters that show nothing: the zero-width space, non-joiner
+// and joiner, the word joiner, the invisible operators, the byte order mark.
+bool IsInvisibleChar(char32_t c) {
+  return (c >= 0x200B && c <= 0x200D) || (c >= 0x2060 && c <= 0x2064) || c == 0xFEFF;
+}
+
+}  // namespace
 
 Status ValidateSend(const Send& send) {
   if (send.to.value == 0) {
@@ -34,12 +50,10 @@ Status ValidateReact(const React& react) {
     return Status(ErrorCode::kBadData, "an emoji is 1 to 64 bytes");
   }
   if (!IsValidUtf8(e)) return Status(ErrorCode::kBadData, "the emoji is not valid UTF-8");
-  for (size_t i = 0; i < e.size(); ++i) {
-    unsigned char c = e[i];
-    bool c1 = c == 0xC2 && i + 1 < e.size() &&
-              static_cast<unsigned char>(e[i + 1]) >= 0x80 &&
-              static_cast<unsigned char>(e[i + 1]) <= 0x9F;
-    if (c < 0x20 || c == 0x7F || c1) {
+  char32_t c;
+  for (size_t i = 0; i < e.size();) {
+    NextCodePoint(e, &i, &c);
+    if (IsControlChar(c)) {
       return Status(ErrorCode::kBadData, "the emoji has control characters");
     }
   }
@@ -50,14 +64,16 @@ Status ValidateDevice(const std::string& device) {
   if (device.empty() || device.size() > kMaxDeviceBytes) {
     return Status(ErrorCode::kBadRequest, "a device name is 1 to 64 bytes");
   }
-  for (unsigned char c : device) {
-    if (c <= ' ' || c == 0x7f) {
-      return Status(ErrorCode::kBadRequest,
-                    "a device name has no spaces or control characters");
-    }
-  }
   if (!IsValidUtf8(device)) {
     return Status(ErrorCode::kBadRequest, "a device name is UTF-8");
+  }
+  char32_t c;
+  for (size_t i = 0; i < device.size();) {
+    NextCodePoint(device, &i, &c);
+    if (IsControlChar(c) || IsSpaceChar(c) || IsInvisibleChar(c)) {
+      return Status(ErrorCode::kBadRequest,
+                    "a device name has no spaces, control or invisible characters");
+    }
   }
   return Status::Ok();
 }

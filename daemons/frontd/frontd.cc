@@ -101,7 +101,7 @@ Status Frontd::Start() {
     if (!ks.ok()) return ks;
   }
   NLOG_INFO("event=listening listen=%s curve=%s token_keys=%zu max_clients=%zu",
-            LogStr(listen_).c_str(), keys_.identity().enabled ? "on" : "off",
+            LogValue(listen_).c_str(), keys_.identity().enabled ? "on" : "off",
             verifier_.key_count(), limits_.max_clients);
   next_sweep_ = Clock::now() + std::chrono::seconds(1);
   return Status::Ok();
@@ -111,7 +111,7 @@ void Frontd::Reload() {
   keys_.Reload();
   Status s = verifier_.LoadDir(token_keys_);
   if (!s.ok()) {
-    NLOG_ERROR("event=token-keys-reload-failed error=%s kept=%zu", LogStr(s.message()).c_str(),
+    NLOG_ERROR("event=token-keys-reload-failed error=%s kept=%zu", LogValue(s.message()).c_str(),
                verifier_.key_count());
     return;
   }
@@ -298,13 +298,13 @@ void Frontd::Forward(ConnId conn, Session* session, const Frame& frame) {
   if (!s.ok()) {
     ++refused_;
     NLOG_TRACE(h.trace, "event=refused type=%s user=%llu error=%s", MsgTypeName(frame.type()),
-               static_cast<unsigned long long>(h.user.value), LogStr(s.ToString()).c_str());
+               static_cast<unsigned long long>(h.user.value), LogValue(s.ToString()).c_str());
     ReplyError(conn, h.corr, s);
     return;
   }
   NLOG_TRACE(h.trace, "event=request type=%s user=%llu device=%s corr=%llu",
              MsgTypeName(frame.type()), static_cast<unsigned long long>(h.user.value),
-             LogStr(h.device).c_str(), static_cast<unsigned long long>(h.corr));
+             LogValue(h.device).c_str(), static_cast<unsigned long long>(h.corr));
   Parts out;
   out.push_back(ToMessage(Envelope(conn)));
   out.push_back(ToMessage(forward));
@@ -389,8 +389,8 @@ void Frontd::Hello(ConnId conn, const Frame& frame) {
   }
   if (!s.ok()) {
     NLOG_INFO("event=hello-refused conn=%llu address=%s error=%s",
-              static_cast<unsigned long long>(conn), LogStr(gate_->Address(conn)).c_str(),
-              LogStr(s.ToString()).c_str());
+              static_cast<unsigned long long>(conn), LogValue(gate_->Address(conn)).c_str(),
+              LogValue(s.ToString()).c_str());
     ReplyError(conn, frame.header.corr, s);
     if (++refused_hellos_[conn] >= kMaxRefusedHellos) gate_->Close(conn, "hellos refused");
     return;
@@ -415,7 +415,7 @@ void Frontd::Hello(ConnId conn, const Frame& frame) {
   gate_->SetSession(conn, true);
   refused_hellos_.erase(conn);
   NLOG_DEBUG("event=session conn=%llu user=%llu device=%s", static_cast<unsigned long long>(conn),
-             static_cast<unsigned long long>(claims.user.value), LogStr(device).c_str());
+             static_cast<unsigned long long>(claims.user.value), LogValue(device).c_str());
   Welcome w;
   w.user = claims.user;
   w.device = device;
@@ -447,7 +447,7 @@ void Frontd::Revoke(ConnId conn, const Status& why) {
   NLOG_INFO("event=session-ended conn=%llu user=%llu error=%s",
             static_cast<unsigned long long>(conn),
             static_cast<unsigned long long>(sessions_[conn].user.value),
-            LogStr(why.ToString()).c_str());
+            LogValue(why.ToString()).c_str());
   ReplyError(conn, 0, why);
   EndSession(conn);
   gate_->SetSession(conn, false);
@@ -541,7 +541,7 @@ void Frontd::FromNotifyd() {
       if (!frame.header.device.empty() && s->second.device == frame.header.device) continue;
       NLOG_TRACE(frame.header.trace, "event=event user=%llu device=%s",
                  static_cast<unsigned long long>(frame.header.user.value),
-                 LogStr(s->second.device).c_str());
+                 LogValue(s->second.device).c_str());
       ++events_sent_;
       Reply(conn, event);
     }

@@ -193,8 +193,8 @@ void ClientGate::Receive(Conn* c, std::string_view bytes, std::vector<Request>* 
   }
   ++closed_protocol_;
   NLOG_DEBUG("event=client-refused conn=%llu address=%s error=%s",
-             static_cast<unsigned long long>(c->id), LogStr(c->address).c_str(),
-             LogStr(c->zmtp->error()).c_str());
+             static_cast<unsigned long long>(c->id), LogValue(c->address).c_str(),
+             LogValue(c->zmtp->error()).c_str());
   Close(c->id, "protocol");
 }
 
@@ -219,7 +219,7 @@ bool ClientGate::Send(ConnId conn, std::string_view message) {
   if (c.out.size() > limits_.max_queued) {
     ++closed_not_reading_;
     NLOG_INFO("event=client-cut-off conn=%llu address=%s queued=%zu reason=not-reading",
-              static_cast<unsigned long long>(conn), LogStr(c.address).c_str(), c.out.size());
+              static_cast<unsigned long long>(conn), LogValue(c.address).c_str(), c.out.size());
     Close(conn, "not reading");
     return false;
   }
@@ -260,8 +260,8 @@ void ClientGate::Close(ConnId conn, const char* why) {
   auto it = conns_.find(conn);
   if (it == conns_.end()) return;
   NLOG_DEBUG("event=client-closed conn=%llu address=%s reason=%s",
-             static_cast<unsigned long long>(conn), LogStr(it->second.address).c_str(),
-             LogStr(why).c_str());
+             static_cast<unsigned long long>(conn), LogValue(it->second.address).c_str(),
+             LogValue(why).c_str());
   Forget(&it->second, true);
 }
 

@@ -136,7 +136,7 @@ Status Routed::Start() {
   } catch (const zmq::error_t& e) {
     return Status(ErrorCode::kBadRequest, listen_ + ": " + e.what());
   }
-  NLOG_INFO("event=listening listen=%s shards=%zu", listen_.c_str(),
+  NLOG_INFO("event=listening listen=%s shards=%zu", LogValue(listen_).c_str(),
             shards_.size());
   return Status::Ok();
 }
@@ -219,7 +219,7 @@ void Routed::FromFront() {
         ++moved_;
         ++requests_;
         NLOG_TRACE(frame.header.trace, "event=route type=%s user=%llu shard=%u id=%llu",
-                   MsgTypeName(frame.type()),
+                   LogValue(MsgTypeName(frame.type())).c_str(),
                    static_cast<unsigned long long>(frame.header.user.value), route.shard,
                    static_cast<unsigned long long>(route.id.value));
         continue;
@@ -229,8 +229,8 @@ void Routed::FromFront() {
                                 " is not reachable");
     }
     ++refused_;
-    NLOG_WARN("event=refused type=%s error=\"%s\"",
-              MsgTypeName(frame.type()), route.status.ToString().c_str());
+    NLOG_WARN("event=refused type=%s error=%s", LogValue(MsgTypeName(frame.type())).c_str(),
+              LogValue(route.status.ToString()).c_str());
     SendRouted(front_, parts, parts.size() - 1,
                EncodeError(frame.header, route.status));
   }
@@ -248,7 +248,8 @@ void Routed::FromShard(size_t shard) {
     if (SendParts(front_, parts)) {
       ++moved_;
       ++answers_;
-      NLOG_TRACE(trace, "event=answer type=%s shard=%zu", MsgTypeName(type), shard);
+      NLOG_TRACE(trace, "event=answer type=%s shard=%zu", LogValue(MsgTypeName(type)).c_str(),
+                 shard);
     } else {
       ++dropped_;
       NLOG_DEBUG("event=reply-dropped shard=%zu", shard);

@@ -318,8 +318,8 @@ Status Store::Apply(std::vector<Request>* batch, Effects* effects) {
       Status err(ErrorCode::kStorage, "the shard could not write: " +
                                           s.ToString());
       for (Request& r : *batch) r.reply = EncodeError(r.frame.header, err);
-      NLOG_ERROR("event=write-failed shard=%u requests=%zu error=\"%s\"",
-                 shard_, batch->size(), s.ToString().c_str());
+      NLOG_ERROR("event=write-failed shard=%u requests=%zu error=%s",
+                 shard_, batch->size(), LogValue(s.ToString()).c_str());
       return err;
     }
     if (options.sync) {

@@ -80,7 +80,7 @@ Status Stored::Start() {
   spilled_ = true;
   RefillPending();
   NLOG_INFO("event=open shard=%u of=%u path=%s listen=%s handoffs=%zu",
-            shard_, shard_count_, data_path_.c_str(), listen_.c_str(),
+            shard_, shard_count_, LogValue(data_path_).c_str(), LogValue(listen_).c_str(),
             pending_.size());
   return Status::Ok();
 }
@@ -124,7 +124,7 @@ bool Stored::Control(const Frame& request, const ControlServer::Reply& reply) {
   job->path = b.path;
   job->header = request.header;
   job->reply = reply;
-  NLOG_INFO("event=backup-started shard=%u path=%s", shard_, b.path.c_str());
+  NLOG_INFO("event=backup-started shard=%u path=%s", shard_, LogValue(b.path).c_str());
   // The snapshot is taken by the thread at once; the shard serves on.
   job->thread = std::thread([this, job] {
     job->status = store_->Backup(job->path, &job->records, &job->bytes);
@@ -140,7 +140,7 @@ void Stored::FinishBackup(bool wait) {
   if (job.status.ok()) {
     ++backups_;
     NLOG_INFO("event=backup-done shard=%u path=%s records=%llu bytes=%llu", shard_,
-              job.path.c_str(), static_cast<unsigned long long>(job.records),
+              LogValue(job.path).c_str(), static_cast<unsigned long long>(job.records),
               static_cast<unsigned long long>(job.bytes));
     BackupReply r;
     r.path = job.path;
@@ -148,8 +148,8 @@ void Stored::FinishBackup(bool wait) {
     r.bytes = job.bytes;
     job.reply(EncodeReply(job.header, MsgType::kBackupReply, r));
   } else {
-    NLOG_ERROR("event=backup-failed shard=%u path=%s error=\"%s\"", shard_, job.path.c_str(),
-               job.status.ToString().c_str());
+    NLOG_ERROR("event=backup-failed shard=%u path=%s error=%s", shard_,
+               LogValue(job.path).c_str(), LogValue(job.status.ToString()).c_str());
     job.reply(EncodeError(job.header, job.status));
   }
   backup_.reset();
@@ -196,7 +196,7 @@ bool Stored::ServeBatch() {
     const zmq::message_t& body = parts.back();
     Status s = DecodeFrame(body.data(), body.size(), &r.frame);
     if (!s.ok()) {
-      NLOG_WARN("event=bad-frame error=\"%s\"", s.ToString().c_str());
+      NLOG_WARN("event=bad-frame error=%s", LogValue(s.ToString()).c_str());
       SendRouted(requests_, parts, parts.size() - 1, EncodeError(Header(), s));
       continue;
     }
@@ -219,7 +219,8 @@ bool Stored::ServeBatch() {
   }
   for (size_t i = 0; i < batch.size(); ++i) {
     if (!SendRouted(requests_, routes[i], routes[i].size() - 1, batch[i].reply)) {
-      NLOG_WARN("event=reply-dropped type=%s", MsgTypeName(batch[i].frame.type()));
+      NLOG_WARN("event=reply-dropped type=%s",
+                LogValue(MsgTypeName(batch[i].frame.type())).c_str());
     }
   }
   for (size_t i = 0; i < effects.publish.size(); ++i) {
@@ -275,7 +276,7 @@ void Stored::StorageFailed() {
   spilled_ = false;
   next_reopen_ = Clock::now() + std::chrono::seconds(1);
   NLOG_ERROR("event=storage-down shard=%u path=%s retry_in=1s", shard_,
-             data_path_.c_str());
+             LogValue(data_path_).c_str());
 }
 
 void Stored::TryReopen() {
@@ -283,8 +284,8 @@ void Stored::TryReopen() {
   next_reopen_ = Clock::now() + std::chrono::seconds(1);
   Status s = store_->Open(data_path_, max_open_files_);
   if (!s.ok()) {
-    NLOG_WARN("event=storage-reopen-failed shard=%u error=\"%s\"", shard_,
-              s.ToString().c_str());
+    NLOG_WARN("event=storage-reopen-failed shard=%u error=%s", shard_,
+              LogValue(s.ToString()).c_str());
     return;
   }
   spilled_ = true;
@@ -338,8 +339,8 @@ void Stored::TakeAcks() {
       if (f.type() == MsgType::kError) {
         Error e;
         DecodeBody(f, &e);
-        NLOG_WARN("event=handoff-refused code=%u error=\"%s\"", e.code,
-                  e.message.c_str());
+        NLOG_WARN("event=handoff-refused code=%u error=%s", e.code,
+                  LogValue(e.message).c_str());
       }
       continue;
     }
@@ -370,7 +371,7 @@ void Stored::Stop() {
   }
   FinishBackup(true);
   store_->Close();
-  NLOG_INFO("event=closed shard=%u path=%s", shard_, data_path_.c_str());
+  NLOG_INFO("event=closed shard=%u path=%s", shard_, LogValue(data_path_).c_str());
 }
 
 }  // namespace stored

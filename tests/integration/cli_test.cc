@@ -10,6 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "tests/integration/devices.h"
 #include "tests/integration/test_cell.h"
 
 using namespace natter;
@@ -179,6 +180,24 @@ TEST_CASE("natterctl keygen makes a key whose name gives its role, and refuses a
   }
 }
 
+TEST_CASE("natterctl token refuses a --ttl past its maximum or one that would overflow") {
+  TestCell cell(1);
+  TempDir scratch;
+  std::string token = BinPath("natterctl") + " token --dir " + cell.dir() + " --user 1";
+  for (const char* ttl : {"9999999999999d", "213503982334601d", "18446744073709551615",
+                          "3651d"}) {
+    INFO(ttl);
+    Result r = Run(scratch, token + " --ttl " + ttl);
+    CHECK(r.code == 64);
+    CHECK(Lines(r.err) == 1);
+    CHECK(r.out.empty());
+  }
+  Result longest = Run(scratch, token + " --ttl 3650d");
+  CHECK(longest.code == 0);
+  // A device the cell would refuse at hello is refused here too.
+  CHECK(Run(scratch, token + " --device \"$(printf 'a\\nb')\"").code == 64);
+}
+
 TEST_CASE("natterctl up and down start and stop a whole cell") {
   TempDir dir;
   TempDir scratch;
@@ -264,6 +283,47 @@ TEST_CASE("natter history, react, unreact, seen and chats, as a script would use
   CHECK(Run(scratch, b + " history " + A + " --at yesterday").code == 64);
   CHECK(Run(scratch, b + " history " + A + " --at 1 --before 2").code == 64);
   CHECK(Run(scratch, b + " react " + A + " " + ids[0]).code == 64);
+}
+
+TEST_CASE("text from another user prints as one line with visible escapes; --json keeps it exact") {
+  TestCell cell(1);
+  TempDir scratch;
+  // A text that, printed raw, forges a second message, moves the cursor
+  // back, retitles the terminal and clears the screen.
+  const std::string hostile =
+      "hi\n2026-01-01T00:00:00.000Z 1 -> 2: {fake line}\rback \x1b]0;pwned\x07 \x1b[2J end";
+  const std::string shown =
+      "hi\\n2026-01-01T00:00:00.000Z 1 -> 2: {fake line}\\rback \\x1b]0;pwned\\x07 \\x1b[2J end";
+  // Two devices of bob's connect once, so both get the message as missed.
+  for (const char* device : {"text", "json"}) {
+    REQUIRE(Run(scratch, cell.NatterArgs(2) + " --device " + device + " listen --for 1").code == 0);
+  }
+  {
+    auto alice = Open(cell, UserId(1), "phone");
+    alice->client->Send(UserId(2), hostile);
+    PollUntil({alice.get()}, [&] { return alice->Count(Incoming::Kind::kProcessed) == 1; }, 10);
+    REQUIRE(alice->Count(Incoming::Kind::kProcessed) == 1);
+  }
+  auto one_line = [&](const Result& r) {
+    INFO(r.err);
+    CHECK(r.code == 0);
+    CHECK(Lines(r.out) == 1);
+    CHECK(r.out.find_first_of("\x1b\r\x07") == std::string::npos);
+    CHECK(r.out.find(shown) != std::string::npos);
+  };
+  one_line(Run(scratch, cell.NatterArgs(2) + " --device text listen --count 1 --for 10"));
+  one_line(Run(scratch, cell.NatterArgs(2) + " history 1"));
+  one_line(Run(scratch, cell.NatterArgs(2) + " chats"));
+
+  Result json = Run(scratch, cell.NatterArgs(2) + " --device json --json listen --count 1 --for 10");
+  REQUIRE(Lines(json.out) == 1);
+  CHECK(nlohmann::json::parse(json.out)["text"] == hostile);
+  json = Run(scratch, cell.NatterArgs(2) + " --json history 1");
+  REQUIRE(Lines(json.out) == 1);
+  CHECK(nlohmann::json::parse(json.out)["text"] == hostile);
+  json = Run(scratch, cell.NatterArgs(2) + " --json chats");
+  REQUIRE(Lines(json.out) == 1);
+  CHECK(nlohmann::json::parse(json.out)["last"]["text"] == hostile);
 }
 
 TEST_CASE("one-shot commands leave the device's missed events for listen") {

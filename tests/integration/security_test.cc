@@ -10,7 +10,9 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <ctime>
 #include <fstream>
+#include <regex>
 #include <sstream>
 #include <thread>
 
@@ -142,6 +144,40 @@ bool Logged(const TestCell& cell, const std::string& daemon,
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   return false;
+}
+
+
+// The key=value pairs of a log line, after "TIME program[pid]: ": a value
+// is a word, or in double quotes with \" and \\ escaped.  A word without
+// '=' comes back as a key with an empty value.
+std::vector<std::pair<std::string, std::string>> KeyValues(const std::string& line) {
+  std::vector<std::pair<std::string, std::string>> pairs;
+  size_t i = line.find(": ");
+  if (i == std::string::npos) return pairs;
+  for (i += 2; i < line.size();) {
+    size_t end = line.find_first_of("= ", i);
+    if (end == std::string::npos) end = line.size();
+    std::string key = line.substr(i, end - i), value;
+    i = end;
+    if (i < line.size() && line[i] == '=') {
+      ++i;
+      if (i < line.size() && line[i] == '"') {
+        for (++i; i < line.size() && line[i] != '"'; ++i) {
+          if (line[i] == '\\' && i + 1 < line.size()) ++i;
+          value += line[i];
+        }
+        ++i;  // the closing quote
+      } else {
+        end = line.find(' ', i);
+        if (end == std::string::npos) end = line.size();
+        value = line.substr(i, end - i);
+        i = end;
+      }
+    }
+    pairs.emplace_back(key, value);
+    while (i < line.size() && line[i] == ' ') ++i;
+  }
+  return pairs;
 }
 
 }  // namespace
@@ -426,4 +462,52 @@ TEST_CASE("malformed and oversized frames are refused and the daemon serves on")
   CHECK(fine->Count(Incoming::Kind::kProcessed) == 1);
   Frame f = bad.Ask(MsgType::kPing, Empty(), UserId());
   CHECK(f.type() == MsgType::kPong);
+}
+
+TEST_CASE("a token whose key id holds a newline and escape codes leaves nothing raw in the logs") {
+  TestCell cell(1);
+  SigningKey stranger = GenerateSigningKey();
+  stranger.id = "x\nuser=1 event=forged \x1b[2J";  // SignToken writes key.id into the claims
+  TokenClaims c;
+  c.user = UserId(1);
+  c.issued = static_cast<uint64_t>(std::time(nullptr));
+  c.expires = c.issued + 3600;
+  ClientOptions o = cell.Options(1, "phone");
+  o.token = SignToken(c, stranger);
+  o.timeout_ms = 5000;
+  Status refused = Client(o).Connect();
+  CHECK(refused.code() == ErrorCode::kTokenUnknownKey);
+  CHECK(refused.message().find_first_of("\n\x1b") == std::string::npos);
+
+  // frontd logged the refusal before it answered.  Each line of each log of
+  // the cell is one event: it begins with its time, holds no control
+  // character, and is key=value pairs naming one event.
+  size_t refusals = 0;
+  for (const char* name : {"frontd", "routed", "stored-0", "notifyd"}) {
+    std::ifstream in(cell.dir() + "/log/" + name + ".log");
+    for (std::string line; std::getline(in, line);) {
+      INFO(name << ": " << line);
+      CHECK(std::regex_search(line, std::regex("^\\d{4}-\\d\\d-\\d\\dT")));
+      CHECK(line.find_first_of("\x1b\r\x07") == std::string::npos);
+      int events = 0;
+      for (const auto& [key, value] : KeyValues(line)) {
+        CHECK(std::regex_match(key, std::regex("[a-z][a-z_]*")));
+        if (key == "event") ++events;
+        if (key == "event" && value == "hello-refused") ++refusals;
+      }
+      CHECK(events == 1);
+    }
+  }
+  CHECK(refusals == 1);
+}
+
+TEST_CASE("a device name holding a no-break space or a line separator or a bidi control is refused at hello") {
+  TestCell cell(1);
+  for (const char* device : {"my\xC2\xA0phone", "my\xE2\x80\xA8phone", "\xE2\x80\xAE" "enohp"}) {
+    INFO(device);
+    ClientOptions o = cell.Options(1, device);
+    o.timeout_ms = 5000;
+    CHECK(Client(o).Connect().code() == ErrorCode::kBadRequest);
+  }
+  CHECK(Client(cell.Options(1, "téléphone")).Connect().ok());
 }

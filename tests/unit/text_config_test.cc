@@ -3,6 +3,7 @@
 #include <fstream>
 
 #include "common/config.h"
+#include "common/log.h"
 #include "common/text.h"
 #include "common/validate.h"
 #include "tests/unit/temp_dir.h"
@@ -30,6 +31,97 @@ TEST_CASE("durations read like 90s, 15m, 24h, 7d") {
   CHECK_FALSE(ParseDuration("-5s"));
   CHECK_FALSE(ParseDuration("5w"));
   CHECK_FALSE(ParseDuration("99999999999999999999d"));
+}
+
+TEST_CASE("a duration is at most 100 years, so no caller's arithmetic overflows") {
+  CHECK(ParseDuration("36500d") == kMaxDurationSeconds);
+  CHECK(ParseDuration("3153600000") == kMaxDurationSeconds);
+  CHECK_FALSE(ParseDuration("36501d"));
+  CHECK_FALSE(ParseDuration("3153600001"));
+  CHECK_FALSE(ParseDuration("9999999999999d"));
+  CHECK_FALSE(ParseDuration("213503982334602d"));  // past 2^64 seconds
+  CHECK_FALSE(ParseDuration("18446744073709551615"));
+}
+
+TEST_CASE("text from others shows as one line: control characters become visible escapes") {
+  // A forged second line, a carriage return, a terminal title, a cleared
+  // screen.
+  CHECK(Printable("hi\n2 -> 1: fake\rback \x1b]0;pwned\x07 \x1b[2J") ==
+        "hi\\n2 -> 1: fake\\rback \\x1b]0;pwned\\x07 \\x1b[2J");
+  CHECK(Printable("a\tb\x7f") == "a\\tb\\x7f");
+  CHECK(Printable(std::string("nul\0", 4)) == "nul\\x00");
+  // C1 (a CSI, a NEL), the line and paragraph separators, bidi controls.
+  CHECK(Printable("\xC2\x9B" "2J \xC2\x85") == "\\u009b2J \\u0085");
+  CHECK(Printable("a\xE2\x80\xA8" "b\xE2\x80\xA9" "c") == "a\\u2028b\\u2029c");
+  CHECK(Printable("\xE2\x80\xAE" "txt.exe \xE2\x81\xA6" "x \xD8\x9C" "y \xE2\x80\x8F") ==
+        "\\u202etxt.exe \\u2066x \\u061cy \\u200f");
+  // A byte that is not UTF-8.
+  CHECK(Printable("\xff\xc3") == "\\xff\\xc3");
+  // Everything else stands for itself: letters, emoji with their joiners,
+  // a no-break space, a backslash.
+  CHECK(Printable("héllo 中文 👋") == "héllo 中文 👋");
+  CHECK(Printable("👨\u200D👩\u200D👧") == "👨\u200D👩\u200D👧");
+  CHECK(Printable("a\u00A0b") == "a\u00A0b");
+  CHECK(Printable("C:\\x1b") == "C:\\x1b");
+  CHECK(Printable("say \"hi\"\\", "\"\\") == "say \\\"hi\\\"\\\\");
+  // Whatever the bytes, what comes out is one line without a control byte,
+  // and escaping it again changes nothing.
+  for (int b = 0; b < 256; ++b) {
+    for (const std::string& s : {std::string(1, static_cast<char>(b)),
+                                 std::string("\xC2") + static_cast<char>(b),
+                                 std::string("\xE2\x80") + static_cast<char>(b)}) {
+      std::string out = Printable(s);
+      INFO(b);
+      for (size_t i = 0; i < out.size();) {
+        char32_t c;
+        REQUIRE(NextCodePoint(out, &i, &c));
+        CHECK_FALSE(IsControlChar(c));
+      }
+      CHECK(Printable(out) == out);
+    }
+  }
+}
+
+TEST_CASE("a log value is a plain word, or quoted with everything escaped") {
+  CHECK(LogValue("ipc:///tmp/cell/run/routed.sock") == "ipc:///tmp/cell/run/routed.sock");
+  CHECK(LogValue("tcp://127.0.0.1:7420") == "tcp://127.0.0.1:7420");
+  CHECK(LogValue("a1b2c3d4") == "a1b2c3d4");
+  CHECK(LogValue("phone-1@home+2") == "phone-1@home+2");
+  CHECK(LogValue("") == "\"\"");
+  CHECK(LogValue("no space left") == "\"no space left\"");
+  CHECK(LogValue("user=1") == "\"user=1\"");
+  CHECK(LogValue("x\nuser=1 event=forged \x1b[2J") ==
+        "\"x\\nuser=1 event=forged \\x1b[2J\"");
+  CHECK(LogValue("say \"hi\" \\ bye") == "\"say \\\"hi\\\" \\\\ bye\"");
+  CHECK(LogValue("téléphone") == "\"téléphone\"");
+}
+
+TEST_CASE("a device name is a word of UTF-8: no spaces, control or invisible characters") {
+  for (const char* name : {"phone-1", "téléphone", "телефон", "手机", "📱", "a_b.c"}) {
+    INFO(name);
+    CHECK(ValidateDevice(name).ok());
+  }
+  CHECK(ValidateDevice(std::string(64, 'd')).ok());
+  for (const char* name :
+       {"", "has space", "tab\tbed", "new\nline", "esc\x1b[2J", "del\x7f",
+        "\xC2\x85" "nel", "\xC2\x9B" "csi", "no\xC2\xA0" "break", "line\xE2\x80\xA8" "sep",
+        "para\xE2\x80\xA9" "sep", "\xE2\x80\xAE" "enohp", "\xE2\x81\xA6" "iso",
+        "bom\xEF\xBB\xBF", "zero\xE2\x80\x8B" "width", "joiner\xE2\x81\xA0",
+        "ideo\xE3\x80\x80" "space", "em\xE2\x80\x83" "space", "ogham\xE1\x9A\x80",
+        "\xff"}) {
+    INFO(Printable(name));
+    CHECK(ValidateDevice(name).code() == ErrorCode::kBadRequest);
+  }
+  CHECK_FALSE(ValidateDevice(std::string(65, 'd')).ok());
+}
+
+TEST_CASE("an emoji may join characters but has no control characters") {
+  React r{UserId(2), MessageId(5), std::string("👨\u200D👩\u200D👧")};
+  CHECK(ValidateReact(r).ok());
+  for (const char* bad : {"\xE2\x80\xAE", "a\xE2\x80\xA8", "\x1b[2J", "\xC2\x9B"}) {
+    r.emoji = bad;
+    CHECK(ValidateReact(r).code() == ErrorCode::kBadData);
+  }
 }
 
 TEST_CASE("a send is checked before it goes further") {

@@ -52,8 +52,17 @@ TEST_CASE("a forged token is refused") {
   uint64_t now = static_cast<uint64_t>(std::time(nullptr));
   TokenClaims out;
   SECTION("signed by a key the cell does not know") {
-    CHECK(v.Verify(SignToken(Claims(7, now, 60), other), now, &out).code() ==
-          ErrorCode::kTokenUnknownKey);
+    Status s = v.Verify(SignToken(Claims(7, now, 60), other), now, &out);
+    CHECK(s.code() == ErrorCode::kTokenUnknownKey);
+    CHECK(s.message().find(other.id) != std::string::npos);
+  }
+  SECTION("signed by an unknown key whose id is a forged log line") {
+    // Anyone can write any key id: the refusal, which frontd logs, names
+    // it only when it is a plain word.
+    other.id = "x\nuser=1 event=forged \x1b[2J";
+    Status s = v.Verify(SignToken(Claims(7, now, 60), other), now, &out);
+    CHECK(s.code() == ErrorCode::kTokenUnknownKey);
+    CHECK(s.message() == "token signed by an unknown key");
   }
   SECTION("signed by another key claiming the cell's key id") {
     // Re-sign the claims naming key.id with the other secret key.

@@ -31,6 +31,7 @@
 #include "common/status.h"
 #include "common/text.h"
 #include "common/token.h"
+#include "common/validate.h"
 #include "tools/natterctl/cell.h"
 #include "tools/natterctl/supervisor.h"
 
@@ -59,6 +60,10 @@ const char kUsage[] =
     "       natterctl reload [--dir DIR]\n";
 
 const char kDefaultListen[] = "tcp://127.0.0.1:7420";
+
+// The longest a token may live: a longer one is a mistake, and a token
+// that never expires is better made again when needed.
+constexpr uint64_t kMaxTokenTtlDays = 3650;  // ten years
 
 struct Args {
   std::string dir;
@@ -423,9 +428,13 @@ int Backup(const Args& a) {
 int Token(const Args& a) {
   if (a.user == 0) throw Exit{EX_USAGE, "token: --user ID (a number above 0) is required"};
   auto ttl = ParseDuration(a.ttl);
-  if (!ttl || *ttl == 0) throw Exit{EX_USAGE, "token: --ttl: '" + a.ttl + "' is not a duration (90s, 15m, 24h, 7d)"};
-  if (!a.device.empty() && (a.device.size() > 64 || a.device.find(' ') != std::string::npos)) {
-    throw Exit{EX_USAGE, "token: --device: 1 to 64 bytes, no spaces"};
+  if (!ttl || *ttl == 0 || *ttl > kMaxTokenTtlDays * 86400) {
+    throw Exit{EX_USAGE, "token: --ttl: '" + a.ttl + "' is not a duration of 1s to " +
+                             std::to_string(kMaxTokenTtlDays) + "d (90s, 15m, 24h, 7d)"};
+  }
+  if (!a.device.empty()) {
+    Status valid = ValidateDevice(a.device);
+    if (!valid.ok()) throw Exit{EX_USAGE, "token: --device: " + valid.message()};
   }
   CellPaths cell{a.dir};
   SigningKey key;
@@ -554,7 +563,7 @@ int main(int argc, char** argv) {
   try {
     return natter::ctl::Main(argc, argv);
   } catch (const natter::ctl::Exit& e) {
-    std::cerr << "natterctl: " << e.message << "\n";
+    std::cerr << "natterctl: " << natter::Printable(e.message) << "\n";
     return e.code;
   } catch (const std::exception& e) {
     std::cerr << "natterctl: " << e.what() << "\n";
