@@ -55,6 +55,7 @@ Client::Client(ClientOptions options, zmq::context_t* ctx)
     ctx_ = own_ctx_.get();
   }
   device_ = options_.device;
+  write_window_ = options_.max_in_flight;
   rng_.seed(randombytes_random());
   OpenSocket();
 }
@@ -163,7 +164,7 @@ uint64_t Client::Ask(MsgType type, const T& body, const std::string& cmid) {
   }
   pending_[h.corr] = std::move(p);
   if (type != MsgType::kHello) {
-    queued_.push_back(h.corr);
+    (IsWrite(type) ? queued_writes_ : queued_).push_back(h.corr);
     Pump();
   }
   return h.corr;
@@ -171,13 +172,20 @@ uint64_t Client::Ask(MsgType type, const T& body, const std::string& cmid) {
 
 void Client::Pump() {
   if (!session_) return;
-  while (!queued_.empty() && launched_ < options_.max_in_flight) {
-    auto it = pending_.find(queued_.front());
-    queued_.pop_front();
+  bool writes_open = Clock::now() >= writes_held_until_;
+  while (launched_ < options_.max_in_flight) {
+    // The older of the next read and the next write, if the write may go.
+    bool write = writes_open && !queued_writes_.empty() && writes_launched_ < write_window_;
+    if (!write && queued_.empty()) break;
+    write = write && (queued_.empty() || queued_writes_.front() < queued_.front());
+    std::deque<uint64_t>& queue = write ? queued_writes_ : queued_;
+    auto it = pending_.find(queue.front());
+    queue.pop_front();
     if (it == pending_.end()) continue;
     PendingRequest& p = it->second;
     p.launched = true;
     ++launched_;
+    if (write) ++writes_launched_;
     p.sent = Clock::now();
     p.deadline = p.sent + std::chrono::milliseconds(options_.timeout_ms);
     p.retry_at = p.sent + Jittered(options_.retry_ms);
@@ -188,9 +196,35 @@ void Client::Pump() {
 
 std::map<uint64_t, Client::PendingRequest>::iterator Client::Finish(
     std::map<uint64_t, PendingRequest>::iterator it) {
-  if (it->second.launched) --launched_;
+  if (it->second.launched) {
+    --launched_;
+    if (IsWrite(it->second.type)) --writes_launched_;
+  }
   if (it->second.type == MsgType::kSend) pending_sends_.erase(it->second.client_msg_id);
   return pending_.erase(it);
+}
+
+void Client::HoldWrite(std::map<uint64_t, PendingRequest>::iterator it) {
+  PendingRequest& p = it->second;
+  p.launched = false;
+  --launched_;
+  --writes_launched_;
+  queued_writes_.insert(
+      std::lower_bound(queued_writes_.begin(), queued_writes_.end(), it->first), it->first);
+  write_window_ = 1;
+  // The refusals of the writes that were on the wire together come
+  // together: the first one sets the hold.
+  auto now = Clock::now();
+  if (now >= writes_held_until_) {
+    write_backoff_ms_ =
+        std::min(options_.retry_ms, write_backoff_ms_ == 0 ? 50 : write_backoff_ms_ * 2);
+    writes_held_until_ = now + Jittered(write_backoff_ms_);
+  }
+}
+
+void Client::WritePassed() {
+  write_backoff_ms_ = 0;
+  if (write_window_ < options_.max_in_flight) ++write_window_;
 }
 
 void Client::Transmit(const std::string& frame) {
@@ -373,6 +407,7 @@ void Client::Handle(const zmq::message_t& msg, std::vector<Incoming>* out) {
   auto it = pending_.find(f.header.corr);
   if (it == pending_.end()) return;  // an answer to a retry already answered
   PendingRequest& req = it->second;
+  if (IsWrite(req.type) && f.type() != MsgType::kError) WritePassed();
   if (req.answered && f.type() != MsgType::kError) {
     Finish(it);  // its answer was handed out already; its place is freed now
     return;
@@ -490,6 +525,17 @@ void Client::Handle(const zmq::message_t& msg, std::vector<Incoming>* out) {
       }
       if (req.answered && !IsRetryable(status.code())) {
         Finish(it);
+        return;
+      }
+      // An answer to an earlier copy of a write held back (below): it goes
+      // again anyway.
+      if (IsWrite(req.type) && !req.launched) return;
+      if (status.code() == ErrorCode::kBusy && IsWrite(req.type)) {
+        if (req.answered) {
+          Finish(it);
+        } else {
+          HoldWrite(it);
+        }
         return;
       }
       if (IsRetryable(status.code()) && Clock::now() < req.deadline) {

@@ -159,7 +159,8 @@ class Client {
     int retries = 0;     // unanswered resends so far (the backoff)
     int backoff_ms = 0;  // after a retryable error: the next wait
     bool app = false;    // the application waits for the answer
-    bool launched = false;  // on the wire (else waiting in queued_)
+    bool launched = false;  // on the wire (else waiting in queued_ or
+                            // queued_writes_)
     // The application has its answer already (a send read back from the
     // mailbox); the request keeps its place on the wire until the server's
     // own answer passes, so both sides count in-flight requests alike.
@@ -178,8 +179,18 @@ class Client {
   template <typename T>
   uint64_t Ask(MsgType type, const T& body, const std::string& cmid = "");
   void Transmit(const std::string& frame);
-  // Puts waiting requests on the wire while there is room.
+  // Puts waiting requests on the wire while there is room, in order.
   void Pump();
+  // Writes (send, react, seen) are what the user's home shard charges to
+  // its rate (natter-stored(8)).  One refused there for the rate (busy)
+  // goes back to its place in queued_writes_, and writes wait a while,
+  // then go one at a time, more as they pass: so the writes behind it do
+  // not overtake it, and the conversation keeps the order they were made.
+  static bool IsWrite(MsgType type) {
+    return type == MsgType::kSend || type == MsgType::kReact || type == MsgType::kSeen;
+  }
+  void HoldWrite(std::map<uint64_t, PendingRequest>::iterator it);
+  void WritePassed();
   // Forgets a request that has its answer (or gave up); returns the next.
   std::map<uint64_t, PendingRequest>::iterator Finish(
       std::map<uint64_t, PendingRequest>::iterator it);
@@ -215,7 +226,14 @@ class Client {
   uint64_t hello_corr_ = 0;
   std::map<uint64_t, PendingRequest> pending_;
   std::deque<uint64_t> queued_;  // requests not yet on the wire, in order
+  std::deque<uint64_t> queued_writes_;  // writes not yet on the wire, in order
   size_t launched_ = 0;
+  size_t writes_launched_ = 0;
+  // Writes on the wire at most: max_in_flight, 1 after a refusal for the
+  // rate, one more for each write that passes.
+  size_t write_window_ = 0;
+  Clock::time_point writes_held_until_{};
+  int write_backoff_ms_ = 0;  // the last hold; 0 once a write passed
   std::unordered_map<std::string, uint64_t> pending_sends_;  // cmid -> corr
   size_t sends_in_flight_ = 0;
 

@@ -113,6 +113,16 @@ const std::vector<OptionSpec> kOptions = {
     {"stored", "handoff-retry", "1s",
      "How long a hand-off to another shard waits for its acknowledgement "
      "before it is sent again."},
+    {"stored", "user-rate", "50",
+     "Units a second each user of the shard may spend on writes: a send "
+     "costs one unit and one more for each full KiB of its text, a "
+     "reaction or a seen mark one.  A request over the rate gets a "
+     "retryable busy error and writes nothing, so one user cannot fill "
+     "the shard's disk for everyone.  0: no limit."},
+    {"stored", "user-burst", "500",
+     "Units a user may spend at once, after being idle: the size of its "
+     "bucket, which fills at user-rate.  At least 5 (a send of the "
+     "longest text).  0: no limit."},
     {"stored", "control", "",
      "Endpoint of the control socket natterctl status and backup talk to "
      "(CURVE as the daemon's other sockets, open to the admin keys of "

@@ -13,10 +13,13 @@ namespace stored {
 
 Stored::Stored(const Config& config, zmq::context_t& ctx)
     : ctx_(ctx), keys_(config) {
-  uint64_t shard = 0, batch = 0, retry_s = 0;
+  uint64_t shard = 0, batch = 0, retry_s = 0, user_rate = 0, user_burst = 0;
   Status s = config.GetUint("shard", &shard);
   if (s.ok()) s = config.GetUint("batch-max", &batch);
   if (s.ok()) s = config.GetDuration("handoff-retry", &retry_s);
+  if (s.ok()) s = config.GetUint("user-rate", &user_rate);
+  if (s.ok()) s = config.GetUint("user-burst", &user_burst);
+  if (s.ok()) s = UserRateLimiter::CheckSettings(user_rate, user_burst);
   if (!s.ok()) throw std::invalid_argument(s.message());
   std::vector<std::string> shards = config.GetList("shards");
   if (shards.empty()) throw std::invalid_argument("shards: the shard map is empty");
@@ -38,6 +41,7 @@ Stored::Stored(const Config& config, zmq::context_t& ctx)
   batch_max_ = batch;
   retry_ = std::chrono::seconds(retry_s == 0 ? 1 : retry_s);
   store_ = std::make_unique<Store>(shard_, shard_count_);
+  limiter_ = UserRateLimiter(user_rate, user_burst);
   // LevelDB's table files share the open-files limit with the sockets;
   // keep a reserve for those (see natter-stored(8)).
   max_open_files_ = static_cast<int>(
@@ -173,6 +177,11 @@ void Stored::Stats(MetricSet* set) {
   set->Counter("natter_stored_relinks_total",
                "Links to routed and notifyd connected again after they ended for good.",
                static_cast<double>(watch_ ? watch_->relinks() : 0));
+  set->Counter("natter_stored_rate_refused_total",
+               "Requests refused (busy) for their user's rate (user-rate).",
+               static_cast<double>(limiter_.refused()));
+  set->Gauge("natter_stored_rate_users", "Users whose rate bucket is not full.",
+             static_cast<double>(limiter_.users()));
   set->Gauge("natter_stored_handoffs_pending", "Hand-offs waiting for their acknowledgement, in memory.",
              static_cast<double>(pending_.size()));
   set->Gauge("natter_stored_handoffs_spilled",
@@ -198,6 +207,13 @@ bool Stored::ServeBatch() {
     if (!s.ok()) {
       NLOG_WARN("event=bad-frame error=%s", LogValue(s.ToString()).c_str());
       SendRouted(requests_, parts, parts.size() - 1, EncodeError(Header(), s));
+      continue;
+    }
+    if (!limiter_.Admit(r.frame, Clock::now())) {
+      const Header& h = r.frame.header;
+      NLOG_TRACE(h.trace, "event=rate-refused user=%llu type=%s",
+                 static_cast<unsigned long long>(h.user.value), MsgTypeName(r.frame.type()));
+      SendRouted(requests_, parts, parts.size() - 1, EncodeError(h, limiter_.Refusal(h.user)));
       continue;
     }
     routes.push_back(std::move(parts));

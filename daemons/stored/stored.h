@@ -33,6 +33,7 @@
 #include "common/daemon.h"
 #include "common/metrics.h"
 #include "common/net.h"
+#include "daemons/stored/rate_limit.h"
 #include "daemons/stored/store.h"
 
 namespace natter {
@@ -94,6 +95,9 @@ class Stored : public Service {
   std::chrono::milliseconds retry_{1000};
 
   std::unique_ptr<Store> store_;
+  // Each user's writes, in the order they arrive; a request over its
+  // user's rate is answered busy and never reaches the batch.
+  UserRateLimiter limiter_{0, 0};
   zmq::socket_t requests_;  // ROUTER, from routed
   zmq::socket_t handoff_;   // DEALER, to routed
   zmq::socket_t events_;    // PUSH, to notifyd

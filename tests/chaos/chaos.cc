@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include <boost/program_options.hpp>
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -190,7 +191,13 @@ int Run(const Settings& st) {
   std::mt19937_64 rng(st.seed);
   int status = 1;
   {
-    LocalCell cell(BinDir(), dir, st.shards);
+    // Each user sends rate / (2 pairs) a second, and more after an outage:
+    // its rate of writes at its shard (natter-stored(8)) leaves twice that,
+    // and is never below the default (50 a second, bursts of 500).
+    uint64_t user_rate = std::max<uint64_t>(50, static_cast<uint64_t>(st.rate / st.pairs + 1));
+    LocalCell cell(BinDir(), dir, st.shards,
+                   "[stored]\nuser-rate = " + std::to_string(user_rate) +
+                       "\nuser-burst = " + std::to_string(10 * user_rate));
     zmq::context_t ctx(1);
     std::vector<Dev> devs;
     for (unsigned p = 0; p < st.pairs; ++p) {

@@ -147,7 +147,7 @@ TEST_CASE("a device that comes back gets every kind of event it missed, in order
 }
 
 TEST_CASE("a catch-up while new messages keep arriving loses none and repeats none") {
-  TestCell cell(3);
+  TestCell cell(3, kNoUserRate);  // 1500 messages from one user at once
   auto [alice, bob] = TwoUsers(3);
   {
     auto bt = Open(cell, bob, "tablet");

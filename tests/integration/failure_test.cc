@@ -45,8 +45,9 @@ TEST_CASE("a full disk stops acknowledgements, loses nothing, and recovers when 
   }
   std::string mounted;
   // The shard's data folder is a 1 MiB tmpfs: LevelDB's log fills it after
-  // a few hundred messages.
-  TestCell cell(1, "",
+  // a few hundred messages.  One user fills it, as fast as it can: without
+  // its rate, which is not what this test is about.
+  TestCell cell(1, kNoUserRate,
                 [&](const std::string& dir) {
                   std::string data = dir + "/data";
                   REQUIRE(RunCommand("mount -t tmpfs -o size=1m natter-test " + data) == 0);
@@ -190,7 +191,7 @@ TEST_CASE("a frontd at its descriptor limit refuses new clients and keeps the co
 }
 
 TEST_CASE("a device that stops reading holds bounded queues and loses nothing") {
-  TestCell cell(1);
+  TestCell cell(1, kNoUserRate);  // 5000 messages from one user at once
   auto [alice, bob] = TwoUsers(1);
   auto a = Open(cell, alice, "a1");
   auto b = Open(cell, bob, "b1");
@@ -219,7 +220,7 @@ TEST_CASE("a device that stops reading holds bounded queues and loses nothing") 
 }
 
 TEST_CASE("SIGTERM under traffic: each daemon finishes its work and exits cleanly; nothing is lost") {
-  TestCell cell(2);
+  TestCell cell(2, kNoUserRate);  // 1500 messages from one user in seconds
   auto [alice, bob] = TwoUsers(2);
   // Idle devices learn that frontd restarted at their next ping, and fetch
   // events notifyd lost while it restarted at their next look at the

@@ -49,7 +49,7 @@ void CheckOrder(const Device& d) {
 }
 
 void Exchange(unsigned shards) {
-  TestCell cell(shards);
+  TestCell cell(shards, kNoUserRate);  // 1000 messages a user, at full speed
   auto [alice, bob] = TwoUsers(shards);
   TwoByTwo devices = OpenTwoByTwo(cell, alice, bob, "a-phone", "a-laptop", "b-phone", "b-laptop");
   Device *a1 = devices.a1.get(), *a2 = devices.a2.get();

@@ -54,6 +54,10 @@ class TestCell {
 // natterctl status --json for the cell: each daemon's state and metrics.
 nlohmann::json CellStatus(const TestCell& cell);
 
+// Extra configuration for a test that sends thousands of messages from one
+// user at full speed: no rate for the user's writes (natter-stored(8)).
+constexpr const char* kNoUserRate = "[stored]\nuser-rate = 0";
+
 // Two users whose home shards differ (when there is more than one).
 std::pair<UserId, UserId> TwoUsers(unsigned shards);
 

@@ -104,8 +104,13 @@ struct CellOptions {
   std::string dir;
   bool keep = false;
   std::string curve_ipc = "yes";
-  // What goes into the cell's natter.conf besides natterctl init's.
-  std::string Conf() const { return curve_ipc == "no" ? "[cell]\ncurve-ipc = no" : ""; }
+  // What goes into the cell's natter.conf besides natterctl init's.  The
+  // bench measures the cell with a few users sending as fast as they can:
+  // without the per-user rate of writes, which would measure only itself.
+  std::string Conf() const {
+    return std::string("[stored]\nuser-rate = 0\n") +
+           (curve_ipc == "no" ? "[cell]\ncurve-ipc = no\n" : "");
+  }
 };
 
 // Parses a mode's options, with --shards, --dir and --keep added.

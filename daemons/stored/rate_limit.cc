@@ -1,0 +1,86 @@
+#include "daemons/stored/rate_limit.h"
+
+#include <algorithm>
+#include <string>
+
+namespace natter {
+namespace stored {
+
+UserRateLimiter::UserRateLimiter(uint64_t rate, uint64_t burst)
+    : rate_(static_cast<double>(rate)),
+      burst_(static_cast<double>(burst)),
+      fill_time_(std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(
+          rate == 0 ? 0.0 : static_cast<double>(burst) / static_cast<double>(rate)))) {}
+
+Status UserRateLimiter::CheckSettings(uint64_t rate, uint64_t burst) {
+  if (rate == 0 || burst == 0 || burst >= kMaxCost) return Status::Ok();
+  return Status(ErrorCode::kBadRequest,
+                "user-burst: must be 0 or at least " + std::to_string(kMaxCost) +
+                    " (what a send of the longest text costs)");
+}
+
+uint64_t UserRateLimiter::Cost(const Frame& request) {
+  switch (request.type()) {
+    case MsgType::kStoreMessage: {
+      // A body that does not decode is refused by the store, writing
+      // nothing; it still costs a unit, as any request.
+      StoreMessage sm;
+      if (!DecodeBody(request, &sm).ok()) return 1;
+      return 1 + sm.message.text.size() / 1024;
+    }
+    case MsgType::kReact:
+    case MsgType::kSeen:
+      return 1;
+    default:
+      return 0;
+  }
+}
+
+double UserRateLimiter::Level(const Bucket& b, Clock::time_point now) const {
+  double elapsed = std::chrono::duration<double>(now - b.at).count();
+  return std::min(burst_, b.units + rate_ * std::max(elapsed, 0.0));
+}
+
+bool UserRateLimiter::Take(UserId user, uint64_t cost, Clock::time_point now) {
+  if (!enabled() || cost == 0) return true;
+  if (now >= next_sweep_) Sweep(now);
+  auto [it, added] = buckets_.try_emplace(user, Bucket{burst_, now});
+  Bucket& b = it->second;
+  double units = added ? burst_ : Level(b, now);
+  double needed = static_cast<double>(cost);
+  if (b.refusing) needed = std::max(needed, std::min(burst_, static_cast<double>(kMaxCost)));
+  b.at = now;
+  b.refusing = units < needed;
+  b.units = b.refusing ? units : units - static_cast<double>(cost);
+  return !b.refusing;
+}
+
+bool UserRateLimiter::Admit(const Frame& request, Clock::time_point now) {
+  if (Take(request.header.user, Cost(request), now)) return true;
+  ++refused_;
+  return false;
+}
+
+Status UserRateLimiter::Refusal(UserId user) const {
+  return Status(ErrorCode::kBusy,
+                "user " + std::to_string(user.value) + " is over its rate of writes (" +
+                    std::to_string(static_cast<uint64_t>(rate_)) + " a second, bursts of " +
+                    std::to_string(static_cast<uint64_t>(burst_)) + "); retry later");
+}
+
+void UserRateLimiter::Sweep(Clock::time_point now) {
+  for (auto it = buckets_.begin(); it != buckets_.end();) {
+    if (Level(it->second, now) >= burst_) {
+      it = buckets_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  // Every fill_time_ at most (a second at least): each sweep finds the
+  // buckets of users idle since the one before full, so the table holds
+  // the users of the last two fill times.
+  next_sweep_ = now + std::max<Clock::duration>(fill_time_, std::chrono::seconds(1));
+}
+
+}  // namespace stored
+}  // namespace natter
