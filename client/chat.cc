@@ -502,16 +502,23 @@ int RunChat(const ClientOptions& given, UserId peer,
   std::unique_ptr<ChatView> view_owner;
   LineEditor* editor_ptr = nullptr;
   std::vector<Incoming> in;
+  Status over;  // Incoming::SessionOver
   auto pump = [&](int timeout_ms) {
     in.clear();
     client.Poll(timeout_ms, &in);
-    for (const Incoming& item : in) view_owner->Take(item);
+    for (const Incoming& item : in) {
+      if (item.SessionOver()) {
+        over = item.error;
+        continue;
+      }
+      view_owner->Take(item);
+    }
     view_owner->Settle();
   };
   // Waits for a key, showing what the client brings meanwhile.
   auto wait = [&]() -> bool {
     for (;;) {
-      if (interrupted) return false;
+      if (interrupted || !over.ok()) return false;
       if (resized.exchange(false) && editor_ptr != nullptr) editor_ptr->Resized();
       zmq::pollitem_t items[2] = {client.PollItem(), {nullptr, STDIN_FILENO, ZMQ_POLLIN, 0}};
       int rc = zmq_poll(items, 2, 100);
@@ -534,12 +541,18 @@ int RunChat(const ClientOptions& given, UserId peer,
   // Lines typed (or piped) ahead wait for the page they may refer to.
   auto deadline = std::chrono::steady_clock::now() +
                   std::chrono::milliseconds(options.timeout_ms);
-  while (!view.ready() && !interrupted && std::chrono::steady_clock::now() < deadline) {
+  while (!view.ready() && !interrupted && over.ok() &&
+         std::chrono::steady_clock::now() < deadline) {
     pump(50);
   }
   while (auto line = editor.ReadLine()) {
     if (!view.Input(*line)) break;
     pump(0);
+    if (!over.ok()) break;
+  }
+  if (!over.ok()) {
+    std::cerr << "natter: chat: " << over.message() << "\n";
+    return ExitCodeFor(over.code());
   }
   // What was typed goes before we do.
   deadline = std::chrono::steady_clock::now() +

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <fstream>
 
+#include "common/ids.h"
 #include "common/net.h"
 #include "common/text.h"
 #include "common/token.h"
@@ -24,12 +25,25 @@ constexpr uint32_t kSyncPage = 500;
 constexpr int kAckDelayMs = 50;
 constexpr int kLazyAckMs = 1000;
 constexpr int kSettleMs = 500;
+// With a token source, a fresh token is asked for this long before the
+// session's expires (frontd ends the session kTokenClockSkew after it), and
+// at most this often while it does not come.
+constexpr uint64_t kRenewAheadS = 30;
+constexpr int kRenewEveryMs = 5000;
 
 // Requests the application waits on (the library's own — sync, ack, ping —
-// are handled inside).
+// are handled inside; a hello's refusal is handed out too).
 bool Answered(MsgType type) {
   return type != MsgType::kSync && type != MsgType::kAck && type != MsgType::kPing;
 }
+
+// An error frontd sends unasked (corr 0) that ends the session.
+bool EndsSession(ErrorCode code) {
+  return code == ErrorCode::kTokenExpired || code == ErrorCode::kTokenUnknownKey ||
+         code == ErrorCode::kTokenMalformed || code == ErrorCode::kTokenBadSignature;
+}
+
+uint64_t NowSeconds() { return NowMs() / 1000; }
 
 std::string NewClientMsgId() {
   uint8_t raw[12];
@@ -234,11 +248,21 @@ void Client::Transmit(const std::string& frame) {
   last_sent_ = Clock::now();
 }
 
-Status Client::Connect() {
+void Client::SayHello(const std::string& token) {
   Hello hello;
-  hello.token = options_.token;
+  hello.token = token;
   hello.device = device_;
+  hello_token_ = token;
   hello_corr_ = Ask(MsgType::kHello, hello);
+}
+
+Status Client::Connect() {
+  std::string token = options_.token;
+  if (token.empty() && options_.token_source) {
+    Status s = options_.token_source(&token);
+    if (!s.ok()) return s;
+  }
+  SayHello(token);
   auto deadline = Clock::now() + std::chrono::milliseconds(options_.timeout_ms);
   std::vector<Incoming> early;
   while (!session_) {
@@ -404,6 +428,15 @@ void Client::Handle(const zmq::message_t& msg, std::vector<Incoming>* out) {
     }
     return;
   }
+  if (f.header.corr == 0) {
+    // Unasked: only an error about the session's token means anything.
+    Error e;
+    if (f.type() == MsgType::kError && DecodeBody(f, &e).ok() &&
+        EndsSession(static_cast<ErrorCode>(e.code))) {
+      SessionEnded(Status(static_cast<ErrorCode>(e.code), e.message), out);
+    }
+    return;
+  }
   auto it = pending_.find(f.header.corr);
   if (it == pending_.end()) return;  // an answer to a retry already answered
   PendingRequest& req = it->second;
@@ -418,6 +451,22 @@ void Client::Handle(const zmq::message_t& msg, std::vector<Incoming>* out) {
       if (!DecodeBody(f, &w).ok()) return;
       Finish(it);
       bool again = user_.value != 0;
+      if (again && w.user != user_) {
+        // A token source that gave another user's token: this client's
+        // mailbox and cursor are not that user's.
+        session_ = false;
+        Incoming in;
+        in.kind = Incoming::Kind::kError;
+        in.error = Status(ErrorCode::kForbidden,
+                          "the fresh token is for user " + std::to_string(w.user.value) +
+                              ", not " + std::to_string(user_.value));
+        out->push_back(std::move(in));
+        return;
+      }
+      options_.token = hello_token_;
+      expires_ = w.expires;
+      // A fresh token for a session that goes on: nothing else changes.
+      if (session_) return;
       user_ = w.user;
       device_ = w.device;
       session_ = true;
@@ -431,12 +480,14 @@ void Client::Handle(const zmq::message_t& msg, std::vector<Incoming>* out) {
       }
       Pump();
       // First time: catch up from the cursor.  Again: repair whatever the
-      // live path lost while the session was gone.
+      // live path lost while the session was gone, now and once the new
+      // session's subscription has surely reached notifyd.
       if (!options_.receive) return;
       if (!again) {
         AskSync(true, Seq());
       } else if (synced_) {
         AskSync(false, last_seq_);
+        settled_ = false;
       }
       return;
     }
@@ -515,12 +566,7 @@ void Client::Handle(const zmq::message_t& msg, std::vector<Incoming>* out) {
       if (status.code() == ErrorCode::kNoSession) {
         // The server forgot us: hello again; this request waits for it.
         session_ = false;
-        if (!pending_.count(hello_corr_)) {
-          Hello hello;
-          hello.token = options_.token;
-          hello.device = device_;
-          hello_corr_ = Ask(MsgType::kHello, hello);
-        }
+        if (!pending_.count(hello_corr_)) SayHello(options_.token);
         return;
       }
       if (req.answered && !IsRetryable(status.code())) {
@@ -555,7 +601,7 @@ void Client::Handle(const zmq::message_t& msg, std::vector<Incoming>* out) {
       if (app) {
         Incoming in;
         in.kind = Incoming::Kind::kError;
-        in.request = f.header.corr;
+        in.request = type == MsgType::kHello ? 0 : f.header.corr;
         in.error = status;
         in.client_msg_id = cmid;
         out->push_back(std::move(in));
@@ -565,6 +611,39 @@ void Client::Handle(const zmq::message_t& msg, std::vector<Incoming>* out) {
     default:
       return;
   }
+}
+
+void Client::SessionEnded(const Status& why, std::vector<Incoming>* out) {
+  session_ = false;
+  // A hello with a fresh token already on its way makes a new session.
+  if (pending_.count(hello_corr_)) return;
+  Status s = why;
+  if (options_.token_source) {
+    std::string token;
+    Status fresh = options_.token_source(&token);
+    if (fresh.ok()) {
+      SayHello(token);
+      return;
+    }
+    s = Status(why.code(), why.message() + "; no fresh token: " + fresh.message());
+  }
+  Incoming in;
+  in.kind = Incoming::Kind::kError;
+  in.error = s;
+  out->push_back(std::move(in));
+}
+
+void Client::Renew() {
+  auto now = Clock::now();
+  if (!options_.token_source || expires_ == 0 || now < next_renew_ ||
+      NowSeconds() + kRenewAheadS < expires_ || pending_.count(hello_corr_)) {
+    return;
+  }
+  next_renew_ = now + std::chrono::milliseconds(kRenewEveryMs);
+  // Not yet fresh (the file not yet rewritten, say): asked again later;
+  // if none comes, the session's end says why.
+  std::string token;
+  if (options_.token_source(&token).ok() && token != options_.token) SayHello(token);
 }
 
 void Client::HandleEvent(const Event& event, bool from_sync) {
@@ -686,7 +765,7 @@ void Client::Tick(std::vector<Incoming>* out) {
         if (p.type == MsgType::kSend && sends_in_flight_ > 0) --sends_in_flight_;
         Incoming in;
         in.kind = Incoming::Kind::kError;
-        in.request = it->first;
+        in.request = p.type == MsgType::kHello ? 0 : it->first;
         in.error = Status(ErrorCode::kUnavailable,
                           "no answer from " + options_.server + " within " +
                               std::to_string(options_.timeout_ms / 1000) + "s");
@@ -709,6 +788,7 @@ void Client::Tick(std::vector<Incoming>* out) {
     ++it;
   }
   if (!session_) return;
+  Renew();
   if (!synced_) return;
   if (gap_ && now - gap_since_ >= std::chrono::milliseconds(options_.gap_grace_ms)) {
     AskSync(false, last_seq_);

@@ -11,8 +11,15 @@
 //
 // Requests are retried with the same correlation id and, for sends, the
 // same client_msg_id, so a retry never makes a second message.  A client
-// whose session was lost (frontd restarted, or the session expired) says
-// hello again and re-sends what was unanswered.
+// whose session was lost (frontd restarted) says hello again and re-sends
+// what was unanswered.
+//
+// A session lasts as long as its token: frontd ends it when the token
+// expires or the key that signed it is retired, saying so in an error with
+// corr 0.  A client given a token source says hello again on the same
+// connection with a fresh token, shortly before its token expires and at
+// once when the session ends; one without hands that error out
+// (Incoming::SessionOver).
 //
 // Not thread-safe: one thread drives a Client.  Several Clients may share
 // one zmq::context_t.
@@ -33,6 +40,7 @@
 
 #include <zmq.hpp>
 
+#include "client/token_source.h"
 #include "common/proto.h"
 #include "common/status.h"
 
@@ -42,7 +50,10 @@ struct ClientOptions {
   std::string server;      // frontd's endpoint
   std::string server_key;  // frontd's CURVE public key, 64 hex digits or
                            // 40 of Z85; empty: no CURVE
-  std::string token;
+  std::string token;  // empty with a token_source: the first comes from it
+  // Where fresh tokens come from (see token_source.h); empty: the token is
+  // fixed, and the session ends with it.  Called from Connect and Poll.
+  TokenSource token_source;
   std::string device = "default";
   std::string state_dir;   // where the device's key and cursor live; may be empty
   int timeout_ms = 10000;  // longest wait for an answer from the server
@@ -85,6 +96,11 @@ struct Incoming {
   ChatsReply chats;          // kChats
   SyncReply mailbox;         // kMailbox
   bool online = false;       // kLink: a session again (else: frontd lost)
+
+  // An error that answers no request: the session is over (its token
+  // expired or its key was retired and no fresh token could be had, a
+  // fresh token was refused, or frontd did not answer the hello).
+  bool SessionOver() const { return kind == Kind::kError && request == 0; }
 };
 
 // The query for the chats page after page (when page.more says there is one).
@@ -99,8 +115,8 @@ class Client {
   Client& operator=(const Client&) = delete;
 
   // Says hello and waits for the welcome, at most timeout_ms; then starts
-  // catching up.  Token problems come back as their error codes,
-  // kUnavailable when the server does not answer.
+  // catching up.  Token problems come back as their error codes (or the
+  // token source's), kUnavailable when the server does not answer.
   Status Connect();
 
   UserId user() const { return user_; }
@@ -176,6 +192,12 @@ class Client {
   // watch_link: reads the monitor's connection events.
   void WatchLink(std::vector<Incoming>* out);
   void SetServerKey();
+  void SayHello(const std::string& token);
+  // frontd ended the session (why, with corr 0): hello again with a fresh
+  // token, or hand why out.
+  void SessionEnded(const Status& why, std::vector<Incoming>* out);
+  // With a token source: a fresh token while the session's nears its end.
+  void Renew();
   template <typename T>
   uint64_t Ask(MsgType type, const T& body, const std::string& cmid = "");
   void Transmit(const std::string& frame);
@@ -224,6 +246,9 @@ class Client {
   bool session_ = false;
   uint64_t next_corr_ = 1;
   uint64_t hello_corr_ = 0;
+  std::string hello_token_;   // the token of the last hello
+  uint64_t expires_ = 0;      // the session's token's, Unix seconds
+  Clock::time_point next_renew_{};
   std::map<uint64_t, PendingRequest> pending_;
   std::deque<uint64_t> queued_;  // requests not yet on the wire, in order
   std::deque<uint64_t> queued_writes_;  // writes not yet on the wire, in order

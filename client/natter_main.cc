@@ -25,6 +25,7 @@
 #include "client/client.h"
 #include "client/json_events.h"
 #include "client/rpc.h"
+#include "client/token_source.h"
 #include "common/daemon.h"
 #include "common/text.h"
 #include "common/validate.h"
@@ -53,8 +54,10 @@ struct Global {
 };
 
 const char kUsage[] =
-    "usage: natter [-c file] [-s endpoint] [-k key] [-t token] [--device name]\n"
-    "              [--state-dir dir] [--json] [--timeout seconds] command [args]\n"
+    "usage: natter [-c file] [-s endpoint] [-k key]\n"
+    "              [-t token | --token-file file | --token-command command]\n"
+    "              [--device name] [--state-dir dir] [--json] [--timeout seconds]\n"
+    "              command [args]\n"
     "commands:\n"
     "  send PEER [TEXT...]          send TEXT, or each line of stdin, to PEER\n"
     "  listen [--count N] [--for S] missed events, then live ones\n"
@@ -101,7 +104,8 @@ std::string DefaultConfigPath() {
 size_t SubcommandIndex(int argc, char** argv) {
   static const std::set<std::string> kTakesValue = {
       "-c", "--config", "-s", "--server", "-k", "--server-key", "-t",
-      "--token", "--device", "--state-dir", "--timeout"};
+      "--token", "--token-file", "--token-command", "--device", "--state-dir",
+      "--timeout"};
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a.empty() || a[0] != '-') return static_cast<size_t>(i);
@@ -119,15 +123,36 @@ int TimeoutMs(const std::string& text, const std::string& what) {
   return static_cast<int>(*secs * 1000);
 }
 
+// Where the token comes from: one of these, or none.
+struct TokenChoice {
+  std::string token, file, command;
+};
+
+// Takes the token, or its source, from choice if it names one; more than
+// one is the error `twice`.
+bool TakeToken(const TokenChoice& choice, const Exit& twice, ClientOptions* options) {
+  int given = !choice.token.empty() + !choice.file.empty() + !choice.command.empty();
+  if (given == 0) return false;
+  if (given > 1) throw twice;
+  options->token = choice.token;
+  if (!choice.file.empty()) options->token_source = TokenFile(choice.file);
+  if (!choice.command.empty()) {
+    options->token_source = TokenCommand(choice.command, options->timeout_ms);
+  }
+  return true;
+}
+
 Global ParseGlobal(int argc, char** argv) {
   Global g;
-  std::string server, server_key, token, device, state_dir, timeout;
+  std::string server, server_key, token, token_file, token_command, device, state_dir, timeout;
   po::options_description opts;
   opts.add_options()
       ("config,c", po::value(&g.config_path))
       ("server,s", po::value(&server))
       ("server-key,k", po::value(&server_key))
       ("token,t", po::value(&token))
+      ("token-file", po::value(&token_file))
+      ("token-command", po::value(&token_command))
       ("device", po::value(&device))
       ("state-dir", po::value(&state_dir))
       ("timeout", po::value(&timeout))
@@ -151,8 +176,8 @@ Global ParseGlobal(int argc, char** argv) {
     std::ifstream in(file);
     if (!in) throw Exit{EX_CONFIG, file + ": cannot read the file"};
     po::options_description keys;
-    for (const char* k : {"server", "server-key", "token", "device",
-                          "state-dir", "timeout"}) {
+    for (const char* k : {"server", "server-key", "token", "token-file", "token-command",
+                          "device", "state-dir", "timeout"}) {
       keys.add_options()(k, po::value<std::string>());
     }
     po::variables_map fv;
@@ -174,7 +199,6 @@ Global ParseGlobal(int argc, char** argv) {
   };
   g.client.server = pick(server, "server", "NATTER_SERVER");
   g.client.server_key = pick(server_key, "server-key", nullptr);
-  g.client.token = pick(token, "token", "NATTER_TOKEN");
   g.client.device = pick(device, "device", nullptr);
   if (g.client.device.empty()) g.client.device = "default";
   g.client.state_dir = pick(state_dir, "state-dir", nullptr);
@@ -184,8 +208,17 @@ Global ParseGlobal(int argc, char** argv) {
   if (g.client.server.empty()) {
     throw Exit{EX_USAGE, "no server: give -s ENDPOINT or -c client.conf"};
   }
-  if (g.client.token.empty()) {
-    throw Exit{EX_USAGE, "no token: give -t TOKEN, $NATTER_TOKEN or token in the config"};
+  // The flags' choice of token, else $NATTER_TOKEN, else the file's.
+  const char* env = std::getenv("NATTER_TOKEN");
+  if (!TakeToken({token, token_file, token_command},
+                 {EX_USAGE, "give one of -t, --token-file and --token-command"}, &g.client) &&
+      !TakeToken({env != nullptr ? env : "", "", ""}, {}, &g.client) &&
+      !TakeToken({conf["token"], conf["token-file"], conf["token-command"]},
+                 {EX_CONFIG, file + ": give one of token, token-file and token-command"},
+                 &g.client)) {
+    throw Exit{EX_USAGE,
+               "no token: give -t TOKEN, --token-file FILE, --token-command COMMAND, "
+               "$NATTER_TOKEN or one of them in the config"};
   }
   return g;
 }

@@ -257,6 +257,7 @@ int RunRpc(const ClientOptions& given, int wait_ms,
   std::map<uint64_t, Owed> owed;                        // request id -> request
   std::map<std::string, std::vector<Owed>> owed_sends;  // client_msg_id -> sends
   size_t owed_count = 0;
+  Status over;  // Incoming::SessionOver
 
   auto reply_error = [](const Owed& o, const Status& s) {
     if (o.reply) {
@@ -299,6 +300,10 @@ int RunRpc(const ClientOptions& given, int wait_ms,
         return;
       case Incoming::Kind::kProcessed:
       case Incoming::Kind::kError: {
+        if (in.SessionOver()) {
+          over = in.error;
+          return;
+        }
         const std::string& cmid = in.kind == Incoming::Kind::kProcessed
                                       ? in.processed.client_msg_id
                                       : in.client_msg_id;
@@ -357,7 +362,7 @@ int RunRpc(const ClientOptions& given, int wait_ms,
   auto input_end = std::chrono::steady_clock::time_point::max();
   std::vector<Incoming> in;
   char chunk[65536];
-  while (!interrupted && !g_output_lost) {
+  while (!interrupted && !g_output_lost && over.ok()) {
     if (!input_open && owed_count == 0) break;
     if (!input_open && std::chrono::steady_clock::now() >= input_end) break;
     bool want_input = input_open && owed_count < kWindow;
@@ -402,6 +407,7 @@ int RunRpc(const ClientOptions& given, int wait_ms,
   Status late(ErrorCode::kUnavailable,
               interrupted ? "interrupted before the answer came"
                           : "no answer within " + std::to_string(wait_ms / 1000) + "s");
+  if (!over.ok()) late = over;
   for (const auto& [request, o] : owed) reply_error(o, late);
   for (const auto& [cmid, list] : owed_sends) {
     for (const Owed& o : list) reply_error(o, late);
@@ -412,6 +418,10 @@ int RunRpc(const ClientOptions& given, int wait_ms,
     // them all).
     std::cerr << "natter: rpc: standard output is closed\n";
     return 1;
+  }
+  if (!over.ok()) {
+    std::cerr << "natter: rpc: " << over.message() << "\n";
+    return ExitCodeFor(over.code());
   }
   Status flushed = client.Flush();
   if (owed_count > 0) {

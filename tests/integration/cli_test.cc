@@ -2,14 +2,18 @@
 // codes of the command-line contract.
 #include <catch2/catch.hpp>
 
+#include <cstdio>
 #include <fstream>
 #include <sstream>
+#include <thread>
 
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <nlohmann/json.hpp>
 
+#include "common/ids.h"
+#include "common/token.h"
 #include "tests/integration/devices.h"
 #include "tests/integration/test_cell.h"
 
@@ -381,4 +385,120 @@ TEST_CASE("a device's CURVE key is made on first use, private, and kept") {
   }
   CHECK(first.size() == 40);
   CHECK(first == again);
+}
+
+namespace {
+
+// natter's flags for the cell without a token (and a config file of one's
+// own, if given).
+std::string ArgsWithoutToken(const TestCell& cell, const std::string& config = "") {
+  return BinPath("natter") + " -c " + (config.empty() ? cell.dir() + "/client.conf" : config) +
+         " -s ipc://" + cell.dir() + "/run/frontd.sock --state-dir " + cell.dir() + "/cli-state";
+}
+
+uint64_t NowS() { return NowMs() / 1000; }
+
+}  // namespace
+
+TEST_CASE("natter takes its token from --token-file or --token-command, and says why when it cannot") {
+  TestCell cell(1);
+  TempDir scratch;
+  const std::string file = scratch.path() + "/token";
+  std::ofstream(file) << cell.Token(1) << "\n";
+  const std::string args = ArgsWithoutToken(cell);
+  SECTION("a file, a command, or either in the config file") {
+    Result r = Run(scratch, args + " --token-file " + file + " send 2 from a file");
+    INFO(r.err);
+    CHECK(r.code == 0);
+    CHECK(Run(scratch, args + " --token-command 'cat " + file + "' send 2 from a command").code == 0);
+    std::ifstream conf(cell.dir() + "/client.conf");
+    std::stringstream text;
+    text << conf.rdbuf();
+    std::ofstream(scratch.path() + "/file.conf") << text.str() << "token-file = " << file << "\n";
+    std::ofstream(scratch.path() + "/command.conf")
+        << text.str() << "token-command = cat " << file << "\n";
+    CHECK(Run(scratch, ArgsWithoutToken(cell, scratch.path() + "/file.conf") + " send 2 a").code == 0);
+    CHECK(Run(scratch, ArgsWithoutToken(cell, scratch.path() + "/command.conf") + " send 2 b").code == 0);
+  }
+  SECTION("one source at a time") {
+    CHECK(Run(scratch, args + " -t x --token-file " + file + " send 2 hi").code == 64);
+    CHECK(Run(scratch, args + " --token-file " + file + " --token-command true send 2 hi").code == 64);
+    std::ofstream(scratch.path() + "/both.conf") << "token = x\ntoken-file = " << file << "\n";
+    CHECK(Run(scratch, ArgsWithoutToken(cell, scratch.path() + "/both.conf") + " send 2 hi").code == 78);
+  }
+  SECTION("a file that cannot be read: 77; a command that fails or prints nothing: 69") {
+    Result r = Run(scratch, args + " --token-file " + scratch.path() + "/none send 2 hi");
+    CHECK(r.code == 77);
+    CHECK(Lines(r.err) == 1);
+    CHECK(r.err.find(scratch.path() + "/none") != std::string::npos);
+    r = Run(scratch, args + " --token-command 'exit 3' listen --for 1");
+    CHECK(r.code == 69);
+    CHECK(Lines(r.err) == 1);
+    CHECK(r.err.find("exited with 3") != std::string::npos);
+    r = Run(scratch, args + " --token-command true send 2 hi");
+    CHECK(r.code == 69);
+    CHECK(Lines(r.err) == 1);
+  }
+}
+
+TEST_CASE("natter listen --token-file reads the fresh token written there and listens past the first one's end") {
+  TestCell cell(1);
+  TempDir scratch, listen_scratch;
+  // bob's device has a cursor, so what is sent while it listens is its.
+  REQUIRE(Run(scratch, cell.NatterArgs(2) + " listen --for 1").code == 0);
+  const std::string file = scratch.path() + "/token";
+  // Written whole or not at all, as a cron job would.
+  auto write = [&](const std::string& token) {
+    std::ofstream(file + ".tmp") << token << "\n";
+    CHECK(std::rename((file + ".tmp").c_str(), file.c_str()) == 0);
+  };
+  // The first token expired 55 s ago: frontd ends its session about 5 s in.
+  write(cell.Token(2, -55));
+  const uint64_t ends = NowS() - 55 + kTokenClockSkew;
+  Result got;
+  std::thread listen([&] {
+    got = Run(listen_scratch, ArgsWithoutToken(cell) + " --token-file " + file +
+                                  " --json listen --count 3 --for 40");
+  });
+  std::this_thread::sleep_for(std::chrono::seconds(2));
+  write(cell.Token(2));
+  while (NowS() < ends + 2) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  for (int i = 0; i < 3; ++i) {
+    CHECK(Run(scratch, cell.NatterArgs(1) + " send 2 late " + std::to_string(i)).code == 0);
+  }
+  listen.join();
+  INFO(got.err);
+  CHECK(got.code == 0);
+  CHECK(got.err.empty());
+  REQUIRE(Lines(got.out) == 3);
+  std::istringstream lines(got.out);
+  std::string line;
+  for (int i = 0; std::getline(lines, line); ++i) {
+    CHECK(nlohmann::json::parse(line)["text"] == "late " + std::to_string(i));
+  }
+}
+
+TEST_CASE("natter listen and rpc and chat with a token that ends exit 77 as soon as the session does") {
+  const std::string command = GENERATE(as<std::string>{}, "listen --for 30", "rpc", "chat 1");
+  INFO(command);
+  TestCell cell(1);
+  TempDir scratch;
+  // Input that stays open (rpc and chat read it): a FIFO opened for
+  // reading and writing.
+  const std::string input = scratch.path() + "/input";
+  REQUIRE(::mkfifo(input.c_str(), 0600) == 0);
+  // Expired 57 s ago: frontd ends the session about 3 s in.
+  const std::string token = cell.Token(2, -57);
+  const uint64_t ends = NowS() - 57 + kTokenClockSkew;
+  Result r = Run(scratch, "timeout 30 " + ArgsWithoutToken(cell) + " -t " + token + " " + command +
+                              " 0<>" + input);
+  const uint64_t exited = NowS();
+  INFO(r.err);
+  CHECK(r.code == 77);
+  CHECK(Lines(r.err) == 1);
+  CHECK(r.err.find("expired") != std::string::npos);
+  // At the session's end: not at the next ping, nor once frontd gives up
+  // on the connection (hello-timeout, 5 s).
+  CHECK(exited + 1 >= ends);
+  CHECK(exited <= ends + 3);
 }
