@@ -283,9 +283,10 @@ bool ZapHandler::AdmitPeer(const std::string& domain, const std::string& address
   for (PeerRole role : roles) {
     if (DomainAdmits(domain, role)) return true;
   }
-  NLOG_WARN("event=peer-refused domain=%s address=%s role=%s key=%s", LogValue(domain).c_str(),
-            LogValue(address).c_str(), LogValue(RolesText(roles)).c_str(),
-            CurveKeyHex(key).c_str());
+  // The domain and the roles are the daemon's own words; the address is
+  // libzmq's.
+  NLOG_WARN("event=peer-refused domain=%s address=%s role=%s key=%s", domain.c_str(),
+            LogValue(address).c_str(), RolesText(roles).c_str(), CurveKeyHex(key).c_str());
   return false;
 }
 

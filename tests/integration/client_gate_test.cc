@@ -113,7 +113,7 @@ TEST_CASE("connections that never say hello, or never send a byte, do not lock r
   const int port = FreeLoopbackPort();
   REQUIRE(port != 0);
   const std::string listen = "tcp://127.0.0.1:" + std::to_string(port);
-  TestCell cell(1, "[frontd]\nmax-clients = 300\nhello-timeout = 2s\n", listen);
+  TestCell cell(1, "[frontd]\nmax-clients = 300\n", listen);
   // From another address of the host: 400 CURVE handshakes that never say
   // hello (one DEALER connected 400 times, coming back a second after
   // each close) and 600 TCP connections that never send a byte.
@@ -149,12 +149,12 @@ TEST_CASE("connections that never say hello, or never send a byte, do not lock r
     ::connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof to);
     silent.push_back(fd);
   }
-  // Real clients keep getting in, before and after hello-timeout closes
-  // the idle ones.
+  // Real clients keep getting in, before and after hello-timeout (5 s)
+  // closes the idle ones.
   int served = 0;
   for (int i = 0; i < 5; ++i) {
     served += ServedNow(cell, 20 + 2 * i, "phone");
-    std::this_thread::sleep_for(std::chrono::milliseconds(600));
+    std::this_thread::sleep_for(std::chrono::milliseconds(1200));
   }
   CHECK(served == 5);
   for (int fd : silent) ::close(fd);
@@ -190,8 +190,8 @@ TEST_CASE("a client that does not read is cut off, and frontd's memory stays bou
   // Each was cut off (the client, reading nothing, does not notice yet).
   const nlohmann::json status = CellStatus(cell);
   const auto& metrics = status["frontd"]["metrics"];
-  CHECK(metrics["natter_frontd_closed_not_reading_total"].get<double>() == 4);
-  CHECK(metrics["natter_frontd_sessions"].get<double>() == 1);  // alice
+  CHECK(metrics.value("natter_frontd_closed_not_reading_total", 0.0) == 4);
+  CHECK(metrics.value("natter_frontd_sessions", 0.0) == 1);  // alice
   CHECK(ServedNow(cell, 30, "phone"));
 }
 
