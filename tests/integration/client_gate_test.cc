@@ -119,20 +119,11 @@ TEST_CASE("connections that never say hello, or never send a byte, do not lock r
   // each close) and 600 TCP connections that never send a byte.
   zmq::context_t ctx(1);
   zmq::socket_t hello_less(ctx, zmq::socket_type::dealer);
-  {
-    ClientOptions co = cell.Options(99, "x");
-    char pub[41], sec[41];
-    zmq_curve_keypair(pub, sec);
-    CurveKey server;
-    REQUIRE(ParseCurveKey(co.server_key, &server));
-    hello_less.set(zmq::sockopt::curve_serverkey, zmq::const_buffer(server.data(), 32));
-    hello_less.set(zmq::sockopt::curve_publickey, pub);
-    hello_less.set(zmq::sockopt::curve_secretkey, sec);
-    hello_less.set(zmq::sockopt::linger, 0);
-    hello_less.set(zmq::sockopt::reconnect_ivl, 1000);
-    for (int i = 0; i < 400; ++i) {
-      hello_less.connect("tcp://127.0.0.2:0;127.0.0.1:" + std::to_string(port));
-    }
+  UseFrontdCurve(cell, &hello_less);
+  hello_less.set(zmq::sockopt::linger, 0);
+  hello_less.set(zmq::sockopt::reconnect_ivl, 1000);
+  for (int i = 0; i < 400; ++i) {
+    hello_less.connect("tcp://127.0.0.2:0;127.0.0.1:" + std::to_string(port));
   }
   std::vector<int> silent;
   for (int i = 0; i < 600; ++i) {

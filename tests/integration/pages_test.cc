@@ -150,7 +150,7 @@ TEST_CASE("a device that missed 64 long messages catches up on all of them, and 
 }
 
 TEST_CASE("a history of 500 long messages reads page by page, both ways") {
-  TestCell cell(1);
+  TestCell cell(1, kNoUserRate);
   UserId alice(41), bob(42);
   auto a = Open(cell, alice, "phone");
   std::vector<MessageId> ids = SendLong(a.get(), Times(bob, 500), "h");

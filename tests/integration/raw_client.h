@@ -18,6 +18,17 @@
 
 namespace natter {
 
+// Makes s a CURVE client of the cell's frontd, with a key pair of its own.
+inline void UseFrontdCurve(const TestCell& cell, zmq::socket_t* s) {
+  char pub[41], sec[41];
+  zmq_curve_keypair(pub, sec);
+  CurveKey server;
+  REQUIRE(ParseCurveKey(cell.Options(1, "x").server_key, &server));
+  s->set(zmq::sockopt::curve_serverkey, zmq::const_buffer(server.data(), 32));
+  s->set(zmq::sockopt::curve_publickey, pub);
+  s->set(zmq::sockopt::curve_secretkey, sec);
+}
+
 struct RawClient {
   struct Options {
     std::string routing_id;  // chosen by the client (ZMQ_ROUTING_ID); empty: none
@@ -35,13 +46,7 @@ struct RawClient {
   RawClient(const TestCell& cell, uint64_t user) : RawClient(cell, user, Options()) {}
   RawClient(const TestCell& cell, uint64_t user, const Options& o) {
     ClientOptions co = cell.Options(user, o.device);
-    char pub[41], sec[41];
-    zmq_curve_keypair(pub, sec);
-    CurveKey server;
-    REQUIRE(ParseCurveKey(co.server_key, &server));
-    s.set(zmq::sockopt::curve_serverkey, zmq::const_buffer(server.data(), 32));
-    s.set(zmq::sockopt::curve_publickey, pub);
-    s.set(zmq::sockopt::curve_secretkey, sec);
+    UseFrontdCurve(cell, &s);
     s.set(zmq::sockopt::rcvtimeo, 10000);
     s.set(zmq::sockopt::linger, 0);
     s.set(zmq::sockopt::sndhwm, 100000);
