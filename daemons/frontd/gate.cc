@@ -138,10 +138,13 @@ void ClientGate::Open(const std::string& stream_id, const std::string& address, 
 
 void ClientGate::AddPending(Conn* c) {
   if (!c->address.empty()) {
-    auto& mine = pending_by_address_[c->address];
-    while (!mine.empty() && mine.size() >= limits_.max_pending_per_address) {
+    // Looked up each time: closing the last one removes the address's set.
+    for (auto mine = pending_by_address_.find(c->address);
+         mine != pending_by_address_.end() &&
+         mine->second.size() >= limits_.max_pending_per_address;
+         mine = pending_by_address_.find(c->address)) {
       ++closed_evicted_;
-      Close(*mine.begin(), "evicted: the oldest pending connection of its address");
+      Close(*mine->second.begin(), "evicted: the oldest pending connection of its address");
     }
   }
   while (!pending_.empty() && pending_.size() >= limits_.max_pending) {

@@ -106,9 +106,12 @@ struct CellOptions {
   std::string curve_ipc = "yes";
   // What goes into the cell's natter.conf besides natterctl init's.  The
   // bench measures the cell with a few users sending as fast as they can:
-  // without the per-user rate of writes, which would measure only itself.
+  // without the per-user rate of writes, which would measure only itself;
+  // and its thousands of clients connect at once from one address, which
+  // frontd would otherwise take for a flood of handshakes.
   std::string Conf() const {
     return std::string("[stored]\nuser-rate = 0\n") +
+           "[frontd]\nmax-pending = 100000\nmax-pending-per-address = 100000\n" +
            (curve_ipc == "no" ? "[cell]\ncurve-ipc = no\n" : "");
   }
 };

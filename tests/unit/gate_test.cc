@@ -1,0 +1,168 @@
+// frontd's ClientGate (daemons/frontd/gate.h) on a loopback port of its
+// own, driven turn by turn as frontd drives it: its limits on connections
+// without a session, on silence and on a client that does not read.
+#include <catch2/catch.hpp>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <zmq.hpp>
+
+#include "client/local_cell.h"
+#include "common/net.h"
+#include "daemons/frontd/gate.h"
+
+using namespace natter;
+using namespace natter::frontd;
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct TestGate {
+  zmq::context_t ctx{1};
+  int port = FreeLoopbackPort();
+  ClientGate gate;
+  std::vector<ClientGate::Request> requests;
+
+  explicit TestGate(const ClientGate::Limits& limits) : gate(ctx, limits, CurveIdentity{}) {
+    REQUIRE(port != 0);
+    REQUIRE(gate.Bind("tcp://127.0.0.1:" + std::to_string(port), 1).ok());
+  }
+  // Turns of frontd's loop for ms.
+  void Turn(int ms) {
+    auto until = Clock::now() + std::chrono::milliseconds(ms);
+    do {
+      std::vector<zmq::pollitem_t> items = {gate.PollItem()};
+      Poll(items, 10);
+      gate.Read(&requests);
+      gate.Tick(Clock::now());
+      gate.Flush();
+    } while (Clock::now() < until);
+  }
+};
+
+// A TCP connection from a loopback address of its own (127.0.0.N).
+int ConnectFrom(int n, int port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  REQUIRE(fd >= 0);
+  sockaddr_in from{};
+  from.sin_family = AF_INET;
+  from.sin_addr.s_addr = htonl(0x7f000000u + static_cast<uint32_t>(n));
+  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&from), sizeof from) == 0);
+  sockaddr_in to{};
+  to.sin_family = AF_INET;
+  to.sin_port = htons(static_cast<uint16_t>(port));
+  to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof to) == 0);
+  return fd;
+}
+
+// Whether frontd closed the connection: its greeting read, then the end.
+bool Closed(int fd) {
+  char buf[256];
+  for (;;) {
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, 0) <= 0) return false;
+    ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    if (n <= 0) return true;
+  }
+}
+
+}  // namespace
+
+TEST_CASE("the gate keeps max-pending-per-address connections without a session from an address") {
+  ClientGate::Limits limits;
+  limits.max_pending_per_address = 1;
+  TestGate t(limits);
+  int first = ConnectFrom(2, t.port);
+  t.Turn(200);
+  CHECK(t.gate.pending() == 1);
+  int second = ConnectFrom(2, t.port);
+  t.Turn(200);
+  CHECK(t.gate.pending() == 1);
+  CHECK(Closed(first));
+  CHECK_FALSE(Closed(second));
+  // Another address has a place of its own.
+  int other = ConnectFrom(3, t.port);
+  t.Turn(200);
+  CHECK(t.gate.pending() == 2);
+  CHECK_FALSE(Closed(second));
+  CHECK_FALSE(Closed(other));
+  for (int fd : {first, second, other}) ::close(fd);
+}
+
+TEST_CASE("the gate keeps max-pending connections without a session in all, the oldest going") {
+  ClientGate::Limits limits;
+  limits.max_pending = 2;
+  TestGate t(limits);
+  std::vector<int> fds;
+  for (int n = 2; n <= 4; ++n) {
+    fds.push_back(ConnectFrom(n, t.port));
+    t.Turn(150);
+  }
+  CHECK(t.gate.pending() == 2);
+  CHECK(Closed(fds[0]));
+  CHECK_FALSE(Closed(fds[1]));
+  CHECK_FALSE(Closed(fds[2]));
+  std::vector<ConnId> closed = t.gate.TakeClosed();
+  CHECK(closed.size() == 1);
+  for (int fd : fds) ::close(fd);
+}
+
+TEST_CASE("a connection with no session within hello-timeout is closed; one with a session stays") {
+  ClientGate::Limits limits;
+  limits.hello_timeout = std::chrono::milliseconds(300);
+  TestGate t(limits);
+  int silent = ConnectFrom(2, t.port);
+  // A client that finishes its handshake and is given a session.
+  zmq::context_t ctx(1);
+  zmq::socket_t client(ctx, zmq::socket_type::dealer);
+  client.set(zmq::sockopt::linger, 0);
+  client.connect("tcp://127.0.0.1:" + std::to_string(t.port));
+  client.send(zmq::str_buffer("hello"), zmq::send_flags::none);
+  for (int i = 0; i < 100 && t.requests.empty(); ++i) t.Turn(20);
+  REQUIRE(t.requests.size() == 1);
+  t.gate.SetSession(t.requests[0].conn, true);
+  t.Turn(2200);
+  CHECK(Closed(silent));
+  CHECK(t.gate.connections() == 1);
+  CHECK(t.gate.Has(t.requests[0].conn));
+  ::close(silent);
+}
+
+TEST_CASE("a client that reads nothing is cut off once max-queued bytes wait for it") {
+  ClientGate::Limits limits;
+  limits.max_queued = 64 * 1024;
+  TestGate t(limits);
+  zmq::context_t ctx(1);
+  zmq::socket_t client(ctx, zmq::socket_type::dealer);
+  client.set(zmq::sockopt::linger, 0);
+  client.set(zmq::sockopt::rcvhwm, 1);
+  client.set(zmq::sockopt::rcvbuf, 4096);
+  client.connect("tcp://127.0.0.1:" + std::to_string(t.port));
+  client.send(zmq::str_buffer("hello"), zmq::send_flags::none);
+  for (int i = 0; i < 100 && t.requests.empty(); ++i) t.Turn(20);
+  REQUIRE(t.requests.size() == 1);
+  const ConnId conn = t.requests[0].conn;
+  t.gate.SetSession(conn, true);
+  const std::string page(100 * 1024, 'p');
+  int sent = 0;
+  while (t.gate.Send(conn, page) && sent < 1000) {
+    ++sent;
+    t.Turn(5);
+  }
+  // Bounded: what the socket holds and max-queued, then no more.
+  CHECK(sent < 50);
+  CHECK_FALSE(t.gate.Has(conn));
+  std::vector<ConnId> closed = t.gate.TakeClosed();
+  CHECK(std::find(closed.begin(), closed.end(), conn) != closed.end());
+}
