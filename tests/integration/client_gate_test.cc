@@ -177,7 +177,11 @@ TEST_CASE("a client that does not read is cut off, and frontd's memory stays bou
   std::this_thread::sleep_for(std::chrono::seconds(4));
   const long after = PeakRssKiB(frontd);
   INFO("frontd peak RSS " << before << " KiB before, " << after << " KiB after");
+#ifndef __SANITIZE_ADDRESS__
+  // (Under AddressSanitizer freed memory waits in its quarantine, so the
+  // figure says nothing there.)
   CHECK(after - before < 48 * 1024);
+#endif
   // Each was cut off (the client, reading nothing, does not notice yet).
   const nlohmann::json status = CellStatus(cell);
   const auto& metrics = status["frontd"]["metrics"];
