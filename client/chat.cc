@@ -56,8 +56,6 @@ std::string ShortTime(uint64_t unix_ms) {
   return buf;
 }
 
-UserId PeerOf(const Event& e) { return e.from == e.user ? e.to : e.from; }
-
 std::vector<std::string> Words(const std::string& line) {
   std::istringstream in(line);
   std::vector<std::string> words;
@@ -162,53 +160,51 @@ void ChatView::PeerMark(MessageId id, State state) {
 }
 
 void ChatView::TakeEvent(const Event& e, bool missed) {
-  UserId me = client_->user();
-  UserId other = PeerOf(e);
-  switch (static_cast<EventKind>(e.kind)) {
-    case EventKind::kMessage:
-      if (other != peer_) {
-        if (e.from == me) return;  // sent from another device elsewhere
-        if (missed) {
-          ++away_[other.value];
-        } else {
-          print_("* " + std::to_string(e.from.value) + ": " + Printable(e.text) +
-                 "  (natter chat " + std::to_string(e.from.value) + ")");
-        }
-        return;
-      }
-      if (numbers_.count(e.id.value) || (missed && e.id < oldest_)) return;
-      if (e.from == me) {
-        // Sent from another of our devices.
-        State s = e.id <= peer_seen_ ? State::kSeen
-                  : e.id <= peer_delivered_ ? State::kDelivered : State::kProcessed;
-        mine_[e.id.value] = s;
-        std::string from_device;
-        if (e.origin_device != client_->device()) {
-          from_device = ", from " + (e.origin_device.empty() ? std::string("another device")
-                                                             : Printable(e.origin_device));
-        }
-        ShowMessage(e.id, e.from, e.ts, e.text,
-                    std::string(" (") + StateName(s) + from_device + ")");
-      } else {
-        ShowMessage(e.id, e.from, e.ts, e.text, missed ? " (missed)" : "");
-      }
-      if (oldest_.value == 0) oldest_ = e.id;
-      return;
-    case EventKind::kReaction: {
-      if (other != peer_) return;
-      std::string who = e.by == me ? "you" : std::to_string(e.by.value);
-      print_("    " + who +
-             (e.emoji ? " reacted " + Printable(*e.emoji) + " to " : " took back the reaction to ") +
-             Ref(e.id));
-      return;
-    }
-    case EventKind::kDelivered:
-    case EventKind::kSeen:
-      if (other != peer_ || e.by != peer_) return;
-      PeerMark(e.id, e.kind == static_cast<uint8_t>(EventKind::kSeen) ? State::kSeen
-                                                                        : State::kDelivered);
-      return;
+  const UserId me = client_->user();
+  const UserId other = e.peer();
+  if (const Message* m = e.message()) {
+    TakeMessage(*m, e.origin_device, missed);
+  } else if (const ReactionEvent* r = e.reaction()) {
+    if (other != peer_) return;
+    std::string who = r->by == me ? "you" : std::to_string(r->by.value);
+    print_("    " + who +
+           (r->emoji ? " reacted " + Printable(*r->emoji) + " to " : " took back the reaction to ") +
+           Ref(r->id));
+  } else if (const Receipt* r = e.receipt()) {
+    if (other != peer_ || r->by != peer_) return;
+    PeerMark(r->id, e.kind() == EventKind::kSeen ? State::kSeen : State::kDelivered);
   }
+}
+
+void ChatView::TakeMessage(const Message& m, const std::string& origin_device, bool missed) {
+  const UserId me = client_->user();
+  const UserId other = m.from == me ? m.to : m.from;
+  if (other != peer_) {
+    if (m.from == me) return;  // sent from another device elsewhere
+    if (missed) {
+      ++away_[other.value];
+    } else {
+      print_("* " + std::to_string(m.from.value) + ": " + Printable(m.text) +
+             "  (natter chat " + std::to_string(m.from.value) + ")");
+    }
+    return;
+  }
+  if (numbers_.count(m.id.value) || (missed && m.id < oldest_)) return;
+  if (m.from == me) {
+    // Sent from another of our devices.
+    State s = m.id <= peer_seen_ ? State::kSeen
+              : m.id <= peer_delivered_ ? State::kDelivered : State::kProcessed;
+    mine_[m.id.value] = s;
+    std::string from_device;
+    if (origin_device != client_->device()) {
+      from_device = ", from " + (origin_device.empty() ? std::string("another device")
+                                                       : Printable(origin_device));
+    }
+    ShowMessage(m.id, m.from, m.ts, m.text, std::string(" (") + StateName(s) + from_device + ")");
+  } else {
+    ShowMessage(m.id, m.from, m.ts, m.text, missed ? " (missed)" : "");
+  }
+  if (oldest_.value == 0) oldest_ = m.id;
 }
 
 void ChatView::TakeError(const Incoming& in) {
@@ -427,7 +423,7 @@ void ChatView::Command(const std::string& line) {
                "' is neither a time (2026-11-27T18:00:00Z) nor a time ago (90m, 2h, 3d)");
         return;
       }
-      q.mode = static_cast<uint8_t>(HistoryMode::kAt);
+      q.mode = HistoryMode::kAt;
       q.bound = *at;
       title = "-- messages up to " + ShortTime(*at) + ":";
     }
@@ -439,7 +435,7 @@ void ChatView::Command(const std::string& line) {
     }
     History q;
     q.peer = peer_;
-    q.mode = static_cast<uint8_t>(HistoryMode::kBefore);
+    q.mode = HistoryMode::kBefore;
     q.bound = oldest_.value;
     q.limit = page_;
     requests_[client_->GetHistory(q)] = Request{"more", 0, "", "-- older messages:"};

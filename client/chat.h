@@ -71,6 +71,7 @@ class ChatView {
   void ShowMessage(MessageId id, UserId from, uint64_t ts, const std::string& text,
                    const std::string& suffix);
   void TakeEvent(const Event& e, bool missed);
+  void TakeMessage(const Message& m, const std::string& origin_device, bool missed);
   void TakeError(const Incoming& in);
   // The peer received or saw our messages up to id: advances their states.
   void PeerMark(MessageId id, State state);

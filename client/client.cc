@@ -159,9 +159,9 @@ void Client::SetServerKey() {
 }
 
 template <typename T>
-uint64_t Client::Ask(MsgType type, const T& body, const std::string& cmid) {
+uint64_t Client::Ask(const T& body, const std::string& cmid) {
+  const MsgType type = FrameOf<T>::kType;
   Header h;
-  h.type = static_cast<uint8_t>(type);
   h.corr = next_corr_++;
   h.trace = options_.trace ? 1 : 0;
   PendingRequest p;
@@ -253,7 +253,7 @@ void Client::SayHello(const std::string& token) {
   hello.token = token;
   hello.device = device_;
   hello_token_ = token;
-  hello_corr_ = Ask(MsgType::kHello, hello);
+  hello_corr_ = Ask(hello);
 }
 
 Status Client::Connect() {
@@ -341,7 +341,7 @@ void Client::WatchLink(std::vector<Incoming>* out) {
     } else if (id == ZMQ_EVENT_HANDSHAKE_SUCCEEDED && link_down_ && session_) {
       // Connected again: a frontd that restarted has forgotten the
       // session, and says so to this ping (then hello, then the mailbox).
-      Ask(MsgType::kPing, Empty());
+      Ask(Ping());
     }
   }
   if (link_down_ && heard_since_down_ && session_) {
@@ -360,7 +360,7 @@ std::string Client::Send(UserId to, const std::string& text,
   send.client_msg_id = client_msg_id;
   send.to = to;
   send.text = text;
-  pending_sends_[client_msg_id] = Ask(MsgType::kSend, send, client_msg_id);
+  pending_sends_[client_msg_id] = Ask(send, client_msg_id);
   ++sends_in_flight_;
   return client_msg_id;
 }
@@ -371,18 +371,18 @@ uint64_t Client::React(UserId peer, MessageId id,
   react.peer = peer;
   react.id = id;
   react.emoji = std::move(emoji);
-  return Ask(MsgType::kReact, react);
+  return Ask(react);
 }
 
 uint64_t Client::MarkSeen(UserId peer, MessageId id) {
   natter::MarkSeen seen;
   seen.peer = peer;
   seen.id = id;
-  return Ask(MsgType::kSeen, seen);
+  return Ask(seen);
 }
 
 uint64_t Client::GetHistory(const History& query) {
-  return Ask(MsgType::kHistory, query);
+  return Ask(query);
 }
 
 Chats NextChatsPage(const ChatsReply& page) {
@@ -394,14 +394,14 @@ Chats NextChatsPage(const ChatsReply& page) {
   return next;
 }
 
-uint64_t Client::GetChats(const Chats& query) { return Ask(MsgType::kChats, query); }
+uint64_t Client::GetChats(const Chats& query) { return Ask(query); }
 
 uint64_t Client::GetMailbox(Seq after, uint32_t limit) {
   Sync sync;
   sync.from_cursor = false;
   sync.after = after;
   sync.limit = limit;
-  uint64_t corr = Ask(MsgType::kSync, sync);
+  uint64_t corr = Ask(sync);
   pending_[corr].app = true;
   return corr;
 }
@@ -412,7 +412,7 @@ void Client::AskSync(bool from_cursor, Seq after) {
   sync.from_cursor = from_cursor;
   sync.after = std::max(after, last_seq_);
   sync.limit = kSyncPage;
-  Ask(MsgType::kSync, sync);
+  Ask(sync);
   sync_in_flight_ = true;
   last_sync_ = Clock::now();
 }
@@ -432,8 +432,8 @@ void Client::Handle(const zmq::message_t& msg, std::vector<Incoming>* out) {
     // Unasked: only an error about the session's token means anything.
     Error e;
     if (f.type() == MsgType::kError && DecodeBody(f, &e).ok() &&
-        EndsSession(static_cast<ErrorCode>(e.code))) {
-      SessionEnded(Status(static_cast<ErrorCode>(e.code), e.message), out);
+        EndsSession(e.code)) {
+      SessionEnded(Status(e.code, e.message), out);
     }
     return;
   }
@@ -562,7 +562,7 @@ void Client::Handle(const zmq::message_t& msg, std::vector<Incoming>* out) {
     case MsgType::kError: {
       Error e;
       if (!DecodeBody(f, &e).ok()) return;
-      Status status(static_cast<ErrorCode>(e.code), e.message);
+      Status status(e.code, e.message);
       if (status.code() == ErrorCode::kNoSession) {
         // The server forgot us: hello again; this request waits for it.
         session_ = false;
@@ -673,7 +673,7 @@ void Client::HandleSyncReply(const SyncReply& reply) {
   }
 }
 
-void Client::Deliver(std::vector<Incoming>* out, size_t max_events) {
+void Client::HandOut(std::vector<Incoming>* out, size_t max_events) {
   if (!synced_) return;
   for (size_t given = 0; max_events == 0 || given < max_events;) {
     uint64_t next = last_seq_.value + 1;
@@ -685,9 +685,9 @@ void Client::Deliver(std::vector<Incoming>* out, size_t max_events) {
     auto it = buffer_.find(next);
     if (it == buffer_.end()) break;
     const Event& ev = it->second.first;
-    auto own = ev.kind == static_cast<uint8_t>(EventKind::kMessage) && ev.from == user_ &&
-                       ev.origin_device == device_
-                   ? pending_sends_.find(ev.client_msg_id)
+    const Message* m = ev.message();
+    auto own = m != nullptr && m->from == user_ && ev.origin_device == device_
+                   ? pending_sends_.find(m->client_msg_id)
                    : pending_sends_.end();
     if (own != pending_sends_.end()) {
       // One of our sends, read back from the mailbox before its receipt
@@ -699,10 +699,10 @@ void Client::Deliver(std::vector<Incoming>* out, size_t max_events) {
       Incoming in;
       in.kind = Incoming::Kind::kProcessed;
       in.request = corr;
-      in.processed.id = ev.id;
-      in.processed.client_msg_id = ev.client_msg_id;
-      in.processed.to = ev.to;
-      in.processed.ts = ev.ts;
+      in.processed.id = m->id;
+      in.processed.client_msg_id = m->client_msg_id;
+      in.processed.to = m->to;
+      in.processed.ts = m->ts;
       in.processed.seq = ev.seq;
       out->push_back(std::move(in));
       if (sends_in_flight_ > 0) --sends_in_flight_;
@@ -711,8 +711,7 @@ void Client::Deliver(std::vector<Incoming>* out, size_t max_events) {
       NoteUnacked(false);
       continue;
     }
-    NoteUnacked(it->second.first.kind == static_cast<uint8_t>(EventKind::kMessage) &&
-                it->second.first.from != user_);
+    NoteUnacked(m != nullptr && m->from != user_);
     Incoming in;
     in.kind = Incoming::Kind::kEvent;
     in.event = std::move(it->second.first);
@@ -733,7 +732,7 @@ void Client::SendAck() {
   if (last_seq_ <= acked_) return;
   Ack ack;
   ack.seq = last_seq_;
-  ack_corr_ = Ask(MsgType::kAck, ack);
+  ack_corr_ = Ask(ack);
   acked_ = last_seq_;
   last_ack_ = Clock::now();
   unacked_since_ = Clock::time_point{};
@@ -809,7 +808,7 @@ void Client::Tick(std::vector<Incoming>* out) {
                          : now - unacked_since_ >= std::chrono::milliseconds(kLazyAckMs);
   if (last_seq_ > acked_ && !ack_on_wire && due) SendAck();
   if (now - last_sent_ >= std::chrono::milliseconds(options_.ping_ms)) {
-    Ask(MsgType::kPing, Empty());
+    Ask(Ping());
   }
 }
 
@@ -820,7 +819,7 @@ void Client::Poll(int timeout_ms, std::vector<Incoming>* out,
   // At least one pass over the socket, even with a timeout of 0.
   for (bool read = false;; read = true) {
     Tick(out);
-    Deliver(out, max_events);
+    HandOut(out, max_events);
     auto now = Clock::now();
     if (out->size() > before || (read && now >= deadline)) return;
     std::vector<zmq::pollitem_t> items = {{socket_.handle(), 0, ZMQ_POLLIN, 0}};

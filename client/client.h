@@ -199,7 +199,7 @@ class Client {
   // With a token source: a fresh token while the session's nears its end.
   void Renew();
   template <typename T>
-  uint64_t Ask(MsgType type, const T& body, const std::string& cmid = "");
+  uint64_t Ask(const T& body, const std::string& cmid = "");
   void Transmit(const std::string& frame);
   // Puts waiting requests on the wire while there is room, in order.
   void Pump();
@@ -219,7 +219,9 @@ class Client {
   void Handle(const zmq::message_t& msg, std::vector<Incoming>* out);
   void HandleEvent(const Event& event, bool from_sync);
   void HandleSyncReply(const SyncReply& reply);
-  void Deliver(std::vector<Incoming>* out, size_t max_events);
+  // Hands the application the events next in seq order (and takes our own
+  // sends read back as their receipts).
+  void HandOut(std::vector<Incoming>* out, size_t max_events);
   void Tick(std::vector<Incoming>* out);
   // p, on the wire, needs Tick's attention at its retry time or deadline.
   void Due(const PendingRequest& p) {

@@ -8,8 +8,8 @@
 namespace natter {
 namespace {
 
-const char* KindName(uint8_t kind) {
-  switch (static_cast<EventKind>(kind)) {
+const char* KindName(EventKind kind) {
+  switch (kind) {
     case EventKind::kMessage: return "message";
     case EventKind::kReaction: return "reaction";
     case EventKind::kDelivered: return "delivered";
@@ -17,10 +17,6 @@ const char* KindName(uint8_t kind) {
   }
   return "unknown";
 }
-
-// The other user of the conversation an event is about, from the mailbox
-// owner's side.
-UserId PeerOf(const Event& e) { return e.from == e.user ? e.to : e.from; }
 
 }  // namespace
 
@@ -76,28 +72,23 @@ nlohmann::json ToJson(const Incoming& in) {
       break;
   }
   const Event& e = in.event;
-  nlohmann::json j = {{"type", KindName(e.kind)},
-                      {"id", std::to_string(e.id.value)},
+  nlohmann::json j = {{"type", KindName(e.kind())},
+                      {"id", std::to_string(e.id().value)},
                       {"seq", e.seq.value},
                       {"missed", in.missed}};
-  switch (static_cast<EventKind>(e.kind)) {
-    case EventKind::kMessage:
-      j["from"] = e.from.value;
-      j["to"] = e.to.value;
-      j["text"] = e.text;
-      j["ts"] = e.ts;
-      j["client_msg_id"] = e.client_msg_id;
-      break;
-    case EventKind::kReaction:
-      j["by"] = e.by.value;
-      j["emoji"] = e.emoji ? nlohmann::json(*e.emoji) : nlohmann::json(nullptr);
-      j["peer"] = PeerOf(e).value;
-      break;
-    case EventKind::kDelivered:
-    case EventKind::kSeen:
-      j["by"] = e.by.value;
-      j["peer"] = PeerOf(e).value;
-      break;
+  if (const Message* m = e.message()) {
+    j["from"] = m->from.value;
+    j["to"] = m->to.value;
+    j["text"] = m->text;
+    j["ts"] = m->ts;
+    j["client_msg_id"] = m->client_msg_id;
+  } else if (const ReactionEvent* r = e.reaction()) {
+    j["by"] = r->by.value;
+    j["emoji"] = r->emoji ? nlohmann::json(*r->emoji) : nlohmann::json(nullptr);
+    j["peer"] = e.peer().value;
+  } else if (const Receipt* r = e.receipt()) {
+    j["by"] = r->by.value;
+    j["peer"] = e.peer().value;
   }
   return j;
 }
@@ -181,21 +172,19 @@ std::string ToText(const Incoming& in) {
   }
   const Event& e = in.event;
   std::string missed = in.missed ? " (missed)" : "";
-  std::string id = std::to_string(e.id.value);
-  switch (static_cast<EventKind>(e.kind)) {
-    case EventKind::kMessage:
-      return FormatTime(e.ts) + " " + std::to_string(e.from.value) + " -> " +
-             std::to_string(e.to.value) + missed + ": " + Printable(e.text);
-    case EventKind::kReaction:
-      return std::to_string(e.by.value) +
-             (e.emoji ? " reacted " + Printable(*e.emoji) + " to " : " removed the reaction to ") +
-             id + missed;
-    case EventKind::kDelivered:
-      return std::to_string(e.by.value) + " received up to " + id + missed;
-    case EventKind::kSeen:
-      return std::to_string(e.by.value) + " saw up to " + id + missed;
+  std::string id = std::to_string(e.id().value);
+  if (const Message* m = e.message()) {
+    return FormatTime(m->ts) + " " + std::to_string(m->from.value) + " -> " +
+           std::to_string(m->to.value) + missed + ": " + Printable(m->text);
   }
-  return id;
+  if (const ReactionEvent* r = e.reaction()) {
+    return std::to_string(r->by.value) +
+           (r->emoji ? " reacted " + Printable(*r->emoji) + " to " : " removed the reaction to ") +
+           id + missed;
+  }
+  const Receipt* r = e.receipt();
+  return std::to_string(r->by.value) +
+         (e.kind() == EventKind::kSeen ? " saw up to " : " received up to ") + id + missed;
 }
 
 }  // namespace natter

@@ -338,13 +338,13 @@ int HistoryCommand(const Global& g, const std::vector<std::string>& args) {
   if (!at.empty()) {
     auto t = ParseTime(at);
     if (!t) throw Exit{EX_USAGE, "history: --at: '" + at + "' is not RFC 3339 or milliseconds"};
-    q.mode = static_cast<uint8_t>(HistoryMode::kAt);
+    q.mode = HistoryMode::kAt;
     q.bound = *t;
   } else if (!before.empty()) {
-    q.mode = static_cast<uint8_t>(HistoryMode::kBefore);
+    q.mode = HistoryMode::kBefore;
     q.bound = ParseMessageId(before).value;
   } else if (!after.empty()) {
-    q.mode = static_cast<uint8_t>(HistoryMode::kAfter);
+    q.mode = HistoryMode::kAfter;
     q.bound = ParseMessageId(after).value;
   }
   auto client = ConnectOneShot(g);
@@ -498,10 +498,7 @@ int Listen(const Global& g, const std::vector<std::string>& args) {
       }
       if (item.kind == Incoming::Kind::kLink) continue;
       Print(g, item);
-      if (item.kind == Incoming::Kind::kEvent &&
-          item.event.kind == static_cast<uint8_t>(EventKind::kMessage)) {
-        ++messages;
-      }
+      if (item.kind == Incoming::Kind::kEvent && item.event.message() != nullptr) ++messages;
     }
   }
   Status s = client.Flush();

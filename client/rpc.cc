@@ -118,13 +118,13 @@ void ParseMethod(const nlohmann::json& params, RpcCall* c) {
       if (at->is_string()) t = ParseTime(at->get<std::string>());
       if (at->is_number_unsigned()) t = at->get<uint64_t>();
       if (!t) p.Fail("'at' is RFC 3339 or milliseconds since the epoch");
-      c->history.mode = static_cast<uint8_t>(HistoryMode::kAt);
+      c->history.mode = HistoryMode::kAt;
       c->history.bound = t.value_or(0);
     }
     for (auto [name, mode] : {std::pair{"before", HistoryMode::kBefore},
                               std::pair{"after", HistoryMode::kAfter}}) {
       if (!p.Has(name)) continue;
-      c->history.mode = static_cast<uint8_t>(mode);
+      c->history.mode = mode;
       c->history.bound = p.Number(name).value_or(0);
     }
     if (p.Has("limit")) {

@@ -116,7 +116,7 @@ void ControlServer::ServeControl(const StatsFn& stats, const CommandFn& command)
     if (frame.type() == MsgType::kStats) {
       StatsReply r;
       r.daemon = Collect(stats, &r.metrics);
-      reply(EncodeReply(frame.header, MsgType::kStatsReply, r));
+      reply(EncodeReply(frame.header, r));
       continue;
     }
     if (!command || !command(frame, reply)) {

@@ -25,25 +25,6 @@
 
 namespace natter {
 
-// Control requests (natterctl -> a daemon's control socket).
-struct StatsReply {
-  std::string daemon;  // "frontd", "stored-0", ...
-  std::vector<Metric> metrics;
-  MSGPACK_DEFINE_ARRAY(daemon, metrics);
-};
-
-struct BackupRequest {
-  std::string path;  // a folder that does not exist yet
-  MSGPACK_DEFINE_ARRAY(path);
-};
-
-struct BackupReply {
-  std::string path;
-  uint64_t records = 0;
-  uint64_t bytes = 0;
-  MSGPACK_DEFINE_ARRAY(path, records, bytes);
-};
-
 // Sends a request frame to a daemon's control socket (the endpoint may
 // name the daemon's CURVE key after '@'; me is then the key to speak with)
 // and waits up to timeout_ms for the answer frame.

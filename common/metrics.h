@@ -12,6 +12,8 @@
 
 #include <msgpack.hpp>
 
+#include "common/wire.h"
+
 namespace natter {
 
 // Latencies in microseconds, in buckets four to a power of two (each
@@ -45,7 +47,7 @@ struct Metric {
   std::vector<std::pair<double, double>> quantiles;
   uint64_t count = 0;
   double sum = 0;
-  MSGPACK_DEFINE_ARRAY(name, help, type, value, quantiles, count, sum);
+  NATTER_WIRE(7, name, help, type, value, quantiles, count, sum)
 };
 
 // What a daemon adds its metrics to.

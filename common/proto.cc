@@ -1,5 +1,7 @@
 #include "common/proto.h"
 
+#include <string_view>
+
 #include "common/endian.h"
 
 namespace natter {
@@ -16,37 +18,21 @@ const msgpack::unpack_limit kLimits(/*array=*/kMaxSyncPage * 2, /*map=*/256,
 
 const char* MsgTypeName(MsgType type) {
   switch (type) {
-    case MsgType::kHello: return "hello";
-    case MsgType::kSend: return "send";
-    case MsgType::kSync: return "sync";
-    case MsgType::kAck: return "ack";
-    case MsgType::kPing: return "ping";
-    case MsgType::kReact: return "react";
-    case MsgType::kSeen: return "seen";
-    case MsgType::kHistory: return "history";
-    case MsgType::kChats: return "chats";
-    case MsgType::kOk: return "ok";
-    case MsgType::kHistoryReply: return "history-reply";
-    case MsgType::kChatsReply: return "chats-reply";
-    case MsgType::kWelcome: return "welcome";
-    case MsgType::kProcessed: return "processed";
-    case MsgType::kSyncReply: return "sync-reply";
-    case MsgType::kAckReply: return "ack-reply";
-    case MsgType::kPong: return "pong";
-    case MsgType::kError: return "error";
-    case MsgType::kEvent: return "event";
-    case MsgType::kStoreMessage: return "store-message";
-    case MsgType::kDeliver: return "deliver";
-    case MsgType::kDeliverAck: return "deliver-ack";
-    case MsgType::kStats: return "stats";
-    case MsgType::kStatsReply: return "stats-reply";
-    case MsgType::kBackup: return "backup";
-    case MsgType::kBackupReply: return "backup-reply";
+#define NATTER_X(name, number, text, Body) \
+  case MsgType::name:                      \
+    return text;
+    NATTER_FRAME_TYPES(NATTER_X)
+#undef NATTER_X
   }
   return "unknown";
 }
 
+bool IsKnownType(uint8_t type) {
+  return std::string_view(MsgTypeName(static_cast<MsgType>(type))) != "unknown";
+}
+
 Status DecodeFrame(const void* data, size_t size, Frame* out) {
+  out->header = Header();
   try {
     size_t offset = 0;
     out->handle = msgpack::unpack(static_cast<const char*>(data), size, offset,
@@ -54,23 +40,29 @@ Status DecodeFrame(const void* data, size_t size, Frame* out) {
     if (offset != size) {
       return Status(ErrorCode::kMalformed, "trailing bytes after the frame");
     }
-    const msgpack::object& root = out->handle.get();
-    if (root.type != msgpack::type::ARRAY || root.via.array.size != 2) {
-      return Status(ErrorCode::kMalformed, "a frame is [header, body]");
-    }
-    root.via.array.ptr[0].convert(out->header);
-    out->body = root.via.array.ptr[1];
   } catch (const std::exception& e) {
-    return Status(ErrorCode::kMalformed, std::string("undecodable frame: ") +
-                                             e.what());
+    return Status(ErrorCode::kMalformed, std::string("undecodable frame: ") + e.what());
   }
-  if (out->header.version != kProtocolVersion) {
+  const msgpack::object& root = out->handle.get();
+  if (root.type != msgpack::type::ARRAY || root.via.array.size != 2) {
+    return Status(ErrorCode::kMalformed, "a frame is [header, body]");
+  }
+  Header header;
+  try {
+    wire::Read(root.via.array.ptr[0], header);
+  } catch (const std::exception& e) {
+    return Status(ErrorCode::kMalformed, std::string("bad header: ") + e.what());
+  }
+  out->header = header;
+  out->body = root.via.array.ptr[1];
+  if (header.version != kProtocolVersion) {
     return Status(ErrorCode::kMalformed,
-                  "protocol version " + std::to_string(out->header.version) +
+                  "protocol version " + std::to_string(header.version) +
                       " is not " + std::to_string(kProtocolVersion));
   }
-  if (out->body.type != msgpack::type::ARRAY) {
-    return Status(ErrorCode::kMalformed, "a body is an array");
+  if (!IsKnownType(header.type)) {
+    return Status(ErrorCode::kMalformed,
+                  "frame type " + std::to_string(header.type) + " is not one of natter(7)'s");
   }
   return Status::Ok();
 }
@@ -81,7 +73,7 @@ bool PeekHeader(const void* data, size_t size, Header* out) {
   try {
     size_t offset = 1;
     msgpack::object_handle h = msgpack::unpack(p, size, offset, nullptr, nullptr, kLimits);
-    h.get().convert(*out);
+    wire::Read(h.get(), *out);
     return true;
   } catch (const std::exception&) {
     return false;
@@ -96,9 +88,130 @@ std::string TopicOf(UserId user) {
 
 std::string EncodeError(const Header& request, const Status& status) {
   Error e;
-  e.code = static_cast<uint16_t>(status.code());
+  e.code = status.code();
   e.message = status.message();
-  return EncodeReply(request, MsgType::kError, e);
+  return EncodeReply(request, e);
+}
+
+// --- Event and Handoff ---------------------------------------------------
+
+MessageId Event::id() const {
+  return std::visit(
+      [](const auto& w) {
+        if constexpr (std::is_same_v<std::decay_t<decltype(w)>, MessageEvent>) {
+          return w.message.id;
+        } else {
+          return w.id;
+        }
+      },
+      what);
+}
+
+UserId Event::from() const {
+  return std::visit(
+      [](const auto& w) {
+        if constexpr (std::is_same_v<std::decay_t<decltype(w)>, MessageEvent>) {
+          return w.message.from;
+        } else {
+          return w.from;
+        }
+      },
+      what);
+}
+
+UserId Event::to() const {
+  return std::visit(
+      [](const auto& w) {
+        if constexpr (std::is_same_v<std::decay_t<decltype(w)>, MessageEvent>) {
+          return w.message.to;
+        } else {
+          return w.to;
+        }
+      },
+      what);
+}
+
+const Message* Event::message() const {
+  const MessageEvent* m = std::get_if<MessageEvent>(&what);
+  return m != nullptr ? &m->message : nullptr;
+}
+
+const Receipt* Event::receipt() const {
+  if (const DeliveredEvent* d = std::get_if<DeliveredEvent>(&what)) return d;
+  if (const SeenEvent* s = std::get_if<SeenEvent>(&what)) return s;
+  return nullptr;
+}
+
+void Event::msgpack_unpack(const msgpack::object& o) {
+  EventKind kind = EventKind::kMessage;
+  Message m;
+  UserId by;
+  std::optional<std::string> emoji;
+  wire::ReadArray(o, 12,
+                  "user, seq, kind, id, from, to, ts, text, client_msg_id, origin_device, by, emoji",
+                  user, seq, kind, m.id, m.from, m.to, m.ts, m.text, m.client_msg_id,
+                  origin_device, by, emoji);
+  if (kind == EventKind::kMessage) {
+    if (by.value != 0 || emoji) wire::Fail("a message event has no by or emoji");
+    what = MessageEvent{std::move(m)};
+    return;
+  }
+  if (m.ts != 0 || !m.text.empty() || !m.client_msg_id.empty()) {
+    wire::Fail("only a message event has ts, text and client_msg_id");
+  }
+  if (kind == EventKind::kReaction) {
+    what = ReactionEvent{m.id, m.from, m.to, by, std::move(emoji)};
+    return;
+  }
+  if (emoji) wire::Fail("only a reaction event has an emoji");
+  Receipt r{m.id, m.from, m.to, by};
+  if (kind == EventKind::kDelivered) {
+    what = DeliveredEvent{r};
+  } else {
+    what = SeenEvent{r};
+  }
+}
+
+MessageId Handoff::id() const {
+  return std::visit(
+      [](const auto& w) {
+        if constexpr (std::is_same_v<std::decay_t<decltype(w)>, CopyHandoff>) {
+          return w.message.id;
+        } else {
+          return w.id;
+        }
+      },
+      what);
+}
+
+void Handoff::msgpack_unpack(const msgpack::object& o) {
+  Message copy;
+  HandoffKind kind = HandoffKind::kCopy;
+  UserId by;
+  MessageId about;
+  std::optional<std::string> emoji;
+  uint64_t version = 0;
+  wire::ReadArray(o, 9, "message, outbox, kind, target, by, id, emoji, version, trace", copy,
+                  outbox, kind, target, by, about, emoji, version, trace);
+  if (kind == HandoffKind::kCopy) {
+    if (by.value != 0 || about.value != 0 || emoji || version != 0) {
+      wire::Fail("a copy hand-off has no by, id, emoji or version");
+    }
+    if (target != copy.to) wire::Fail("a copy hand-off's target is its message's recipient");
+    what = CopyHandoff{std::move(copy)};
+    return;
+  }
+  if (copy.id.value != 0 || !copy.text.empty()) wire::Fail("only a copy hand-off has a message");
+  if (kind == HandoffKind::kReaction) {
+    what = ReactionHandoff{by, about, std::move(emoji), version};
+    return;
+  }
+  if (emoji || version != 0) wire::Fail("only a reaction hand-off has an emoji or a version");
+  if (kind == HandoffKind::kDelivered) {
+    what = DeliveredHandoff{by, about};
+  } else {
+    what = SeenHandoff{by, about};
+  }
 }
 
 }  // namespace natter

@@ -17,37 +17,15 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <variant>
 #include <vector>
 
 #include <msgpack.hpp>
 
+#include "common/metrics.h"
 #include "common/status.h"
 #include "common/types.h"
-
-// MessagePack for the strong id types: a plain unsigned integer on the wire.
-namespace msgpack {
-MSGPACK_API_VERSION_NAMESPACE(MSGPACK_DEFAULT_API_NS) {
-  namespace adaptor {
-  template <typename Tag>
-  struct convert<natter::Id<Tag>> {
-    const msgpack::object& operator()(const msgpack::object& o,
-                                      natter::Id<Tag>& v) const {
-      v.value = o.as<uint64_t>();
-      return o;
-    }
-  };
-  template <typename Tag>
-  struct pack<natter::Id<Tag>> {
-    template <typename Stream>
-    packer<Stream>& operator()(packer<Stream>& o,
-                               const natter::Id<Tag>& v) const {
-      o.pack_uint64(v.value);
-      return o;
-    }
-  };
-  }  // namespace adaptor
-}
-}  // namespace msgpack
+#include "common/wire.h"
 
 namespace natter {
 
@@ -86,147 +64,13 @@ static_assert(kMaxPageBytes + 4 * kMaxTextBytes < kMaxClientFrameBytes,
 static_assert(kMaxClientFrameBytes < kMaxDaemonFrameBytes,
               "daemons must take every frame meant for a client");
 
-enum class MsgType : uint8_t {
-  // Requests from a client (through frontd).
-  kHello = 1,
-  kSend = 2,
-  kSync = 3,
-  kAck = 4,
-  kPing = 5,
-  kReact = 6,
-  kSeen = 7,
-  kHistory = 8,
-  kChats = 9,
-  // Replies.
-  kWelcome = 64,
-  kProcessed = 65,
-  kSyncReply = 66,
-  kAckReply = 67,
-  kPong = 68,
-  kError = 69,
-  kOk = 70,
-  kHistoryReply = 71,
-  kChatsReply = 72,
-  // A mailbox event pushed to a device.
-  kEvent = 96,
-  // Between daemons.
-  kStoreMessage = 128,  // routed -> sender's home shard
-  kDeliver = 129,       // shard -> routed -> recipient's home shard
-  kDeliverAck = 130,    // back to the shard that handed off
-  // Control (natterctl -> a daemon's control socket; common/control.h).
-  kStats = 160,
-  kStatsReply = 161,
-  kBackup = 162,
-  kBackupReply = 163,
-};
-
-const char* MsgTypeName(MsgType type);
-
-struct Header {
-  uint8_t version = kProtocolVersion;
-  uint8_t type = 0;
-  uint64_t corr = 0;
-  UserId user;
-  std::string device;
-  // Given by frontd to each request and carried through every hop, so the
-  // daemons' logs show one request's path (trace=...).  The top bit asks
-  // for that path at level info (a client asks with any non-zero trace).
-  uint64_t trace = 0;
-  MSGPACK_DEFINE_ARRAY(version, type, corr, user, device, trace);
-};
-
-// --- Requests ---------------------------------------------------------------
-
-struct Hello {
-  std::string token;
-  std::string device;
-  MSGPACK_DEFINE_ARRAY(token, device);
-};
-
-struct Send {
-  std::string client_msg_id;
-  UserId to;
-  std::string text;
-  MSGPACK_DEFINE_ARRAY(client_msg_id, to, text);
-};
-
-// Asks for mailbox events after a point.  from_cursor: after the device's
-// acknowledged cursor on the home shard (`after` ignored); a device with no
-// cursor yet starts at the head of the mailbox.
-struct Sync {
-  bool from_cursor = true;
-  Seq after;
-  uint32_t limit = 100;
-  MSGPACK_DEFINE_ARRAY(from_cursor, after, limit);
-};
-
-// The device has received (and shown) every event up to seq.
-struct Ack {
-  Seq seq;
-  MSGPACK_DEFINE_ARRAY(seq);
-};
-
-struct Empty {
-  MSGPACK_DEFINE_ARRAY();
-};
-
-// Sets the user's reaction to a message of its conversation with peer
-// (replacing one it had), or removes it when emoji is nil.
-struct React {
-  UserId peer;
-  MessageId id;
-  std::optional<std::string> emoji;
-  MSGPACK_DEFINE_ARRAY(peer, id, emoji);
-};
-
-// The user has seen the peer's messages up to and including id.
-struct MarkSeen {
-  UserId peer;
-  MessageId id;
-  MSGPACK_DEFINE_ARRAY(peer, id);
-};
+// --- Enums -------------------------------------------------------------------
 
 enum class HistoryMode : uint8_t {
   kLatest = 0,  // the newest page
   kAt = 1,      // the last `limit` messages with ts <= bound (Unix ms)
   kBefore = 2,  // the `limit` messages just before id `bound`
   kAfter = 3,   // the `limit` messages just after id `bound`
-};
-
-struct History {
-  UserId peer;
-  uint8_t mode = 0;
-  uint64_t bound = 0;
-  uint32_t limit = kDefaultHistoryPage;
-  MSGPACK_DEFINE_ARRAY(peer, mode, bound, limit);
-};
-
-// A page of the user's conversations, the most recent first (by the id of
-// their last message, then by peer): those that come after (before_id,
-// before_peer) in that order — the last chat of the previous page.  Both
-// are optional on the wire; without them, the newest page.
-struct Chats {
-  MessageId before_id{UINT64_MAX};
-  UserId before_peer{UINT64_MAX};
-  MSGPACK_DEFINE_ARRAY(before_id, before_peer);
-};
-
-// --- Replies ----------------------------------------------------------------
-
-struct Welcome {
-  UserId user;
-  std::string device;
-  uint64_t expires = 0;  // the token's expiry, seconds since the epoch
-  MSGPACK_DEFINE_ARRAY(user, device, expires);
-};
-
-struct Processed {
-  MessageId id;
-  std::string client_msg_id;
-  UserId to;
-  uint64_t ts = 0;  // ms since the Unix epoch
-  Seq seq;          // the sender's mailbox entry for this message
-  MSGPACK_DEFINE_ARRAY(id, client_msg_id, to, ts, seq);
 };
 
 enum class EventKind : uint8_t {
@@ -236,56 +80,138 @@ enum class EventKind : uint8_t {
   kSeen = 4,
 };
 
-// One entry of a user's mailbox.  Which fields mean something depends on
-// the kind: a message has id, from, to, ts, text, client_msg_id.
-struct Event {
-  UserId user;  // whose mailbox
-  Seq seq;
-  uint8_t kind = 0;
-  MessageId id;
-  UserId from;
-  UserId to;
-  uint64_t ts = 0;
-  std::string text;
-  std::string client_msg_id;
-  std::string origin_device;  // the device that caused it, if the user's own
-  UserId by;
-  std::optional<std::string> emoji;
-  MSGPACK_DEFINE_ARRAY(user, seq, kind, id, from, to, ts, text, client_msg_id,
-                       origin_device, by, emoji);
+enum class HandoffKind : uint8_t {
+  kCopy = 0,       // the recipient's copy of a message
+  kReaction = 1,   // a reaction set or taken back, on the target's copy
+  kDelivered = 2,  // the peer received the target's messages up to an id
+  kSeen = 3,       // the peer saw them
 };
 
-struct SyncReply {
-  std::vector<Event> events;
-  Seq head;      // the newest seq in the mailbox
-  Seq cursor;    // the device's acknowledged cursor
-  bool more = false;
-  MSGPACK_DEFINE_ARRAY(events, head, cursor, more);
+template <>
+struct WireEnum<HistoryMode> {
+  static constexpr bool kTravels = true;
+  static bool Known(uint64_t v) { return v <= 3; }
+};
+template <>
+struct WireEnum<EventKind> {
+  static constexpr bool kTravels = true;
+  static bool Known(uint64_t v) { return v >= 1 && v <= 4; }
+};
+template <>
+struct WireEnum<HandoffKind> {
+  static constexpr bool kTravels = true;
+  static bool Known(uint64_t v) { return v <= 3; }
+};
+// Error codes travel as they are: a newer peer's code is kept, not refused
+// (error_codes.h says how a program treats one it does not know).
+template <>
+struct WireEnum<ErrorCode> {
+  static constexpr bool kTravels = true;
+  static bool Known(uint64_t) { return true; }
 };
 
-// The answer to react and seen: the seq of the mailbox event the change
-// made for the user (0 if it changed nothing), which the device that asked
-// takes as its own, as a send's processed receipt.
-struct Done {
-  Seq seq;
-  MSGPACK_DEFINE_ARRAY(seq);
-};
+// --- The header --------------------------------------------------------------
 
-struct AckReply {
-  Seq cursor;
-  MSGPACK_DEFINE_ARRAY(cursor);
-};
-
-struct Error {
-  uint16_t code = 0;
-  std::string message;
-  MSGPACK_DEFINE_ARRAY(code, message);
-};
-
-struct Reaction {
+struct Header {
+  uint8_t version = kProtocolVersion;
+  uint8_t type = 0;  // a MsgType; kept as a number so that an unknown one
+                     // can still be answered with the request's corr
+  uint64_t corr = 0;
   UserId user;
-  std::string emoji;
-  MSGPACK_DEFINE_ARRAY(user, emoji);
+  std::string device;
+  // Given by frontd to each request and carried through every hop, so the
+  // daemons' logs show one request's path (trace=...).  The top bit asks
+  // for that path at level info (a client asks with any non-zero trace).
+  // Optional on the wire.
+  uint64_t trace = 0;
+  NATTER_WIRE(5, version, type, corr, user, device, trace)
+};
+
+// --- Requests from a client (through frontd) --------------------------------
+
+struct Hello {
+  std::string token;
+  std::string device;
+  NATTER_WIRE(2, token, device)
+};
+
+struct Send {
+  std::string client_msg_id;
+  UserId to;
+  std::string text;
+  NATTER_WIRE(3, client_msg_id, to, text)
+};
+
+// Asks for mailbox events after a point.  from_cursor: after the device's
+// acknowledged cursor on the home shard (`after` ignored); a device with no
+// cursor yet starts at the head of the mailbox.
+struct Sync {
+  bool from_cursor = true;
+  Seq after;
+  uint32_t limit = 100;
+  NATTER_WIRE(3, from_cursor, after, limit)
+};
+
+// The device has received (and shown) every event up to seq.
+struct Ack {
+  Seq seq;
+  NATTER_WIRE(1, seq)
+};
+
+struct Ping {
+  NATTER_WIRE(0)
+};
+
+// Sets the user's reaction to a message of its conversation with peer
+// (replacing one it had), or removes it when emoji is nil.
+struct React {
+  UserId peer;
+  MessageId id;
+  std::optional<std::string> emoji;
+  NATTER_WIRE(3, peer, id, emoji)
+};
+
+// The user has seen the peer's messages up to and including id.
+struct MarkSeen {
+  UserId peer;
+  MessageId id;
+  NATTER_WIRE(2, peer, id)
+};
+
+struct History {
+  UserId peer;
+  HistoryMode mode = HistoryMode::kLatest;
+  uint64_t bound = 0;
+  uint32_t limit = kDefaultHistoryPage;
+  NATTER_WIRE(4, peer, mode, bound, limit)
+};
+
+// A page of the user's conversations, the most recent first (by the id of
+// their last message, then by peer): those that come after (before_id,
+// before_peer) in that order — the last chat of the previous page.  Both
+// are optional on the wire; without them, the newest page.
+struct Chats {
+  MessageId before_id{UINT64_MAX};
+  UserId before_peer{UINT64_MAX};
+  NATTER_WIRE(0, before_id, before_peer)
+};
+
+// --- Replies and events -----------------------------------------------------
+
+struct Welcome {
+  UserId user;
+  std::string device;
+  uint64_t expires = 0;  // the token's expiry, seconds since the epoch
+  NATTER_WIRE(3, user, device, expires)
+};
+
+struct Processed {
+  MessageId id;
+  std::string client_msg_id;
+  UserId to;
+  uint64_t ts = 0;  // ms since the Unix epoch
+  Seq seq;          // the sender's mailbox entry for this message
+  NATTER_WIRE(5, id, client_msg_id, to, ts, seq)
 };
 
 // A message as the shards keep it and hand it over.
@@ -293,10 +219,101 @@ struct Message {
   MessageId id;
   UserId from;
   UserId to;
-  uint64_t ts = 0;
+  uint64_t ts = 0;  // ms since the Unix epoch, the time in the id
   std::string client_msg_id;
   std::string text;
-  MSGPACK_DEFINE_ARRAY(id, from, to, ts, client_msg_id, text);
+  NATTER_WIRE(6, id, from, to, ts, client_msg_id, text)
+};
+
+// The own part of a mailbox event, one struct per kind.
+//
+// A message to or from the user.
+struct MessageEvent {
+  Message message;
+};
+// `by` set `emoji` on message `id` of the conversation (from its sender
+// `from` to `to`), or took the reaction back (emoji nil).
+struct ReactionEvent {
+  MessageId id;
+  UserId from;
+  UserId to;
+  UserId by;
+  std::optional<std::string> emoji;
+};
+// `by` (who is `to`) received, or saw, the messages `from` sent to `to` up
+// to and including `id`.
+struct Receipt {
+  MessageId id;
+  UserId from;
+  UserId to;
+  UserId by;
+};
+struct DeliveredEvent : Receipt {};
+struct SeenEvent : Receipt {};
+
+// One entry of a user's mailbox: whose, its seq, the user's device that
+// caused it (empty for what others caused), and what happened.  On the
+// wire it is one array of the fields of every kind (natter(7)):
+// [user, seq, kind, id, from, to, ts, text, client_msg_id, origin_device,
+// by, emoji], those that do not concern its kind 0, empty or nil.
+struct Event {
+  UserId user;
+  Seq seq;
+  std::string origin_device;
+  std::variant<MessageEvent, ReactionEvent, DeliveredEvent, SeenEvent> what;
+
+  EventKind kind() const { return static_cast<EventKind>(what.index() + 1); }
+  // The message the event is about (for receipts: the newest one covered).
+  MessageId id() const;
+  UserId from() const;
+  UserId to() const;
+  // The other user of the conversation it is about, seen from `user`.
+  UserId peer() const { return from() == user ? to() : from(); }
+  // The kind's part, or null for another kind.
+  const Message* message() const;
+  const ReactionEvent* reaction() const { return std::get_if<ReactionEvent>(&what); }
+  const Receipt* receipt() const;
+
+  template <typename Packer>
+  void msgpack_pack(Packer& packer) const;
+  void msgpack_unpack(const msgpack::object& o);
+};
+
+struct SyncReply {
+  std::vector<Event> events;
+  Seq head;      // the newest seq in the mailbox
+  Seq cursor;    // the device's acknowledged cursor
+  bool more = false;
+  NATTER_WIRE(4, events, head, cursor, more)
+};
+
+// The answer to react and seen: the seq of the mailbox event the change
+// made for the user (0 if it changed nothing), which the device that asked
+// takes as its own, as a send's processed receipt.
+struct Done {
+  Seq seq;
+  NATTER_WIRE(1, seq)
+};
+
+struct AckReply {
+  Seq cursor;
+  NATTER_WIRE(1, cursor)
+};
+
+struct Pong {
+  NATTER_WIRE(0)
+};
+
+struct Error {
+  ErrorCode code = ErrorCode::kOk;
+  std::string message;
+  NATTER_WIRE(2, code, message)
+};
+
+struct Reaction {
+  UserId user;
+  std::string emoji;
+  NATTER_WIRE(2, user, emoji)
 };
 
 // A message of a history page, with its current reactions and status.
@@ -307,13 +324,13 @@ struct HistoryItem {
   std::vector<Reaction> reactions;
   bool delivered = false;
   bool seen = false;
-  MSGPACK_DEFINE_ARRAY(message, reactions, delivered, seen);
+  NATTER_WIRE(4, message, reactions, delivered, seen)
 };
 
 struct HistoryReply {
   std::vector<HistoryItem> messages;  // oldest first
   bool more = false;  // more messages lie beyond the page, in its direction
-  MSGPACK_DEFINE_ARRAY(messages, more);
+  NATTER_WIRE(2, messages, more)
 };
 
 // One conversation of the user.  delivered and seen: the newest of the
@@ -327,8 +344,7 @@ struct ChatItem {
   uint64_t unread = 0;
   MessageId delivered;
   MessageId seen;
-  MSGPACK_DEFINE_ARRAY(peer, last_id, last_ts, last_from, last_text, unread,
-                       delivered, seen);
+  NATTER_WIRE(8, peer, last_id, last_ts, last_from, last_text, unread, delivered, seen)
 };
 
 struct ChatsReply {
@@ -336,7 +352,7 @@ struct ChatsReply {
   // More conversations follow the page (optional on the wire: a reply
   // without it has none).
   bool more = false;
-  MSGPACK_DEFINE_ARRAY(chats, more);
+  NATTER_WIRE(1, chats, more)
 };
 
 // --- Between daemons --------------------------------------------------------
@@ -345,38 +361,141 @@ struct ChatsReply {
 // and the device are in the header.
 struct StoreMessage {
   Message message;
-  MSGPACK_DEFINE_ARRAY(message);
+  NATTER_WIRE(1, message)
 };
 
-enum class HandoffKind : uint8_t {
-  kMessage = 0,    // the recipient's copy of message
-  kReaction = 1,   // `by` reacted `emoji` (nil: removed) to message id
-  kDelivered = 2,  // `by` received target's messages up to id
-  kSeen = 3,       // `by` saw target's messages up to id
-};
-
-// What one shard hands to another: the recipient's copy of a message, or a
-// change to the copy and mailbox of `target`, a user of the other shard.
-// Applying one twice changes nothing.
-struct Deliver {
+// What one shard hands another (through routed) about `target`, a user of
+// the other shard: one struct per kind.  Applying one twice changes
+// nothing.
+//
+// The recipient's copy of a message (target: its recipient).
+struct CopyHandoff {
   Message message;
-  uint64_t outbox = 0;  // the handing shard's outbox key, echoed in the ack
-  uint8_t kind = 0;
-  UserId target;
+};
+// `by` set `emoji` (nil: took it back) on message `id` of the target's
+// copy; of two changes by one user, the one with the higher version wins.
+struct ReactionHandoff {
   UserId by;
   MessageId id;
   std::optional<std::string> emoji;
-  uint64_t version = 0;  // reactions: newer versions win
-  uint64_t trace = 0;    // the trace id of the request that caused it
-  MSGPACK_DEFINE_ARRAY(message, outbox, kind, target, by, id, emoji, version,
-                       trace);
+  uint64_t version = 0;
+};
+// `by` received, or saw, the target's messages up to and including `id`.
+struct DeliveredHandoff {
+  UserId by;
+  MessageId id;
+};
+struct SeenHandoff {
+  UserId by;
+  MessageId id;
 };
 
-struct DeliverAck {
+// On the wire one array of the fields of every kind (natter(7)):
+// [message, outbox, kind, target, by, id, emoji, version, trace], those
+// that do not concern its kind empty, 0 or nil.
+struct Handoff {
+  uint64_t outbox = 0;  // the handing shard's outbox number, echoed in the ack
+  UserId target;
+  uint64_t trace = 0;   // the trace id of the request that caused it
+  std::variant<CopyHandoff, ReactionHandoff, DeliveredHandoff, SeenHandoff> what;
+
+  HandoffKind kind() const { return static_cast<HandoffKind>(what.index()); }
+  // The message it is about (the copy's own id for a copy).
+  MessageId id() const;
+
+  template <typename Packer>
+  void msgpack_pack(Packer& packer) const;
+  void msgpack_unpack(const msgpack::object& o);
+};
+
+struct HandoffAck {
   uint64_t outbox = 0;
   MessageId id;
-  MSGPACK_DEFINE_ARRAY(outbox, id);
+  NATTER_WIRE(2, outbox, id)
 };
+
+// --- Control (natterctl -> a daemon's control socket; common/control.h) ----
+
+struct StatsRequest {
+  NATTER_WIRE(0)
+};
+
+struct StatsReply {
+  std::string daemon;  // "frontd", "stored-0", ...
+  std::vector<Metric> metrics;
+  NATTER_WIRE(2, daemon, metrics)
+};
+
+struct BackupRequest {
+  std::string path;  // a folder that does not exist yet
+  NATTER_WIRE(1, path)
+};
+
+struct BackupReply {
+  std::string path;
+  uint64_t records = 0;
+  uint64_t bytes = 0;
+  NATTER_WIRE(3, path, records, bytes)
+};
+
+// --- The frame types --------------------------------------------------------
+
+// Every frame type: its constant, its number on the wire, its name in
+// natter(7) and logs, and its body.  The one list the codec, the daemons
+// and the client go by.
+#define NATTER_FRAME_TYPES(X)                                  \
+  /* Requests from a client (through frontd). */               \
+  X(kHello, 1, "hello", Hello)                                 \
+  X(kSend, 2, "send", Send)                                    \
+  X(kSync, 3, "sync", Sync)                                    \
+  X(kAck, 4, "ack", Ack)                                       \
+  X(kPing, 5, "ping", Ping)                                    \
+  X(kReact, 6, "react", React)                                 \
+  X(kSeen, 7, "seen", MarkSeen)                                \
+  X(kHistory, 8, "history", History)                           \
+  X(kChats, 9, "chats", Chats)                                 \
+  /* Replies. */                                               \
+  X(kWelcome, 64, "welcome", Welcome)                          \
+  X(kProcessed, 65, "processed", Processed)                    \
+  X(kSyncReply, 66, "sync-reply", SyncReply)                   \
+  X(kAckReply, 67, "ack-reply", AckReply)                      \
+  X(kPong, 68, "pong", Pong)                                   \
+  X(kError, 69, "error", Error)                                \
+  X(kOk, 70, "ok", Done)                                       \
+  X(kHistoryReply, 71, "history-reply", HistoryReply)          \
+  X(kChatsReply, 72, "chats-reply", ChatsReply)                \
+  /* A mailbox event pushed to a device. */                    \
+  X(kEvent, 96, "event", Event)                                \
+  /* Between daemons. */                                       \
+  X(kStoreMessage, 128, "store-message", StoreMessage)         \
+  X(kHandoff, 129, "handoff", Handoff)                         \
+  X(kHandoffAck, 130, "handoff-ack", HandoffAck)               \
+  /* Control. */                                               \
+  X(kStats, 160, "stats", StatsRequest)                        \
+  X(kStatsReply, 161, "stats-reply", StatsReply)               \
+  X(kBackup, 162, "backup", BackupRequest)                     \
+  X(kBackupReply, 163, "backup-reply", BackupReply)
+
+enum class MsgType : uint8_t {
+#define NATTER_X(name, number, text, Body) name = number,
+  NATTER_FRAME_TYPES(NATTER_X)
+#undef NATTER_X
+};
+
+// The name of a frame type ("send"); "unknown" for a number not in the list.
+const char* MsgTypeName(MsgType type);
+bool IsKnownType(uint8_t type);
+
+// The frame type of a body: FrameOf<Send>::kType is MsgType::kSend.
+template <typename Body>
+struct FrameOf;
+#define NATTER_X(name, number, text, Body) \
+  template <>                              \
+  struct FrameOf<Body> {                   \
+    static constexpr MsgType kType = MsgType::name; \
+  };
+NATTER_FRAME_TYPES(NATTER_X)
+#undef NATTER_X
 
 // --- Codec ------------------------------------------------------------------
 
@@ -390,25 +509,58 @@ struct Frame {
   MsgType type() const { return static_cast<MsgType>(header.type); }
 };
 
-// Reads a whole frame or rejects it (kMalformed): wrong shape, wrong
-// version, trailing bytes, or anything beyond the decoder's limits.
+// Reads a frame's header whole, or rejects the frame (kMalformed): not
+// [header, body], trailing bytes, a header of the wrong shape (5 or 6
+// elements, each of its type), another version, a type not in the list,
+// or anything beyond the decoder's limits.  When it is the rest that is
+// wrong, out->header is the frame's (its corr goes in the error reply);
+// when the header itself is, out->header is empty.
 Status DecodeFrame(const void* data, size_t size, Frame* out);
 
-// Converts the body to T, or kMalformed.
-template <typename T>
-Status DecodeBody(const Frame& frame, T* out) {
+// The body as its struct, strictly (wire.h), or kMalformed; a frame of
+// another type is kMalformed too.
+template <typename Body>
+Status DecodeBody(const Frame& frame, Body* out) {
+  if (frame.type() != FrameOf<Body>::kType) {
+    return Status(ErrorCode::kMalformed, std::string("a ") + MsgTypeName(frame.type()) +
+                                             " frame, not " +
+                                             MsgTypeName(FrameOf<Body>::kType));
+  }
   try {
-    frame.body.convert(*out);
+    wire::Read(frame.body, *out);
     return Status::Ok();
   } catch (const std::exception& e) {
     return Status(ErrorCode::kMalformed,
-                  std::string("bad ") + MsgTypeName(frame.type()) +
-                      " body: " + e.what());
+                  std::string("bad ") + MsgTypeName(frame.type()) + " body: " + e.what());
   }
 }
 
-template <typename T>
-std::string EncodeFrame(const Header& header, const T& body) {
+// Decodes the body as the struct its type says and calls visit(body),
+// returning what visit returns (a Status); kMalformed if it does not
+// decode.  visit takes every body type (a catch-all template for the ones
+// a receiver does not take).
+template <typename Visitor>
+Status VisitBody(const Frame& frame, Visitor&& visit) {
+  switch (frame.type()) {
+#define NATTER_X(name, number, text, Body)   \
+  case MsgType::name: {                      \
+    Body body;                               \
+    Status s = DecodeBody(frame, &body);     \
+    if (!s.ok()) return s;                   \
+    return visit(body);                      \
+  }
+    NATTER_FRAME_TYPES(NATTER_X)
+#undef NATTER_X
+  }
+  return Status(ErrorCode::kMalformed, "an unknown frame type");
+}
+
+// A frame of a body: the header as given, with the body's type and this
+// protocol's version.
+template <typename Body>
+std::string EncodeFrame(Header header, const Body& body) {
+  header.version = kProtocolVersion;
+  header.type = static_cast<uint8_t>(FrameOf<Body>::kType);
   msgpack::sbuffer buffer;
   msgpack::packer<msgpack::sbuffer> packer(buffer);
   packer.pack_array(2);
@@ -416,6 +568,14 @@ std::string EncodeFrame(const Header& header, const T& body) {
   packer.pack(body);
   return std::string(buffer.data(), buffer.size());
 }
+
+// A reply to a request: its corr, user, device and trace, and the body.
+template <typename Body>
+std::string EncodeReply(const Header& request, const Body& body) {
+  return EncodeFrame(request, body);
+}
+
+std::string EncodeError(const Header& request, const Status& status);
 
 // The number of bytes value takes in MessagePack, without making them.
 template <typename T>
@@ -429,17 +589,6 @@ size_t EncodedSize(const T& value) {
   return counter.bytes;
 }
 
-// A reply frame for a request: same correlation id, user and device.
-template <typename T>
-std::string EncodeReply(const Header& request, MsgType type, const T& body) {
-  Header h = request;
-  h.version = kProtocolVersion;
-  h.type = static_cast<uint8_t>(type);
-  return EncodeFrame(h, body);
-}
-
-std::string EncodeError(const Header& request, const Status& status);
-
 // A frame's header alone (the body is not decoded): for daemons that pass
 // frames on and only log them.  False if it is not a frame.
 bool PeekHeader(const void* data, size_t size, Header* out);
@@ -447,6 +596,61 @@ bool PeekHeader(const void* data, size_t size, Header* out);
 // The PUB/SUB topic of a user's events: its id, 8 bytes big-endian (all
 // topics the same length, so no topic is a prefix of another).
 std::string TopicOf(UserId user);
+
+// --- Event and Handoff on the wire ------------------------------------------
+
+template <typename Packer>
+void Event::msgpack_pack(Packer& packer) const {
+  Message m;
+  UserId by;
+  std::optional<std::string> emoji;
+  if (const Message* mine = message()) m = *mine;
+  if (const ReactionEvent* r = reaction()) {
+    m.id = r->id;
+    m.from = r->from;
+    m.to = r->to;
+    by = r->by;
+    emoji = r->emoji;
+  }
+  if (const Receipt* r = receipt()) {
+    m.id = r->id;
+    m.from = r->from;
+    m.to = r->to;
+    by = r->by;
+  }
+  const EventKind k = kind();
+  msgpack::type::make_define_array(user, seq, k, m.id, m.from, m.to, m.ts, m.text,
+                                   m.client_msg_id, origin_device, by, emoji)
+      .msgpack_pack(packer);
+}
+
+template <typename Packer>
+void Handoff::msgpack_pack(Packer& packer) const {
+  Message copy;
+  UserId by;
+  MessageId about;
+  std::optional<std::string> emoji;
+  uint64_t version = 0;
+  std::visit(
+      [&](const auto& w) {
+        using W = std::decay_t<decltype(w)>;
+        if constexpr (std::is_same_v<W, CopyHandoff>) {
+          copy = w.message;
+        } else {
+          by = w.by;
+          about = w.id;
+          if constexpr (std::is_same_v<W, ReactionHandoff>) {
+            emoji = w.emoji;
+            version = w.version;
+          }
+        }
+      },
+      what);
+  const HandoffKind k = kind();
+  msgpack::type::make_define_array(copy, outbox, k, target, by, about, emoji, version,
+                                   trace)
+      .msgpack_pack(packer);
+}
 
 }  // namespace natter
 

@@ -36,7 +36,7 @@ struct TokenClaims {
   uint64_t issued = 0;
   uint64_t expires = 0;
   std::string key_id;
-  MSGPACK_DEFINE_ARRAY(user, device, issued, expires, key_id);
+  NATTER_WIRE(5, user, device, issued, expires, key_id)
 };
 
 struct SigningKey {

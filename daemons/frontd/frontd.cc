@@ -9,6 +9,7 @@
 #include "common/endian.h"
 #include "common/log.h"
 #include "common/validate.h"
+#include "daemons/frontd/request_check.h"
 
 namespace natter {
 namespace frontd {
@@ -215,79 +216,16 @@ void Frontd::Forward(ConnId conn, Session* session, const Frame& frame) {
     return;
   }
   Header h;
-  h.type = frame.header.type;
   h.corr = frame.header.corr;
   h.user = session->user;  // the token's user, whatever the client wrote
   h.device = session->device;
   h.trace = NewTrace(frame.header.trace != 0);
-  std::string forward;
-  Status s;
-  switch (frame.type()) {
-    case MsgType::kPing: {
-      Header pong = h;
-      pong.trace = 0;
-      Reply(conn, EncodeReply(pong, MsgType::kPong, Empty()));
-      return;
-    }
-    case MsgType::kSend: {
-      Send send;
-      s = DecodeBody(frame, &send);
-      if (s.ok()) s = ValidateSend(send);
-      if (s.ok()) forward = EncodeFrame(h, send);
-      break;
-    }
-    case MsgType::kSync: {
-      Sync sync;
-      s = DecodeBody(frame, &sync);
-      sync.limit = std::clamp<uint32_t>(sync.limit, 1, kMaxSyncPage);
-      if (s.ok()) forward = EncodeFrame(h, sync);
-      break;
-    }
-    case MsgType::kAck: {
-      Ack ack;
-      s = DecodeBody(frame, &ack);
-      if (s.ok()) forward = EncodeFrame(h, ack);
-      break;
-    }
-    case MsgType::kReact: {
-      React react;
-      s = DecodeBody(frame, &react);
-      if (s.ok()) s = ValidateReact(react);
-      if (s.ok()) forward = EncodeFrame(h, react);
-      break;
-    }
-    case MsgType::kSeen: {
-      MarkSeen seen;
-      s = DecodeBody(frame, &seen);
-      if (s.ok() && seen.peer.value == 0) {
-        s = Status(ErrorCode::kBadRequest, "the peer must be a user id above 0");
-      }
-      if (s.ok()) forward = EncodeFrame(h, seen);
-      break;
-    }
-    case MsgType::kHistory: {
-      History q;
-      s = DecodeBody(frame, &q);
-      if (s.ok() && q.peer.value == 0) {
-        s = Status(ErrorCode::kBadRequest, "the peer must be a user id above 0");
-      }
-      if (s.ok() && q.mode > static_cast<uint8_t>(HistoryMode::kAfter)) {
-        s = Status(ErrorCode::kBadRequest, "unknown history mode");
-      }
-      if (q.limit == 0) q.limit = kDefaultHistoryPage;
-      q.limit = std::min(q.limit, kMaxHistoryPage);
-      if (s.ok()) forward = EncodeFrame(h, q);
-      break;
-    }
-    case MsgType::kChats: {
-      Chats chats;
-      s = DecodeBody(frame, &chats);
-      if (s.ok()) forward = EncodeFrame(h, chats);
-      break;
-    }
-    default:
-      s = Status(ErrorCode::kBadRequest,
-                 std::string("not a client request: ") + MsgTypeName(frame.type()));
+  RequestCheck check(h);
+  Status s = VisitBody(frame, check);
+  if (s.ok() && check.pong()) {
+    h.trace = 0;
+    Reply(conn, EncodeReply(h, Pong()));
+    return;
   }
   if (s.ok() && session->in_flight.size() >= max_in_flight_ &&
       !session->in_flight.count(h.corr)) {
@@ -307,7 +245,7 @@ void Frontd::Forward(ConnId conn, Session* session, const Frame& frame) {
              LogValue(h.device).c_str(), static_cast<unsigned long long>(h.corr));
   Parts out;
   out.push_back(ToMessage(Envelope(conn)));
-  out.push_back(ToMessage(forward));
+  out.push_back(ToMessage(check.frame()));
   if (!SendParts(routed_socket_, out)) {
     ReplyError(conn, h.corr, Status(ErrorCode::kUnavailable, "routed is not reachable"));
     return;
@@ -424,7 +362,7 @@ void Frontd::Hello(ConnId conn, const Frame& frame) {
   h.corr = frame.header.corr;
   h.user = claims.user;
   h.device = device;
-  Reply(conn, EncodeReply(h, MsgType::kWelcome, w));
+  Reply(conn, EncodeReply(h, w));
 }
 
 void Frontd::Reply(ConnId conn, const std::string& frame) {

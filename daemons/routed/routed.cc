@@ -65,19 +65,16 @@ Route Router::Decide(const Frame& request, uint64_t now_ms) {
       sm.message.ts = TimestampOf(sm.message.id);
       sm.message.client_msg_id = std::move(send.client_msg_id);
       sm.message.text = std::move(send.text);
-      Header out = h;
-      out.type = static_cast<uint8_t>(MsgType::kStoreMessage);
       route.shard = HomeShard(h.user, shard_count_);
-      route.frame = EncodeFrame(out, sm);
+      route.frame = EncodeFrame(h, sm);
       route.id = sm.message.id;
       return route;
     }
-    case MsgType::kDeliver: {
-      Deliver d;
+    case MsgType::kHandoff: {
+      Handoff d;
       route.status = DecodeBody(request, &d);
       if (!route.status.ok()) return route;
-      UserId target = d.target.value != 0 ? d.target : d.message.to;
-      route.shard = HomeShard(target, shard_count_);
+      route.shard = HomeShard(d.target, shard_count_);
       return route;
     }
     case MsgType::kSync:

@@ -9,6 +9,7 @@
 
 #include "common/ids.h"
 #include "common/log.h"
+#include "common/overloaded.h"
 #include "common/shard.h"
 #include "daemons/stored/keys.h"
 
@@ -57,15 +58,11 @@ class PageBudget {
   size_t used_ = 0;
 };
 
-Event ChangeEvent(EventKind kind, UserId owner, Seq seq, const Message& m) {
-  Event ev;
-  ev.user = owner;
-  ev.seq = seq;
-  ev.kind = static_cast<uint8_t>(kind);
-  ev.id = m.id;
-  ev.from = m.from;
-  ev.to = m.to;
-  return ev;
+// A receipt in target's mailbox: `by` received or saw target's messages to
+// it up to id.
+template <typename Kind>
+Event ReceiptEntry(UserId target, Seq seq, UserId by, MessageId id, std::string origin = "") {
+  return Event{target, seq, std::move(origin), Kind{{id, target, by, by}}};
 }
 
 }  // namespace
@@ -262,15 +259,52 @@ void Store::AppendEvent(const Event& event, BatchState* b, Effects* e) {
   e->publish_trace.push_back(trace_);
 }
 
-Event Store::MessageEvent(const Message& m, UserId owner, Seq seq,
-                          const std::string& origin_device) {
-  Event ev = ChangeEvent(EventKind::kMessage, owner, seq, m);
-  ev.ts = m.ts;
-  ev.text = m.text;
-  ev.client_msg_id = m.client_msg_id;
-  ev.origin_device = origin_device;
-  return ev;
-}
+// The second pass over a batch, after the commit: the reads.
+class Store::Reader {
+ public:
+  Reader(Store* store, Request* r, Seq sync_cursor)
+      : store_(store), r_(r), sync_cursor_(sync_cursor) {}
+  Status operator()(const Sync& q) { return store_->FinishSync(r_, q, sync_cursor_); }
+  Status operator()(const History& q) { return store_->ReadHistory(r_, q); }
+  Status operator()(const Chats& q) { return store_->ReadChats(r_, q); }
+  template <typename Written>
+  Status operator()(const Written&) {
+    return Status::Ok();  // answered in the first pass
+  }
+
+ private:
+  Store* store_;
+  Request* r_;
+  Seq sync_cursor_;
+};
+
+// The first pass over a batch: each request as its body, before the
+// commit; reads wait for the second (after it).
+class Store::Writer {
+ public:
+  Writer(Store* store, Request* r, BatchState* b, Effects* e, Seq* sync_cursor)
+      : store_(store), r_(r), b_(b), e_(e), sync_cursor_(sync_cursor) {}
+  Status operator()(const StoreMessage& m) { return store_->HandleStoreMessage(r_, m, b_, e_); }
+  Status operator()(const Handoff& d) { return store_->HandleHandoff(r_, d, b_, e_); }
+  Status operator()(const Ack& a) { return store_->HandleAck(r_, a, b_, e_); }
+  Status operator()(const React& q) { return store_->HandleReact(r_, q, b_, e_); }
+  Status operator()(const MarkSeen& q) { return store_->HandleSeen(r_, q, b_, e_); }
+  Status operator()(const Sync& q) { return store_->PrepareSync(r_, q, b_, sync_cursor_); }
+  Status operator()(const History&) { return Status::Ok(); }
+  Status operator()(const Chats&) { return Status::Ok(); }
+  template <typename Other>
+  Status operator()(const Other&) {
+    return Status(ErrorCode::kBadRequest, std::string("a shard does not take ") +
+                                              MsgTypeName(FrameOf<Other>::kType));
+  }
+
+ private:
+  Store* store_;
+  Request* r_;
+  BatchState* b_;
+  Effects* e_;
+  Seq* sync_cursor_;
+};
 
 Status Store::Apply(std::vector<Request>* batch, Effects* effects) {
   if (!db_) {
@@ -287,23 +321,8 @@ Status Store::Apply(std::vector<Request>* batch, Effects* effects) {
   for (size_t i = 0; i < batch->size(); ++i) {
     Request& r = (*batch)[i];
     trace_ = r.frame.header.trace;
-    switch (r.frame.type()) {
-      case MsgType::kStoreMessage: HandleStoreMessage(&r, &b, effects); break;
-      case MsgType::kDeliver: HandleDeliver(&r, &b, effects); break;
-      case MsgType::kAck: HandleAck(&r, &b, effects); break;
-      case MsgType::kReact: HandleReact(&r, &b, effects); break;
-      case MsgType::kSeen: HandleSeen(&r, &b, effects); break;
-      case MsgType::kSync: PrepareSync(&r, &b, &sync_cursor[i]); break;
-      case MsgType::kHistory:
-      case MsgType::kChats:
-        break;  // reads, after the commit
-      default:
-        r.reply = EncodeError(
-            r.frame.header,
-            Status(ErrorCode::kBadRequest,
-                   std::string("a shard does not take ") +
-                       MsgTypeName(r.frame.type())));
-    }
+    Status s = VisitBody(r.frame, Writer(this, &r, &b, effects, &sync_cursor[i]));
+    if (!s.ok()) r.reply = EncodeError(r.frame.header, s);
   }
   if (b.writes.ApproximateSize() > leveldb::WriteBatch().ApproximateSize()) {
     leveldb::WriteOptions options;
@@ -330,27 +349,18 @@ Status Store::Apply(std::vector<Request>* batch, Effects* effects) {
   for (size_t i = 0; i < batch->size(); ++i) {
     Request& r = (*batch)[i];
     if (!r.reply.empty()) continue;
-    switch (r.frame.type()) {
-      case MsgType::kSync: FinishSync(&r, sync_cursor[i]); break;
-      case MsgType::kHistory: ReadHistory(&r); break;
-      case MsgType::kChats: ReadChats(&r); break;
-      default: break;
-    }
+    Status s = VisitBody(r.frame, Reader(this, &r, sync_cursor[i]));
+    if (!s.ok()) r.reply = EncodeError(r.frame.header, s);
   }
   return Status::Ok();
 }
 
-void Store::HandleStoreMessage(Request* r, BatchState* b, Effects* e) {
+Status Store::HandleStoreMessage(Request* r, const StoreMessage& sm, BatchState* b,
+                                 Effects* e) {
   const Header& h = r->frame.header;
-  StoreMessage sm;
-  Status s = DecodeBody(r->frame, &sm);
-  Message& m = sm.message;
-  if (s.ok() && (m.from != h.user || !Owns(h.user))) {
-    s = Status(ErrorCode::kInternal, "message routed to the wrong shard");
-  }
-  if (!s.ok()) {
-    r->reply = EncodeError(h, s);
-    return;
+  const Message& m = sm.message;
+  if (m.from != h.user || !Owns(h.user)) {
+    return Status(ErrorCode::kInternal, "message routed to the wrong shard");
   }
   // A retried client_msg_id gets the first answer back and creates nothing.
   std::string dedup_key = DedupKey(h.user, m.client_msg_id);
@@ -363,14 +373,8 @@ void Store::HandleStoreMessage(Request* r, BatchState* b, Effects* e) {
     WriteRecord(dedup_key, rec, b);
     WriteRecord(MessageKey(h.user, m.to, m.id), StoredMessage{m, {}}, b);
     NoteMessageInChat(h.user, m.to, m, b);
-    AppendEvent(MessageEvent(m, h.user, rec.seq, h.device), b, e);
-    if (m.to != m.from) {
-      Deliver d;
-      d.message = m;
-      d.kind = static_cast<uint8_t>(HandoffKind::kMessage);
-      d.target = m.to;
-      Propagate(std::move(d), b, e);
-    }
+    AppendEvent(Event{h.user, rec.seq, h.device, MessageEvent{m}}, b, e);
+    if (m.to != m.from) Propagate(m.to, CopyHandoff{m}, b, e);
     b->needs_sync = true;
     NLOG_TRACE(h.trace, "event=stored id=%llu from=%llu to=%llu seq=%llu",
                static_cast<unsigned long long>(m.id.value),
@@ -384,11 +388,15 @@ void Store::HandleStoreMessage(Request* r, BatchState* b, Effects* e) {
   p.to = rec.to;
   p.ts = rec.ts;
   p.seq = rec.seq;
-  r->reply = EncodeReply(h, MsgType::kProcessed, p);
+  r->reply = EncodeReply(h, p);
+  return Status::Ok();
 }
 
-void Store::Propagate(Deliver d, BatchState* b, Effects* e) {
-  if (Owns(d.target)) {
+void Store::Propagate(UserId target, HandoffWhat what, BatchState* b, Effects* e) {
+  Handoff d;
+  d.target = target;
+  d.what = std::move(what);
+  if (Owns(target)) {
     ApplyHandoff(d, b, e);
     return;
   }
@@ -403,7 +411,7 @@ bool Store::AddRecipientCopy(const Message& m, BatchState* b, Effects* e) {
   if (Read(key, *b, &ignored)) return false;
   WriteRecord(key, StoredMessage{m, {}}, b);
   NoteMessageInChat(m.to, m.from, m, b);
-  AppendEvent(MessageEvent(m, m.to, NextSeq(m.to), ""), b, e);
+  AppendEvent(Event{m.to, NextSeq(m.to), "", MessageEvent{m}}, b, e);
   return true;
 }
 
@@ -449,94 +457,74 @@ bool Store::SetReaction(StoredMessage* copy, UserId user,
   return true;
 }
 
-bool Store::ApplyHandoff(const Deliver& d, BatchState* b, Effects* e) {
-  switch (static_cast<HandoffKind>(d.kind)) {
-    case HandoffKind::kMessage:
-      return AddRecipientCopy(d.message, b, e);
-    case HandoffKind::kReaction: {
-      std::string key = MessageKey(d.target, d.by, d.id);
-      StoredMessage copy;
-      if (!ReadRecord(key, *b, &copy)) return false;
-      std::string before = Visible(copy, d.by);
-      if (!SetReaction(&copy, d.by, d.emoji, d.version)) return false;
-      WriteRecord(key, copy, b);
-      if (Visible(copy, d.by) != before) {
-        Event ev = ChangeEvent(EventKind::kReaction, d.target,
-                               NextSeq(d.target), copy.message);
-        ev.by = d.by;
-        ev.emoji = d.emoji;
-        AppendEvent(ev, b, e);
-      }
-      return true;
-    }
-    case HandoffKind::kDelivered:
-    case HandoffKind::kSeen: {
-      bool seen = d.kind == static_cast<uint8_t>(HandoffKind::kSeen);
-      std::string key = ChatKey(d.target, d.by);
-      ChatRecord c;
-      ReadRecord(key, *b, &c);
-      MessageId& mark = seen ? c.seen_upto : c.delivered_upto;
-      if (d.id <= mark) return false;
-      mark = d.id;
-      if (seen && c.delivered_upto < d.id) c.delivered_upto = d.id;
-      WriteChat(d.target, d.by, c, b);
-      Message about;
-      about.id = d.id;
-      about.from = d.target;
-      about.to = d.by;
-      Event ev = ChangeEvent(seen ? EventKind::kSeen : EventKind::kDelivered,
-                             d.target, NextSeq(d.target), about);
-      ev.by = d.by;
-      AppendEvent(ev, b, e);
-      return true;
-    }
-  }
-  return false;
+bool Store::ApplyHandoff(const Handoff& d, BatchState* b, Effects* e) {
+  return std::visit(
+      Overloaded{
+          [&](const CopyHandoff& c) { return AddRecipientCopy(c.message, b, e); },
+          [&](const ReactionHandoff& x) {
+            std::string key = MessageKey(d.target, x.by, x.id);
+            StoredMessage copy;
+            if (!ReadRecord(key, *b, &copy)) return false;
+            std::string before = Visible(copy, x.by);
+            if (!SetReaction(&copy, x.by, x.emoji, x.version)) return false;
+            WriteRecord(key, copy, b);
+            if (Visible(copy, x.by) != before) {
+              const Message& m = copy.message;
+              AppendEvent(Event{d.target, NextSeq(d.target), "",
+                                ReactionEvent{m.id, m.from, m.to, x.by, x.emoji}},
+                          b, e);
+            }
+            return true;
+          },
+          [&](const DeliveredHandoff& x) { return ApplyReceipt(d.target, x.by, x.id, false, b, e); },
+          [&](const SeenHandoff& x) { return ApplyReceipt(d.target, x.by, x.id, true, b, e); },
+      },
+      d.what);
 }
 
-void Store::HandleDeliver(Request* r, BatchState* b, Effects* e) {
+bool Store::ApplyReceipt(UserId target, UserId by, MessageId id, bool seen, BatchState* b,
+                         Effects* e) {
+  std::string key = ChatKey(target, by);
+  ChatRecord c;
+  ReadRecord(key, *b, &c);
+  MessageId& mark = seen ? c.seen_upto : c.delivered_upto;
+  if (id <= mark) return false;
+  mark = id;
+  if (seen && c.delivered_upto < id) c.delivered_upto = id;
+  WriteChat(target, by, c, b);
+  Seq seq = NextSeq(target);
+  AppendEvent(seen ? ReceiptEntry<SeenEvent>(target, seq, by, id)
+                   : ReceiptEntry<DeliveredEvent>(target, seq, by, id),
+              b, e);
+  return true;
+}
+
+Status Store::HandleHandoff(Request* r, const Handoff& d, BatchState* b, Effects* e) {
   const Header& h = r->frame.header;
-  Deliver d;
-  Status s = DecodeBody(r->frame, &d);
-  if (s.ok() && d.target.value == 0) d.target = d.message.to;
-  if (s.ok() && !Owns(d.target)) {
-    s = Status(ErrorCode::kInternal, "hand-off routed to the wrong shard");
-  }
-  if (s.ok() && d.kind == static_cast<uint8_t>(HandoffKind::kReaction)) {
+  if (!Owns(d.target)) return Status(ErrorCode::kInternal, "hand-off routed to the wrong shard");
+  if (const ReactionHandoff* x = std::get_if<ReactionHandoff>(&d.what)) {
     // The copy comes first through the same outbox; if a retry reordered
     // them, ask for this one again later.
     std::string ignored;
-    if (!Read(MessageKey(d.target, d.by, d.id), *b, &ignored)) {
-      s = Status(ErrorCode::kUnavailable, "the message of this reaction is not here yet");
+    if (!Read(MessageKey(d.target, x->by, x->id), *b, &ignored)) {
+      return Status(ErrorCode::kUnavailable, "the message of this reaction is not here yet");
     }
-  }
-  if (!s.ok()) {
-    r->reply = EncodeError(h, s);
-    return;
   }
   // A repeated hand-off is acknowledged and changes nothing.
   bool changed = ApplyHandoff(d, b, e);
   if (changed) b->needs_sync = true;
-  NLOG_TRACE(h.trace, "event=handoff kind=%u target=%llu id=%llu changed=%s", d.kind,
-             static_cast<unsigned long long>(d.target.value),
-             static_cast<unsigned long long>(
-                 d.kind == static_cast<uint8_t>(HandoffKind::kMessage) ? d.message.id.value
-                                                                       : d.id.value),
-             changed ? "yes" : "no");
-  DeliverAck ack;
+  NLOG_TRACE(h.trace, "event=handoff kind=%u target=%llu id=%llu changed=%s",
+             static_cast<unsigned>(d.kind()), static_cast<unsigned long long>(d.target.value),
+             static_cast<unsigned long long>(d.id().value), changed ? "yes" : "no");
+  HandoffAck ack;
   ack.outbox = d.outbox;
-  ack.id = d.kind == static_cast<uint8_t>(HandoffKind::kMessage) ? d.message.id : d.id;
-  r->reply = EncodeReply(h, MsgType::kDeliverAck, ack);
+  ack.id = d.id();
+  r->reply = EncodeReply(h, ack);
+  return Status::Ok();
 }
 
-void Store::HandleAck(Request* r, BatchState* b, Effects* e) {
+Status Store::HandleAck(Request* r, const Ack& a, BatchState* b, Effects* e) {
   const Header& h = r->frame.header;
-  Ack a;
-  Status s = DecodeBody(r->frame, &a);
-  if (!s.ok()) {
-    r->reply = EncodeError(h, s);
-    return;
-  }
   Seq cursor;
   std::string cursor_key = CursorKey(h.user, h.device);
   ReadSeq(cursor_key, *b, &cursor);
@@ -559,26 +547,21 @@ void Store::HandleAck(Request* r, BatchState* b, Effects* e) {
       if (GetBigEndian(it->key().data() + prefix.size()) > target.value) break;
       Event ev;
       if (!Unpack(it->value().ToString(), &ev)) continue;
-      if (ev.kind != static_cast<uint8_t>(EventKind::kMessage) || ev.from == h.user) {
-        continue;
-      }
-      MessageId& n = newest[ev.from.value];
-      if (ev.id > n) n = ev.id;
+      const Message* m = ev.message();
+      if (m == nullptr || m->from == h.user) continue;
+      MessageId& n = newest[m->from.value];
+      if (m->id > n) n = m->id;
     }
     WriteSeq(mark_key, target, b);
     for (const auto& [sender, id] : newest) {
-      Deliver d;
-      d.kind = static_cast<uint8_t>(HandoffKind::kDelivered);
-      d.target = UserId(sender);
-      d.by = h.user;
-      d.id = id;
-      Propagate(std::move(d), b, e);
+      Propagate(UserId(sender), DeliveredHandoff{h.user, id}, b, e);
     }
     if (!newest.empty()) b->needs_sync = true;
   }
   AckReply reply;
   reply.cursor = cursor;
-  r->reply = EncodeReply(h, MsgType::kAckReply, reply);
+  r->reply = EncodeReply(h, reply);
+  return Status::Ok();
 }
 
 Status Store::ReadOwnCopy(UserId user, UserId peer, MessageId id,
@@ -589,41 +572,28 @@ Status Store::ReadOwnCopy(UserId user, UserId peer, MessageId id,
                                           std::to_string(peer.value));
 }
 
-void Store::HandleReact(Request* r, BatchState* b, Effects* e) {
+Status Store::HandleReact(Request* r, const React& rq, BatchState* b, Effects* e) {
   const Header& h = r->frame.header;
-  React rq;
-  Status s = DecodeBody(r->frame, &rq);
   std::string key = MessageKey(h.user, rq.peer, rq.id);
   StoredMessage copy;
-  if (s.ok()) s = ReadOwnCopy(h.user, rq.peer, rq.id, *b, &copy);
-  if (!s.ok()) {
-    r->reply = EncodeError(h, s);
-    return;
-  }
+  Status s = ReadOwnCopy(h.user, rq.peer, rq.id, *b, &copy);
+  if (!s.ok()) return s;
   Done done;
   if (Visible(copy, h.user) != rq.emoji.value_or("")) {
     Seq seq = NextSeq(h.user);  // also the change's version
     SetReaction(&copy, h.user, rq.emoji, seq.value);
     WriteRecord(key, copy, b);
-    Event ev = ChangeEvent(EventKind::kReaction, h.user, seq, copy.message);
-    ev.by = h.user;
-    ev.emoji = rq.emoji;
-    ev.origin_device = h.device;
-    AppendEvent(ev, b, e);
+    const Message& m = copy.message;
+    AppendEvent(Event{h.user, seq, h.device, ReactionEvent{m.id, m.from, m.to, h.user, rq.emoji}},
+                b, e);
     if (rq.peer != h.user) {
-      Deliver d;
-      d.kind = static_cast<uint8_t>(HandoffKind::kReaction);
-      d.target = rq.peer;
-      d.by = h.user;
-      d.id = rq.id;
-      d.emoji = rq.emoji;
-      d.version = seq.value;
-      Propagate(std::move(d), b, e);
+      Propagate(rq.peer, ReactionHandoff{h.user, rq.id, rq.emoji, seq.value}, b, e);
     }
     b->needs_sync = true;
     done.seq = seq;
   }
-  r->reply = EncodeReply(h, MsgType::kOk, done);
+  r->reply = EncodeReply(h, done);
+  return Status::Ok();
 }
 
 uint64_t Store::CountUnread(UserId user, UserId peer, MessageId after,
@@ -647,18 +617,13 @@ uint64_t Store::CountUnread(UserId user, UserId peer, MessageId after,
   return unread;
 }
 
-void Store::HandleSeen(Request* r, BatchState* b, Effects* e) {
+Status Store::HandleSeen(Request* r, const MarkSeen& rq, BatchState* b, Effects* e) {
   const Header& h = r->frame.header;
-  MarkSeen rq;
-  Status s = DecodeBody(r->frame, &rq);
   StoredMessage copy;
-  if (s.ok()) s = ReadOwnCopy(h.user, rq.peer, rq.id, *b, &copy);
-  if (s.ok() && copy.message.from != rq.peer) {
-    s = Status(ErrorCode::kBadData, "only the peer's messages can be marked seen");
-  }
-  if (!s.ok()) {
-    r->reply = EncodeError(h, s);
-    return;
+  Status s = ReadOwnCopy(h.user, rq.peer, rq.id, *b, &copy);
+  if (!s.ok()) return s;
+  if (copy.message.from != rq.peer) {
+    return Status(ErrorCode::kBadData, "only the peer's messages can be marked seen");
   }
   std::string key = ChatKey(h.user, rq.peer);
   ChatRecord c;
@@ -670,35 +635,20 @@ void Store::HandleSeen(Request* r, BatchState* b, Effects* e) {
     WriteChat(h.user, rq.peer, c, b);
     // The user's other devices learn it too (they may show unread counts).
     done.seq = NextSeq(h.user);
-    Event ev = ChangeEvent(EventKind::kSeen, h.user, done.seq, copy.message);
-    ev.id = rq.id;
-    ev.by = h.user;
-    ev.origin_device = h.device;
-    AppendEvent(ev, b, e);
-    if (rq.peer != h.user) {
-      Deliver d;
-      d.kind = static_cast<uint8_t>(HandoffKind::kSeen);
-      d.target = rq.peer;
-      d.by = h.user;
-      d.id = rq.id;
-      Propagate(std::move(d), b, e);
-    }
+    AppendEvent(Event{h.user, done.seq, h.device, SeenEvent{{rq.id, rq.peer, h.user, h.user}}}, b,
+                e);
+    if (rq.peer != h.user) Propagate(rq.peer, SeenHandoff{h.user, rq.id}, b, e);
     b->needs_sync = true;
   }
-  r->reply = EncodeReply(h, MsgType::kOk, done);
+  r->reply = EncodeReply(h, done);
+  return Status::Ok();
 }
 
-void Store::PrepareSync(Request* r, BatchState* b, Seq* cursor) {
+Status Store::PrepareSync(Request* r, const Sync& sync, BatchState* b, Seq* cursor) {
   const Header& h = r->frame.header;
-  Sync sync;
-  Status s = DecodeBody(r->frame, &sync);
-  if (!s.ok()) {
-    r->reply = EncodeError(h, s);
-    return;
-  }
   if (!sync.from_cursor) {
     *cursor = sync.after;
-    return;
+    return Status::Ok();
   }
   std::string key = CursorKey(h.user, h.device);
   if (!ReadSeq(key, *b, cursor)) {
@@ -707,12 +657,11 @@ void Store::PrepareSync(Request* r, BatchState* b, Seq* cursor) {
     WriteSeq(key, *cursor, b);
     b->needs_sync = true;
   }
+  return Status::Ok();
 }
 
-void Store::FinishSync(Request* r, Seq after) {
+Status Store::FinishSync(Request* r, const Sync& sync, Seq after) {
   const Header& h = r->frame.header;
-  Sync sync;
-  DecodeBody(r->frame, &sync);
   uint32_t limit = std::clamp<uint32_t>(sync.limit, 1, kMaxSyncPage);
   SyncReply reply;
   BatchState none;
@@ -729,11 +678,9 @@ void Store::FinishSync(Request* r, Seq after) {
     }
     Event ev;
     if (!Unpack(it->value().ToString(), &ev)) {
-      r->reply = EncodeError(
-          h, Status(ErrorCode::kInternal, "a mailbox entry is unreadable"));
       NLOG_ERROR("event=corrupt-value shard=%u user=%llu", shard_,
                  static_cast<unsigned long long>(h.user.value));
-      return;
+      return Status(ErrorCode::kInternal, "a mailbox entry is unreadable");
     }
     if (!budget.Fits(ev)) {
       reply.more = true;
@@ -741,20 +688,12 @@ void Store::FinishSync(Request* r, Seq after) {
     }
     reply.events.push_back(std::move(ev));
   }
-  r->reply = EncodeReply(h, MsgType::kSyncReply, reply);
+  r->reply = EncodeReply(h, reply);
+  return Status::Ok();
 }
 
-void Store::ReadHistory(Request* r) {
+Status Store::ReadHistory(Request* r, const History& q) {
   const Header& h = r->frame.header;
-  History q;
-  Status s = DecodeBody(r->frame, &q);
-  if (s.ok() && q.mode > static_cast<uint8_t>(HistoryMode::kAfter)) {
-    s = Status(ErrorCode::kBadRequest, "unknown history mode");
-  }
-  if (!s.ok()) {
-    r->reply = EncodeError(h, s);
-    return;
-  }
   uint32_t limit = q.limit == 0 ? kDefaultHistoryPage
                                 : std::min(q.limit, kMaxHistoryPage);
   HistoryReply reply;
@@ -787,7 +726,7 @@ void Store::ReadHistory(Request* r) {
     reply.messages.push_back(std::move(item));
     return true;
   };
-  auto mode = static_cast<HistoryMode>(q.mode);
+  const HistoryMode mode = q.mode;
   if (mode == HistoryMode::kAfter) {
     if (q.bound < UINT64_MAX) {
       for (it->Seek(MessageKey(h.user, q.peer, MessageId(q.bound + 1)));
@@ -819,17 +758,12 @@ void Store::ReadHistory(Request* r) {
     }
     std::reverse(reply.messages.begin(), reply.messages.end());
   }
-  r->reply = EncodeReply(h, MsgType::kHistoryReply, reply);
+  r->reply = EncodeReply(h, reply);
+  return Status::Ok();
 }
 
-void Store::ReadChats(Request* r) {
+Status Store::ReadChats(Request* r, const Chats& q) {
   const Header& h = r->frame.header;
-  Chats q;
-  Status s = DecodeBody(r->frame, &q);
-  if (!s.ok()) {
-    r->reply = EncodeError(h, s);
-    return;
-  }
   ChatsReply reply;
   PageBudget budget;
   BatchState none;
@@ -866,31 +800,31 @@ void Store::ReadChats(Request* r) {
     }
     reply.chats.push_back(std::move(item));
   }
-  r->reply = EncodeReply(h, MsgType::kChatsReply, reply);
+  r->reply = EncodeReply(h, reply);
+  return Status::Ok();
 }
 
-std::vector<Deliver> Store::PendingHandoffs(uint64_t after, size_t limit) const {
-  std::vector<Deliver> out;
+std::vector<Handoff> Store::PendingHandoffs(uint64_t after, size_t limit) const {
+  std::vector<Handoff> out;
   if (!db_) return out;
   std::unique_ptr<leveldb::Iterator> it(db_->NewIterator({}));
   for (it->Seek(OutboxKey(after + 1));
        out.size() < limit && it->Valid() && HasPrefix(it->key(), "o");
        it->Next()) {
-    Deliver d;
+    Handoff d;
     if (Unpack(it->value().ToString(), &d)) out.push_back(std::move(d));
   }
   return out;
 }
 
-Status Store::AckHandoff(const DeliverAck& ack) {
+Status Store::AckHandoff(const HandoffAck& ack) {
   if (!db_) return Status(ErrorCode::kStorage, "the shard's database is closed");
   std::string key = OutboxKey(ack.outbox), value;
-  Deliver d;
+  Handoff d;
   if (!db_->Get({}, key, &value).ok() || !Unpack(value, &d)) {
     return Status(ErrorCode::kNotFound, "no such hand-off");
   }
-  MessageId id = d.kind == static_cast<uint8_t>(HandoffKind::kMessage) ? d.message.id : d.id;
-  if (id != ack.id) return Status(ErrorCode::kNotFound, "no such hand-off");
+  if (d.id() != ack.id) return Status(ErrorCode::kNotFound, "no such hand-off");
   leveldb::Status s = db_->Delete({}, key);
   if (!s.ok()) return Status(ErrorCode::kStorage, s.ToString());
   return Status::Ok();

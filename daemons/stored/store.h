@@ -36,7 +36,7 @@ struct SendRecord {
   UserId to;
   uint64_t ts = 0;
   Seq seq;
-  MSGPACK_DEFINE_ARRAY(id, to, ts, seq);
+  NATTER_WIRE(4, id, to, ts, seq)
 };
 
 // A user's reaction on a copy.  An empty emoji is a removal, kept so that
@@ -45,14 +45,14 @@ struct ReactionRecord {
   UserId user;
   std::string emoji;
   uint64_t version = 0;
-  MSGPACK_DEFINE_ARRAY(user, emoji, version);
+  NATTER_WIRE(3, user, emoji, version)
 };
 
 // A user's copy of a message.
 struct StoredMessage {
   Message message;
   std::vector<ReactionRecord> reactions;
-  MSGPACK_DEFINE_ARRAY(message, reactions);
+  NATTER_WIRE(2, message, reactions)
 };
 
 // A user's conversation with a peer.
@@ -65,8 +65,8 @@ struct ChatRecord {
   MessageId delivered_upto;  // the user's messages the peer has received
   MessageId seen_upto;       // the user's messages the peer has seen
   MessageId read_upto;       // the peer's messages the user has seen
-  MSGPACK_DEFINE_ARRAY(last_id, last_ts, last_from, last_text, unread,
-                       delivered_upto, seen_upto, read_upto);
+  NATTER_WIRE(8, last_id, last_ts, last_from, last_text, unread, delivered_upto, seen_upto,
+              read_upto)
 };
 
 // Reads a value from the disk.  Values were written by this program, but a
@@ -99,7 +99,7 @@ struct Request {
 struct Effects {
   std::vector<Event> publish;    // to notifyd, one topic per user
   std::vector<uint64_t> publish_trace;  // each event's trace id
-  std::vector<Deliver> handoff;  // new outbox entries, to other shards
+  std::vector<Handoff> handoff;  // new outbox entries, to other shards
 };
 
 class Store {
@@ -121,11 +121,11 @@ class Store {
 
   // Up to limit hand-offs not yet acknowledged, from the outbox on disk,
   // in outbox order, starting after outbox number `after`.
-  std::vector<Deliver> PendingHandoffs(uint64_t after = 0,
+  std::vector<Handoff> PendingHandoffs(uint64_t after = 0,
                                        size_t limit = SIZE_MAX) const;
 
   // The other shard acknowledged a hand-off: forget it.
-  Status AckHandoff(const DeliverAck& ack);
+  Status AckHandoff(const HandoffAck& ack);
 
   // Counters: synced writes, and the requests they carried.
   uint64_t syncs() const { return syncs_; }
@@ -151,25 +151,36 @@ class Store {
     bool needs_sync = false;
   };
 
-  // Requests that write (before the commit).
-  void HandleStoreMessage(Request* r, BatchState* b, Effects* e);
-  void HandleDeliver(Request* r, BatchState* b, Effects* e);
-  void HandleAck(Request* r, BatchState* b, Effects* e);
-  void HandleReact(Request* r, BatchState* b, Effects* e);
-  void HandleSeen(Request* r, BatchState* b, Effects* e);
+  // The two passes over a batch (store.cc): a visitor of each request's
+  // body before the commit, and one after it.
+  class Writer;
+  class Reader;
+  using HandoffWhat = decltype(Handoff::what);
+
+  // Requests that write (before the commit).  An error returned is the
+  // request's reply.
+  Status HandleStoreMessage(Request* r, const StoreMessage& sm, BatchState* b, Effects* e);
+  Status HandleHandoff(Request* r, const Handoff& d, BatchState* b, Effects* e);
+  Status HandleAck(Request* r, const Ack& a, BatchState* b, Effects* e);
+  Status HandleReact(Request* r, const React& q, BatchState* b, Effects* e);
+  Status HandleSeen(Request* r, const MarkSeen& q, BatchState* b, Effects* e);
   // Sync is in two parts: the cursor (a write, for a new device) before the
   // commit, the read of events after it.
-  void PrepareSync(Request* r, BatchState* b, Seq* cursor);
+  Status PrepareSync(Request* r, const Sync& q, BatchState* b, Seq* cursor);
   // Requests that only read (after the commit).
-  void FinishSync(Request* r, Seq cursor);
-  void ReadHistory(Request* r);
-  void ReadChats(Request* r);
+  Status FinishSync(Request* r, const Sync& q, Seq cursor);
+  Status ReadHistory(Request* r, const History& q);
+  Status ReadChats(Request* r, const Chats& q);
 
   // A hand-off's change, applied to a user of this shard.  Returns false if
   // it changed nothing (it was applied before).
-  bool ApplyHandoff(const Deliver& d, BatchState* b, Effects* e);
-  // Applies d here if its target lives here, else puts it in the outbox.
-  void Propagate(Deliver d, BatchState* b, Effects* e);
+  bool ApplyHandoff(const Handoff& d, BatchState* b, Effects* e);
+  // The target's messages to `by` were received (or seen) up to id.
+  bool ApplyReceipt(UserId target, UserId by, MessageId id, bool seen, BatchState* b,
+                    Effects* e);
+  // Applies a change about target here if target lives here, else puts it
+  // in the outbox for target's shard.
+  void Propagate(UserId target, HandoffWhat what, BatchState* b, Effects* e);
 
   bool AddRecipientCopy(const Message& m, BatchState* b, Effects* e);
   // The user's own copy of message id in its conversation with peer: what
@@ -190,8 +201,6 @@ class Store {
 
   Seq NextSeq(UserId user);
   void AppendEvent(const Event& event, BatchState* b, Effects* e);
-  static Event MessageEvent(const Message& m, UserId owner, Seq seq,
-                            const std::string& origin_device);
 
   // Reads a key as this batch sees it (the batch first, then the disk).
   bool Read(const std::string& key, const BatchState& b, std::string* value);

@@ -150,7 +150,7 @@ void Stored::FinishBackup(bool wait) {
     r.path = job.path;
     r.records = job.records;
     r.bytes = job.bytes;
-    job.reply(EncodeReply(job.header, MsgType::kBackupReply, r));
+    job.reply(EncodeReply(job.header, r));
   } else {
     NLOG_ERROR("event=backup-failed shard=%u path=%s error=%s", shard_,
                LogValue(job.path).c_str(), LogValue(job.status.ToString()).c_str());
@@ -242,7 +242,7 @@ bool Stored::ServeBatch() {
   for (size_t i = 0; i < effects.publish.size(); ++i) {
     Publish(effects.publish[i], effects.publish_trace[i]);
   }
-  for (const Deliver& d : effects.handoff) {
+  for (const Handoff& d : effects.handoff) {
     // Once some wait on disk only, newer ones wait there too (behind them).
     if (spilled_ || pending_.size() >= kMaxPendingInMemory) {
       spilled_ = true;
@@ -253,10 +253,9 @@ bool Stored::ServeBatch() {
   return true;
 }
 
-void Stored::AddPending(uint64_t outbox, const Deliver& d) {
+void Stored::AddPending(uint64_t outbox, const Handoff& d) {
   Header h;
-  h.type = static_cast<uint8_t>(MsgType::kDeliver);
-  h.user = d.target.value != 0 ? d.target : d.message.to;
+  h.user = d.target;
   h.trace = d.trace;
   Pending& p = pending_[outbox];
   p.frame = EncodeFrame(h, d);
@@ -271,9 +270,9 @@ void Stored::RefillPending() {
   size_t room = kMaxPendingInMemory - pending_.size();
   if (room < kMaxPendingInMemory / 2) return;
   uint64_t after = pending_.empty() ? 0 : pending_.rbegin()->first;
-  std::vector<Deliver> more = store_->PendingHandoffs(after, room);
+  std::vector<Handoff> more = store_->PendingHandoffs(after, room);
   spilled_ = more.size() == room;
-  for (const Deliver& d : more) AddPending(d.outbox, d);
+  for (const Handoff& d : more) AddPending(d.outbox, d);
   if (!more.empty()) {
     NLOG_INFO("event=handoffs-read outbox_from=%llu count=%zu more=%s",
               static_cast<unsigned long long>(more.front().outbox), more.size(),
@@ -311,14 +310,14 @@ void Stored::TryReopen() {
 
 void Stored::Publish(const Event& event, uint64_t trace) {
   Header h;
-  h.type = static_cast<uint8_t>(MsgType::kEvent);
   h.user = event.user;
   h.device = event.origin_device;
   h.trace = trace;
   ++published_;
   NLOG_TRACE(trace, "event=publish user=%llu seq=%llu kind=%u",
              static_cast<unsigned long long>(event.user.value),
-             static_cast<unsigned long long>(event.seq.value), event.kind);
+             static_cast<unsigned long long>(event.seq.value),
+             static_cast<unsigned>(event.kind()));
   Parts parts;
   parts.push_back(ToMessage(TopicOf(event.user)));
   parts.push_back(ToMessage(EncodeFrame(h, event)));
@@ -347,15 +346,15 @@ void Stored::TakeAcks() {
   Parts parts;
   while (RecvParts(handoff_, &parts)) {
     Frame f;
-    DeliverAck ack;
+    HandoffAck ack;
     if (parts.empty() || !DecodeFrame(parts.back().data(), parts.back().size(), &f).ok()) {
       continue;
     }
-    if (f.type() != MsgType::kDeliverAck || !DecodeBody(f, &ack).ok()) {
+    if (f.type() != MsgType::kHandoffAck || !DecodeBody(f, &ack).ok()) {
       if (f.type() == MsgType::kError) {
         Error e;
         DecodeBody(f, &e);
-        NLOG_WARN("event=handoff-refused code=%u error=%s", e.code,
+        NLOG_WARN("event=handoff-refused code=%u error=%s", static_cast<unsigned>(e.code),
                   LogValue(e.message).c_str());
       }
       continue;

@@ -73,7 +73,7 @@ class Stored : public Service {
   // Answers a finished backup; with wait, waits for a running one first
   // (before the database closes under it).
   void FinishBackup(bool wait);
-  void AddPending(uint64_t outbox, const Deliver& d);
+  void AddPending(uint64_t outbox, const Handoff& d);
   void SendHandoff(uint64_t outbox, Pending* pending);
   void TakeAcks();
   void RetryHandoffs();

@@ -124,9 +124,7 @@ void Take(Dev* d, std::map<std::string, Sent>* sent) {
         break;
       }
       case Incoming::Kind::kEvent:
-        if (i.event.kind == static_cast<uint8_t>(EventKind::kMessage)) {
-          ++d->messages[i.event.id.value];
-        }
+        if (i.event.message() != nullptr) ++d->messages[i.event.id().value];
         break;
       default:
         break;
@@ -149,7 +147,7 @@ std::vector<uint64_t> HistoryOf(LocalCell& cell, zmq::context_t& ctx,
   for (;;) {
     History q;
     q.peer = peer;
-    q.mode = static_cast<uint8_t>(HistoryMode::kAfter);
+    q.mode = HistoryMode::kAfter;
     q.bound = ids.empty() ? 0 : ids.back();
     q.limit = kMaxHistoryPage;
     uint64_t req = c.GetHistory(q);

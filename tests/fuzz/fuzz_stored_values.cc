@@ -18,7 +18,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   UnpackValue(bytes, &send);
   Event event;
   UnpackValue(bytes, &event);
-  Deliver deliver;
-  UnpackValue(bytes, &deliver);
+  Handoff handoff;
+  UnpackValue(bytes, &handoff);
   return 0;
 }

@@ -150,7 +150,7 @@ MessageId SendAndWait(Device* d, UserId to, const std::string& text) {
 // 0 if it did not come.
 MessageId AwaitText(Device* d, const std::string& text) {
   auto find = [&] {
-    for (const Event& e : d->Messages()) {
+    for (const auto& e : d->Messages()) {
       if (e.text == text) return e.id;
     }
     return MessageId();
@@ -159,9 +159,16 @@ MessageId AwaitText(Device* d, const std::string& text) {
   return find();
 }
 
-bool HasEvent(const Device& d, EventKind kind, const std::function<bool(const Event&)>& match) {
-  for (const Event& e : d.Messages(kind)) {
-    if (match(e)) return true;
+bool HasReaction(const Device& d, const std::function<bool(const ReactionEvent&)>& match) {
+  for (const ReactionEvent& r : d.Reactions()) {
+    if (match(r)) return true;
+  }
+  return false;
+}
+
+bool HasSeen(const Device& d, const std::function<bool(const Receipt&)>& match) {
+  for (const Receipt& r : d.Receipts(EventKind::kSeen)) {
+    if (match(r)) return true;
   }
   return false;
 }
@@ -195,11 +202,11 @@ TEST_CASE("natter chat in a terminal: history, live messages, receipts, reaction
   CHECK(screen.find("-- /more for older messages") != std::string::npos);
   // What the chat showed is marked seen: bob hears of it.
   PollUntil({phone.get()}, [&] {
-    return HasEvent(*phone, EventKind::kSeen,
-                    [&](const Event& e) { return e.by == alice && e.id == from_bob; });
+    return HasSeen(*phone,
+                    [&](const Receipt& e) { return e.by == alice && e.id == from_bob; });
   }, 10);
-  CHECK(HasEvent(*phone, EventKind::kSeen,
-                 [&](const Event& e) { return e.by == alice && e.id == from_bob; }));
+  CHECK(HasSeen(*phone,
+                 [&](const Receipt& e) { return e.by == alice && e.id == from_bob; }));
 
   // A line sent moves through its states.
   term.Type("hello bob", true);
@@ -240,21 +247,21 @@ TEST_CASE("natter chat in a terminal: history, live messages, receipts, reaction
   REQUIRE(n > 0);
   term.Type("/react " + std::to_string(n) + " 👍", true);
   PollUntil({phone.get()}, [&] {
-    return HasEvent(*phone, EventKind::kReaction, [&](const Event& e) {
+    return HasReaction(*phone, [&](const ReactionEvent& e) {
       return e.id == meanwhile && e.emoji && *e.emoji == "👍";
     });
   }, 10);
-  CHECK(HasEvent(*phone, EventKind::kReaction, [&](const Event& e) {
+  CHECK(HasReaction(*phone, [&](const ReactionEvent& e) {
     return e.by == alice && e.id == meanwhile && e.emoji && *e.emoji == "👍";
   }));
   term.WaitForText("you reacted 👍 to [" + std::to_string(n) + "]");
   term.Type("/unreact " + std::to_string(n), true);
   PollUntil({phone.get()}, [&] {
-    return HasEvent(*phone, EventKind::kReaction,
-                    [&](const Event& e) { return e.id == meanwhile && !e.emoji; });
+    return HasReaction(*phone,
+                    [&](const ReactionEvent& e) { return e.id == meanwhile && !e.emoji; });
   }, 10);
-  CHECK(HasEvent(*phone, EventKind::kReaction,
-                 [&](const Event& e) { return e.id == meanwhile && !e.emoji; }));
+  CHECK(HasReaction(*phone,
+                 [&](const ReactionEvent& e) { return e.id == meanwhile && !e.emoji; }));
   AwaitAnswer(phone.get(), phone->client->React(alice, hello, std::string("🎉")));
   screen = term.WaitForText("2 reacted 🎉 to " + tag);
   CHECK(screen.find("2 reacted 🎉 to " + tag) != std::string::npos);
@@ -495,14 +502,14 @@ TEST_CASE("natter rpc through a pipe: a reply for each request by id, events as 
   rpc.Write(R"({"id":2.5,"method":"seen","params":{"peer":2,"id":")" + bob_id + R"("}})");
   CHECK(rpc.Reply(2.5).contains("result"));
   PollUntil({phone.get()}, [&] {
-    return HasEvent(*phone, EventKind::kSeen, [&](const Event& e) { return e.id == from_bob; });
+    return HasSeen(*phone, [&](const Receipt& e) { return e.id == from_bob; });
   }, 10);
-  CHECK(HasEvent(*phone, EventKind::kReaction, [&](const Event& e) {
+  CHECK(HasReaction(*phone, [&](const ReactionEvent& e) {
     return e.id == from_bob && e.emoji && *e.emoji == "👍";
   }));
-  CHECK(HasEvent(*phone, EventKind::kReaction,
-                 [&](const Event& e) { return e.id == from_bob && !e.emoji; }));
-  CHECK(HasEvent(*phone, EventKind::kSeen, [&](const Event& e) { return e.id == from_bob; }));
+  CHECK(HasReaction(*phone,
+                 [&](const ReactionEvent& e) { return e.id == from_bob && !e.emoji; }));
+  CHECK(HasSeen(*phone, [&](const Receipt& e) { return e.id == from_bob; }));
 
   rpc.Write(R"({"id":3,"method":"history","params":{"peer":2,"limit":10}})");
   nlohmann::json page = rpc.Reply(3);

@@ -72,16 +72,16 @@ TEST_CASE("a routing id a client chooses or guesses reaches no one's session") {
     o.hello = false;
     RawClient guess(cell, 99, o);
     INFO("routing id #" << k);
-    CHECK(ErrorCodeOf(guess.Ask(MsgType::kPing, Empty())) ==
-          static_cast<uint16_t>(ErrorCode::kNoSession));
+    CHECK(ErrorCodeOf(guess.Ask(Ping())) ==
+          ErrorCode::kNoSession);
     Sync sync;
     sync.from_cursor = false;
-    CHECK(ErrorCodeOf(guess.Ask(MsgType::kSync, sync, UserId(2))) ==
-          static_cast<uint16_t>(ErrorCode::kNoSession));
+    CHECK(ErrorCodeOf(guess.Ask(sync, UserId(2))) ==
+          ErrorCode::kNoSession);
     History q;
     q.peer = UserId(1);
-    CHECK(ErrorCodeOf(guess.Ask(MsgType::kHistory, q, UserId(2))) ==
-          static_cast<uint16_t>(ErrorCode::kNoSession));
+    CHECK(ErrorCodeOf(guess.Ask(q, UserId(2))) ==
+          ErrorCode::kNoSession);
   }
   // bob's session is his alone still.
   bob->client->Send(UserId(1), "fine");
@@ -100,8 +100,8 @@ TEST_CASE("connections holding the ids frontd would hand out next cannot crash i
     o.hello = false;
     squatters.push_back(std::make_unique<RawClient>(cell, 99, o));
     // Answered: the connection is there, holding its id.
-    CHECK(ErrorCodeOf(squatters.back()->Ask(MsgType::kPing, Empty())) ==
-          static_cast<uint16_t>(ErrorCode::kNoSession));
+    CHECK(ErrorCodeOf(squatters.back()->Ask(Ping())) ==
+          ErrorCode::kNoSession);
   }
   for (int i = 0; i < 5; ++i) {
     CHECK(ServedNow(cell, 10 + 2 * i, "phone"));
@@ -172,7 +172,7 @@ TEST_CASE("a client that does not read is cut off, and frontd's memory stays bou
     History q;
     q.peer = UserId(1);
     q.limit = 55;
-    for (int i = 0; i < 200; ++i) greedy.back()->Send(MsgType::kHistory, q);
+    for (int i = 0; i < 200; ++i) greedy.back()->Send(q);
   }
   std::this_thread::sleep_for(std::chrono::seconds(4));
   const long after = PeakRssKiB(frontd);
@@ -195,7 +195,7 @@ TEST_CASE("error replies carry frontd's own header, never the client's bytes") {
   const std::string hostile("\xff\xfe\x1b[2J", 6);
   // In a session: a send of the wrong shape, with a hostile header.
   RawClient bob(cell, 2);
-  const uint64_t corr = bob.Send(MsgType::kSend, Empty(), UserId(7), hostile);
+  const uint64_t corr = bob.SendAs(MsgType::kSend, Ping(), UserId(7), hostile);
   Frame f = bob.NextReply();
   REQUIRE(f.type() == MsgType::kError);
   CHECK(f.header.corr == corr);
@@ -209,7 +209,7 @@ TEST_CASE("error replies carry frontd's own header, never the client's bytes") {
   RawClient::Options o;
   o.hello = false;
   RawClient stranger(cell, 3, o);
-  const uint64_t c2 = stranger.Send(MsgType::kPing, Empty(), UserId(7), hostile);
+  const uint64_t c2 = stranger.Send(Ping(), UserId(7), hostile);
   f = stranger.NextReply();
   CHECK(f.header.corr == c2);
   CHECK(f.header.device.empty());
@@ -217,7 +217,7 @@ TEST_CASE("error replies carry frontd's own header, never the client's bytes") {
   stranger.s.send(zmq::buffer(std::string("\x92\x96\x01\x02\x05\x07\xa2\xff\xfe", 9)),
                   zmq::send_flags::none);
   f = stranger.NextReply();
-  CHECK(ErrorCodeOf(f) == static_cast<uint16_t>(ErrorCode::kMalformed));
+  CHECK(ErrorCodeOf(f) == ErrorCode::kMalformed);
   CHECK(f.header.device.empty());
 }
 
@@ -252,14 +252,14 @@ TEST_CASE("one user's sessions on a frontd are bounded") {
   o.hello = false;
   RawClient three(cell, 5, o);
   Hello hello{cell.Token(5), "three"};
-  CHECK(ErrorCodeOf(three.Ask(MsgType::kHello, hello)) == static_cast<uint16_t>(ErrorCode::kBusy));
+  CHECK(ErrorCodeOf(three.Ask(hello)) == ErrorCode::kBusy);
   // Another user is not held back.
   CHECK(ServedNow(cell, 7, "phone"));
   // Once one goes, a third may come.
   one.reset();
   bool welcomed = false;
   for (int i = 0; i < 40 && !welcomed; ++i) {
-    welcomed = three.Ask(MsgType::kHello, hello).type() == MsgType::kWelcome;
+    welcomed = three.Ask(hello).type() == MsgType::kWelcome;
     if (!welcomed) std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   CHECK(welcomed);
@@ -272,20 +272,20 @@ TEST_CASE("a session ends when its token does, and the client is told") {
   RawClient::Options o;
   o.token = cell.Token(6, -55);
   RawClient late(cell, 6, o);
-  CHECK(late.Ask(MsgType::kPing, Empty()).type() == MsgType::kPong);
+  CHECK(late.Ask(Ping()).type() == MsgType::kPong);
   std::optional<Frame> told;
   for (int i = 0; i < 12 && !told; ++i) {
     std::optional<Frame> f = late.Next(1000);
     if (f && f->header.corr == 0) told = std::move(f);
   }
   REQUIRE(told.has_value());
-  CHECK(ErrorCodeOf(*told) == static_cast<uint16_t>(ErrorCode::kTokenExpired));
-  CHECK(ErrorCodeOf(late.Ask(MsgType::kPing, Empty())) ==
-        static_cast<uint16_t>(ErrorCode::kNoSession));
+  CHECK(ErrorCodeOf(*told) == ErrorCode::kTokenExpired);
+  CHECK(ErrorCodeOf(late.Ask(Ping())) ==
+        ErrorCode::kNoSession);
   // The same connection may go on with a fresh token.
   Hello hello{cell.Token(6), "raw"};
-  CHECK(late.Ask(MsgType::kHello, hello).type() == MsgType::kWelcome);
-  CHECK(late.Ask(MsgType::kPing, Empty()).type() == MsgType::kPong);
+  CHECK(late.Ask(hello).type() == MsgType::kWelcome);
+  CHECK(late.Ask(Ping()).type() == MsgType::kPong);
 }
 
 TEST_CASE("a request longer than the limit closes that connection only") {
@@ -293,12 +293,12 @@ TEST_CASE("a request longer than the limit closes that connection only") {
   RawClient big(cell, 8);
   RawClient fine(cell, 9);
   Send send{"c", UserId(9), std::string(kMaxRequestBytes + 1, 'x')};
-  big.Send(MsgType::kSend, send);
+  big.Send(send);
   bool dropped = false;
   for (int i = 0; i < 50 && !dropped; ++i) {
     dropped = big.Saw(ZMQ_EVENT_DISCONNECTED);
     if (!dropped) std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   CHECK(dropped);
-  CHECK(fine.Ask(MsgType::kPing, Empty()).type() == MsgType::kPong);
+  CHECK(fine.Ask(Ping()).type() == MsgType::kPong);
 }

@@ -40,7 +40,7 @@ std::vector<MessageId> SendAll(Device* from, std::vector<Device*> others, UserId
     // a hand-off, after the sender's receipt).
     for (Device* d : others) {
       size_t has = 0;
-      for (const Event& e : d->Messages()) {
+      for (const auto& e : d->Messages()) {
         for (const auto& c : cmids) has += e.client_msg_id == c;
       }
       if (has < cmids.size()) return false;
@@ -64,7 +64,7 @@ HistoryReply GetHistory(Device* d, UserId peer, HistoryMode mode, uint64_t bound
                         uint32_t limit) {
   History q;
   q.peer = peer;
-  q.mode = static_cast<uint8_t>(mode);
+  q.mode = mode;
   q.bound = bound;
   q.limit = limit;
   Incoming a = AwaitAnswer(d, d->client->GetHistory(q));
@@ -83,7 +83,7 @@ size_t CountKind(const Device& d, EventKind kind, bool missed) {
   size_t n = 0;
   for (const auto& in : d.got) {
     n += in.kind == Incoming::Kind::kEvent &&
-         in.event.kind == static_cast<uint8_t>(kind) && in.missed == missed;
+         in.event.kind() == kind && in.missed == missed;
   }
   return n;
 }
@@ -110,11 +110,11 @@ TEST_CASE("a device that comes back gets every kind of event it missed, in order
   AwaitAnswer(bp.get(), bp->client->MarkSeen(alice, ids[2]));
   SendAll(bp.get(), {ap.get()}, alice, 1, "reply");
   PollUntil({ap.get(), bp.get()}, [&] {
-    return ap->Messages(EventKind::kSeen).size() == 1 &&
-           ap->Messages(EventKind::kReaction).size() == 1 &&
-           !ap->Messages(EventKind::kDelivered).empty() && ap->Messages().size() == 1;
+    return ap->Receipts(EventKind::kSeen).size() == 1 &&
+           ap->Reactions().size() == 1 &&
+           !ap->Receipts(EventKind::kDelivered).empty() && ap->Messages().size() == 1;
   }, 10);
-  REQUIRE(ap->Messages(EventKind::kSeen).size() == 1);
+  REQUIRE(ap->Receipts(EventKind::kSeen).size() == 1);
   REQUIRE(bp->client->Flush().ok());
   REQUIRE(ap->client->Flush().ok());
 
@@ -173,7 +173,8 @@ TEST_CASE("a catch-up while new messages keep arriving loses none and repeats no
     REQUIRE(got[i].text == want);
   }
   for (const auto& in : bt->got) {
-    if (in.event.text.rfind("old ", 0) == 0) REQUIRE(in.missed);
+    const Message* m = in.kind == Incoming::Kind::kEvent ? in.event.message() : nullptr;
+    if (m != nullptr && m->text.rfind("old ", 0) == 0) REQUIRE(in.missed);
   }
 }
 
@@ -316,37 +317,37 @@ TEST_CASE("reactions: one per user, replaced, removed, seen by both users, in hi
   REQUIRE(AwaitAnswer(b1.get(), b1->client->React(alice, id, std::string("👍"))).kind ==
           Incoming::Kind::kOk);
   PollUntil(all, [&] {
-    return a->Messages(EventKind::kReaction).size() == 1 &&
-           b2->Messages(EventKind::kReaction).size() == 1;
+    return a->Reactions().size() == 1 &&
+           b2->Reactions().size() == 1;
   }, 10);
-  REQUIRE(a->Messages(EventKind::kReaction).size() == 1);
-  CHECK(a->Messages(EventKind::kReaction)[0].emoji == std::optional<std::string>("👍"));
-  CHECK(a->Messages(EventKind::kReaction)[0].by == bob);
-  CHECK(b2->Messages(EventKind::kReaction).size() == 1);
-  CHECK(b1->Messages(EventKind::kReaction).empty());  // the device that did it
+  REQUIRE(a->Reactions().size() == 1);
+  CHECK(a->Reactions()[0].emoji == std::optional<std::string>("👍"));
+  CHECK(a->Reactions()[0].by == bob);
+  CHECK(b2->Reactions().size() == 1);
+  CHECK(b1->Reactions().empty());  // the device that did it
 
   // Replaced: still one reaction of bob's.
   AwaitAnswer(b1.get(), b1->client->React(alice, id, std::string("❤️")));
   AwaitAnswer(a.get(), a->client->React(bob, id, std::string("😂")));
-  PollUntil(all, [&] { return a->Messages(EventKind::kReaction).size() == 2; }, 10);
+  PollUntil(all, [&] { return a->Reactions().size() == 2; }, 10);
   std::map<uint64_t, std::string> want = {{bob.value, "❤️"}, {alice.value, "😂"}};
   PollUntil(all, [&] { return reactions_of(b1.get(), alice) == want; }, 5);
   CHECK(reactions_of(a.get(), bob) == want);
   CHECK(reactions_of(b1.get(), alice) == want);
   // Removed.
   AwaitAnswer(b1.get(), b1->client->React(alice, id, std::nullopt));
-  PollUntil(all, [&] { return a->Messages(EventKind::kReaction).size() == 3; }, 10);
-  REQUIRE(a->Messages(EventKind::kReaction).size() == 3);
-  CHECK_FALSE(a->Messages(EventKind::kReaction)[2].emoji.has_value());
+  PollUntil(all, [&] { return a->Reactions().size() == 3; }, 10);
+  REQUIRE(a->Reactions().size() == 3);
+  CHECK_FALSE(a->Reactions()[2].emoji.has_value());
   want = {{alice.value, "😂"}};
   PollUntil(all, [&] { return reactions_of(b1.get(), alice) == want; }, 5);
   CHECK(reactions_of(a.get(), bob) == want);
   CHECK(reactions_of(b1.get(), alice) == want);
   // Setting what is there already changes nothing and tells nobody.
-  size_t before = a->Messages(EventKind::kReaction).size();
+  size_t before = a->Reactions().size();
   AwaitAnswer(a.get(), a->client->React(bob, id, std::string("😂")));
   PollUntil(all, [] { return false; }, 1);
-  CHECK(a->Messages(EventKind::kReaction).size() == before);
+  CHECK(a->Reactions().size() == before);
 
   // Only on a message of one's own conversation, and only with an emoji.
   auto carol = Open(cell, UserId(999), "phone");
@@ -367,7 +368,7 @@ TEST_CASE("delivered when a device of the recipient acknowledges, seen when mark
   // Nobody of bob's has them yet.
   HistoryReply h = GetHistory(a1.get(), bob, HistoryMode::kLatest, 0, 10);
   for (const auto& m : h.messages) CHECK_FALSE(m.delivered);
-  CHECK(a1->Messages(EventKind::kDelivered).empty());
+  CHECK(a1->Receipts(EventKind::kDelivered).empty());
 
   // Bob's phone connects after them: a first connection starts at the head,
   // so it is the second device, which has a cursor, that takes them.
@@ -384,24 +385,24 @@ TEST_CASE("delivered when a device of the recipient acknowledges, seen when mark
   // the last step covers the last message.
   PollUntil({a1.get(), a2.get()}, [&] {
     for (Device* d : {a1.get(), a2.get()}) {
-      auto marks = d->Messages(EventKind::kDelivered);
+      auto marks = d->Receipts(EventKind::kDelivered);
       if (marks.empty() || marks.back().id != more.back()) return false;
     }
     return true;
   }, 10);
-  REQUIRE(!a1->Messages(EventKind::kDelivered).empty());
-  CHECK(a1->Messages(EventKind::kDelivered).back().id == more.back());
-  CHECK(a1->Messages(EventKind::kDelivered).back().by == bob);
-  CHECK(a2->Messages(EventKind::kDelivered).back().id == more.back());
+  REQUIRE(!a1->Receipts(EventKind::kDelivered).empty());
+  CHECK(a1->Receipts(EventKind::kDelivered).back().id == more.back());
+  CHECK(a1->Receipts(EventKind::kDelivered).back().by == bob);
+  CHECK(a2->Receipts(EventKind::kDelivered).back().id == more.back());
   h = GetHistory(a1.get(), bob, HistoryMode::kLatest, 0, 10);
   REQUIRE(h.messages.size() == 8);
   for (const auto& m : h.messages) CHECK(m.delivered);
 
   // Seen up to the second of the newer three covers every earlier one.
   AwaitAnswer(b.get(), b->client->MarkSeen(alice, more[1]));
-  PollUntil({a1.get(), a2.get()}, [&] { return a2->Messages(EventKind::kSeen).size() == 1; }, 10);
-  REQUIRE(a2->Messages(EventKind::kSeen).size() == 1);
-  CHECK(a2->Messages(EventKind::kSeen)[0].id == more[1]);
+  PollUntil({a1.get(), a2.get()}, [&] { return a2->Receipts(EventKind::kSeen).size() == 1; }, 10);
+  REQUIRE(a2->Receipts(EventKind::kSeen).size() == 1);
+  CHECK(a2->Receipts(EventKind::kSeen)[0].id == more[1]);
   h = GetHistory(a1.get(), bob, HistoryMode::kLatest, 0, 10);
   for (size_t i = 0; i < h.messages.size(); ++i) CHECK(h.messages[i].seen == (i < 7));
   // Marking one's own message seen is refused.

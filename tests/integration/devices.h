@@ -24,14 +24,34 @@ struct Device {
   std::vector<Incoming> got;
 
   void Poll(int ms) { client->Poll(ms, &got); }
-  // The events of one kind (messages by default), in the order they came.
-  std::vector<Event> Messages(EventKind kind = EventKind::kMessage) const {
-    std::vector<Event> out;
+  // A message event as a test reads it: the message and its seq.
+  struct Got : Message {
+    Seq seq;
+  };
+  // The messages handed out, in the order they came.
+  std::vector<Got> Messages() const {
+    std::vector<Got> out;
     for (const auto& in : got) {
-      if (in.kind == Incoming::Kind::kEvent &&
-          in.event.kind == static_cast<uint8_t>(kind)) {
-        out.push_back(in.event);
-      }
+      const Message* m = in.kind == Incoming::Kind::kEvent ? in.event.message() : nullptr;
+      if (m != nullptr) out.push_back(Got{*m, in.event.seq});
+    }
+    return out;
+  }
+  // The reactions handed out, in order.
+  std::vector<ReactionEvent> Reactions() const {
+    std::vector<ReactionEvent> out;
+    for (const auto& in : got) {
+      if (in.kind != Incoming::Kind::kEvent) continue;
+      if (const ReactionEvent* r = in.event.reaction()) out.push_back(*r);
+    }
+    return out;
+  }
+  // The receipts of one kind (kDelivered or kSeen) handed out, in order.
+  std::vector<Receipt> Receipts(EventKind kind) const {
+    std::vector<Receipt> out;
+    for (const auto& in : got) {
+      if (in.kind != Incoming::Kind::kEvent || in.event.kind() != kind) continue;
+      out.push_back(*in.event.receipt());
     }
     return out;
   }
@@ -151,7 +171,7 @@ inline std::vector<MessageId> WholeHistory(Device* d, UserId peer) {
   for (;;) {
     History q;
     q.peer = peer;
-    q.mode = static_cast<uint8_t>(HistoryMode::kAfter);
+    q.mode = HistoryMode::kAfter;
     q.bound = ids.empty() ? 0 : ids.back().value;
     q.limit = kMaxHistoryPage;
     Incoming a = AwaitAnswer(d, d->client->GetHistory(q));

@@ -108,7 +108,7 @@ TEST_CASE("a full disk stops acknowledgements, loses nothing, and recovers when 
   }
   SeqsOnce(*b);
   std::set<uint64_t> received;
-  for (const Event& e : b->Messages()) REQUIRE(received.insert(e.id.value).second);
+  for (const auto& e : b->Messages()) REQUIRE(received.insert(e.id.value).second);
   CHECK(received == ids);
   for (Device* d : {&a, b.get()}) {
     std::vector<MessageId> history = WholeHistory(d, d == &a ? bob : alice);
@@ -213,7 +213,7 @@ TEST_CASE("a device that stops reading holds bounded queues and loses nothing") 
   // Bob reads again: what frontd dropped comes from the mailbox; every
   // message once, in order.
   PollUntil({b.get()}, [&] { return b->Messages().size() >= kMessages; }, 60);
-  std::vector<Event> got = b->Messages();
+  auto got = b->Messages();
   REQUIRE(got.size() == kMessages);
   for (size_t i = 0; i < kMessages; ++i) CHECK(got[i].text == "m" + std::to_string(i));
   SeqsOnce(*b);

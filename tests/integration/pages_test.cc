@@ -140,7 +140,7 @@ TEST_CASE("a device that missed 64 long messages catches up on all of them, and 
   WaitForMailbox(cell, victim, 64);
   auto v = Open(cell, victim, "phone");
   PollUntil({v.get()}, [&] { return v->client->CaughtUp() && v->Messages().size() >= 64; }, 30);
-  std::vector<Event> got = v->Messages();
+  auto got = v->Messages();
   REQUIRE(got.size() == 64);
   size_t missed = 0;
   for (const auto& in : v->got) missed += in.kind == Incoming::Kind::kEvent && in.missed;
@@ -172,7 +172,7 @@ TEST_CASE("a history of 500 long messages reads page by page, both ways") {
     for (const auto& item : in.history.messages) page.push_back(item.message.id);
     back.insert(back.begin(), page.begin(), page.end());
     if (!in.history.more) break;
-    q.mode = static_cast<uint8_t>(HistoryMode::kBefore);
+    q.mode = HistoryMode::kBefore;
     q.bound = page.front().value;
   }
   CHECK(back == ids);
@@ -235,7 +235,7 @@ TEST_CASE("routed connects again to a shard whose link ended for a protocol erro
   REQUIRE(serve(10, [](const Header&) { return std::string(kMaxDaemonFrameBytes + 1, 'x'); }));
   // routed finds out and connects again; the shard then serves.
   bool served = serve(20, [](const Header& h) {
-    return EncodeReply(h, MsgType::kChatsReply, ChatsReply());
+    return EncodeReply(h, ChatsReply());
   });
   CHECK(served);
   bool answered = false;

@@ -61,21 +61,37 @@ struct RawClient {
     s.connect(o.endpoint.empty() ? co.server : o.endpoint);
     if (o.hello) {
       Hello hello{o.token.empty() ? co.token : o.token, o.device};
-      REQUIRE(Ask(MsgType::kHello, hello).type() == MsgType::kWelcome);
+      REQUIRE(Ask(hello).type() == MsgType::kWelcome);
     }
   }
 
   // Sends a frame with this header's user and device (frontd must ignore
   // them); returns its corr.
   template <typename T>
-  uint64_t Send(MsgType type, const T& body, UserId claimed = UserId(),
+  uint64_t Send(const T& body, UserId claimed = UserId(),
                 const std::string& device = "someone-else") {
+    Header h;
+    h.corr = corr++;
+    h.user = claimed;
+    h.device = device;
+    s.send(zmq::buffer(EncodeFrame(h, body)), zmq::send_flags::none);
+    return h.corr;
+  }
+  // A frame of type `type` whatever the body is (a body of the wrong
+  // shape, say); returns its corr.
+  template <typename T>
+  uint64_t SendAs(MsgType type, const T& body, UserId claimed, const std::string& device) {
     Header h;
     h.type = static_cast<uint8_t>(type);
     h.corr = corr++;
     h.user = claimed;
     h.device = device;
-    s.send(zmq::buffer(EncodeFrame(h, body)), zmq::send_flags::none);
+    msgpack::sbuffer b;
+    msgpack::packer<msgpack::sbuffer> p(b);
+    p.pack_array(2);
+    p.pack(h);
+    p.pack(body);
+    s.send(zmq::buffer(b.data(), b.size()), zmq::send_flags::none);
     return h.corr;
   }
   // The next frame within ms, if one comes.
@@ -99,8 +115,8 @@ struct RawClient {
     }
   }
   template <typename T>
-  Frame Ask(MsgType type, const T& body, UserId claimed = UserId()) {
-    Send(type, body, claimed);
+  Frame Ask(const T& body, UserId claimed = UserId()) {
+    Send(body, claimed);
     return NextReply();
   }
   // Whether the socket monitor has seen an event of this id by now.
@@ -113,9 +129,9 @@ struct RawClient {
   }
 };
 
-// An error frame's code (0 if the frame is not an error).
-inline uint16_t ErrorCodeOf(const Frame& f) {
-  if (f.type() != MsgType::kError) return 0;
+// An error frame's code (kOk if the frame is not an error).
+inline ErrorCode ErrorCodeOf(const Frame& f) {
+  if (f.type() != MsgType::kError) return ErrorCode::kOk;
   Error e;
   REQUIRE(DecodeBody(f, &e).ok());
   return e.code;

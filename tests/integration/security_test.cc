@@ -380,32 +380,32 @@ TEST_CASE("every request is for the token's user: another user's data is out of 
   RawClient seven(cell, 7);
   History q;
   q.peer = UserId(9);
-  Frame f = seven.Ask(MsgType::kHistory, q, UserId(8));
+  Frame f = seven.Ask(q, UserId(8));
   REQUIRE(f.type() == MsgType::kHistoryReply);
   HistoryReply h;
   REQUIRE(DecodeBody(f, &h).ok());
   CHECK(h.messages.empty());
-  f = seven.Ask(MsgType::kChats, Chats(), UserId(8));
+  f = seven.Ask(Chats(), UserId(8));
   ChatsReply c;
   REQUIRE(DecodeBody(f, &c).ok());
   CHECK(c.chats.empty());
   Sync sync;
   sync.from_cursor = false;
-  f = seven.Ask(MsgType::kSync, sync, UserId(9));
+  f = seven.Ask(sync, UserId(9));
   SyncReply mailbox;
   REQUIRE(DecodeBody(f, &mailbox).ok());
   CHECK(mailbox.events.empty());
   CHECK(mailbox.head == Seq(0));
   React react{UserId(8), id, std::string("😈")};
-  f = seven.Ask(MsgType::kReact, react, UserId(9));
+  f = seven.Ask(react, UserId(9));
   REQUIRE(f.type() == MsgType::kError);
   MarkSeen seen{UserId(8), id};
-  f = seven.Ask(MsgType::kSeen, seen, UserId(9));
+  f = seven.Ask(seen, UserId(9));
   REQUIRE(f.type() == MsgType::kError);
   // Nothing reached 8 or 9.
   PollUntil({eight.get(), nine.get()}, [] { return false; }, 1);
-  CHECK(eight->Messages(EventKind::kReaction).empty());
-  CHECK(eight->Messages(EventKind::kSeen).empty());
+  CHECK(eight->Reactions().empty());
+  CHECK(eight->Receipts(EventKind::kSeen).empty());
 }
 
 TEST_CASE("a flooding client is told busy; the others are served as before") {
@@ -416,7 +416,7 @@ TEST_CASE("a flooding client is told busy; the others are served as before") {
   // Far past max-in-flight (256), without reading; within what frontd
   // queues for one client (1000), so every answer waits to be read.
   const int kFlood = 900;
-  for (int i = 0; i < kFlood; ++i) flood.Send(MsgType::kSync, sync, UserId());
+  for (int i = 0; i < kFlood; ++i) flood.Send(sync, UserId());
   auto other = Open(cell, UserId(6), "phone");
   for (int i = 0; i < 20; ++i) other->client->Send(UserId(5), "fine " + std::to_string(i));
   PollUntil({other.get()}, [&] { return other->Count(Incoming::Kind::kProcessed) == 20; }, 20);
@@ -428,7 +428,7 @@ TEST_CASE("a flooding client is told busy; the others are served as before") {
     if (f.type() == MsgType::kError) {
       Error e;
       REQUIRE(DecodeBody(f, &e).ok());
-      CHECK(e.code == static_cast<uint16_t>(ErrorCode::kBusy));
+      CHECK(e.code == ErrorCode::kBusy);
       ++busy;
     } else {
       ++answered;
@@ -450,17 +450,17 @@ TEST_CASE("malformed and oversized frames are refused and the daemon serves on")
     REQUIRE(f.type() == MsgType::kError);
     Error e;
     REQUIRE(DecodeBody(f, &e).ok());
-    CHECK(e.code == static_cast<uint16_t>(ErrorCode::kMalformed));
+    CHECK(e.code == ErrorCode::kMalformed);
   }
   // More than 256 KiB: the socket drops that connection, nobody else's.
   RawClient huge(cell, 6);
   Send too_big{"c", UserId(5), std::string(300 * 1024, 'x')};
-  huge.Send(MsgType::kSend, too_big, UserId());
+  huge.Send(too_big, UserId());
   auto fine = Open(cell, UserId(7), "phone");
   fine->client->Send(UserId(5), "still served");
   PollUntil({fine.get()}, [&] { return fine->Count(Incoming::Kind::kProcessed) == 1; }, 10);
   CHECK(fine->Count(Incoming::Kind::kProcessed) == 1);
-  Frame f = bad.Ask(MsgType::kPing, Empty(), UserId());
+  Frame f = bad.Ask(Ping(), UserId());
   CHECK(f.type() == MsgType::kPong);
 }
 

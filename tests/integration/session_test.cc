@@ -20,7 +20,7 @@ uint64_t NowS() { return NowMs() / 1000; }
 // The texts of the messages a device received, each with how often.
 std::map<std::string, int> Texts(const Device& d) {
   std::map<std::string, int> texts;
-  for (const Event& e : d.Messages()) ++texts[e.text];
+  for (const auto& e : d.Messages()) ++texts[e.text];
   return texts;
 }
 

@@ -147,7 +147,7 @@ TEST_CASE("a cell across hosts: two of each daemon, three shards, tcp:// with CU
   // Once each: every processed id and every copy on a device.
   for (Device* d : all) {
     std::set<uint64_t> ids;
-    for (const Event& e : d->Messages()) CHECK(ids.insert(e.id.value).second);
+    for (const auto& e : d->Messages()) CHECK(ids.insert(e.id.value).second);
     std::set<uint64_t> processed;
     for (const auto& in : d->got) {
       if (in.kind == Incoming::Kind::kProcessed) CHECK(processed.insert(in.processed.id.value).second);

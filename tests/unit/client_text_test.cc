@@ -44,11 +44,11 @@ TEST_CASE("natter rpc reads ids as numbers or strings of digits, and the history
   CHECK_FALSE(c.emoji);
   c = ParseRpcLine(R"({"id":1,"method":"history","params":{"peer":2,"at":"2026-11-27T18:00:00Z","limit":5}})");
   CHECK(c.error == 0);
-  CHECK(c.history.mode == static_cast<uint8_t>(HistoryMode::kAt));
+  CHECK(c.history.mode == HistoryMode::kAt);
   CHECK(c.history.bound == 1795802400000ULL);
   CHECK(c.history.limit == 5);
   c = ParseRpcLine(R"({"id":1,"method":"history","params":{"peer":2,"before":"99"}})");
-  CHECK(c.history.mode == static_cast<uint8_t>(HistoryMode::kBefore));
+  CHECK(c.history.mode == HistoryMode::kBefore);
   CHECK(c.history.bound == 99);
   c = ParseRpcLine(R"({"id":1,"method":"chats"})");
   CHECK(c.error == 0);

@@ -1,5 +1,8 @@
 #include <catch2/catch.hpp>
 
+#include <set>
+#include <tuple>
+
 #include "common/proto.h"
 
 using namespace natter;
@@ -25,6 +28,18 @@ struct OldChatsReply {
   MSGPACK_DEFINE_ARRAY(chats);
 };
 
+// [header, body] as given, type and all: for frames EncodeFrame would not
+// make (a body under another type's header, a header of another shape).
+template <typename H, typename B>
+std::string Raw(const H& header, const B& body) {
+  msgpack::sbuffer b;
+  msgpack::packer<msgpack::sbuffer> p(b);
+  p.pack_array(2);
+  p.pack(header);
+  p.pack(body);
+  return std::string(b.data(), b.size());
+}
+
 }  // namespace
 
 TEST_CASE("a send frame survives encoding and decoding unchanged") {
@@ -46,40 +61,55 @@ TEST_CASE("a send frame survives encoding and decoding unchanged") {
   CHECK(back.text == send.text);
 }
 
-TEST_CASE("an event keeps every field, a missing emoji stays missing") {
-  Event ev;
-  ev.user = UserId(1);
-  ev.seq = Seq(1000000);
-  ev.kind = static_cast<uint8_t>(EventKind::kMessage);
-  ev.id = MessageId(0xFFFFFFFFFFFFFFF0ULL);  // beyond 2^53
-  ev.from = UserId(2);
-  ev.to = UserId(1);
-  ev.ts = 1795805458278ULL;
-  ev.text = "x";
-  ev.client_msg_id = "c";
-  ev.origin_device = "d";
+TEST_CASE("an event keeps every field of its kind, a missing emoji stays missing") {
+  Message m;
+  m.id = MessageId(0xFFFFFFFFFFFFFFF0ULL);  // beyond 2^53
+  m.from = UserId(2);
+  m.to = UserId(1);
+  m.ts = 1795805458278ULL;
+  m.text = "x";
+  m.client_msg_id = "c";
+  Event ev{UserId(1), Seq(1000000), "d", MessageEvent{m}};
   Frame f;
   REQUIRE(Decode(EncodeFrame(MakeHeader(MsgType::kEvent), ev), &f).ok());
   Event back;
   REQUIRE(DecodeBody(f, &back).ok());
-  CHECK(back.id == ev.id);
+  REQUIRE(back.message() != nullptr);
+  CHECK(back.kind() == EventKind::kMessage);
+  CHECK(back.id() == m.id);
   CHECK(back.seq == ev.seq);
-  CHECK(back.ts == ev.ts);
+  CHECK(back.message()->ts == m.ts);
+  CHECK(back.message()->text == "x");
+  CHECK(back.message()->client_msg_id == "c");
   CHECK(back.origin_device == "d");
-  CHECK_FALSE(back.emoji.has_value());
-  ev.emoji = "👍";
-  REQUIRE(Decode(EncodeFrame(MakeHeader(MsgType::kEvent), ev), &f).ok());
+
+  Event reaction{UserId(1), Seq(7), "", ReactionEvent{m.id, m.from, m.to, UserId(2), std::nullopt}};
+  REQUIRE(Decode(EncodeFrame(MakeHeader(MsgType::kEvent), reaction), &f).ok());
   REQUIRE(DecodeBody(f, &back).ok());
-  CHECK(back.emoji == std::optional<std::string>("👍"));
+  REQUIRE(back.reaction() != nullptr);
+  CHECK_FALSE(back.reaction()->emoji.has_value());
+  CHECK(back.reaction()->by == UserId(2));
+  CHECK(back.peer() == UserId(2));
+  std::get<ReactionEvent>(reaction.what).emoji = "👍";
+  REQUIRE(Decode(EncodeFrame(MakeHeader(MsgType::kEvent), reaction), &f).ok());
+  REQUIRE(DecodeBody(f, &back).ok());
+  CHECK(back.reaction()->emoji == std::optional<std::string>("👍"));
+
+  Event seen{UserId(2), Seq(8), "", SeenEvent{{m.id, UserId(2), UserId(1), UserId(1)}}};
+  REQUIRE(Decode(EncodeFrame(MakeHeader(MsgType::kEvent), seen), &f).ok());
+  REQUIRE(DecodeBody(f, &back).ok());
+  CHECK(back.kind() == EventKind::kSeen);
+  REQUIRE(back.receipt() != nullptr);
+  CHECK(back.receipt()->by == UserId(1));
+  CHECK(back.id() == m.id);
 }
 
 TEST_CASE("a sync reply with many events round-trips") {
   SyncReply r;
   for (uint64_t i = 1; i <= 500; ++i) {
-    Event e;
-    e.seq = Seq(i);
-    e.text = std::string(100, 'a');
-    r.events.push_back(e);
+    Message m;
+    m.text = std::string(100, 'a');
+    r.events.push_back(Event{UserId(1), Seq(i), "", MessageEvent{m}});
   }
   r.head = Seq(900);
   r.more = true;
@@ -106,13 +136,13 @@ TEST_CASE("malformed bytes are rejected, never crash") {
     }
   }
   SECTION("trailing bytes") {
-    std::string bytes = EncodeFrame(MakeHeader(MsgType::kPing), Empty()) + "x";
+    std::string bytes = EncodeFrame(MakeHeader(MsgType::kPing), Ping()) + "x";
     CHECK(Decode(bytes, &f).code() == ErrorCode::kMalformed);
   }
   SECTION("another protocol version") {
     Header h = MakeHeader(MsgType::kPing);
     h.version = kProtocolVersion + 1;
-    CHECK(Decode(EncodeFrame(h, Empty()), &f).code() == ErrorCode::kMalformed);
+    CHECK(Decode(Raw(h, Ping()), &f).code() == ErrorCode::kMalformed);
   }
   SECTION("a frame that is not [header, body]") {
     msgpack::sbuffer b;
@@ -125,7 +155,7 @@ TEST_CASE("malformed bytes are rejected, never crash") {
           ErrorCode::kMalformed);
   }
   SECTION("a body of the wrong shape") {
-    std::string bytes = EncodeFrame(MakeHeader(MsgType::kSend), Ack());
+    std::string bytes = Raw(MakeHeader(MsgType::kSend), Ack());
     REQUIRE(Decode(bytes, &f).ok());
     Send s;
     CHECK(DecodeBody(f, &s).code() == ErrorCode::kMalformed);
@@ -149,7 +179,7 @@ TEST_CASE("chats and its reply decode without their optional trailing elements")
   // An older client's chats request is [] (the newest page); an older
   // shard's reply has no `more`.
   Frame f;
-  REQUIRE(Decode(EncodeFrame(MakeHeader(MsgType::kChats), Empty()), &f).ok());
+  REQUIRE(Decode(Raw(MakeHeader(MsgType::kChats), std::vector<int>()), &f).ok());
   Chats q;
   REQUIRE(DecodeBody(f, &q).ok());
   CHECK(q.before_id == MessageId(UINT64_MAX));
@@ -157,7 +187,7 @@ TEST_CASE("chats and its reply decode without their optional trailing elements")
 
   OldChatsReply old;
   old.chats.resize(2);
-  REQUIRE(Decode(EncodeFrame(MakeHeader(MsgType::kChatsReply), old), &f).ok());
+  REQUIRE(Decode(Raw(MakeHeader(MsgType::kChatsReply), old), &f).ok());
   ChatsReply reply;
   REQUIRE(DecodeBody(f, &reply).ok());
   CHECK(reply.chats.size() == 2);
@@ -165,9 +195,131 @@ TEST_CASE("chats and its reply decode without their optional trailing elements")
 }
 
 TEST_CASE("EncodedSize counts what EncodeFrame writes") {
-  Event ev;
-  ev.text = std::string(5000, 'y');
-  ev.emoji = "👍";
+  Message m;
+  m.text = std::string(5000, 'y');
+  Event ev{UserId(1), Seq(2), "", MessageEvent{m}};
   Header h = MakeHeader(MsgType::kEvent);
   CHECK(EncodedSize(h) + EncodedSize(ev) + 1 == EncodeFrame(h, ev).size());
+}
+
+// Strict decoding (natter(7)): a body with missing or extra elements, a
+// header with more or fewer fields than its own, an element of the wrong
+// type, an unknown type or enum value: malformed, with the corr of a
+// header that could be read.
+TEST_CASE("decoding is strict: the shape, the types and the values of every element") {
+  Frame f;
+  Header h = MakeHeader(MsgType::kSend, 42);
+  SECTION("a body with an element missing or one too many") {
+    REQUIRE(Decode(Raw(h, std::make_tuple(std::string("c"), 5u)), &f).ok());
+    Send s;
+    Status st = DecodeBody(f, &s);
+    CHECK(st.code() == ErrorCode::kMalformed);
+    CHECK(st.message().find("3 elements") != std::string::npos);
+    REQUIRE(Decode(Raw(h, std::make_tuple(std::string("c"), 5u, std::string("t"), 1u)), &f).ok());
+    CHECK(DecodeBody(f, &s).code() == ErrorCode::kMalformed);
+    CHECK(f.header.corr == 42);
+  }
+  SECTION("an element of the wrong type, named in the error") {
+    // The text as binary, not a string; the recipient negative.
+    msgpack::type::raw_ref bin("x", 1);
+    REQUIRE(Decode(Raw(h, std::make_tuple(std::string("c"), 5u, bin)), &f).ok());
+    Send s;
+    Status st = DecodeBody(f, &s);
+    CHECK(st.code() == ErrorCode::kMalformed);
+    CHECK(st.message().find("text") != std::string::npos);
+    REQUIRE(Decode(Raw(h, std::make_tuple(std::string("c"), -5, std::string("t"))), &f).ok());
+    CHECK(DecodeBody(f, &s).code() == ErrorCode::kMalformed);
+    // A boolean where a number belongs, a number where a boolean does.
+    Header hs = MakeHeader(MsgType::kSync, 9);
+    REQUIRE(Decode(Raw(hs, std::make_tuple(1, 0u, 10u)), &f).ok());
+    Sync sync;
+    CHECK(DecodeBody(f, &sync).code() == ErrorCode::kMalformed);
+    // A number past its field's width.
+    REQUIRE(Decode(Raw(hs, std::make_tuple(true, 0u, uint64_t{1} << 33)), &f).ok());
+    CHECK(DecodeBody(f, &sync).code() == ErrorCode::kMalformed);
+  }
+  SECTION("a header of five elements (no trace) is read; four or seven are not") {
+    auto five = std::make_tuple(kProtocolVersion, static_cast<uint8_t>(MsgType::kPing), 7u, 0u,
+                                std::string());
+    REQUIRE(Decode(Raw(five, std::vector<int>()), &f).ok());
+    CHECK(f.header.corr == 7);
+    CHECK(f.header.trace == 0);
+    auto four = std::make_tuple(kProtocolVersion, static_cast<uint8_t>(MsgType::kPing), 7u, 0u);
+    CHECK(Decode(Raw(four, std::vector<int>()), &f).code() == ErrorCode::kMalformed);
+    CHECK(f.header.corr == 0);  // the header itself was unreadable
+    auto seven = std::make_tuple(kProtocolVersion, static_cast<uint8_t>(MsgType::kPing), 7u, 0u,
+                                 std::string(), 0u, 0u);
+    CHECK(Decode(Raw(seven, std::vector<int>()), &f).code() == ErrorCode::kMalformed);
+  }
+  SECTION("a type not in the list is malformed, the corr kept") {
+    Header odd = MakeHeader(MsgType::kPing, 77);
+    odd.type = 99;
+    CHECK(Decode(Raw(odd, std::vector<int>()), &f).code() == ErrorCode::kMalformed);
+    CHECK(f.header.corr == 77);
+  }
+  SECTION("an unknown history mode or event kind") {
+    Header hh = MakeHeader(MsgType::kHistory, 3);
+    REQUIRE(Decode(Raw(hh, std::make_tuple(5u, 4u, 0u, 10u)), &f).ok());
+    History q;
+    CHECK(DecodeBody(f, &q).code() == ErrorCode::kMalformed);
+    REQUIRE(Decode(Raw(hh, std::make_tuple(5u, 3u, 0u, 10u)), &f).ok());
+    CHECK(DecodeBody(f, &q).ok());
+    CHECK(q.mode == HistoryMode::kAfter);
+  }
+  SECTION("an event whose fields do not fit its kind") {
+    Header he = MakeHeader(MsgType::kEvent);
+    // A reaction with a text; a message with an emoji.
+    REQUIRE(Decode(Raw(he, std::make_tuple(1u, 1u, 2u, 9u, 1u, 2u, 0u, std::string("x"),
+                                           std::string(), std::string(), 2u,
+                                           std::string("👍"))),
+                   &f)
+                .ok());
+    Event e;
+    CHECK(DecodeBody(f, &e).code() == ErrorCode::kMalformed);
+    REQUIRE(Decode(Raw(he, std::make_tuple(1u, 1u, 1u, 9u, 1u, 2u, 5u, std::string("x"),
+                                           std::string("c"), std::string(), 0u,
+                                           std::string("👍"))),
+                   &f)
+                .ok());
+    CHECK(DecodeBody(f, &e).code() == ErrorCode::kMalformed);
+  }
+  SECTION("a body decoded as another type's struct") {
+    REQUIRE(Decode(EncodeFrame(h, Ack()), &f).ok());
+    Send s;
+    CHECK(DecodeBody(f, &s).code() == ErrorCode::kMalformed);
+  }
+}
+
+TEST_CASE("VisitBody decodes a body as the struct its type names") {
+  Frame f;
+  React react{UserId(3), MessageId(4), std::string("👍")};
+  REQUIRE(Decode(EncodeFrame(MakeHeader(MsgType::kReact), react), &f).ok());
+  std::string seen;
+  Status s = VisitBody(f, [&](const auto& body) {
+    using B = std::decay_t<decltype(body)>;
+    seen = MsgTypeName(FrameOf<B>::kType);
+    if constexpr (std::is_same_v<B, React>) {
+      CHECK(body.peer == UserId(3));
+      CHECK(body.emoji == std::optional<std::string>("👍"));
+    }
+    return Status::Ok();
+  });
+  CHECK(s.ok());
+  CHECK(seen == "react");
+}
+
+TEST_CASE("every frame type has its number and name, once") {
+  std::set<std::string> names;
+  std::set<int> numbers;
+#define NATTER_X(name, number, text, Body)                    \
+  CHECK(static_cast<int>(FrameOf<Body>::kType) == (number));  \
+  CHECK(std::string(MsgTypeName(MsgType::name)) == (text));   \
+  CHECK(names.insert(text).second);                           \
+  CHECK(numbers.insert(number).second);
+  NATTER_FRAME_TYPES(NATTER_X)
+#undef NATTER_X
+  CHECK_FALSE(IsKnownType(0));
+  CHECK_FALSE(IsKnownType(200));
+  CHECK(IsKnownType(129));
+  CHECK(std::string(MsgTypeName(MsgType::kHandoff)) == "handoff");
 }

@@ -97,7 +97,7 @@ TEST_CASE("a send costs one unit and one more for each full KiB of text") {
   CHECK(UserRateLimiter::Cost(Decoded(Encoded(MsgType::kReact, UserId(1), react))) == 1);
   CHECK(UserRateLimiter::Cost(Decoded(Encoded(MsgType::kSeen, UserId(1), MarkSeen()))) == 1);
   // Not charged: hand-offs (charged at their sender's shard), cursors, reads.
-  CHECK(UserRateLimiter::Cost(Decoded(Encoded(MsgType::kDeliver, UserId(1), Deliver()))) == 0);
+  CHECK(UserRateLimiter::Cost(Decoded(Encoded(MsgType::kHandoff, UserId(1), Handoff()))) == 0);
   CHECK(UserRateLimiter::Cost(Decoded(Encoded(MsgType::kAck, UserId(1), Ack()))) == 0);
   CHECK(UserRateLimiter::Cost(Decoded(Encoded(MsgType::kSync, UserId(1), Sync()))) == 0);
 
@@ -244,7 +244,7 @@ TEST_CASE("in one batch, a user over its rate gets busy for the excess, in order
       ++flooder_processed;
     } else {
       REQUIRE(type == MsgType::kError);
-      CHECK(error.code == static_cast<uint16_t>(ErrorCode::kBusy));
+      CHECK(error.code == ErrorCode::kBusy);
       CHECK(error.message.find("user 1 is over its rate") != std::string::npos);
       refused_yet = true;
       ++busy;

@@ -106,7 +106,7 @@ class FakeFrontd {
   }
   void UnaskedPong() {
     std::lock_guard<std::mutex> lock(mu_);
-    outbox_.push_back(EncodeReply(Header(), MsgType::kPong, Empty()));
+    outbox_.push_back(EncodeReply(Header(), Pong()));
   }
 
  private:
@@ -130,7 +130,7 @@ class FakeFrontd {
   void Answer(const Frame& f) {
     std::lock_guard<std::mutex> lock(mu_);
     if (f.type() == MsgType::kPing) {
-      Send(EncodeReply(f.header, MsgType::kPong, Empty()));
+      Send(EncodeReply(f.header, Pong()));
       return;
     }
     if (f.type() != MsgType::kHello) {
@@ -149,7 +149,7 @@ class FakeFrontd {
     w.user = UserId(7);
     w.device = hello.device;
     w.expires = it != expires_.end() ? it->second : NowS() + 3600;
-    Send(EncodeReply(f.header, MsgType::kWelcome, w));
+    Send(EncodeReply(f.header, w));
   }
   void Send(const std::string& frame) {
     if (peer_.empty()) return;

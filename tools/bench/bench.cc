@@ -303,7 +303,7 @@ int Pages(const std::vector<std::string>& args) {
       return [&c, peer, mode, bound] {
         History q;
         q.peer = peer;
-        q.mode = static_cast<uint8_t>(mode);
+        q.mode = mode;
         q.bound = bound;
         q.limit = kHistory;
         Await(c, c.GetHistory(q));
@@ -437,13 +437,11 @@ int Latency(const std::vector<std::string>& args) {
     in.clear();
     p.to->Poll(0, &in);
     for (const Incoming& i : in) {
-      if (i.kind != Incoming::Kind::kEvent ||
-          i.event.kind != static_cast<uint8_t>(EventKind::kMessage)) {
-        continue;
-      }
-      auto it = sent_at.find(i.event.client_msg_id);
+      const Message* m = i.kind == Incoming::Kind::kEvent ? i.event.message() : nullptr;
+      if (m == nullptr) continue;
+      auto it = sent_at.find(m->client_msg_id);
       if (it != sent_at.end()) to_delivered.push_back(ms_since(it->second));
-      p.delivered.insert(i.event.id.value);
+      p.delivered.insert(m->id.value);
     }
   };
   const auto gap = std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(1.0 / rate));
@@ -625,11 +623,8 @@ int ConnectionsWorker(const LocalCell& cell, const ConnSettings& st, int port, u
       }
       // The partner's messages (a copy of one of our own sends, read back
       // after its answer timed out, is not a delivery).
-      if (i.kind == Incoming::Kind::kEvent &&
-          i.event.kind == static_cast<uint8_t>(EventKind::kMessage) &&
-          i.event.from != clients[k]->user()) {
-        s.delivered.insert(i.event.id.value);
-      }
+      const Message* m = i.kind == Incoming::Kind::kEvent ? i.event.message() : nullptr;
+      if (m != nullptr && m->from != clients[k]->user()) s.delivered.insert(m->id.value);
       if (i.kind == Incoming::Kind::kHistory && i.request == s.history_request) {
         for (const auto& item : i.history.messages) s.in_history.insert(item.message.id.value);
         s.history_done = s.history_ok = true;
@@ -684,7 +679,7 @@ int ConnectionsWorker(const LocalCell& cell, const ConnSettings& st, int port, u
     if (!missing) continue;
     History q;
     q.peer = UserId(100000 + first + k);
-    q.mode = static_cast<uint8_t>(HistoryMode::kAfter);
+    q.mode = HistoryMode::kAfter;
     q.limit = kMaxHistoryPage;  // 2 × --messages of them at most
     state[partner].history_request = clients[partner]->GetHistory(q);
     asking.push_back(partner);
@@ -920,10 +915,8 @@ int Throughput(const std::vector<std::string>& args) {
     in.clear();
     p.to->Poll(0, &in);
     for (const Incoming& i : in) {
-      if (i.kind == Incoming::Kind::kEvent &&
-          i.event.kind == static_cast<uint8_t>(EventKind::kMessage)) {
-        p.delivered.insert(i.event.id.value);
-      }
+      const Message* m = i.kind == Incoming::Kind::kEvent ? i.event.message() : nullptr;
+      if (m != nullptr) p.delivered.insert(m->id.value);
     }
   };
   uint64_t processed_in_window = 0, delivered_in_window = 0;

@@ -221,9 +221,8 @@ CurveIdentity AdminIdentity(const CellPaths& cell, const std::string& key_file) 
 // as its status.
 template <typename Body, typename Answer>
 Status AskDaemon(zmq::context_t& ctx, const std::string& endpoint, const CurveIdentity& me,
-                 MsgType type, uint64_t corr, const Body& body, int timeout_ms, Answer* out) {
+                 uint64_t corr, const Body& body, int timeout_ms, Answer* out) {
   Header h;
-  h.type = static_cast<uint8_t>(type);
   h.corr = corr;
   std::string answer;
   Status s = AskControl(ctx, endpoint, me, EncodeFrame(h, body), timeout_ms, &answer);
@@ -232,7 +231,7 @@ Status AskDaemon(zmq::context_t& ctx, const std::string& endpoint, const CurveId
   if (s.ok() && f.type() == MsgType::kError) {
     Error e;
     DecodeBody(f, &e);
-    return Status(static_cast<ErrorCode>(e.code), e.message);
+    return Status(e.code, e.message);
   }
   return s.ok() ? DecodeBody(f, out) : s;
 }
@@ -274,7 +273,7 @@ bool ShowMetrics(const std::vector<std::pair<std::string, std::string>>& daemons
   bool all = true;
   for (const auto& [name, endpoint] : daemons) {
     StatsReply reply;
-    Status s = AskDaemon(ctx, endpoint, me, MsgType::kStats, 1, Empty(), 2000, &reply);
+    Status s = AskDaemon(ctx, endpoint, me, 1, StatsRequest(), 2000, &reply);
     if (!s.ok()) {
       all = false;
       std::cerr << "natterctl: status: " << name << ": " << s.message() << "\n";
@@ -416,7 +415,7 @@ int Backup(const Args& a) {
     BackupRequest req;
     req.path = to + "/shard-" + std::to_string(i);
     BackupReply r;
-    Status s = AskDaemon(ctx, endpoints[i], me, MsgType::kBackup, i + 1, req,
+    Status s = AskDaemon(ctx, endpoints[i], me, i + 1, req,
                          static_cast<int>(std::min<uint64_t>(*timeout, 86400) * 1000), &r);
     if (!s.ok()) throw Exit{ExitCodeFor(s.code()), "backup: shard " + std::to_string(i) + ": " + s.message()};
     std::printf("shard-%zu %s %llu records %llu bytes\n", i, r.path.c_str(),
