@@ -90,75 +90,111 @@ class Params {
   std::string error_;
 };
 
+// The parsers of each method's params, into the call.
+
+void ParseSend(Params& p, RpcCall* c) {
+  c->peer = UserId(p.Number("to").value_or(0));
+  c->text = p.String("text").value_or("");
+  c->client_msg_id = p.String("client_msg_id", true).value_or("");
+}
+
+// react, unreact and seen: a message of the conversation with peer.
+void ParseMessageRef(Params& p, RpcCall* c) {
+  c->peer = UserId(p.Number("peer").value_or(0));
+  c->message = MessageId(p.Number("id").value_or(0));
+  if (c->method == "react") c->emoji = p.String("emoji").value_or("");
+}
+
+void ParseHistory(Params& p, RpcCall* c) {
+  c->history.peer = UserId(p.Number("peer").value_or(0));
+  int given = p.Has("at") + p.Has("before") + p.Has("after");
+  if (given > 1) p.Fail("give one of 'at', 'before' and 'after'");
+  if (const nlohmann::json* at = p.Take("at")) {
+    std::optional<uint64_t> t;
+    if (at->is_string()) t = ParseTime(at->get<std::string>());
+    if (at->is_number_unsigned()) t = at->get<uint64_t>();
+    if (!t) p.Fail("'at' is RFC 3339 or milliseconds since the epoch");
+    c->history.mode = static_cast<uint8_t>(HistoryMode::kAt);
+    c->history.bound = t.value_or(0);
+  }
+  for (auto [name, mode] : {std::pair{"before", HistoryMode::kBefore},
+                            std::pair{"after", HistoryMode::kAfter}}) {
+    if (!p.Has(name)) continue;
+    c->history.mode = static_cast<uint8_t>(mode);
+    c->history.bound = p.Number(name).value_or(0);
+  }
+  if (p.Has("limit")) {
+    uint64_t limit = p.Number("limit").value_or(0);
+    if (limit > kMaxHistoryPage) {
+      p.Fail("'limit' is 1 to " + std::to_string(kMaxHistoryPage));
+    }
+    c->history.limit = static_cast<uint32_t>(limit);
+  }
+}
+
+// The page after the chat with before_peer whose last message is before.
+void ParseChats(Params& p, RpcCall* c) {
+  if (p.Has("before") != p.Has("before_peer")) p.Fail("give both 'before' and 'before_peer', or neither");
+  if (p.Has("before")) {
+    c->chats.before_id = MessageId(p.Number("before").value_or(0));
+    c->chats.before_peer = UserId(p.Number("before_peer").value_or(0));
+  }
+}
+
+// natter's own checks of a well-formed call (text length, emoji), as the
+// server makes them.
+Status CheckSend(const RpcCall& c) {
+  natter::Send check;
+  check.to = c.peer;
+  check.text = c.text;
+  check.client_msg_id = c.client_msg_id.empty() ? "x" : c.client_msg_id;
+  return ValidateSend(check);
+}
+
+Status CheckMessageRef(const RpcCall& c) {
+  return ValidateReact(natter::React{c.peer, c.message, c.emoji});
+}
+
+Status NoCheck(const RpcCall&) { return Status::Ok(); }
+
+// The request table.
+struct Method {
+  const char* name;
+  void (*parse)(Params& p, RpcCall* c);
+  Status (*check)(const RpcCall& c);
+};
+
+constexpr Method kMethods[] = {
+    {"send", ParseSend, CheckSend},
+    {"react", ParseMessageRef, CheckMessageRef},
+    {"unreact", ParseMessageRef, CheckMessageRef},
+    {"seen", ParseMessageRef, CheckMessageRef},
+    {"history", ParseHistory, NoCheck},
+    {"chats", ParseChats, NoCheck},
+};
+
 void ParseMethod(const nlohmann::json& params, RpcCall* c) {
-  Params p(params, c->method);
-  auto invalid = [&](const std::string& message) {
-    c->error = kRpcInvalidParams;
-    c->error_message = c->method + ": " + message;
-  };
-  auto natter_error = [&](const Status& s) {
-    c->error = static_cast<int>(s.code());
-    c->error_message = c->method + ": " + s.message();
-  };
-  const std::string& m = c->method;
-  if (m == "send") {
-    c->peer = UserId(p.Number("to").value_or(0));
-    c->text = p.String("text").value_or("");
-    c->client_msg_id = p.String("client_msg_id", true).value_or("");
-  } else if (m == "react" || m == "unreact" || m == "seen") {
-    c->peer = UserId(p.Number("peer").value_or(0));
-    c->message = MessageId(p.Number("id").value_or(0));
-    if (m == "react") c->emoji = p.String("emoji").value_or("");
-  } else if (m == "history") {
-    c->history.peer = UserId(p.Number("peer").value_or(0));
-    int given = p.Has("at") + p.Has("before") + p.Has("after");
-    if (given > 1) p.Fail("give one of 'at', 'before' and 'after'");
-    if (const nlohmann::json* at = p.Take("at")) {
-      std::optional<uint64_t> t;
-      if (at->is_string()) t = ParseTime(at->get<std::string>());
-      if (at->is_number_unsigned()) t = at->get<uint64_t>();
-      if (!t) p.Fail("'at' is RFC 3339 or milliseconds since the epoch");
-      c->history.mode = static_cast<uint8_t>(HistoryMode::kAt);
-      c->history.bound = t.value_or(0);
-    }
-    for (auto [name, mode] : {std::pair{"before", HistoryMode::kBefore},
-                              std::pair{"after", HistoryMode::kAfter}}) {
-      if (!p.Has(name)) continue;
-      c->history.mode = static_cast<uint8_t>(mode);
-      c->history.bound = p.Number(name).value_or(0);
-    }
-    if (p.Has("limit")) {
-      uint64_t limit = p.Number("limit").value_or(0);
-      if (limit > kMaxHistoryPage) {
-        p.Fail("'limit' is 1 to " + std::to_string(kMaxHistoryPage));
-      }
-      c->history.limit = static_cast<uint32_t>(limit);
-    }
-  } else if (m == "chats") {
-    // The page after the chat with before_peer whose last message is before.
-    if (p.Has("before") != p.Has("before_peer")) p.Fail("give both 'before' and 'before_peer', or neither");
-    if (p.Has("before")) {
-      c->chats.before_id = MessageId(p.Number("before").value_or(0));
-      c->chats.before_peer = UserId(p.Number("before_peer").value_or(0));
-    }
-  } else {
+  const Method* method = nullptr;
+  for (const Method& m : kMethods) {
+    if (c->method == m.name) method = &m;
+  }
+  if (method == nullptr) {
     c->error = kRpcMethodNotFound;
-    c->error_message = "'" + m + "' is not a method (send, react, unreact, seen, history, chats)";
+    c->error_message = "'" + c->method + "' is not a method (send, react, unreact, seen, history, chats)";
     return;
   }
+  Params p(params, c->method);
+  method->parse(p, c);
   p.CheckAllTaken();
-  if (!p.error().empty()) return invalid(p.error());
-  if (m == "send") {
-    natter::Send check;
-    check.to = c->peer;
-    check.text = c->text;
-    check.client_msg_id = c->client_msg_id.empty() ? "x" : c->client_msg_id;
-    Status s = ValidateSend(check);
-    if (!s.ok()) natter_error(s);
-  } else if (m == "react" || m == "unreact" || m == "seen") {
-    natter::React check{c->peer, c->message, c->emoji};
-    Status s = ValidateReact(check);
-    if (!s.ok()) natter_error(s);
+  if (!p.error().empty()) {
+    c->error = kRpcInvalidParams;
+    c->error_message = c->method + ": " + p.error();
+    return;
+  }
+  Status s = method->check(*c);
+  if (!s.ok()) {
+    c->error = static_cast<int>(s.code());
+    c->error_message = c->method + ": " + s.message();
   }
 }
 
