@@ -476,6 +476,129 @@ void UseUtf8Locale() {
   if (std::setlocale(LC_CTYPE, "C.UTF-8") == nullptr) std::setlocale(LC_CTYPE, "C.utf8");
 }
 
+// natter chat on a terminal: a connected client and a line editor, with a
+// ChatView between them.
+class ChatSession {
+ public:
+  ChatSession(Client* client, UserId peer, const ClientOptions& options,
+              const std::atomic<bool>& interrupted, std::atomic<bool>& resized)
+      : client_(client),
+        timeout_ms_(options.timeout_ms),
+        interrupted_(interrupted),
+        resized_(resized),
+        editor_(std::to_string(peer.value) + "> ", HistoryFile(options),
+                [this] { return WaitForKey(); }),
+        view_(client, peer, PageRows(editor_),
+              [this](const std::string& text) { editor_.PrintAbove(text); }) {}
+
+  // Until the input ends, /quit, the session is over or `interrupted`;
+  // returns the exit code, having said what went wrong on stderr.
+  int Run() {
+    view_.Start();
+    AwaitFirstPage();
+    TakeLines();
+    if (!over_.ok()) {
+      std::cerr << "natter: chat: " << over_.message() << "\n";
+      return ExitCodeFor(over_.code());
+    }
+    AwaitAnswers();
+    client_->Flush();
+    return Outcome();
+  }
+
+ private:
+  using Clock = std::chrono::steady_clock;
+
+  static std::string HistoryFile(const ClientOptions& options) {
+    return options.state_dir.empty() ? "" : options.state_dir + "/chat.history";
+  }
+
+  // A page that fits the terminal, with room for the prompt.
+  static uint32_t PageRows(const LineEditor& editor) {
+    return editor.interactive() ? static_cast<uint32_t>(std::clamp(editor.Rows() - 6, 10, 50))
+                                : kDefaultHistoryPage;
+  }
+
+  // Shows what the client brings within timeout_ms.
+  void Pump(int timeout_ms) {
+    in_.clear();
+    client_->Poll(timeout_ms, &in_);
+    for (const Incoming& item : in_) {
+      if (item.SessionOver()) {
+        over_ = item.error;
+        continue;
+      }
+      view_.Take(item);
+    }
+    view_.Settle();
+  }
+
+  // The editor's wait for a key, showing what the client brings meanwhile.
+  bool WaitForKey() {
+    for (;;) {
+      if (interrupted_ || !over_.ok()) return false;
+      if (resized_.exchange(false)) editor_.Resized();
+      zmq::pollitem_t items[2] = {client_->PollItem(), {nullptr, STDIN_FILENO, ZMQ_POLLIN, 0}};
+      int rc = zmq_poll(items, 2, 100);
+      Pump(0);
+      if (rc > 0 && (items[1].revents & (ZMQ_POLLIN | ZMQ_POLLERR))) return true;
+    }
+  }
+
+  // Lines typed (or piped) ahead wait for the page they may refer to.
+  void AwaitFirstPage() {
+    auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms_);
+    while (!view_.ready() && !interrupted_ && over_.ok() && Clock::now() < deadline) {
+      Pump(50);
+    }
+  }
+
+  void TakeLines() {
+    while (auto line = editor_.ReadLine()) {
+      if (!view_.Input(*line)) break;
+      Pump(0);
+      if (!over_.ok()) break;
+    }
+  }
+
+  // What was typed goes before we do.  Answers are usually a moment away:
+  // only a longer wait is announced.
+  void AwaitAnswers() {
+    auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms_);
+    auto quiet = Clock::now() + std::chrono::milliseconds(300);
+    while (view_.Unanswered() > 0 && !interrupted_ && Clock::now() < quiet) Pump(20);
+    if (view_.Unanswered() > 0 && !interrupted_) {
+      size_t n = view_.Unanswered();
+      editor_.PrintAbove("-- waiting for " + std::to_string(n) +
+                         (n == 1 ? " answer" : " answers") + " (Ctrl-C leaves now)");
+    }
+    while (view_.Unanswered() > 0 && !interrupted_ && Clock::now() < deadline) Pump(100);
+  }
+
+  int Outcome() const {
+    if (view_.Unprocessed() > 0) {
+      std::cerr << "natter: chat: " << view_.Unprocessed()
+                << (view_.Unprocessed() == 1 ? " message was" : " messages were")
+                << " not processed\n";
+      return EX_UNAVAILABLE;
+    }
+    if (view_.Unanswered() > 0) {
+      std::cerr << "natter: chat: " << view_.Unanswered() << " requests had no answer\n";
+      return EX_UNAVAILABLE;
+    }
+    return EX_OK;
+  }
+
+  Client* client_;
+  const int timeout_ms_;
+  const std::atomic<bool>& interrupted_;
+  std::atomic<bool>& resized_;
+  Status over_;  // Incoming::SessionOver
+  std::vector<Incoming> in_;
+  LineEditor editor_;
+  ChatView view_;
+};
+
 }  // namespace
 
 int RunChat(const ClientOptions& given, UserId peer,
@@ -495,91 +618,7 @@ int RunChat(const ClientOptions& given, UserId peer,
     std::cerr << "natter: chat: that is you; chat with another user\n";
     return EX_USAGE;
   }
-  std::unique_ptr<ChatView> view_owner;
-  LineEditor* editor_ptr = nullptr;
-  std::vector<Incoming> in;
-  Status over;  // Incoming::SessionOver
-  auto pump = [&](int timeout_ms) {
-    in.clear();
-    client.Poll(timeout_ms, &in);
-    for (const Incoming& item : in) {
-      if (item.SessionOver()) {
-        over = item.error;
-        continue;
-      }
-      view_owner->Take(item);
-    }
-    view_owner->Settle();
-  };
-  // Waits for a key, showing what the client brings meanwhile.
-  auto wait = [&]() -> bool {
-    for (;;) {
-      if (interrupted || !over.ok()) return false;
-      if (resized.exchange(false) && editor_ptr != nullptr) editor_ptr->Resized();
-      zmq::pollitem_t items[2] = {client.PollItem(), {nullptr, STDIN_FILENO, ZMQ_POLLIN, 0}};
-      int rc = zmq_poll(items, 2, 100);
-      pump(0);
-      if (rc > 0 && (items[1].revents & (ZMQ_POLLIN | ZMQ_POLLERR))) return true;
-    }
-  };
-  std::string history_file;
-  if (!options.state_dir.empty()) history_file = options.state_dir + "/chat.history";
-  LineEditor editor(std::to_string(peer.value) + "> ", history_file, wait);
-  editor_ptr = &editor;
-  // A page that fits the terminal, with room for the prompt.
-  uint32_t page = editor.interactive()
-                      ? static_cast<uint32_t>(std::clamp(editor.Rows() - 6, 10, 50))
-                      : kDefaultHistoryPage;
-  view_owner = std::make_unique<ChatView>(
-      &client, peer, page, [&](const std::string& text) { editor.PrintAbove(text); });
-  ChatView& view = *view_owner;
-  view.Start();
-  // Lines typed (or piped) ahead wait for the page they may refer to.
-  auto deadline = std::chrono::steady_clock::now() +
-                  std::chrono::milliseconds(options.timeout_ms);
-  while (!view.ready() && !interrupted && over.ok() &&
-         std::chrono::steady_clock::now() < deadline) {
-    pump(50);
-  }
-  while (auto line = editor.ReadLine()) {
-    if (!view.Input(*line)) break;
-    pump(0);
-    if (!over.ok()) break;
-  }
-  if (!over.ok()) {
-    std::cerr << "natter: chat: " << over.message() << "\n";
-    return ExitCodeFor(over.code());
-  }
-  // What was typed goes before we do.
-  deadline = std::chrono::steady_clock::now() +
-             std::chrono::milliseconds(options.timeout_ms);
-  // Answers are usually a moment away: only a longer wait is announced.
-  auto quiet = std::chrono::steady_clock::now() + std::chrono::milliseconds(300);
-  while (view.Unanswered() > 0 && !interrupted && std::chrono::steady_clock::now() < quiet) {
-    pump(20);
-  }
-  if (view.Unanswered() > 0 && !interrupted) {
-    size_t n = view.Unanswered();
-    editor.PrintAbove("-- waiting for " + std::to_string(n) +
-                      (n == 1 ? " answer" : " answers") + " (Ctrl-C leaves now)");
-  }
-  while (view.Unanswered() > 0 && !interrupted &&
-         std::chrono::steady_clock::now() < deadline) {
-    pump(100);
-  }
-  client.Flush();
-  if (view.Unprocessed() > 0) {
-    std::cerr << "natter: chat: " << view.Unprocessed()
-              << (view.Unprocessed() == 1 ? " message was" : " messages were")
-              << " not processed\n";
-    return EX_UNAVAILABLE;
-  }
-  if (view.Unanswered() > 0) {
-    std::cerr << "natter: chat: " << view.Unanswered()
-              << " requests had no answer\n";
-    return EX_UNAVAILABLE;
-  }
-  return EX_OK;
+  return ChatSession(&client, peer, options, interrupted, resized).Run();
 }
 
 }  // namespace natter

@@ -1,0 +1,100 @@
+// natter-bench(1): what its modes share.  Each mode (pages.cc,
+// throughput.cc, latency.cc, connections.cc) parses its own options with
+// ParseMode, starts a cell of its own in a BenchDir, drives it through the
+// client library, prints a table on stderr and one JSON line on stdout
+// (Emit), and returns a sysexits code.  Everything here runs on one thread;
+// connections forks worker processes, which share nothing but pipes.
+#ifndef NATTER_TOOLS_BENCH_BENCH_H_
+#define NATTER_TOOLS_BENCH_BENCH_H_
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <boost/program_options.hpp>
+#include <nlohmann/json.hpp>
+
+#include "client/local_cell.h"
+
+namespace natter {
+namespace bench {
+
+using Clock = std::chrono::steady_clock;
+
+// Ends the run: main prints the message and exits with the code.
+struct Exit {
+  int code;
+  std::string message;
+};
+
+// s seconds as the clock counts; the seconds since t.
+Clock::duration Seconds(double s);
+double SecondsSince(Clock::time_point t);
+
+// The options every mode has.
+struct CellOptions {
+  unsigned shards = 1;
+  std::string dir;
+  bool keep = false;
+  std::string curve_ipc = "yes";
+  // What goes into the cell's natter.conf besides natterctl init's.
+  std::string Conf() const;
+};
+
+// Parses a mode's options, with --shards, --dir, --keep and --curve-ipc
+// added; throws Exit (64) for bad ones.
+void ParseMode(const char* mode, const std::vector<std::string>& args,
+               boost::program_options::options_description& opts, CellOptions* cell);
+
+// A folder for the bench's cell: DIR if given, else a new temporary one
+// (removed at the end unless --keep).
+struct BenchDir {
+  std::string path;
+  bool made = false;
+  bool keep = false;
+  explicit BenchDir(std::string dir, bool keep_it);
+  ~BenchDir();
+};
+
+// The JSON line on stdout, with the settings of the cell.
+void Emit(nlohmann::json* out, const CellOptions& co);
+
+// A daemon's CPU seconds and memory, from /proc.
+struct ProcStats {
+  double cpu_s = 0;
+  uint64_t rss = 0;   // resident now, bytes
+  uint64_t peak = 0;  // the most resident so far (VmHWM), bytes
+};
+ProcStats ReadProc(pid_t pid);
+
+// The daemons of a local cell by name (frontd, routed, notifyd, stored-N),
+// from their pid files.
+class Daemons {
+ public:
+  Daemons(const LocalCell& cell, unsigned shards);
+  const std::map<std::string, pid_t>& pids() const { return pids_; }
+  pid_t pid(const std::string& name) const { return pids_.at(name); }
+  // Every daemon's figures, now.
+  std::map<std::string, ProcStats> Read() const;
+
+ private:
+  std::map<std::string, pid_t> pids_;
+};
+
+// The q-quantile of sorted values (0 for none).
+double Quantile(const std::vector<double>& sorted, double q);
+
+// The modes: each takes the arguments after its name.
+int Pages(const std::vector<std::string>& args);
+int Throughput(const std::vector<std::string>& args);
+int Latency(const std::vector<std::string>& args);
+int Connections(const std::vector<std::string>& args);
+
+}  // namespace bench
+}  // namespace natter
+
+#endif  // NATTER_TOOLS_BENCH_BENCH_H_
