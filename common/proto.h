@@ -414,6 +414,20 @@ struct HandoffAck {
   NATTER_WIRE(2, outbox, id)
 };
 
+// frontd -> the user's home shard, at a device's hello (the user and the
+// device in the header): the device's mailbox cursor begins here, at the
+// head of the mailbox, unless the device has one already.
+struct Attach {
+  NATTER_WIRE(0)
+};
+
+// The answer: the device's cursor (the last seq it acknowledged, or the
+// head of its mailbox when it was made now).
+struct Attached {
+  Seq cursor;
+  NATTER_WIRE(1, cursor)
+};
+
 // --- Control (natterctl -> a daemon's control socket; common/control.h) ----
 
 struct StatsRequest {
@@ -470,6 +484,8 @@ struct BackupReply {
   X(kStoreMessage, 128, "store-message", StoreMessage)         \
   X(kHandoff, 129, "handoff", Handoff)                         \
   X(kHandoffAck, 130, "handoff-ack", HandoffAck)               \
+  X(kAttach, 131, "attach", Attach)                            \
+  X(kAttached, 132, "attached", Attached)                      \
   /* Control. */                                               \
   X(kStats, 160, "stats", StatsRequest)                        \
   X(kStatsReply, 161, "stats-reply", StatsReply)               \

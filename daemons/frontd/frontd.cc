@@ -333,36 +333,81 @@ void Frontd::Hello(ConnId conn, const Frame& frame) {
     if (++refused_hellos_[conn] >= kMaxRefusedHellos) gate_->Close(conn, "hellos refused");
     return;
   }
-  // A second hello on a connection (a fresh token, say) takes the place of
-  // the first.
-  if (mine != sessions_.end() && (!same_user || mine->second.device != device)) {
-    EndSession(conn);
-  }
-  Session& session = sessions_[conn];
-  const bool fresh = session.user.value == 0;
-  session.user = claims.user;
-  session.device = device;
-  session.key_id = claims.key_id;
-  session.ends_s = claims.expires + kTokenClockSkew;
-  if (fresh) {
-    ++hellos_;
-    auto& ids = by_user_[claims.user];
-    if (ids.empty()) events_.set(zmq::sockopt::subscribe, TopicOf(claims.user));
-    ids.push_back(conn);
-  }
-  gate_->SetSession(conn, true);
   refused_hellos_.erase(conn);
-  NLOG_DEBUG("event=session conn=%llu user=%llu device=%s", static_cast<unsigned long long>(conn),
-             static_cast<unsigned long long>(claims.user.value), LogValue(device).c_str());
-  Welcome w;
-  w.user = claims.user;
-  w.device = device;
-  w.expires = claims.expires;
+  PendingHello hello_ok{claims, device, frame.header.corr, Clock::now()};
+  // A fresh token for the session going on needs nothing of the shard.
+  if (same_user && mine->second.device == device) {
+    OpenSession(conn, hello_ok);
+    return;
+  }
+  // Otherwise the device's mailbox cursor begins now (if it has none), on
+  // its home shard, before the session does: what arrives after this
+  // hello is the device's to catch up on, even if it leaves at once.
   Header h;
   h.corr = frame.header.corr;
   h.user = claims.user;
   h.device = device;
+  h.trace = NewTrace(frame.header.trace != 0);
+  Parts out;
+  out.push_back(ToMessage(Envelope(conn)));
+  out.push_back(ToMessage(EncodeFrame(h, Attach())));
+  if (!SendParts(routed_socket_, out)) {
+    ReplyError(conn, frame.header.corr,
+               Status(ErrorCode::kUnavailable, "routed is not reachable"));
+    return;
+  }
+  pending_hellos_[conn] = std::move(hello_ok);
+}
+
+void Frontd::OpenSession(ConnId conn, const PendingHello& hello) {
+  // A second hello on a connection (a fresh token, say) takes the place of
+  // the first.
+  auto mine = sessions_.find(conn);
+  if (mine != sessions_.end() &&
+      (mine->second.user != hello.claims.user || mine->second.device != hello.device)) {
+    EndSession(conn);
+  }
+  Session& session = sessions_[conn];
+  const bool fresh = session.user.value == 0;
+  session.user = hello.claims.user;
+  session.device = hello.device;
+  session.key_id = hello.claims.key_id;
+  session.ends_s = hello.claims.expires + kTokenClockSkew;
+  if (fresh) {
+    ++hellos_;
+    auto& ids = by_user_[session.user];
+    if (ids.empty()) events_.set(zmq::sockopt::subscribe, TopicOf(session.user));
+    ids.push_back(conn);
+  }
+  gate_->SetSession(conn, true);
+  NLOG_DEBUG("event=session conn=%llu user=%llu device=%s", static_cast<unsigned long long>(conn),
+             static_cast<unsigned long long>(session.user.value), LogValue(hello.device).c_str());
+  Welcome w;
+  w.user = session.user;
+  w.device = hello.device;
+  w.expires = hello.claims.expires;
+  Header h;
+  h.corr = hello.corr;
+  h.user = session.user;
+  h.device = hello.device;
   Reply(conn, EncodeReply(h, w));
+}
+
+bool Frontd::FinishHello(ConnId conn, const Frame& answer, const std::string& bytes) {
+  auto it = pending_hellos_.find(conn);
+  if (it == pending_hellos_.end() || it->second.corr != answer.header.corr) return false;
+  const bool attached = answer.type() == MsgType::kAttached;
+  if (!attached && answer.type() != MsgType::kError) return false;
+  PendingHello hello = std::move(it->second);
+  pending_hellos_.erase(it);
+  if (attached) {
+    OpenSession(conn, hello);
+  } else {
+    // The shard's refusal (busy, unavailable, storage) goes to the client,
+    // whose hello is retried as any request.
+    Reply(conn, bytes);
+  }
+  return true;
 }
 
 void Frontd::Reply(ConnId conn, const std::string& frame) {
@@ -408,6 +453,7 @@ void Frontd::ReapClosed() {
   for (ConnId conn : gate_->TakeClosed()) {
     EndSession(conn);
     refused_hellos_.erase(conn);
+    pending_hellos_.erase(conn);
   }
 }
 
@@ -427,6 +473,17 @@ void Frontd::ExpireSessions() {
     Revoke(conn, Status(ErrorCode::kTokenExpired,
                         "your token expired; say hello with a new one"));
   }
+  // A hello whose attach got no answer (a daemon restarted) is refused
+  // with a retryable error; the client says it again.
+  for (auto it = pending_hellos_.begin(); it != pending_hellos_.end();) {
+    if (now - it->second.sent < limits_.hello_timeout) {
+      ++it;
+      continue;
+    }
+    ReplyError(it->first, it->second.corr,
+               Status(ErrorCode::kUnavailable, "the home shard did not answer the hello"));
+    it = pending_hellos_.erase(it);
+  }
 }
 
 Frontd::Clock::duration Frontd::ResendHold() const {
@@ -441,8 +498,9 @@ void Frontd::FromRouted() {
     const ConnId conn = GetBigEndian(static_cast<const char*>(parts[0].data()));
     auto session = sessions_.find(conn);
     Frame reply;
-    if (session != sessions_.end() &&
-        DecodeFrame(parts[1].data(), parts[1].size(), &reply).ok()) {
+    const bool decoded = DecodeFrame(parts[1].data(), parts[1].size(), &reply).ok();
+    if (decoded && FinishHello(conn, reply, parts[1].to_string())) continue;
+    if (session != sessions_.end() && decoded) {
       auto& in_flight = session->second.in_flight;
       auto request = in_flight.find(reply.header.corr);
       if (request != in_flight.end()) {

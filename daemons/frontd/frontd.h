@@ -69,11 +69,24 @@ class Frontd : public Service {
     std::unordered_map<uint64_t, Clock::time_point> in_flight;
   };
 
+  // A hello whose token is good, waiting for the home shard to attach
+  // the device (its cursor) before the session opens.
+  struct PendingHello {
+    TokenClaims claims;
+    std::string device;
+    uint64_t corr = 0;
+    Clock::time_point sent;
+  };
+
   void FromClients();
   void FromClient(ConnId conn, const std::string& body);
   void FromRouted();
   void FromNotifyd();
   void Hello(ConnId conn, const Frame& frame);
+  void OpenSession(ConnId conn, const PendingHello& hello);
+  // An answer from routed that finishes a pending hello (the shard's
+  // attached, or its refusal); false if it is not one.
+  bool FinishHello(ConnId conn, const Frame& answer, const std::string& bytes);
   // A request of a session, checked and passed on (or refused).
   void Forward(ConnId conn, Session* session, const Frame& frame);
   void Reply(ConnId conn, const std::string& frame);
@@ -109,6 +122,7 @@ class Frontd : public Service {
   std::unordered_map<ConnId, Session> sessions_;
   std::unordered_map<UserId, std::vector<ConnId>> by_user_;
   std::unordered_map<ConnId, int> refused_hellos_;
+  std::unordered_map<ConnId, PendingHello> pending_hellos_;
   Clock::time_point next_sweep_;
   // What answers take, a moving average (ms); and the resends held back.
   double answer_ms_ = 0;

@@ -77,6 +77,7 @@ Route Router::Decide(const Frame& request, uint64_t now_ms) {
       route.shard = HomeShard(d.target, shard_count_);
       return route;
     }
+    case MsgType::kAttach:
     case MsgType::kSync:
     case MsgType::kAck:
     case MsgType::kReact:

@@ -30,6 +30,7 @@ uint64_t UserRateLimiter::Cost(const Frame& request) {
     }
     case MsgType::kReact:
     case MsgType::kSeen:
+    case MsgType::kAttach:  // may make a cursor: one per device name
       return 1;
     default:
       return 0;

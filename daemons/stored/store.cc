@@ -290,6 +290,7 @@ class Store::Writer {
   Status operator()(const React& q) { return store_->HandleReact(r_, q, b_, e_); }
   Status operator()(const MarkSeen& q) { return store_->HandleSeen(r_, q, b_, e_); }
   Status operator()(const Sync& q) { return store_->PrepareSync(r_, q, b_, sync_cursor_); }
+  Status operator()(const Attach& q) { return store_->HandleAttach(r_, q, b_); }
   Status operator()(const History&) { return Status::Ok(); }
   Status operator()(const Chats&) { return Status::Ok(); }
   template <typename Other>
@@ -644,19 +645,32 @@ Status Store::HandleSeen(Request* r, const MarkSeen& rq, BatchState* b, Effects*
   return Status::Ok();
 }
 
-Status Store::PrepareSync(Request* r, const Sync& sync, BatchState* b, Seq* cursor) {
+Status Store::HandleAttach(Request* r, const Attach&, BatchState* b) {
   const Header& h = r->frame.header;
-  if (!sync.from_cursor) {
-    *cursor = sync.after;
-    return Status::Ok();
-  }
-  std::string key = CursorKey(h.user, h.device);
-  if (!ReadSeq(key, *b, cursor)) {
-    // A device's first connection starts at the head of the mailbox.
-    *cursor = Head(h.user);
-    WriteSeq(key, *cursor, b);
+  Attached reply;
+  reply.cursor = StartCursor(h.user, h.device, b);
+  r->reply = EncodeReply(h, reply);
+  return Status::Ok();
+}
+
+Seq Store::StartCursor(UserId user, const std::string& device, BatchState* b) {
+  std::string key = CursorKey(user, device);
+  Seq cursor;
+  if (!ReadSeq(key, *b, &cursor)) {
+    // A device's first connection starts at the head of the mailbox (it
+    // reads the past with history).
+    cursor = Head(user);
+    WriteSeq(key, cursor, b);
     b->needs_sync = true;
   }
+  return cursor;
+}
+
+Status Store::PrepareSync(Request* r, const Sync& sync, BatchState* b, Seq* cursor) {
+  const Header& h = r->frame.header;
+  // A device frontd did not attach (a frontd of an older version) gets
+  // its cursor here, as at its hello.
+  *cursor = sync.from_cursor ? StartCursor(h.user, h.device, b) : sync.after;
   return Status::Ok();
 }
 

@@ -167,6 +167,10 @@ class Store {
   // Sync is in two parts: the cursor (a write, for a new device) before the
   // commit, the read of events after it.
   Status PrepareSync(Request* r, const Sync& q, BatchState* b, Seq* cursor);
+  // A device's hello (through frontd): its cursor begins now if it has none.
+  Status HandleAttach(Request* r, const Attach& q, BatchState* b);
+  // The device's cursor, made at the head of the mailbox if it has none.
+  Seq StartCursor(UserId user, const std::string& device, BatchState* b);
   // Requests that only read (after the commit).
   Status FinishSync(Request* r, const Sync& q, Seq cursor);
   Status ReadHistory(Request* r, const History& q);

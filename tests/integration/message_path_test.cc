@@ -180,6 +180,31 @@ TEST_CASE("a device that comes back gets what it missed, marked, then live event
   CHECK(fresh->Messages().empty());
 }
 
+TEST_CASE("a device's mailbox begins at its first hello, even if it leaves without reading") {
+  TestCell cell(2);
+  auto [alice, bob] = TwoUsers(2);
+  // bob's laptop says hello as a one-shot command does (it reads nothing,
+  // acknowledges nothing) and goes.
+  {
+    ClientOptions o = cell.Options(bob.value, "laptop");
+    o.receive = false;
+    Client once(o);
+    REQUIRE(once.Connect().ok());
+  }
+  auto a = Open(cell, alice, "phone");
+  for (int i = 0; i < 3; ++i) a->client->Send(bob, "after hello " + std::to_string(i));
+  PollUntil({a.get()}, [&] { return a->Count(Incoming::Kind::kProcessed) == 3; }, 10);
+  WaitForMailbox(cell, bob, 3);
+  // When the laptop comes back, what arrived since its hello is what it
+  // missed.
+  auto laptop = Open(cell, bob, "laptop");
+  PollUntil({laptop.get()}, [&] { return laptop->Messages().size() == 3; }, 10);
+  REQUIRE(laptop->Messages().size() == 3);
+  for (const auto& in : laptop->got) {
+    if (in.kind == Incoming::Kind::kEvent) CHECK(in.missed);
+  }
+}
+
 TEST_CASE("the sender is the token's user, whatever the frame says") {
   TestCell cell(1);
   ClientOptions o = cell.Options(7, "raw");
