@@ -26,6 +26,7 @@
 #include "client/json_events.h"
 #include "client/rpc.h"
 #include "client/token_source.h"
+#include "common/curve.h"
 #include "common/daemon.h"
 #include "common/text.h"
 #include "common/validate.h"
@@ -199,6 +200,11 @@ Global ParseGlobal(int argc, char** argv) {
   };
   g.client.server = pick(server, "server", "NATTER_SERVER");
   g.client.server_key = pick(server_key, "server-key", nullptr);
+  if (CurveKey key; !g.client.server_key.empty() && !ParseCurveKey(g.client.server_key, &key)) {
+    throw Exit{server_key.empty() ? EX_CONFIG : EX_USAGE,
+               (server_key.empty() ? file + ": server-key" : std::string("-k")) +
+                   ": not a CURVE key (" + kCurveKeyForms + ")"};
+  }
   g.client.device = pick(device, "device", nullptr);
   if (g.client.device.empty()) g.client.device = "default";
   g.client.state_dir = pick(state_dir, "state-dir", nullptr);
