@@ -26,6 +26,7 @@
 #include "client/json_events.h"
 #include "client/rpc.h"
 #include "client/token_source.h"
+#include "common/config.h"
 #include "common/curve.h"
 #include "common/daemon.h"
 #include "common/text.h"
@@ -176,18 +177,11 @@ Global ParseGlobal(int argc, char** argv) {
   if (!file.empty()) {
     std::ifstream in(file);
     if (!in) throw Exit{EX_CONFIG, file + ": cannot read the file"};
-    po::options_description keys;
-    for (const char* k : {"server", "server-key", "token", "token-file", "token-command",
-                          "device", "state-dir", "timeout"}) {
-      keys.add_options()(k, po::value<std::string>());
-    }
-    po::variables_map fv;
-    try {
-      po::store(po::parse_config_file(in, keys, false), fv);
-    } catch (const po::error& e) {
-      throw Exit{EX_CONFIG, file + ": " + e.what()};
-    }
-    for (const auto& [k, v] : fv) conf[k] = v.as<std::string>();
+    Status s = ParseConfigFile(in, file,
+                               {"server", "server-key", "token", "token-file", "token-command",
+                                "device", "state-dir", "timeout"},
+                               &conf);
+    if (!s.ok()) throw Exit{EX_CONFIG, s.message()};
   }
   auto pick = [&](const std::string& flag, const char* key,
                   const char* env) -> std::string {
