@@ -72,7 +72,8 @@ TEST_CASE("a cell across hosts: two of each daemon, three shards, tcp:// with CU
     front[i] = Trim(front[i]);
   }
   std::string client_conf = ReadAll(dir + "/client.conf");
-  std::string key = client_conf.substr(client_conf.find("server-key = ") + 13, 64);
+  size_t key_at = client_conf.find("server-key = ") + 13;
+  std::string key = client_conf.substr(key_at, client_conf.find('\n', key_at) - key_at);
   auto open = [&](UserId user, int frontd, const std::string& device) {
     std::string token;
     REQUIRE(RunCommand(BinPath("natterctl") + " token --dir " + dir + " --user " +
