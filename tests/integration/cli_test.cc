@@ -34,10 +34,7 @@ Result Run(const TempDir& scratch, const std::string& command) {
   std::string err_path = scratch.path() + "/stderr";
   Result r;
   r.code = RunCommand(command + " 2>" + err_path, &r.out);
-  std::ifstream in(err_path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  r.err = ss.str();
+  r.err = ReadAll(err_path);
   return r;
 }
 
@@ -192,16 +189,9 @@ TEST_CASE("natterctl keygen makes a key whose name gives its role, and refuses a
 
 namespace {
 
-std::string ReadText(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 // Replaces every from in the file at path with to.
 void ReplaceInFile(const std::string& path, const std::string& from, const std::string& to) {
-  std::string text = ReadText(path);
+  std::string text = ReadAll(path);
   for (size_t at = text.find(from); at != std::string::npos;
        at = text.find(from, at + to.size())) {
     text.replace(at, from.size(), to);
@@ -223,7 +213,7 @@ std::string PublicKey(const std::string& dir, const std::string& name) {
 TEST_CASE("natterctl init writes CURVE keys in Z85; a cell whose keys hold '@' and '#' serves") {
   auto [alice, bob] = TwoUsers(2);
   TestCell cell(2, "", [](const std::string& dir) {
-    std::string conf = ReadText(dir + "/natter.conf");
+    std::string conf = ReadAll(dir + "/natter.conf");
     std::string stored = PublicKey(dir, "stored"), routed = PublicKey(dir, "routed"),
                 notifyd = PublicKey(dir, "notifyd");
     CHECK(stored.size() == 40);
@@ -232,7 +222,7 @@ TEST_CASE("natterctl init writes CURVE keys in Z85; a cell whose keys hold '@' a
     CHECK(conf.find("/run/routed.sock@" + routed + "\n") != std::string::npos);
     CHECK(conf.find("/run/notifyd-in.sock@" + notifyd + "\n") != std::string::npos);
     CHECK(conf.find("/run/notifyd-out.sock@" + notifyd + "\n") != std::string::npos);
-    CHECK(ReadText(dir + "/client.conf").find("\nserver-key = " + PublicKey(dir, "frontd") +
+    CHECK(ReadAll(dir + "/client.conf").find("\nserver-key = " + PublicKey(dir, "frontd") +
                                               "\n") != std::string::npos);
     // Every daemon's key made again until it holds both characters a
     // config file or an endpoint could take for something else.
@@ -306,9 +296,9 @@ TEST_CASE("a cell whose config names its keys in hex, as natterctl init wrote th
   CurveKey stored, frontd;
   REQUIRE(ParseCurveKey(PublicKey(cell.dir(), "stored"), &stored));
   REQUIRE(ParseCurveKey(PublicKey(cell.dir(), "frontd"), &frontd));
-  CHECK(ReadText(cell.dir() + "/natter.conf").find("/run/stored-1.sock@" + CurveKeyHex(stored) +
+  CHECK(ReadAll(cell.dir() + "/natter.conf").find("/run/stored-1.sock@" + CurveKeyHex(stored) +
                                                    "\n") != std::string::npos);
-  CHECK(ReadText(cell.dir() + "/client.conf").find("server-key = " + CurveKeyHex(frontd) +
+  CHECK(ReadAll(cell.dir() + "/client.conf").find("server-key = " + CurveKeyHex(frontd) +
                                                    "\n") != std::string::npos);
   TempDir scratch;
   Result sent = Run(scratch, cell.NatterArgs(alice.value) + " send " +

@@ -22,13 +22,6 @@ std::string TopologyScript() {
   return "NATTER_BIN=" + bin + " sh " + bin + "/../tools/topology/natter-topology";
 }
 
-std::string ReadAll(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 std::string Trim(std::string s) {
   while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
   return s;
