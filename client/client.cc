@@ -9,6 +9,7 @@
 #include <cstring>
 #include <fstream>
 
+#include "common/curve.h"
 #include "common/ids.h"
 #include "common/net.h"
 #include "common/text.h"
@@ -138,24 +139,12 @@ void Client::OpenSocket() {
 }
 
 void Client::SetServerKey() {
-  // 40 characters of Z85, or 64 hex digits: Z85 may hold '#', which
-  // config files read as a comment, so natterctl writes hex.
-  const std::string& key = options_.server_key;
-  if (key.size() == 64) {
-    uint8_t raw[32];
-    size_t len = 0;
-    if (sodium_hex2bin(raw, sizeof raw, key.data(), key.size(), nullptr, &len,
-                       nullptr) != 0 || len != 32) {
-      throw std::invalid_argument("the server key is not 64 hex digits");
-    }
-    socket_.set(zmq::sockopt::curve_serverkey, zmq::const_buffer(raw, sizeof raw));
-    return;
+  CurveKey key;
+  if (!ParseCurveKey(options_.server_key, &key)) {
+    throw std::invalid_argument(std::string("the server key is not a CURVE key (") +
+                                kCurveKeyForms + ")");
   }
-  if (key.size() != 40) {
-    throw std::invalid_argument(
-        "the server key is neither 64 hex digits nor 40 characters of Z85");
-  }
-  socket_.set(zmq::sockopt::curve_serverkey, key);
+  socket_.set(zmq::sockopt::curve_serverkey, zmq::const_buffer(key.data(), key.size()));
 }
 
 template <typename T>

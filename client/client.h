@@ -48,8 +48,8 @@ namespace natter {
 
 struct ClientOptions {
   std::string server;      // frontd's endpoint
-  std::string server_key;  // frontd's CURVE public key, 64 hex digits or
-                           // 40 of Z85; empty: no CURVE
+  std::string server_key;  // frontd's CURVE public key, 40 characters of
+                           // Z85 or 64 hex digits; empty: no CURVE
   std::string token;  // empty with a token_source: the first comes from it
   // Where fresh tokens come from (see token_source.h); empty: the token is
   // fixed, and the session ends with it.  Called from Connect and Poll.

@@ -26,6 +26,8 @@
 #include "client/json_events.h"
 #include "client/rpc.h"
 #include "client/token_source.h"
+#include "common/config.h"
+#include "common/curve.h"
 #include "common/daemon.h"
 #include "common/text.h"
 #include "common/validate.h"
@@ -175,18 +177,11 @@ Global ParseGlobal(int argc, char** argv) {
   if (!file.empty()) {
     std::ifstream in(file);
     if (!in) throw Exit{EX_CONFIG, file + ": cannot read the file"};
-    po::options_description keys;
-    for (const char* k : {"server", "server-key", "token", "token-file", "token-command",
-                          "device", "state-dir", "timeout"}) {
-      keys.add_options()(k, po::value<std::string>());
-    }
-    po::variables_map fv;
-    try {
-      po::store(po::parse_config_file(in, keys, false), fv);
-    } catch (const po::error& e) {
-      throw Exit{EX_CONFIG, file + ": " + e.what()};
-    }
-    for (const auto& [k, v] : fv) conf[k] = v.as<std::string>();
+    Status s = ParseConfigFile(in, file,
+                               {"server", "server-key", "token", "token-file", "token-command",
+                                "device", "state-dir", "timeout"},
+                               &conf);
+    if (!s.ok()) throw Exit{EX_CONFIG, s.message()};
   }
   auto pick = [&](const std::string& flag, const char* key,
                   const char* env) -> std::string {
@@ -199,6 +194,11 @@ Global ParseGlobal(int argc, char** argv) {
   };
   g.client.server = pick(server, "server", "NATTER_SERVER");
   g.client.server_key = pick(server_key, "server-key", nullptr);
+  if (CurveKey key; !g.client.server_key.empty() && !ParseCurveKey(g.client.server_key, &key)) {
+    throw Exit{server_key.empty() ? EX_CONFIG : EX_USAGE,
+               (server_key.empty() ? file + ": server-key" : std::string("-k")) +
+                   ": not a CURVE key (" + kCurveKeyForms + ")"};
+  }
   g.client.device = pick(device, "device", nullptr);
   if (g.client.device.empty()) g.client.device = "default";
   g.client.state_dir = pick(state_dir, "state-dir", nullptr);

@@ -15,6 +15,13 @@ namespace {
 
 const char kDefaultConfig[] = "/etc/natter/natter.conf";
 
+std::string TrimBlanks(const std::string& s) {
+  const char* kBlanks = " \t\r";
+  size_t begin = s.find_first_not_of(kBlanks);
+  if (begin == std::string::npos) return std::string();
+  return s.substr(begin, s.find_last_not_of(kBlanks) + 1 - begin);
+}
+
 bool InSection(const OptionSpec& o, const std::string& section) {
   return section == o.section || std::string("cell") == o.section;
 }
@@ -45,6 +52,33 @@ po::options_description KeyOptions(const std::string& section) {
 }
 
 }  // namespace
+
+Status ParseConfigFile(std::istream& in, const std::string& name,
+                       const std::set<std::string>& known,
+                       std::map<std::string, std::string>* out) {
+  std::string section, raw;
+  for (int number = 1; std::getline(in, raw); ++number) {
+    auto error = [&](const std::string& what) {
+      return Status(ErrorCode::kBadRequest,
+                    name + ":" + std::to_string(number) + ": " + what);
+    };
+    std::string line = TrimBlanks(raw);
+    if (line.empty() || line[0] == '#') continue;
+    if (line[0] == '[' && line.back() == ']') {
+      section = TrimBlanks(line.substr(1, line.size() - 2));
+      continue;
+    }
+    size_t eq = line.find('=');
+    std::string key = eq == std::string::npos ? "" : TrimBlanks(line.substr(0, eq));
+    if (key.empty()) return error("not a [section], a key = value or a # comment");
+    if (!section.empty()) key = section + "." + key;
+    if (!known.count(key)) return error("unknown key " + key);
+    if (!out->emplace(key, TrimBlanks(line.substr(eq + 1))).second) {
+      return error(key + " is given twice");
+    }
+  }
+  return Status::Ok();
+}
 
 std::string Config::Usage(const std::string& program,
                           const std::string& section) {
@@ -81,21 +115,15 @@ Status Config::Load(const std::string& section, int argc, char** argv,
 
   // The file: every section's keys are known, so a misspelt key anywhere is
   // found by every daemon.
-  po::options_description file_keys;
+  std::set<std::string> file_keys;
   for (const OptionSpec& o : kOptions) {
-    file_keys.add_options()(
-        (std::string(o.section) + "." + o.name).c_str(),
-        po::value<std::string>());
+    file_keys.insert(std::string(o.section) + "." + o.name);
   }
-  po::variables_map file_values;
+  std::map<std::string, std::string> file_values;
   std::ifstream in(flags->config_path);
   if (in) {
-    try {
-      po::store(po::parse_config_file(in, file_keys, false), file_values);
-    } catch (const po::error& e) {
-      return Status(ErrorCode::kBadRequest,
-                    flags->config_path + ": " + e.what());
-    }
+    Status s = ParseConfigFile(in, flags->config_path, file_keys, &file_values);
+    if (!s.ok()) return s;
   } else if (explicit_path) {
     return Status(ErrorCode::kBadRequest,
                   flags->config_path + ": cannot read the file");
@@ -107,9 +135,8 @@ Status Config::Load(const std::string& section, int argc, char** argv,
     if (!InSection(o, section)) continue;
     std::string value = o.default_value;
     std::string file_key = std::string(o.section) + "." + o.name;
-    if (file_values.count(file_key)) {
-      value = file_values[file_key].as<std::string>();
-    }
+    auto in_file = file_values.find(file_key);
+    if (in_file != file_values.end()) value = in_file->second;
     if (flag_values.count(o.name)) value = flag_values[o.name].as<std::string>();
     config->values_[o.name] = value;
   }

@@ -9,7 +9,9 @@
 #define NATTER_COMMON_CONFIG_H_
 
 #include <cstdint>
+#include <istream>
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -35,6 +37,17 @@ struct DaemonFlags {
   std::string log_level = "info";
   bool help = false;
 };
+
+// Reads a file of "key = value" lines under "[section]" lines, the form of
+// natter.conf and of natter(1)'s client.conf, into out: "section.key"
+// (plain "key" before any section) -> value.  A line whose first non-blank
+// character is '#' is a comment; a '#' anywhere else belongs to the value,
+// as a Z85 key may hold one (curve.h).  A key not in known, a key given
+// twice and a line of no such form are errors; the message starts with
+// "name:LINE:".
+Status ParseConfigFile(std::istream& in, const std::string& name,
+                       const std::set<std::string>& known,
+                       std::map<std::string, std::string>* out);
 
 class Config {
  public:

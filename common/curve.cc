@@ -12,17 +12,32 @@
 
 namespace natter {
 
+namespace {
+
+constexpr size_t kZ85Length = 40;
+constexpr size_t kHexLength = 64;
+
+}  // namespace
+
+const char kCurveKeyForms[] = "40 characters of Z85 or 64 hex digits";
+
 bool ParseCurveKey(const std::string& text, CurveKey* out) {
-  if (text.size() == 40) {
+  if (text.size() == kZ85Length) {
     return zmq_z85_decode(out->data(), text.c_str()) != nullptr;
   }
-  if (text.size() == 64) {
+  if (text.size() == kHexLength) {
     size_t len = 0;
     return sodium_hex2bin(out->data(), out->size(), text.data(), text.size(),
                           nullptr, &len, nullptr) == 0 &&
            len == 32;
   }
   return false;
+}
+
+std::string CurveKeyZ85(const CurveKey& key) {
+  char text[kZ85Length + 1];
+  zmq_z85_encode(text, key.data(), key.size());
+  return text;
 }
 
 std::string CurveKeyHex(const CurveKey& key) { return ToHex(key.data(), key.size()); }
@@ -33,7 +48,8 @@ Status ReadCurveKey(const std::string& path, CurveKey* out) {
     return Status(ErrorCode::kBadRequest, path + ": cannot read the key");
   }
   if (!ParseCurveKey(line, out)) {
-    return Status(ErrorCode::kBadRequest, path + ": not a CURVE key (Z85 or hex)");
+    return Status(ErrorCode::kBadRequest,
+                  path + ": not a CURVE key (" + kCurveKeyForms + ")");
   }
   return Status::Ok();
 }
@@ -53,19 +69,20 @@ Status WriteCurveKeyPair(const std::string& dir, const std::string& name,
 
 Status ParseEndpoint(const std::string& text, Endpoint* out) {
   *out = Endpoint();
-  size_t at = text.rfind('@');
-  if (at == std::string::npos) {
-    out->address = text;
-    return Status::Ok();
+  out->address = text;
+  if (text.find('@') == std::string::npos) return Status::Ok();
+  // Hex holds no '@', so the two forms cannot be taken for each other.
+  for (size_t length : {kHexLength, kZ85Length}) {
+    if (text.size() <= length) continue;
+    size_t at = text.size() - length - 1;
+    if (text[at] == '@' && ParseCurveKey(text.substr(at + 1), &out->server_key)) {
+      out->address = text.substr(0, at);
+      out->has_key = true;
+      return Status::Ok();
+    }
   }
-  out->address = text.substr(0, at);
-  std::string key = text.substr(at + 1);
-  if (key.size() != 64 || !ParseCurveKey(key, &out->server_key)) {
-    return Status(ErrorCode::kBadRequest,
-                  text + ": the server key after '@' must be 64 hex digits");
-  }
-  out->has_key = true;
-  return Status::Ok();
+  return Status(ErrorCode::kBadRequest,
+                text + ": the server key after '@' must be " + kCurveKeyForms);
 }
 
 Status LoadCurveIdentity(const std::string& secret_key_file, CurveIdentity* out) {

@@ -1,10 +1,15 @@
 // CurveZMQ for natter's sockets: key files, endpoints that name their
 // server's key, and the ZAP handler that decides who may connect.
 //
-// Key files hold one line: a 40-character Z85 key (NAME.key, the secret,
-// mode 0600; NAME.pub, the public) or 64 hex digits.  A connecting socket
-// learns its server's public key from the endpoint: "tcp://host:7421@HEX"
-// (64 hex digits after the last '@').
+// A key is written in one of two forms wherever natter reads one (key
+// files, endpoints, natter's -k and server-key): 40 characters of Z85,
+// ZeroMQ's own text form (what zmq_curve_keypair and natterctl write), or
+// 64 hex digits.  Key files hold one line: NAME.key, the secret (mode
+// 0600), and NAME.pub, the public.  A connecting socket learns its
+// server's public key from the endpoint: "tcp://host:7421@KEY".  Z85's
+// alphabet holds '@' (and '#', which is why config files take a comment
+// only at the start of a line), so the key is told by its length at the end
+// of the endpoint, not by the last '@'.
 //
 // Every binding socket of a daemon with a key is a CURVE server (but
 // frontd's socket for clients, which speaks CURVE itself: daemons/frontd/
@@ -64,8 +69,12 @@ using PeerKeys = std::map<CurveKey, std::set<PeerRole>>;
 // no role, is an error.
 Status LoadPeerKeys(const std::string& dir, PeerKeys* out);
 
+// The two forms of a key's text, for error messages: "40 characters of Z85
+// or 64 hex digits".
+extern const char kCurveKeyForms[];
 // Parses 40 characters of Z85 or 64 hex digits.
 bool ParseCurveKey(const std::string& text, CurveKey* out);
+std::string CurveKeyZ85(const CurveKey& key);
 std::string CurveKeyHex(const CurveKey& key);
 // Reads a key file (the first line).
 Status ReadCurveKey(const std::string& path, CurveKey* out);
@@ -73,7 +82,11 @@ Status ReadCurveKey(const std::string& path, CurveKey* out);
 Status WriteCurveKeyPair(const std::string& dir, const std::string& name,
                          CurveKey* public_key);
 
-// "tcp://h:1@HEX" -> endpoint and key; an endpoint without '@' has no key.
+// "tcp://h:1@KEY" -> endpoint and key; an endpoint without '@' has no key.
+// KEY is the last 40 (Z85) or 64 (hex) characters, after an '@' that ends
+// the address: "ipc:///run/a@b.sock@" followed by a Z85 key that holds '@'
+// itself is the address "ipc:///run/a@b.sock" and that key.  An '@' with
+// neither form after it is an error.
 struct Endpoint {
   std::string address;
   bool has_key = false;

@@ -85,7 +85,7 @@ EOF
   "$bin/natter" -c "$root/cell/client.conf" -t "$token" --timeout 20 send 2 "through init scripts" \
     >/dev/null || fail "a message through the cell the init scripts started was not processed"
   # natterctl status with the control socket named: a cell it did not start.
-  key=$(sed -n 's/^routed = .*@//p' "$root/cell/natter.conf")
+  key=$(cat "$root/cell/keys/routed.pub")
   "$bin/natterctl" status --dir "$root/cell" --json "ipc://$root/cell/run/routed.control@$key" \
     >"$root/status.json" || fail "natterctl status of routed's control socket failed"
   grep -q natter_routed_requests_total "$root/status.json" || fail "no routed metrics in status"

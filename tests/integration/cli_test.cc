@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -11,7 +12,9 @@
 #include <unistd.h>
 
 #include <nlohmann/json.hpp>
+#include <zmq.h>
 
+#include "common/curve.h"
 #include "common/ids.h"
 #include "common/token.h"
 #include "tests/integration/devices.h"
@@ -31,10 +34,7 @@ Result Run(const TempDir& scratch, const std::string& command) {
   std::string err_path = scratch.path() + "/stderr";
   Result r;
   r.code = RunCommand(command + " 2>" + err_path, &r.out);
-  std::ifstream in(err_path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  r.err = ss.str();
+  r.err = ReadAll(err_path);
   return r;
 }
 
@@ -179,9 +179,133 @@ TEST_CASE("natterctl keygen makes a key whose name gives its role, and refuses a
     Result r = Run(scratch, ctl + "keygen --dir " + dir.path() + " --name " + name);
     CHECK(r.code == 0);
     CHECK(Lines(r.out) == 1);
+    std::string pub;
+    REQUIRE(ReadFirstLine(dir.path() + "/keys/" + name + ".pub", &pub));
+    CHECK(r.out == pub + "\n");  // Z85, as endpoints name it
     struct stat st;
     CHECK(::stat((dir.path() + "/keys/peers/" + name + ".pub").c_str(), &st) == 0);
   }
+}
+
+namespace {
+
+// Replaces every from in the file at path with to.
+void ReplaceInFile(const std::string& path, const std::string& from, const std::string& to) {
+  std::string text = ReadAll(path);
+  for (size_t at = text.find(from); at != std::string::npos;
+       at = text.find(from, at + to.size())) {
+    text.replace(at, from.size(), to);
+  }
+  std::ofstream(path) << text;
+}
+
+// The daemons' keys in a cell made by natterctl init.
+const char* const kDaemonKeys[] = {"frontd", "routed", "stored", "notifyd"};
+
+std::string PublicKey(const std::string& dir, const std::string& name) {
+  std::string line;
+  ReadFirstLine(dir + "/keys/" + name + ".pub", &line);
+  return line;
+}
+
+}  // namespace
+
+TEST_CASE("natterctl init writes CURVE keys in Z85; a cell whose keys hold '@' and '#' serves") {
+  auto [alice, bob] = TwoUsers(2);
+  TestCell cell(2, "", [](const std::string& dir) {
+    std::string conf = ReadAll(dir + "/natter.conf");
+    std::string stored = PublicKey(dir, "stored"), routed = PublicKey(dir, "routed"),
+                notifyd = PublicKey(dir, "notifyd");
+    CHECK(stored.size() == 40);
+    CHECK(conf.find("/run/stored-0.sock@" + stored + " ") != std::string::npos);
+    CHECK(conf.find("/run/stored-1.sock@" + stored + "\n") != std::string::npos);
+    CHECK(conf.find("/run/routed.sock@" + routed + "\n") != std::string::npos);
+    CHECK(conf.find("/run/notifyd-in.sock@" + notifyd + "\n") != std::string::npos);
+    CHECK(conf.find("/run/notifyd-out.sock@" + notifyd + "\n") != std::string::npos);
+    CHECK(ReadAll(dir + "/client.conf").find("\nserver-key = " + PublicKey(dir, "frontd") +
+                                              "\n") != std::string::npos);
+    // Every daemon's key made again until it holds both characters a
+    // config file or an endpoint could take for something else.
+    for (const char* name : kDaemonKeys) {
+      char pub[41], sec[41];
+      do {
+        REQUIRE(zmq_curve_keypair(pub, sec) == 0);
+      } while (std::strchr(pub, '@') == nullptr || std::strchr(pub, '#') == nullptr);
+      std::string old = PublicKey(dir, name);
+      std::ofstream(dir + "/keys/" + name + ".key") << sec << "\n";
+      std::ofstream(dir + "/keys/" + name + ".pub") << pub << "\n";
+      std::ofstream(dir + "/keys/peers/" + name + ".pub") << pub << "\n";
+      ReplaceInFile(dir + "/natter.conf", old, pub);
+      ReplaceInFile(dir + "/client.conf", old, pub);
+    }
+  }, nullptr);
+  TempDir scratch;
+  std::string to = " send " + std::to_string(bob.value) + " ";
+  REQUIRE(Run(scratch, cell.NatterArgs(bob.value) + " --device cli listen --for 1").code == 0);
+
+  // client.conf's server-key, with its '#'.
+  Result sent = Run(scratch, cell.NatterArgs(alice.value) + to + "from client.conf");
+  INFO(sent.err);
+  CHECK(sent.code == 0);
+  // -k in either form, without a config file.
+  std::string frontd = PublicKey(cell.dir(), "frontd");
+  CurveKey key;
+  REQUIRE(ParseCurveKey(frontd, &key));
+  std::string args = "XDG_CONFIG_HOME=" + scratch.path() + " " + BinPath("natter") +
+                     " -s ipc://" + cell.dir() + "/run/frontd.sock --state-dir " + cell.dir() +
+                     "/cli-state -t " + cell.Token(alice.value);
+  for (const std::string& k : {frontd, CurveKeyHex(key)}) {
+    Result r = Run(scratch, args + " -k '" + k + "'" + to + "given the key");
+    INFO(k << ": " << r.err);
+    CHECK(r.code == 0);
+  }
+  Result got = Run(scratch, cell.NatterArgs(bob.value) +
+                                " --device cli --json listen --count 3 --for 20");
+  INFO(got.err);
+  CHECK(got.code == 0);
+  CHECK(Lines(got.out) == 3);
+
+  // A key in neither form: a usage error from -k, a config error from the
+  // file, naming both forms.
+  Result bad = Run(scratch, args + " -k '" + frontd.substr(1) + "'" + to + "hi");
+  CHECK(bad.code == 64);
+  CHECK(Lines(bad.err) == 1);
+  CHECK(bad.err.find("40 characters of Z85 or 64 hex digits") != std::string::npos);
+  std::ofstream(scratch.path() + "/bad.conf") << "# no key\nserver-key = " << frontd.substr(1)
+                                              << "\n";
+  bad = Run(scratch, args + " -c " + scratch.path() + "/bad.conf" + to + "hi");
+  CHECK(bad.code == 78);
+  CHECK(Lines(bad.err) == 1);
+  CHECK(bad.err.find("bad.conf: server-key") != std::string::npos);
+
+  // natterctl reaches each control socket with its daemon's key.
+  CHECK_NOTHROW(CellStatus(cell));
+}
+
+TEST_CASE("a cell whose config names its keys in hex, as natterctl init wrote them before, serves") {
+  auto [alice, bob] = TwoUsers(2);
+  TestCell cell(2, "", [](const std::string& dir) {
+    for (const char* name : kDaemonKeys) {
+      std::string z85 = PublicKey(dir, name);
+      CurveKey key;
+      REQUIRE(ParseCurveKey(z85, &key));
+      ReplaceInFile(dir + "/natter.conf", "@" + z85, "@" + CurveKeyHex(key));
+      ReplaceInFile(dir + "/client.conf", "= " + z85, "= " + CurveKeyHex(key));
+    }
+  }, nullptr);
+  CurveKey stored, frontd;
+  REQUIRE(ParseCurveKey(PublicKey(cell.dir(), "stored"), &stored));
+  REQUIRE(ParseCurveKey(PublicKey(cell.dir(), "frontd"), &frontd));
+  CHECK(ReadAll(cell.dir() + "/natter.conf").find("/run/stored-1.sock@" + CurveKeyHex(stored) +
+                                                   "\n") != std::string::npos);
+  CHECK(ReadAll(cell.dir() + "/client.conf").find("server-key = " + CurveKeyHex(frontd) +
+                                                   "\n") != std::string::npos);
+  TempDir scratch;
+  Result sent = Run(scratch, cell.NatterArgs(alice.value) + " send " +
+                                 std::to_string(bob.value) + " to an old cell");
+  INFO(sent.err);
+  CHECK(sent.code == 0);
+  CHECK_NOTHROW(CellStatus(cell));
 }
 
 TEST_CASE("natterctl token refuses a --ttl past its maximum or one that would overflow") {

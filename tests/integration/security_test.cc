@@ -33,13 +33,6 @@ std::string ReadLine(const std::string& path) {
   return line;
 }
 
-std::string ReadAll(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 // A CURVE key pair, Z85.
 struct KeyPair {
   std::string secret;

@@ -20,6 +20,9 @@ std::string BinPath(const std::string& program);
 // Runs a command line through sh; returns the exit status and stdout.
 int RunCommand(const std::string& command, std::string* out = nullptr);
 
+// The whole of a file; empty if it cannot be read.
+std::string ReadAll(const std::string& path);
+
 class TestCell {
  public:
   // extra_conf is appended to the cell's natter.conf before it starts;

@@ -22,13 +22,6 @@ std::string TopologyScript() {
   return "NATTER_BIN=" + bin + " sh " + bin + "/../tools/topology/natter-topology";
 }
 
-std::string ReadAll(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 std::string Trim(std::string s) {
   while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
   return s;
@@ -72,7 +65,8 @@ TEST_CASE("a cell across hosts: two of each daemon, three shards, tcp:// with CU
     front[i] = Trim(front[i]);
   }
   std::string client_conf = ReadAll(dir + "/client.conf");
-  std::string key = client_conf.substr(client_conf.find("server-key = ") + 13, 64);
+  size_t key_at = client_conf.find("server-key = ") + 13;
+  std::string key = client_conf.substr(key_at, client_conf.find('\n', key_at) - key_at);
   auto open = [&](UserId user, int frontd, const std::string& device) {
     std::string token;
     REQUIRE(RunCommand(BinPath("natterctl") + " token --dir " + dir + " --user " +

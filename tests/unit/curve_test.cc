@@ -95,3 +95,79 @@ TEST_CASE("a peer-keys folder gives each key the roles of its names; a name with
   CHECK(s.message().find("no role") != std::string::npos);
   CHECK(keys.size() == 3);  // untouched
 }
+
+namespace {
+
+// A Z85 key that holds both '@' (the endpoint's separator) and '#' (a
+// comment in config files), and the same key in hex.
+const std::string kZ85 = "@#000abcdefghijABCDEFGHIJ.-:+=0123456#@0";
+
+std::string HexOf(const std::string& z85) {
+  CurveKey key;
+  REQUIRE(zmq_z85_decode(key.data(), z85.c_str()) != nullptr);
+  return CurveKeyHex(key);
+}
+
+}  // namespace
+
+TEST_CASE("an endpoint's server key is 40 characters of Z85 or 64 hex digits, told by its length") {
+  CurveKey want;
+  REQUIRE(zmq_z85_decode(want.data(), kZ85.c_str()) != nullptr);
+  const std::string hex = HexOf(kZ85);
+
+  Endpoint ep;
+  SECTION("Z85 holding '@' and '#'") {
+    REQUIRE(ParseEndpoint("tcp://10.0.0.5:7421@" + kZ85, &ep).ok());
+    CHECK(ep.address == "tcp://10.0.0.5:7421");
+    CHECK(ep.has_key);
+    CHECK(ep.server_key == want);
+  }
+  SECTION("an address that holds '@' itself") {
+    REQUIRE(ParseEndpoint("ipc:///run/natter@2/s.sock@" + kZ85, &ep).ok());
+    CHECK(ep.address == "ipc:///run/natter@2/s.sock");
+    CHECK(ep.server_key == want);
+    REQUIRE(ParseEndpoint("ipc:///run/natter@2/s.sock@" + hex, &ep).ok());
+    CHECK(ep.address == "ipc:///run/natter@2/s.sock");
+    CHECK(ep.server_key == want);
+  }
+  SECTION("hex, as natterctl wrote it before") {
+    REQUIRE(ParseEndpoint("tcp://10.0.0.5:7421@" + hex, &ep).ok());
+    CHECK(ep.address == "tcp://10.0.0.5:7421");
+    CHECK(ep.server_key == want);
+  }
+  SECTION("no '@', no key") {
+    REQUIRE(ParseEndpoint("ipc:///run/natter/s.sock", &ep).ok());
+    CHECK(ep.address == "ipc:///run/natter/s.sock");
+    CHECK_FALSE(ep.has_key);
+  }
+  SECTION("the address to bind leaves the key out") {
+    CHECK(BindAddress("tcp://*:7421@" + kZ85) == "tcp://*:7421");
+    CHECK(BindAddress("tcp://*:7421@" + hex) == "tcp://*:7421");
+  }
+  SECTION("anything else after an '@' is refused, naming both forms") {
+    for (const std::string& key :
+         {std::string(), kZ85.substr(1), kZ85 + "0", hex.substr(1), hex + "0",
+          kZ85.substr(0, 39) + "~", kZ85.substr(0, 39) + " ", hex.substr(0, 63) + "g",
+          std::string(40, '%')}) {
+      INFO(key);
+      Status s = ParseEndpoint("tcp://10.0.0.5:7421@" + key, &ep);
+      CHECK_FALSE(s.ok());
+      CHECK(s.message().find("40 characters of Z85 or 64 hex digits") != std::string::npos);
+    }
+  }
+}
+
+TEST_CASE("a key file holds Z85 or hex; anything else is refused, naming both forms") {
+  TempDir dir;
+  CurveKey z85_key, hex_key;
+  std::ofstream(dir.path() + "/z85.pub") << kZ85 << "\n";
+  std::ofstream(dir.path() + "/hex.pub") << HexOf(kZ85) << "\n";
+  REQUIRE(ReadCurveKey(dir.path() + "/z85.pub", &z85_key).ok());
+  REQUIRE(ReadCurveKey(dir.path() + "/hex.pub", &hex_key).ok());
+  CHECK(z85_key == hex_key);
+
+  std::ofstream(dir.path() + "/short.pub") << kZ85.substr(1) << "\n";
+  Status s = ReadCurveKey(dir.path() + "/short.pub", &z85_key);
+  CHECK_FALSE(s.ok());
+  CHECK(s.message().find("40 characters of Z85 or 64 hex digits") != std::string::npos);
+}

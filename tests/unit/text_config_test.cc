@@ -191,6 +191,34 @@ TEST_CASE("an unknown key anywhere in the file is an error") {
   CHECK(s.message().find("lisen") != std::string::npos);
 }
 
+TEST_CASE("a comment is a line that starts with '#'; a '#' in a value is part of it") {
+  // A Z85 key holding '#' and '@' (curve.h).
+  const std::string key = "@#000abcdefghijABCDEFGHIJ.-:+=0123456#@0";
+  Config c;
+  bool usage = true;
+  REQUIRE(LoadWith("stored",
+                   "# natter.conf\n[cell]\n  # shards = ipc://commented\n"
+                   "shards = ipc://a@" + key + " ipc://b@" + key + "\n"
+                   "\t# another comment\n[stored]\ndata-dir = /var/lib/natter#2\n",
+                   {}, &c, &usage)
+              .ok());
+  CHECK(c.GetList("shards") ==
+        std::vector<std::string>{"ipc://a@" + key, "ipc://b@" + key});
+  CHECK(c.Get("data-dir") == "/var/lib/natter#2");
+}
+
+TEST_CASE("a config line that is no key = value, or a key given twice, is an error naming the line") {
+  Config c;
+  bool usage = true;
+  Status s = LoadWith("stored", "[stored]\n# a comment\nshard\n", {}, &c, &usage);
+  CHECK_FALSE(s.ok());
+  CHECK_FALSE(usage);
+  CHECK(s.message().find("natter.conf:3: ") != std::string::npos);
+  s = LoadWith("stored", "[stored]\nshard = 1\nshard = 2\n", {}, &c, &usage);
+  CHECK_FALSE(s.ok());
+  CHECK(s.message().find("natter.conf:3: stored.shard is given twice") != std::string::npos);
+}
+
 TEST_CASE("an unknown flag is a usage error") {
   Config c;
   bool usage = false;

@@ -99,7 +99,7 @@ Status InitCell(const std::string& dir_in, const std::string& listen,
     if (!s.ok()) return s;
   }
   auto with_key = [&](const std::string& endpoint, const char* name) {
-    return endpoint + "@" + CurveKeyHex(pub[name]);
+    return endpoint + "@" + CurveKeyZ85(pub[name]);
   };
 
   std::ostringstream conf;
@@ -129,7 +129,7 @@ Status InitCell(const std::string& dir_in, const std::string& listen,
   std::ostringstream client;
   client << "# natter(1) options for the local cell in " << cell.dir << ".\n"
          << "server = " << ClientEndpoint(listen) << "\n"
-         << "server-key = " << CurveKeyHex(pub["frontd"]) << "\n";
+         << "server-key = " << CurveKeyZ85(pub["frontd"]) << "\n";
   return WriteNewFile(cell.ClientConf(), client.str(), 0644);
 }
 

@@ -201,7 +201,7 @@ std::string ControlEndpoint(const CellPaths& cell, const std::string& name) {
   CurveKey pub;
   std::string key_name = name.rfind("stored-", 0) == 0 ? "stored" : name;
   if (!ReadCurveKey(cell.dir + "/keys/" + key_name + ".pub", &pub).ok()) return endpoint;
-  return endpoint + "@" + CurveKeyHex(pub);
+  return endpoint + "@" + CurveKeyZ85(pub);
 }
 
 // natterctl's own key for the control sockets: --key, or the cell's
@@ -295,7 +295,7 @@ int StatusCommand(const Args& a) {
   if (!a.words.empty()) {
     // Control sockets named on the command line (a cell across hosts).
     std::vector<std::pair<std::string, std::string>> daemons;
-    for (const std::string& ep : a.words) daemons.emplace_back(ep.substr(0, ep.find('@')), ep);
+    for (const std::string& ep : a.words) daemons.emplace_back(BindAddress(ep), ep);
     bool all = ShowMetrics(daemons, AdminIdentity(cell, a.key), a.json, &out);
     if (a.json) std::cout << out.dump() << "\n";
     return all ? EX_OK : EX_UNAVAILABLE;
@@ -486,7 +486,7 @@ int Keygen(const Args& a) {
             << ".key made; its public key is listed in " << cell.PeerKeys()
             << "; copy " << a.name << ".pub, under this name (it gives the key its role), into the"
             << " peer-keys folder of every host of the cell and run natterctl reload there\n";
-  std::cout << CurveKeyHex(pub) << "\n";
+  std::cout << CurveKeyZ85(pub) << "\n";
   return EX_OK;
 }
 
