@@ -5,7 +5,8 @@
 #   make run        make deps, build, and start a local cell in ./natter-cell
 #   make deps       install the missing Debian packages (as root, where apt
 #                   is), or check for the libraries and name what is missing
-#   make lint       the man pages (mandoc)
+#   make lint       the man pages (mandoc) and the C++ formatting (clang-format)
+#   make format     format the C++ sources and headers as .clang-format says
 #   make fuzz, bench, install, install-service, uninstall, clean
 #
 # Every core is used (-j as many as nproc) unless the command line or
@@ -97,7 +98,7 @@ MAN_PAGES  := $(wildcard man/*.[1-8])
 
 obj = $(patsubst %.cc,$(BUILD)/%.o,$(1))
 
-.PHONY: all deps deps-apt deps-probe run check test lint fuzz bench \
+.PHONY: all deps deps-apt deps-probe run check test lint format fuzz bench \
         install install-service uninstall clean
 # A failed command leaves no half-written file.  The daemons' main.o are
 # kept: deleted as intermediate files, the next make compiled and linked
@@ -244,8 +245,19 @@ bench: deps
 	tools/bench/standard $(BIN)/natter-bench > $(BENCH_OUT)
 	@echo "results in $(BENCH_OUT)"
 
+# Every C++ source and header, for make format and make lint; Debian's
+# clang-format 14 (another version may format a little differently).
+CLANG_FORMAT ?= clang-format
+CXX_FILES = $(shell find common daemons client tools tests -type f \( -name '*.h' -o -name '*.cc' \) | LC_ALL=C sort)
+
+format:
+	$(CLANG_FORMAT) -i $(CXX_FILES)
+
 lint:
 	mandoc -Tlint -Wwarning $(MAN_PAGES)
+	@echo '$(CLANG_FORMAT) --dry-run --Werror (every .h and .cc)'
+	@$(CLANG_FORMAT) --dry-run --Werror $(CXX_FILES) || \
+	  { echo "make lint: the code differs from .clang-format; 'make format' formats it" >&2; exit 1; }
 
 # Paths written into the units and init scripts.
 SUBST = sed -e 's|@SBINDIR@|$(SBINDIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g'
