@@ -16,7 +16,8 @@
 # the flags the build needs are in NATTER_CXXFLAGS and NATTER_CPPFLAGS and
 # are always used, so `make CXXFLAGS=-O0` still compiles C++17 with every
 # warning an error.  SANITIZE=1 builds with AddressSanitizer and
-# UndefinedBehaviorSanitizer in build-san/ and bin-san/.
+# UndefinedBehaviorSanitizer in build-san/ and bin-san/ (CXXFLAGS there
+# defaults to -O1 -g).
 
 PREFIX     ?= /usr/local
 BINDIR     ?= $(PREFIX)/bin
