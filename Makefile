@@ -1,4 +1,23 @@
-# natter — build, test and install.  GNU make; see README.md.
+# natter — build, test and install.  GNU make; see README.md (Building).
+#
+#   make            bin/: the daemons, natter, natterctl, natter-bench
+#   make check      make deps, then build and run every test (tests/run)
+#   make run        make deps, build, and start a local cell in ./natter-cell
+#   make deps       install the missing Debian packages (as root, where apt
+#                   is), or check for the libraries and name what is missing
+#   make lint       the man pages (mandoc) and the C++ formatting (clang-format)
+#   make format     format the C++ sources and headers as .clang-format says
+#   make fuzz, bench, install, install-service, uninstall, clean
+#
+# Every core is used (-j as many as nproc) unless the command line or
+# MAKEFLAGS gives a -j; `make -j1` builds one file at a time.
+#
+# CXXFLAGS (default -O2 -g), CPPFLAGS, LDFLAGS and LDLIBS are the user's:
+# the flags the build needs are in NATTER_CXXFLAGS and NATTER_CPPFLAGS and
+# are always used, so `make CXXFLAGS=-O0` still compiles C++17 with every
+# warning an error.  SANITIZE=1 builds with AddressSanitizer and
+# UndefinedBehaviorSanitizer in build-san/ and bin-san/ (CXXFLAGS there
+# defaults to -O1 -g).
 
 PREFIX     ?= /usr/local
 BINDIR     ?= $(PREFIX)/bin
@@ -9,55 +28,89 @@ UNITDIR    ?= $(PREFIX)/lib/systemd/system
 SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
 INITDIR    ?= $(SYSCONFDIR)/init.d
 
-CXX      ?= g++
-PKGS     := libzmq libsodium libedit
-CXXFLAGS ?= -O2 -g
-CXXFLAGS += -std=c++17 -Wall -Wextra -Werror -pthread
-CPPFLAGS += -I. -DMSGPACK_NO_BOOST -MMD -MP $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-LDLIBS   += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lleveldb -lboost_program_options -pthread
+# Parallel unless told otherwise.  GNU make 4.3 hides a command line's -j
+# from the makefile but lets it win over this one; MAKEFLAGS from the
+# environment is looked at directly.  Not with clean among several goals:
+# `make clean all` must clean first.
+ifeq ($(filter -j% --jobs%,$(MAKEFLAGS) $(shell printf '%s' "$$MAKEFLAGS")),)
+ifeq ($(filter clean,$(MAKECMDGOALS)),)
+MAKEFLAGS += -j$(shell nproc 2>/dev/null || getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1)
+endif
+endif
+
+CXX        ?= g++
+PKGS       := libzmq libsodium libedit
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+
+NATTER_CXXFLAGS := -std=c++17 -Wall -Wextra -Werror -pthread
+NATTER_CPPFLAGS := -I. -DMSGPACK_NO_BOOST
+NATTER_LDLIBS   := $(PKG_LIBS) -lleveldb -lboost_program_options
+DEPFLAGS        := -MMD -MP
 
 # make check SANITIZE=1: everything built with AddressSanitizer and
 # UndefinedBehaviorSanitizer, in folders of its own.
 ifeq ($(SANITIZE),1)
+CXXFLAGS ?= -O1 -g
 # GCC 12 warns falsely (maybe-uninitialized) inside libstdc++ under ASan.
-CXXFLAGS += -O1 -fsanitize=address,undefined -fno-sanitize-recover=undefined \
-            -fno-omit-frame-pointer -Wno-maybe-uninitialized
-LDFLAGS  += -fsanitize=address,undefined
+NATTER_CXXFLAGS += -fsanitize=address,undefined -fno-sanitize-recover=undefined \
+                   -fno-omit-frame-pointer -Wno-maybe-uninitialized
 BUILD    := build-san
 BIN      := bin-san
 else
+CXXFLAGS ?= -O2 -g
 BUILD    := build
 BIN      := bin
 endif
 
-# Debian packages the build and the tests need; `make deps` installs the
-# missing ones when run as root.
-DEB_PKGS := g++ make pkg-config libzmq3-dev cppzmq-dev libmsgpack-cxx-dev \
-            libleveldb-dev libsodium-dev libboost-program-options-dev catch2 \
-            nlohmann-json3-dev libedit-dev mandoc clang libclang-rt-14-dev \
-            systemd iproute2 tmux
+# The user's flags come after the build's, so they can add to them.
+compile = $(CXX) $(NATTER_CPPFLAGS) $(CPPFLAGS) $(PKG_CFLAGS) $(DEPFLAGS) $(NATTER_CXXFLAGS) $(CXXFLAGS)
+link    = $(CXX) $(NATTER_CXXFLAGS) $(CXXFLAGS) $(LDFLAGS)
+libs    = $(NATTER_LDLIBS) $(LDLIBS)
+
+# Debian packages the build and the tests need, and those only make fuzz
+# (clang) and make lint (clang-format) need.
+DEB_PKGS  := g++ make pkg-config libzmq3-dev cppzmq-dev libmsgpack-cxx-dev \
+             libleveldb-dev libsodium-dev libboost-program-options-dev catch2 \
+             nlohmann-json3-dev libedit-dev mandoc systemd iproute2 tmux
+DEB_TOOLS := clang libclang-rt-14-dev clang-format
+
+# Elsewhere: the headers of the libraries pkg-config does not know (or
+# that are headers only), and the commands the tests run.
+HEADERS   := zmq.hpp msgpack.hpp leveldb/db.h boost/program_options.hpp \
+             catch2/catch.hpp nlohmann/json.hpp
+TEST_CMDS := mandoc tmux systemd-analyze
 
 LIB   := $(BUILD)/libnatter.a
 CLIENTLIB := $(BUILD)/libnatterclient.a
 
 COMMON_SRC := $(wildcard common/*.cc)
-CLIENT_SRC := client/client.cc client/json_events.cc client/local_cell.cc \
-              client/chat.cc client/line_editor.cc client/rpc.cc client/token_source.cc
+CLIENT_SRC := $(filter-out client/natter_main.cc,$(wildcard client/*.cc))
 DAEMONS    := frontd routed stored notifyd
 PROGRAMS   := $(addprefix $(BIN)/natter-,$(DAEMONS)) $(BIN)/natter $(BIN)/natterctl $(BIN)/natter-bench
 
 UNIT_SRC   := $(wildcard tests/unit/*.cc)
 INTEG_SRC  := $(wildcard tests/integration/*.cc)
+# What the tests and natter-bench share (temporary folders, a local cell).
+TEST_SUPPORT_SRC := $(wildcard tests/support/*.cc)
 DAEMON_LIB_SRC := $(foreach d,$(DAEMONS),$(filter-out daemons/$(d)/main.cc,$(wildcard daemons/$(d)/*.cc)))
+
+MAN_PAGES  := $(wildcard man/*.[1-8])
 
 obj = $(patsubst %.cc,$(BUILD)/%.o,$(1))
 
-.PHONY: all deps run check test lint fuzz bench install install-service uninstall clean
+.PHONY: all deps deps-apt deps-probe run check test lint format fuzz bench \
+        install install-service uninstall clean
+# A failed command leaves no half-written file.  The daemons' main.o are
+# kept: deleted as intermediate files, the next make compiled and linked
+# them again.
+.DELETE_ON_ERROR:
+.SECONDARY: $(foreach d,$(DAEMONS),$(BUILD)/daemons/$(d)/main.o)
 all: $(PROGRAMS)
 
 $(BUILD)/%.o: %.cc
 	@mkdir -p $(dir $@)
-	$(CXX) $(CPPFLAGS) $(CXXFLAGS) -c $< -o $@
+	$(compile) -c $< -o $@
 
 $(LIB): $(call obj,$(COMMON_SRC))
 	@mkdir -p $(dir $@)
@@ -73,38 +126,75 @@ $(BUILD)/daemons.a: $(call obj,$(DAEMON_LIB_SRC))
 
 $(BIN)/natter-%: $(BUILD)/daemons/%/main.o $(BUILD)/daemons.a $(LIB)
 	@mkdir -p $(BIN)
-	$(CXX) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	$(link) -o $@ $^ $(libs)
 
 $(BIN)/natter: $(BUILD)/client/natter_main.o $(CLIENTLIB) $(LIB)
 	@mkdir -p $(BIN)
-	$(CXX) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	$(link) -o $@ $^ $(libs)
 
 $(BIN)/natterctl: $(call obj,$(wildcard tools/natterctl/*.cc)) $(LIB)
 	@mkdir -p $(BIN)
-	$(CXX) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	$(link) -o $@ $^ $(libs)
 
-$(BIN)/natter-bench: $(call obj,$(wildcard tools/bench/*.cc)) $(CLIENTLIB) $(LIB)
+$(BIN)/natter-bench: $(call obj,$(wildcard tools/bench/*.cc) $(TEST_SUPPORT_SRC)) $(CLIENTLIB) $(LIB)
 	@mkdir -p $(BIN)
-	$(CXX) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	$(link) -o $@ $^ $(libs)
 
-$(BUILD)/unit-tests: $(call obj,$(UNIT_SRC)) $(BUILD)/daemons.a $(CLIENTLIB) $(LIB)
-	$(CXX) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+$(BUILD)/unit-tests: $(call obj,$(UNIT_SRC) $(TEST_SUPPORT_SRC)) $(BUILD)/daemons.a $(CLIENTLIB) $(LIB)
+	$(link) -o $@ $^ $(libs)
 
-$(BUILD)/integration-tests: $(call obj,$(INTEG_SRC)) $(BUILD)/daemons.a $(CLIENTLIB) $(LIB)
-	$(CXX) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+$(BUILD)/integration-tests: $(call obj,$(INTEG_SRC) $(TEST_SUPPORT_SRC)) $(BUILD)/daemons.a $(CLIENTLIB) $(LIB)
+	$(link) -o $@ $^ $(libs)
 
-$(BUILD)/natter-chaos: $(call obj,tests/chaos/chaos.cc) $(CLIENTLIB) $(LIB)
-	$(CXX) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+$(BUILD)/natter-chaos: $(call obj,tests/chaos/chaos.cc $(TEST_SUPPORT_SRC)) $(CLIENTLIB) $(LIB)
+	$(link) -o $@ $^ $(libs)
 
-deps:
-	@missing=""; for p in $(DEB_PKGS); do \
+# Where apt-get and dpkg are (Debian and its kin), deps-apt installs what
+# is missing (as root; otherwise it names it); elsewhere deps-probe only
+# looks.  `make deps HAVE_APT=` takes the second way anywhere.
+HAVE_APT := $(shell command -v apt-get >/dev/null 2>&1 && command -v dpkg-query >/dev/null 2>&1 && echo yes)
+deps: $(if $(HAVE_APT),deps-apt,deps-probe)
+
+deps-apt:
+	@missing=""; optional=""; \
+	for p in $(DEB_PKGS); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || missing="$$missing $$p"; \
 	done; \
-	if [ -z "$$missing" ]; then exit 0; fi; \
-	if [ "$$(id -u)" != 0 ]; then \
-	  echo "make deps: missing Debian packages:$$missing (run 'make deps' as root)" >&2; exit 1; fi; \
-	echo "installing:$$missing"; \
-	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing
+	for p in $(DEB_TOOLS); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || optional="$$optional $$p"; \
+	done; \
+	if [ -z "$$missing$$optional" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ]; then \
+	  echo "make deps: installing$$missing$$optional"; \
+	  apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing $$optional; \
+	elif [ -n "$$missing" ]; then \
+	  echo "make deps: missing Debian packages:$$missing$$optional (run 'make deps' as root)" >&2; \
+	  exit 1; \
+	else \
+	  echo "make deps: make fuzz and make lint need:$$optional (run 'make deps' as root)" >&2; \
+	fi
+
+deps-probe:
+	@missing=""; \
+	for c in $(firstword $(CXX)) pkg-config; do \
+	  command -v $$c >/dev/null 2>&1 || missing="$$missing $$c"; \
+	done; \
+	if command -v pkg-config >/dev/null 2>&1; then \
+	  for m in $(PKGS); do pkg-config --exists $$m || missing="$$missing $$m"; done; \
+	fi; \
+	for h in $(HEADERS); do \
+	  echo "#include <$$h>" | $(CXX) $(NATTER_CPPFLAGS) $(CPPFLAGS) $(PKG_CFLAGS) \
+	    $(NATTER_CXXFLAGS) $(CXXFLAGS) -E -x c++ - >/dev/null 2>&1 || \
+	    missing="$$missing <$$h>"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "make deps: missing:$$missing (no apt-get here: install them with the system's package manager)" >&2; \
+	  exit 1; \
+	fi; \
+	absent=""; \
+	for c in $(TEST_CMDS); do command -v $$c >/dev/null 2>&1 || absent="$$absent $$c"; done; \
+	if [ -n "$$absent" ]; then echo "make deps: make check's tests need:$$absent" >&2; fi
 
 # Start a local cell in ./natter-cell (keys made on first run) and supervise it.
 run: deps
@@ -120,17 +210,18 @@ check: deps
 FUZZ_SECONDS ?= 30
 FUZZ_BUILD   := build-fuzz
 FUZZ_CXX     := clang++
-FUZZ_FLAGS   := -std=c++17 -g -O1 -fsanitize=address,undefined -fno-sanitize-recover=undefined
+FUZZ_FLAGS   := -std=c++17 -g -O1 -fsanitize=address,undefined -fno-sanitize-recover=undefined -pthread
 FUZZ_TARGETS := $(patsubst tests/fuzz/%.cc,%,$(wildcard tests/fuzz/fuzz_*.cc))
 FUZZ_LIB_SRC := $(COMMON_SRC) daemons/stored/store.cc daemons/stored/keys.cc \
                 daemons/frontd/zmtp.cc
 
 $(FUZZ_BUILD)/%.o: %.cc
 	@mkdir -p $(dir $@)
-	$(FUZZ_CXX) $(CPPFLAGS) $(FUZZ_FLAGS) -fsanitize=fuzzer-no-link -c $< -o $@
+	$(FUZZ_CXX) $(NATTER_CPPFLAGS) $(CPPFLAGS) $(PKG_CFLAGS) $(DEPFLAGS) $(FUZZ_FLAGS) \
+	  -fsanitize=fuzzer-no-link -c $< -o $@
 
 $(FUZZ_BUILD)/fuzz_%: $(FUZZ_BUILD)/tests/fuzz/fuzz_%.o $(patsubst %.cc,$(FUZZ_BUILD)/%.o,$(FUZZ_LIB_SRC))
-	$(FUZZ_CXX) $(FUZZ_FLAGS) -fsanitize=fuzzer -o $@ $^ $(LDLIBS)
+	$(FUZZ_CXX) $(FUZZ_FLAGS) -fsanitize=fuzzer $(LDFLAGS) -o $@ $^ $(libs)
 
 fuzz: deps
 	$(MAKE) $(addprefix $(FUZZ_BUILD)/,$(FUZZ_TARGETS))
@@ -155,8 +246,19 @@ bench: deps
 	tools/bench/standard $(BIN)/natter-bench > $(BENCH_OUT)
 	@echo "results in $(BENCH_OUT)"
 
+# Every C++ source and header, for make format and make lint; Debian's
+# clang-format 14 (another version may format a little differently).
+CLANG_FORMAT ?= clang-format
+CXX_FILES = $(shell find common daemons client tools tests -type f \( -name '*.h' -o -name '*.cc' \) | LC_ALL=C sort)
+
+format:
+	$(CLANG_FORMAT) -i $(CXX_FILES)
+
 lint:
-	mandoc -Tlint -Wwarning man/*.[1-8]
+	mandoc -Tlint -Wwarning $(MAN_PAGES)
+	@echo '$(CLANG_FORMAT) --dry-run --Werror (every .h and .cc)'
+	@$(CLANG_FORMAT) --dry-run --Werror $(CXX_FILES) || \
+	  { echo "make lint: the code differs from .clang-format; 'make format' formats it" >&2; exit 1; }
 
 # Paths written into the units and init scripts.
 SUBST = sed -e 's|@SBINDIR@|$(SBINDIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g'
@@ -167,8 +269,10 @@ install: all install-service
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(SBINDIR)
 	install -m 755 $(BIN)/natter $(BIN)/natter-bench $(DESTDIR)$(BINDIR)/
 	install -m 755 $(addprefix $(BIN)/natter-,$(DAEMONS)) $(BIN)/natterctl $(DESTDIR)$(SBINDIR)/
-	for s in 1 5 7 8; do install -d $(DESTDIR)$(MANDIR)/man$$s; \
-	  for f in man/*.$$s; do [ -e "$$f" ] && install -m 644 $$f $(DESTDIR)$(MANDIR)/man$$s/; done; done; true
+	for s in $(sort $(subst .,,$(suffix $(MAN_PAGES)))); do \
+	  install -d $(DESTDIR)$(MANDIR)/man$$s && \
+	  install -m 644 man/*.$$s $(DESTDIR)$(MANDIR)/man$$s/ || exit 1; \
+	done
 
 # The system's side: systemd units, the sysusers.d entry, SysV init
 # scripts, and the configuration (only where none is installed yet).
@@ -193,11 +297,11 @@ install-service:
 
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/natter $(DESTDIR)$(BINDIR)/natter-bench $(addprefix $(DESTDIR)$(SBINDIR)/natter-,$(DAEMONS)) $(DESTDIR)$(SBINDIR)/natterctl
-	for f in man/*.[1-8]; do rm -f $(DESTDIR)$(MANDIR)/man$${f##*.}/$${f#man/}; done
+	for f in $(MAN_PAGES); do rm -f $(DESTDIR)$(MANDIR)/man$${f##*.}/$${f#man/}; done
 	rm -f $(addprefix $(DESTDIR)$(UNITDIR)/,$(UNITS)) $(DESTDIR)$(SYSUSERSDIR)/natter.conf \
 	  $(addprefix $(DESTDIR)$(INITDIR)/,$(INIT_SCRIPTS))
 
 clean:
 	rm -rf build bin build-san bin-san $(FUZZ_BUILD)
 
--include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
+-include $(shell find $(BUILD) $(FUZZ_BUILD) -name '*.d' 2>/dev/null)
