@@ -222,7 +222,8 @@ int RunDaemon(int argc, char** argv, const DaemonSpec& spec) {
 
 int DaemonMain(int argc, char** argv, const DaemonSpec& spec) {
   // The border for what escapes the daemon's code before it serves: a
-  // mistake in the code, never a bad configuration (that is a Status).
+  // mistake in the code (Config::Get of an option options.cc does not
+  // declare throws std::logic_error), never a bad configuration.
   try {
     return RunDaemon(argc, argv, spec);
   } catch (const std::exception& e) {

@@ -91,7 +91,8 @@ Status ReadDaemonSettings(const DaemonSpec& spec, const Config& config,
 // Parses the flags and the config, makes the service with spec.make, runs
 // it; returns the exit code: EX_USAGE for a bad flag, EX_CONFIG for a bad
 // configuration, EX_UNAVAILABLE when the service cannot start, and
-// EX_SOFTWARE, with one line on stderr, for a mistake in the code.
+// EX_SOFTWARE, with one line on stderr, for a mistake in the code (such as
+// reading an option options.cc does not declare: Config::Get).
 int DaemonMain(int argc, char** argv, const DaemonSpec& spec);
 
 // The folder of the running program (where natterctl finds the daemons,
