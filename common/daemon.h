@@ -50,8 +50,17 @@ class Service {
 // daemon but through this.  Each daemon's Spec() makes its own, and its
 // main hands it to DaemonMain.
 struct DaemonSpec {
-  const char* program = "";  // "natter-stored": its usage and its log lines
-  const char* section = "";  // "stored": its keys in natter.conf
+  using MakeFn =
+      std::function<Status(const Config&, zmq::context_t&, std::unique_ptr<Service>*)>;
+  DaemonSpec(const char* program, const char* section, MakeFn make)
+      : program(program), section(section), make(std::move(make)) {}
+
+  const char* program;  // "natter-stored": its usage and its log lines
+  const char* section;  // "stored": its keys in natter.conf
+  // Makes the service from the configuration, checking everything Start
+  // will need (so -n, which stops here, checks what a start would).  An
+  // error is a bad configuration (EX_CONFIG, the message on stderr).
+  MakeFn make;
   // Its name on the control socket (natterctl status) and in the log's
   // ready line: "frontd", "stored-2".  Null: the section.
   std::function<std::string(const Config&)> name;
@@ -59,11 +68,6 @@ struct DaemonSpec {
   // cell's connections and the control socket (frontd's, for its
   // clients).  An error is a bad configuration.  Null: none.
   std::function<Status(const Config&, int* threads)> extra_io_threads;
-  // Makes the service from the configuration, checking everything Start
-  // will need (so -n, which stops here, checks what a start would).  An
-  // error is a bad configuration (EX_CONFIG, the message on stderr).
-  std::function<Status(const Config&, zmq::context_t&, std::unique_ptr<Service>*)>
-      make;
 };
 
 // DaemonSpec::make for a service class T that has

@@ -46,11 +46,8 @@ uint64_t NowSeconds() { return static_cast<uint64_t>(std::time(nullptr)); }
 }  // namespace
 
 DaemonSpec Spec() {
-  DaemonSpec spec;
-  spec.program = "natter-frontd";
-  spec.section = "frontd";
+  DaemonSpec spec("natter-frontd", "frontd", &MakeService<Frontd>);
   spec.extra_io_threads = &Frontd::ClientIoThreads;
-  spec.make = &MakeService<Frontd>;
   return spec;
 }
 

@@ -19,13 +19,7 @@ Status FirstOr(const std::string& value, const std::vector<std::string>& list,
 
 }  // namespace
 
-DaemonSpec Spec() {
-  DaemonSpec spec;
-  spec.program = "natter-notifyd";
-  spec.section = "notifyd";
-  spec.make = &MakeService<Notifyd>;
-  return spec;
-}
+DaemonSpec Spec() { return DaemonSpec("natter-notifyd", "notifyd", &MakeService<Notifyd>); }
 
 Status Notifyd::Create(const Config& config, zmq::context_t& ctx,
                        std::unique_ptr<Notifyd>* out) {

@@ -85,13 +85,7 @@ Route Router::Decide(const Frame& request, uint64_t now_ms) {
   }
 }
 
-DaemonSpec Spec() {
-  DaemonSpec spec;
-  spec.program = "natter-routed";
-  spec.section = "routed";
-  spec.make = &MakeService<Routed>;
-  return spec;
-}
+DaemonSpec Spec() { return DaemonSpec("natter-routed", "routed", &MakeService<Routed>); }
 
 Routed::Routed(zmq::context_t& ctx, uint32_t shard_count, uint32_t generator)
     : ctx_(ctx), router_(shard_count, generator) {}

@@ -10,11 +10,8 @@ namespace natter {
 namespace stored {
 
 DaemonSpec Spec() {
-  DaemonSpec spec;
-  spec.program = "natter-stored";
-  spec.section = "stored";
+  DaemonSpec spec("natter-stored", "stored", &MakeService<Stored>);
   spec.name = [](const Config& config) { return "stored-" + config.Get("shard"); };
-  spec.make = &MakeService<Stored>;
   return spec;
 }
 

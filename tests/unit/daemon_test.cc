@@ -12,6 +12,7 @@
 
 #include <cstdio>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <memory>
 #include <sstream>
@@ -75,6 +76,14 @@ std::string Refusal(const DaemonSpec& spec, const Config& config) {
   return s.message();
 }
 
+// Refusal of the spec's factory for the sample config of its section with
+// changes.
+std::function<std::string(const Values&)> RefusalOf(const DaemonSpec& spec, const TempDir& dir) {
+  return [spec, &dir](const Values& changes) {
+    return Refusal(spec, Sample(spec.section, dir, changes));
+  };
+}
+
 // Runs DaemonMain with args; its exit code and what it wrote to stderr.
 int RunDaemonMain(const DaemonSpec& spec, std::vector<std::string> args, std::string* err) {
   TempDir dir;
@@ -123,13 +132,11 @@ TEST_CASE("DaemonMain exits EX_SOFTWARE with one line for an undeclared option, 
   TempDir dir;
   const std::string conf = dir.path() + "/natter.conf";
   std::ofstream(conf) << "[cell]\nshards = ipc://a\n";
-  DaemonSpec spec;
-  spec.program = "natter-test";
-  spec.section = "routed";
-  spec.make = [](const Config& config, zmq::context_t&, std::unique_ptr<Service>*) {
-    config.Get("data-dir");  // stored's, not routed's
-    return Status::Ok();
-  };
+  DaemonSpec spec("natter-test", "routed",
+                  [](const Config& config, zmq::context_t&, std::unique_ptr<Service>*) {
+                    config.Get("data-dir");  // stored's, not routed's
+                    return Status::Ok();
+                  });
   std::string err;
   CHECK(RunDaemonMain(spec, {"-n", "-c", conf}, &err) == EX_SOFTWARE);
   CHECK(err ==
@@ -228,9 +235,7 @@ TEST_CASE("a factory binds and opens nothing: that is Start's") {
 TEST_CASE("frontd's factory refuses a bad value, naming it") {
   TempDir dir;
   AddTokenKey(dir);
-  auto refusal = [&](const Values& changes) {
-    return Refusal(frontd::Spec(), Sample("frontd", dir, changes));
-  };
+  auto refusal = RefusalOf(frontd::Spec(), dir);
   CHECK(refusal({{"session-timeout", "0"}}) == "session-timeout: must be above 0");
   CHECK(refusal({{"hello-timeout", "soon"}}) ==
         "hello-timeout: 'soon' is not a duration (90s, 15m, 24h, 7d)");
@@ -247,9 +252,7 @@ TEST_CASE("frontd's factory refuses a bad value, naming it") {
 
 TEST_CASE("routed's factory refuses a bad value, naming it") {
   TempDir dir;
-  auto refusal = [&](const Values& changes) {
-    return Refusal(routed::Spec(), Sample("routed", dir, changes));
-  };
+  auto refusal = RefusalOf(routed::Spec(), dir);
   CHECK(refusal({{"generator", "300"}}) == "generator: must be 0 to 255");
   CHECK(refusal({{"generator", "two"}}) == "generator: 'two' is not a whole number");
   CHECK(refusal({{"shards", ""}}) == "shards: the shard map is empty");
@@ -259,9 +262,7 @@ TEST_CASE("routed's factory refuses a bad value, naming it") {
 
 TEST_CASE("stored's factory refuses a bad value, naming it") {
   TempDir dir;
-  auto refusal = [&](const Values& changes) {
-    return Refusal(stored::Spec(), Sample("stored", dir, changes));
-  };
+  auto refusal = RefusalOf(stored::Spec(), dir);
   CHECK(refusal({{"shard", "2"}}) == "shard 2 is not in the shard map of 2");
   CHECK(refusal({{"shard", "1"}}) == "");
   CHECK(refusal({{"shards", ""}}) == "shards: the shard map is empty");
@@ -276,9 +277,7 @@ TEST_CASE("stored's factory refuses a bad value, naming it") {
 
 TEST_CASE("notifyd's factory refuses a bad value, naming it") {
   TempDir dir;
-  auto refusal = [&](const Values& changes) {
-    return Refusal(notifyd::Spec(), Sample("notifyd", dir, changes));
-  };
+  auto refusal = RefusalOf(notifyd::Spec(), dir);
   CHECK(refusal({{"drop-every", "junk"}}) == "drop-every: 'junk' is not a whole number");
   CHECK(refusal({{"notifyd-in", ""}}) == "notifyd-in: no endpoint");
   CHECK(refusal({{"notifyd-out", ""}}) == "notifyd-out: no endpoint");
