@@ -3,6 +3,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
+#include <stdexcept>
 
 #include <boost/program_options.hpp>
 
@@ -24,6 +25,20 @@ std::string TrimBlanks(const std::string& s) {
 
 bool InSection(const OptionSpec& o, const std::string& section) {
   return section == o.section || std::string("cell") == o.section;
+}
+
+bool Declared(const std::string& section, const std::string& name) {
+  for (const OptionSpec& o : kOptions) {
+    if (InSection(o, section) && name == o.name) return true;
+  }
+  return false;
+}
+
+// Reading an option the table does not declare is a mistake in the code,
+// not in the configuration: it fails loudly (DaemonMain exits EX_SOFTWARE).
+[[noreturn]] void Undeclared(const std::string& section, const std::string& name) {
+  throw std::logic_error("option '" + name + "' is not declared for [" + section +
+                         "] or [cell] in common/options.cc");
 }
 
 po::options_description GeneralOptions(DaemonFlags* flags) {
@@ -152,13 +167,19 @@ Config Config::FromMap(const std::string& section,
       values[o.name] = o.default_value;
     }
   }
+  for (const auto& [name, value] : values) {
+    if (!Declared(section, name)) Undeclared(section, name);
+  }
   c.values_ = std::move(values);
   return c;
 }
 
 std::string Config::Get(const std::string& name) const {
+  // Load and FromMap hold exactly the keys declared for the section and
+  // [cell]: a name not here is one that options.cc does not declare.
   auto it = values_.find(name);
-  return it == values_.end() ? std::string() : it->second;
+  if (it == values_.end()) Undeclared(section_, name);
+  return it->second;
 }
 
 Status Config::GetUint(const std::string& name, uint64_t* out) const {

@@ -58,10 +58,14 @@ class Config {
                      Config* config, DaemonFlags* flags, bool* usage_error);
 
   // For tests and tools: a config from key/value pairs of one section.
+  // A key not declared for the section or [cell] throws std::logic_error.
   static Config FromMap(const std::string& section,
                         std::map<std::string, std::string> values);
 
-  // The value of a key of this daemon's section or of [cell].
+  // The value of a key of this daemon's section or of [cell].  Reading a
+  // key that options.cc does not declare there is a programming error: it
+  // throws std::logic_error naming the key (DaemonMain exits EX_SOFTWARE),
+  // never an empty string.  The same for the forms below.
   std::string Get(const std::string& name) const;
   // Numeric and list forms; a bad number is a Status (EX_CONFIG).
   Status GetUint(const std::string& name, uint64_t* out) const;

@@ -4,7 +4,6 @@
 #include <sodium.h>
 
 #include <cstring>
-#include <stdexcept>
 
 #include "common/log.h"
 #include "common/text.h"
@@ -212,22 +211,27 @@ Status ConnectTo(zmq::socket_ref socket, const CurveIdentity& me,
   return Status::Ok();
 }
 
-DaemonKeys::DaemonKeys(const Config& config) : peer_keys_(config.Get("peer-keys")) {
-  Status s = LoadCurveIdentity(config.Get("secret-key"), &identity_);
-  if (!s.ok()) throw std::invalid_argument("secret-key: " + s.message());
-  std::string curve_ipc = config.Get("curve-ipc");
+Status DaemonKeys::Create(const Config& config, DaemonKeys* out) {
+  DaemonKeys keys;
+  keys.peer_keys_ = config.Get("peer-keys");
+  Status s = LoadCurveIdentity(config.Get("secret-key"), &keys.identity_);
+  if (!s.ok()) return Status(ErrorCode::kBadRequest, "secret-key: " + s.message());
+  const std::string curve_ipc = config.Get("curve-ipc");
   if (curve_ipc != "yes" && curve_ipc != "no") {
-    throw std::invalid_argument("curve-ipc: '" + curve_ipc + "' is not yes or no");
+    return Status(ErrorCode::kBadRequest, "curve-ipc: '" + curve_ipc + "' is not yes or no");
   }
-  identity_.plain_ipc = curve_ipc == "no";
-  if (!identity_.enabled) return;
-  if (peer_keys_.empty()) {
-    throw std::invalid_argument(
-        "peer-keys: a daemon with a secret-key needs the cell's peer keys");
+  keys.identity_.plain_ipc = curve_ipc == "no";
+  if (keys.identity_.enabled) {
+    if (keys.peer_keys_.empty()) {
+      return Status(ErrorCode::kBadRequest,
+                    "peer-keys: a daemon with a secret-key needs the cell's peer keys");
+    }
+    PeerKeys peers;
+    s = LoadPeerKeys(keys.peer_keys_, &peers);
+    if (!s.ok()) return Status(ErrorCode::kBadRequest, "peer-keys: " + s.message());
   }
-  PeerKeys keys;
-  s = LoadPeerKeys(peer_keys_, &keys);
-  if (!s.ok()) throw std::invalid_argument("peer-keys: " + s.message());
+  *out = std::move(keys);
+  return Status::Ok();
 }
 
 Status DaemonKeys::Start(zmq::context_t& ctx) {

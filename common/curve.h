@@ -152,9 +152,12 @@ class ZapHandler {
 // no allow-list would take any key, so that is a configuration error.
 class DaemonKeys {
  public:
-  // Throws std::invalid_argument for a bad configuration (a peer-keys
-  // folder that cannot be read too, so that -n reports it).
-  explicit DaemonKeys(const Config& config);
+  // No key: the daemon's sockets go without CURVE.
+  DaemonKeys() = default;
+  // Reads secret-key, curve-ipc and peer-keys.  A bad configuration is a
+  // kBadRequest Status naming the key (a peer-keys folder that cannot be
+  // read too, so that -n reports it).
+  static Status Create(const Config& config, DaemonKeys* out);
   Status Start(zmq::context_t& ctx);
   void Reload();
   const CurveIdentity& identity() const { return identity_; }

@@ -86,7 +86,25 @@ void NotifyReady() {
   ::unsetenv("NATTER_READY_FD");
 }
 
-int DaemonMain(int argc, char** argv, const DaemonSpec& spec) {
+Status ReadDaemonSettings(const DaemonSpec& spec, const Config& config,
+                          DaemonSettings* out) {
+  DaemonSettings settings;
+  settings.name = spec.name ? spec.name(config) : spec.section;
+  int extra = 0;
+  if (spec.extra_io_threads) {
+    Status s = spec.extra_io_threads(config, &extra);
+    if (!s.ok()) return s;
+  }
+  settings.io_threads = 1 + extra;
+  settings.control = config.Get("control");
+  settings.metrics_listen = config.Get("metrics-listen");
+  *out = std::move(settings);
+  return Status::Ok();
+}
+
+namespace {
+
+int RunDaemon(int argc, char** argv, const DaemonSpec& spec) {
   if (sodium_init() < 0) {
     std::fprintf(stderr, "%s: libsodium failed to start\n", spec.program);
     return EX_SOFTWARE;
@@ -117,28 +135,23 @@ int DaemonMain(int argc, char** argv, const DaemonSpec& spec) {
     return EX_CANTCREAT;
   }
 
-  // One ZeroMQ I/O thread for the cell's own connections and the control
-  // socket (every socket's affinity, see MakeSocket), and for frontd
-  // io-threads more, for the clients' connections alone: clients that
-  // keep its CURVE busy never delay the answers and events it passes on.
-  uint64_t client_threads = 0;
-  if (!config.Get("io-threads").empty()) {
-    s = config.GetUint("io-threads", &client_threads);
-    if (!s.ok() || client_threads < 1 || client_threads > 16) {
-      std::fprintf(stderr, "%s: io-threads: 1 to 16\n", spec.program);
-      return EX_CONFIG;
-    }
+  DaemonSettings settings;
+  s = ReadDaemonSettings(spec, config, &settings);
+  if (!s.ok()) {
+    std::fprintf(stderr, "%s: %s\n", spec.program, s.message().c_str());
+    return EX_CONFIG;
   }
-  zmq::context_t ctx(static_cast<int>(1 + client_threads));
+  // One ZeroMQ I/O thread for the cell's own connections and the control
+  // socket (every socket's affinity, see MakeSocket), and the daemon's own
+  // more (frontd's, for the clients' connections alone: clients that keep
+  // its CURVE busy never delay the answers and events it passes on).
+  zmq::context_t ctx(settings.io_threads);
   // Before the service, so that it outlives replies the service still owes.
-  std::string name = spec.section;
-  if (name == "stored") name += "-" + config.Get("shard");
-  ControlServer control(ctx, name);
+  ControlServer control(ctx, settings.name);
   std::unique_ptr<Service> service;
-  try {
-    service = spec.make(config, ctx);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "%s: %s\n", spec.program, e.what());
+  s = spec.make(config, ctx, &service);
+  if (!s.ok()) {
+    std::fprintf(stderr, "%s: %s\n", spec.program, s.message().c_str());
     return EX_CONFIG;
   }
   if (flags.check_only) {
@@ -164,12 +177,13 @@ int DaemonMain(int argc, char** argv, const DaemonSpec& spec) {
       service->RunOnce(20);
     }
     if (service->Ready()) {
-      NLOG_INFO("event=ready");
+      NLOG_INFO("event=ready daemon=%s", LogValue(settings.name).c_str());
     } else {
-      NLOG_WARN("event=ready waiting=%s", LogValue(service->Waiting()).c_str());
+      NLOG_WARN("event=ready daemon=%s waiting=%s", LogValue(settings.name).c_str(),
+                LogValue(service->Waiting()).c_str());
     }
     const CurveIdentity* identity = service->Identity();
-    s = control.Start(config.Get("control"), config.Get("metrics-listen"),
+    s = control.Start(settings.control, settings.metrics_listen,
                       identity != nullptr ? *identity : CurveIdentity());
     if (!s.ok()) {
       NLOG_ERROR("event=start-failed error=%s", LogValue(s.ToString()).c_str());
@@ -202,6 +216,20 @@ int DaemonMain(int argc, char** argv, const DaemonSpec& spec) {
   service.reset();
   NLOG_INFO("event=stopped");
   return EX_OK;
+}
+
+}  // namespace
+
+int DaemonMain(int argc, char** argv, const DaemonSpec& spec) {
+  // The border for what escapes the daemon's code before it serves: a
+  // mistake in the code (Config::Get of an option options.cc does not
+  // declare throws std::logic_error), never a bad configuration.
+  try {
+    return RunDaemon(argc, argv, spec);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "%s: internal error: %s\n", spec.program, e.what());
+    return EX_SOFTWARE;
+  }
 }
 
 }  // namespace natter

@@ -7,6 +7,7 @@
 
 #include <functional>
 #include <memory>
+#include <string>
 
 #include <zmq.hpp>
 
@@ -45,13 +46,57 @@ class Service {
   virtual bool Control(const Frame&, const ControlServer::Reply&) { return false; }
 };
 
+// What a daemon tells the skeleton about itself; the skeleton knows no
+// daemon but through this.  Each daemon's Spec() makes its own, and its
+// main hands it to DaemonMain.
 struct DaemonSpec {
-  const char* program;  // "natter-stored"
-  const char* section;  // "stored"
-  std::function<std::unique_ptr<Service>(const Config&, zmq::context_t&)>
-      make;
+  using MakeFn =
+      std::function<Status(const Config&, zmq::context_t&, std::unique_ptr<Service>*)>;
+  DaemonSpec(const char* program, const char* section, MakeFn make)
+      : program(program), section(section), make(std::move(make)) {}
+
+  const char* program;  // "natter-stored": its usage and its log lines
+  const char* section;  // "stored": its keys in natter.conf
+  // Makes the service from the configuration, checking everything Start
+  // will need (so -n, which stops here, checks what a start would).  An
+  // error is a bad configuration (EX_CONFIG, the message on stderr).
+  MakeFn make;
+  // Its name on the control socket (natterctl status) and in the log's
+  // ready line: "frontd", "stored-2".  Null: the section.
+  std::function<std::string(const Config&)> name;
+  // ZeroMQ I/O threads of its own, besides the one the skeleton gives the
+  // cell's connections and the control socket (frontd's, for its
+  // clients).  An error is a bad configuration.  Null: none.
+  std::function<Status(const Config&, int* threads)> extra_io_threads;
 };
 
+// DaemonSpec::make for a service class T that has
+//   static Status Create(const Config&, zmq::context_t&, std::unique_ptr<T>*);
+template <class T>
+Status MakeService(const Config& config, zmq::context_t& ctx,
+                   std::unique_ptr<Service>* out) {
+  std::unique_ptr<T> service;
+  Status s = T::Create(config, ctx, &service);
+  if (s.ok()) *out = std::move(service);
+  return s;
+}
+
+// What the skeleton itself takes from a daemon's configuration.
+struct DaemonSettings {
+  std::string name;            // the spec's name for the daemon
+  int io_threads = 1;          // the ZeroMQ context's: one and the daemon's own
+  std::string control;         // [section] control; empty: none
+  std::string metrics_listen;  // [section] metrics-listen; empty: none
+};
+// An error is a bad configuration (EX_CONFIG).
+Status ReadDaemonSettings(const DaemonSpec& spec, const Config& config,
+                          DaemonSettings* out);
+
+// Parses the flags and the config, makes the service with spec.make, runs
+// it; returns the exit code: EX_USAGE for a bad flag, EX_CONFIG for a bad
+// configuration, EX_UNAVAILABLE when the service cannot start, and
+// EX_SOFTWARE, with one line on stderr, for a mistake in the code (such as
+// reading an option options.cc does not declare: Config::Get).
 int DaemonMain(int argc, char** argv, const DaemonSpec& spec);
 
 // The folder of the running program (where natterctl finds the daemons,

@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <ctime>
-#include <stdexcept>
 
 #include "common/endian.h"
 #include "common/log.h"
@@ -15,22 +14,24 @@ namespace natter {
 namespace frontd {
 namespace {
 
-uint64_t UintOption(const Config& config, const char* name, uint64_t min) {
-  uint64_t value = 0;
-  Status s = config.GetUint(name, &value);
-  if (!s.ok()) throw std::invalid_argument(s.message());
-  if (value < min) {
-    throw std::invalid_argument(std::string(name) + ": must be at least " + std::to_string(min));
+Status UintOption(const Config& config, const char* name, uint64_t min, uint64_t* out) {
+  Status s = config.GetUint(name, out);
+  if (!s.ok()) return s;
+  if (*out < min) {
+    return Status(ErrorCode::kBadRequest,
+                  std::string(name) + ": must be at least " + std::to_string(min));
   }
-  return value;
+  return Status::Ok();
 }
 
-std::chrono::seconds DurationOption(const Config& config, const char* name) {
+Status DurationOption(const Config& config, const char* name,
+                      std::chrono::steady_clock::duration* out) {
   uint64_t seconds = 0;
   Status s = config.GetDuration(name, &seconds);
-  if (!s.ok()) throw std::invalid_argument(s.message());
-  if (seconds == 0) throw std::invalid_argument(std::string(name) + ": must be above 0");
-  return std::chrono::seconds(seconds);
+  if (!s.ok()) return s;
+  if (seconds == 0) return Status(ErrorCode::kBadRequest, std::string(name) + ": must be above 0");
+  *out = std::chrono::seconds(seconds);
+  return Status::Ok();
 }
 
 // The envelope frontd gives a request to routed: the connection's id.
@@ -44,32 +45,61 @@ uint64_t NowSeconds() { return static_cast<uint64_t>(std::time(nullptr)); }
 
 }  // namespace
 
-Frontd::Frontd(const Config& config, zmq::context_t& ctx)
-    : ctx_(ctx),
-      keys_(config),
-      listen_(config.Get("listen")),
-      routed_(config.GetList("routed")),
-      notifyd_(config.GetList("notifyd-out")),
-      token_keys_(config.Get("token-keys")) {
-  limits_.idle_timeout = DurationOption(config, "session-timeout");
-  limits_.hello_timeout = DurationOption(config, "hello-timeout");
-  max_in_flight_ = UintOption(config, "max-in-flight", 1);
-  const uint64_t max_clients = UintOption(config, "max-clients", 0);
-  limits_.max_clients = max_clients != 0 ? max_clients : DefaultMaxClients(OpenFilesLimit());
-  limits_.max_pending = UintOption(config, "max-pending", 1);
-  limits_.max_pending_per_address = UintOption(config, "max-pending-per-address", 1);
-  limits_.max_queued = UintOption(config, "max-queued", 64 * 1024);
-  limits_.max_message = kMaxRequestBytes;
-  max_sessions_per_user_ = UintOption(config, "max-sessions-per-user", 1);
-  const uint64_t io_threads = UintOption(config, "io-threads", 1);
-  if (io_threads > 16) throw std::invalid_argument("io-threads: 1 to 16");
-  client_threads_ = static_cast<int>(io_threads);
-  if (listen_.empty()) throw std::invalid_argument("listen: no endpoint");
-  if (routed_.empty()) throw std::invalid_argument("routed: no endpoint");
-  if (notifyd_.empty()) throw std::invalid_argument("notifyd-out: no endpoint");
-  Status s = verifier_.LoadDir(token_keys_);
-  if (!s.ok()) throw std::invalid_argument("token-keys: " + s.message());
+DaemonSpec Spec() {
+  DaemonSpec spec("natter-frontd", "frontd", &MakeService<Frontd>);
+  spec.extra_io_threads = &Frontd::ClientIoThreads;
+  return spec;
+}
+
+Status Frontd::ClientIoThreads(const Config& config, int* threads) {
+  uint64_t n = 0;
+  if (!config.GetUint("io-threads", &n).ok() || n < 1 || n > 16) {
+    return Status(ErrorCode::kBadRequest, "io-threads: 1 to 16");
+  }
+  *threads = static_cast<int>(n);
+  return Status::Ok();
+}
+
+Frontd::Frontd(zmq::context_t& ctx) : ctx_(ctx) {
   randombytes_buf(trace_key_.data(), trace_key_.size());
+}
+
+Status Frontd::Create(const Config& config, zmq::context_t& ctx,
+                      std::unique_ptr<Frontd>* out) {
+  std::unique_ptr<Frontd> f(new Frontd(ctx));
+  Status s = DaemonKeys::Create(config, &f->keys_);
+  if (!s.ok()) return s;
+  f->listen_ = config.Get("listen");
+  f->routed_ = config.GetList("routed");
+  f->notifyd_ = config.GetList("notifyd-out");
+  f->token_keys_ = config.Get("token-keys");
+  ClientGate::Limits& limits = f->limits_;
+  uint64_t max_in_flight = 0, max_clients = 0, max_pending = 0, max_pending_per_address = 0,
+           max_queued = 0, max_sessions_per_user = 0;
+  s = DurationOption(config, "session-timeout", &limits.idle_timeout);
+  if (s.ok()) s = DurationOption(config, "hello-timeout", &limits.hello_timeout);
+  if (s.ok()) s = UintOption(config, "max-in-flight", 1, &max_in_flight);
+  if (s.ok()) s = UintOption(config, "max-clients", 0, &max_clients);
+  if (s.ok()) s = UintOption(config, "max-pending", 1, &max_pending);
+  if (s.ok()) s = UintOption(config, "max-pending-per-address", 1, &max_pending_per_address);
+  if (s.ok()) s = UintOption(config, "max-queued", 64 * 1024, &max_queued);
+  if (s.ok()) s = UintOption(config, "max-sessions-per-user", 1, &max_sessions_per_user);
+  if (s.ok()) s = ClientIoThreads(config, &f->client_threads_);
+  if (!s.ok()) return s;
+  f->max_in_flight_ = max_in_flight;
+  limits.max_clients = max_clients != 0 ? max_clients : DefaultMaxClients(OpenFilesLimit());
+  limits.max_pending = max_pending;
+  limits.max_pending_per_address = max_pending_per_address;
+  limits.max_queued = max_queued;
+  limits.max_message = kMaxRequestBytes;
+  f->max_sessions_per_user_ = max_sessions_per_user;
+  if (f->listen_.empty()) return Status(ErrorCode::kBadRequest, "listen: no endpoint");
+  if (f->routed_.empty()) return Status(ErrorCode::kBadRequest, "routed: no endpoint");
+  if (f->notifyd_.empty()) return Status(ErrorCode::kBadRequest, "notifyd-out: no endpoint");
+  s = f->verifier_.LoadDir(f->token_keys_);
+  if (!s.ok()) return Status(ErrorCode::kBadRequest, "token-keys: " + s.message());
+  *out = std::move(f);
+  return Status::Ok();
 }
 
 size_t Frontd::DefaultMaxClients(uint64_t open_files) {

@@ -37,9 +37,18 @@
 namespace natter {
 namespace frontd {
 
+// What natter-frontd's main hands to DaemonMain.
+DaemonSpec Spec();
+
 class Frontd : public Service {
  public:
-  Frontd(const Config& config, zmq::context_t& ctx);
+  // Reads and checks the configuration (everything Start needs, so that -n
+  // reports it) and makes the daemon; a bad value is a kBadRequest Status
+  // that names its key.
+  static Status Create(const Config& config, zmq::context_t& ctx,
+                       std::unique_ptr<Frontd>* out);
+  // io-threads: the ZeroMQ I/O threads for the clients' connections.
+  static Status ClientIoThreads(const Config& config, int* threads);
 
   Status Start() override;
   void RunOnce(int timeout_ms) override;
@@ -60,6 +69,8 @@ class Frontd : public Service {
 
  private:
   using Clock = std::chrono::steady_clock;
+  explicit Frontd(zmq::context_t& ctx);
+
   struct Session {
     UserId user;
     std::string device;

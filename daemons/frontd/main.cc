@@ -2,10 +2,5 @@
 #include "daemons/frontd/frontd.h"
 
 int main(int argc, char** argv) {
-  return natter::DaemonMain(
-      argc, argv,
-      {"natter-frontd", "frontd",
-       [](const natter::Config& c, zmq::context_t& ctx) {
-         return std::make_unique<natter::frontd::Frontd>(c, ctx);
-       }});
+  return natter::DaemonMain(argc, argv, natter::frontd::Spec());
 }

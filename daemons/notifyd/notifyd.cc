@@ -1,7 +1,5 @@
 #include "daemons/notifyd/notifyd.h"
 
-#include <stdexcept>
-
 #include "common/log.h"
 #include "common/net.h"
 
@@ -9,24 +7,36 @@ namespace natter {
 namespace notifyd {
 namespace {
 
-std::string FirstOr(const std::string& value, const std::vector<std::string>& list,
-                    const char* what) {
-  if (!value.empty()) return value;
-  if (list.empty()) throw std::invalid_argument(std::string(what) + ": no endpoint");
-  return list.front();
+// The endpoint to bind: value, or else the first of the cell's list.
+Status FirstOr(const std::string& value, const std::vector<std::string>& list,
+               const char* what, std::string* out) {
+  if (value.empty() && list.empty()) {
+    return Status(ErrorCode::kBadRequest, std::string(what) + ": no endpoint");
+  }
+  *out = BindAddress(!value.empty() ? value : list.front());
+  return Status::Ok();
 }
 
 }  // namespace
 
-Notifyd::Notifyd(const Config& config, zmq::context_t& ctx)
-    : ctx_(ctx),
-      keys_(config),
-      listen_in_(BindAddress(FirstOr(config.Get("listen-in"),
-                                     config.GetList("notifyd-in"), "notifyd-in"))),
-      listen_out_(BindAddress(FirstOr(config.Get("listen-out"),
-                                      config.GetList("notifyd-out"), "notifyd-out"))) {
-  Status s = config.GetUint("drop-every", &drop_every_);
-  if (!s.ok()) throw std::invalid_argument(s.message());
+DaemonSpec Spec() { return DaemonSpec("natter-notifyd", "notifyd", &MakeService<Notifyd>); }
+
+Status Notifyd::Create(const Config& config, zmq::context_t& ctx,
+                       std::unique_ptr<Notifyd>* out) {
+  std::unique_ptr<Notifyd> n(new Notifyd(ctx));
+  Status s = DaemonKeys::Create(config, &n->keys_);
+  if (s.ok()) {
+    s = FirstOr(config.Get("listen-in"), config.GetList("notifyd-in"), "notifyd-in",
+                &n->listen_in_);
+  }
+  if (s.ok()) {
+    s = FirstOr(config.Get("listen-out"), config.GetList("notifyd-out"), "notifyd-out",
+                &n->listen_out_);
+  }
+  if (s.ok()) s = config.GetUint("drop-every", &n->drop_every_);
+  if (!s.ok()) return s;
+  *out = std::move(n);
+  return Status::Ok();
 }
 
 Status Notifyd::Start() {

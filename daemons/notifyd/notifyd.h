@@ -8,6 +8,7 @@
 #define NATTER_DAEMONS_NOTIFYD_NOTIFYD_H_
 
 #include <cstdint>
+#include <memory>
 #include <string>
 
 #include <zmq.hpp>
@@ -21,9 +22,15 @@
 namespace natter {
 namespace notifyd {
 
+// What natter-notifyd's main hands to DaemonMain.
+DaemonSpec Spec();
+
 class Notifyd : public Service {
  public:
-  Notifyd(const Config& config, zmq::context_t& ctx);
+  // Reads and checks the configuration and makes the daemon; a bad value
+  // is a kBadRequest Status that names its key.
+  static Status Create(const Config& config, zmq::context_t& ctx,
+                       std::unique_ptr<Notifyd>* out);
 
   Status Start() override;
   void RunOnce(int timeout_ms) override;
@@ -34,6 +41,8 @@ class Notifyd : public Service {
   void Stats(MetricSet* set) override;
 
  private:
+  explicit Notifyd(zmq::context_t& ctx) : ctx_(ctx) {}
+
   zmq::context_t& ctx_;
   DaemonKeys keys_;
   std::string listen_in_;

@@ -1,7 +1,6 @@
 #include "daemons/routed/routed.h"
 
 #include <chrono>
-#include <stdexcept>
 
 #include "common/log.h"
 #include "common/shard.h"
@@ -10,20 +9,13 @@ namespace natter {
 namespace routed {
 namespace {
 
-uint32_t GeneratorOf(const Config& config) {
+Status GeneratorOf(const Config& config, uint32_t* out) {
   uint64_t g = 0;
   Status s = config.GetUint("generator", &g);
-  if (!s.ok()) throw std::invalid_argument(s.message());
-  if (g > kMaxGenerator) {
-    throw std::invalid_argument("generator: must be 0 to 255");
-  }
-  return static_cast<uint32_t>(g);
-}
-
-uint32_t ShardCountOf(const Config& config) {
-  size_t n = config.GetList("shards").size();
-  if (n == 0) throw std::invalid_argument("shards: the shard map is empty");
-  return static_cast<uint32_t>(n);
+  if (!s.ok()) return s;
+  if (g > kMaxGenerator) return Status(ErrorCode::kBadRequest, "generator: must be 0 to 255");
+  *out = static_cast<uint32_t>(g);
+  return Status::Ok();
 }
 
 }  // namespace
@@ -94,19 +86,34 @@ Route Router::Decide(const Frame& request, uint64_t now_ms) {
   }
 }
 
-Routed::Routed(const Config& config, zmq::context_t& ctx)
-    : ctx_(ctx),
-      keys_(config),
-      listen_(config.Get("listen")),
-      shard_endpoints_(config.GetList("shards")),
-      router_(ShardCountOf(config), GeneratorOf(config)) {
-  if (listen_.empty()) {
+DaemonSpec Spec() { return DaemonSpec("natter-routed", "routed", &MakeService<Routed>); }
+
+Routed::Routed(zmq::context_t& ctx, uint32_t shard_count, uint32_t generator)
+    : ctx_(ctx), router_(shard_count, generator) {}
+
+Status Routed::Create(const Config& config, zmq::context_t& ctx,
+                      std::unique_ptr<Routed>* out) {
+  DaemonKeys keys;
+  Status s = DaemonKeys::Create(config, &keys);
+  if (!s.ok()) return s;
+  std::vector<std::string> shards = config.GetList("shards");
+  if (shards.empty()) return Status(ErrorCode::kBadRequest, "shards: the shard map is empty");
+  uint32_t generator = 0;
+  s = GeneratorOf(config, &generator);
+  if (!s.ok()) return s;
+  std::string listen = config.Get("listen");
+  if (listen.empty()) {
     auto all = config.GetList("routed");
-    if (all.empty()) throw std::invalid_argument("routed: no endpoint");
-    listen_ = all.front();
+    if (all.empty()) return Status(ErrorCode::kBadRequest, "routed: no endpoint");
+    listen = all.front();
   }
-  listen_ = BindAddress(listen_);
-  lease_path_ = config.Get("id-lease");
+  std::unique_ptr<Routed> r(new Routed(ctx, static_cast<uint32_t>(shards.size()), generator));
+  r->keys_ = std::move(keys);
+  r->listen_ = BindAddress(listen);
+  r->shard_endpoints_ = std::move(shards);
+  r->lease_path_ = config.Get("id-lease");
+  *out = std::move(r);
+  return Status::Ok();
 }
 
 Status Routed::Start() {

@@ -50,9 +50,15 @@ class Router {
   std::unique_ptr<IdLease> lease_;
 };
 
+// What natter-routed's main hands to DaemonMain.
+DaemonSpec Spec();
+
 class Routed : public Service {
  public:
-  Routed(const Config& config, zmq::context_t& ctx);
+  // Reads and checks the configuration and makes the daemon; a bad value
+  // is a kBadRequest Status that names its key.
+  static Status Create(const Config& config, zmq::context_t& ctx,
+                       std::unique_ptr<Routed>* out);
 
   Status Start() override;
   void RunOnce(int timeout_ms) override;
@@ -66,6 +72,8 @@ class Routed : public Service {
   void Stats(MetricSet* set) override;
 
  private:
+  Routed(zmq::context_t& ctx, uint32_t shard_count, uint32_t generator);
+
   void FromFront();
   void FromShard(size_t shard);
 

@@ -4,48 +4,57 @@
 
 #include <algorithm>
 
-#include <stdexcept>
-
 #include "common/log.h"
 
 namespace natter {
 namespace stored {
 
-Stored::Stored(const Config& config, zmq::context_t& ctx)
-    : ctx_(ctx), keys_(config) {
+DaemonSpec Spec() {
+  DaemonSpec spec("natter-stored", "stored", &MakeService<Stored>);
+  spec.name = [](const Config& config) { return "stored-" + config.Get("shard"); };
+  return spec;
+}
+
+Status Stored::Create(const Config& config, zmq::context_t& ctx,
+                      std::unique_ptr<Stored>* out) {
+  std::unique_ptr<Stored> st(new Stored(ctx));
+  Status s = DaemonKeys::Create(config, &st->keys_);
+  if (!s.ok()) return s;
   uint64_t shard = 0, batch = 0, retry_s = 0, user_rate = 0, user_burst = 0;
-  Status s = config.GetUint("shard", &shard);
+  s = config.GetUint("shard", &shard);
   if (s.ok()) s = config.GetUint("batch-max", &batch);
   if (s.ok()) s = config.GetDuration("handoff-retry", &retry_s);
   if (s.ok()) s = config.GetUint("user-rate", &user_rate);
   if (s.ok()) s = config.GetUint("user-burst", &user_burst);
   if (s.ok()) s = UserRateLimiter::CheckSettings(user_rate, user_burst);
-  if (!s.ok()) throw std::invalid_argument(s.message());
+  if (!s.ok()) return s;
   std::vector<std::string> shards = config.GetList("shards");
-  if (shards.empty()) throw std::invalid_argument("shards: the shard map is empty");
+  if (shards.empty()) return Status(ErrorCode::kBadRequest, "shards: the shard map is empty");
   if (shard >= shards.size()) {
-    throw std::invalid_argument("shard " + std::to_string(shard) +
-                                " is not in the shard map of " +
-                                std::to_string(shards.size()));
+    return Status(ErrorCode::kBadRequest, "shard " + std::to_string(shard) +
+                                              " is not in the shard map of " +
+                                              std::to_string(shards.size()));
   }
-  if (batch == 0) throw std::invalid_argument("batch-max: must be at least 1");
-  shard_ = static_cast<uint32_t>(shard);
-  shard_count_ = static_cast<uint32_t>(shards.size());
-  listen_ = BindAddress(config.Get("listen").empty() ? shards[shard_]
-                                                    : config.Get("listen"));
-  data_path_ = config.Get("data-dir") + "/shard-" + std::to_string(shard_);
-  routed_ = config.GetList("routed");
-  notifyd_ = config.GetList("notifyd-in");
-  if (routed_.empty()) throw std::invalid_argument("routed: no endpoint");
-  if (notifyd_.empty()) throw std::invalid_argument("notifyd-in: no endpoint");
-  batch_max_ = batch;
-  retry_ = std::chrono::seconds(retry_s == 0 ? 1 : retry_s);
-  store_ = std::make_unique<Store>(shard_, shard_count_);
-  limiter_ = UserRateLimiter(user_rate, user_burst);
+  if (batch == 0) return Status(ErrorCode::kBadRequest, "batch-max: must be at least 1");
+  st->shard_ = static_cast<uint32_t>(shard);
+  st->shard_count_ = static_cast<uint32_t>(shards.size());
+  const std::string listen = config.Get("listen");
+  st->listen_ = BindAddress(listen.empty() ? shards[st->shard_] : listen);
+  st->data_path_ = config.Get("data-dir") + "/shard-" + std::to_string(st->shard_);
+  st->routed_ = config.GetList("routed");
+  st->notifyd_ = config.GetList("notifyd-in");
+  if (st->routed_.empty()) return Status(ErrorCode::kBadRequest, "routed: no endpoint");
+  if (st->notifyd_.empty()) return Status(ErrorCode::kBadRequest, "notifyd-in: no endpoint");
+  st->batch_max_ = batch;
+  st->retry_ = std::chrono::seconds(retry_s == 0 ? 1 : retry_s);
+  st->store_ = std::make_unique<Store>(st->shard_, st->shard_count_);
+  st->limiter_ = UserRateLimiter(user_rate, user_burst);
   // LevelDB's table files share the open-files limit with the sockets;
   // keep a reserve for those (see natter-stored(8)).
-  max_open_files_ = static_cast<int>(
+  st->max_open_files_ = static_cast<int>(
       std::clamp<uint64_t>(OpenFilesLimit() / 2, 16, 1000));
+  *out = std::move(st);
+  return Status::Ok();
 }
 
 Stored::~Stored() {

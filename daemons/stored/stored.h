@@ -39,9 +39,17 @@
 namespace natter {
 namespace stored {
 
+// What natter-stored's main hands to DaemonMain: the daemon's name is
+// stored-N, N its shard.
+DaemonSpec Spec();
+
 class Stored : public Service {
  public:
-  Stored(const Config& config, zmq::context_t& ctx);
+  // Reads and checks the configuration and makes the shard (its database
+  // opens in Start); a bad value is a kBadRequest Status that names its
+  // key.
+  static Status Create(const Config& config, zmq::context_t& ctx,
+                       std::unique_ptr<Stored>* out);
   // Waits for a backup still running (its thread reads the database).
   ~Stored() override;
 
@@ -62,6 +70,8 @@ class Stored : public Service {
 
  private:
   using Clock = std::chrono::steady_clock;
+  explicit Stored(zmq::context_t& ctx) : ctx_(ctx) {}
+
   struct Pending {
     std::string frame;
     Clock::time_point next_try;

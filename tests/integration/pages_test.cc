@@ -192,11 +192,12 @@ TEST_CASE("routed connects again to a shard whose link ended for a protocol erro
       "routed", {{"shards", shard_endpoint},
                  {"routed", "ipc://" + dir.path() + "/routed.sock"},
                  {"id-lease", ""}});
-  routed::Routed routed(config, ctx);
-  REQUIRE(routed.Start().ok());
+  std::unique_ptr<routed::Routed> routed;
+  REQUIRE(routed::Routed::Create(config, ctx, &routed).ok());
+  REQUIRE(routed->Start().ok());
   std::atomic<bool> stop{false};
   std::thread loop([&] {
-    while (!stop) routed.RunOnce(20);
+    while (!stop) routed->RunOnce(20);
   });
   // ... and for a frontd.
   zmq::socket_t front(ctx, zmq::socket_type::dealer);
@@ -253,7 +254,7 @@ TEST_CASE("routed connects again to a shard whose link ended for a protocol erro
   stop = true;
   loop.join();
   MetricSet metrics;
-  routed.Stats(&metrics);
+  routed->Stats(&metrics);
   double relinks = -1;
   for (const Metric& m : metrics.metrics()) {
     if (m.name == "natter_routed_relinks_total") relinks = m.value;

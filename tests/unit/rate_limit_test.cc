@@ -151,19 +151,20 @@ namespace {
 // talks to it as routed does.
 struct InprocShard {
   explicit InprocShard(const std::string& user_rate, const std::string& user_burst)
-      : stored(Config::FromMap("stored", {{"shards", "inproc://rate-shard-0"},
-                                          {"routed", "inproc://rate-routed"},
-                                          {"notifyd-in", "inproc://rate-notifyd-in"},
-                                          {"data-dir", dir.path()},
-                                          {"user-rate", user_rate},
-                                          {"user-burst", user_burst}}),
-               ctx),
-        dealer(ctx, zmq::socket_type::dealer) {
-    REQUIRE(stored.Start().ok());
+      : dealer(ctx, zmq::socket_type::dealer) {
+    REQUIRE(Stored::Create(Config::FromMap("stored", {{"shards", "inproc://rate-shard-0"},
+                                                      {"routed", "inproc://rate-routed"},
+                                                      {"notifyd-in", "inproc://rate-notifyd-in"},
+                                                      {"data-dir", dir.path()},
+                                                      {"user-rate", user_rate},
+                                                      {"user-burst", user_burst}}),
+                           ctx, &stored)
+                .ok());
+    REQUIRE(stored->Start().ok());
     dealer.connect("inproc://rate-shard-0");
     dealer.set(zmq::sockopt::rcvtimeo, 1000);
   }
-  ~InprocShard() { stored.Stop(); }
+  ~InprocShard() { stored->Stop(); }
 
   uint64_t next_corr = 1;
   void Send(UserId from, const std::string& cmid) {
@@ -196,7 +197,7 @@ struct InprocShard {
   }
   double Metric(const std::string& name) {
     MetricSet set;
-    stored.Stats(&set);
+    stored->Stats(&set);
     for (const natter::Metric& m : set.metrics()) {
       if (m.name == name) return m.value;
     }
@@ -206,7 +207,7 @@ struct InprocShard {
 
   TempDir dir;
   zmq::context_t ctx{1};
-  Stored stored;
+  std::unique_ptr<Stored> stored;
   zmq::socket_t dealer;
 };
 
@@ -226,7 +227,7 @@ TEST_CASE("in one batch, a user over its rate gets busy for the excess, in order
     }
   }
   std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  shard.stored.RunOnce(1000);  // one batch: every request is waiting
+  shard.stored->RunOnce(1000);  // one batch: every request is waiting
   auto answers = shard.Answers(sender.size());
   REQUIRE(answers.size() == sender.size());
 
@@ -254,7 +255,7 @@ TEST_CASE("in one batch, a user over its rate gets busy for the excess, in order
   CHECK(busy == 80);
   CHECK(other_processed == 10);
   // Nothing of a refused request was written.
-  CHECK(shard.stored.store().synced_requests() == 30);
+  CHECK(shard.stored->store().synced_requests() == 30);
   CHECK(shard.Metric("natter_stored_rate_refused_total") == 80);
   CHECK(shard.Metric("natter_stored_rate_users") == 2);
 }
@@ -263,7 +264,7 @@ TEST_CASE("a shard with user-rate 0 takes every request of a user") {
   InprocShard shard("0", "500");
   for (int i = 0; i < 1000; ++i) shard.Send(UserId(1), "f" + std::to_string(i));
   std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  shard.stored.RunOnce(1000);
+  shard.stored->RunOnce(1000);
   auto answers = shard.Answers(1000);
   REQUIRE(answers.size() == 1000);
   for (const auto& [corr, answer] : answers) CHECK(answer.first == MsgType::kProcessed);
@@ -273,12 +274,15 @@ TEST_CASE("a shard with user-rate 0 takes every request of a user") {
 TEST_CASE("a user-burst below the cost of the longest text is a configuration error") {
   TempDir dir;
   zmq::context_t ctx(1);
-  CHECK_THROWS_AS(Stored(Config::FromMap("stored", {{"shards", "inproc://rate-bad"},
-                                                    {"routed", "inproc://rate-routed"},
-                                                    {"notifyd-in", "inproc://rate-notifyd-in"},
-                                                    {"data-dir", dir.path()},
-                                                    {"user-rate", "50"},
-                                                    {"user-burst", "4"}}),
-                         ctx),
-                  std::invalid_argument);
+  std::unique_ptr<Stored> stored;
+  Status s = Stored::Create(Config::FromMap("stored", {{"shards", "inproc://rate-bad"},
+                                                       {"routed", "inproc://rate-routed"},
+                                                       {"notifyd-in", "inproc://rate-notifyd-in"},
+                                                       {"data-dir", dir.path()},
+                                                       {"user-rate", "50"},
+                                                       {"user-burst", "4"}}),
+                            ctx, &stored);
+  CHECK(s.code() == ErrorCode::kBadRequest);
+  CHECK(s.message().find("user-burst: must be 0 or at least") == 0);
+  CHECK(stored == nullptr);
 }

@@ -328,8 +328,9 @@ TEST_CASE("the shard writes every request waiting on its socket in one synced ba
                  {"routed", "inproc://routed"},
                  {"notifyd-in", "inproc://notifyd-in"},
                  {"data-dir", dir.path()}});
-  Stored stored(config, ctx);
-  REQUIRE(stored.Start().ok());
+  std::unique_ptr<Stored> stored;
+  REQUIRE(Stored::Create(config, ctx, &stored).ok());
+  REQUIRE(stored->Start().ok());
   zmq::socket_t dealer(ctx, zmq::socket_type::dealer);
   dealer.connect("inproc://shard-0");
   const int kRequests = 300;
@@ -341,9 +342,9 @@ TEST_CASE("the shard writes every request waiting on its socket in one synced ba
     dealer.send(zmq::buffer(frame), zmq::send_flags::none);
   }
   std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  stored.RunOnce(1000);
-  CHECK(stored.store().syncs() == 1);
-  CHECK(stored.store().synced_requests() == kRequests);
+  stored->RunOnce(1000);
+  CHECK(stored->store().syncs() == 1);
+  CHECK(stored->store().synced_requests() == kRequests);
   int processed = 0;
   zmq::message_t msg;
   dealer.set(zmq::sockopt::rcvtimeo, 1000);
@@ -354,7 +355,7 @@ TEST_CASE("the shard writes every request waiting on its socket in one synced ba
     ++processed;
   }
   CHECK(processed == kRequests);
-  stored.Stop();
+  stored->Stop();
 }
 
 namespace {
