@@ -270,7 +270,7 @@ TEST_CASE("a message between shards goes to the outbox until acknowledged") {
   REQUIRE(pending.size() == 1);
   CHECK(pending[0].id() == e.handoff[0].id());
 
-  // Delivered twice (a retry): stored once.
+  // Handed off twice (a retry): stored once.
   for (int i = 0; i < 2; ++i) {
     std::vector<Request> d;
     d.push_back(Make(MsgType::kHandoff, bob, "", pending[0]));
