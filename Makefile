@@ -41,12 +41,15 @@ LIB   := $(BUILD)/libnatter.a
 CLIENTLIB := $(BUILD)/libnatterclient.a
 
 COMMON_SRC := $(wildcard common/*.cc)
-CLIENT_SRC := client/client.cc client/json_events.cc client/local_cell.cc \
+CLIENT_SRC := client/client.cc client/json_events.cc \
               client/chat.cc client/line_editor.cc client/rpc.cc client/token_source.cc
 DAEMONS    := frontd routed stored notifyd
 PROGRAMS   := $(addprefix $(BIN)/natter-,$(DAEMONS)) $(BIN)/natter $(BIN)/natterctl $(BIN)/natter-bench
 
 UNIT_SRC   := $(wildcard tests/unit/*.cc)
+# What the test programs share (a local cell, a temporary folder); natter-bench
+# starts its cells with it too.
+TEST_SUPPORT_SRC := $(wildcard tests/support/*.cc)
 INTEG_SRC  := $(wildcard tests/integration/*.cc)
 DAEMON_LIB_SRC := $(foreach d,$(DAEMONS),$(filter-out daemons/$(d)/main.cc,$(wildcard daemons/$(d)/*.cc)))
 
@@ -83,17 +86,17 @@ $(BIN)/natterctl: $(call obj,$(wildcard tools/natterctl/*.cc)) $(LIB)
 	@mkdir -p $(BIN)
 	$(CXX) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BIN)/natter-bench: $(call obj,$(wildcard tools/bench/*.cc)) $(CLIENTLIB) $(LIB)
+$(BIN)/natter-bench: $(call obj,$(wildcard tools/bench/*.cc) $(TEST_SUPPORT_SRC)) $(CLIENTLIB) $(LIB)
 	@mkdir -p $(BIN)
 	$(CXX) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/unit-tests: $(call obj,$(UNIT_SRC)) $(BUILD)/daemons.a $(CLIENTLIB) $(LIB)
+$(BUILD)/unit-tests: $(call obj,$(UNIT_SRC) $(TEST_SUPPORT_SRC)) $(BUILD)/daemons.a $(CLIENTLIB) $(LIB)
 	$(CXX) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/integration-tests: $(call obj,$(INTEG_SRC)) $(BUILD)/daemons.a $(CLIENTLIB) $(LIB)
+$(BUILD)/integration-tests: $(call obj,$(INTEG_SRC) $(TEST_SUPPORT_SRC)) $(BUILD)/daemons.a $(CLIENTLIB) $(LIB)
 	$(CXX) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/natter-chaos: $(call obj,tests/chaos/chaos.cc) $(CLIENTLIB) $(LIB)
+$(BUILD)/natter-chaos: $(call obj,tests/chaos/chaos.cc $(TEST_SUPPORT_SRC)) $(CLIENTLIB) $(LIB)
 	$(CXX) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 deps:

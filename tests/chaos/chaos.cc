@@ -43,9 +43,9 @@
 #include <vector>
 
 #include "client/client.h"
-#include "client/local_cell.h"
 #include "common/text.h"
 #include "common/token.h"
+#include "tests/support/local_cell.h"
 
 namespace natter {
 namespace {

@@ -9,8 +9,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "client/local_cell.h"
-#include "tests/unit/temp_dir.h"
+#include "tests/support/local_cell.h"
+#include "tests/support/temp_dir.h"
 
 namespace natter {
 

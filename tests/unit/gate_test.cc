@@ -16,9 +16,9 @@
 
 #include <zmq.hpp>
 
-#include "client/local_cell.h"
 #include "common/net.h"
 #include "daemons/frontd/gate.h"
+#include "tests/support/local_cell.h"
 
 using namespace natter;
 using namespace natter::frontd;

@@ -6,7 +6,7 @@
 #include <thread>
 
 #include "common/net.h"
-#include "tests/unit/temp_dir.h"
+#include "tests/support/temp_dir.h"
 
 using namespace natter;
 

@@ -9,7 +9,7 @@
 #include "common/metrics.h"
 #include "daemons/stored/rate_limit.h"
 #include "daemons/stored/stored.h"
-#include "tests/unit/temp_dir.h"
+#include "tests/support/temp_dir.h"
 
 using namespace natter;
 using namespace natter::stored;

@@ -14,7 +14,7 @@
 #include "daemons/stored/keys.h"
 #include "daemons/stored/store.h"
 #include "daemons/stored/stored.h"
-#include "tests/unit/temp_dir.h"
+#include "tests/support/temp_dir.h"
 
 using namespace natter;
 using namespace natter::stored;

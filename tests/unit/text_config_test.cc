@@ -6,7 +6,7 @@
 #include "common/log.h"
 #include "common/text.h"
 #include "common/validate.h"
-#include "tests/unit/temp_dir.h"
+#include "tests/support/temp_dir.h"
 
 using namespace natter;
 

@@ -14,7 +14,7 @@
 #include "client/token_source.h"
 #include "common/ids.h"
 #include "common/net.h"
-#include "tests/unit/temp_dir.h"
+#include "tests/support/temp_dir.h"
 
 using namespace natter;
 

@@ -17,7 +17,7 @@
 #include "common/endian.h"
 #include "common/net.h"
 #include "daemons/frontd/zmtp.h"
-#include "tests/unit/temp_dir.h"
+#include "tests/support/temp_dir.h"
 
 using namespace natter;
 using namespace natter::frontd;

@@ -40,9 +40,9 @@
 #include <nlohmann/json.hpp>
 
 #include "client/client.h"
-#include "client/local_cell.h"
 #include "common/daemon.h"
 #include "common/net.h"
+#include "tests/support/local_cell.h"
 
 namespace po = boost::program_options;
 

@@ -1,8 +1,10 @@
-// A local cell for tools and tests: `natterctl init` and `natterctl up` in
-// a folder, the daemons on ipc:// endpoints inside it, stopped (by the pid
-// started here) when the LocalCell goes.
-#ifndef NATTER_CLIENT_LOCAL_CELL_H_
-#define NATTER_CLIENT_LOCAL_CELL_H_
+// A local cell for the tests, natter-chaos and natter-bench: `natterctl
+// init` and `natterctl up` in a folder, the daemons on ipc:// endpoints
+// inside it, stopped (by the pid started here) when the LocalCell goes.
+// Not part of a client: the test programs and natter-bench link it from
+// tests/support/.
+#ifndef NATTER_TESTS_SUPPORT_LOCAL_CELL_H_
+#define NATTER_TESTS_SUPPORT_LOCAL_CELL_H_
 
 #include <sys/types.h>
 
@@ -49,4 +51,4 @@ int FreeLoopbackPort();
 
 }  // namespace natter
 
-#endif  // NATTER_CLIENT_LOCAL_CELL_H_
+#endif  // NATTER_TESTS_SUPPORT_LOCAL_CELL_H_

@@ -1,6 +1,6 @@
 // A temporary folder for a test, removed with everything in it at the end.
-#ifndef NATTER_TESTS_UNIT_TEMP_DIR_H_
-#define NATTER_TESTS_UNIT_TEMP_DIR_H_
+#ifndef NATTER_TESTS_SUPPORT_TEMP_DIR_H_
+#define NATTER_TESTS_SUPPORT_TEMP_DIR_H_
 
 #include <cstdlib>
 #include <stdexcept>
@@ -36,4 +36,4 @@ class TempDir {
 
 }  // namespace natter
 
-#endif  // NATTER_TESTS_UNIT_TEMP_DIR_H_
+#endif  // NATTER_TESTS_SUPPORT_TEMP_DIR_H_

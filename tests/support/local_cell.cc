@@ -1,4 +1,4 @@
-#include "client/local_cell.h"
+#include "tests/support/local_cell.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
