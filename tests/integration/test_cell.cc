@@ -10,10 +10,7 @@
 
 namespace natter {
 
-std::string BinPath(const std::string& program) {
-  const char* bin = std::getenv("NATTER_BIN");
-  return std::string(bin != nullptr && *bin ? bin : "bin") + "/" + program;
-}
+std::string BinPath(const std::string& program) { return TestBinDir() + "/" + program; }
 
 int RunCommand(const std::string& command, std::string* out) {
   FILE* p = ::popen(command.c_str(), "r");

@@ -14,7 +14,7 @@
 
 namespace natter {
 
-// Where the programs are: $NATTER_BIN, else ./bin.
+// A program of the cell, in TestBinDir().
 std::string BinPath(const std::string& program);
 
 // Runs a command line through sh; returns the exit status and stdout.

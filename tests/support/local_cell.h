@@ -45,6 +45,10 @@ class LocalCell {
   pid_t up_pid_ = -1;
 };
 
+// Where a test program finds natterctl and the daemons: $NATTER_BIN, else
+// bin/ beside the folder the program is in (build/natter-chaos: bin/).
+std::string TestBinDir();
+
 // A free TCP port on 127.0.0.1 (bound and let go: a race no other program
 // here is likely to run); 0 if none could be had.
 int FreeLoopbackPort();

@@ -1,37 +1,32 @@
-// A temporary folder for a test, removed with everything in it at the end.
+// A temporary folder for a test, or for a program that starts a cell in
+// one (natter-chaos, natter-bench): made in the system's temporary folder
+// (std::filesystem::temp_directory_path(): $TMPDIR, else /tmp) and removed
+// with everything in it when the TempDir goes, unless it is kept.
 #ifndef NATTER_TESTS_SUPPORT_TEMP_DIR_H_
 #define NATTER_TESTS_SUPPORT_TEMP_DIR_H_
 
-#include <cstdlib>
-#include <stdexcept>
 #include <string>
-
-#include <ftw.h>
-#include <unistd.h>
 
 namespace natter {
 
 class TempDir {
  public:
-  TempDir() {
-    char tmpl[] = "/tmp/natter-test-XXXXXX";
-    if (::mkdtemp(tmpl) == nullptr) throw std::runtime_error("mkdtemp failed");
-    path_ = tmpl;
-  }
-  ~TempDir() {
-    // NATTER_TEST_KEEP=1 keeps the folders (logs, databases) to look at.
-    const char* keep = std::getenv("NATTER_TEST_KEEP");
-    if (keep != nullptr && *keep == '1') return;
-    ::nftw(path_.c_str(),
-           [](const char* p, const struct stat*, int, struct FTW*) {
-             return ::remove(p);
-           },
-           16, FTW_DEPTH | FTW_PHYS);
-  }
+  // A test's folder, natter-test-XXXXXX; NATTER_TEST_KEEP=1 keeps it (its
+  // logs and databases, to look at).
+  TempDir();
+  // prefix-XXXXXX, kept at the end if keep.  Throws std::runtime_error,
+  // naming the folder, if it cannot be made.
+  TempDir(const std::string& prefix, bool keep);
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+
   const std::string& path() const { return path_; }
+  bool kept() const { return keep_; }
 
  private:
   std::string path_;
+  bool keep_;
 };
 
 }  // namespace natter
