@@ -30,19 +30,20 @@
 #include <random>
 #include <set>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <unordered_map>
 #include <vector>
 
 #include <boost/program_options.hpp>
-#include <ftw.h>
 #include <nlohmann/json.hpp>
 
 #include "client/client.h"
 #include "common/daemon.h"
 #include "common/net.h"
 #include "tests/support/local_cell.h"
+#include "tests/support/temp_dir.h"
 
 namespace po = boost::program_options;
 
@@ -72,9 +73,8 @@ const char kUsage[] =
 // (removed at the end unless --keep).
 struct BenchDir {
   std::string path;
-  bool made = false;
-  bool keep = false;
-  explicit BenchDir(std::string dir, bool keep_it) : path(std::move(dir)), keep(keep_it) {
+  std::unique_ptr<TempDir> temp;
+  explicit BenchDir(std::string dir, bool keep) : path(std::move(dir)) {
     if (!path.empty()) {
       // --dir: made if it is not there (its parent must be).
       if (::mkdir(path.c_str(), 0700) != 0 && errno != EEXIST) {
@@ -82,19 +82,15 @@ struct BenchDir {
       }
       return;
     }
-    const char* tmp = std::getenv("TMPDIR");
-    std::string tmpl = std::string(tmp != nullptr && *tmp ? tmp : "/tmp") + "/natter-bench-XXXXXX";
-    if (::mkdtemp(&tmpl[0]) == nullptr) throw Exit{EX_CANTCREAT, tmpl + ": cannot make"};
-    path = tmpl;
-    made = true;
+    try {
+      temp = std::make_unique<TempDir>("natter-bench", keep);
+    } catch (const std::runtime_error& e) {
+      throw Exit{EX_CANTCREAT, e.what()};
+    }
+    path = temp->path();
   }
   ~BenchDir() {
-    if (made && !keep) {
-      ::nftw(path.c_str(), [](const char* p, const struct stat*, int, struct FTW*) { return ::remove(p); },
-             16, FTW_DEPTH | FTW_PHYS);
-    } else {
-      std::fprintf(stderr, "the cell is in %s/cell\n", path.c_str());
-    }
+    if (!temp || temp->kept()) std::fprintf(stderr, "the cell is in %s/cell\n", path.c_str());
   }
 };
 
