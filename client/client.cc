@@ -9,6 +9,7 @@
 #include <cstring>
 #include <fstream>
 
+#include "common/curve.h"
 #include "common/ids.h"
 #include "common/net.h"
 #include "common/text.h"
@@ -141,21 +142,13 @@ void Client::SetServerKey() {
   // 40 characters of Z85, or 64 hex digits: Z85 may hold '#', which
   // config files read as a comment, so natterctl writes hex.
   const std::string& key = options_.server_key;
-  if (key.size() == 64) {
-    uint8_t raw[32];
-    size_t len = 0;
-    if (sodium_hex2bin(raw, sizeof raw, key.data(), key.size(), nullptr, &len,
-                       nullptr) != 0 || len != 32) {
-      throw std::invalid_argument("the server key is not 64 hex digits");
-    }
-    socket_.set(zmq::sockopt::curve_serverkey, zmq::const_buffer(raw, sizeof raw));
-    return;
-  }
-  if (key.size() != 40) {
+  CurveKey raw;
+  if (!ParseCurveKey(key, &raw)) {
     throw std::invalid_argument(
-        "the server key is neither 64 hex digits nor 40 characters of Z85");
+        key.size() == 64 ? "the server key is not 64 hex digits"
+                         : "the server key is neither 64 hex digits nor 40 characters of Z85");
   }
-  socket_.set(zmq::sockopt::curve_serverkey, key);
+  socket_.set(zmq::sockopt::curve_serverkey, zmq::const_buffer(raw.data(), raw.size()));
 }
 
 template <typename T>

@@ -16,13 +16,7 @@ bool ParseCurveKey(const std::string& text, CurveKey* out) {
   if (text.size() == 40) {
     return zmq_z85_decode(out->data(), text.c_str()) != nullptr;
   }
-  if (text.size() == 64) {
-    size_t len = 0;
-    return sodium_hex2bin(out->data(), out->size(), text.data(), text.size(),
-                          nullptr, &len, nullptr) == 0 &&
-           len == 32;
-  }
-  return false;
+  return FromHex(text, out->data(), out->size());
 }
 
 std::string CurveKeyHex(const CurveKey& key) { return ToHex(key.data(), key.size()); }

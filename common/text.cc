@@ -1,7 +1,11 @@
 #include "common/text.h"
 
+#include <sodium.h>
+
+#include <charconv>
 #include <cstdio>
 #include <ctime>
+#include <system_error>
 
 namespace natter {
 
@@ -83,12 +87,12 @@ bool IsPlainWord(std::string_view s) {
 }
 
 std::optional<uint64_t> ParseUint(std::string_view s) {
-  if (s.empty() || s.size() > 19) return std::nullopt;
+  // from_chars takes no sign and no white space for an unsigned type, and
+  // says when the number is past its range.
   uint64_t v = 0;
-  for (char c : s) {
-    if (c < '0' || c > '9') return std::nullopt;
-    v = v * 10 + static_cast<uint64_t>(c - '0');
-  }
+  const char* end = s.data() + s.size();
+  auto [stop, error] = std::from_chars(s.data(), end, v);
+  if (error != std::errc() || stop != end) return std::nullopt;
   return v;
 }
 
@@ -104,14 +108,18 @@ std::optional<uint64_t> ParseDuration(std::string_view s) {
 }
 
 std::string ToHex(const uint8_t* data, size_t size) {
-  static const char kDigits[] = "0123456789abcdef";
-  std::string out;
-  out.reserve(size * 2);
-  for (size_t i = 0; i < size; ++i) {
-    out.push_back(kDigits[data[i] >> 4]);
-    out.push_back(kDigits[data[i] & 15]);
-  }
+  std::string out(2 * size + 1, '\0');  // and sodium_bin2hex's NUL
+  sodium_bin2hex(out.data(), out.size(), data, size);
+  out.pop_back();
   return out;
+}
+
+bool FromHex(std::string_view hex, uint8_t* out, size_t size) {
+  size_t len = 0;
+  const char* end = nullptr;
+  return hex.size() == 2 * size &&
+         sodium_hex2bin(out, size, hex.data(), hex.size(), nullptr, &len, &end) == 0 &&
+         len == size && end == hex.data() + hex.size();
 }
 
 std::vector<std::string> SplitList(std::string_view s) {

@@ -42,6 +42,7 @@
 #include <vector>
 
 #include "client/client.h"
+#include "common/flags.h"
 #include "common/text.h"
 #include "common/token.h"
 #include "tests/support/local_cell.h"
@@ -368,10 +369,10 @@ int main(int argc, char** argv) {
   natter::Settings st;
   po::options_description opts("natter-chaos options");
   opts.add_options()
-      ("seed", po::value(&st.seed), "seed of the kill schedule (default 1)")
+      ("seed", natter::UintValue("seed", &st.seed), "seed of the kill schedule (default 1)")
       ("seconds", po::value(&st.seconds), "how long to send and kill (default 20)")
-      ("shards", po::value(&st.shards), "shards of the cell (default 3)")
-      ("pairs", po::value(&st.pairs), "pairs of users, two devices each (default 4)")
+      ("shards", natter::UintValue("shards", &st.shards), "shards of the cell (default 3)")
+      ("pairs", natter::UintValue("pairs", &st.pairs), "pairs of users, two devices each (default 4)")
       ("rate", po::value(&st.rate), "messages a second, all senders (default 200)")
       ("kill-every", po::value(&st.kill_every), "seconds between kills on average (default 1.5)")
       ("keep", po::bool_switch(&st.keep), "keep the cell's folder (logs, data)")

@@ -15,6 +15,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/text.h"
 #include "tests/integration/devices.h"
 
 using namespace natter;
@@ -118,7 +119,7 @@ int NumberOf(const std::string& screen, const std::string& who_text) {
   std::regex re("\\[(\\d+)\\] [0-9:-]+ (?:[0-9-]+ )?" + who_text);
   std::smatch m;
   if (!std::regex_search(screen, m, re)) return 0;
-  return std::stoi(m[1]);
+  return static_cast<int>(ParseUint(m[1].str()).value_or(0));
 }
 
 size_t Occurrences(const std::string& haystack, const std::string& needle) {

@@ -10,8 +10,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <fstream>
 #include <memory>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -19,6 +19,7 @@
 #include "common/text.h"
 #include "tests/integration/devices.h"
 #include "tests/integration/raw_client.h"
+#include "tests/support/proc_status.h"
 
 using namespace natter;
 
@@ -34,12 +35,8 @@ std::string RouterId(uint32_t k) {
 
 // A process's peak resident memory (VmHWM), in KiB.
 long PeakRssKiB(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind("VmHWM:", 0) == 0) return std::stol(line.substr(6));
-  }
-  return -1;
+  std::optional<uint64_t> bytes = ProcStatusBytes(pid, "VmHWM");
+  return bytes ? static_cast<long>(*bytes / 1024) : -1;
 }
 
 // Sends one message from a new device and waits for its receipt.

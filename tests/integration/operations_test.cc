@@ -17,6 +17,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/text.h"
 #include "tests/integration/devices.h"
 
 using namespace natter;
@@ -146,7 +147,10 @@ TEST_CASE("a daemon's metrics endpoint answers GET /metrics in the Prometheus te
   size_t len_at = r.find("Content-Length: ");
   REQUIRE(head != std::string::npos);
   REQUIRE(len_at != std::string::npos);
-  CHECK(std::stoul(r.substr(len_at + 16)) == r.size() - head - 4);
+  size_t len_end = r.find("\r\n", len_at);
+  REQUIRE(len_end != std::string::npos);
+  CHECK(ParseUint(std::string_view(r).substr(len_at + 16, len_end - len_at - 16)) ==
+        r.size() - head - 4);
   CHECK(HttpGet(port, "/nothing").rfind("HTTP/1.0 404", 0) == 0);
   // A peer that says nothing and one that sends garbage do not stop it.
   int idle = ::socket(AF_INET, SOCK_STREAM, 0);

@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
@@ -11,6 +12,7 @@
 #include <leveldb/iterator.h>
 
 #include "common/shard.h"
+#include "common/text.h"
 #include "daemons/stored/keys.h"
 #include "daemons/stored/store.h"
 #include "daemons/stored/stored.h"
@@ -542,8 +544,9 @@ TEST_CASE("a full head cache never makes a batch hand out a seq twice") {
   std::map<uint64_t, std::set<uint64_t>> seqs;  // user -> seqs of its sends
   for (const Request& r : batch) {
     Processed p = ReplyAs<Processed>(r, MsgType::kProcessed);
-    uint64_t user = std::stoull(p.client_msg_id.substr(p.client_msg_id.find('-') + 1));
-    CHECK(seqs[user].insert(p.seq.value).second);
+    std::optional<uint64_t> user = ParseUint(p.client_msg_id.substr(p.client_msg_id.find('-') + 1));
+    REQUIRE(user);
+    CHECK(seqs[*user].insert(p.seq.value).second);
   }
   for (const auto& [user, s] : seqs) CHECK(s == std::set<uint64_t>{1, 2, 3});
   // The next batch starts with the cache emptied and reads the heads back.
