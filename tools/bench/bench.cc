@@ -41,8 +41,10 @@
 
 #include "client/client.h"
 #include "common/daemon.h"
+#include "common/flags.h"
 #include "common/net.h"
 #include "tests/support/local_cell.h"
+#include "tests/support/proc_status.h"
 #include "tests/support/temp_dir.h"
 
 namespace po = boost::program_options;
@@ -116,7 +118,7 @@ struct CellOptions {
 void ParseMode(const char* mode, const std::vector<std::string>& args,
                po::options_description& opts, CellOptions* cell) {
   opts.add_options()
-      ("shards", po::value(&cell->shards))
+      ("shards", UintValue("shards", &cell->shards))
       ("dir", po::value(&cell->dir))
       ("keep", po::bool_switch(&cell->keep))
       ("curve-ipc", po::value(&cell->curve_ipc));
@@ -161,14 +163,8 @@ ProcStats ReadProc(pid_t pid) {
     }
     st.cpu_s = ticks / static_cast<double>(::sysconf(_SC_CLK_TCK));
   }
-  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
-  while (std::getline(status, line)) {
-    auto kb = [&](const char* key) {
-      return std::strtoull(line.c_str() + std::strlen(key), nullptr, 10) * 1024;
-    };
-    if (line.rfind("VmRSS:", 0) == 0) st.rss = kb("VmRSS:");
-    if (line.rfind("VmHWM:", 0) == 0) st.peak = kb("VmHWM:");
-  }
+  st.rss = ProcStatusBytes(pid, "VmRSS").value_or(0);
+  st.peak = ProcStatusBytes(pid, "VmHWM").value_or(0);
   return st;
 }
 
@@ -264,8 +260,8 @@ int Pages(const std::vector<std::string>& args) {
   CellOptions co;
   po::options_description opts;
   opts.add_options()
-      ("messages", po::value(&messages))
-      ("small", po::value(&small))
+      ("messages", UintValue("messages", &messages))
+      ("small", UintValue("small", &small))
       ("samples", po::value(&samples));
   ParseMode("pages", args, opts, &co);
   if (messages < 1000 || small < 10 || small > messages || samples < 1) {
@@ -400,8 +396,8 @@ int Latency(const std::vector<std::string>& args) {
   opts.add_options()
       ("rate", po::value(&rate))
       ("seconds", po::value(&seconds))
-      ("pairs", po::value(&pairs))
-      ("text-bytes", po::value(&text_bytes));
+      ("pairs", UintValue("pairs", &pairs))
+      ("text-bytes", UintValue("text-bytes", &text_bytes));
   ParseMode("latency", args, opts, &co);
   if (pairs < 1 || rate <= 0 || seconds <= 0 || text_bytes < 16 || text_bytes > kMaxTextBytes) {
     throw Exit{EX_USAGE, "latency: --rate, --seconds and --pairs above 0; --text-bytes 16 to 4096"};
@@ -728,12 +724,12 @@ int Connections(const std::vector<std::string>& args) {
   CellOptions co;
   po::options_description opts;
   opts.add_options()
-      ("clients", po::value(&st.clients))
-      ("messages", po::value(&st.messages))
+      ("clients", UintValue("clients", &st.clients))
+      ("messages", UintValue("messages", &st.messages))
       ("rate", po::value(&st.rate))
       ("connect-rate", po::value(&st.connect_rate))
-      ("workers", po::value(&st.workers))
-      ("text-bytes", po::value(&st.text_bytes));
+      ("workers", UintValue("workers", &st.workers))
+      ("text-bytes", UintValue("text-bytes", &st.text_bytes));
   ParseMode("connections", args, opts, &co);
   if (st.clients < 2 || st.rate <= 0 || st.connect_rate <= 0 || st.text_bytes < 16 ||
       st.text_bytes > kMaxTextBytes) {
@@ -874,10 +870,10 @@ int Throughput(const std::vector<std::string>& args) {
   CellOptions co;
   po::options_description opts;
   opts.add_options()
-      ("pairs", po::value(&pairs))
-      ("window", po::value(&window))
+      ("pairs", UintValue("pairs", &pairs))
+      ("window", UintValue("window", &window))
       ("seconds", po::value(&seconds))
-      ("text-bytes", po::value(&text_bytes));
+      ("text-bytes", UintValue("text-bytes", &text_bytes));
   ParseMode("throughput", args, opts, &co);
   if (pairs < 1 || window < 1 || seconds <= 0 || text_bytes < 16 ||
       text_bytes > kMaxTextBytes) {
