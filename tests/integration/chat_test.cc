@@ -98,10 +98,7 @@ class Terminal {
 void QuitCleanly(Terminal* term, const TestCell& cell) {
   term->Type("/quit", true);
   CHECK(Terminal::ExitStatus(cell.dir() + "/chat.exit") == 0);
-  std::ifstream err(cell.dir() + "/chat.err");
-  std::stringstream err_text;
-  err_text << err.rdbuf();
-  CHECK(err_text.str().empty());
+  CHECK(ReadFile(cell.dir() + "/chat.err").empty());
 }
 
 std::vector<std::string> ScreenLines(const std::string& screen) {

@@ -10,7 +10,6 @@
 #include <algorithm>
 #include <fstream>
 #include <map>
-#include <sstream>
 #include <string>
 
 #include "daemons/frontd/frontd.h"
@@ -19,13 +18,6 @@
 using namespace natter;
 
 namespace {
-
-std::string ReadAll(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 size_t CountOf(const std::string& text, const std::string& what) {
   size_t n = 0;
@@ -77,9 +69,9 @@ TEST_CASE("a full disk stops acknowledgements, loses nothing, and recovers when 
   // nothing it could not write was acknowledged.
   std::string log_path = cell.dir() + "/log/stored-0.log";
   PollUntil({&a, b.get()}, [&] {
-    return CountOf(ReadAll(log_path), "event=storage-down") > 0;
+    return CountOf(ReadFile(log_path), "event=storage-down") > 0;
   }, 60);
-  REQUIRE(CountOf(ReadAll(log_path), "event=storage-down") > 0);
+  REQUIRE(CountOf(ReadFile(log_path), "event=storage-down") > 0);
   size_t processed_while_full = a.Count(Incoming::Kind::kProcessed);
   INFO("processed before the disk was full: " << processed_while_full);
   REQUIRE(processed_while_full < static_cast<size_t>(kMessages));
@@ -98,7 +90,7 @@ TEST_CASE("a full disk stops acknowledgements, loses nothing, and recovers when 
   }, 90);
   CHECK(a.Count(Incoming::Kind::kError) == 0);
   REQUIRE(a.Count(Incoming::Kind::kProcessed) == static_cast<size_t>(kMessages));
-  CHECK(CountOf(ReadAll(log_path), "event=storage-up") > 0);
+  CHECK(CountOf(ReadFile(log_path), "event=storage-up") > 0);
 
   std::set<uint64_t> ids;
   for (const auto& in : a.got) {
@@ -246,7 +238,7 @@ TEST_CASE("SIGTERM under traffic: each daemon finishes its work and exits cleanl
     INFO(name);
     REQUIRE(t.a1->Count(Incoming::Kind::kProcessed) == sent);
     CHECK(cell.DaemonPid(name) != pid);
-    std::string log = ReadAll(cell.dir() + "/log/" + name + ".log");
+    std::string log = ReadFile(cell.dir() + "/log/" + name + ".log");
     // The stopped daemon said goodbye (a shard after closing its database).
     std::string stopped = "[" + std::to_string(pid) + "]: level=info event=stopped";
     CHECK(log.find(stopped) != std::string::npos);
@@ -280,20 +272,20 @@ TEST_CASE("SIGHUP makes a daemon open its log file again (for logrotate)") {
     ::_exit(127);
   }
   auto wait_for = [&](const std::string& path, const std::string& what) {
-    for (int i = 0; i < 100 && ReadAll(path).find(what) == std::string::npos; ++i) {
+    for (int i = 0; i < 100 && ReadFile(path).find(what) == std::string::npos; ++i) {
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
-    return ReadAll(path).find(what) != std::string::npos;
+    return ReadFile(path).find(what) != std::string::npos;
   };
   CHECK(wait_for(log, "event=ready"));
   REQUIRE(::rename(log.c_str(), (log + ".1").c_str()) == 0);  // logrotate
   ::kill(pid, SIGHUP);
   CHECK(wait_for(log, "event=reload"));
-  CHECK(ReadAll(log + ".1").find("event=reload") == std::string::npos);
+  CHECK(ReadFile(log + ".1").find("event=reload") == std::string::npos);
   ::kill(pid, SIGTERM);
   int status = 0;
   ::waitpid(pid, &status, 0);
   CHECK(WIFEXITED(status));
   CHECK(WEXITSTATUS(status) == 0);
-  CHECK(ReadAll(log).find("event=stopped") != std::string::npos);
+  CHECK(ReadFile(log).find("event=stopped") != std::string::npos);
 }

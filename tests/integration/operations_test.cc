@@ -10,7 +10,6 @@
 #include <unistd.h>
 
 #include <atomic>
-#include <fstream>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -30,14 +29,9 @@ struct Output {
   std::string err;
 };
 
-Output Ctl(const TempDir& scratch, const std::string& args) {
+Output Ctl(const std::string& args) {
   Output r;
-  std::string err = scratch.path() + "/err";
-  r.code = RunCommand(BinPath("natterctl") + " " + args + " 2>" + err, &r.out);
-  std::ifstream in(err);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  r.err = ss.str();
+  r.code = RunCommand(BinPath("natterctl") + " " + args, &r.out, &r.err);
   return r;
 }
 
@@ -78,13 +72,12 @@ void Exchange(Device* a, Device* b, UserId to, int n) {
 
 TEST_CASE("natterctl status shows every daemon's counters, and they count what the cell did") {
   TestCell cell(2);
-  TempDir scratch;
   auto [alice, bob] = TwoUsers(2);
   auto a = Open(cell, alice, "a");
   auto b = Open(cell, bob, "b");
   Exchange(a.get(), b.get(), bob, 30);
 
-  Output st = Ctl(scratch, "status --json --dir " + cell.dir());
+  Output st = Ctl("status --json --dir " + cell.dir());
   INFO(st.err);
   REQUIRE(st.code == 0);
   nlohmann::json j = nlohmann::json::parse(st.out);
@@ -115,11 +108,11 @@ TEST_CASE("natterctl status shows every daemon's counters, and they count what t
   CHECK(j["notifyd"]["metrics"]["natter_notifyd_events_total"].get<double>() >= 60);
 
   // The same as a table for people; a stopped daemon makes it exit 69.
-  Output table = Ctl(scratch, "status --dir " + cell.dir());
+  Output table = Ctl("status --dir " + cell.dir());
   CHECK(table.code == 0);
   CHECK(table.out.find("natter_stored_batch_seconds") != std::string::npos);
   ::kill(cell.DaemonPid("notifyd"), SIGSTOP);
-  Output stuck = Ctl(scratch, "status --json --dir " + cell.dir());
+  Output stuck = Ctl("status --json --dir " + cell.dir());
   ::kill(cell.DaemonPid("notifyd"), SIGCONT);
   CHECK(stuck.code == 69);
   CHECK(stuck.err.find("notifyd") != std::string::npos);
@@ -167,7 +160,6 @@ TEST_CASE("a daemon's metrics endpoint answers GET /metrics in the Prometheus te
 
 TEST_CASE("natter send --trace: natterctl trace shows the message's path through every daemon") {
   TestCell cell(2);
-  TempDir scratch;
   auto [alice, bob] = TwoUsers(2);
   auto b = Open(cell, bob, "phone");
   std::string out;
@@ -186,7 +178,7 @@ TEST_CASE("natter send --trace: natterctl trace shows the message's path through
   // The last hops (the recipient's device) may still be on their way to
   // the log file.
   for (int i = 0; i < 50; ++i) {
-    path = Ctl(scratch, "trace --dir " + cell.dir() + " " + id);
+    path = Ctl("trace --dir " + cell.dir() + " " + id);
     if (path.out.find("natter-frontd") != std::string::npos &&
         path.out.find("event=event user=" + std::to_string(bob.value)) != std::string::npos) {
       break;
@@ -212,11 +204,11 @@ TEST_CASE("natter send --trace: natterctl trace shows the message's path through
   CHECK(path.out.find("event=handoff kind=0 target=" + std::to_string(bob.value)) != std::string::npos);  // to Bob's shard
   CHECK(path.out.find("event=answer type=processed") != std::string::npos);
   // The same by trace id; and a message nobody traced is not there.
-  CHECK(Ctl(scratch, "trace --dir " + cell.dir() + " " + trace).out == path.out);
-  Output none = Ctl(scratch, "trace --dir " + cell.dir() + " 12345");
+  CHECK(Ctl("trace --dir " + cell.dir() + " " + trace).out == path.out);
+  Output none = Ctl("trace --dir " + cell.dir() + " 12345");
   CHECK(none.code == 66);
   CHECK(none.err.find("no trace of 12345") != std::string::npos);
-  CHECK(Ctl(scratch, "trace --dir " + cell.dir() + " not-an-id").code == 64);
+  CHECK(Ctl("trace --dir " + cell.dir() + " not-an-id").code == 64);
 }
 
 TEST_CASE("natterctl backup copies each shard while messages flow, and the copy restores") {
@@ -241,7 +233,7 @@ TEST_CASE("natterctl backup copies each shard while messages flow, and the copy 
         a->Poll(5);
       }
     });
-    Output r = Ctl(scratch, "backup --dir " + cell.dir() + " --to " + backup);
+    Output r = Ctl("backup --dir " + cell.dir() + " --to " + backup);
     done = true;
     sender.join();
     INFO(r.err);
@@ -250,8 +242,8 @@ TEST_CASE("natterctl backup copies each shard while messages flow, and the copy 
     CHECK(r.out.find("shard-1 " + backup + "/shard-1 ") != std::string::npos);
     acknowledged_during = a->Count(Incoming::Kind::kProcessed) - 40;
     // The folder is not overwritten, and --to is required.
-    CHECK(Ctl(scratch, "backup --dir " + cell.dir() + " --to " + backup).code == 73);
-    CHECK(Ctl(scratch, "backup --dir " + cell.dir()).code == 64);
+    CHECK(Ctl("backup --dir " + cell.dir() + " --to " + backup).code == 73);
+    CHECK(Ctl("backup --dir " + cell.dir()).code == 64);
   }
   // Restore, as natter(7) says: a cell whose data folder holds the copies.
   TestCell restored(2, "", [&](const std::string& dir) {
@@ -285,7 +277,6 @@ TEST_CASE("natterctl backup copies each shard while messages flow, and the copy 
 
 TEST_CASE("frontd holds back resends of a request still on its way, and lets one through later") {
   TestCell cell(1);
-  TempDir scratch;
   auto [alice, bob] = TwoUsers(1);
   // Resends every 150 ms, then 300 and 600: far more often than frontd's
   // hold (1 s while answers take milliseconds).
@@ -299,7 +290,7 @@ TEST_CASE("frontd holds back resends of a request still on its way, and lets one
   ::kill(shard, SIGSTOP);  // the request waits at the shard: slow, not lost
   a->client->Send(bob, "held");
   PollUntil({a.get()}, [] { return false; }, 3);
-  Output st = Ctl(scratch, "status --json --dir " + cell.dir());
+  Output st = Ctl("status --json --dir " + cell.dir());
   ::kill(shard, SIGCONT);
   nlohmann::json j = nlohmann::json::parse(st.out);
   const auto& f = j["frontd"]["metrics"];

@@ -24,9 +24,7 @@ const std::string kRateConf =
     "[stored]\nuser-rate = " + std::to_string(kRate) + "\nuser-burst = " + std::to_string(kBurst);
 
 double StoredMetric(const TestCell& cell, const char* name) {
-  std::string out;
-  REQUIRE(RunCommand(BinPath("natterctl") + " status --json --dir " + cell.dir(), &out) == 0);
-  return nlohmann::json::parse(out)["stored-0"]["metrics"][name].get<double>();
+  return CellStatus(cell)["stored-0"]["metrics"][name].get<double>();
 }
 
 // What a send costs its user: one unit, and one for each full KiB of text.
@@ -107,17 +105,14 @@ TEST_CASE("a user over its rate is slowed down to it, in order, while another us
 TEST_CASE("natter send of more lines than the rate allows slows down, exits 0 and keeps "
           "their order") {
   TestCell cell(1, kRateConf);
-  TempDir scratch;
   const int kLines = 100;  // 60 past the burst: 1.5 s at the rate
-  std::string err = scratch.path() + "/stderr", out;
+  std::string out, err;
   auto start = Clock::now();
   int code = RunCommand("seq 1 " + std::to_string(kLines) + " | " + cell.NatterArgs(1) +
-                            " --timeout 5 send 2 2>" + err,
-                        &out);
+                            " --timeout 5 send 2",
+                        &out, &err);
   double took = SecondsSince(start);
-  std::string got;
-  RunCommand("cat " + err, &got);
-  INFO(got);
+  INFO(err);
   REQUIRE(code == 0);
   CHECK(std::count(out.begin(), out.end(), '\n') == kLines);
   CHECK(took >= static_cast<double>(kLines - kBurst) / kRate - 0.1);

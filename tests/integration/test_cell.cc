@@ -1,9 +1,5 @@
 #include "tests/integration/test_cell.h"
 
-#include <sys/wait.h>
-
-#include <cstdio>
-#include <cstdlib>
 #include <stdexcept>
 
 #include "common/shard.h"
@@ -11,18 +7,6 @@
 namespace natter {
 
 std::string BinPath(const std::string& program) { return TestBinDir() + "/" + program; }
-
-int RunCommand(const std::string& command, std::string* out) {
-  FILE* p = ::popen(command.c_str(), "r");
-  if (p == nullptr) return -1;
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) {
-    if (out != nullptr) out->append(buf, n);
-  }
-  int status = ::pclose(p);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
 
 TestCell::TestCell(unsigned shards, const std::string& extra_conf, const std::string& listen)
     : cell_(std::make_unique<LocalCell>(BinPath("."), dir_.path(), shards, extra_conf,

@@ -9,6 +9,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "tests/support/io.h"
 #include "tests/support/local_cell.h"
 #include "tests/support/temp_dir.h"
 
@@ -16,9 +17,6 @@ namespace natter {
 
 // A program of the cell, in TestBinDir().
 std::string BinPath(const std::string& program);
-
-// Runs a command line through sh; returns the exit status and stdout.
-int RunCommand(const std::string& command, std::string* out = nullptr);
 
 class TestCell {
  public:

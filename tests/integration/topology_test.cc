@@ -5,10 +5,8 @@
 #include <catch2/catch.hpp>
 
 #include <cstdlib>
-#include <fstream>
 #include <map>
 #include <set>
-#include <sstream>
 
 #include "common/shard.h"
 #include "tests/integration/devices.h"
@@ -20,13 +18,6 @@ namespace {
 std::string TopologyScript() {
   std::string bin = BinPath("");
   return "NATTER_BIN=" + bin + " sh " + bin + "/../tools/topology/natter-topology";
-}
-
-std::string ReadAll(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
 }
 
 std::string Trim(std::string s) {
@@ -61,7 +52,7 @@ TEST_CASE("a cell across hosts: two of each daemon, three shards, tcp:// with CU
   REQUIRE(RunCommand(topo + " up " + dir + " " + (mode != nullptr && *mode ? mode : "auto") +
                          " 2>&1",
                      &out) == 0);
-  std::string topology = ReadAll(dir + "/topology");
+  std::string topology = ReadFile(dir + "/topology");
   bool netns = topology.find("MODE=netns") != std::string::npos;
   // Both ways are real; which one ran is in the test's output.
   WARN("topology in " << (netns ? "network namespaces" : "loopback ports"));
@@ -71,7 +62,7 @@ TEST_CASE("a cell across hosts: two of each daemon, three shards, tcp:// with CU
     REQUIRE(RunCommand(topo + " endpoint " + dir + " frontd-" + std::to_string(i), &front[i]) == 0);
     front[i] = Trim(front[i]);
   }
-  std::string client_conf = ReadAll(dir + "/client.conf");
+  std::string client_conf = ReadFile(dir + "/client.conf");
   std::string key = client_conf.substr(client_conf.find("server-key = ") + 13, 64);
   auto open = [&](UserId user, int frontd, const std::string& device) {
     std::string token;

@@ -8,6 +8,7 @@
 #include "common/log.h"
 #include "common/text.h"
 #include "common/validate.h"
+#include "tests/support/io.h"
 #include "tests/support/temp_dir.h"
 
 using namespace natter;
@@ -225,19 +226,9 @@ TEST_CASE("an unknown flag is a usage error") {
   CHECK(usage);
 }
 
-namespace {
-
-std::string ReadAll(const std::string& path) {
-  std::ifstream in(path);
-  return std::string((std::istreambuf_iterator<char>(in)),
-                     std::istreambuf_iterator<char>());
-}
-
-}  // namespace
-
 TEST_CASE("every configuration key is in natter.conf(5) and etc/natter.conf") {
-  std::string page = ReadAll("man/natter.conf.5");
-  std::string sample = ReadAll("etc/natter.conf");
+  std::string page = ReadFile("man/natter.conf.5");
+  std::string sample = ReadFile("etc/natter.conf");
   REQUIRE(!page.empty());
   REQUIRE(!sample.empty());
   for (const OptionSpec& o : kOptions) {
