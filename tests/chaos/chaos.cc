@@ -216,7 +216,11 @@ int Run(const Settings& st) {
     // starts where it first synced.
     auto settle = Clock::now() + std::chrono::seconds(20);
     std::map<std::string, Sent> sent;
-    for (bool all = false; !all && Clock::now() < settle;) {
+    for (bool all = false; !all;) {
+      if (Clock::now() >= settle) {
+        std::fprintf(stderr, "natter-chaos: the devices did not catch up within 20 s\n");
+        return 69;
+      }
       all = true;
       for (Dev& d : devs) {
         Take(&d, &sent);
@@ -292,7 +296,11 @@ int Run(const Settings& st) {
       return true;
     };
     auto quiet_until = Clock::now() + std::chrono::seconds(120);
-    while (!complete() && Clock::now() < quiet_until) {
+    while (!complete()) {
+      if (Clock::now() >= quiet_until) {
+        std::fprintf(stderr, "chaos: gave up waiting after 120 s; the audit counts what is missing\n");
+        break;
+      }
       for (Dev& d : devs) Take(&d, &sent);
       std::this_thread::sleep_for(std::chrono::milliseconds(2));
     }

@@ -201,14 +201,9 @@ TEST_CASE("natterctl up and down start and stop a whole cell") {
   // up in the background; wait for ready through its output file.
   REQUIRE(RunCommand(ctl + " up --dir " + cell + " --shards 2 --listen ipc://" + cell +
                      "/run/f.sock >" + scratch.path() + "/up.out 2>&1 &") == 0);
-  bool ready = false;
-  for (int i = 0; i < 300 && !ready; ++i) {
-    std::ifstream in(scratch.path() + "/up.out");
-    std::string s((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    ready = s.find("ready") != std::string::npos;
-    if (!ready) usleep(100000);
-  }
-  REQUIRE(ready);
+  WaitUntil("natterctl up to say ready", [&] {
+    return ReadFile(scratch.path() + "/up.out").find("ready") != std::string::npos;
+  }, 30, {}, [&] { return "it said: " + ReadFile(scratch.path() + "/up.out"); });
   CHECK(Run(ctl + " status --dir " + cell).code == 0);
   CHECK(Run(ctl + " up --dir " + cell).code == 75);  // running already
   CHECK(Run(ctl + " down --dir " + cell).code == 0);
@@ -294,7 +289,7 @@ TEST_CASE("text from another user prints as one line with visible escapes; --jso
   {
     auto alice = Open(cell, UserId(1), "phone");
     alice->client->Send(UserId(2), hostile);
-    PollUntil({alice.get()}, [&] { return alice->Count(Incoming::Kind::kProcessed) == 1; }, 10);
+    PollUntil({alice.get()}, "alice's message to be processed", [&] { return alice->Count(Incoming::Kind::kProcessed) == 1; }, 20);
     REQUIRE(alice->Count(Incoming::Kind::kProcessed) == 1);
   }
   auto one_line = [&](const Result& r) {
@@ -440,13 +435,27 @@ TEST_CASE("natter listen --token-file reads the fresh token written there and li
   // The first token expired 55 s ago: frontd ends its session about 5 s in.
   write(cell.Token(2, -55));
   const uint64_t ends = NowS() - 55 + kTokenClockSkew;
+  auto hellos = [&] {
+    return CellStatus(cell)["frontd"]["metrics"]["natter_frontd_hellos_total"].get<double>();
+  };
+  const double hellos_before = hellos();
   Result got;
   std::thread listen([&] {
     got = Run(ArgsWithoutToken(cell) + " --token-file " + file +
                                   " --json listen --count 3 --for 40");
   });
-  std::this_thread::sleep_for(std::chrono::seconds(2));
+  struct Join {  // also when a wait below fails the test
+    std::thread& thread;
+    ~Join() {
+      if (thread.joinable()) thread.join();
+    }
+  } join{listen};
+  // The fresh token is written once the listener has begun with the first.
+  WaitUntil("natter listen to say hello", [&] { return hellos() > hellos_before; }, 20,
+            Pause(100));
   write(cell.Token(2));
+  // What is sent once the first token has ended (and a moment more) must
+  // reach the listener: that it listens past the end is the point.
   while (NowS() < ends + 2) std::this_thread::sleep_for(std::chrono::milliseconds(100));
   for (int i = 0; i < 3; ++i) {
     CHECK(Run(cell.NatterArgs(1) + " send 2 late " + std::to_string(i)).code == 0);

@@ -58,9 +58,9 @@ std::string HttpGet(int port, const std::string& path) {
 // for b to have them all.
 void Exchange(Device* a, Device* b, UserId to, int n) {
   // A new device's mailbox starts where it first synced.
-  PollUntil({a, b}, [&] { return a->client->CaughtUp() && b->client->CaughtUp(); }, 10);
+  PollUntil({a, b}, "both devices to catch up", [&] { return a->client->CaughtUp() && b->client->CaughtUp(); }, 20);
   for (int i = 0; i < n; ++i) a->client->Send(to, "message " + std::to_string(i));
-  PollUntil({a, b}, [&] {
+  PollUntil({a, b}, "every send processed and on the recipient's device", [&] {
     return a->Count(Incoming::Kind::kProcessed) >= static_cast<size_t>(n) &&
            b->Messages().size() >= static_cast<size_t>(n);
   }, 20);
@@ -171,20 +171,18 @@ TEST_CASE("natter send --trace: natterctl trace shows the message's path through
   std::string id = sent["id"];
   std::string trace = sent["trace"];
   CHECK(trace.size() == 16);
-  PollUntil({b.get()}, [&] { return !b->Messages().empty(); }, 10);
+  PollUntil({b.get()}, "bob to get the traced message", [&] { return !b->Messages().empty(); }, 20);
   REQUIRE(b->Messages().size() == 1);
 
   Output path;
   // The last hops (the recipient's device) may still be on their way to
   // the log file.
-  for (int i = 0; i < 50; ++i) {
+  WaitUntil("natterctl trace to show the event reaching bob", [&] {
     path = Ctl("trace --dir " + cell.dir() + " " + id);
-    if (path.out.find("natter-frontd") != std::string::npos &&
-        path.out.find("event=event user=" + std::to_string(bob.value)) != std::string::npos) {
-      break;
-    }
-    usleep(100000);
-  }
+    return path.out.find("natter-frontd") != std::string::npos &&
+           path.out.find("event=event user=" + std::to_string(bob.value)) != std::string::npos;
+  }, 20, Pause(100),
+            [&] { return "it shows: " + path.out + path.err; });
   INFO(path.out << path.err);
   REQUIRE(path.code == 0);
   // Every line is of this trace, in time order, from every daemon.
@@ -288,16 +286,22 @@ TEST_CASE("frontd holds back resends of a request still on its way, and lets one
   Exchange(a.get(), b.get(), bob, 1);
   pid_t shard = cell.DaemonPid("stored-0");
   ::kill(shard, SIGSTOP);  // the request waits at the shard: slow, not lost
+  // Traced, so that frontd logs each copy of it that it passes on.
+  a->client->set_trace(true);
   a->client->Send(bob, "held");
-  PollUntil({a.get()}, [] { return false; }, 3);
+  const std::string log = cell.dir() + "/log/frontd.log";
+  PollUntil({a.get()}, "frontd to let a resend of the held request through", [&] {
+    return CountOf(ReadFile(log), "event=request type=send") >= 2;
+  }, 20);
   Output st = Ctl("status --json --dir " + cell.dir());
   ::kill(shard, SIGCONT);
   nlohmann::json j = nlohmann::json::parse(st.out);
   const auto& f = j["frontd"]["metrics"];
   INFO(st.out);
-  // About eight resends in 3 s; most held back, one a second passed on.
+  // Several resends (every 150 ms, then 300 and 600) before one is let
+  // through (frontd's hold is a second while answers take milliseconds).
   CHECK(f["natter_frontd_resends_held_total"].get<double>() >= 2);
-  PollUntil({a.get(), b.get()}, [&] {
+  PollUntil({a.get(), b.get()}, "the held message processed and delivered once the shard runs again", [&] {
     return a->Count(Incoming::Kind::kProcessed) == 2 && b->Messages().size() == 2;
   }, 20);
   CHECK(a->Count(Incoming::Kind::kProcessed) == 2);

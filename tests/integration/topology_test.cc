@@ -89,7 +89,7 @@ TEST_CASE("a cell across hosts: two of each daemon, three shards, tcp:// with CU
   auto b1 = open(bob, 1, "b1");
   auto c0 = open(carol, 0, "c0");
   std::vector<Device*> all = {a0.get(), a1.get(), b1.get(), c0.get()};
-  PollUntil(all, [&] {
+  PollUntil(all, "every device to catch up", [&] {
     for (Device* d : all) {
       if (!d->client->CaughtUp()) return false;
     }
@@ -117,7 +117,7 @@ TEST_CASE("a cell across hosts: two of each daemon, three shards, tcp:// with CU
            a1->Messages().size() == 2 * want;
   };
   round(30);
-  PollUntil(all, settled, 30);
+  PollUntil(all, "every receipt and every copy of the first round", settled, 30);
   REQUIRE(settled());
 
   // Bob's home shard is cut off mid-traffic, then comes back: what was
@@ -125,9 +125,11 @@ TEST_CASE("a cell across hosts: two of each daemon, three shards, tcp:// with CU
   round(10);
   REQUIRE(RunCommand(topo + " cut " + dir + " stored-1") == 0);
   round(20);
-  PollUntil(all, [] { return false; }, 5);  // past the heartbeat timeout
+  // The cut lasts past the heartbeat timeout (3 s): its peers must find
+  // the silent connections dead, which is what this is about.
+  PollFor(all, 5);
   REQUIRE(RunCommand(topo + " restore " + dir + " stored-1") == 0);
-  PollUntil(all, settled, 90);
+  PollUntil(all, "every receipt and every copy, the cut shard back", settled, 90);
   for (Device* d : {a0.get(), b1.get(), c0.get()}) {
     for (const auto& in : d->got) {
       if (in.kind == Incoming::Kind::kError) UNSCOPED_INFO(in.error.ToString());

@@ -1,8 +1,10 @@
-// Commands and files for the tests: a command line run through sh, its
-// output and its exit status; a file read whole.
+// Commands, files and what they say, for the tests: a command line run
+// through sh, its output and its exit status; a file read whole; how often
+// a text holds another.
 #ifndef NATTER_TESTS_SUPPORT_IO_H_
 #define NATTER_TESTS_SUPPORT_IO_H_
 
+#include <cstddef>
 #include <string>
 
 namespace natter {
@@ -15,6 +17,9 @@ int RunCommand(const std::string& command, std::string* out = nullptr,
 
 // The whole file; empty if it cannot be read.
 std::string ReadFile(const std::string& path);
+
+// How many times `what` is in `text` (overlapping ones too).
+size_t CountOf(const std::string& text, const std::string& what);
 
 }  // namespace natter
 
