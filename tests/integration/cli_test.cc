@@ -86,6 +86,13 @@ TEST_CASE("natter send without text sends each line of stdin") {
   while (std::getline(lines, line)) {
     CHECK(nlohmann::json::parse(line)["type"] == "processed");
   }
+  // Each line is a message of its own (the empty one none).
+  Result history = Run(cell.NatterArgs(2) + " --json history 1");
+  REQUIRE(history.code == 0);
+  std::vector<std::string> texts;
+  std::istringstream messages(history.out);
+  for (std::string m; std::getline(messages, m);) texts.push_back(nlohmann::json::parse(m)["text"]);
+  CHECK(texts == std::vector<std::string>{"one", "two", "three"});
 }
 
 TEST_CASE("natter exits with the sysexits code of what went wrong, saying why on one line") {

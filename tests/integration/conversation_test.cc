@@ -348,10 +348,14 @@ TEST_CASE("reactions: one per user, replaced, removed, seen by both users, in hi
   CHECK(reactions_of(b1.get(), alice) == want);
   // Setting what is there already changes nothing and tells nobody: time
   // for an event to come, were one sent.
-  size_t before = a->Messages(EventKind::kReaction).size();
+  const size_t before_a = a->Messages(EventKind::kReaction).size();
+  const size_t before_b1 = b1->Messages(EventKind::kReaction).size();
+  const size_t before_b2 = b2->Messages(EventKind::kReaction).size();
   AwaitAnswer(a.get(), a->client->React(bob, id, std::string("😂")));
   PollFor(all, 1);
-  CHECK(a->Messages(EventKind::kReaction).size() == before);
+  CHECK(a->Messages(EventKind::kReaction).size() == before_a);
+  CHECK(b1->Messages(EventKind::kReaction).size() == before_b1);
+  CHECK(b2->Messages(EventKind::kReaction).size() == before_b2);
 
   // Only on a message of one's own conversation, and only with an emoji.
   auto carol = Open(cell, UserId(999), "phone");

@@ -270,6 +270,8 @@ TEST_CASE("curve-ipc = no: the cell's ipc hops go in plain text, clients keep CU
   TestCell cell(2, "[cell]\ncurve-ipc = no");
   // routed's ipc socket answers plain text now, and a CURVE client no more.
   CHECK(RoutedAnswers(cell, nullptr, kWelcomeWait));
+  KeyPair frontd = CellKey(cell, "frontd");
+  CHECK_FALSE(RoutedAnswers(cell, &frontd));
   // Messages go through every hop (frontd, routed, both shards, notifyd).
   auto [alice, bob] = TwoUsers(2);
   auto a = Open(cell, alice, "a1");
@@ -388,8 +390,10 @@ TEST_CASE("every request is for the token's user: another user's data is out of 
   REQUIRE(f.type() == MsgType::kError);
   // Nothing reached 8 or 9 (time for an event to come, were one sent).
   PollFor({eight.get(), nine.get()}, 1);
-  CHECK(eight->Messages(EventKind::kReaction).empty());
-  CHECK(eight->Messages(EventKind::kSeen).empty());
+  for (Device* d : {eight.get(), nine.get()}) {
+    CHECK(d->Messages(EventKind::kReaction).empty());
+    CHECK(d->Messages(EventKind::kSeen).empty());
+  }
 }
 
 TEST_CASE("a flooding client is told busy; the others are served as before") {
@@ -440,6 +444,8 @@ TEST_CASE("malformed and oversized frames are refused and the daemon serves on")
   RawClient huge(cell, 6);
   Send too_big{"c", UserId(5), std::string(300 * 1024, 'x')};
   huge.Send(MsgType::kSend, too_big, UserId());
+  WaitUntil("frontd to drop the connection of the oversized frame",
+            [&] { return huge.Saw(ZMQ_EVENT_DISCONNECTED); }, 20);
   auto fine = Open(cell, UserId(7), "phone");
   fine->client->Send(UserId(5), "still served");
   PollUntil({fine.get()}, "the other client's send to be processed", [&] { return fine->Count(Incoming::Kind::kProcessed) == 1; }, 20);

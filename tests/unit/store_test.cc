@@ -133,6 +133,9 @@ TEST_CASE("a retried client_msg_id returns the first id and creates nothing") {
     CHECK(p2.id == p1.id);
     CHECK(p2.seq == p1.seq);
     CHECK(e2.publish.empty());
+    CHECK(e2.handoff.empty());
+    CHECK(store.Head(UserId(1)) == Seq(1));  // no second mailbox entry
+    CHECK(store.Head(UserId(2)) == Seq(1));
   }
   SECTION("twice in the same batch") {
     std::vector<Request> batch;
