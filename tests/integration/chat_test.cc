@@ -316,9 +316,10 @@ TEST_CASE("natter chat reconnects by itself after frontd restarts and shows what
   term.WaitForText("2: first");
   // natter is the child of the pane's shell.
   std::string shell = term.Format("#{pane_pid}");
-  std::ifstream children("/proc/" + shell + "/task/" + shell + "/children");
-  pid_t chat = 0;
-  children >> chat;
+  std::vector<std::string> children =
+      SplitList(ReadFile("/proc/" + shell + "/task/" + shell + "/children"));
+  REQUIRE(!children.empty());
+  const pid_t chat = static_cast<pid_t>(ParseUint(children[0]).value_or(0));
   REQUIRE(chat > 0);
 
   pid_t frontd = cell.DaemonPid("frontd");
