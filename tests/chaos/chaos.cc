@@ -24,13 +24,11 @@
 // 0 only if nothing was lost, duplicated or left unanswered.
 #include <signal.h>
 #include <sys/types.h>
-#include <unistd.h>
 
 #include <boost/program_options.hpp>
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
-#include <cstdlib>
 #include <iostream>
 #include <map>
 #include <memory>

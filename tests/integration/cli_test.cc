@@ -8,7 +8,6 @@
 #include <thread>
 
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include <nlohmann/json.hpp>
 

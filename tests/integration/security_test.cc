@@ -14,7 +14,6 @@
 #include <fstream>
 #include <regex>
 #include <sstream>
-#include <thread>
 
 #include "common/curve.h"
 #include "common/text.h"

@@ -4,7 +4,6 @@
 #include <catch2/catch.hpp>
 
 #include <map>
-#include <thread>
 
 #include "common/ids.h"
 #include "common/token.h"

@@ -9,7 +9,6 @@
 #include <cstring>
 #include <functional>
 #include <memory>
-#include <thread>
 #include <string>
 #include <vector>
 
