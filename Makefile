@@ -90,9 +90,10 @@ DAEMONS    := frontd routed stored notifyd
 PROGRAMS   := $(addprefix $(BIN)/natter-,$(DAEMONS)) $(BIN)/natter $(BIN)/natterctl $(BIN)/natter-bench
 
 UNIT_SRC   := $(wildcard tests/unit/*.cc)
-INTEG_SRC  := $(wildcard tests/integration/*.cc)
-# What the tests and natter-bench share (temporary folders, a local cell).
+# What the test programs share (a local cell, a temporary folder); natter-bench
+# starts its cells with it too.
 TEST_SUPPORT_SRC := $(wildcard tests/support/*.cc)
+INTEG_SRC  := $(wildcard tests/integration/*.cc)
 DAEMON_LIB_SRC := $(foreach d,$(DAEMONS),$(filter-out daemons/$(d)/main.cc,$(wildcard daemons/$(d)/*.cc)))
 
 MAN_PAGES  := $(wildcard man/*.[1-8])

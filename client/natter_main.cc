@@ -29,6 +29,7 @@
 #include "common/config.h"
 #include "common/curve.h"
 #include "common/daemon.h"
+#include "common/flags.h"
 #include "common/text.h"
 #include "common/validate.h"
 
@@ -314,7 +315,7 @@ int HistoryCommand(const Global& g, const std::vector<std::string>& args) {
       ("at", po::value(&at))
       ("before", po::value(&before))
       ("after", po::value(&after))
-      ("limit", po::value(&limit));
+      ("limit", UintValue("limit", &limit));
   po::positional_options_description pos;
   pos.add("peer", 1);
   try {
@@ -460,7 +461,7 @@ int Listen(const Global& g, const std::vector<std::string>& args) {
   std::string for_text;
   po::options_description opts;
   opts.add_options()
-      ("count", po::value(&count))
+      ("count", UintValue("count", &count))
       ("for", po::value(&for_text));
   po::variables_map vm;
   try {

@@ -24,12 +24,7 @@ bool ParseCurveKey(const std::string& text, CurveKey* out) {
   if (text.size() == kZ85Length) {
     return zmq_z85_decode(out->data(), text.c_str()) != nullptr;
   }
-  if (text.size() == kHexLength) {
-    size_t len = 0;
-    return sodium_hex2bin(out->data(), out->size(), text.data(), text.size(),
-                          nullptr, &len, nullptr) == 0 &&
-           len == 32;
-  }
+  if (text.size() == kHexLength) return FromHex(text, out->data(), out->size());
   return false;
 }
 

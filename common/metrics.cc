@@ -8,7 +8,12 @@
 #include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <optional>
 #include <sstream>
+#include <string>
+#include <vector>
+
+#include "common/text.h"
 
 namespace natter {
 namespace {
@@ -124,11 +129,13 @@ void AddProcessMetrics(MetricSet* set) {
   double cpu = static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
                static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
   set->Counter("process_cpu_seconds_total", "CPU time of the process, user and system.", cpu);
-  long pages = 0, resident = 0;
-  std::ifstream statm("/proc/self/statm");
-  if (statm >> pages >> resident) {
+  // /proc/self/statm: "size resident shared ...", in pages.
+  std::string statm;
+  std::getline(std::ifstream("/proc/self/statm"), statm);
+  std::vector<std::string> pages = SplitList(statm);
+  if (std::optional<uint64_t> resident = pages.size() > 1 ? ParseUint(pages[1]) : std::nullopt) {
     set->Gauge("process_resident_memory_bytes", "Resident memory of the process.",
-               static_cast<double>(resident) * static_cast<double>(::sysconf(_SC_PAGESIZE)));
+               static_cast<double>(*resident) * static_cast<double>(::sysconf(_SC_PAGESIZE)));
   }
   int fds = 0;
   if (DIR* d = ::opendir("/proc/self/fd")) {

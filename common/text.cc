@@ -1,7 +1,12 @@
 #include "common/text.h"
 
+#include <sodium.h>
+
+#include <algorithm>
+#include <charconv>
 #include <cstdio>
 #include <ctime>
+#include <system_error>
 
 namespace natter {
 
@@ -83,12 +88,12 @@ bool IsPlainWord(std::string_view s) {
 }
 
 std::optional<uint64_t> ParseUint(std::string_view s) {
-  if (s.empty() || s.size() > 19) return std::nullopt;
+  // from_chars takes no sign and no white space for an unsigned type, and
+  // says when the number is past its range.
   uint64_t v = 0;
-  for (char c : s) {
-    if (c < '0' || c > '9') return std::nullopt;
-    v = v * 10 + static_cast<uint64_t>(c - '0');
-  }
+  const char* end = s.data() + s.size();
+  auto [stop, error] = std::from_chars(s.data(), end, v);
+  if (error != std::errc() || stop != end) return std::nullopt;
   return v;
 }
 
@@ -104,14 +109,18 @@ std::optional<uint64_t> ParseDuration(std::string_view s) {
 }
 
 std::string ToHex(const uint8_t* data, size_t size) {
-  static const char kDigits[] = "0123456789abcdef";
-  std::string out;
-  out.reserve(size * 2);
-  for (size_t i = 0; i < size; ++i) {
-    out.push_back(kDigits[data[i] >> 4]);
-    out.push_back(kDigits[data[i] & 15]);
-  }
+  std::string out(2 * size + 1, '\0');  // and sodium_bin2hex's NUL
+  sodium_bin2hex(out.data(), out.size(), data, size);
+  out.pop_back();
   return out;
+}
+
+bool FromHex(std::string_view hex, uint8_t* out, size_t size) {
+  size_t len = 0;
+  const char* end = nullptr;
+  return hex.size() == 2 * size &&
+         sodium_hex2bin(out, size, hex.data(), hex.size(), nullptr, &len, &end) == 0 &&
+         len == size && end == hex.data() + hex.size();
 }
 
 std::vector<std::string> SplitList(std::string_view s) {
@@ -131,37 +140,54 @@ std::vector<std::string> SplitList(std::string_view s) {
 
 std::optional<uint64_t> ParseTime(const std::string& text) {
   if (auto ms = ParseUint(text)) return ms;
-  int y, mo, d, h, mi, consumed = 0;
-  double sec;
-  if (std::sscanf(text.c_str(), "%4d-%2d-%2d%*1[Tt ]%2d:%2d:%lf%n", &y, &mo, &d, &h, &mi,
-                  &sec, &consumed) != 6) {
+  // RFC 3339: YYYY-MM-DDTHH:MM:SS[.fraction](Z|+HH:MM|-HH:MM), each field
+  // its digits exactly.
+  const std::string_view s = text;
+  auto digits = [&](size_t at, size_t n) {
+    return at + n <= s.size() ? ParseUint(s.substr(at, n)) : std::nullopt;
+  };
+  auto is = [&](size_t at, std::string_view chars) {
+    return at < s.size() && chars.find(s[at]) != std::string_view::npos;
+  };
+  const auto y = digits(0, 4), mo = digits(5, 2), d = digits(8, 2), h = digits(11, 2),
+             mi = digits(14, 2), sec = digits(17, 2);
+  if (!y || !mo || !d || !h || !mi || !sec || !is(4, "-") || !is(7, "-") || !is(10, "Tt ") ||
+      !is(13, ":") || !is(16, ":")) {
     return std::nullopt;
   }
-  std::string zone = text.substr(static_cast<size_t>(consumed));
+  size_t i = 19;
+  uint64_t fraction_ms = 0;  // rounded to the nearest millisecond
+  if (is(i, ".")) {
+    const size_t start = ++i;
+    while (is(i, "0123456789")) ++i;
+    if (i == start) return std::nullopt;
+    std::string tenths_of_ms(s.substr(start, std::min<size_t>(4, i - start)));
+    tenths_of_ms.resize(4, '0');
+    fraction_ms = (*ParseUint(tenths_of_ms) + 5) / 10;
+  }
   long offset_s = 0;
-  if (zone == "Z" || zone == "z") {
+  if (s.substr(i) == "Z" || s.substr(i) == "z") {
     offset_s = 0;
-  } else if (zone.size() == 6 && (zone[0] == '+' || zone[0] == '-') && zone[3] == ':') {
-    auto zh = ParseUint(zone.substr(1, 2)), zm = ParseUint(zone.substr(4, 2));
+  } else if (s.size() == i + 6 && is(i, "+-") && is(i + 3, ":")) {
+    auto zh = digits(i + 1, 2), zm = digits(i + 4, 2);
     if (!zh || !zm || *zh > 23 || *zm > 59) return std::nullopt;
-    offset_s = static_cast<long>(*zh * 3600 + *zm * 60) * (zone[0] == '-' ? -1 : 1);
+    offset_s = static_cast<long>(*zh * 3600 + *zm * 60) * (s[i] == '-' ? -1 : 1);
   } else {
     return std::nullopt;
   }
-  if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec < 0 || sec >= 61) {
+  if (*mo < 1 || *mo > 12 || *d < 1 || *d > 31 || *h > 23 || *mi > 59 || *sec > 60) {
     return std::nullopt;
   }
   struct tm tm = {};
-  tm.tm_year = y - 1900;
-  tm.tm_mon = mo - 1;
-  tm.tm_mday = d;
-  tm.tm_hour = h;
-  tm.tm_min = mi;
-  tm.tm_sec = static_cast<int>(sec);
+  tm.tm_year = static_cast<int>(*y) - 1900;
+  tm.tm_mon = static_cast<int>(*mo) - 1;
+  tm.tm_mday = static_cast<int>(*d);
+  tm.tm_hour = static_cast<int>(*h);
+  tm.tm_min = static_cast<int>(*mi);
+  tm.tm_sec = static_cast<int>(*sec);
   time_t t = timegm(&tm);
   if (t < 0) return std::nullopt;
-  long long ms = (static_cast<long long>(t) - offset_s) * 1000 +
-                 static_cast<long long>((sec - static_cast<int>(sec)) * 1000 + 0.5);
+  long long ms = (static_cast<long long>(t) - offset_s) * 1000 + static_cast<long long>(fraction_ms);
   if (ms < 0) return std::nullopt;
   return static_cast<uint64_t>(ms);
 }

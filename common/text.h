@@ -49,10 +49,15 @@ std::optional<uint64_t> ParseDuration(std::string_view s);
 // milliseconds since the epoch, to Unix milliseconds.
 std::optional<uint64_t> ParseTime(const std::string& text);
 
-// A whole decimal number, nothing else.
+// A whole decimal number that fits 64 bits, nothing else: no sign, no
+// spaces.  Every reader of a decimal number (config, flags, natterctl,
+// natter rpc, pid files) uses it.
 std::optional<uint64_t> ParseUint(std::string_view s);
 
+// Lower-case hex, two digits a byte.
 std::string ToHex(const uint8_t* data, size_t size);
+// Exactly size bytes from 2 * size hex digits (either case), nothing else.
+bool FromHex(std::string_view hex, uint8_t* out, size_t size);
 
 // Splits on white space (and commas), dropping empty pieces.
 std::vector<std::string> SplitList(std::string_view s);

@@ -291,8 +291,7 @@ uint64_t Frontd::NewTrace(bool loud) {
   unsigned char hash[crypto_shorthash_BYTES];
   crypto_shorthash(hash, reinterpret_cast<const unsigned char*>(&counter), sizeof counter,
                    trace_key_.data());
-  uint64_t id = 0;
-  for (unsigned char b : hash) id = (id << 8) | b;
+  uint64_t id = GetBigEndian(reinterpret_cast<const char*>(hash), sizeof hash);
   id &= ~kTraceLoud;
   if (id == 0) id = 1;
   return id | (loud ? kTraceLoud : 0);

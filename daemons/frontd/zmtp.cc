@@ -38,7 +38,9 @@ const uint8_t* Bytes(std::string_view s) {
 // or an 8-byte prefix and 16 bytes given.
 void MakeNonce(const char* prefix16, uint64_t counter, uint8_t out[24]) {
   std::memcpy(out, prefix16, 16);
-  for (int i = 0; i < 8; ++i) out[16 + i] = static_cast<uint8_t>(counter >> (56 - 8 * i));
+  std::string be;
+  PutBigEndian(&be, counter);
+  std::memcpy(out + 16, be.data(), 8);
 }
 
 void MakeLongNonce(const char* prefix8, const uint8_t* rest16, uint8_t out[24]) {

@@ -23,29 +23,28 @@
 // The last line is "N processed, L lost, D duplicated"; the exit status is
 // 0 only if nothing was lost, duplicated or left unanswered.
 #include <signal.h>
-#include <sys/stat.h>
 #include <sys/types.h>
-#include <unistd.h>
 
 #include <boost/program_options.hpp>
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
-#include <cstdlib>
-#include <ftw.h>
 #include <iostream>
 #include <map>
 #include <memory>
 #include <random>
 #include <set>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "client/client.h"
-#include "client/local_cell.h"
+#include "common/flags.h"
 #include "common/text.h"
 #include "common/token.h"
+#include "tests/support/local_cell.h"
+#include "tests/support/temp_dir.h"
 
 namespace natter {
 namespace {
@@ -77,18 +76,6 @@ struct Dev {
   // Each message event, by id: how many times it came.
   std::map<uint64_t, int> messages;
 };
-
-std::string BinDir() {
-  const char* bin = std::getenv("NATTER_BIN");
-  if (bin != nullptr && *bin != '\0') return bin;
-  char buf[4096];
-  ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
-  std::string self(buf, n > 0 ? static_cast<size_t>(n) : 0);
-  // build/natter-chaos -> bin/
-  std::string top = self.substr(0, self.rfind('/'));
-  top = top.substr(0, top.rfind('/'));
-  return top + "/bin";
-}
 
 pid_t PidOf(const std::string& dir, const std::string& name) {
   std::string line;
@@ -177,12 +164,14 @@ std::vector<uint64_t> HistoryOf(LocalCell& cell, zmq::context_t& ctx,
 }
 
 int Run(const Settings& st) {
-  char tmpl[] = "/tmp/natter-chaos-XXXXXX";
-  if (::mkdtemp(tmpl) == nullptr) {
-    std::perror("natter-chaos: mkdtemp");
+  std::unique_ptr<TempDir> folder;
+  try {
+    folder = std::make_unique<TempDir>("natter-chaos", st.keep);
+  } catch (const std::runtime_error& e) {
+    std::fprintf(stderr, "natter-chaos: %s\n", e.what());
     return 71;
   }
-  std::string dir = tmpl;
+  const std::string& dir = folder->path();
   std::fprintf(stderr, "chaos: seed=%llu seconds=%.0f shards=%u pairs=%u rate=%.0f dir=%s\n",
                static_cast<unsigned long long>(st.seed), st.seconds, st.shards,
                st.pairs, st.rate, dir.c_str());
@@ -193,7 +182,7 @@ int Run(const Settings& st) {
     // its rate of writes at its shard (natter-stored(8)) leaves twice that,
     // and is never below the default (50 a second, bursts of 500).
     uint64_t user_rate = std::max<uint64_t>(50, static_cast<uint64_t>(st.rate / st.pairs + 1));
-    LocalCell cell(BinDir(), dir, st.shards,
+    LocalCell cell(TestBinDir(), dir, st.shards,
                    "[stored]\nuser-rate = " + std::to_string(user_rate) +
                        "\nuser-burst = " + std::to_string(10 * user_rate));
     zmq::context_t ctx(1);
@@ -223,7 +212,11 @@ int Run(const Settings& st) {
     // starts where it first synced.
     auto settle = Clock::now() + std::chrono::seconds(20);
     std::map<std::string, Sent> sent;
-    for (bool all = false; !all && Clock::now() < settle;) {
+    for (bool all = false; !all;) {
+      if (Clock::now() >= settle) {
+        std::fprintf(stderr, "natter-chaos: the devices did not catch up within 20 s\n");
+        return 69;
+      }
       all = true;
       for (Dev& d : devs) {
         Take(&d, &sent);
@@ -299,7 +292,11 @@ int Run(const Settings& st) {
       return true;
     };
     auto quiet_until = Clock::now() + std::chrono::seconds(120);
-    while (!complete() && Clock::now() < quiet_until) {
+    while (!complete()) {
+      if (Clock::now() >= quiet_until) {
+        std::fprintf(stderr, "chaos: gave up waiting after 120 s; the audit counts what is missing\n");
+        break;
+      }
       for (Dev& d : devs) Take(&d, &sent);
       std::this_thread::sleep_for(std::chrono::milliseconds(2));
     }
@@ -364,13 +361,7 @@ int Run(const Settings& st) {
                  ? 0
                  : 1;
   }
-  if (!st.keep) {
-    ::nftw(dir.c_str(),
-           [](const char* p, const struct stat*, int, struct FTW*) { return ::remove(p); },
-           16, FTW_DEPTH | FTW_PHYS);
-  } else {
-    std::fprintf(stderr, "chaos: kept %s\n", dir.c_str());
-  }
+  if (folder->kept()) std::fprintf(stderr, "chaos: kept %s\n", dir.c_str());
   return status;
 }
 
@@ -382,10 +373,10 @@ int main(int argc, char** argv) {
   natter::Settings st;
   po::options_description opts("natter-chaos options");
   opts.add_options()
-      ("seed", po::value(&st.seed), "seed of the kill schedule (default 1)")
+      ("seed", natter::UintValue("seed", &st.seed), "seed of the kill schedule (default 1)")
       ("seconds", po::value(&st.seconds), "how long to send and kill (default 20)")
-      ("shards", po::value(&st.shards), "shards of the cell (default 3)")
-      ("pairs", po::value(&st.pairs), "pairs of users, two devices each (default 4)")
+      ("shards", natter::UintValue("shards", &st.shards), "shards of the cell (default 3)")
+      ("pairs", natter::UintValue("pairs", &st.pairs), "pairs of users, two devices each (default 4)")
       ("rate", po::value(&st.rate), "messages a second, all senders (default 200)")
       ("kill-every", po::value(&st.kill_every), "seconds between kills on average (default 1.5)")
       ("keep", po::bool_switch(&st.keep), "keep the cell's folder (logs, data)")

@@ -11,10 +11,10 @@
 #include <fstream>
 #include <regex>
 #include <sstream>
-#include <thread>
 
 #include <nlohmann/json.hpp>
 
+#include "common/text.h"
 #include "tests/integration/devices.h"
 
 using namespace natter;
@@ -54,38 +54,33 @@ class Terminal {
     while (!out.empty() && out.back() == '\n') out.pop_back();
     return out;
   }
-  // Waits up to 10 s for the screen to satisfy `done`; returns the screen.
-  std::string WaitFor(const std::function<bool(const std::string&)>& done,
+  // Waits for the screen to satisfy `done` (calling meanwhile between
+  // looks); returns the screen.
+  std::string WaitFor(const std::string& what,
+                      const std::function<bool(const std::string&)>& done,
                       const std::function<void()>& meanwhile = {}) {
-    auto deadline = Clock::now() + std::chrono::seconds(10);
     std::string screen;
-    while (Clock::now() < deadline) {
-      screen = Screen();
-      if (done(screen)) return screen;
-      if (meanwhile) {
-        meanwhile();
-      } else {
-        std::this_thread::sleep_for(std::chrono::milliseconds(50));
-      }
-    }
+    WaitUntil(
+        what, [&] { return done(screen = Screen()); }, 20,
+        meanwhile ? meanwhile : Pause(50),
+        [&] { return "the screen:\n" + screen; });
     return screen;
-  }
-  // The exit status the command wrote to `path` (waiting up to 20 s), or
-  // -1.
-  static int ExitStatus(const std::string& path) {
-    auto deadline = Clock::now() + std::chrono::seconds(20);
-    while (Clock::now() < deadline) {
-      std::ifstream in(path);
-      int status;
-      if (in >> status) return status;
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    return -1;
   }
   std::string WaitForText(const std::string& text,
                           const std::function<void()>& meanwhile = {}) {
-    return WaitFor([&](const std::string& s) { return s.find(text) != std::string::npos; },
+    return WaitFor("the screen to show \"" + text + "\"",
+                   [&](const std::string& s) { return s.find(text) != std::string::npos; },
                    meanwhile);
+  }
+  // The exit status the command wrote to `path`, once it is there.
+  static int ExitStatus(const std::string& path) {
+    std::optional<uint64_t> status;
+    WaitUntil(path + " to hold the chat's exit status", [&] {
+      std::string text = ReadFile(path);
+      while (!text.empty() && text.back() == '\n') text.pop_back();
+      return (status = ParseUint(text)).has_value();
+    }, 20, Pause(50));
+    return static_cast<int>(*status);
   }
 
  private:
@@ -97,10 +92,7 @@ class Terminal {
 void QuitCleanly(Terminal* term, const TestCell& cell) {
   term->Type("/quit", true);
   CHECK(Terminal::ExitStatus(cell.dir() + "/chat.exit") == 0);
-  std::ifstream err(cell.dir() + "/chat.err");
-  std::stringstream err_text;
-  err_text << err.rdbuf();
-  CHECK(err_text.str().empty());
+  CHECK(ReadFile(cell.dir() + "/chat.err").empty());
 }
 
 std::vector<std::string> ScreenLines(const std::string& screen) {
@@ -118,23 +110,14 @@ int NumberOf(const std::string& screen, const std::string& who_text) {
   std::regex re("\\[(\\d+)\\] [0-9:-]+ (?:[0-9-]+ )?" + who_text);
   std::smatch m;
   if (!std::regex_search(screen, m, re)) return 0;
-  return std::stoi(m[1]);
-}
-
-size_t Occurrences(const std::string& haystack, const std::string& needle) {
-  size_t n = 0;
-  for (size_t at = haystack.find(needle); at != std::string::npos;
-       at = haystack.find(needle, at + 1)) {
-    ++n;
-  }
-  return n;
+  return static_cast<int>(ParseUint(m[1].str()).value_or(0));
 }
 
 // Sends and waits for the processed receipt; returns the message id.
 MessageId SendAndWait(Device* d, UserId to, const std::string& text) {
   std::string cmid = d->client->Send(to, text);
   MessageId id;
-  PollUntil({d}, [&] {
+  PollUntil({d}, "the receipt of \"" + text + "\"", [&] {
     for (const auto& in : d->got) {
       if (in.kind == Incoming::Kind::kProcessed && in.processed.client_msg_id == cmid) {
         id = in.processed.id;
@@ -155,7 +138,7 @@ MessageId AwaitText(Device* d, const std::string& text) {
     }
     return MessageId();
   };
-  PollUntil({d}, [&] { return find().value != 0; }, 10);
+  PollUntil({d}, "a message \"" + text + "\"", [&] { return find().value != 0; }, 20);
   return find();
 }
 
@@ -187,13 +170,17 @@ TEST_CASE("natter chat in a terminal: history, live messages, receipts, reaction
   for (int i = 1; i <= 39; ++i) {
     phone->client->Send(alice, "filler " + std::to_string(i));
   }
-  PollUntil({phone.get()}, [&] { return phone->client->SendsInFlight() == 0; }, 20);
+  PollUntil({phone.get()}, "every send of bob's phone to be answered", [&] { return phone->client->SendsInFlight() == 0; }, 20);
   SendAndWait(laptop.get(), bob, "before the chat");
   MessageId from_bob = SendAndWait(phone.get(), alice, "hi from bob");
 
   Terminal term(cell.dir(), cell.NatterArgs(alice.value) + " chat 2 2>" + cell.dir() +
                                 "/chat.err; echo $? >" + cell.dir() + "/chat.exit");
-  std::string screen = term.WaitForText("2> ");
+  // The first page, then the prompt (tmux drops its trailing space).
+  std::string screen = term.WaitFor("the prompt under the first page", [](const std::string& s) {
+    std::vector<std::string> lines = ScreenLines(s);
+    return !lines.empty() && lines.back() == "2>";
+  });
   INFO(screen);
   CHECK(screen.find("me: before the chat") != std::string::npos);
   CHECK(screen.find("2: hi from bob") != std::string::npos);
@@ -201,10 +188,10 @@ TEST_CASE("natter chat in a terminal: history, live messages, receipts, reaction
   CHECK(screen.find("2: filler 7\n") == std::string::npos);
   CHECK(screen.find("-- /more for older messages") != std::string::npos);
   // What the chat showed is marked seen: bob hears of it.
-  PollUntil({phone.get()}, [&] {
+  PollUntil({phone.get()}, "bob's phone to hear that alice saw his message", [&] {
     return HasSeen(*phone,
                     [&](const Receipt& e) { return e.by == alice && e.id == from_bob; });
-  }, 10);
+  }, 20);
   CHECK(HasSeen(*phone,
                  [&](const Receipt& e) { return e.by == alice && e.id == from_bob; }));
 
@@ -219,12 +206,12 @@ TEST_CASE("natter chat in a terminal: history, live messages, receipts, reaction
   MessageId hello = AwaitText(phone.get(), "hello bob");
   REQUIRE(hello.value != 0);
   // The phone acknowledges what it got: delivered.
-  screen = term.WaitFor([&](const std::string& s) {
+  screen = term.WaitFor(tag + " to show delivered", [&](const std::string& s) {
     return std::regex_search(s, std::regex("\\[" + std::to_string(sent) + "\\].* delivered"));
   }, [&] { phone->Poll(20); });
   CHECK(std::regex_search(screen, std::regex("\\[" + std::to_string(sent) + "\\].* delivered")));
   AwaitAnswer(phone.get(), phone->client->MarkSeen(alice, hello));
-  screen = term.WaitFor([&](const std::string& s) {
+  screen = term.WaitFor(tag + " to show seen", [&](const std::string& s) {
     return std::regex_search(s, std::regex("\\[" + std::to_string(sent) + "\\].* seen"));
   });
   CHECK(std::regex_search(screen, std::regex("\\[" + std::to_string(sent) + "\\].* seen")));
@@ -238,7 +225,7 @@ TEST_CASE("natter chat in a terminal: history, live messages, receipts, reaction
   std::vector<std::string> lines = ScreenLines(screen);
   REQUIRE(!lines.empty());
   CHECK(lines.back() == "2> half typ");
-  CHECK(Occurrences(screen, "half typ") == 1);
+  CHECK(CountOf(screen, "half typ") == 1);
   term.Type("ed", true);
   CHECK(AwaitText(phone.get(), "half typed").value != 0);
 
@@ -246,20 +233,20 @@ TEST_CASE("natter chat in a terminal: history, live messages, receipts, reaction
   int n = NumberOf(screen, "2: while you type");
   REQUIRE(n > 0);
   term.Type("/react " + std::to_string(n) + " 👍", true);
-  PollUntil({phone.get()}, [&] {
+  PollUntil({phone.get()}, "bob's phone to get alice's reaction", [&] {
     return HasReaction(*phone, [&](const ReactionEvent& e) {
       return e.id == meanwhile && e.emoji && *e.emoji == "👍";
     });
-  }, 10);
+  }, 20);
   CHECK(HasReaction(*phone, [&](const ReactionEvent& e) {
     return e.by == alice && e.id == meanwhile && e.emoji && *e.emoji == "👍";
   }));
   term.WaitForText("you reacted 👍 to [" + std::to_string(n) + "]");
   term.Type("/unreact " + std::to_string(n), true);
-  PollUntil({phone.get()}, [&] {
+  PollUntil({phone.get()}, "bob's phone to hear that alice took her reaction back", [&] {
     return HasReaction(*phone,
                     [&](const ReactionEvent& e) { return e.id == meanwhile && !e.emoji; });
-  }, 10);
+  }, 20);
   CHECK(HasReaction(*phone,
                  [&](const ReactionEvent& e) { return e.id == meanwhile && !e.emoji; }));
   AwaitAnswer(phone.get(), phone->client->React(alice, hello, std::string("🎉")));
@@ -312,7 +299,7 @@ TEST_CASE("natter chat's /chats shows every page of long conversations") {
     laptop->client->Send(UserId(peer), "to " + std::to_string(peer) + " " +
                                            std::string(kMaxTextBytes - 8, 'x'));
   }
-  PollUntil({laptop.get()}, [&] { return laptop->client->SendsInFlight() == 0; }, 30);
+  PollUntil({laptop.get()}, "every send of alice's laptop to be answered", [&] { return laptop->client->SendsInFlight() == 0; }, 30);
   REQUIRE(laptop->Count(Incoming::Kind::kProcessed) == 70);
   Terminal term(cell.dir(), cell.NatterArgs(alice.value) + " chat 2 2>" + cell.dir() +
                                 "/chat.err; echo $? >" + cell.dir() + "/chat.exit");
@@ -335,9 +322,10 @@ TEST_CASE("natter chat reconnects by itself after frontd restarts and shows what
   term.WaitForText("2: first");
   // natter is the child of the pane's shell.
   std::string shell = term.Format("#{pane_pid}");
-  std::ifstream children("/proc/" + shell + "/task/" + shell + "/children");
-  pid_t chat = 0;
-  children >> chat;
+  std::vector<std::string> children =
+      SplitList(ReadFile("/proc/" + shell + "/task/" + shell + "/children"));
+  REQUIRE(!children.empty());
+  const pid_t chat = static_cast<pid_t>(ParseUint(children[0]).value_or(0));
   REQUIRE(chat > 0);
 
   pid_t frontd = cell.DaemonPid("frontd");
@@ -353,7 +341,7 @@ TEST_CASE("natter chat reconnects by itself after frontd restarts and shows what
   REQUIRE(::kill(chat, SIGCONT) == 0);
   screen = term.WaitForText("2: while you were away");
   CHECK(screen.find("-- connected again") != std::string::npos);
-  CHECK(Occurrences(screen, "while you were away") == 1);
+  CHECK(CountOf(screen, "while you were away") == 1);
   // And it goes on: a line typed now is sent.
   term.Type("back again", true);
   CHECK(AwaitText(phone.get(), "back again").value != 0);
@@ -417,33 +405,36 @@ class Piped {
     }
     return true;
   }
-  // Reads until a line satisfies `match` (up to 10 s); returns it, or null.
-  nlohmann::json WaitFor(const std::function<bool(const nlohmann::json&)>& match) {
-    auto deadline = Clock::now() + std::chrono::seconds(10);
-    for (size_t seen = 0;;) {
+  // Reads until a line satisfies `match`; returns it.  The output ending
+  // first fails the test as a wait running out does.
+  nlohmann::json WaitFor(const std::string& what,
+                         const std::function<bool(const nlohmann::json&)>& match) {
+    size_t seen = 0;
+    bool open = true;
+    WaitUntil(what, [&] {
       for (; seen < lines_.size(); ++seen) {
-        if (match(lines_[seen])) return lines_[seen];
+        if (match(lines_[seen])) return true;
       }
-      if (Clock::now() >= deadline || !Read(50)) return nullptr;
-    }
+      if (!open) FAIL("the output ended before " << what);
+      return false;
+    }, 20, [&] { open = Read(50); });
+    return lines_[seen];
   }
   nlohmann::json Reply(const nlohmann::json& id) {
-    return WaitFor([&](const nlohmann::json& j) { return j.contains("id") && j["id"] == id; });
+    return WaitFor("the reply to request " + id.dump(),
+                   [&](const nlohmann::json& j) { return j.contains("id") && j["id"] == id; });
   }
-  // Waits (up to 20 s) for the program to end; its exit status.
+  // Waits for the program to end; its exit status.
   int Wait() {
-    auto deadline = Clock::now() + std::chrono::seconds(20);
-    while (Clock::now() < deadline) {
-      Read(50);
+    WaitUntil("the program to exit", [&] {
       int st;
-      if (::waitpid(pid_, &st, WNOHANG) == pid_) {
-        while (Read(0) && Read(10)) {
-        }
-        status_ = WIFEXITED(st) ? WEXITSTATUS(st) : 128;
-        return status_;
+      if (::waitpid(pid_, &st, WNOHANG) != pid_) return false;
+      while (Read(0) && Read(10)) {
       }
-    }
-    return -1;
+      status_ = WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+      return true;
+    }, 20, [&] { Read(50); });
+    return status_;
   }
   const std::vector<nlohmann::json>& lines() const { return lines_; }
 
@@ -477,7 +468,7 @@ TEST_CASE("natter rpc through a pipe: a reply for each request by id, events as 
   CHECK(chats["result"]["more"] == false);
 
   MessageId from_bob = SendAndWait(phone.get(), alice, "hello bot");
-  nlohmann::json event = rpc.WaitFor([](const nlohmann::json& j) {
+  nlohmann::json event = rpc.WaitFor("the event of bob's message", [](const nlohmann::json& j) {
     return IsEvent(j, "message") && j["params"]["text"] == "hello bot";
   });
   REQUIRE(!event.is_null());
@@ -501,9 +492,9 @@ TEST_CASE("natter rpc through a pipe: a reply for each request by id, events as 
   CHECK(rpc.Reply("u")["result"] == nlohmann::json::object());
   rpc.Write(R"({"id":2.5,"method":"seen","params":{"peer":2,"id":")" + bob_id + R"("}})");
   CHECK(rpc.Reply(2.5).contains("result"));
-  PollUntil({phone.get()}, [&] {
+  PollUntil({phone.get()}, "bob's phone to hear that the bot saw his message", [&] {
     return HasSeen(*phone, [&](const Receipt& e) { return e.id == from_bob; });
-  }, 10);
+  }, 20);
   CHECK(HasReaction(*phone, [&](const ReactionEvent& e) {
     return e.id == from_bob && e.emoji && *e.emoji == "👍";
   }));
@@ -520,7 +511,7 @@ TEST_CASE("natter rpc through a pipe: a reply for each request by id, events as 
 
   // Bad requests: error replies, and the connection goes on.
   rpc.Write("this is not json");
-  nlohmann::json parse = rpc.WaitFor([](const nlohmann::json& j) {
+  nlohmann::json parse = rpc.WaitFor("the parse error's reply", [](const nlohmann::json& j) {
     return j.contains("error") && j["error"]["code"] == -32700;
   });
   CHECK(parse["id"].is_null());

@@ -9,7 +9,6 @@
 #include <thread>
 
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include <nlohmann/json.hpp>
 #include <zmq.h>
@@ -30,11 +29,9 @@ struct Result {
   std::string err;
 };
 
-Result Run(const TempDir& scratch, const std::string& command) {
-  std::string err_path = scratch.path() + "/stderr";
+Result Run(const std::string& command) {
   Result r;
-  r.code = RunCommand(command + " 2>" + err_path, &r.out);
-  r.err = ReadAll(err_path);
+  r.code = RunCommand(command, &r.out, &r.err);
   return r;
 }
 
@@ -48,19 +45,18 @@ size_t Lines(const std::string& s) {
 
 TEST_CASE("natter send prints the processed id and natter listen prints that message") {
   TestCell cell(1);
-  TempDir scratch;
   // Bob's device connects once, so it has a cursor to come back to.
-  Result first = Run(scratch, cell.NatterArgs(2) + " --device cli listen --for 1");
+  Result first = Run(cell.NatterArgs(2) + " --device cli listen --for 1");
   INFO(first.err);
   REQUIRE(first.code == 0);
-  Result sent = Run(scratch, cell.NatterArgs(1) + " send 2 hello bob");
+  Result sent = Run(cell.NatterArgs(1) + " send 2 hello bob");
   INFO(sent.err);
   REQUIRE(sent.code == 0);
   std::string id = sent.out.substr(0, sent.out.find('\n'));
   REQUIRE(!id.empty());
   CHECK(id.find_first_not_of("0123456789") == std::string::npos);
 
-  Result got = Run(scratch, cell.NatterArgs(2) + " --device cli --json listen --count 1 --for 10");
+  Result got = Run(cell.NatterArgs(2) + " --device cli --json listen --count 1 --for 10");
   INFO(got.err);
   REQUIRE(got.code == 0);
   REQUIRE(Lines(got.out) == 1);
@@ -75,15 +71,14 @@ TEST_CASE("natter send prints the processed id and natter listen prints that mes
   CHECK(j["seq"] == 1);
 
   // Acknowledged: listening again shows nothing more.
-  Result again = Run(scratch, cell.NatterArgs(2) + " --device cli --json listen --for 1");
+  Result again = Run(cell.NatterArgs(2) + " --device cli --json listen --for 1");
   CHECK(again.code == 0);
   CHECK(again.out.empty());
 }
 
 TEST_CASE("natter send without text sends each line of stdin") {
   TestCell cell(1);
-  TempDir scratch;
-  Result r = Run(scratch, "printf 'one\\ntwo\\n\\nthree\\n' | " + cell.NatterArgs(1) +
+  Result r = Run("printf 'one\\ntwo\\n\\nthree\\n' | " + cell.NatterArgs(1) +
                               " --json send 2");
   INFO(r.err);
   REQUIRE(r.code == 0);
@@ -93,6 +88,13 @@ TEST_CASE("natter send without text sends each line of stdin") {
   while (std::getline(lines, line)) {
     CHECK(nlohmann::json::parse(line)["type"] == "processed");
   }
+  // Each line is a message of its own (the empty one none).
+  Result history = Run(cell.NatterArgs(2) + " --json history 1");
+  REQUIRE(history.code == 0);
+  std::vector<std::string> texts;
+  std::istringstream messages(history.out);
+  for (std::string m; std::getline(messages, m);) texts.push_back(nlohmann::json::parse(m)["text"]);
+  CHECK(texts == std::vector<std::string>{"one", "two", "three"});
 }
 
 TEST_CASE("natter exits with the sysexits code of what went wrong, saying why on one line") {
@@ -101,14 +103,14 @@ TEST_CASE("natter exits with the sysexits code of what went wrong, saying why on
   SECTION("an expired token: 77") {
     std::string args = BinPath("natter") + " -c " + cell.dir() + "/client.conf -s ipc://" +
                        cell.dir() + "/run/frontd.sock -t " + cell.Token(1, -3600);
-    Result r = Run(scratch, args + " send 2 hi");
+    Result r = Run(args + " send 2 hi");
     INFO(r.err);
     CHECK(r.code == 77);
     CHECK(Lines(r.err) == 1);
     CHECK(r.err.find("expired") != std::string::npos);
   }
   SECTION("a forged token: 77") {
-    Result r = Run(scratch, BinPath("natter") + " -s ipc://" + cell.dir() +
+    Result r = Run(BinPath("natter") + " -s ipc://" + cell.dir() +
                                 "/run/frontd.sock -c " + cell.dir() +
                                 "/client.conf -t nt1.forged.token send 2 hi");
     INFO(r.err);
@@ -116,24 +118,24 @@ TEST_CASE("natter exits with the sysexits code of what went wrong, saying why on
     CHECK(Lines(r.err) == 1);
   }
   SECTION("text that is not UTF-8: 65") {
-    Result r = Run(scratch, cell.NatterArgs(1) + " send 2 $(printf '\\377')");
+    Result r = Run(cell.NatterArgs(1) + " send 2 $(printf '\\377')");
     INFO(r.err);
     CHECK(r.code == 65);
     CHECK(Lines(r.err) == 1);
   }
   SECTION("a server that is down: 69 after --timeout") {
-    Result r = Run(scratch, BinPath("natter") + " -s ipc://" + scratch.path() +
+    Result r = Run(BinPath("natter") + " -s ipc://" + scratch.path() +
                                 "/none.sock -t x --timeout 1 send 2 hi");
     CHECK(r.code == 69);
     CHECK(Lines(r.err) == 1);
   }
   SECTION("usage: 64") {
-    CHECK(Run(scratch, cell.NatterArgs(1)).code == 64);
-    CHECK(Run(scratch, cell.NatterArgs(1) + " send bob hi").code == 64);
-    CHECK(Run(scratch, cell.NatterArgs(1) + " send 0 hi").code == 64);
-    CHECK(Run(scratch, cell.NatterArgs(1) + " fly 2").code == 64);
-    CHECK(Run(scratch, cell.NatterArgs(1) + " listen --bogus").code == 64);
-    Result r = Run(scratch, BinPath("natter") + " -s ipc://x send 2 hi");
+    CHECK(Run(cell.NatterArgs(1)).code == 64);
+    CHECK(Run(cell.NatterArgs(1) + " send bob hi").code == 64);
+    CHECK(Run(cell.NatterArgs(1) + " send 0 hi").code == 64);
+    CHECK(Run(cell.NatterArgs(1) + " fly 2").code == 64);
+    CHECK(Run(cell.NatterArgs(1) + " listen --bogus").code == 64);
+    Result r = Run(BinPath("natter") + " -s ipc://x send 2 hi");
     CHECK(r.code == 64);
     CHECK(r.err.find("token") != std::string::npos);
   }
@@ -142,31 +144,30 @@ TEST_CASE("natter exits with the sysexits code of what went wrong, saying why on
 TEST_CASE("natterctl refuses to overwrite a cell, and says how the cell is") {
   TestCell cell(2);
   TempDir scratch;
-  Result init = Run(scratch, BinPath("natterctl") + " init --dir " + cell.dir());
+  Result init = Run(BinPath("natterctl") + " init --dir " + cell.dir());
   CHECK(init.code == 73);
   CHECK(Lines(init.err) == 1);
-  Result status = Run(scratch, BinPath("natterctl") + " status --dir " + cell.dir());
+  Result status = Run(BinPath("natterctl") + " status --dir " + cell.dir());
   CHECK(status.code == 0);
   CHECK(status.out.find("stored-1") != std::string::npos);
-  CHECK(Run(scratch, BinPath("natterctl") + " token --dir " + cell.dir()).code == 64);
-  CHECK(Run(scratch, BinPath("natterctl") + " token --dir " + cell.dir() +
+  CHECK(Run(BinPath("natterctl") + " token --dir " + cell.dir()).code == 64);
+  CHECK(Run(BinPath("natterctl") + " token --dir " + cell.dir() +
                          " --user 1 --ttl forever").code == 64);
-  Result token = Run(scratch, BinPath("natterctl") + " token --dir " + cell.dir() +
+  Result token = Run(BinPath("natterctl") + " token --dir " + cell.dir() +
                                   " --user 5 --ttl 15m");
   CHECK(token.code == 0);
   CHECK(token.out.rfind("nt1.", 0) == 0);
-  Result stopped = Run(scratch, BinPath("natterctl") + " status --dir " + scratch.path());
+  Result stopped = Run(BinPath("natterctl") + " status --dir " + scratch.path());
   CHECK(stopped.code == 64);
 }
 
 TEST_CASE("natterctl keygen makes a key whose name gives its role, and refuses a name that names none") {
   TempDir dir;
-  TempDir scratch;
   std::string ctl = BinPath("natterctl") + " ";
-  REQUIRE(Run(scratch, ctl + "init --dir " + dir.path()).code == 0);
+  REQUIRE(Run(ctl + "init --dir " + dir.path()).code == 0);
   for (const char* name : {"newhost", "frontd2", "host-stored", "Admin"}) {
     INFO(name);
-    Result r = Run(scratch, ctl + "keygen --dir " + dir.path() + " --name " + name);
+    Result r = Run(ctl + "keygen --dir " + dir.path() + " --name " + name);
     CHECK(r.code == 64);
     CHECK(Lines(r.err) == 1);
     CHECK(r.err.find("names no role") != std::string::npos);
@@ -176,7 +177,7 @@ TEST_CASE("natterctl keygen makes a key whose name gives its role, and refuses a
   }
   for (const char* name : {"stored-1", "frontd@host3", "admin.alice", "notifyd_b"}) {
     INFO(name);
-    Result r = Run(scratch, ctl + "keygen --dir " + dir.path() + " --name " + name);
+    Result r = Run(ctl + "keygen --dir " + dir.path() + " --name " + name);
     CHECK(r.code == 0);
     CHECK(Lines(r.out) == 1);
     std::string pub;
@@ -191,7 +192,7 @@ namespace {
 
 // Replaces every from in the file at path with to.
 void ReplaceInFile(const std::string& path, const std::string& from, const std::string& to) {
-  std::string text = ReadAll(path);
+  std::string text = ReadFile(path);
   for (size_t at = text.find(from); at != std::string::npos;
        at = text.find(from, at + to.size())) {
     text.replace(at, from.size(), to);
@@ -213,7 +214,7 @@ std::string PublicKey(const std::string& dir, const std::string& name) {
 TEST_CASE("natterctl init writes CURVE keys in Z85; a cell whose keys hold '@' and '#' serves") {
   auto [alice, bob] = TwoUsers(2);
   TestCell cell(2, "", [](const std::string& dir) {
-    std::string conf = ReadAll(dir + "/natter.conf");
+    std::string conf = ReadFile(dir + "/natter.conf");
     std::string stored = PublicKey(dir, "stored"), routed = PublicKey(dir, "routed"),
                 notifyd = PublicKey(dir, "notifyd");
     CHECK(stored.size() == 40);
@@ -222,7 +223,7 @@ TEST_CASE("natterctl init writes CURVE keys in Z85; a cell whose keys hold '@' a
     CHECK(conf.find("/run/routed.sock@" + routed + "\n") != std::string::npos);
     CHECK(conf.find("/run/notifyd-in.sock@" + notifyd + "\n") != std::string::npos);
     CHECK(conf.find("/run/notifyd-out.sock@" + notifyd + "\n") != std::string::npos);
-    CHECK(ReadAll(dir + "/client.conf").find("\nserver-key = " + PublicKey(dir, "frontd") +
+    CHECK(ReadFile(dir + "/client.conf").find("\nserver-key = " + PublicKey(dir, "frontd") +
                                               "\n") != std::string::npos);
     // Every daemon's key made again until it holds both characters a
     // config file or an endpoint could take for something else.
@@ -241,10 +242,10 @@ TEST_CASE("natterctl init writes CURVE keys in Z85; a cell whose keys hold '@' a
   }, nullptr);
   TempDir scratch;
   std::string to = " send " + std::to_string(bob.value) + " ";
-  REQUIRE(Run(scratch, cell.NatterArgs(bob.value) + " --device cli listen --for 1").code == 0);
+  REQUIRE(Run(cell.NatterArgs(bob.value) + " --device cli listen --for 1").code == 0);
 
   // client.conf's server-key, with its '#'.
-  Result sent = Run(scratch, cell.NatterArgs(alice.value) + to + "from client.conf");
+  Result sent = Run(cell.NatterArgs(alice.value) + to + "from client.conf");
   INFO(sent.err);
   CHECK(sent.code == 0);
   // -k in either form, without a config file.
@@ -255,11 +256,11 @@ TEST_CASE("natterctl init writes CURVE keys in Z85; a cell whose keys hold '@' a
                      " -s ipc://" + cell.dir() + "/run/frontd.sock --state-dir " + cell.dir() +
                      "/cli-state -t " + cell.Token(alice.value);
   for (const std::string& k : {frontd, CurveKeyHex(key)}) {
-    Result r = Run(scratch, args + " -k '" + k + "'" + to + "given the key");
+    Result r = Run(args + " -k '" + k + "'" + to + "given the key");
     INFO(k << ": " << r.err);
     CHECK(r.code == 0);
   }
-  Result got = Run(scratch, cell.NatterArgs(bob.value) +
+  Result got = Run(cell.NatterArgs(bob.value) +
                                 " --device cli --json listen --count 3 --for 20");
   INFO(got.err);
   CHECK(got.code == 0);
@@ -267,13 +268,13 @@ TEST_CASE("natterctl init writes CURVE keys in Z85; a cell whose keys hold '@' a
 
   // A key in neither form: a usage error from -k, a config error from the
   // file, naming both forms.
-  Result bad = Run(scratch, args + " -k '" + frontd.substr(1) + "'" + to + "hi");
+  Result bad = Run(args + " -k '" + frontd.substr(1) + "'" + to + "hi");
   CHECK(bad.code == 64);
   CHECK(Lines(bad.err) == 1);
   CHECK(bad.err.find("40 characters of Z85 or 64 hex digits") != std::string::npos);
   std::ofstream(scratch.path() + "/bad.conf") << "# no key\nserver-key = " << frontd.substr(1)
                                               << "\n";
-  bad = Run(scratch, args + " -c " + scratch.path() + "/bad.conf" + to + "hi");
+  bad = Run(args + " -c " + scratch.path() + "/bad.conf" + to + "hi");
   CHECK(bad.code == 78);
   CHECK(Lines(bad.err) == 1);
   CHECK(bad.err.find("bad.conf: server-key") != std::string::npos);
@@ -296,12 +297,12 @@ TEST_CASE("a cell whose config names its keys in hex, as natterctl init wrote th
   CurveKey stored, frontd;
   REQUIRE(ParseCurveKey(PublicKey(cell.dir(), "stored"), &stored));
   REQUIRE(ParseCurveKey(PublicKey(cell.dir(), "frontd"), &frontd));
-  CHECK(ReadAll(cell.dir() + "/natter.conf").find("/run/stored-1.sock@" + CurveKeyHex(stored) +
+  CHECK(ReadFile(cell.dir() + "/natter.conf").find("/run/stored-1.sock@" + CurveKeyHex(stored) +
                                                    "\n") != std::string::npos);
-  CHECK(ReadAll(cell.dir() + "/client.conf").find("server-key = " + CurveKeyHex(frontd) +
+  CHECK(ReadFile(cell.dir() + "/client.conf").find("server-key = " + CurveKeyHex(frontd) +
                                                    "\n") != std::string::npos);
   TempDir scratch;
-  Result sent = Run(scratch, cell.NatterArgs(alice.value) + " send " +
+  Result sent = Run(cell.NatterArgs(alice.value) + " send " +
                                  std::to_string(bob.value) + " to an old cell");
   INFO(sent.err);
   CHECK(sent.code == 0);
@@ -310,20 +311,19 @@ TEST_CASE("a cell whose config names its keys in hex, as natterctl init wrote th
 
 TEST_CASE("natterctl token refuses a --ttl past its maximum or one that would overflow") {
   TestCell cell(1);
-  TempDir scratch;
   std::string token = BinPath("natterctl") + " token --dir " + cell.dir() + " --user 1";
   for (const char* ttl : {"9999999999999d", "213503982334601d", "18446744073709551615",
                           "3651d"}) {
     INFO(ttl);
-    Result r = Run(scratch, token + " --ttl " + ttl);
+    Result r = Run(token + " --ttl " + ttl);
     CHECK(r.code == 64);
     CHECK(Lines(r.err) == 1);
     CHECK(r.out.empty());
   }
-  Result longest = Run(scratch, token + " --ttl 3650d");
+  Result longest = Run(token + " --ttl 3650d");
   CHECK(longest.code == 0);
   // A device the cell would refuse at hello is refused here too.
-  CHECK(Run(scratch, token + " --device \"$(printf 'a\\nb')\"").code == 64);
+  CHECK(Run(token + " --device \"$(printf 'a\\nb')\"").code == 64);
 }
 
 TEST_CASE("natterctl up and down start and stop a whole cell") {
@@ -334,34 +334,28 @@ TEST_CASE("natterctl up and down start and stop a whole cell") {
   // up in the background; wait for ready through its output file.
   REQUIRE(RunCommand(ctl + " up --dir " + cell + " --shards 2 --listen ipc://" + cell +
                      "/run/f.sock >" + scratch.path() + "/up.out 2>&1 &") == 0);
-  bool ready = false;
-  for (int i = 0; i < 300 && !ready; ++i) {
-    std::ifstream in(scratch.path() + "/up.out");
-    std::string s((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    ready = s.find("ready") != std::string::npos;
-    if (!ready) usleep(100000);
-  }
-  REQUIRE(ready);
-  CHECK(Run(scratch, ctl + " status --dir " + cell).code == 0);
-  CHECK(Run(scratch, ctl + " up --dir " + cell).code == 75);  // running already
-  CHECK(Run(scratch, ctl + " down --dir " + cell).code == 0);
-  CHECK(Run(scratch, ctl + " status --dir " + cell).code == 69);
+  WaitUntil("natterctl up to say ready", [&] {
+    return ReadFile(scratch.path() + "/up.out").find("ready") != std::string::npos;
+  }, 30, {}, [&] { return "it said: " + ReadFile(scratch.path() + "/up.out"); });
+  CHECK(Run(ctl + " status --dir " + cell).code == 0);
+  CHECK(Run(ctl + " up --dir " + cell).code == 75);  // running already
+  CHECK(Run(ctl + " down --dir " + cell).code == 0);
+  CHECK(Run(ctl + " status --dir " + cell).code == 69);
 }
 
 TEST_CASE("natter history, react, unreact, seen and chats, as a script would use them") {
   TestCell cell(3);
-  TempDir scratch;
   auto [alice, bob] = TwoUsers(3);
   std::string a = cell.NatterArgs(alice.value), b = cell.NatterArgs(bob.value);
   std::string A = std::to_string(alice.value), B = std::to_string(bob.value);
-  Result sent = Run(scratch, "printf 'one\\ntwo\\nthree\\n' | " + a + " send " + B);
+  Result sent = Run("printf 'one\\ntwo\\nthree\\n' | " + a + " send " + B);
   REQUIRE(sent.code == 0);
   std::istringstream lines(sent.out);
   std::vector<std::string> ids;
   for (std::string l; std::getline(lines, l);) ids.push_back(l);
   REQUIRE(ids.size() == 3);
 
-  Result hist = Run(scratch, b + " --json history " + A + " --limit 2");
+  Result hist = Run(b + " --json history " + A + " --limit 2");
   INFO(hist.err);
   REQUIRE(hist.code == 0);
   REQUIRE(Lines(hist.out) == 2);
@@ -370,52 +364,51 @@ TEST_CASE("natter history, react, unreact, seen and chats, as a script would use
   CHECK(last["text"] == "three");
   CHECK(last["reactions"].is_object());
 
-  CHECK(Run(scratch, b + " react " + A + " " + ids[1] + " 👍").code == 0);
-  CHECK(Run(scratch, a + " react " + B + " " + ids[1] + " 🎉").code == 0);
-  CHECK(Run(scratch, b + " seen " + A + " " + ids[1]).code == 0);
-  hist = Run(scratch, a + " --json history " + B + " --before " + ids[2]);
+  CHECK(Run(b + " react " + A + " " + ids[1] + " 👍").code == 0);
+  CHECK(Run(a + " react " + B + " " + ids[1] + " 🎉").code == 0);
+  CHECK(Run(b + " seen " + A + " " + ids[1]).code == 0);
+  hist = Run(a + " --json history " + B + " --before " + ids[2]);
   REQUIRE(Lines(hist.out) == 2);
   auto second = nlohmann::json::parse(hist.out.substr(hist.out.find('\n') + 1));
   CHECK(second["reactions"][B] == "👍");
   CHECK(second["reactions"][A] == "🎉");
   CHECK(second["seen"] == true);
-  CHECK(Run(scratch, b + " unreact " + A + " " + ids[1]).code == 0);
-  hist = Run(scratch, a + " --json history " + B + " --after " + ids[0] + " --limit 1");
+  CHECK(Run(b + " unreact " + A + " " + ids[1]).code == 0);
+  hist = Run(a + " --json history " + B + " --after " + ids[0] + " --limit 1");
   REQUIRE(Lines(hist.out) == 1);
   CHECK(nlohmann::json::parse(hist.out)["reactions"].size() == 1);
 
-  Result chats = Run(scratch, a + " --json chats");
+  Result chats = Run(a + " --json chats");
   REQUIRE(chats.code == 0);
   auto chat = nlohmann::json::parse(chats.out);
   CHECK(chat["type"] == "chat");
   CHECK(chat["peer"] == bob.value);
   CHECK(chat["last"]["id"] == ids[2]);
   CHECK(chat["seen"] == ids[1]);
-  Result bob_chats = Run(scratch, b + " --json chats");
+  Result bob_chats = Run(b + " --json chats");
   CHECK(nlohmann::json::parse(bob_chats.out)["unread"] == 1);
 
   // --at takes RFC 3339 and milliseconds; a time before everything: nothing.
-  CHECK(Run(scratch, a + " history " + B + " --at 2024-01-01T00:00:00Z").out.empty());
-  Result now = Run(scratch, a + " --json history " + B + " --at 2099-01-01T00:00:00.5+02:00");
+  CHECK(Run(a + " history " + B + " --at 2024-01-01T00:00:00Z").out.empty());
+  Result now = Run(a + " --json history " + B + " --at 2099-01-01T00:00:00.5+02:00");
   CHECK(Lines(now.out) == 3);
 
   // Refusals: a message of someone else's conversation, a bad emoji (65);
   // a bad option or limit (64).
   auto carol = cell.NatterArgs(4242);
-  Result foreign = Run(scratch, carol + " react " + A + " " + ids[0] + " 👍");
+  Result foreign = Run(carol + " react " + A + " " + ids[0] + " 👍");
   CHECK(foreign.code == 65);
   CHECK(Lines(foreign.err) == 1);
-  CHECK(Run(scratch, b + " react " + A + " " + ids[0] + " " + std::string(70, 'x')).code == 65);
-  CHECK(Run(scratch, b + " seen " + A + " 12345").code == 65);
-  CHECK(Run(scratch, b + " history " + A + " --limit 501").code == 64);
-  CHECK(Run(scratch, b + " history " + A + " --at yesterday").code == 64);
-  CHECK(Run(scratch, b + " history " + A + " --at 1 --before 2").code == 64);
-  CHECK(Run(scratch, b + " react " + A + " " + ids[0]).code == 64);
+  CHECK(Run(b + " react " + A + " " + ids[0] + " " + std::string(70, 'x')).code == 65);
+  CHECK(Run(b + " seen " + A + " 12345").code == 65);
+  CHECK(Run(b + " history " + A + " --limit 501").code == 64);
+  CHECK(Run(b + " history " + A + " --at yesterday").code == 64);
+  CHECK(Run(b + " history " + A + " --at 1 --before 2").code == 64);
+  CHECK(Run(b + " react " + A + " " + ids[0]).code == 64);
 }
 
 TEST_CASE("text from another user prints as one line with visible escapes; --json keeps it exact") {
   TestCell cell(1);
-  TempDir scratch;
   // A text that, printed raw, forges a second message, moves the cursor
   // back, retitles the terminal and clears the screen.
   const std::string hostile =
@@ -424,12 +417,12 @@ TEST_CASE("text from another user prints as one line with visible escapes; --jso
       "hi\\n2026-01-01T00:00:00.000Z 1 -> 2: {fake line}\\rback \\x1b]0;pwned\\x07 \\x1b[2J end";
   // Two devices of bob's connect once, so both get the message as missed.
   for (const char* device : {"text", "json"}) {
-    REQUIRE(Run(scratch, cell.NatterArgs(2) + " --device " + device + " listen --for 1").code == 0);
+    REQUIRE(Run(cell.NatterArgs(2) + " --device " + device + " listen --for 1").code == 0);
   }
   {
     auto alice = Open(cell, UserId(1), "phone");
     alice->client->Send(UserId(2), hostile);
-    PollUntil({alice.get()}, [&] { return alice->Count(Incoming::Kind::kProcessed) == 1; }, 10);
+    PollUntil({alice.get()}, "alice's message to be processed", [&] { return alice->Count(Incoming::Kind::kProcessed) == 1; }, 20);
     REQUIRE(alice->Count(Incoming::Kind::kProcessed) == 1);
   }
   auto one_line = [&](const Result& r) {
@@ -439,38 +432,37 @@ TEST_CASE("text from another user prints as one line with visible escapes; --jso
     CHECK(r.out.find_first_of("\x1b\r\x07") == std::string::npos);
     CHECK(r.out.find(shown) != std::string::npos);
   };
-  one_line(Run(scratch, cell.NatterArgs(2) + " --device text listen --count 1 --for 10"));
-  one_line(Run(scratch, cell.NatterArgs(2) + " history 1"));
-  one_line(Run(scratch, cell.NatterArgs(2) + " chats"));
+  one_line(Run(cell.NatterArgs(2) + " --device text listen --count 1 --for 10"));
+  one_line(Run(cell.NatterArgs(2) + " history 1"));
+  one_line(Run(cell.NatterArgs(2) + " chats"));
 
-  Result json = Run(scratch, cell.NatterArgs(2) + " --device json --json listen --count 1 --for 10");
+  Result json = Run(cell.NatterArgs(2) + " --device json --json listen --count 1 --for 10");
   REQUIRE(Lines(json.out) == 1);
   CHECK(nlohmann::json::parse(json.out)["text"] == hostile);
-  json = Run(scratch, cell.NatterArgs(2) + " --json history 1");
+  json = Run(cell.NatterArgs(2) + " --json history 1");
   REQUIRE(Lines(json.out) == 1);
   CHECK(nlohmann::json::parse(json.out)["text"] == hostile);
-  json = Run(scratch, cell.NatterArgs(2) + " --json chats");
+  json = Run(cell.NatterArgs(2) + " --json chats");
   REQUIRE(Lines(json.out) == 1);
   CHECK(nlohmann::json::parse(json.out)["last"]["text"] == hostile);
 }
 
 TEST_CASE("one-shot commands leave the device's missed events for listen") {
   TestCell cell(1);
-  TempDir scratch;
-  CHECK(Run(scratch, cell.NatterArgs(2) + " listen --for 1").code == 0);
-  CHECK(Run(scratch, cell.NatterArgs(1) + " send 2 while you were away").code == 0);
+  CHECK(Run(cell.NatterArgs(2) + " listen --for 1").code == 0);
+  CHECK(Run(cell.NatterArgs(1) + " send 2 while you were away").code == 0);
   // bob's default device sends and reads history; it must not swallow the
   // missed message.
-  CHECK(Run(scratch, cell.NatterArgs(2) + " send 1 hi").code == 0);
-  CHECK(Run(scratch, cell.NatterArgs(2) + " history 1").code == 0);
-  Result got = Run(scratch, cell.NatterArgs(2) + " --json listen --count 1 --for 10");
+  CHECK(Run(cell.NatterArgs(2) + " send 1 hi").code == 0);
+  CHECK(Run(cell.NatterArgs(2) + " history 1").code == 0);
+  Result got = Run(cell.NatterArgs(2) + " --json listen --count 1 --for 10");
   REQUIRE(Lines(got.out) == 1);
   CHECK(nlohmann::json::parse(got.out)["text"] == "while you were away");
 }
 
 TEST_CASE("natter-bench pages fills a cell and reports every page it timed") {
   TempDir scratch;
-  Result r = Run(scratch, "TMPDIR=" + scratch.path() + " " + BinPath("natter-bench") +
+  Result r = Run("TMPDIR=" + scratch.path() + " " + BinPath("natter-bench") +
                               " pages --messages 1000 --small 20 --samples 3");
   INFO(r.err);
   REQUIRE(r.code == 0);
@@ -485,15 +477,14 @@ TEST_CASE("natter-bench pages fills a cell and reports every page it timed") {
     CHECK(j[std::string(name) + "_p50_ms"].get<double>() > 0);
     CHECK(j[std::string(name) + "_p99_ms"].get<double>() >= j[std::string(name) + "_p50_ms"].get<double>());
   }
-  CHECK(Run(scratch, BinPath("natter-bench") + " pages --messages 10").code == 64);
-  CHECK(Run(scratch, BinPath("natter-bench") + " fly").code == 64);
+  CHECK(Run(BinPath("natter-bench") + " pages --messages 10").code == 64);
+  CHECK(Run(BinPath("natter-bench") + " fly").code == 64);
 }
 
 TEST_CASE("a device's CURVE key is made on first use, private, and kept") {
   TestCell cell(1);
-  TempDir scratch;
   std::string state = cell.dir() + "/cli-state";
-  REQUIRE(Run(scratch, cell.NatterArgs(1) + " --device laptop send 2 hi").code == 0);
+  REQUIRE(Run(cell.NatterArgs(1) + " --device laptop send 2 hi").code == 0);
   struct stat st;
   REQUIRE(::stat((state + "/laptop.key").c_str(), &st) == 0);
   CHECK((st.st_mode & 0777) == 0600);
@@ -502,7 +493,7 @@ TEST_CASE("a device's CURVE key is made on first use, private, and kept") {
     std::ifstream in(state + "/laptop.key");
     std::getline(in, first);
   }
-  REQUIRE(Run(scratch, cell.NatterArgs(1) + " --device laptop send 2 again").code == 0);
+  REQUIRE(Run(cell.NatterArgs(1) + " --device laptop send 2 again").code == 0);
   {
     std::ifstream in(state + "/laptop.key");
     std::getline(in, again);
@@ -531,35 +522,33 @@ TEST_CASE("natter takes its token from --token-file or --token-command, and says
   std::ofstream(file) << cell.Token(1) << "\n";
   const std::string args = ArgsWithoutToken(cell);
   SECTION("a file, a command, or either in the config file") {
-    Result r = Run(scratch, args + " --token-file " + file + " send 2 from a file");
+    Result r = Run(args + " --token-file " + file + " send 2 from a file");
     INFO(r.err);
     CHECK(r.code == 0);
-    CHECK(Run(scratch, args + " --token-command 'cat " + file + "' send 2 from a command").code == 0);
-    std::ifstream conf(cell.dir() + "/client.conf");
-    std::stringstream text;
-    text << conf.rdbuf();
-    std::ofstream(scratch.path() + "/file.conf") << text.str() << "token-file = " << file << "\n";
+    CHECK(Run(args + " --token-command 'cat " + file + "' send 2 from a command").code == 0);
+    const std::string text = ReadFile(cell.dir() + "/client.conf");
+    std::ofstream(scratch.path() + "/file.conf") << text << "token-file = " << file << "\n";
     std::ofstream(scratch.path() + "/command.conf")
-        << text.str() << "token-command = cat " << file << "\n";
-    CHECK(Run(scratch, ArgsWithoutToken(cell, scratch.path() + "/file.conf") + " send 2 a").code == 0);
-    CHECK(Run(scratch, ArgsWithoutToken(cell, scratch.path() + "/command.conf") + " send 2 b").code == 0);
+        << text << "token-command = cat " << file << "\n";
+    CHECK(Run(ArgsWithoutToken(cell, scratch.path() + "/file.conf") + " send 2 a").code == 0);
+    CHECK(Run(ArgsWithoutToken(cell, scratch.path() + "/command.conf") + " send 2 b").code == 0);
   }
   SECTION("one source at a time") {
-    CHECK(Run(scratch, args + " -t x --token-file " + file + " send 2 hi").code == 64);
-    CHECK(Run(scratch, args + " --token-file " + file + " --token-command true send 2 hi").code == 64);
+    CHECK(Run(args + " -t x --token-file " + file + " send 2 hi").code == 64);
+    CHECK(Run(args + " --token-file " + file + " --token-command true send 2 hi").code == 64);
     std::ofstream(scratch.path() + "/both.conf") << "token = x\ntoken-file = " << file << "\n";
-    CHECK(Run(scratch, ArgsWithoutToken(cell, scratch.path() + "/both.conf") + " send 2 hi").code == 78);
+    CHECK(Run(ArgsWithoutToken(cell, scratch.path() + "/both.conf") + " send 2 hi").code == 78);
   }
   SECTION("a file that cannot be read: 77; a command that fails or prints nothing: 69") {
-    Result r = Run(scratch, args + " --token-file " + scratch.path() + "/none send 2 hi");
+    Result r = Run(args + " --token-file " + scratch.path() + "/none send 2 hi");
     CHECK(r.code == 77);
     CHECK(Lines(r.err) == 1);
     CHECK(r.err.find(scratch.path() + "/none") != std::string::npos);
-    r = Run(scratch, args + " --token-command 'exit 3' listen --for 1");
+    r = Run(args + " --token-command 'exit 3' listen --for 1");
     CHECK(r.code == 69);
     CHECK(Lines(r.err) == 1);
     CHECK(r.err.find("exited with 3") != std::string::npos);
-    r = Run(scratch, args + " --token-command true send 2 hi");
+    r = Run(args + " --token-command true send 2 hi");
     CHECK(r.code == 69);
     CHECK(Lines(r.err) == 1);
   }
@@ -567,9 +556,9 @@ TEST_CASE("natter takes its token from --token-file or --token-command, and says
 
 TEST_CASE("natter listen --token-file reads the fresh token written there and listens past the first one's end") {
   TestCell cell(1);
-  TempDir scratch, listen_scratch;
+  TempDir scratch;
   // bob's device has a cursor, so what is sent while it listens is its.
-  REQUIRE(Run(scratch, cell.NatterArgs(2) + " listen --for 1").code == 0);
+  REQUIRE(Run(cell.NatterArgs(2) + " listen --for 1").code == 0);
   const std::string file = scratch.path() + "/token";
   // Written whole or not at all, as a cron job would.
   auto write = [&](const std::string& token) {
@@ -579,16 +568,30 @@ TEST_CASE("natter listen --token-file reads the fresh token written there and li
   // The first token expired 55 s ago: frontd ends its session about 5 s in.
   write(cell.Token(2, -55));
   const uint64_t ends = NowS() - 55 + kTokenClockSkew;
+  auto hellos = [&] {
+    return CellStatus(cell)["frontd"]["metrics"]["natter_frontd_hellos_total"].get<double>();
+  };
+  const double hellos_before = hellos();
   Result got;
   std::thread listen([&] {
-    got = Run(listen_scratch, ArgsWithoutToken(cell) + " --token-file " + file +
+    got = Run(ArgsWithoutToken(cell) + " --token-file " + file +
                                   " --json listen --count 3 --for 40");
   });
-  std::this_thread::sleep_for(std::chrono::seconds(2));
+  struct Join {  // also when a wait below fails the test
+    std::thread& thread;
+    ~Join() {
+      if (thread.joinable()) thread.join();
+    }
+  } join{listen};
+  // The fresh token is written once the listener has begun with the first.
+  WaitUntil("natter listen to say hello", [&] { return hellos() > hellos_before; }, 20,
+            Pause(100));
   write(cell.Token(2));
+  // What is sent once the first token has ended (and a moment more) must
+  // reach the listener: that it listens past the end is the point.
   while (NowS() < ends + 2) std::this_thread::sleep_for(std::chrono::milliseconds(100));
   for (int i = 0; i < 3; ++i) {
-    CHECK(Run(scratch, cell.NatterArgs(1) + " send 2 late " + std::to_string(i)).code == 0);
+    CHECK(Run(cell.NatterArgs(1) + " send 2 late " + std::to_string(i)).code == 0);
   }
   listen.join();
   INFO(got.err);
@@ -614,7 +617,7 @@ TEST_CASE("natter listen and rpc and chat with a token that ends exit 77 as soon
   // Expired 57 s ago: frontd ends the session about 3 s in.
   const std::string token = cell.Token(2, -57);
   const uint64_t ends = NowS() - 57 + kTokenClockSkew;
-  Result r = Run(scratch, "timeout 30 " + ArgsWithoutToken(cell) + " -t " + token + " " + command +
+  Result r = Run("timeout 30 " + ArgsWithoutToken(cell) + " -t " + token + " " + command +
                               " 0<>" + input);
   const uint64_t exited = NowS();
   INFO(r.err);

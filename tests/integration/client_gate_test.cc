@@ -10,8 +10,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <fstream>
 #include <memory>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -19,6 +19,7 @@
 #include "common/text.h"
 #include "tests/integration/devices.h"
 #include "tests/integration/raw_client.h"
+#include "tests/support/proc_status.h"
 
 using namespace natter;
 
@@ -34,12 +35,8 @@ std::string RouterId(uint32_t k) {
 
 // A process's peak resident memory (VmHWM), in KiB.
 long PeakRssKiB(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind("VmHWM:", 0) == 0) return std::stol(line.substr(6));
-  }
-  return -1;
+  std::optional<uint64_t> bytes = ProcStatusBytes(pid, "VmHWM");
+  return bytes ? static_cast<long>(*bytes / 1024) : -1;
 }
 
 // Sends one message from a new device and waits for its receipt.
@@ -50,7 +47,7 @@ bool ServedNow(const TestCell& cell, uint64_t user, const std::string& device) {
   d.client = std::make_unique<Client>(o);
   if (!d.client->Connect().ok()) return false;
   d.client->Send(UserId(user + 1), "still served");
-  PollUntil({&d}, [&] { return d.Count(Incoming::Kind::kProcessed) == 1; }, 8);
+  PollUntil({&d}, "the receipt of a new device's send", [&] { return d.Count(Incoming::Kind::kProcessed) == 1; }, 8);
   return d.Count(Incoming::Kind::kProcessed) == 1;
 }
 
@@ -62,7 +59,7 @@ TEST_CASE("a routing id a client chooses or guesses reaches no one's session") {
   {
     auto alice = Open(cell, UserId(1), "phone");
     alice->client->Send(UserId(2), "mine");
-    PollUntil({alice.get()}, [&] { return alice->Count(Incoming::Kind::kProcessed) == 1; }, 10);
+    PollUntil({alice.get()}, "alice's message to be processed", [&] { return alice->Count(Incoming::Kind::kProcessed) == 1; }, 20);
     REQUIRE(alice->Count(Incoming::Kind::kProcessed) == 1);
   }
   auto bob = Open(cell, UserId(2), "phone");
@@ -85,7 +82,7 @@ TEST_CASE("a routing id a client chooses or guesses reaches no one's session") {
   }
   // bob's session is his alone still.
   bob->client->Send(UserId(1), "fine");
-  PollUntil({bob.get()}, [&] { return bob->Count(Incoming::Kind::kProcessed) == 1; }, 10);
+  PollUntil({bob.get()}, "bob's send to be processed", [&] { return bob->Count(Incoming::Kind::kProcessed) == 1; }, 20);
   CHECK(bob->Count(Incoming::Kind::kProcessed) == 1);
 }
 
@@ -141,7 +138,7 @@ TEST_CASE("connections that never say hello, or never send a byte, do not lock r
     silent.push_back(fd);
   }
   // Real clients keep getting in, before and after hello-timeout (5 s)
-  // closes the idle ones.
+  // closes the idle ones: spread over six seconds on purpose.
   int served = 0;
   for (int i = 0; i < 5; ++i) {
     served += ServedNow(cell, 20 + 2 * i, "phone");
@@ -157,7 +154,7 @@ TEST_CASE("a client that does not read is cut off, and frontd's memory stays bou
   // are large.
   auto alice = Open(cell, UserId(1), "phone");
   for (int i = 0; i < 120; ++i) alice->client->Send(UserId(2), std::string(4000, 'a' + i % 26));
-  PollUntil({alice.get()}, [&] { return alice->Count(Incoming::Kind::kProcessed) == 120; }, 30);
+  PollUntil({alice.get()}, "the 120 long messages to be processed", [&] { return alice->Count(Incoming::Kind::kProcessed) == 120; }, 30);
   REQUIRE(alice->Count(Incoming::Kind::kProcessed) == 120);
   const pid_t frontd = cell.DaemonPid("frontd");
   const long before = PeakRssKiB(frontd);
@@ -174,7 +171,11 @@ TEST_CASE("a client that does not read is cut off, and frontd's memory stays bou
     q.limit = 55;
     for (int i = 0; i < 200; ++i) greedy.back()->Send(q);
   }
-  std::this_thread::sleep_for(std::chrono::seconds(4));
+  // Their pages pile up in frontd until it cuts each of them off.
+  WaitUntil("frontd to cut off the four connections that read nothing", [&] {
+    return CellStatus(cell)["frontd"]["metrics"].value("natter_frontd_closed_not_reading_total",
+                                                       0.0) >= 4;
+  }, 30, Pause(100));
   const long after = PeakRssKiB(frontd);
   INFO("frontd peak RSS " << before << " KiB before, " << after << " KiB after");
 #ifndef __SANITIZE_ADDRESS__
@@ -229,9 +230,9 @@ TEST_CASE("trace ids do not count requests: a client cannot tell how many others
   for (int i = 0; i < 4; ++i) {
     other->client->Send(UserId(4), "noise");
     alice->client->Send(UserId(2), "traced");
-    PollUntil({alice.get(), other.get()},
+    PollUntil({alice.get(), other.get()}, "the receipt of alice's send " + std::to_string(i + 1),
               [&] { return alice->Count(Incoming::Kind::kProcessed) == static_cast<size_t>(i + 1); },
-              10);
+              20);
   }
   for (const auto& in : alice->got) {
     if (in.kind == Incoming::Kind::kProcessed) traces.push_back(in.trace);
@@ -257,12 +258,9 @@ TEST_CASE("one user's sessions on a frontd are bounded") {
   CHECK(ServedNow(cell, 7, "phone"));
   // Once one goes, a third may come.
   one.reset();
-  bool welcomed = false;
-  for (int i = 0; i < 40 && !welcomed; ++i) {
-    welcomed = three.Ask(hello).type() == MsgType::kWelcome;
-    if (!welcomed) std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  CHECK(welcomed);
+  WaitUntil("a third session once the first is gone",
+            [&] { return three.Ask(hello).type() == MsgType::kWelcome; }, 20,
+            Pause(100));
 }
 
 TEST_CASE("a session ends when its token does, and the client is told") {
@@ -274,11 +272,11 @@ TEST_CASE("a session ends when its token does, and the client is told") {
   RawClient late(cell, 6, o);
   CHECK(late.Ask(Ping()).type() == MsgType::kPong);
   std::optional<Frame> told;
-  for (int i = 0; i < 12 && !told; ++i) {
+  WaitUntil("frontd to say that the session is over (a frame with corr 0)", [&] {
     std::optional<Frame> f = late.Next(1000);
     if (f && f->header.corr == 0) told = std::move(f);
-  }
-  REQUIRE(told.has_value());
+    return told.has_value();
+  }, 20);
   CHECK(ErrorCodeOf(*told) == ErrorCode::kTokenExpired);
   CHECK(ErrorCodeOf(late.Ask(Ping())) ==
         ErrorCode::kNoSession);
@@ -294,11 +292,7 @@ TEST_CASE("a request longer than the limit closes that connection only") {
   RawClient fine(cell, 9);
   Send send{"c", UserId(9), std::string(kMaxRequestBytes + 1, 'x')};
   big.Send(send);
-  bool dropped = false;
-  for (int i = 0; i < 50 && !dropped; ++i) {
-    dropped = big.Saw(ZMQ_EVENT_DISCONNECTED);
-    if (!dropped) std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  CHECK(dropped);
+  WaitUntil("frontd to close the connection of the long request",
+            [&] { return big.Saw(ZMQ_EVENT_DISCONNECTED); }, 20);
   CHECK(fine.Ask(Ping()).type() == MsgType::kPong);
 }

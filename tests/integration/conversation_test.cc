@@ -28,7 +28,7 @@ std::vector<MessageId> SendAll(Device* from, std::vector<Device*> others, UserId
   for (int i = 0; i < n; ++i) cmids.push_back(from->client->Send(to, prefix + std::to_string(i)));
   std::vector<Device*> all = others;
   all.push_back(from);
-  PollUntil(all, [&] {
+  PollUntil(all, "every send processed and on every other device", [&] {
     size_t done = 0;
     for (const auto& in : from->got) {
       for (const auto& c : cmids) {
@@ -97,23 +97,23 @@ TEST_CASE("a device that comes back gets every kind of event it missed, in order
   {  // The tablets connect once, so they have cursors to come back to.
     auto at = Open(cell, alice, "tablet");
     auto bt = Open(cell, bob, "tablet");
-    PollUntil({at.get(), bt.get()}, [&] {
+    PollUntil({at.get(), bt.get()}, "both tablets to catch up", [&] {
       return at->client->CaughtUp() && bt->client->CaughtUp();
-    }, 5);
+    }, 20);
   }
   auto ap = Open(cell, alice, "phone");
   auto bp = Open(cell, bob, "phone");
-  PollUntil({ap.get(), bp.get()}, [&] { return bp->client->CaughtUp(); }, 5);
+  PollUntil({ap.get(), bp.get()}, "bob's phone to catch up", [&] { return bp->client->CaughtUp(); }, 20);
   auto ids = SendAll(ap.get(), {bp.get()}, bob, 3, "m");
-  PollUntil({ap.get(), bp.get()}, [&] { return bp->Messages().size() == 3; }, 10);
+  PollUntil({ap.get(), bp.get()}, "bob's phone to get the three messages", [&] { return bp->Messages().size() == 3; }, 20);
   AwaitAnswer(bp.get(), bp->client->React(alice, ids[1], std::string("👍")));
   AwaitAnswer(bp.get(), bp->client->MarkSeen(alice, ids[2]));
   SendAll(bp.get(), {ap.get()}, alice, 1, "reply");
-  PollUntil({ap.get(), bp.get()}, [&] {
+  PollUntil({ap.get(), bp.get()}, "alice's phone to get bob's reply, reaction and seen, and delivered", [&] {
     return ap->Receipts(EventKind::kSeen).size() == 1 &&
            ap->Reactions().size() == 1 &&
            !ap->Receipts(EventKind::kDelivered).empty() && ap->Messages().size() == 1;
-  }, 10);
+  }, 20);
   REQUIRE(ap->Receipts(EventKind::kSeen).size() == 1);
   REQUIRE(bp->client->Flush().ok());
   REQUIRE(ap->client->Flush().ok());
@@ -121,7 +121,7 @@ TEST_CASE("a device that comes back gets every kind of event it missed, in order
   // Bob's tablet: the messages received, its user's reaction and seen, the
   // message its user sent from the phone — all missed, in seq order.
   auto bt = Open(cell, bob, "tablet");
-  PollUntil({bt.get()}, [&] { return bt->client->CaughtUp() && bt->Messages().size() == 4; }, 10);
+  PollUntil({bt.get()}, "bob's tablet to catch up on the four messages it missed", [&] { return bt->client->CaughtUp() && bt->Messages().size() == 4; }, 20);
   CHECK(CountKind(*bt, EventKind::kMessage, true) == 4);
   CHECK(CountKind(*bt, EventKind::kReaction, true) == 1);
   CHECK(CountKind(*bt, EventKind::kSeen, true) == 1);
@@ -129,7 +129,7 @@ TEST_CASE("a device that comes back gets every kind of event it missed, in order
   // Alice's tablet: her own messages sent from the phone, bob's reply, and
   // delivered, reaction and seen.
   auto at = Open(cell, alice, "tablet");
-  PollUntil({at.get()}, [&] { return at->client->CaughtUp() && at->Messages().size() == 4; }, 10);
+  PollUntil({at.get()}, "alice's tablet to catch up on the four messages it missed", [&] { return at->client->CaughtUp() && at->Messages().size() == 4; }, 20);
   CHECK(CountKind(*at, EventKind::kMessage, true) == 4);
   CHECK(CountKind(*at, EventKind::kReaction, true) == 1);
   CHECK(CountKind(*at, EventKind::kSeen, true) == 1);
@@ -142,7 +142,7 @@ TEST_CASE("a device that comes back gets every kind of event it missed, in order
   }
   // Then live events, not marked.
   SendAll(ap.get(), {bt.get(), at.get()}, bob, 1, "live");
-  PollUntil({bt.get(), ap.get()}, [&] { return bt->Messages().size() == 5; }, 10);
+  PollUntil({bt.get(), ap.get()}, "bob's tablet to get the live message", [&] { return bt->Messages().size() == 5; }, 20);
   CHECK(CountKind(*bt, EventKind::kMessage, false) == 1);
 }
 
@@ -151,7 +151,7 @@ TEST_CASE("a catch-up while new messages keep arriving loses none and repeats no
   auto [alice, bob] = TwoUsers(3);
   {
     auto bt = Open(cell, bob, "tablet");
-    PollUntil({bt.get()}, [&] { return bt->client->CaughtUp(); }, 5);
+    PollUntil({bt.get()}, "bob's tablet to catch up", [&] { return bt->client->CaughtUp(); }, 20);
   }
   auto ap = Open(cell, alice, "phone");
   const int kMissed = 1200, kLive = 300;
@@ -160,10 +160,11 @@ TEST_CASE("a catch-up while new messages keep arriving loses none and repeats no
   WaitForMailbox(cell, bob, kMissed);
   auto bt = Open(cell, bob, "tablet");
   for (int i = 0; i < kLive; ++i) ap->client->Send(bob, "new " + std::to_string(i));
-  PollUntil({ap.get(), bt.get()}, [&] {
+  PollUntil({ap.get(), bt.get()}, "bob's tablet to get every missed and every live message", [&] {
     return bt->Messages().size() >= static_cast<size_t>(kMissed + kLive);
   }, 60);
-  PollUntil({ap.get(), bt.get()}, [] { return false; }, 1);
+  // A moment more, so that a duplicate, if any, would arrive and be seen.
+  PollFor({ap.get(), bt.get()}, 1);
   auto got = bt->Messages();
   REQUIRE(got.size() == static_cast<size_t>(kMissed + kLive));
   CheckExactlyOnce(*bt);
@@ -198,11 +199,12 @@ void ExchangeWithLosses(TestCell& cell, unsigned shards, int messages,
     }
   }
   size_t n = static_cast<size_t>(messages);
-  PollUntil(all, [&] {
+  PollUntil(all, "every device to have every message", [&] {
     return a1->Messages().size() == n && b1->Messages().size() == n &&
            a2->Messages().size() == 2 * n && b2->Messages().size() == 2 * n;
   }, 60);
-  PollUntil(all, [] { return false; }, 1);
+  // A moment more, so that a duplicate, if any, would arrive and be seen.
+  PollFor(all, 1);
   CHECK(a1->Count(Incoming::Kind::kProcessed) == n);
   CHECK(b1->Count(Incoming::Kind::kProcessed) == n);
   CHECK(a1->Messages().size() == n);
@@ -246,6 +248,8 @@ TEST_CASE("history pages cover the conversation exactly once, both ways, from an
     ids.insert(ids.end(), part.begin(), part.end());
     part = SendAll(b.get(), {a.get()}, alice, 5, "b" + std::to_string(round) + "-");
     ids.insert(ids.end(), part.begin(), part.end());
+    // Rounds some milliseconds apart, so that the messages' times differ
+    // and a page `at` a time has messages on both sides of it.
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
   REQUIRE(ids.size() == 60);
@@ -304,7 +308,7 @@ TEST_CASE("reactions: one per user, replaced, removed, seen by both users, in hi
   auto b1 = Open(cell, bob, "phone");
   auto b2 = Open(cell, bob, "laptop");
   std::vector<Device*> all = {a.get(), b1.get(), b2.get()};
-  PollUntil(all, [&] { return b2->client->CaughtUp() && b1->client->CaughtUp(); }, 5);
+  PollUntil(all, "both of bob's devices to catch up", [&] { return b2->client->CaughtUp() && b1->client->CaughtUp(); }, 20);
   MessageId id = SendAll(a.get(), {b1.get(), b2.get()}, bob, 1, "react to me")[0];
 
   auto reactions_of = [&](Device* d, UserId peer) {
@@ -316,10 +320,10 @@ TEST_CASE("reactions: one per user, replaced, removed, seen by both users, in hi
   };
   REQUIRE(AwaitAnswer(b1.get(), b1->client->React(alice, id, std::string("👍"))).kind ==
           Incoming::Kind::kOk);
-  PollUntil(all, [&] {
+  PollUntil(all, "alice and bob's laptop to hear of bob's reaction", [&] {
     return a->Reactions().size() == 1 &&
            b2->Reactions().size() == 1;
-  }, 10);
+  }, 20);
   REQUIRE(a->Reactions().size() == 1);
   CHECK(a->Reactions()[0].emoji == std::optional<std::string>("👍"));
   CHECK(a->Reactions()[0].by == bob);
@@ -329,25 +333,30 @@ TEST_CASE("reactions: one per user, replaced, removed, seen by both users, in hi
   // Replaced: still one reaction of bob's.
   AwaitAnswer(b1.get(), b1->client->React(alice, id, std::string("❤️")));
   AwaitAnswer(a.get(), a->client->React(bob, id, std::string("😂")));
-  PollUntil(all, [&] { return a->Reactions().size() == 2; }, 10);
+  PollUntil(all, "alice to hear of bob's new reaction", [&] { return a->Reactions().size() == 2; }, 20);
   std::map<uint64_t, std::string> want = {{bob.value, "❤️"}, {alice.value, "😂"}};
-  PollUntil(all, [&] { return reactions_of(b1.get(), alice) == want; }, 5);
+  PollUntil(all, "bob's history to show both reactions", [&] { return reactions_of(b1.get(), alice) == want; }, 20);
   CHECK(reactions_of(a.get(), bob) == want);
   CHECK(reactions_of(b1.get(), alice) == want);
   // Removed.
   AwaitAnswer(b1.get(), b1->client->React(alice, id, std::nullopt));
-  PollUntil(all, [&] { return a->Reactions().size() == 3; }, 10);
+  PollUntil(all, "alice to hear that bob took his reaction back", [&] { return a->Reactions().size() == 3; }, 20);
   REQUIRE(a->Reactions().size() == 3);
   CHECK_FALSE(a->Reactions()[2].emoji.has_value());
   want = {{alice.value, "😂"}};
-  PollUntil(all, [&] { return reactions_of(b1.get(), alice) == want; }, 5);
+  PollUntil(all, "bob's history to show alice's reaction alone", [&] { return reactions_of(b1.get(), alice) == want; }, 20);
   CHECK(reactions_of(a.get(), bob) == want);
   CHECK(reactions_of(b1.get(), alice) == want);
-  // Setting what is there already changes nothing and tells nobody.
-  size_t before = a->Reactions().size();
+  // Setting what is there already changes nothing and tells nobody: time
+  // for an event to come, were one sent.
+  const size_t before_a = a->Reactions().size();
+  const size_t before_b1 = b1->Reactions().size();
+  const size_t before_b2 = b2->Reactions().size();
   AwaitAnswer(a.get(), a->client->React(bob, id, std::string("😂")));
-  PollUntil(all, [] { return false; }, 1);
-  CHECK(a->Reactions().size() == before);
+  PollFor(all, 1);
+  CHECK(a->Reactions().size() == before_a);
+  CHECK(b1->Reactions().size() == before_b1);
+  CHECK(b2->Reactions().size() == before_b2);
 
   // Only on a message of one's own conversation, and only with an emoji.
   auto carol = Open(cell, UserId(999), "phone");
@@ -374,22 +383,22 @@ TEST_CASE("delivered when a device of the recipient acknowledges, seen when mark
   // so it is the second device, which has a cursor, that takes them.
   {
     auto b = Open(cell, bob, "phone");
-    PollUntil({b.get()}, [&] { return b->client->CaughtUp(); }, 5);
+    PollUntil({b.get()}, "bob's phone to catch up", [&] { return b->client->CaughtUp(); }, 20);
   }
   auto b = Open(cell, bob, "tablet-first");  // head: sees none of the five
-  PollUntil({b.get()}, [&] { return b->client->CaughtUp(); }, 5);
+  PollUntil({b.get()}, "bob's tablet to catch up", [&] { return b->client->CaughtUp(); }, 20);
   auto more = SendAll(a1.get(), {a2.get(), b.get()}, bob, 3, "n");
-  PollUntil({a1.get(), a2.get(), b.get()}, [&] { return b->Messages().size() == 3; }, 10);
+  PollUntil({a1.get(), a2.get(), b.get()}, "bob's tablet to get the three newer messages", [&] { return b->Messages().size() == 3; }, 20);
   REQUIRE(b->client->Flush().ok());
   // The device acknowledges as it goes, so delivered may come in steps;
   // the last step covers the last message.
-  PollUntil({a1.get(), a2.get()}, [&] {
+  PollUntil({a1.get(), a2.get()}, "both of alice's devices to hear that the last message was delivered", [&] {
     for (Device* d : {a1.get(), a2.get()}) {
       auto marks = d->Receipts(EventKind::kDelivered);
       if (marks.empty() || marks.back().id != more.back()) return false;
     }
     return true;
-  }, 10);
+  }, 20);
   REQUIRE(!a1->Receipts(EventKind::kDelivered).empty());
   CHECK(a1->Receipts(EventKind::kDelivered).back().id == more.back());
   CHECK(a1->Receipts(EventKind::kDelivered).back().by == bob);
@@ -400,7 +409,7 @@ TEST_CASE("delivered when a device of the recipient acknowledges, seen when mark
 
   // Seen up to the second of the newer three covers every earlier one.
   AwaitAnswer(b.get(), b->client->MarkSeen(alice, more[1]));
-  PollUntil({a1.get(), a2.get()}, [&] { return a2->Receipts(EventKind::kSeen).size() == 1; }, 10);
+  PollUntil({a1.get(), a2.get()}, "alice's laptop to hear that bob saw", [&] { return a2->Receipts(EventKind::kSeen).size() == 1; }, 20);
   REQUIRE(a2->Receipts(EventKind::kSeen).size() == 1);
   CHECK(a2->Receipts(EventKind::kSeen)[0].id == more[1]);
   h = GetHistory(a1.get(), bob, HistoryMode::kLatest, 0, 10);

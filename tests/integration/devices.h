@@ -9,11 +9,11 @@
 #include <memory>
 #include <set>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "client/client.h"
 #include "tests/integration/test_cell.h"
+#include "tests/support/wait.h"
 
 namespace natter {
 
@@ -77,19 +77,46 @@ inline std::unique_ptr<Device> Open(const TestCell& cell, UserId user,
   return d;
 }
 
-inline void PollUntil(std::vector<Device*> devices, const std::function<bool()>& done,
-               int seconds) {
-  auto deadline = Clock::now() + std::chrono::seconds(seconds);
-  while (!done() && Clock::now() < deadline) {
+// The errors the devices were handed (the first few), for the message of
+// a wait that ran out.
+inline std::string ErrorsOf(const std::vector<Device*>& devices) {
+  std::string out;
+  size_t n = 0;
+  for (Device* d : devices) {
+    for (const auto& in : d->got) {
+      if (in.kind != Incoming::Kind::kError) continue;
+      if (++n <= 5) out += (n > 1 ? "; " : "") + in.error.ToString();
+    }
+  }
+  if (n == 0) return "the devices were handed no error";
+  return std::to_string(n) + " errors handed to the devices: " + out + (n > 5 ? "; ..." : "");
+}
+
+// Polls the devices until done() holds.  If `seconds` pass first, the test
+// fails, saying what it waited for and what errors the devices got.
+inline void PollUntil(const std::vector<Device*>& devices, const std::string& what,
+                      const std::function<bool()>& done, int seconds) {
+  WaitUntil(
+      what, done, seconds, [&] { for (Device* d : devices) d->Poll(2); },
+      [&] { return ErrorsOf(devices); });
+}
+
+// Polls the devices for `seconds`, whatever comes: for a test that lets
+// time pass on purpose, to see that nothing (more) arrives -- a duplicate,
+// an event that must not come.
+inline void PollFor(const std::vector<Device*>& devices, double seconds) {
+  const auto until = Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                        std::chrono::duration<double>(seconds));
+  while (Clock::now() < until) {
     for (Device* d : devices) d->Poll(2);
   }
 }
 
-// Polls until the request's answer arrives (or 10 s pass); returns it.
+// Polls until the request's answer arrives; returns it.
 inline Incoming AwaitAnswer(Device* d, uint64_t request) {
   Incoming answer;
   bool found = false;
-  PollUntil({d}, [&] {
+  PollUntil({d}, "the answer to request " + std::to_string(request), [&] {
     for (const auto& in : d->got) {
       if (in.request == request && in.kind != Incoming::Kind::kEvent) {
         answer = in;
@@ -97,23 +124,22 @@ inline Incoming AwaitAnswer(Device* d, uint64_t request) {
       }
     }
     return found;
-  }, 10);
-  REQUIRE(found);
+  }, 20);
   // Shown with the assertion that fails on an unexpected error.
   if (answer.kind == Incoming::Kind::kError) UNSCOPED_INFO(answer.error.ToString());
   return answer;
 }
 
-// Polls until every device has read what it missed (up to 10 s): a new
-// device's mailbox begins at its first sync, so only then is what is sent
-// to it sure to reach it.
+// Polls until every device has read what it missed: a new device's mailbox
+// begins at its first sync, so only then is what is sent to it sure to
+// reach it.
 inline void AwaitCaughtUp(const std::vector<Device*>& devices) {
-  PollUntil(devices, [&] {
+  PollUntil(devices, "every device to catch up on its mailbox", [&] {
     for (Device* d : devices) {
       if (!d->client->CaughtUp()) return false;
     }
     return true;
-  }, 10);
+  }, 20);
 }
 
 // Two devices for each of two users, connected and caught up.
@@ -157,11 +183,15 @@ inline void WaitForMailbox(const TestCell& cell, UserId user, uint64_t n) {
   watcher.client = std::make_unique<Client>(o);
   REQUIRE(watcher.client->Connect().ok());
   Seq head;
-  for (int i = 0; i < 200 && head.value < n; ++i) {
-    head = AwaitAnswer(&watcher, watcher.client->GetMailbox(Seq(0), 1)).mailbox.head;
-    if (head.value < n) std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  REQUIRE(head.value >= n);
+  WaitUntil(
+      "user " + std::to_string(user.value) + "'s mailbox to hold " + std::to_string(n) +
+          " events",
+      [&] {
+        head = AwaitAnswer(&watcher, watcher.client->GetMailbox(Seq(0), 1)).mailbox.head;
+        return head.value >= n;
+      },
+      30, Pause(100),
+      [&] { return "it holds " + std::to_string(head.value); });
 }
 
 // The ids of every message of the conversation with peer, oldest first,

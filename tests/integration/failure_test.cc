@@ -10,26 +10,12 @@
 #include <algorithm>
 #include <fstream>
 #include <map>
-#include <sstream>
 #include <string>
 
 #include "daemons/frontd/frontd.h"
 #include "tests/integration/devices.h"
 
 using namespace natter;
-
-namespace {
-
-size_t CountOf(const std::string& text, const std::string& what) {
-  size_t n = 0;
-  for (size_t at = text.find(what); at != std::string::npos;
-       at = text.find(what, at + 1)) {
-    ++n;
-  }
-  return n;
-}
-
-}  // namespace
 
 TEST_CASE("a full disk stops acknowledgements, loses nothing, and recovers when space returns") {
   if (::geteuid() != 0) {
@@ -57,9 +43,9 @@ TEST_CASE("a full disk stops acknowledgements, loses nothing, and recovers when 
   REQUIRE(a.client->Connect().ok());
   auto b = Open(cell, bob, "b1");
   // A new device's mailbox starts where it first synced: wait for that.
-  PollUntil({&a, b.get()}, [&] {
+  PollUntil({&a, b.get()}, "both devices to catch up", [&] {
     return a.client->CaughtUp() && b->client->CaughtUp();
-  }, 10);
+  }, 20);
 
   const int kMessages = 3000;
   const std::string text(400, 'x');
@@ -69,10 +55,10 @@ TEST_CASE("a full disk stops acknowledgements, loses nothing, and recovers when 
   // Until the disk is full: progress stops, the shard says why, and
   // nothing it could not write was acknowledged.
   std::string log_path = cell.dir() + "/log/stored-0.log";
-  PollUntil({&a, b.get()}, [&] {
-    return CountOf(ReadAll(log_path), "event=storage-down") > 0;
+  PollUntil({&a, b.get()}, "the shard to log event=storage-down", [&] {
+    return CountOf(ReadFile(log_path), "event=storage-down") > 0;
   }, 60);
-  REQUIRE(CountOf(ReadAll(log_path), "event=storage-down") > 0);
+  REQUIRE(CountOf(ReadFile(log_path), "event=storage-down") > 0);
   size_t processed_while_full = a.Count(Incoming::Kind::kProcessed);
   INFO("processed before the disk was full: " << processed_while_full);
   REQUIRE(processed_while_full < static_cast<size_t>(kMessages));
@@ -85,13 +71,13 @@ TEST_CASE("a full disk stops acknowledgements, loses nothing, and recovers when 
   // Space returns: the shard opens its database again and everything is
   // written, once.
   REQUIRE(RunCommand("mount -o remount,size=64m " + mounted) == 0);
-  PollUntil({&a, b.get()}, [&] {
+  PollUntil({&a, b.get()}, "every message processed and delivered once space is back", [&] {
     return a.Count(Incoming::Kind::kProcessed) >= static_cast<size_t>(kMessages) &&
            b->Messages().size() >= static_cast<size_t>(kMessages);
   }, 90);
   CHECK(a.Count(Incoming::Kind::kError) == 0);
   REQUIRE(a.Count(Incoming::Kind::kProcessed) == static_cast<size_t>(kMessages));
-  CHECK(CountOf(ReadAll(log_path), "event=storage-up") > 0);
+  CHECK(CountOf(ReadFile(log_path), "event=storage-up") > 0);
 
   std::set<uint64_t> ids;
   for (const auto& in : a.got) {
@@ -163,7 +149,7 @@ TEST_CASE("a frontd at its descriptor limit refuses new clients and keeps the co
     Device& from = *connected[round];
     Device& to = *connected[round + 1];
     from.client->Send(to.client->user(), "hello " + std::to_string(round));
-    PollUntil({&from, &to}, [&] { return !to.Messages().empty(); }, 30);
+    PollUntil({&from, &to}, "the message of round " + std::to_string(round), [&] { return !to.Messages().empty(); }, 30);
     REQUIRE(to.Messages().size() == 1);
     CHECK(to.Messages()[0].text == "hello " + std::to_string(round));
   };
@@ -174,38 +160,47 @@ TEST_CASE("a frontd at its descriptor limit refuses new clients and keeps the co
   exchange(2);
   CHECK(cell->DaemonPid("routed") != routed);
 
-  // A place that frees up is taken by the next client.
+  // A place that frees up is taken by the next client, once frontd has
+  // seen the connections go.
   connected.resize(connected.size() - 5);
-  std::this_thread::sleep_for(std::chrono::milliseconds(300));
   ClientOptions late = cell->Options(5000, "d");
   late.timeout_ms = 5000;
-  Client again(late, &ctx);
-  CHECK(again.Connect().ok());
+  Status s;
+  WaitUntil("a client to connect in a place freed", [&] { return (s = Client(late, &ctx).Connect()).ok(); },
+            20, {}, [&] { return s.ToString(); });
 }
 
 TEST_CASE("a device that stops reading holds bounded queues and loses nothing") {
-  TestCell cell(1, kNoUserRate);  // 5000 messages from one user at once
+  // 5000 messages from one user at once; frontd queues at most 64 KiB for
+  // a client (beyond what its socket holds), a tenth of them.
+  TestCell cell(1, std::string(kNoUserRate) + "\n[frontd]\nmax-queued = 65536");
   auto [alice, bob] = TwoUsers(1);
   auto a = Open(cell, alice, "a1");
   auto b = Open(cell, bob, "b1");
   auto other = Open(cell, UserId(7), "o1");
-  PollUntil({a.get(), b.get(), other.get()}, [&] {
+  PollUntil({a.get(), b.get(), other.get()}, "the three devices to catch up", [&] {
     return a->client->CaughtUp() && b->client->CaughtUp() && other->client->CaughtUp();
-  }, 10);
-  // Bob's device reads nothing while 5000 messages come: five times what
-  // frontd queues for it.  Others are served meanwhile.
+  }, 20);
+  // Bob's device reads nothing while 5000 messages come for it.  Others
+  // are served meanwhile.
   const size_t kMessages = 5000;
   for (size_t i = 0; i < kMessages; ++i) a->client->Send(bob, "m" + std::to_string(i));
   other->client->Send(alice, "still here");
-  PollUntil({a.get(), other.get()}, [&] {
+  PollUntil({a.get(), other.get()}, "alice's 5000 sends and the other user's one to be processed", [&] {
     return a->Count(Incoming::Kind::kProcessed) == kMessages &&
            other->Count(Incoming::Kind::kProcessed) == 1;
   }, 60);
   REQUIRE(a->Count(Incoming::Kind::kProcessed) == kMessages);
   CHECK(other->Count(Incoming::Kind::kProcessed) == 1);
+  // frontd's queue for bob's device is bounded: past max-queued the
+  // device is cut off, not queued for.
+  WaitUntil("frontd to cut off bob's device, which reads nothing", [&] {
+    return CellStatus(cell)["frontd"]["metrics"].value("natter_frontd_closed_not_reading_total",
+                                                       0.0) >= 1;
+  }, 30, Pause(100));
   // Bob reads again: what frontd dropped comes from the mailbox; every
   // message once, in order.
-  PollUntil({b.get()}, [&] { return b->Messages().size() >= kMessages; }, 60);
+  PollUntil({b.get()}, "bob's device, reading again, to get all 5000 messages", [&] { return b->Messages().size() >= kMessages; }, 60);
   auto got = b->Messages();
   REQUIRE(got.size() == kMessages);
   for (size_t i = 0; i < kMessages; ++i) CHECK(got[i].text == "m" + std::to_string(i));
@@ -230,7 +225,7 @@ TEST_CASE("SIGTERM under traffic: each daemon finishes its work and exits cleanl
     pid_t pid = cell.DaemonPid(name);
     REQUIRE(pid > 0);
     REQUIRE(::kill(pid, SIGTERM) == 0);
-    PollUntil(t.all(), [&] {
+    PollUntil(t.all(), std::string(name) + " to be restarted, and every message processed and on every device", [&] {
       return cell.DaemonPid(name) != pid &&
              t.a1->Count(Incoming::Kind::kProcessed) == sent &&
              t.b1->Messages().size() == sent && t.b2->Messages().size() == sent &&
@@ -239,7 +234,7 @@ TEST_CASE("SIGTERM under traffic: each daemon finishes its work and exits cleanl
     INFO(name);
     REQUIRE(t.a1->Count(Incoming::Kind::kProcessed) == sent);
     CHECK(cell.DaemonPid(name) != pid);
-    std::string log = ReadAll(cell.dir() + "/log/" + name + ".log");
+    std::string log = ReadFile(cell.dir() + "/log/" + name + ".log");
     // The stopped daemon said goodbye (a shard after closing its database).
     std::string stopped = "[" + std::to_string(pid) + "]: level=info event=stopped";
     CHECK(log.find(stopped) != std::string::npos);
@@ -272,21 +267,19 @@ TEST_CASE("SIGHUP makes a daemon open its log file again (for logrotate)") {
             nullptr);
     ::_exit(127);
   }
-  auto wait_for = [&](const std::string& path, const std::string& what) {
-    for (int i = 0; i < 100 && ReadAll(path).find(what) == std::string::npos; ++i) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    return ReadAll(path).find(what) != std::string::npos;
+  auto await_logged = [&](const std::string& what) {
+    WaitUntil("notifyd.log to say " + what,
+              [&] { return ReadFile(log).find(what) != std::string::npos; }, 20);
   };
-  CHECK(wait_for(log, "event=ready"));
+  await_logged("event=ready");
   REQUIRE(::rename(log.c_str(), (log + ".1").c_str()) == 0);  // logrotate
   ::kill(pid, SIGHUP);
-  CHECK(wait_for(log, "event=reload"));
-  CHECK(ReadAll(log + ".1").find("event=reload") == std::string::npos);
+  await_logged("event=reload");
+  CHECK(ReadFile(log + ".1").find("event=reload") == std::string::npos);
   ::kill(pid, SIGTERM);
   int status = 0;
   ::waitpid(pid, &status, 0);
   CHECK(WIFEXITED(status));
   CHECK(WEXITSTATUS(status) == 0);
-  CHECK(ReadAll(log).find("event=stopped") != std::string::npos);
+  CHECK(ReadFile(log).find("event=stopped") != std::string::npos);
 }

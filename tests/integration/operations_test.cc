@@ -10,13 +10,13 @@
 #include <unistd.h>
 
 #include <atomic>
-#include <fstream>
 #include <set>
 #include <sstream>
 #include <thread>
 
 #include <nlohmann/json.hpp>
 
+#include "common/text.h"
 #include "tests/integration/devices.h"
 
 using namespace natter;
@@ -29,14 +29,9 @@ struct Output {
   std::string err;
 };
 
-Output Ctl(const TempDir& scratch, const std::string& args) {
+Output Ctl(const std::string& args) {
   Output r;
-  std::string err = scratch.path() + "/err";
-  r.code = RunCommand(BinPath("natterctl") + " " + args + " 2>" + err, &r.out);
-  std::ifstream in(err);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  r.err = ss.str();
+  r.code = RunCommand(BinPath("natterctl") + " " + args, &r.out, &r.err);
   return r;
 }
 
@@ -63,9 +58,9 @@ std::string HttpGet(int port, const std::string& path) {
 // for b to have them all.
 void Exchange(Device* a, Device* b, UserId to, int n) {
   // A new device's mailbox starts where it first synced.
-  PollUntil({a, b}, [&] { return a->client->CaughtUp() && b->client->CaughtUp(); }, 10);
+  PollUntil({a, b}, "both devices to catch up", [&] { return a->client->CaughtUp() && b->client->CaughtUp(); }, 20);
   for (int i = 0; i < n; ++i) a->client->Send(to, "message " + std::to_string(i));
-  PollUntil({a, b}, [&] {
+  PollUntil({a, b}, "every send processed and on the recipient's device", [&] {
     return a->Count(Incoming::Kind::kProcessed) >= static_cast<size_t>(n) &&
            b->Messages().size() >= static_cast<size_t>(n);
   }, 20);
@@ -77,13 +72,12 @@ void Exchange(Device* a, Device* b, UserId to, int n) {
 
 TEST_CASE("natterctl status shows every daemon's counters, and they count what the cell did") {
   TestCell cell(2);
-  TempDir scratch;
   auto [alice, bob] = TwoUsers(2);
   auto a = Open(cell, alice, "a");
   auto b = Open(cell, bob, "b");
   Exchange(a.get(), b.get(), bob, 30);
 
-  Output st = Ctl(scratch, "status --json --dir " + cell.dir());
+  Output st = Ctl("status --json --dir " + cell.dir());
   INFO(st.err);
   REQUIRE(st.code == 0);
   nlohmann::json j = nlohmann::json::parse(st.out);
@@ -114,11 +108,11 @@ TEST_CASE("natterctl status shows every daemon's counters, and they count what t
   CHECK(j["notifyd"]["metrics"]["natter_notifyd_events_total"].get<double>() >= 60);
 
   // The same as a table for people; a stopped daemon makes it exit 69.
-  Output table = Ctl(scratch, "status --dir " + cell.dir());
+  Output table = Ctl("status --dir " + cell.dir());
   CHECK(table.code == 0);
   CHECK(table.out.find("natter_stored_batch_seconds") != std::string::npos);
   ::kill(cell.DaemonPid("notifyd"), SIGSTOP);
-  Output stuck = Ctl(scratch, "status --json --dir " + cell.dir());
+  Output stuck = Ctl("status --json --dir " + cell.dir());
   ::kill(cell.DaemonPid("notifyd"), SIGCONT);
   CHECK(stuck.code == 69);
   CHECK(stuck.err.find("notifyd") != std::string::npos);
@@ -146,7 +140,10 @@ TEST_CASE("a daemon's metrics endpoint answers GET /metrics in the Prometheus te
   size_t len_at = r.find("Content-Length: ");
   REQUIRE(head != std::string::npos);
   REQUIRE(len_at != std::string::npos);
-  CHECK(std::stoul(r.substr(len_at + 16)) == r.size() - head - 4);
+  size_t len_end = r.find("\r\n", len_at);
+  REQUIRE(len_end != std::string::npos);
+  CHECK(ParseUint(std::string_view(r).substr(len_at + 16, len_end - len_at - 16)) ==
+        r.size() - head - 4);
   CHECK(HttpGet(port, "/nothing").rfind("HTTP/1.0 404", 0) == 0);
   // A peer that says nothing and one that sends garbage do not stop it.
   int idle = ::socket(AF_INET, SOCK_STREAM, 0);
@@ -163,7 +160,6 @@ TEST_CASE("a daemon's metrics endpoint answers GET /metrics in the Prometheus te
 
 TEST_CASE("natter send --trace: natterctl trace shows the message's path through every daemon") {
   TestCell cell(2);
-  TempDir scratch;
   auto [alice, bob] = TwoUsers(2);
   auto b = Open(cell, bob, "phone");
   std::string out;
@@ -175,20 +171,18 @@ TEST_CASE("natter send --trace: natterctl trace shows the message's path through
   std::string id = sent["id"];
   std::string trace = sent["trace"];
   CHECK(trace.size() == 16);
-  PollUntil({b.get()}, [&] { return !b->Messages().empty(); }, 10);
+  PollUntil({b.get()}, "bob to get the traced message", [&] { return !b->Messages().empty(); }, 20);
   REQUIRE(b->Messages().size() == 1);
 
   Output path;
   // The last hops (the recipient's device) may still be on their way to
   // the log file.
-  for (int i = 0; i < 50; ++i) {
-    path = Ctl(scratch, "trace --dir " + cell.dir() + " " + id);
-    if (path.out.find("natter-frontd") != std::string::npos &&
-        path.out.find("event=event user=" + std::to_string(bob.value)) != std::string::npos) {
-      break;
-    }
-    usleep(100000);
-  }
+  WaitUntil("natterctl trace to show the event reaching bob", [&] {
+    path = Ctl("trace --dir " + cell.dir() + " " + id);
+    return path.out.find("natter-frontd") != std::string::npos &&
+           path.out.find("event=event user=" + std::to_string(bob.value)) != std::string::npos;
+  }, 20, Pause(100),
+            [&] { return "it shows: " + path.out + path.err; });
   INFO(path.out << path.err);
   REQUIRE(path.code == 0);
   // Every line is of this trace, in time order, from every daemon.
@@ -208,11 +202,11 @@ TEST_CASE("natter send --trace: natterctl trace shows the message's path through
   CHECK(path.out.find("event=handoff kind=0 target=" + std::to_string(bob.value)) != std::string::npos);  // to Bob's shard
   CHECK(path.out.find("event=answer type=processed") != std::string::npos);
   // The same by trace id; and a message nobody traced is not there.
-  CHECK(Ctl(scratch, "trace --dir " + cell.dir() + " " + trace).out == path.out);
-  Output none = Ctl(scratch, "trace --dir " + cell.dir() + " 12345");
+  CHECK(Ctl("trace --dir " + cell.dir() + " " + trace).out == path.out);
+  Output none = Ctl("trace --dir " + cell.dir() + " 12345");
   CHECK(none.code == 66);
   CHECK(none.err.find("no trace of 12345") != std::string::npos);
-  CHECK(Ctl(scratch, "trace --dir " + cell.dir() + " not-an-id").code == 64);
+  CHECK(Ctl("trace --dir " + cell.dir() + " not-an-id").code == 64);
 }
 
 TEST_CASE("natterctl backup copies each shard while messages flow, and the copy restores") {
@@ -237,7 +231,7 @@ TEST_CASE("natterctl backup copies each shard while messages flow, and the copy 
         a->Poll(5);
       }
     });
-    Output r = Ctl(scratch, "backup --dir " + cell.dir() + " --to " + backup);
+    Output r = Ctl("backup --dir " + cell.dir() + " --to " + backup);
     done = true;
     sender.join();
     INFO(r.err);
@@ -246,8 +240,8 @@ TEST_CASE("natterctl backup copies each shard while messages flow, and the copy 
     CHECK(r.out.find("shard-1 " + backup + "/shard-1 ") != std::string::npos);
     acknowledged_during = a->Count(Incoming::Kind::kProcessed) - 40;
     // The folder is not overwritten, and --to is required.
-    CHECK(Ctl(scratch, "backup --dir " + cell.dir() + " --to " + backup).code == 73);
-    CHECK(Ctl(scratch, "backup --dir " + cell.dir()).code == 64);
+    CHECK(Ctl("backup --dir " + cell.dir() + " --to " + backup).code == 73);
+    CHECK(Ctl("backup --dir " + cell.dir()).code == 64);
   }
   // Restore, as natter(7) says: a cell whose data folder holds the copies.
   TestCell restored(2, "", [&](const std::string& dir) {
@@ -281,7 +275,6 @@ TEST_CASE("natterctl backup copies each shard while messages flow, and the copy 
 
 TEST_CASE("frontd holds back resends of a request still on its way, and lets one through later") {
   TestCell cell(1);
-  TempDir scratch;
   auto [alice, bob] = TwoUsers(1);
   // Resends every 150 ms, then 300 and 600: far more often than frontd's
   // hold (1 s while answers take milliseconds).
@@ -293,16 +286,22 @@ TEST_CASE("frontd holds back resends of a request still on its way, and lets one
   Exchange(a.get(), b.get(), bob, 1);
   pid_t shard = cell.DaemonPid("stored-0");
   ::kill(shard, SIGSTOP);  // the request waits at the shard: slow, not lost
+  // Traced, so that frontd logs each copy of it that it passes on.
+  a->client->set_trace(true);
   a->client->Send(bob, "held");
-  PollUntil({a.get()}, [] { return false; }, 3);
-  Output st = Ctl(scratch, "status --json --dir " + cell.dir());
+  const std::string log = cell.dir() + "/log/frontd.log";
+  PollUntil({a.get()}, "frontd to let a resend of the held request through", [&] {
+    return CountOf(ReadFile(log), "event=request type=send") >= 2;
+  }, 20);
+  Output st = Ctl("status --json --dir " + cell.dir());
   ::kill(shard, SIGCONT);
   nlohmann::json j = nlohmann::json::parse(st.out);
   const auto& f = j["frontd"]["metrics"];
   INFO(st.out);
-  // About eight resends in 3 s; most held back, one a second passed on.
+  // Several resends (every 150 ms, then 300 and 600) before one is let
+  // through (frontd's hold is a second while answers take milliseconds).
   CHECK(f["natter_frontd_resends_held_total"].get<double>() >= 2);
-  PollUntil({a.get(), b.get()}, [&] {
+  PollUntil({a.get(), b.get()}, "the held message processed and delivered once the shard runs again", [&] {
     return a->Count(Incoming::Kind::kProcessed) == 2 && b->Messages().size() == 2;
   }, 20);
   CHECK(a->Count(Incoming::Kind::kProcessed) == 2);

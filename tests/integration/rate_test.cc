@@ -24,9 +24,7 @@ const std::string kRateConf =
     "[stored]\nuser-rate = " + std::to_string(kRate) + "\nuser-burst = " + std::to_string(kBurst);
 
 double StoredMetric(const TestCell& cell, const char* name) {
-  std::string out;
-  REQUIRE(RunCommand(BinPath("natterctl") + " status --json --dir " + cell.dir(), &out) == 0);
-  return nlohmann::json::parse(out)["stored-0"]["metrics"][name].get<double>();
+  return CellStatus(cell)["stored-0"]["metrics"][name].get<double>();
 }
 
 // What a send costs its user: one unit, and one for each full KiB of text.
@@ -65,9 +63,7 @@ TEST_CASE("a user over its rate is slowed down to it, in order, while another us
   int last_index = -1;
   bool in_order = true, within_bound = true;
   double took = 0;
-  auto deadline = Clock::now() + std::chrono::seconds(60);
-  while ((f_processed < static_cast<size_t>(kMessages) || c_processed < kCarol) &&
-         Clock::now() < deadline) {
+  auto step = [&] {
     if (carol_sent == static_cast<int>(c_processed) && carol_sent < kCarol) {
       c->client->Send(bob, "carol " + std::to_string(carol_sent++));
     }
@@ -89,7 +85,12 @@ TEST_CASE("a user over its rate is slowed down to it, in order, while another us
       if (c->got[c_seen].kind != Incoming::Kind::kProcessed) continue;
       if (++c_processed == kCarol) f_when_carol_done = f_processed;
     }
-  }
+  };
+  WaitUntil("the flood's sends and carol's to be processed", [&] {
+    return f_processed >= static_cast<size_t>(kMessages) && c_processed >= kCarol;
+  }, 60, step, [&] {
+    return std::to_string(f_processed) + " and " + std::to_string(c_processed) + " are";
+  });
   INFO("the flood took " << took << " s; carol was done after " << f_when_carol_done
                            << " of its receipts");
   REQUIRE(f_processed == static_cast<size_t>(kMessages));
@@ -107,17 +108,14 @@ TEST_CASE("a user over its rate is slowed down to it, in order, while another us
 TEST_CASE("natter send of more lines than the rate allows slows down, exits 0 and keeps "
           "their order") {
   TestCell cell(1, kRateConf);
-  TempDir scratch;
   const int kLines = 100;  // 60 past the burst: 1.5 s at the rate
-  std::string err = scratch.path() + "/stderr", out;
+  std::string out, err;
   auto start = Clock::now();
   int code = RunCommand("seq 1 " + std::to_string(kLines) + " | " + cell.NatterArgs(1) +
-                            " --timeout 5 send 2 2>" + err,
-                        &out);
+                            " --timeout 5 send 2",
+                        &out, &err);
   double took = SecondsSince(start);
-  std::string got;
-  RunCommand("cat " + err, &got);
-  INFO(got);
+  INFO(err);
   REQUIRE(code == 0);
   CHECK(std::count(out.begin(), out.end(), '\n') == kLines);
   CHECK(took >= static_cast<double>(kLines - kBurst) / kRate - 0.1);
@@ -141,7 +139,7 @@ TEST_CASE("user-rate 0 lets a user write as fast as it can") {
   // Twice the default burst, at once.
   const size_t kMessages = 1000;
   for (size_t i = 0; i < kMessages; ++i) f->client->Send(UserId(2), "m" + std::to_string(i));
-  PollUntil({f.get()}, [&] { return f->Count(Incoming::Kind::kProcessed) == kMessages; }, 60);
+  PollUntil({f.get()}, "all 1000 sends to be processed", [&] { return f->Count(Incoming::Kind::kProcessed) == kMessages; }, 60);
   REQUIRE(f->Count(Incoming::Kind::kProcessed) == kMessages);
   CHECK(StoredMetric(cell, "natter_stored_rate_refused_total") == 0);
 }

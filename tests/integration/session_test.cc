@@ -4,7 +4,6 @@
 #include <catch2/catch.hpp>
 
 #include <map>
-#include <thread>
 
 #include "common/ids.h"
 #include "common/token.h"
@@ -55,8 +54,8 @@ TEST_CASE("a client with a token source keeps receiving past its first token's e
     }
   }
   REQUIRE(NowS() >= ends + 4);
-  PollUntil({alice.get(), bob.get()}, [&] { return bob->Messages().size() >= sent.size(); }, 20);
-  PollUntil({alice.get(), bob.get()}, [] { return false; }, 1);  // any doubles
+  PollUntil({alice.get(), bob.get()}, "bob to get every message sent", [&] { return bob->Messages().size() >= sent.size(); }, 20);
+  PollFor({alice.get(), bob.get()}, 1);  // any doubles
   std::map<std::string, int> want;
   for (const auto& t : sent) want[t] = 1;
   CHECK(Texts(*bob) == want);
@@ -84,10 +83,9 @@ TEST_CASE("after its token's key is retired, a client with a token source goes o
   ClientOptions probe = cell.Options(1, "probe");  // the new key's
   probe.timeout_ms = 5000;
   Status s;
-  for (int i = 0; i < 50 && !(s = Client(probe).Connect()).ok(); ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  REQUIRE(s.ok());
+  WaitUntil("frontd to take a token of the new key", [&] { return (s = Client(probe).Connect()).ok(); },
+            20, Pause(100),
+            [&] { return s.ToString(); });
   auto alice = Open(cell, UserId(1), "phone");
   AwaitCaughtUp({alice.get(), bob.get()});
 
@@ -100,18 +98,14 @@ TEST_CASE("after its token's key is retired, a client with a token source goes o
   c.issued = NowS();
   c.expires = c.issued + 3600;
   probe.token = SignToken(c, old_key);
-  ErrorCode code = ErrorCode::kOk;
-  for (int i = 0; i < 50 && code != ErrorCode::kTokenUnknownKey; ++i) {
-    code = Client(probe).Connect().code();
-    if (code != ErrorCode::kTokenUnknownKey) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
-  }
-  REQUIRE(code == ErrorCode::kTokenUnknownKey);
+  WaitUntil("frontd to refuse a token of the retired key",
+            [&] { return (s = Client(probe).Connect()).code() == ErrorCode::kTokenUnknownKey; },
+            20, Pause(100),
+            [&] { return s.ToString(); });
 
   for (int i = 0; i < 3; ++i) alice->client->Send(UserId(2), "after " + std::to_string(i));
   bob->client->Send(UserId(1), "bob goes on");
-  PollUntil({alice.get(), bob.get()}, [&] {
+  PollUntil({alice.get(), bob.get()}, "bob to get the three messages and his own send processed", [&] {
     return bob->Messages().size() >= 3 && bob->Count(Incoming::Kind::kProcessed) >= 1;
   }, 20);
   CHECK(Texts(*bob) == std::map<std::string, int>{{"after 0", 1}, {"after 1", 1}, {"after 2", 1}});

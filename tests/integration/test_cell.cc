@@ -1,40 +1,12 @@
 #include "tests/integration/test_cell.h"
 
-#include <sys/wait.h>
-
-#include <cstdio>
-#include <cstdlib>
-#include <fstream>
-#include <sstream>
 #include <stdexcept>
 
 #include "common/shard.h"
 
 namespace natter {
 
-std::string BinPath(const std::string& program) {
-  const char* bin = std::getenv("NATTER_BIN");
-  return std::string(bin != nullptr && *bin ? bin : "bin") + "/" + program;
-}
-
-int RunCommand(const std::string& command, std::string* out) {
-  FILE* p = ::popen(command.c_str(), "r");
-  if (p == nullptr) return -1;
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) {
-    if (out != nullptr) out->append(buf, n);
-  }
-  int status = ::pclose(p);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
-
-std::string ReadAll(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+std::string BinPath(const std::string& program) { return TestBinDir() + "/" + program; }
 
 TestCell::TestCell(unsigned shards, const std::string& extra_conf, const std::string& listen)
     : cell_(std::make_unique<LocalCell>(BinPath("."), dir_.path(), shards, extra_conf,

@@ -9,19 +9,14 @@
 
 #include <nlohmann/json.hpp>
 
-#include "client/local_cell.h"
-#include "tests/unit/temp_dir.h"
+#include "tests/support/io.h"
+#include "tests/support/local_cell.h"
+#include "tests/support/temp_dir.h"
 
 namespace natter {
 
-// Where the programs are: $NATTER_BIN, else ./bin.
+// A program of the cell, in TestBinDir().
 std::string BinPath(const std::string& program);
-
-// Runs a command line through sh; returns the exit status and stdout.
-int RunCommand(const std::string& command, std::string* out = nullptr);
-
-// The whole of a file; empty if it cannot be read.
-std::string ReadAll(const std::string& path);
 
 class TestCell {
  public:

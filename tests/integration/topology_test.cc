@@ -5,10 +5,8 @@
 #include <catch2/catch.hpp>
 
 #include <cstdlib>
-#include <fstream>
 #include <map>
 #include <set>
-#include <sstream>
 
 #include "common/shard.h"
 #include "tests/integration/devices.h"
@@ -54,7 +52,7 @@ TEST_CASE("a cell across hosts: two of each daemon, three shards, tcp:// with CU
   REQUIRE(RunCommand(topo + " up " + dir + " " + (mode != nullptr && *mode ? mode : "auto") +
                          " 2>&1",
                      &out) == 0);
-  std::string topology = ReadAll(dir + "/topology");
+  std::string topology = ReadFile(dir + "/topology");
   bool netns = topology.find("MODE=netns") != std::string::npos;
   // Both ways are real; which one ran is in the test's output.
   WARN("topology in " << (netns ? "network namespaces" : "loopback ports"));
@@ -64,7 +62,7 @@ TEST_CASE("a cell across hosts: two of each daemon, three shards, tcp:// with CU
     REQUIRE(RunCommand(topo + " endpoint " + dir + " frontd-" + std::to_string(i), &front[i]) == 0);
     front[i] = Trim(front[i]);
   }
-  std::string client_conf = ReadAll(dir + "/client.conf");
+  std::string client_conf = ReadFile(dir + "/client.conf");
   size_t key_at = client_conf.find("server-key = ") + 13;
   std::string key = client_conf.substr(key_at, client_conf.find('\n', key_at) - key_at);
   auto open = [&](UserId user, int frontd, const std::string& device) {
@@ -92,7 +90,7 @@ TEST_CASE("a cell across hosts: two of each daemon, three shards, tcp:// with CU
   auto b1 = open(bob, 1, "b1");
   auto c0 = open(carol, 0, "c0");
   std::vector<Device*> all = {a0.get(), a1.get(), b1.get(), c0.get()};
-  PollUntil(all, [&] {
+  PollUntil(all, "every device to catch up", [&] {
     for (Device* d : all) {
       if (!d->client->CaughtUp()) return false;
     }
@@ -120,7 +118,7 @@ TEST_CASE("a cell across hosts: two of each daemon, three shards, tcp:// with CU
            a1->Messages().size() == 2 * want;
   };
   round(30);
-  PollUntil(all, settled, 30);
+  PollUntil(all, "every receipt and every copy of the first round", settled, 30);
   REQUIRE(settled());
 
   // Bob's home shard is cut off mid-traffic, then comes back: what was
@@ -128,9 +126,11 @@ TEST_CASE("a cell across hosts: two of each daemon, three shards, tcp:// with CU
   round(10);
   REQUIRE(RunCommand(topo + " cut " + dir + " stored-1") == 0);
   round(20);
-  PollUntil(all, [] { return false; }, 5);  // past the heartbeat timeout
+  // The cut lasts past the heartbeat timeout (3 s): its peers must find
+  // the silent connections dead, which is what this is about.
+  PollFor(all, 5);
   REQUIRE(RunCommand(topo + " restore " + dir + " stored-1") == 0);
-  PollUntil(all, settled, 90);
+  PollUntil(all, "every receipt and every copy, the cut shard back", settled, 90);
   for (Device* d : {a0.get(), b1.get(), c0.get()}) {
     for (const auto& in : d->got) {
       if (in.kind == Incoming::Kind::kError) UNSCOPED_INFO(in.error.ToString());

@@ -109,7 +109,15 @@ TEST_CASE("times read as RFC 3339 or milliseconds") {
   CHECK(ParseTime("1795802400000") == 1795802400000ULL);
   CHECK(ParseTime("2026-11-27T18:00:00Z") == 1795802400000ULL);
   CHECK(ParseTime("2026-11-27T19:00:00.5+01:00") == 1795802400500ULL);
-  CHECK_FALSE(ParseTime("2026-13-01T00:00:00Z"));
-  CHECK_FALSE(ParseTime("2026-11-27T18:00:00"));
-  CHECK_FALSE(ParseTime("soon"));
+  CHECK(ParseTime("2026-11-27t17:30:00.0005-00:30") == 1795802400001ULL);  // rounded
+  CHECK(ParseTime("2026-11-27 18:00:00.123456789z") == 1795802400123ULL);
+  CHECK(ParseTime("2026-11-27T18:00:00.9999Z") == 1795802401000ULL);
+  for (const char* bad : {"2026-13-01T00:00:00Z", "2026-11-27T18:00:00", "soon", "",
+                          "2026-1-27T18:00:00Z", "2026-11-27T18:00:0Z", "+2026-11-27T18:00:00Z",
+                          "2026-11-27T18:00: 0Z", "2026-11-27T18:00:00.Z",
+                          "2026-11-27T18:00:00+1:00", "2026-11-27T18:00:00+01:00 ",
+                          "2026-11-27T24:00:00Z", "2026-11-27T18:00:61Z"}) {
+    INFO("'" << bad << "'");
+    CHECK_FALSE(ParseTime(bad));
+  }
 }

@@ -5,7 +5,7 @@
 #include <fstream>
 
 #include "common/curve.h"
-#include "tests/unit/temp_dir.h"
+#include "tests/support/temp_dir.h"
 
 using namespace natter;
 

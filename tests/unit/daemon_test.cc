@@ -30,7 +30,7 @@
 #include "daemons/notifyd/notifyd.h"
 #include "daemons/routed/routed.h"
 #include "daemons/stored/stored.h"
-#include "tests/unit/temp_dir.h"
+#include "tests/support/temp_dir.h"
 
 using namespace natter;
 using Catch::Matchers::Contains;

@@ -10,15 +10,17 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <functional>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include <zmq.hpp>
 
-#include "client/local_cell.h"
 #include "common/net.h"
 #include "daemons/frontd/gate.h"
+#include "tests/support/local_cell.h"
+#include "tests/support/wait.h"
 
 using namespace natter;
 using namespace natter::frontd;
@@ -37,16 +39,24 @@ struct TestGate {
     REQUIRE(port != 0);
     REQUIRE(gate.Bind("tcp://127.0.0.1:" + std::to_string(port), 1).ok());
   }
+  // One turn of frontd's loop (waiting up to 10 ms).
+  void TurnOnce() {
+    std::vector<zmq::pollitem_t> items = {gate.PollItem()};
+    Poll(items, 10);
+    gate.Read(&requests);
+    gate.Tick(Clock::now());
+    gate.Flush();
+  }
   // Turns of frontd's loop for ms.
   void Turn(int ms) {
     auto until = Clock::now() + std::chrono::milliseconds(ms);
     do {
-      std::vector<zmq::pollitem_t> items = {gate.PollItem()};
-      Poll(items, 10);
-      gate.Read(&requests);
-      gate.Tick(Clock::now());
-      gate.Flush();
+      TurnOnce();
     } while (Clock::now() < until);
+  }
+  // Turns until done() holds; if 10 s pass first, the test fails.
+  void TurnUntil(const std::string& what, const std::function<bool()>& done) {
+    WaitUntil(what, done, 10, [this] { TurnOnce(); });
   }
 };
 
@@ -84,17 +94,16 @@ TEST_CASE("the gate keeps max-pending-per-address connections without a session 
   limits.max_pending_per_address = 1;
   TestGate t(limits);
   int first = ConnectFrom(2, t.port);
-  t.Turn(200);
-  CHECK(t.gate.pending() == 1);
+  t.TurnUntil("the gate to take the connection", [&] { return t.gate.pending() == 1; });
   int second = ConnectFrom(2, t.port);
-  t.Turn(200);
+  t.TurnUntil("a second connection from the address to close the first",
+              [&] { return Closed(first); });
   CHECK(t.gate.pending() == 1);
-  CHECK(Closed(first));
   CHECK_FALSE(Closed(second));
   // Another address has a place of its own.
   int other = ConnectFrom(3, t.port);
-  t.Turn(200);
-  CHECK(t.gate.pending() == 2);
+  t.TurnUntil("the gate to take a connection from another address",
+              [&] { return t.gate.pending() == 2; });
   CHECK_FALSE(Closed(second));
   CHECK_FALSE(Closed(other));
   for (int fd : {first, second, other}) ::close(fd);
@@ -105,12 +114,14 @@ TEST_CASE("the gate keeps max-pending connections without a session in all, the 
   limits.max_pending = 2;
   TestGate t(limits);
   std::vector<int> fds;
-  for (int n = 2; n <= 4; ++n) {
-    fds.push_back(ConnectFrom(n, t.port));
-    t.Turn(150);
+  for (size_t n = 1; n <= 2; ++n) {
+    fds.push_back(ConnectFrom(static_cast<int>(n) + 1, t.port));
+    t.TurnUntil("the gate to take connection " + std::to_string(n),
+                [&] { return t.gate.pending() == n; });
   }
+  fds.push_back(ConnectFrom(4, t.port));
+  t.TurnUntil("a third connection to close the oldest", [&] { return Closed(fds[0]); });
   CHECK(t.gate.pending() == 2);
-  CHECK(Closed(fds[0]));
   CHECK_FALSE(Closed(fds[1]));
   CHECK_FALSE(Closed(fds[2]));
   std::vector<ConnId> closed = t.gate.TakeClosed();
@@ -129,11 +140,13 @@ TEST_CASE("a connection with no session within hello-timeout is closed; one with
   client.set(zmq::sockopt::linger, 0);
   client.connect("tcp://127.0.0.1:" + std::to_string(t.port));
   client.send(zmq::str_buffer("hello"), zmq::send_flags::none);
-  for (int i = 0; i < 100 && t.requests.empty(); ++i) t.Turn(20);
+  t.TurnUntil("the client's first message", [&] { return !t.requests.empty(); });
   REQUIRE(t.requests.size() == 1);
   t.gate.SetSession(t.requests[0].conn, true);
-  t.Turn(2200);
-  CHECK(Closed(silent));
+  t.TurnUntil("hello-timeout to close the silent connection", [&] { return Closed(silent); });
+  // Long past hello-timeout, on purpose: the connection with a session
+  // stays.
+  t.Turn(2000);
   CHECK(t.gate.connections() == 1);
   CHECK(t.gate.Has(t.requests[0].conn));
   ::close(silent);
@@ -150,7 +163,7 @@ TEST_CASE("a client that reads nothing is cut off once max-queued bytes wait for
   client.set(zmq::sockopt::rcvbuf, 4096);
   client.connect("tcp://127.0.0.1:" + std::to_string(t.port));
   client.send(zmq::str_buffer("hello"), zmq::send_flags::none);
-  for (int i = 0; i < 100 && t.requests.empty(); ++i) t.Turn(20);
+  t.TurnUntil("the client's first message", [&] { return !t.requests.empty(); });
   REQUIRE(t.requests.size() == 1);
   const ConnId conn = t.requests[0].conn;
   t.gate.SetSession(conn, true);

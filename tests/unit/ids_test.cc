@@ -7,7 +7,7 @@
 #include "common/shard.h"
 #include "common/token.h"
 #include "daemons/routed/routed.h"
-#include "tests/unit/temp_dir.h"
+#include "tests/support/temp_dir.h"
 
 using namespace natter;
 

@@ -3,10 +3,10 @@
 
 #include <chrono>
 #include <string>
-#include <thread>
 
 #include "common/net.h"
-#include "tests/unit/temp_dir.h"
+#include "tests/support/temp_dir.h"
+#include "tests/support/wait.h"
 
 using namespace natter;
 
@@ -37,24 +37,24 @@ zmq::socket_t Server(zmq::context_t& ctx, const KeyPair& keys, const std::string
   return s;
 }
 
-// Waits (checking the watch) until server receives something from the
-// watched socket, which keeps sending; returns its routing id there.
-bool Reaches(LinkWatch& watch, zmq::socket_t& client, zmq::socket_t& server, int seconds,
-             std::string* routing_id) {
-  auto until = Clock::now() + std::chrono::seconds(seconds);
-  while (Clock::now() < until) {
+// Waits (checking the watch) until server, named `name`, receives
+// something from the watched socket, which keeps sending; sets its routing
+// id there.
+void AwaitReaches(LinkWatch& watch, zmq::socket_t& client, zmq::socket_t& server,
+                  const std::string& name, int seconds, std::string* routing_id = nullptr) {
+  WaitUntil("a ping to reach " + name, [&] {
+    Parts got;
+    if (!RecvParts(server, &got)) return false;
+    if (routing_id != nullptr) *routing_id = got[0].to_string();
+    return true;
+  }, seconds, [&] {
     watch.Check();
     Parts ping;
     ping.push_back(ToMessage("ping"));
     SendParts(client, ping);
-    Parts got;
-    for (int i = 0; i < 100 && RecvParts(server, &got); ++i) {
-      if (routing_id != nullptr) *routing_id = got[0].to_string();
-      return true;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  return false;
+    zmq::pollitem_t item = {server.handle(), 0, ZMQ_POLLIN, 0};
+    zmq::poll(&item, 1, std::chrono::milliseconds(20));
+  });
 }
 
 }  // namespace
@@ -80,14 +80,11 @@ TEST_CASE("a link that ended for a protocol error is connected again, with its o
                                         CurveKeyHex(a_keys.public_key)).ok());
   REQUIRE(watch.Connect(client, me, "ipc://" + dir.path() + "/b.sock@" +
                                         CurveKeyHex(b_keys.public_key)).ok());
-  auto until = Clock::now() + std::chrono::seconds(10);
-  while (!watch.AllConnected() && Clock::now() < until) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  REQUIRE(watch.AllConnected());
+  WaitUntil("both links to be up", [&] { return watch.AllConnected(); }, 10, {},
+            [&] { return "waiting: " + watch.Waiting(); });
   CHECK(watch.Waiting().empty());
   std::string id;
-  REQUIRE(Reaches(watch, client, a, 10, &id));
+  AwaitReaches(watch, client, a, "a", 10, &id);
 
   // a answers with a frame over the socket's limit: a protocol error, after
   // which ZeroMQ never connects to a again.
@@ -95,13 +92,16 @@ TEST_CASE("a link that ended for a protocol error is connected again, with its o
   huge.push_back(ToMessage(id));
   huge.push_back(ToMessage(std::string(kMaxDaemonFrameBytes + 1, 'x')));
   REQUIRE(SendParts(a, huge));
-  // Whatever reached a before the drop does not count.
-  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  // The watch sees the link end and connects it again; whatever reached a
+  // before that does not count.
+  WaitUntil("the watch to connect the ended link again", [&] {
+    watch.Check();
+    return watch.relinks() >= 1;
+  }, 15);
   Parts stale;
   while (RecvParts(a, &stale)) {
   }
-  CHECK(Reaches(watch, client, a, 15, nullptr));
-  CHECK(watch.relinks() >= 1);
+  AwaitReaches(watch, client, a, "a again", 15);
   // b served all along.
-  CHECK(Reaches(watch, client, b, 5, nullptr));
+  AwaitReaches(watch, client, b, "b", 5);
 }

@@ -3,13 +3,12 @@
 #include <chrono>
 #include <map>
 #include <string>
-#include <thread>
 
 #include "common/config.h"
 #include "common/metrics.h"
 #include "daemons/stored/rate_limit.h"
 #include "daemons/stored/stored.h"
-#include "tests/unit/temp_dir.h"
+#include "tests/support/temp_dir.h"
 
 using namespace natter;
 using namespace natter::stored;
@@ -226,7 +225,7 @@ TEST_CASE("in one batch, a user over its rate gets busy for the excess, in order
       shard.Send(other, "o" + std::to_string(i));
     }
   }
-  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  // inproc://: each request is on the shard's socket once its send returns.
   shard.stored->RunOnce(1000);  // one batch: every request is waiting
   auto answers = shard.Answers(sender.size());
   REQUIRE(answers.size() == sender.size());
@@ -263,7 +262,7 @@ TEST_CASE("in one batch, a user over its rate gets busy for the excess, in order
 TEST_CASE("a shard with user-rate 0 takes every request of a user") {
   InprocShard shard("0", "500");
   for (int i = 0; i < 1000; ++i) shard.Send(UserId(1), "f" + std::to_string(i));
-  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  // inproc://: each request is on the shard's socket once its send returns.
   shard.stored->RunOnce(1000);
   auto answers = shard.Answers(1000);
   REQUIRE(answers.size() == 1000);

@@ -4,17 +4,18 @@
 #include <cstdlib>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
-#include <thread>
 
 #include <leveldb/iterator.h>
 
 #include "common/shard.h"
+#include "common/text.h"
 #include "daemons/stored/keys.h"
 #include "daemons/stored/store.h"
 #include "daemons/stored/stored.h"
-#include "tests/unit/temp_dir.h"
+#include "tests/support/temp_dir.h"
 
 using namespace natter;
 using namespace natter::stored;
@@ -132,6 +133,9 @@ TEST_CASE("a retried client_msg_id returns the first id and creates nothing") {
     CHECK(p2.id == p1.id);
     CHECK(p2.seq == p1.seq);
     CHECK(e2.publish.empty());
+    CHECK(e2.handoff.empty());
+    CHECK(store.Head(UserId(1)) == Seq(1));  // no second mailbox entry
+    CHECK(store.Head(UserId(2)) == Seq(1));
   }
   SECTION("twice in the same batch") {
     std::vector<Request> batch;
@@ -341,7 +345,7 @@ TEST_CASE("the shard writes every request waiting on its socket in one synced ba
     std::string frame = EncodeFrame(r.frame.header, sm);
     dealer.send(zmq::buffer(frame), zmq::send_flags::none);
   }
-  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  // inproc://: each request is on the shard's socket once its send returns.
   stored->RunOnce(1000);
   CHECK(stored->store().syncs() == 1);
   CHECK(stored->store().synced_requests() == kRequests);
@@ -540,8 +544,9 @@ TEST_CASE("a full head cache never makes a batch hand out a seq twice") {
   std::map<uint64_t, std::set<uint64_t>> seqs;  // user -> seqs of its sends
   for (const Request& r : batch) {
     Processed p = ReplyAs<Processed>(r, MsgType::kProcessed);
-    uint64_t user = std::stoull(p.client_msg_id.substr(p.client_msg_id.find('-') + 1));
-    CHECK(seqs[user].insert(p.seq.value).second);
+    std::optional<uint64_t> user = ParseUint(p.client_msg_id.substr(p.client_msg_id.find('-') + 1));
+    REQUIRE(user);
+    CHECK(seqs[*user].insert(p.seq.value).second);
   }
   for (const auto& [user, s] : seqs) CHECK(s == std::set<uint64_t>{1, 2, 3});
   // The next batch starts with the cache emptied and reads the heads back.

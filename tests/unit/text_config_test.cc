@@ -1,12 +1,15 @@
 #include <catch2/catch.hpp>
 
+#include <algorithm>
+#include <cstdint>
 #include <fstream>
 
 #include "common/config.h"
 #include "common/log.h"
 #include "common/text.h"
 #include "common/validate.h"
-#include "tests/unit/temp_dir.h"
+#include "tests/support/io.h"
+#include "tests/support/temp_dir.h"
 
 using namespace natter;
 
@@ -18,6 +21,31 @@ TEST_CASE("UTF-8 validation accepts text and refuses broken sequences") {
   CHECK_FALSE(IsValidUtf8("\xc0\xaf"));          // overlong '/'
   CHECK_FALSE(IsValidUtf8("\xed\xa0\x80"));      // a surrogate
   CHECK_FALSE(IsValidUtf8("\xf4\x90\x80\x80"));  // past U+10FFFF
+}
+
+TEST_CASE("a whole number is decimal digits that fit 64 bits, and nothing else") {
+  CHECK(ParseUint("0") == 0u);
+  CHECK(ParseUint("42") == 42u);
+  CHECK(ParseUint("007") == 7u);
+  CHECK(ParseUint("18446744073709551615") == UINT64_MAX);
+  for (const char* bad : {"", "18446744073709551616", "99999999999999999999", "-1", "+1",
+                          " 1", "1 ", "1\n", "1x", "0x10", "1.5", "1e3"}) {
+    INFO("'" << bad << "'");
+    CHECK_FALSE(ParseUint(bad));
+  }
+}
+
+TEST_CASE("hex is two lower-case digits a byte, read back only whole") {
+  const uint8_t bytes[] = {0x00, 0x09, 0xab, 0xff};
+  CHECK(ToHex(bytes, sizeof bytes) == "0009abff");
+  CHECK(ToHex(bytes, 0).empty());
+  uint8_t back[4] = {};
+  REQUIRE(FromHex("0009ABff", back, sizeof back));
+  CHECK(std::equal(back, back + 4, bytes));
+  for (const char* bad : {"", "0009abf", "0009abff00", "0009abfg", "00 9abff", "0x09abff"}) {
+    INFO("'" << bad << "'");
+    CHECK_FALSE(FromHex(bad, back, sizeof back));
+  }
 }
 
 TEST_CASE("durations read like 90s, 15m, 24h, 7d") {
@@ -226,19 +254,9 @@ TEST_CASE("an unknown flag is a usage error") {
   CHECK(usage);
 }
 
-namespace {
-
-std::string ReadAll(const std::string& path) {
-  std::ifstream in(path);
-  return std::string((std::istreambuf_iterator<char>(in)),
-                     std::istreambuf_iterator<char>());
-}
-
-}  // namespace
-
 TEST_CASE("every configuration key is in natter.conf(5) and etc/natter.conf") {
-  std::string page = ReadAll("man/natter.conf.5");
-  std::string sample = ReadAll("etc/natter.conf");
+  std::string page = ReadFile("man/natter.conf.5");
+  std::string sample = ReadFile("etc/natter.conf");
   REQUIRE(!page.empty());
   REQUIRE(!sample.empty());
   for (const OptionSpec& o : kOptions) {

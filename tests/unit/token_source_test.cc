@@ -14,7 +14,8 @@
 #include "client/token_source.h"
 #include "common/ids.h"
 #include "common/net.h"
-#include "tests/unit/temp_dir.h"
+#include "tests/support/temp_dir.h"
+#include "tests/support/wait.h"
 
 using namespace natter;
 
@@ -191,13 +192,19 @@ TokenSource Gives(const std::string& token, int* calls = nullptr) {
   };
 }
 
-// Polls the client until done() or seconds pass; what it hands out goes
-// into *got.
-void PollFor(Client& client, std::vector<Incoming>* got, double seconds,
-             const std::function<bool()>& done = [] { return false; }) {
+// Polls the client for `seconds`, whatever comes: time passing, on
+// purpose, to see that nothing (more) happens.  What the client hands out
+// goes into *got.
+void PollFor(Client& client, std::vector<Incoming>* got, double seconds) {
   auto until = std::chrono::steady_clock::now() +
                std::chrono::milliseconds(static_cast<int>(seconds * 1000));
-  while (!done() && std::chrono::steady_clock::now() < until) client.Poll(10, got);
+  while (std::chrono::steady_clock::now() < until) client.Poll(10, got);
+}
+
+// Polls the client until done() holds; if 10 s pass first, the test fails.
+void PollUntil(Client& client, std::vector<Incoming>* got, const std::string& what,
+               const std::function<bool()>& done) {
+  WaitUntil(what, done, 10, [&] { client.Poll(10, got); });
 }
 
 }  // namespace
@@ -213,9 +220,10 @@ TEST_CASE("a client with a token source says hello with a fresh one before its t
     o.token_source = Gives("nt1.fresh", &calls);
     Client client(o, &ctx);
     REQUIRE(client.Connect().ok());
-    PollFor(client, &got, 3, [&] { return frontd.Hellos().size() >= 2; });
+    PollUntil(client, &got, "a hello with the fresh token",
+              [&] { return frontd.Hellos().size() >= 2; });
     REQUIRE(frontd.Hellos() == std::vector<std::string>{"nt1.first", "nt1.fresh"});
-    // The fresh token's welcome (an hour) ends it.
+    // The fresh token's welcome (an hour) ends it: nothing more in a second.
     PollFor(client, &got, 1);
     CHECK(frontd.Hellos().size() == 2);
     CHECK(frontd.Others() == 0);
@@ -242,9 +250,10 @@ TEST_CASE("when frontd ends the session, a client with a token source says hello
   PollFor(client, &got, 0.3);
   CHECK(frontd.Hellos().size() == 1);  // an hour left: nothing to renew yet
   frontd.Unasked(ErrorCode::kTokenUnknownKey, "the key that signed your token was retired");
-  PollFor(client, &got, 3, [&] { return frontd.Hellos().size() >= 2; });
+  PollUntil(client, &got, "a hello with the fresh token",
+            [&] { return frontd.Hellos().size() >= 2; });
   REQUIRE(frontd.Hellos() == std::vector<std::string>{"nt1.first", "nt1.fresh"});
-  PollFor(client, &got, 0.3);
+  PollFor(client, &got, 0.3);  // nothing to hand out
   CHECK(got.empty());
 }
 
@@ -276,7 +285,8 @@ TEST_CASE("when frontd ends the session and no fresh token comes, the client han
   PollFor(client, &got, 0.5);
   CHECK(got.empty());
   frontd.Unasked(ErrorCode::kTokenExpired, "your token expired; say hello with a new one");
-  PollFor(client, &got, 3, [&] { return !got.empty(); });
+  PollUntil(client, &got, "the client to hand out why the session ended",
+            [&] { return !got.empty(); });
   REQUIRE(got.size() == 1);
   CHECK(got[0].SessionOver());
   CHECK(got[0].error.code() == ErrorCode::kTokenExpired);

@@ -7,8 +7,8 @@
 
 #include <chrono>
 #include <cstring>
+#include <functional>
 #include <memory>
-#include <thread>
 #include <string>
 #include <vector>
 
@@ -17,7 +17,8 @@
 #include "common/endian.h"
 #include "common/net.h"
 #include "daemons/frontd/zmtp.h"
-#include "tests/unit/temp_dir.h"
+#include "tests/support/temp_dir.h"
+#include "tests/support/wait.h"
 
 using namespace natter;
 using namespace natter::frontd;
@@ -63,37 +64,40 @@ struct Server {
     stream.send(zmq::buffer(id), zmq::send_flags::sndmore);
     stream.send(zmq::buffer(bytes), zmq::send_flags::none);
   }
-  // Serves for up to ms, or until done() holds.
-  template <typename Done>
-  void Serve(int ms, Done done) {
-    auto until = Clock::now() + std::chrono::milliseconds(ms);
-    while (!done() && Clock::now() < until) {
-      std::vector<zmq::pollitem_t> items = {{stream.handle(), 0, ZMQ_POLLIN, 0}};
-      Poll(items, 10);
-      Parts parts;
-      while (RecvParts(stream, &parts)) {
-        REQUIRE(parts.size() == 2);
-        if (parts[1].size() == 0) {
-          if (!zmtp) {
-            id = parts[0].to_string();
-            zmtp = std::make_unique<ZmtpServer>(options);
-            std::string greeting;
-            zmtp->Start(&greeting);
-            Write(greeting);
-          } else {
-            closed = true;
-          }
-          continue;
+  // One turn: what the socket has (waiting up to 10 ms), fed to the
+  // server.
+  void Turn() {
+    std::vector<zmq::pollitem_t> items = {{stream.handle(), 0, ZMQ_POLLIN, 0}};
+    Poll(items, 10);
+    Parts parts;
+    while (RecvParts(stream, &parts)) {
+      REQUIRE(parts.size() == 2);
+      if (parts[1].size() == 0) {
+        if (!zmtp) {
+          id = parts[0].to_string();
+          zmtp = std::make_unique<ZmtpServer>(options);
+          std::string greeting;
+          zmtp->Start(&greeting);
+          Write(greeting);
+        } else {
+          closed = true;
         }
-        last_fed = parts[1].to_string();
-        std::string out;
-        if (!zmtp->Feed(last_fed, &out, &messages)) failed = true;
-        Write(out);
+        continue;
       }
+      last_fed = parts[1].to_string();
+      std::string out;
+      if (!zmtp->Feed(last_fed, &out, &messages)) failed = true;
+      Write(out);
     }
   }
+  // Serves until done() holds; if `seconds` pass first, the test fails.
+  void ServeUntil(const std::string& what, const std::function<bool()>& done, int seconds = 10) {
+    WaitUntil(what, done, seconds, [this] { Turn(); });
+  }
+  // Serves for ms, whatever comes.
   void Serve(int ms) {
-    Serve(ms, [] { return false; });
+    auto until = Clock::now() + std::chrono::milliseconds(ms);
+    while (Clock::now() < until) Turn();
   }
   void Send(const std::string& message) {
     std::string out;
@@ -150,7 +154,7 @@ TEST_CASE("a libzmq DEALER completes frontd's CURVE handshake and messages go bo
   client.s.send(zmq::str_buffer("hello"), zmq::send_flags::none);
   const std::string long_text(5000, 'x');
   client.s.send(zmq::buffer(long_text), zmq::send_flags::none);
-  server.Serve(3000, [&] { return server.messages.size() == 2; });
+  server.ServeUntil("both messages", [&] { return server.messages.size() == 2; });
   REQUIRE_FALSE(server.failed);
   REQUIRE(server.zmtp->ready());
   REQUIRE(server.messages.size() == 2);
@@ -174,7 +178,7 @@ TEST_CASE("the NULL mechanism works the same when frontd has no key") {
   Server server(CurveIdentity{});
   Dealer client(server.endpoint, nullptr);
   client.s.send(zmq::str_buffer("plain"), zmq::send_flags::none);
-  server.Serve(3000, [&] { return server.messages.size() == 1; });
+  server.ServeUntil("the message", [&] { return server.messages.size() == 1; });
   REQUIRE(server.messages.size() == 1);
   CHECK(server.messages[0].body == "plain");
   server.Send("back");
@@ -189,7 +193,7 @@ TEST_CASE("a multipart message arrives whole and says how many frames it had") {
   Dealer client(server.endpoint, server_keys.pub);
   client.s.send(zmq::str_buffer("one"), zmq::send_flags::sndmore);
   client.s.send(zmq::str_buffer("two"), zmq::send_flags::none);
-  server.Serve(3000, [&] { return server.messages.size() == 1; });
+  server.ServeUntil("the message", [&] { return server.messages.size() == 1; });
   REQUIRE(server.messages.size() == 1);
   CHECK(server.messages[0].frames == 2);
   CHECK(server.messages[0].body == "onetwo");
@@ -204,6 +208,7 @@ TEST_CASE("heartbeats: the client's PINGs are answered, and the client answers t
   client.s.set(zmq::sockopt::heartbeat_ivl, 100);
   client.s.set(zmq::sockopt::heartbeat_timeout, 300);
   client.s.send(zmq::str_buffer("hi"), zmq::send_flags::none);
+  // 1.5 s, on purpose: the client's pings go and come back all along.
   server.Serve(1500);
   REQUIRE(server.zmtp->ready());
   REQUIRE(server.zmtp->heartbeats());
@@ -214,7 +219,7 @@ TEST_CASE("heartbeats: the client's PINGs are answered, and the client answers t
   server.zmtp->Ping(50, &ping);
   server.Write(ping);
   server.last_fed.clear();
-  server.Serve(1000, [&] { return !server.last_fed.empty(); });
+  server.ServeUntil("the client's PONG", [&] { return !server.last_fed.empty(); });
   CHECK_FALSE(server.last_fed.empty());
   CHECK_FALSE(server.failed);
 }
@@ -224,7 +229,7 @@ TEST_CASE("a client with another server key fails the handshake and sends nothin
   Server server(server_keys.Identity());
   Dealer client(server.endpoint, other.pub);
   client.s.send(zmq::str_buffer("secret"), zmq::send_flags::dontwait);
-  server.Serve(1500, [&] { return server.failed; });
+  server.ServeUntil("the handshake to fail", [&] { return server.failed; });
   CHECK(server.failed);
   CHECK(server.messages.empty());
   CHECK(server.zmtp->error().find("HELLO does not open") != std::string::npos);
@@ -238,7 +243,8 @@ TEST_CASE("a plain client is refused by a CURVE server, and a CURVE client by a 
     Server server(server_keys.Identity());
     Dealer client(server.endpoint, nullptr);
     client.s.send(zmq::str_buffer("plain"), zmq::send_flags::dontwait);
-    server.Serve(1500, [&] { return server.failed || server.closed; });
+    server.ServeUntil("the handshake to fail or the client to hang up",
+                      [&] { return server.failed || server.closed; });
     CHECK((server.failed || server.closed));
     CHECK_FALSE(server.zmtp->ready());
     CHECK(server.messages.empty());
@@ -247,7 +253,8 @@ TEST_CASE("a plain client is refused by a CURVE server, and a CURVE client by a 
     Server server(CurveIdentity{});
     Dealer client(server.endpoint, server_keys.pub);
     client.s.send(zmq::str_buffer("curve"), zmq::send_flags::dontwait);
-    server.Serve(1500, [&] { return server.failed || server.closed; });
+    server.ServeUntil("the handshake to fail or the client to hang up",
+                      [&] { return server.failed || server.closed; });
     CHECK((server.failed || server.closed));
     CHECK_FALSE(server.zmtp->ready());
     CHECK(server.messages.empty());
@@ -267,19 +274,17 @@ TEST_CASE("a refused handshake reaches the client as a refusal with its status")
   Keys server_keys;
   Server server(server_keys.Identity());
   Dealer client(server.endpoint, server_keys.pub);
-  server.Serve(1000, [&] { return server.zmtp != nullptr; });
+  server.ServeUntil("a connection", [&] { return server.zmtp != nullptr; });
   REQUIRE(server.zmtp);
   server.zmtp->Refuse("300");
-  server.Serve(1500, [&] { return server.failed; });
+  server.ServeUntil("the refusal to end the handshake", [&] { return server.failed; });
   CHECK(server.failed);
-  bool refused = false;
-  for (int i = 0; i < 50 && !refused; ++i) {
+  WaitUntil("the client to see its handshake refused with status 300", [&] {
     for (const auto& [id, value] : client.Events()) {
-      if (id == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH && value == 300) refused = true;
+      if (id == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH && value == 300) return true;
     }
-    if (!refused) std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  CHECK(refused);
+    return false;
+  }, 10);
 }
 
 TEST_CASE("a replayed MESSAGE is refused: nonces must grow") {
@@ -287,7 +292,7 @@ TEST_CASE("a replayed MESSAGE is refused: nonces must grow") {
   Server server(server_keys.Identity());
   Dealer client(server.endpoint, server_keys.pub);
   client.s.send(zmq::str_buffer("once"), zmq::send_flags::none);
-  server.Serve(3000, [&] { return server.messages.size() == 1; });
+  server.ServeUntil("the message", [&] { return server.messages.size() == 1; });
   REQUIRE(server.messages.size() == 1);
   // The newest bytes read were that message's MESSAGE command.
   std::string out;

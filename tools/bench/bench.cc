@@ -12,15 +12,14 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
-#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <iostream>
 #include <sstream>
-
-#include <ftw.h>
+#include <stdexcept>
 
 #include "common/daemon.h"
+#include "tests/support/proc_status.h"
 
 namespace po = boost::program_options;
 
@@ -49,7 +48,7 @@ double SecondsSince(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
 }
 
-BenchDir::BenchDir(std::string dir, bool keep_it) : path(std::move(dir)), keep(keep_it) {
+BenchDir::BenchDir(std::string dir, bool keep) : path(std::move(dir)) {
   if (!path.empty()) {
     // --dir: made if it is not there (its parent must be).
     if (::mkdir(path.c_str(), 0700) != 0 && errno != EEXIST) {
@@ -57,20 +56,16 @@ BenchDir::BenchDir(std::string dir, bool keep_it) : path(std::move(dir)), keep(k
     }
     return;
   }
-  const char* tmp = std::getenv("TMPDIR");
-  std::string tmpl = std::string(tmp != nullptr && *tmp ? tmp : "/tmp") + "/natter-bench-XXXXXX";
-  if (::mkdtemp(&tmpl[0]) == nullptr) throw Exit{EX_CANTCREAT, tmpl + ": cannot make"};
-  path = tmpl;
-  made = true;
+  try {
+    temp = std::make_unique<TempDir>("natter-bench", keep);
+  } catch (const std::runtime_error& e) {
+    throw Exit{EX_CANTCREAT, e.what()};
+  }
+  path = temp->path();
 }
 
 BenchDir::~BenchDir() {
-  if (made && !keep) {
-    ::nftw(path.c_str(), [](const char* p, const struct stat*, int, struct FTW*) { return ::remove(p); },
-           16, FTW_DEPTH | FTW_PHYS);
-  } else {
-    std::fprintf(stderr, "the cell is in %s/cell\n", path.c_str());
-  }
+  if (!temp || temp->kept()) std::fprintf(stderr, "the cell is in %s/cell\n", path.c_str());
 }
 
 // The bench measures the cell with a few users sending as fast as they
@@ -86,7 +81,7 @@ std::string CellOptions::Conf() const {
 void ParseMode(const char* mode, const std::vector<std::string>& args,
                po::options_description& opts, CellOptions* cell) {
   opts.add_options()
-      ("shards", po::value(&cell->shards))
+      ("shards", UintValue("shards", &cell->shards))
       ("dir", po::value(&cell->dir))
       ("keep", po::bool_switch(&cell->keep))
       ("curve-ipc", po::value(&cell->curve_ipc));
@@ -123,14 +118,8 @@ ProcStats ReadProc(pid_t pid) {
     }
     st.cpu_s = ticks / static_cast<double>(::sysconf(_SC_CLK_TCK));
   }
-  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
-  while (std::getline(status, line)) {
-    auto kb = [&](const char* key) {
-      return std::strtoull(line.c_str() + std::strlen(key), nullptr, 10) * 1024;
-    };
-    if (line.rfind("VmRSS:", 0) == 0) st.rss = kb("VmRSS:");
-    if (line.rfind("VmHWM:", 0) == 0) st.peak = kb("VmHWM:");
-  }
+  st.rss = ProcStatusBytes(pid, "VmRSS").value_or(0);
+  st.peak = ProcStatusBytes(pid, "VmHWM").value_or(0);
   return st;
 }
 

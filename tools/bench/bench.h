@@ -12,13 +12,16 @@
 #include <chrono>
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include <boost/program_options.hpp>
 #include <nlohmann/json.hpp>
 
-#include "client/local_cell.h"
+#include "common/flags.h"
+#include "tests/support/local_cell.h"
+#include "tests/support/temp_dir.h"
 
 namespace natter {
 namespace bench {
@@ -54,9 +57,8 @@ void ParseMode(const char* mode, const std::vector<std::string>& args,
 // (removed at the end unless --keep).
 struct BenchDir {
   std::string path;
-  bool made = false;
-  bool keep = false;
-  explicit BenchDir(std::string dir, bool keep_it);
+  std::unique_ptr<TempDir> temp;  // unless --dir
+  explicit BenchDir(std::string dir, bool keep);
   ~BenchDir();
 };
 

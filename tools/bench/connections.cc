@@ -48,12 +48,12 @@ ConnSettings ParseConnections(const std::vector<std::string>& args) {
   ConnSettings st;
   po::options_description opts;
   opts.add_options()
-      ("clients", po::value(&st.clients))
-      ("messages", po::value(&st.messages))
+      ("clients", UintValue("clients", &st.clients))
+      ("messages", UintValue("messages", &st.messages))
       ("rate", po::value(&st.rate))
       ("connect-rate", po::value(&st.connect_rate))
-      ("workers", po::value(&st.workers))
-      ("text-bytes", po::value(&st.text_bytes));
+      ("workers", UintValue("workers", &st.workers))
+      ("text-bytes", UintValue("text-bytes", &st.text_bytes));
   ParseMode("connections", args, opts, &st.cell);
   if (st.clients < 2 || st.rate <= 0 || st.connect_rate <= 0 || st.text_bytes < 16 ||
       st.text_bytes > kMaxTextBytes) {

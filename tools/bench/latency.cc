@@ -35,8 +35,8 @@ LatencySettings ParseLatency(const std::vector<std::string>& args) {
   opts.add_options()
       ("rate", po::value(&st.rate))
       ("seconds", po::value(&st.seconds))
-      ("pairs", po::value(&st.pairs))
-      ("text-bytes", po::value(&st.text_bytes));
+      ("pairs", UintValue("pairs", &st.pairs))
+      ("text-bytes", UintValue("text-bytes", &st.text_bytes));
   ParseMode("latency", args, opts, &st.cell);
   if (st.pairs < 1 || st.rate <= 0 || st.seconds <= 0 || st.text_bytes < 16 ||
       st.text_bytes > kMaxTextBytes) {

@@ -34,8 +34,8 @@ PagesSettings ParsePages(const std::vector<std::string>& args) {
   PagesSettings st;
   po::options_description opts;
   opts.add_options()
-      ("messages", po::value(&st.messages))
-      ("small", po::value(&st.small))
+      ("messages", UintValue("messages", &st.messages))
+      ("small", UintValue("small", &st.small))
       ("samples", po::value(&st.samples));
   ParseMode("pages", args, opts, &st.cell);
   if (st.messages < 1000 || st.small < 10 || st.small > st.messages || st.samples < 1) {

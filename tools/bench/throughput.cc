@@ -32,10 +32,10 @@ ThroughputSettings ParseThroughput(const std::vector<std::string>& args) {
   ThroughputSettings st;
   po::options_description opts;
   opts.add_options()
-      ("pairs", po::value(&st.pairs))
-      ("window", po::value(&st.window))
+      ("pairs", UintValue("pairs", &st.pairs))
+      ("window", UintValue("window", &st.window))
       ("seconds", po::value(&st.seconds))
-      ("text-bytes", po::value(&st.text_bytes));
+      ("text-bytes", UintValue("text-bytes", &st.text_bytes));
   ParseMode("throughput", args, opts, &st.cell);
   if (st.pairs < 1 || st.window < 1 || st.seconds <= 0 || st.text_bytes < 16 ||
       st.text_bytes > kMaxTextBytes) {

@@ -27,6 +27,7 @@
 
 #include "common/control.h"
 #include "common/curve.h"
+#include "common/flags.h"
 #include "common/proto.h"
 #include "common/status.h"
 #include "common/text.h"
@@ -86,10 +87,10 @@ Args Parse(const std::string& command, const std::vector<std::string>& argv) {
   po::options_description opts;
   opts.add_options()("dir", po::value(&a.dir));
   if (command == "init" || command == "up") {
-    opts.add_options()("listen", po::value(&a.listen))("shards", po::value(&a.shards));
+    opts.add_options()("listen", po::value(&a.listen))("shards", UintValue("shards", &a.shards));
   }
   if (command == "token") {
-    opts.add_options()("user", po::value(&a.user))("ttl", po::value(&a.ttl))(
+    opts.add_options()("user", UintValue("user", &a.user))("ttl", po::value(&a.ttl))(
         "device", po::value(&a.device));
   }
   if (command == "keygen") opts.add_options()("name", po::value(&a.name));

@@ -1,8 +1,10 @@
-// A local cell for tools and tests: `natterctl init` and `natterctl up` in
-// a folder, the daemons on ipc:// endpoints inside it, stopped (by the pid
-// started here) when the LocalCell goes.
-#ifndef NATTER_CLIENT_LOCAL_CELL_H_
-#define NATTER_CLIENT_LOCAL_CELL_H_
+// A local cell for the tests, natter-chaos and natter-bench: `natterctl
+// init` and `natterctl up` in a folder, the daemons on ipc:// endpoints
+// inside it, stopped (by the pid started here) when the LocalCell goes.
+// Not part of a client: the test programs and natter-bench link it from
+// tests/support/.
+#ifndef NATTER_TESTS_SUPPORT_LOCAL_CELL_H_
+#define NATTER_TESTS_SUPPORT_LOCAL_CELL_H_
 
 #include <sys/types.h>
 
@@ -43,10 +45,14 @@ class LocalCell {
   pid_t up_pid_ = -1;
 };
 
+// Where a test program finds natterctl and the daemons: $NATTER_BIN, else
+// bin/ beside the folder the program is in (build/natter-chaos: bin/).
+std::string TestBinDir();
+
 // A free TCP port on 127.0.0.1 (bound and let go: a race no other program
 // here is likely to run); 0 if none could be had.
 int FreeLoopbackPort();
 
 }  // namespace natter
 
-#endif  // NATTER_CLIENT_LOCAL_CELL_H_
+#endif  // NATTER_TESTS_SUPPORT_LOCAL_CELL_H_

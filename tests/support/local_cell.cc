@@ -1,4 +1,4 @@
-#include "client/local_cell.h"
+#include "tests/support/local_cell.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -11,9 +11,11 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <ctime>
 #include <stdexcept>
 
+#include "common/daemon.h"
 #include "common/text.h"
 #include "common/token.h"
 
@@ -104,6 +106,13 @@ pid_t LocalCell::DaemonPid(const std::string& name) const {
   if (!ReadFirstLine(dir_ + "/run/" + name + ".pid", &line)) return -1;
   auto v = ParseUint(line);
   return v ? static_cast<pid_t>(*v) : -1;
+}
+
+std::string TestBinDir() {
+  const char* bin = std::getenv("NATTER_BIN");
+  if (bin != nullptr && *bin != '\0') return bin;
+  std::string build = ProgramDir();
+  return build.substr(0, build.rfind('/')) + "/bin";
 }
 
 int FreeLoopbackPort() {
