@@ -686,9 +686,9 @@ void Client::HandOut(std::vector<Incoming>* out, size_t max_events) {
     if (it == buffer_.end()) break;
     const Event& ev = it->second.first;
     const Message* m = ev.message();
-    auto own = m != nullptr && m->from == user_ && ev.origin_device == device_
-                   ? pending_sends_.find(m->client_msg_id)
-                   : pending_sends_.end();
+    const bool mine = ev.origin_device == device_;
+    auto own = m != nullptr && mine ? pending_sends_.find(m->client_msg_id)
+                                    : pending_sends_.end();
     if (own != pending_sends_.end()) {
       // One of our sends, read back from the mailbox before its receipt
       // came: it is stored, so this is its receipt.
@@ -706,6 +706,13 @@ void Client::HandOut(std::vector<Incoming>* out, size_t max_events) {
       in.processed.seq = ev.seq;
       out->push_back(std::move(in));
       if (sends_in_flight_ > 0) --sends_in_flight_;
+      buffer_.erase(it);
+      last_seq_ = Seq(next);
+      NoteUnacked(false);
+      continue;
+    }
+    if (mine) {
+      // This device's own send, reaction or seen mark: it had the answer.
       buffer_.erase(it);
       last_seq_ = Seq(next);
       NoteUnacked(false);

@@ -5,9 +5,12 @@
 // the device's cursor (events marked missed), then hands out live events.
 // Events reach the application exactly once and in seq order: duplicates are
 // dropped, and a gap in the seqs (the live path dropped something) is
-// repaired by fetching the missing range from the mailbox.  Everything the
-// application has taken from Poll is acknowledged, which advances the
-// device's cursor on its home shard.
+// repaired by fetching the missing range from the mailbox.  A device skips
+// its own events (its sends, reactions and seen marks: it had their
+// answers), except that one of its sends read back before its processed
+// receipt came is that receipt.  Everything the application has taken from
+// Poll is acknowledged, which advances the device's cursor on its home
+// shard.
 //
 // Requests are retried with the same correlation id and, for sends, the
 // same client_msg_id, so a retry never makes a second message.  A client
