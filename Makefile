@@ -42,7 +42,8 @@ CLIENTLIB := $(BUILD)/libnatterclient.a
 
 COMMON_SRC := $(wildcard common/*.cc)
 CLIENT_SRC := client/client.cc client/json_events.cc client/local_cell.cc \
-              client/chat.cc client/line_editor.cc client/rpc.cc client/token_source.cc
+              client/chat.cc client/line_editor.cc client/rpc.cc client/token_source.cc \
+              client/request_queue.cc client/mailbox_order.cc client/ack_policy.cc
 DAEMONS    := frontd routed stored notifyd
 PROGRAMS   := $(addprefix $(BIN)/natter-,$(DAEMONS)) $(BIN)/natter $(BIN)/natterctl $(BIN)/natter-bench
 
