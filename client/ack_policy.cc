@@ -11,8 +11,9 @@ bool AckPolicy::Due(Seq last, bool on_wire, Time now) {
   if (last <= acked_) return false;
   if (unacked_since_ == Time{}) unacked_since_ = now;
   if (on_wire) return false;
-  return urgent_ ? now - last_ack_ >= std::chrono::milliseconds(kAckDelayMs)
-                 : now - unacked_since_ >= std::chrono::milliseconds(kLazyAckMs);
+  return urgent_
+             ? now - last_ack_ >= std::chrono::milliseconds(kAckDelayMs)
+             : now - unacked_since_ >= std::chrono::milliseconds(kLazyAckMs);
 }
 
 void AckPolicy::Sent(Seq seq, Time now) {

@@ -46,8 +46,10 @@ class AckPolicy {
   // did.
   void Lost() { acked_ = confirmed_; }
 
-  Seq acked() const { return acked_; }          // the last ack sent
-  Seq confirmed() const { return confirmed_; }  // the cursor the shard confirmed
+  Seq acked() const { return acked_; }  // the last ack sent
+  Seq confirmed() const {
+    return confirmed_;
+  }  // the cursor the shard confirmed
 
  private:
   Seq acked_;

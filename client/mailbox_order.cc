@@ -4,7 +4,8 @@
 
 namespace natter {
 
-std::optional<Sync> MailboxOrder::Begin(const std::string& device, Seq saved, Time now) {
+std::optional<Sync> MailboxOrder::Begin(const std::string& device, Seq saved,
+                                        Time now) {
   device_ = device;
   saved_ = saved;
   began_ = now;
@@ -33,7 +34,8 @@ void MailboxOrder::TakeLive(const Event& event) { Take(event, false); }
 
 void MailboxOrder::Take(const Event& event, bool from_page) {
   if (synced_ && event.seq <= last_seq_) return;  // a duplicate
-  buffer_.emplace(event.seq.value, std::make_pair(event, from_page && catching_up_));
+  buffer_.emplace(event.seq.value,
+                  std::make_pair(event, from_page && catching_up_));
 }
 
 std::optional<Sync> MailboxOrder::TakePage(const SyncReply& page, Time now) {
@@ -49,7 +51,8 @@ std::optional<Sync> MailboxOrder::TakePage(const SyncReply& page, Time now) {
     own_.erase(own_.begin(), own_.upper_bound(base.value));
   }
   for (const Event& event : page.events) Take(event, true);
-  if (page.more && !page.events.empty()) return Ask(false, page.events.back().seq, now);
+  if (page.more && !page.events.empty())
+    return Ask(false, page.events.back().seq, now);
   catching_up_ = false;
   return std::nullopt;
 }
@@ -71,7 +74,8 @@ MailboxOrder::Next MailboxOrder::TakeNext() {
   if (it == buffer_.end()) return next;
   next.event = std::move(it->second.first);
   next.missed = it->second.second;
-  const bool own = !next.event.origin_device.empty() && next.event.origin_device == device_;
+  const bool own =
+      !next.event.origin_device.empty() && next.event.origin_device == device_;
   next.kind = own ? Next::Kind::kOwnEvent : Next::Kind::kEvent;
   buffer_.erase(it);
   last_seq_ = Seq(seq);
@@ -90,7 +94,8 @@ void MailboxOrder::NoteGap(Time now) {
 std::optional<Sync> MailboxOrder::Tick(Time now) {
   if (!synced_) return std::nullopt;
   std::optional<Sync> sync;
-  if (gap_ && now - gap_since_ >= std::chrono::milliseconds(options_.gap_grace_ms)) {
+  if (gap_ &&
+      now - gap_since_ >= std::chrono::milliseconds(options_.gap_grace_ms)) {
     sync = Ask(false, last_seq_, now);
     gap_since_ = now;
   }
@@ -99,7 +104,8 @@ std::optional<Sync> MailboxOrder::Tick(Time now) {
     if (!sync) sync = Ask(false, last_seq_, now);
     settled_ = true;
   }
-  if (!sync && now - last_sync_ >= std::chrono::milliseconds(options_.resync_ms)) {
+  if (!sync &&
+      now - last_sync_ >= std::chrono::milliseconds(options_.resync_ms)) {
     sync = Ask(false, last_seq_, now);
   }
   return sync;

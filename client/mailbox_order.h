@@ -108,17 +108,17 @@ class MailboxOrder {
   const Options options_;
   std::string device_;
   Seq saved_;
-  bool synced_ = false;       // the first page has come
-  bool catching_up_ = true;   // still reading the missed events
+  bool synced_ = false;      // the first page has come
+  bool catching_up_ = true;  // still reading the missed events
   bool sync_in_flight_ = false;
-  Seq last_seq_;              // the newest seq taken (or our own)
+  Seq last_seq_;  // the newest seq taken (or our own)
   std::map<uint64_t, std::pair<Event, bool>> buffer_;  // seq -> event, missed
-  std::set<uint64_t> own_;    // seqs of our own changes, known from answers
+  std::set<uint64_t> own_;  // seqs of our own changes, known from answers
   Time gap_since_{};
   bool gap_ = false;
   Time last_sync_{};
-  Time began_{};              // when the session began
-  bool settled_ = false;      // the sync after kSettleMs went
+  Time began_{};          // when the session began
+  bool settled_ = false;  // the sync after kSettleMs went
 };
 
 }  // namespace natter

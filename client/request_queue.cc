@@ -59,9 +59,11 @@ void RequestQueue::Pump(Time now) {
   const bool writes_open = now >= writes_held_until_;
   while (launched_ < options_.max_in_flight) {
     // The older of the next read and the next write, if the write may go.
-    bool write = writes_open && !queued_writes_.empty() && writes_launched_ < write_window_;
+    bool write = writes_open && !queued_writes_.empty() &&
+                 writes_launched_ < write_window_;
     if (!write && queued_.empty()) break;
-    write = write && (queued_.empty() || queued_writes_.front() < queued_.front());
+    write =
+        write && (queued_.empty() || queued_writes_.front() < queued_.front());
     std::deque<uint64_t>& queue = write ? queued_writes_ : queued_;
     auto it = pending_.find(queue.front());
     queue.pop_front();
@@ -145,7 +147,8 @@ RequestQueue::Map::iterator RequestQueue::Finish(Map::iterator it) {
   return pending_.erase(it);
 }
 
-std::optional<RequestQueue::Request> RequestQueue::Refused(uint64_t corr, ErrorCode code,
+std::optional<RequestQueue::Request> RequestQueue::Refused(uint64_t corr,
+                                                           ErrorCode code,
                                                            Time now) {
   auto it = pending_.find(corr);
   if (it == pending_.end()) return std::nullopt;
@@ -167,7 +170,8 @@ std::optional<RequestQueue::Request> RequestQueue::Refused(uint64_t corr, ErrorC
   }
   if (IsRetryable(code) && now < r.deadline) {
     // Sent again soon, then less and less often, up to retry_ms.
-    r.backoff_ms = std::min(options_.retry_ms, r.backoff_ms == 0 ? 50 : r.backoff_ms * 2);
+    r.backoff_ms =
+        std::min(options_.retry_ms, r.backoff_ms == 0 ? 50 : r.backoff_ms * 2);
     r.retry_at = now + Jittered(r.backoff_ms);
     Due(r);
     return std::nullopt;
@@ -183,13 +187,14 @@ void RequestQueue::HoldWrite(Map::iterator it, Time now) {
   --launched_;
   --writes_launched_;
   queued_writes_.insert(
-      std::lower_bound(queued_writes_.begin(), queued_writes_.end(), it->first), it->first);
+      std::lower_bound(queued_writes_.begin(), queued_writes_.end(), it->first),
+      it->first);
   write_window_ = 1;
   // The refusals of the writes that were on the wire together come
   // together: the first one sets the hold.
   if (now >= writes_held_until_) {
-    write_backoff_ms_ =
-        std::min(options_.retry_ms, write_backoff_ms_ == 0 ? 50 : write_backoff_ms_ * 2);
+    write_backoff_ms_ = std::min(
+        options_.retry_ms, write_backoff_ms_ == 0 ? 50 : write_backoff_ms_ * 2);
     writes_held_until_ = now + Jittered(write_backoff_ms_);
   }
 }
@@ -199,7 +204,8 @@ void RequestQueue::WritePassed() {
   if (write_window_ < options_.max_in_flight) ++write_window_;
 }
 
-std::optional<uint64_t> RequestQueue::AnswerSend(const std::string& client_msg_id) {
+std::optional<uint64_t> RequestQueue::AnswerSend(
+    const std::string& client_msg_id) {
   auto send = sends_.find(client_msg_id);
   if (send == sends_.end()) return std::nullopt;
   const uint64_t corr = send->second;

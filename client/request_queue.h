@@ -62,9 +62,9 @@ class RequestQueue {
     bool app = false;           // the application waits for the answer
     Time sent{};
     Time deadline{};
-    Time retry_at{};     // when to send it again if unanswered
-    int retries = 0;     // unanswered resends so far (the backoff)
-    int backoff_ms = 0;  // after a retryable error: the next wait
+    Time retry_at{};        // when to send it again if unanswered
+    int retries = 0;        // unanswered resends so far (the backoff)
+    int backoff_ms = 0;     // after a retryable error: the next wait
     bool launched = false;  // on the wire (else waiting its turn)
     // The application has its answer already (a send read back from the
     // mailbox); the request keeps its place on the wire until the server's
@@ -78,13 +78,14 @@ class RequestQueue {
   RequestQueue(Options options, Transmit transmit, uint32_t seed);
 
   static bool IsWrite(MsgType type) {
-    return type == MsgType::kSend || type == MsgType::kReact || type == MsgType::kSeen;
+    return type == MsgType::kSend || type == MsgType::kReact ||
+           type == MsgType::kSeen;
   }
 
   // A new request, its frame encoded with corr.  A hello goes on the wire
   // at once (it makes the session); any other waits its turn.
-  void Add(uint64_t corr, MsgType type, std::string frame, std::string client_msg_id,
-           bool app, Time now);
+  void Add(uint64_t corr, MsgType type, std::string frame,
+           std::string client_msg_id, bool app, Time now);
 
   // A session began: what was on the wire goes again (the new session has
   // not seen it), then what waits, while there is room.

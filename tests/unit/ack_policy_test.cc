@@ -1,18 +1,22 @@
 // When a device acknowledges what it was handed out, driven by hand: time
 // a number of milliseconds.
-#include <catch2/catch.hpp>
-
 #include "client/ack_policy.h"
+
+#include <catch2/catch.hpp>
 
 using namespace natter;
 
 namespace {
 
-AckPolicy::Time At(int ms) { return AckPolicy::Time(std::chrono::milliseconds(ms)); }
+AckPolicy::Time At(int ms) {
+  return AckPolicy::Time(std::chrono::milliseconds(ms));
+}
 
 }  // namespace
 
-TEST_CASE("an ack after a message from someone else goes at once, then within kAckDelayMs") {
+TEST_CASE(
+    "an ack after a message from someone else goes at once, then within "
+    "kAckDelayMs") {
   AckPolicy acks;
   acks.Begin(Seq(0));
   acks.HandedOut(true, At(100000));
@@ -47,7 +51,9 @@ TEST_CASE("only one ack is on the wire") {
   CHECK(acks.Due(Seq(5), false, At(10000)));
 }
 
-TEST_CASE("nothing up to the shard's cursor needs an ack; a lost one is covered by the next") {
+TEST_CASE(
+    "nothing up to the shard's cursor needs an ack; a lost one is covered by "
+    "the next") {
   AckPolicy acks;
   acks.Begin(Seq(5));
   CHECK(acks.confirmed() == Seq(5));

@@ -2,7 +2,6 @@
 // it prints for what the client brings and what the user types, and what it
 // asks of the client (a stand-in here).  Alice (1) chats with bob (2).
 #include <catch2/catch.hpp>
-
 #include <string>
 #include <vector>
 
@@ -20,8 +19,10 @@ class FakeLink : public ChatLink {
  public:
   UserId user() const override;
   bool CaughtUp() const override;
-  std::string Send(UserId to, const std::string& text, std::string client_msg_id) override;
-  uint64_t React(UserId peer, MessageId id, std::optional<std::string> emoji) override;
+  std::string Send(UserId to, const std::string& text,
+                   std::string client_msg_id) override;
+  uint64_t React(UserId peer, MessageId id,
+                 std::optional<std::string> emoji) override;
   uint64_t MarkSeen(UserId peer, MessageId id) override;
   uint64_t GetHistory(const History& query) override;
   uint64_t GetChats(const Chats& query) override;
@@ -42,12 +43,15 @@ class FakeLink : public ChatLink {
 
 UserId FakeLink::user() const { return kAlice; }
 bool FakeLink::CaughtUp() const { return caught_up; }
-std::string FakeLink::Send(UserId to, const std::string& text, std::string client_msg_id) {
-  if (client_msg_id.empty()) client_msg_id = "c" + std::to_string(sent.size() + 1);
+std::string FakeLink::Send(UserId to, const std::string& text,
+                           std::string client_msg_id) {
+  if (client_msg_id.empty())
+    client_msg_id = "c" + std::to_string(sent.size() + 1);
   sent.push_back({to, text, client_msg_id});
   return client_msg_id;
 }
-uint64_t FakeLink::React(UserId peer, MessageId id, std::optional<std::string> emoji) {
+uint64_t FakeLink::React(UserId peer, MessageId id,
+                         std::optional<std::string> emoji) {
   reacts.push_back({peer, id, emoji});
   return ++last_request;
 }
@@ -94,11 +98,13 @@ Incoming BobMarks(uint64_t id, bool seen) {
   return EventOf(Event{kAlice, Seq(), "", DeliveredEvent{r}});
 }
 
-Incoming Page(uint64_t request, const std::vector<Message>& messages, bool more = false) {
+Incoming Page(uint64_t request, const std::vector<Message>& messages,
+              bool more = false) {
   Incoming in;
   in.kind = Incoming::Kind::kHistory;
   in.request = request;
-  for (const Message& m : messages) in.history.messages.push_back({m, {}, false, false});
+  for (const Message& m : messages)
+    in.history.messages.push_back({m, {}, false, false});
   in.history.more = more;
   return in;
 }
@@ -112,12 +118,15 @@ Incoming ProcessedIn(const std::string& client_msg_id, uint64_t id) {
 }
 
 bool EndsWith(const std::string& s, const std::string& end) {
-  return s.size() >= end.size() && s.compare(s.size() - end.size(), end.size(), end) == 0;
+  return s.size() >= end.size() &&
+         s.compare(s.size() - end.size(), end.size(), end) == 0;
 }
 
 // A chat with bob on a fake link, its lines collected.
 struct Chat {
-  Chat() : view(&link, kBob, 50, [this](const std::string& text) { lines.push_back(text); }) {}
+  Chat()
+      : view(&link, kBob, 50,
+             [this](const std::string& text) { lines.push_back(text); }) {}
 
   // Starts, with this first page.
   void Start(const std::vector<Message>& page = {}) {
@@ -150,7 +159,9 @@ using Lines = std::vector<std::string>;
 
 }  // namespace
 
-TEST_CASE("chat numbers the messages it shows, and a message shown again keeps its number") {
+TEST_CASE(
+    "chat numbers the messages it shows, and a message shown again keeps its "
+    "number") {
   Chat c;
   c.view.Start();
   CHECK(c.Line() == "-- chat with 2 (you are 1); /help for commands");
@@ -174,7 +185,8 @@ TEST_CASE("chat numbers the messages it shows, and a message shown again keeps i
   // The newest page again: the same numbers.
   c.view.Input("/history");
   REQUIRE(c.link.histories.size() == 2);
-  c.view.Take(Page(c.link.last_request, {Msg(102, kAlice, "hi"), Msg(103, kBob, "again")}));
+  c.view.Take(Page(c.link.last_request,
+                   {Msg(102, kAlice, "hi"), Msg(103, kBob, "again")}));
   page = c.Printed();
   REQUIRE(page.size() == 3);
   CHECK(page[0] == "-- the newest messages:");
@@ -188,7 +200,8 @@ TEST_CASE("chat numbers the messages it shows, and a message shown again keeps i
   CHECK(c.link.seen.size() == 1);
 }
 
-TEST_CASE("chat shows what arrives before the first page once the page is shown") {
+TEST_CASE(
+    "chat shows what arrives before the first page once the page is shown") {
   Chat c;
   c.view.Start();
   c.Printed();
@@ -203,7 +216,8 @@ TEST_CASE("chat shows what arrives before the first page once the page is shown"
   CHECK(EndsWith(lines[1], " 2: early"));
 }
 
-TEST_CASE("chat follows a message from sending to processed, delivered and seen") {
+TEST_CASE(
+    "chat follows a message from sending to processed, delivered and seen") {
   Chat c;
   c.Start();
   CHECK(c.view.Input("hello bob"));
@@ -237,7 +251,8 @@ TEST_CASE("chat moves every message a receipt covers, in one line") {
   Chat c;
   c.Start();
   for (int i = 1; i <= 8; ++i) c.view.Input("m" + std::to_string(i));
-  for (int i = 1; i <= 8; ++i) c.view.Take(ProcessedIn("c" + std::to_string(i), 500 + i));
+  for (int i = 1; i <= 8; ++i)
+    c.view.Take(ProcessedIn("c" + std::to_string(i), 500 + i));
   c.Printed();
   c.view.Take(BobMarks(503, false));
   CHECK(c.Line() == "    [1] [2] [3] delivered");
@@ -245,7 +260,9 @@ TEST_CASE("chat moves every message a receipt covers, in one line") {
   CHECK(c.Line() == "    8 messages up to [8] seen");
 }
 
-TEST_CASE("chat sums up what was missed in other chats, and shows one that comes live") {
+TEST_CASE(
+    "chat sums up what was missed in other chats, and shows one that comes "
+    "live") {
   Chat c;
   c.Start();
   c.link.caught_up = false;
@@ -258,7 +275,8 @@ TEST_CASE("chat sums up what was missed in other chats, and shows one that comes
   c.link.caught_up = true;
   c.view.Settle();
   CHECK(c.Line() ==
-        "-- while you were away: 2 messages from 3, 1 message from 4; /chats lists them");
+        "-- while you were away: 2 messages from 3, 1 message from 4; /chats "
+        "lists them");
   c.view.Settle();
   CHECK(c.Printed().empty());
 
@@ -276,14 +294,17 @@ TEST_CASE("chat shows the peer's text with its control characters escaped") {
   CHECK(EndsWith(line, " 2: hi\\x1b[2J\\nthere\\r"));
 }
 
-TEST_CASE("chat shows a message of its user's other device with where it came from") {
+TEST_CASE(
+    "chat shows a message of its user's other device with where it came from") {
   Chat c;
   c.Start();
-  c.view.Take(EventOf(Event{kAlice, Seq(), "laptop", MessageEvent{Msg(101, kAlice, "hi")}}));
+  c.view.Take(EventOf(
+      Event{kAlice, Seq(), "laptop", MessageEvent{Msg(101, kAlice, "hi")}}));
   CHECK(EndsWith(c.Line(), " me: hi (processed, from laptop)"));
 }
 
-TEST_CASE("/react names a message by its number, and says so when there is none") {
+TEST_CASE(
+    "/react names a message by its number, and says so when there is none") {
   Chat c;
   c.Start({Msg(101, kBob, "hello")});
   c.view.Input("/react 5 👍");
@@ -317,7 +338,9 @@ TEST_CASE("/react names a message by its number, and says so when there is none"
   CHECK_FALSE(c.link.reacts[1].emoji);
 }
 
-TEST_CASE("/more asks for the page before the oldest message, and says when there is none") {
+TEST_CASE(
+    "/more asks for the page before the oldest message, and says when there is "
+    "none") {
   Chat c;
   c.Start();
   c.view.Input("/more");
@@ -334,11 +357,15 @@ TEST_CASE("/more asks for the page before the oldest message, and says when ther
   CHECK(d.Line() == "-- no older messages");
 }
 
-TEST_CASE("chat says what it cannot do: a bad /history time, an unknown command, a send refused") {
+TEST_CASE(
+    "chat says what it cannot do: a bad /history time, an unknown command, a "
+    "send refused") {
   Chat c;
   c.Start();
   c.view.Input("/history yesterday");
-  CHECK(EndsWith(c.Line(), "is neither a time (2026-11-27T18:00:00Z) nor a time ago (90m, 2h, 3d)"));
+  CHECK(EndsWith(
+      c.Line(),
+      "is neither a time (2026-11-27T18:00:00Z) nor a time ago (90m, 2h, 3d)"));
   c.view.Input("/history 2h");
   REQUIRE(c.link.histories.size() == 2);
   CHECK(c.link.histories[1].mode == HistoryMode::kAt);

@@ -1,11 +1,10 @@
 // The order in which a device hands out its mailbox, driven by hand: events
 // and pages made here, time a number of milliseconds.
-#include <catch2/catch.hpp>
+#include "client/mailbox_order.h"
 
+#include <catch2/catch.hpp>
 #include <string>
 #include <vector>
-
-#include "client/mailbox_order.h"
 
 using namespace natter;
 
@@ -13,7 +12,9 @@ namespace {
 
 using Kind = MailboxOrder::Next::Kind;
 
-MailboxOrder::Time At(int ms) { return MailboxOrder::Time(std::chrono::milliseconds(ms)); }
+MailboxOrder::Time At(int ms) {
+  return MailboxOrder::Time(std::chrono::milliseconds(ms));
+}
 
 const UserId kMe(1), kPeer(2);
 
@@ -28,7 +29,8 @@ Event Msg(uint64_t seq, const std::string& origin_device = "") {
   return Event{kMe, Seq(seq), origin_device, MessageEvent{m}};
 }
 
-SyncReply Page(uint64_t cursor, uint64_t head, std::vector<uint64_t> seqs, bool more) {
+SyncReply Page(uint64_t cursor, uint64_t head, std::vector<uint64_t> seqs,
+               bool more) {
   SyncReply page;
   page.cursor = Seq(cursor);
   page.head = Seq(head);
@@ -47,7 +49,8 @@ struct Taken {
 };
 
 std::ostream& operator<<(std::ostream& os, const Taken& t) {
-  return os << "{" << static_cast<int>(t.kind) << ", " << t.seq << (t.missed ? ", missed}" : "}");
+  return os << "{" << static_cast<int>(t.kind) << ", " << t.seq
+            << (t.missed ? ", missed}" : "}");
 }
 
 // Everything there is to take now.
@@ -90,7 +93,9 @@ TEST_CASE("events are handed out in seq order, each once") {
   CHECK(m.last_seq() == Seq(3));
 }
 
-TEST_CASE("a gap older than gap_grace asks for a repair after the last seq handed out") {
+TEST_CASE(
+    "a gap older than gap_grace asks for a repair after the last seq handed "
+    "out") {
   MailboxOrder m = Synced({200, 30000});
   m.TakeLive(Msg(1));
   m.TakeLive(Msg(3));
@@ -104,7 +109,8 @@ TEST_CASE("a gap older than gap_grace asks for a repair after the last seq hande
   // One sync at a time.
   CHECK_FALSE(m.Tick(At(600)));
   CHECK_FALSE(m.TakePage(Page(0, 3, {2, 3}, false), At(610)));
-  CHECK(Drain(&m) == (std::vector<Taken>{{Kind::kEvent, 2, false}, {Kind::kEvent, 3, false}}));
+  CHECK(Drain(&m) == (std::vector<Taken>{{Kind::kEvent, 2, false},
+                                         {Kind::kEvent, 3, false}}));
   m.NoteGap(At(620));
   CHECK_FALSE(m.Tick(At(1000)));  // the gap is closed
 }
@@ -121,7 +127,9 @@ TEST_CASE("a sync that failed is asked again") {
   CHECK(again->after == Seq(0));
 }
 
-TEST_CASE("the seqs of the device's own changes fill their places and are not handed out") {
+TEST_CASE(
+    "the seqs of the device's own changes fill their places and are not handed "
+    "out") {
   MailboxOrder m = Synced();
   m.TakeOwn(Seq(1));  // a send's processed
   m.TakeLive(Msg(2));
@@ -142,7 +150,8 @@ TEST_CASE("the seqs of the device's own changes fill their places and are not ha
   CHECK(repair->after == Seq(3));
 }
 
-TEST_CASE("a device skips its own events; the user's other devices' are handed out") {
+TEST_CASE(
+    "a device skips its own events; the user's other devices' are handed out") {
   MailboxOrder m = Synced();
   m.TakeLive(Msg(1, "phone"));
   m.TakeLive(Msg(2, "laptop"));
@@ -153,7 +162,8 @@ TEST_CASE("a device skips its own events; the user's other devices' are handed o
                                      {Kind::kEvent, 3, false}}));
 }
 
-TEST_CASE("the catch-up pages until more is false and marks what it read missed") {
+TEST_CASE(
+    "the catch-up pages until more is false and marks what it read missed") {
   MailboxOrder m({});
   auto first = m.Begin("phone", Seq(), At(0));
   REQUIRE(first);
@@ -177,12 +187,15 @@ TEST_CASE("the catch-up pages until more is false and marks what it read missed"
                                          {Kind::kEvent, 15, false}}));
 }
 
-TEST_CASE("the catch-up starts after what this device saved when its ack did not reach the "
-          "shard") {
+TEST_CASE(
+    "the catch-up starts after what this device saved when its ack did not "
+    "reach the "
+    "shard") {
   MailboxOrder m({});
   REQUIRE(m.Begin("phone", Seq(12), At(0)));
   CHECK_FALSE(m.TakePage(Page(10, 14, {11, 12, 13, 14}, false), At(0)));
-  CHECK(Drain(&m) == (std::vector<Taken>{{Kind::kEvent, 13, true}, {Kind::kEvent, 14, true}}));
+  CHECK(Drain(&m) == (std::vector<Taken>{{Kind::kEvent, 13, true},
+                                         {Kind::kEvent, 14, true}}));
 
   // A saved cursor beyond the mailbox's head (another cell's) is not
   // believed.
@@ -192,8 +205,10 @@ TEST_CASE("the catch-up starts after what this device saved when its ack did not
   CHECK(Drain(&other).size() == 2);
 }
 
-TEST_CASE("a session looks at the mailbox kSettleMs after it began, a later one at once too, "
-          "and every resync_ms") {
+TEST_CASE(
+    "a session looks at the mailbox kSettleMs after it began, a later one at "
+    "once too, "
+    "and every resync_ms") {
   MailboxOrder m = Synced({200, 30000});
   CHECK_FALSE(m.Tick(At(MailboxOrder::kSettleMs - 1)));
   auto settle = m.Tick(At(MailboxOrder::kSettleMs));

@@ -1,22 +1,26 @@
 // The client's request queue driven by hand: time is a number of
 // milliseconds, frames are names, the wire is a list.
-#include <catch2/catch.hpp>
+#include "client/request_queue.h"
 
+#include <catch2/catch.hpp>
 #include <set>
 #include <string>
 #include <vector>
-
-#include "client/request_queue.h"
 
 using namespace natter;
 
 namespace {
 
-RequestQueue::Time At(int ms) { return RequestQueue::Time(std::chrono::milliseconds(ms)); }
+RequestQueue::Time At(int ms) {
+  return RequestQueue::Time(std::chrono::milliseconds(ms));
+}
 
 struct Wire {
   explicit Wire(RequestQueue::Options options, uint32_t seed = 1)
-      : queue(options, [this](const std::string& frame) { frames.push_back(frame); }, seed) {}
+      : queue(
+            options,
+            [this](const std::string& frame) { frames.push_back(frame); },
+            seed) {}
 
   // What went on the wire since the last call.
   std::vector<std::string> Sent() {
@@ -31,13 +35,27 @@ struct Wire {
 
 using Names = std::vector<std::string>;
 
+RequestQueue::Options Timing(int retry_ms, int timeout_ms) {
+  RequestQueue::Options o;
+  o.retry_ms = retry_ms;
+  o.timeout_ms = timeout_ms;
+  return o;
+}
+
+RequestQueue::Options Window(size_t max_in_flight) {
+  RequestQueue::Options o;
+  o.max_in_flight = max_in_flight;
+  return o;
+}
+
 void AddRead(Wire* w, uint64_t corr, int ms) {
-  w->queue.Add(corr, MsgType::kHistory, "r" + std::to_string(corr), "", true, At(ms));
+  w->queue.Add(corr, MsgType::kHistory, "r" + std::to_string(corr), "", true,
+               At(ms));
 }
 
 void AddSend(Wire* w, uint64_t corr, int ms) {
-  w->queue.Add(corr, MsgType::kSend, "w" + std::to_string(corr), "c" + std::to_string(corr),
-               true, At(ms));
+  w->queue.Add(corr, MsgType::kSend, "w" + std::to_string(corr),
+               "c" + std::to_string(corr), true, At(ms));
 }
 
 // The queue's verdict on a request the server took.
@@ -46,16 +64,34 @@ void Answer(Wire* w, uint64_t corr) {
   w->queue.Finish(corr);
 }
 
+// Refused with code at `at` ms, corr goes on the wire again `wait` ms
+// later, give or take a quarter: not before, and by then.  Returns what
+// went.  Writes go again at a Pump, other requests at a Tick.
+Names AgainAfter(Wire* w, uint64_t corr, ErrorCode code, int at, int wait) {
+  CHECK_FALSE(w->queue.Refused(corr, code, At(at)));
+  const bool write = RequestQueue::IsWrite(w->queue.Find(corr)->type);
+  auto step = [&](int ms) {
+    if (write) {
+      w->queue.Pump(At(ms));
+    } else {
+      w->queue.Tick(At(ms));
+    }
+  };
+  step(at + wait - wait / 4 - 1);
+  CHECK(w->Sent().empty());
+  step(at + wait - wait / 4 + wait / 2);
+  return w->Sent();
+}
+
 }  // namespace
 
-TEST_CASE("an unanswered request goes again after retry_ms, then twice and four times that, "
-          "give or take a quarter") {
+TEST_CASE(
+    "an unanswered request goes again after retry_ms, then twice and four "
+    "times that, "
+    "give or take a quarter") {
   std::set<int> first_waits;
   for (uint32_t seed = 1; seed <= 20; ++seed) {
-    RequestQueue::Options o;
-    o.retry_ms = 1000;
-    o.timeout_ms = 60000;
-    Wire w(o, seed);
+    Wire w(Timing(1000, 60000), seed);
     w.queue.Open(At(0));
     AddRead(&w, 1, 0);
     std::vector<int> sent_at;
@@ -65,7 +101,8 @@ TEST_CASE("an unanswered request goes again after retry_ms, then twice and four 
     }
     REQUIRE(sent_at.size() >= 5);
     CHECK(sent_at[0] == 0);
-    const int low[] = {750, 1500, 3000, 3000}, high[] = {1250, 2500, 5000, 5000};
+    const int low[] = {750, 1500, 3000, 3000},
+              high[] = {1250, 2500, 5000, 5000};
     for (int i = 0; i < 4; ++i) {
       INFO("seed " << seed << ", wait " << i);
       CHECK(sent_at[i + 1] - sent_at[i] >= low[i]);
@@ -77,10 +114,7 @@ TEST_CASE("an unanswered request goes again after retry_ms, then twice and four 
 }
 
 TEST_CASE("a request unanswered at its deadline is given up, once") {
-  RequestQueue::Options o;
-  o.retry_ms = 1000;
-  o.timeout_ms = 5000;
-  Wire w(o);
+  Wire w(Timing(1000, 5000));
   w.queue.Open(At(0));
   AddRead(&w, 7, 0);
   CHECK(w.queue.Tick(At(4999)).empty());
@@ -110,10 +144,9 @@ TEST_CASE("without a session only the hello goes on the wire") {
   CHECK(w.Sent() == (Names{"r1", "r3"}));
 }
 
-TEST_CASE("at most max_in_flight requests are on the wire; the others go in order") {
-  RequestQueue::Options o;
-  o.max_in_flight = 3;
-  Wire w(o);
+TEST_CASE(
+    "at most max_in_flight requests are on the wire; the others go in order") {
+  Wire w(Window(3));
   w.queue.Open(At(0));
   for (uint64_t corr = 1; corr <= 6; ++corr) AddRead(&w, corr, 0);
   CHECK(w.Sent() == (Names{"r1", "r2", "r3"}));
@@ -128,10 +161,10 @@ TEST_CASE("at most max_in_flight requests are on the wire; the others go in orde
   CHECK(w.queue.launched() == 3);
 }
 
-TEST_CASE("writes refused busy go back to their places, wait, then go one at a time and widen") {
-  RequestQueue::Options o;
-  o.max_in_flight = 10;
-  Wire w(o);
+TEST_CASE(
+    "writes refused busy go back to their places, wait, then go one at a time "
+    "and widen") {
+  Wire w(Window(10));
   w.queue.Open(At(0));
   for (uint64_t corr = 1; corr <= 7; ++corr) AddSend(&w, corr, 0);
   CHECK(w.Sent().size() == 7);
@@ -151,11 +184,7 @@ TEST_CASE("writes refused busy go back to their places, wait, then go one at a t
   w.queue.Pump(At(10 + 63));
   CHECK(w.Sent() == Names{"w2"});
   // Refused again: the wait doubles.
-  CHECK_FALSE(w.queue.Refused(2, ErrorCode::kBusy, At(100)));
-  w.queue.Pump(At(100 + 74));
-  CHECK(w.Sent().empty());
-  w.queue.Pump(At(100 + 125));
-  CHECK(w.Sent() == Names{"w2"});
+  CHECK(AgainAfter(&w, 2, ErrorCode::kBusy, 100, 100) == Names{"w2"});
   // Each write that passes lets one more on the wire.
   Answer(&w, 2);
   w.queue.Pump(At(300));
@@ -168,24 +197,15 @@ TEST_CASE("writes refused busy go back to their places, wait, then go one at a t
   CHECK(w.Sent() == Names{"w7"});
 }
 
-TEST_CASE("a retryable refusal goes again after 50 ms, doubling; another fails once") {
-  RequestQueue::Options o;
-  o.retry_ms = 1000;
-  o.timeout_ms = 10000;
-  Wire w(o);
+TEST_CASE(
+    "a retryable refusal goes again after 50 ms, doubling; another fails "
+    "once") {
+  Wire w(Timing(1000, 10000));
   w.queue.Open(At(0));
   AddRead(&w, 1, 0);
   w.Sent();
-  CHECK_FALSE(w.queue.Refused(1, ErrorCode::kUnavailable, At(100)));
-  w.queue.Tick(At(100 + 37));
-  CHECK(w.Sent().empty());
-  w.queue.Tick(At(100 + 63));
-  CHECK(w.Sent() == Names{"r1"});
-  CHECK_FALSE(w.queue.Refused(1, ErrorCode::kStorage, At(200)));
-  w.queue.Tick(At(200 + 74));
-  CHECK(w.Sent().empty());
-  w.queue.Tick(At(200 + 125));
-  CHECK(w.Sent() == Names{"r1"});
+  CHECK(AgainAfter(&w, 1, ErrorCode::kUnavailable, 100, 50) == Names{"r1"});
+  CHECK(AgainAfter(&w, 1, ErrorCode::kStorage, 200, 100) == Names{"r1"});
 
   auto failed = w.queue.Refused(1, ErrorCode::kBadData, At(300));
   REQUIRE(failed);
@@ -194,8 +214,10 @@ TEST_CASE("a retryable refusal goes again after 50 ms, doubling; another fails o
   CHECK_FALSE(w.queue.Refused(1, ErrorCode::kBadData, At(301)));
 }
 
-TEST_CASE("a send read back from the mailbox is answered, and keeps its place until the "
-          "server's answer") {
+TEST_CASE(
+    "a send read back from the mailbox is answered, and keeps its place until "
+    "the "
+    "server's answer") {
   RequestQueue::Options o;
   Wire w(o);
   w.queue.Open(At(0));
