@@ -393,7 +393,8 @@ void Client::TakeWelcome(const Frame& f, std::vector<Incoming>* out) {
   if (!options_.receive) return;
   // First time: catch up from the cursor.  Again: repair whatever the live
   // path lost while the session was gone.
-  std::optional<Sync> sync = again ? mailbox_.Resume(now) : mailbox_.Begin(device_, LoadCursor(), now);
+  std::optional<Sync> sync =
+      again ? mailbox_.Resume(now) : mailbox_.Begin(device_, LoadCursor(), now);
   if (sync) Ask(*sync);
 }
 
