@@ -56,6 +56,17 @@ std::string ShortTime(uint64_t unix_ms) {
   return buf;
 }
 
+// When /history's argument says: 2026-11-27T18:00:00Z or milliseconds, up
+// to then; 90m, 2h, 3d, that long ago.
+std::optional<uint64_t> ParseWhen(const std::string& word) {
+  char unit = word.back();
+  if (unit != 's' && unit != 'm' && unit != 'h' && unit != 'd') return ParseTime(word);
+  auto ago = ParseDuration(word);
+  if (!ago) return std::nullopt;
+  uint64_t now = NowMs();
+  return *ago * 1000 >= now ? 0 : now - *ago * 1000;
+}
+
 std::vector<std::string> Words(const std::string& line) {
   std::istringstream in(line);
   std::vector<std::string> words;
@@ -65,7 +76,7 @@ std::vector<std::string> Words(const std::string& line) {
 
 }  // namespace
 
-ChatView::ChatView(Client* client, UserId peer, uint32_t page, Print print)
+ChatView::ChatView(ChatLink* client, UserId peer, uint32_t page, Print print)
     : client_(client), peer_(peer), page_(page), print_(std::move(print)) {}
 
 std::string ChatView::Who(UserId user) const {
@@ -82,6 +93,12 @@ std::string ChatView::Ref(MessageId id) const {
   return n != 0 ? "[" + std::to_string(n) + "]" : "message " + std::to_string(id.value);
 }
 
+ChatView::State ChatView::StateOf(MessageId id) const {
+  return id <= peer_seen_        ? State::kSeen
+         : id <= peer_delivered_ ? State::kDelivered
+                                 : State::kProcessed;
+}
+
 void ChatView::Start() {
   print_("-- chat with " + std::to_string(peer_.value) + " (you are " +
          std::to_string(client_->user().value) + "); /help for commands");
@@ -91,14 +108,16 @@ void ChatView::Start() {
   requests_[client_->GetHistory(q)] = Request{"first", 0, "", ""};
 }
 
-void ChatView::ShowMessage(MessageId id, UserId from, uint64_t ts,
-                           const std::string& text, const std::string& suffix) {
-  ids_.push_back(id);
-  int n = static_cast<int>(ids_.size());
-  numbers_[id.value] = n;
-  print_("[" + std::to_string(n) + "] " + ShortTime(ts) + " " + Who(from) + ": " +
-         Printable(text) + suffix);
-  if (from == peer_ && id > newest_peer_) newest_peer_ = id;
+void ChatView::ShowMessage(const Message& m, const std::string& suffix) {
+  int n = NumberOf(m.id);
+  if (n == 0) {
+    ids_.push_back(m.id);
+    n = static_cast<int>(ids_.size());
+    numbers_[m.id.value] = n;
+  }
+  print_("[" + std::to_string(n) + "] " + ShortTime(m.ts) + " " + Who(m.from) + ": " +
+         Printable(m.text) + suffix);
+  if (m.from == peer_ && m.id > newest_peer_) newest_peer_ = m.id;
 }
 
 void ChatView::ShowPage(const HistoryReply& page, const std::string& title,
@@ -115,25 +134,16 @@ void ChatView::ShowPage(const HistoryReply& page, const std::string& title,
     for (const Reaction& r : item.reactions) {
       suffix += " [" + Who(r.user) + " " + Printable(r.emoji) + "]";
     }
-    bool mine = m.from == client_->user();
-    if (mine) {
+    if (m.from == client_->user()) {
       State s = item.seen ? State::kSeen
                 : item.delivered ? State::kDelivered : State::kProcessed;
       // Receipts that came before the page may be newer than it.
-      if (m.id <= peer_delivered_) s = std::max(s, State::kDelivered);
-      if (m.id <= peer_seen_) s = State::kSeen;
+      s = std::max(s, StateOf(m.id));
       auto [it, fresh] = mine_.emplace(m.id.value, s);
       if (!fresh) it->second = std::max(it->second, s);
       suffix += std::string(" (") + StateName(it->second) + ")";
     }
-    // A message shown before keeps its number.
-    int n = NumberOf(m.id);
-    if (n != 0) {
-      print_("[" + std::to_string(n) + "] " + ShortTime(m.ts) + " " + Who(m.from) +
-             ": " + Printable(m.text) + suffix);
-      continue;
-    }
-    ShowMessage(m.id, m.from, m.ts, m.text, suffix);
+    ShowMessage(m, suffix);
   }
   if (page.more) print_("-- /more for older messages");
 }
@@ -157,6 +167,38 @@ void ChatView::PeerMark(MessageId id, State state) {
             std::to_string(moved.back()) + "] ";
   }
   print_(line + StateName(state));
+}
+
+void ChatView::Take(const Incoming& in) {
+  if (!started_ && in.kind == Incoming::Kind::kEvent) {
+    early_.push_back(in);
+    return;
+  }
+  switch (in.kind) {
+    case Incoming::Kind::kEvent:
+      TakeEvent(in.event, in.missed);
+      return;
+    case Incoming::Kind::kError:
+      TakeError(in);
+      return;
+    case Incoming::Kind::kLink:
+      print_("-- " + ToText(in));
+      return;
+    case Incoming::Kind::kProcessed:
+      TakeProcessed(in.processed);
+      return;
+    case Incoming::Kind::kOk:
+      TakeOk(in.request);
+      return;
+    case Incoming::Kind::kHistory:
+      TakeHistory(in.request, in.history);
+      return;
+    case Incoming::Kind::kChats:
+      TakeChats(in.request, in.chats);
+      return;
+    case Incoming::Kind::kMailbox:
+      return;
+  }
 }
 
 void ChatView::TakeEvent(const Event& e, bool missed) {
@@ -191,140 +233,121 @@ void ChatView::TakeMessage(const Message& m, const std::string& origin_device, b
   }
   if (numbers_.count(m.id.value) || (missed && m.id < oldest_)) return;
   if (m.from == me) {
-    // Sent from another of our devices.
-    State s = m.id <= peer_seen_ ? State::kSeen
-              : m.id <= peer_delivered_ ? State::kDelivered : State::kProcessed;
+    // Sent from another of our devices (the client skips this device's
+    // own).
+    State s = StateOf(m.id);
     mine_[m.id.value] = s;
-    std::string from_device;
-    if (origin_device != client_->device()) {
-      from_device = ", from " + (origin_device.empty() ? std::string("another device")
-                                                       : Printable(origin_device));
-    }
-    ShowMessage(m.id, m.from, m.ts, m.text, std::string(" (") + StateName(s) + from_device + ")");
+    std::string from_device =
+        origin_device.empty() ? std::string("another device") : Printable(origin_device);
+    ShowMessage(m, std::string(" (") + StateName(s) + ", from " + from_device + ")");
   } else {
-    ShowMessage(m.id, m.from, m.ts, m.text, missed ? " (missed)" : "");
+    ShowMessage(m, missed ? " (missed)" : "");
   }
   if (oldest_.value == 0) oldest_ = m.id;
 }
 
+void ChatView::TakeProcessed(const Processed& p) {
+  auto it = sending_.find(p.client_msg_id);
+  if (it == sending_.end()) return;
+  int n = it->second.n;
+  sending_.erase(it);
+  ids_[static_cast<size_t>(n - 1)] = p.id;
+  numbers_[p.id.value] = n;
+  State s = StateOf(p.id);
+  mine_[p.id.value] = s;
+  std::string line = "    [" + std::to_string(n) + "] processed";
+  if (s != State::kProcessed) line += ", " + std::string(StateName(s));
+  print_(line);
+}
+
+std::optional<ChatView::Request> ChatView::Answered(uint64_t request) {
+  auto it = requests_.find(request);
+  if (it == requests_.end()) return std::nullopt;
+  Request r = std::move(it->second);
+  requests_.erase(it);
+  return r;
+}
+
+void ChatView::Started() {
+  started_ = true;
+  std::vector<Incoming> early;
+  early.swap(early_);
+  for (const Incoming& e : early) Take(e);
+}
+
 void ChatView::TakeError(const Incoming& in) {
   if (!in.client_msg_id.empty()) {
-    auto it = sending_.find(in.client_msg_id);
-    if (it == sending_.end()) return;
-    Sending& s = it->second;
-    if (IsRetryable(in.error.code())) {
-      // The same client_msg_id: however many times it goes, it is one
-      // message.
-      if (!s.warned) {
-        print_("    [" + std::to_string(s.n) + "] no answer yet (" + in.error.message() +
-               "); still sending");
-        s.warned = true;
-      }
-      client_->Send(peer_, s.text, it->first);
-      return;
-    }
-    print_("    [" + std::to_string(s.n) + "] not sent: " + in.error.message());
-    sending_.erase(it);
+    TakeSendError(in);
     return;
   }
-  auto req = requests_.find(in.request);
-  std::string what = req == requests_.end() ? "request" : req->second.what;
-  if (req != requests_.end()) requests_.erase(req);
+  std::optional<Request> r = Answered(in.request);
+  std::string what = r ? r->what : "request";
   if (what == "first") {
-    started_ = true;
     print_("-- no history: " + in.error.message());
-    std::vector<Incoming> early;
-    early.swap(early_);
-    for (const Incoming& e : early) Take(e);
+    Started();
     return;
   }
   print_("-- " + what + ": " + in.error.message());
 }
 
-void ChatView::Take(const Incoming& in) {
-  if (!started_ && in.kind == Incoming::Kind::kEvent) {
-    early_.push_back(in);
+void ChatView::TakeSendError(const Incoming& in) {
+  auto it = sending_.find(in.client_msg_id);
+  if (it == sending_.end()) return;
+  Sending& s = it->second;
+  if (IsRetryable(in.error.code())) {
+    // The same client_msg_id: however many times it goes, it is one
+    // message.
+    if (!s.warned) {
+      print_("    [" + std::to_string(s.n) + "] no answer yet (" + in.error.message() +
+             "); still sending");
+      s.warned = true;
+    }
+    client_->Send(peer_, s.text, it->first);
     return;
   }
-  switch (in.kind) {
-    case Incoming::Kind::kEvent:
-      TakeEvent(in.event, in.missed);
-      return;
-    case Incoming::Kind::kError:
-      TakeError(in);
-      return;
-    case Incoming::Kind::kLink:
-      print_("-- " + ToText(in));
-      return;
-    case Incoming::Kind::kProcessed: {
-      auto it = sending_.find(in.processed.client_msg_id);
-      if (it == sending_.end()) return;
-      int n = it->second.n;
-      MessageId id = in.processed.id;
-      sending_.erase(it);
-      ids_[static_cast<size_t>(n - 1)] = id;
-      numbers_[id.value] = n;
-      State s = id <= peer_seen_ ? State::kSeen
-                : id <= peer_delivered_ ? State::kDelivered : State::kProcessed;
-      mine_[id.value] = s;
-      std::string line = "    [" + std::to_string(n) + "] processed";
-      if (s != State::kProcessed) line += ", " + std::string(StateName(s));
-      print_(line);
-      return;
-    }
-    case Incoming::Kind::kOk: {
-      auto req = requests_.find(in.request);
-      if (req == requests_.end()) return;
-      Request r = req->second;
-      requests_.erase(req);
-      if (r.what == "react") {
-        print_("    you reacted " + Printable(r.emoji) + " to [" + std::to_string(r.n) + "]");
-      } else if (r.what == "unreact") {
-        print_("    you took back your reaction to [" + std::to_string(r.n) + "]");
-      }
-      return;
-    }
-    case Incoming::Kind::kHistory: {
-      auto req = requests_.find(in.request);
-      if (req == requests_.end()) return;
-      Request r = std::move(req->second);
-      requests_.erase(req);
-      const std::string& what = r.what;
-      if (what == "first") {
-        ShowPage(in.history, "", "-- no messages yet");
-        started_ = true;
-        std::vector<Incoming> early;
-        early.swap(early_);
-        for (const Incoming& e : early) Take(e);
-      } else if (what == "more") {
-        ShowPage(in.history, r.title, "-- no older messages");
-      } else {
-        ShowPage(in.history, r.title, "-- no messages up to then");
-      }
-      return;
-    }
-    case Incoming::Kind::kChats: {
-      auto req = requests_.find(in.request);
-      if (req == requests_.end()) return;
-      std::string block = std::move(req->second.title);  // the first page's
-      requests_.erase(req);
-      if (in.chats.chats.empty()) {
-        if (!block.empty()) print_("-- no conversations yet");
-        return;
-      }
-      for (const ChatItem& c : in.chats.chats) {
-        if (!block.empty()) block += "\n";
-        block += "   " + ToText(c, client_->user());
-      }
-      print_(block);
-      // The other pages follow, each as it comes.
-      if (in.chats.more) {
-        requests_[client_->GetChats(NextChatsPage(in.chats))] = Request{"chats", 0, "", ""};
-      }
-      return;
-    }
-    case Incoming::Kind::kMailbox:
-      return;
+  print_("    [" + std::to_string(s.n) + "] not sent: " + in.error.message());
+  sending_.erase(it);
+}
+
+void ChatView::TakeOk(uint64_t request) {
+  std::optional<Request> r = Answered(request);
+  if (!r) return;
+  if (r->what == "react") {
+    print_("    you reacted " + Printable(r->emoji) + " to [" + std::to_string(r->n) + "]");
+  } else if (r->what == "unreact") {
+    print_("    you took back your reaction to [" + std::to_string(r->n) + "]");
+  }
+}
+
+void ChatView::TakeHistory(uint64_t request, const HistoryReply& page) {
+  std::optional<Request> r = Answered(request);
+  if (!r) return;
+  if (r->what == "first") {
+    ShowPage(page, "", "-- no messages yet");
+    Started();
+  } else if (r->what == "more") {
+    ShowPage(page, r->title, "-- no older messages");
+  } else {
+    ShowPage(page, r->title, "-- no messages up to then");
+  }
+}
+
+void ChatView::TakeChats(uint64_t request, const ChatsReply& page) {
+  std::optional<Request> r = Answered(request);
+  if (!r) return;
+  std::string block = std::move(r->title);  // the first page's
+  if (page.chats.empty()) {
+    if (!block.empty()) print_("-- no conversations yet");
+    return;
+  }
+  for (const ChatItem& c : page.chats) {
+    if (!block.empty()) block += "\n";
+    block += "   " + ToText(c, client_->user());
+  }
+  print_(block);
+  // The other pages follow, each as it comes.
+  if (page.more) {
+    requests_[client_->GetChats(NextChatsPage(page))] = Request{"chats", 0, "", ""};
   }
 }
 
@@ -356,7 +379,7 @@ void ChatView::SendText(const std::string& text) {
     print_("-- not sent: " + valid.message());
     return;
   }
-  std::string cmid = client_->Send(peer_, text);
+  std::string cmid = client_->Send(peer_, text, "");
   ids_.push_back(MessageId());
   int n = static_cast<int>(ids_.size());
   sending_[cmid] = Sending{n, text, false};
@@ -367,86 +390,86 @@ void ChatView::SendText(const std::string& text) {
 void ChatView::Command(const std::string& line) {
   std::vector<std::string> w = Words(line);
   const std::string& name = w[0];
-  auto message_number = [&](const std::string& text) -> MessageId {
-    auto n = ParseUint(text);
-    if (!n || *n == 0 || *n > ids_.size()) {
-      print_("-- there is no message [" + text + "]");
-      return MessageId();
-    }
-    MessageId id = ids_[*n - 1];
-    if (id.value == 0) print_("-- [" + text + "] is not processed yet");
-    return id;
-  };
   if (name == "/react" || name == "/unreact") {
-    bool set = name == "/react";
-    if (w.size() != (set ? 3u : 2u)) {
-      print_(set ? "-- usage: /react N EMOJI" : "-- usage: /unreact N");
-      return;
-    }
-    MessageId id = message_number(w[1]);
-    if (id.value == 0) return;
-    std::optional<std::string> emoji;
-    if (set) emoji = w[2];
-    natter::React check{peer_, id, emoji};
-    Status valid = ValidateReact(check);
-    if (!valid.ok()) {
-      print_("-- " + name.substr(1) + ": " + valid.message());
-      return;
-    }
-    int n = NumberOf(id);
-    requests_[client_->React(peer_, id, emoji)] =
-        Request{set ? "react" : "unreact", n, set ? w[2] : "", ""};
+    AskReact(w);
   } else if (name == "/history") {
-    History q;
-    q.peer = peer_;
-    q.limit = page_;
-    std::string title = "-- the newest messages:";
-    if (w.size() > 2) {
-      print_("-- usage: /history [TIME | AGO]");
-      return;
-    }
-    if (w.size() == 2) {
-      // 2026-11-27T18:00:00Z or milliseconds: up to then; 90m, 2h, 3d:
-      // that long ago.
-      std::optional<uint64_t> at;
-      char unit = w[1].back();
-      if (unit == 's' || unit == 'm' || unit == 'h' || unit == 'd') {
-        if (auto ago = ParseDuration(w[1])) {
-          uint64_t now = NowMs();
-          at = *ago * 1000 >= now ? 0 : now - *ago * 1000;
-        }
-      } else {
-        at = ParseTime(w[1]);
-      }
-      if (!at) {
-        print_("-- /history: '" + w[1] +
-               "' is neither a time (2026-11-27T18:00:00Z) nor a time ago (90m, 2h, 3d)");
-        return;
-      }
-      q.mode = HistoryMode::kAt;
-      q.bound = *at;
-      title = "-- messages up to " + ShortTime(*at) + ":";
-    }
-    requests_[client_->GetHistory(q)] = Request{"history", 0, "", title};
+    AskHistory(w);
   } else if (name == "/more") {
-    if (oldest_.value == 0) {
-      print_("-- no older messages");
-      return;
-    }
-    History q;
-    q.peer = peer_;
-    q.mode = HistoryMode::kBefore;
-    q.bound = oldest_.value;
-    q.limit = page_;
-    requests_[client_->GetHistory(q)] = Request{"more", 0, "", "-- older messages:"};
+    AskOlder();
   } else if (name == "/chats") {
-    requests_[client_->GetChats()] =
+    requests_[client_->GetChats(Chats())] =
         Request{"chats", 0, "", "-- your chats (peer, unread, last message):"};
   } else if (name == "/help") {
     print_(kHelp);
   } else {
     print_("-- " + name + " is not a command; /help lists them");
   }
+}
+
+MessageId ChatView::Numbered(const std::string& text) {
+  auto n = ParseUint(text);
+  if (!n || *n == 0 || *n > ids_.size()) {
+    print_("-- there is no message [" + text + "]");
+    return MessageId();
+  }
+  MessageId id = ids_[*n - 1];
+  if (id.value == 0) print_("-- [" + text + "] is not processed yet");
+  return id;
+}
+
+void ChatView::AskReact(const std::vector<std::string>& w) {
+  const bool set = w[0] == "/react";
+  if (w.size() != (set ? 3u : 2u)) {
+    print_(set ? "-- usage: /react N EMOJI" : "-- usage: /unreact N");
+    return;
+  }
+  MessageId id = Numbered(w[1]);
+  if (id.value == 0) return;
+  std::optional<std::string> emoji;
+  if (set) emoji = w[2];
+  Status valid = ValidateReact(natter::React{peer_, id, emoji});
+  if (!valid.ok()) {
+    print_("-- " + w[0].substr(1) + ": " + valid.message());
+    return;
+  }
+  requests_[client_->React(peer_, id, emoji)] =
+      Request{set ? "react" : "unreact", NumberOf(id), set ? w[2] : "", ""};
+}
+
+void ChatView::AskHistory(const std::vector<std::string>& w) {
+  if (w.size() > 2) {
+    print_("-- usage: /history [TIME | AGO]");
+    return;
+  }
+  History q;
+  q.peer = peer_;
+  q.limit = page_;
+  std::string title = "-- the newest messages:";
+  if (w.size() == 2) {
+    std::optional<uint64_t> at = ParseWhen(w[1]);
+    if (!at) {
+      print_("-- /history: '" + w[1] +
+             "' is neither a time (2026-11-27T18:00:00Z) nor a time ago (90m, 2h, 3d)");
+      return;
+    }
+    q.mode = HistoryMode::kAt;
+    q.bound = *at;
+    title = "-- messages up to " + ShortTime(*at) + ":";
+  }
+  requests_[client_->GetHistory(q)] = Request{"history", 0, "", title};
+}
+
+void ChatView::AskOlder() {
+  if (oldest_.value == 0) {
+    print_("-- no older messages");
+    return;
+  }
+  History q;
+  q.peer = peer_;
+  q.mode = HistoryMode::kBefore;
+  q.bound = oldest_.value;
+  q.limit = page_;
+  requests_[client_->GetHistory(q)] = Request{"more", 0, "", "-- older messages:"};
 }
 
 bool ChatView::Input(const std::string& line) {
@@ -476,6 +499,34 @@ void UseUtf8Locale() {
   if (std::setlocale(LC_CTYPE, "C.UTF-8") == nullptr) std::setlocale(LC_CTYPE, "C.utf8");
 }
 
+// A Client as ChatView's link.
+class ClientChatLink : public ChatLink {
+ public:
+  explicit ClientChatLink(Client* client) : client_(client) {}
+  UserId user() const override;
+  bool CaughtUp() const override;
+  std::string Send(UserId to, const std::string& text, std::string client_msg_id) override;
+  uint64_t React(UserId peer, MessageId id, std::optional<std::string> emoji) override;
+  uint64_t MarkSeen(UserId peer, MessageId id) override;
+  uint64_t GetHistory(const History& query) override;
+  uint64_t GetChats(const Chats& query) override;
+
+ private:
+  Client* client_;
+};
+
+UserId ClientChatLink::user() const { return client_->user(); }
+bool ClientChatLink::CaughtUp() const { return client_->CaughtUp(); }
+std::string ClientChatLink::Send(UserId to, const std::string& text, std::string client_msg_id) {
+  return client_->Send(to, text, std::move(client_msg_id));
+}
+uint64_t ClientChatLink::React(UserId peer, MessageId id, std::optional<std::string> emoji) {
+  return client_->React(peer, id, std::move(emoji));
+}
+uint64_t ClientChatLink::MarkSeen(UserId peer, MessageId id) { return client_->MarkSeen(peer, id); }
+uint64_t ClientChatLink::GetHistory(const History& query) { return client_->GetHistory(query); }
+uint64_t ClientChatLink::GetChats(const Chats& query) { return client_->GetChats(query); }
+
 // natter chat on a terminal: a connected client and a line editor, with a
 // ChatView between them.
 class ChatSession {
@@ -486,9 +537,10 @@ class ChatSession {
         timeout_ms_(options.timeout_ms),
         interrupted_(interrupted),
         resized_(resized),
+        link_(client),
         editor_(std::to_string(peer.value) + "> ", HistoryFile(options),
                 [this] { return WaitForKey(); }),
-        view_(client, peer, PageRows(editor_),
+        view_(&link_, peer, PageRows(editor_),
               [this](const std::string& text) { editor_.PrintAbove(text); }) {}
 
   // Until the input ends, /quit, the session is over or `interrupted`;
@@ -595,6 +647,7 @@ class ChatSession {
   std::atomic<bool>& resized_;
   Status over_;  // Incoming::SessionOver
   std::vector<Incoming> in_;
+  ClientChatLink link_;
   LineEditor editor_;
   ChatView view_;
 };

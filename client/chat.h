@@ -9,7 +9,7 @@
 #include <atomic>
 #include <functional>
 #include <map>
-#include <set>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -24,6 +24,20 @@ int RunChat(const ClientOptions& options, UserId peer,
             const std::atomic<bool>& interrupted,
             std::atomic<bool>& resized);
 
+// What ChatView asks of its connection, as the Client members of the same
+// names do: natter chat gives it its Client, a test a stand-in.
+class ChatLink {
+ public:
+  virtual ~ChatLink() = default;
+  virtual UserId user() const = 0;
+  virtual bool CaughtUp() const = 0;
+  virtual std::string Send(UserId to, const std::string& text, std::string client_msg_id) = 0;
+  virtual uint64_t React(UserId peer, MessageId id, std::optional<std::string> emoji) = 0;
+  virtual uint64_t MarkSeen(UserId peer, MessageId id) = 0;
+  virtual uint64_t GetHistory(const History& query) = 0;
+  virtual uint64_t GetChats(const Chats& query) = 0;
+};
+
 // The conversation as natter chat shows it, apart from the terminal: it
 // takes what the client brings and the lines the user types, asks the
 // client, and prints through `print` (one call per line or block).
@@ -31,7 +45,7 @@ class ChatView {
  public:
   using Print = std::function<void(const std::string&)>;
   // page: messages a history page shows.
-  ChatView(Client* client, UserId peer, uint32_t page, Print print);
+  ChatView(ChatLink* client, UserId peer, uint32_t page, Print print);
 
   // Asks for the last page of history; what arrives before it is shown
   // waits for it.
@@ -68,21 +82,38 @@ class ChatView {
   // A history page under `title`; `empty` says so when it has nothing.
   void ShowPage(const HistoryReply& page, const std::string& title,
                 const std::string& empty);
-  void ShowMessage(MessageId id, UserId from, uint64_t ts, const std::string& text,
-                   const std::string& suffix);
+  // A message, numbered [N]: the next number, or the one it was shown
+  // with before.
+  void ShowMessage(const Message& m, const std::string& suffix);
   void TakeEvent(const Event& e, bool missed);
   void TakeMessage(const Message& m, const std::string& origin_device, bool missed);
+  void TakeProcessed(const Processed& p);
   void TakeError(const Incoming& in);
+  void TakeSendError(const Incoming& in);
+  void TakeOk(uint64_t request);
+  void TakeHistory(uint64_t request, const HistoryReply& page);
+  void TakeChats(uint64_t request, const ChatsReply& page);
+  // The request a reply answers, forgotten now; nullopt if not ours.
+  std::optional<Request> Answered(uint64_t request);
+  // The first page is shown: what came before it is shown now.
+  void Started();
+  // The state of our message id from the peer's marks.
+  State StateOf(MessageId id) const;
   // The peer received or saw our messages up to id: advances their states.
   void PeerMark(MessageId id, State state);
   void Command(const std::string& line);
+  void AskReact(const std::vector<std::string>& words);
+  void AskHistory(const std::vector<std::string>& words);
+  void AskOlder();
+  // The message [N] named by text, or 0 having said why not.
+  MessageId Numbered(const std::string& text);
   void SendText(const std::string& text);
   // [N] for a message shown, else its id.
   std::string Ref(MessageId id) const;
   int NumberOf(MessageId id) const;
   std::string Who(UserId user) const;
 
-  Client* client_;
+  ChatLink* client_;
   UserId peer_;
   uint32_t page_;
   Print print_;

@@ -5,9 +5,12 @@
 // the device's cursor (events marked missed), then hands out live events.
 // Events reach the application exactly once and in seq order: duplicates are
 // dropped, and a gap in the seqs (the live path dropped something) is
-// repaired by fetching the missing range from the mailbox.  Everything the
-// application has taken from Poll is acknowledged, which advances the
-// device's cursor on its home shard.
+// repaired by fetching the missing range from the mailbox.  A device skips
+// its own events (its sends, reactions and seen marks: it had their
+// answers), except that one of its sends read back before its processed
+// receipt came is that receipt.  Everything the application has taken from
+// Poll is acknowledged, which advances the device's cursor on its home
+// shard.
 //
 // Requests are retried with the same correlation id and, for sends, the
 // same client_msg_id, so a retry never makes a second message.  A client
@@ -21,25 +24,29 @@
 // once when the session ends; one without hands that error out
 // (Incoming::SessionOver).
 //
+// Its rules live in parts of their own, each tested without sockets:
+// RequestQueue (request_queue.h: the window, retries, deadlines, the
+// writes held for the user's rate), MailboxOrder (mailbox_order.h: seq
+// order, gaps, own changes, the catch-up) and AckPolicy (ack_policy.h).
+// Client owns the socket and the session (hello, token renewal, the link
+// watch), and passes what comes and goes between them.
+//
 // Not thread-safe: one thread drives a Client.  Several Clients may share
 // one zmq::context_t.
 #ifndef NATTER_CLIENT_CLIENT_H_
 #define NATTER_CLIENT_CLIENT_H_
 
-#include <algorithm>
 #include <chrono>
-#include <deque>
-#include <unordered_map>
 #include <cstdint>
-#include <map>
 #include <memory>
-#include <random>
-#include <set>
 #include <string>
 #include <vector>
 
 #include <zmq.hpp>
 
+#include "client/ack_policy.h"
+#include "client/mailbox_order.h"
+#include "client/request_queue.h"
 #include "client/token_source.h"
 #include "common/proto.h"
 #include "common/status.h"
@@ -154,38 +161,19 @@ class Client {
   Status Flush();
 
   // The catch-up after Connect is over (every missed event handed out).
-  bool CaughtUp() const { return synced_ && !catching_up_; }
+  bool CaughtUp() const { return mailbox_.caught_up(); }
   // Sends not yet answered.
-  size_t SendsInFlight() const { return sends_in_flight_; }
+  size_t SendsInFlight() const { return requests_.sends_unanswered(); }
   // The connection's socket, readable when something arrived: for a
   // program that drives many Clients from one thread and waits on all of
   // them at once (zmq::poll), then calls Poll(0) on each.
   zmq::pollitem_t PollItem() { return {socket_.handle(), 0, ZMQ_POLLIN, 0}; }
-  Seq last_seq() const { return last_seq_; }
+  Seq last_seq() const { return mailbox_.last_seq(); }
 
  private:
   using Clock = std::chrono::steady_clock;
-  struct PendingRequest {
-    MsgType type;
-    std::string frame;
-    std::string client_msg_id;
-    Clock::time_point sent;
-    Clock::time_point deadline;
-    Clock::time_point retry_at;  // when to send it again if unanswered
-    int retries = 0;     // unanswered resends so far (the backoff)
-    int backoff_ms = 0;  // after a retryable error: the next wait
-    bool app = false;    // the application waits for the answer
-    bool launched = false;  // on the wire (else waiting in queued_ or
-                            // queued_writes_)
-    // The application has its answer already (a send read back from the
-    // mailbox); the request keeps its place on the wire until the server's
-    // own answer passes, so both sides count in-flight requests alike.
-    bool answered = false;
-  };
 
   void OpenSocket();
-  // ms, give or take a quarter, at random.
-  Clock::duration Jittered(int ms);
   // A refusal in the handshake (frontd is full: kBusy), or ok.
   Status HandshakeRefusal();
   void StopHandshakeWatch();
@@ -193,45 +181,46 @@ class Client {
   void WatchLink(std::vector<Incoming>* out);
   void SetServerKey();
   void SayHello(const std::string& token);
+  // The session is gone (frontd forgot it, or ended it): requests wait for
+  // the next.
+  void LoseSession();
   // frontd ended the session (why, with corr 0): hello again with a fresh
   // token, or hand why out.
   void SessionEnded(const Status& why, std::vector<Incoming>* out);
   // With a token source: a fresh token while the session's nears its end.
   void Renew();
-  template <typename T>
-  uint64_t Ask(const T& body, const std::string& cmid = "");
-  void Transmit(const std::string& frame);
-  // Puts waiting requests on the wire while there is room, in order.
-  void Pump();
-  // Writes (send, react, seen) are what the user's home shard charges to
-  // its rate (natter-stored(8)).  One refused there for the rate (busy)
-  // goes back to its place in queued_writes_, and writes wait a while,
-  // then go one at a time, more as they pass: so the writes behind it do
-  // not overtake it, and the conversation keeps the order they were made.
-  static bool IsWrite(MsgType type) {
-    return type == MsgType::kSend || type == MsgType::kReact || type == MsgType::kSeen;
+  // The requests the application waits on (the library's own — sync, ack,
+  // ping — are handled inside; a hello's refusal is handed out too).
+  static bool ForApplication(MsgType type) {
+    return type != MsgType::kSync && type != MsgType::kAck && type != MsgType::kPing;
   }
-  void HoldWrite(std::map<uint64_t, PendingRequest>::iterator it);
-  void WritePassed();
-  // Forgets a request that has its answer (or gave up); returns the next.
-  std::map<uint64_t, PendingRequest>::iterator Finish(
-      std::map<uint64_t, PendingRequest>::iterator it);
+  template <typename T>
+  uint64_t Ask(const T& body, const std::string& cmid = "",
+               bool app = ForApplication(FrameOf<T>::kType));
+  void Transmit(const std::string& frame);
+
+  // What came from frontd, by kind.
   void Handle(const zmq::message_t& msg, std::vector<Incoming>* out);
-  void HandleEvent(const Event& event, bool from_sync);
-  void HandleSyncReply(const SyncReply& reply);
+  void TakeUnasked(const Frame& f, std::vector<Incoming>* out);
+  void TakeWelcome(const Frame& f, std::vector<Incoming>* out);
+  void TakeProcessed(const Frame& f, std::vector<Incoming>* out);
+  void TakeReply(const Frame& f, std::vector<Incoming>* out);
+  void TakeSyncReply(const Frame& f, std::vector<Incoming>* out);
+  void TakeError(const Frame& f, std::vector<Incoming>* out);
+  // kUnavailable: the server did not answer within timeout_ms.
+  Status NoAnswer() const;
+  // The application's error for a request that failed.
+  void Failed(const RequestQueue::Request& r, const Status& why,
+              std::vector<Incoming>* out);
+
   // Hands the application the events next in seq order (and takes our own
   // sends read back as their receipts).
   void HandOut(std::vector<Incoming>* out, size_t max_events);
+  // One of this device's own events: if it is a send waiting for its
+  // answer, that answer.
+  void HandOutReceipt(const Event& event, std::vector<Incoming>* out);
   void Tick(std::vector<Incoming>* out);
-  // p, on the wire, needs Tick's attention at its retry time or deadline.
-  void Due(const PendingRequest& p) {
-    next_due_ = std::min(next_due_, std::min(p.retry_at, p.deadline));
-  }
-  void AskSync(bool from_cursor, Seq after);
   void SendAck();
-  // Something was handed out that the next acknowledgement covers;
-  // urgent: a message from someone else.
-  void NoteUnacked(bool urgent);
   void SaveCursor();
   Seq LoadCursor() const;
   std::string StatePath(const char* suffix) const;
@@ -241,7 +230,6 @@ class Client {
   zmq::context_t* ctx_;
   zmq::socket_t socket_;
   zmq::socket_t handshake_;  // monitor of socket_ until the welcome
-  std::minstd_rand rng_;
 
   UserId user_;
   std::string device_;
@@ -251,43 +239,12 @@ class Client {
   std::string hello_token_;   // the token of the last hello
   uint64_t expires_ = 0;      // the session's token's, Unix seconds
   Clock::time_point next_renew_{};
-  std::map<uint64_t, PendingRequest> pending_;
-  std::deque<uint64_t> queued_;  // requests not yet on the wire, in order
-  std::deque<uint64_t> queued_writes_;  // writes not yet on the wire, in order
-  size_t launched_ = 0;
-  size_t writes_launched_ = 0;
-  // Writes on the wire at most: max_in_flight, 1 after a refusal for the
-  // rate, one more for each write that passes.
-  size_t write_window_ = 0;
-  Clock::time_point writes_held_until_{};
-  int write_backoff_ms_ = 0;  // the last hold; 0 once a write passed
-  std::unordered_map<std::string, uint64_t> pending_sends_;  // cmid -> corr
-  size_t sends_in_flight_ = 0;
-
-  // Seq tracking.
-  bool synced_ = false;       // the first sync reply has come
-  bool catching_up_ = true;   // still reading the missed events
-  bool sync_in_flight_ = false;
-  Seq last_seq_;              // the newest seq handed out (or our own)
-  std::map<uint64_t, std::pair<Event, bool>> buffer_;  // seq -> event, missed
-  std::set<uint64_t> own_;    // seqs of our own sends, known from receipts
-  Clock::time_point gap_since_{};
-  bool gap_ = false;
-
-  // Acknowledgements.
-  Seq acked_;                 // the last Ack sent
-  uint64_t ack_corr_ = 0;
-  Seq confirmed_;             // the cursor the shard confirmed
-  Clock::time_point last_ack_{};
-  Clock::time_point unacked_since_{};  // the oldest thing not yet acked
-  bool urgent_ack_ = false;
-
-  // The earliest retry or deadline of the requests on the wire.
-  Clock::time_point next_due_ = Clock::time_point::max();
   Clock::time_point last_sent_{};
-  Clock::time_point last_sync_{};
-  Clock::time_point connected_at_{};
-  bool settled_ = false;
+
+  RequestQueue requests_;
+  MailboxOrder mailbox_;
+  AckPolicy acks_;
+  uint64_t ack_corr_ = 0;     // the last ack's request
 
   // watch_link: the connection to frontd was lost and no frame has come
   // since.

@@ -111,8 +111,9 @@ Status Frontd::Start() {
   Status ks = keys_.Start(ctx_);
   if (!ks.ok()) return ks;
   gate_ = std::make_unique<ClientGate>(ctx_, limits_, keys_.identity());
-  // The I/O threads after the first (DaemonMain makes io-threads more for
-  // frontd): the clients' connections never hold up the cell's own.
+  // The I/O threads after the first (the context has the extra ones
+  // frontd's spec asks for, ClientIoThreads): the clients' connections
+  // never hold up the cell's own.
   ks = gate_->Bind(listen_, ((uint64_t{1} << client_threads_) - 1) << 1);
   if (!ks.ok()) return ks;
   routed_socket_ = MakeDaemonSocket(ctx_, zmq::socket_type::dealer);

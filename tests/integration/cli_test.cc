@@ -460,6 +460,57 @@ TEST_CASE("one-shot commands leave the device's missed events for listen") {
   CHECK(nlohmann::json::parse(got.out)["text"] == "while you were away");
 }
 
+TEST_CASE("a device is not shown its own sends, reactions and seen marks as missed; the user's "
+          "other devices are") {
+  TestCell cell(1);
+  TempDir scratch;
+  // Both of alice's devices listen once, so they have cursors to come back
+  // to.
+  for (const char* device : {"x", "y"}) {
+    REQUIRE(Run(cell.NatterArgs(1) + " --device " + device + " listen --for 1").code == 0);
+  }
+  Result bob = Run(cell.NatterArgs(2) + " send 1 hi alice");
+  REQUIRE(bob.code == 0);
+  const std::string bobs = bob.out.substr(0, bob.out.find('\n'));
+  // Device x answers, reacts and marks bob's message seen, each a one-shot
+  // command that leaves the mailbox to listen.
+  const std::string x = cell.NatterArgs(1) + " --device x ";
+  Result sent = Run(x + "send 2 hi bob");
+  REQUIRE(sent.code == 0);
+  const std::string mine = sent.out.substr(0, sent.out.find('\n'));
+  REQUIRE(Run(x + "react 2 " + bobs + " 👍").code == 0);
+  REQUIRE(Run(x + "seen 2 " + bobs).code == 0);
+
+  // x is shown bob's message only.
+  Result on_x = Run(x + "--json listen --for 3");
+  INFO(on_x.err);
+  CHECK(on_x.code == 0);
+  INFO(on_x.out);
+  REQUIRE(Lines(on_x.out) == 1);
+  auto only = nlohmann::json::parse(on_x.out);
+  CHECK(only["id"] == bobs);
+  CHECK(only["from"] == 2);
+  CHECK(only["missed"] == true);
+
+  // y is shown all four, missed, in order: bob's message, then x's message,
+  // reaction and seen mark.
+  Result on_y = Run(cell.NatterArgs(1) + " --device y --json listen --for 3");
+  INFO(on_y.err);
+  REQUIRE(on_y.code == 0);
+  INFO(on_y.out);
+  REQUIRE(Lines(on_y.out) == 4);
+  std::istringstream lines(on_y.out);
+  std::vector<nlohmann::json> got;
+  for (std::string line; std::getline(lines, line);) got.push_back(nlohmann::json::parse(line));
+  CHECK(got[0]["id"] == bobs);
+  CHECK(got[1]["type"] == "message");
+  CHECK(got[1]["id"] == mine);
+  CHECK(got[1]["from"] == 1);
+  CHECK(got[2]["type"] == "reaction");
+  CHECK(got[3]["type"] == "seen");
+  for (const auto& j : got) CHECK(j["missed"] == true);
+}
+
 TEST_CASE("natter-bench pages fills a cell and reports every page it timed") {
   TempDir scratch;
   Result r = Run("TMPDIR=" + scratch.path() + " " + BinPath("natter-bench") +
