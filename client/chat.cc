@@ -36,10 +36,14 @@ const char kHelp[] =
 
 const char* StateName(ChatView::State s) {
   switch (s) {
-    case ChatView::State::kSending: return "sending";
-    case ChatView::State::kProcessed: return "processed";
-    case ChatView::State::kDelivered: return "delivered";
-    case ChatView::State::kSeen: return "seen";
+    case ChatView::State::kSending:
+      return "sending";
+    case ChatView::State::kProcessed:
+      return "processed";
+    case ChatView::State::kDelivered:
+      return "delivered";
+    case ChatView::State::kSeen:
+      return "seen";
   }
   return "";
 }
@@ -60,7 +64,8 @@ std::string ShortTime(uint64_t unix_ms) {
 // to then; 90m, 2h, 3d, that long ago.
 std::optional<uint64_t> ParseWhen(const std::string& word) {
   char unit = word.back();
-  if (unit != 's' && unit != 'm' && unit != 'h' && unit != 'd') return ParseTime(word);
+  if (unit != 's' && unit != 'm' && unit != 'h' && unit != 'd')
+    return ParseTime(word);
   auto ago = ParseDuration(word);
   if (!ago) return std::nullopt;
   uint64_t now = NowMs();
@@ -90,7 +95,8 @@ int ChatView::NumberOf(MessageId id) const {
 
 std::string ChatView::Ref(MessageId id) const {
   int n = NumberOf(id);
-  return n != 0 ? "[" + std::to_string(n) + "]" : "message " + std::to_string(id.value);
+  return n != 0 ? "[" + std::to_string(n) + "]"
+                : "message " + std::to_string(id.value);
 }
 
 ChatView::State ChatView::StateOf(MessageId id) const {
@@ -115,8 +121,8 @@ void ChatView::ShowMessage(const Message& m, const std::string& suffix) {
     n = static_cast<int>(ids_.size());
     numbers_[m.id.value] = n;
   }
-  print_("[" + std::to_string(n) + "] " + ShortTime(m.ts) + " " + Who(m.from) + ": " +
-         Printable(m.text) + suffix);
+  print_("[" + std::to_string(n) + "] " + ShortTime(m.ts) + " " + Who(m.from) +
+         ": " + Printable(m.text) + suffix);
   if (m.from == peer_ && m.id > newest_peer_) newest_peer_ = m.id;
 }
 
@@ -135,8 +141,9 @@ void ChatView::ShowPage(const HistoryReply& page, const std::string& title,
       suffix += " [" + Who(r.user) + " " + Printable(r.emoji) + "]";
     }
     if (m.from == client_->user()) {
-      State s = item.seen ? State::kSeen
-                : item.delivered ? State::kDelivered : State::kProcessed;
+      State s = item.seen        ? State::kSeen
+                : item.delivered ? State::kDelivered
+                                 : State::kProcessed;
       // Receipts that came before the page may be newer than it.
       s = std::max(s, StateOf(m.id));
       auto [it, fresh] = mine_.emplace(m.id.value, s);
@@ -210,15 +217,18 @@ void ChatView::TakeEvent(const Event& e, bool missed) {
     if (other != peer_) return;
     std::string who = r->by == me ? "you" : std::to_string(r->by.value);
     print_("    " + who +
-           (r->emoji ? " reacted " + Printable(*r->emoji) + " to " : " took back the reaction to ") +
+           (r->emoji ? " reacted " + Printable(*r->emoji) + " to "
+                     : " took back the reaction to ") +
            Ref(r->id));
   } else if (const Receipt* r = e.receipt()) {
     if (other != peer_ || r->by != peer_) return;
-    PeerMark(r->id, e.kind() == EventKind::kSeen ? State::kSeen : State::kDelivered);
+    PeerMark(r->id,
+             e.kind() == EventKind::kSeen ? State::kSeen : State::kDelivered);
   }
 }
 
-void ChatView::TakeMessage(const Message& m, const std::string& origin_device, bool missed) {
+void ChatView::TakeMessage(const Message& m, const std::string& origin_device,
+                           bool missed) {
   const UserId me = client_->user();
   const UserId other = m.from == me ? m.to : m.from;
   if (other != peer_) {
@@ -237,9 +247,11 @@ void ChatView::TakeMessage(const Message& m, const std::string& origin_device, b
     // own).
     State s = StateOf(m.id);
     mine_[m.id.value] = s;
-    std::string from_device =
-        origin_device.empty() ? std::string("another device") : Printable(origin_device);
-    ShowMessage(m, std::string(" (") + StateName(s) + ", from " + from_device + ")");
+    std::string from_device = origin_device.empty()
+                                  ? std::string("another device")
+                                  : Printable(origin_device);
+    ShowMessage(
+        m, std::string(" (") + StateName(s) + ", from " + from_device + ")");
   } else {
     ShowMessage(m, missed ? " (missed)" : "");
   }
@@ -298,8 +310,8 @@ void ChatView::TakeSendError(const Incoming& in) {
     // The same client_msg_id: however many times it goes, it is one
     // message.
     if (!s.warned) {
-      print_("    [" + std::to_string(s.n) + "] no answer yet (" + in.error.message() +
-             "); still sending");
+      print_("    [" + std::to_string(s.n) + "] no answer yet (" +
+             in.error.message() + "); still sending");
       s.warned = true;
     }
     client_->Send(peer_, s.text, it->first);
@@ -313,7 +325,8 @@ void ChatView::TakeOk(uint64_t request) {
   std::optional<Request> r = Answered(request);
   if (!r) return;
   if (r->what == "react") {
-    print_("    you reacted " + Printable(r->emoji) + " to [" + std::to_string(r->n) + "]");
+    print_("    you reacted " + Printable(r->emoji) + " to [" +
+           std::to_string(r->n) + "]");
   } else if (r->what == "unreact") {
     print_("    you took back your reaction to [" + std::to_string(r->n) + "]");
   }
@@ -347,21 +360,24 @@ void ChatView::TakeChats(uint64_t request, const ChatsReply& page) {
   print_(block);
   // The other pages follow, each as it comes.
   if (page.more) {
-    requests_[client_->GetChats(NextChatsPage(page))] = Request{"chats", 0, "", ""};
+    requests_[client_->GetChats(NextChatsPage(page))] =
+        Request{"chats", 0, "", ""};
   }
 }
 
 void ChatView::Settle() {
   if (!started_) return;
   if (newest_peer_ > seen_marked_) {
-    requests_[client_->MarkSeen(peer_, newest_peer_)] = Request{"seen", 0, "", ""};
+    requests_[client_->MarkSeen(peer_, newest_peer_)] =
+        Request{"seen", 0, "", ""};
     seen_marked_ = newest_peer_;
   }
   if (!away_.empty() && client_->CaughtUp()) {
     std::string line = "-- while you were away:";
     for (const auto& [user, count] : away_) {
-      line += " " + std::to_string(count) + (count == 1 ? " message" : " messages") +
-              " from " + std::to_string(user) + ",";
+      line += " " + std::to_string(count) +
+              (count == 1 ? " message" : " messages") + " from " +
+              std::to_string(user) + ",";
     }
     line.back() = ';';
     print_(line + " /chats lists them");
@@ -383,8 +399,8 @@ void ChatView::SendText(const std::string& text) {
   ids_.push_back(MessageId());
   int n = static_cast<int>(ids_.size());
   sending_[cmid] = Sending{n, text, false};
-  print_("[" + std::to_string(n) + "] " + ShortTime(NowMs()) + " me: " + Printable(text) +
-         " (sending)");
+  print_("[" + std::to_string(n) + "] " + ShortTime(NowMs()) +
+         " me: " + Printable(text) + " (sending)");
 }
 
 void ChatView::Command(const std::string& line) {
@@ -449,7 +465,8 @@ void ChatView::AskHistory(const std::vector<std::string>& w) {
     std::optional<uint64_t> at = ParseWhen(w[1]);
     if (!at) {
       print_("-- /history: '" + w[1] +
-             "' is neither a time (2026-11-27T18:00:00Z) nor a time ago (90m, 2h, 3d)");
+             "' is neither a time (2026-11-27T18:00:00Z) nor a time ago (90m, "
+             "2h, 3d)");
       return;
     }
     q.mode = HistoryMode::kAt;
@@ -469,7 +486,8 @@ void ChatView::AskOlder() {
   q.mode = HistoryMode::kBefore;
   q.bound = oldest_.value;
   q.limit = page_;
-  requests_[client_->GetHistory(q)] = Request{"more", 0, "", "-- older messages:"};
+  requests_[client_->GetHistory(q)] =
+      Request{"more", 0, "", "-- older messages:"};
 }
 
 bool ChatView::Input(const std::string& line) {
@@ -496,7 +514,8 @@ void UseUtf8Locale() {
       std::strcmp(nl_langinfo(CODESET), "UTF-8") == 0) {
     return;
   }
-  if (std::setlocale(LC_CTYPE, "C.UTF-8") == nullptr) std::setlocale(LC_CTYPE, "C.utf8");
+  if (std::setlocale(LC_CTYPE, "C.UTF-8") == nullptr)
+    std::setlocale(LC_CTYPE, "C.utf8");
 }
 
 // A Client as ChatView's link.
@@ -505,8 +524,10 @@ class ClientChatLink : public ChatLink {
   explicit ClientChatLink(Client* client) : client_(client) {}
   UserId user() const override;
   bool CaughtUp() const override;
-  std::string Send(UserId to, const std::string& text, std::string client_msg_id) override;
-  uint64_t React(UserId peer, MessageId id, std::optional<std::string> emoji) override;
+  std::string Send(UserId to, const std::string& text,
+                   std::string client_msg_id) override;
+  uint64_t React(UserId peer, MessageId id,
+                 std::optional<std::string> emoji) override;
   uint64_t MarkSeen(UserId peer, MessageId id) override;
   uint64_t GetHistory(const History& query) override;
   uint64_t GetChats(const Chats& query) override;
@@ -517,15 +538,23 @@ class ClientChatLink : public ChatLink {
 
 UserId ClientChatLink::user() const { return client_->user(); }
 bool ClientChatLink::CaughtUp() const { return client_->CaughtUp(); }
-std::string ClientChatLink::Send(UserId to, const std::string& text, std::string client_msg_id) {
+std::string ClientChatLink::Send(UserId to, const std::string& text,
+                                 std::string client_msg_id) {
   return client_->Send(to, text, std::move(client_msg_id));
 }
-uint64_t ClientChatLink::React(UserId peer, MessageId id, std::optional<std::string> emoji) {
+uint64_t ClientChatLink::React(UserId peer, MessageId id,
+                               std::optional<std::string> emoji) {
   return client_->React(peer, id, std::move(emoji));
 }
-uint64_t ClientChatLink::MarkSeen(UserId peer, MessageId id) { return client_->MarkSeen(peer, id); }
-uint64_t ClientChatLink::GetHistory(const History& query) { return client_->GetHistory(query); }
-uint64_t ClientChatLink::GetChats(const Chats& query) { return client_->GetChats(query); }
+uint64_t ClientChatLink::MarkSeen(UserId peer, MessageId id) {
+  return client_->MarkSeen(peer, id);
+}
+uint64_t ClientChatLink::GetHistory(const History& query) {
+  return client_->GetHistory(query);
+}
+uint64_t ClientChatLink::GetChats(const Chats& query) {
+  return client_->GetChats(query);
+}
 
 // natter chat on a terminal: a connected client and a line editor, with a
 // ChatView between them.
@@ -567,8 +596,9 @@ class ChatSession {
 
   // A page that fits the terminal, with room for the prompt.
   static uint32_t PageRows(const LineEditor& editor) {
-    return editor.interactive() ? static_cast<uint32_t>(std::clamp(editor.Rows() - 6, 10, 50))
-                                : kDefaultHistoryPage;
+    return editor.interactive()
+               ? static_cast<uint32_t>(std::clamp(editor.Rows() - 6, 10, 50))
+               : kDefaultHistoryPage;
   }
 
   // Shows what the client brings within timeout_ms.
@@ -590,17 +620,20 @@ class ChatSession {
     for (;;) {
       if (interrupted_ || !over_.ok()) return false;
       if (resized_.exchange(false)) editor_.Resized();
-      zmq::pollitem_t items[2] = {client_->PollItem(), {nullptr, STDIN_FILENO, ZMQ_POLLIN, 0}};
+      zmq::pollitem_t items[2] = {client_->PollItem(),
+                                  {nullptr, STDIN_FILENO, ZMQ_POLLIN, 0}};
       int rc = zmq_poll(items, 2, 100);
       Pump(0);
-      if (rc > 0 && (items[1].revents & (ZMQ_POLLIN | ZMQ_POLLERR))) return true;
+      if (rc > 0 && (items[1].revents & (ZMQ_POLLIN | ZMQ_POLLERR)))
+        return true;
     }
   }
 
   // Lines typed (or piped) ahead wait for the page they may refer to.
   void AwaitFirstPage() {
     auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms_);
-    while (!view_.ready() && !interrupted_ && over_.ok() && Clock::now() < deadline) {
+    while (!view_.ready() && !interrupted_ && over_.ok() &&
+           Clock::now() < deadline) {
       Pump(50);
     }
   }
@@ -618,24 +651,29 @@ class ChatSession {
   void AwaitAnswers() {
     auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms_);
     auto quiet = Clock::now() + std::chrono::milliseconds(300);
-    while (view_.Unanswered() > 0 && !interrupted_ && Clock::now() < quiet) Pump(20);
+    while (view_.Unanswered() > 0 && !interrupted_ && Clock::now() < quiet)
+      Pump(20);
     if (view_.Unanswered() > 0 && !interrupted_) {
       size_t n = view_.Unanswered();
       editor_.PrintAbove("-- waiting for " + std::to_string(n) +
-                         (n == 1 ? " answer" : " answers") + " (Ctrl-C leaves now)");
+                         (n == 1 ? " answer" : " answers") +
+                         " (Ctrl-C leaves now)");
     }
-    while (view_.Unanswered() > 0 && !interrupted_ && Clock::now() < deadline) Pump(100);
+    while (view_.Unanswered() > 0 && !interrupted_ && Clock::now() < deadline)
+      Pump(100);
   }
 
   int Outcome() const {
     if (view_.Unprocessed() > 0) {
       std::cerr << "natter: chat: " << view_.Unprocessed()
-                << (view_.Unprocessed() == 1 ? " message was" : " messages were")
+                << (view_.Unprocessed() == 1 ? " message was"
+                                             : " messages were")
                 << " not processed\n";
       return EX_UNAVAILABLE;
     }
     if (view_.Unanswered() > 0) {
-      std::cerr << "natter: chat: " << view_.Unanswered() << " requests had no answer\n";
+      std::cerr << "natter: chat: " << view_.Unanswered()
+                << " requests had no answer\n";
       return EX_UNAVAILABLE;
     }
     return EX_OK;
@@ -655,8 +693,7 @@ class ChatSession {
 }  // namespace
 
 int RunChat(const ClientOptions& given, UserId peer,
-            const std::atomic<bool>& interrupted,
-            std::atomic<bool>& resized) {
+            const std::atomic<bool>& interrupted, std::atomic<bool>& resized) {
   UseUtf8Locale();
   ClientOptions options = given;
   options.receive = true;

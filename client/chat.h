@@ -21,8 +21,7 @@ namespace natter {
 // flag); `resized` is a SIGWINCH flag.  Returns a sysexits code, having
 // said what went wrong in one line on stderr.
 int RunChat(const ClientOptions& options, UserId peer,
-            const std::atomic<bool>& interrupted,
-            std::atomic<bool>& resized);
+            const std::atomic<bool>& interrupted, std::atomic<bool>& resized);
 
 // What ChatView asks of its connection, as the Client members of the same
 // names do: natter chat gives it its Client, a test a stand-in.
@@ -31,8 +30,10 @@ class ChatLink {
   virtual ~ChatLink() = default;
   virtual UserId user() const = 0;
   virtual bool CaughtUp() const = 0;
-  virtual std::string Send(UserId to, const std::string& text, std::string client_msg_id) = 0;
-  virtual uint64_t React(UserId peer, MessageId id, std::optional<std::string> emoji) = 0;
+  virtual std::string Send(UserId to, const std::string& text,
+                           std::string client_msg_id) = 0;
+  virtual uint64_t React(UserId peer, MessageId id,
+                         std::optional<std::string> emoji) = 0;
   virtual uint64_t MarkSeen(UserId peer, MessageId id) = 0;
   virtual uint64_t GetHistory(const History& query) = 0;
   virtual uint64_t GetChats(const Chats& query) = 0;
@@ -86,7 +87,8 @@ class ChatView {
   // with before.
   void ShowMessage(const Message& m, const std::string& suffix);
   void TakeEvent(const Event& e, bool missed);
-  void TakeMessage(const Message& m, const std::string& origin_device, bool missed);
+  void TakeMessage(const Message& m, const std::string& origin_device,
+                   bool missed);
   void TakeProcessed(const Processed& p);
   void TakeError(const Incoming& in);
   void TakeSendError(const Incoming& in);
@@ -118,8 +120,8 @@ class ChatView {
   uint32_t page_;
   Print print_;
   bool started_ = false;
-  std::vector<Incoming> early_;  // before the first page
-  std::vector<MessageId> ids_;   // [N] -> message id (0: not yet processed)
+  std::vector<Incoming> early_;      // before the first page
+  std::vector<MessageId> ids_;       // [N] -> message id (0: not yet processed)
   std::map<uint64_t, int> numbers_;  // message id -> N
   std::map<uint64_t, State> mine_;   // our messages shown: id -> state
   std::map<std::string, Sending> sending_;  // client_msg_id -> waiting send

@@ -26,8 +26,10 @@ constexpr int kRenewEveryMs = 5000;
 
 // An error frontd sends unasked (corr 0) that ends the session.
 bool EndsSession(ErrorCode code) {
-  return code == ErrorCode::kTokenExpired || code == ErrorCode::kTokenUnknownKey ||
-         code == ErrorCode::kTokenMalformed || code == ErrorCode::kTokenBadSignature;
+  return code == ErrorCode::kTokenExpired ||
+         code == ErrorCode::kTokenUnknownKey ||
+         code == ErrorCode::kTokenMalformed ||
+         code == ErrorCode::kTokenBadSignature;
 }
 
 uint64_t NowSeconds() { return NowMs() / 1000; }
@@ -57,8 +59,9 @@ void MakeDirs(const std::string& path) {
 Client::Client(ClientOptions options, zmq::context_t* ctx)
     : options_(std::move(options)),
       ctx_(ctx),
-      requests_({options_.timeout_ms, options_.retry_ms, options_.max_in_flight},
-                [this](const std::string& frame) { Transmit(frame); }, RandomSeed()),
+      requests_(
+          {options_.timeout_ms, options_.retry_ms, options_.max_in_flight},
+          [this](const std::string& frame) { Transmit(frame); }, RandomSeed()),
       mailbox_({options_.gap_grace_ms, options_.resync_ms}) {
   if (ctx_ == nullptr) {
     own_ctx_ = std::make_unique<zmq::context_t>(1);
@@ -128,10 +131,12 @@ void Client::OpenSocket() {
 void Client::SetServerKey() {
   CurveKey key;
   if (!ParseCurveKey(options_.server_key, &key)) {
-    throw std::invalid_argument(std::string("the server key is not a CURVE key (") +
-                                kCurveKeyForms + ")");
+    throw std::invalid_argument(
+        std::string("the server key is not a CURVE key (") + kCurveKeyForms +
+        ")");
   }
-  socket_.set(zmq::sockopt::curve_serverkey, zmq::const_buffer(key.data(), key.size()));
+  socket_.set(zmq::sockopt::curve_serverkey,
+              zmq::const_buffer(key.data(), key.size()));
 }
 
 template <typename T>
@@ -139,7 +144,8 @@ uint64_t Client::Ask(const T& body, const std::string& cmid, bool app) {
   Header h;
   h.corr = next_corr_++;
   h.trace = options_.trace ? 1 : 0;
-  requests_.Add(h.corr, FrameOf<T>::kType, EncodeFrame(h, body), cmid, app, Clock::now());
+  requests_.Add(h.corr, FrameOf<T>::kType, EncodeFrame(h, body), cmid, app,
+                Clock::now());
   return h.corr;
 }
 
@@ -172,7 +178,8 @@ Status Client::Connect() {
     if (now >= deadline) return NoAnswer();
     std::vector<zmq::pollitem_t> items = {{socket_.handle(), 0, ZMQ_POLLIN, 0}};
     if (handshake_) items.push_back({handshake_.handle(), 0, ZMQ_POLLIN, 0});
-    auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now);
+    auto wait =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now);
     natter::Poll(items, std::min<long>(wait.count(), 200));
     Status refused = HandshakeRefusal();
     if (!refused.ok()) {
@@ -271,9 +278,7 @@ uint64_t Client::MarkSeen(UserId peer, MessageId id) {
   return Ask(seen);
 }
 
-uint64_t Client::GetHistory(const History& query) {
-  return Ask(query);
-}
+uint64_t Client::GetHistory(const History& query) { return Ask(query); }
 
 Chats NextChatsPage(const ChatsReply& page) {
   Chats next;
@@ -315,7 +320,8 @@ void Client::Handle(const zmq::message_t& msg, std::vector<Incoming>* out) {
     TakeError(f, out);
     return;
   }
-  if (!requests_.Passed(f.header.corr)) return;  // its answer was handed out already
+  if (!requests_.Passed(f.header.corr))
+    return;  // its answer was handed out already
   switch (f.type()) {
     case MsgType::kWelcome:
       TakeWelcome(f, out);
@@ -348,7 +354,8 @@ void Client::Handle(const zmq::message_t& msg, std::vector<Incoming>* out) {
 void Client::TakeUnasked(const Frame& f, std::vector<Incoming>* out) {
   // Only an error about the session's token means anything.
   Error e;
-  if (f.type() == MsgType::kError && DecodeBody(f, &e).ok() && EndsSession(e.code)) {
+  if (f.type() == MsgType::kError && DecodeBody(f, &e).ok() &&
+      EndsSession(e.code)) {
     SessionEnded(Status(e.code, e.message), out);
   }
 }
@@ -364,9 +371,10 @@ void Client::TakeWelcome(const Frame& f, std::vector<Incoming>* out) {
     LoseSession();
     Incoming in;
     in.kind = Incoming::Kind::kError;
-    in.error = Status(ErrorCode::kForbidden,
-                      "the fresh token is for user " + std::to_string(w.user.value) +
-                          ", not " + std::to_string(user_.value));
+    in.error =
+        Status(ErrorCode::kForbidden,
+               "the fresh token is for user " + std::to_string(w.user.value) +
+                   ", not " + std::to_string(user_.value));
     out->push_back(std::move(in));
     return;
   }
@@ -408,7 +416,8 @@ void Client::TakeReply(const Frame& f, std::vector<Incoming>* out) {
     in.kind = Incoming::Kind::kOk;
     Done done;
     // Our own change: its seq is not handed out.
-    if (DecodeBody(f, &done).ok() && options_.receive) mailbox_.TakeOwn(done.seq);
+    if (DecodeBody(f, &done).ok() && options_.receive)
+      mailbox_.TakeOwn(done.seq);
   } else if (f.type() == MsgType::kHistoryReply) {
     in.kind = Incoming::Kind::kHistory;
     if (!DecodeBody(f, &in.history).ok()) return;
@@ -434,7 +443,8 @@ void Client::TakeSyncReply(const Frame& f, std::vector<Incoming>* out) {
     return;
   }
   if (!mailbox_.synced()) acks_.Begin(reply.cursor);
-  if (std::optional<Sync> next = mailbox_.TakePage(reply, Clock::now())) Ask(*next);
+  if (std::optional<Sync> next = mailbox_.TakePage(reply, Clock::now()))
+    Ask(*next);
 }
 
 void Client::TakeError(const Frame& f, std::vector<Incoming>* out) {
@@ -466,8 +476,9 @@ void Client::Failed(const RequestQueue::Request& r, const Status& why,
 }
 
 Status Client::NoAnswer() const {
-  return Status(ErrorCode::kUnavailable, "no answer from " + options_.server + " within " +
-                                             std::to_string(options_.timeout_ms / 1000) + "s");
+  return Status(ErrorCode::kUnavailable,
+                "no answer from " + options_.server + " within " +
+                    std::to_string(options_.timeout_ms / 1000) + "s");
 }
 
 void Client::LoseSession() {
@@ -487,7 +498,8 @@ void Client::SessionEnded(const Status& why, std::vector<Incoming>* out) {
       SayHello(token);
       return;
     }
-    s = Status(why.code(), why.message() + "; no fresh token: " + fresh.message());
+    s = Status(why.code(),
+               why.message() + "; no fresh token: " + fresh.message());
   }
   Incoming in;
   in.kind = Incoming::Kind::kError;
@@ -505,7 +517,8 @@ void Client::Renew() {
   // Not yet fresh (the file not yet rewritten, say): asked again later;
   // if none comes, the session's end says why.
   std::string token;
-  if (options_.token_source(&token).ok() && token != options_.token) SayHello(token);
+  if (options_.token_source(&token).ok() && token != options_.token)
+    SayHello(token);
 }
 
 void Client::HandOut(std::vector<Incoming>* out, size_t max_events) {
@@ -515,7 +528,8 @@ void Client::HandOut(std::vector<Incoming>* out, size_t max_events) {
     MailboxOrder::Next next = mailbox_.TakeNext();
     if (next.kind == MailboxOrder::Next::Kind::kNone) break;
     if (next.kind != MailboxOrder::Next::Kind::kEvent) {
-      if (next.kind == MailboxOrder::Next::Kind::kOwnEvent) HandOutReceipt(next.event, out);
+      if (next.kind == MailboxOrder::Next::Kind::kOwnEvent)
+        HandOutReceipt(next.event, out);
       acks_.HandedOut(false, now);
       continue;
     }
@@ -560,7 +574,8 @@ void Client::SendAck() {
 
 void Client::Tick(std::vector<Incoming>* out) {
   const auto now = Clock::now();
-  for (const RequestQueue::Request& r : requests_.Tick(now)) Failed(r, NoAnswer(), out);
+  for (const RequestQueue::Request& r : requests_.Tick(now))
+    Failed(r, NoAnswer(), out);
   if (!session_) return;
   Renew();
   if (!mailbox_.synced()) return;
@@ -583,10 +598,13 @@ void Client::Poll(int timeout_ms, std::vector<Incoming>* out,
     if (out->size() > before || (read && now >= deadline)) return;
     std::vector<zmq::pollitem_t> items = {{socket_.handle(), 0, ZMQ_POLLIN, 0}};
     if (handshake_) items.push_back({handshake_.handle(), 0, ZMQ_POLLIN, 0});
-    auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now);
-    natter::Poll(items, now >= deadline ? 0 : std::min<long>(wait.count() + 1, 50));
+    auto wait =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now);
+    natter::Poll(items,
+                 now >= deadline ? 0 : std::min<long>(wait.count() + 1, 50));
     zmq::message_t msg;
-    for (int n = 0; n < 1024 && socket_.recv(msg, zmq::recv_flags::dontwait); ++n) {
+    for (int n = 0; n < 1024 && socket_.recv(msg, zmq::recv_flags::dontwait);
+         ++n) {
       Handle(msg, out);
     }
     if (options_.watch_link) WatchLink(out);

@@ -41,7 +41,6 @@
 #include <memory>
 #include <string>
 #include <vector>
-
 #include <zmq.hpp>
 
 #include "client/ack_policy.h"
@@ -57,12 +56,13 @@ struct ClientOptions {
   std::string server;      // frontd's endpoint
   std::string server_key;  // frontd's CURVE public key, 40 characters of
                            // Z85 or 64 hex digits; empty: no CURVE
-  std::string token;  // empty with a token_source: the first comes from it
+  std::string token;       // empty with a token_source: the first comes from it
   // Where fresh tokens come from (see token_source.h); empty: the token is
   // fixed, and the session ends with it.  Called from Connect and Poll.
   TokenSource token_source;
   std::string device = "default";
-  std::string state_dir;   // where the device's key and cursor live; may be empty
+  std::string
+      state_dir;  // where the device's key and cursor live; may be empty
   int timeout_ms = 10000;  // longest wait for an answer from the server
   int retry_ms = 2000;     // an unanswered request is sent again after this
                            // (then after 2x, then 4x; each give or take 25%)
@@ -90,19 +90,28 @@ struct ClientOptions {
 
 // One thing that arrived for the application.
 struct Incoming {
-  enum class Kind { kProcessed, kEvent, kError, kOk, kHistory, kChats, kMailbox, kLink };
+  enum class Kind {
+    kProcessed,
+    kEvent,
+    kError,
+    kOk,
+    kHistory,
+    kChats,
+    kMailbox,
+    kLink
+  };
   Kind kind = Kind::kEvent;
-  uint64_t request = 0;      // the call's request id, for an answer
-  uint64_t trace = 0;        // an answer's trace id (without the top bit)
-  Processed processed;       // kProcessed
-  Event event;               // kEvent
-  bool missed = false;       // kEvent: from the catch-up after connecting
-  Status error;              // kError
-  std::string client_msg_id; // kError: the send it answers, if one
-  HistoryReply history;      // kHistory
-  ChatsReply chats;          // kChats
-  SyncReply mailbox;         // kMailbox
-  bool online = false;       // kLink: a session again (else: frontd lost)
+  uint64_t request = 0;       // the call's request id, for an answer
+  uint64_t trace = 0;         // an answer's trace id (without the top bit)
+  Processed processed;        // kProcessed
+  Event event;                // kEvent
+  bool missed = false;        // kEvent: from the catch-up after connecting
+  Status error;               // kError
+  std::string client_msg_id;  // kError: the send it answers, if one
+  HistoryReply history;       // kHistory
+  ChatsReply chats;           // kChats
+  SyncReply mailbox;          // kMailbox
+  bool online = false;        // kLink: a session again (else: frontd lost)
 
   // An error that answers no request: the session is over (its token
   // expired or its key was retired and no fresh token could be had, a
@@ -192,7 +201,8 @@ class Client {
   // The requests the application waits on (the library's own — sync, ack,
   // ping — are handled inside; a hello's refusal is handed out too).
   static bool ForApplication(MsgType type) {
-    return type != MsgType::kSync && type != MsgType::kAck && type != MsgType::kPing;
+    return type != MsgType::kSync && type != MsgType::kAck &&
+           type != MsgType::kPing;
   }
   template <typename T>
   uint64_t Ask(const T& body, const std::string& cmid = "",
@@ -236,15 +246,15 @@ class Client {
   bool session_ = false;
   uint64_t next_corr_ = 1;
   uint64_t hello_corr_ = 0;
-  std::string hello_token_;   // the token of the last hello
-  uint64_t expires_ = 0;      // the session's token's, Unix seconds
+  std::string hello_token_;  // the token of the last hello
+  uint64_t expires_ = 0;     // the session's token's, Unix seconds
   Clock::time_point next_renew_{};
   Clock::time_point last_sent_{};
 
   RequestQueue requests_;
   MailboxOrder mailbox_;
   AckPolicy acks_;
-  uint64_t ack_corr_ = 0;     // the last ack's request
+  uint64_t ack_corr_ = 0;  // the last ack's request
 
   // watch_link: the connection to frontd was lost and no frame has come
   // since.

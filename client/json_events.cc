@@ -10,10 +10,14 @@ namespace {
 
 const char* KindName(EventKind kind) {
   switch (kind) {
-    case EventKind::kMessage: return "message";
-    case EventKind::kReaction: return "reaction";
-    case EventKind::kDelivered: return "delivered";
-    case EventKind::kSeen: return "seen";
+    case EventKind::kMessage:
+      return "message";
+    case EventKind::kReaction:
+      return "reaction";
+    case EventKind::kDelivered:
+      return "delivered";
+    case EventKind::kSeen:
+      return "seen";
   }
   return "unknown";
 }
@@ -26,7 +30,8 @@ std::string FormatTime(uint64_t unix_ms) {
   gmtime_r(&secs, &tm);
   char buf[40];
   size_t n = strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
-  snprintf(buf + n, sizeof buf - n, ".%03uZ", static_cast<unsigned>(unix_ms % 1000));
+  snprintf(buf + n, sizeof buf - n, ".%03uZ",
+           static_cast<unsigned>(unix_ms % 1000));
   return buf;
 }
 
@@ -38,7 +43,8 @@ nlohmann::json ErrorJson(const Status& status) {
 
 std::string TraceHex(uint64_t trace) {
   char buf[17];
-  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(trace));
+  std::snprintf(buf, sizeof buf, "%016llx",
+                static_cast<unsigned long long>(trace));
   return buf;
 }
 
@@ -133,7 +139,8 @@ std::string ToText(const HistoryItem& item, UserId viewer) {
   std::string line = std::to_string(m.id.value) + " " + FormatTime(m.ts) + " " +
                      std::to_string(m.from.value) + ": " + Printable(m.text);
   for (const Reaction& r : item.reactions) {
-    line += " [" + std::to_string(r.user.value) + " " + Printable(r.emoji) + "]";
+    line +=
+        " [" + std::to_string(r.user.value) + " " + Printable(r.emoji) + "]";
   }
   if (m.from == viewer) {
     line += item.seen ? " (seen)" : item.delivered ? " (delivered)" : " (sent)";
@@ -144,10 +151,12 @@ std::string ToText(const HistoryItem& item, UserId viewer) {
 std::string ToText(const ChatItem& c, UserId viewer) {
   std::string line = std::to_string(c.peer.value) + " unread " +
                      std::to_string(c.unread) + " " + FormatTime(c.last_ts) +
-                     " " + std::to_string(c.last_from.value) + ": " + Printable(c.last_text);
+                     " " + std::to_string(c.last_from.value) + ": " +
+                     Printable(c.last_text);
   if (c.last_from == viewer) {
-    line += c.seen >= c.last_id ? " (seen)"
-            : c.delivered >= c.last_id ? " (delivered)" : " (sent)";
+    line += c.seen >= c.last_id        ? " (seen)"
+            : c.delivered >= c.last_id ? " (delivered)"
+                                       : " (sent)";
   }
   return line;
 }
@@ -179,12 +188,14 @@ std::string ToText(const Incoming& in) {
   }
   if (const ReactionEvent* r = e.reaction()) {
     return std::to_string(r->by.value) +
-           (r->emoji ? " reacted " + Printable(*r->emoji) + " to " : " removed the reaction to ") +
+           (r->emoji ? " reacted " + Printable(*r->emoji) + " to "
+                     : " removed the reaction to ") +
            id + missed;
   }
   const Receipt* r = e.receipt();
   return std::to_string(r->by.value) +
-         (e.kind() == EventKind::kSeen ? " saw up to " : " received up to ") + id + missed;
+         (e.kind() == EventKind::kSeen ? " saw up to " : " received up to ") +
+         id + missed;
 }
 
 }  // namespace natter

@@ -6,9 +6,8 @@
 #ifndef NATTER_CLIENT_JSON_EVENTS_H_
 #define NATTER_CLIENT_JSON_EVENTS_H_
 
-#include <string>
-
 #include <nlohmann/json.hpp>
+#include <string>
 
 #include "client/client.h"
 

@@ -28,7 +28,8 @@ int DisplayWidth(const std::string& utf8) {
   int width = 0;
   for (size_t i = 0; i < utf8.size();) {
     char32_t c;
-    width += Width(NextCodePoint(utf8, &i, &c) ? static_cast<wchar_t>(c) : 0xFFFD);
+    width +=
+        Width(NextCodePoint(utf8, &i, &c) ? static_cast<wchar_t>(c) : 0xFFFD);
   }
   return width;
 }
@@ -44,15 +45,18 @@ LineEditor::LineEditor(std::string prompt, std::string history_file, Wait wait)
   HistEvent ev;
   ::history(hist_, &ev, H_SETSIZE, kHistorySize);
   ::history(hist_, &ev, H_SETUNIQUE, 1);
-  if (!history_file_.empty()) ::history(hist_, &ev, H_LOAD, history_file_.c_str());
+  if (!history_file_.empty())
+    ::history(hist_, &ev, H_LOAD, history_file_.c_str());
   el_set(el_, EL_CLIENTDATA, this);
   el_set(el_, EL_EDITOR, "emacs");
   el_set(el_, EL_HIST, ::history, hist_);
-  el_set(el_, EL_PROMPT, +[](EditLine* el) -> char* {
-    void* self = nullptr;
-    el_get(el, EL_CLIENTDATA, &self);
-    return const_cast<char*>(static_cast<LineEditor*>(self)->prompt_.c_str());
-  });
+  el_set(
+      el_, EL_PROMPT, +[](EditLine* el) -> char* {
+        void* self = nullptr;
+        el_get(el, EL_CLIENTDATA, &self);
+        return const_cast<char*>(
+            static_cast<LineEditor*>(self)->prompt_.c_str());
+      });
   el_set(el_, EL_GETCFN, &LineEditor::GetChar);
   // ~/.editrc (or $EDITRC) for the user's bindings, as other libedit
   // programs read it.
@@ -94,13 +98,15 @@ int LineEditor::GetChar(EditLine* el, wchar_t* out) {
 
 int LineEditor::Columns() const {
   struct winsize ws;
-  if (::ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0) return ws.ws_col;
+  if (::ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0)
+    return ws.ws_col;
   return 80;
 }
 
 int LineEditor::Rows() const {
   struct winsize ws;
-  if (::ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_row > 0) return ws.ws_row;
+  if (::ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_row > 0)
+    return ws.ws_row;
   return 24;
 }
 
@@ -127,7 +133,8 @@ std::optional<std::string> LineEditor::ReadLine() {
     return std::nullopt;
   }
   std::string text(line, static_cast<size_t>(count));
-  while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) text.pop_back();
+  while (!text.empty() && (text.back() == '\n' || text.back() == '\r'))
+    text.pop_back();
   if (interactive_) {
     if (!text.empty()) {
       HistEvent ev;
@@ -136,7 +143,8 @@ std::optional<std::string> LineEditor::ReadLine() {
     // Take the echoed line off the screen: the caller shows what it made
     // of it.
     int columns = Columns();
-    int rows = (DisplayWidth(prompt_) + DisplayWidth(text) + columns - 1) / columns;
+    int rows =
+        (DisplayWidth(prompt_) + DisplayWidth(text) + columns - 1) / columns;
     if (rows < 1) rows = 1;
     Write("\033[" + std::to_string(rows) + "A\r\033[J");
   }

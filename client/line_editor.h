@@ -65,7 +65,7 @@ class LineEditor {
   std::string history_file_;
   Wait wait_;
   bool interactive_ = false;
-  bool reading_ = false;   // inside el_gets: a line is on the screen
+  bool reading_ = false;  // inside el_gets: a line is on the screen
   bool stopped_ = false;
   editline* el_ = nullptr;
   history* hist_ = nullptr;

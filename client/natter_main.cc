@@ -6,20 +6,19 @@
 #include <unistd.h>
 
 #include <atomic>
-#include <cstdio>
-#include <ctime>
-#include <optional>
+#include <boost/program_options.hpp>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
+#include <ctime>
 #include <fstream>
 #include <iostream>
 #include <memory>
-#include <stdexcept>
+#include <optional>
 #include <set>
+#include <stdexcept>
 #include <string>
 #include <vector>
-
-#include <boost/program_options.hpp>
 
 #include "client/chat.h"
 #include "client/client.h"
@@ -50,6 +49,22 @@ struct Exit {
   std::string message;
 };
 
+// Parses a subcommand's options (and its positional ones, when it has
+// any) into their variables; a bad one is a usage error naming the
+// subcommand.
+void ParseCommand(const char* command, const std::vector<std::string>& args,
+                  const po::options_description& opts,
+                  const po::positional_options_description& pos = {}) {
+  try {
+    po::variables_map vm;
+    po::store(po::command_line_parser(args).options(opts).positional(pos).run(),
+              vm);
+    po::notify(vm);
+  } catch (const po::error& e) {
+    throw Exit{EX_USAGE, std::string(command) + ": " + e.what()};
+  }
+}
+
 struct Global {
   ClientOptions client;
   bool json = false;
@@ -59,7 +74,8 @@ struct Global {
 const char kUsage[] =
     "usage: natter [-c file] [-s endpoint] [-k key]\n"
     "              [-t token | --token-file file | --token-command command]\n"
-    "              [--device name] [--state-dir dir] [--json] [--timeout seconds]\n"
+    "              [--device name] [--state-dir dir] [--json] [--timeout "
+    "seconds]\n"
     "              command [args]\n"
     "commands:\n"
     "  send PEER [TEXT...]          send TEXT, or each line of stdin, to PEER\n"
@@ -70,7 +86,8 @@ const char kUsage[] =
     "  seen PEER MSG_ID             mark PEER's messages up to MSG_ID seen\n"
     "  chats                        your conversations\n"
     "  chat PEER                    talk with PEER (interactive)\n"
-    "  rpc [--timeout S]            JSON-RPC lines on stdin, replies and events on stdout\n";
+    "  rpc [--timeout S]            JSON-RPC lines on stdin, replies and "
+    "events on stdout\n";
 
 void Print(const Global& g, const Incoming& in) {
   if (g.json) {
@@ -106,8 +123,9 @@ std::string DefaultConfigPath() {
 // Splits argv where the subcommand starts.
 size_t SubcommandIndex(int argc, char** argv) {
   static const std::set<std::string> kTakesValue = {
-      "-c", "--config", "-s", "--server", "-k", "--server-key", "-t",
-      "--token", "--token-file", "--token-command", "--device", "--state-dir",
+      "-c",           "--config",        "-s",       "--server",
+      "-k",           "--server-key",    "-t",       "--token",
+      "--token-file", "--token-command", "--device", "--state-dir",
       "--timeout"};
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
@@ -133,8 +151,10 @@ struct TokenChoice {
 
 // Takes the token, or its source, from choice if it names one; more than
 // one is the error `twice`.
-bool TakeToken(const TokenChoice& choice, const Exit& twice, ClientOptions* options) {
-  int given = !choice.token.empty() + !choice.file.empty() + !choice.command.empty();
+bool TakeToken(const TokenChoice& choice, const Exit& twice,
+               ClientOptions* options) {
+  int given =
+      !choice.token.empty() + !choice.file.empty() + !choice.command.empty();
   if (given == 0) return false;
   if (given > 1) throw twice;
   options->token = choice.token;
@@ -147,20 +167,15 @@ bool TakeToken(const TokenChoice& choice, const Exit& twice, ClientOptions* opti
 
 Global ParseGlobal(int argc, char** argv) {
   Global g;
-  std::string server, server_key, token, token_file, token_command, device, state_dir, timeout;
+  std::string server, server_key, token, token_file, token_command, device,
+      state_dir, timeout;
   po::options_description opts;
-  opts.add_options()
-      ("config,c", po::value(&g.config_path))
-      ("server,s", po::value(&server))
-      ("server-key,k", po::value(&server_key))
-      ("token,t", po::value(&token))
-      ("token-file", po::value(&token_file))
-      ("token-command", po::value(&token_command))
-      ("device", po::value(&device))
-      ("state-dir", po::value(&state_dir))
-      ("timeout", po::value(&timeout))
-      ("json", po::bool_switch(&g.json))
-      ("help,h", "");
+  opts.add_options()("config,c", po::value(&g.config_path))(
+      "server,s", po::value(&server))("server-key,k", po::value(&server_key))(
+      "token,t", po::value(&token))("token-file", po::value(&token_file))(
+      "token-command", po::value(&token_command))("device", po::value(&device))(
+      "state-dir", po::value(&state_dir))("timeout", po::value(&timeout))(
+      "json", po::bool_switch(&g.json))("help,h", "");
   po::variables_map vm;
   try {
     po::store(po::command_line_parser(argc, argv).options(opts).run(), vm);
@@ -173,15 +188,17 @@ Global ParseGlobal(int argc, char** argv) {
     throw Exit{EX_OK, ""};
   }
   // The config file: the same names as the long options.
-  std::string file = g.config_path.empty() ? DefaultConfigPath() : g.config_path;
+  std::string file =
+      g.config_path.empty() ? DefaultConfigPath() : g.config_path;
   std::map<std::string, std::string> conf;
   if (!file.empty()) {
     std::ifstream in(file);
     if (!in) throw Exit{EX_CONFIG, file + ": cannot read the file"};
-    Status s = ParseConfigFile(in, file,
-                               {"server", "server-key", "token", "token-file", "token-command",
-                                "device", "state-dir", "timeout"},
-                               &conf);
+    Status s =
+        ParseConfigFile(in, file,
+                        {"server", "server-key", "token", "token-file",
+                         "token-command", "device", "state-dir", "timeout"},
+                        &conf);
     if (!s.ok()) throw Exit{EX_CONFIG, s.message()};
   }
   auto pick = [&](const std::string& flag, const char* key,
@@ -195,10 +212,12 @@ Global ParseGlobal(int argc, char** argv) {
   };
   g.client.server = pick(server, "server", "NATTER_SERVER");
   g.client.server_key = pick(server_key, "server-key", nullptr);
-  if (CurveKey key; !g.client.server_key.empty() && !ParseCurveKey(g.client.server_key, &key)) {
-    throw Exit{server_key.empty() ? EX_CONFIG : EX_USAGE,
-               (server_key.empty() ? file + ": server-key" : std::string("-k")) +
-                   ": not a CURVE key (" + kCurveKeyForms + ")"};
+  if (CurveKey key; !g.client.server_key.empty() &&
+                    !ParseCurveKey(g.client.server_key, &key)) {
+    throw Exit{
+        server_key.empty() ? EX_CONFIG : EX_USAGE,
+        (server_key.empty() ? file + ": server-key" : std::string("-k")) +
+            ": not a CURVE key (" + kCurveKeyForms + ")"};
   }
   g.client.device = pick(device, "device", nullptr);
   if (g.client.device.empty()) g.client.device = "default";
@@ -212,14 +231,17 @@ Global ParseGlobal(int argc, char** argv) {
   // The flags' choice of token, else $NATTER_TOKEN, else the file's.
   const char* env = std::getenv("NATTER_TOKEN");
   if (!TakeToken({token, token_file, token_command},
-                 {EX_USAGE, "give one of -t, --token-file and --token-command"}, &g.client) &&
+                 {EX_USAGE, "give one of -t, --token-file and --token-command"},
+                 &g.client) &&
       !TakeToken({env != nullptr ? env : "", "", ""}, {}, &g.client) &&
       !TakeToken({conf["token"], conf["token-file"], conf["token-command"]},
-                 {EX_CONFIG, file + ": give one of token, token-file and token-command"},
+                 {EX_CONFIG,
+                  file + ": give one of token, token-file and token-command"},
                  &g.client)) {
-    throw Exit{EX_USAGE,
-               "no token: give -t TOKEN, --token-file FILE, --token-command COMMAND, "
-               "$NATTER_TOKEN or one of them in the config"};
+    throw Exit{
+        EX_USAGE,
+        "no token: give -t TOKEN, --token-file FILE, --token-command COMMAND, "
+        "$NATTER_TOKEN or one of them in the config"};
   }
   return g;
 }
@@ -232,7 +254,8 @@ MessageId ParseMessageId(const std::string& text) {
 
 UserId ParsePeer(const std::string& text) {
   auto v = ParseUint(text);
-  if (!v || *v == 0) throw Exit{EX_USAGE, "'" + text + "' is not a user id (a number above 0)"};
+  if (!v || *v == 0)
+    throw Exit{EX_USAGE, "'" + text + "' is not a user id (a number above 0)"};
   return UserId(*v);
 }
 
@@ -268,7 +291,8 @@ Incoming Await(Client& client, uint64_t request, const std::string& command) {
     for (Incoming& item : in) {
       if (item.request != request) continue;
       if (item.kind == Incoming::Kind::kError) {
-        throw Exit{ExitCodeFor(item.error.code()), command + ": " + item.error.message()};
+        throw Exit{ExitCodeFor(item.error.code()),
+                   command + ": " + item.error.message()};
       }
       return std::move(item);
     }
@@ -288,12 +312,14 @@ std::vector<std::string> Positionals(const std::string& command,
   for (const auto& a : args) {
     if (a != "--") out.push_back(a);
   }
-  if (out.size() != count) throw Exit{EX_USAGE, std::string("usage: natter ") + usage};
+  if (out.size() != count)
+    throw Exit{EX_USAGE, std::string("usage: natter ") + usage};
   return out;
 }
 
 void PrintJsonLine(const nlohmann::json& j) {
-  std::cout << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+  std::cout << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)
+            << "\n";
 }
 
 // A history item or a chat: a JSON line with --json, else a line of text.
@@ -310,35 +336,32 @@ int HistoryCommand(const Global& g, const std::vector<std::string>& args) {
   std::string peer_text, at, before, after;
   uint32_t limit = kDefaultHistoryPage;
   po::options_description opts;
-  opts.add_options()
-      ("peer", po::value(&peer_text))
-      ("at", po::value(&at))
-      ("before", po::value(&before))
-      ("after", po::value(&after))
-      ("limit", UintValue("limit", &limit));
+  opts.add_options()("peer", po::value(&peer_text))("at", po::value(&at))(
+      "before", po::value(&before))("after", po::value(&after))(
+      "limit", UintValue("limit", &limit));
   po::positional_options_description pos;
   pos.add("peer", 1);
-  try {
-    po::variables_map vm;
-    po::store(po::command_line_parser(args).options(opts).positional(pos).run(), vm);
-    po::notify(vm);
-  } catch (const po::error& e) {
-    throw Exit{EX_USAGE, std::string("history: ") + e.what()};
-  }
+  ParseCommand("history", args, opts, pos);
   if (peer_text.empty()) {
-    throw Exit{EX_USAGE, "usage: natter history PEER [--at TIME | --before ID | --after ID] [--limit N]"};
+    throw Exit{EX_USAGE,
+               "usage: natter history PEER [--at TIME | --before ID | --after "
+               "ID] [--limit N]"};
   }
   History q;
   q.peer = ParsePeer(peer_text);
   int given = !at.empty() + !before.empty() + !after.empty();
-  if (given > 1) throw Exit{EX_USAGE, "history: give one of --at, --before and --after"};
+  if (given > 1)
+    throw Exit{EX_USAGE, "history: give one of --at, --before and --after"};
   if (limit == 0 || limit > kMaxHistoryPage) {
-    throw Exit{EX_USAGE, "history: --limit is 1 to " + std::to_string(kMaxHistoryPage)};
+    throw Exit{EX_USAGE,
+               "history: --limit is 1 to " + std::to_string(kMaxHistoryPage)};
   }
   q.limit = limit;
   if (!at.empty()) {
     auto t = ParseTime(at);
-    if (!t) throw Exit{EX_USAGE, "history: --at: '" + at + "' is not RFC 3339 or milliseconds"};
+    if (!t)
+      throw Exit{EX_USAGE,
+                 "history: --at: '" + at + "' is not RFC 3339 or milliseconds"};
     q.mode = HistoryMode::kAt;
     q.bound = *t;
   } else if (!before.empty()) {
@@ -350,11 +373,13 @@ int HistoryCommand(const Global& g, const std::vector<std::string>& args) {
   }
   auto client = ConnectOneShot(g);
   Incoming page = Await(*client, client->GetHistory(q), "history");
-  for (const HistoryItem& item : page.history.messages) PrintItem(g, item, client->user());
+  for (const HistoryItem& item : page.history.messages)
+    PrintItem(g, item, client->user());
   return EX_OK;
 }
 
-int ReactCommand(const Global& g, const std::vector<std::string>& args, bool set) {
+int ReactCommand(const Global& g, const std::vector<std::string>& args,
+                 bool set) {
   const char* usage = set ? "react PEER MSG_ID EMOJI" : "unreact PEER MSG_ID";
   auto a = Positionals(set ? "react" : "unreact", args, set ? 3 : 2, usage);
   UserId peer = ParsePeer(a[0]);
@@ -363,7 +388,9 @@ int ReactCommand(const Global& g, const std::vector<std::string>& args, bool set
   if (set) emoji = a[2];
   natter::React check{peer, id, emoji};
   Status s = ValidateReact(check);
-  if (!s.ok()) throw Exit{ExitCodeFor(s.code()), std::string(set ? "react" : "unreact") + ": " + s.message()};
+  if (!s.ok())
+    throw Exit{ExitCodeFor(s.code()),
+               std::string(set ? "react" : "unreact") + ": " + s.message()};
   auto client = ConnectOneShot(g);
   Await(*client, client->React(peer, id, emoji), set ? "react" : "unreact");
   return EX_OK;
@@ -384,7 +411,8 @@ int ChatsCommand(const Global& g, const std::vector<std::string>& args) {
   Chats query;
   for (;;) {
     Incoming page = Await(*client, client->GetChats(query), "chats");
-    for (const ChatItem& chat : page.chats.chats) PrintItem(g, chat, client->user());
+    for (const ChatItem& chat : page.chats.chats)
+      PrintItem(g, chat, client->user());
     if (!page.chats.more || page.chats.chats.empty()) return EX_OK;
     query = NextChatsPage(page.chats);
   }
@@ -394,17 +422,13 @@ int Send(const Global& g, const std::vector<std::string>& args) {
   std::vector<std::string> words;
   bool trace = false;
   po::options_description opts;
-  opts.add_options()("words", po::value(&words))("trace", po::bool_switch(&trace));
+  opts.add_options()("words", po::value(&words))("trace",
+                                                 po::bool_switch(&trace));
   po::positional_options_description pos;
   pos.add("words", -1);
-  try {
-    po::variables_map vm;
-    po::store(po::command_line_parser(args).options(opts).positional(pos).run(), vm);
-    po::notify(vm);
-  } catch (const po::error& e) {
-    throw Exit{EX_USAGE, std::string("send: ") + e.what()};
-  }
-  if (words.empty()) throw Exit{EX_USAGE, "send: which user? natter send PEER [TEXT...]"};
+  ParseCommand("send", args, opts, pos);
+  if (words.empty())
+    throw Exit{EX_USAGE, "send: which user? natter send PEER [TEXT...]"};
   UserId peer = ParsePeer(words[0]);
   bool from_stdin = words.size() == 1;
   std::string text;
@@ -460,21 +484,16 @@ int Listen(const Global& g, const std::vector<std::string>& args) {
   uint64_t count = 0;
   std::string for_text;
   po::options_description opts;
-  opts.add_options()
-      ("count", UintValue("count", &count))
-      ("for", po::value(&for_text));
-  po::variables_map vm;
-  try {
-    po::store(po::command_line_parser(args).options(opts).run(), vm);
-    po::notify(vm);
-  } catch (const po::error& e) {
-    throw Exit{EX_USAGE, std::string("listen: ") + e.what()};
-  }
+  opts.add_options()("count", UintValue("count", &count))("for",
+                                                          po::value(&for_text));
+  ParseCommand("listen", args, opts);
   auto start = std::chrono::steady_clock::now();
   std::chrono::milliseconds limit{0};
   if (!for_text.empty()) {
     auto secs = ParseDuration(for_text);
-    if (!secs) throw Exit{EX_USAGE, "listen: --for: '" + for_text + "' is not a number of seconds"};
+    if (!secs)
+      throw Exit{EX_USAGE, "listen: --for: '" + for_text +
+                               "' is not a number of seconds"};
     limit = std::chrono::seconds(*secs);
   }
   // Watching the connection: after frontd restarts, what was missed is
@@ -488,18 +507,22 @@ int Listen(const Global& g, const std::vector<std::string>& args) {
   std::vector<Incoming> in;
   while (!g_interrupted) {
     if (count > 0 && messages >= count) break;
-    if (limit.count() > 0 && std::chrono::steady_clock::now() - start >= limit) break;
+    if (limit.count() > 0 && std::chrono::steady_clock::now() - start >= limit)
+      break;
     in.clear();
     size_t room = count > 0 ? static_cast<size_t>(count - messages) : 0;
     client.Poll(100, &in, room);
     for (const Incoming& item : in) {
       if (item.kind == Incoming::Kind::kError) {
-        std::cerr << "natter: listen: " << Printable(item.error.message()) << "\n";
+        std::cerr << "natter: listen: " << Printable(item.error.message())
+                  << "\n";
         return ExitCodeFor(item.error.code());
       }
       if (item.kind == Incoming::Kind::kLink) continue;
       Print(g, item);
-      if (item.kind == Incoming::Kind::kEvent && item.event.message() != nullptr) ++messages;
+      if (item.kind == Incoming::Kind::kEvent &&
+          item.event.message() != nullptr)
+        ++messages;
     }
   }
   Status s = client.Flush();
@@ -528,14 +551,9 @@ int RpcCommand(const Global& g, const std::vector<std::string>& args) {
   std::string timeout;
   po::options_description opts;
   opts.add_options()("timeout", po::value(&timeout));
-  try {
-    po::variables_map vm;
-    po::store(po::command_line_parser(args).options(opts).run(), vm);
-    po::notify(vm);
-  } catch (const po::error& e) {
-    throw Exit{EX_USAGE, std::string("rpc: ") + e.what()};
-  }
-  int wait_ms = timeout.empty() ? g.client.timeout_ms : TimeoutMs(timeout, "rpc: --timeout");
+  ParseCommand("rpc", args, opts);
+  int wait_ms = timeout.empty() ? g.client.timeout_ms
+                                : TimeoutMs(timeout, "rpc: --timeout");
   try {
     return RunRpc(g.client, wait_ms, g_interrupted);
   } catch (const std::invalid_argument& e) {
@@ -548,7 +566,8 @@ int Main(int argc, char** argv) {
 
   size_t sub = SubcommandIndex(argc, argv);
   Global g = ParseGlobal(static_cast<int>(sub), argv);
-  if (sub >= static_cast<size_t>(argc)) throw Exit{EX_USAGE, "no command; see natter -h"};
+  if (sub >= static_cast<size_t>(argc))
+    throw Exit{EX_USAGE, "no command; see natter -h"};
   std::string command = argv[sub];
   std::vector<std::string> args(argv + sub + 1, argv + argc);
   if (command == "send") return Send(g, args);
@@ -571,7 +590,8 @@ int main(int argc, char** argv) {
     return natter::Main(argc, argv);
   } catch (const natter::Exit& e) {
     // One line, whatever the server or the arguments held.
-    if (!e.message.empty()) std::cerr << "natter: " << natter::Printable(e.message) << "\n";
+    if (!e.message.empty())
+      std::cerr << "natter: " << natter::Printable(e.message) << "\n";
     return e.code;
   } catch (const std::exception& e) {
     std::cerr << "natter: " << e.what() << "\n";

@@ -59,7 +59,9 @@ class Params {
       return std::nullopt;
     }
     auto n = PositiveNumber(*v);
-    if (!n) Fail(std::string("'") + name + "' is a number above 0 (or a string of digits)");
+    if (!n)
+      Fail(std::string("'") + name +
+           "' is a number above 0 (or a string of digits)");
     return n;
   }
   std::optional<std::string> String(const char* name, bool optional = false) {
@@ -76,7 +78,8 @@ class Params {
   }
   // Called last: names what was not taken.
   void CheckAllTaken() {
-    if (!left_.empty()) Fail("'" + *left_.begin() + "' is not a parameter of " + method_);
+    if (!left_.empty())
+      Fail("'" + *left_.begin() + "' is not a parameter of " + method_);
   }
   void Fail(const std::string& message) {
     if (error_.empty()) error_ = message;
@@ -134,7 +137,8 @@ void ParseHistory(Params& p, RpcCall* c) {
 
 // The page after the chat with before_peer whose last message is before.
 void ParseChats(Params& p, RpcCall* c) {
-  if (p.Has("before") != p.Has("before_peer")) p.Fail("give both 'before' and 'before_peer', or neither");
+  if (p.Has("before") != p.Has("before_peer"))
+    p.Fail("give both 'before' and 'before_peer', or neither");
   if (p.Has("before")) {
     c->chats.before_id = MessageId(p.Number("before").value_or(0));
     c->chats.before_peer = UserId(p.Number("before_peer").value_or(0));
@@ -180,7 +184,9 @@ void ParseMethod(const nlohmann::json& params, RpcCall* c) {
   }
   if (method == nullptr) {
     c->error = kRpcMethodNotFound;
-    c->error_message = "'" + c->method + "' is not a method (send, react, unreact, seen, history, chats)";
+    c->error_message =
+        "'" + c->method +
+        "' is not a method (send, react, unreact, seen, history, chats)";
     return;
   }
   Params p(params, c->method);
@@ -231,7 +237,8 @@ RpcCall ParseRpcLine(const std::string& line) {
       return invalid("'" + k + "' is not a member of a request");
     }
   }
-  if (j.contains("jsonrpc") && j["jsonrpc"] != "2.0") return invalid("'jsonrpc' is \"2.0\"");
+  if (j.contains("jsonrpc") && j["jsonrpc"] != "2.0")
+    return invalid("'jsonrpc' is \"2.0\"");
   if (!j.contains("method") || !j["method"].is_string()) {
     return invalid("'method' is missing or not a string");
   }
@@ -318,12 +325,13 @@ class RpcSession {
   const int wait_ms_;
   const std::atomic<bool>& interrupted_;
 
-  std::map<uint64_t, Owed> owed_;                        // request id -> request
-  std::map<std::string, std::vector<Owed>> owed_sends_;  // client_msg_id -> sends
+  std::map<uint64_t, Owed> owed_;  // request id -> request
+  std::map<std::string, std::vector<Owed>>
+      owed_sends_;  // client_msg_id -> sends
   size_t owed_count_ = 0;
   Status over_;  // Incoming::SessionOver
 
-  std::string buffer_;      // the line read so far
+  std::string buffer_;  // the line read so far
   bool input_open_ = true;
   bool discarding_ = false;  // inside a line longer than kMaxLine
   std::chrono::steady_clock::time_point input_end_ =
@@ -349,9 +357,11 @@ bool RpcSession::Going() const {
 
 void RpcSession::Turn() {
   bool want_input = input_open_ && owed_count_ < kWindow;
-  zmq::pollitem_t items[2] = {client_->PollItem(), {nullptr, STDIN_FILENO, ZMQ_POLLIN, 0}};
+  zmq::pollitem_t items[2] = {client_->PollItem(),
+                              {nullptr, STDIN_FILENO, ZMQ_POLLIN, 0}};
   int rc = zmq_poll(items, want_input ? 2 : 1, 100);
-  if (want_input && rc > 0 && (items[1].revents & (ZMQ_POLLIN | ZMQ_POLLERR))) ReadInput();
+  if (want_input && rc > 0 && (items[1].revents & (ZMQ_POLLIN | ZMQ_POLLERR)))
+    ReadInput();
   in_.clear();
   client_->Poll(0, &in_);
   for (const Incoming& item : in_) Take(item);
@@ -374,9 +384,9 @@ void RpcSession::TakeInput(const char* bytes, size_t n) {
     }
     if (!discarding_) buffer_ += ch;
     if (buffer_.size() > kMaxLine) {
-      PrintLine(RpcErrorReply(nullptr, kRpcInvalidRequest,
-                              "a request line is at most " + std::to_string(kMaxLine) +
-                                  " bytes"));
+      PrintLine(RpcErrorReply(
+          nullptr, kRpcInvalidRequest,
+          "a request line is at most " + std::to_string(kMaxLine) + " bytes"));
       buffer_.clear();
       discarding_ = true;
     }
@@ -385,7 +395,8 @@ void RpcSession::TakeInput(const char* bytes, size_t n) {
 
 // A line ends: carried out unless blank or too long.
 void RpcSession::EndOfLine() {
-  if (!discarding_ && !buffer_.empty() && buffer_.back() == '\r') buffer_.pop_back();
+  if (!discarding_ && !buffer_.empty() && buffer_.back() == '\r')
+    buffer_.pop_back();
   if (!discarding_ && buffer_.find_first_not_of(" \t") != std::string::npos) {
     CarryOut(buffer_);
   }
@@ -397,7 +408,8 @@ void RpcSession::EndOfLine() {
 // newline counts as it is.
 void RpcSession::EndOfInput() {
   input_open_ = false;
-  input_end_ = std::chrono::steady_clock::now() + std::chrono::milliseconds(wait_ms_);
+  input_end_ =
+      std::chrono::steady_clock::now() + std::chrono::milliseconds(wait_ms_);
   if (!buffer_.empty() && !discarding_) CarryOut(buffer_);
   buffer_.clear();
 }
@@ -405,8 +417,11 @@ void RpcSession::EndOfInput() {
 void RpcSession::CarryOut(const std::string& line) {
   RpcCall c = ParseRpcLine(line);
   if (c.error != 0) {
-    if (c.notification && c.error != kRpcParseError && c.error != kRpcInvalidRequest) return;
-    const char* name = c.error > 0 ? ErrorCodeName(static_cast<ErrorCode>(c.error)) : nullptr;
+    if (c.notification && c.error != kRpcParseError &&
+        c.error != kRpcInvalidRequest)
+      return;
+    const char* name =
+        c.error > 0 ? ErrorCodeName(static_cast<ErrorCode>(c.error)) : nullptr;
     PrintLine(RpcErrorReply(c.id, c.error, c.error_message, name));
     return;
   }
@@ -434,7 +449,8 @@ void RpcSession::Take(const Incoming& in) {
   switch (in.kind) {
     case Incoming::Kind::kEvent:
     case Incoming::Kind::kLink:
-      PrintLine({{"jsonrpc", "2.0"}, {"method", "event"}, {"params", ToJson(in)}});
+      PrintLine(
+          {{"jsonrpc", "2.0"}, {"method", "event"}, {"params", ToJson(in)}});
       return;
     case Incoming::Kind::kProcessed:
     case Incoming::Kind::kError:
@@ -479,7 +495,8 @@ std::vector<RpcSession::Owed> RpcSession::Settle(const Incoming& in) {
                                 ? in.processed.client_msg_id
                                 : in.client_msg_id;
   std::vector<Owed> done;
-  if (auto it = owed_sends_.find(cmid); !cmid.empty() && it != owed_sends_.end()) {
+  if (auto it = owed_sends_.find(cmid);
+      !cmid.empty() && it != owed_sends_.end()) {
     done = std::move(it->second);
     owed_sends_.erase(it);
     owed_count_ -= done.size();
@@ -501,7 +518,8 @@ std::optional<RpcSession::Owed> RpcSession::SettleRequest(uint64_t request) {
 void RpcSession::FailOwed() {
   Status late(ErrorCode::kUnavailable,
               interrupted_ ? "interrupted before the answer came"
-                           : "no answer within " + std::to_string(wait_ms_ / 1000) + "s");
+                           : "no answer within " +
+                                 std::to_string(wait_ms_ / 1000) + "s");
   if (!over_.ok()) late = over_;
   for (const auto& [request, o] : owed_) ReplyError(o, late);
   for (const auto& [cmid, list] : owed_sends_) {
@@ -534,7 +552,8 @@ int RpcSession::ExitCode() {
 }
 
 void RpcSession::PrintLine(const nlohmann::json& j) {
-  std::string line = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  std::string line =
+      j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   line += '\n';
   if (std::fwrite(line.data(), 1, line.size(), stdout) != line.size() ||
       std::fflush(stdout) != 0) {
@@ -548,7 +567,8 @@ void RpcSession::Reply(const Owed& o, nlohmann::json result) {
 
 void RpcSession::ReplyError(const Owed& o, const Status& s) {
   if (o.reply) {
-    PrintLine(RpcErrorReply(o.id, static_cast<int>(s.code()), o.method + ": " + s.message(),
+    PrintLine(RpcErrorReply(o.id, static_cast<int>(s.code()),
+                            o.method + ": " + s.message(),
                             ErrorCodeName(s.code())));
   }
 }
@@ -564,7 +584,8 @@ nlohmann::json RpcSession::PageResult(const Incoming& in) {
     result["more"] = in.history.more;
   } else if (in.kind == Incoming::Kind::kChats) {
     result["chats"] = nlohmann::json::array();
-    for (const ChatItem& chat : in.chats.chats) result["chats"].push_back(ToJson(chat));
+    for (const ChatItem& chat : in.chats.chats)
+      result["chats"].push_back(ToJson(chat));
     result["more"] = in.chats.more;
   }
   return result;

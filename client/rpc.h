@@ -16,9 +16,8 @@
 
 #include <atomic>
 #include <cstdio>
-#include <string>
-
 #include <nlohmann/json.hpp>
+#include <string>
 
 #include "client/client.h"
 
@@ -37,17 +36,17 @@ enum RpcError : int {
 // arguments, or the error reply it gets.  Kept apart from the connection
 // so that a test can feed it any line.
 struct RpcCall {
-  nlohmann::json id;      // null when the request has none or is broken
+  nlohmann::json id;          // null when the request has none or is broken
   bool notification = false;  // no id: no reply
   std::string method;
   // The arguments, by method.
-  UserId peer;            // send: to; others: peer
-  std::string text;       // send
-  std::string client_msg_id;  // send, optional
-  MessageId message;      // react, unreact, seen
+  UserId peer;                       // send: to; others: peer
+  std::string text;                  // send
+  std::string client_msg_id;         // send, optional
+  MessageId message;                 // react, unreact, seen
   std::optional<std::string> emoji;  // react
-  History history;        // history
-  Chats chats;            // chats: the page after a chat, if given
+  History history;                   // history
+  Chats chats;                       // chats: the page after a chat, if given
   // Set when the line cannot be carried out: the error reply's code and
   // message.
   int error = 0;

@@ -22,7 +22,8 @@ namespace {
 // The first line of text, without a trailing \r or spaces.
 std::string FirstLine(const std::string& text) {
   std::string line = text.substr(0, text.find('\n'));
-  while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) line.pop_back();
+  while (!line.empty() && (line.back() == '\r' || line.back() == ' '))
+    line.pop_back();
   return line;
 }
 
@@ -38,7 +39,8 @@ bool RunShell(const std::string& command, int timeout_ms, std::string* out,
   }
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null",
+                                   O_RDONLY, 0);
   posix_spawn_file_actions_adddup2(&actions, fds[1], STDOUT_FILENO);
   // Its own process group, so that a command that hangs goes whole; and
   // the signals natter ignores (SIGPIPE) back to their defaults.
@@ -49,10 +51,12 @@ bool RunShell(const std::string& command, int timeout_ms, std::string* out,
   sigaddset(&defaults, SIGPIPE);
   posix_spawnattr_setsigdefault(&attr, &defaults);
   posix_spawnattr_setpgroup(&attr, 0);
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGDEF);
+  posix_spawnattr_setflags(&attr,
+                           POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGDEF);
   const char* argv[] = {"/bin/sh", "-c", command.c_str(), nullptr};
   pid_t pid;
-  int rc = posix_spawn(&pid, "/bin/sh", &actions, &attr, const_cast<char**>(argv), environ);
+  int rc = posix_spawn(&pid, "/bin/sh", &actions, &attr,
+                       const_cast<char**>(argv), environ);
   posix_spawn_file_actions_destroy(&actions);
   posix_spawnattr_destroy(&attr);
   ::close(fds[1]);
@@ -63,7 +67,8 @@ bool RunShell(const std::string& command, int timeout_ms, std::string* out,
   }
   // A token is one short line: more than a few of them is not read.
   const size_t kMaxOutput = 4 * kMaxTokenBytes;
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
   bool timed_out = false;
   char buf[4096];
   for (;;) {
@@ -106,10 +111,12 @@ TokenSource TokenFile(const std::string& path) {
   return [path](std::string* token) {
     std::string line;
     if (!ReadFirstLine(path, &line)) {
-      return Status(ErrorCode::kTokenMalformed, "token file " + path + ": cannot read it");
+      return Status(ErrorCode::kTokenMalformed,
+                    "token file " + path + ": cannot read it");
     }
     if (line.empty()) {
-      return Status(ErrorCode::kTokenMalformed, "token file " + path + ": the first line is empty");
+      return Status(ErrorCode::kTokenMalformed,
+                    "token file " + path + ": the first line is empty");
     }
     *token = line;
     return Status::Ok();
@@ -125,15 +132,18 @@ TokenSource TokenCommand(const std::string& command, int timeout_ms) {
       return Status(ErrorCode::kUnavailable, what + why);
     }
     if (WIFSIGNALED(status)) {
-      return Status(ErrorCode::kUnavailable,
-                    what + "killed by signal " + std::to_string(WTERMSIG(status)));
+      return Status(
+          ErrorCode::kUnavailable,
+          what + "killed by signal " + std::to_string(WTERMSIG(status)));
     }
     if (WEXITSTATUS(status) != 0) {
-      return Status(ErrorCode::kUnavailable,
-                    what + "exited with " + std::to_string(WEXITSTATUS(status)));
+      return Status(
+          ErrorCode::kUnavailable,
+          what + "exited with " + std::to_string(WEXITSTATUS(status)));
     }
     std::string line = FirstLine(out);
-    if (line.empty()) return Status(ErrorCode::kUnavailable, what + "printed no token");
+    if (line.empty())
+      return Status(ErrorCode::kUnavailable, what + "printed no token");
     *token = line;
     return Status::Ok();
   };

@@ -1,11 +1,10 @@
 #include "common/config.h"
 
+#include <boost/program_options.hpp>
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
-
-#include <boost/program_options.hpp>
 
 #include "common/text.h"
 
@@ -36,23 +35,23 @@ bool Declared(const std::string& section, const std::string& name) {
 
 // Reading an option the table does not declare is a mistake in the code,
 // not in the configuration: it fails loudly (DaemonMain exits EX_SOFTWARE).
-[[noreturn]] void Undeclared(const std::string& section, const std::string& name) {
-  throw std::logic_error("option '" + name + "' is not declared for [" + section +
-                         "] or [cell] in common/options.cc");
+[[noreturn]] void Undeclared(const std::string& section,
+                             const std::string& name) {
+  throw std::logic_error("option '" + name + "' is not declared for [" +
+                         section + "] or [cell] in common/options.cc");
 }
 
 po::options_description GeneralOptions(DaemonFlags* flags) {
   po::options_description general("General options");
-  general.add_options()
-      ("config,c", po::value(&flags->config_path), "configuration file")
-      ("check,n", po::bool_switch(&flags->check_only),
-       "check the configuration and exit")
-      ("syslog", po::bool_switch(&flags->use_syslog), "log to syslog")
-      ("log-file", po::value(&flags->log_file),
-       "append the log to this file (reopened on SIGHUP)")
-      ("log-level", po::value(&flags->log_level),
-       "debug, info, warn or error")
-      ("help,h", po::bool_switch(&flags->help), "this help");
+  general.add_options()("config,c", po::value(&flags->config_path),
+                        "configuration file")(
+      "check,n", po::bool_switch(&flags->check_only),
+      "check the configuration and exit")(
+      "syslog", po::bool_switch(&flags->use_syslog), "log to syslog")(
+      "log-file", po::value(&flags->log_file),
+      "append the log to this file (reopened on SIGHUP)")(
+      "log-level", po::value(&flags->log_level), "debug, info, warn or error")(
+      "help,h", po::bool_switch(&flags->help), "this help");
   return general;
 }
 
@@ -84,8 +83,10 @@ Status ParseConfigFile(std::istream& in, const std::string& name,
       continue;
     }
     size_t eq = line.find('=');
-    std::string key = eq == std::string::npos ? "" : TrimBlanks(line.substr(0, eq));
-    if (key.empty()) return error("not a [section], a key = value or a # comment");
+    std::string key =
+        eq == std::string::npos ? "" : TrimBlanks(line.substr(0, eq));
+    if (key.empty())
+      return error("not a [section], a key = value or a # comment");
     if (!section.empty()) key = section + "." + key;
     if (!known.count(key)) return error("unknown key " + key);
     if (!out->emplace(key, TrimBlanks(line.substr(eq + 1))).second) {
@@ -152,7 +153,8 @@ Status Config::Load(const std::string& section, int argc, char** argv,
     std::string file_key = std::string(o.section) + "." + o.name;
     auto in_file = file_values.find(file_key);
     if (in_file != file_values.end()) value = in_file->second;
-    if (flag_values.count(o.name)) value = flag_values[o.name].as<std::string>();
+    if (flag_values.count(o.name))
+      value = flag_values[o.name].as<std::string>();
     config->values_[o.name] = value;
   }
   return Status::Ok();
@@ -195,8 +197,9 @@ Status Config::GetUint(const std::string& name, uint64_t* out) const {
 Status Config::GetDuration(const std::string& name, uint64_t* seconds) const {
   auto v = ParseDuration(Get(name));
   if (!v) {
-    return Status(ErrorCode::kBadRequest,
-                  name + ": '" + Get(name) + "' is not a duration (90s, 15m, 24h, 7d)");
+    return Status(
+        ErrorCode::kBadRequest,
+        name + ": '" + Get(name) + "' is not a duration (90s, 15m, 24h, 7d)");
   }
   *seconds = *v;
   return Status::Ok();

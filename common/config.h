@@ -31,9 +31,9 @@ extern const std::vector<OptionSpec> kOptions;
 // The flags every daemon takes besides its keys.
 struct DaemonFlags {
   std::string config_path;
-  bool check_only = false;   // -n: check the configuration and exit
+  bool check_only = false;  // -n: check the configuration and exit
   bool use_syslog = false;
-  std::string log_file;      // --log-file: append here, reopen on SIGHUP
+  std::string log_file;  // --log-file: append here, reopen on SIGHUP
   std::string log_level = "info";
   bool help = false;
 };

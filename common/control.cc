@@ -27,18 +27,21 @@ Status AskControl(zmq::context_t& ctx, const std::string& endpoint,
                   int timeout_ms, std::string* answer) {
   zmq::socket_t socket(ctx, zmq::socket_type::dealer);
   socket.set(zmq::sockopt::linger, 0);
-  socket.set(zmq::sockopt::maxmsgsize, static_cast<int64_t>(kMaxDaemonFrameBytes) * 4);
+  socket.set(zmq::sockopt::maxmsgsize,
+             static_cast<int64_t>(kMaxDaemonFrameBytes) * 4);
   Status s = ConnectTo(socket, me, endpoint);
   if (!s.ok()) return s;
   socket.send(zmq::buffer(request), zmq::send_flags::dontwait);
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
   while (true) {
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
                     deadline - std::chrono::steady_clock::now())
                     .count();
     if (left <= 0) {
       return Status(ErrorCode::kUnavailable,
-                    endpoint.substr(0, endpoint.find('@')) + " did not answer within " +
+                    endpoint.substr(0, endpoint.find('@')) +
+                        " did not answer within " +
                         std::to_string(timeout_ms / 1000.0).substr(0, 4) + "s");
     }
     std::vector<zmq::pollitem_t> items = {{socket.handle(), 0, ZMQ_POLLIN, 0}};
@@ -87,7 +90,8 @@ void ControlServer::Serve(const StatsFn& stats, const CommandFn& command) {
   if (http_) ServeHttp(stats);
 }
 
-std::string ControlServer::Collect(const StatsFn& stats, std::vector<Metric>* out) {
+std::string ControlServer::Collect(const StatsFn& stats,
+                                   std::vector<Metric>* out) {
   MetricSet set;
   AddProcessMetrics(&set);
   if (stats) stats(&set);
@@ -95,7 +99,8 @@ std::string ControlServer::Collect(const StatsFn& stats, std::vector<Metric>* ou
   return daemon_;
 }
 
-void ControlServer::ServeControl(const StatsFn& stats, const CommandFn& command) {
+void ControlServer::ServeControl(const StatsFn& stats,
+                                 const CommandFn& command) {
   Parts parts;
   for (int n = 0; n < 64 && RecvParts(control_, &parts); ++n) {
     if (parts.size() != 2) continue;
@@ -154,11 +159,13 @@ void ControlServer::ServeHttp(const StatsFn& stats) {
     }
     std::string line = head.substr(0, head.find("\r\n"));
     std::string response;
-    if (line.compare(0, 13, "GET /metrics ") == 0 || line.compare(0, 6, "GET / ") == 0) {
+    if (line.compare(0, 13, "GET /metrics ") == 0 ||
+        line.compare(0, 6, "GET / ") == 0) {
       std::vector<Metric> metrics;
       std::string daemon = Collect(stats, &metrics);
-      response = HttpResponse("200 OK", "text/plain; version=0.0.4",
-                              PrometheusText(metrics, "daemon=\"" + daemon + "\""));
+      response =
+          HttpResponse("200 OK", "text/plain; version=0.0.4",
+                       PrometheusText(metrics, "daemon=\"" + daemon + "\""));
     } else {
       response = HttpResponse("404 Not Found", "text/plain", "GET /metrics\n");
     }

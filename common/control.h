@@ -4,10 +4,10 @@
 //
 // The control socket is a ROUTER that speaks the natter frame format and
 // is secured like the daemon's other sockets: CURVE, admitting only the
-// admin keys of the cell's peer keys (natterctl's), no daemon's.  The metrics endpoint is
-// plain HTTP on a ZMQ_STREAM socket: GET /metrics answers the Prometheus
-// text format; anything else gets 404.  Bind it to loopback or a private
-// network: it has no authentication.
+// admin keys of the cell's peer keys (natterctl's), no daemon's.  The metrics
+// endpoint is plain HTTP on a ZMQ_STREAM socket: GET /metrics answers the
+// Prometheus text format; anything else gets 404.  Bind it to loopback or a
+// private network: it has no authentication.
 #ifndef NATTER_COMMON_CONTROL_H_
 #define NATTER_COMMON_CONTROL_H_
 
@@ -15,7 +15,6 @@
 #include <map>
 #include <string>
 #include <vector>
-
 #include <zmq.hpp>
 
 #include "common/curve.h"

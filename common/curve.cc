@@ -34,7 +34,9 @@ std::string CurveKeyZ85(const CurveKey& key) {
   return text;
 }
 
-std::string CurveKeyHex(const CurveKey& key) { return ToHex(key.data(), key.size()); }
+std::string CurveKeyHex(const CurveKey& key) {
+  return ToHex(key.data(), key.size());
+}
 
 Status ReadCurveKey(const std::string& path, CurveKey* out) {
   std::string line;
@@ -54,7 +56,8 @@ Status WriteCurveKeyPair(const std::string& dir, const std::string& name,
   if (zmq_curve_keypair(pub, sec) != 0) {
     return Status(ErrorCode::kInternal, "libzmq has no CURVE support");
   }
-  Status s = WriteNewFile(dir + "/" + name + ".key", std::string(sec) + "\n", 0600);
+  Status s =
+      WriteNewFile(dir + "/" + name + ".key", std::string(sec) + "\n", 0600);
   if (!s.ok()) return s;
   s = WriteNewFile(dir + "/" + name + ".pub", std::string(pub) + "\n", 0644);
   if (s.ok() && public_key != nullptr) zmq_z85_decode(public_key->data(), pub);
@@ -69,7 +72,8 @@ Status ParseEndpoint(const std::string& text, Endpoint* out) {
   for (size_t length : {kHexLength, kZ85Length}) {
     if (text.size() <= length) continue;
     size_t at = text.size() - length - 1;
-    if (text[at] == '@' && ParseCurveKey(text.substr(at + 1), &out->server_key)) {
+    if (text[at] == '@' &&
+        ParseCurveKey(text.substr(at + 1), &out->server_key)) {
       out->address = text.substr(0, at);
       out->has_key = true;
       return Status::Ok();
@@ -79,7 +83,8 @@ Status ParseEndpoint(const std::string& text, Endpoint* out) {
                 text + ": the server key after '@' must be " + kCurveKeyForms);
 }
 
-Status LoadCurveIdentity(const std::string& secret_key_file, CurveIdentity* out) {
+Status LoadCurveIdentity(const std::string& secret_key_file,
+                         CurveIdentity* out) {
   *out = CurveIdentity();
   if (secret_key_file.empty()) return Status::Ok();
   Status s = ReadCurveKey(secret_key_file, &out->secret);
@@ -91,10 +96,13 @@ Status LoadCurveIdentity(const std::string& secret_key_file, CurveIdentity* out)
 
 namespace {
 
-bool IsIpc(const std::string& endpoint) { return endpoint.rfind("ipc://", 0) == 0; }
+bool IsIpc(const std::string& endpoint) {
+  return endpoint.rfind("ipc://", 0) == 0;
+}
 
-constexpr PeerRole kRoles[] = {PeerRole::kFrontd, PeerRole::kRouted, PeerRole::kStored,
-                               PeerRole::kNotifyd, PeerRole::kAdmin};
+constexpr PeerRole kRoles[] = {PeerRole::kFrontd, PeerRole::kRouted,
+                               PeerRole::kStored, PeerRole::kNotifyd,
+                               PeerRole::kAdmin};
 constexpr char kRoleDomainPrefix[] = "cell:";
 
 std::optional<PeerRole> RoleNamed(const std::string& name) {
@@ -120,11 +128,16 @@ const char kPeerKeyNaming[] =
 
 const char* PeerRoleName(PeerRole role) {
   switch (role) {
-    case PeerRole::kFrontd: return "frontd";
-    case PeerRole::kRouted: return "routed";
-    case PeerRole::kStored: return "stored";
-    case PeerRole::kNotifyd: return "notifyd";
-    case PeerRole::kAdmin: return "admin";
+    case PeerRole::kFrontd:
+      return "frontd";
+    case PeerRole::kRouted:
+      return "routed";
+    case PeerRole::kStored:
+      return "stored";
+    case PeerRole::kNotifyd:
+      return "notifyd";
+    case PeerRole::kAdmin:
+      return "admin";
   }
   return "?";
 }
@@ -153,10 +166,12 @@ Status LoadPeerKeys(const std::string& dir, PeerKeys* out) {
   while (dirent* e = ::readdir(d)) {
     std::string name = e->d_name;
     if (name.size() < 5 || name.substr(name.size() - 4) != ".pub") continue;
-    std::optional<PeerRole> role = PeerRoleOfName(name.substr(0, name.size() - 4));
+    std::optional<PeerRole> role =
+        PeerRoleOfName(name.substr(0, name.size() - 4));
     if (!role) {
-      status = Status(ErrorCode::kBadRequest,
-                      dir + "/" + name + ": the name names no role; " + kPeerKeyNaming);
+      status = Status(
+          ErrorCode::kBadRequest,
+          dir + "/" + name + ": the name names no role; " + kPeerKeyNaming);
       break;
     }
     CurveKey key;
@@ -188,8 +203,9 @@ Status ConnectTo(zmq::socket_ref socket, const CurveIdentity& me,
   if (ep.has_key && !(me.plain_ipc && IsIpc(ep.address))) {
     if (!me.enabled) {
       return Status(ErrorCode::kBadRequest,
-                    endpoint_text + " names a server key, so this daemon needs "
-                                    "a secret-key of its own");
+                    endpoint_text +
+                        " names a server key, so this daemon needs "
+                        "a secret-key of its own");
     }
     socket.set(zmq::sockopt::curve_serverkey,
                zmq::const_buffer(ep.server_key.data(), ep.server_key.size()));
@@ -210,20 +226,24 @@ Status DaemonKeys::Create(const Config& config, DaemonKeys* out) {
   DaemonKeys keys;
   keys.peer_keys_ = config.Get("peer-keys");
   Status s = LoadCurveIdentity(config.Get("secret-key"), &keys.identity_);
-  if (!s.ok()) return Status(ErrorCode::kBadRequest, "secret-key: " + s.message());
+  if (!s.ok())
+    return Status(ErrorCode::kBadRequest, "secret-key: " + s.message());
   const std::string curve_ipc = config.Get("curve-ipc");
   if (curve_ipc != "yes" && curve_ipc != "no") {
-    return Status(ErrorCode::kBadRequest, "curve-ipc: '" + curve_ipc + "' is not yes or no");
+    return Status(ErrorCode::kBadRequest,
+                  "curve-ipc: '" + curve_ipc + "' is not yes or no");
   }
   keys.identity_.plain_ipc = curve_ipc == "no";
   if (keys.identity_.enabled) {
     if (keys.peer_keys_.empty()) {
-      return Status(ErrorCode::kBadRequest,
-                    "peer-keys: a daemon with a secret-key needs the cell's peer keys");
+      return Status(
+          ErrorCode::kBadRequest,
+          "peer-keys: a daemon with a secret-key needs the cell's peer keys");
     }
     PeerKeys peers;
     s = LoadPeerKeys(keys.peer_keys_, &peers);
-    if (!s.ok()) return Status(ErrorCode::kBadRequest, "peer-keys: " + s.message());
+    if (!s.ok())
+      return Status(ErrorCode::kBadRequest, "peer-keys: " + s.message());
   }
   *out = std::move(keys);
   return Status::Ok();
@@ -233,9 +253,11 @@ Status DaemonKeys::Start(zmq::context_t& ctx) {
   if (!identity_.enabled) return Status::Ok();
   zap_ = std::make_unique<ZapHandler>(ctx);
   Status s = zap_->Start(peer_keys_);
-  if (!s.ok()) return Status(ErrorCode::kBadRequest, "peer-keys: " + s.message());
+  if (!s.ok())
+    return Status(ErrorCode::kBadRequest, "peer-keys: " + s.message());
   NLOG_INFO("event=curve public_key=%s peer_keys=%zu",
-            LogValue(CurveKeyHex(identity_.public_key)).c_str(), zap_->key_count());
+            LogValue(CurveKeyHex(identity_.public_key)).c_str(),
+            zap_->key_count());
   return Status::Ok();
 }
 
@@ -290,7 +312,8 @@ size_t ZapHandler::key_count() const {
   return allowed_.size();
 }
 
-bool ZapHandler::AdmitPeer(const std::string& domain, const std::string& address,
+bool ZapHandler::AdmitPeer(const std::string& domain,
+                           const std::string& address,
                            const CurveKey& key) const {
   std::lock_guard<std::mutex> lock(mutex_);
   auto it = allowed_.find(key);
@@ -301,8 +324,9 @@ bool ZapHandler::AdmitPeer(const std::string& domain, const std::string& address
   }
   // The domain and the roles are the daemon's own words; the address is
   // libzmq's.
-  NLOG_WARN("event=peer-refused domain=%s address=%s role=%s key=%s", domain.c_str(),
-            LogValue(address).c_str(), RolesText(roles).c_str(), CurveKeyHex(key).c_str());
+  NLOG_WARN("event=peer-refused domain=%s address=%s role=%s key=%s",
+            domain.c_str(), LogValue(address).c_str(), RolesText(roles).c_str(),
+            CurveKeyHex(key).c_str());
   return false;
 }
 

@@ -31,7 +31,6 @@
 #include <set>
 #include <string>
 #include <thread>
-
 #include <zmq.hpp>
 #include <zmq_addon.hpp>
 
@@ -102,7 +101,8 @@ struct CurveIdentity {
   CurveKey secret{};
   CurveKey public_key{};
 };
-Status LoadCurveIdentity(const std::string& secret_key_file, CurveIdentity* out);
+Status LoadCurveIdentity(const std::string& secret_key_file,
+                         CurveIdentity* out);
 
 // Makes socket a CURVE server of the domain, if the daemon has a key —
 // unless it binds an ipc:// endpoint of the cell and curve-ipc is off (no

@@ -1,18 +1,18 @@
 #include "common/daemon.h"
 
 #include <signal.h>
+#include <sodium.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
-#include <sodium.h>
 #include <sysexits.h>
 #include <unistd.h>
 
 #include <atomic>
-#include <chrono>
-#include <cstdio>
 #include <cerrno>
+#include <chrono>
 #include <cstddef>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <iostream>
@@ -67,15 +67,17 @@ void NotifySystemd(const std::string& state) {
   if (addr.sun_path[0] == '@') addr.sun_path[0] = '\0';  // abstract namespace
   int fd = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return;
-  ssize_t n = ::sendto(fd, state.data(), state.size(), MSG_NOSIGNAL,
-                       reinterpret_cast<const sockaddr*>(&addr),
-                       static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + len));
+  ssize_t n =
+      ::sendto(fd, state.data(), state.size(), MSG_NOSIGNAL,
+               reinterpret_cast<const sockaddr*>(&addr),
+               static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + len));
   (void)n;
   ::close(fd);
 }
 
 void NotifyReady() {
-  NotifySystemd("READY=1\nSTATUS=serving\nMAINPID=" + std::to_string(::getpid()));
+  NotifySystemd("READY=1\nSTATUS=serving\nMAINPID=" +
+                std::to_string(::getpid()));
   const char* fd_text = std::getenv("NATTER_READY_FD");
   if (fd_text == nullptr) return;
   auto fd = ParseUint(fd_text);
@@ -112,8 +114,8 @@ int RunDaemon(int argc, char** argv, const DaemonSpec& spec) {
   Config config;
   DaemonFlags flags;
   bool usage_error = false;
-  Status s = Config::Load(spec.section, argc, argv, &config, &flags,
-                          &usage_error);
+  Status s =
+      Config::Load(spec.section, argc, argv, &config, &flags, &usage_error);
   if (!s.ok()) {
     std::fprintf(stderr, "%s: %s\n", spec.program, s.message().c_str());
     return usage_error ? EX_USAGE : EX_CONFIG;
@@ -124,7 +126,8 @@ int RunDaemon(int argc, char** argv, const DaemonSpec& spec) {
   }
   LogLevel level;
   if (!ParseLogLevel(flags.log_level, &level)) {
-    std::fprintf(stderr, "%s: --log-level: '%s' is not debug, info, warn or error\n",
+    std::fprintf(stderr,
+                 "%s: --log-level: '%s' is not debug, info, warn or error\n",
                  spec.program, flags.log_level.c_str());
     return EX_USAGE;
   }
@@ -171,7 +174,8 @@ int RunDaemon(int argc, char** argv, const DaemonSpec& spec) {
       return s.code() == ErrorCode::kBadRequest ? EX_CONFIG : EX_UNAVAILABLE;
     }
     // Serve while waiting for the peers: requests that arrive are answered.
-    auto wait_until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    auto wait_until =
+        std::chrono::steady_clock::now() + std::chrono::seconds(10);
     while (!g_stop && !service->Ready() &&
            std::chrono::steady_clock::now() < wait_until) {
       service->RunOnce(20);
@@ -179,7 +183,8 @@ int RunDaemon(int argc, char** argv, const DaemonSpec& spec) {
     if (service->Ready()) {
       NLOG_INFO("event=ready daemon=%s", LogValue(settings.name).c_str());
     } else {
-      NLOG_WARN("event=ready daemon=%s waiting=%s", LogValue(settings.name).c_str(),
+      NLOG_WARN("event=ready daemon=%s waiting=%s",
+                LogValue(settings.name).c_str(),
                 LogValue(service->Waiting()).c_str());
     }
     const CurveIdentity* identity = service->Identity();

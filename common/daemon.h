@@ -8,7 +8,6 @@
 #include <functional>
 #include <memory>
 #include <string>
-
 #include <zmq.hpp>
 
 #include "common/config.h"
@@ -43,15 +42,17 @@ class Service {
   virtual void Stats(MetricSet*) {}
   // A control request other than stats (natterctl backup); false if the
   // daemon does not take it.  reply may be called later, from RunOnce.
-  virtual bool Control(const Frame&, const ControlServer::Reply&) { return false; }
+  virtual bool Control(const Frame&, const ControlServer::Reply&) {
+    return false;
+  }
 };
 
 // What a daemon tells the skeleton about itself; the skeleton knows no
 // daemon but through this.  Each daemon's Spec() makes its own, and its
 // main hands it to DaemonMain.
 struct DaemonSpec {
-  using MakeFn =
-      std::function<Status(const Config&, zmq::context_t&, std::unique_ptr<Service>*)>;
+  using MakeFn = std::function<Status(const Config&, zmq::context_t&,
+                                      std::unique_ptr<Service>*)>;
   DaemonSpec(const char* program, const char* section, MakeFn make)
       : program(program), section(section), make(std::move(make)) {}
 

@@ -18,7 +18,8 @@ inline void PutBigEndian(std::string* out, uint64_t v, int bytes = 8) {
 // Reads `bytes` bytes at p, most significant first.
 inline uint64_t GetBigEndian(const char* p, int bytes = 8) {
   uint64_t v = 0;
-  for (int i = 0; i < bytes; ++i) v = (v << 8) | static_cast<unsigned char>(p[i]);
+  for (int i = 0; i < bytes; ++i)
+    v = (v << 8) | static_cast<unsigned char>(p[i]);
   return v;
 }
 

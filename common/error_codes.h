@@ -9,19 +9,19 @@ namespace natter {
 
 enum class ErrorCode : uint16_t {
   kOk = 0,
-  kMalformed = 1,         // the frame could not be decoded
-  kBadRequest = 2,        // decoded, but not a request that makes sense
-  kBadData = 3,           // text or emoji not acceptable
-  kNoSession = 10,        // no hello on this connection (or it expired)
+  kMalformed = 1,   // the frame could not be decoded
+  kBadRequest = 2,  // decoded, but not a request that makes sense
+  kBadData = 3,     // text or emoji not acceptable
+  kNoSession = 10,  // no hello on this connection (or it expired)
   kTokenMalformed = 11,
   kTokenBadSignature = 12,
   kTokenExpired = 13,
   kTokenUnknownKey = 14,
-  kForbidden = 15,        // authenticated, but not allowed
+  kForbidden = 15,  // authenticated, but not allowed
   kNotFound = 20,
-  kUnavailable = 30,      // retryable: a downstream daemon is not reachable
-  kBusy = 31,             // retryable: a queue is full
-  kStorage = 32,          // retryable: the store could not write
+  kUnavailable = 30,  // retryable: a downstream daemon is not reachable
+  kBusy = 31,         // retryable: a queue is full
+  kStorage = 32,      // retryable: the store could not write
   kInternal = 40,
 };
 

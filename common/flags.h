@@ -5,13 +5,12 @@
 #ifndef NATTER_COMMON_FLAGS_H_
 #define NATTER_COMMON_FLAGS_H_
 
+#include <boost/program_options.hpp>
 #include <cstdint>
 #include <limits>
 #include <optional>
 #include <string>
 #include <type_traits>
-
-#include <boost/program_options.hpp>
 
 #include "common/text.h"
 
@@ -21,7 +20,8 @@ namespace natter {
 //   opts.add_options()("shards", UintValue("shards", &shards));
 // A number past T's range is refused as any other that is not a number.
 template <typename T>
-boost::program_options::typed_value<std::string>* UintValue(const std::string& name, T* out) {
+boost::program_options::typed_value<std::string>* UintValue(
+    const std::string& name, T* out) {
   static_assert(std::is_unsigned_v<T>, "UintValue is for unsigned numbers");
   return boost::program_options::value<std::string>()->notifier(
       [name, out](const std::string& text) {
@@ -29,7 +29,8 @@ boost::program_options::typed_value<std::string>* UintValue(const std::string& n
         if (!v || *v > std::numeric_limits<T>::max()) {
           boost::program_options::invalid_option_value error(text);
           error.set_option_name(name);
-          error.set_prefix(boost::program_options::command_line_style::allow_long);
+          error.set_prefix(
+              boost::program_options::command_line_style::allow_long);
           throw error;
         }
         *out = static_cast<T>(*v);

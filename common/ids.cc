@@ -65,7 +65,8 @@ Status IdLease::Extend(uint64_t unix_ms) {
   std::string tmp = path_ + ".new";
   std::string text = std::to_string(until) + "\n";
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) return Status(ErrorCode::kStorage, tmp + ": " + std::strerror(errno));
+  if (fd < 0)
+    return Status(ErrorCode::kStorage, tmp + ": " + std::strerror(errno));
   bool ok = ::write(fd, text.data(), text.size()) ==
                 static_cast<ssize_t>(text.size()) &&
             ::fsync(fd) == 0;

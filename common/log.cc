@@ -1,17 +1,17 @@
 #include "common/log.h"
 
+#include <sys/time.h>
 #include <syslog.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
-#include <cstring>
 #include <cstdarg>
 #include <cstdio>
+#include <cstring>
 #include <ctime>
 #include <mutex>
-#include <sys/time.h>
 
 #include "common/text.h"
 
@@ -27,10 +27,14 @@ FILE* g_file = nullptr;  // null: standard error
 
 const char* LevelName(LogLevel level) {
   switch (level) {
-    case LogLevel::kDebug: return "debug";
-    case LogLevel::kInfo: return "info";
-    case LogLevel::kWarn: return "warn";
-    case LogLevel::kError: return "error";
+    case LogLevel::kDebug:
+      return "debug";
+    case LogLevel::kInfo:
+      return "info";
+    case LogLevel::kWarn:
+      return "warn";
+    case LogLevel::kError:
+      return "error";
   }
   return "info";
 }
@@ -38,8 +42,8 @@ const char* LevelName(LogLevel level) {
 }  // namespace
 
 bool ParseLogLevel(const std::string& name, LogLevel* out) {
-  for (LogLevel l : {LogLevel::kDebug, LogLevel::kInfo, LogLevel::kWarn,
-                     LogLevel::kError}) {
+  for (LogLevel l :
+       {LogLevel::kDebug, LogLevel::kInfo, LogLevel::kWarn, LogLevel::kError}) {
     if (name == LevelName(l)) {
       *out = l;
       return true;
@@ -74,7 +78,8 @@ void LogReopen() {
   }
   if (path.empty()) return;
   if (!LogToFile(path)) {
-    const std::string error = std::strerror(errno);  // before LogValue allocates
+    const std::string error =
+        std::strerror(errno);  // before LogValue allocates
     Logf(LogLevel::kError, "event=log-reopen-failed path=%s error=%s",
          LogValue(path).c_str(), LogValue(error).c_str());
   }
@@ -109,7 +114,8 @@ void Logf(LogLevel level, const char* fmt, ...) {
   char stamp[32];
   strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%S", &tm);
   std::lock_guard<std::mutex> lock(g_mutex);
-  fprintf(g_file != nullptr ? g_file : stderr, "%s.%06ldZ %s[%d]: level=%s %s\n", stamp,
+  fprintf(g_file != nullptr ? g_file : stderr,
+          "%s.%06ldZ %s[%d]: level=%s %s\n", stamp,
           static_cast<long>(tv.tv_usec), g_program.c_str(),
           static_cast<int>(getpid()), LevelName(level), line);
 }

@@ -33,8 +33,11 @@ void Logf(LogLevel level, const char* fmt, ...)
 //   NLOG_INFO("event=open path=%s", LogValue(path).c_str());
 std::string LogValue(std::string_view value);
 
-#define NLOG_DEBUG(...) \
-  do { if (::natter::LogEnabled(::natter::LogLevel::kDebug)) ::natter::Logf(::natter::LogLevel::kDebug, __VA_ARGS__); } while (0)
+#define NLOG_DEBUG(...)                                        \
+  do {                                                         \
+    if (::natter::LogEnabled(::natter::LogLevel::kDebug))      \
+      ::natter::Logf(::natter::LogLevel::kDebug, __VA_ARGS__); \
+  } while (0)
 #define NLOG_INFO(...) ::natter::Logf(::natter::LogLevel::kInfo, __VA_ARGS__)
 #define NLOG_WARN(...) ::natter::Logf(::natter::LogLevel::kWarn, __VA_ARGS__)
 #define NLOG_ERROR(...) ::natter::Logf(::natter::LogLevel::kError, __VA_ARGS__)
@@ -43,7 +46,8 @@ std::string LogValue(std::string_view value);
 // says the client asked for its path in the logs.
 constexpr uint64_t kTraceLoud = 1ULL << 63;
 inline bool TraceLogged(uint64_t trace) {
-  return trace != 0 && ((trace & kTraceLoud) != 0 || LogEnabled(LogLevel::kDebug));
+  return trace != 0 &&
+         ((trace & kTraceLoud) != 0 || LogEnabled(LogLevel::kDebug));
 }
 // One hop of a traced request: "trace=<16 hex digits> " and the rest; at
 // level info when the client asked for it, else at debug.

@@ -60,7 +60,8 @@ void LatencyHistogram::Record(double us) {
 
 double LatencyHistogram::Quantile(double q) const {
   if (count_ == 0) return 0;
-  uint64_t rank = static_cast<uint64_t>(std::ceil(q * static_cast<double>(count_)));
+  uint64_t rank =
+      static_cast<uint64_t>(std::ceil(q * static_cast<double>(count_)));
   if (rank == 0) rank = 1;
   uint64_t seen = 0;
   for (size_t b = 0; b < kBuckets; ++b) {
@@ -70,8 +71,8 @@ double LatencyHistogram::Quantile(double q) const {
   return UpperEdge(kBuckets - 1);
 }
 
-void MetricSet::Add(const std::string& name, const std::string& help, const char* type,
-                    double value) {
+void MetricSet::Add(const std::string& name, const std::string& help,
+                    const char* type, double value) {
   Metric m;
   m.name = name;
   m.help = help;
@@ -96,7 +97,8 @@ void MetricSet::Summary(const std::string& name, const std::string& help,
   m.name = name;
   m.help = help;
   m.type = "summary";
-  for (double q : {0.5, 0.99, 0.999}) m.quantiles.emplace_back(q, h.Quantile(q) / 1e6);
+  for (double q : {0.5, 0.99, 0.999})
+    m.quantiles.emplace_back(q, h.Quantile(q) / 1e6);
   m.count = h.count();
   m.sum = h.sum_us() / 1e6;
   metrics_.push_back(std::move(m));
@@ -117,8 +119,8 @@ std::string PrometheusText(const std::vector<Metric>& metrics,
           << Number(v) << '\n';
     }
     out << m.name << "_sum" << Braces(labels) << ' ' << Number(m.sum) << '\n';
-    out << m.name << "_count" << Braces(labels) << ' ' << Number(static_cast<double>(m.count))
-        << '\n';
+    out << m.name << "_count" << Braces(labels) << ' '
+        << Number(static_cast<double>(m.count)) << '\n';
   }
   return out.str();
 }
@@ -126,16 +128,21 @@ std::string PrometheusText(const std::vector<Metric>& metrics,
 void AddProcessMetrics(MetricSet* set) {
   struct rusage ru {};
   ::getrusage(RUSAGE_SELF, &ru);
-  double cpu = static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
-               static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
-  set->Counter("process_cpu_seconds_total", "CPU time of the process, user and system.", cpu);
+  double cpu =
+      static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+      static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+  set->Counter("process_cpu_seconds_total",
+               "CPU time of the process, user and system.", cpu);
   // /proc/self/statm: "size resident shared ...", in pages.
   std::string statm;
   std::getline(std::ifstream("/proc/self/statm"), statm);
   std::vector<std::string> pages = SplitList(statm);
-  if (std::optional<uint64_t> resident = pages.size() > 1 ? ParseUint(pages[1]) : std::nullopt) {
-    set->Gauge("process_resident_memory_bytes", "Resident memory of the process.",
-               static_cast<double>(*resident) * static_cast<double>(::sysconf(_SC_PAGESIZE)));
+  if (std::optional<uint64_t> resident =
+          pages.size() > 1 ? ParseUint(pages[1]) : std::nullopt) {
+    set->Gauge("process_resident_memory_bytes",
+               "Resident memory of the process.",
+               static_cast<double>(*resident) *
+                   static_cast<double>(::sysconf(_SC_PAGESIZE)));
   }
   int fds = 0;
   if (DIR* d = ::opendir("/proc/self/fd")) {
@@ -144,8 +151,10 @@ void AddProcessMetrics(MetricSet* set) {
     fds -= 3;  // ".", ".." and the folder's own descriptor
   }
   set->Gauge("process_open_fds", "Open file descriptors of the process.", fds);
-  set->Gauge("natter_uptime_seconds", "Seconds since the daemon started.",
-             std::chrono::duration<double>(std::chrono::steady_clock::now() - kStarted).count());
+  set->Gauge(
+      "natter_uptime_seconds", "Seconds since the daemon started.",
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - kStarted)
+          .count());
 }
 
 }  // namespace natter

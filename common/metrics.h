@@ -6,11 +6,10 @@
 
 #include <array>
 #include <cstdint>
+#include <msgpack.hpp>
 #include <string>
 #include <utility>
 #include <vector>
-
-#include <msgpack.hpp>
 
 #include "common/wire.h"
 
@@ -62,7 +61,8 @@ class MetricSet {
   std::vector<Metric>& metrics() { return metrics_; }
 
  private:
-  void Add(const std::string& name, const std::string& help, const char* type, double value);
+  void Add(const std::string& name, const std::string& help, const char* type,
+           double value);
   std::vector<Metric> metrics_;
 };
 

@@ -68,7 +68,8 @@ bool RecvMonitorEvent(zmq::socket_t& monitor, uint16_t* id, uint32_t* value,
     // Two frames: 2 bytes of id and 4 of value, then the endpoint.
     if (event.size() != 2 || event[0].size() < 6) continue;
     std::memcpy(id, event[0].data(), sizeof *id);
-    std::memcpy(value, static_cast<const char*>(event[0].data()) + 2, sizeof *value);
+    std::memcpy(value, static_cast<const char*>(event[0].data()) + 2,
+                sizeof *value);
     if (address != nullptr) *address = event[1].to_string();
     return true;
   }
@@ -118,9 +119,12 @@ std::vector<std::string> ResolvedNames(const std::string& address) {
   std::vector<std::string> names;
   for (addrinfo* a = found; a != nullptr; a = a->ai_next) {
     char text[INET6_ADDRSTRLEN] = "";
-    const void* ip = a->ai_family == AF_INET6
-                         ? static_cast<const void*>(&reinterpret_cast<sockaddr_in6*>(a->ai_addr)->sin6_addr)
-                         : static_cast<const void*>(&reinterpret_cast<sockaddr_in*>(a->ai_addr)->sin_addr);
+    const void* ip =
+        a->ai_family == AF_INET6
+            ? static_cast<const void*>(
+                  &reinterpret_cast<sockaddr_in6*>(a->ai_addr)->sin6_addr)
+            : static_cast<const void*>(
+                  &reinterpret_cast<sockaddr_in*>(a->ai_addr)->sin_addr);
     if (::inet_ntop(a->ai_family, ip, text, sizeof text) == nullptr) continue;
     names.push_back(a->ai_family == AF_INET6 ? prefix + "[" + text + "]:" + port
                                              : prefix + text + ":" + port);
@@ -141,7 +145,8 @@ void LinkWatch::Monitor(Watched& w, int events) {
   static std::atomic<int> counter{0};
   std::string endpoint = "inproc://natter-monitor-" + std::to_string(++counter);
   // Replaces the socket's monitor, if it had one.
-  if (zmq_socket_monitor(w.socket, endpoint.c_str(), events) != 0) throw zmq::error_t();
+  if (zmq_socket_monitor(w.socket, endpoint.c_str(), events) != 0)
+    throw zmq::error_t();
   w.monitor = zmq::socket_t(ctx_, zmq::socket_type::pair);
   w.monitor.set(zmq::sockopt::linger, 0);
   w.monitor.set(zmq::sockopt::rcvhwm, 0);  // never drop an event
@@ -160,18 +165,22 @@ void LinkWatch::Add(zmq::socket_t& socket, const std::string& name) {
 
 Status LinkWatch::Connect(zmq::socket_t& socket, const CurveIdentity& me,
                           const std::string& endpoint) {
-  auto w = std::find_if(watched_.begin(), watched_.end(),
-                        [&](const Watched& x) { return x.socket == socket.handle(); });
+  auto w = std::find_if(
+      watched_.begin(), watched_.end(),
+      [&](const Watched& x) { return x.socket == socket.handle(); });
   if (w == watched_.end()) {
-    return Status(ErrorCode::kInternal, endpoint + ": connect a watched socket");
+    return Status(ErrorCode::kInternal,
+                  endpoint + ": connect a watched socket");
   }
   Endpoint parsed;
   Status s = ParseEndpoint(endpoint, &parsed);
   if (!s.ok()) return s;
   if (w->links.empty()) {
-    Monitor(*w, ZMQ_EVENT_CONNECTED | ZMQ_EVENT_CONNECT_DELAYED | ZMQ_EVENT_CONNECT_RETRIED |
-                    ZMQ_EVENT_DISCONNECTED | ZMQ_EVENT_HANDSHAKE_SUCCEEDED |
-                    ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH);
+    Monitor(*w, ZMQ_EVENT_CONNECTED | ZMQ_EVENT_CONNECT_DELAYED |
+                    ZMQ_EVENT_CONNECT_RETRIED | ZMQ_EVENT_DISCONNECTED |
+                    ZMQ_EVENT_HANDSHAKE_SUCCEEDED |
+                    ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
+                    ZMQ_EVENT_HANDSHAKE_FAILED_AUTH);
   }
   s = ConnectTo(socket, me, endpoint);
   if (!s.ok()) return s;
@@ -189,8 +198,8 @@ void LinkWatch::Take(Watched& w, uint16_t event, uint32_t value,
                      const std::string& address) {
   if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) w.connected = true;
   auto link = std::find_if(w.links.begin(), w.links.end(), [&](const Link& l) {
-    return l.address == address ||
-           std::find(l.aliases.begin(), l.aliases.end(), address) != l.aliases.end();
+    return l.address == address || std::find(l.aliases.begin(), l.aliases.end(),
+                                             address) != l.aliases.end();
   });
   if (link == w.links.end()) return;
   auto now = Clock::now();
@@ -233,12 +242,15 @@ void LinkWatch::Take(Watched& w, uint16_t event, uint32_t value,
 void LinkWatch::Relink(Watched& w, Link& link, const char* reason) {
   auto now = Clock::now();
   ++relinks_;
-  NLOG_WARN("event=relink link=%s endpoint=%s reason=%s down_ms=%lld", w.name.c_str(),
-            link.address.c_str(), reason,
+  NLOG_WARN("event=relink link=%s endpoint=%s reason=%s down_ms=%lld",
+            w.name.c_str(), link.address.c_str(), reason,
             static_cast<long long>(
-                std::chrono::duration_cast<std::chrono::milliseconds>(now - link.since).count()));
+                std::chrono::duration_cast<std::chrono::milliseconds>(
+                    now - link.since)
+                    .count()));
   zmq_disconnect(w.socket, link.address.c_str());  // may be gone already
-  Status s = ConnectTo(zmq::socket_ref(zmq::from_handle, w.socket), link.me, link.endpoint);
+  Status s = ConnectTo(zmq::socket_ref(zmq::from_handle, w.socket), link.me,
+                       link.endpoint);
   if (!s.ok()) {
     NLOG_ERROR("event=relink-failed link=%s error=\"%s\"", w.name.c_str(),
                s.ToString().c_str());
@@ -257,7 +269,8 @@ void LinkWatch::Check() {
     uint16_t id;
     uint32_t value;
     std::string address;
-    while (RecvMonitorEvent(w.monitor, &id, &value, &address)) Take(w, id, value, address);
+    while (RecvMonitorEvent(w.monitor, &id, &value, &address))
+      Take(w, id, value, address);
     if (w.links.empty()) {
       // Not ours to keep up: only its first handshake mattered.
       if (w.connected) {

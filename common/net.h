@@ -6,7 +6,6 @@
 #include <chrono>
 #include <string>
 #include <vector>
-
 #include <zmq.hpp>
 #include <zmq_addon.hpp>
 
@@ -146,7 +145,8 @@ class LinkWatch {
 
   // (Re)starts w's monitor for these ZMQ_EVENT_*s.
   void Monitor(Watched& w, int events);
-  void Take(Watched& w, uint16_t event, uint32_t value, const std::string& address);
+  void Take(Watched& w, uint16_t event, uint32_t value,
+            const std::string& address);
   void Relink(Watched& w, Link& link, const char* reason);
 
   zmq::context_t& ctx_;

@@ -44,7 +44,8 @@ const std::vector<OptionSpec> kOptions = {
      "others."},
     {"frontd", "max-clients", "0",
      "Most clients connected at once; past it a new client's handshake is "
-     "refused (the client sees a retryable busy error) while connected ones keep working.  "
+     "refused (the client sees a retryable busy error) while connected ones "
+     "keep working.  "
      "0: the open-files limit less 64 descriptors kept for the peers."},
     {"frontd", "session-timeout", "60s",
      "A connection silent this long is closed, and its session ends; one "

@@ -41,7 +41,8 @@ Status DecodeFrame(const void* data, size_t size, Frame* out) {
       return Status(ErrorCode::kMalformed, "trailing bytes after the frame");
     }
   } catch (const std::exception& e) {
-    return Status(ErrorCode::kMalformed, std::string("undecodable frame: ") + e.what());
+    return Status(ErrorCode::kMalformed,
+                  std::string("undecodable frame: ") + e.what());
   }
   const msgpack::object& root = out->handle.get();
   if (root.type != msgpack::type::ARRAY || root.via.array.size != 2) {
@@ -51,7 +52,8 @@ Status DecodeFrame(const void* data, size_t size, Frame* out) {
   try {
     wire::Read(root.via.array.ptr[0], header);
   } catch (const std::exception& e) {
-    return Status(ErrorCode::kMalformed, std::string("bad header: ") + e.what());
+    return Status(ErrorCode::kMalformed,
+                  std::string("bad header: ") + e.what());
   }
   out->header = header;
   out->body = root.via.array.ptr[1];
@@ -61,18 +63,21 @@ Status DecodeFrame(const void* data, size_t size, Frame* out) {
                       " is not " + std::to_string(kProtocolVersion));
   }
   if (!IsKnownType(header.type)) {
-    return Status(ErrorCode::kMalformed,
-                  "frame type " + std::to_string(header.type) + " is not one of natter(7)'s");
+    return Status(ErrorCode::kMalformed, "frame type " +
+                                             std::to_string(header.type) +
+                                             " is not one of natter(7)'s");
   }
   return Status::Ok();
 }
 
 bool PeekHeader(const void* data, size_t size, Header* out) {
   const char* p = static_cast<const char*>(data);
-  if (size < 2 || static_cast<uint8_t>(p[0]) != 0x92) return false;  // [header, body]
+  if (size < 2 || static_cast<uint8_t>(p[0]) != 0x92)
+    return false;  // [header, body]
   try {
     size_t offset = 1;
-    msgpack::object_handle h = msgpack::unpack(p, size, offset, nullptr, nullptr, kLimits);
+    msgpack::object_handle h =
+        msgpack::unpack(p, size, offset, nullptr, nullptr, kLimits);
     wire::Read(h.get(), *out);
     return true;
   } catch (const std::exception&) {
@@ -148,11 +153,13 @@ void Event::msgpack_unpack(const msgpack::object& o) {
   UserId by;
   std::optional<std::string> emoji;
   wire::ReadArray(o, 12,
-                  "user, seq, kind, id, from, to, ts, text, client_msg_id, origin_device, by, emoji",
-                  user, seq, kind, m.id, m.from, m.to, m.ts, m.text, m.client_msg_id,
-                  origin_device, by, emoji);
+                  "user, seq, kind, id, from, to, ts, text, client_msg_id, "
+                  "origin_device, by, emoji",
+                  user, seq, kind, m.id, m.from, m.to, m.ts, m.text,
+                  m.client_msg_id, origin_device, by, emoji);
   if (kind == EventKind::kMessage) {
-    if (by.value != 0 || emoji) wire::Fail("a message event has no by or emoji");
+    if (by.value != 0 || emoji)
+      wire::Fail("a message event has no by or emoji");
     what = MessageEvent{std::move(m)};
     return;
   }
@@ -191,22 +198,26 @@ void Handoff::msgpack_unpack(const msgpack::object& o) {
   MessageId about;
   std::optional<std::string> emoji;
   uint64_t version = 0;
-  wire::ReadArray(o, 9, "message, outbox, kind, target, by, id, emoji, version, trace", copy,
-                  outbox, kind, target, by, about, emoji, version, trace);
+  wire::ReadArray(
+      o, 9, "message, outbox, kind, target, by, id, emoji, version, trace",
+      copy, outbox, kind, target, by, about, emoji, version, trace);
   if (kind == HandoffKind::kCopy) {
     if (by.value != 0 || about.value != 0 || emoji || version != 0) {
       wire::Fail("a copy hand-off has no by, id, emoji or version");
     }
-    if (target != copy.to) wire::Fail("a copy hand-off's target is its message's recipient");
+    if (target != copy.to)
+      wire::Fail("a copy hand-off's target is its message's recipient");
     what = CopyHandoff{std::move(copy)};
     return;
   }
-  if (copy.id.value != 0 || !copy.text.empty()) wire::Fail("only a copy hand-off has a message");
+  if (copy.id.value != 0 || !copy.text.empty())
+    wire::Fail("only a copy hand-off has a message");
   if (kind == HandoffKind::kReaction) {
     what = ReactionHandoff{by, about, std::move(emoji), version};
     return;
   }
-  if (emoji || version != 0) wire::Fail("only a reaction hand-off has an emoji or a version");
+  if (emoji || version != 0)
+    wire::Fail("only a reaction hand-off has an emoji or a version");
   if (kind == HandoffKind::kDelivered) {
     what = DeliveredHandoff{by, about};
   } else {

@@ -15,12 +15,11 @@
 #define NATTER_COMMON_PROTO_H_
 
 #include <cstdint>
+#include <msgpack.hpp>
 #include <optional>
 #include <string>
 #include <variant>
 #include <vector>
-
-#include <msgpack.hpp>
 
 #include "common/metrics.h"
 #include "common/status.h"
@@ -271,7 +270,9 @@ struct Event {
   UserId peer() const { return from() == user ? to() : from(); }
   // The kind's part, or null for another kind.
   const Message* message() const;
-  const ReactionEvent* reaction() const { return std::get_if<ReactionEvent>(&what); }
+  const ReactionEvent* reaction() const {
+    return std::get_if<ReactionEvent>(&what);
+  }
   const Receipt* receipt() const;
 
   template <typename Packer>
@@ -281,8 +282,8 @@ struct Event {
 
 struct SyncReply {
   std::vector<Event> events;
-  Seq head;      // the newest seq in the mailbox
-  Seq cursor;    // the device's acknowledged cursor
+  Seq head;    // the newest seq in the mailbox
+  Seq cursor;  // the device's acknowledged cursor
   bool more = false;
   NATTER_WIRE(4, events, head, cursor, more)
 };
@@ -344,7 +345,8 @@ struct ChatItem {
   uint64_t unread = 0;
   MessageId delivered;
   MessageId seen;
-  NATTER_WIRE(8, peer, last_id, last_ts, last_from, last_text, unread, delivered, seen)
+  NATTER_WIRE(8, peer, last_id, last_ts, last_from, last_text, unread,
+              delivered, seen)
 };
 
 struct ChatsReply {
@@ -396,8 +398,9 @@ struct SeenHandoff {
 struct Handoff {
   uint64_t outbox = 0;  // the handing shard's outbox number, echoed in the ack
   UserId target;
-  uint64_t trace = 0;   // the trace id of the request that caused it
-  std::variant<CopyHandoff, ReactionHandoff, DeliveredHandoff, SeenHandoff> what;
+  uint64_t trace = 0;  // the trace id of the request that caused it
+  std::variant<CopyHandoff, ReactionHandoff, DeliveredHandoff, SeenHandoff>
+      what;
 
   HandoffKind kind() const { return static_cast<HandoffKind>(what.index()); }
   // The message it is about (the copy's own id for a copy).
@@ -457,39 +460,39 @@ struct BackupReply {
 // Every frame type: its constant, its number on the wire, its name in
 // natter(7) and logs, and its body.  The one list the codec, the daemons
 // and the client go by.
-#define NATTER_FRAME_TYPES(X)                                  \
-  /* Requests from a client (through frontd). */               \
-  X(kHello, 1, "hello", Hello)                                 \
-  X(kSend, 2, "send", Send)                                    \
-  X(kSync, 3, "sync", Sync)                                    \
-  X(kAck, 4, "ack", Ack)                                       \
-  X(kPing, 5, "ping", Ping)                                    \
-  X(kReact, 6, "react", React)                                 \
-  X(kSeen, 7, "seen", MarkSeen)                                \
-  X(kHistory, 8, "history", History)                           \
-  X(kChats, 9, "chats", Chats)                                 \
-  /* Replies. */                                               \
-  X(kWelcome, 64, "welcome", Welcome)                          \
-  X(kProcessed, 65, "processed", Processed)                    \
-  X(kSyncReply, 66, "sync-reply", SyncReply)                   \
-  X(kAckReply, 67, "ack-reply", AckReply)                      \
-  X(kPong, 68, "pong", Pong)                                   \
-  X(kError, 69, "error", Error)                                \
-  X(kOk, 70, "ok", Done)                                       \
-  X(kHistoryReply, 71, "history-reply", HistoryReply)          \
-  X(kChatsReply, 72, "chats-reply", ChatsReply)                \
-  /* A mailbox event pushed to a device. */                    \
-  X(kEvent, 96, "event", Event)                                \
-  /* Between daemons. */                                       \
-  X(kStoreMessage, 128, "store-message", StoreMessage)         \
-  X(kHandoff, 129, "handoff", Handoff)                         \
-  X(kHandoffAck, 130, "handoff-ack", HandoffAck)               \
-  X(kAttach, 131, "attach", Attach)                            \
-  X(kAttached, 132, "attached", Attached)                      \
-  /* Control. */                                               \
-  X(kStats, 160, "stats", StatsRequest)                        \
-  X(kStatsReply, 161, "stats-reply", StatsReply)               \
-  X(kBackup, 162, "backup", BackupRequest)                     \
+#define NATTER_FRAME_TYPES(X)                          \
+  /* Requests from a client (through frontd). */       \
+  X(kHello, 1, "hello", Hello)                         \
+  X(kSend, 2, "send", Send)                            \
+  X(kSync, 3, "sync", Sync)                            \
+  X(kAck, 4, "ack", Ack)                               \
+  X(kPing, 5, "ping", Ping)                            \
+  X(kReact, 6, "react", React)                         \
+  X(kSeen, 7, "seen", MarkSeen)                        \
+  X(kHistory, 8, "history", History)                   \
+  X(kChats, 9, "chats", Chats)                         \
+  /* Replies. */                                       \
+  X(kWelcome, 64, "welcome", Welcome)                  \
+  X(kProcessed, 65, "processed", Processed)            \
+  X(kSyncReply, 66, "sync-reply", SyncReply)           \
+  X(kAckReply, 67, "ack-reply", AckReply)              \
+  X(kPong, 68, "pong", Pong)                           \
+  X(kError, 69, "error", Error)                        \
+  X(kOk, 70, "ok", Done)                               \
+  X(kHistoryReply, 71, "history-reply", HistoryReply)  \
+  X(kChatsReply, 72, "chats-reply", ChatsReply)        \
+  /* A mailbox event pushed to a device. */            \
+  X(kEvent, 96, "event", Event)                        \
+  /* Between daemons. */                               \
+  X(kStoreMessage, 128, "store-message", StoreMessage) \
+  X(kHandoff, 129, "handoff", Handoff)                 \
+  X(kHandoffAck, 130, "handoff-ack", HandoffAck)       \
+  X(kAttach, 131, "attach", Attach)                    \
+  X(kAttached, 132, "attached", Attached)              \
+  /* Control. */                                       \
+  X(kStats, 160, "stats", StatsRequest)                \
+  X(kStatsReply, 161, "stats-reply", StatsReply)       \
+  X(kBackup, 162, "backup", BackupRequest)             \
   X(kBackupReply, 163, "backup-reply", BackupReply)
 
 enum class MsgType : uint8_t {
@@ -505,9 +508,9 @@ bool IsKnownType(uint8_t type);
 // The frame type of a body: FrameOf<Send>::kType is MsgType::kSend.
 template <typename Body>
 struct FrameOf;
-#define NATTER_X(name, number, text, Body) \
-  template <>                              \
-  struct FrameOf<Body> {                   \
+#define NATTER_X(name, number, text, Body)          \
+  template <>                                       \
+  struct FrameOf<Body> {                            \
     static constexpr MsgType kType = MsgType::name; \
   };
 NATTER_FRAME_TYPES(NATTER_X)
@@ -538,16 +541,17 @@ Status DecodeFrame(const void* data, size_t size, Frame* out);
 template <typename Body>
 Status DecodeBody(const Frame& frame, Body* out) {
   if (frame.type() != FrameOf<Body>::kType) {
-    return Status(ErrorCode::kMalformed, std::string("a ") + MsgTypeName(frame.type()) +
-                                             " frame, not " +
-                                             MsgTypeName(FrameOf<Body>::kType));
+    return Status(ErrorCode::kMalformed,
+                  std::string("a ") + MsgTypeName(frame.type()) +
+                      " frame, not " + MsgTypeName(FrameOf<Body>::kType));
   }
   try {
     wire::Read(frame.body, *out);
     return Status::Ok();
   } catch (const std::exception& e) {
-    return Status(ErrorCode::kMalformed,
-                  std::string("bad ") + MsgTypeName(frame.type()) + " body: " + e.what());
+    return Status(
+        ErrorCode::kMalformed,
+        std::string("bad ") + MsgTypeName(frame.type()) + " body: " + e.what());
   }
 }
 
@@ -558,12 +562,12 @@ Status DecodeBody(const Frame& frame, Body* out) {
 template <typename Visitor>
 Status VisitBody(const Frame& frame, Visitor&& visit) {
   switch (frame.type()) {
-#define NATTER_X(name, number, text, Body)   \
-  case MsgType::name: {                      \
-    Body body;                               \
-    Status s = DecodeBody(frame, &body);     \
-    if (!s.ok()) return s;                   \
-    return visit(body);                      \
+#define NATTER_X(name, number, text, Body) \
+  case MsgType::name: {                    \
+    Body body;                             \
+    Status s = DecodeBody(frame, &body);   \
+    if (!s.ok()) return s;                 \
+    return visit(body);                    \
   }
     NATTER_FRAME_TYPES(NATTER_X)
 #undef NATTER_X
@@ -635,8 +639,9 @@ void Event::msgpack_pack(Packer& packer) const {
     by = r->by;
   }
   const EventKind k = kind();
-  msgpack::type::make_define_array(user, seq, k, m.id, m.from, m.to, m.ts, m.text,
-                                   m.client_msg_id, origin_device, by, emoji)
+  msgpack::type::make_define_array(user, seq, k, m.id, m.from, m.to, m.ts,
+                                   m.text, m.client_msg_id, origin_device, by,
+                                   emoji)
       .msgpack_pack(packer);
 }
 
@@ -663,8 +668,8 @@ void Handoff::msgpack_pack(Packer& packer) const {
       },
       what);
   const HandoffKind k = kind();
-  msgpack::type::make_define_array(copy, outbox, k, target, by, about, emoji, version,
-                                   trace)
+  msgpack::type::make_define_array(copy, outbox, k, target, by, about, emoji,
+                                   version, trace)
       .msgpack_pack(packer);
 }
 

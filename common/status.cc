@@ -11,21 +11,36 @@ std::string Status::ToString() const {
 
 const char* ErrorCodeName(ErrorCode code) {
   switch (code) {
-    case ErrorCode::kOk: return "ok";
-    case ErrorCode::kMalformed: return "malformed";
-    case ErrorCode::kBadRequest: return "bad-request";
-    case ErrorCode::kBadData: return "bad-data";
-    case ErrorCode::kNoSession: return "no-session";
-    case ErrorCode::kTokenMalformed: return "token-malformed";
-    case ErrorCode::kTokenBadSignature: return "token-bad-signature";
-    case ErrorCode::kTokenExpired: return "token-expired";
-    case ErrorCode::kTokenUnknownKey: return "token-unknown-key";
-    case ErrorCode::kForbidden: return "forbidden";
-    case ErrorCode::kNotFound: return "not-found";
-    case ErrorCode::kUnavailable: return "unavailable";
-    case ErrorCode::kBusy: return "busy";
-    case ErrorCode::kStorage: return "storage";
-    case ErrorCode::kInternal: return "internal";
+    case ErrorCode::kOk:
+      return "ok";
+    case ErrorCode::kMalformed:
+      return "malformed";
+    case ErrorCode::kBadRequest:
+      return "bad-request";
+    case ErrorCode::kBadData:
+      return "bad-data";
+    case ErrorCode::kNoSession:
+      return "no-session";
+    case ErrorCode::kTokenMalformed:
+      return "token-malformed";
+    case ErrorCode::kTokenBadSignature:
+      return "token-bad-signature";
+    case ErrorCode::kTokenExpired:
+      return "token-expired";
+    case ErrorCode::kTokenUnknownKey:
+      return "token-unknown-key";
+    case ErrorCode::kForbidden:
+      return "forbidden";
+    case ErrorCode::kNotFound:
+      return "not-found";
+    case ErrorCode::kUnavailable:
+      return "unavailable";
+    case ErrorCode::kBusy:
+      return "busy";
+    case ErrorCode::kStorage:
+      return "storage";
+    case ErrorCode::kInternal:
+      return "internal";
   }
   return "unknown";
 }
@@ -37,21 +52,27 @@ bool IsRetryable(ErrorCode code) {
 
 int ExitCodeFor(ErrorCode code) {
   switch (code) {
-    case ErrorCode::kOk: return EX_OK;
+    case ErrorCode::kOk:
+      return EX_OK;
     case ErrorCode::kMalformed:
-    case ErrorCode::kBadRequest: return EX_USAGE;
+    case ErrorCode::kBadRequest:
+      return EX_USAGE;
     case ErrorCode::kBadData:
-    case ErrorCode::kNotFound: return EX_DATAERR;
+    case ErrorCode::kNotFound:
+      return EX_DATAERR;
     case ErrorCode::kTokenMalformed:
     case ErrorCode::kTokenBadSignature:
     case ErrorCode::kTokenExpired:
     case ErrorCode::kTokenUnknownKey:
-    case ErrorCode::kForbidden: return EX_NOPERM;
+    case ErrorCode::kForbidden:
+      return EX_NOPERM;
     case ErrorCode::kNoSession:
     case ErrorCode::kUnavailable:
     case ErrorCode::kBusy:
-    case ErrorCode::kStorage: return EX_UNAVAILABLE;
-    case ErrorCode::kInternal: return 1;
+    case ErrorCode::kStorage:
+      return EX_UNAVAILABLE;
+    case ErrorCode::kInternal:
+      return 1;
   }
   return 1;
 }

@@ -12,12 +12,15 @@ namespace natter {
 
 bool NextCodePoint(std::string_view s, size_t* i, char32_t* out) {
   unsigned char c = s[*i];
-  size_t len = c < 0x80 ? 1
+  size_t len = c < 0x80             ? 1
                : (c & 0xE0) == 0xC0 ? 2
                : (c & 0xF0) == 0xE0 ? 3
                : (c & 0xF8) == 0xF0 ? 4
                                     : 0;
-  char32_t cp = len == 1 ? c : len == 2 ? c & 0x1F : len == 3 ? c & 0x0F : c & 0x07;
+  char32_t cp = len == 1   ? c
+                : len == 2 ? c & 0x1F
+                : len == 3 ? c & 0x0F
+                           : c & 0x07;
   bool ok = len != 0 && *i + len <= s.size();
   for (size_t k = 1; ok && k < len; ++k) {
     unsigned char cc = s[*i + k];
@@ -43,8 +46,8 @@ bool IsValidUtf8(std::string_view s) {
 
 bool IsControlChar(char32_t c) {
   return c < 0x20 || (c >= 0x7F && c <= 0x9F) || c == 0x2028 || c == 0x2029 ||
-         c == 0x061C || c == 0x200E || c == 0x200F || (c >= 0x202A && c <= 0x202E) ||
-         (c >= 0x2066 && c <= 0x2069);
+         c == 0x061C || c == 0x200E || c == 0x200F ||
+         (c >= 0x202A && c <= 0x202E) || (c >= 0x2066 && c <= 0x2069);
 }
 
 std::string Printable(std::string_view text, std::string_view also) {
@@ -55,7 +58,8 @@ std::string Printable(std::string_view text, std::string_view also) {
     size_t start = i;
     char32_t c;
     if (!NextCodePoint(text, &i, &c)) {
-      std::snprintf(escape, sizeof escape, "\\x%02x", static_cast<unsigned char>(text[start]));
+      std::snprintf(escape, sizeof escape, "\\x%02x",
+                    static_cast<unsigned char>(text[start]));
       out += escape;
     } else if (c == '\n') {
       out += "\\n";
@@ -67,7 +71,8 @@ std::string Printable(std::string_view text, std::string_view also) {
       std::snprintf(escape, sizeof escape, c <= 0x7F ? "\\x%02x" : "\\u%04x",
                     static_cast<unsigned>(c));
       out += escape;
-    } else if (c < 0x80 && also.find(static_cast<char>(c)) != std::string_view::npos) {
+    } else if (c < 0x80 &&
+               also.find(static_cast<char>(c)) != std::string_view::npos) {
       out += '\\';
       out += static_cast<char>(c);
     } else {
@@ -80,7 +85,8 @@ std::string Printable(std::string_view text, std::string_view also) {
 bool IsPlainWord(std::string_view s) {
   if (s.empty()) return false;
   for (char c : s) {
-    bool plain = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+    bool plain = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+                 (c >= '0' && c <= '9') ||
                  std::string_view("._:/@+-").find(c) != std::string_view::npos;
     if (!plain) return false;
   }
@@ -103,7 +109,8 @@ std::optional<uint64_t> ParseDuration(std::string_view s) {
   static constexpr uint64_t kUnitSeconds[] = {1, 60, 3600, 86400};
   size_t u = kUnits.find(s.back());
   uint64_t unit = u == std::string_view::npos ? 1 : kUnitSeconds[u];
-  auto n = ParseUint(u == std::string_view::npos ? s : s.substr(0, s.size() - 1));
+  auto n =
+      ParseUint(u == std::string_view::npos ? s : s.substr(0, s.size() - 1));
   if (!n || *n > kMaxDurationSeconds / unit) return std::nullopt;
   return *n * unit;
 }
@@ -119,7 +126,8 @@ bool FromHex(std::string_view hex, uint8_t* out, size_t size) {
   size_t len = 0;
   const char* end = nullptr;
   return hex.size() == 2 * size &&
-         sodium_hex2bin(out, size, hex.data(), hex.size(), nullptr, &len, &end) == 0 &&
+         sodium_hex2bin(out, size, hex.data(), hex.size(), nullptr, &len,
+                        &end) == 0 &&
          len == size && end == hex.data() + hex.size();
 }
 
@@ -149,10 +157,10 @@ std::optional<uint64_t> ParseTime(const std::string& text) {
   auto is = [&](size_t at, std::string_view chars) {
     return at < s.size() && chars.find(s[at]) != std::string_view::npos;
   };
-  const auto y = digits(0, 4), mo = digits(5, 2), d = digits(8, 2), h = digits(11, 2),
-             mi = digits(14, 2), sec = digits(17, 2);
-  if (!y || !mo || !d || !h || !mi || !sec || !is(4, "-") || !is(7, "-") || !is(10, "Tt ") ||
-      !is(13, ":") || !is(16, ":")) {
+  const auto y = digits(0, 4), mo = digits(5, 2), d = digits(8, 2),
+             h = digits(11, 2), mi = digits(14, 2), sec = digits(17, 2);
+  if (!y || !mo || !d || !h || !mi || !sec || !is(4, "-") || !is(7, "-") ||
+      !is(10, "Tt ") || !is(13, ":") || !is(16, ":")) {
     return std::nullopt;
   }
   size_t i = 19;
@@ -171,11 +179,13 @@ std::optional<uint64_t> ParseTime(const std::string& text) {
   } else if (s.size() == i + 6 && is(i, "+-") && is(i + 3, ":")) {
     auto zh = digits(i + 1, 2), zm = digits(i + 4, 2);
     if (!zh || !zm || *zh > 23 || *zm > 59) return std::nullopt;
-    offset_s = static_cast<long>(*zh * 3600 + *zm * 60) * (s[i] == '-' ? -1 : 1);
+    offset_s =
+        static_cast<long>(*zh * 3600 + *zm * 60) * (s[i] == '-' ? -1 : 1);
   } else {
     return std::nullopt;
   }
-  if (*mo < 1 || *mo > 12 || *d < 1 || *d > 31 || *h > 23 || *mi > 59 || *sec > 60) {
+  if (*mo < 1 || *mo > 12 || *d < 1 || *d > 31 || *h > 23 || *mi > 59 ||
+      *sec > 60) {
     return std::nullopt;
   }
   struct tm tm = {};
@@ -187,7 +197,8 @@ std::optional<uint64_t> ParseTime(const std::string& text) {
   tm.tm_sec = static_cast<int>(*sec);
   time_t t = timegm(&tm);
   if (t < 0) return std::nullopt;
-  long long ms = (static_cast<long long>(t) - offset_s) * 1000 + static_cast<long long>(fraction_ms);
+  long long ms = (static_cast<long long>(t) - offset_s) * 1000 +
+                 static_cast<long long>(fraction_ms);
   if (ms < 0) return std::nullopt;
   return static_cast<uint64_t>(ms);
 }

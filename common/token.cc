@@ -59,8 +59,7 @@ Status WriteNewFile(const std::string& path, const std::string& content,
                     int mode) {
   int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL, mode);
   if (fd < 0) {
-    return Status(ErrorCode::kInternal,
-                  path + ": " + std::strerror(errno));
+    return Status(ErrorCode::kInternal, path + ": " + std::strerror(errno));
   }
   ::fchmod(fd, mode);
   ssize_t n = ::write(fd, content.data(), content.size());
@@ -117,7 +116,8 @@ Status ReadSigningKey(const std::string& dir, const std::string& id,
       std::string p = dir + "/" + name;
       if (::stat(p.c_str(), &st) != 0) continue;
       bool newer = st.st_mtim.tv_sec > newest.tv_sec ||
-                   (st.st_mtim.tv_sec == newest.tv_sec && st.st_mtim.tv_nsec > newest.tv_nsec);
+                   (st.st_mtim.tv_sec == newest.tv_sec &&
+                    st.st_mtim.tv_nsec > newest.tv_nsec);
       if (path.empty() || newer) {
         newest = st.st_mtim;
         path = p;
@@ -149,8 +149,8 @@ std::string SignToken(const TokenClaims& claims, const SigningKey& key) {
   msgpack::pack(buf, c);
   uint8_t sig[crypto_sign_BYTES];
   crypto_sign_detached(sig, nullptr,
-                       reinterpret_cast<const uint8_t*>(buf.data()),
-                       buf.size(), key.secret_key.data());
+                       reinterpret_cast<const uint8_t*>(buf.data()), buf.size(),
+                       key.secret_key.data());
   return kTokenPrefix +
          Base64UrlEncode(reinterpret_cast<const uint8_t*>(buf.data()),
                          buf.size()) +
@@ -183,7 +183,8 @@ Status TokenVerifier::LoadDir(const std::string& dir) {
     if (!ReadFirstLine(path, &line) ||
         !Base64Decode(line, sodium_base64_VARIANT_ORIGINAL, &raw) ||
         raw.size() != 32) {
-      status = Status(ErrorCode::kBadData, path + ": not an Ed25519 public key");
+      status =
+          Status(ErrorCode::kBadData, path + ": not an Ed25519 public key");
       break;
     }
     std::array<uint8_t, 32> key;
@@ -219,9 +220,9 @@ Status TokenVerifier::Verify(const std::string& token, uint64_t now_s,
   TokenClaims c;
   try {
     size_t offset = 0;
-    msgpack::object_handle h = msgpack::unpack(
-        body.data(), body.size(), offset, nullptr, nullptr,
-        msgpack::unpack_limit(8, 0, 256, 0, 0, 2));
+    msgpack::object_handle h =
+        msgpack::unpack(body.data(), body.size(), offset, nullptr, nullptr,
+                        msgpack::unpack_limit(8, 0, 256, 0, 0, 2));
     if (offset != body.size()) throw std::runtime_error("trailing bytes");
     h.get().convert(c);
   } catch (const std::exception&) {
@@ -235,10 +236,9 @@ Status TokenVerifier::Verify(const std::string& token, uint64_t now_s,
                   named ? "token signed by unknown key " + c.key_id
                         : std::string("token signed by an unknown key"));
   }
-  if (crypto_sign_verify_detached(
-          reinterpret_cast<const uint8_t*>(sig.data()),
-          reinterpret_cast<const uint8_t*>(body.data()), body.size(),
-          key->second.data()) != 0) {
+  if (crypto_sign_verify_detached(reinterpret_cast<const uint8_t*>(sig.data()),
+                                  reinterpret_cast<const uint8_t*>(body.data()),
+                                  body.size(), key->second.data()) != 0) {
     return Status(ErrorCode::kTokenBadSignature, "token signature is invalid");
   }
   if (c.user.value == 0) {

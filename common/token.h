@@ -15,10 +15,9 @@
 #include <array>
 #include <cstdint>
 #include <map>
+#include <msgpack.hpp>
 #include <string>
 #include <vector>
-
-#include <msgpack.hpp>
 
 #include "common/proto.h"
 #include "common/status.h"

@@ -13,10 +13,17 @@ void Read(const msgpack::object& o, bool& v) {
 void Read(const msgpack::object& o, double& v) {
   switch (o.type) {
     case msgpack::type::FLOAT32:
-    case msgpack::type::FLOAT64: v = o.via.f64; return;
-    case msgpack::type::POSITIVE_INTEGER: v = static_cast<double>(o.via.u64); return;
-    case msgpack::type::NEGATIVE_INTEGER: v = static_cast<double>(o.via.i64); return;
-    default: Fail("a number is expected");
+    case msgpack::type::FLOAT64:
+      v = o.via.f64;
+      return;
+    case msgpack::type::POSITIVE_INTEGER:
+      v = static_cast<double>(o.via.u64);
+      return;
+    case msgpack::type::NEGATIVE_INTEGER:
+      v = static_cast<double>(o.via.i64);
+      return;
+    default:
+      Fail("a number is expected");
   }
 }
 
@@ -26,7 +33,8 @@ void Read(const msgpack::object& o, std::string& v) {
 }
 
 void ReadUint(const msgpack::object& o, uint64_t max, uint64_t* v) {
-  if (o.type != msgpack::type::POSITIVE_INTEGER) Fail("an unsigned integer is expected");
+  if (o.type != msgpack::type::POSITIVE_INTEGER)
+    Fail("an unsigned integer is expected");
   if (o.via.u64 > max) Fail(std::to_string(o.via.u64) + " is out of range");
   *v = o.via.u64;
 }
@@ -36,8 +44,9 @@ void CheckArray(const msgpack::object& o, size_t required, size_t all) {
   const size_t n = o.via.array.size;
   if (n < required || n > all) {
     Fail("an array of " +
-         (required == all ? std::to_string(all)
-                          : std::to_string(required) + " to " + std::to_string(all)) +
+         (required == all
+              ? std::to_string(all)
+              : std::to_string(required) + " to " + std::to_string(all)) +
          " elements is expected, not " + std::to_string(n));
   }
 }
@@ -53,11 +62,12 @@ void FailField(const char* names, size_t index, const std::exception& e) {
   std::string name;
   if (begin != std::string::npos) {
     size_t end = list.find(',', begin);
-    name = list.substr(begin, end == std::string::npos ? std::string::npos : end - begin);
+    name = list.substr(
+        begin, end == std::string::npos ? std::string::npos : end - begin);
     name.erase(0, name.find_first_not_of(' '));
   }
-  Fail("element " + std::to_string(index) + (name.empty() ? "" : " (" + name + ")") + ": " +
-       e.what());
+  Fail("element " + std::to_string(index) +
+       (name.empty() ? "" : " (" + name + ")") + ": " + e.what());
 }
 
 }  // namespace wire

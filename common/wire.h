@@ -24,14 +24,13 @@
 
 #include <cstdint>
 #include <limits>
+#include <msgpack.hpp>
 #include <optional>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
 #include <utility>
 #include <vector>
-
-#include <msgpack.hpp>
 
 #include "common/types.h"
 
@@ -61,7 +60,8 @@ void Read(const msgpack::object& o, std::string& v);
 void ReadUint(const msgpack::object& o, uint64_t max, uint64_t* v);
 
 template <typename T>
-std::enable_if_t<std::is_integral_v<T> && std::is_unsigned_v<T> && !std::is_same_v<T, bool>>
+std::enable_if_t<std::is_integral_v<T> && std::is_unsigned_v<T> &&
+                 !std::is_same_v<T, bool>>
 Read(const msgpack::object& o, T& v) {
   uint64_t x = 0;
   ReadUint(o, std::numeric_limits<T>::max(), &x);
@@ -74,8 +74,8 @@ void Read(const msgpack::object& o, Id<Tag>& v) {
 }
 
 template <typename E>
-std::enable_if_t<std::is_enum_v<E> && WireEnum<E>::kTravels> Read(const msgpack::object& o,
-                                                                   E& v) {
+std::enable_if_t<std::is_enum_v<E> && WireEnum<E>::kTravels> Read(
+    const msgpack::object& o, E& v) {
   uint64_t x = 0;
   ReadUint(o, std::numeric_limits<std::underlying_type_t<E>>::max(), &x);
   if (!WireEnum<E>::Known(x)) Fail("an unknown value " + std::to_string(x));
@@ -91,7 +91,8 @@ void Read(const msgpack::object& o, std::pair<A, B>& v);
 
 // A struct reads itself (NATTER_WIRE, or a msgpack_unpack of its own).
 template <typename T>
-auto Read(const msgpack::object& o, T& v) -> decltype(v.msgpack_unpack(o), void()) {
+auto Read(const msgpack::object& o, T& v)
+    -> decltype(v.msgpack_unpack(o), void()) {
   v.msgpack_unpack(o);
 }
 
@@ -109,12 +110,14 @@ void Read(const msgpack::object& o, std::vector<T>& v) {
   if (o.type != msgpack::type::ARRAY) Fail("an array is expected");
   v.clear();
   v.resize(o.via.array.size);
-  for (uint32_t i = 0; i < o.via.array.size; ++i) Read(o.via.array.ptr[i], v[i]);
+  for (uint32_t i = 0; i < o.via.array.size; ++i)
+    Read(o.via.array.ptr[i], v[i]);
 }
 
 template <typename A, typename B>
 void Read(const msgpack::object& o, std::pair<A, B>& v) {
-  if (o.type != msgpack::type::ARRAY || o.via.array.size != 2) Fail("a pair is expected");
+  if (o.type != msgpack::type::ARRAY || o.via.array.size != 2)
+    Fail("a pair is expected");
   Read(o.via.array.ptr[0], v.first);
   Read(o.via.array.ptr[1], v.second);
 }
@@ -122,7 +125,8 @@ void Read(const msgpack::object& o, std::pair<A, B>& v) {
 // The array o into fields, in order; names is the fields' names as the
 // source spells them ("a, b, c"), for the error.
 void CheckArray(const msgpack::object& o, size_t required, size_t all);
-[[noreturn]] void FailField(const char* names, size_t index, const std::exception& e);
+[[noreturn]] void FailField(const char* names, size_t index,
+                            const std::exception& e);
 
 template <typename... Fields>
 void ReadArray(const msgpack::object& o, size_t required, const char* names,
@@ -153,7 +157,8 @@ MSGPACK_API_VERSION_NAMESPACE(MSGPACK_DEFAULT_API_NS) {
   namespace adaptor {
   template <typename Tag>
   struct convert<natter::Id<Tag>> {
-    const msgpack::object& operator()(const msgpack::object& o, natter::Id<Tag>& v) const {
+    const msgpack::object& operator()(const msgpack::object& o,
+                                      natter::Id<Tag>& v) const {
       natter::wire::Read(o, v);
       return o;
     }
@@ -161,7 +166,8 @@ MSGPACK_API_VERSION_NAMESPACE(MSGPACK_DEFAULT_API_NS) {
   template <typename Tag>
   struct pack<natter::Id<Tag>> {
     template <typename Stream>
-    packer<Stream>& operator()(packer<Stream>& o, const natter::Id<Tag>& v) const {
+    packer<Stream>& operator()(packer<Stream>& o,
+                               const natter::Id<Tag>& v) const {
       o.pack_uint64(v.value);
       return o;
     }
@@ -186,13 +192,13 @@ MSGPACK_API_VERSION_NAMESPACE(MSGPACK_DEFAULT_API_NS) {
 }  // namespace msgpack
 
 // The members that make a struct a wire struct (see the top).
-#define NATTER_WIRE(required, ...)                                          \
-  template <typename Packer>                                                \
-  void msgpack_pack(Packer& packer) const {                                 \
-    msgpack::type::make_define_array(__VA_ARGS__).msgpack_pack(packer);     \
-  }                                                                         \
-  void msgpack_unpack(const msgpack::object& o) {                           \
-    ::natter::wire::ReadArray(o, required, #__VA_ARGS__, ##__VA_ARGS__);    \
+#define NATTER_WIRE(required, ...)                                       \
+  template <typename Packer>                                             \
+  void msgpack_pack(Packer& packer) const {                              \
+    msgpack::type::make_define_array(__VA_ARGS__).msgpack_pack(packer);  \
+  }                                                                      \
+  void msgpack_unpack(const msgpack::object& o) {                        \
+    ::natter::wire::ReadArray(o, required, #__VA_ARGS__, ##__VA_ARGS__); \
   }
 
 #endif  // NATTER_COMMON_WIRE_H_

@@ -14,12 +14,14 @@ namespace natter {
 namespace frontd {
 namespace {
 
-Status UintOption(const Config& config, const char* name, uint64_t min, uint64_t* out) {
+Status UintOption(const Config& config, const char* name, uint64_t min,
+                  uint64_t* out) {
   Status s = config.GetUint(name, out);
   if (!s.ok()) return s;
   if (*out < min) {
-    return Status(ErrorCode::kBadRequest,
-                  std::string(name) + ": must be at least " + std::to_string(min));
+    return Status(
+        ErrorCode::kBadRequest,
+        std::string(name) + ": must be at least " + std::to_string(min));
   }
   return Status::Ok();
 }
@@ -29,7 +31,9 @@ Status DurationOption(const Config& config, const char* name,
   uint64_t seconds = 0;
   Status s = config.GetDuration(name, &seconds);
   if (!s.ok()) return s;
-  if (seconds == 0) return Status(ErrorCode::kBadRequest, std::string(name) + ": must be above 0");
+  if (seconds == 0)
+    return Status(ErrorCode::kBadRequest,
+                  std::string(name) + ": must be above 0");
   *out = std::chrono::seconds(seconds);
   return Status::Ok();
 }
@@ -74,37 +78,48 @@ Status Frontd::Create(const Config& config, zmq::context_t& ctx,
   f->notifyd_ = config.GetList("notifyd-out");
   f->token_keys_ = config.Get("token-keys");
   ClientGate::Limits& limits = f->limits_;
-  uint64_t max_in_flight = 0, max_clients = 0, max_pending = 0, max_pending_per_address = 0,
-           max_queued = 0, max_sessions_per_user = 0;
+  uint64_t max_in_flight = 0, max_clients = 0, max_pending = 0,
+           max_pending_per_address = 0, max_queued = 0,
+           max_sessions_per_user = 0;
   s = DurationOption(config, "session-timeout", &limits.idle_timeout);
-  if (s.ok()) s = DurationOption(config, "hello-timeout", &limits.hello_timeout);
+  if (s.ok())
+    s = DurationOption(config, "hello-timeout", &limits.hello_timeout);
   if (s.ok()) s = UintOption(config, "max-in-flight", 1, &max_in_flight);
   if (s.ok()) s = UintOption(config, "max-clients", 0, &max_clients);
   if (s.ok()) s = UintOption(config, "max-pending", 1, &max_pending);
-  if (s.ok()) s = UintOption(config, "max-pending-per-address", 1, &max_pending_per_address);
+  if (s.ok())
+    s = UintOption(config, "max-pending-per-address", 1,
+                   &max_pending_per_address);
   if (s.ok()) s = UintOption(config, "max-queued", 64 * 1024, &max_queued);
-  if (s.ok()) s = UintOption(config, "max-sessions-per-user", 1, &max_sessions_per_user);
+  if (s.ok())
+    s = UintOption(config, "max-sessions-per-user", 1, &max_sessions_per_user);
   if (s.ok()) s = ClientIoThreads(config, &f->client_threads_);
   if (!s.ok()) return s;
   f->max_in_flight_ = max_in_flight;
-  limits.max_clients = max_clients != 0 ? max_clients : DefaultMaxClients(OpenFilesLimit());
+  limits.max_clients =
+      max_clients != 0 ? max_clients : DefaultMaxClients(OpenFilesLimit());
   limits.max_pending = max_pending;
   limits.max_pending_per_address = max_pending_per_address;
   limits.max_queued = max_queued;
   limits.max_message = kMaxRequestBytes;
   f->max_sessions_per_user_ = max_sessions_per_user;
-  if (f->listen_.empty()) return Status(ErrorCode::kBadRequest, "listen: no endpoint");
-  if (f->routed_.empty()) return Status(ErrorCode::kBadRequest, "routed: no endpoint");
-  if (f->notifyd_.empty()) return Status(ErrorCode::kBadRequest, "notifyd-out: no endpoint");
+  if (f->listen_.empty())
+    return Status(ErrorCode::kBadRequest, "listen: no endpoint");
+  if (f->routed_.empty())
+    return Status(ErrorCode::kBadRequest, "routed: no endpoint");
+  if (f->notifyd_.empty())
+    return Status(ErrorCode::kBadRequest, "notifyd-out: no endpoint");
   s = f->verifier_.LoadDir(f->token_keys_);
-  if (!s.ok()) return Status(ErrorCode::kBadRequest, "token-keys: " + s.message());
+  if (!s.ok())
+    return Status(ErrorCode::kBadRequest, "token-keys: " + s.message());
   *out = std::move(f);
   return Status::Ok();
 }
 
 size_t Frontd::DefaultMaxClients(uint64_t open_files) {
-  return open_files > 2 * kReservedFiles ? open_files - kReservedFiles
-                                         : std::max<uint64_t>(open_files / 2, 1);
+  return open_files > 2 * kReservedFiles
+             ? open_files - kReservedFiles
+             : std::max<uint64_t>(open_files / 2, 1);
 }
 
 Status Frontd::Start() {
@@ -143,8 +158,8 @@ void Frontd::Reload() {
   keys_.Reload();
   Status s = verifier_.LoadDir(token_keys_);
   if (!s.ok()) {
-    NLOG_ERROR("event=token-keys-reload-failed error=%s kept=%zu", LogValue(s.message()).c_str(),
-               verifier_.key_count());
+    NLOG_ERROR("event=token-keys-reload-failed error=%s kept=%zu",
+               LogValue(s.message()).c_str(), verifier_.key_count());
     return;
   }
   NLOG_INFO("event=token-keys-reloaded keys=%zu", verifier_.key_count());
@@ -155,7 +170,8 @@ void Frontd::Reload() {
   }
   for (ConnId conn : retired) {
     Revoke(conn, Status(ErrorCode::kTokenUnknownKey,
-                        "the key that signed your token was retired; say hello with a new token"));
+                        "the key that signed your token was retired; say hello "
+                        "with a new token"));
   }
 }
 
@@ -170,15 +186,18 @@ void Frontd::Stop() {
     return false;
   };
   while (waiting() && Clock::now() < until) {
-    std::vector<zmq::pollitem_t> items = {{routed_socket_.handle(), 0, ZMQ_POLLIN, 0}};
+    std::vector<zmq::pollitem_t> items = {
+        {routed_socket_.handle(), 0, ZMQ_POLLIN, 0}};
     Poll(items, 50);
     if (items[0].revents & ZMQ_POLLIN) FromRouted();
     ReapClosed();
     gate_->Flush();
   }
   size_t left = 0;
-  for (const auto& [conn, session] : sessions_) left += session.in_flight.size();
-  NLOG_INFO("event=drained sessions=%zu unanswered=%zu", sessions_.size(), left);
+  for (const auto& [conn, session] : sessions_)
+    left += session.in_flight.size();
+  NLOG_INFO("event=drained sessions=%zu unanswered=%zu", sessions_.size(),
+            left);
 }
 
 void Frontd::RunOnce(int timeout_ms) {
@@ -207,7 +226,8 @@ void Frontd::FromClients() {
   gate_->Read(&requests);
   for (const ClientGate::Request& r : requests) {
     if (r.frames != 1) {
-      ReplyError(r.conn, 0, Status(ErrorCode::kMalformed, "a request is one frame"));
+      ReplyError(r.conn, 0,
+                 Status(ErrorCode::kMalformed, "a request is one frame"));
       continue;
     }
     FromClient(r.conn, r.body);
@@ -242,7 +262,8 @@ void Frontd::Forward(ConnId conn, Session* session, const Frame& frame) {
   // Once the request has waited well past what answers take, it may have
   // been lost between daemons, and the resend goes on.
   auto earlier = session->in_flight.find(frame.header.corr);
-  if (earlier != session->in_flight.end() && now - earlier->second < ResendHold()) {
+  if (earlier != session->in_flight.end() &&
+      now - earlier->second < ResendHold()) {
     ++resends_held_;
     return;
   }
@@ -266,19 +287,23 @@ void Frontd::Forward(ConnId conn, Session* session, const Frame& frame) {
   }
   if (!s.ok()) {
     ++refused_;
-    NLOG_TRACE(h.trace, "event=refused type=%s user=%llu error=%s", MsgTypeName(frame.type()),
-               static_cast<unsigned long long>(h.user.value), LogValue(s.ToString()).c_str());
+    NLOG_TRACE(h.trace, "event=refused type=%s user=%llu error=%s",
+               MsgTypeName(frame.type()),
+               static_cast<unsigned long long>(h.user.value),
+               LogValue(s.ToString()).c_str());
     ReplyError(conn, h.corr, s);
     return;
   }
-  NLOG_TRACE(h.trace, "event=request type=%s user=%llu device=%s corr=%llu",
-             MsgTypeName(frame.type()), static_cast<unsigned long long>(h.user.value),
-             LogValue(h.device).c_str(), static_cast<unsigned long long>(h.corr));
+  NLOG_TRACE(
+      h.trace, "event=request type=%s user=%llu device=%s corr=%llu",
+      MsgTypeName(frame.type()), static_cast<unsigned long long>(h.user.value),
+      LogValue(h.device).c_str(), static_cast<unsigned long long>(h.corr));
   Parts out;
   out.push_back(ToMessage(Envelope(conn)));
   out.push_back(ToMessage(check.frame()));
   if (!SendParts(routed_socket_, out)) {
-    ReplyError(conn, h.corr, Status(ErrorCode::kUnavailable, "routed is not reachable"));
+    ReplyError(conn, h.corr,
+               Status(ErrorCode::kUnavailable, "routed is not reachable"));
     return;
   }
   session->in_flight[h.corr] = now;
@@ -290,8 +315,8 @@ uint64_t Frontd::NewTrace(bool loud) {
   // can tell from its own ids how many requests others made.
   uint64_t counter = ++trace_next_;
   unsigned char hash[crypto_shorthash_BYTES];
-  crypto_shorthash(hash, reinterpret_cast<const unsigned char*>(&counter), sizeof counter,
-                   trace_key_.data());
+  crypto_shorthash(hash, reinterpret_cast<const unsigned char*>(&counter),
+                   sizeof counter, trace_key_.data());
   uint64_t id = GetBigEndian(reinterpret_cast<const char*>(hash), sizeof hash);
   id &= ~kTraceLoud;
   if (id == 0) id = 1;
@@ -300,33 +325,44 @@ uint64_t Frontd::NewTrace(bool loud) {
 
 void Frontd::Stats(MetricSet* set) {
   size_t in_flight = 0;
-  for (const auto& [conn, session] : sessions_) in_flight += session.in_flight.size();
-  set->Gauge("natter_frontd_sessions", "Client sessions (devices that said hello).",
+  for (const auto& [conn, session] : sessions_)
+    in_flight += session.in_flight.size();
+  set->Gauge("natter_frontd_sessions",
+             "Client sessions (devices that said hello).",
              static_cast<double>(sessions_.size()));
   if (gate_) gate_->Stats(set);
-  set->Counter("natter_frontd_hellos_total", "Hellos (sessions begun).", static_cast<double>(hellos_));
-  set->Counter("natter_frontd_revoked_total",
-               "Sessions ended because their token expired or its key was retired.",
-               static_cast<double>(revoked_));
+  set->Counter("natter_frontd_hellos_total", "Hellos (sessions begun).",
+               static_cast<double>(hellos_));
+  set->Counter(
+      "natter_frontd_revoked_total",
+      "Sessions ended because their token expired or its key was retired.",
+      static_cast<double>(revoked_));
   set->Counter("natter_frontd_requests_total", "Requests passed on to routed.",
                static_cast<double>(requests_));
-  set->Counter("natter_frontd_refused_total", "Requests frontd answered with an error itself.",
+  set->Counter("natter_frontd_refused_total",
+               "Requests frontd answered with an error itself.",
                static_cast<double>(refused_));
-  set->Counter("natter_frontd_answers_total", "Answers from the cell passed to clients.",
+  set->Counter("natter_frontd_answers_total",
+               "Answers from the cell passed to clients.",
                static_cast<double>(answers_));
   set->Counter("natter_frontd_resends_held_total",
-               "Resends of requests still on their way, held back while the cell is slow.",
+               "Resends of requests still on their way, held back while the "
+               "cell is slow.",
                static_cast<double>(resends_held_));
-  set->Counter("natter_frontd_events_total", "Events passed to devices.", static_cast<double>(events_sent_));
+  set->Counter("natter_frontd_events_total", "Events passed to devices.",
+               static_cast<double>(events_sent_));
   set->Counter("natter_frontd_dropped_total",
-               "Frames for connections that had gone (repaired from the mailbox or resent).",
+               "Frames for connections that had gone (repaired from the "
+               "mailbox or resent).",
                static_cast<double>(dropped_));
-  set->Gauge("natter_frontd_in_flight", "Requests passed on and not yet answered.",
+  set->Gauge("natter_frontd_in_flight",
+             "Requests passed on and not yet answered.",
              static_cast<double>(in_flight));
-  set->Gauge("natter_frontd_resend_hold_seconds", "How long a request waits before a resend of it goes on.",
+  set->Gauge("natter_frontd_resend_hold_seconds",
+             "How long a request waits before a resend of it goes on.",
              std::chrono::duration<double>(ResendHold()).count());
-  set->Summary("natter_frontd_answer_seconds", "From a request passed on to its answer.",
-               answer_latency_);
+  set->Summary("natter_frontd_answer_seconds",
+               "From a request passed on to its answer.", answer_latency_);
   set->Counter("natter_frontd_relinks_total",
                "Links to routed or notifyd connected again by frontd itself.",
                static_cast<double>(watch_ ? watch_->relinks() : 0));
@@ -341,26 +377,31 @@ void Frontd::Hello(ConnId conn, const Frame& frame) {
   if (s.ok() && !claims.device.empty()) {
     if (device.empty()) device = claims.device;
     if (device != claims.device) {
-      s = Status(ErrorCode::kForbidden, "the token is for device " + claims.device);
+      s = Status(ErrorCode::kForbidden,
+                 "the token is for device " + claims.device);
     }
   }
   if (s.ok()) s = ValidateDevice(device);
   auto mine = sessions_.find(conn);
-  const bool same_user = mine != sessions_.end() && mine->second.user == claims.user;
+  const bool same_user =
+      mine != sessions_.end() && mine->second.user == claims.user;
   if (s.ok() && !same_user) {
     auto ids = by_user_.find(claims.user);
     if (ids != by_user_.end() && ids->second.size() >= max_sessions_per_user_) {
-      s = Status(ErrorCode::kBusy, "user " + std::to_string(claims.user.value) + " has " +
-                                       std::to_string(max_sessions_per_user_) +
-                                       " sessions on this frontd (max-sessions-per-user)");
+      s = Status(ErrorCode::kBusy,
+                 "user " + std::to_string(claims.user.value) + " has " +
+                     std::to_string(max_sessions_per_user_) +
+                     " sessions on this frontd (max-sessions-per-user)");
     }
   }
   if (!s.ok()) {
     NLOG_INFO("event=hello-refused conn=%llu address=%s error=%s",
-              static_cast<unsigned long long>(conn), LogValue(gate_->Address(conn)).c_str(),
+              static_cast<unsigned long long>(conn),
+              LogValue(gate_->Address(conn)).c_str(),
               LogValue(s.ToString()).c_str());
     ReplyError(conn, frame.header.corr, s);
-    if (++refused_hellos_[conn] >= kMaxRefusedHellos) gate_->Close(conn, "hellos refused");
+    if (++refused_hellos_[conn] >= kMaxRefusedHellos)
+      gate_->Close(conn, "hellos refused");
     return;
   }
   refused_hellos_.erase(conn);
@@ -393,8 +434,8 @@ void Frontd::OpenSession(ConnId conn, const PendingHello& hello) {
   // A second hello on a connection (a fresh token, say) takes the place of
   // the first.
   auto mine = sessions_.find(conn);
-  if (mine != sessions_.end() &&
-      (mine->second.user != hello.claims.user || mine->second.device != hello.device)) {
+  if (mine != sessions_.end() && (mine->second.user != hello.claims.user ||
+                                  mine->second.device != hello.device)) {
     EndSession(conn);
   }
   Session& session = sessions_[conn];
@@ -406,12 +447,15 @@ void Frontd::OpenSession(ConnId conn, const PendingHello& hello) {
   if (fresh) {
     ++hellos_;
     auto& ids = by_user_[session.user];
-    if (ids.empty()) events_.set(zmq::sockopt::subscribe, TopicOf(session.user));
+    if (ids.empty())
+      events_.set(zmq::sockopt::subscribe, TopicOf(session.user));
     ids.push_back(conn);
   }
   gate_->SetSession(conn, true);
-  NLOG_DEBUG("event=session conn=%llu user=%llu device=%s", static_cast<unsigned long long>(conn),
-             static_cast<unsigned long long>(session.user.value), LogValue(hello.device).c_str());
+  NLOG_DEBUG("event=session conn=%llu user=%llu device=%s",
+             static_cast<unsigned long long>(conn),
+             static_cast<unsigned long long>(session.user.value),
+             LogValue(hello.device).c_str());
   Welcome w;
   w.user = session.user;
   w.device = hello.device;
@@ -423,9 +467,11 @@ void Frontd::OpenSession(ConnId conn, const PendingHello& hello) {
   Reply(conn, EncodeReply(h, w));
 }
 
-bool Frontd::FinishHello(ConnId conn, const Frame& answer, const std::string& bytes) {
+bool Frontd::FinishHello(ConnId conn, const Frame& answer,
+                         const std::string& bytes) {
   auto it = pending_hellos_.find(conn);
-  if (it == pending_hellos_.end() || it->second.corr != answer.header.corr) return false;
+  if (it == pending_hellos_.end() || it->second.corr != answer.header.corr)
+    return false;
   const bool attached = answer.type() == MsgType::kAttached;
   if (!attached && answer.type() != MsgType::kError) return false;
   PendingHello hello = std::move(it->second);
@@ -496,7 +542,8 @@ void Frontd::ExpireSessions() {
     if (session.ends_s <= now_s) expired.push_back(conn);
     // An answer lost on the way (a daemon restarted) frees its place.
     for (auto it = session.in_flight.begin(); it != session.in_flight.end();) {
-      it = now - it->second > limits_.idle_timeout ? session.in_flight.erase(it) : std::next(it);
+      it = now - it->second > limits_.idle_timeout ? session.in_flight.erase(it)
+                                                   : std::next(it);
     }
   }
   for (ConnId conn : expired) {
@@ -511,7 +558,8 @@ void Frontd::ExpireSessions() {
       continue;
     }
     ReplyError(it->first, it->second.corr,
-               Status(ErrorCode::kUnavailable, "the home shard did not answer the hello"));
+               Status(ErrorCode::kUnavailable,
+                      "the home shard did not answer the hello"));
     it = pending_hellos_.erase(it);
   }
 }
@@ -528,20 +576,23 @@ void Frontd::FromRouted() {
     const ConnId conn = GetBigEndian(static_cast<const char*>(parts[0].data()));
     auto session = sessions_.find(conn);
     Frame reply;
-    const bool decoded = DecodeFrame(parts[1].data(), parts[1].size(), &reply).ok();
+    const bool decoded =
+        DecodeFrame(parts[1].data(), parts[1].size(), &reply).ok();
     if (decoded && FinishHello(conn, reply, parts[1].to_string())) continue;
     if (session != sessions_.end() && decoded) {
       auto& in_flight = session->second.in_flight;
       auto request = in_flight.find(reply.header.corr);
       if (request != in_flight.end()) {
-        double ms = std::chrono::duration<double, std::milli>(Clock::now() - request->second)
+        double ms = std::chrono::duration<double, std::milli>(Clock::now() -
+                                                              request->second)
                         .count();
         answer_ms_ += (ms - answer_ms_) / 64;
         answer_latency_.Record(ms * 1000);
         in_flight.erase(request);
       }
       NLOG_TRACE(reply.header.trace, "event=answer type=%s user=%llu corr=%llu",
-                 MsgTypeName(reply.type()), static_cast<unsigned long long>(reply.header.user.value),
+                 MsgTypeName(reply.type()),
+                 static_cast<unsigned long long>(reply.header.user.value),
                  static_cast<unsigned long long>(reply.header.corr));
     }
     ++answers_;
@@ -564,7 +615,9 @@ void Frontd::FromNotifyd() {
       auto s = sessions_.find(conn);
       if (s == sessions_.end()) continue;
       // The device that caused an event has its answer already.
-      if (!frame.header.device.empty() && s->second.device == frame.header.device) continue;
+      if (!frame.header.device.empty() &&
+          s->second.device == frame.header.device)
+        continue;
       NLOG_TRACE(frame.header.trace, "event=event user=%llu device=%s",
                  static_cast<unsigned long long>(frame.header.user.value),
                  LogValue(s->second.device).c_str());

@@ -23,7 +23,6 @@
 #include <string>
 #include <unordered_map>
 #include <vector>
-
 #include <zmq.hpp>
 
 #include "common/config.h"
@@ -142,12 +141,12 @@ class Frontd : public Service {
   uint64_t trace_next_ = 0;
   // Counters and the request-to-answer latency, for Stats.
   uint64_t requests_ = 0;
-  uint64_t refused_ = 0;   // answered by frontd itself with an error
+  uint64_t refused_ = 0;  // answered by frontd itself with an error
   uint64_t answers_ = 0;
   uint64_t events_sent_ = 0;
-  uint64_t dropped_ = 0;   // frames for connections that had gone
+  uint64_t dropped_ = 0;  // frames for connections that had gone
   uint64_t hellos_ = 0;
-  uint64_t revoked_ = 0;   // sessions ended for their token
+  uint64_t revoked_ = 0;  // sessions ended for their token
   LatencyHistogram answer_latency_;
   std::unique_ptr<LinkWatch> watch_;
 };

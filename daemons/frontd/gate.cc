@@ -23,8 +23,8 @@ constexpr uint16_t kMaxPingTtlDs = 600;
 
 // Sends one STREAM message [stream id, bytes]: 1 sent, 0 the socket's
 // queue for that connection is full, -1 the connection has gone.
-int SendStream(zmq::socket_t& socket, const std::string& stream_id, const char* data,
-               size_t size) {
+int SendStream(zmq::socket_t& socket, const std::string& stream_id,
+               const char* data, size_t size) {
   if (zmq_send(socket.handle(), stream_id.data(), stream_id.size(),
                ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) {
     return zmq_errno() == EAGAIN ? 0 : -1;
@@ -36,7 +36,8 @@ int SendStream(zmq::socket_t& socket, const std::string& stream_id, const char* 
 uint64_t SocketCookie(int fd) {
   uint64_t cookie = 0;
   socklen_t len = sizeof cookie;
-  if (fd < 0 || ::getsockopt(fd, SOL_SOCKET, SO_COOKIE, &cookie, &len) != 0) return 0;
+  if (fd < 0 || ::getsockopt(fd, SOL_SOCKET, SO_COOKIE, &cookie, &len) != 0)
+    return 0;
   return cookie;
 }
 
@@ -70,8 +71,10 @@ Status ClientGate::Bind(const std::string& endpoint, uint64_t affinity) {
 bool ClientGate::IsNewStreamId(const std::string& stream_id) {
   // A STREAM socket names connections 0 and 4 bytes that count up.
   if (stream_id.size() != 5 || stream_id[0] != '\0') return false;
-  const uint32_t n = static_cast<uint32_t>(GetBigEndian(stream_id.data() + 1, 4));
-  if (have_stream_id_ && static_cast<int32_t>(n - newest_stream_id_) <= 0) return false;
+  const uint32_t n =
+      static_cast<uint32_t>(GetBigEndian(stream_id.data() + 1, 4));
+  if (have_stream_id_ && static_cast<int32_t>(n - newest_stream_id_) <= 0)
+    return false;
   have_stream_id_ = true;
   newest_stream_id_ = n;
   return true;
@@ -98,12 +101,14 @@ void ClientGate::Read(std::vector<Request>* requests) {
     // Bytes for a connection closed here already are dropped.
     if (known == by_stream_.end()) continue;
     Receive(&conns_[known->second],
-            std::string_view(static_cast<const char*>(parts[1].data()), parts[1].size()),
+            std::string_view(static_cast<const char*>(parts[1].data()),
+                             parts[1].size()),
             requests);
   }
 }
 
-void ClientGate::Open(const std::string& stream_id, const std::string& address, int fd) {
+void ClientGate::Open(const std::string& stream_id, const std::string& address,
+                      int fd) {
   ++accepted_;
   if (conns_.size() >= limits_.max_clients + kRefusalHeadroom) {
     ++refused_full_;
@@ -144,7 +149,8 @@ void ClientGate::AddPending(Conn* c) {
          mine->second.size() >= limits_.max_pending_per_address;
          mine = pending_by_address_.find(c->address)) {
       ++closed_evicted_;
-      Close(*mine->second.begin(), "evicted: the oldest pending connection of its address");
+      Close(*mine->second.begin(),
+            "evicted: the oldest pending connection of its address");
     }
   }
   while (!pending_.empty() && pending_.size() >= limits_.max_pending) {
@@ -179,7 +185,8 @@ void ClientGate::SetSession(ConnId conn, bool has_session) {
   }
 }
 
-void ClientGate::Receive(Conn* c, std::string_view bytes, std::vector<Request>* requests) {
+void ClientGate::Receive(Conn* c, std::string_view bytes,
+                         std::vector<Request>* requests) {
   c->last_heard = now_;
   std::string out;
   std::vector<ZmtpMessage> messages;
@@ -196,8 +203,8 @@ void ClientGate::Receive(Conn* c, std::string_view bytes, std::vector<Request>* 
   }
   ++closed_protocol_;
   NLOG_DEBUG("event=client-refused conn=%llu address=%s error=%s",
-             static_cast<unsigned long long>(c->id), LogValue(c->address).c_str(),
-             LogValue(c->zmtp->error()).c_str());
+             static_cast<unsigned long long>(c->id),
+             LogValue(c->address).c_str(), LogValue(c->zmtp->error()).c_str());
   Close(c->id, "protocol");
 }
 
@@ -221,8 +228,11 @@ bool ClientGate::Send(ConnId conn, std::string_view message) {
   if (c.out.size() >= kChunkBytes && !FlushOne(&c)) return false;
   if (c.out.size() > limits_.max_queued) {
     ++closed_not_reading_;
-    NLOG_INFO("event=client-cut-off conn=%llu address=%s queued=%zu reason=not-reading",
-              static_cast<unsigned long long>(conn), LogValue(c.address).c_str(), c.out.size());
+    NLOG_INFO(
+        "event=client-cut-off conn=%llu address=%s queued=%zu "
+        "reason=not-reading",
+        static_cast<unsigned long long>(conn), LogValue(c.address).c_str(),
+        c.out.size());
     Close(conn, "not reading");
     return false;
   }
@@ -263,8 +273,8 @@ void ClientGate::Close(ConnId conn, const char* why) {
   auto it = conns_.find(conn);
   if (it == conns_.end()) return;
   NLOG_DEBUG("event=client-closed conn=%llu address=%s reason=%s",
-             static_cast<unsigned long long>(conn), LogValue(it->second.address).c_str(),
-             LogValue(why).c_str());
+             static_cast<unsigned long long>(conn),
+             LogValue(it->second.address).c_str(), LogValue(why).c_str());
   Forget(&it->second, true);
 }
 
@@ -273,7 +283,8 @@ void ClientGate::Forget(Conn* c, bool tell_socket) {
     // The socket's queue for it is full (the client reads nothing), so it
     // cannot take the request to close: shut the connection down under
     // it, if the descriptor is still that connection's.
-    if (c->cookie != 0 && SocketCookie(c->fd) == c->cookie) ::shutdown(c->fd, SHUT_RDWR);
+    if (c->cookie != 0 && SocketCookie(c->fd) == c->cookie)
+      ::shutdown(c->fd, SHUT_RDWR);
   }
   const ConnId id = c->id;
   closing_.erase(id);
@@ -304,9 +315,11 @@ void ClientGate::Tick(Clock::time_point now) {
   if (now >= next_sweep_) {
     next_sweep_ = now + std::chrono::seconds(1);
     const auto ping_after = limits_.idle_timeout / 2;
-    const auto idle_ms =
-        std::chrono::duration_cast<std::chrono::milliseconds>(limits_.idle_timeout).count();
-    const uint16_t ttl_ds = static_cast<uint16_t>(std::min<int64_t>(kMaxPingTtlDs, idle_ms / 100));
+    const auto idle_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                             limits_.idle_timeout)
+                             .count();
+    const uint16_t ttl_ds =
+        static_cast<uint16_t>(std::min<int64_t>(kMaxPingTtlDs, idle_ms / 100));
     for (auto& [id, c] : conns_) {
       if (closing_.count(id)) continue;
       if (!c.has_session && now - c.opened > limits_.hello_timeout) {
@@ -315,7 +328,8 @@ void ClientGate::Tick(Clock::time_point now) {
       } else if (now - c.last_heard > limits_.idle_timeout) {
         ++closed_idle_;
         due.emplace_back(id, "silent");
-      } else if (c.zmtp->ready() && c.zmtp->heartbeats() && now - c.last_heard > ping_after &&
+      } else if (c.zmtp->ready() && c.zmtp->heartbeats() &&
+                 now - c.last_heard > ping_after &&
                  now - c.last_ping > ping_after) {
         std::string ping;
         c.zmtp->Ping(ttl_ds, &ping);
@@ -331,7 +345,9 @@ void ClientGate::Tick(Clock::time_point now) {
 int ClientGate::NextTickMs(Clock::time_point now) const {
   if (!blocked_.empty()) return 5;
   if (!closing_.empty()) return 50;
-  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(next_sweep_ - now).count();
+  auto left =
+      std::chrono::duration_cast<std::chrono::milliseconds>(next_sweep_ - now)
+          .count();
   return static_cast<int>(std::clamp<int64_t>(left, 0, 1000));
 }
 
@@ -347,9 +363,11 @@ const CurveKey* ClientGate::ClientKey(ConnId conn) const {
 }
 
 void ClientGate::Stats(MetricSet* set) const {
-  set->Gauge("natter_frontd_connections", "Client connections (also those not yet in a session).",
+  set->Gauge("natter_frontd_connections",
+             "Client connections (also those not yet in a session).",
              static_cast<double>(conns_.size()));
-  set->Gauge("natter_frontd_pending", "Client connections without a session yet.",
+  set->Gauge("natter_frontd_pending",
+             "Client connections without a session yet.",
              static_cast<double>(pending_.size()));
   set->Counter("natter_frontd_accepted_total", "Client connections accepted.",
                static_cast<double>(accepted_));
@@ -360,14 +378,17 @@ void ClientGate::Stats(MetricSet* set) const {
                "Connections closed for not saying hello within hello-timeout.",
                static_cast<double>(closed_hello_));
   set->Counter("natter_frontd_closed_idle_total",
-               "Connections closed for silence (session-timeout, heartbeats unanswered).",
+               "Connections closed for silence (session-timeout, heartbeats "
+               "unanswered).",
                static_cast<double>(closed_idle_));
-  set->Counter("natter_frontd_closed_evicted_total",
-               "Pending connections closed to make room for newer ones (max-pending).",
-               static_cast<double>(closed_evicted_));
-  set->Counter("natter_frontd_closed_not_reading_total",
-               "Connections cut off for not reading what was sent to them (max-queued).",
-               static_cast<double>(closed_not_reading_));
+  set->Counter(
+      "natter_frontd_closed_evicted_total",
+      "Pending connections closed to make room for newer ones (max-pending).",
+      static_cast<double>(closed_evicted_));
+  set->Counter(
+      "natter_frontd_closed_not_reading_total",
+      "Connections cut off for not reading what was sent to them (max-queued).",
+      static_cast<double>(closed_not_reading_));
   set->Counter("natter_frontd_closed_protocol_total",
                "Connections closed for breaking ZMTP or CURVE.",
                static_cast<double>(closed_protocol_));

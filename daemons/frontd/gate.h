@@ -36,7 +36,6 @@
 #include <string_view>
 #include <unordered_map>
 #include <vector>
-
 #include <zmq.hpp>
 
 #include "common/curve.h"
@@ -74,7 +73,8 @@ class ClientGate {
   static constexpr int kSocketQueue = 4;
   static constexpr size_t kChunkBytes = 64 * 1024;
 
-  ClientGate(zmq::context_t& ctx, const Limits& limits, const CurveIdentity& identity);
+  ClientGate(zmq::context_t& ctx, const Limits& limits,
+             const CurveIdentity& identity);
   ~ClientGate();
 
   // Binds the endpoint; the socket's I/O runs on the I/O threads of
@@ -122,11 +122,11 @@ class ClientGate {
     Clock::time_point last_heard;
     Clock::time_point last_ping;
     bool has_session = false;
-    bool refused = false;   // told busy; closed once that is out
-    int fd = -1;            // the connection's descriptor (libzmq's)
-    uint64_t cookie = 0;    // and its SO_COOKIE, to know it is still the same
-    std::string out;        // bytes the socket has not taken yet
-    bool queued = false;    // in flush_
+    bool refused = false;  // told busy; closed once that is out
+    int fd = -1;           // the connection's descriptor (libzmq's)
+    uint64_t cookie = 0;   // and its SO_COOKIE, to know it is still the same
+    std::string out;       // bytes the socket has not taken yet
+    bool queued = false;   // in flush_
   };
 
   void Open(const std::string& stream_id, const std::string& address, int fd);
@@ -156,8 +156,8 @@ class ClientGate {
   // Pending connections, oldest (smallest id) first, in all and by address.
   std::set<ConnId> pending_;
   std::unordered_map<std::string, std::set<ConnId>> pending_by_address_;
-  std::vector<ConnId> flush_;      // connections with bytes to hand over
-  std::set<ConnId> blocked_;       // the socket's queue for them is full
+  std::vector<ConnId> flush_;  // connections with bytes to hand over
+  std::set<ConnId> blocked_;   // the socket's queue for them is full
   std::vector<ConnId> closed_;
   std::map<ConnId, Clock::time_point> closing_;  // refused, closed when due
   bool have_stream_id_ = false;

@@ -32,8 +32,9 @@ class RequestCheck {
   // requests a client makes).
   template <typename Other>
   Status operator()(const Other&) {
-    return Status(ErrorCode::kBadRequest, std::string("not a client request: ") +
-                                              MsgTypeName(FrameOf<Other>::kType));
+    return Status(ErrorCode::kBadRequest,
+                  std::string("not a client request: ") +
+                      MsgTypeName(FrameOf<Other>::kType));
   }
 
   const std::string& frame() const { return frame_; }

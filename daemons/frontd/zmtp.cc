@@ -43,7 +43,8 @@ void MakeNonce(const char* prefix16, uint64_t counter, uint8_t out[24]) {
   std::memcpy(out + 16, be.data(), 8);
 }
 
-void MakeLongNonce(const char* prefix8, const uint8_t* rest16, uint8_t out[24]) {
+void MakeLongNonce(const char* prefix8, const uint8_t* rest16,
+                   uint8_t out[24]) {
   std::memcpy(out, prefix8, 8);
   std::memcpy(out + 8, rest16, 16);
 }
@@ -74,7 +75,8 @@ bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
   return true;
 }
 
-void AppendProperty(std::string_view name, std::string_view value, std::string* out) {
+void AppendProperty(std::string_view name, std::string_view value,
+                    std::string* out) {
   out->push_back(static_cast<char>(name.size()));
   out->append(name);
   PutBigEndian(out, value.size(), 4);
@@ -146,8 +148,10 @@ bool ZmtpServer::OnGreeting(std::string* out) {
   const size_t avail = in_.size() - in_pos_;
   const uint8_t* g = Bytes(in_) + in_pos_;
   // Refuse what is not ZMTP 3 as soon as it shows.
-  if (avail >= 1 && g[0] != 0xff) return Fail("not a ZMTP peer (no greeting signature)");
-  if (avail >= 10 && (g[9] & 0x01) == 0) return Fail("not a ZMTP 3 peer (no greeting signature)");
+  if (avail >= 1 && g[0] != 0xff)
+    return Fail("not a ZMTP peer (no greeting signature)");
+  if (avail >= 10 && (g[9] & 0x01) == 0)
+    return Fail("not a ZMTP 3 peer (no greeting signature)");
   if (avail >= 11 && g[10] < 3) {
     return Fail("ZMTP " + std::to_string(g[10]) + " is older than 3");
   }
@@ -170,13 +174,15 @@ bool ZmtpServer::NextFrame(Frame* frame) {
   if (avail < 2) return false;
   const char* p = in_.data() + in_pos_;
   const uint8_t flags = static_cast<uint8_t>(p[0]);
-  if (flags & kReservedFlags) return Fail("a frame with reserved flag bits set");
+  if (flags & kReservedFlags)
+    return Fail("a frame with reserved flag bits set");
   const size_t header = (flags & kLong) ? 9 : 2;
   if (avail < header) return false;
-  const uint64_t size = (flags & kLong) ? GetBigEndian(p + 1) : static_cast<uint8_t>(p[1]);
+  const uint64_t size =
+      (flags & kLong) ? GetBigEndian(p + 1) : static_cast<uint8_t>(p[1]);
   const uint64_t limit = state_ != State::kReady ? kMaxHandshakeCommand
-                         : curve_                ? options_.max_message + kMessageOverhead
-                                                 : options_.max_message;
+                         : curve_ ? options_.max_message + kMessageOverhead
+                                  : options_.max_message;
   if (size > limit) {
     return Fail("a frame of " + std::to_string(size) + " bytes (at most " +
                 std::to_string(limit) + ")");
@@ -190,9 +196,12 @@ bool ZmtpServer::NextFrame(Frame* frame) {
 }
 
 bool ZmtpServer::OnHandshake(const Frame& frame, std::string* out) {
-  if (!frame.command || frame.more) return Fail("a handshake frame that is not a command");
+  if (!frame.command || frame.more)
+    return Fail("a handshake frame that is not a command");
   const std::string_view body = frame.body;
-  if (body.size() >= 6 && body.compare(0, 6, "\x05" "ERROR") == 0) {
+  if (body.size() >= 6 && body.compare(0, 6,
+                                       "\x05"
+                                       "ERROR") == 0) {
     return Fail("the client gave up the handshake (ERROR)");
   }
   if (!refusal_.empty()) {
@@ -200,17 +209,23 @@ bool ZmtpServer::OnHandshake(const Frame& frame, std::string* out) {
     return Fail("refused: " + refusal_);
   }
   switch (state_) {
-    case State::kHello: return OnHello(body, out);
-    case State::kInitiate: return OnInitiate(body, out);
-    case State::kNullReady: return OnNullReady(body, out);
-    default: return Fail("a handshake command out of turn");
+    case State::kHello:
+      return OnHello(body, out);
+    case State::kInitiate:
+      return OnInitiate(body, out);
+    case State::kNullReady:
+      return OnNullReady(body, out);
+    default:
+      return Fail("a handshake command out of turn");
   }
 }
 
 bool ZmtpServer::OnHello(std::string_view body, std::string* out) {
   // "\x05HELLO", version 1.0, 72 bytes of padding, C', nonce, Box[64 zero
   // bytes](C'->S).
-  if (body.size() != 200 || body.compare(0, 6, "\x05" "HELLO") != 0) {
+  if (body.size() != 200 || body.compare(0, 6,
+                                         "\x05"
+                                         "HELLO") != 0) {
     return Fail("HELLO expected");
   }
   const uint8_t* h = Bytes(body);
@@ -224,7 +239,8 @@ bool ZmtpServer::OnHello(std::string_view body, std::string* out) {
                            options_.identity.secret.data()) != 0) {
     return Fail("HELLO does not open (the client has another server key)");
   }
-  if (!sodium_is_zero(zeros, sizeof zeros)) return Fail("HELLO's signature is not zero");
+  if (!sodium_is_zero(zeros, sizeof zeros))
+    return Fail("HELLO's signature is not zero");
 
   // WELCOME: S' and a cookie Box[C' + s'](K), in Box[S' + cookie](S->C').
   crypto_box_keypair(server_short_.data(), server_short_secret_.data());
@@ -245,7 +261,9 @@ bool ZmtpServer::OnHello(std::string_view body, std::string* out) {
   uint8_t welcome_nonce[24];
   randombytes_buf(random16, sizeof random16);
   MakeLongNonce("WELCOME-", random16, welcome_nonce);
-  std::string welcome("\x07" "WELCOME");
+  std::string welcome(
+      "\x07"
+      "WELCOME");
   welcome.append(reinterpret_cast<const char*>(welcome_nonce + 8), 16);
   welcome.resize(welcome.size() + sizeof welcome_plain + crypto_box_MACBYTES);
   if (crypto_box_easy(reinterpret_cast<uint8_t*>(&welcome[24]), welcome_plain,
@@ -260,14 +278,17 @@ bool ZmtpServer::OnHello(std::string_view body, std::string* out) {
 
 bool ZmtpServer::OnInitiate(std::string_view body, std::string* out) {
   // "\x08INITIATE", cookie (16 + 80), nonce, Box[C + vouch + metadata](C'->S').
-  if (body.size() < 257 || body.compare(0, 9, "\x08" "INITIATE") != 0) {
+  if (body.size() < 257 || body.compare(0, 9,
+                                        "\x08"
+                                        "INITIATE") != 0) {
     return Fail("INITIATE expected");
   }
   const uint8_t* m = Bytes(body);
   uint8_t cookie_nonce[24];
   MakeLongNonce("COOKIE--", m + 9, cookie_nonce);
   uint8_t cookie[64];
-  if (crypto_secretbox_open_easy(cookie, m + 25, 80, cookie_nonce, cookie_key_.data()) != 0 ||
+  if (crypto_secretbox_open_easy(cookie, m + 25, 80, cookie_nonce,
+                                 cookie_key_.data()) != 0 ||
       sodium_memcmp(cookie, client_short_.data(), 32) != 0 ||
       sodium_memcmp(cookie + 32, server_short_secret_.data(), 32) != 0) {
     sodium_memzero(cookie, sizeof cookie);
@@ -275,13 +296,15 @@ bool ZmtpServer::OnInitiate(std::string_view body, std::string* out) {
   }
   sodium_memzero(cookie, sizeof cookie);
   const uint64_t short_nonce = GetBigEndian(body.data() + 105);
-  if (short_nonce <= client_nonce_) return Fail("INITIATE's nonce did not grow");
+  if (short_nonce <= client_nonce_)
+    return Fail("INITIATE's nonce did not grow");
   client_nonce_ = short_nonce;
   uint8_t nonce[24];
   MakeNonce("CurveZMQINITIATE", short_nonce, nonce);
   const size_t box_size = body.size() - 113;
   std::vector<uint8_t> plain(box_size - crypto_box_MACBYTES);
-  if (crypto_box_open_easy(plain.data(), m + 113, box_size, nonce, client_short_.data(),
+  if (crypto_box_open_easy(plain.data(), m + 113, box_size, nonce,
+                           client_short_.data(),
                            server_short_secret_.data()) != 0) {
     return Fail("INITIATE does not open");
   }
@@ -289,15 +312,16 @@ bool ZmtpServer::OnInitiate(std::string_view body, std::string* out) {
   uint8_t vouch_nonce[24];
   MakeLongNonce("VOUCH---", plain.data() + 32, vouch_nonce);
   uint8_t vouch[64];
-  if (crypto_box_open_easy(vouch, plain.data() + 48, 80, vouch_nonce, plain.data(),
-                           server_short_secret_.data()) != 0) {
+  if (crypto_box_open_easy(vouch, plain.data() + 48, 80, vouch_nonce,
+                           plain.data(), server_short_secret_.data()) != 0) {
     return Fail("INITIATE's vouch does not open");
   }
   if (sodium_memcmp(vouch, client_short_.data(), 32) != 0 ||
       sodium_memcmp(vouch + 32, options_.identity.public_key.data(), 32) != 0) {
     return Fail("INITIATE's vouch is for other keys");
   }
-  if (!CheckMetadata(View(plain.data() + 128, plain.size() - 128))) return false;
+  if (!CheckMetadata(View(plain.data() + 128, plain.size() - 128)))
+    return false;
   std::memcpy(client_key_.data(), plain.data(), 32);
   if (crypto_box_beforenm(precomputed_.data(), client_short_.data(),
                           server_short_secret_.data()) != 0) {
@@ -309,22 +333,31 @@ bool ZmtpServer::OnInitiate(std::string_view body, std::string* out) {
   // READY: Box[metadata](S'->C').
   const std::string metadata = ReadyMetadata();
   MakeNonce("CurveZMQREADY---", next_nonce_, nonce);
-  std::string ready("\x05" "READY");
+  std::string ready(
+      "\x05"
+      "READY");
   PutBigEndian(&ready, next_nonce_++);
   ready.resize(ready.size() + metadata.size() + crypto_box_MACBYTES);
-  crypto_box_easy_afternm(reinterpret_cast<uint8_t*>(&ready[14]), Bytes(metadata),
-                          metadata.size(), nonce, precomputed_.data());
+  crypto_box_easy_afternm(reinterpret_cast<uint8_t*>(&ready[14]),
+                          Bytes(metadata), metadata.size(), nonce,
+                          precomputed_.data());
   AppendCommandFrame(ready, out);
   state_ = State::kReady;
   return true;
 }
 
 bool ZmtpServer::OnNullReady(std::string_view body, std::string* out) {
-  if (body.size() < 6 || body.compare(0, 6, "\x05" "READY") != 0) {
+  if (body.size() < 6 || body.compare(0, 6,
+                                      "\x05"
+                                      "READY") != 0) {
     return Fail("READY expected");
   }
   if (!CheckMetadata(body.substr(6))) return false;
-  AppendCommandFrame("\x05" "READY" + ReadyMetadata(), out);
+  AppendCommandFrame(
+      "\x05"
+      "READY" +
+          ReadyMetadata(),
+      out);
   state_ = State::kReady;
   return true;
 }
@@ -338,10 +371,12 @@ bool ZmtpServer::CheckMetadata(std::string_view metadata) {
       return Fail("malformed metadata");
     }
     const std::string_view name = metadata.substr(i + 1, name_size);
-    const uint64_t value_size = GetBigEndian(metadata.data() + i + 1 + name_size, 4);
+    const uint64_t value_size =
+        GetBigEndian(metadata.data() + i + 1 + name_size, 4);
     i += 1 + name_size + 4;
     if (metadata.size() - i < value_size) return Fail("malformed metadata");
-    const std::string_view value = metadata.substr(i, static_cast<size_t>(value_size));
+    const std::string_view value =
+        metadata.substr(i, static_cast<size_t>(value_size));
     i += static_cast<size_t>(value_size);
     if (EqualsIgnoreCase(name, "Socket-Type")) dealer = value == "DEALER";
   }
@@ -357,7 +392,9 @@ std::string ZmtpServer::ReadyMetadata() const {
 }
 
 void ZmtpServer::SendError(std::string* out) {
-  std::string error("\x05" "ERROR");
+  std::string error(
+      "\x05"
+      "ERROR");
   const std::string reason = refusal_.substr(0, 255);
   error.push_back(static_cast<char>(reason.size()));
   error.append(reason);
@@ -366,15 +403,19 @@ void ZmtpServer::SendError(std::string* out) {
 
 bool ZmtpServer::OnFrame(const Frame& frame, std::string* out,
                          std::vector<ZmtpMessage>* messages) {
-  if (!curve_) return OnPart(frame.more, frame.command, frame.body, out, messages);
+  if (!curve_)
+    return OnPart(frame.more, frame.command, frame.body, out, messages);
   // "\x07MESSAGE", nonce, Box[flags + payload](C'->S'); the frame's own
   // flags say nothing.
   const std::string_view body = frame.body;
-  if (body.size() < kMessageOverhead || body.compare(0, 8, "\x07" "MESSAGE") != 0) {
+  if (body.size() < kMessageOverhead || body.compare(0, 8,
+                                                     "\x07"
+                                                     "MESSAGE") != 0) {
     return Fail("MESSAGE expected");
   }
   const uint64_t short_nonce = GetBigEndian(body.data() + 8);
-  if (short_nonce <= client_nonce_) return Fail("a MESSAGE nonce that did not grow");
+  if (short_nonce <= client_nonce_)
+    return Fail("a MESSAGE nonce that did not grow");
   client_nonce_ = short_nonce;
   uint8_t nonce[24];
   MakeNonce("CurveZMQMESSAGEC", short_nonce, nonce);
@@ -385,7 +426,8 @@ bool ZmtpServer::OnFrame(const Frame& frame, std::string* out,
     return Fail("a MESSAGE that does not open");
   }
   const uint8_t flags = static_cast<uint8_t>(plain[0]);
-  if (flags & ~(kBoxMore | kBoxCommand)) return Fail("a MESSAGE with reserved flag bits set");
+  if (flags & ~(kBoxMore | kBoxCommand))
+    return Fail("a MESSAGE with reserved flag bits set");
   return OnPart((flags & kBoxMore) != 0, (flags & kBoxCommand) != 0,
                 std::string_view(plain).substr(1), out, messages);
 }
@@ -398,7 +440,8 @@ bool ZmtpServer::OnPart(bool more, bool command, std::string_view payload,
     return !failed();
   }
   if (payload.size() > options_.max_message - partial_.body.size()) {
-    return Fail("a message of more than " + std::to_string(options_.max_message) + " bytes");
+    return Fail("a message of more than " +
+                std::to_string(options_.max_message) + " bytes");
   }
   partial_.body.append(payload);
   ++partial_.frames;
@@ -423,7 +466,10 @@ void ZmtpServer::OnCommand(std::string_view body, std::string* out) {
       Fail("a malformed PING");
       return;
     }
-    SendCommand(std::string("\x04" "PONG").append(data.substr(2)), out);
+    SendCommand(std::string("\x04"
+                            "PONG")
+                    .append(data.substr(2)),
+                out);
   } else if (name == "ERROR") {
     Fail("the client sent ERROR");
   }
@@ -439,7 +485,8 @@ void ZmtpServer::SendCommand(std::string_view body, std::string* out) {
   }
 }
 
-void ZmtpServer::Seal(uint8_t flags, std::string_view payload, std::string* out) {
+void ZmtpServer::Seal(uint8_t flags, std::string_view payload,
+                      std::string* out) {
   uint8_t nonce[24];
   MakeNonce("CurveZMQMESSAGES", next_nonce_, nonce);
   std::string plain;
@@ -448,7 +495,10 @@ void ZmtpServer::Seal(uint8_t flags, std::string_view payload, std::string* out)
   plain.append(payload);
   const size_t body_size = 16 + plain.size() + crypto_box_MACBYTES;
   AppendFrameHeader(0, body_size, out);
-  out->append("\x07" "MESSAGE", 8);
+  out->append(
+      "\x07"
+      "MESSAGE",
+      8);
   PutBigEndian(out, next_nonce_++);
   const size_t at = out->size();
   out->resize(at + plain.size() + crypto_box_MACBYTES);
@@ -466,7 +516,9 @@ void ZmtpServer::Encode(std::string_view message, std::string* out) {
 }
 
 void ZmtpServer::Ping(uint16_t ttl_ds, std::string* out) {
-  std::string ping("\x04" "PING");
+  std::string ping(
+      "\x04"
+      "PING");
   PutBigEndian(&ping, ttl_ds, 2);
   SendCommand(ping, out);
 }

@@ -125,9 +125,9 @@ class ZmtpServer {
   std::string error_;
   std::string refusal_;
   uint8_t minor_ = 0;
-  std::string in_;      // bytes not yet used
-  size_t in_pos_ = 0;   // where the unread ones start in in_
-  ZmtpMessage partial_; // frames of a message still coming
+  std::string in_;       // bytes not yet used
+  size_t in_pos_ = 0;    // where the unread ones start in in_
+  ZmtpMessage partial_;  // frames of a message still coming
 
   // CURVE state (RFC 26 names: C, C', S', s', the cookie key).
   CurveKey client_key_{};
@@ -136,8 +136,8 @@ class ZmtpServer {
   std::array<uint8_t, 32> server_short_secret_{};
   std::array<uint8_t, 32> cookie_key_{};
   std::array<uint8_t, 32> precomputed_{};  // crypto_box_beforenm(C', s')
-  uint64_t next_nonce_ = 1;     // ours
-  uint64_t client_nonce_ = 0;   // the client's newest
+  uint64_t next_nonce_ = 1;                // ours
+  uint64_t client_nonce_ = 0;              // the client's newest
 };
 
 }  // namespace frontd

@@ -19,19 +19,21 @@ Status FirstOr(const std::string& value, const std::vector<std::string>& list,
 
 }  // namespace
 
-DaemonSpec Spec() { return DaemonSpec("natter-notifyd", "notifyd", &MakeService<Notifyd>); }
+DaemonSpec Spec() {
+  return DaemonSpec("natter-notifyd", "notifyd", &MakeService<Notifyd>);
+}
 
 Status Notifyd::Create(const Config& config, zmq::context_t& ctx,
                        std::unique_ptr<Notifyd>* out) {
   std::unique_ptr<Notifyd> n(new Notifyd(ctx));
   Status s = DaemonKeys::Create(config, &n->keys_);
   if (s.ok()) {
-    s = FirstOr(config.Get("listen-in"), config.GetList("notifyd-in"), "notifyd-in",
-                &n->listen_in_);
+    s = FirstOr(config.Get("listen-in"), config.GetList("notifyd-in"),
+                "notifyd-in", &n->listen_in_);
   }
   if (s.ok()) {
-    s = FirstOr(config.Get("listen-out"), config.GetList("notifyd-out"), "notifyd-out",
-                &n->listen_out_);
+    s = FirstOr(config.Get("listen-out"), config.GetList("notifyd-out"),
+                "notifyd-out", &n->listen_out_);
   }
   if (s.ok()) s = config.GetUint("drop-every", &n->drop_every_);
   if (!s.ok()) return s;
@@ -75,27 +77,34 @@ void Notifyd::RunOnce(int timeout_ms) {
       continue;
     }
     Header h;
-    uint64_t trace = PeekHeader(parts[1].data(), parts[1].size(), &h) ? h.trace : 0;
+    uint64_t trace =
+        PeekHeader(parts[1].data(), parts[1].size(), &h) ? h.trace : 0;
     if (SendParts(out_, parts)) {
-      NLOG_TRACE(trace, "event=fan-out user=%llu", static_cast<unsigned long long>(h.user.value));
+      NLOG_TRACE(trace, "event=fan-out user=%llu",
+                 static_cast<unsigned long long>(h.user.value));
     } else {
       ++dropped_;
     }
   }
   // Turns with work only: an idle turn says nothing of waiting.
   if (items[0].revents & ZMQ_POLLIN) {
-    turn_.Record(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start)
+    turn_.Record(std::chrono::duration<double, std::micro>(
+                     std::chrono::steady_clock::now() - start)
                      .count());
   }
 }
 
 void Notifyd::Stats(MetricSet* set) {
-  set->Counter("natter_notifyd_events_total", "Events taken in from the shards.",
+  set->Counter("natter_notifyd_events_total",
+               "Events taken in from the shards.",
                static_cast<double>(forwarded_));
-  set->Counter("natter_notifyd_dropped_total", "Events not published (drop-every, for tests).",
+  set->Counter("natter_notifyd_dropped_total",
+               "Events not published (drop-every, for tests).",
                static_cast<double>(dropped_));
   set->Summary("natter_notifyd_turn_seconds",
-               "The work of one busy turn of notifyd's loop (what an event may wait behind).", turn_);
+               "The work of one busy turn of notifyd's loop (what an event may "
+               "wait behind).",
+               turn_);
 }
 
 }  // namespace notifyd

@@ -10,7 +10,6 @@
 #include <cstdint>
 #include <memory>
 #include <string>
-
 #include <zmq.hpp>
 
 #include "common/config.h"
@@ -52,7 +51,7 @@ class Notifyd : public Service {
   uint64_t forwarded_ = 0;
   uint64_t drop_every_ = 0;  // tests only
   uint64_t dropped_ = 0;
-  LatencyHistogram turn_;    // the work of one turn
+  LatencyHistogram turn_;  // the work of one turn
 };
 
 }  // namespace notifyd

@@ -13,7 +13,8 @@ Status GeneratorOf(const Config& config, uint32_t* out) {
   uint64_t g = 0;
   Status s = config.GetUint("generator", &g);
   if (!s.ok()) return s;
-  if (g > kMaxGenerator) return Status(ErrorCode::kBadRequest, "generator: must be 0 to 255");
+  if (g > kMaxGenerator)
+    return Status(ErrorCode::kBadRequest, "generator: must be 0 to 255");
   *out = static_cast<uint32_t>(g);
   return Status::Ok();
 }
@@ -46,9 +47,9 @@ Route Router::Decide(const Frame& request, uint64_t now_ms) {
       if (lease_ && !lease_->Covers(TimestampOf(sm.message.id))) {
         route.status = lease_->Extend(TimestampOf(sm.message.id));
         if (!route.status.ok()) {
-          route.status = Status(ErrorCode::kStorage,
-                                "routed cannot record its id lease: " +
-                                    route.status.message());
+          route.status = Status(
+              ErrorCode::kStorage,
+              "routed cannot record its id lease: " + route.status.message());
           return route;
         }
       }
@@ -79,14 +80,16 @@ Route Router::Decide(const Frame& request, uint64_t now_ms) {
       route.shard = HomeShard(h.user, shard_count_);
       return route;
     default:
-      route.status = Status(ErrorCode::kBadRequest,
-                            std::string("routed does not take ") +
-                                MsgTypeName(request.type()));
+      route.status =
+          Status(ErrorCode::kBadRequest, std::string("routed does not take ") +
+                                             MsgTypeName(request.type()));
       return route;
   }
 }
 
-DaemonSpec Spec() { return DaemonSpec("natter-routed", "routed", &MakeService<Routed>); }
+DaemonSpec Spec() {
+  return DaemonSpec("natter-routed", "routed", &MakeService<Routed>);
+}
 
 Routed::Routed(zmq::context_t& ctx, uint32_t shard_count, uint32_t generator)
     : ctx_(ctx), router_(shard_count, generator) {}
@@ -97,17 +100,20 @@ Status Routed::Create(const Config& config, zmq::context_t& ctx,
   Status s = DaemonKeys::Create(config, &keys);
   if (!s.ok()) return s;
   std::vector<std::string> shards = config.GetList("shards");
-  if (shards.empty()) return Status(ErrorCode::kBadRequest, "shards: the shard map is empty");
+  if (shards.empty())
+    return Status(ErrorCode::kBadRequest, "shards: the shard map is empty");
   uint32_t generator = 0;
   s = GeneratorOf(config, &generator);
   if (!s.ok()) return s;
   std::string listen = config.Get("listen");
   if (listen.empty()) {
     auto all = config.GetList("routed");
-    if (all.empty()) return Status(ErrorCode::kBadRequest, "routed: no endpoint");
+    if (all.empty())
+      return Status(ErrorCode::kBadRequest, "routed: no endpoint");
     listen = all.front();
   }
-  std::unique_ptr<Routed> r(new Routed(ctx, static_cast<uint32_t>(shards.size()), generator));
+  std::unique_ptr<Routed> r(
+      new Routed(ctx, static_cast<uint32_t>(shards.size()), generator));
   r->keys_ = std::move(keys);
   r->listen_ = BindAddress(listen);
   r->shard_endpoints_ = std::move(shards);
@@ -119,7 +125,8 @@ Status Routed::Create(const Config& config, zmq::context_t& ctx,
 Status Routed::Start() {
   if (!lease_path_.empty()) {
     Status ls = router_.UseLease(lease_path_);
-    if (!ls.ok()) return Status(ErrorCode::kStorage, "id-lease: " + ls.message());
+    if (!ls.ok())
+      return Status(ErrorCode::kStorage, "id-lease: " + ls.message());
   }
   Status ks = keys_.Start(ctx_);
   if (!ks.ok()) return ks;
@@ -165,7 +172,8 @@ void Routed::RunOnce(int timeout_ms) {
   }
   // Turns with work only: an idle turn says nothing of waiting.
   if (work) {
-    turn_.Record(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start)
+    turn_.Record(std::chrono::duration<double, std::micro>(
+                     std::chrono::steady_clock::now() - start)
                      .count());
   }
   watch_->Check();
@@ -174,25 +182,32 @@ void Routed::RunOnce(int timeout_ms) {
 void Routed::Stats(MetricSet* set) {
   set->Counter("natter_routed_requests_total", "Requests passed on to shards.",
                static_cast<double>(requests_));
-  set->Counter("natter_routed_answers_total", "Answers from shards passed back.",
+  set->Counter("natter_routed_answers_total",
+               "Answers from shards passed back.",
                static_cast<double>(answers_));
-  set->Counter("natter_routed_refused_total", "Requests routed answered with an error.",
+  set->Counter("natter_routed_refused_total",
+               "Requests routed answered with an error.",
                static_cast<double>(refused_));
-  set->Counter("natter_routed_dropped_total", "Answers a peer's full queue did not take.",
+  set->Counter("natter_routed_dropped_total",
+               "Answers a peer's full queue did not take.",
                static_cast<double>(dropped_));
-  set->Gauge("natter_routed_shards", "Shards in the shard map.", static_cast<double>(shards_.size()));
+  set->Gauge("natter_routed_shards", "Shards in the shard map.",
+             static_cast<double>(shards_.size()));
   set->Counter("natter_routed_relinks_total",
                "Links to shards connected again after they ended for good.",
                static_cast<double>(watch_ ? watch_->relinks() : 0));
   set->Summary("natter_routed_turn_seconds",
-               "The work of one busy turn of routed's loop (what a frame may wait behind).", turn_);
+               "The work of one busy turn of routed's loop (what a frame may "
+               "wait behind).",
+               turn_);
 }
 
 void Routed::Stop() {
   auto until = std::chrono::steady_clock::now() + std::chrono::seconds(2);
   auto quiet_since = std::chrono::steady_clock::now();
   while (std::chrono::steady_clock::now() < until &&
-         std::chrono::steady_clock::now() - quiet_since < std::chrono::milliseconds(100)) {
+         std::chrono::steady_clock::now() - quiet_since <
+             std::chrono::milliseconds(100)) {
     uint64_t before = moved_;
     RunOnce(20);
     if (moved_ != before) quiet_since = std::chrono::steady_clock::now();
@@ -223,18 +238,21 @@ void Routed::FromFront() {
       if (SendParts(shards_[route.shard], out)) {
         ++moved_;
         ++requests_;
-        NLOG_TRACE(frame.header.trace, "event=route type=%s user=%llu shard=%u id=%llu",
+        NLOG_TRACE(frame.header.trace,
+                   "event=route type=%s user=%llu shard=%u id=%llu",
                    LogValue(MsgTypeName(frame.type())).c_str(),
-                   static_cast<unsigned long long>(frame.header.user.value), route.shard,
+                   static_cast<unsigned long long>(frame.header.user.value),
+                   route.shard,
                    static_cast<unsigned long long>(route.id.value));
         continue;
       }
-      route.status = Status(ErrorCode::kUnavailable,
-                            "shard " + std::to_string(route.shard) +
-                                " is not reachable");
+      route.status =
+          Status(ErrorCode::kUnavailable,
+                 "shard " + std::to_string(route.shard) + " is not reachable");
     }
     ++refused_;
-    NLOG_WARN("event=refused type=%s error=%s", LogValue(MsgTypeName(frame.type())).c_str(),
+    NLOG_WARN("event=refused type=%s error=%s",
+              LogValue(MsgTypeName(frame.type())).c_str(),
               LogValue(route.status.ToString()).c_str());
     SendRouted(front_, parts, parts.size() - 1,
                EncodeError(frame.header, route.status));
@@ -248,13 +266,14 @@ void Routed::FromShard(size_t shard) {
     // Only the header matters here, but whether this answer's path is
     // wanted in the log is in it.
     Header h;
-    uint64_t trace = PeekHeader(parts.back().data(), parts.back().size(), &h) ? h.trace : 0;
+    uint64_t trace =
+        PeekHeader(parts.back().data(), parts.back().size(), &h) ? h.trace : 0;
     MsgType type = static_cast<MsgType>(h.type);
     if (SendParts(front_, parts)) {
       ++moved_;
       ++answers_;
-      NLOG_TRACE(trace, "event=answer type=%s shard=%zu", LogValue(MsgTypeName(type)).c_str(),
-                 shard);
+      NLOG_TRACE(trace, "event=answer type=%s shard=%zu",
+                 LogValue(MsgTypeName(type)).c_str(), shard);
     } else {
       ++dropped_;
       NLOG_DEBUG("event=reply-dropped shard=%zu", shard);

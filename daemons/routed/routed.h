@@ -12,15 +12,14 @@
 #include <memory>
 #include <string>
 #include <vector>
-
 #include <zmq.hpp>
 
 #include "common/config.h"
 #include "common/curve.h"
 #include "common/daemon.h"
+#include "common/ids.h"
 #include "common/log.h"
 #include "common/metrics.h"
-#include "common/ids.h"
 #include "common/net.h"
 #include "common/proto.h"
 
@@ -30,10 +29,10 @@ namespace routed {
 // Where a request goes and what it becomes: the routing decision, apart
 // from sockets so tests can drive it.
 struct Route {
-  Status status;       // not ok: reply with this error instead
+  Status status;  // not ok: reply with this error instead
   uint32_t shard = 0;
-  std::string frame;   // what to send to the shard
-  MessageId id;        // a send's new message id
+  std::string frame;  // what to send to the shard
+  MessageId id;       // a send's new message id
 };
 
 class Router {
@@ -92,7 +91,7 @@ class Routed : public Service {
   uint64_t dropped_ = 0;               // answers the peer's queue did not take
   LatencyHistogram turn_;              // the work of one turn (how long a
                                        // frame may wait behind others)
-  std::unique_ptr<LinkWatch> watch_;  // the links to the shards
+  std::unique_ptr<LinkWatch> watch_;   // the links to the shards
 };
 
 }  // namespace routed

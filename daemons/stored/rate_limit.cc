@@ -9,13 +9,17 @@ namespace stored {
 UserRateLimiter::UserRateLimiter(uint64_t rate, uint64_t burst)
     : rate_(static_cast<double>(rate)),
       burst_(static_cast<double>(burst)),
-      fill_time_(std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(
-          rate == 0 ? 0.0 : static_cast<double>(burst) / static_cast<double>(rate)))) {}
+      fill_time_(std::chrono::duration_cast<Clock::duration>(
+          std::chrono::duration<double>(
+              rate == 0
+                  ? 0.0
+                  : static_cast<double>(burst) / static_cast<double>(rate)))) {}
 
 Status UserRateLimiter::CheckSettings(uint64_t rate, uint64_t burst) {
   if (rate == 0 || burst == 0 || burst >= kMaxCost) return Status::Ok();
   return Status(ErrorCode::kBadRequest,
-                "user-burst: must be 0 or at least " + std::to_string(kMaxCost) +
+                "user-burst: must be 0 or at least " +
+                    std::to_string(kMaxCost) +
                     " (what a send of the longest text costs)");
 }
 
@@ -49,7 +53,8 @@ bool UserRateLimiter::Take(UserId user, uint64_t cost, Clock::time_point now) {
   Bucket& b = it->second;
   double units = added ? burst_ : Level(b, now);
   double needed = static_cast<double>(cost);
-  if (b.refusing) needed = std::max(needed, std::min(burst_, static_cast<double>(kMaxCost)));
+  if (b.refusing)
+    needed = std::max(needed, std::min(burst_, static_cast<double>(kMaxCost)));
   b.at = now;
   b.refusing = units < needed;
   b.units = b.refusing ? units : units - static_cast<double>(cost);
@@ -63,10 +68,12 @@ bool UserRateLimiter::Admit(const Frame& request, Clock::time_point now) {
 }
 
 Status UserRateLimiter::Refusal(UserId user) const {
-  return Status(ErrorCode::kBusy,
-                "user " + std::to_string(user.value) + " is over its rate of writes (" +
-                    std::to_string(static_cast<uint64_t>(rate_)) + " a second, bursts of " +
-                    std::to_string(static_cast<uint64_t>(burst_)) + "); retry later");
+  return Status(
+      ErrorCode::kBusy,
+      "user " + std::to_string(user.value) + " is over its rate of writes (" +
+          std::to_string(static_cast<uint64_t>(rate_)) +
+          " a second, bursts of " +
+          std::to_string(static_cast<uint64_t>(burst_)) + "); retry later");
 }
 
 void UserRateLimiter::Sweep(Clock::time_point now) {
@@ -80,7 +87,8 @@ void UserRateLimiter::Sweep(Clock::time_point now) {
   // Every fill_time_ at most (a second at least): each sweep finds the
   // buckets of users idle since the one before full, so the table holds
   // the users of the last two fill times.
-  next_sweep_ = now + std::max<Clock::duration>(fill_time_, std::chrono::seconds(1));
+  next_sweep_ =
+      now + std::max<Clock::duration>(fill_time_, std::chrono::seconds(1));
 }
 
 }  // namespace stored

@@ -75,7 +75,7 @@ class UserRateLimiter {
  private:
   struct Bucket {
     double units;
-    Clock::time_point at;  // when units was right
+    Clock::time_point at;   // when units was right
     bool refusing = false;  // the last request was refused
   };
 

@@ -1,11 +1,11 @@
 #include "daemons/stored/store.h"
 
-#include <algorithm>
-#include <set>
-
 #include <leveldb/filter_policy.h>
 #include <leveldb/iterator.h>
 #include <leveldb/options.h>
+
+#include <algorithm>
+#include <set>
 
 #include "common/ids.h"
 #include "common/log.h"
@@ -61,7 +61,8 @@ class PageBudget {
 // A receipt in target's mailbox: `by` received or saw target's messages to
 // it up to id.
 template <typename Kind>
-Event ReceiptEntry(UserId target, Seq seq, UserId by, MessageId id, std::string origin = "") {
+Event ReceiptEntry(UserId target, Seq seq, UserId by, MessageId id,
+                   std::string origin = "") {
   return Event{target, seq, std::move(origin), Kind{{id, target, by, by}}};
 }
 
@@ -126,7 +127,8 @@ Status Store::Upgrade() {
   std::unique_ptr<leveldb::Iterator> it(db_->NewIterator({}));
   leveldb::Status s;
   size_t chats = 0;
-  for (it->Seek("c"); s.ok() && it->Valid() && HasPrefix(it->key(), "c"); it->Next()) {
+  for (it->Seek("c"); s.ok() && it->Valid() && HasPrefix(it->key(), "c");
+       it->Next()) {
     ChatRecord c;
     if (it->key().size() != 17 || !Unpack(it->value().ToString(), &c)) continue;
     UserId owner(GetBigEndian(it->key().data() + 1));
@@ -144,20 +146,25 @@ Status Store::Upgrade() {
   leveldb::WriteOptions synced;
   synced.sync = true;
   if (s.ok()) s = db_->Write(synced, &batch);
-  if (!s.ok()) return Status(ErrorCode::kStorage, "upgrading the format: " + s.ToString());
-  if (chats > 0) NLOG_INFO("event=upgraded shard=%u format=%llu chats=%zu", shard_,
-                           static_cast<unsigned long long>(kFormat), chats);
+  if (!s.ok())
+    return Status(ErrorCode::kStorage, "upgrading the format: " + s.ToString());
+  if (chats > 0)
+    NLOG_INFO("event=upgraded shard=%u format=%llu chats=%zu", shard_,
+              static_cast<unsigned long long>(kFormat), chats);
   return Status::Ok();
 }
 
-Status Store::Backup(const std::string& path, uint64_t* records, uint64_t* bytes) {
+Status Store::Backup(const std::string& path, uint64_t* records,
+                     uint64_t* bytes) {
   *records = *bytes = 0;
-  if (!db_) return Status(ErrorCode::kStorage, "the shard's database is closed");
+  if (!db_)
+    return Status(ErrorCode::kStorage, "the shard's database is closed");
   leveldb::Options options;
   options.create_if_missing = true;
   options.error_if_exists = true;
   options.compression = leveldb::kNoCompression;
-  std::unique_ptr<const leveldb::FilterPolicy> filter(leveldb::NewBloomFilterPolicy(10));
+  std::unique_ptr<const leveldb::FilterPolicy> filter(
+      leveldb::NewBloomFilterPolicy(10));
   options.filter_policy = filter.get();
   leveldb::DB* raw = nullptr;
   leveldb::Status s = leveldb::DB::Open(options, path, &raw);
@@ -184,7 +191,9 @@ Status Store::Backup(const std::string& path, uint64_t* records, uint64_t* bytes
   if (s.ok()) s = copy->Write(synced, &batch);
   it.reset();
   db_->ReleaseSnapshot(snapshot);
-  if (!s.ok()) return Status(ErrorCode::kStorage, "backup to " + path + ": " + s.ToString());
+  if (!s.ok())
+    return Status(ErrorCode::kStorage,
+                  "backup to " + path + ": " + s.ToString());
   return Status::Ok();
 }
 
@@ -264,7 +273,9 @@ class Store::Reader {
  public:
   Reader(Store* store, Request* r, Seq sync_cursor)
       : store_(store), r_(r), sync_cursor_(sync_cursor) {}
-  Status operator()(const Sync& q) { return store_->FinishSync(r_, q, sync_cursor_); }
+  Status operator()(const Sync& q) {
+    return store_->FinishSync(r_, q, sync_cursor_);
+  }
   Status operator()(const History& q) { return store_->ReadHistory(r_, q); }
   Status operator()(const Chats& q) { return store_->ReadChats(r_, q); }
   template <typename Written>
@@ -284,19 +295,30 @@ class Store::Writer {
  public:
   Writer(Store* store, Request* r, BatchState* b, Effects* e, Seq* sync_cursor)
       : store_(store), r_(r), b_(b), e_(e), sync_cursor_(sync_cursor) {}
-  Status operator()(const StoreMessage& m) { return store_->HandleStoreMessage(r_, m, b_, e_); }
-  Status operator()(const Handoff& d) { return store_->HandleHandoff(r_, d, b_, e_); }
+  Status operator()(const StoreMessage& m) {
+    return store_->HandleStoreMessage(r_, m, b_, e_);
+  }
+  Status operator()(const Handoff& d) {
+    return store_->HandleHandoff(r_, d, b_, e_);
+  }
   Status operator()(const Ack& a) { return store_->HandleAck(r_, a, b_, e_); }
-  Status operator()(const React& q) { return store_->HandleReact(r_, q, b_, e_); }
-  Status operator()(const MarkSeen& q) { return store_->HandleSeen(r_, q, b_, e_); }
-  Status operator()(const Sync& q) { return store_->PrepareSync(r_, q, b_, sync_cursor_); }
+  Status operator()(const React& q) {
+    return store_->HandleReact(r_, q, b_, e_);
+  }
+  Status operator()(const MarkSeen& q) {
+    return store_->HandleSeen(r_, q, b_, e_);
+  }
+  Status operator()(const Sync& q) {
+    return store_->PrepareSync(r_, q, b_, sync_cursor_);
+  }
   Status operator()(const Attach& q) { return store_->HandleAttach(r_, q, b_); }
   Status operator()(const History&) { return Status::Ok(); }
   Status operator()(const Chats&) { return Status::Ok(); }
   template <typename Other>
   Status operator()(const Other&) {
-    return Status(ErrorCode::kBadRequest, std::string("a shard does not take ") +
-                                              MsgTypeName(FrameOf<Other>::kType));
+    return Status(ErrorCode::kBadRequest,
+                  std::string("a shard does not take ") +
+                      MsgTypeName(FrameOf<Other>::kType));
   }
 
  private:
@@ -322,7 +344,8 @@ Status Store::Apply(std::vector<Request>* batch, Effects* effects) {
   for (size_t i = 0; i < batch->size(); ++i) {
     Request& r = (*batch)[i];
     trace_ = r.frame.header.trace;
-    Status s = VisitBody(r.frame, Writer(this, &r, &b, effects, &sync_cursor[i]));
+    Status s =
+        VisitBody(r.frame, Writer(this, &r, &b, effects, &sync_cursor[i]));
     if (!s.ok()) r.reply = EncodeError(r.frame.header, s);
   }
   if (b.writes.ApproximateSize() > leveldb::WriteBatch().ApproximateSize()) {
@@ -335,11 +358,11 @@ Status Store::Apply(std::vector<Request>* batch, Effects* effects) {
       effects->publish.clear();
       effects->publish_trace.clear();
       effects->handoff.clear();
-      Status err(ErrorCode::kStorage, "the shard could not write: " +
-                                          s.ToString());
+      Status err(ErrorCode::kStorage,
+                 "the shard could not write: " + s.ToString());
       for (Request& r : *batch) r.reply = EncodeError(r.frame.header, err);
-      NLOG_ERROR("event=write-failed shard=%u requests=%zu error=%s",
-                 shard_, batch->size(), LogValue(s.ToString()).c_str());
+      NLOG_ERROR("event=write-failed shard=%u requests=%zu error=%s", shard_,
+                 batch->size(), LogValue(s.ToString()).c_str());
       return err;
     }
     if (options.sync) {
@@ -356,8 +379,8 @@ Status Store::Apply(std::vector<Request>* batch, Effects* effects) {
   return Status::Ok();
 }
 
-Status Store::HandleStoreMessage(Request* r, const StoreMessage& sm, BatchState* b,
-                                 Effects* e) {
+Status Store::HandleStoreMessage(Request* r, const StoreMessage& sm,
+                                 BatchState* b, Effects* e) {
   const Header& h = r->frame.header;
   const Message& m = sm.message;
   if (m.from != h.user || !Owns(h.user)) {
@@ -393,7 +416,8 @@ Status Store::HandleStoreMessage(Request* r, const StoreMessage& sm, BatchState*
   return Status::Ok();
 }
 
-void Store::Propagate(UserId target, HandoffWhat what, BatchState* b, Effects* e) {
+void Store::Propagate(UserId target, HandoffWhat what, BatchState* b,
+                      Effects* e) {
   Handoff d;
   d.target = target;
   d.what = std::move(what);
@@ -431,7 +455,8 @@ void Store::NoteMessageInChat(UserId owner, UserId peer, const Message& m,
   WriteChat(owner, peer, c, b);
 }
 
-void Store::WriteChat(UserId owner, UserId peer, const ChatRecord& c, BatchState* b) {
+void Store::WriteChat(UserId owner, UserId peer, const ChatRecord& c,
+                      BatchState* b) {
   std::string key = ChatKey(owner, peer);
   ChatRecord before;
   bool existed = ReadRecord(key, *b, &before);
@@ -461,7 +486,9 @@ bool Store::SetReaction(StoredMessage* copy, UserId user,
 bool Store::ApplyHandoff(const Handoff& d, BatchState* b, Effects* e) {
   return std::visit(
       Overloaded{
-          [&](const CopyHandoff& c) { return AddRecipientCopy(c.message, b, e); },
+          [&](const CopyHandoff& c) {
+            return AddRecipientCopy(c.message, b, e);
+          },
           [&](const ReactionHandoff& x) {
             std::string key = MessageKey(d.target, x.by, x.id);
             StoredMessage copy;
@@ -471,20 +498,25 @@ bool Store::ApplyHandoff(const Handoff& d, BatchState* b, Effects* e) {
             WriteRecord(key, copy, b);
             if (Visible(copy, x.by) != before) {
               const Message& m = copy.message;
-              AppendEvent(Event{d.target, NextSeq(d.target), "",
-                                ReactionEvent{m.id, m.from, m.to, x.by, x.emoji}},
-                          b, e);
+              AppendEvent(
+                  Event{d.target, NextSeq(d.target), "",
+                        ReactionEvent{m.id, m.from, m.to, x.by, x.emoji}},
+                  b, e);
             }
             return true;
           },
-          [&](const DeliveredHandoff& x) { return ApplyReceipt(d.target, x.by, x.id, false, b, e); },
-          [&](const SeenHandoff& x) { return ApplyReceipt(d.target, x.by, x.id, true, b, e); },
+          [&](const DeliveredHandoff& x) {
+            return ApplyReceipt(d.target, x.by, x.id, false, b, e);
+          },
+          [&](const SeenHandoff& x) {
+            return ApplyReceipt(d.target, x.by, x.id, true, b, e);
+          },
       },
       d.what);
 }
 
-bool Store::ApplyReceipt(UserId target, UserId by, MessageId id, bool seen, BatchState* b,
-                         Effects* e) {
+bool Store::ApplyReceipt(UserId target, UserId by, MessageId id, bool seen,
+                         BatchState* b, Effects* e) {
   std::string key = ChatKey(target, by);
   ChatRecord c;
   ReadRecord(key, *b, &c);
@@ -500,23 +532,28 @@ bool Store::ApplyReceipt(UserId target, UserId by, MessageId id, bool seen, Batc
   return true;
 }
 
-Status Store::HandleHandoff(Request* r, const Handoff& d, BatchState* b, Effects* e) {
+Status Store::HandleHandoff(Request* r, const Handoff& d, BatchState* b,
+                            Effects* e) {
   const Header& h = r->frame.header;
-  if (!Owns(d.target)) return Status(ErrorCode::kInternal, "hand-off routed to the wrong shard");
+  if (!Owns(d.target))
+    return Status(ErrorCode::kInternal, "hand-off routed to the wrong shard");
   if (const ReactionHandoff* x = std::get_if<ReactionHandoff>(&d.what)) {
     // The copy comes first through the same outbox; if a retry reordered
     // them, ask for this one again later.
     std::string ignored;
     if (!Read(MessageKey(d.target, x->by, x->id), *b, &ignored)) {
-      return Status(ErrorCode::kUnavailable, "the message of this reaction is not here yet");
+      return Status(ErrorCode::kUnavailable,
+                    "the message of this reaction is not here yet");
     }
   }
   // A repeated hand-off is acknowledged and changes nothing.
   bool changed = ApplyHandoff(d, b, e);
   if (changed) b->needs_sync = true;
   NLOG_TRACE(h.trace, "event=handoff kind=%u target=%llu id=%llu changed=%s",
-             static_cast<unsigned>(d.kind()), static_cast<unsigned long long>(d.target.value),
-             static_cast<unsigned long long>(d.id().value), changed ? "yes" : "no");
+             static_cast<unsigned>(d.kind()),
+             static_cast<unsigned long long>(d.target.value),
+             static_cast<unsigned long long>(d.id().value),
+             changed ? "yes" : "no");
   HandoffAck ack;
   ack.outbox = d.outbox;
   ack.id = d.id();
@@ -568,12 +605,14 @@ Status Store::HandleAck(Request* r, const Ack& a, BatchState* b, Effects* e) {
 Status Store::ReadOwnCopy(UserId user, UserId peer, MessageId id,
                           const BatchState& b, StoredMessage* copy) {
   if (ReadRecord(MessageKey(user, peer, id), b, copy)) return Status::Ok();
-  return Status(ErrorCode::kNotFound, "message " + std::to_string(id.value) +
-                                          " is not in your conversation with user " +
-                                          std::to_string(peer.value));
+  return Status(ErrorCode::kNotFound,
+                "message " + std::to_string(id.value) +
+                    " is not in your conversation with user " +
+                    std::to_string(peer.value));
 }
 
-Status Store::HandleReact(Request* r, const React& rq, BatchState* b, Effects* e) {
+Status Store::HandleReact(Request* r, const React& rq, BatchState* b,
+                          Effects* e) {
   const Header& h = r->frame.header;
   std::string key = MessageKey(h.user, rq.peer, rq.id);
   StoredMessage copy;
@@ -585,10 +624,12 @@ Status Store::HandleReact(Request* r, const React& rq, BatchState* b, Effects* e
     SetReaction(&copy, h.user, rq.emoji, seq.value);
     WriteRecord(key, copy, b);
     const Message& m = copy.message;
-    AppendEvent(Event{h.user, seq, h.device, ReactionEvent{m.id, m.from, m.to, h.user, rq.emoji}},
+    AppendEvent(Event{h.user, seq, h.device,
+                      ReactionEvent{m.id, m.from, m.to, h.user, rq.emoji}},
                 b, e);
     if (rq.peer != h.user) {
-      Propagate(rq.peer, ReactionHandoff{h.user, rq.id, rq.emoji, seq.value}, b, e);
+      Propagate(rq.peer, ReactionHandoff{h.user, rq.id, rq.emoji, seq.value}, b,
+                e);
     }
     b->needs_sync = true;
     done.seq = seq;
@@ -608,7 +649,8 @@ uint64_t Store::CountUnread(UserId user, UserId peer, MessageId after,
   }
   std::string from = MessageKey(user, peer, MessageId(after.value + 1));
   for (const auto& [key, value] : b.written) {
-    if (key.compare(0, prefix.size(), prefix) == 0 && key >= from) keys.insert(key);
+    if (key.compare(0, prefix.size(), prefix) == 0 && key >= from)
+      keys.insert(key);
   }
   uint64_t unread = 0;
   for (const std::string& key : keys) {
@@ -618,13 +660,15 @@ uint64_t Store::CountUnread(UserId user, UserId peer, MessageId after,
   return unread;
 }
 
-Status Store::HandleSeen(Request* r, const MarkSeen& rq, BatchState* b, Effects* e) {
+Status Store::HandleSeen(Request* r, const MarkSeen& rq, BatchState* b,
+                         Effects* e) {
   const Header& h = r->frame.header;
   StoredMessage copy;
   Status s = ReadOwnCopy(h.user, rq.peer, rq.id, *b, &copy);
   if (!s.ok()) return s;
   if (copy.message.from != rq.peer) {
-    return Status(ErrorCode::kBadData, "only the peer's messages can be marked seen");
+    return Status(ErrorCode::kBadData,
+                  "only the peer's messages can be marked seen");
   }
   std::string key = ChatKey(h.user, rq.peer);
   ChatRecord c;
@@ -636,8 +680,9 @@ Status Store::HandleSeen(Request* r, const MarkSeen& rq, BatchState* b, Effects*
     WriteChat(h.user, rq.peer, c, b);
     // The user's other devices learn it too (they may show unread counts).
     done.seq = NextSeq(h.user);
-    AppendEvent(Event{h.user, done.seq, h.device, SeenEvent{{rq.id, rq.peer, h.user, h.user}}}, b,
-                e);
+    AppendEvent(Event{h.user, done.seq, h.device,
+                      SeenEvent{{rq.id, rq.peer, h.user, h.user}}},
+                b, e);
     if (rq.peer != h.user) Propagate(rq.peer, SeenHandoff{h.user, rq.id}, b, e);
     b->needs_sync = true;
   }
@@ -666,7 +711,8 @@ Seq Store::StartCursor(UserId user, const std::string& device, BatchState* b) {
   return cursor;
 }
 
-Status Store::PrepareSync(Request* r, const Sync& sync, BatchState* b, Seq* cursor) {
+Status Store::PrepareSync(Request* r, const Sync& sync, BatchState* b,
+                          Seq* cursor) {
   const Header& h = r->frame.header;
   // A device frontd did not attach (a frontd of an older version) gets
   // its cursor here, as at its hello.
@@ -708,8 +754,8 @@ Status Store::FinishSync(Request* r, const Sync& sync, Seq after) {
 
 Status Store::ReadHistory(Request* r, const History& q) {
   const Header& h = r->frame.header;
-  uint32_t limit = q.limit == 0 ? kDefaultHistoryPage
-                                : std::min(q.limit, kMaxHistoryPage);
+  uint32_t limit =
+      q.limit == 0 ? kDefaultHistoryPage : std::min(q.limit, kMaxHistoryPage);
   HistoryReply reply;
   BatchState none;
   ChatRecord chat;
@@ -726,7 +772,8 @@ Status Store::ReadHistory(Request* r, const History& q) {
     HistoryItem item;
     item.message = std::move(copy.message);
     for (const ReactionRecord& rr : copy.reactions) {
-      if (!rr.emoji.empty()) item.reactions.push_back(Reaction{rr.user, rr.emoji});
+      if (!rr.emoji.empty())
+        item.reactions.push_back(Reaction{rr.user, rr.emoji});
     }
     const MessageId id = item.message.id;
     if (item.message.from == h.user) {
@@ -818,7 +865,8 @@ Status Store::ReadChats(Request* r, const Chats& q) {
   return Status::Ok();
 }
 
-std::vector<Handoff> Store::PendingHandoffs(uint64_t after, size_t limit) const {
+std::vector<Handoff> Store::PendingHandoffs(uint64_t after,
+                                            size_t limit) const {
   std::vector<Handoff> out;
   if (!db_) return out;
   std::unique_ptr<leveldb::Iterator> it(db_->NewIterator({}));
@@ -832,7 +880,8 @@ std::vector<Handoff> Store::PendingHandoffs(uint64_t after, size_t limit) const 
 }
 
 Status Store::AckHandoff(const HandoffAck& ack) {
-  if (!db_) return Status(ErrorCode::kStorage, "the shard's database is closed");
+  if (!db_)
+    return Status(ErrorCode::kStorage, "the shard's database is closed");
   std::string key = OutboxKey(ack.outbox), value;
   Handoff d;
   if (!db_->Get({}, key, &value).ok() || !Unpack(value, &d)) {

@@ -11,6 +11,10 @@
 #ifndef NATTER_DAEMONS_STORED_STORE_H_
 #define NATTER_DAEMONS_STORED_STORE_H_
 
+#include <leveldb/db.h>
+#include <leveldb/filter_policy.h>
+#include <leveldb/write_batch.h>
+
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -18,10 +22,6 @@
 #include <unordered_map>
 #include <utility>
 #include <vector>
-
-#include <leveldb/db.h>
-#include <leveldb/filter_policy.h>
-#include <leveldb/write_batch.h>
 
 #include "common/proto.h"
 #include "common/status.h"
@@ -65,8 +65,8 @@ struct ChatRecord {
   MessageId delivered_upto;  // the user's messages the peer has received
   MessageId seen_upto;       // the user's messages the peer has seen
   MessageId read_upto;       // the peer's messages the user has seen
-  NATTER_WIRE(8, last_id, last_ts, last_from, last_text, unread, delivered_upto, seen_upto,
-              read_upto)
+  NATTER_WIRE(8, last_id, last_ts, last_from, last_text, unread, delivered_upto,
+              seen_upto, read_upto)
 };
 
 // Reads a value from the disk.  Values were written by this program, but a
@@ -97,9 +97,9 @@ struct Request {
 
 // What a committed batch makes the shard send besides replies.
 struct Effects {
-  std::vector<Event> publish;    // to notifyd, one topic per user
+  std::vector<Event> publish;           // to notifyd, one topic per user
   std::vector<uint64_t> publish_trace;  // each event's trace id
-  std::vector<Handoff> handoff;  // new outbox entries, to other shards
+  std::vector<Handoff> handoff;         // new outbox entries, to other shards
 };
 
 class Store {
@@ -159,7 +159,8 @@ class Store {
 
   // Requests that write (before the commit).  An error returned is the
   // request's reply.
-  Status HandleStoreMessage(Request* r, const StoreMessage& sm, BatchState* b, Effects* e);
+  Status HandleStoreMessage(Request* r, const StoreMessage& sm, BatchState* b,
+                            Effects* e);
   Status HandleHandoff(Request* r, const Handoff& d, BatchState* b, Effects* e);
   Status HandleAck(Request* r, const Ack& a, BatchState* b, Effects* e);
   Status HandleReact(Request* r, const React& q, BatchState* b, Effects* e);
@@ -180,8 +181,8 @@ class Store {
   // it changed nothing (it was applied before).
   bool ApplyHandoff(const Handoff& d, BatchState* b, Effects* e);
   // The target's messages to `by` were received (or seen) up to id.
-  bool ApplyReceipt(UserId target, UserId by, MessageId id, bool seen, BatchState* b,
-                    Effects* e);
+  bool ApplyReceipt(UserId target, UserId by, MessageId id, bool seen,
+                    BatchState* b, Effects* e);
   // Applies a change about target here if target lives here, else puts it
   // in the outbox for target's shard.
   void Propagate(UserId target, HandoffWhat what, BatchState* b, Effects* e);

@@ -11,7 +11,9 @@ namespace stored {
 
 DaemonSpec Spec() {
   DaemonSpec spec("natter-stored", "stored", &MakeService<Stored>);
-  spec.name = [](const Config& config) { return "stored-" + config.Get("shard"); };
+  spec.name = [](const Config& config) {
+    return "stored-" + config.Get("shard");
+  };
   return spec;
 }
 
@@ -29,30 +31,35 @@ Status Stored::Create(const Config& config, zmq::context_t& ctx,
   if (s.ok()) s = UserRateLimiter::CheckSettings(user_rate, user_burst);
   if (!s.ok()) return s;
   std::vector<std::string> shards = config.GetList("shards");
-  if (shards.empty()) return Status(ErrorCode::kBadRequest, "shards: the shard map is empty");
+  if (shards.empty())
+    return Status(ErrorCode::kBadRequest, "shards: the shard map is empty");
   if (shard >= shards.size()) {
     return Status(ErrorCode::kBadRequest, "shard " + std::to_string(shard) +
                                               " is not in the shard map of " +
                                               std::to_string(shards.size()));
   }
-  if (batch == 0) return Status(ErrorCode::kBadRequest, "batch-max: must be at least 1");
+  if (batch == 0)
+    return Status(ErrorCode::kBadRequest, "batch-max: must be at least 1");
   st->shard_ = static_cast<uint32_t>(shard);
   st->shard_count_ = static_cast<uint32_t>(shards.size());
   const std::string listen = config.Get("listen");
   st->listen_ = BindAddress(listen.empty() ? shards[st->shard_] : listen);
-  st->data_path_ = config.Get("data-dir") + "/shard-" + std::to_string(st->shard_);
+  st->data_path_ =
+      config.Get("data-dir") + "/shard-" + std::to_string(st->shard_);
   st->routed_ = config.GetList("routed");
   st->notifyd_ = config.GetList("notifyd-in");
-  if (st->routed_.empty()) return Status(ErrorCode::kBadRequest, "routed: no endpoint");
-  if (st->notifyd_.empty()) return Status(ErrorCode::kBadRequest, "notifyd-in: no endpoint");
+  if (st->routed_.empty())
+    return Status(ErrorCode::kBadRequest, "routed: no endpoint");
+  if (st->notifyd_.empty())
+    return Status(ErrorCode::kBadRequest, "notifyd-in: no endpoint");
   st->batch_max_ = batch;
   st->retry_ = std::chrono::seconds(retry_s == 0 ? 1 : retry_s);
   st->store_ = std::make_unique<Store>(st->shard_, st->shard_count_);
   st->limiter_ = UserRateLimiter(user_rate, user_burst);
   // LevelDB's table files share the open-files limit with the sockets;
   // keep a reserve for those (see natter-stored(8)).
-  st->max_open_files_ = static_cast<int>(
-      std::clamp<uint64_t>(OpenFilesLimit() / 2, 16, 1000));
+  st->max_open_files_ =
+      static_cast<int>(std::clamp<uint64_t>(OpenFilesLimit() / 2, 16, 1000));
   *out = std::move(st);
   return Status::Ok();
 }
@@ -92,9 +99,9 @@ Status Stored::Start() {
   }
   spilled_ = true;
   RefillPending();
-  NLOG_INFO("event=open shard=%u of=%u path=%s listen=%s handoffs=%zu",
-            shard_, shard_count_, LogValue(data_path_).c_str(), LogValue(listen_).c_str(),
-            pending_.size());
+  NLOG_INFO("event=open shard=%u of=%u path=%s listen=%s handoffs=%zu", shard_,
+            shard_count_, LogValue(data_path_).c_str(),
+            LogValue(listen_).c_str(), pending_.size());
   return Status::Ok();
 }
 
@@ -103,7 +110,8 @@ void Stored::RunOnce(int timeout_ms) {
       {requests_.handle(), 0, ZMQ_POLLIN, 0},
       {handoff_.handle(), 0, ZMQ_POLLIN, 0},
   };
-  if (!pending_.empty() || !store_->is_open()) timeout_ms = std::min(timeout_ms, 100);
+  if (!pending_.empty() || !store_->is_open())
+    timeout_ms = std::min(timeout_ms, 100);
   Poll(items, timeout_ms);
   if (!store_->is_open()) TryReopen();
   if (items[0].revents & ZMQ_POLLIN) ServeBatch();
@@ -124,7 +132,8 @@ bool Stored::Control(const Frame& request, const ControlServer::Reply& reply) {
   if (s.ok() && ::stat(b.path.c_str(), &st) == 0) {
     s = Status(ErrorCode::kBadRequest, "backup: " + b.path + " exists already");
   }
-  if (s.ok() && backup_) s = Status(ErrorCode::kBusy, "a backup of this shard is under way");
+  if (s.ok() && backup_)
+    s = Status(ErrorCode::kBusy, "a backup of this shard is under way");
   if (s.ok() && !store_->is_open()) {
     s = Status(ErrorCode::kStorage, "the shard's database is closed");
   }
@@ -137,7 +146,8 @@ bool Stored::Control(const Frame& request, const ControlServer::Reply& reply) {
   job->path = b.path;
   job->header = request.header;
   job->reply = reply;
-  NLOG_INFO("event=backup-started shard=%u path=%s", shard_, LogValue(b.path).c_str());
+  NLOG_INFO("event=backup-started shard=%u path=%s", shard_,
+            LogValue(b.path).c_str());
   // The snapshot is taken by the thread at once; the shard serves on.
   job->thread = std::thread([this, job] {
     job->status = store_->Backup(job->path, &job->records, &job->bytes);
@@ -152,8 +162,9 @@ void Stored::FinishBackup(bool wait) {
   BackupJob& job = *backup_;
   if (job.status.ok()) {
     ++backups_;
-    NLOG_INFO("event=backup-done shard=%u path=%s records=%llu bytes=%llu", shard_,
-              LogValue(job.path).c_str(), static_cast<unsigned long long>(job.records),
+    NLOG_INFO("event=backup-done shard=%u path=%s records=%llu bytes=%llu",
+              shard_, LogValue(job.path).c_str(),
+              static_cast<unsigned long long>(job.records),
               static_cast<unsigned long long>(job.bytes));
     BackupReply r;
     r.path = job.path;
@@ -162,44 +173,57 @@ void Stored::FinishBackup(bool wait) {
     job.reply(EncodeReply(job.header, r));
   } else {
     NLOG_ERROR("event=backup-failed shard=%u path=%s error=%s", shard_,
-               LogValue(job.path).c_str(), LogValue(job.status.ToString()).c_str());
+               LogValue(job.path).c_str(),
+               LogValue(job.status.ToString()).c_str());
     job.reply(EncodeError(job.header, job.status));
   }
   backup_.reset();
 }
 
 void Stored::Stats(MetricSet* set) {
-  set->Counter("natter_stored_batches_total", "Batches written (each one synced write at most).",
+  set->Counter("natter_stored_batches_total",
+               "Batches written (each one synced write at most).",
                static_cast<double>(batches_));
-  set->Counter("natter_stored_requests_total", "Requests served.", static_cast<double>(requests_served_));
-  set->Counter("natter_stored_syncs_total", "Synced writes.", static_cast<double>(store_->syncs()));
-  set->Counter("natter_stored_write_failures_total", "Writes LevelDB refused (the shard then reopens).",
+  set->Counter("natter_stored_requests_total", "Requests served.",
+               static_cast<double>(requests_served_));
+  set->Counter("natter_stored_syncs_total", "Synced writes.",
+               static_cast<double>(store_->syncs()));
+  set->Counter("natter_stored_write_failures_total",
+               "Writes LevelDB refused (the shard then reopens).",
                static_cast<double>(write_failures_));
-  set->Counter("natter_stored_events_published_total", "Mailbox events sent to notifyd.",
+  set->Counter("natter_stored_events_published_total",
+               "Mailbox events sent to notifyd.",
                static_cast<double>(published_));
   set->Counter("natter_stored_events_dropped_total",
-               "Events notifyd's queue did not take (devices repair them from the mailbox).",
+               "Events notifyd's queue did not take (devices repair them from "
+               "the mailbox).",
                static_cast<double>(publish_dropped_));
-  set->Counter("natter_stored_handoffs_sent_total", "Hand-offs sent to other shards (also resent ones).",
+  set->Counter("natter_stored_handoffs_sent_total",
+               "Hand-offs sent to other shards (also resent ones).",
                static_cast<double>(handoffs_sent_));
-  set->Counter("natter_stored_backups_total", "Backups made.", static_cast<double>(backups_));
-  set->Counter("natter_stored_relinks_total",
-               "Links to routed and notifyd connected again after they ended for good.",
-               static_cast<double>(watch_ ? watch_->relinks() : 0));
+  set->Counter("natter_stored_backups_total", "Backups made.",
+               static_cast<double>(backups_));
+  set->Counter(
+      "natter_stored_relinks_total",
+      "Links to routed and notifyd connected again after they ended for good.",
+      static_cast<double>(watch_ ? watch_->relinks() : 0));
   set->Counter("natter_stored_rate_refused_total",
                "Requests refused (busy) for their user's rate (user-rate).",
                static_cast<double>(limiter_.refused()));
   set->Gauge("natter_stored_rate_users", "Users whose rate bucket is not full.",
              static_cast<double>(limiter_.users()));
-  set->Gauge("natter_stored_handoffs_pending", "Hand-offs waiting for their acknowledgement, in memory.",
+  set->Gauge("natter_stored_handoffs_pending",
+             "Hand-offs waiting for their acknowledgement, in memory.",
              static_cast<double>(pending_.size()));
   set->Gauge("natter_stored_handoffs_spilled",
-             "1 while hand-offs wait in the outbox on disk only (memory full).", spilled_ ? 1 : 0);
-  set->Gauge("natter_stored_storage_up", "1 while the database is open.", store_->is_open() ? 1 : 0);
+             "1 while hand-offs wait in the outbox on disk only (memory full).",
+             spilled_ ? 1 : 0);
+  set->Gauge("natter_stored_storage_up", "1 while the database is open.",
+             store_->is_open() ? 1 : 0);
   set->Gauge("natter_stored_batch_requests_p50", "Requests in a batch, median.",
              batch_size_.Quantile(0.5));
-  set->Summary("natter_stored_batch_seconds", "Applying a batch, its synced write included.",
-               batch_latency_);
+  set->Summary("natter_stored_batch_seconds",
+               "Applying a batch, its synced write included.", batch_latency_);
 }
 
 bool Stored::ServeBatch() {
@@ -221,8 +245,10 @@ bool Stored::ServeBatch() {
     if (!limiter_.Admit(r.frame, Clock::now())) {
       const Header& h = r.frame.header;
       NLOG_TRACE(h.trace, "event=rate-refused user=%llu type=%s",
-                 static_cast<unsigned long long>(h.user.value), MsgTypeName(r.frame.type()));
-      SendRouted(requests_, parts, parts.size() - 1, EncodeError(h, limiter_.Refusal(h.user)));
+                 static_cast<unsigned long long>(h.user.value),
+                 MsgTypeName(r.frame.type()));
+      SendRouted(requests_, parts, parts.size() - 1,
+                 EncodeError(h, limiter_.Refusal(h.user)));
       continue;
     }
     routes.push_back(std::move(parts));
@@ -234,7 +260,9 @@ bool Stored::ServeBatch() {
   bool was_open = store_->is_open();
   auto started = Clock::now();
   bool ok = store_->Apply(&batch, &effects).ok();
-  batch_latency_.Record(std::chrono::duration<double, std::micro>(Clock::now() - started).count());
+  batch_latency_.Record(
+      std::chrono::duration<double, std::micro>(Clock::now() - started)
+          .count());
   batch_size_.Record(static_cast<double>(batch.size()));
   ++batches_;
   requests_served_ += batch.size();
@@ -243,7 +271,8 @@ bool Stored::ServeBatch() {
     StorageFailed();
   }
   for (size_t i = 0; i < batch.size(); ++i) {
-    if (!SendRouted(requests_, routes[i], routes[i].size() - 1, batch[i].reply)) {
+    if (!SendRouted(requests_, routes[i], routes[i].size() - 1,
+                    batch[i].reply)) {
       NLOG_WARN("event=reply-dropped type=%s",
                 LogValue(MsgTypeName(batch[i].frame.type())).c_str());
     }
@@ -356,15 +385,16 @@ void Stored::TakeAcks() {
   while (RecvParts(handoff_, &parts)) {
     Frame f;
     HandoffAck ack;
-    if (parts.empty() || !DecodeFrame(parts.back().data(), parts.back().size(), &f).ok()) {
+    if (parts.empty() ||
+        !DecodeFrame(parts.back().data(), parts.back().size(), &f).ok()) {
       continue;
     }
     if (f.type() != MsgType::kHandoffAck || !DecodeBody(f, &ack).ok()) {
       if (f.type() == MsgType::kError) {
         Error e;
         DecodeBody(f, &e);
-        NLOG_WARN("event=handoff-refused code=%u error=%s", static_cast<unsigned>(e.code),
-                  LogValue(e.message).c_str());
+        NLOG_WARN("event=handoff-refused code=%u error=%s",
+                  static_cast<unsigned>(e.code), LogValue(e.message).c_str());
       }
       continue;
     }
@@ -395,7 +425,8 @@ void Stored::Stop() {
   }
   FinishBackup(true);
   store_->Close();
-  NLOG_INFO("event=closed shard=%u path=%s", shard_, LogValue(data_path_).c_str());
+  NLOG_INFO("event=closed shard=%u path=%s", shard_,
+            LogValue(data_path_).c_str());
 }
 
 }  // namespace stored

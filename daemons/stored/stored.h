@@ -24,12 +24,11 @@
 #include <string>
 #include <thread>
 #include <vector>
-
 #include <zmq.hpp>
 
 #include "common/config.h"
-#include "common/curve.h"
 #include "common/control.h"
+#include "common/curve.h"
 #include "common/daemon.h"
 #include "common/metrics.h"
 #include "common/net.h"
@@ -64,7 +63,8 @@ class Stored : public Service {
   void Stats(MetricSet* set) override;
   // natterctl backup: a copy of the shard as it is now, made by a thread
   // of its own while the shard serves; the answer comes when it is done.
-  bool Control(const Frame& request, const ControlServer::Reply& reply) override;
+  bool Control(const Frame& request,
+               const ControlServer::Reply& reply) override;
 
   const Store& store() const { return *store_; }
 

@@ -25,8 +25,8 @@
 #include <signal.h>
 #include <sys/types.h>
 
-#include <boost/program_options.hpp>
 #include <algorithm>
+#include <boost/program_options.hpp>
 #include <chrono>
 #include <cstdio>
 #include <iostream>
@@ -106,8 +106,8 @@ void Take(Dev* d, std::map<std::string, Sent>* sent) {
       case Incoming::Kind::kError: {
         auto it = sent->find(i.client_msg_id);
         if (it != sent->end()) it->second.answered = true;
-        std::fprintf(stderr, "chaos: error for %s: %s\n", i.client_msg_id.c_str(),
-                     i.error.ToString().c_str());
+        std::fprintf(stderr, "chaos: error for %s: %s\n",
+                     i.client_msg_id.c_str(), i.error.ToString().c_str());
         break;
       }
       case Incoming::Kind::kEvent:
@@ -172,16 +172,19 @@ int Run(const Settings& st) {
     return 71;
   }
   const std::string& dir = folder->path();
-  std::fprintf(stderr, "chaos: seed=%llu seconds=%.0f shards=%u pairs=%u rate=%.0f dir=%s\n",
-               static_cast<unsigned long long>(st.seed), st.seconds, st.shards,
-               st.pairs, st.rate, dir.c_str());
+  std::fprintf(
+      stderr,
+      "chaos: seed=%llu seconds=%.0f shards=%u pairs=%u rate=%.0f dir=%s\n",
+      static_cast<unsigned long long>(st.seed), st.seconds, st.shards, st.pairs,
+      st.rate, dir.c_str());
   std::mt19937_64 rng(st.seed);
   int status = 1;
   {
     // Each user sends rate / (2 pairs) a second, and more after an outage:
     // its rate of writes at its shard (natter-stored(8)) leaves twice that,
     // and is never below the default (50 a second, bursts of 500).
-    uint64_t user_rate = std::max<uint64_t>(50, static_cast<uint64_t>(st.rate / st.pairs + 1));
+    uint64_t user_rate =
+        std::max<uint64_t>(50, static_cast<uint64_t>(st.rate / st.pairs + 1));
     LocalCell cell(TestBinDir(), dir, st.shards,
                    "[stored]\nuser-rate = " + std::to_string(user_rate) +
                        "\nuser-burst = " + std::to_string(10 * user_rate));
@@ -192,13 +195,15 @@ int Run(const Settings& st) {
       for (auto [user, partner] : {std::pair{a, b}, std::pair{b, a}}) {
         for (int k = 0; k < 2; ++k) {
           Dev d;
-          ClientOptions o = cell.Options(user.value, k == 0 ? "phone" : "laptop");
+          ClientOptions o =
+              cell.Options(user.value, k == 0 ? "phone" : "laptop");
           o.timeout_ms = 600000;  // retry through every outage
           o.retry_ms = 1000;
           d.client = std::make_unique<Client>(o, &ctx);
           Status s = d.client->Connect();
           if (!s.ok()) {
-            std::fprintf(stderr, "natter-chaos: connect: %s\n", s.ToString().c_str());
+            std::fprintf(stderr, "natter-chaos: connect: %s\n",
+                         s.ToString().c_str());
             return 69;
           }
           d.user = user;
@@ -214,7 +219,8 @@ int Run(const Settings& st) {
     std::map<std::string, Sent> sent;
     for (bool all = false; !all;) {
       if (Clock::now() >= settle) {
-        std::fprintf(stderr, "natter-chaos: the devices did not catch up within 20 s\n");
+        std::fprintf(
+            stderr, "natter-chaos: the devices did not catch up within 20 s\n");
         return 69;
       }
       all = true;
@@ -226,11 +232,14 @@ int Run(const Settings& st) {
     }
 
     std::vector<std::string> targets = {"frontd", "routed", "notifyd"};
-    for (unsigned s = 0; s < st.shards; ++s) targets.push_back("stored-" + std::to_string(s));
+    for (unsigned s = 0; s < st.shards; ++s)
+      targets.push_back("stored-" + std::to_string(s));
     std::exponential_distribution<double> gap(1.0 / st.kill_every);
     auto start = Clock::now();
-    auto end = start + std::chrono::milliseconds(static_cast<long>(st.seconds * 1000));
-    auto next_kill = start + std::chrono::milliseconds(static_cast<long>(gap(rng) * 1000));
+    auto end =
+        start + std::chrono::milliseconds(static_cast<long>(st.seconds * 1000));
+    auto next_kill =
+        start + std::chrono::milliseconds(static_cast<long>(gap(rng) * 1000));
     const auto send_gap = std::chrono::duration<double>(1.0 / st.rate);
     auto next_send = start;
     size_t turn = 0, kills = 0;
@@ -243,7 +252,8 @@ int Run(const Settings& st) {
       auto now = Clock::now();
       while (next_send <= now) {
         Dev& d = devs[senders[turn++ % senders.size()]];
-        std::string cmid = d.client->Send(d.partner, "chaos " + std::to_string(sent.size()));
+        std::string cmid =
+            d.client->Send(d.partner, "chaos " + std::to_string(sent.size()));
         Sent& s = sent[cmid];
         s.from = d.user;
         s.to = d.partner;
@@ -260,7 +270,8 @@ int Run(const Settings& st) {
                        sig == SIGKILL ? "kill -9" : "kill -TERM", name.c_str(),
                        static_cast<int>(pid));
         }
-        next_kill = now + std::chrono::milliseconds(static_cast<long>(gap(rng) * 1000));
+        next_kill =
+            now + std::chrono::milliseconds(static_cast<long>(gap(rng) * 1000));
       }
       for (Dev& d : devs) Take(&d, &sent);
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
@@ -268,15 +279,17 @@ int Run(const Settings& st) {
         size_t answered = 0;
         for (const auto& [cmid, s] : sent) answered += s.answered;
         std::fprintf(stderr, "chaos: %.0fs sent=%zu answered=%zu kills=%zu\n",
-                     std::chrono::duration<double>(now - start).count(), sent.size(),
-                     answered, kills);
+                     std::chrono::duration<double>(now - start).count(),
+                     sent.size(), answered, kills);
         last_progress = now;
       }
     }
 
     // Quiet: every send answered, every device has every message (or give
     // up after two minutes and count what is missing).
-    std::fprintf(stderr, "chaos: stopped killing after %zu kills; waiting for answers\n", kills);
+    std::fprintf(
+        stderr, "chaos: stopped killing after %zu kills; waiting for answers\n",
+        kills);
     auto expected_on = [&](const Dev& d, const Sent& s) {
       // Both devices of the recipient; the sender's other device.
       return d.user == s.to || (d.user == s.from && !d.sender);
@@ -294,7 +307,9 @@ int Run(const Settings& st) {
     auto quiet_until = Clock::now() + std::chrono::seconds(120);
     while (!complete()) {
       if (Clock::now() >= quiet_until) {
-        std::fprintf(stderr, "chaos: gave up waiting after 120 s; the audit counts what is missing\n");
+        std::fprintf(stderr,
+                     "chaos: gave up waiting after 120 s; the audit counts "
+                     "what is missing\n");
         break;
       }
       for (Dev& d : devs) Take(&d, &sent);
@@ -309,10 +324,12 @@ int Run(const Settings& st) {
       UserId a(1000 + 2 * p), b(1001 + 2 * p);
       for (auto [user, peer] : {std::pair{a, b}, std::pair{b, a}}) {
         auto& h = histories[{user.value, peer.value}];
-        for (uint64_t id : HistoryOf(cell, ctx, user, peer, &history_ok)) ++h[id];
+        for (uint64_t id : HistoryOf(cell, ctx, user, peer, &history_ok))
+          ++h[id];
       }
     }
-    if (!history_ok) std::fprintf(stderr, "chaos: a history could not be read\n");
+    if (!history_ok)
+      std::fprintf(stderr, "chaos: a history could not be read\n");
     std::set<uint64_t> ids;
     for (const auto& [cmid, s] : sent) {
       if (!s.answered) ++unanswered;
@@ -338,7 +355,8 @@ int Run(const Settings& st) {
       if (missing) {
         ++lost;
         if (lost <= 5) {
-          std::fprintf(stderr, "chaos: lost %s id=%llu from=%llu to=%llu\n", cmid.c_str(),
+          std::fprintf(stderr, "chaos: lost %s id=%llu from=%llu to=%llu\n",
+                       cmid.c_str(),
                        static_cast<unsigned long long>(s.id.value),
                        static_cast<unsigned long long>(s.from.value),
                        static_cast<unsigned long long>(s.to.value));
@@ -352,9 +370,11 @@ int Run(const Settings& st) {
         if (!ids.count(id)) ++duplicated;
       }
     }
-    std::fprintf(stderr, "chaos: attempted=%zu processed=%zu unanswered=%zu kills=%zu\n",
-                 sent.size(), processed, unanswered, kills);
-    std::printf("%zu processed, %zu lost, %zu duplicated\n", processed, lost, duplicated);
+    std::fprintf(
+        stderr, "chaos: attempted=%zu processed=%zu unanswered=%zu kills=%zu\n",
+        sent.size(), processed, unanswered, kills);
+    std::printf("%zu processed, %zu lost, %zu duplicated\n", processed, lost,
+                duplicated);
     std::fflush(stdout);
     status = (lost == 0 && duplicated == 0 && unanswered == 0 && history_ok &&
               processed > 0)
@@ -372,15 +392,20 @@ int main(int argc, char** argv) {
   namespace po = boost::program_options;
   natter::Settings st;
   po::options_description opts("natter-chaos options");
-  opts.add_options()
-      ("seed", natter::UintValue("seed", &st.seed), "seed of the kill schedule (default 1)")
-      ("seconds", po::value(&st.seconds), "how long to send and kill (default 20)")
-      ("shards", natter::UintValue("shards", &st.shards), "shards of the cell (default 3)")
-      ("pairs", natter::UintValue("pairs", &st.pairs), "pairs of users, two devices each (default 4)")
-      ("rate", po::value(&st.rate), "messages a second, all senders (default 200)")
-      ("kill-every", po::value(&st.kill_every), "seconds between kills on average (default 1.5)")
-      ("keep", po::bool_switch(&st.keep), "keep the cell's folder (logs, data)")
-      ("help,h", "show this");
+  opts.add_options()("seed", natter::UintValue("seed", &st.seed),
+                     "seed of the kill schedule (default 1)")(
+      "seconds", po::value(&st.seconds),
+      "how long to send and kill (default 20)")(
+      "shards", natter::UintValue("shards", &st.shards),
+      "shards of the cell (default 3)")(
+      "pairs", natter::UintValue("pairs", &st.pairs),
+      "pairs of users, two devices each (default 4)")(
+      "rate", po::value(&st.rate),
+      "messages a second, all senders (default 200)")(
+      "kill-every", po::value(&st.kill_every),
+      "seconds between kills on average (default 1.5)")(
+      "keep", po::bool_switch(&st.keep), "keep the cell's folder (logs, data)")(
+      "help,h", "show this");
   po::variables_map vm;
   try {
     po::store(po::parse_command_line(argc, argv, opts), vm);
@@ -395,7 +420,9 @@ int main(int argc, char** argv) {
   }
   if (st.pairs == 0 || st.shards == 0 || st.rate <= 0 || st.seconds <= 0 ||
       st.kill_every <= 0) {
-    std::fprintf(stderr, "natter-chaos: pairs, shards, rate, seconds and kill-every must be above 0\n");
+    std::fprintf(stderr,
+                 "natter-chaos: pairs, shards, rate, seconds and kill-every "
+                 "must be above 0\n");
     return 64;
   }
   try {

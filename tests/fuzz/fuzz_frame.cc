@@ -23,10 +23,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
     return Status::Ok();
   });
-#define NATTER_X(name, number, text, Body)                \
-  {                                                       \
-    f.header.type = number;                               \
-    Body body;                                            \
+#define NATTER_X(name, number, text, Body)                      \
+  {                                                             \
+    f.header.type = number;                                     \
+    Body body;                                                  \
     if (DecodeBody(f, &body).ok()) EncodeFrame(f.header, body); \
   }
   NATTER_FRAME_TYPES(NATTER_X)

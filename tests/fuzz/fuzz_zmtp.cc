@@ -20,7 +20,10 @@ namespace {
 std::string NullPrelude() {
   std::string out;
   ZmtpServer(ZmtpServer::Options()).Start(&out);
-  const std::string ready("\x05READY\x0bSocket-Type\0\0\0\x06" "DEALER", 28);
+  const std::string ready(
+      "\x05READY\x0bSocket-Type\0\0\0\x06"
+      "DEALER",
+      28);
   out += '\x04';
   out += static_cast<char>(ready.size());
   out += ready;

@@ -1,17 +1,15 @@
 // natter(1) and natterctl(8) as a user runs them: output, and the sysexits
 // codes of the command-line contract.
-#include <catch2/catch.hpp>
+#include <sys/stat.h>
+#include <zmq.h>
 
+#include <catch2/catch.hpp>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <thread>
-
-#include <sys/stat.h>
-
-#include <nlohmann/json.hpp>
-#include <zmq.h>
 
 #include "common/curve.h"
 #include "common/ids.h"
@@ -43,7 +41,9 @@ size_t Lines(const std::string& s) {
 
 }  // namespace
 
-TEST_CASE("natter send prints the processed id and natter listen prints that message") {
+TEST_CASE(
+    "natter send prints the processed id and natter listen prints that "
+    "message") {
   TestCell cell(1);
   // Bob's device connects once, so it has a cursor to come back to.
   Result first = Run(cell.NatterArgs(2) + " --device cli listen --for 1");
@@ -56,7 +56,8 @@ TEST_CASE("natter send prints the processed id and natter listen prints that mes
   REQUIRE(!id.empty());
   CHECK(id.find_first_not_of("0123456789") == std::string::npos);
 
-  Result got = Run(cell.NatterArgs(2) + " --device cli --json listen --count 1 --for 10");
+  Result got = Run(cell.NatterArgs(2) +
+                   " --device cli --json listen --count 1 --for 10");
   INFO(got.err);
   REQUIRE(got.code == 0);
   REQUIRE(Lines(got.out) == 1);
@@ -71,7 +72,8 @@ TEST_CASE("natter send prints the processed id and natter listen prints that mes
   CHECK(j["seq"] == 1);
 
   // Acknowledged: listening again shows nothing more.
-  Result again = Run(cell.NatterArgs(2) + " --device cli --json listen --for 1");
+  Result again =
+      Run(cell.NatterArgs(2) + " --device cli --json listen --for 1");
   CHECK(again.code == 0);
   CHECK(again.out.empty());
 }
@@ -79,7 +81,7 @@ TEST_CASE("natter send prints the processed id and natter listen prints that mes
 TEST_CASE("natter send without text sends each line of stdin") {
   TestCell cell(1);
   Result r = Run("printf 'one\\ntwo\\n\\nthree\\n' | " + cell.NatterArgs(1) +
-                              " --json send 2");
+                 " --json send 2");
   INFO(r.err);
   REQUIRE(r.code == 0);
   REQUIRE(Lines(r.out) == 3);
@@ -93,16 +95,20 @@ TEST_CASE("natter send without text sends each line of stdin") {
   REQUIRE(history.code == 0);
   std::vector<std::string> texts;
   std::istringstream messages(history.out);
-  for (std::string m; std::getline(messages, m);) texts.push_back(nlohmann::json::parse(m)["text"]);
+  for (std::string m; std::getline(messages, m);)
+    texts.push_back(nlohmann::json::parse(m)["text"]);
   CHECK(texts == std::vector<std::string>{"one", "two", "three"});
 }
 
-TEST_CASE("natter exits with the sysexits code of what went wrong, saying why on one line") {
+TEST_CASE(
+    "natter exits with the sysexits code of what went wrong, saying why on one "
+    "line") {
   TestCell cell(1);
   TempDir scratch;
   SECTION("an expired token: 77") {
-    std::string args = BinPath("natter") + " -c " + cell.dir() + "/client.conf -s ipc://" +
-                       cell.dir() + "/run/frontd.sock -t " + cell.Token(1, -3600);
+    std::string args = BinPath("natter") + " -c " + cell.dir() +
+                       "/client.conf -s ipc://" + cell.dir() +
+                       "/run/frontd.sock -t " + cell.Token(1, -3600);
     Result r = Run(args + " send 2 hi");
     INFO(r.err);
     CHECK(r.code == 77);
@@ -111,8 +117,8 @@ TEST_CASE("natter exits with the sysexits code of what went wrong, saying why on
   }
   SECTION("a forged token: 77") {
     Result r = Run(BinPath("natter") + " -s ipc://" + cell.dir() +
-                                "/run/frontd.sock -c " + cell.dir() +
-                                "/client.conf -t nt1.forged.token send 2 hi");
+                   "/run/frontd.sock -c " + cell.dir() +
+                   "/client.conf -t nt1.forged.token send 2 hi");
     INFO(r.err);
     CHECK(r.code == 77);
     CHECK(Lines(r.err) == 1);
@@ -125,7 +131,7 @@ TEST_CASE("natter exits with the sysexits code of what went wrong, saying why on
   }
   SECTION("a server that is down: 69 after --timeout") {
     Result r = Run(BinPath("natter") + " -s ipc://" + scratch.path() +
-                                "/none.sock -t x --timeout 1 send 2 hi");
+                   "/none.sock -t x --timeout 1 send 2 hi");
     CHECK(r.code == 69);
     CHECK(Lines(r.err) == 1);
   }
@@ -152,16 +158,20 @@ TEST_CASE("natterctl refuses to overwrite a cell, and says how the cell is") {
   CHECK(status.out.find("stored-1") != std::string::npos);
   CHECK(Run(BinPath("natterctl") + " token --dir " + cell.dir()).code == 64);
   CHECK(Run(BinPath("natterctl") + " token --dir " + cell.dir() +
-                         " --user 1 --ttl forever").code == 64);
+            " --user 1 --ttl forever")
+            .code == 64);
   Result token = Run(BinPath("natterctl") + " token --dir " + cell.dir() +
-                                  " --user 5 --ttl 15m");
+                     " --user 5 --ttl 15m");
   CHECK(token.code == 0);
   CHECK(token.out.rfind("nt1.", 0) == 0);
-  Result stopped = Run(BinPath("natterctl") + " status --dir " + scratch.path());
+  Result stopped =
+      Run(BinPath("natterctl") + " status --dir " + scratch.path());
   CHECK(stopped.code == 64);
 }
 
-TEST_CASE("natterctl keygen makes a key whose name gives its role, and refuses a name that names none") {
+TEST_CASE(
+    "natterctl keygen makes a key whose name gives its role, and refuses a "
+    "name that names none") {
   TempDir dir;
   std::string ctl = BinPath("natterctl") + " ";
   REQUIRE(Run(ctl + "init --dir " + dir.path()).code == 0);
@@ -173,9 +183,11 @@ TEST_CASE("natterctl keygen makes a key whose name gives its role, and refuses a
     CHECK(r.err.find("names no role") != std::string::npos);
     struct stat st;
     CHECK(::stat((dir.path() + "/keys/" + name + ".key").c_str(), &st) != 0);
-    CHECK(::stat((dir.path() + "/keys/peers/" + name + ".pub").c_str(), &st) != 0);
+    CHECK(::stat((dir.path() + "/keys/peers/" + name + ".pub").c_str(), &st) !=
+          0);
   }
-  for (const char* name : {"stored-1", "frontd@host3", "admin.alice", "notifyd_b"}) {
+  for (const char* name :
+       {"stored-1", "frontd@host3", "admin.alice", "notifyd_b"}) {
     INFO(name);
     Result r = Run(ctl + "keygen --dir " + dir.path() + " --name " + name);
     CHECK(r.code == 0);
@@ -184,14 +196,16 @@ TEST_CASE("natterctl keygen makes a key whose name gives its role, and refuses a
     REQUIRE(ReadFirstLine(dir.path() + "/keys/" + name + ".pub", &pub));
     CHECK(r.out == pub + "\n");  // Z85, as endpoints name it
     struct stat st;
-    CHECK(::stat((dir.path() + "/keys/peers/" + name + ".pub").c_str(), &st) == 0);
+    CHECK(::stat((dir.path() + "/keys/peers/" + name + ".pub").c_str(), &st) ==
+          0);
   }
 }
 
 namespace {
 
 // Replaces every from in the file at path with to.
-void ReplaceInFile(const std::string& path, const std::string& from, const std::string& to) {
+void ReplaceInFile(const std::string& path, const std::string& from,
+                   const std::string& to) {
   std::string text = ReadFile(path);
   for (size_t at = text.find(from); at != std::string::npos;
        at = text.find(from, at + to.size())) {
@@ -211,38 +225,53 @@ std::string PublicKey(const std::string& dir, const std::string& name) {
 
 }  // namespace
 
-TEST_CASE("natterctl init writes CURVE keys in Z85; a cell whose keys hold '@' and '#' serves") {
+TEST_CASE(
+    "natterctl init writes CURVE keys in Z85; a cell whose keys hold '@' and "
+    "'#' serves") {
   auto [alice, bob] = TwoUsers(2);
-  TestCell cell(2, "", [](const std::string& dir) {
-    std::string conf = ReadFile(dir + "/natter.conf");
-    std::string stored = PublicKey(dir, "stored"), routed = PublicKey(dir, "routed"),
-                notifyd = PublicKey(dir, "notifyd");
-    CHECK(stored.size() == 40);
-    CHECK(conf.find("/run/stored-0.sock@" + stored + " ") != std::string::npos);
-    CHECK(conf.find("/run/stored-1.sock@" + stored + "\n") != std::string::npos);
-    CHECK(conf.find("/run/routed.sock@" + routed + "\n") != std::string::npos);
-    CHECK(conf.find("/run/notifyd-in.sock@" + notifyd + "\n") != std::string::npos);
-    CHECK(conf.find("/run/notifyd-out.sock@" + notifyd + "\n") != std::string::npos);
-    CHECK(ReadFile(dir + "/client.conf").find("\nserver-key = " + PublicKey(dir, "frontd") +
-                                              "\n") != std::string::npos);
-    // Every daemon's key made again until it holds both characters a
-    // config file or an endpoint could take for something else.
-    for (const char* name : kDaemonKeys) {
-      char pub[41], sec[41];
-      do {
-        REQUIRE(zmq_curve_keypair(pub, sec) == 0);
-      } while (std::strchr(pub, '@') == nullptr || std::strchr(pub, '#') == nullptr);
-      std::string old = PublicKey(dir, name);
-      std::ofstream(dir + "/keys/" + name + ".key") << sec << "\n";
-      std::ofstream(dir + "/keys/" + name + ".pub") << pub << "\n";
-      std::ofstream(dir + "/keys/peers/" + name + ".pub") << pub << "\n";
-      ReplaceInFile(dir + "/natter.conf", old, pub);
-      ReplaceInFile(dir + "/client.conf", old, pub);
-    }
-  }, nullptr);
+  TestCell cell(
+      2, "",
+      [](const std::string& dir) {
+        std::string conf = ReadFile(dir + "/natter.conf");
+        std::string stored = PublicKey(dir, "stored"),
+                    routed = PublicKey(dir, "routed"),
+                    notifyd = PublicKey(dir, "notifyd");
+        CHECK(stored.size() == 40);
+        CHECK(conf.find("/run/stored-0.sock@" + stored + " ") !=
+              std::string::npos);
+        CHECK(conf.find("/run/stored-1.sock@" + stored + "\n") !=
+              std::string::npos);
+        CHECK(conf.find("/run/routed.sock@" + routed + "\n") !=
+              std::string::npos);
+        CHECK(conf.find("/run/notifyd-in.sock@" + notifyd + "\n") !=
+              std::string::npos);
+        CHECK(conf.find("/run/notifyd-out.sock@" + notifyd + "\n") !=
+              std::string::npos);
+        CHECK(ReadFile(dir + "/client.conf")
+                  .find("\nserver-key = " + PublicKey(dir, "frontd") + "\n") !=
+              std::string::npos);
+        // Every daemon's key made again until it holds both characters a
+        // config file or an endpoint could take for something else.
+        for (const char* name : kDaemonKeys) {
+          char pub[41], sec[41];
+          do {
+            REQUIRE(zmq_curve_keypair(pub, sec) == 0);
+          } while (std::strchr(pub, '@') == nullptr ||
+                   std::strchr(pub, '#') == nullptr);
+          std::string old = PublicKey(dir, name);
+          std::ofstream(dir + "/keys/" + name + ".key") << sec << "\n";
+          std::ofstream(dir + "/keys/" + name + ".pub") << pub << "\n";
+          std::ofstream(dir + "/keys/peers/" + name + ".pub") << pub << "\n";
+          ReplaceInFile(dir + "/natter.conf", old, pub);
+          ReplaceInFile(dir + "/client.conf", old, pub);
+        }
+      },
+      nullptr);
   TempDir scratch;
   std::string to = " send " + std::to_string(bob.value) + " ";
-  REQUIRE(Run(cell.NatterArgs(bob.value) + " --device cli listen --for 1").code == 0);
+  REQUIRE(
+      Run(cell.NatterArgs(bob.value) + " --device cli listen --for 1").code ==
+      0);
 
   // client.conf's server-key, with its '#'.
   Result sent = Run(cell.NatterArgs(alice.value) + to + "from client.conf");
@@ -252,8 +281,9 @@ TEST_CASE("natterctl init writes CURVE keys in Z85; a cell whose keys hold '@' a
   std::string frontd = PublicKey(cell.dir(), "frontd");
   CurveKey key;
   REQUIRE(ParseCurveKey(frontd, &key));
-  std::string args = "XDG_CONFIG_HOME=" + scratch.path() + " " + BinPath("natter") +
-                     " -s ipc://" + cell.dir() + "/run/frontd.sock --state-dir " + cell.dir() +
+  std::string args = "XDG_CONFIG_HOME=" + scratch.path() + " " +
+                     BinPath("natter") + " -s ipc://" + cell.dir() +
+                     "/run/frontd.sock --state-dir " + cell.dir() +
                      "/cli-state -t " + cell.Token(alice.value);
   for (const std::string& k : {frontd, CurveKeyHex(key)}) {
     Result r = Run(args + " -k '" + k + "'" + to + "given the key");
@@ -261,7 +291,7 @@ TEST_CASE("natterctl init writes CURVE keys in Z85; a cell whose keys hold '@' a
     CHECK(r.code == 0);
   }
   Result got = Run(cell.NatterArgs(bob.value) +
-                                " --device cli --json listen --count 3 --for 20");
+                   " --device cli --json listen --count 3 --for 20");
   INFO(got.err);
   CHECK(got.code == 0);
   CHECK(Lines(got.out) == 3);
@@ -271,9 +301,10 @@ TEST_CASE("natterctl init writes CURVE keys in Z85; a cell whose keys hold '@' a
   Result bad = Run(args + " -k '" + frontd.substr(1) + "'" + to + "hi");
   CHECK(bad.code == 64);
   CHECK(Lines(bad.err) == 1);
-  CHECK(bad.err.find("40 characters of Z85 or 64 hex digits") != std::string::npos);
-  std::ofstream(scratch.path() + "/bad.conf") << "# no key\nserver-key = " << frontd.substr(1)
-                                              << "\n";
+  CHECK(bad.err.find("40 characters of Z85 or 64 hex digits") !=
+        std::string::npos);
+  std::ofstream(scratch.path() + "/bad.conf")
+      << "# no key\nserver-key = " << frontd.substr(1) << "\n";
   bad = Run(args + " -c " + scratch.path() + "/bad.conf" + to + "hi");
   CHECK(bad.code == 78);
   CHECK(Lines(bad.err) == 1);
@@ -283,37 +314,49 @@ TEST_CASE("natterctl init writes CURVE keys in Z85; a cell whose keys hold '@' a
   CHECK_NOTHROW(CellStatus(cell));
 }
 
-TEST_CASE("a cell whose config names its keys in hex, as natterctl init wrote them before, serves") {
+TEST_CASE(
+    "a cell whose config names its keys in hex, as natterctl init wrote them "
+    "before, serves") {
   auto [alice, bob] = TwoUsers(2);
-  TestCell cell(2, "", [](const std::string& dir) {
-    for (const char* name : kDaemonKeys) {
-      std::string z85 = PublicKey(dir, name);
-      CurveKey key;
-      REQUIRE(ParseCurveKey(z85, &key));
-      ReplaceInFile(dir + "/natter.conf", "@" + z85, "@" + CurveKeyHex(key));
-      ReplaceInFile(dir + "/client.conf", "= " + z85, "= " + CurveKeyHex(key));
-    }
-  }, nullptr);
+  TestCell cell(
+      2, "",
+      [](const std::string& dir) {
+        for (const char* name : kDaemonKeys) {
+          std::string z85 = PublicKey(dir, name);
+          CurveKey key;
+          REQUIRE(ParseCurveKey(z85, &key));
+          ReplaceInFile(dir + "/natter.conf", "@" + z85,
+                        "@" + CurveKeyHex(key));
+          ReplaceInFile(dir + "/client.conf", "= " + z85,
+                        "= " + CurveKeyHex(key));
+        }
+      },
+      nullptr);
   CurveKey stored, frontd;
   REQUIRE(ParseCurveKey(PublicKey(cell.dir(), "stored"), &stored));
   REQUIRE(ParseCurveKey(PublicKey(cell.dir(), "frontd"), &frontd));
-  CHECK(ReadFile(cell.dir() + "/natter.conf").find("/run/stored-1.sock@" + CurveKeyHex(stored) +
-                                                   "\n") != std::string::npos);
-  CHECK(ReadFile(cell.dir() + "/client.conf").find("server-key = " + CurveKeyHex(frontd) +
-                                                   "\n") != std::string::npos);
+  CHECK(ReadFile(cell.dir() + "/natter.conf")
+            .find("/run/stored-1.sock@" + CurveKeyHex(stored) + "\n") !=
+        std::string::npos);
+  CHECK(ReadFile(cell.dir() + "/client.conf")
+            .find("server-key = " + CurveKeyHex(frontd) + "\n") !=
+        std::string::npos);
   TempDir scratch;
   Result sent = Run(cell.NatterArgs(alice.value) + " send " +
-                                 std::to_string(bob.value) + " to an old cell");
+                    std::to_string(bob.value) + " to an old cell");
   INFO(sent.err);
   CHECK(sent.code == 0);
   CHECK_NOTHROW(CellStatus(cell));
 }
 
-TEST_CASE("natterctl token refuses a --ttl past its maximum or one that would overflow") {
+TEST_CASE(
+    "natterctl token refuses a --ttl past its maximum or one that would "
+    "overflow") {
   TestCell cell(1);
-  std::string token = BinPath("natterctl") + " token --dir " + cell.dir() + " --user 1";
-  for (const char* ttl : {"9999999999999d", "213503982334601d", "18446744073709551615",
-                          "3651d"}) {
+  std::string token =
+      BinPath("natterctl") + " token --dir " + cell.dir() + " --user 1";
+  for (const char* ttl : {"9999999999999d", "213503982334601d",
+                          "18446744073709551615", "3651d"}) {
     INFO(ttl);
     Result r = Run(token + " --ttl " + ttl);
     CHECK(r.code == 64);
@@ -332,18 +375,26 @@ TEST_CASE("natterctl up and down start and stop a whole cell") {
   std::string ctl = BinPath("natterctl");
   std::string cell = dir.path() + "/c";
   // up in the background; wait for ready through its output file.
-  REQUIRE(RunCommand(ctl + " up --dir " + cell + " --shards 2 --listen ipc://" + cell +
-                     "/run/f.sock >" + scratch.path() + "/up.out 2>&1 &") == 0);
-  WaitUntil("natterctl up to say ready", [&] {
-    return ReadFile(scratch.path() + "/up.out").find("ready") != std::string::npos;
-  }, 30, {}, [&] { return "it said: " + ReadFile(scratch.path() + "/up.out"); });
+  REQUIRE(RunCommand(ctl + " up --dir " + cell + " --shards 2 --listen ipc://" +
+                     cell + "/run/f.sock >" + scratch.path() +
+                     "/up.out 2>&1 &") == 0);
+  WaitUntil(
+      "natterctl up to say ready",
+      [&] {
+        return ReadFile(scratch.path() + "/up.out").find("ready") !=
+               std::string::npos;
+      },
+      30, {},
+      [&] { return "it said: " + ReadFile(scratch.path() + "/up.out"); });
   CHECK(Run(ctl + " status --dir " + cell).code == 0);
   CHECK(Run(ctl + " up --dir " + cell).code == 75);  // running already
   CHECK(Run(ctl + " down --dir " + cell).code == 0);
   CHECK(Run(ctl + " status --dir " + cell).code == 69);
 }
 
-TEST_CASE("natter history, react, unreact, seen and chats, as a script would use them") {
+TEST_CASE(
+    "natter history, react, unreact, seen and chats, as a script would use "
+    "them") {
   TestCell cell(3);
   auto [alice, bob] = TwoUsers(3);
   std::string a = cell.NatterArgs(alice.value), b = cell.NatterArgs(bob.value);
@@ -390,7 +441,8 @@ TEST_CASE("natter history, react, unreact, seen and chats, as a script would use
 
   // --at takes RFC 3339 and milliseconds; a time before everything: nothing.
   CHECK(Run(a + " history " + B + " --at 2024-01-01T00:00:00Z").out.empty());
-  Result now = Run(a + " --json history " + B + " --at 2099-01-01T00:00:00.5+02:00");
+  Result now =
+      Run(a + " --json history " + B + " --at 2099-01-01T00:00:00.5+02:00");
   CHECK(Lines(now.out) == 3);
 
   // Refusals: a message of someone else's conversation, a bad emoji (65);
@@ -399,7 +451,9 @@ TEST_CASE("natter history, react, unreact, seen and chats, as a script would use
   Result foreign = Run(carol + " react " + A + " " + ids[0] + " 👍");
   CHECK(foreign.code == 65);
   CHECK(Lines(foreign.err) == 1);
-  CHECK(Run(b + " react " + A + " " + ids[0] + " " + std::string(70, 'x')).code == 65);
+  CHECK(
+      Run(b + " react " + A + " " + ids[0] + " " + std::string(70, 'x')).code ==
+      65);
   CHECK(Run(b + " seen " + A + " 12345").code == 65);
   CHECK(Run(b + " history " + A + " --limit 501").code == 64);
   CHECK(Run(b + " history " + A + " --at yesterday").code == 64);
@@ -407,22 +461,29 @@ TEST_CASE("natter history, react, unreact, seen and chats, as a script would use
   CHECK(Run(b + " react " + A + " " + ids[0]).code == 64);
 }
 
-TEST_CASE("text from another user prints as one line with visible escapes; --json keeps it exact") {
+TEST_CASE(
+    "text from another user prints as one line with visible escapes; --json "
+    "keeps it exact") {
   TestCell cell(1);
   // A text that, printed raw, forges a second message, moves the cursor
   // back, retitles the terminal and clears the screen.
   const std::string hostile =
-      "hi\n2026-01-01T00:00:00.000Z 1 -> 2: {fake line}\rback \x1b]0;pwned\x07 \x1b[2J end";
+      "hi\n2026-01-01T00:00:00.000Z 1 -> 2: {fake line}\rback \x1b]0;pwned\x07 "
+      "\x1b[2J end";
   const std::string shown =
-      "hi\\n2026-01-01T00:00:00.000Z 1 -> 2: {fake line}\\rback \\x1b]0;pwned\\x07 \\x1b[2J end";
+      "hi\\n2026-01-01T00:00:00.000Z 1 -> 2: {fake line}\\rback "
+      "\\x1b]0;pwned\\x07 \\x1b[2J end";
   // Two devices of bob's connect once, so both get the message as missed.
   for (const char* device : {"text", "json"}) {
-    REQUIRE(Run(cell.NatterArgs(2) + " --device " + device + " listen --for 1").code == 0);
+    REQUIRE(Run(cell.NatterArgs(2) + " --device " + device + " listen --for 1")
+                .code == 0);
   }
   {
     auto alice = Open(cell, UserId(1), "phone");
     alice->client->Send(UserId(2), hostile);
-    PollUntil({alice.get()}, "alice's message to be processed", [&] { return alice->Count(Incoming::Kind::kProcessed) == 1; }, 20);
+    PollUntil(
+        {alice.get()}, "alice's message to be processed",
+        [&] { return alice->Count(Incoming::Kind::kProcessed) == 1; }, 20);
     REQUIRE(alice->Count(Incoming::Kind::kProcessed) == 1);
   }
   auto one_line = [&](const Result& r) {
@@ -432,11 +493,13 @@ TEST_CASE("text from another user prints as one line with visible escapes; --jso
     CHECK(r.out.find_first_of("\x1b\r\x07") == std::string::npos);
     CHECK(r.out.find(shown) != std::string::npos);
   };
-  one_line(Run(cell.NatterArgs(2) + " --device text listen --count 1 --for 10"));
+  one_line(
+      Run(cell.NatterArgs(2) + " --device text listen --count 1 --for 10"));
   one_line(Run(cell.NatterArgs(2) + " history 1"));
   one_line(Run(cell.NatterArgs(2) + " chats"));
 
-  Result json = Run(cell.NatterArgs(2) + " --device json --json listen --count 1 --for 10");
+  Result json = Run(cell.NatterArgs(2) +
+                    " --device json --json listen --count 1 --for 10");
   REQUIRE(Lines(json.out) == 1);
   CHECK(nlohmann::json::parse(json.out)["text"] == hostile);
   json = Run(cell.NatterArgs(2) + " --json history 1");
@@ -460,14 +523,17 @@ TEST_CASE("one-shot commands leave the device's missed events for listen") {
   CHECK(nlohmann::json::parse(got.out)["text"] == "while you were away");
 }
 
-TEST_CASE("a device is not shown its own sends, reactions and seen marks as missed; the user's "
-          "other devices are") {
+TEST_CASE(
+    "a device is not shown its own sends, reactions and seen marks as missed; "
+    "the user's "
+    "other devices are") {
   TestCell cell(1);
   TempDir scratch;
   // Both of alice's devices listen once, so they have cursors to come back
   // to.
   for (const char* device : {"x", "y"}) {
-    REQUIRE(Run(cell.NatterArgs(1) + " --device " + device + " listen --for 1").code == 0);
+    REQUIRE(Run(cell.NatterArgs(1) + " --device " + device + " listen --for 1")
+                .code == 0);
   }
   Result bob = Run(cell.NatterArgs(2) + " send 1 hi alice");
   REQUIRE(bob.code == 0);
@@ -501,7 +567,8 @@ TEST_CASE("a device is not shown its own sends, reactions and seen marks as miss
   REQUIRE(Lines(on_y.out) == 4);
   std::istringstream lines(on_y.out);
   std::vector<nlohmann::json> got;
-  for (std::string line; std::getline(lines, line);) got.push_back(nlohmann::json::parse(line));
+  for (std::string line; std::getline(lines, line);)
+    got.push_back(nlohmann::json::parse(line));
   CHECK(got[0]["id"] == bobs);
   CHECK(got[1]["type"] == "message");
   CHECK(got[1]["id"] == mine);
@@ -514,19 +581,21 @@ TEST_CASE("a device is not shown its own sends, reactions and seen marks as miss
 TEST_CASE("natter-bench pages fills a cell and reports every page it timed") {
   TempDir scratch;
   Result r = Run("TMPDIR=" + scratch.path() + " " + BinPath("natter-bench") +
-                              " pages --messages 1000 --small 20 --samples 3");
+                 " pages --messages 1000 --small 20 --samples 3");
   INFO(r.err);
   REQUIRE(r.code == 0);
   auto j = nlohmann::json::parse(r.out);
   CHECK(j["mode"] == "pages");
   CHECK(j["messages"] == 1000);
   CHECK(j["fill_per_s"].get<double>() > 0);
-  for (const char* name : {"catchup_small", "catchup_start", "catchup_middle", "catchup_end",
-                           "history_small_latest", "history_latest", "history_at_middle",
-                           "history_before_start", "history_after_middle"}) {
+  for (const char* name :
+       {"catchup_small", "catchup_start", "catchup_middle", "catchup_end",
+        "history_small_latest", "history_latest", "history_at_middle",
+        "history_before_start", "history_after_middle"}) {
     INFO(name);
     CHECK(j[std::string(name) + "_p50_ms"].get<double>() > 0);
-    CHECK(j[std::string(name) + "_p99_ms"].get<double>() >= j[std::string(name) + "_p50_ms"].get<double>());
+    CHECK(j[std::string(name) + "_p99_ms"].get<double>() >=
+          j[std::string(name) + "_p50_ms"].get<double>());
   }
   CHECK(Run(BinPath("natter-bench") + " pages --messages 10").code == 64);
   CHECK(Run(BinPath("natter-bench") + " fly").code == 64);
@@ -557,16 +626,21 @@ namespace {
 
 // natter's flags for the cell without a token (and a config file of one's
 // own, if given).
-std::string ArgsWithoutToken(const TestCell& cell, const std::string& config = "") {
-  return BinPath("natter") + " -c " + (config.empty() ? cell.dir() + "/client.conf" : config) +
-         " -s ipc://" + cell.dir() + "/run/frontd.sock --state-dir " + cell.dir() + "/cli-state";
+std::string ArgsWithoutToken(const TestCell& cell,
+                             const std::string& config = "") {
+  return BinPath("natter") + " -c " +
+         (config.empty() ? cell.dir() + "/client.conf" : config) +
+         " -s ipc://" + cell.dir() + "/run/frontd.sock --state-dir " +
+         cell.dir() + "/cli-state";
 }
 
 uint64_t NowS() { return NowMs() / 1000; }
 
 }  // namespace
 
-TEST_CASE("natter takes its token from --token-file or --token-command, and says why when it cannot") {
+TEST_CASE(
+    "natter takes its token from --token-file or --token-command, and says why "
+    "when it cannot") {
   TestCell cell(1);
   TempDir scratch;
   const std::string file = scratch.path() + "/token";
@@ -576,22 +650,37 @@ TEST_CASE("natter takes its token from --token-file or --token-command, and says
     Result r = Run(args + " --token-file " + file + " send 2 from a file");
     INFO(r.err);
     CHECK(r.code == 0);
-    CHECK(Run(args + " --token-command 'cat " + file + "' send 2 from a command").code == 0);
+    CHECK(
+        Run(args + " --token-command 'cat " + file + "' send 2 from a command")
+            .code == 0);
     const std::string text = ReadFile(cell.dir() + "/client.conf");
-    std::ofstream(scratch.path() + "/file.conf") << text << "token-file = " << file << "\n";
+    std::ofstream(scratch.path() + "/file.conf")
+        << text << "token-file = " << file << "\n";
     std::ofstream(scratch.path() + "/command.conf")
         << text << "token-command = cat " << file << "\n";
-    CHECK(Run(ArgsWithoutToken(cell, scratch.path() + "/file.conf") + " send 2 a").code == 0);
-    CHECK(Run(ArgsWithoutToken(cell, scratch.path() + "/command.conf") + " send 2 b").code == 0);
+    CHECK(
+        Run(ArgsWithoutToken(cell, scratch.path() + "/file.conf") + " send 2 a")
+            .code == 0);
+    CHECK(Run(ArgsWithoutToken(cell, scratch.path() + "/command.conf") +
+              " send 2 b")
+              .code == 0);
   }
   SECTION("one source at a time") {
     CHECK(Run(args + " -t x --token-file " + file + " send 2 hi").code == 64);
-    CHECK(Run(args + " --token-file " + file + " --token-command true send 2 hi").code == 64);
-    std::ofstream(scratch.path() + "/both.conf") << "token = x\ntoken-file = " << file << "\n";
-    CHECK(Run(ArgsWithoutToken(cell, scratch.path() + "/both.conf") + " send 2 hi").code == 78);
+    CHECK(
+        Run(args + " --token-file " + file + " --token-command true send 2 hi")
+            .code == 64);
+    std::ofstream(scratch.path() + "/both.conf")
+        << "token = x\ntoken-file = " << file << "\n";
+    CHECK(Run(ArgsWithoutToken(cell, scratch.path() + "/both.conf") +
+              " send 2 hi")
+              .code == 78);
   }
-  SECTION("a file that cannot be read: 77; a command that fails or prints nothing: 69") {
-    Result r = Run(args + " --token-file " + scratch.path() + "/none send 2 hi");
+  SECTION(
+      "a file that cannot be read: 77; a command that fails or prints nothing: "
+      "69") {
+    Result r =
+        Run(args + " --token-file " + scratch.path() + "/none send 2 hi");
     CHECK(r.code == 77);
     CHECK(Lines(r.err) == 1);
     CHECK(r.err.find(scratch.path() + "/none") != std::string::npos);
@@ -605,7 +694,9 @@ TEST_CASE("natter takes its token from --token-file or --token-command, and says
   }
 }
 
-TEST_CASE("natter listen --token-file reads the fresh token written there and listens past the first one's end") {
+TEST_CASE(
+    "natter listen --token-file reads the fresh token written there and "
+    "listens past the first one's end") {
   TestCell cell(1);
   TempDir scratch;
   // bob's device has a cursor, so what is sent while it listens is its.
@@ -620,13 +711,14 @@ TEST_CASE("natter listen --token-file reads the fresh token written there and li
   write(cell.Token(2, -55));
   const uint64_t ends = NowS() - 55 + kTokenClockSkew;
   auto hellos = [&] {
-    return CellStatus(cell)["frontd"]["metrics"]["natter_frontd_hellos_total"].get<double>();
+    return CellStatus(cell)["frontd"]["metrics"]["natter_frontd_hellos_total"]
+        .get<double>();
   };
   const double hellos_before = hellos();
   Result got;
   std::thread listen([&] {
     got = Run(ArgsWithoutToken(cell) + " --token-file " + file +
-                                  " --json listen --count 3 --for 40");
+              " --json listen --count 3 --for 40");
   });
   struct Join {  // also when a wait below fails the test
     std::thread& thread;
@@ -635,14 +727,17 @@ TEST_CASE("natter listen --token-file reads the fresh token written there and li
     }
   } join{listen};
   // The fresh token is written once the listener has begun with the first.
-  WaitUntil("natter listen to say hello", [&] { return hellos() > hellos_before; }, 20,
-            Pause(100));
+  WaitUntil(
+      "natter listen to say hello", [&] { return hellos() > hellos_before; },
+      20, Pause(100));
   write(cell.Token(2));
   // What is sent once the first token has ended (and a moment more) must
   // reach the listener: that it listens past the end is the point.
-  while (NowS() < ends + 2) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  while (NowS() < ends + 2)
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
   for (int i = 0; i < 3; ++i) {
-    CHECK(Run(cell.NatterArgs(1) + " send 2 late " + std::to_string(i)).code == 0);
+    CHECK(Run(cell.NatterArgs(1) + " send 2 late " + std::to_string(i)).code ==
+          0);
   }
   listen.join();
   INFO(got.err);
@@ -656,8 +751,11 @@ TEST_CASE("natter listen --token-file reads the fresh token written there and li
   }
 }
 
-TEST_CASE("natter listen and rpc and chat with a token that ends exit 77 as soon as the session does") {
-  const std::string command = GENERATE(as<std::string>{}, "listen --for 30", "rpc", "chat 1");
+TEST_CASE(
+    "natter listen and rpc and chat with a token that ends exit 77 as soon as "
+    "the session does") {
+  const std::string command =
+      GENERATE(as<std::string>{}, "listen --for 30", "rpc", "chat 1");
   INFO(command);
   TestCell cell(1);
   TempDir scratch;
@@ -668,8 +766,8 @@ TEST_CASE("natter listen and rpc and chat with a token that ends exit 77 as soon
   // Expired 57 s ago: frontd ends the session about 3 s in.
   const std::string token = cell.Token(2, -57);
   const uint64_t ends = NowS() - 57 + kTokenClockSkew;
-  Result r = Run("timeout 30 " + ArgsWithoutToken(cell) + " -t " + token + " " + command +
-                              " 0<>" + input);
+  Result r = Run("timeout 30 " + ArgsWithoutToken(cell) + " -t " + token + " " +
+                 command + " 0<>" + input);
   const uint64_t exited = NowS();
   INFO(r.err);
   CHECK(r.code == 77);

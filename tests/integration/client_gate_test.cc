@@ -3,13 +3,12 @@
 // hello or never send a byte, a client that never reads, hostile header
 // bytes, trace ids, too many sessions, a session past its token.  Each test
 // failed against the ROUTER-based frontd it replaced.
-#include <catch2/catch.hpp>
-
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <catch2/catch.hpp>
 #include <memory>
 #include <optional>
 #include <thread>
@@ -47,7 +46,9 @@ bool ServedNow(const TestCell& cell, uint64_t user, const std::string& device) {
   d.client = std::make_unique<Client>(o);
   if (!d.client->Connect().ok()) return false;
   d.client->Send(UserId(user + 1), "still served");
-  PollUntil({&d}, "the receipt of a new device's send", [&] { return d.Count(Incoming::Kind::kProcessed) == 1; }, 8);
+  PollUntil(
+      {&d}, "the receipt of a new device's send",
+      [&] { return d.Count(Incoming::Kind::kProcessed) == 1; }, 8);
   return d.Count(Incoming::Kind::kProcessed) == 1;
 }
 
@@ -59,7 +60,9 @@ TEST_CASE("a routing id a client chooses or guesses reaches no one's session") {
   {
     auto alice = Open(cell, UserId(1), "phone");
     alice->client->Send(UserId(2), "mine");
-    PollUntil({alice.get()}, "alice's message to be processed", [&] { return alice->Count(Incoming::Kind::kProcessed) == 1; }, 20);
+    PollUntil(
+        {alice.get()}, "alice's message to be processed",
+        [&] { return alice->Count(Incoming::Kind::kProcessed) == 1; }, 20);
     REQUIRE(alice->Count(Incoming::Kind::kProcessed) == 1);
   }
   auto bob = Open(cell, UserId(2), "phone");
@@ -69,24 +72,24 @@ TEST_CASE("a routing id a client chooses or guesses reaches no one's session") {
     o.hello = false;
     RawClient guess(cell, 99, o);
     INFO("routing id #" << k);
-    CHECK(ErrorCodeOf(guess.Ask(Ping())) ==
-          ErrorCode::kNoSession);
+    CHECK(ErrorCodeOf(guess.Ask(Ping())) == ErrorCode::kNoSession);
     Sync sync;
     sync.from_cursor = false;
-    CHECK(ErrorCodeOf(guess.Ask(sync, UserId(2))) ==
-          ErrorCode::kNoSession);
+    CHECK(ErrorCodeOf(guess.Ask(sync, UserId(2))) == ErrorCode::kNoSession);
     History q;
     q.peer = UserId(1);
-    CHECK(ErrorCodeOf(guess.Ask(q, UserId(2))) ==
-          ErrorCode::kNoSession);
+    CHECK(ErrorCodeOf(guess.Ask(q, UserId(2))) == ErrorCode::kNoSession);
   }
   // bob's session is his alone still.
   bob->client->Send(UserId(1), "fine");
-  PollUntil({bob.get()}, "bob's send to be processed", [&] { return bob->Count(Incoming::Kind::kProcessed) == 1; }, 20);
+  PollUntil(
+      {bob.get()}, "bob's send to be processed",
+      [&] { return bob->Count(Incoming::Kind::kProcessed) == 1; }, 20);
   CHECK(bob->Count(Incoming::Kind::kProcessed) == 1);
 }
 
-TEST_CASE("connections holding the ids frontd would hand out next cannot crash it") {
+TEST_CASE(
+    "connections holding the ids frontd would hand out next cannot crash it") {
   TestCell cell(1);
   const pid_t frontd = cell.DaemonPid("frontd");
   REQUIRE(frontd > 0);
@@ -97,8 +100,7 @@ TEST_CASE("connections holding the ids frontd would hand out next cannot crash i
     o.hello = false;
     squatters.push_back(std::make_unique<RawClient>(cell, 99, o));
     // Answered: the connection is there, holding its id.
-    CHECK(ErrorCodeOf(squatters.back()->Ask(Ping())) ==
-          ErrorCode::kNoSession);
+    CHECK(ErrorCodeOf(squatters.back()->Ask(Ping())) == ErrorCode::kNoSession);
   }
   for (int i = 0; i < 5; ++i) {
     CHECK(ServedNow(cell, 10 + 2 * i, "phone"));
@@ -106,7 +108,9 @@ TEST_CASE("connections holding the ids frontd would hand out next cannot crash i
   CHECK(cell.DaemonPid("frontd") == frontd);
 }
 
-TEST_CASE("connections that never say hello, or never send a byte, do not lock real clients out") {
+TEST_CASE(
+    "connections that never say hello, or never send a byte, do not lock real "
+    "clients out") {
   const int port = FreeLoopbackPort();
   REQUIRE(port != 0);
   const std::string listen = "tcp://127.0.0.1:" + std::to_string(port);
@@ -148,13 +152,18 @@ TEST_CASE("connections that never say hello, or never send a byte, do not lock r
   for (int fd : silent) ::close(fd);
 }
 
-TEST_CASE("a client that does not read is cut off, and frontd's memory stays bounded") {
+TEST_CASE(
+    "a client that does not read is cut off, and frontd's memory stays "
+    "bounded") {
   TestCell cell(1);
   // Long messages in bob's conversation with alice, so that history pages
   // are large.
   auto alice = Open(cell, UserId(1), "phone");
-  for (int i = 0; i < 120; ++i) alice->client->Send(UserId(2), std::string(4000, 'a' + i % 26));
-  PollUntil({alice.get()}, "the 120 long messages to be processed", [&] { return alice->Count(Incoming::Kind::kProcessed) == 120; }, 30);
+  for (int i = 0; i < 120; ++i)
+    alice->client->Send(UserId(2), std::string(4000, 'a' + i % 26));
+  PollUntil(
+      {alice.get()}, "the 120 long messages to be processed",
+      [&] { return alice->Count(Incoming::Kind::kProcessed) == 120; }, 30);
   REQUIRE(alice->Count(Incoming::Kind::kProcessed) == 120);
   const pid_t frontd = cell.DaemonPid("frontd");
   const long before = PeakRssKiB(frontd);
@@ -172,12 +181,16 @@ TEST_CASE("a client that does not read is cut off, and frontd's memory stays bou
     for (int i = 0; i < 200; ++i) greedy.back()->Send(q);
   }
   // Their pages pile up in frontd until it cuts each of them off.
-  WaitUntil("frontd to cut off the four connections that read nothing", [&] {
-    return CellStatus(cell)["frontd"]["metrics"].value("natter_frontd_closed_not_reading_total",
-                                                       0.0) >= 4;
-  }, 30, Pause(100));
+  WaitUntil(
+      "frontd to cut off the four connections that read nothing",
+      [&] {
+        return CellStatus(cell)["frontd"]["metrics"].value(
+                   "natter_frontd_closed_not_reading_total", 0.0) >= 4;
+      },
+      30, Pause(100));
   const long after = PeakRssKiB(frontd);
-  INFO("frontd peak RSS " << before << " KiB before, " << after << " KiB after");
+  INFO("frontd peak RSS " << before << " KiB before, " << after
+                          << " KiB after");
 #ifndef __SANITIZE_ADDRESS__
   // (Under AddressSanitizer freed memory waits in its quarantine, so the
   // figure says nothing there.)
@@ -215,24 +228,33 @@ TEST_CASE("error replies carry frontd's own header, never the client's bytes") {
   CHECK(f.header.corr == c2);
   CHECK(f.header.device.empty());
   CHECK(f.header.user == UserId());
-  stranger.s.send(zmq::buffer(std::string("\x92\x96\x01\x02\x05\x07\xa2\xff\xfe", 9)),
-                  zmq::send_flags::none);
+  stranger.s.send(
+      zmq::buffer(std::string("\x92\x96\x01\x02\x05\x07\xa2\xff\xfe", 9)),
+      zmq::send_flags::none);
   f = stranger.NextReply();
   CHECK(ErrorCodeOf(f) == ErrorCode::kMalformed);
   CHECK(f.header.device.empty());
 }
 
-TEST_CASE("trace ids do not count requests: a client cannot tell how many others made") {
+TEST_CASE(
+    "trace ids do not count requests: a client cannot tell how many others "
+    "made") {
   TestCell cell(1);
-  auto alice = Open(cell, UserId(1), "phone", [](ClientOptions* o) { o->trace = true; });
+  auto alice =
+      Open(cell, UserId(1), "phone", [](ClientOptions* o) { o->trace = true; });
   auto other = Open(cell, UserId(3), "phone");
   std::vector<uint64_t> traces;
   for (int i = 0; i < 4; ++i) {
     other->client->Send(UserId(4), "noise");
     alice->client->Send(UserId(2), "traced");
-    PollUntil({alice.get(), other.get()}, "the receipt of alice's send " + std::to_string(i + 1),
-              [&] { return alice->Count(Incoming::Kind::kProcessed) == static_cast<size_t>(i + 1); },
-              20);
+    PollUntil(
+        {alice.get(), other.get()},
+        "the receipt of alice's send " + std::to_string(i + 1),
+        [&] {
+          return alice->Count(Incoming::Kind::kProcessed) ==
+                 static_cast<size_t>(i + 1);
+        },
+        20);
   }
   for (const auto& in : alice->got) {
     if (in.kind == Incoming::Kind::kProcessed) traces.push_back(in.trace);
@@ -258,9 +280,10 @@ TEST_CASE("one user's sessions on a frontd are bounded") {
   CHECK(ServedNow(cell, 7, "phone"));
   // Once one goes, a third may come.
   one.reset();
-  WaitUntil("a third session once the first is gone",
-            [&] { return three.Ask(hello).type() == MsgType::kWelcome; }, 20,
-            Pause(100));
+  WaitUntil(
+      "a third session once the first is gone",
+      [&] { return three.Ask(hello).type() == MsgType::kWelcome; }, 20,
+      Pause(100));
 }
 
 TEST_CASE("a session ends when its token does, and the client is told") {
@@ -272,14 +295,16 @@ TEST_CASE("a session ends when its token does, and the client is told") {
   RawClient late(cell, 6, o);
   CHECK(late.Ask(Ping()).type() == MsgType::kPong);
   std::optional<Frame> told;
-  WaitUntil("frontd to say that the session is over (a frame with corr 0)", [&] {
-    std::optional<Frame> f = late.Next(1000);
-    if (f && f->header.corr == 0) told = std::move(f);
-    return told.has_value();
-  }, 20);
+  WaitUntil(
+      "frontd to say that the session is over (a frame with corr 0)",
+      [&] {
+        std::optional<Frame> f = late.Next(1000);
+        if (f && f->header.corr == 0) told = std::move(f);
+        return told.has_value();
+      },
+      20);
   CHECK(ErrorCodeOf(*told) == ErrorCode::kTokenExpired);
-  CHECK(ErrorCodeOf(late.Ask(Ping())) ==
-        ErrorCode::kNoSession);
+  CHECK(ErrorCodeOf(late.Ask(Ping())) == ErrorCode::kNoSession);
   // The same connection may go on with a fresh token.
   Hello hello{cell.Token(6), "raw"};
   CHECK(late.Ask(hello).type() == MsgType::kWelcome);
@@ -292,7 +317,8 @@ TEST_CASE("a request longer than the limit closes that connection only") {
   RawClient fine(cell, 9);
   Send send{"c", UserId(9), std::string(kMaxRequestBytes + 1, 'x')};
   big.Send(send);
-  WaitUntil("frontd to close the connection of the long request",
-            [&] { return big.Saw(ZMQ_EVENT_DISCONNECTED); }, 20);
+  WaitUntil(
+      "frontd to close the connection of the long request",
+      [&] { return big.Saw(ZMQ_EVENT_DISCONNECTED); }, 20);
   CHECK(fine.Ask(Ping()).type() == MsgType::kPong);
 }

@@ -3,7 +3,6 @@
 #define NATTER_TESTS_INTEGRATION_DEVICES_H_
 
 #include <catch2/catch.hpp>
-
 #include <chrono>
 #include <functional>
 #include <memory>
@@ -32,7 +31,8 @@ struct Device {
   std::vector<Got> Messages() const {
     std::vector<Got> out;
     for (const auto& in : got) {
-      const Message* m = in.kind == Incoming::Kind::kEvent ? in.event.message() : nullptr;
+      const Message* m =
+          in.kind == Incoming::Kind::kEvent ? in.event.message() : nullptr;
       if (m != nullptr) out.push_back(Got{*m, in.event.seq});
     }
     return out;
@@ -50,7 +50,8 @@ struct Device {
   std::vector<Receipt> Receipts(EventKind kind) const {
     std::vector<Receipt> out;
     for (const auto& in : got) {
-      if (in.kind != Incoming::Kind::kEvent || in.event.kind() != kind) continue;
+      if (in.kind != Incoming::Kind::kEvent || in.event.kind() != kind)
+        continue;
       out.push_back(*in.event.receipt());
     }
     return out;
@@ -66,7 +67,8 @@ struct Device {
 using Tweak = std::function<void(ClientOptions*)>;
 
 inline std::unique_ptr<Device> Open(const TestCell& cell, UserId user,
-                             const std::string& device, const Tweak& tweak = {}) {
+                                    const std::string& device,
+                                    const Tweak& tweak = {}) {
   auto d = std::make_unique<Device>();
   ClientOptions o = cell.Options(user.value, device);
   if (tweak) tweak(&o);
@@ -89,15 +91,20 @@ inline std::string ErrorsOf(const std::vector<Device*>& devices) {
     }
   }
   if (n == 0) return "the devices were handed no error";
-  return std::to_string(n) + " errors handed to the devices: " + out + (n > 5 ? "; ..." : "");
+  return std::to_string(n) + " errors handed to the devices: " + out +
+         (n > 5 ? "; ..." : "");
 }
 
 // Polls the devices until done() holds.  If `seconds` pass first, the test
 // fails, saying what it waited for and what errors the devices got.
-inline void PollUntil(const std::vector<Device*>& devices, const std::string& what,
+inline void PollUntil(const std::vector<Device*>& devices,
+                      const std::string& what,
                       const std::function<bool()>& done, int seconds) {
   WaitUntil(
-      what, done, seconds, [&] { for (Device* d : devices) d->Poll(2); },
+      what, done, seconds,
+      [&] {
+        for (Device* d : devices) d->Poll(2);
+      },
       [&] { return ErrorsOf(devices); });
 }
 
@@ -116,17 +123,21 @@ inline void PollFor(const std::vector<Device*>& devices, double seconds) {
 inline Incoming AwaitAnswer(Device* d, uint64_t request) {
   Incoming answer;
   bool found = false;
-  PollUntil({d}, "the answer to request " + std::to_string(request), [&] {
-    for (const auto& in : d->got) {
-      if (in.request == request && in.kind != Incoming::Kind::kEvent) {
-        answer = in;
-        found = true;
-      }
-    }
-    return found;
-  }, 20);
+  PollUntil(
+      {d}, "the answer to request " + std::to_string(request),
+      [&] {
+        for (const auto& in : d->got) {
+          if (in.request == request && in.kind != Incoming::Kind::kEvent) {
+            answer = in;
+            found = true;
+          }
+        }
+        return found;
+      },
+      20);
   // Shown with the assertion that fails on an unexpected error.
-  if (answer.kind == Incoming::Kind::kError) UNSCOPED_INFO(answer.error.ToString());
+  if (answer.kind == Incoming::Kind::kError)
+    UNSCOPED_INFO(answer.error.ToString());
   return answer;
 }
 
@@ -134,18 +145,23 @@ inline Incoming AwaitAnswer(Device* d, uint64_t request) {
 // begins at its first sync, so only then is what is sent to it sure to
 // reach it.
 inline void AwaitCaughtUp(const std::vector<Device*>& devices) {
-  PollUntil(devices, "every device to catch up on its mailbox", [&] {
-    for (Device* d : devices) {
-      if (!d->client->CaughtUp()) return false;
-    }
-    return true;
-  }, 20);
+  PollUntil(
+      devices, "every device to catch up on its mailbox",
+      [&] {
+        for (Device* d : devices) {
+          if (!d->client->CaughtUp()) return false;
+        }
+        return true;
+      },
+      20);
 }
 
 // Two devices for each of two users, connected and caught up.
 struct TwoByTwo {
   std::unique_ptr<Device> a1, a2, b1, b2;
-  std::vector<Device*> all() const { return {a1.get(), a2.get(), b1.get(), b2.get()}; }
+  std::vector<Device*> all() const {
+    return {a1.get(), a2.get(), b1.get(), b2.get()};
+  }
 };
 
 inline TwoByTwo OpenTwoByTwo(const TestCell& cell, UserId alice, UserId bob,
@@ -164,8 +180,9 @@ inline std::set<uint64_t> SeqsOnce(const Device& d) {
   std::set<uint64_t> seqs;
   for (const auto& in : d.got) {
     uint64_t s = in.kind == Incoming::Kind::kEvent ? in.event.seq.value
-                 : in.kind == Incoming::Kind::kProcessed ? in.processed.seq.value
-                                                        : 0;
+                 : in.kind == Incoming::Kind::kProcessed
+                     ? in.processed.seq.value
+                     : 0;
     if (s == 0) continue;
     INFO("seq " << s);
     REQUIRE(seqs.insert(s).second);
@@ -184,14 +201,14 @@ inline void WaitForMailbox(const TestCell& cell, UserId user, uint64_t n) {
   REQUIRE(watcher.client->Connect().ok());
   Seq head;
   WaitUntil(
-      "user " + std::to_string(user.value) + "'s mailbox to hold " + std::to_string(n) +
-          " events",
+      "user " + std::to_string(user.value) + "'s mailbox to hold " +
+          std::to_string(n) + " events",
       [&] {
-        head = AwaitAnswer(&watcher, watcher.client->GetMailbox(Seq(0), 1)).mailbox.head;
+        head = AwaitAnswer(&watcher, watcher.client->GetMailbox(Seq(0), 1))
+                   .mailbox.head;
         return head.value >= n;
       },
-      30, Pause(100),
-      [&] { return "it holds " + std::to_string(head.value); });
+      30, Pause(100), [&] { return "it holds " + std::to_string(head.value); });
 }
 
 // The ids of every message of the conversation with peer, oldest first,

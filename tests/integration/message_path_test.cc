@@ -1,21 +1,19 @@
 // The message path through real daemons: every message processed, stored
 // for both users, delivered exactly once to every device, in order, with
 // each mailbox's seq free of gaps — with one shard and with three.
-#include <catch2/catch.hpp>
-
 #include <signal.h>
 
+#include <catch2/catch.hpp>
 #include <chrono>
+#include <functional>
 #include <map>
 #include <memory>
 #include <set>
-
-#include "common/shard.h"
-#include "common/token.h"
-#include <functional>
 #include <thread>
 
 #include "client/client.h"
+#include "common/shard.h"
+#include "common/token.h"
 #include "tests/integration/devices.h"
 #include "tests/integration/test_cell.h"
 
@@ -51,7 +49,8 @@ void CheckOrder(const Device& d) {
 void Exchange(unsigned shards) {
   TestCell cell(shards, kNoUserRate);  // 1000 messages a user, at full speed
   auto [alice, bob] = TwoUsers(shards);
-  TwoByTwo devices = OpenTwoByTwo(cell, alice, bob, "a-phone", "a-laptop", "b-phone", "b-laptop");
+  TwoByTwo devices = OpenTwoByTwo(cell, alice, bob, "a-phone", "a-laptop",
+                                  "b-phone", "b-laptop");
   Device *a1 = devices.a1.get(), *a2 = devices.a2.get();
   Device *b1 = devices.b1.get(), *b2 = devices.b2.get();
   std::vector<Device*> all = devices.all();
@@ -62,21 +61,27 @@ void Exchange(unsigned shards) {
   auto done = [&] {
     return a1->Count(Incoming::Kind::kProcessed) == kMessages &&
            b1->Count(Incoming::Kind::kProcessed) == kMessages &&
-           a1->Messages().size() >= kMessages && b1->Messages().size() >= kMessages &&
+           a1->Messages().size() >= kMessages &&
+           b1->Messages().size() >= kMessages &&
            a2->Messages().size() >= 2 * kMessages &&
            b2->Messages().size() >= 2 * kMessages;
   };
-  WaitUntil("every message processed and on every device", done, 120, [&] {
-    while (sent_a < kMessages && a1->client->SendsInFlight() < kWindow) {
-      cmid_order_a[a1->client->Send(bob, "a to b " + std::to_string(sent_a))] = sent_a;
-      ++sent_a;
-    }
-    while (sent_b < kMessages && b1->client->SendsInFlight() < kWindow) {
-      cmid_order_b[b1->client->Send(alice, "b to a " + std::to_string(sent_b))] = sent_b;
-      ++sent_b;
-    }
-    for (Device* d : all) d->Poll(1);
-  }, [&] { return ErrorsOf(all); });
+  WaitUntil(
+      "every message processed and on every device", done, 120,
+      [&] {
+        while (sent_a < kMessages && a1->client->SendsInFlight() < kWindow) {
+          cmid_order_a[a1->client->Send(
+              bob, "a to b " + std::to_string(sent_a))] = sent_a;
+          ++sent_a;
+        }
+        while (sent_b < kMessages && b1->client->SendsInFlight() < kWindow) {
+          cmid_order_b[b1->client->Send(
+              alice, "b to a " + std::to_string(sent_b))] = sent_b;
+          ++sent_b;
+        }
+        for (Device* d : all) d->Poll(1);
+      },
+      [&] { return ErrorsOf(all); });
   // A moment more, so that a duplicate, if any, would arrive and be seen.
   PollFor(all, 1);
 
@@ -116,31 +121,43 @@ void Exchange(unsigned shards) {
 
 }  // namespace
 
-TEST_CASE("1000 messages each way between two users with two devices each, one shard") {
+TEST_CASE(
+    "1000 messages each way between two users with two devices each, one "
+    "shard") {
   Exchange(1);
 }
 
-TEST_CASE("1000 messages each way between two users with two devices each, three shards") {
+TEST_CASE(
+    "1000 messages each way between two users with two devices each, three "
+    "shards") {
   Exchange(3);
 }
 
-TEST_CASE("a retried client_msg_id gets the first id and makes no second message") {
+TEST_CASE(
+    "a retried client_msg_id gets the first id and makes no second message") {
   TestCell cell(3);
   auto [alice, bob] = TwoUsers(3);
   auto a = Open(cell, alice, "phone");
   auto b = Open(cell, bob, "phone");
-  PollUntil({a.get(), b.get()}, "bob's phone to catch up", [&] { return b->client->CaughtUp(); }, 20);
+  PollUntil(
+      {a.get(), b.get()}, "bob's phone to catch up",
+      [&] { return b->client->CaughtUp(); }, 20);
   std::string cmid = a->client->Send(bob, "once");
-  PollUntil({a.get(), b.get()}, "the first send to be processed", [&] { return a->Count(Incoming::Kind::kProcessed) == 1; }, 20);
+  PollUntil(
+      {a.get(), b.get()}, "the first send to be processed",
+      [&] { return a->Count(Incoming::Kind::kProcessed) == 1; }, 20);
   a->client->Send(bob, "once", cmid);
   a->client->Send(bob, "once, a third time", cmid);
-  PollUntil({a.get(), b.get()}, "both retries to be answered", [&] { return a->Count(Incoming::Kind::kProcessed) == 3; }, 20);
+  PollUntil(
+      {a.get(), b.get()}, "both retries to be answered",
+      [&] { return a->Count(Incoming::Kind::kProcessed) == 3; }, 20);
   // A moment more: a second message, had a retry made one, would reach bob.
   PollFor({a.get(), b.get()}, 1);
   REQUIRE(a->Count(Incoming::Kind::kProcessed) == 3);
   std::set<uint64_t> ids;
   for (const auto& in : a->got) {
-    if (in.kind == Incoming::Kind::kProcessed) ids.insert(in.processed.id.value);
+    if (in.kind == Incoming::Kind::kProcessed)
+      ids.insert(in.processed.id.value);
   }
   CHECK(ids.size() == 1);
   REQUIRE(b->Messages().size() == 1);
@@ -148,30 +165,43 @@ TEST_CASE("a retried client_msg_id gets the first id and makes no second message
   CHECK(b->Messages()[0].id.value == *ids.begin());
 }
 
-TEST_CASE("a device that comes back gets what it missed, marked, then live events") {
+TEST_CASE(
+    "a device that comes back gets what it missed, marked, then live events") {
   TestCell cell(3);
   auto [alice, bob] = TwoUsers(3);
   auto a = Open(cell, alice, "phone");
   {
     auto b = Open(cell, bob, "phone");  // first connection: starts at the head
-    PollUntil({b.get()}, "bob's phone to catch up", [&] { return b->client->CaughtUp(); }, 20);
+    PollUntil(
+        {b.get()}, "bob's phone to catch up",
+        [&] { return b->client->CaughtUp(); }, 20);
     REQUIRE(b->client->Flush().ok());
   }
-  for (int i = 0; i < 5; ++i) a->client->Send(bob, "while away " + std::to_string(i));
-  PollUntil({a.get()}, "the five sends to be processed", [&] { return a->Count(Incoming::Kind::kProcessed) == 5; }, 20);
+  for (int i = 0; i < 5; ++i)
+    a->client->Send(bob, "while away " + std::to_string(i));
+  PollUntil(
+      {a.get()}, "the five sends to be processed",
+      [&] { return a->Count(Incoming::Kind::kProcessed) == 5; }, 20);
   WaitForMailbox(cell, bob, 5);
   auto b = Open(cell, bob, "phone");
-  PollUntil({a.get(), b.get()}, "bob's phone, back, to get the five messages it missed", [&] { return b->Messages().size() == 5; }, 20);
+  PollUntil(
+      {a.get(), b.get()},
+      "bob's phone, back, to get the five messages it missed",
+      [&] { return b->Messages().size() == 5; }, 20);
   REQUIRE(b->Messages().size() == 5);
   for (const auto& in : b->got) {
-    if (in.kind == Incoming::Kind::kEvent && in.event.message() != nullptr) CHECK(in.missed);
+    if (in.kind == Incoming::Kind::kEvent && in.event.message() != nullptr)
+      CHECK(in.missed);
   }
   a->client->Send(bob, "live");
-  PollUntil({a.get(), b.get()}, "bob's phone to get the live message", [&] { return b->Messages().size() == 6; }, 20);
+  PollUntil(
+      {a.get(), b.get()}, "bob's phone to get the live message",
+      [&] { return b->Messages().size() == 6; }, 20);
   REQUIRE(b->Messages().size() == 6);
   CHECK(b->Messages().back().text == "live");
   for (const auto& in : b->got) {
-    const Message* m = in.kind == Incoming::Kind::kEvent ? in.event.message() : nullptr;
+    const Message* m =
+        in.kind == Incoming::Kind::kEvent ? in.event.message() : nullptr;
     if (m != nullptr && m->text == "live") CHECK_FALSE(in.missed);
   }
   // A device that never connected before starts at the head: no history.
@@ -180,7 +210,9 @@ TEST_CASE("a device that comes back gets what it missed, marked, then live event
   CHECK(fresh->Messages().empty());
 }
 
-TEST_CASE("a device's mailbox begins at its first hello, even if it leaves without reading") {
+TEST_CASE(
+    "a device's mailbox begins at its first hello, even if it leaves without "
+    "reading") {
   TestCell cell(2);
   auto [alice, bob] = TwoUsers(2);
   // bob's laptop says hello as a one-shot command does (it reads nothing,
@@ -192,15 +224,18 @@ TEST_CASE("a device's mailbox begins at its first hello, even if it leaves witho
     REQUIRE(once.Connect().ok());
   }
   auto a = Open(cell, alice, "phone");
-  for (int i = 0; i < 3; ++i) a->client->Send(bob, "after hello " + std::to_string(i));
-  PollUntil({a.get()}, "alice's three sends to be processed",
-            [&] { return a->Count(Incoming::Kind::kProcessed) == 3; }, 20);
+  for (int i = 0; i < 3; ++i)
+    a->client->Send(bob, "after hello " + std::to_string(i));
+  PollUntil(
+      {a.get()}, "alice's three sends to be processed",
+      [&] { return a->Count(Incoming::Kind::kProcessed) == 3; }, 20);
   WaitForMailbox(cell, bob, 3);
   // When the laptop comes back, what arrived since its hello is what it
   // missed.
   auto laptop = Open(cell, bob, "laptop");
-  PollUntil({laptop.get()}, "bob's laptop to catch up on the three",
-            [&] { return laptop->Messages().size() == 3; }, 20);
+  PollUntil(
+      {laptop.get()}, "bob's laptop to catch up on the three",
+      [&] { return laptop->Messages().size() == 3; }, 20);
   REQUIRE(laptop->Messages().size() == 3);
   for (const auto& in : laptop->got) {
     if (in.kind == Incoming::Kind::kEvent) CHECK(in.missed);
@@ -227,14 +262,18 @@ TEST_CASE("the sender is the token's user, whatever the frame says") {
   zmq::message_t reply;
   REQUIRE(s.recv(reply));
   auto bob = Open(cell, UserId(8), "phone");
-  PollUntil({bob.get()}, "bob's phone to catch up", [&] { return bob->client->CaughtUp(); }, 20);
+  PollUntil(
+      {bob.get()}, "bob's phone to catch up",
+      [&] { return bob->client->CaughtUp(); }, 20);
   h.type = static_cast<uint8_t>(MsgType::kSend);
   h.corr = 2;
   h.user = UserId(9);  // claims to be user 9
   Send send{"spoof", UserId(8), "who am I"};
   s.send(zmq::buffer(EncodeFrame(h, send)));
   REQUIRE(s.recv(reply));
-  PollUntil({bob.get()}, "bob to get the message", [&] { return !bob->Messages().empty(); }, 20);
+  PollUntil(
+      {bob.get()}, "bob to get the message",
+      [&] { return !bob->Messages().empty(); }, 20);
   REQUIRE(bob->Messages().size() == 1);
   CHECK(bob->Messages()[0].from == UserId(7));
 }
@@ -270,7 +309,9 @@ TEST_CASE("text that is not acceptable gets bad-data and nothing is stored") {
   auto a = Open(cell, UserId(1), "phone");
   std::string bad_utf8 = a->client->Send(UserId(2), "\xff\xfe");
   std::string too_long = a->client->Send(UserId(2), std::string(5000, 'x'));
-  PollUntil({a.get()}, "both sends to be refused", [&] { return a->Count(Incoming::Kind::kError) == 2; }, 20);
+  PollUntil(
+      {a.get()}, "both sends to be refused",
+      [&] { return a->Count(Incoming::Kind::kError) == 2; }, 20);
   REQUIRE(a->Count(Incoming::Kind::kError) == 2);
   for (const auto& in : a->got) {
     CHECK(in.error.code() == ErrorCode::kBadData);
@@ -296,25 +337,34 @@ TEST_CASE("a server that is not there gives unavailable after the timeout") {
   auto start = std::chrono::steady_clock::now();
   CHECK(Client(o).Connect().code() == ErrorCode::kUnavailable);
   auto took = std::chrono::steady_clock::now() - start;
-  CHECK(took >= std::chrono::milliseconds(o.timeout_ms));  // after it, not before
+  CHECK(took >=
+        std::chrono::milliseconds(o.timeout_ms));  // after it, not before
   CHECK(took < std::chrono::seconds(5));
 }
 
-TEST_CASE("a hand-off waits for a shard that is down and arrives once it is back") {
+TEST_CASE(
+    "a hand-off waits for a shard that is down and arrives once it is back") {
   TestCell cell(3);
   auto [alice, bob] = TwoUsers(3);
   auto a = Open(cell, alice, "phone");
   auto b = Open(cell, bob, "phone");
-  PollUntil({a.get(), b.get()}, "bob's phone to catch up", [&] { return b->client->CaughtUp(); }, 20);
+  PollUntil(
+      {a.get(), b.get()}, "bob's phone to catch up",
+      [&] { return b->client->CaughtUp(); }, 20);
   // Bob's home shard dies; natterctl up restarts it after a short backoff.
   std::string bob_shard = "stored-" + std::to_string(HomeShard(bob, 3));
   pid_t pid = cell.DaemonPid(bob_shard);
   REQUIRE(pid > 0);
   REQUIRE(::kill(pid, SIGKILL) == 0);
   for (int i = 0; i < 50; ++i) a->client->Send(bob, "m" + std::to_string(i));
-  PollUntil({a.get(), b.get()}, "the 50 sends processed, and on bob's phone once his shard is back", [&] {
-    return a->Count(Incoming::Kind::kProcessed) == 50 && b->Messages().size() == 50;
-  }, 30);
+  PollUntil(
+      {a.get(), b.get()},
+      "the 50 sends processed, and on bob's phone once his shard is back",
+      [&] {
+        return a->Count(Incoming::Kind::kProcessed) == 50 &&
+               b->Messages().size() == 50;
+      },
+      30);
   CHECK(a->Count(Incoming::Kind::kProcessed) == 50);
   // A moment more, so that a duplicate, if any, would arrive and be seen.
   PollFor({a.get(), b.get()}, 2);

@@ -1,8 +1,6 @@
 // What an operator relies on: natterctl status (metrics from each daemon's
 // control socket), the Prometheus endpoint, trace ids through every hop
 // (natterctl trace) and natterctl backup with its restore.
-#include <catch2/catch.hpp>
-
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -10,11 +8,11 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
 #include <thread>
-
-#include <nlohmann/json.hpp>
 
 #include "common/text.h"
 #include "tests/integration/devices.h"
@@ -46,10 +44,12 @@ std::string HttpGet(int port, const std::string& path) {
   ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
   REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
   std::string request = "GET " + path + " HTTP/1.0\r\nHost: localhost\r\n\r\n";
-  REQUIRE(::send(fd, request.data(), request.size(), 0) == static_cast<ssize_t>(request.size()));
+  REQUIRE(::send(fd, request.data(), request.size(), 0) ==
+          static_cast<ssize_t>(request.size()));
   std::string response;
   char buf[4096];
-  for (ssize_t n; (n = ::recv(fd, buf, sizeof buf, 0)) > 0;) response.append(buf, static_cast<size_t>(n));
+  for (ssize_t n; (n = ::recv(fd, buf, sizeof buf, 0)) > 0;)
+    response.append(buf, static_cast<size_t>(n));
   ::close(fd);
   return response;
 }
@@ -58,19 +58,27 @@ std::string HttpGet(int port, const std::string& path) {
 // for b to have them all.
 void Exchange(Device* a, Device* b, UserId to, int n) {
   // A new device's mailbox starts where it first synced.
-  PollUntil({a, b}, "both devices to catch up", [&] { return a->client->CaughtUp() && b->client->CaughtUp(); }, 20);
-  for (int i = 0; i < n; ++i) a->client->Send(to, "message " + std::to_string(i));
-  PollUntil({a, b}, "every send processed and on the recipient's device", [&] {
-    return a->Count(Incoming::Kind::kProcessed) >= static_cast<size_t>(n) &&
-           b->Messages().size() >= static_cast<size_t>(n);
-  }, 20);
+  PollUntil(
+      {a, b}, "both devices to catch up",
+      [&] { return a->client->CaughtUp() && b->client->CaughtUp(); }, 20);
+  for (int i = 0; i < n; ++i)
+    a->client->Send(to, "message " + std::to_string(i));
+  PollUntil(
+      {a, b}, "every send processed and on the recipient's device",
+      [&] {
+        return a->Count(Incoming::Kind::kProcessed) >= static_cast<size_t>(n) &&
+               b->Messages().size() >= static_cast<size_t>(n);
+      },
+      20);
   REQUIRE(a->Count(Incoming::Kind::kProcessed) == static_cast<size_t>(n));
   REQUIRE(b->Messages().size() == static_cast<size_t>(n));
 }
 
 }  // namespace
 
-TEST_CASE("natterctl status shows every daemon's counters, and they count what the cell did") {
+TEST_CASE(
+    "natterctl status shows every daemon's counters, and they count what the "
+    "cell did") {
   TestCell cell(2);
   auto [alice, bob] = TwoUsers(2);
   auto a = Open(cell, alice, "a");
@@ -81,11 +89,13 @@ TEST_CASE("natterctl status shows every daemon's counters, and they count what t
   INFO(st.err);
   REQUIRE(st.code == 0);
   nlohmann::json j = nlohmann::json::parse(st.out);
-  for (const char* name : {"frontd", "routed", "notifyd", "stored-0", "stored-1"}) {
+  for (const char* name :
+       {"frontd", "routed", "notifyd", "stored-0", "stored-1"}) {
     INFO(name);
     REQUIRE(j[name]["state"] == "running");
     REQUIRE(j[name]["metrics"].contains("process_cpu_seconds_total"));
-    CHECK(j[name]["metrics"]["process_resident_memory_bytes"].get<double>() > 0);
+    CHECK(j[name]["metrics"]["process_resident_memory_bytes"].get<double>() >
+          0);
   }
   const auto& f = j["frontd"]["metrics"];
   CHECK(f["natter_frontd_sessions"].get<double>() >= 2);
@@ -97,15 +107,21 @@ TEST_CASE("natterctl status shows every daemon's counters, and they count what t
         f["natter_frontd_answer_seconds"]["p50"].get<double>());
   // Alice's and Bob's home shards differ: each send is stored on one and
   // handed off to the other.
-  double stored = j["stored-0"]["metrics"]["natter_stored_requests_total"].get<double>() +
-                  j["stored-1"]["metrics"]["natter_stored_requests_total"].get<double>();
+  double stored =
+      j["stored-0"]["metrics"]["natter_stored_requests_total"].get<double>() +
+      j["stored-1"]["metrics"]["natter_stored_requests_total"].get<double>();
   CHECK(stored >= 60);
-  double handoffs = j["stored-0"]["metrics"]["natter_stored_handoffs_sent_total"].get<double>() +
-                    j["stored-1"]["metrics"]["natter_stored_handoffs_sent_total"].get<double>();
+  double handoffs =
+      j["stored-0"]["metrics"]["natter_stored_handoffs_sent_total"]
+          .get<double>() +
+      j["stored-1"]["metrics"]["natter_stored_handoffs_sent_total"]
+          .get<double>();
   CHECK(handoffs >= 30);
   CHECK(j["stored-0"]["metrics"]["natter_stored_storage_up"] == 1);
-  CHECK(j["routed"]["metrics"]["natter_routed_requests_total"].get<double>() >= 60);
-  CHECK(j["notifyd"]["metrics"]["natter_notifyd_events_total"].get<double>() >= 60);
+  CHECK(j["routed"]["metrics"]["natter_routed_requests_total"].get<double>() >=
+        60);
+  CHECK(j["notifyd"]["metrics"]["natter_notifyd_events_total"].get<double>() >=
+        60);
 
   // The same as a table for people; a stopped daemon makes it exit 69.
   Output table = Ctl("status --dir " + cell.dir());
@@ -118,10 +134,13 @@ TEST_CASE("natterctl status shows every daemon's counters, and they count what t
   CHECK(stuck.err.find("notifyd") != std::string::npos);
 }
 
-TEST_CASE("a daemon's metrics endpoint answers GET /metrics in the Prometheus text format") {
+TEST_CASE(
+    "a daemon's metrics endpoint answers GET /metrics in the Prometheus text "
+    "format") {
   int port = FreeLoopbackPort();
   REQUIRE(port != 0);
-  TestCell cell(1, "[routed]\nmetrics-listen = tcp://127.0.0.1:" + std::to_string(port) + "\n");
+  TestCell cell(1, "[routed]\nmetrics-listen = tcp://127.0.0.1:" +
+                       std::to_string(port) + "\n");
   auto [alice, bob] = TwoUsers(1);
   auto a = Open(cell, alice, "a");
   auto b = Open(cell, bob, "b");
@@ -130,11 +149,16 @@ TEST_CASE("a daemon's metrics endpoint answers GET /metrics in the Prometheus te
   INFO(r);
   CHECK(r.rfind("HTTP/1.0 200 OK\r\n", 0) == 0);
   CHECK(r.find("Content-Type: text/plain; version=0.0.4") != std::string::npos);
-  CHECK(r.find("# TYPE natter_routed_requests_total counter\n") != std::string::npos);
-  CHECK(r.find("natter_routed_requests_total{daemon=\"routed\"} ") != std::string::npos);
-  CHECK(r.find("natter_routed_turn_seconds{daemon=\"routed\",quantile=\"0.99\"} ") !=
+  CHECK(r.find("# TYPE natter_routed_requests_total counter\n") !=
         std::string::npos);
-  CHECK(r.find("natter_routed_turn_seconds_count{daemon=\"routed\"} ") != std::string::npos);
+  CHECK(r.find("natter_routed_requests_total{daemon=\"routed\"} ") !=
+        std::string::npos);
+  CHECK(
+      r.find(
+          "natter_routed_turn_seconds{daemon=\"routed\",quantile=\"0.99\"} ") !=
+      std::string::npos);
+  CHECK(r.find("natter_routed_turn_seconds_count{daemon=\"routed\"} ") !=
+        std::string::npos);
   // The body is as long as it says.
   size_t head = r.find("\r\n\r\n");
   size_t len_at = r.find("Content-Length: ");
@@ -142,8 +166,8 @@ TEST_CASE("a daemon's metrics endpoint answers GET /metrics in the Prometheus te
   REQUIRE(len_at != std::string::npos);
   size_t len_end = r.find("\r\n", len_at);
   REQUIRE(len_end != std::string::npos);
-  CHECK(ParseUint(std::string_view(r).substr(len_at + 16, len_end - len_at - 16)) ==
-        r.size() - head - 4);
+  CHECK(ParseUint(std::string_view(r).substr(
+            len_at + 16, len_end - len_at - 16)) == r.size() - head - 4);
   CHECK(HttpGet(port, "/nothing").rfind("HTTP/1.0 404", 0) == 0);
   // A peer that says nothing and one that sends garbage do not stop it.
   int idle = ::socket(AF_INET, SOCK_STREAM, 0);
@@ -151,14 +175,17 @@ TEST_CASE("a daemon's metrics endpoint answers GET /metrics in the Prometheus te
   addr.sin_family = AF_INET;
   addr.sin_port = htons(static_cast<uint16_t>(port));
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  REQUIRE(::connect(idle, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+  REQUIRE(::connect(idle, reinterpret_cast<sockaddr*>(&addr), sizeof addr) ==
+          0);
   std::string junk(20000, 'x');
   CHECK(::send(idle, junk.data(), junk.size(), MSG_NOSIGNAL) > 0);
   CHECK(HttpGet(port, "/metrics").rfind("HTTP/1.0 200 OK", 0) == 0);
   ::close(idle);
 }
 
-TEST_CASE("natter send --trace: natterctl trace shows the message's path through every daemon") {
+TEST_CASE(
+    "natter send --trace: natterctl trace shows the message's path through "
+    "every daemon") {
   TestCell cell(2);
   auto [alice, bob] = TwoUsers(2);
   auto b = Open(cell, bob, "phone");
@@ -171,18 +198,23 @@ TEST_CASE("natter send --trace: natterctl trace shows the message's path through
   std::string id = sent["id"];
   std::string trace = sent["trace"];
   CHECK(trace.size() == 16);
-  PollUntil({b.get()}, "bob to get the traced message", [&] { return !b->Messages().empty(); }, 20);
+  PollUntil(
+      {b.get()}, "bob to get the traced message",
+      [&] { return !b->Messages().empty(); }, 20);
   REQUIRE(b->Messages().size() == 1);
 
   Output path;
   // The last hops (the recipient's device) may still be on their way to
   // the log file.
-  WaitUntil("natterctl trace to show the event reaching bob", [&] {
-    path = Ctl("trace --dir " + cell.dir() + " " + id);
-    return path.out.find("natter-frontd") != std::string::npos &&
-           path.out.find("event=event user=" + std::to_string(bob.value)) != std::string::npos;
-  }, 20, Pause(100),
-            [&] { return "it shows: " + path.out + path.err; });
+  WaitUntil(
+      "natterctl trace to show the event reaching bob",
+      [&] {
+        path = Ctl("trace --dir " + cell.dir() + " " + id);
+        return path.out.find("natter-frontd") != std::string::npos &&
+               path.out.find("event=event user=" + std::to_string(bob.value)) !=
+                   std::string::npos;
+      },
+      20, Pause(100), [&] { return "it shows: " + path.out + path.err; });
   INFO(path.out << path.err);
   REQUIRE(path.code == 0);
   // Every line is of this trace, in time order, from every daemon.
@@ -193,13 +225,16 @@ TEST_CASE("natter send --trace: natterctl trace shows the message's path through
     CHECK(line.find("trace=" + trace) != std::string::npos);
     CHECK(previous <= line);
     previous = line;
-    programs.insert(line.substr(line.find(' ') + 1, line.find('[') - line.find(' ') - 1));
+    programs.insert(
+        line.substr(line.find(' ') + 1, line.find('[') - line.find(' ') - 1));
   }
-  CHECK(programs == std::set<std::string>{"natter-frontd", "natter-routed", "natter-stored",
-                                          "natter-notifyd"});
+  CHECK(programs == std::set<std::string>{"natter-frontd", "natter-routed",
+                                          "natter-stored", "natter-notifyd"});
   CHECK(path.out.find("event=request type=send") != std::string::npos);
   CHECK(path.out.find("event=stored id=" + id) != std::string::npos);
-  CHECK(path.out.find("event=handoff kind=0 target=" + std::to_string(bob.value)) != std::string::npos);  // to Bob's shard
+  CHECK(path.out.find("event=handoff kind=0 target=" +
+                      std::to_string(bob.value)) !=
+        std::string::npos);  // to Bob's shard
   CHECK(path.out.find("event=answer type=processed") != std::string::npos);
   // The same by trace id; and a message nobody traced is not there.
   CHECK(Ctl("trace --dir " + cell.dir() + " " + trace).out == path.out);
@@ -209,7 +244,9 @@ TEST_CASE("natter send --trace: natterctl trace shows the message's path through
   CHECK(Ctl("trace --dir " + cell.dir() + " not-an-id").code == 64);
 }
 
-TEST_CASE("natterctl backup copies each shard while messages flow, and the copy restores") {
+TEST_CASE(
+    "natterctl backup copies each shard while messages flow, and the copy "
+    "restores") {
   TempDir scratch;
   std::string backup = scratch.path() + "/backup";
   auto [alice, bob] = TwoUsers(2);
@@ -221,7 +258,8 @@ TEST_CASE("natterctl backup copies each shard while messages flow, and the copy 
     auto b = Open(cell, bob, "b");
     Exchange(a.get(), b.get(), bob, 40);
     for (const auto& in : a->got) {
-      if (in.kind == Incoming::Kind::kProcessed) before.push_back(in.processed.id);
+      if (in.kind == Incoming::Kind::kProcessed)
+        before.push_back(in.processed.id);
     }
     // More messages while the backup runs.
     std::atomic<bool> done{false};
@@ -244,13 +282,16 @@ TEST_CASE("natterctl backup copies each shard while messages flow, and the copy 
     CHECK(Ctl("backup --dir " + cell.dir()).code == 64);
   }
   // Restore, as natter(7) says: a cell whose data folder holds the copies.
-  TestCell restored(2, "", [&](const std::string& dir) {
-    for (int i = 0; i < 2; ++i) {
-      std::string shard = "/shard-" + std::to_string(i);
-      REQUIRE(RunCommand("rm -rf " + dir + "/data" + shard + " && cp -a " + backup + shard +
-                         " " + dir + "/data" + shard) == 0);
-    }
-  }, {});
+  TestCell restored(2, "",
+                    [&](const std::string& dir) {
+                      for (int i = 0; i < 2; ++i) {
+                        std::string shard = "/shard-" + std::to_string(i);
+                        REQUIRE(RunCommand("rm -rf " + dir + "/data" + shard +
+                                           " && cp -a " + backup + shard + " " +
+                                           dir + "/data" + shard) == 0);
+                      }
+                    },
+                    {});
   auto a = Open(restored, alice, "a");
   auto b = Open(restored, bob, "b");
   std::vector<MessageId> alice_sees = WholeHistory(a.get(), bob);
@@ -273,7 +314,9 @@ TEST_CASE("natterctl backup copies each shard while messages flow, and the copy 
   CHECK(WholeHistory(a.get(), bob).size() == a_ids.size() + 3);
 }
 
-TEST_CASE("frontd holds back resends of a request still on its way, and lets one through later") {
+TEST_CASE(
+    "frontd holds back resends of a request still on its way, and lets one "
+    "through later") {
   TestCell cell(1);
   auto [alice, bob] = TwoUsers(1);
   // Resends every 150 ms, then 300 and 600: far more often than frontd's
@@ -290,9 +333,10 @@ TEST_CASE("frontd holds back resends of a request still on its way, and lets one
   a->client->set_trace(true);
   a->client->Send(bob, "held");
   const std::string log = cell.dir() + "/log/frontd.log";
-  PollUntil({a.get()}, "frontd to let a resend of the held request through", [&] {
-    return CountOf(ReadFile(log), "event=request type=send") >= 2;
-  }, 20);
+  PollUntil(
+      {a.get()}, "frontd to let a resend of the held request through",
+      [&] { return CountOf(ReadFile(log), "event=request type=send") >= 2; },
+      20);
   Output st = Ctl("status --json --dir " + cell.dir());
   ::kill(shard, SIGCONT);
   nlohmann::json j = nlohmann::json::parse(st.out);
@@ -301,9 +345,14 @@ TEST_CASE("frontd holds back resends of a request still on its way, and lets one
   // Several resends (every 150 ms, then 300 and 600) before one is let
   // through (frontd's hold is a second while answers take milliseconds).
   CHECK(f["natter_frontd_resends_held_total"].get<double>() >= 2);
-  PollUntil({a.get(), b.get()}, "the held message processed and delivered once the shard runs again", [&] {
-    return a->Count(Incoming::Kind::kProcessed) == 2 && b->Messages().size() == 2;
-  }, 20);
+  PollUntil(
+      {a.get(), b.get()},
+      "the held message processed and delivered once the shard runs again",
+      [&] {
+        return a->Count(Incoming::Kind::kProcessed) == 2 &&
+               b->Messages().size() == 2;
+      },
+      20);
   CHECK(a->Count(Incoming::Kind::kProcessed) == 2);
   CHECK(a->Count(Incoming::Kind::kError) == 0);
   REQUIRE(b->Messages().size() == 2);

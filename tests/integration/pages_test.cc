@@ -3,16 +3,14 @@
 // socket between the shard and the client — and a link that was cut all
 // the same comes back by itself.  Each attack of the issue used to cut the
 // shard off for every user until routed was restarted.
-#include <catch2/catch.hpp>
-
 #include <atomic>
+#include <catch2/catch.hpp>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "daemons/routed/routed.h"
 #include "tests/integration/devices.h"
@@ -34,37 +32,47 @@ std::vector<MessageId> SendLong(Device* from, const std::vector<UserId>& to,
                                 const std::string& prefix) {
   std::vector<std::string> cmids;
   for (size_t i = 0; i < to.size(); ++i) {
-    cmids.push_back(from->client->Send(to[i], LongText(prefix, static_cast<int>(i))));
+    cmids.push_back(
+        from->client->Send(to[i], LongText(prefix, static_cast<int>(i))));
   }
   std::map<std::string, MessageId> processed;
-  PollUntil({from}, "every long message to be processed", [&] {
-    for (const auto& in : from->got) {
-      if (in.kind == Incoming::Kind::kProcessed) {
-        processed[in.processed.client_msg_id] = in.processed.id;
-      }
-    }
-    return processed.size() >= cmids.size();
-  }, 120);
+  PollUntil(
+      {from}, "every long message to be processed",
+      [&] {
+        for (const auto& in : from->got) {
+          if (in.kind == Incoming::Kind::kProcessed) {
+            processed[in.processed.client_msg_id] = in.processed.id;
+          }
+        }
+        return processed.size() >= cmids.size();
+      },
+      120);
   REQUIRE(processed.size() == cmids.size());
   std::vector<MessageId> ids;
   for (const auto& c : cmids) ids.push_back(processed[c]);
   return ids;
 }
 
-std::vector<UserId> Times(UserId user, int n) { return std::vector<UserId>(n, user); }
+std::vector<UserId> Times(UserId user, int n) {
+  return std::vector<UserId>(n, user);
+}
 
 // Another user of the (one) shard still gets a message processed.
 void CheckServed(const TestCell& cell, UserId user) {
   auto d = Open(cell, user, "bystander");
   d->client->Send(UserId(1), "still served");
-  PollUntil({d.get()}, "the bystander's send to be processed", [&] { return d->Count(Incoming::Kind::kProcessed) == 1; }, 20);
+  PollUntil(
+      {d.get()}, "the bystander's send to be processed",
+      [&] { return d->Count(Incoming::Kind::kProcessed) == 1; }, 20);
   CHECK(d->Count(Incoming::Kind::kProcessed) == 1);
   CHECK(d->Count(Incoming::Kind::kError) == 0);
 }
 
 }  // namespace
 
-TEST_CASE("64 notes-to-self of 4 KB come back page by page, and the shard serves on") {
+TEST_CASE(
+    "64 notes-to-self of 4 KB come back page by page, and the shard serves "
+    "on") {
   TestCell cell(1);
   UserId self(11);
   auto me = Open(cell, self, "phone");
@@ -74,7 +82,8 @@ TEST_CASE("64 notes-to-self of 4 KB come back page by page, and the shard serves
   Seq after;
   int pages = 0;
   for (;;) {
-    Incoming in = AwaitAnswer(me.get(), me->client->GetMailbox(after, kMaxSyncPage));
+    Incoming in =
+        AwaitAnswer(me.get(), me->client->GetMailbox(after, kMaxSyncPage));
     REQUIRE(in.kind == Incoming::Kind::kMailbox);
     REQUIRE_FALSE(in.mailbox.events.empty());
     ++pages;
@@ -88,13 +97,16 @@ TEST_CASE("64 notes-to-self of 4 KB come back page by page, and the shard serves
   CheckServed(cell, UserId(12));
 }
 
-TEST_CASE("70 conversations of long messages list page by page, and the shard serves on") {
+TEST_CASE(
+    "70 conversations of long messages list page by page, and the shard serves "
+    "on") {
   TestCell cell(1);
   UserId self(21);
   auto me = Open(cell, self, "phone");
   // Made-up users, written to in an order unlike their ids'.
   std::vector<UserId> peers;
-  for (uint64_t i = 0; i < 70; ++i) peers.push_back(UserId(5000 + (i * 37) % 70));
+  for (uint64_t i = 0; i < 70; ++i)
+    peers.push_back(UserId(5000 + (i * 37) % 70));
   SendLong(me.get(), peers, "hello");
   std::vector<UserId> newest_first(peers.rbegin(), peers.rend());
 
@@ -120,13 +132,16 @@ TEST_CASE("70 conversations of long messages list page by page, and the shard se
   std::vector<UserId> listed;
   std::istringstream lines(out);
   for (std::string line; std::getline(lines, line);) {
-    listed.push_back(UserId(nlohmann::json::parse(line).at("peer").get<uint64_t>()));
+    listed.push_back(
+        UserId(nlohmann::json::parse(line).at("peer").get<uint64_t>()));
   }
   CHECK(listed == newest_first);
   CheckServed(cell, UserId(22));
 }
 
-TEST_CASE("a device that missed 64 long messages catches up on all of them, and the shard serves on") {
+TEST_CASE(
+    "a device that missed 64 long messages catches up on all of them, and the "
+    "shard serves on") {
   TestCell cell(1);
   UserId victim(31), sender(32);
   {
@@ -139,11 +154,14 @@ TEST_CASE("a device that missed 64 long messages catches up on all of them, and 
   std::vector<MessageId> ids = SendLong(s.get(), Times(victim, 64), "long");
   WaitForMailbox(cell, victim, 64);
   auto v = Open(cell, victim, "phone");
-  PollUntil({v.get()}, "the device to catch up on the 64 long messages", [&] { return v->client->CaughtUp() && v->Messages().size() >= 64; }, 30);
+  PollUntil(
+      {v.get()}, "the device to catch up on the 64 long messages",
+      [&] { return v->client->CaughtUp() && v->Messages().size() >= 64; }, 30);
   auto got = v->Messages();
   REQUIRE(got.size() == 64);
   size_t missed = 0;
-  for (const auto& in : v->got) missed += in.kind == Incoming::Kind::kEvent && in.missed;
+  for (const auto& in : v->got)
+    missed += in.kind == Incoming::Kind::kEvent && in.missed;
   CHECK(missed == 64);
   for (size_t i = 0; i < got.size(); ++i) CHECK(got[i].id == ids[i]);
   CheckServed(cell, UserId(33));
@@ -154,7 +172,8 @@ TEST_CASE("a history of 500 long messages reads page by page, both ways") {
   UserId alice(41), bob(42);
   auto a = Open(cell, alice, "phone");
   std::vector<MessageId> ids = SendLong(a.get(), Times(bob, 500), "h");
-  auto reader = Open(cell, bob, "reader", [](ClientOptions* o) { o->receive = false; });
+  auto reader =
+      Open(cell, bob, "reader", [](ClientOptions* o) { o->receive = false; });
   // Forward, asking for 500 a page.
   CHECK(WholeHistory(reader.get(), alice) == ids);
   // Back from the newest, as natter chat's /more goes.
@@ -169,7 +188,8 @@ TEST_CASE("a history of 500 long messages reads page by page, both ways") {
     REQUIRE_FALSE(in.history.messages.empty());
     ++pages;
     std::vector<MessageId> page;
-    for (const auto& item : in.history.messages) page.push_back(item.message.id);
+    for (const auto& item : in.history.messages)
+      page.push_back(item.message.id);
     back.insert(back.begin(), page.begin(), page.end());
     if (!in.history.more) break;
     q.mode = HistoryMode::kBefore;
@@ -180,7 +200,8 @@ TEST_CASE("a history of 500 long messages reads page by page, both ways") {
   CheckServed(cell, UserId(43));
 }
 
-TEST_CASE("routed connects again to a shard whose link ended for a protocol error") {
+TEST_CASE(
+    "routed connects again to a shard whose link ended for a protocol error") {
   TempDir dir;
   zmq::context_t ctx(1);
   std::string shard_endpoint = "ipc://" + dir.path() + "/shard-0.sock";
@@ -232,37 +253,47 @@ TEST_CASE("routed connects again to a shard whose link ended for a protocol erro
   // answer(request's header).
   auto serve = [&](const std::string& what, int seconds,
                    const std::function<std::string(const Header&)>& answer) {
-    WaitUntil(what, [&] {
-      Parts got;
-      if (!RecvParts(shard, &got)) return false;
-      REQUIRE(got.size() == 3);  // routed's identity, frontd's, the frame
-      Frame f;
-      REQUIRE(DecodeFrame(got.back().data(), got.back().size(), &f).ok());
-      SendRouted(shard, got, 2, answer(f.header));
-      return true;
-    }, seconds, [&] {
-      ask();
-      readable(shard, 50);
-    });
+    WaitUntil(
+        what,
+        [&] {
+          Parts got;
+          if (!RecvParts(shard, &got)) return false;
+          REQUIRE(got.size() == 3);  // routed's identity, frontd's, the frame
+          Frame f;
+          REQUIRE(DecodeFrame(got.back().data(), got.back().size(), &f).ok());
+          SendRouted(shard, got, 2, answer(f.header));
+          return true;
+        },
+        seconds,
+        [&] {
+          ask();
+          readable(shard, 50);
+        });
   };
 
   // A reply over routed's frame limit: a protocol error on routed's link,
   // after which ZeroMQ never connects that link again.
-  serve("a request to reach the shard", 10,
-        [](const Header&) { return std::string(kMaxDaemonFrameBytes + 1, 'x'); });
+  serve("a request to reach the shard", 10, [](const Header&) {
+    return std::string(kMaxDaemonFrameBytes + 1, 'x');
+  });
   // routed finds out and connects again; the shard then serves.
   serve("a request to reach the shard again, routed having connected again", 20,
         [](const Header& h) { return EncodeReply(h, ChatsReply()); });
   bool answered = false;
-  WaitUntil("the shard's reply to come through routed", [&] {
-    Parts reply;
-    while (RecvParts(front, &reply)) {
-      Frame f;
-      answered = answered || (DecodeFrame(reply.back().data(), reply.back().size(), &f).ok() &&
-                              f.type() == MsgType::kChatsReply);
-    }
-    return answered;
-  }, 10, [&] { readable(front, 20); });
+  WaitUntil(
+      "the shard's reply to come through routed",
+      [&] {
+        Parts reply;
+        while (RecvParts(front, &reply)) {
+          Frame f;
+          answered =
+              answered ||
+              (DecodeFrame(reply.back().data(), reply.back().size(), &f).ok() &&
+               f.type() == MsgType::kChatsReply);
+        }
+        return answered;
+      },
+      10, [&] { readable(front, 20); });
   loop.Stop();
   MetricSet metrics;
   routed->Stats(&metrics);

@@ -2,15 +2,13 @@
 // user-burst): a user who writes too fast is slowed down to it, what it
 // writes is bounded by rate × time + burst, its messages keep their order,
 // and the shard's other users are served as before.
-#include <catch2/catch.hpp>
-
 #include <algorithm>
+#include <catch2/catch.hpp>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "tests/integration/devices.h"
 
@@ -20,15 +18,17 @@ namespace {
 
 // Small, so that a test takes seconds.
 constexpr int kRate = 40, kBurst = 40;
-const std::string kRateConf =
-    "[stored]\nuser-rate = " + std::to_string(kRate) + "\nuser-burst = " + std::to_string(kBurst);
+const std::string kRateConf = "[stored]\nuser-rate = " + std::to_string(kRate) +
+                              "\nuser-burst = " + std::to_string(kBurst);
 
 double StoredMetric(const TestCell& cell, const char* name) {
   return CellStatus(cell)["stored-0"]["metrics"][name].get<double>();
 }
 
 // What a send costs its user: one unit, and one for each full KiB of text.
-int Cost(const std::string& text) { return 1 + static_cast<int>(text.size() / 1024); }
+int Cost(const std::string& text) {
+  return 1 + static_cast<int>(text.size() / 1024);
+}
 
 double SecondsSince(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
@@ -36,8 +36,10 @@ double SecondsSince(Clock::time_point start) {
 
 }  // namespace
 
-TEST_CASE("a user over its rate is slowed down to it, in order, while another user of its shard "
-          "is served as before") {
+TEST_CASE(
+    "a user over its rate is slowed down to it, in order, while another user "
+    "of its shard "
+    "is served as before") {
   TestCell cell(1, kRateConf);
   const UserId flooder(1), bob(2), carol(3);
   auto f = Open(cell, flooder, "bot");
@@ -86,13 +88,19 @@ TEST_CASE("a user over its rate is slowed down to it, in order, while another us
       if (++c_processed == kCarol) f_when_carol_done = f_processed;
     }
   };
-  WaitUntil("the flood's sends and carol's to be processed", [&] {
-    return f_processed >= static_cast<size_t>(kMessages) && c_processed >= kCarol;
-  }, 60, step, [&] {
-    return std::to_string(f_processed) + " and " + std::to_string(c_processed) + " are";
-  });
-  INFO("the flood took " << took << " s; carol was done after " << f_when_carol_done
-                           << " of its receipts");
+  WaitUntil(
+      "the flood's sends and carol's to be processed",
+      [&] {
+        return f_processed >= static_cast<size_t>(kMessages) &&
+               c_processed >= kCarol;
+      },
+      60, step,
+      [&] {
+        return std::to_string(f_processed) + " and " +
+               std::to_string(c_processed) + " are";
+      });
+  INFO("the flood took " << took << " s; carol was done after "
+                         << f_when_carol_done << " of its receipts");
   REQUIRE(f_processed == static_cast<size_t>(kMessages));
   REQUIRE(c_processed == static_cast<size_t>(kCarol));
   CHECK(within_bound);
@@ -105,14 +113,16 @@ TEST_CASE("a user over its rate is slowed down to it, in order, while another us
   CHECK(StoredMetric(cell, "natter_stored_rate_refused_total") > 0);
 }
 
-TEST_CASE("natter send of more lines than the rate allows slows down, exits 0 and keeps "
-          "their order") {
+TEST_CASE(
+    "natter send of more lines than the rate allows slows down, exits 0 and "
+    "keeps "
+    "their order") {
   TestCell cell(1, kRateConf);
   const int kLines = 100;  // 60 past the burst: 1.5 s at the rate
   std::string out, err;
   auto start = Clock::now();
-  int code = RunCommand("seq 1 " + std::to_string(kLines) + " | " + cell.NatterArgs(1) +
-                            " --timeout 5 send 2",
+  int code = RunCommand("seq 1 " + std::to_string(kLines) + " | " +
+                            cell.NatterArgs(1) + " --timeout 5 send 2",
                         &out, &err);
   double took = SecondsSince(start);
   INFO(err);
@@ -122,7 +132,8 @@ TEST_CASE("natter send of more lines than the rate allows slows down, exits 0 an
   CHECK(StoredMetric(cell, "natter_stored_rate_refused_total") > 0);
 
   std::string history;
-  REQUIRE(RunCommand(cell.NatterArgs(2) + " --json history 1 --limit 500", &history) == 0);
+  REQUIRE(RunCommand(cell.NatterArgs(2) + " --json history 1 --limit 500",
+                     &history) == 0);
   std::istringstream lines(history);
   int next = 1;
   for (std::string line; std::getline(lines, line);) {
@@ -138,8 +149,11 @@ TEST_CASE("user-rate 0 lets a user write as fast as it can") {
   AwaitCaughtUp({f.get()});
   // Twice the default burst, at once.
   const size_t kMessages = 1000;
-  for (size_t i = 0; i < kMessages; ++i) f->client->Send(UserId(2), "m" + std::to_string(i));
-  PollUntil({f.get()}, "all 1000 sends to be processed", [&] { return f->Count(Incoming::Kind::kProcessed) == kMessages; }, 60);
+  for (size_t i = 0; i < kMessages; ++i)
+    f->client->Send(UserId(2), "m" + std::to_string(i));
+  PollUntil(
+      {f.get()}, "all 1000 sends to be processed",
+      [&] { return f->Count(Incoming::Kind::kProcessed) == kMessages; }, 60);
   REQUIRE(f->Count(Incoming::Kind::kProcessed) == kMessages);
   CHECK(StoredMetric(cell, "natter_stored_rate_refused_total") == 0);
 }

@@ -5,10 +5,8 @@
 #define NATTER_TESTS_INTEGRATION_RAW_CLIENT_H_
 
 #include <catch2/catch.hpp>
-
 #include <optional>
 #include <string>
-
 #include <zmq.hpp>
 
 #include "common/curve.h"
@@ -31,11 +29,12 @@ inline void UseFrontdCurve(const TestCell& cell, zmq::socket_t* s) {
 
 struct RawClient {
   struct Options {
-    std::string routing_id;  // chosen by the client (ZMQ_ROUTING_ID); empty: none
-    std::string endpoint;    // empty: the cell's
-    bool hello = true;       // say hello with a token for the user
+    std::string
+        routing_id;        // chosen by the client (ZMQ_ROUTING_ID); empty: none
+    std::string endpoint;  // empty: the cell's
+    bool hello = true;     // say hello with a token for the user
     std::string device = "raw";
-    std::string token;       // empty: a fresh one for the user
+    std::string token;  // empty: a fresh one for the user
   };
 
   zmq::context_t ctx{1};
@@ -43,7 +42,8 @@ struct RawClient {
   zmq::socket_t monitor;
   uint64_t corr = 1;
 
-  RawClient(const TestCell& cell, uint64_t user) : RawClient(cell, user, Options()) {}
+  RawClient(const TestCell& cell, uint64_t user)
+      : RawClient(cell, user, Options()) {}
   RawClient(const TestCell& cell, uint64_t user, const Options& o) {
     ClientOptions co = cell.Options(user, o.device);
     UseFrontdCurve(cell, &s);
@@ -52,9 +52,11 @@ struct RawClient {
     s.set(zmq::sockopt::sndhwm, 100000);
     if (!o.routing_id.empty()) s.set(zmq::sockopt::routing_id, o.routing_id);
     static int monitors = 0;
-    std::string name = "inproc://raw-client-monitor-" + std::to_string(++monitors);
+    std::string name =
+        "inproc://raw-client-monitor-" + std::to_string(++monitors);
     REQUIRE(zmq_socket_monitor(s.handle(), name.c_str(),
-                               ZMQ_EVENT_DISCONNECTED | ZMQ_EVENT_HANDSHAKE_SUCCEEDED |
+                               ZMQ_EVENT_DISCONNECTED |
+                                   ZMQ_EVENT_HANDSHAKE_SUCCEEDED |
                                    ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) == 0);
     monitor = zmq::socket_t(ctx, zmq::socket_type::pair);
     monitor.connect(name);
@@ -80,7 +82,8 @@ struct RawClient {
   // A frame of type `type` whatever the body is (a body of the wrong
   // shape, say); returns its corr.
   template <typename T>
-  uint64_t SendAs(MsgType type, const T& body, UserId claimed, const std::string& device) {
+  uint64_t SendAs(MsgType type, const T& body, UserId claimed,
+                  const std::string& device) {
     Header h;
     h.type = static_cast<uint8_t>(type);
     h.corr = corr++;

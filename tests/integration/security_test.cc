@@ -2,12 +2,11 @@
 // socket admits only the daemons that talk to it; the operator's key only
 // the control sockets), key rotation on SIGHUP, and cross-user access
 // refused.
-#include <catch2/catch.hpp>
-
 #include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <catch2/catch.hpp>
 #include <chrono>
 #include <cstdio>
 #include <ctime>
@@ -57,8 +56,10 @@ void Dial(zmq::socket_t& s, const TestCell& cell, const std::string& socket,
   s.set(zmq::sockopt::linger, 0);
   if (key != nullptr) {
     CurveKey server_key;
-    REQUIRE(ReadCurveKey(cell.dir() + "/keys/" + server + ".pub", &server_key).ok());
-    s.set(zmq::sockopt::curve_serverkey, zmq::const_buffer(server_key.data(), server_key.size()));
+    REQUIRE(ReadCurveKey(cell.dir() + "/keys/" + server + ".pub", &server_key)
+                .ok());
+    s.set(zmq::sockopt::curve_serverkey,
+          zmq::const_buffer(server_key.data(), server_key.size()));
     s.set(zmq::sockopt::curve_publickey, key->pub);
     s.set(zmq::sockopt::curve_secretkey, key->secret);
   }
@@ -68,8 +69,8 @@ void Dial(zmq::socket_t& s, const TestCell& cell, const std::string& socket,
 // Asks for user 1's mailbox straight on a daemon's socket (routed's, or a
 // shard's), as a daemon would, with key (none: plain text).  True if any
 // answer came within wait_ms.
-bool Answers(const TestCell& cell, const std::string& socket, const std::string& server,
-             const KeyPair* key, int wait_ms) {
+bool Answers(const TestCell& cell, const std::string& socket,
+             const std::string& server, const KeyPair* key, int wait_ms) {
   zmq::context_t ctx(1);
   zmq::socket_t s(ctx, zmq::socket_type::dealer);
   s.set(zmq::sockopt::rcvtimeo, wait_ms);
@@ -90,19 +91,21 @@ bool Answers(const TestCell& cell, const std::string& socket, const std::string&
 constexpr int kRefusedWait = 1000;
 constexpr int kWelcomeWait = 5000;
 
-bool RoutedAnswers(const TestCell& cell, const KeyPair* key, int wait_ms = kRefusedWait) {
+bool RoutedAnswers(const TestCell& cell, const KeyPair* key,
+                   int wait_ms = kRefusedWait) {
   return Answers(cell, "routed", "routed", key, wait_ms);
 }
 
-bool ShardAnswers(const TestCell& cell, const KeyPair* key, int wait_ms = kRefusedWait) {
+bool ShardAnswers(const TestCell& cell, const KeyPair* key,
+                  int wait_ms = kRefusedWait) {
   return Answers(cell, "stored-0", "stored", key, wait_ms);
 }
 
 // Whether an event pushed into notifyd as a shard does (with in_key)
 // reaches a subscriber of notifyd's out socket (with out_key) within
 // wait_ms.
-bool EventPasses(const TestCell& cell, const KeyPair& in_key, const KeyPair& out_key,
-                 int wait_ms = 2 * kRefusedWait) {
+bool EventPasses(const TestCell& cell, const KeyPair& in_key,
+                 const KeyPair& out_key, int wait_ms = 2 * kRefusedWait) {
   zmq::context_t ctx(1);
   zmq::socket_t sub(ctx, zmq::socket_type::sub);
   zmq::socket_t push(ctx, zmq::socket_type::push);
@@ -112,9 +115,11 @@ bool EventPasses(const TestCell& cell, const KeyPair& in_key, const KeyPair& out
   Dial(push, cell, "notifyd-in", "notifyd", &in_key);
   // Pushed again and again: a subscription takes a moment to reach
   // notifyd, and what is published before is not kept.
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(wait_ms);
+  auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::milliseconds(wait_ms);
   while (std::chrono::steady_clock::now() < deadline) {
-    push.send(zmq::buffer(topic), zmq::send_flags::sndmore | zmq::send_flags::dontwait) &&
+    push.send(zmq::buffer(topic),
+              zmq::send_flags::sndmore | zmq::send_flags::dontwait) &&
         push.send(zmq::str_buffer("probe"), zmq::send_flags::dontwait);
     zmq::pollitem_t item = {sub.handle(), 0, ZMQ_POLLIN, 0};
     if (zmq::poll(&item, 1, std::chrono::milliseconds(100)) > 0) return true;
@@ -127,22 +132,27 @@ void AwaitLogged(const TestCell& cell, const std::string& daemon,
                  const std::vector<std::string>& parts) {
   std::string what = daemon + ".log to have a line with";
   for (const std::string& p : parts) what += " " + p;
-  WaitUntil(what, [&] {
-    std::istringstream log(ReadFile(cell.dir() + "/log/" + daemon + ".log"));
-    for (std::string line; std::getline(log, line);) {
-      bool all = true;
-      for (const std::string& p : parts) all = all && line.find(p) != std::string::npos;
-      if (all) return true;
-    }
-    return false;
-  }, 20, Pause(100));
+  WaitUntil(
+      what,
+      [&] {
+        std::istringstream log(
+            ReadFile(cell.dir() + "/log/" + daemon + ".log"));
+        for (std::string line; std::getline(log, line);) {
+          bool all = true;
+          for (const std::string& p : parts)
+            all = all && line.find(p) != std::string::npos;
+          if (all) return true;
+        }
+        return false;
+      },
+      20, Pause(100));
 }
-
 
 // The key=value pairs of a log line, after "TIME program[pid]: ": a value
 // is a word, or in double quotes with \" and \\ escaped.  A word without
 // '=' comes back as a key with an empty value.
-std::vector<std::pair<std::string, std::string>> KeyValues(const std::string& line) {
+std::vector<std::pair<std::string, std::string>> KeyValues(
+    const std::string& line) {
   std::vector<std::pair<std::string, std::string>> pairs;
   size_t i = line.find(": ");
   if (i == std::string::npos) return pairs;
@@ -174,7 +184,9 @@ std::vector<std::pair<std::string, std::string>> KeyValues(const std::string& li
 
 }  // namespace
 
-TEST_CASE("daemon sockets take only the cell's keys: not plain text, not another key") {
+TEST_CASE(
+    "daemon sockets take only the cell's keys: not plain text, not another "
+    "key") {
   TestCell cell(1);
   // A key of the cell whose role talks to routed (frontd's) is let in.
   KeyPair frontd = CellKey(cell, "frontd");
@@ -189,22 +201,28 @@ TEST_CASE("daemon sockets take only the cell's keys: not plain text, not another
   {
     std::ofstream(cell.dir() + "/keys/peers/newhost.pub") << other.pub << "\n";
   }
-  REQUIRE(RunCommand(BinPath("natterctl") + " reload --dir " + cell.dir()) == 0);
+  REQUIRE(RunCommand(BinPath("natterctl") + " reload --dir " + cell.dir()) ==
+          0);
   AwaitLogged(cell, "routed", {"event=peer-keys-reload-failed", "newhost.pub"});
   CHECK_FALSE(RoutedAnswers(cell, &other));
   CHECK(RoutedAnswers(cell, &frontd, kWelcomeWait));
   // Named for its role and reloaded, it is let in where that role talks,
   // and nowhere else.
-  REQUIRE(std::rename((cell.dir() + "/keys/peers/newhost.pub").c_str(),
-                      (cell.dir() + "/keys/peers/frontd-newhost.pub").c_str()) == 0);
-  REQUIRE(RunCommand(BinPath("natterctl") + " reload --dir " + cell.dir()) == 0);
+  REQUIRE(std::rename(
+              (cell.dir() + "/keys/peers/newhost.pub").c_str(),
+              (cell.dir() + "/keys/peers/frontd-newhost.pub").c_str()) == 0);
+  REQUIRE(RunCommand(BinPath("natterctl") + " reload --dir " + cell.dir()) ==
+          0);
   // (A refused key is waited out for a second each time.)
-  WaitUntil("routed to take the key named frontd-newhost", [&] { return RoutedAnswers(cell, &other); },
-            30);
+  WaitUntil(
+      "routed to take the key named frontd-newhost",
+      [&] { return RoutedAnswers(cell, &other); }, 30);
   CHECK_FALSE(ShardAnswers(cell, &other));
 }
 
-TEST_CASE("each daemon socket admits only the roles that talk to it; the admin key reaches control sockets only") {
+TEST_CASE(
+    "each daemon socket admits only the roles that talk to it; the admin key "
+    "reaches control sockets only") {
   TestCell cell(1);
   KeyPair frontd = CellKey(cell, "frontd");
   KeyPair routed = CellKey(cell, "routed");
@@ -230,32 +248,43 @@ TEST_CASE("each daemon socket admits only the roles that talk to it; the admin k
 
   // The control sockets: the admin key, as natterctl status uses it ...
   std::string ctl = BinPath("natterctl") + " ";
-  CHECK(RunCommand(ctl + "status --dir " + cell.dir() + " >/dev/null 2>&1") == 0);
+  CHECK(RunCommand(ctl + "status --dir " + cell.dir() + " >/dev/null 2>&1") ==
+        0);
   // ... and no daemon's key.
   CurveKey routed_pub;
   REQUIRE(ReadCurveKey(cell.dir() + "/keys/routed.pub", &routed_pub).ok());
-  std::string control = "ipc://" + cell.dir() + "/run/routed.control@" + CurveKeyHex(routed_pub);
-  CHECK(RunCommand(ctl + "status --dir " + cell.dir() + " --key " + cell.dir() + "/keys/admin.key " +
-                   control + " >/dev/null 2>&1") == 0);
-  CHECK(RunCommand(ctl + "status --dir " + cell.dir() + " --key " + cell.dir() + "/keys/frontd.key " +
-                   control + " >/dev/null 2>&1") == 69);
+  std::string control =
+      "ipc://" + cell.dir() + "/run/routed.control@" + CurveKeyHex(routed_pub);
+  CHECK(RunCommand(ctl + "status --dir " + cell.dir() + " --key " + cell.dir() +
+                   "/keys/admin.key " + control + " >/dev/null 2>&1") == 0);
+  CHECK(RunCommand(ctl + "status --dir " + cell.dir() + " --key " + cell.dir() +
+                   "/keys/frontd.key " + control + " >/dev/null 2>&1") == 69);
 
   // Each refusal is logged with the key's role.
-  AwaitLogged(cell, "routed", {"event=peer-refused", "domain=cell:frontd,stored", "role=admin"});
-  AwaitLogged(cell, "stored-0", {"event=peer-refused", "domain=cell:routed", "role=frontd"});
-  AwaitLogged(cell, "notifyd", {"event=peer-refused", "domain=cell:frontd", "role=stored"});
-  AwaitLogged(cell, "routed", {"event=peer-refused", "domain=cell:admin", "role=frontd"});
+  AwaitLogged(
+      cell, "routed",
+      {"event=peer-refused", "domain=cell:frontd,stored", "role=admin"});
+  AwaitLogged(cell, "stored-0",
+              {"event=peer-refused", "domain=cell:routed", "role=frontd"});
+  AwaitLogged(cell, "notifyd",
+              {"event=peer-refused", "domain=cell:frontd", "role=stored"});
+  AwaitLogged(cell, "routed",
+              {"event=peer-refused", "domain=cell:admin", "role=frontd"});
 }
 
-TEST_CASE("a peer key whose name names no role stops a daemon at start with exit 78") {
+TEST_CASE(
+    "a peer key whose name names no role stops a daemon at start with exit "
+    "78") {
   TempDir dir;
   std::string ctl = BinPath("natterctl") + " ";
-  REQUIRE(RunCommand(ctl + "init --dir " + dir.path() + " >/dev/null 2>&1") == 0);
+  REQUIRE(RunCommand(ctl + "init --dir " + dir.path() + " >/dev/null 2>&1") ==
+          0);
   {
-    std::ofstream(dir.path() + "/keys/peers/newhost.pub") << NewKey().pub << "\n";
+    std::ofstream(dir.path() + "/keys/peers/newhost.pub")
+        << NewKey().pub << "\n";
   }
-  std::string routed = "timeout -k 2 10 " + BinPath("natter-routed") + " -c " + dir.path() +
-                       "/natter.conf";
+  std::string routed = "timeout -k 2 10 " + BinPath("natter-routed") + " -c " +
+                       dir.path() + "/natter.conf";
   std::string said;
   CHECK(RunCommand(routed + " -n", nullptr, &said) == 78);
   CHECK(RunCommand(routed, nullptr, &said) == 78);
@@ -265,7 +294,9 @@ TEST_CASE("a peer key whose name names no role stops a daemon at start with exit
   CHECK(std::count(said.begin(), said.end(), '\n') == 1);
 }
 
-TEST_CASE("curve-ipc = no: the cell's ipc hops go in plain text, clients keep CURVE") {
+TEST_CASE(
+    "curve-ipc = no: the cell's ipc hops go in plain text, clients keep "
+    "CURVE") {
   TestCell cell(2, "[cell]\ncurve-ipc = no");
   // routed's ipc socket answers plain text now, and a CURVE client no more.
   CHECK(RoutedAnswers(cell, nullptr, kWelcomeWait));
@@ -275,9 +306,14 @@ TEST_CASE("curve-ipc = no: the cell's ipc hops go in plain text, clients keep CU
   auto [alice, bob] = TwoUsers(2);
   auto a = Open(cell, alice, "a1");
   auto b = Open(cell, bob, "b1");
-  PollUntil({a.get(), b.get()}, "both devices to catch up", [&] { return a->client->CaughtUp() && b->client->CaughtUp(); }, 20);
-  for (int i = 0; i < 100; ++i) a->client->Send(bob, "plain " + std::to_string(i));
-  PollUntil({a.get(), b.get()}, "bob to get the 100 messages", [&] { return b->Messages().size() == 100; }, 20);
+  PollUntil(
+      {a.get(), b.get()}, "both devices to catch up",
+      [&] { return a->client->CaughtUp() && b->client->CaughtUp(); }, 20);
+  for (int i = 0; i < 100; ++i)
+    a->client->Send(bob, "plain " + std::to_string(i));
+  PollUntil(
+      {a.get(), b.get()}, "bob to get the 100 messages",
+      [&] { return b->Messages().size() == 100; }, 20);
   CHECK(b->Messages().size() == 100);
   // The client's connection to frontd is still CURVE: a plain client gets
   // no answer.
@@ -287,12 +323,15 @@ TEST_CASE("curve-ipc = no: the cell's ipc hops go in plain text, clients keep CU
   CHECK(Client(plain).Connect().code() == ErrorCode::kUnavailable);
 }
 
-TEST_CASE("signing keys rotate: a new key works after reload; a retired one stops, its sessions too") {
+TEST_CASE(
+    "signing keys rotate: a new key works after reload; a retired one stops, "
+    "its sessions too") {
   TestCell cell(1);
   auto alice = Open(cell, UserId(1), "phone");  // a session made before it all
   std::string ctl = BinPath("natterctl") + " ";
   std::string id;
-  REQUIRE(RunCommand(ctl + "token-key add --dir " + cell.dir() + " 2>/dev/null", &id) == 0);
+  REQUIRE(RunCommand(ctl + "token-key add --dir " + cell.dir() + " 2>/dev/null",
+                     &id) == 0);
   id = id.substr(0, id.find('\n'));
   SigningKey newest;
   REQUIRE(ReadSigningKey(cell.dir() + "/keys/token", "", &newest).ok());
@@ -304,10 +343,12 @@ TEST_CASE("signing keys rotate: a new key works after reload; a retired one stop
   CHECK(Client(o).Connect().code() == ErrorCode::kTokenUnknownKey);
   REQUIRE(RunCommand(ctl + "reload --dir " + cell.dir()) == 0);
   Status s;
-  WaitUntil("frontd to take a token of the new key", [&] { return (s = Client(o).Connect()).ok(); },
-            20, Pause(100),
-            [&] { return s.ToString(); });
-  auto bob = Open(cell, UserId(2), "laptop", [&](ClientOptions* b) { b->token = o.token; });
+  WaitUntil(
+      "frontd to take a token of the new key",
+      [&] { return (s = Client(o).Connect()).ok(); }, 20, Pause(100),
+      [&] { return s.ToString(); });
+  auto bob = Open(cell, UserId(2), "laptop",
+                  [&](ClientOptions* b) { b->token = o.token; });
 
   // Retire the first key: tokens it signed are refused after reload.
   std::string keys;
@@ -324,41 +365,55 @@ TEST_CASE("signing keys rotate: a new key works after reload; a retired one stop
   c.issued = static_cast<uint64_t>(time(nullptr));
   c.expires = c.issued + 3600;
   std::string signed_by_retired = SignToken(c, retired);
-  REQUIRE(RunCommand(ctl + "token-key retire --id " + first + " --dir " + cell.dir() + " 2>/dev/null") == 0);
+  REQUIRE(RunCommand(ctl + "token-key retire --id " + first + " --dir " +
+                     cell.dir() + " 2>/dev/null") == 0);
   REQUIRE(RunCommand(ctl + "reload --dir " + cell.dir()) == 0);
   o.token = signed_by_retired;
-  WaitUntil("frontd to refuse a token of the retired key",
-            [&] { return (s = Client(o).Connect()).code() == ErrorCode::kTokenUnknownKey; }, 20,
-            Pause(100),
-            [&] { return s.ToString(); });
+  WaitUntil(
+      "frontd to refuse a token of the retired key",
+      [&] {
+        return (s = Client(o).Connect()).code() == ErrorCode::kTokenUnknownKey;
+      },
+      20, Pause(100), [&] { return s.ToString(); });
   // The session the retired key's token made ended with it: alice's next
   // send is refused, and nothing of it is stored.
   alice->client->Send(UserId(2), "too late");
-  PollUntil({alice.get()}, "alice's send to be refused", [&] { return alice->Count(Incoming::Kind::kError) > 0; }, 20);
+  PollUntil(
+      {alice.get()}, "alice's send to be refused",
+      [&] { return alice->Count(Incoming::Kind::kError) > 0; }, 20);
   CHECK(alice->Count(Incoming::Kind::kProcessed) == 0);
   REQUIRE(alice->Count(Incoming::Kind::kError) > 0);
   for (const auto& in : alice->got) {
-    if (in.kind == Incoming::Kind::kError) CHECK(in.error.code() == ErrorCode::kTokenUnknownKey);
+    if (in.kind == Incoming::Kind::kError)
+      CHECK(in.error.code() == ErrorCode::kTokenUnknownKey);
   }
   // bob's session, made with the new key, goes on.
   bob->client->Send(UserId(1), "still here");
-  PollUntil({bob.get()}, "bob's send to be processed", [&] { return bob->Count(Incoming::Kind::kProcessed) == 1; }, 20);
+  PollUntil(
+      {bob.get()}, "bob's send to be processed",
+      [&] { return bob->Count(Incoming::Kind::kProcessed) == 1; }, 20);
   CHECK(bob->Count(Incoming::Kind::kProcessed) == 1);
   CHECK(bob->Count(Incoming::Kind::kError) == 0);
   // The last key cannot be retired.
-  CHECK(RunCommand(ctl + "token-key retire --id " + id + " --dir " + cell.dir() + " 2>/dev/null") == 64);
+  CHECK(RunCommand(ctl + "token-key retire --id " + id + " --dir " +
+                   cell.dir() + " 2>/dev/null") == 64);
 }
 
-
-TEST_CASE("every request is for the token's user: another user's data is out of reach") {
+TEST_CASE(
+    "every request is for the token's user: another user's data is out of "
+    "reach") {
   unsigned shards = GENERATE(1u, 3u);
   TestCell cell(shards);
   // Users 8 and 9 talk; user 7 tries to read and change their conversation.
   auto eight = Open(cell, UserId(8), "phone");
   auto nine = Open(cell, UserId(9), "phone");
-  PollUntil({nine.get()}, "nine's phone to catch up", [&] { return nine->client->CaughtUp(); }, 20);
+  PollUntil(
+      {nine.get()}, "nine's phone to catch up",
+      [&] { return nine->client->CaughtUp(); }, 20);
   eight->client->Send(UserId(9), "private");
-  PollUntil({eight.get(), nine.get()}, "nine to get the message", [&] { return nine->Messages().size() == 1; }, 20);
+  PollUntil(
+      {eight.get(), nine.get()}, "nine to get the message",
+      [&] { return nine->Messages().size() == 1; }, 20);
   REQUIRE(nine->Messages().size() == 1);
   MessageId id = nine->Messages()[0].id;
 
@@ -405,8 +460,11 @@ TEST_CASE("a flooding client is told busy; the others are served as before") {
   const int kFlood = 900;
   for (int i = 0; i < kFlood; ++i) flood.Send(sync, UserId());
   auto other = Open(cell, UserId(6), "phone");
-  for (int i = 0; i < 20; ++i) other->client->Send(UserId(5), "fine " + std::to_string(i));
-  PollUntil({other.get()}, "the other user's 20 sends to be processed", [&] { return other->Count(Incoming::Kind::kProcessed) == 20; }, 20);
+  for (int i = 0; i < 20; ++i)
+    other->client->Send(UserId(5), "fine " + std::to_string(i));
+  PollUntil(
+      {other.get()}, "the other user's 20 sends to be processed",
+      [&] { return other->Count(Incoming::Kind::kProcessed) == 20; }, 20);
   CHECK(other->Count(Incoming::Kind::kProcessed) == 20);
   CHECK(other->Count(Incoming::Kind::kError) == 0);
   int busy = 0, answered = 0;
@@ -426,12 +484,13 @@ TEST_CASE("a flooding client is told busy; the others are served as before") {
   CHECK(busy + answered == kFlood);  // every request got an answer
 }
 
-TEST_CASE("malformed and oversized frames are refused and the daemon serves on") {
+TEST_CASE(
+    "malformed and oversized frames are refused and the daemon serves on") {
   TestCell cell(1);
   RawClient bad(cell, 5);
-  for (const std::string& junk : {std::string("\xc1"), std::string("\x92\x01"),
-                                  std::string("\xdd\xff\xff\xff\xff", 5),
-                                  std::string(100, '\x00')}) {
+  for (const std::string& junk :
+       {std::string("\xc1"), std::string("\x92\x01"),
+        std::string("\xdd\xff\xff\xff\xff", 5), std::string(100, '\x00')}) {
     bad.s.send(zmq::buffer(junk), zmq::send_flags::none);
     Frame f = bad.NextReply();
     REQUIRE(f.type() == MsgType::kError);
@@ -443,20 +502,26 @@ TEST_CASE("malformed and oversized frames are refused and the daemon serves on")
   RawClient huge(cell, 6);
   Send too_big{"c", UserId(5), std::string(300 * 1024, 'x')};
   huge.Send(too_big, UserId());
-  WaitUntil("frontd to drop the connection of the oversized frame",
-            [&] { return huge.Saw(ZMQ_EVENT_DISCONNECTED); }, 20);
+  WaitUntil(
+      "frontd to drop the connection of the oversized frame",
+      [&] { return huge.Saw(ZMQ_EVENT_DISCONNECTED); }, 20);
   auto fine = Open(cell, UserId(7), "phone");
   fine->client->Send(UserId(5), "still served");
-  PollUntil({fine.get()}, "the other client's send to be processed", [&] { return fine->Count(Incoming::Kind::kProcessed) == 1; }, 20);
+  PollUntil(
+      {fine.get()}, "the other client's send to be processed",
+      [&] { return fine->Count(Incoming::Kind::kProcessed) == 1; }, 20);
   CHECK(fine->Count(Incoming::Kind::kProcessed) == 1);
   Frame f = bad.Ask(Ping(), UserId());
   CHECK(f.type() == MsgType::kPong);
 }
 
-TEST_CASE("a token whose key id holds a newline and escape codes leaves nothing raw in the logs") {
+TEST_CASE(
+    "a token whose key id holds a newline and escape codes leaves nothing raw "
+    "in the logs") {
   TestCell cell(1);
   SigningKey stranger = GenerateSigningKey();
-  stranger.id = "x\nuser=1 event=forged \x1b[2J";  // SignToken writes key.id into the claims
+  stranger.id = "x\nuser=1 event=forged \x1b[2J";  // SignToken writes key.id
+                                                   // into the claims
   TokenClaims c;
   c.user = UserId(1);
   c.issued = static_cast<uint64_t>(std::time(nullptr));
@@ -490,9 +555,13 @@ TEST_CASE("a token whose key id holds a newline and escape codes leaves nothing 
   CHECK(refusals == 1);
 }
 
-TEST_CASE("a device name holding a no-break space or a line separator or a bidi control is refused at hello") {
+TEST_CASE(
+    "a device name holding a no-break space or a line separator or a bidi "
+    "control is refused at hello") {
   TestCell cell(1);
-  for (const char* device : {"my\xC2\xA0phone", "my\xE2\x80\xA8phone", "\xE2\x80\xAE" "enohp"}) {
+  for (const char* device : {"my\xC2\xA0phone", "my\xE2\x80\xA8phone",
+                             "\xE2\x80\xAE"
+                             "enohp"}) {
     INFO(device);
     ClientOptions o = cell.Options(1, device);
     o.timeout_ms = 5000;

@@ -2,7 +2,6 @@
 // on past its first token's end, and past the retirement of the key that
 // signed it, losing nothing and doubling nothing.
 #include <catch2/catch.hpp>
-
 #include <map>
 
 #include "common/ids.h"
@@ -25,7 +24,9 @@ std::map<std::string, int> Texts(const Device& d) {
 
 }  // namespace
 
-TEST_CASE("a client with a token source keeps receiving past its first token's end, each message once") {
+TEST_CASE(
+    "a client with a token source keeps receiving past its first token's end, "
+    "each message once") {
   TestCell cell(1);
   auto alice = Open(cell, UserId(1), "phone");
   // bob's first token expired 55 s ago: frontd takes it (60 s of clock
@@ -54,7 +55,9 @@ TEST_CASE("a client with a token source keeps receiving past its first token's e
     }
   }
   REQUIRE(NowS() >= ends + 4);
-  PollUntil({alice.get(), bob.get()}, "bob to get every message sent", [&] { return bob->Messages().size() >= sent.size(); }, 20);
+  PollUntil(
+      {alice.get(), bob.get()}, "bob to get every message sent",
+      [&] { return bob->Messages().size() >= sent.size(); }, 20);
   PollFor({alice.get(), bob.get()}, 1);  // any doubles
   std::map<std::string, int> want;
   for (const auto& t : sent) want[t] = 1;
@@ -64,7 +67,9 @@ TEST_CASE("a client with a token source keeps receiving past its first token's e
   CHECK(alice->Count(Incoming::Kind::kProcessed) == sent.size());
 }
 
-TEST_CASE("after its token's key is retired, a client with a token source goes on with the new key") {
+TEST_CASE(
+    "after its token's key is retired, a client with a token source goes on "
+    "with the new key") {
   TestCell cell(1);
   std::string ctl = BinPath("natterctl") + " ";
   SigningKey old_key;
@@ -78,19 +83,21 @@ TEST_CASE("after its token's key is retired, a client with a token source goes o
     };
   });
 
-  REQUIRE(RunCommand(ctl + "token-key add --dir " + cell.dir() + " >/dev/null 2>&1") == 0);
+  REQUIRE(RunCommand(ctl + "token-key add --dir " + cell.dir() +
+                     " >/dev/null 2>&1") == 0);
   REQUIRE(RunCommand(ctl + "reload --dir " + cell.dir()) == 0);
   ClientOptions probe = cell.Options(1, "probe");  // the new key's
   probe.timeout_ms = 5000;
   Status s;
-  WaitUntil("frontd to take a token of the new key", [&] { return (s = Client(probe).Connect()).ok(); },
-            20, Pause(100),
-            [&] { return s.ToString(); });
+  WaitUntil(
+      "frontd to take a token of the new key",
+      [&] { return (s = Client(probe).Connect()).ok(); }, 20, Pause(100),
+      [&] { return s.ToString(); });
   auto alice = Open(cell, UserId(1), "phone");
   AwaitCaughtUp({alice.get(), bob.get()});
 
-  REQUIRE(RunCommand(ctl + "token-key retire --id " + old_key.id + " --dir " + cell.dir() +
-                     " 2>/dev/null") == 0);
+  REQUIRE(RunCommand(ctl + "token-key retire --id " + old_key.id + " --dir " +
+                     cell.dir() + " 2>/dev/null") == 0);
   REQUIRE(RunCommand(ctl + "reload --dir " + cell.dir()) == 0);
   // Once the old key's tokens are refused, bob's first session is over.
   TokenClaims c;
@@ -98,17 +105,27 @@ TEST_CASE("after its token's key is retired, a client with a token source goes o
   c.issued = NowS();
   c.expires = c.issued + 3600;
   probe.token = SignToken(c, old_key);
-  WaitUntil("frontd to refuse a token of the retired key",
-            [&] { return (s = Client(probe).Connect()).code() == ErrorCode::kTokenUnknownKey; },
-            20, Pause(100),
-            [&] { return s.ToString(); });
+  WaitUntil(
+      "frontd to refuse a token of the retired key",
+      [&] {
+        return (s = Client(probe).Connect()).code() ==
+               ErrorCode::kTokenUnknownKey;
+      },
+      20, Pause(100), [&] { return s.ToString(); });
 
-  for (int i = 0; i < 3; ++i) alice->client->Send(UserId(2), "after " + std::to_string(i));
+  for (int i = 0; i < 3; ++i)
+    alice->client->Send(UserId(2), "after " + std::to_string(i));
   bob->client->Send(UserId(1), "bob goes on");
-  PollUntil({alice.get(), bob.get()}, "bob to get the three messages and his own send processed", [&] {
-    return bob->Messages().size() >= 3 && bob->Count(Incoming::Kind::kProcessed) >= 1;
-  }, 20);
-  CHECK(Texts(*bob) == std::map<std::string, int>{{"after 0", 1}, {"after 1", 1}, {"after 2", 1}});
+  PollUntil(
+      {alice.get(), bob.get()},
+      "bob to get the three messages and his own send processed",
+      [&] {
+        return bob->Messages().size() >= 3 &&
+               bob->Count(Incoming::Kind::kProcessed) >= 1;
+      },
+      20);
+  CHECK(Texts(*bob) == std::map<std::string, int>{
+                           {"after 0", 1}, {"after 1", 1}, {"after 2", 1}});
   CHECK(bob->Count(Incoming::Kind::kProcessed) == 1);
   CHECK(bob->Count(Incoming::Kind::kError) == 0);
   SeqsOnce(*bob);

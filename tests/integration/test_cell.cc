@@ -6,11 +6,14 @@
 
 namespace natter {
 
-std::string BinPath(const std::string& program) { return TestBinDir() + "/" + program; }
+std::string BinPath(const std::string& program) {
+  return TestBinDir() + "/" + program;
+}
 
-TestCell::TestCell(unsigned shards, const std::string& extra_conf, const std::string& listen)
-    : cell_(std::make_unique<LocalCell>(BinPath("."), dir_.path(), shards, extra_conf,
-                                        nullptr, listen)) {}
+TestCell::TestCell(unsigned shards, const std::string& extra_conf,
+                   const std::string& listen)
+    : cell_(std::make_unique<LocalCell>(BinPath("."), dir_.path(), shards,
+                                        extra_conf, nullptr, listen)) {}
 
 TestCell::TestCell(unsigned shards, const std::string& extra_conf,
                    const std::function<void(const std::string&)>& before_up,
@@ -32,12 +35,14 @@ TestCell::~TestCell() {
 
 std::string TestCell::NatterArgs(uint64_t user) const {
   return BinPath("natter") + " -c " + dir() + "/client.conf -s ipc://" + dir() +
-         "/run/frontd.sock --state-dir " + dir() + "/cli-state -t " + Token(user);
+         "/run/frontd.sock --state-dir " + dir() + "/cli-state -t " +
+         Token(user);
 }
 
 nlohmann::json CellStatus(const TestCell& cell) {
   std::string out;
-  if (RunCommand(BinPath("natterctl") + " status --json --dir " + cell.dir() + " 2>/dev/null",
+  if (RunCommand(BinPath("natterctl") + " status --json --dir " + cell.dir() +
+                     " 2>/dev/null",
                  &out) != 0) {
     throw std::runtime_error("natterctl status failed in " + cell.dir());
   }

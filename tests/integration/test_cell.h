@@ -4,10 +4,9 @@
 
 #include <functional>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <utility>
-
-#include <nlohmann/json.hpp>
 
 #include "tests/support/io.h"
 #include "tests/support/local_cell.h"
@@ -39,7 +38,9 @@ class TestCell {
   ClientOptions Options(uint64_t user, const std::string& device) const {
     return cell_->Options(user, device);
   }
-  pid_t DaemonPid(const std::string& name) const { return cell_->DaemonPid(name); }
+  pid_t DaemonPid(const std::string& name) const {
+    return cell_->DaemonPid(name);
+  }
   // natter's flags for this cell, before the subcommand.
   std::string NatterArgs(uint64_t user) const;
 

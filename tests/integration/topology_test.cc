@@ -3,7 +3,6 @@
 // network namespaces when the test runs as root where they work (else on
 // loopback ports); clients on both frontds; one host cut off and back.
 #include <catch2/catch.hpp>
-
 #include <cstdlib>
 #include <map>
 #include <set>
@@ -17,7 +16,8 @@ namespace {
 
 std::string TopologyScript() {
   std::string bin = BinPath("");
-  return "NATTER_BIN=" + bin + " sh " + bin + "/../tools/topology/natter-topology";
+  return "NATTER_BIN=" + bin + " sh " + bin +
+         "/../tools/topology/natter-topology";
 }
 
 std::string Trim(std::string s) {
@@ -38,7 +38,9 @@ std::vector<UserId> UsersOnEachShard() {
 
 }  // namespace
 
-TEST_CASE("a cell across hosts: two of each daemon, three shards, tcp:// with CURVE; a host cut off and back") {
+TEST_CASE(
+    "a cell across hosts: two of each daemon, three shards, tcp:// with CURVE; "
+    "a host cut off and back") {
   TempDir tmp;
   std::string dir = tmp.path() + "/cell";
   std::string topo = TopologyScript();
@@ -47,10 +49,11 @@ TEST_CASE("a cell across hosts: two of each daemon, three shards, tcp:// with CU
     ~Down() { RunCommand(command + " >/dev/null 2>&1"); }
   } down{topo + " down " + dir};
   std::string out;
-  // NATTER_TOPOLOGY=loopback|netns forces one way (default: netns where it works).
+  // NATTER_TOPOLOGY=loopback|netns forces one way (default: netns where it
+  // works).
   const char* mode = std::getenv("NATTER_TOPOLOGY");
-  REQUIRE(RunCommand(topo + " up " + dir + " " + (mode != nullptr && *mode ? mode : "auto") +
-                         " 2>&1",
+  REQUIRE(RunCommand(topo + " up " + dir + " " +
+                         (mode != nullptr && *mode ? mode : "auto") + " 2>&1",
                      &out) == 0);
   std::string topology = ReadFile(dir + "/topology");
   bool netns = topology.find("MODE=netns") != std::string::npos;
@@ -59,16 +62,19 @@ TEST_CASE("a cell across hosts: two of each daemon, three shards, tcp:// with CU
 
   std::string front[2];
   for (int i = 0; i < 2; ++i) {
-    REQUIRE(RunCommand(topo + " endpoint " + dir + " frontd-" + std::to_string(i), &front[i]) == 0);
+    REQUIRE(
+        RunCommand(topo + " endpoint " + dir + " frontd-" + std::to_string(i),
+                   &front[i]) == 0);
     front[i] = Trim(front[i]);
   }
   std::string client_conf = ReadFile(dir + "/client.conf");
   size_t key_at = client_conf.find("server-key = ") + 13;
-  std::string key = client_conf.substr(key_at, client_conf.find('\n', key_at) - key_at);
+  std::string key =
+      client_conf.substr(key_at, client_conf.find('\n', key_at) - key_at);
   auto open = [&](UserId user, int frontd, const std::string& device) {
     std::string token;
-    REQUIRE(RunCommand(BinPath("natterctl") + " token --dir " + dir + " --user " +
-                           std::to_string(user.value),
+    REQUIRE(RunCommand(BinPath("natterctl") + " token --dir " + dir +
+                           " --user " + std::to_string(user.value),
                        &token) == 0);
     ClientOptions o;
     o.server = front[frontd];
@@ -90,12 +96,15 @@ TEST_CASE("a cell across hosts: two of each daemon, three shards, tcp:// with CU
   auto b1 = open(bob, 1, "b1");
   auto c0 = open(carol, 0, "c0");
   std::vector<Device*> all = {a0.get(), a1.get(), b1.get(), c0.get()};
-  PollUntil(all, "every device to catch up", [&] {
-    for (Device* d : all) {
-      if (!d->client->CaughtUp()) return false;
-    }
-    return true;
-  }, 20);
+  PollUntil(
+      all, "every device to catch up",
+      [&] {
+        for (Device* d : all) {
+          if (!d->client->CaughtUp()) return false;
+        }
+        return true;
+      },
+      20);
 
   // Alice -> Bob from frontd-0 to frontd-1, Bob -> Carol back, Carol ->
   // Alice; n messages each, then wait for every receipt and copy.
@@ -112,13 +121,15 @@ TEST_CASE("a cell across hosts: two of each daemon, three shards, tcp:// with CU
     size_t want = static_cast<size_t>(sent_each);
     return a0->Count(Incoming::Kind::kProcessed) == want &&
            b1->Count(Incoming::Kind::kProcessed) == want &&
-           c0->Count(Incoming::Kind::kProcessed) == want && b1->Messages().size() == want &&
-           c0->Messages().size() == want && a0->Messages().size() == want &&
+           c0->Count(Incoming::Kind::kProcessed) == want &&
+           b1->Messages().size() == want && c0->Messages().size() == want &&
+           a0->Messages().size() == want &&
            // a1: Carol's messages and Alice's own from a0.
            a1->Messages().size() == 2 * want;
   };
   round(30);
-  PollUntil(all, "every receipt and every copy of the first round", settled, 30);
+  PollUntil(all, "every receipt and every copy of the first round", settled,
+            30);
   REQUIRE(settled());
 
   // Bob's home shard is cut off mid-traffic, then comes back: what was
@@ -130,7 +141,8 @@ TEST_CASE("a cell across hosts: two of each daemon, three shards, tcp:// with CU
   // the silent connections dead, which is what this is about.
   PollFor(all, 5);
   REQUIRE(RunCommand(topo + " restore " + dir + " stored-1") == 0);
-  PollUntil(all, "every receipt and every copy, the cut shard back", settled, 90);
+  PollUntil(all, "every receipt and every copy, the cut shard back", settled,
+            90);
   for (Device* d : {a0.get(), b1.get(), c0.get()}) {
     for (const auto& in : d->got) {
       if (in.kind == Incoming::Kind::kError) UNSCOPED_INFO(in.error.ToString());
@@ -144,7 +156,8 @@ TEST_CASE("a cell across hosts: two of each daemon, three shards, tcp:// with CU
     for (const auto& e : d->Messages()) CHECK(ids.insert(e.id.value).second);
     std::set<uint64_t> processed;
     for (const auto& in : d->got) {
-      if (in.kind == Incoming::Kind::kProcessed) CHECK(processed.insert(in.processed.id.value).second);
+      if (in.kind == Incoming::Kind::kProcessed)
+        CHECK(processed.insert(in.processed.id.value).second);
     }
   }
   // And the histories agree: Bob's conversation with Alice has all of

@@ -32,7 +32,9 @@ int RunCommand(const std::string& command, std::string* out, std::string* err) {
 
 size_t CountOf(const std::string& text, const std::string& what) {
   size_t n = 0;
-  for (size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
+  for (size_t at = text.find(what); at != std::string::npos;
+       at = text.find(what, at + 1))
+    ++n;
   return n;
 }
 

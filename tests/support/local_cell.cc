@@ -2,10 +2,9 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
-#include <sys/socket.h>
-
 #include <poll.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -25,14 +24,18 @@ LocalCell::LocalCell(const std::string& bin, const std::string& dir,
                      unsigned shards, const std::string& extra_conf,
                      const std::function<void(const std::string&)>& before_up,
                      const std::string& listen)
-    : dir_(dir), listen_(listen.empty() ? "ipc://" + dir + "/run/frontd.sock" : listen) {
+    : dir_(dir),
+      listen_(listen.empty() ? "ipc://" + dir + "/run/frontd.sock" : listen) {
   std::string ctl = bin + "/natterctl";
-  std::string init = ctl + " init --dir " + dir_ + " --shards " + std::to_string(shards) +
-                     " --listen " + listen_ + " 2>/dev/null";
-  if (std::system(init.c_str()) != 0) throw std::runtime_error("natterctl init failed in " + dir_);
+  std::string init = ctl + " init --dir " + dir_ + " --shards " +
+                     std::to_string(shards) + " --listen " + listen_ +
+                     " 2>/dev/null";
+  if (std::system(init.c_str()) != 0)
+    throw std::runtime_error("natterctl init failed in " + dir_);
   if (!extra_conf.empty()) {
     FILE* f = std::fopen((dir_ + "/natter.conf").c_str(), "a");
-    if (f == nullptr) throw std::runtime_error(dir_ + "/natter.conf: cannot append");
+    if (f == nullptr)
+      throw std::runtime_error(dir_ + "/natter.conf: cannot append");
     std::fputs(("\n" + extra_conf + "\n").c_str(), f);
     std::fclose(f);
   }
@@ -56,7 +59,8 @@ LocalCell::LocalCell(const std::string& bin, const std::string& dir,
     ssize_t n = 0;
     char buf[64];
     if (std::chrono::steady_clock::now() >= deadline ||
-        (::poll(&p, 1, 100) > 0 && (n = ::read(fds[0], buf, sizeof buf)) <= 0)) {
+        (::poll(&p, 1, 100) > 0 &&
+         (n = ::read(fds[0], buf, sizeof buf)) <= 0)) {
       ::close(fds[0]);
       ::kill(up_pid_, SIGTERM);
       ::waitpid(up_pid_, nullptr, 0);
@@ -90,7 +94,8 @@ std::string LocalCell::Token(uint64_t user, long ttl_s,
   return SignToken(c, key);
 }
 
-ClientOptions LocalCell::Options(uint64_t user, const std::string& device) const {
+ClientOptions LocalCell::Options(uint64_t user,
+                                 const std::string& device) const {
   ClientOptions o;
   o.server = listen_;
   ReadFirstLine(dir_ + "/keys/frontd.pub", &o.server_key);

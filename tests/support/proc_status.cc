@@ -14,8 +14,10 @@ std::optional<uint64_t> ProcStatusBytes(pid_t pid, const std::string& field) {
     // "VmHWM:\t   10240 kB"
     size_t from = line.find_first_not_of(" \t", key.size());
     size_t to = line.rfind(" kB");
-    if (from == std::string::npos || to == std::string::npos || to < from) return std::nullopt;
-    std::optional<uint64_t> kib = ParseUint(std::string_view(line).substr(from, to - from));
+    if (from == std::string::npos || to == std::string::npos || to < from)
+      return std::nullopt;
+    std::optional<uint64_t> kib =
+        ParseUint(std::string_view(line).substr(from, to - from));
     if (!kib) return std::nullopt;
     return *kib * 1024;
   }

@@ -36,7 +36,8 @@ TempDir::TempDir(const std::string& prefix, bool keep) : keep_(keep) {
 
 TempDir::~TempDir() {
   if (keep_) return;
-  std::error_code ec;  // what cannot be removed stays; a destructor cannot say so
+  std::error_code
+      ec;  // what cannot be removed stays; a destructor cannot say so
   std::filesystem::remove_all(path_, ec);
 }
 

@@ -6,7 +6,6 @@
 #define NATTER_TESTS_SUPPORT_WAIT_H_
 
 #include <catch2/catch.hpp>
-
 #include <chrono>
 #include <functional>
 #include <string>
@@ -18,8 +17,9 @@ namespace natter {
 // the condition about (polling a client, turning a loop), or by default a
 // pause of 10 ms.  If `seconds` pass first, the test fails: "timed out
 // after S s waiting for WHAT", with what state() says, if given.
-inline void WaitUntil(const std::string& what, const std::function<bool()>& done,
-                      double seconds, const std::function<void()>& step = {},
+inline void WaitUntil(const std::string& what,
+                      const std::function<bool()>& done, double seconds,
+                      const std::function<void()>& step = {},
                       const std::function<std::string()>& state = {}) {
   using Clock = std::chrono::steady_clock;
   const auto deadline =

@@ -1,7 +1,6 @@
 // What natter rpc makes of a request line, and how natter chat measures
 // text for the terminal (common/text.h's Printable makes it safe).
 #include <catch2/catch.hpp>
-
 #include <clocale>
 
 #include "client/line_editor.h"
@@ -10,7 +9,8 @@
 
 using namespace natter;
 
-TEST_CASE("natter rpc reads a send, by JSON-RPC 2.0 or without the jsonrpc member") {
+TEST_CASE(
+    "natter rpc reads a send, by JSON-RPC 2.0 or without the jsonrpc member") {
   RpcCall c = ParseRpcLine(
       R"({"jsonrpc":"2.0","id":1,"method":"send","params":{"to":2,"text":"hi"}})");
   CHECK(c.error == 0);
@@ -21,7 +21,8 @@ TEST_CASE("natter rpc reads a send, by JSON-RPC 2.0 or without the jsonrpc membe
   CHECK(c.text == "hi");
   CHECK(c.client_msg_id.empty());
 
-  c = ParseRpcLine(R"({"id":"a","method":"send","params":{"to":"7","text":"x","client_msg_id":"m1"}})");
+  c = ParseRpcLine(
+      R"({"id":"a","method":"send","params":{"to":"7","text":"x","client_msg_id":"m1"}})");
   CHECK(c.error == 0);
   CHECK(c.id == "a");
   CHECK(c.peer == UserId(7));
@@ -32,7 +33,9 @@ TEST_CASE("natter rpc reads a send, by JSON-RPC 2.0 or without the jsonrpc membe
   CHECK(c.notification);
 }
 
-TEST_CASE("natter rpc reads ids as numbers or strings of digits, and the history bounds") {
+TEST_CASE(
+    "natter rpc reads ids as numbers or strings of digits, and the history "
+    "bounds") {
   RpcCall c = ParseRpcLine(
       R"({"id":1,"method":"react","params":{"peer":2,"id":"384907391021350912","emoji":"👍"}})");
   CHECK(c.error == 0);
@@ -42,12 +45,14 @@ TEST_CASE("natter rpc reads ids as numbers or strings of digits, and the history
   c = ParseRpcLine(R"({"id":1,"method":"unreact","params":{"peer":2,"id":5}})");
   CHECK(c.error == 0);
   CHECK_FALSE(c.emoji);
-  c = ParseRpcLine(R"({"id":1,"method":"history","params":{"peer":2,"at":"2026-11-27T18:00:00Z","limit":5}})");
+  c = ParseRpcLine(
+      R"({"id":1,"method":"history","params":{"peer":2,"at":"2026-11-27T18:00:00Z","limit":5}})");
   CHECK(c.error == 0);
   CHECK(c.history.mode == HistoryMode::kAt);
   CHECK(c.history.bound == 1795802400000ULL);
   CHECK(c.history.limit == 5);
-  c = ParseRpcLine(R"({"id":1,"method":"history","params":{"peer":2,"before":"99"}})");
+  c = ParseRpcLine(
+      R"({"id":1,"method":"history","params":{"peer":2,"before":"99"}})");
   CHECK(c.history.mode == HistoryMode::kBefore);
   CHECK(c.history.bound == 99);
   c = ParseRpcLine(R"({"id":1,"method":"chats"})");
@@ -58,8 +63,8 @@ TEST_CASE("natter rpc reads ids as numbers or strings of digits, and the history
   CHECK(c.error == 0);
   CHECK(c.chats.before_id == MessageId(384907391021350912ULL));
   CHECK(c.chats.before_peer == UserId(7));
-  CHECK(ParseRpcLine(R"({"id":1,"method":"chats","params":{"before":"5"}})").error ==
-        kRpcInvalidParams);
+  CHECK(ParseRpcLine(R"({"id":1,"method":"chats","params":{"before":"5"}})")
+            .error == kRpcInvalidParams);
 }
 
 TEST_CASE("natter rpc turns a bad line into the error it replies with") {
@@ -68,27 +73,42 @@ TEST_CASE("natter rpc turns a bad line into the error it replies with") {
   CHECK(code("[1,2]") == kRpcInvalidRequest);
   CHECK(code(R"({"id":1})") == kRpcInvalidRequest);
   CHECK(code(R"({"id":{},"method":"chats"})") == kRpcInvalidRequest);
-  CHECK(code(R"({"jsonrpc":"1.0","id":1,"method":"chats"})") == kRpcInvalidRequest);
+  CHECK(code(R"({"jsonrpc":"1.0","id":1,"method":"chats"})") ==
+        kRpcInvalidRequest);
   CHECK(code(R"({"id":1,"method":"chats","extra":1})") == kRpcInvalidRequest);
   CHECK(code(R"({"id":1,"method":"launch"})") == kRpcMethodNotFound);
-  CHECK(code(R"({"id":1,"method":"send","params":[2,"hi"]})") == kRpcInvalidParams);
-  CHECK(code(R"({"id":1,"method":"send","params":{"to":2}})") == kRpcInvalidParams);
-  CHECK(code(R"({"id":1,"method":"send","params":{"to":0,"text":"x"}})") == kRpcInvalidParams);
-  CHECK(code(R"({"id":1,"method":"send","params":{"to":-3,"text":"x"}})") == kRpcInvalidParams);
-  CHECK(code(R"({"id":1,"method":"send","params":{"to":2,"text":5}})") == kRpcInvalidParams);
-  CHECK(code(R"({"id":1,"method":"send","params":{"to":2,"text":"x","cc":3}})") ==
+  CHECK(code(R"({"id":1,"method":"send","params":[2,"hi"]})") ==
         kRpcInvalidParams);
-  CHECK(code(R"({"id":1,"method":"history","params":{"peer":2,"at":1,"after":"5"}})") ==
+  CHECK(code(R"({"id":1,"method":"send","params":{"to":2}})") ==
         kRpcInvalidParams);
-  CHECK(code(R"({"id":1,"method":"history","params":{"peer":2,"limit":100000}})") ==
+  CHECK(code(R"({"id":1,"method":"send","params":{"to":0,"text":"x"}})") ==
         kRpcInvalidParams);
-  CHECK(code(R"({"id":1,"method":"history","params":{"peer":2,"at":"yesterday"}})") ==
+  CHECK(code(R"({"id":1,"method":"send","params":{"to":-3,"text":"x"}})") ==
         kRpcInvalidParams);
+  CHECK(code(R"({"id":1,"method":"send","params":{"to":2,"text":5}})") ==
+        kRpcInvalidParams);
+  CHECK(
+      code(R"({"id":1,"method":"send","params":{"to":2,"text":"x","cc":3}})") ==
+      kRpcInvalidParams);
+  CHECK(
+      code(
+          R"({"id":1,"method":"history","params":{"peer":2,"at":1,"after":"5"}})") ==
+      kRpcInvalidParams);
+  CHECK(
+      code(
+          R"({"id":1,"method":"history","params":{"peer":2,"limit":100000}})") ==
+      kRpcInvalidParams);
+  CHECK(
+      code(
+          R"({"id":1,"method":"history","params":{"peer":2,"at":"yesterday"}})") ==
+      kRpcInvalidParams);
   // What the server would refuse is refused here, with the server's code.
   CHECK(code(R"({"id":1,"method":"send","params":{"to":2,"text":""}})") ==
         static_cast<int>(ErrorCode::kBadData));
-  CHECK(code(R"({"id":1,"method":"react","params":{"peer":2,"id":"5","emoji":"a\u0007"}})") ==
-        static_cast<int>(ErrorCode::kBadData));
+  CHECK(
+      code(
+          R"({"id":1,"method":"react","params":{"peer":2,"id":"5","emoji":"a\u0007"}})") ==
+      static_cast<int>(ErrorCode::kBadData));
   RpcCall c = ParseRpcLine(R"({"id":"x","method":"fly"})");
   CHECK(c.id == "x");  // the reply names the request
   nlohmann::json reply = RpcErrorReply(c.id, c.error, c.error_message);
@@ -109,14 +129,16 @@ TEST_CASE("times read as RFC 3339 or milliseconds") {
   CHECK(ParseTime("1795802400000") == 1795802400000ULL);
   CHECK(ParseTime("2026-11-27T18:00:00Z") == 1795802400000ULL);
   CHECK(ParseTime("2026-11-27T19:00:00.5+01:00") == 1795802400500ULL);
-  CHECK(ParseTime("2026-11-27t17:30:00.0005-00:30") == 1795802400001ULL);  // rounded
+  CHECK(ParseTime("2026-11-27t17:30:00.0005-00:30") ==
+        1795802400001ULL);  // rounded
   CHECK(ParseTime("2026-11-27 18:00:00.123456789z") == 1795802400123ULL);
   CHECK(ParseTime("2026-11-27T18:00:00.9999Z") == 1795802401000ULL);
-  for (const char* bad : {"2026-13-01T00:00:00Z", "2026-11-27T18:00:00", "soon", "",
-                          "2026-1-27T18:00:00Z", "2026-11-27T18:00:0Z", "+2026-11-27T18:00:00Z",
-                          "2026-11-27T18:00: 0Z", "2026-11-27T18:00:00.Z",
-                          "2026-11-27T18:00:00+1:00", "2026-11-27T18:00:00+01:00 ",
-                          "2026-11-27T24:00:00Z", "2026-11-27T18:00:61Z"}) {
+  for (const char* bad :
+       {"2026-13-01T00:00:00Z", "2026-11-27T18:00:00", "soon", "",
+        "2026-1-27T18:00:00Z", "2026-11-27T18:00:0Z", "+2026-11-27T18:00:00Z",
+        "2026-11-27T18:00: 0Z", "2026-11-27T18:00:00.Z",
+        "2026-11-27T18:00:00+1:00", "2026-11-27T18:00:00+01:00 ",
+        "2026-11-27T24:00:00Z", "2026-11-27T18:00:61Z"}) {
     INFO("'" << bad << "'");
     CHECK_FALSE(ParseTime(bad));
   }

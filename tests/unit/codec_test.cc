@@ -1,5 +1,4 @@
 #include <catch2/catch.hpp>
-
 #include <set>
 #include <tuple>
 
@@ -61,7 +60,8 @@ TEST_CASE("a send frame survives encoding and decoding unchanged") {
   CHECK(back.text == send.text);
 }
 
-TEST_CASE("an event keeps every field of its kind, a missing emoji stays missing") {
+TEST_CASE(
+    "an event keeps every field of its kind, a missing emoji stays missing") {
   Message m;
   m.id = MessageId(0xFFFFFFFFFFFFFFF0ULL);  // beyond 2^53
   m.from = UserId(2);
@@ -83,7 +83,8 @@ TEST_CASE("an event keeps every field of its kind, a missing emoji stays missing
   CHECK(back.message()->client_msg_id == "c");
   CHECK(back.origin_device == "d");
 
-  Event reaction{UserId(1), Seq(7), "", ReactionEvent{m.id, m.from, m.to, UserId(2), std::nullopt}};
+  Event reaction{UserId(1), Seq(7), "",
+                 ReactionEvent{m.id, m.from, m.to, UserId(2), std::nullopt}};
   REQUIRE(Decode(EncodeFrame(MakeHeader(MsgType::kEvent), reaction), &f).ok());
   REQUIRE(DecodeBody(f, &back).ok());
   REQUIRE(back.reaction() != nullptr);
@@ -95,7 +96,8 @@ TEST_CASE("an event keeps every field of its kind, a missing emoji stays missing
   REQUIRE(DecodeBody(f, &back).ok());
   CHECK(back.reaction()->emoji == std::optional<std::string>("👍"));
 
-  Event seen{UserId(2), Seq(8), "", SeenEvent{{m.id, UserId(2), UserId(1), UserId(1)}}};
+  Event seen{UserId(2), Seq(8), "",
+             SeenEvent{{m.id, UserId(2), UserId(1), UserId(1)}}};
   REQUIRE(Decode(EncodeFrame(MakeHeader(MsgType::kEvent), seen), &f).ok());
   REQUIRE(DecodeBody(f, &back).ok());
   CHECK(back.kind() == EventKind::kSeen);
@@ -175,11 +177,13 @@ TEST_CASE("malformed bytes are rejected, never crash") {
   }
 }
 
-TEST_CASE("chats and its reply decode without their optional trailing elements") {
+TEST_CASE(
+    "chats and its reply decode without their optional trailing elements") {
   // An older client's chats request is [] (the newest page); an older
   // shard's reply has no `more`.
   Frame f;
-  REQUIRE(Decode(Raw(MakeHeader(MsgType::kChats), std::vector<int>()), &f).ok());
+  REQUIRE(
+      Decode(Raw(MakeHeader(MsgType::kChats), std::vector<int>()), &f).ok());
   Chats q;
   REQUIRE(DecodeBody(f, &q).ok());
   CHECK(q.before_id == MessageId(UINT64_MAX));
@@ -206,7 +210,9 @@ TEST_CASE("EncodedSize counts what EncodeFrame writes") {
 // header with more or fewer fields than its own, an element of the wrong
 // type, an unknown type or enum value: malformed, with the corr of a
 // header that could be read.
-TEST_CASE("decoding is strict: the shape, the types and the values of every element") {
+TEST_CASE(
+    "decoding is strict: the shape, the types and the values of every "
+    "element") {
   Frame f;
   Header h = MakeHeader(MsgType::kSend, 42);
   SECTION("a body with an element missing or one too many") {
@@ -215,19 +221,26 @@ TEST_CASE("decoding is strict: the shape, the types and the values of every elem
     Status st = DecodeBody(f, &s);
     CHECK(st.code() == ErrorCode::kMalformed);
     CHECK(st.message().find("3 elements") != std::string::npos);
-    REQUIRE(Decode(Raw(h, std::make_tuple(std::string("c"), 5u, std::string("t"), 1u)), &f).ok());
+    REQUIRE(Decode(Raw(h, std::make_tuple(std::string("c"), 5u,
+                                          std::string("t"), 1u)),
+                   &f)
+                .ok());
     CHECK(DecodeBody(f, &s).code() == ErrorCode::kMalformed);
     CHECK(f.header.corr == 42);
   }
   SECTION("an element of the wrong type, named in the error") {
     // The text as binary, not a string; the recipient negative.
     msgpack::type::raw_ref bin("x", 1);
-    REQUIRE(Decode(Raw(h, std::make_tuple(std::string("c"), 5u, bin)), &f).ok());
+    REQUIRE(
+        Decode(Raw(h, std::make_tuple(std::string("c"), 5u, bin)), &f).ok());
     Send s;
     Status st = DecodeBody(f, &s);
     CHECK(st.code() == ErrorCode::kMalformed);
     CHECK(st.message().find("text") != std::string::npos);
-    REQUIRE(Decode(Raw(h, std::make_tuple(std::string("c"), -5, std::string("t"))), &f).ok());
+    REQUIRE(
+        Decode(Raw(h, std::make_tuple(std::string("c"), -5, std::string("t"))),
+               &f)
+            .ok());
     CHECK(DecodeBody(f, &s).code() == ErrorCode::kMalformed);
     // A boolean where a number belongs, a number where a boolean does.
     Header hs = MakeHeader(MsgType::kSync, 9);
@@ -235,26 +248,34 @@ TEST_CASE("decoding is strict: the shape, the types and the values of every elem
     Sync sync;
     CHECK(DecodeBody(f, &sync).code() == ErrorCode::kMalformed);
     // A number past its field's width.
-    REQUIRE(Decode(Raw(hs, std::make_tuple(true, 0u, uint64_t{1} << 33)), &f).ok());
+    REQUIRE(
+        Decode(Raw(hs, std::make_tuple(true, 0u, uint64_t{1} << 33)), &f).ok());
     CHECK(DecodeBody(f, &sync).code() == ErrorCode::kMalformed);
   }
-  SECTION("a header of five elements (no trace) is read; four or seven are not") {
-    auto five = std::make_tuple(kProtocolVersion, static_cast<uint8_t>(MsgType::kPing), 7u, 0u,
-                                std::string());
+  SECTION(
+      "a header of five elements (no trace) is read; four or seven are not") {
+    auto five =
+        std::make_tuple(kProtocolVersion, static_cast<uint8_t>(MsgType::kPing),
+                        7u, 0u, std::string());
     REQUIRE(Decode(Raw(five, std::vector<int>()), &f).ok());
     CHECK(f.header.corr == 7);
     CHECK(f.header.trace == 0);
-    auto four = std::make_tuple(kProtocolVersion, static_cast<uint8_t>(MsgType::kPing), 7u, 0u);
-    CHECK(Decode(Raw(four, std::vector<int>()), &f).code() == ErrorCode::kMalformed);
+    auto four = std::make_tuple(kProtocolVersion,
+                                static_cast<uint8_t>(MsgType::kPing), 7u, 0u);
+    CHECK(Decode(Raw(four, std::vector<int>()), &f).code() ==
+          ErrorCode::kMalformed);
     CHECK(f.header.corr == 0);  // the header itself was unreadable
-    auto seven = std::make_tuple(kProtocolVersion, static_cast<uint8_t>(MsgType::kPing), 7u, 0u,
-                                 std::string(), 0u, 0u);
-    CHECK(Decode(Raw(seven, std::vector<int>()), &f).code() == ErrorCode::kMalformed);
+    auto seven =
+        std::make_tuple(kProtocolVersion, static_cast<uint8_t>(MsgType::kPing),
+                        7u, 0u, std::string(), 0u, 0u);
+    CHECK(Decode(Raw(seven, std::vector<int>()), &f).code() ==
+          ErrorCode::kMalformed);
   }
   SECTION("a type not in the list is malformed, the corr kept") {
     Header odd = MakeHeader(MsgType::kPing, 77);
     odd.type = 99;
-    CHECK(Decode(Raw(odd, std::vector<int>()), &f).code() == ErrorCode::kMalformed);
+    CHECK(Decode(Raw(odd, std::vector<int>()), &f).code() ==
+          ErrorCode::kMalformed);
     CHECK(f.header.corr == 77);
   }
   SECTION("an unknown history mode or event kind") {
@@ -269,18 +290,20 @@ TEST_CASE("decoding is strict: the shape, the types and the values of every elem
   SECTION("an event whose fields do not fit its kind") {
     Header he = MakeHeader(MsgType::kEvent);
     // A reaction with a text; a message with an emoji.
-    REQUIRE(Decode(Raw(he, std::make_tuple(1u, 1u, 2u, 9u, 1u, 2u, 0u, std::string("x"),
-                                           std::string(), std::string(), 2u,
-                                           std::string("👍"))),
-                   &f)
-                .ok());
+    REQUIRE(
+        Decode(Raw(he, std::make_tuple(1u, 1u, 2u, 9u, 1u, 2u, 0u,
+                                       std::string("x"), std::string(),
+                                       std::string(), 2u, std::string("👍"))),
+               &f)
+            .ok());
     Event e;
     CHECK(DecodeBody(f, &e).code() == ErrorCode::kMalformed);
-    REQUIRE(Decode(Raw(he, std::make_tuple(1u, 1u, 1u, 9u, 1u, 2u, 5u, std::string("x"),
-                                           std::string("c"), std::string(), 0u,
-                                           std::string("👍"))),
-                   &f)
-                .ok());
+    REQUIRE(
+        Decode(Raw(he, std::make_tuple(1u, 1u, 1u, 9u, 1u, 2u, 5u,
+                                       std::string("x"), std::string("c"),
+                                       std::string(), 0u, std::string("👍"))),
+               &f)
+            .ok());
     CHECK(DecodeBody(f, &e).code() == ErrorCode::kMalformed);
   }
   SECTION("a body decoded as another type's struct") {
@@ -311,10 +334,10 @@ TEST_CASE("VisitBody decodes a body as the struct its type names") {
 TEST_CASE("every frame type has its number and name, once") {
   std::set<std::string> names;
   std::set<int> numbers;
-#define NATTER_X(name, number, text, Body)                    \
-  CHECK(static_cast<int>(FrameOf<Body>::kType) == (number));  \
-  CHECK(std::string(MsgTypeName(MsgType::name)) == (text));   \
-  CHECK(names.insert(text).second);                           \
+#define NATTER_X(name, number, text, Body)                   \
+  CHECK(static_cast<int>(FrameOf<Body>::kType) == (number)); \
+  CHECK(std::string(MsgTypeName(MsgType::name)) == (text));  \
+  CHECK(names.insert(text).second);                          \
   CHECK(numbers.insert(number).second);
   NATTER_FRAME_TYPES(NATTER_X)
 #undef NATTER_X

@@ -1,15 +1,17 @@
 // A key's role from its file name in peer-keys, and which roles each
 // socket's ZAP domain admits.
-#include <catch2/catch.hpp>
+#include "common/curve.h"
 
+#include <catch2/catch.hpp>
 #include <fstream>
 
-#include "common/curve.h"
 #include "tests/support/temp_dir.h"
 
 using namespace natter;
 
-TEST_CASE("a key's name gives its role: the role alone or followed by - . _ @ and anything") {
+TEST_CASE(
+    "a key's name gives its role: the role alone or followed by - . _ @ and "
+    "anything") {
   CHECK(PeerRoleOfName("frontd") == PeerRole::kFrontd);
   CHECK(PeerRoleOfName("routed") == PeerRole::kRouted);
   CHECK(PeerRoleOfName("stored") == PeerRole::kStored);
@@ -24,8 +26,9 @@ TEST_CASE("a key's name gives its role: the role alone or followed by - . _ @ an
 }
 
 TEST_CASE("a name that names no role gives none") {
-  for (const char* name : {"", "newhost", "frontdx", "frontd2", "Frontd", "ADMIN", "-frontd",
-                           "host-frontd", "stored+1", "stored 1", "admins", "cell", "clients"}) {
+  for (const char* name :
+       {"", "newhost", "frontdx", "frontd2", "Frontd", "ADMIN", "-frontd",
+        "host-frontd", "stored+1", "stored 1", "admins", "cell", "clients"}) {
     INFO(name);
     CHECK_FALSE(PeerRoleOfName(name).has_value());
   }
@@ -36,7 +39,8 @@ TEST_CASE("each socket's domain admits only the roles that talk to it") {
     std::string roles;
     for (PeerRole r : {PeerRole::kFrontd, PeerRole::kRouted, PeerRole::kStored,
                        PeerRole::kNotifyd, PeerRole::kAdmin}) {
-      if (DomainAdmits(domain, r)) roles += std::string(roles.empty() ? "" : " ") + PeerRoleName(r);
+      if (DomainAdmits(domain, r))
+        roles += std::string(roles.empty() ? "" : " ") + PeerRoleName(r);
     }
     return roles;
   };
@@ -63,7 +67,9 @@ void WriteKey(const std::string& path) {
 
 }  // namespace
 
-TEST_CASE("a peer-keys folder gives each key the roles of its names; a name with no role is an error") {
+TEST_CASE(
+    "a peer-keys folder gives each key the roles of its names; a name with no "
+    "role is an error") {
   TempDir dir;
   WriteKey(dir.path() + "/frontd-1.pub");
   WriteKey(dir.path() + "/stored@host3.pub");
@@ -74,7 +80,8 @@ TEST_CASE("a peer-keys folder gives each key the roles of its names; a name with
   REQUIRE(keys.size() == 3);
   std::multiset<PeerRole> roles;
   for (const auto& [key, r] : keys) roles.insert(r.begin(), r.end());
-  CHECK(roles == std::multiset<PeerRole>{PeerRole::kFrontd, PeerRole::kStored, PeerRole::kAdmin});
+  CHECK(roles == std::multiset<PeerRole>{PeerRole::kFrontd, PeerRole::kStored,
+                                         PeerRole::kAdmin});
 
   // The same key under two names has both roles.
   std::string line;
@@ -110,7 +117,9 @@ std::string HexOf(const std::string& z85) {
 
 }  // namespace
 
-TEST_CASE("an endpoint's server key is 40 characters of Z85 or 64 hex digits, told by its length") {
+TEST_CASE(
+    "an endpoint's server key is 40 characters of Z85 or 64 hex digits, told "
+    "by its length") {
   CurveKey want;
   REQUIRE(zmq_z85_decode(want.data(), kZ85.c_str()) != nullptr);
   const std::string hex = HexOf(kZ85);
@@ -147,17 +156,20 @@ TEST_CASE("an endpoint's server key is 40 characters of Z85 or 64 hex digits, to
   SECTION("anything else after an '@' is refused, naming both forms") {
     for (const std::string& key :
          {std::string(), kZ85.substr(1), kZ85 + "0", hex.substr(1), hex + "0",
-          kZ85.substr(0, 39) + "~", kZ85.substr(0, 39) + " ", hex.substr(0, 63) + "g",
-          std::string(40, '%')}) {
+          kZ85.substr(0, 39) + "~", kZ85.substr(0, 39) + " ",
+          hex.substr(0, 63) + "g", std::string(40, '%')}) {
       INFO(key);
       Status s = ParseEndpoint("tcp://10.0.0.5:7421@" + key, &ep);
       CHECK_FALSE(s.ok());
-      CHECK(s.message().find("40 characters of Z85 or 64 hex digits") != std::string::npos);
+      CHECK(s.message().find("40 characters of Z85 or 64 hex digits") !=
+            std::string::npos);
     }
   }
 }
 
-TEST_CASE("a key file holds Z85 or hex; anything else is refused, naming both forms") {
+TEST_CASE(
+    "a key file holds Z85 or hex; anything else is refused, naming both "
+    "forms") {
   TempDir dir;
   CurveKey z85_key, hex_key;
   std::ofstream(dir.path() + "/z85.pub") << kZ85 << "\n";
@@ -169,5 +181,6 @@ TEST_CASE("a key file holds Z85 or hex; anything else is refused, naming both fo
   std::ofstream(dir.path() + "/short.pub") << kZ85.substr(1) << "\n";
   Status s = ReadCurveKey(dir.path() + "/short.pub", &z85_key);
   CHECK_FALSE(s.ok());
-  CHECK(s.message().find("40 characters of Z85 or 64 hex digits") != std::string::npos);
+  CHECK(s.message().find("40 characters of Z85 or 64 hex digits") !=
+        std::string::npos);
 }

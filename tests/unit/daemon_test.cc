@@ -3,13 +3,14 @@
 // bound or opened until Start); the skeleton learns a daemon's name and
 // threads from its spec; reading an option that options.cc does not
 // declare is a programming error, not an empty string.
-#include <catch2/catch.hpp>
+#include "common/daemon.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <sysexits.h>
 #include <unistd.h>
 
+#include <catch2/catch.hpp>
 #include <cstdio>
 #include <fstream>
 #include <functional>
@@ -18,12 +19,10 @@
 #include <sstream>
 #include <string>
 #include <vector>
-
 #include <zmq.hpp>
 
 #include "common/config.h"
 #include "common/curve.h"
-#include "common/daemon.h"
 #include "common/log.h"
 #include "common/token.h"
 #include "daemons/frontd/frontd.h"
@@ -41,12 +40,14 @@ using Values = std::map<std::string, std::string>;
 
 // A configuration every daemon of the section takes (inproc:// endpoints,
 // folders in dir), with changes on top.
-Config Sample(const std::string& section, const TempDir& dir, const Values& changes = {}) {
-  Values v = {{"shards", "inproc://daemon-test-shard-0 inproc://daemon-test-shard-1"},
-              {"routed", "inproc://daemon-test-routed"},
-              {"notifyd-in", "inproc://daemon-test-notifyd-in"},
-              {"notifyd-out", "inproc://daemon-test-notifyd-out"},
-              {"token-keys", dir.path() + "/token"}};
+Config Sample(const std::string& section, const TempDir& dir,
+              const Values& changes = {}) {
+  Values v = {
+      {"shards", "inproc://daemon-test-shard-0 inproc://daemon-test-shard-1"},
+      {"routed", "inproc://daemon-test-routed"},
+      {"notifyd-in", "inproc://daemon-test-notifyd-in"},
+      {"notifyd-out", "inproc://daemon-test-notifyd-out"},
+      {"token-keys", dir.path() + "/token"}};
   if (section == "frontd") v["listen"] = "inproc://daemon-test-front";
   if (section == "stored") v["data-dir"] = dir.path() + "/data";
   if (section == "routed") v["id-lease"] = dir.path() + "/routed.lease";
@@ -78,14 +79,16 @@ std::string Refusal(const DaemonSpec& spec, const Config& config) {
 
 // Refusal of the spec's factory for the sample config of its section with
 // changes.
-std::function<std::string(const Values&)> RefusalOf(const DaemonSpec& spec, const TempDir& dir) {
+std::function<std::string(const Values&)> RefusalOf(const DaemonSpec& spec,
+                                                    const TempDir& dir) {
   return [spec, &dir](const Values& changes) {
     return Refusal(spec, Sample(spec.section, dir, changes));
   };
 }
 
 // Runs DaemonMain with args; its exit code and what it wrote to stderr.
-int RunDaemonMain(const DaemonSpec& spec, std::vector<std::string> args, std::string* err) {
+int RunDaemonMain(const DaemonSpec& spec, std::vector<std::string> args,
+                  std::string* err) {
   TempDir dir;
   const std::string err_path = dir.path() + "/stderr";
   std::fflush(stderr);
@@ -110,17 +113,22 @@ int RunDaemonMain(const DaemonSpec& spec, std::vector<std::string> args, std::st
 
 }  // namespace
 
-TEST_CASE("reading an option options.cc does not declare for the daemon fails loudly, naming it") {
+TEST_CASE(
+    "reading an option options.cc does not declare for the daemon fails "
+    "loudly, naming it") {
   Config stored = Config::FromMap("stored", {});
   CHECK(stored.Get("batch-max") == "1024");  // its own section
   CHECK(stored.Get("curve-ipc") == "yes");   // and [cell]
   CHECK_THROWS_AS(stored.Get("io-threads"), std::logic_error);  // frontd's
-  CHECK_THROWS_WITH(stored.Get("io-threads"),
-                    "option 'io-threads' is not declared for [stored] or [cell] in "
-                    "common/options.cc");
+  CHECK_THROWS_WITH(
+      stored.Get("io-threads"),
+      "option 'io-threads' is not declared for [stored] or [cell] in "
+      "common/options.cc");
   uint64_t n = 0;
-  CHECK_THROWS_WITH(stored.GetUint("max-in-flght", &n), Contains("'max-in-flght'"));
-  CHECK_THROWS_WITH(stored.GetDuration("session-timeout", &n), Contains("'session-timeout'"));
+  CHECK_THROWS_WITH(stored.GetUint("max-in-flght", &n),
+                    Contains("'max-in-flght'"));
+  CHECK_THROWS_WITH(stored.GetDuration("session-timeout", &n),
+                    Contains("'session-timeout'"));
   CHECK_THROWS_WITH(stored.GetList("listen-in"), Contains("'listen-in'"));
   CHECK_THROWS_AS(Config().Get("shards"), std::logic_error);  // nothing loaded
   // A test or a tool that names one is told as loudly.
@@ -128,19 +136,23 @@ TEST_CASE("reading an option options.cc does not declare for the daemon fails lo
                     Contains("'drop-every' is not declared for [routed]"));
 }
 
-TEST_CASE("DaemonMain exits EX_SOFTWARE with one line for an undeclared option, EX_CONFIG for a bad value") {
+TEST_CASE(
+    "DaemonMain exits EX_SOFTWARE with one line for an undeclared option, "
+    "EX_CONFIG for a bad value") {
   TempDir dir;
   const std::string conf = dir.path() + "/natter.conf";
   std::ofstream(conf) << "[cell]\nshards = ipc://a\n";
-  DaemonSpec spec("natter-test", "routed",
-                  [](const Config& config, zmq::context_t&, std::unique_ptr<Service>*) {
-                    config.Get("data-dir");  // stored's, not routed's
-                    return Status::Ok();
-                  });
+  DaemonSpec spec(
+      "natter-test", "routed",
+      [](const Config& config, zmq::context_t&, std::unique_ptr<Service>*) {
+        config.Get("data-dir");  // stored's, not routed's
+        return Status::Ok();
+      });
   std::string err;
   CHECK(RunDaemonMain(spec, {"-n", "-c", conf}, &err) == EX_SOFTWARE);
   CHECK(err ==
-        "natter-test: internal error: option 'data-dir' is not declared for [routed] or "
+        "natter-test: internal error: option 'data-dir' is not declared for "
+        "[routed] or "
         "[cell] in common/options.cc\n");
 
   spec.make = [](const Config&, zmq::context_t&, std::unique_ptr<Service>*) {
@@ -150,41 +162,53 @@ TEST_CASE("DaemonMain exits EX_SOFTWARE with one line for an undeclared option, 
   CHECK(err == "natter-test: generator: must be 0 to 255\n");
 }
 
-TEST_CASE("the skeleton names each daemon from its spec: frontd, routed, stored-N, notifyd") {
+TEST_CASE(
+    "the skeleton names each daemon from its spec: frontd, routed, stored-N, "
+    "notifyd") {
   TempDir dir;
   DaemonSettings settings;
-  REQUIRE(ReadDaemonSettings(stored::Spec(), Sample("stored", dir, {{"shard", "1"}}), &settings)
+  REQUIRE(ReadDaemonSettings(stored::Spec(),
+                             Sample("stored", dir, {{"shard", "1"}}), &settings)
               .ok());
   CHECK(settings.name == "stored-1");
   CHECK(settings.io_threads == 1);
-  REQUIRE(ReadDaemonSettings(frontd::Spec(), Sample("frontd", dir), &settings).ok());
+  REQUIRE(ReadDaemonSettings(frontd::Spec(), Sample("frontd", dir), &settings)
+              .ok());
   CHECK(settings.name == "frontd");
-  REQUIRE(ReadDaemonSettings(routed::Spec(), Sample("routed", dir), &settings).ok());
+  REQUIRE(ReadDaemonSettings(routed::Spec(), Sample("routed", dir), &settings)
+              .ok());
   CHECK(settings.name == "routed");
-  REQUIRE(ReadDaemonSettings(notifyd::Spec(), Sample("notifyd", dir), &settings).ok());
+  REQUIRE(ReadDaemonSettings(notifyd::Spec(), Sample("notifyd", dir), &settings)
+              .ok());
   CHECK(settings.name == "notifyd");
   CHECK(settings.io_threads == 1);
   CHECK(std::string(stored::Spec().program) == "natter-stored");
   CHECK(std::string(notifyd::Spec().section) == "notifyd");
 }
 
-TEST_CASE("frontd's io-threads are ZeroMQ I/O threads besides the cell's one, 1 to 16") {
+TEST_CASE(
+    "frontd's io-threads are ZeroMQ I/O threads besides the cell's one, 1 to "
+    "16") {
   TempDir dir;
   DaemonSettings settings;
-  REQUIRE(ReadDaemonSettings(frontd::Spec(), Sample("frontd", dir, {{"io-threads", "3"}}),
+  REQUIRE(ReadDaemonSettings(frontd::Spec(),
+                             Sample("frontd", dir, {{"io-threads", "3"}}),
                              &settings)
               .ok());
   CHECK(settings.io_threads == 4);
   for (const char* bad : {"0", "17", "x", ""}) {
     INFO(bad);
-    Status s = ReadDaemonSettings(frontd::Spec(), Sample("frontd", dir, {{"io-threads", bad}}),
+    Status s = ReadDaemonSettings(frontd::Spec(),
+                                  Sample("frontd", dir, {{"io-threads", bad}}),
                                   &settings);
     CHECK(s.code() == ErrorCode::kBadRequest);
     CHECK(s.message() == "io-threads: 1 to 16");
   }
 }
 
-TEST_CASE("every daemon is made from a sample config, reading only options it declares") {
+TEST_CASE(
+    "every daemon is made from a sample config, reading only options it "
+    "declares") {
   // Create reads every option of its daemon, so an undeclared one throws
   // here; the skeleton's own reads too.
   TempDir dir;
@@ -192,12 +216,15 @@ TEST_CASE("every daemon is made from a sample config, reading only options it de
   const std::vector<std::pair<DaemonSpec, Config>> daemons = {
       {frontd::Spec(), Sample("frontd", dir)},
       {routed::Spec(), Sample("routed", dir)},
-      {routed::Spec(), Sample("routed", dir, {{"listen", "inproc://daemon-test-own"}})},
+      {routed::Spec(),
+       Sample("routed", dir, {{"listen", "inproc://daemon-test-own"}})},
       {stored::Spec(), Sample("stored", dir)},
-      {stored::Spec(), Sample("stored", dir, {{"listen", "inproc://daemon-test-own"}})},
+      {stored::Spec(),
+       Sample("stored", dir, {{"listen", "inproc://daemon-test-own"}})},
       {notifyd::Spec(), Sample("notifyd", dir)},
-      {notifyd::Spec(), Sample("notifyd", dir, {{"listen-in", "inproc://daemon-test-in"},
-                                                {"listen-out", "inproc://daemon-test-out"}})},
+      {notifyd::Spec(), Sample("notifyd", dir,
+                               {{"listen-in", "inproc://daemon-test-in"},
+                                {"listen-out", "inproc://daemon-test-out"}})},
   };
   for (const auto& [spec, config] : daemons) {
     INFO(spec.program);
@@ -222,8 +249,9 @@ TEST_CASE("a factory binds and opens nothing: that is Start's") {
   std::unique_ptr<routed::Routed> route;
   REQUIRE(routed::Routed::Create(Sample("routed", dir), ctx, &route).ok());
   for (const char* endpoint :
-       {"inproc://daemon-test-front", "inproc://daemon-test-shard-0", "inproc://daemon-test-routed",
-        "inproc://daemon-test-notifyd-in", "inproc://daemon-test-notifyd-out"}) {
+       {"inproc://daemon-test-front", "inproc://daemon-test-shard-0",
+        "inproc://daemon-test-routed", "inproc://daemon-test-notifyd-in",
+        "inproc://daemon-test-notifyd-out"}) {
     INFO(endpoint);
     zmq::socket_t s(ctx, zmq::socket_type::pair);
     CHECK_NOTHROW(s.bind(endpoint));  // still free
@@ -236,28 +264,35 @@ TEST_CASE("frontd's factory refuses a bad value, naming it") {
   TempDir dir;
   AddTokenKey(dir);
   auto refusal = RefusalOf(frontd::Spec(), dir);
-  CHECK(refusal({{"session-timeout", "0"}}) == "session-timeout: must be above 0");
+  CHECK(refusal({{"session-timeout", "0"}}) ==
+        "session-timeout: must be above 0");
   CHECK(refusal({{"hello-timeout", "soon"}}) ==
         "hello-timeout: 'soon' is not a duration (90s, 15m, 24h, 7d)");
-  CHECK(refusal({{"max-in-flight", "0"}}) == "max-in-flight: must be at least 1");
-  CHECK(refusal({{"max-queued", "1000"}}) == "max-queued: must be at least 65536");
-  CHECK(refusal({{"max-clients", "-1"}}) == "max-clients: '-1' is not a whole number");
+  CHECK(refusal({{"max-in-flight", "0"}}) ==
+        "max-in-flight: must be at least 1");
+  CHECK(refusal({{"max-queued", "1000"}}) ==
+        "max-queued: must be at least 65536");
+  CHECK(refusal({{"max-clients", "-1"}}) ==
+        "max-clients: '-1' is not a whole number");
   CHECK(refusal({{"io-threads", "17"}}) == "io-threads: 1 to 16");
   CHECK(refusal({{"listen", ""}}) == "listen: no endpoint");
   CHECK(refusal({{"routed", ""}}) == "routed: no endpoint");
   CHECK(refusal({{"notifyd-out", ""}}) == "notifyd-out: no endpoint");
-  CHECK_THAT(refusal({{"token-keys", dir.path() + "/none"}}),
-             Catch::Matchers::StartsWith("token-keys: " + dir.path() + "/none: "));
+  CHECK_THAT(
+      refusal({{"token-keys", dir.path() + "/none"}}),
+      Catch::Matchers::StartsWith("token-keys: " + dir.path() + "/none: "));
 }
 
 TEST_CASE("routed's factory refuses a bad value, naming it") {
   TempDir dir;
   auto refusal = RefusalOf(routed::Spec(), dir);
   CHECK(refusal({{"generator", "300"}}) == "generator: must be 0 to 255");
-  CHECK(refusal({{"generator", "two"}}) == "generator: 'two' is not a whole number");
+  CHECK(refusal({{"generator", "two"}}) ==
+        "generator: 'two' is not a whole number");
   CHECK(refusal({{"shards", ""}}) == "shards: the shard map is empty");
   CHECK(refusal({{"routed", ""}}) == "routed: no endpoint");
-  CHECK(refusal({{"routed", ""}, {"listen", "inproc://daemon-test-own"}}) == "");
+  CHECK(refusal({{"routed", ""}, {"listen", "inproc://daemon-test-own"}}) ==
+        "");
 }
 
 TEST_CASE("stored's factory refuses a bad value, naming it") {
@@ -278,13 +313,16 @@ TEST_CASE("stored's factory refuses a bad value, naming it") {
 TEST_CASE("notifyd's factory refuses a bad value, naming it") {
   TempDir dir;
   auto refusal = RefusalOf(notifyd::Spec(), dir);
-  CHECK(refusal({{"drop-every", "junk"}}) == "drop-every: 'junk' is not a whole number");
+  CHECK(refusal({{"drop-every", "junk"}}) ==
+        "drop-every: 'junk' is not a whole number");
   CHECK(refusal({{"notifyd-in", ""}}) == "notifyd-in: no endpoint");
   CHECK(refusal({{"notifyd-out", ""}}) == "notifyd-out: no endpoint");
-  CHECK(refusal({{"notifyd-out", ""}, {"listen-out", "inproc://daemon-test-out"}}) == "");
+  CHECK(refusal({{"notifyd-out", ""},
+                 {"listen-out", "inproc://daemon-test-out"}}) == "");
 }
 
-TEST_CASE("a daemon's keys are made by a factory that refuses a bad configuration") {
+TEST_CASE(
+    "a daemon's keys are made by a factory that refuses a bad configuration") {
   TempDir dir;
   DaemonKeys keys;
   auto refusal = [&](const std::string& section, const Values& v) {
@@ -294,7 +332,8 @@ TEST_CASE("a daemon's keys are made by a factory that refuses a bad configuratio
   };
   CHECK(refusal("routed", {}) == "");
   CHECK_FALSE(keys.identity().enabled);
-  CHECK(refusal("routed", {{"curve-ipc", "maybe"}}) == "curve-ipc: 'maybe' is not yes or no");
+  CHECK(refusal("routed", {{"curve-ipc", "maybe"}}) ==
+        "curve-ipc: 'maybe' is not yes or no");
   CHECK_THAT(refusal("stored", {{"secret-key", dir.path() + "/none.key"}}),
              Catch::Matchers::StartsWith("secret-key: "));
   CurveKey public_key;
@@ -302,10 +341,12 @@ TEST_CASE("a daemon's keys are made by a factory that refuses a bad configuratio
   const std::string secret = dir.path() + "/routed.key";
   CHECK(refusal("routed", {{"secret-key", secret}}) ==
         "peer-keys: a daemon with a secret-key needs the cell's peer keys");
-  CHECK_THAT(refusal("routed", {{"secret-key", secret}, {"peer-keys", dir.path() + "/none"}}),
+  CHECK_THAT(refusal("routed", {{"secret-key", secret},
+                                {"peer-keys", dir.path() + "/none"}}),
              Catch::Matchers::StartsWith("peer-keys: "));
   // The folder with the pair in it: routed.pub names a role.
-  CHECK(refusal("routed", {{"secret-key", secret}, {"peer-keys", dir.path()}}) == "");
+  CHECK(refusal("routed",
+                {{"secret-key", secret}, {"peer-keys", dir.path()}}) == "");
   CHECK(keys.identity().enabled);
   CHECK(keys.identity().public_key == public_key);
 }

@@ -1,7 +1,7 @@
 // frontd's ClientGate (daemons/frontd/gate.h) on a loopback port of its
 // own, driven turn by turn as frontd drives it: its limits on connections
 // without a session, on silence and on a client that does not read.
-#include <catch2/catch.hpp>
+#include "daemons/frontd/gate.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -9,16 +9,15 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <catch2/catch.hpp>
 #include <chrono>
 #include <functional>
 #include <string>
 #include <thread>
 #include <vector>
-
 #include <zmq.hpp>
 
 #include "common/net.h"
-#include "daemons/frontd/gate.h"
 #include "tests/support/local_cell.h"
 #include "tests/support/wait.h"
 
@@ -35,7 +34,8 @@ struct TestGate {
   ClientGate gate;
   std::vector<ClientGate::Request> requests;
 
-  explicit TestGate(const ClientGate::Limits& limits) : gate(ctx, limits, CurveIdentity{}) {
+  explicit TestGate(const ClientGate::Limits& limits)
+      : gate(ctx, limits, CurveIdentity{}) {
     REQUIRE(port != 0);
     REQUIRE(gate.Bind("tcp://127.0.0.1:" + std::to_string(port), 1).ok());
   }
@@ -89,12 +89,15 @@ bool Closed(int fd) {
 
 }  // namespace
 
-TEST_CASE("the gate keeps max-pending-per-address connections without a session from an address") {
+TEST_CASE(
+    "the gate keeps max-pending-per-address connections without a session from "
+    "an address") {
   ClientGate::Limits limits;
   limits.max_pending_per_address = 1;
   TestGate t(limits);
   int first = ConnectFrom(2, t.port);
-  t.TurnUntil("the gate to take the connection", [&] { return t.gate.pending() == 1; });
+  t.TurnUntil("the gate to take the connection",
+              [&] { return t.gate.pending() == 1; });
   int second = ConnectFrom(2, t.port);
   t.TurnUntil("a second connection from the address to close the first",
               [&] { return Closed(first); });
@@ -109,7 +112,9 @@ TEST_CASE("the gate keeps max-pending-per-address connections without a session 
   for (int fd : {first, second, other}) ::close(fd);
 }
 
-TEST_CASE("the gate keeps max-pending connections without a session in all, the oldest going") {
+TEST_CASE(
+    "the gate keeps max-pending connections without a session in all, the "
+    "oldest going") {
   ClientGate::Limits limits;
   limits.max_pending = 2;
   TestGate t(limits);
@@ -120,7 +125,8 @@ TEST_CASE("the gate keeps max-pending connections without a session in all, the 
                 [&] { return t.gate.pending() == n; });
   }
   fds.push_back(ConnectFrom(4, t.port));
-  t.TurnUntil("a third connection to close the oldest", [&] { return Closed(fds[0]); });
+  t.TurnUntil("a third connection to close the oldest",
+              [&] { return Closed(fds[0]); });
   CHECK(t.gate.pending() == 2);
   CHECK_FALSE(Closed(fds[1]));
   CHECK_FALSE(Closed(fds[2]));
@@ -129,7 +135,9 @@ TEST_CASE("the gate keeps max-pending connections without a session in all, the 
   for (int fd : fds) ::close(fd);
 }
 
-TEST_CASE("a connection with no session within hello-timeout is closed; one with a session stays") {
+TEST_CASE(
+    "a connection with no session within hello-timeout is closed; one with a "
+    "session stays") {
   ClientGate::Limits limits;
   limits.hello_timeout = std::chrono::milliseconds(300);
   TestGate t(limits);
@@ -140,10 +148,12 @@ TEST_CASE("a connection with no session within hello-timeout is closed; one with
   client.set(zmq::sockopt::linger, 0);
   client.connect("tcp://127.0.0.1:" + std::to_string(t.port));
   client.send(zmq::str_buffer("hello"), zmq::send_flags::none);
-  t.TurnUntil("the client's first message", [&] { return !t.requests.empty(); });
+  t.TurnUntil("the client's first message",
+              [&] { return !t.requests.empty(); });
   REQUIRE(t.requests.size() == 1);
   t.gate.SetSession(t.requests[0].conn, true);
-  t.TurnUntil("hello-timeout to close the silent connection", [&] { return Closed(silent); });
+  t.TurnUntil("hello-timeout to close the silent connection",
+              [&] { return Closed(silent); });
   // Long past hello-timeout, on purpose: the connection with a session
   // stays.
   t.Turn(2000);
@@ -152,7 +162,9 @@ TEST_CASE("a connection with no session within hello-timeout is closed; one with
   ::close(silent);
 }
 
-TEST_CASE("a client that reads nothing is cut off once max-queued bytes wait for it") {
+TEST_CASE(
+    "a client that reads nothing is cut off once max-queued bytes wait for "
+    "it") {
   ClientGate::Limits limits;
   limits.max_queued = 64 * 1024;
   TestGate t(limits);
@@ -163,7 +175,8 @@ TEST_CASE("a client that reads nothing is cut off once max-queued bytes wait for
   client.set(zmq::sockopt::rcvbuf, 4096);
   client.connect("tcp://127.0.0.1:" + std::to_string(t.port));
   client.send(zmq::str_buffer("hello"), zmq::send_flags::none);
-  t.TurnUntil("the client's first message", [&] { return !t.requests.empty(); });
+  t.TurnUntil("the client's first message",
+              [&] { return !t.requests.empty(); });
   REQUIRE(t.requests.size() == 1);
   const ConnId conn = t.requests[0].conn;
   t.gate.SetSession(conn, true);

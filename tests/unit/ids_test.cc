@@ -1,9 +1,9 @@
-#include <catch2/catch.hpp>
+#include "common/ids.h"
 
+#include <catch2/catch.hpp>
 #include <cstdio>
 #include <unordered_set>
 
-#include "common/ids.h"
 #include "common/shard.h"
 #include "common/token.h"
 #include "daemons/routed/routed.h"
@@ -11,7 +11,8 @@
 
 using namespace natter;
 
-TEST_CASE("ids from one generator strictly increase and never repeat in a burst") {
+TEST_CASE(
+    "ids from one generator strictly increase and never repeat in a burst") {
   SnowflakeGenerator gen(3);
   uint64_t now = NowMs();
   MessageId last;
@@ -85,7 +86,7 @@ TEST_CASE("growing the shard map moves only the users of the new shard") {
       REQUIRE(after == 3);
     }
   }
-  CHECK(moved > 8000);   // about a quarter
+  CHECK(moved > 8000);  // about a quarter
   CHECK(moved < 12000);
 }
 
@@ -114,7 +115,8 @@ MessageId IdOfSend(routed::Router& router, uint64_t now_ms) {
 
 }  // namespace
 
-TEST_CASE("a restarted routed never reuses an id, even with the clock set back") {
+TEST_CASE(
+    "a restarted routed never reuses an id, even with the clock set back") {
   TempDir dir;
   std::string lease = dir.path() + "/routed.lease";
   uint64_t now = NowMs();

@@ -1,10 +1,10 @@
 // LinkWatch: the links of a connecting socket stay up whatever ends them.
-#include <catch2/catch.hpp>
+#include "common/net.h"
 
+#include <catch2/catch.hpp>
 #include <chrono>
 #include <string>
 
-#include "common/net.h"
 #include "tests/support/temp_dir.h"
 #include "tests/support/wait.h"
 
@@ -28,11 +28,13 @@ KeyPair NewKeys() {
 }
 
 // A peer of the watched socket: a CURVE server with a key of its own.
-zmq::socket_t Server(zmq::context_t& ctx, const KeyPair& keys, const std::string& address) {
+zmq::socket_t Server(zmq::context_t& ctx, const KeyPair& keys,
+                     const std::string& address) {
   zmq::socket_t s(ctx, zmq::socket_type::router);
   s.set(zmq::sockopt::linger, 0);
   s.set(zmq::sockopt::curve_server, 1);
-  s.set(zmq::sockopt::curve_secretkey, zmq::const_buffer(keys.secret.data(), 32));
+  s.set(zmq::sockopt::curve_secretkey,
+        zmq::const_buffer(keys.secret.data(), 32));
   s.bind(address);
   return s;
 }
@@ -40,26 +42,33 @@ zmq::socket_t Server(zmq::context_t& ctx, const KeyPair& keys, const std::string
 // Waits (checking the watch) until server, named `name`, receives
 // something from the watched socket, which keeps sending; sets its routing
 // id there.
-void AwaitReaches(LinkWatch& watch, zmq::socket_t& client, zmq::socket_t& server,
-                  const std::string& name, int seconds, std::string* routing_id = nullptr) {
-  WaitUntil("a ping to reach " + name, [&] {
-    Parts got;
-    if (!RecvParts(server, &got)) return false;
-    if (routing_id != nullptr) *routing_id = got[0].to_string();
-    return true;
-  }, seconds, [&] {
-    watch.Check();
-    Parts ping;
-    ping.push_back(ToMessage("ping"));
-    SendParts(client, ping);
-    zmq::pollitem_t item = {server.handle(), 0, ZMQ_POLLIN, 0};
-    zmq::poll(&item, 1, std::chrono::milliseconds(20));
-  });
+void AwaitReaches(LinkWatch& watch, zmq::socket_t& client,
+                  zmq::socket_t& server, const std::string& name, int seconds,
+                  std::string* routing_id = nullptr) {
+  WaitUntil(
+      "a ping to reach " + name,
+      [&] {
+        Parts got;
+        if (!RecvParts(server, &got)) return false;
+        if (routing_id != nullptr) *routing_id = got[0].to_string();
+        return true;
+      },
+      seconds,
+      [&] {
+        watch.Check();
+        Parts ping;
+        ping.push_back(ToMessage("ping"));
+        SendParts(client, ping);
+        zmq::pollitem_t item = {server.handle(), 0, ZMQ_POLLIN, 0};
+        zmq::poll(&item, 1, std::chrono::milliseconds(20));
+      });
 }
 
 }  // namespace
 
-TEST_CASE("a link that ended for a protocol error is connected again, with its own server key") {
+TEST_CASE(
+    "a link that ended for a protocol error is connected again, with its own "
+    "server key") {
   TempDir dir;
   zmq::context_t ctx(1);
   KeyPair a_keys = NewKeys(), b_keys = NewKeys(), mine = NewKeys();
@@ -76,12 +85,19 @@ TEST_CASE("a link that ended for a protocol error is connected again, with its o
   watch.Add(client, "test");
   // Two peers with two keys: the socket's options hold b's key last, so
   // a's link comes back only if it is connected with a's own.
-  REQUIRE(watch.Connect(client, me, "ipc://" + dir.path() + "/a.sock@" +
-                                        CurveKeyHex(a_keys.public_key)).ok());
-  REQUIRE(watch.Connect(client, me, "ipc://" + dir.path() + "/b.sock@" +
-                                        CurveKeyHex(b_keys.public_key)).ok());
-  WaitUntil("both links to be up", [&] { return watch.AllConnected(); }, 10, {},
-            [&] { return "waiting: " + watch.Waiting(); });
+  REQUIRE(watch
+              .Connect(client, me,
+                       "ipc://" + dir.path() + "/a.sock@" +
+                           CurveKeyHex(a_keys.public_key))
+              .ok());
+  REQUIRE(watch
+              .Connect(client, me,
+                       "ipc://" + dir.path() + "/b.sock@" +
+                           CurveKeyHex(b_keys.public_key))
+              .ok());
+  WaitUntil(
+      "both links to be up", [&] { return watch.AllConnected(); }, 10, {},
+      [&] { return "waiting: " + watch.Waiting(); });
   CHECK(watch.Waiting().empty());
   std::string id;
   AwaitReaches(watch, client, a, "a", 10, &id);
@@ -94,10 +110,13 @@ TEST_CASE("a link that ended for a protocol error is connected again, with its o
   REQUIRE(SendParts(a, huge));
   // The watch sees the link end and connects it again; whatever reached a
   // before that does not count.
-  WaitUntil("the watch to connect the ended link again", [&] {
-    watch.Check();
-    return watch.relinks() >= 1;
-  }, 15);
+  WaitUntil(
+      "the watch to connect the ended link again",
+      [&] {
+        watch.Check();
+        return watch.relinks() >= 1;
+      },
+      15);
   Parts stale;
   while (RecvParts(a, &stale)) {
   }

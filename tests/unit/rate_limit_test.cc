@@ -1,12 +1,12 @@
-#include <catch2/catch.hpp>
+#include "daemons/stored/rate_limit.h"
 
+#include <catch2/catch.hpp>
 #include <chrono>
 #include <map>
 #include <string>
 
 #include "common/config.h"
 #include "common/metrics.h"
-#include "daemons/stored/rate_limit.h"
 #include "daemons/stored/stored.h"
 #include "tests/support/temp_dir.h"
 
@@ -62,7 +62,9 @@ TEST_CASE("a user's bucket gives its burst at once, then its rate") {
   CHECK(Drain(&limiter, UserId(1), t0 + seconds(60)) == 50);
 }
 
-TEST_CASE("a refused request takes nothing, and nothing overtakes it until any request fits") {
+TEST_CASE(
+    "a refused request takes nothing, and nothing overtakes it until any "
+    "request fits") {
   UserRateLimiter limiter(10, 10);
   Clock::time_point t0 = Clock::now();
   REQUIRE(limiter.Take(UserId(1), 8, t0));
@@ -93,12 +95,17 @@ TEST_CASE("a send costs one unit and one more for each full KiB of text") {
 
   React react;
   react.emoji = "👍";
-  CHECK(UserRateLimiter::Cost(Decoded(Encoded(MsgType::kReact, UserId(1), react))) == 1);
-  CHECK(UserRateLimiter::Cost(Decoded(Encoded(MsgType::kSeen, UserId(1), MarkSeen()))) == 1);
+  CHECK(UserRateLimiter::Cost(
+            Decoded(Encoded(MsgType::kReact, UserId(1), react))) == 1);
+  CHECK(UserRateLimiter::Cost(
+            Decoded(Encoded(MsgType::kSeen, UserId(1), MarkSeen()))) == 1);
   // Not charged: hand-offs (charged at their sender's shard), cursors, reads.
-  CHECK(UserRateLimiter::Cost(Decoded(Encoded(MsgType::kHandoff, UserId(1), Handoff()))) == 0);
-  CHECK(UserRateLimiter::Cost(Decoded(Encoded(MsgType::kAck, UserId(1), Ack()))) == 0);
-  CHECK(UserRateLimiter::Cost(Decoded(Encoded(MsgType::kSync, UserId(1), Sync()))) == 0);
+  CHECK(UserRateLimiter::Cost(
+            Decoded(Encoded(MsgType::kHandoff, UserId(1), Handoff()))) == 0);
+  CHECK(UserRateLimiter::Cost(
+            Decoded(Encoded(MsgType::kAck, UserId(1), Ack()))) == 0);
+  CHECK(UserRateLimiter::Cost(
+            Decoded(Encoded(MsgType::kSync, UserId(1), Sync()))) == 0);
 
   UserRateLimiter limiter(1, 10);
   Clock::time_point t0 = Clock::now();
@@ -107,7 +114,8 @@ TEST_CASE("a send costs one unit and one more for each full KiB of text") {
   CHECK(limiter.Admit(long_text, t0));
   CHECK_FALSE(limiter.Admit(long_text, t0));  // 2 left
   CHECK(limiter.refused() == 1);
-  CHECK(limiter.Admit(Decoded(SendOf(UserId(1), 10)), t0 + seconds(3)));  // 5 there
+  CHECK(limiter.Admit(Decoded(SendOf(UserId(1), 10)),
+                      t0 + seconds(3)));  // 5 there
   CHECK(limiter.Admit(Decoded(SendOf(UserId(1), 3000)), t0 + seconds(3)));
   CHECK(limiter.Admit(Decoded(SendOf(UserId(1), 10)), t0 + seconds(3)));
   CHECK_FALSE(limiter.Admit(Decoded(SendOf(UserId(1), 10)), t0 + seconds(3)));
@@ -132,7 +140,8 @@ TEST_CASE("a user whose bucket is full again is forgotten") {
 
 TEST_CASE("a rate or a burst of 0 is no limit") {
   Clock::time_point t0 = Clock::now();
-  for (auto [rate, burst] : {std::pair<uint64_t, uint64_t>{0, 100}, {100, 0}, {0, 0}}) {
+  for (auto [rate, burst] :
+       {std::pair<uint64_t, uint64_t>{0, 100}, {100, 0}, {0, 0}}) {
     UserRateLimiter limiter(rate, burst);
     CHECK_FALSE(limiter.enabled());
     for (int i = 0; i < 100000; ++i) REQUIRE(limiter.Take(UserId(1), 5, t0));
@@ -149,15 +158,18 @@ namespace {
 // A shard on inproc:// with the given [stored] settings, and a socket that
 // talks to it as routed does.
 struct InprocShard {
-  explicit InprocShard(const std::string& user_rate, const std::string& user_burst)
+  explicit InprocShard(const std::string& user_rate,
+                       const std::string& user_burst)
       : dealer(ctx, zmq::socket_type::dealer) {
-    REQUIRE(Stored::Create(Config::FromMap("stored", {{"shards", "inproc://rate-shard-0"},
-                                                      {"routed", "inproc://rate-routed"},
-                                                      {"notifyd-in", "inproc://rate-notifyd-in"},
-                                                      {"data-dir", dir.path()},
-                                                      {"user-rate", user_rate},
-                                                      {"user-burst", user_burst}}),
-                           ctx, &stored)
+    REQUIRE(Stored::Create(
+                Config::FromMap("stored",
+                                {{"shards", "inproc://rate-shard-0"},
+                                 {"routed", "inproc://rate-routed"},
+                                 {"notifyd-in", "inproc://rate-notifyd-in"},
+                                 {"data-dir", dir.path()},
+                                 {"user-rate", user_rate},
+                                 {"user-burst", user_burst}}),
+                ctx, &stored)
                 .ok());
     REQUIRE(stored->Start().ok());
     dealer.connect("inproc://rate-shard-0");
@@ -212,8 +224,9 @@ struct InprocShard {
 
 }  // namespace
 
-TEST_CASE("in one batch, a user over its rate gets busy for the excess, in order, "
-          "while another user of the shard is served") {
+TEST_CASE(
+    "in one batch, a user over its rate gets busy for the excess, in order, "
+    "while another user of the shard is served") {
   InprocShard shard("1", "20");
   const UserId flooder(1), other(2);
   std::map<uint64_t, UserId> sender;  // by correlation id
@@ -266,21 +279,25 @@ TEST_CASE("a shard with user-rate 0 takes every request of a user") {
   shard.stored->RunOnce(1000);
   auto answers = shard.Answers(1000);
   REQUIRE(answers.size() == 1000);
-  for (const auto& [corr, answer] : answers) CHECK(answer.first == MsgType::kProcessed);
+  for (const auto& [corr, answer] : answers)
+    CHECK(answer.first == MsgType::kProcessed);
   CHECK(shard.Metric("natter_stored_rate_refused_total") == 0);
 }
 
-TEST_CASE("a user-burst below the cost of the longest text is a configuration error") {
+TEST_CASE(
+    "a user-burst below the cost of the longest text is a configuration "
+    "error") {
   TempDir dir;
   zmq::context_t ctx(1);
   std::unique_ptr<Stored> stored;
-  Status s = Stored::Create(Config::FromMap("stored", {{"shards", "inproc://rate-bad"},
-                                                       {"routed", "inproc://rate-routed"},
-                                                       {"notifyd-in", "inproc://rate-notifyd-in"},
-                                                       {"data-dir", dir.path()},
-                                                       {"user-rate", "50"},
-                                                       {"user-burst", "4"}}),
-                            ctx, &stored);
+  Status s = Stored::Create(
+      Config::FromMap("stored", {{"shards", "inproc://rate-bad"},
+                                 {"routed", "inproc://rate-routed"},
+                                 {"notifyd-in", "inproc://rate-notifyd-in"},
+                                 {"data-dir", dir.path()},
+                                 {"user-rate", "50"},
+                                 {"user-burst", "4"}}),
+      ctx, &stored);
   CHECK(s.code() == ErrorCode::kBadRequest);
   CHECK(s.message().find("user-burst: must be 0 or at least") == 0);
   CHECK(stored == nullptr);

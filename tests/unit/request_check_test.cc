@@ -1,9 +1,9 @@
 // frontd's rules for client requests (daemons/frontd/request_check.h),
 // driven with decoded requests: what goes on to routed, under which header,
 // and what is refused with which code.
-#include <catch2/catch.hpp>
-
 #include "daemons/frontd/request_check.h"
+
+#include <catch2/catch.hpp>
 
 using namespace natter;
 using namespace natter::frontd;
@@ -32,7 +32,9 @@ T Passed(const RequestCheck& check, Header* header = nullptr) {
 
 }  // namespace
 
-TEST_CASE("a request goes on under the session's header, whatever the client's said") {
+TEST_CASE(
+    "a request goes on under the session's header, whatever the client's "
+    "said") {
   RequestCheck check(SessionHeader());
   Send send{"c1", UserId(8), "hello"};
   REQUIRE(check(send).ok());
@@ -50,12 +52,15 @@ TEST_CASE("a request goes on under the session's header, whatever the client's s
 TEST_CASE("frontd refuses what the limits forbid, each with its code") {
   RequestCheck check(SessionHeader());
   CHECK(check(Send{"c", UserId(8), ""}).code() == ErrorCode::kBadData);
-  CHECK(check(Send{"c", UserId(8), std::string(kMaxTextBytes + 1, 'x')}).code() ==
-        ErrorCode::kBadData);
+  CHECK(
+      check(Send{"c", UserId(8), std::string(kMaxTextBytes + 1, 'x')}).code() ==
+      ErrorCode::kBadData);
   CHECK(check(Send{"c", UserId(0), "x"}).code() == ErrorCode::kBadRequest);
   CHECK(check(Send{"", UserId(8), "x"}).code() == ErrorCode::kBadRequest);
-  CHECK(check(React{UserId(8), MessageId(1), std::string()}).code() == ErrorCode::kBadData);
-  CHECK(check(MarkSeen{UserId(0), MessageId(1)}).code() == ErrorCode::kBadRequest);
+  CHECK(check(React{UserId(8), MessageId(1), std::string()}).code() ==
+        ErrorCode::kBadData);
+  CHECK(check(MarkSeen{UserId(0), MessageId(1)}).code() ==
+        ErrorCode::kBadRequest);
   History q;
   q.peer = UserId(0);
   CHECK(check(q).code() == ErrorCode::kBadRequest);

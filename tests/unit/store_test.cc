@@ -1,6 +1,9 @@
-#include <catch2/catch.hpp>
+#include "daemons/stored/store.h"
+
+#include <leveldb/iterator.h>
 
 #include <algorithm>
+#include <catch2/catch.hpp>
 #include <cstdlib>
 #include <map>
 #include <memory>
@@ -8,12 +11,9 @@
 #include <set>
 #include <string>
 
-#include <leveldb/iterator.h>
-
 #include "common/shard.h"
 #include "common/text.h"
 #include "daemons/stored/keys.h"
-#include "daemons/stored/store.h"
 #include "daemons/stored/stored.h"
 #include "tests/support/temp_dir.h"
 
@@ -31,7 +31,8 @@ Request MakeRequest(const std::string& body) {
 }
 
 template <typename T>
-Request Make(MsgType type, UserId user, const std::string& device, const T& body) {
+Request Make(MsgType type, UserId user, const std::string& device,
+             const T& body) {
   Header h;
   h.type = static_cast<uint8_t>(type);
   h.corr = g_next_id;
@@ -79,8 +80,9 @@ SyncReply SyncFrom(Store& store, UserId user, const std::string& device,
   s.from_cursor = from_cursor;
   s.after = after;
   s.limit = limit;
-  return ReplyAs<SyncReply>(ApplyOne(store, Make(MsgType::kSync, user, device, s)),
-                            MsgType::kSyncReply);
+  return ReplyAs<SyncReply>(
+      ApplyOne(store, Make(MsgType::kSync, user, device, s)),
+      MsgType::kSyncReply);
 }
 
 // Two users that live on different shards of a map of n.
@@ -188,7 +190,8 @@ TEST_CASE("every synced write is there after close and reopen") {
     for (int b = 0; b < 10; ++b) {
       std::vector<Request> batch;
       for (int i = 0; i < 50; ++i) {
-        batch.push_back(StoreMsg(UserId(1), UserId(2), "m" + std::to_string(b * 50 + i),
+        batch.push_back(StoreMsg(UserId(1), UserId(2),
+                                 "m" + std::to_string(b * 50 + i),
                                  "text " + std::to_string(b * 50 + i)));
       }
       Effects e;
@@ -219,7 +222,8 @@ TEST_CASE("a device starts at the head, and its cursor follows its acks") {
   Store store(0, 1);
   REQUIRE(store.Open(dir.path() + "/db").ok());
   std::vector<Request> batch;
-  for (int i = 0; i < 5; ++i) batch.push_back(StoreMsg(UserId(1), UserId(2), "a" + std::to_string(i)));
+  for (int i = 0; i < 5; ++i)
+    batch.push_back(StoreMsg(UserId(1), UserId(2), "a" + std::to_string(i)));
   Effects e;
   REQUIRE(store.Apply(&batch, &e).ok());
 
@@ -229,7 +233,8 @@ TEST_CASE("a device starts at the head, and its cursor follows its acks") {
   CHECK(first.head == Seq(5));
 
   batch.clear();
-  for (int i = 5; i < 8; ++i) batch.push_back(StoreMsg(UserId(1), UserId(2), "a" + std::to_string(i)));
+  for (int i = 5; i < 8; ++i)
+    batch.push_back(StoreMsg(UserId(1), UserId(2), "a" + std::to_string(i)));
   REQUIRE(store.Apply(&batch, &e).ok());
   SyncReply missed = SyncFrom(store, UserId(2), "new", true, Seq());
   REQUIRE(missed.events.size() == 3);
@@ -289,7 +294,9 @@ TEST_CASE("a message between shards goes to the outbox until acknowledged") {
   CHECK(home2.PendingHandoffs().empty());
 }
 
-TEST_CASE("an acknowledgement for another hand-off with the same number deletes nothing") {
+TEST_CASE(
+    "an acknowledgement for another hand-off with the same number deletes "
+    "nothing") {
   auto [alice, bob] = UsersOnTwoShards(2);
   TempDir dir;
   Store home(HomeShard(alice, 2), 2);
@@ -310,7 +317,8 @@ TEST_CASE("sync pages through a mailbox in order") {
   Store store(0, 1);
   REQUIRE(store.Open(dir.path() + "/db").ok());
   std::vector<Request> batch;
-  for (int i = 0; i < 250; ++i) batch.push_back(StoreMsg(UserId(5), UserId(6), std::to_string(i)));
+  for (int i = 0; i < 250; ++i)
+    batch.push_back(StoreMsg(UserId(5), UserId(6), std::to_string(i)));
   Effects e;
   REQUIRE(store.Apply(&batch, &e).ok());
   Seq after;
@@ -324,14 +332,16 @@ TEST_CASE("sync pages through a mailbox in order") {
   CHECK(total == 250);
 }
 
-TEST_CASE("the shard writes every request waiting on its socket in one synced batch") {
+TEST_CASE(
+    "the shard writes every request waiting on its socket in one synced "
+    "batch") {
   TempDir dir;
   zmq::context_t ctx(1);
-  Config config = Config::FromMap(
-      "stored", {{"shards", "inproc://shard-0"},
-                 {"routed", "inproc://routed"},
-                 {"notifyd-in", "inproc://notifyd-in"},
-                 {"data-dir", dir.path()}});
+  Config config =
+      Config::FromMap("stored", {{"shards", "inproc://shard-0"},
+                                 {"routed", "inproc://routed"},
+                                 {"notifyd-in", "inproc://notifyd-in"},
+                                 {"data-dir", dir.path()}});
   std::unique_ptr<Stored> stored;
   REQUIRE(Stored::Create(config, ctx, &stored).ok());
   REQUIRE(stored->Start().ok());
@@ -365,11 +375,13 @@ TEST_CASE("the shard writes every request waiting on its socket in one synced ba
 namespace {
 
 template <typename T>
-Request Ask(MsgType type, UserId user, const std::string& device, const T& body) {
+Request Ask(MsgType type, UserId user, const std::string& device,
+            const T& body) {
   return Make(type, user, device, body);
 }
 
-Request ReactTo(UserId user, UserId peer, MessageId id, std::optional<std::string> emoji) {
+Request ReactTo(UserId user, UserId peer, MessageId id,
+                std::optional<std::string> emoji) {
   React r;
   r.peer = peer;
   r.id = id;
@@ -392,8 +404,9 @@ HistoryReply HistoryOf(Store& store, UserId user, UserId peer, HistoryMode mode,
   q.mode = mode;
   q.bound = bound;
   q.limit = limit;
-  return ReplyAs<HistoryReply>(ApplyOne(store, Ask(MsgType::kHistory, user, "phone", q)),
-                               MsgType::kHistoryReply);
+  return ReplyAs<HistoryReply>(
+      ApplyOne(store, Ask(MsgType::kHistory, user, "phone", q)),
+      MsgType::kHistoryReply);
 }
 
 MessageId SendOne(Store& store, UserId from, UserId to, const std::string& cmid,
@@ -424,8 +437,9 @@ TEST_CASE("a late, older reaction change never undoes a newer one") {
 
   // Alice removed her reaction (version 9) after setting it (version 5);
   // the hand-offs arrive the other way round.
-  for (const Handoff& h : {ReactionChange(bob, alice, id, std::nullopt, 9),
-                           ReactionChange(bob, alice, id, std::string("👍"), 5)}) {
+  for (const Handoff& h :
+       {ReactionChange(bob, alice, id, std::nullopt, 9),
+        ReactionChange(bob, alice, id, std::string("👍"), 5)}) {
     std::vector<Request> r;
     r.push_back(Make(MsgType::kHandoff, bob, "", h));
     Effects re;
@@ -437,7 +451,8 @@ TEST_CASE("a late, older reaction change never undoes a newer one") {
   CHECK(h.messages[0].reactions.empty());
 }
 
-TEST_CASE("a reaction on a message outside the user's conversations is refused") {
+TEST_CASE(
+    "a reaction on a message outside the user's conversations is refused") {
   TempDir dir;
   Store store(0, 1);
   REQUIRE(store.Open(dir.path() + "/db").ok());
@@ -447,19 +462,22 @@ TEST_CASE("a reaction on a message outside the user's conversations is refused")
   batch.push_back(ReactTo(UserId(2), UserId(1), id, std::string("👍")));
   Effects e;
   REQUIRE(store.Apply(&batch, &e).ok());
-  CHECK(ReplyAs<Error>(batch[0], MsgType::kError).code ==
-        ErrorCode::kNotFound);
+  CHECK(ReplyAs<Error>(batch[0], MsgType::kError).code == ErrorCode::kNotFound);
   Done done = ReplyAs<Done>(batch[1], MsgType::kOk);
   CHECK(done.seq == Seq(2));  // bob's mailbox: the message, then his reaction
   REQUIRE(e.publish.size() == 2);  // to bob's mailbox and alice's
 }
 
-TEST_CASE("the first acknowledgement delivers, seen covers earlier messages, unread follows") {
+TEST_CASE(
+    "the first acknowledgement delivers, seen covers earlier messages, unread "
+    "follows") {
   TempDir dir;
   Store store(0, 1);
   REQUIRE(store.Open(dir.path() + "/db").ok());
   std::vector<MessageId> ids;
-  for (int i = 0; i < 5; ++i) ids.push_back(SendOne(store, UserId(1), UserId(2), "m" + std::to_string(i)));
+  for (int i = 0; i < 5; ++i)
+    ids.push_back(
+        SendOne(store, UserId(1), UserId(2), "m" + std::to_string(i)));
   // Bob's device acknowledges the first three events of his mailbox.
   Ack ack;
   ack.seq = Seq(3);
@@ -485,7 +503,8 @@ TEST_CASE("the first acknowledgement delivers, seen covers earlier messages, unr
   batch.push_back(Make(MsgType::kSeen, UserId(2), "phone", seen));
   Effects e3;
   REQUIRE(store.Apply(&batch, &e3).ok());
-  HistoryReply h = HistoryOf(store, UserId(1), UserId(2), HistoryMode::kLatest, 0, 10);
+  HistoryReply h =
+      HistoryOf(store, UserId(1), UserId(2), HistoryMode::kLatest, 0, 10);
   REQUIRE(h.messages.size() == 5);
   for (size_t i = 0; i < 5; ++i) {
     CHECK(h.messages[i].delivered == (i < 3));
@@ -505,25 +524,33 @@ TEST_CASE("history answers each mode from the right place") {
   Store store(0, 1);
   REQUIRE(store.Open(dir.path() + "/db").ok());
   std::vector<MessageId> ids;
-  for (int i = 0; i < 20; ++i) ids.push_back(SendOne(store, UserId(1), UserId(2), "h" + std::to_string(i)));
+  for (int i = 0; i < 20; ++i)
+    ids.push_back(
+        SendOne(store, UserId(1), UserId(2), "h" + std::to_string(i)));
   SendOne(store, UserId(1), UserId(3), "elsewhere");  // another conversation
   auto page_ids = [](const HistoryReply& r) {
     std::vector<MessageId> v;
     for (const auto& m : r.messages) v.push_back(m.message.id);
     return v;
   };
-  HistoryReply latest = HistoryOf(store, UserId(1), UserId(2), HistoryMode::kLatest, 0, 5);
+  HistoryReply latest =
+      HistoryOf(store, UserId(1), UserId(2), HistoryMode::kLatest, 0, 5);
   CHECK(page_ids(latest) == std::vector<MessageId>(ids.end() - 5, ids.end()));
   CHECK(latest.more);
-  HistoryReply before = HistoryOf(store, UserId(1), UserId(2), HistoryMode::kBefore, ids[3].value, 5);
-  CHECK(page_ids(before) == std::vector<MessageId>(ids.begin(), ids.begin() + 3));
+  HistoryReply before = HistoryOf(store, UserId(1), UserId(2),
+                                  HistoryMode::kBefore, ids[3].value, 5);
+  CHECK(page_ids(before) ==
+        std::vector<MessageId>(ids.begin(), ids.begin() + 3));
   CHECK_FALSE(before.more);
-  HistoryReply after = HistoryOf(store, UserId(1), UserId(2), HistoryMode::kAfter, ids[15].value, 10);
+  HistoryReply after = HistoryOf(store, UserId(1), UserId(2),
+                                 HistoryMode::kAfter, ids[15].value, 10);
   CHECK(page_ids(after) == std::vector<MessageId>(ids.begin() + 16, ids.end()));
   CHECK_FALSE(after.more);
-  HistoryReply none = HistoryOf(store, UserId(1), UserId(2), HistoryMode::kAt, 1000, 5);
+  HistoryReply none =
+      HistoryOf(store, UserId(1), UserId(2), HistoryMode::kAt, 1000, 5);
   CHECK(none.messages.empty());
-  HistoryReply bob = HistoryOf(store, UserId(2), UserId(1), HistoryMode::kLatest, 0, 100);
+  HistoryReply bob =
+      HistoryOf(store, UserId(2), UserId(1), HistoryMode::kLatest, 0, 100);
   CHECK(page_ids(bob) == ids);
 }
 
@@ -535,8 +562,9 @@ TEST_CASE("a full head cache never makes a batch hand out a seq twice") {
   std::vector<Request> batch;
   for (int round = 0; round < 3; ++round) {
     for (uint64_t u = 1; u <= 5; ++u) {
-      batch.push_back(StoreMsg(UserId(u), UserId(u),
-                               "c" + std::to_string(round) + "-" + std::to_string(u)));
+      batch.push_back(
+          StoreMsg(UserId(u), UserId(u),
+                   "c" + std::to_string(round) + "-" + std::to_string(u)));
     }
   }
   Effects e;
@@ -544,7 +572,8 @@ TEST_CASE("a full head cache never makes a batch hand out a seq twice") {
   std::map<uint64_t, std::set<uint64_t>> seqs;  // user -> seqs of its sends
   for (const Request& r : batch) {
     Processed p = ReplyAs<Processed>(r, MsgType::kProcessed);
-    std::optional<uint64_t> user = ParseUint(p.client_msg_id.substr(p.client_msg_id.find('-') + 1));
+    std::optional<uint64_t> user =
+        ParseUint(p.client_msg_id.substr(p.client_msg_id.find('-') + 1));
     REQUIRE(user);
     CHECK(seqs[*user].insert(p.seq.value).second);
   }
@@ -559,8 +588,9 @@ TEST_CASE("a full head cache never makes a batch hand out a seq twice") {
 namespace {
 
 ChatsReply ChatsOf(Store& store, UserId user, const Chats& query = Chats()) {
-  return ReplyAs<ChatsReply>(ApplyOne(store, Make(MsgType::kChats, user, "phone", query)),
-                             MsgType::kChatsReply);
+  return ReplyAs<ChatsReply>(
+      ApplyOne(store, Make(MsgType::kChats, user, "phone", query)),
+      MsgType::kChatsReply);
 }
 
 const std::string kLongText(kMaxTextBytes, 'x');
@@ -574,14 +604,16 @@ TEST_CASE("a sync page ends within its byte budget and says more") {
   // 64 notes-to-self of 4 KB: 256 KiB of text, more than a client takes.
   std::vector<Request> batch;
   for (int i = 0; i < 64; ++i) {
-    batch.push_back(StoreMsg(UserId(5), UserId(5), "n" + std::to_string(i), kLongText));
+    batch.push_back(
+        StoreMsg(UserId(5), UserId(5), "n" + std::to_string(i), kLongText));
   }
   Effects e;
   REQUIRE(store.Apply(&batch, &e).ok());
   Seq after;
   int pages = 0;
   for (;;) {
-    SyncReply page = SyncFrom(store, UserId(5), "d", false, after, kMaxSyncPage);
+    SyncReply page =
+        SyncFrom(store, UserId(5), "d", false, after, kMaxSyncPage);
     REQUIRE_FALSE(page.events.empty());
     ++pages;
     for (const Event& ev : page.events) CHECK(ev.seq == Seq(++after.value));
@@ -598,11 +630,13 @@ TEST_CASE("a history page ends within its byte budget, in both directions") {
   std::vector<MessageId> ids;
   std::vector<Request> batch;
   for (int i = 0; i < 100; ++i) {
-    batch.push_back(StoreMsg(UserId(1), UserId(2), "h" + std::to_string(i), kLongText));
+    batch.push_back(
+        StoreMsg(UserId(1), UserId(2), "h" + std::to_string(i), kLongText));
   }
   Effects e;
   REQUIRE(store.Apply(&batch, &e).ok());
-  for (const Request& r : batch) ids.push_back(ReplyAs<Processed>(r, MsgType::kProcessed).id);
+  for (const Request& r : batch)
+    ids.push_back(ReplyAs<Processed>(r, MsgType::kProcessed).id);
   auto page = [&](HistoryMode mode, uint64_t bound) {
     return HistoryOf(store, UserId(1), UserId(2), mode, bound, kMaxHistoryPage);
   };
@@ -637,8 +671,10 @@ TEST_CASE("chats come most recent first, page by page within the byte budget") {
   REQUIRE(store.Open(dir.path() + "/db").ok());
   // 70 conversations of long messages, begun in an order unlike the peers'.
   std::vector<UserId> peers;
-  for (uint64_t i = 0; i < 70; ++i) peers.push_back(UserId(1000 + (i * 37) % 70));
-  for (UserId p : peers) SendOne(store, UserId(9), p, "to" + std::to_string(p.value), kLongText);
+  for (uint64_t i = 0; i < 70; ++i)
+    peers.push_back(UserId(1000 + (i * 37) % 70));
+  for (UserId p : peers)
+    SendOne(store, UserId(9), p, "to" + std::to_string(p.value), kLongText);
   // Then an old one becomes the most recent again.
   SendOne(store, UserId(9), peers[3], "again", kLongText);
   std::vector<UserId> expect(peers.rbegin(), peers.rend());
@@ -670,19 +706,22 @@ TEST_CASE("chats come most recent first, page by page within the byte budget") {
   packer.pack(h);
   packer.pack_array(0);
   ChatsReply first = ReplyAs<ChatsReply>(
-      ApplyOne(store, MakeRequest(std::string(raw.data(), raw.size()))), MsgType::kChatsReply);
+      ApplyOne(store, MakeRequest(std::string(raw.data(), raw.size()))),
+      MsgType::kChatsReply);
   REQUIRE_FALSE(first.chats.empty());
   CHECK(first.chats[0].peer == peers[3]);
   CHECK(first.more);
 }
 
-TEST_CASE("a database from before the chats' recency index gets it when opened") {
+TEST_CASE(
+    "a database from before the chats' recency index gets it when opened") {
   TempDir dir;
   std::string path = dir.path() + "/db";
   {
     Store store(0, 1);
     REQUIRE(store.Open(path).ok());
-    for (uint64_t p = 1; p <= 5; ++p) SendOne(store, UserId(9), UserId(100 + p), "c" + std::to_string(p));
+    for (uint64_t p = 1; p <= 5; ++p)
+      SendOne(store, UserId(9), UserId(100 + p), "c" + std::to_string(p));
     // Make it as an older natter-stored left it: no r keys, no format.
     leveldb::WriteBatch older;
     std::unique_ptr<leveldb::Iterator> it(store.db()->NewIterator({}));
@@ -696,6 +735,8 @@ TEST_CASE("a database from before the chats' recency index gets it when opened")
   Store store(0, 1);
   REQUIRE(store.Open(path).ok());
   std::vector<UserId> got;
-  for (const ChatItem& c : ChatsOf(store, UserId(9)).chats) got.push_back(c.peer);
-  CHECK(got == std::vector<UserId>{UserId(105), UserId(104), UserId(103), UserId(102), UserId(101)});
+  for (const ChatItem& c : ChatsOf(store, UserId(9)).chats)
+    got.push_back(c.peer);
+  CHECK(got == std::vector<UserId>{UserId(105), UserId(104), UserId(103),
+                                   UserId(102), UserId(101)});
 }

@@ -1,16 +1,15 @@
 // tests/support's TempDir, which the tests, natter-chaos and natter-bench
 // make their folders with.
-#include <catch2/catch.hpp>
+#include "tests/support/temp_dir.h"
 
 #include <stdlib.h>
 
+#include <catch2/catch.hpp>
 #include <filesystem>
 #include <fstream>
 #include <optional>
 #include <stdexcept>
 #include <string>
-
-#include "tests/support/temp_dir.h"
 
 using namespace natter;
 
@@ -37,7 +36,9 @@ class TmpdirSetting {
 
 }  // namespace
 
-TEST_CASE("a temporary folder is made in $TMPDIR and goes with everything in it, unless kept") {
+TEST_CASE(
+    "a temporary folder is made in $TMPDIR and goes with everything in it, "
+    "unless kept") {
   namespace fs = std::filesystem;
   TempDir outer;
   TmpdirSetting tmpdir(outer.path());
@@ -47,7 +48,8 @@ TEST_CASE("a temporary folder is made in $TMPDIR and goes with everything in it,
     gone = dir.path();
     CHECK(gone.rfind(outer.path() + "/natter-unit-", 0) == 0);
     CHECK(fs::is_directory(gone));
-    CHECK((fs::status(gone).permissions() & fs::perms::all) == fs::perms::owner_all);
+    CHECK((fs::status(gone).permissions() & fs::perms::all) ==
+          fs::perms::owner_all);
     fs::create_directories(gone + "/a/b");
     std::ofstream(gone + "/a/b/file") << "x\n";
     TempDir other("natter-unit", false);

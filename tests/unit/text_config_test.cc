@@ -1,6 +1,5 @@
-#include <catch2/catch.hpp>
-
 #include <algorithm>
+#include <catch2/catch.hpp>
 #include <cstdint>
 #include <fstream>
 
@@ -23,13 +22,15 @@ TEST_CASE("UTF-8 validation accepts text and refuses broken sequences") {
   CHECK_FALSE(IsValidUtf8("\xf4\x90\x80\x80"));  // past U+10FFFF
 }
 
-TEST_CASE("a whole number is decimal digits that fit 64 bits, and nothing else") {
+TEST_CASE(
+    "a whole number is decimal digits that fit 64 bits, and nothing else") {
   CHECK(ParseUint("0") == 0u);
   CHECK(ParseUint("42") == 42u);
   CHECK(ParseUint("007") == 7u);
   CHECK(ParseUint("18446744073709551615") == UINT64_MAX);
-  for (const char* bad : {"", "18446744073709551616", "99999999999999999999", "-1", "+1",
-                          " 1", "1 ", "1\n", "1x", "0x10", "1.5", "1e3"}) {
+  for (const char* bad :
+       {"", "18446744073709551616", "99999999999999999999", "-1", "+1", " 1",
+        "1 ", "1\n", "1x", "0x10", "1.5", "1e3"}) {
     INFO("'" << bad << "'");
     CHECK_FALSE(ParseUint(bad));
   }
@@ -42,7 +43,8 @@ TEST_CASE("hex is two lower-case digits a byte, read back only whole") {
   uint8_t back[4] = {};
   REQUIRE(FromHex("0009ABff", back, sizeof back));
   CHECK(std::equal(back, back + 4, bytes));
-  for (const char* bad : {"", "0009abf", "0009abff00", "0009abfg", "00 9abff", "0x09abff"}) {
+  for (const char* bad :
+       {"", "0009abf", "0009abff00", "0009abfg", "00 9abff", "0x09abff"}) {
     INFO("'" << bad << "'");
     CHECK_FALSE(FromHex(bad, back, sizeof back));
   }
@@ -61,7 +63,8 @@ TEST_CASE("durations read like 90s, 15m, 24h, 7d") {
   CHECK_FALSE(ParseDuration("99999999999999999999d"));
 }
 
-TEST_CASE("a duration is at most 100 years, so no caller's arithmetic overflows") {
+TEST_CASE(
+    "a duration is at most 100 years, so no caller's arithmetic overflows") {
   CHECK(ParseDuration("36500d") == kMaxDurationSeconds);
   CHECK(ParseDuration("3153600000") == kMaxDurationSeconds);
   CHECK_FALSE(ParseDuration("36501d"));
@@ -71,7 +74,9 @@ TEST_CASE("a duration is at most 100 years, so no caller's arithmetic overflows"
   CHECK_FALSE(ParseDuration("18446744073709551615"));
 }
 
-TEST_CASE("text from others shows as one line: control characters become visible escapes") {
+TEST_CASE(
+    "text from others shows as one line: control characters become visible "
+    "escapes") {
   // A forged second line, a carriage return, a terminal title, a cleared
   // screen.
   CHECK(Printable("hi\n2 -> 1: fake\rback \x1b]0;pwned\x07 \x1b[2J") ==
@@ -79,9 +84,15 @@ TEST_CASE("text from others shows as one line: control characters become visible
   CHECK(Printable("a\tb\x7f") == "a\\tb\\x7f");
   CHECK(Printable(std::string("nul\0", 4)) == "nul\\x00");
   // C1 (a CSI, a NEL), the line and paragraph separators, bidi controls.
-  CHECK(Printable("\xC2\x9B" "2J \xC2\x85") == "\\u009b2J \\u0085");
-  CHECK(Printable("a\xE2\x80\xA8" "b\xE2\x80\xA9" "c") == "a\\u2028b\\u2029c");
-  CHECK(Printable("\xE2\x80\xAE" "txt.exe \xE2\x81\xA6" "x \xD8\x9C" "y \xE2\x80\x8F") ==
+  CHECK(Printable("\xC2\x9B"
+                  "2J \xC2\x85") == "\\u009b2J \\u0085");
+  CHECK(Printable("a\xE2\x80\xA8"
+                  "b\xE2\x80\xA9"
+                  "c") == "a\\u2028b\\u2029c");
+  CHECK(Printable("\xE2\x80\xAE"
+                  "txt.exe \xE2\x81\xA6"
+                  "x \xD8\x9C"
+                  "y \xE2\x80\x8F") ==
         "\\u202etxt.exe \\u2066x \\u061cy \\u200f");
   // A byte that is not UTF-8.
   CHECK(Printable("\xff\xc3") == "\\xff\\xc3");
@@ -95,9 +106,10 @@ TEST_CASE("text from others shows as one line: control characters become visible
   // Whatever the bytes, what comes out is one line without a control byte,
   // and escaping it again changes nothing.
   for (int b = 0; b < 256; ++b) {
-    for (const std::string& s : {std::string(1, static_cast<char>(b)),
-                                 std::string("\xC2") + static_cast<char>(b),
-                                 std::string("\xE2\x80") + static_cast<char>(b)}) {
+    for (const std::string& s :
+         {std::string(1, static_cast<char>(b)),
+          std::string("\xC2") + static_cast<char>(b),
+          std::string("\xE2\x80") + static_cast<char>(b)}) {
       std::string out = Printable(s);
       INFO(b);
       for (size_t i = 0; i < out.size();) {
@@ -111,7 +123,8 @@ TEST_CASE("text from others shows as one line: control characters become visible
 }
 
 TEST_CASE("a log value is a plain word, or quoted with everything escaped") {
-  CHECK(LogValue("ipc:///tmp/cell/run/routed.sock") == "ipc:///tmp/cell/run/routed.sock");
+  CHECK(LogValue("ipc:///tmp/cell/run/routed.sock") ==
+        "ipc:///tmp/cell/run/routed.sock");
   CHECK(LogValue("tcp://127.0.0.1:7420") == "tcp://127.0.0.1:7420");
   CHECK(LogValue("a1b2c3d4") == "a1b2c3d4");
   CHECK(LogValue("phone-1@home+2") == "phone-1@home+2");
@@ -124,19 +137,45 @@ TEST_CASE("a log value is a plain word, or quoted with everything escaped") {
   CHECK(LogValue("téléphone") == "\"téléphone\"");
 }
 
-TEST_CASE("a device name is a word of UTF-8: no spaces, control or invisible characters") {
-  for (const char* name : {"phone-1", "téléphone", "телефон", "手机", "📱", "a_b.c"}) {
+TEST_CASE(
+    "a device name is a word of UTF-8: no spaces, control or invisible "
+    "characters") {
+  for (const char* name :
+       {"phone-1", "téléphone", "телефон", "手机", "📱", "a_b.c"}) {
     INFO(name);
     CHECK(ValidateDevice(name).ok());
   }
   CHECK(ValidateDevice(std::string(64, 'd')).ok());
-  for (const char* name :
-       {"", "has space", "tab\tbed", "new\nline", "esc\x1b[2J", "del\x7f",
-        "\xC2\x85" "nel", "\xC2\x9B" "csi", "no\xC2\xA0" "break", "line\xE2\x80\xA8" "sep",
-        "para\xE2\x80\xA9" "sep", "\xE2\x80\xAE" "enohp", "\xE2\x81\xA6" "iso",
-        "bom\xEF\xBB\xBF", "zero\xE2\x80\x8B" "width", "joiner\xE2\x81\xA0",
-        "ideo\xE3\x80\x80" "space", "em\xE2\x80\x83" "space", "ogham\xE1\x9A\x80",
-        "\xff"}) {
+  for (const char* name : {"",
+                           "has space",
+                           "tab\tbed",
+                           "new\nline",
+                           "esc\x1b[2J",
+                           "del\x7f",
+                           "\xC2\x85"
+                           "nel",
+                           "\xC2\x9B"
+                           "csi",
+                           "no\xC2\xA0"
+                           "break",
+                           "line\xE2\x80\xA8"
+                           "sep",
+                           "para\xE2\x80\xA9"
+                           "sep",
+                           "\xE2\x80\xAE"
+                           "enohp",
+                           "\xE2\x81\xA6"
+                           "iso",
+                           "bom\xEF\xBB\xBF",
+                           "zero\xE2\x80\x8B"
+                           "width",
+                           "joiner\xE2\x81\xA0",
+                           "ideo\xE3\x80\x80"
+                           "space",
+                           "em\xE2\x80\x83"
+                           "space",
+                           "ogham\xE1\x9A\x80",
+                           "\xff"}) {
     INFO(Printable(name));
     CHECK(ValidateDevice(name).code() == ErrorCode::kBadRequest);
   }
@@ -146,7 +185,8 @@ TEST_CASE("a device name is a word of UTF-8: no spaces, control or invisible cha
 TEST_CASE("an emoji may join characters but has no control characters") {
   React r{UserId(2), MessageId(5), std::string("👨\u200D👩\u200D👧")};
   CHECK(ValidateReact(r).ok());
-  for (const char* bad : {"\xE2\x80\xAE", "a\xE2\x80\xA8", "\x1b[2J", "\xC2\x9B"}) {
+  for (const char* bad :
+       {"\xE2\x80\xAE", "a\xE2\x80\xA8", "\x1b[2J", "\xC2\x9B"}) {
     r.emoji = bad;
     CHECK(ValidateReact(r).code() == ErrorCode::kBadData);
   }
@@ -189,8 +229,8 @@ Status LoadWith(const std::string& section, const std::string& file_text,
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(&a[0]);
   DaemonFlags f;
-  return Config::Load(section, static_cast<int>(argv.size()), argv.data(), config,
-                      &f, usage);
+  return Config::Load(section, static_cast<int>(argv.size()), argv.data(),
+                      config, &f, usage);
 }
 
 }  // namespace
@@ -219,32 +259,42 @@ TEST_CASE("an unknown key anywhere in the file is an error") {
   CHECK(s.message().find("lisen") != std::string::npos);
 }
 
-TEST_CASE("a comment is a line that starts with '#'; a '#' in a value is part of it") {
+TEST_CASE(
+    "a comment is a line that starts with '#'; a '#' in a value is part of "
+    "it") {
   // A Z85 key holding '#' and '@' (curve.h).
   const std::string key = "@#000abcdefghijABCDEFGHIJ.-:+=0123456#@0";
   Config c;
   bool usage = true;
-  REQUIRE(LoadWith("stored",
-                   "# natter.conf\n[cell]\n  # shards = ipc://commented\n"
-                   "shards = ipc://a@" + key + " ipc://b@" + key + "\n"
-                   "\t# another comment\n[stored]\ndata-dir = /var/lib/natter#2\n",
-                   {}, &c, &usage)
-              .ok());
+  REQUIRE(
+      LoadWith(
+          "stored",
+          "# natter.conf\n[cell]\n  # shards = ipc://commented\n"
+          "shards = ipc://a@" +
+              key + " ipc://b@" + key +
+              "\n"
+              "\t# another comment\n[stored]\ndata-dir = /var/lib/natter#2\n",
+          {}, &c, &usage)
+          .ok());
   CHECK(c.GetList("shards") ==
         std::vector<std::string>{"ipc://a@" + key, "ipc://b@" + key});
   CHECK(c.Get("data-dir") == "/var/lib/natter#2");
 }
 
-TEST_CASE("a config line that is no key = value, or a key given twice, is an error naming the line") {
+TEST_CASE(
+    "a config line that is no key = value, or a key given twice, is an error "
+    "naming the line") {
   Config c;
   bool usage = true;
-  Status s = LoadWith("stored", "[stored]\n# a comment\nshard\n", {}, &c, &usage);
+  Status s =
+      LoadWith("stored", "[stored]\n# a comment\nshard\n", {}, &c, &usage);
   CHECK_FALSE(s.ok());
   CHECK_FALSE(usage);
   CHECK(s.message().find("natter.conf:3: ") != std::string::npos);
   s = LoadWith("stored", "[stored]\nshard = 1\nshard = 2\n", {}, &c, &usage);
   CHECK_FALSE(s.ok());
-  CHECK(s.message().find("natter.conf:3: stored.shard is given twice") != std::string::npos);
+  CHECK(s.message().find("natter.conf:3: stored.shard is given twice") !=
+        std::string::npos);
 }
 
 TEST_CASE("an unknown flag is a usage error") {
@@ -261,9 +311,11 @@ TEST_CASE("every configuration key is in natter.conf(5) and etc/natter.conf") {
   REQUIRE(!sample.empty());
   for (const OptionSpec& o : kOptions) {
     INFO(o.section << "." << o.name);
-    CHECK(page.find(".It Ic " + std::string(o.name) + " ") != std::string::npos);
-    std::string line = "#" + std::string(o.name) + " =" +
-                       (*o.default_value ? " " + std::string(o.default_value) : "") + "\n";
+    CHECK(page.find(".It Ic " + std::string(o.name) + " ") !=
+          std::string::npos);
+    std::string line =
+        "#" + std::string(o.name) + " =" +
+        (*o.default_value ? " " + std::string(o.default_value) : "") + "\n";
     CHECK(sample.find(line) != std::string::npos);
   }
 }

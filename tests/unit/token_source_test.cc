@@ -1,9 +1,10 @@
 // Token sources (natter --token-file, --token-command), and how the client
 // library uses one when its session's token nears its end or the session
 // ends, against a stand-in for frontd.
-#include <catch2/catch.hpp>
+#include "client/token_source.h"
 
 #include <atomic>
+#include <catch2/catch.hpp>
 #include <chrono>
 #include <fstream>
 #include <map>
@@ -11,7 +12,6 @@
 #include <thread>
 
 #include "client/client.h"
-#include "client/token_source.h"
 #include "common/ids.h"
 #include "common/net.h"
 #include "tests/support/temp_dir.h"
@@ -72,7 +72,8 @@ namespace {
 // whatever it is given.
 class FakeFrontd {
  public:
-  explicit FakeFrontd(zmq::context_t& ctx) : router_(ctx, zmq::socket_type::router) {
+  explicit FakeFrontd(zmq::context_t& ctx)
+      : router_(ctx, zmq::socket_type::router) {
     static std::atomic<int> n{0};
     endpoint_ = "inproc://fake-frontd-" + std::to_string(++n);
     router_.set(zmq::sockopt::linger, 0);
@@ -113,7 +114,8 @@ class FakeFrontd {
  private:
   void Run() {
     while (!stop_) {
-      std::vector<zmq::pollitem_t> items = {{router_.handle(), 0, ZMQ_POLLIN, 0}};
+      std::vector<zmq::pollitem_t> items = {
+          {router_.handle(), 0, ZMQ_POLLIN, 0}};
       Poll(items, 10);
       Parts parts;
       while (RecvParts(router_, &parts)) {
@@ -143,7 +145,8 @@ class FakeFrontd {
     hellos_.push_back(hello.token);
     auto it = expires_.find(hello.token);
     if (it != expires_.end() && it->second == 0) {
-      Send(EncodeError(f.header, Status(ErrorCode::kTokenExpired, "token expired")));
+      Send(EncodeError(f.header,
+                       Status(ErrorCode::kTokenExpired, "token expired")));
       return;
     }
     Welcome w;
@@ -202,14 +205,16 @@ void PollFor(Client& client, std::vector<Incoming>* got, double seconds) {
 }
 
 // Polls the client until done() holds; if 10 s pass first, the test fails.
-void PollUntil(Client& client, std::vector<Incoming>* got, const std::string& what,
-               const std::function<bool()>& done) {
+void PollUntil(Client& client, std::vector<Incoming>* got,
+               const std::string& what, const std::function<bool()>& done) {
   WaitUntil(what, done, 10, [&] { client.Poll(10, got); });
 }
 
 }  // namespace
 
-TEST_CASE("a client with a token source says hello with a fresh one before its token expires") {
+TEST_CASE(
+    "a client with a token source says hello with a fresh one before its token "
+    "expires") {
   zmq::context_t ctx(1);
   FakeFrontd frontd(ctx);
   frontd.Expires("nt1.first", NowS() + 20);  // within the 30 s it renews ahead
@@ -222,13 +227,16 @@ TEST_CASE("a client with a token source says hello with a fresh one before its t
     REQUIRE(client.Connect().ok());
     PollUntil(client, &got, "a hello with the fresh token",
               [&] { return frontd.Hellos().size() >= 2; });
-    REQUIRE(frontd.Hellos() == std::vector<std::string>{"nt1.first", "nt1.fresh"});
+    REQUIRE(frontd.Hellos() ==
+            std::vector<std::string>{"nt1.first", "nt1.fresh"});
     // The fresh token's welcome (an hour) ends it: nothing more in a second.
     PollFor(client, &got, 1);
     CHECK(frontd.Hellos().size() == 2);
     CHECK(frontd.Others() == 0);
   }
-  SECTION("the same token (the file not yet rewritten): no hello, and not asked at every poll") {
+  SECTION(
+      "the same token (the file not yet rewritten): no hello, and not asked at "
+      "every poll") {
     o.token_source = Gives("nt1.first", &calls);
     Client client(o, &ctx);
     REQUIRE(client.Connect().ok());
@@ -239,7 +247,9 @@ TEST_CASE("a client with a token source says hello with a fresh one before its t
   CHECK(got.empty());
 }
 
-TEST_CASE("when frontd ends the session, a client with a token source says hello again at once") {
+TEST_CASE(
+    "when frontd ends the session, a client with a token source says hello "
+    "again at once") {
   zmq::context_t ctx(1);
   FakeFrontd frontd(ctx);
   ClientOptions o = FakeOptions(frontd);
@@ -249,15 +259,19 @@ TEST_CASE("when frontd ends the session, a client with a token source says hello
   std::vector<Incoming> got;
   PollFor(client, &got, 0.3);
   CHECK(frontd.Hellos().size() == 1);  // an hour left: nothing to renew yet
-  frontd.Unasked(ErrorCode::kTokenUnknownKey, "the key that signed your token was retired");
+  frontd.Unasked(ErrorCode::kTokenUnknownKey,
+                 "the key that signed your token was retired");
   PollUntil(client, &got, "a hello with the fresh token",
             [&] { return frontd.Hellos().size() >= 2; });
-  REQUIRE(frontd.Hellos() == std::vector<std::string>{"nt1.first", "nt1.fresh"});
+  REQUIRE(frontd.Hellos() ==
+          std::vector<std::string>{"nt1.first", "nt1.fresh"});
   PollFor(client, &got, 0.3);  // nothing to hand out
   CHECK(got.empty());
 }
 
-TEST_CASE("when frontd ends the session and no fresh token comes, the client hands out why") {
+TEST_CASE(
+    "when frontd ends the session and no fresh token comes, the client hands "
+    "out why") {
   zmq::context_t ctx(1);
   FakeFrontd frontd(ctx);
   ClientOptions o = FakeOptions(frontd);
@@ -272,7 +286,8 @@ TEST_CASE("when frontd ends the session and no fresh token comes, the client han
   }
   SECTION("a token source that fails") {
     o.token_source = [](std::string*) {
-      return Status(ErrorCode::kUnavailable, "token command 'get-token': exited with 1");
+      return Status(ErrorCode::kUnavailable,
+                    "token command 'get-token': exited with 1");
     };
     because = "no fresh token: token command 'get-token': exited with 1";
   }
@@ -284,7 +299,8 @@ TEST_CASE("when frontd ends the session and no fresh token comes, the client han
   frontd.Unasked(ErrorCode::kMalformed, "a request is one frame");
   PollFor(client, &got, 0.5);
   CHECK(got.empty());
-  frontd.Unasked(ErrorCode::kTokenExpired, "your token expired; say hello with a new one");
+  frontd.Unasked(ErrorCode::kTokenExpired,
+                 "your token expired; say hello with a new one");
   PollUntil(client, &got, "the client to hand out why the session ended",
             [&] { return !got.empty(); });
   REQUIRE(got.size() == 1);
@@ -294,7 +310,9 @@ TEST_CASE("when frontd ends the session and no fresh token comes, the client han
   CHECK(frontd.Hellos() == hellos);
 }
 
-TEST_CASE("a client with a token source and no token takes its first from the source") {
+TEST_CASE(
+    "a client with a token source and no token takes its first from the "
+    "source") {
   zmq::context_t ctx(1);
   FakeFrontd frontd(ctx);
   ClientOptions o = FakeOptions(frontd);

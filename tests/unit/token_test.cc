@@ -1,8 +1,7 @@
-#include <catch2/catch.hpp>
-
-#include <ctime>
-
 #include "common/token.h"
+
+#include <catch2/catch.hpp>
+#include <ctime>
 
 using namespace natter;
 
@@ -75,7 +74,8 @@ TEST_CASE("a forged token is refused") {
     std::string good = SignToken(Claims(7, now, 60), key);
     std::string evil = SignToken(Claims(8, now, 60), key);
     // alice's claims with bob's... the signature of another token.
-    std::string mixed = evil.substr(0, evil.rfind('.')) + good.substr(good.rfind('.'));
+    std::string mixed =
+        evil.substr(0, evil.rfind('.')) + good.substr(good.rfind('.'));
     CHECK(v.Verify(mixed, now, &out).code() == ErrorCode::kTokenBadSignature);
   }
 }
@@ -85,8 +85,8 @@ TEST_CASE("malformed tokens are refused as malformed") {
   SigningKey key = GenerateSigningKey();
   v.AddKey(key.id, key.public_key);
   TokenClaims out;
-  for (const char* t : {"", "nt1.", "nt1.abc", "nt1.!!!.???", "jwt.a.b",
-                        "nt1.AAAA.AAAA"}) {
+  for (const char* t :
+       {"", "nt1.", "nt1.abc", "nt1.!!!.???", "jwt.a.b", "nt1.AAAA.AAAA"}) {
     CHECK(v.Verify(t, 0, &out).code() == ErrorCode::kTokenMalformed);
   }
   CHECK(v.Verify(std::string(5000, 'a'), 0, &out).code() ==

@@ -1,22 +1,21 @@
 // frontd's ZMTP server (daemons/frontd/zmtp.h) against libzmq's own DEALER:
 // the test drives a ZmtpServer over a ZMQ_STREAM socket, as frontd does, and
 // a real libzmq client talks to it over ipc://.
-#include <catch2/catch.hpp>
+#include "daemons/frontd/zmtp.h"
 
 #include <sodium.h>
 
+#include <catch2/catch.hpp>
 #include <chrono>
 #include <cstring>
 #include <functional>
 #include <memory>
 #include <string>
 #include <vector>
-
 #include <zmq.hpp>
 
 #include "common/endian.h"
 #include "common/net.h"
-#include "daemons/frontd/zmtp.h"
 #include "tests/support/temp_dir.h"
 #include "tests/support/wait.h"
 
@@ -91,7 +90,8 @@ struct Server {
     }
   }
   // Serves until done() holds; if `seconds` pass first, the test fails.
-  void ServeUntil(const std::string& what, const std::function<bool()>& done, int seconds = 10) {
+  void ServeUntil(const std::string& what, const std::function<bool()>& done,
+                  int seconds = 10) {
     WaitUntil(what, done, seconds, [this] { Turn(); });
   }
   // Serves for ms, whatever comes.
@@ -138,7 +138,8 @@ struct Dealer {
   }
 };
 
-bool Has(const std::vector<std::pair<uint16_t, uint32_t>>& events, uint16_t id) {
+bool Has(const std::vector<std::pair<uint16_t, uint32_t>>& events,
+         uint16_t id) {
   for (const auto& e : events) {
     if (e.first == id) return true;
   }
@@ -147,14 +148,17 @@ bool Has(const std::vector<std::pair<uint16_t, uint32_t>>& events, uint16_t id) 
 
 }  // namespace
 
-TEST_CASE("a libzmq DEALER completes frontd's CURVE handshake and messages go both ways") {
+TEST_CASE(
+    "a libzmq DEALER completes frontd's CURVE handshake and messages go both "
+    "ways") {
   Keys server_keys;
   Server server(server_keys.Identity());
   Dealer client(server.endpoint, server_keys.pub);
   client.s.send(zmq::str_buffer("hello"), zmq::send_flags::none);
   const std::string long_text(5000, 'x');
   client.s.send(zmq::buffer(long_text), zmq::send_flags::none);
-  server.ServeUntil("both messages", [&] { return server.messages.size() == 2; });
+  server.ServeUntil("both messages",
+                    [&] { return server.messages.size() == 2; });
   REQUIRE_FALSE(server.failed);
   REQUIRE(server.zmtp->ready());
   REQUIRE(server.messages.size() == 2);
@@ -166,7 +170,8 @@ TEST_CASE("a libzmq DEALER completes frontd's CURVE handshake and messages go bo
   zmq_z85_decode(client_pub.data(), client.keys.pub);
   CHECK(server.zmtp->client_key() == client_pub);
 
-  for (const std::string& m : {std::string("welcome"), std::string(70000, 'y'), std::string()}) {
+  for (const std::string& m :
+       {std::string("welcome"), std::string(70000, 'y'), std::string()}) {
     server.Send(m);
     zmq::message_t got;
     REQUIRE(client.s.recv(got));
@@ -199,7 +204,9 @@ TEST_CASE("a multipart message arrives whole and says how many frames it had") {
   CHECK(server.messages[0].body == "onetwo");
 }
 
-TEST_CASE("heartbeats: the client's PINGs are answered, and the client answers the server's") {
+TEST_CASE(
+    "heartbeats: the client's PINGs are answered, and the client answers the "
+    "server's") {
   Keys server_keys;
   Server server(server_keys.Identity());
   Dealer client(server.endpoint, server_keys.pub);
@@ -219,12 +226,15 @@ TEST_CASE("heartbeats: the client's PINGs are answered, and the client answers t
   server.zmtp->Ping(50, &ping);
   server.Write(ping);
   server.last_fed.clear();
-  server.ServeUntil("the client's PONG", [&] { return !server.last_fed.empty(); });
+  server.ServeUntil("the client's PONG",
+                    [&] { return !server.last_fed.empty(); });
   CHECK_FALSE(server.last_fed.empty());
   CHECK_FALSE(server.failed);
 }
 
-TEST_CASE("a client with another server key fails the handshake and sends nothing through") {
+TEST_CASE(
+    "a client with another server key fails the handshake and sends nothing "
+    "through") {
   Keys server_keys, other;
   Server server(server_keys.Identity());
   Dealer client(server.endpoint, other.pub);
@@ -235,7 +245,9 @@ TEST_CASE("a client with another server key fails the handshake and sends nothin
   CHECK(server.zmtp->error().find("HELLO does not open") != std::string::npos);
 }
 
-TEST_CASE("a plain client is refused by a CURVE server, and a CURVE client by a plain one") {
+TEST_CASE(
+    "a plain client is refused by a CURVE server, and a CURVE client by a "
+    "plain one") {
   // libzmq drops the connection itself once it reads the server's
   // greeting, or frontd refuses the client's: either way no handshake.
   Keys server_keys;
@@ -270,21 +282,27 @@ TEST_CASE("a plain client is refused by a CURVE server, and a CURVE client by a 
   CHECK(z.error().find("mechanism") != std::string::npos);
 }
 
-TEST_CASE("a refused handshake reaches the client as a refusal with its status") {
+TEST_CASE(
+    "a refused handshake reaches the client as a refusal with its status") {
   Keys server_keys;
   Server server(server_keys.Identity());
   Dealer client(server.endpoint, server_keys.pub);
   server.ServeUntil("a connection", [&] { return server.zmtp != nullptr; });
   REQUIRE(server.zmtp);
   server.zmtp->Refuse("300");
-  server.ServeUntil("the refusal to end the handshake", [&] { return server.failed; });
+  server.ServeUntil("the refusal to end the handshake",
+                    [&] { return server.failed; });
   CHECK(server.failed);
-  WaitUntil("the client to see its handshake refused with status 300", [&] {
-    for (const auto& [id, value] : client.Events()) {
-      if (id == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH && value == 300) return true;
-    }
-    return false;
-  }, 10);
+  WaitUntil(
+      "the client to see its handshake refused with status 300",
+      [&] {
+        for (const auto& [id, value] : client.Events()) {
+          if (id == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH && value == 300)
+            return true;
+        }
+        return false;
+      },
+      10);
 }
 
 TEST_CASE("a replayed MESSAGE is refused: nonces must grow") {
@@ -301,7 +319,9 @@ TEST_CASE("a replayed MESSAGE is refused: nonces must grow") {
   CHECK(server.messages.size() == 1);
 }
 
-TEST_CASE("what is not ZMTP 3 is refused at its first bytes, and sizes before the bytes come") {
+TEST_CASE(
+    "what is not ZMTP 3 is refused at its first bytes, and sizes before the "
+    "bytes come") {
   ZmtpServer::Options options;
   std::string out;
   std::vector<ZmtpMessage> messages;
@@ -322,8 +342,12 @@ TEST_CASE("what is not ZMTP 3 is refused at its first bytes, and sizes before th
   std::string greeting;
   ZmtpServer z(options);
   z.Start(&greeting);
-  std::string hello = greeting;  // a client's greeting is the same but for as-server
-  std::string ready("\x05READY\x0bSocket-Type\0\0\0\x06" "DEALER", 6 + 12 + 4 + 6);
+  std::string hello =
+      greeting;  // a client's greeting is the same but for as-server
+  std::string ready(
+      "\x05READY\x0bSocket-Type\0\0\0\x06"
+      "DEALER",
+      6 + 12 + 4 + 6);
   std::string frame("\x04", 1);
   frame.push_back(static_cast<char>(ready.size()));
   frame += ready;
@@ -345,7 +369,10 @@ TEST_CASE("what is not ZMTP 3 is refused at its first bytes, and sizes before th
   CHECK_FALSE(y.Feed(part, &out, &messages));
   // A client that is not a DEALER is refused.
   ZmtpServer x(options);
-  std::string pub("\x05READY\x0bSocket-Type\0\0\0\x03" "PUB", 6 + 12 + 4 + 3);
+  std::string pub(
+      "\x05READY\x0bSocket-Type\0\0\0\x03"
+      "PUB",
+      6 + 12 + 4 + 3);
   std::string pub_frame("\x04", 1);
   pub_frame.push_back(static_cast<char>(pub.size()));
   pub_frame += pub;

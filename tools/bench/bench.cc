@@ -31,17 +31,21 @@ const char kUsage[] =
     "usage: natter-bench pages [--messages N] [--small N] [--samples N]\n"
     "                          [--shards N] [--dir DIR] [--keep]\n"
     "       natter-bench throughput [--pairs P] [--window W] [--seconds S]\n"
-    "                          [--text-bytes N] [--shards N] [--dir DIR] [--keep]\n"
+    "                          [--text-bytes N] [--shards N] [--dir DIR] "
+    "[--keep]\n"
     "       natter-bench connections [--clients N] [--messages M] [--rate R]\n"
-    "                          [--connect-rate C] [--workers K] [--text-bytes N]\n"
+    "                          [--connect-rate C] [--workers K] [--text-bytes "
+    "N]\n"
     "                          [--shards N] [--dir DIR] [--keep]\n"
     "       natter-bench latency [--rate R] [--seconds S] [--pairs P]\n"
-    "                          [--text-bytes N] [--shards N] [--dir DIR] [--keep]\n";
+    "                          [--text-bytes N] [--shards N] [--dir DIR] "
+    "[--keep]\n";
 
 }  // namespace
 
 Clock::duration Seconds(double s) {
-  return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(s));
+  return std::chrono::duration_cast<Clock::duration>(
+      std::chrono::duration<double>(s));
 }
 
 double SecondsSince(Clock::time_point t) {
@@ -65,7 +69,8 @@ BenchDir::BenchDir(std::string dir, bool keep) : path(std::move(dir)) {
 }
 
 BenchDir::~BenchDir() {
-  if (!temp || temp->kept()) std::fprintf(stderr, "the cell is in %s/cell\n", path.c_str());
+  if (!temp || temp->kept())
+    std::fprintf(stderr, "the cell is in %s/cell\n", path.c_str());
 }
 
 // The bench measures the cell with a few users sending as fast as they
@@ -80,11 +85,9 @@ std::string CellOptions::Conf() const {
 
 void ParseMode(const char* mode, const std::vector<std::string>& args,
                po::options_description& opts, CellOptions* cell) {
-  opts.add_options()
-      ("shards", UintValue("shards", &cell->shards))
-      ("dir", po::value(&cell->dir))
-      ("keep", po::bool_switch(&cell->keep))
-      ("curve-ipc", po::value(&cell->curve_ipc));
+  opts.add_options()("shards", UintValue("shards", &cell->shards))(
+      "dir", po::value(&cell->dir))("keep", po::bool_switch(&cell->keep))(
+      "curve-ipc", po::value(&cell->curve_ipc));
   try {
     po::variables_map vm;
     po::store(po::command_line_parser(args).options(opts).run(), vm);
@@ -92,7 +95,8 @@ void ParseMode(const char* mode, const std::vector<std::string>& args,
   } catch (const po::error& e) {
     throw Exit{EX_USAGE, std::string(mode) + ": " + e.what()};
   }
-  if (cell->shards < 1) throw Exit{EX_USAGE, std::string(mode) + ": --shards must be above 0"};
+  if (cell->shards < 1)
+    throw Exit{EX_USAGE, std::string(mode) + ": --shards must be above 0"};
   if (cell->curve_ipc != "yes" && cell->curve_ipc != "no") {
     throw Exit{EX_USAGE, std::string(mode) + ": --curve-ipc is yes or no"};
   }
@@ -125,7 +129,8 @@ ProcStats ReadProc(pid_t pid) {
 
 Daemons::Daemons(const LocalCell& cell, unsigned shards) {
   std::vector<std::string> names = {"frontd", "routed", "notifyd"};
-  for (unsigned i = 0; i < shards; ++i) names.push_back("stored-" + std::to_string(i));
+  for (unsigned i = 0; i < shards; ++i)
+    names.push_back("stored-" + std::to_string(i));
   for (const std::string& n : names) pids_[n] = cell.DaemonPid(n);
 }
 
@@ -137,7 +142,8 @@ std::map<std::string, ProcStats> Daemons::Read() const {
 
 double Quantile(const std::vector<double>& sorted, double q) {
   if (sorted.empty()) return 0.0;
-  return sorted[std::min(sorted.size() - 1, static_cast<size_t>(q * sorted.size()))];
+  return sorted[std::min(sorted.size() - 1,
+                         static_cast<size_t>(q * sorted.size()))];
 }
 
 namespace {
@@ -155,7 +161,9 @@ int Main(int argc, char** argv) {
   if (mode == "throughput") return Throughput(rest);
   if (mode == "latency") return Latency(rest);
   if (mode == "connections") return Connections(rest);
-  throw Exit{EX_USAGE, "'" + mode + "' is not a mode (connections, throughput, latency, pages)"};
+  throw Exit{
+      EX_USAGE,
+      "'" + mode + "' is not a mode (connections, throughput, latency, pages)"};
 }
 
 }  // namespace

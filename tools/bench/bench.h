@@ -9,15 +9,14 @@
 
 #include <sys/types.h>
 
+#include <boost/program_options.hpp>
 #include <chrono>
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <boost/program_options.hpp>
-#include <nlohmann/json.hpp>
 
 #include "common/flags.h"
 #include "tests/support/local_cell.h"
@@ -51,7 +50,8 @@ struct CellOptions {
 // Parses a mode's options, with --shards, --dir, --keep and --curve-ipc
 // added; throws Exit (64) for bad ones.
 void ParseMode(const char* mode, const std::vector<std::string>& args,
-               boost::program_options::options_description& opts, CellOptions* cell);
+               boost::program_options::options_description& opts,
+               CellOptions* cell);
 
 // A folder for the bench's cell: DIR if given, else a new temporary one
 // (removed at the end unless --keep).

@@ -47,18 +47,18 @@ struct ConnSettings {
 ConnSettings ParseConnections(const std::vector<std::string>& args) {
   ConnSettings st;
   po::options_description opts;
-  opts.add_options()
-      ("clients", UintValue("clients", &st.clients))
-      ("messages", UintValue("messages", &st.messages))
-      ("rate", po::value(&st.rate))
-      ("connect-rate", po::value(&st.connect_rate))
-      ("workers", UintValue("workers", &st.workers))
-      ("text-bytes", UintValue("text-bytes", &st.text_bytes));
+  opts.add_options()("clients", UintValue("clients", &st.clients))(
+      "messages", UintValue("messages", &st.messages))(
+      "rate", po::value(&st.rate))("connect-rate", po::value(&st.connect_rate))(
+      "workers", UintValue("workers", &st.workers))(
+      "text-bytes", UintValue("text-bytes", &st.text_bytes));
   ParseMode("connections", args, opts, &st.cell);
-  if (st.clients < 2 || st.rate <= 0 || st.connect_rate <= 0 || st.text_bytes < 16 ||
-      st.text_bytes > kMaxTextBytes) {
-    throw Exit{EX_USAGE, "connections: --clients >= 2, --rate and --connect-rate above 0, "
-                         "--text-bytes 16 to 4096"};
+  if (st.clients < 2 || st.rate <= 0 || st.connect_rate <= 0 ||
+      st.text_bytes < 16 || st.text_bytes > kMaxTextBytes) {
+    throw Exit{
+        EX_USAGE,
+        "connections: --clients >= 2, --rate and --connect-rate above 0, "
+        "--text-bytes 16 to 4096"};
   }
   if (st.workers == 0) st.workers = (st.clients + 4999) / 5000;
   return st;
@@ -128,7 +128,8 @@ class Crowd {
   void KeepAlive() {
     for (int j = 0; j < 16 && !connected_.empty(); ++j) {
       idle_.clear();
-      members_[connected_[keep_alive_++ % connected_.size()]].client->Poll(0, &idle_);
+      members_[connected_[keep_alive_++ % connected_.size()]].client->Poll(
+          0, &idle_);
     }
   }
 
@@ -141,20 +142,25 @@ class Crowd {
 
  private:
   void Take(Member& m, const Incoming& i) {
-    if (i.kind == Incoming::Kind::kProcessed) m.processed.insert(i.processed.id.value);
+    if (i.kind == Incoming::Kind::kProcessed)
+      m.processed.insert(i.processed.id.value);
     if (i.kind == Incoming::Kind::kError) {
       ++errors_;
       if (last_error_.empty()) last_error_ = i.error.ToString();
     }
     // The partner's messages (a copy of one of our own sends, read back
     // after its answer timed out, is not a delivery).
-    const Message* got = i.kind == Incoming::Kind::kEvent ? i.event.message() : nullptr;
-    if (got != nullptr && got->from != m.client->user()) m.delivered.insert(got->id.value);
+    const Message* got =
+        i.kind == Incoming::Kind::kEvent ? i.event.message() : nullptr;
+    if (got != nullptr && got->from != m.client->user())
+      m.delivered.insert(got->id.value);
     if (i.kind == Incoming::Kind::kHistory && i.request == m.history_request) {
-      for (const auto& item : i.history.messages) m.in_history.insert(item.message.id.value);
+      for (const auto& item : i.history.messages)
+        m.in_history.insert(item.message.id.value);
       m.history_done = m.history_ok = true;
     }
-    if (i.kind == Incoming::Kind::kError && i.request == m.history_request) m.history_done = true;
+    if (i.kind == Incoming::Kind::kError && i.request == m.history_request)
+      m.history_done = true;
   }
 
   zmq::context_t ctx_{1};
@@ -172,7 +178,9 @@ class Crowd {
 class Dialer {
  public:
   Dialer(const LocalCell& cell, const ConnSettings& st, int port, Crowd* crowd)
-      : cell_(cell), port_(port), crowd_(crowd),
+      : cell_(cell),
+        port_(port),
+        crowd_(crowd),
         pace_(Seconds(std::max(1u, st.workers) / st.connect_rate)) {}
 
   // Returns the seconds it took.
@@ -183,7 +191,8 @@ class Dialer {
       std::this_thread::sleep_until(next);
       next += pace_;
       Member& m = (*crowd_)[k];
-      m.client = std::make_unique<Client>(OptionsFor(crowd_->first() + k), &crowd_->ctx());
+      m.client = std::make_unique<Client>(OptionsFor(crowd_->first() + k),
+                                          &crowd_->ctx());
       crowd_->Connected(k, m.client->Connect());
     }
     return SecondsSince(start);
@@ -192,8 +201,8 @@ class Dialer {
  private:
   ClientOptions OptionsFor(unsigned i) const {
     ClientOptions o = cell_.Options(100000 + i, "bench");
-    o.server = "tcp://127.0.0." + std::to_string(2 + i % 250) + ":0;127.0.0.1:" +
-               std::to_string(port_);
+    o.server = "tcp://127.0.0." + std::to_string(2 + i % 250) +
+               ":0;127.0.0.1:" + std::to_string(port_);
     o.state_dir.clear();
     o.timeout_ms = 60000;
     o.resync_ms = 60000;
@@ -221,8 +230,9 @@ class Readiness {
 
   // Waits at most ms; hands each client whose descriptor woke to `ready`.
   void Wait(long ms, const std::function<void(unsigned)>& ready = {}) {
-    int got = ::epoll_wait(ep_, events_.data(), static_cast<int>(events_.size()),
-                           static_cast<int>(ms));
+    int got =
+        ::epoll_wait(ep_, events_.data(), static_cast<int>(events_.size()),
+                     static_cast<int>(ms));
     for (int j = 0; j < got && ready; ++j) ready(events_[j].data.u32);
   }
 
@@ -252,8 +262,11 @@ class Readiness {
 class SendPhase {
  public:
   SendPhase(const ConnSettings& st, Crowd* crowd, Readiness* readiness)
-      : messages_(st.messages), gap_(Seconds(1.0 / st.rate)), text_(st.text_bytes, 'x'),
-        crowd_(crowd), readiness_(readiness) {}
+      : messages_(st.messages),
+        gap_(Seconds(1.0 / st.rate)),
+        text_(st.text_bytes, 'x'),
+        crowd_(crowd),
+        readiness_(readiness) {}
 
   // Returns the seconds it took.
   double Run() {
@@ -276,11 +289,13 @@ class SendPhase {
   void Schedule(Clock::time_point start) {
     std::minstd_rand rng(crowd_->first() + 1);
     for (unsigned k : crowd_->connected()) {
-      (*crowd_)[k].next = start + std::chrono::duration_cast<Clock::duration>(
-                                      gap_ * (static_cast<double>(rng() % 1000) / 1000.0));
+      (*crowd_)[k].next =
+          start + std::chrono::duration_cast<Clock::duration>(
+                      gap_ * (static_cast<double>(rng() % 1000) / 1000.0));
     }
     for (unsigned k : crowd_->connected()) {
-      if ((k ^ 1u) < crowd_->size() && messages_ > 0) due_.emplace((*crowd_)[k].next, k);
+      if ((k ^ 1u) < crowd_->size() && messages_ > 0)
+        due_.emplace((*crowd_)[k].next, k);
     }
   }
 
@@ -312,16 +327,21 @@ class SendPhase {
     for (unsigned k : crowd_->connected()) {
       const Member& m = (*crowd_)[k];
       if (m.sent < messages_ || m.client->SendsInFlight() > 0) return false;
-      if (crowd_->Partner(k) != nullptr && m.delivered.size() < messages_) return false;
+      if (crowd_->Partner(k) != nullptr && m.delivered.size() < messages_)
+        return false;
     }
     return true;
   }
 
   // Until the next sweep or the next send, whichever is first.
   void Sleep() {
-    auto wake = std::min(next_sweep_, due_.empty() ? next_sweep_ : due_.begin()->first);
-    long ms = std::chrono::duration_cast<std::chrono::milliseconds>(wake - Clock::now()).count();
-    readiness_->Wait(std::clamp(ms, 0L, 250L), [this](unsigned k) { crowd_->Look(k); });
+    auto wake =
+        std::min(next_sweep_, due_.empty() ? next_sweep_ : due_.begin()->first);
+    long ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                  wake - Clock::now())
+                  .count();
+    readiness_->Wait(std::clamp(ms, 0L, 250L),
+                     [this](unsigned k) { crowd_->Look(k); });
   }
 
   unsigned messages_;
@@ -340,7 +360,8 @@ class SendPhase {
 // history does not come within two minutes.
 class Audit {
  public:
-  Audit(Crowd* crowd, Readiness* readiness) : crowd_(crowd), readiness_(readiness) {}
+  Audit(Crowd* crowd, Readiness* readiness)
+      : crowd_(crowd), readiness_(readiness) {}
 
   void Run() {
     Ask();
@@ -349,7 +370,8 @@ class Audit {
 
   // sent, processed, delivered, lost, late and unchecked, over the crowd.
   nlohmann::json Tally() const {
-    uint64_t sent = 0, processed = 0, delivered = 0, lost = 0, late = 0, unchecked = 0;
+    uint64_t sent = 0, processed = 0, delivered = 0, lost = 0, late = 0,
+             unchecked = 0;
     for (unsigned k : crowd_->connected()) {
       const Member& m = (*crowd_)[k];
       sent += m.sent;
@@ -369,7 +391,7 @@ class Audit {
       }
     }
     return {{"sent", sent}, {"processed", processed}, {"delivered", delivered},
-            {"lost", lost}, {"late", late}, {"unchecked", unchecked}};
+            {"lost", lost}, {"late", late},           {"unchecked", unchecked}};
   }
 
  private:
@@ -397,7 +419,8 @@ class Audit {
 
   // The cell may still be working through a backlog: up to 2 minutes.
   void Wait() {
-    for (auto until = Clock::now() + std::chrono::seconds(120); Clock::now() < until;) {
+    for (auto until = Clock::now() + std::chrono::seconds(120);
+         Clock::now() < until;) {
       bool all = true;
       for (unsigned p : asking_) {
         if (!(*crowd_)[p].history_done) {
@@ -418,16 +441,18 @@ class Audit {
 // One worker process: clients [first, first + n) through the phases.
 class ConnectionsWorker {
  public:
-  ConnectionsWorker(const LocalCell& cell, const ConnSettings& st, int port, unsigned first,
-                    unsigned n)
+  ConnectionsWorker(const LocalCell& cell, const ConnSettings& st, int port,
+                    unsigned first, unsigned n)
       : cell_(cell), st_(st), port_(port), crowd_(first, n) {}
 
   // Tells the parent on `report`, waits for its word on `go`; returns the
   // process's exit code.
   int Run(int report, int go) {
     double connect_s = Dialer(cell_, st_, port_, &crowd_).Run();
-    WriteLine(report, {{"connected", crowd_.connected().size()}, {"refused", crowd_.refused()},
-                       {"connect_s", connect_s}, {"error", crowd_.last_error()}});
+    WriteLine(report, {{"connected", crowd_.connected().size()},
+                       {"refused", crowd_.refused()},
+                       {"connect_s", connect_s},
+                       {"error", crowd_.last_error()}});
     char buf[8];
     if (::read(go, buf, sizeof buf) <= 0) return 1;
     Readiness readiness(crowd_);
@@ -462,7 +487,8 @@ class WorkerPool {
  public:
   WorkerPool(const LocalCell& cell, const ConnSettings& st, int port) {
     unsigned per = ((st.clients / st.workers) + 1) & ~1u;
-    for (unsigned w = 0, first = 0; w < st.workers && first < st.clients; ++w, first += per) {
+    for (unsigned w = 0, first = 0; w < st.workers && first < st.clients;
+         ++w, first += per) {
       Start(cell, st, port, first, std::min(per, st.clients - first));
     }
   }
@@ -492,7 +518,8 @@ class WorkerPool {
 
   void Go() {
     for (Worker& w : workers_) {
-      if (::write(w.go, "go\n", 3) != 3) throw Exit{EX_SOFTWARE, "a worker died"};
+      if (::write(w.go, "go\n", 3) != 3)
+        throw Exit{EX_SOFTWARE, "a worker died"};
     }
   }
 
@@ -512,8 +539,8 @@ class WorkerPool {
     int go;
   };
 
-  void Start(const LocalCell& cell, const ConnSettings& st, int port, unsigned first,
-             unsigned n) {
+  void Start(const LocalCell& cell, const ConnSettings& st, int port,
+             unsigned first, unsigned n) {
     int rep[2], go[2];
     if (::pipe(rep) != 0 || ::pipe(go) != 0) throw Exit{EX_OSERR, "pipe"};
     pid_t pid = ::fork();
@@ -538,7 +565,8 @@ class WorkerPool {
 
   static nlohmann::json ReadLine(FILE* f) {
     char line[4096];
-    if (std::fgets(line, sizeof line, f) == nullptr) throw Exit{EX_SOFTWARE, "a worker died"};
+    if (std::fgets(line, sizeof line, f) == nullptr)
+      throw Exit{EX_SOFTWARE, "a worker died"};
     return nlohmann::json::parse(line);
   }
 
@@ -551,8 +579,8 @@ class ConnectionsRun {
  public:
   ConnectionsRun(const ConnSettings& st, const BenchDir& dir, int port)
       : st_(st),
-        cell_(ProgramDir(), dir.path + "/cell", st.cell.shards, st.cell.Conf(), {},
-              "tcp://127.0.0.1:" + std::to_string(port)),
+        cell_(ProgramDir(), dir.path + "/cell", st.cell.shards, st.cell.Conf(),
+              {}, "tcp://127.0.0.1:" + std::to_string(port)),
         daemons_(cell_, st.cell.shards),
         frontd_idle_(ReadProc(daemons_.pid("frontd"))),
         before_(daemons_.Read()),
@@ -562,10 +590,13 @@ class ConnectionsRun {
   void Connect() {
     start_ = Clock::now();
     connect_ = workers_.Gather();
-    std::fprintf(stderr, "%llu clients connected in %.1f s, %llu refused%s%s\n",
-                 static_cast<unsigned long long>(connected()), connect_["connect_s"].get<double>(),
-                 static_cast<unsigned long long>(connect_["refused"].get<uint64_t>()),
-                 workers_.last_error().empty() ? "" : ": ", workers_.last_error().c_str());
+    std::fprintf(
+        stderr, "%llu clients connected in %.1f s, %llu refused%s%s\n",
+        static_cast<unsigned long long>(connected()),
+        connect_["connect_s"].get<double>(),
+        static_cast<unsigned long long>(connect_["refused"].get<uint64_t>()),
+        workers_.last_error().empty() ? "" : ": ",
+        workers_.last_error().c_str());
     std::this_thread::sleep_for(std::chrono::seconds(2));
     frontd_full_ = ReadProc(daemons_.pid("frontd"));
   }
@@ -591,8 +622,9 @@ class ConnectionsRun {
 
   // Every client connected, every message processed and delivered.
   bool Complete() const {
-    return connected() == st_.clients && Count("lost") == 0 && Count("late") == 0 &&
-           Count("unchecked") == 0 && Count("processed") == Count("sent") &&
+    return connected() == st_.clients && Count("lost") == 0 &&
+           Count("late") == 0 && Count("unchecked") == 0 &&
+           Count("processed") == Count("sent") &&
            Count("sent") == connected() * st_.messages;
   }
 
@@ -604,9 +636,14 @@ class ConnectionsRun {
     uint64_t connected = this->connected();
     double connect_s = connect_["connect_s"], send_s = send_["send_s"];
     nlohmann::json out = {
-        {"mode", "connections"}, {"clients", st_.clients}, {"messages", st_.messages},
-        {"rate", st_.rate}, {"workers", workers_.size()}, {"shards", st_.cell.shards},
-        {"clients_connected", connected}, {"clients_refused", connect_["refused"]},
+        {"mode", "connections"},
+        {"clients", st_.clients},
+        {"messages", st_.messages},
+        {"rate", st_.rate},
+        {"workers", workers_.size()},
+        {"shards", st_.cell.shards},
+        {"clients_connected", connected},
+        {"clients_refused", connect_["refused"]},
         {"connect_per_s", connect_s > 0 ? connected / connect_s : 0.0},
         {"frontd_rss_per_conn_bytes",
          connected > 0 ? (static_cast<double>(frontd_full_.rss) -
@@ -618,22 +655,27 @@ class ConnectionsRun {
         {"elapsed_s", elapsed_},
         {"processed_per_s", send_s > 0 ? Count("processed") / send_s : 0.0},
         {"delivered_per_s", send_s > 0 ? Count("delivered") / send_s : 0.0}};
-    for (const char* key :
-         {"sent", "processed", "delivered", "lost", "late", "unchecked", "errors", "send_s"}) {
+    for (const char* key : {"sent", "processed", "delivered", "lost", "late",
+                            "unchecked", "errors", "send_s"}) {
       out[key] = send_[key];
     }
     return out;
   }
 
   void PrintFigures(const nlohmann::json& out) const {
-    std::fprintf(stderr, "frontd: %.1f MB idle, %.1f MB with %llu clients: %.1f KiB a client\n",
-                 frontd_idle_.rss / 1048576.0, frontd_full_.rss / 1048576.0,
-                 static_cast<unsigned long long>(connected()),
-                 out["frontd_rss_per_conn_bytes"].get<double>() / 1024);
-    if (Count("errors") > 0) std::fprintf(stderr, "an error: %s\n", workers_.last_error().c_str());
+    std::fprintf(
+        stderr,
+        "frontd: %.1f MB idle, %.1f MB with %llu clients: %.1f KiB a client\n",
+        frontd_idle_.rss / 1048576.0, frontd_full_.rss / 1048576.0,
+        static_cast<unsigned long long>(connected()),
+        out["frontd_rss_per_conn_bytes"].get<double>() / 1024);
+    if (Count("errors") > 0)
+      std::fprintf(stderr, "an error: %s\n", workers_.last_error().c_str());
     std::fprintf(stderr,
-                 "%llu sent, %llu processed, %llu delivered, %llu late (in the partner's history, "
-                 "not yet seen live), %llu unchecked (no history in time), %llu lost, %llu errors "
+                 "%llu sent, %llu processed, %llu delivered, %llu late (in the "
+                 "partner's history, "
+                 "not yet seen live), %llu unchecked (no history in time), "
+                 "%llu lost, %llu errors "
                  "in %.1f s\n",
                  static_cast<unsigned long long>(Count("sent")),
                  static_cast<unsigned long long>(Count("processed")),
@@ -641,7 +683,8 @@ class ConnectionsRun {
                  static_cast<unsigned long long>(Count("late")),
                  static_cast<unsigned long long>(Count("unchecked")),
                  static_cast<unsigned long long>(Count("lost")),
-                 static_cast<unsigned long long>(Count("errors")), send_["send_s"].get<double>());
+                 static_cast<unsigned long long>(Count("errors")),
+                 send_["send_s"].get<double>());
   }
 
   const ConnSettings& st_;

@@ -32,15 +32,16 @@ struct LatencySettings {
 LatencySettings ParseLatency(const std::vector<std::string>& args) {
   LatencySettings st;
   po::options_description opts;
-  opts.add_options()
-      ("rate", po::value(&st.rate))
-      ("seconds", po::value(&st.seconds))
-      ("pairs", UintValue("pairs", &st.pairs))
-      ("text-bytes", UintValue("text-bytes", &st.text_bytes));
+  opts.add_options()("rate", po::value(&st.rate))(
+      "seconds", po::value(&st.seconds))("pairs",
+                                         UintValue("pairs", &st.pairs))(
+      "text-bytes", UintValue("text-bytes", &st.text_bytes));
   ParseMode("latency", args, opts, &st.cell);
   if (st.pairs < 1 || st.rate <= 0 || st.seconds <= 0 || st.text_bytes < 16 ||
       st.text_bytes > kMaxTextBytes) {
-    throw Exit{EX_USAGE, "latency: --rate, --seconds and --pairs above 0; --text-bytes 16 to 4096"};
+    throw Exit{EX_USAGE,
+               "latency: --rate, --seconds and --pairs above 0; --text-bytes "
+               "16 to 4096"};
   }
   return st;
 }
@@ -61,7 +62,9 @@ class Stopwatch : public Pairs::Observer {
   void Note(const std::string& client_msg_id, std::vector<double>* ms) {
     auto it = sent_at_.find(client_msg_id);
     if (it == sent_at_.end()) return;
-    ms->push_back(std::chrono::duration<double, std::milli>(Clock::now() - it->second).count());
+    ms->push_back(
+        std::chrono::duration<double, std::milli>(Clock::now() - it->second)
+            .count());
   }
 
   std::unordered_map<std::string, Clock::time_point> sent_at_;
@@ -81,8 +84,11 @@ void Stopwatch::Delivered(const std::string& client_msg_id) {
 class LatencyLoad {
  public:
   LatencyLoad(const LatencySettings& st, Pairs* pairs, Stopwatch* stopwatch)
-      : gap_(Seconds(1.0 / st.rate)), seconds_(st.seconds), text_(st.text_bytes, 'x'),
-        pairs_(pairs), stopwatch_(stopwatch) {}
+      : gap_(Seconds(1.0 / st.rate)),
+        seconds_(st.seconds),
+        text_(st.text_bytes, 'x'),
+        pairs_(pairs),
+        stopwatch_(stopwatch) {}
 
   void Run() {
     auto start = Clock::now();
@@ -91,7 +97,9 @@ class LatencyLoad {
       SendDue();
       pairs_->TakeAll();
       pairs_->WaitForAny(std::min<long>(
-          5, std::chrono::duration_cast<std::chrono::milliseconds>(next_ - Clock::now()).count()));
+          5, std::chrono::duration_cast<std::chrono::milliseconds>(next_ -
+                                                                   Clock::now())
+                 .count()));
     }
     elapsed_ = SecondsSince(start);
   }
@@ -122,30 +130,34 @@ class LatencyLoad {
 
 // p50, p99, p99.9 and max of a set of milliseconds, as JSON keys with a
 // prefix; also printed.
-void Percentiles(const char* what, const std::string& prefix, std::vector<double> ms,
-                 nlohmann::json* out) {
+void Percentiles(const char* what, const std::string& prefix,
+                 std::vector<double> ms, nlohmann::json* out) {
   std::sort(ms.begin(), ms.end());
   auto at = [&](double q) { return Quantile(ms, q); };
   (*out)[prefix + "p50_ms"] = at(0.50);
   (*out)[prefix + "p99_ms"] = at(0.99);
   (*out)[prefix + "p999_ms"] = at(0.999);
   (*out)[prefix + "max_ms"] = ms.empty() ? 0.0 : ms.back();
-  std::fprintf(stderr, "%-18s %9.3f %9.3f %9.3f %9.3f  (%zu samples)\n", what, at(0.50),
-               at(0.99), at(0.999), ms.empty() ? 0.0 : ms.back(), ms.size());
+  std::fprintf(stderr, "%-18s %9.3f %9.3f %9.3f %9.3f  (%zu samples)\n", what,
+               at(0.50), at(0.99), at(0.999), ms.empty() ? 0.0 : ms.back(),
+               ms.size());
 }
 
-void Report(const LatencyLoad& load, const Pairs& pairs, const Stopwatch& stopwatch,
-            nlohmann::json* out) {
+void Report(const LatencyLoad& load, const Pairs& pairs,
+            const Stopwatch& stopwatch, nlohmann::json* out) {
   double offered = static_cast<double>(load.sent()) / load.elapsed();
   (*out)["sent"] = load.sent();
   (*out)["processed"] = pairs.processed();
   (*out)["errors"] = pairs.errors();
   (*out)["lost"] = pairs.lost();
   (*out)["offered_per_s"] = offered;
-  std::fprintf(stderr, "%.0f messages/s offered for %.1f s: %llu processed, %llu lost\n",
-               offered, load.elapsed(), static_cast<unsigned long long>(pairs.processed()),
-               static_cast<unsigned long long>(pairs.lost()));
-  std::fprintf(stderr, "%-18s %9s %9s %9s %9s\n", "ms", "p50", "p99", "p99.9", "max");
+  std::fprintf(
+      stderr, "%.0f messages/s offered for %.1f s: %llu processed, %llu lost\n",
+      offered, load.elapsed(),
+      static_cast<unsigned long long>(pairs.processed()),
+      static_cast<unsigned long long>(pairs.lost()));
+  std::fprintf(stderr, "%-18s %9s %9s %9s %9s\n", "ms", "p50", "p99", "p99.9",
+               "max");
   Percentiles("send->processed", "processed_", stopwatch.to_processed(), out);
   Percentiles("send->delivered", "", stopwatch.to_delivered(), out);
 }
@@ -155,10 +167,12 @@ void Report(const LatencyLoad& load, const Pairs& pairs, const Stopwatch& stopwa
 int Latency(const std::vector<std::string>& args) {
   LatencySettings st = ParseLatency(args);
   BenchDir dir(st.cell.dir, st.cell.keep);
-  nlohmann::json out = {{"mode", "latency"}, {"rate", st.rate}, {"seconds", st.seconds},
-                        {"pairs", st.pairs}, {"shards", st.cell.shards},
-                        {"text_bytes", st.text_bytes}};
-  LocalCell cell(ProgramDir(), dir.path + "/cell", st.cell.shards, st.cell.Conf());
+  nlohmann::json out = {
+      {"mode", "latency"},        {"rate", st.rate},
+      {"seconds", st.seconds},    {"pairs", st.pairs},
+      {"shards", st.cell.shards}, {"text_bytes", st.text_bytes}};
+  LocalCell cell(ProgramDir(), dir.path + "/cell", st.cell.shards,
+                 st.cell.Conf());
   Stopwatch stopwatch;
   Pairs pairs(cell, st.pairs, &stopwatch);
   LatencyLoad load(st, &pairs, &stopwatch);

@@ -33,13 +33,15 @@ struct PagesSettings {
 PagesSettings ParsePages(const std::vector<std::string>& args) {
   PagesSettings st;
   po::options_description opts;
-  opts.add_options()
-      ("messages", UintValue("messages", &st.messages))
-      ("small", UintValue("small", &st.small))
-      ("samples", po::value(&st.samples));
+  opts.add_options()("messages", UintValue("messages", &st.messages))(
+      "small", UintValue("small", &st.small))("samples",
+                                              po::value(&st.samples));
   ParseMode("pages", args, opts, &st.cell);
-  if (st.messages < 1000 || st.small < 10 || st.small > st.messages || st.samples < 1) {
-    throw Exit{EX_USAGE, "pages: --messages >= 1000, --small 10 to --messages, --samples >= 1"};
+  if (st.messages < 1000 || st.small < 10 || st.small > st.messages ||
+      st.samples < 1) {
+    throw Exit{
+        EX_USAGE,
+        "pages: --messages >= 1000, --small 10 to --messages, --samples >= 1"};
   }
   return st;
 }
@@ -52,8 +54,10 @@ Incoming Await(Client& c, uint64_t request) {
     in.clear();
     c.Poll(50, &in);
     for (Incoming& item : in) {
-      if (item.request != request || item.kind == Incoming::Kind::kEvent) continue;
-      if (item.kind == Incoming::Kind::kError) throw Exit{EX_UNAVAILABLE, item.error.message()};
+      if (item.request != request || item.kind == Incoming::Kind::kEvent)
+        continue;
+      if (item.kind == Incoming::Kind::kError)
+        throw Exit{EX_UNAVAILABLE, item.error.message()};
       return std::move(item);
     }
   }
@@ -93,7 +97,8 @@ class Filler {
     in_.clear();
     from_->Poll(20, &in_);
     for (Incoming& item : in_) {
-      if (item.kind == Incoming::Kind::kError) throw Exit{EX_UNAVAILABLE, item.error.message()};
+      if (item.kind == Incoming::Kind::kError)
+        throw Exit{EX_UNAVAILABLE, item.error.message()};
       if (item.kind != Incoming::Kind::kProcessed) continue;
       auto it = index_.find(item.processed.client_msg_id);
       if (it == index_.end()) continue;
@@ -108,7 +113,8 @@ class Filler {
     shown_ = Clock::now();
     double s = std::chrono::duration<double>(shown_ - start_).count();
     std::fprintf(stderr, "\rfilling %s: %llu/%llu processed, %.0f/s   ", what_,
-                 static_cast<unsigned long long>(done_), static_cast<unsigned long long>(n_),
+                 static_cast<unsigned long long>(done_),
+                 static_cast<unsigned long long>(n_),
                  static_cast<double>(done_) / s);
   }
 
@@ -116,8 +122,10 @@ class Filler {
   UserId to_;
   uint64_t n_;
   const char* what_;
-  std::string text_ = std::string(200, 'x');  // a 256-byte message, give or take the counter
-  std::map<std::string, uint64_t> index_;     // client_msg_id -> the message's number
+  std::string text_ =
+      std::string(200, 'x');  // a 256-byte message, give or take the counter
+  std::map<std::string, uint64_t>
+      index_;  // client_msg_id -> the message's number
   std::vector<Processed> by_index_;
   uint64_t sent_ = 0, done_ = 0;
   Clock::time_point start_, shown_;
@@ -138,11 +146,13 @@ class PageTimer {
 
   // The catch-up page of c's mailbox after seq `after`.
   Figure CatchUp(Client& c, uint64_t after) const {
-    return Measure([&c, after] { Await(c, c.GetMailbox(Seq(after), kCatchUp)); });
+    return Measure(
+        [&c, after] { Await(c, c.GetMailbox(Seq(after), kCatchUp)); });
   }
 
   // A history page of c's conversation with peer.
-  Figure HistoryPage(Client& c, UserId peer, HistoryMode mode, uint64_t bound) const {
+  Figure HistoryPage(Client& c, UserId peer, HistoryMode mode,
+                     uint64_t bound) const {
     History q;
     q.peer = peer;
     q.mode = mode;
@@ -157,7 +167,8 @@ class PageTimer {
     for (int i = 0; i < samples_; ++i) {
       auto t0 = Clock::now();
       once();
-      ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
+      ms.push_back(
+          std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
     }
     std::sort(ms.begin(), ms.end());
     return {Quantile(ms, 0.50), Quantile(ms, 0.99)};
@@ -170,16 +181,20 @@ using Figures = std::vector<std::pair<std::string, Figure>>;
 
 // Fills the conversations (fill_seconds, fill_per_s into out), then times
 // every page.  The cell is gone when it returns.
-Figures FillAndTime(const PagesSettings& st, const BenchDir& dir, nlohmann::json* out) {
-  LocalCell cell(ProgramDir(), dir.path + "/cell", st.cell.shards, st.cell.Conf());
+Figures FillAndTime(const PagesSettings& st, const BenchDir& dir,
+                    nlohmann::json* out) {
+  LocalCell cell(ProgramDir(), dir.path + "/cell", st.cell.shards,
+                 st.cell.Conf());
   Client big(cell.Options(1, "bench")), reader(cell.Options(2, "bench"));
-  Client little(cell.Options(3, "bench")), little_reader(cell.Options(4, "bench"));
+  Client little(cell.Options(3, "bench")),
+      little_reader(cell.Options(4, "bench"));
   for (Client* c : {&big, &reader, &little, &little_reader}) {
     Status s = c->Connect();
     if (!s.ok()) throw Exit{EX_UNAVAILABLE, s.message()};
   }
   auto t0 = Clock::now();
-  std::vector<Processed> ids = Filler(&big, UserId(2), st.messages, "the large conversation").Run();
+  std::vector<Processed> ids =
+      Filler(&big, UserId(2), st.messages, "the large conversation").Run();
   double fill_s = SecondsSince(t0);
   Filler(&little, UserId(4), st.small, "the small conversation").Run();
   (*out)["fill_seconds"] = fill_s;
@@ -193,23 +208,34 @@ Figures FillAndTime(const PagesSettings& st, const BenchDir& dir, nlohmann::json
       {"catchup_start", t.CatchUp(reader, 0)},
       {"catchup_middle", t.CatchUp(reader, n / 2)},
       {"catchup_end", t.CatchUp(reader, n - PageTimer::kCatchUp)},
-      {"history_small_latest", t.HistoryPage(little_reader, UserId(3), HistoryMode::kLatest, 0)},
-      {"history_latest", t.HistoryPage(reader, big_user, HistoryMode::kLatest, 0)},
-      {"history_at_middle", t.HistoryPage(reader, big_user, HistoryMode::kAt, ids[n / 2].ts)},
-      {"history_before_start", t.HistoryPage(reader, big_user, HistoryMode::kBefore, ids[n / 100].id.value)},
-      {"history_after_middle", t.HistoryPage(reader, big_user, HistoryMode::kAfter, ids[n / 2].id.value)},
+      {"history_small_latest",
+       t.HistoryPage(little_reader, UserId(3), HistoryMode::kLatest, 0)},
+      {"history_latest",
+       t.HistoryPage(reader, big_user, HistoryMode::kLatest, 0)},
+      {"history_at_middle",
+       t.HistoryPage(reader, big_user, HistoryMode::kAt, ids[n / 2].ts)},
+      {"history_before_start",
+       t.HistoryPage(reader, big_user, HistoryMode::kBefore,
+                     ids[n / 100].id.value)},
+      {"history_after_middle",
+       t.HistoryPage(reader, big_user, HistoryMode::kAfter,
+                     ids[n / 2].id.value)},
   };
 }
 
-void Report(const Figures& figures, const PagesSettings& st, nlohmann::json* out) {
-  std::fprintf(stderr, "%-22s %10s %10s\n", "page (round trip)", "p50 ms", "p99 ms");
+void Report(const Figures& figures, const PagesSettings& st,
+            nlohmann::json* out) {
+  std::fprintf(stderr, "%-22s %10s %10s\n", "page (round trip)", "p50 ms",
+               "p99 ms");
   for (const auto& [name, f] : figures) {
     (*out)[name + "_p50_ms"] = f.p50_ms;
     (*out)[name + "_p99_ms"] = f.p99_ms;
-    std::fprintf(stderr, "%-22s %10.3f %10.3f\n", name.c_str(), f.p50_ms, f.p99_ms);
+    std::fprintf(stderr, "%-22s %10.3f %10.3f\n", name.c_str(), f.p50_ms,
+                 f.p99_ms);
   }
   std::fprintf(stderr, "filled %llu messages in %.1f s (%.0f/s)\n",
-               static_cast<unsigned long long>(st.messages), (*out)["fill_seconds"].get<double>(),
+               static_cast<unsigned long long>(st.messages),
+               (*out)["fill_seconds"].get<double>(),
                (*out)["fill_per_s"].get<double>());
 }
 
@@ -218,8 +244,10 @@ void Report(const Figures& figures, const PagesSettings& st, nlohmann::json* out
 int Pages(const std::vector<std::string>& args) {
   PagesSettings st = ParsePages(args);
   BenchDir dir(st.cell.dir, st.cell.keep);
-  nlohmann::json out = {{"mode", "pages"}, {"messages", st.messages},
-                        {"small_messages", st.small}, {"samples", st.samples},
+  nlohmann::json out = {{"mode", "pages"},
+                        {"messages", st.messages},
+                        {"small_messages", st.small},
+                        {"samples", st.samples},
                         {"shards", st.cell.shards}};
   Figures figures = FillAndTime(st, dir, &out);
   Report(figures, st, &out);

@@ -12,7 +12,8 @@ namespace bench {
 Pairs::Pairs(const LocalCell& cell, unsigned n, Observer* observer)
     : pairs_(n), observer_(observer) {
   for (unsigned i = 0; i < n; ++i) {
-    ClientOptions fo = cell.Options(2 * i + 1, "bench"), to = cell.Options(2 * i + 2, "bench");
+    ClientOptions fo = cell.Options(2 * i + 1, "bench"),
+                  to = cell.Options(2 * i + 2, "bench");
     fo.timeout_ms = to.timeout_ms = 120000;
     pairs_[i].from = std::make_unique<Client>(fo, &ctx_);
     pairs_[i].to = std::make_unique<Client>(to, &ctx_);
@@ -25,7 +26,8 @@ Pairs::Pairs(const LocalCell& cell, unsigned n, Observer* observer)
 }
 
 void Pairs::WaitForCatchUp() {
-  for (auto until = Clock::now() + std::chrono::seconds(20); Clock::now() < until;) {
+  for (auto until = Clock::now() + std::chrono::seconds(20);
+       Clock::now() < until;) {
     bool all = true;
     std::vector<Incoming> in;
     for (Pair& p : pairs_) {
@@ -49,7 +51,8 @@ void Pairs::Take(Pair& p) {
   in_.clear();
   p.to->Poll(0, &in_);
   for (const Incoming& i : in_) {
-    const Message* m = i.kind == Incoming::Kind::kEvent ? i.event.message() : nullptr;
+    const Message* m =
+        i.kind == Incoming::Kind::kEvent ? i.event.message() : nullptr;
     if (m == nullptr) continue;
     if (observer_ != nullptr) observer_->Delivered(m->client_msg_id);
     p.delivered.insert(m->id.value);
@@ -75,7 +78,8 @@ void Pairs::Drain(Clock::duration most) {
     bool done = true;
     for (Pair& p : pairs_) {
       Take(p);
-      done = done && p.from->SendsInFlight() == 0 && p.delivered.size() >= p.processed.size();
+      done = done && p.from->SendsInFlight() == 0 &&
+             p.delivered.size() >= p.processed.size();
     }
     if (done) break;
     WaitForAny(5);

@@ -31,16 +31,16 @@ struct ThroughputSettings {
 ThroughputSettings ParseThroughput(const std::vector<std::string>& args) {
   ThroughputSettings st;
   po::options_description opts;
-  opts.add_options()
-      ("pairs", UintValue("pairs", &st.pairs))
-      ("window", UintValue("window", &st.window))
-      ("seconds", po::value(&st.seconds))
-      ("text-bytes", UintValue("text-bytes", &st.text_bytes));
+  opts.add_options()("pairs", UintValue("pairs", &st.pairs))(
+      "window", UintValue("window", &st.window))("seconds",
+                                                 po::value(&st.seconds))(
+      "text-bytes", UintValue("text-bytes", &st.text_bytes));
   ParseMode("throughput", args, opts, &st.cell);
   if (st.pairs < 1 || st.window < 1 || st.seconds <= 0 || st.text_bytes < 16 ||
       st.text_bytes > kMaxTextBytes) {
-    throw Exit{EX_USAGE, "throughput: --pairs, --window and --seconds above 0; "
-                         "--text-bytes 16 to 4096"};
+    throw Exit{EX_USAGE,
+               "throughput: --pairs, --window and --seconds above 0; "
+               "--text-bytes 16 to 4096"};
   }
   return st;
 }
@@ -49,11 +49,13 @@ ThroughputSettings ParseThroughput(const std::vector<std::string>& args) {
 // seen, and what it holds once the load is gone.
 class DaemonWatch {
  public:
-  explicit DaemonWatch(const Daemons& daemons) : daemons_(daemons), before_(daemons.Read()) {}
+  explicit DaemonWatch(const Daemons& daemons)
+      : daemons_(daemons), before_(daemons.Read()) {}
 
   // Notes each daemon's resident memory (its peak is the most noted).
   void Sample() {
-    for (const auto& [name, st] : daemons_.Read()) peak_[name] = std::max(peak_[name], st.rss);
+    for (const auto& [name, st] : daemons_.Read())
+      peak_[name] = std::max(peak_[name], st.rss);
   }
   // The load stops.
   void Stop() { during_ = daemons_.Read(); }
@@ -61,8 +63,8 @@ class DaemonWatch {
   // Reads the daemons once more (the memory after) and puts each one's
   // figures in out["daemons"] and a table.
   void Report(double elapsed, nlohmann::json* out) const {
-    std::fprintf(stderr, "%-10s %8s %8s %12s %12s\n", "daemon", "cpu s", "cpu %",
-                 "rss peak MB", "rss after MB");
+    std::fprintf(stderr, "%-10s %8s %8s %12s %12s\n", "daemon", "cpu s",
+                 "cpu %", "rss peak MB", "rss after MB");
     for (const auto& [name, after] : daemons_.Read()) {
       const ProcStats& during = during_.at(name);
       double cpu = during.cpu_s - before_.at(name).cpu_s;
@@ -70,8 +72,9 @@ class DaemonWatch {
       (*out)["daemons"][name] = {{"cpu_s", cpu},
                                  {"rss_peak_bytes", peak_rss},
                                  {"rss_after_bytes", after.rss}};
-      std::fprintf(stderr, "%-10s %8.2f %8.0f %12.1f %12.1f\n", name.c_str(), cpu,
-                   100 * cpu / elapsed, peak_rss / 1048576.0, after.rss / 1048576.0);
+      std::fprintf(stderr, "%-10s %8.2f %8.0f %12.1f %12.1f\n", name.c_str(),
+                   cpu, 100 * cpu / elapsed, peak_rss / 1048576.0,
+                   after.rss / 1048576.0);
     }
   }
 
@@ -91,8 +94,11 @@ class DaemonWatch {
 class ThroughputLoad {
  public:
   ThroughputLoad(const ThroughputSettings& st, Pairs* pairs, DaemonWatch* watch)
-      : window_(st.window), seconds_(st.seconds), text_(st.text_bytes, 'x'),
-        pairs_(pairs), watch_(watch) {}
+      : window_(st.window),
+        seconds_(st.seconds),
+        text_(st.text_bytes, 'x'),
+        pairs_(pairs),
+        watch_(watch) {}
 
   void Run() {
     start_ = shown_ = Clock::now();
@@ -112,8 +118,12 @@ class ThroughputLoad {
   uint64_t sent() const { return sent_; }
   double elapsed() const { return elapsed_; }
   // Processed and delivered during the sending time, a second.
-  double processed_per_s() const { return static_cast<double>(processed_) / elapsed_; }
-  double delivered_per_s() const { return static_cast<double>(delivered_) / elapsed_; }
+  double processed_per_s() const {
+    return static_cast<double>(processed_) / elapsed_;
+  }
+  double delivered_per_s() const {
+    return static_cast<double>(delivered_) / elapsed_;
+  }
 
  private:
   void TopUp(Pair& p) {
@@ -129,8 +139,9 @@ class ThroughputLoad {
     watch_->Sample();
     uint64_t pr = pairs_->processed(), de = pairs_->delivered();
     double el = std::chrono::duration<double>(shown_ - start_).count();
-    std::fprintf(stderr, "\r%.0fs: %llu processed (%.0f/s), %llu delivered   ", el,
-                 static_cast<unsigned long long>(pr), static_cast<double>(pr) / el,
+    std::fprintf(stderr, "\r%.0fs: %llu processed (%.0f/s), %llu delivered   ",
+                 el, static_cast<unsigned long long>(pr),
+                 static_cast<double>(pr) / el,
                  static_cast<unsigned long long>(de));
   }
 
@@ -150,14 +161,15 @@ class ThroughputLoad {
 void Settle(Pairs& pairs) {
   std::fprintf(stderr, "\r%70s\rdraining...", "");
   pairs.Drain(std::chrono::seconds(120));
-  for (auto until = Clock::now() + std::chrono::seconds(3); Clock::now() < until;) {
+  for (auto until = Clock::now() + std::chrono::seconds(3);
+       Clock::now() < until;) {
     pairs.TakeAll();
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
 }
 
-void Report(const ThroughputSettings& st, const ThroughputLoad& load, const Pairs& pairs,
-            nlohmann::json* out) {
+void Report(const ThroughputSettings& st, const ThroughputLoad& load,
+            const Pairs& pairs, nlohmann::json* out) {
   (*out)["sent"] = load.sent();
   (*out)["processed"] = pairs.processed();
   (*out)["errors"] = pairs.errors();
@@ -166,11 +178,13 @@ void Report(const ThroughputSettings& st, const ThroughputLoad& load, const Pair
   (*out)["processed_per_s"] = load.processed_per_s();
   (*out)["delivered_per_s"] = load.delivered_per_s();
   std::fprintf(stderr, "\r%70s\r", "");
-  std::fprintf(stderr, "%u pairs, window %zu, %.1f s: %.0f processed/s, %.0f delivered/s, "
-               "%llu lost, %llu errors\n",
-               st.pairs, st.window, load.elapsed(), load.processed_per_s(),
-               load.delivered_per_s(), static_cast<unsigned long long>(pairs.lost()),
-               static_cast<unsigned long long>(pairs.errors()));
+  std::fprintf(
+      stderr,
+      "%u pairs, window %zu, %.1f s: %.0f processed/s, %.0f delivered/s, "
+      "%llu lost, %llu errors\n",
+      st.pairs, st.window, load.elapsed(), load.processed_per_s(),
+      load.delivered_per_s(), static_cast<unsigned long long>(pairs.lost()),
+      static_cast<unsigned long long>(pairs.errors()));
 }
 
 }  // namespace
@@ -178,10 +192,12 @@ void Report(const ThroughputSettings& st, const ThroughputLoad& load, const Pair
 int Throughput(const std::vector<std::string>& args) {
   ThroughputSettings st = ParseThroughput(args);
   BenchDir dir(st.cell.dir, st.cell.keep);
-  nlohmann::json out = {{"mode", "throughput"}, {"pairs", st.pairs}, {"window", st.window},
-                        {"seconds", st.seconds}, {"shards", st.cell.shards},
-                        {"text_bytes", st.text_bytes}};
-  LocalCell cell(ProgramDir(), dir.path + "/cell", st.cell.shards, st.cell.Conf());
+  nlohmann::json out = {
+      {"mode", "throughput"},     {"pairs", st.pairs},
+      {"window", st.window},      {"seconds", st.seconds},
+      {"shards", st.cell.shards}, {"text_bytes", st.text_bytes}};
+  LocalCell cell(ProgramDir(), dir.path + "/cell", st.cell.shards,
+                 st.cell.Conf());
   Daemons daemons(cell, st.cell.shards);
   Pairs pairs(cell, st.pairs);
   DaemonWatch watch(daemons);

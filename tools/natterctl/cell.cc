@@ -8,9 +8,8 @@
 #include <climits>
 #include <cstring>
 #include <fstream>
-#include <sstream>
-
 #include <map>
+#include <sstream>
 
 #include "common/curve.h"
 #include "common/text.h"
@@ -70,15 +69,18 @@ Status InitCell(const std::string& dir_in, const std::string& listen,
   struct stat st;
   if (::stat(cell.TokenKeys().c_str(), &st) == 0 ||
       ::stat(cell.Conf().c_str(), &st) == 0) {
-    return Status(ErrorCode::kBadRequest,
-                  cell.dir + " holds a cell already; refusing to overwrite its keys");
+    return Status(
+        ErrorCode::kBadRequest,
+        cell.dir + " holds a cell already; refusing to overwrite its keys");
   }
   if (shards == 0 || shards > 256) {
     return Status(ErrorCode::kBadRequest, "--shards: 1 to 256");
   }
   if ((cell.Run() + "/stored-000.control").size() > kMaxIpcPath) {
-    return Status(ErrorCode::kBadRequest,
-                  cell.dir + ": the path is too long for ipc:// sockets; use a shorter folder");
+    return Status(
+        ErrorCode::kBadRequest,
+        cell.dir +
+            ": the path is too long for ipc:// sockets; use a shorter folder");
   }
   for (const std::string& d :
        {cell.dir, cell.dir + "/keys", cell.TokenKeys(), cell.dir + "/data",
@@ -104,16 +106,22 @@ Status InitCell(const std::string& dir_in, const std::string& listen,
 
   std::ostringstream conf;
   conf << "# natter.conf(5) of the local cell in " << cell.dir << ",\n"
-       << "# written by natterctl init.  Every key is described in natter.conf(5).\n\n"
+       << "# written by natterctl init.  Every key is described in "
+          "natter.conf(5).\n\n"
        << "[cell]\nshards =";
   for (unsigned i = 0; i < shards; ++i) {
-    conf << " " << with_key("ipc://" + cell.Run() + "/stored-" + std::to_string(i) + ".sock",
-                            "stored");
+    conf << " "
+         << with_key("ipc://" + cell.Run() + "/stored-" + std::to_string(i) +
+                         ".sock",
+                     "stored");
   }
-  conf << "\nrouted = " << with_key("ipc://" + cell.Run() + "/routed.sock", "routed") << "\n"
-       << "notifyd-in = " << with_key("ipc://" + cell.Run() + "/notifyd-in.sock", "notifyd")
+  conf << "\nrouted = "
+       << with_key("ipc://" + cell.Run() + "/routed.sock", "routed") << "\n"
+       << "notifyd-in = "
+       << with_key("ipc://" + cell.Run() + "/notifyd-in.sock", "notifyd")
        << "\n"
-       << "notifyd-out = " << with_key("ipc://" + cell.Run() + "/notifyd-out.sock", "notifyd")
+       << "notifyd-out = "
+       << with_key("ipc://" + cell.Run() + "/notifyd-out.sock", "notifyd")
        << "\n"
        << "token-keys = " << cell.TokenKeys() << "\n"
        << "peer-keys = " << cell.PeerKeys() << "\n\n"

@@ -27,8 +27,12 @@ struct CellPaths {
   std::string TokenKeys() const { return dir + "/keys/token"; }
   std::string PeerKeys() const { return dir + "/keys/peers"; }
   std::string Run() const { return dir + "/run"; }
-  std::string Log(const std::string& name) const { return dir + "/log/" + name + ".log"; }
-  std::string Pid(const std::string& name) const { return dir + "/run/" + name + ".pid"; }
+  std::string Log(const std::string& name) const {
+    return dir + "/log/" + name + ".log";
+  }
+  std::string Pid(const std::string& name) const {
+    return dir + "/run/" + name + ".pid";
+  }
   // The control socket of daemon name ("frontd", "stored-0", ...), without
   // its key.
   std::string Control(const std::string& name) const {

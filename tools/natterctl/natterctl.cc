@@ -2,11 +2,13 @@
 // status, token.
 #include <dirent.h>
 #include <signal.h>
+#include <sodium.h>
 #include <sys/stat.h>
 #include <sysexits.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <boost/program_options.hpp>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
@@ -15,14 +17,11 @@
 #include <ctime>
 #include <fstream>
 #include <iostream>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <boost/program_options.hpp>
-#include <nlohmann/json.hpp>
-#include <sodium.h>
 #include <zmq.hpp>
 
 #include "common/control.h"
@@ -53,8 +52,10 @@ const char kUsage[] =
     "       natterctl down   [--dir DIR]\n"
     "       natterctl status [--dir DIR] [--json] [--key FILE] [ENDPOINT ...]\n"
     "       natterctl trace  [--dir DIR] MSG_ID|TRACE_ID\n"
-    "       natterctl backup [--dir DIR] --to PATH [--key FILE] [--timeout DURATION] [ENDPOINT ...]\n"
-    "       natterctl token  [--dir DIR] --user ID [--ttl DURATION] [--device NAME]\n"
+    "       natterctl backup [--dir DIR] --to PATH [--key FILE] [--timeout "
+    "DURATION] [ENDPOINT ...]\n"
+    "       natterctl token  [--dir DIR] --user ID [--ttl DURATION] [--device "
+    "NAME]\n"
     "       natterctl token-key add|list [--dir DIR]\n"
     "       natterctl token-key retire --id KEY_ID [--dir DIR]\n"
     "       natterctl keygen --name NAME [--dir DIR]\n"
@@ -77,8 +78,8 @@ struct Args {
   std::string id;    // token-key retire
   std::vector<std::string> words;
   bool json = false;
-  std::string key;      // status, backup: natterctl's CURVE secret key
-  std::string to;       // backup
+  std::string key;  // status, backup: natterctl's CURVE secret key
+  std::string to;   // backup
   std::string timeout = "1h";
 };
 
@@ -87,11 +88,12 @@ Args Parse(const std::string& command, const std::vector<std::string>& argv) {
   po::options_description opts;
   opts.add_options()("dir", po::value(&a.dir));
   if (command == "init" || command == "up") {
-    opts.add_options()("listen", po::value(&a.listen))("shards", UintValue("shards", &a.shards));
+    opts.add_options()("listen", po::value(&a.listen))(
+        "shards", UintValue("shards", &a.shards));
   }
   if (command == "token") {
-    opts.add_options()("user", UintValue("user", &a.user))("ttl", po::value(&a.ttl))(
-        "device", po::value(&a.device));
+    opts.add_options()("user", UintValue("user", &a.user))(
+        "ttl", po::value(&a.ttl))("device", po::value(&a.device));
   }
   if (command == "keygen") opts.add_options()("name", po::value(&a.name));
   po::positional_options_description pos;
@@ -99,10 +101,12 @@ Args Parse(const std::string& command, const std::vector<std::string>& argv) {
     opts.add_options()("words", po::value(&a.words));
     pos.add("words", -1);
   }
-  if (command == "status" || command == "backup") opts.add_options()("key", po::value(&a.key));
+  if (command == "status" || command == "backup")
+    opts.add_options()("key", po::value(&a.key));
   if (command == "status") opts.add_options()("json", po::bool_switch(&a.json));
   if (command == "backup") {
-    opts.add_options()("to", po::value(&a.to))("timeout", po::value(&a.timeout));
+    opts.add_options()("to", po::value(&a.to))("timeout",
+                                               po::value(&a.timeout));
   }
   if (command == "token-key") {
     opts.add_options()("id", po::value(&a.id))("words", po::value(&a.words));
@@ -110,7 +114,8 @@ Args Parse(const std::string& command, const std::vector<std::string>& argv) {
   }
   try {
     po::variables_map vm;
-    po::store(po::command_line_parser(argv).options(opts).positional(pos).run(), vm);
+    po::store(po::command_line_parser(argv).options(opts).positional(pos).run(),
+              vm);
     po::notify(vm);
   } catch (const po::error& e) {
     throw Exit{EX_USAGE, command + ": " + e.what()};
@@ -134,7 +139,8 @@ int Init(const Args& a) {
   Status s = InitCell(a.dir, a.listen.empty() ? kDefaultListen : a.listen,
                       a.shards == 0 ? 1 : a.shards, &cell);
   if (!s.ok()) {
-    throw Exit{s.code() == ErrorCode::kBadRequest ? EX_CANTCREAT : EX_OSERR, s.message()};
+    throw Exit{s.code() == ErrorCode::kBadRequest ? EX_CANTCREAT : EX_OSERR,
+               s.message()};
   }
   std::cerr << "natterctl: new cell in " << cell.dir << " ("
             << (a.shards == 0 ? 1 : a.shards) << " shard"
@@ -189,8 +195,11 @@ bool PlainIpc(const CellPaths& cell) {
   std::string line;
   while (std::getline(in, line)) {
     std::vector<std::string> w = SplitList(line);
-    if (w.size() == 3 && w[0] == "curve-ipc" && w[1] == "=" && w[2] == "no") return true;
-    if (line.rfind("curve-ipc=no", 0) == 0 || line.rfind("curve-ipc =no", 0) == 0) return true;
+    if (w.size() == 3 && w[0] == "curve-ipc" && w[1] == "=" && w[2] == "no")
+      return true;
+    if (line.rfind("curve-ipc=no", 0) == 0 ||
+        line.rfind("curve-ipc =no", 0) == 0)
+      return true;
   }
   return false;
 }
@@ -201,19 +210,23 @@ std::string ControlEndpoint(const CellPaths& cell, const std::string& name) {
   if (PlainIpc(cell)) return endpoint;
   CurveKey pub;
   std::string key_name = name.rfind("stored-", 0) == 0 ? "stored" : name;
-  if (!ReadCurveKey(cell.dir + "/keys/" + key_name + ".pub", &pub).ok()) return endpoint;
+  if (!ReadCurveKey(cell.dir + "/keys/" + key_name + ".pub", &pub).ok())
+    return endpoint;
   return endpoint + "@" + CurveKeyZ85(pub);
 }
 
 // natterctl's own key for the control sockets: --key, or the cell's
 // admin key.
-CurveIdentity AdminIdentity(const CellPaths& cell, const std::string& key_file) {
+CurveIdentity AdminIdentity(const CellPaths& cell,
+                            const std::string& key_file) {
   CurveIdentity me;
   std::string path = key_file.empty() ? cell.dir + "/keys/admin.key" : key_file;
   Status s = LoadCurveIdentity(path, &me);
   if (!s.ok()) {
-    throw Exit{EX_NOINPUT, s.message() + " (natterctl keygen --name admin makes one; then "
-                                         "natterctl reload)"};
+    throw Exit{EX_NOINPUT,
+               s.message() +
+                   " (natterctl keygen --name admin makes one; then "
+                   "natterctl reload)"};
   }
   return me;
 }
@@ -221,12 +234,14 @@ CurveIdentity AdminIdentity(const CellPaths& cell, const std::string& key_file) 
 // One control request and its answer's body; an error answer comes back
 // as its status.
 template <typename Body, typename Answer>
-Status AskDaemon(zmq::context_t& ctx, const std::string& endpoint, const CurveIdentity& me,
-                 uint64_t corr, const Body& body, int timeout_ms, Answer* out) {
+Status AskDaemon(zmq::context_t& ctx, const std::string& endpoint,
+                 const CurveIdentity& me, uint64_t corr, const Body& body,
+                 int timeout_ms, Answer* out) {
   Header h;
   h.corr = corr;
   std::string answer;
-  Status s = AskControl(ctx, endpoint, me, EncodeFrame(h, body), timeout_ms, &answer);
+  Status s =
+      AskControl(ctx, endpoint, me, EncodeFrame(h, body), timeout_ms, &answer);
   Frame f;
   if (s.ok()) s = DecodeFrame(answer.data(), answer.size(), &f);
   if (s.ok() && f.type() == MsgType::kError) {
@@ -253,10 +268,12 @@ nlohmann::json MetricsJson(const std::vector<Metric>& metrics) {
   return j;
 }
 
-void PrintMetrics(const std::string& daemon, const std::vector<Metric>& metrics) {
+void PrintMetrics(const std::string& daemon,
+                  const std::vector<Metric>& metrics) {
   for (const Metric& m : metrics) {
     if (m.type != "summary") {
-      std::printf("%-10s %-46s %.15g\n", daemon.c_str(), m.name.c_str(), m.value);
+      std::printf("%-10s %-46s %.15g\n", daemon.c_str(), m.name.c_str(),
+                  m.value);
       continue;
     }
     std::printf("%-10s %-46s", daemon.c_str(), m.name.c_str());
@@ -268,8 +285,9 @@ void PrintMetrics(const std::string& daemon, const std::vector<Metric>& metrics)
 }
 
 // Asks each daemon for its metrics; false if one did not answer.
-bool ShowMetrics(const std::vector<std::pair<std::string, std::string>>& daemons,
-                 const CurveIdentity& me, bool json, nlohmann::json* out) {
+bool ShowMetrics(
+    const std::vector<std::pair<std::string, std::string>>& daemons,
+    const CurveIdentity& me, bool json, nlohmann::json* out) {
   zmq::context_t ctx(1);
   bool all = true;
   for (const auto& [name, endpoint] : daemons) {
@@ -296,7 +314,8 @@ int StatusCommand(const Args& a) {
   if (!a.words.empty()) {
     // Control sockets named on the command line (a cell across hosts).
     std::vector<std::pair<std::string, std::string>> daemons;
-    for (const std::string& ep : a.words) daemons.emplace_back(BindAddress(ep), ep);
+    for (const std::string& ep : a.words)
+      daemons.emplace_back(BindAddress(ep), ep);
     bool all = ShowMetrics(daemons, AdminIdentity(cell, a.key), a.json, &out);
     if (a.json) std::cout << out.dump() << "\n";
     return all ? EX_OK : EX_UNAVAILABLE;
@@ -305,29 +324,35 @@ int StatusCommand(const Args& a) {
   pid_t sup = SupervisorPid(cell);
   std::vector<std::string> names = {"notifyd"};
   unsigned shards = ShardCount(cell);
-  for (unsigned i = 0; i < shards; ++i) names.push_back("stored-" + std::to_string(i));
+  for (unsigned i = 0; i < shards; ++i)
+    names.push_back("stored-" + std::to_string(i));
   names.push_back("routed");
   names.push_back("frontd");
   bool all = sup > 0;
   if (!a.json) {
     std::printf("%-10s %-8s %s\n", "NAME", "PID", "STATE");
-    std::printf("%-10s %-8s %s\n", "natterctl", sup > 0 ? std::to_string(sup).c_str() : "-",
+    std::printf("%-10s %-8s %s\n", "natterctl",
+                sup > 0 ? std::to_string(sup).c_str() : "-",
                 sup > 0 ? "running" : "stopped");
   }
-  out["natterctl"] = {{"pid", sup > 0 ? sup : 0}, {"state", sup > 0 ? "running" : "stopped"}};
+  out["natterctl"] = {{"pid", sup > 0 ? sup : 0},
+                      {"state", sup > 0 ? "running" : "stopped"}};
   std::vector<std::pair<std::string, std::string>> running;
   for (const auto& n : names) {
     std::string line;
     pid_t pid = -1;
     if (sup > 0 && ReadFirstLine(cell.Pid(n), &line)) {
       auto v = ParseUint(line);
-      if (v && ::kill(static_cast<pid_t>(*v), 0) == 0) pid = static_cast<pid_t>(*v);
+      if (v && ::kill(static_cast<pid_t>(*v), 0) == 0)
+        pid = static_cast<pid_t>(*v);
     }
     all = all && pid > 0;
     if (pid > 0) running.emplace_back(n, ControlEndpoint(cell, n));
-    out[n] = {{"pid", pid > 0 ? pid : 0}, {"state", pid > 0 ? "running" : "stopped"}};
+    out[n] = {{"pid", pid > 0 ? pid : 0},
+              {"state", pid > 0 ? "running" : "stopped"}};
     if (!a.json) {
-      std::printf("%-10s %-8s %s\n", n.c_str(), pid > 0 ? std::to_string(pid).c_str() : "-",
+      std::printf("%-10s %-8s %s\n", n.c_str(),
+                  pid > 0 ? std::to_string(pid).c_str() : "-",
                   pid > 0 ? "running" : "stopped");
     }
   }
@@ -343,11 +368,18 @@ int StatusCommand(const Args& a) {
 // daemons' logs (lines with its trace id, in time order).
 int Trace(const Args& a) {
   CellPaths cell{a.dir};
-  if (a.words.size() != 1) throw Exit{EX_USAGE, "trace: which message? natterctl trace MSG_ID|TRACE_ID"};
+  if (a.words.size() != 1)
+    throw Exit{EX_USAGE,
+               "trace: which message? natterctl trace MSG_ID|TRACE_ID"};
   const std::string& wanted = a.words[0];
-  bool is_trace = wanted.size() == 16 && wanted.find_first_not_of("0123456789abcdef") == std::string::npos;
-  if (!is_trace && (wanted.empty() || wanted.find_first_not_of("0123456789") != std::string::npos)) {
-    throw Exit{EX_USAGE, "trace: '" + wanted + "' is neither a message id nor a trace id (16 hex digits)"};
+  bool is_trace =
+      wanted.size() == 16 &&
+      wanted.find_first_not_of("0123456789abcdef") == std::string::npos;
+  if (!is_trace && (wanted.empty() || wanted.find_first_not_of("0123456789") !=
+                                          std::string::npos)) {
+    throw Exit{EX_USAGE,
+               "trace: '" + wanted +
+                   "' is neither a message id nor a trace id (16 hex digits)"};
   }
   std::vector<std::string> lines;
   std::set<std::string> traces;
@@ -356,7 +388,8 @@ int Trace(const Args& a) {
   if (d == nullptr) throw Exit{EX_NOINPUT, "no logs in " + cell.dir + "/log"};
   while (dirent* e = ::readdir(d)) {
     std::string name = e->d_name;
-    if (name.size() < 5 || name.compare(name.size() - 4, 4, ".log") != 0) continue;
+    if (name.size() < 5 || name.compare(name.size() - 4, 4, ".log") != 0)
+      continue;
     std::ifstream in(cell.dir + "/log/" + name);
     std::string line;
     while (std::getline(in, line)) {
@@ -366,7 +399,8 @@ int Trace(const Args& a) {
       if (!is_trace && line.find(" id=" + wanted + " ") != std::string::npos) {
         traces.insert(line.substr(t + 7, 16));
       } else if (!is_trace && line.size() >= wanted.size() + 4 &&
-                 line.compare(line.size() - wanted.size() - 4, wanted.size() + 4, " id=" + wanted) == 0) {
+                 line.compare(line.size() - wanted.size() - 4,
+                              wanted.size() + 4, " id=" + wanted) == 0) {
         traces.insert(line.substr(t + 7, 16));
       }
     }
@@ -378,9 +412,11 @@ int Trace(const Args& a) {
     if (traces.count(line.substr(t + 7, 16))) path.push_back(line);
   }
   if (path.empty()) {
-    throw Exit{EX_NOINPUT, "no trace of " + wanted + " in " + cell.dir +
-                               "/log (send with natter send --trace, or run the daemons with "
-                               "--log-level debug)"};
+    throw Exit{
+        EX_NOINPUT,
+        "no trace of " + wanted + " in " + cell.dir +
+            "/log (send with natter send --trace, or run the daemons with "
+            "--log-level debug)"};
   }
   // Lines begin with their time (RFC 3339, UTC, microseconds): sorted, they
   // are the path.
@@ -395,7 +431,9 @@ int Backup(const Args& a) {
   CellPaths cell{a.dir};
   if (a.to.empty()) throw Exit{EX_USAGE, "backup: --to PATH is required"};
   auto timeout = ParseDuration(a.timeout);
-  if (!timeout || *timeout == 0) throw Exit{EX_USAGE, "backup: --timeout: '" + a.timeout + "' is not a duration"};
+  if (!timeout || *timeout == 0)
+    throw Exit{EX_USAGE,
+               "backup: --timeout: '" + a.timeout + "' is not a duration"};
   std::string to = AbsolutePath(a.to);
   while (to.size() > 1 && to.back() == '/') to.pop_back();
   std::vector<std::string> endpoints = a.words;
@@ -416,25 +454,32 @@ int Backup(const Args& a) {
     BackupRequest req;
     req.path = to + "/shard-" + std::to_string(i);
     BackupReply r;
-    Status s = AskDaemon(ctx, endpoints[i], me, i + 1, req,
-                         static_cast<int>(std::min<uint64_t>(*timeout, 86400) * 1000), &r);
-    if (!s.ok()) throw Exit{ExitCodeFor(s.code()), "backup: shard " + std::to_string(i) + ": " + s.message()};
+    Status s = AskDaemon(
+        ctx, endpoints[i], me, i + 1, req,
+        static_cast<int>(std::min<uint64_t>(*timeout, 86400) * 1000), &r);
+    if (!s.ok())
+      throw Exit{ExitCodeFor(s.code()),
+                 "backup: shard " + std::to_string(i) + ": " + s.message()};
     std::printf("shard-%zu %s %llu records %llu bytes\n", i, r.path.c_str(),
-                static_cast<unsigned long long>(r.records), static_cast<unsigned long long>(r.bytes));
+                static_cast<unsigned long long>(r.records),
+                static_cast<unsigned long long>(r.bytes));
   }
   return EX_OK;
 }
 
 int Token(const Args& a) {
-  if (a.user == 0) throw Exit{EX_USAGE, "token: --user ID (a number above 0) is required"};
+  if (a.user == 0)
+    throw Exit{EX_USAGE, "token: --user ID (a number above 0) is required"};
   auto ttl = ParseDuration(a.ttl);
   if (!ttl || *ttl == 0 || *ttl > kMaxTokenTtlDays * 86400) {
-    throw Exit{EX_USAGE, "token: --ttl: '" + a.ttl + "' is not a duration of 1s to " +
-                             std::to_string(kMaxTokenTtlDays) + "d (90s, 15m, 24h, 7d)"};
+    throw Exit{EX_USAGE,
+               "token: --ttl: '" + a.ttl + "' is not a duration of 1s to " +
+                   std::to_string(kMaxTokenTtlDays) + "d (90s, 15m, 24h, 7d)"};
   }
   if (!a.device.empty()) {
     Status valid = ValidateDevice(a.device);
-    if (!valid.ok()) throw Exit{EX_USAGE, "token: --device: " + valid.message()};
+    if (!valid.ok())
+      throw Exit{EX_USAGE, "token: --device: " + valid.message()};
   }
   CellPaths cell{a.dir};
   SigningKey key;
@@ -453,12 +498,14 @@ std::vector<pid_t> DaemonPids(const CellPaths& cell) {
   std::vector<pid_t> pids;
   if (SupervisorPid(cell) < 0) return pids;
   std::vector<std::string> names = {"notifyd", "routed", "frontd"};
-  for (unsigned i = 0; i < ShardCount(cell); ++i) names.push_back("stored-" + std::to_string(i));
+  for (unsigned i = 0; i < ShardCount(cell); ++i)
+    names.push_back("stored-" + std::to_string(i));
   for (const auto& n : names) {
     std::string line;
     if (!ReadFirstLine(cell.Pid(n), &line)) continue;
     auto v = ParseUint(line);
-    if (v && ::kill(static_cast<pid_t>(*v), 0) == 0) pids.push_back(static_cast<pid_t>(*v));
+    if (v && ::kill(static_cast<pid_t>(*v), 0) == 0)
+      pids.push_back(static_cast<pid_t>(*v));
   }
   return pids;
 }
@@ -466,17 +513,20 @@ std::vector<pid_t> DaemonPids(const CellPaths& cell) {
 int Reload(const Args& a) {
   CellPaths cell{a.dir};
   auto pids = DaemonPids(cell);
-  if (pids.empty()) throw Exit{EX_UNAVAILABLE, "no cell is running in " + cell.dir};
+  if (pids.empty())
+    throw Exit{EX_UNAVAILABLE, "no cell is running in " + cell.dir};
   for (pid_t pid : pids) ::kill(pid, SIGHUP);
   return EX_OK;
 }
 
 int Keygen(const Args& a) {
-  if (a.name.empty() || a.name.find('/') != std::string::npos || a.name[0] == '.') {
+  if (a.name.empty() || a.name.find('/') != std::string::npos ||
+      a.name[0] == '.') {
     throw Exit{EX_USAGE, "keygen: --name NAME (a file name) is required"};
   }
   if (!PeerRoleOfName(a.name)) {
-    throw Exit{EX_USAGE, "keygen: '" + a.name + "' names no role; " + kPeerKeyNaming};
+    throw Exit{EX_USAGE,
+               "keygen: '" + a.name + "' names no role; " + kPeerKeyNaming};
   }
   CellPaths cell{a.dir};
   if (!CellExists(cell)) throw Exit{EX_USAGE, "no cell in " + cell.dir};
@@ -485,8 +535,10 @@ int Keygen(const Args& a) {
   if (!s.ok()) throw Exit{EX_CANTCREAT, "keygen: " + s.message()};
   std::cerr << "natterctl: " << cell.dir << "/keys/" << a.name
             << ".key made; its public key is listed in " << cell.PeerKeys()
-            << "; copy " << a.name << ".pub, under this name (it gives the key its role), into the"
-            << " peer-keys folder of every host of the cell and run natterctl reload there\n";
+            << "; copy " << a.name
+            << ".pub, under this name (it gives the key its role), into the"
+            << " peer-keys folder of every host of the cell and run natterctl "
+               "reload there\n";
   std::cout << CurveKeyZ85(pub) << "\n";
   return EX_OK;
 }
@@ -494,7 +546,8 @@ int Keygen(const Args& a) {
 int TokenKey(const Args& a) {
   CellPaths cell{a.dir};
   std::string verb = a.words.empty() ? "" : a.words[0];
-  if (a.words.size() != 1) throw Exit{EX_USAGE, "token-key: add, list or retire --id KEY_ID"};
+  if (a.words.size() != 1)
+    throw Exit{EX_USAGE, "token-key: add, list or retire --id KEY_ID"};
   if (verb == "add") {
     SigningKey key = GenerateSigningKey();
     Status s = WriteSigningKey(cell.TokenKeys(), key);
@@ -520,10 +573,13 @@ int TokenKey(const Args& a) {
       throw Exit{EX_USAGE, "token-key retire: --id KEY_ID is required"};
     }
     std::string pub = cell.TokenKeys() + "/" + a.id + ".pub";
-    if (::access(pub.c_str(), F_OK) != 0) throw Exit{EX_NOINPUT, "token-key: no key " + a.id};
+    if (::access(pub.c_str(), F_OK) != 0)
+      throw Exit{EX_NOINPUT, "token-key: no key " + a.id};
     TokenVerifier v;
     v.LoadDir(cell.TokenKeys());
-    if (v.key_count() <= 1) throw Exit{EX_USAGE, "token-key: " + a.id + " is the only key; add one first"};
+    if (v.key_count() <= 1)
+      throw Exit{EX_USAGE,
+                 "token-key: " + a.id + " is the only key; add one first"};
     ::unlink((cell.TokenKeys() + "/" + a.id + ".sec").c_str());
     ::unlink(pub.c_str());
     std::cerr << "natterctl: tokens signed with " << a.id

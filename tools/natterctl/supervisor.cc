@@ -44,7 +44,8 @@ bool Spawn(const CellPaths& cell, Child* c, bool want_ready) {
     ::prctl(PR_SET_PDEATHSIG, SIGTERM);
     signal(SIGINT, SIG_DFL);
     signal(SIGTERM, SIG_DFL);
-    int log = ::open(cell.Log(c->name).c_str(), O_WRONLY | O_CREAT | O_APPEND, 0640);
+    int log =
+        ::open(cell.Log(c->name).c_str(), O_WRONLY | O_CREAT | O_APPEND, 0640);
     int null = ::open("/dev/null", O_RDWR);
     if (null >= 0) {
       ::dup2(null, 0);
@@ -106,8 +107,11 @@ void StopAll(std::vector<Child>& children) {
 }
 
 std::string DescribeStatus(int status) {
-  if (WIFEXITED(status)) return "exited with status " + std::to_string(WEXITSTATUS(status));
-  if (WIFSIGNALED(status)) return std::string("was killed by signal ") + std::to_string(WTERMSIG(status));
+  if (WIFEXITED(status))
+    return "exited with status " + std::to_string(WEXITSTATUS(status));
+  if (WIFSIGNALED(status))
+    return std::string("was killed by signal ") +
+           std::to_string(WTERMSIG(status));
   return "stopped";
 }
 
@@ -117,7 +121,8 @@ int Supervise(const CellPaths& cell, const std::string& listen_override) {
   std::string lock_path = cell.Run() + "/natterctl.pid";
   int lock = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
   if (lock < 0 || ::flock(lock, LOCK_EX | LOCK_NB) != 0) {
-    std::cerr << "natterctl: the cell in " << cell.dir << " is running already\n";
+    std::cerr << "natterctl: the cell in " << cell.dir
+              << " is running already\n";
     return EX_TEMPFAIL;
   }
   if (::ftruncate(lock, 0) == 0) {
@@ -142,7 +147,8 @@ int Supervise(const CellPaths& cell, const std::string& listen_override) {
   add("notifyd", "natter-notifyd", {});
   unsigned shards = ShardCount(cell);
   for (unsigned i = 0; i < shards; ++i) {
-    add("stored-" + std::to_string(i), "natter-stored", {"--shard", std::to_string(i)});
+    add("stored-" + std::to_string(i), "natter-stored",
+        {"--shard", std::to_string(i)});
   }
   add("routed", "natter-routed", {});
   if (listen_override.empty()) {
@@ -153,7 +159,8 @@ int Supervise(const CellPaths& cell, const std::string& listen_override) {
 
   for (auto& c : children) {
     if (!Spawn(cell, &c, true)) {
-      std::cerr << "natterctl: cannot start " << c.argv[0] << ": " << std::strerror(errno) << "\n";
+      std::cerr << "natterctl: cannot start " << c.argv[0] << ": "
+                << std::strerror(errno) << "\n";
       StopAll(children);
       return EX_OSERR;
     }
@@ -185,12 +192,14 @@ int Supervise(const CellPaths& cell, const std::string& listen_override) {
         int status = 0;
         ::waitpid(c.pid, &status, 0);
         c.pid = -1;
-        std::cerr << "natterctl: natter-" << (c.name.rfind("stored", 0) == 0 ? "stored" : c.name)
+        std::cerr << "natterctl: natter-"
+                  << (c.name.rfind("stored", 0) == 0 ? "stored" : c.name)
                   << " (" << c.name << ") " << DescribeStatus(status)
                   << " before it was ready; see " << cell.Log(c.name) << "\n";
         StopAll(children);
-        return WIFEXITED(status) && WEXITSTATUS(status) == EX_CONFIG ? EX_CONFIG
-                                                                      : EX_UNAVAILABLE;
+        return WIFEXITED(status) && WEXITSTATUS(status) == EX_CONFIG
+                   ? EX_CONFIG
+                   : EX_UNAVAILABLE;
       }
     }
   }
@@ -214,7 +223,8 @@ int Supervise(const CellPaths& cell, const std::string& listen_override) {
       }
     }
     for (auto& c : children) {
-      if (c.pid < 0 && !g_stop && Clock::now() >= c.restart_at) Spawn(cell, &c, false);
+      if (c.pid < 0 && !g_stop && Clock::now() >= c.restart_at)
+        Spawn(cell, &c, false);
     }
   }
   StopAll(children);

@@ -19,7 +19,7 @@ struct Child {
   std::string name;               // "stored-1"
   std::vector<std::string> argv;  // program and arguments
   pid_t pid = -1;
-  int ready_fd = -1;              // read end of the readiness pipe
+  int ready_fd = -1;  // read end of the readiness pipe
   bool ready = false;
   std::chrono::steady_clock::time_point started;
   std::chrono::steady_clock::time_point restart_at;
