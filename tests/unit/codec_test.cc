@@ -3,6 +3,7 @@
 #include <tuple>
 
 #include "common/proto.h"
+#include "common/text.h"
 
 using namespace natter;
 
@@ -345,4 +346,39 @@ TEST_CASE("every frame type has its number and name, once") {
   CHECK_FALSE(IsKnownType(200));
   CHECK(IsKnownType(129));
   CHECK(std::string(MsgTypeName(MsgType::kHandoff)) == "handoff");
+}
+
+// natter(7), "Worked example": the bytes a client in another language is
+// written against.
+TEST_CASE("natter(7)'s worked example is byte for byte what the codec writes") {
+  auto hex = [](const std::string& b) {
+    return ToHex(reinterpret_cast<const uint8_t*>(b.data()), b.size());
+  };
+  Header h;
+  h.corr = 1;
+  h.type = static_cast<uint8_t>(MsgType::kHello);
+  CHECK(hex(EncodeFrame(h, Hello{"nt1.x.y", "phone"})) ==
+        "92"
+        "96010101"
+        "00a000"
+        "92a76e74312e782e79a570686f6e65");
+  h.corr = 2;
+  h.type = static_cast<uint8_t>(MsgType::kSend);
+  CHECK(hex(EncodeFrame(h, Send{"c1", UserId(2), "hi"})) ==
+        "929601020200a000"
+        "93a2633102a26869");
+  Header from_frontd = h;
+  from_frontd.user = UserId(1);
+  from_frontd.device = "phone";
+  Processed p;
+  p.id = MessageId(384778143468093440ull);
+  p.client_msg_id = "c1";
+  p.to = UserId(2);
+  p.ts = 1795805458235ull;
+  p.seq = Seq(7);
+  CHECK(hex(EncodeReply(from_frontd, p)) ==
+        "92960141"
+        "0201a570686f6e6500"
+        "95cf055701aecec00000a2633102"
+        "cf000001a21e58af3b07");
 }
