@@ -99,7 +99,7 @@ Status Routed::Create(const Config& config, zmq::context_t& ctx,
   DaemonKeys keys;
   Status s = DaemonKeys::Create(config, &keys);
   if (!s.ok()) return s;
-  std::vector<std::string> shards = config.GetList("shards");
+  std::vector<std::string> shards = config.GetShardMap();
   if (shards.empty())
     return Status(ErrorCode::kBadRequest, "shards: the shard map is empty");
   uint32_t generator = 0;

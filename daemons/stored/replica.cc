@@ -167,6 +167,19 @@ bool Replica::Read(uint64_t context) {
 void Replica::Send(const raft::Message& m) {
   if (m.to == 0 || m.to > peers_.size() || m.to == settings_.replica + 1)
     return;
+  if (m.type == raft::MessageType::kSnapshot) {
+    // A replica behind the compacted log needs the database itself;
+    // sending it is not built yet, so it stays behind (and says so here)
+    // rather than take a snapshot without its data.
+    if (snapshots_needed_++ % 100 == 0) {
+      NLOG_ERROR(
+          "event=snapshot-needed shard=%u replica=%llu "
+          "error=\"it is behind the compacted log; make it again from a "
+          "copy of a healthy replica\"",
+          settings_.shard, static_cast<unsigned long long>(m.to - 1));
+    }
+    return;
+  }
   Header h;
   h.type = static_cast<uint8_t>(MsgType::kRaft);
   h.device = std::to_string(settings_.shard);
@@ -208,6 +221,37 @@ Status Replica::Process(ReplicaHandler* handler) {
   reads_.erase(served, reads_.end());
   for (const PendingRead& p : ready) handler->ServeRead(p.context);
   if (!leading()) reads_.clear();  // never confirmed now; the asker times out
+  return MaybeCompact(handler);
+}
+
+Status Replica::MaybeCompact(ReplicaHandler* handler) {
+  const uint64_t applied = node_->applied();
+  const uint64_t first = node_->first_index();
+  if (applied < first) return Status::Ok();
+  if (log_->bytes() <= kCompactBytes &&
+      applied - first + 1 <= kCompactEntries) {
+    return Status::Ok();
+  }
+  // Keep the newest applied entries, by count and by bytes.
+  uint64_t keep_from = applied > kKeepEntries ? applied - kKeepEntries : 1;
+  uint64_t bytes = 0;
+  for (uint64_t i = applied; i > first && i > keep_from; --i) {
+    bytes += node_->EntriesBetween(i, i).front().data.size();
+    if (bytes >= kKeepBytes) {
+      keep_from = i;
+      break;
+    }
+  }
+  if (keep_from <= first) return Status::Ok();
+  Status s = handler->SyncApplied();
+  if (!s.ok()) return s;
+  node_->Compact(keep_from - 1);
+  s = log_->Compact(node_->snapshot());
+  if (!s.ok()) return s;
+  ++compactions_;
+  NLOG_INFO("event=log-compacted shard=%u through=%llu log_bytes=%llu",
+            settings_.shard, static_cast<unsigned long long>(keep_from - 1),
+            static_cast<unsigned long long>(log_->bytes()));
   return Status::Ok();
 }
 

@@ -44,6 +44,9 @@ class ReplicaHandler {
   virtual Status ApplyEntry(const raft::Entry& entry) = 0;
   // The read asked with context may be served now.
   virtual void ServeRead(uint64_t context) = 0;
+  // Makes the database durable up to what was applied: the log is about
+  // to forget those entries.
+  virtual Status SyncApplied() = 0;
 };
 
 class Replica {
@@ -93,10 +96,21 @@ class Replica {
   const RaftLog& log() const { return *log_; }
   uint64_t elections() const { return node_->elections(); }
   uint64_t messages_dropped() const { return dropped_; }
+  uint64_t compactions() const { return compactions_; }
+  uint64_t snapshots_needed() const { return snapshots_needed_; }
+
+  // The log is compacted when it holds more than kCompactBytes or
+  // kCompactEntries, down to the last kKeepBytes / kKeepEntries applied
+  // (for followers a little behind).
+  static constexpr uint64_t kCompactBytes = 64 << 20;
+  static constexpr uint64_t kCompactEntries = 100000;
+  static constexpr uint64_t kKeepBytes = 16 << 20;
+  static constexpr uint64_t kKeepEntries = 10000;
 
  private:
   Replica(zmq::context_t& ctx, const Settings& s) : ctx_(ctx), settings_(s) {}
   void Send(const raft::Message& m);
+  Status MaybeCompact(ReplicaHandler* handler);
 
   struct PendingRead {
     uint64_t context = 0;
@@ -115,6 +129,8 @@ class Replica {
   std::chrono::steady_clock::time_point next_tick_;
   std::vector<PendingRead> reads_;
   uint64_t dropped_ = 0;
+  uint64_t compactions_ = 0;
+  uint64_t snapshots_needed_ = 0;
 };
 
 }  // namespace stored

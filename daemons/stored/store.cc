@@ -159,6 +159,18 @@ Status Store::Upgrade() {
   return Status::Ok();
 }
 
+Status Store::SyncWrites() {
+  if (!db_)
+    return Status(ErrorCode::kStorage, "the shard's database is closed");
+  leveldb::WriteOptions synced;
+  synced.sync = true;
+  leveldb::WriteBatch nothing;
+  leveldb::Status s = db_->Write(synced, &nothing);
+  if (!s.ok()) return Status(ErrorCode::kStorage, s.ToString());
+  ++syncs_;
+  return Status::Ok();
+}
+
 Status Store::Backup(const std::string& path, uint64_t* records,
                      uint64_t* bytes) {
   *records = *bytes = 0;

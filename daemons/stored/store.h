@@ -118,6 +118,9 @@ class Store {
   // descriptor; the daemon sizes it to its open-files limit).
   Status Open(const std::string& path, int max_open_files = 1000);
   void Close();
+  // Makes what was written so far durable (a synced empty write): before
+  // the Raft log may forget the entries it applied.
+  Status SyncWrites();
   bool is_open() const { return db_ != nullptr; }
 
   // Applies the batch in one synced write.  On ok, every request has its

@@ -15,7 +15,7 @@ DaemonSpec Spec() {
   spec.name = [](const Config& config) {
     std::string name = "stored-" + config.Get("shard");
     uint64_t shard = 0;
-    std::vector<std::string> shards = config.GetList("shards");
+    std::vector<std::string> shards = config.GetShardMap();
     if (config.GetUint("shard", &shard).ok() && shard < shards.size() &&
         ReplicaEndpoints(shards[shard]).size() > 1) {
       name += "." + config.Get("replica");
@@ -42,7 +42,7 @@ Status Stored::Create(const Config& config, zmq::context_t& ctx,
   if (s.ok()) s = config.GetUint("user-burst", &user_burst);
   if (s.ok()) s = UserRateLimiter::CheckSettings(user_rate, user_burst);
   if (!s.ok()) return s;
-  std::vector<std::string> shards = config.GetList("shards");
+  std::vector<std::string> shards = config.GetShardMap();
   if (shards.empty())
     return Status(ErrorCode::kBadRequest, "shards: the shard map is empty");
   if (shard >= shards.size()) {

@@ -111,6 +111,7 @@ class Stored : public Service, private ReplicaHandler {
                        std::vector<std::string>* frames);
   Status ApplyAcks(const raft::Entry& entry, std::vector<std::string>* frames);
   void ServeRead(uint64_t context) override;
+  Status SyncApplied() override { return store_->SyncWrites(); }
   void ProcessReplica();
   // Leadership came or went: hand-offs are the leader's to send.
   void LeadershipChanged();

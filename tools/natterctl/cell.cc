@@ -157,7 +157,7 @@ unsigned ShardCount(const CellPaths& cell) {
     if (in_cell && line.rfind("shards", 0) == 0) {
       size_t eq = line.find('=');
       if (eq == std::string::npos) return 0;
-      return static_cast<unsigned>(SplitList(line.substr(eq + 1)).size());
+      return static_cast<unsigned>(SplitWords(line.substr(eq + 1)).size());
     }
   }
   return 0;
@@ -173,7 +173,7 @@ std::vector<std::vector<std::string>> StoredNames(const CellPaths& cell) {
     if (!in_cell || line.rfind("shards", 0) != 0) continue;
     size_t eq = line.find('=');
     if (eq == std::string::npos) break;
-    std::vector<std::string> shards = SplitList(line.substr(eq + 1));
+    std::vector<std::string> shards = SplitWords(line.substr(eq + 1));
     for (size_t i = 0; i < shards.size(); ++i) {
       size_t replicas = ReplicaEndpoints(shards[i]).size();
       std::vector<std::string> shard;
