@@ -515,6 +515,20 @@ struct BackupReply {
   NATTER_WIRE(3, path, records, bytes)
 };
 
+// natterctl verify: a digest of a shard replica's database as it is now,
+// and where in the shard's log that is.
+struct DigestRequest {
+  NATTER_WIRE(0)
+};
+
+struct DigestReply {
+  uint64_t applied_index = 0;
+  uint64_t applied_term = 0;
+  std::string digest;  // BLAKE2b-256 of every key and value, hex
+  uint64_t records = 0;
+  NATTER_WIRE(4, applied_index, applied_term, digest, records)
+};
+
 // --- The frame types --------------------------------------------------------
 
 // Every frame type: its constant, its number on the wire, its name in
@@ -557,7 +571,9 @@ struct BackupReply {
   X(kStats, 160, "stats", StatsRequest)                \
   X(kStatsReply, 161, "stats-reply", StatsReply)       \
   X(kBackup, 162, "backup", BackupRequest)             \
-  X(kBackupReply, 163, "backup-reply", BackupReply)
+  X(kBackupReply, 163, "backup-reply", BackupReply)    \
+  X(kDigest, 164, "digest", DigestRequest)             \
+  X(kDigestReply, 165, "digest-reply", DigestReply)
 
 enum class MsgType : uint8_t {
 #define NATTER_X(name, number, text, Body) name = number,

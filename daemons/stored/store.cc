@@ -3,6 +3,7 @@
 #include <leveldb/filter_policy.h>
 #include <leveldb/iterator.h>
 #include <leveldb/options.h>
+#include <sodium.h>
 
 #include <algorithm>
 #include <set>
@@ -11,6 +12,7 @@
 #include "common/log.h"
 #include "common/overloaded.h"
 #include "common/shard.h"
+#include "common/text.h"
 #include "daemons/stored/keys.h"
 
 namespace natter {
@@ -168,6 +170,51 @@ Status Store::SyncWrites() {
   leveldb::Status s = db_->Write(synced, &nothing);
   if (!s.ok()) return Status(ErrorCode::kStorage, s.ToString());
   ++syncs_;
+  return Status::Ok();
+}
+
+Status Store::Digest(std::string* hex, uint64_t* records, LogPosition* at) {
+  *records = 0;
+  *at = {};
+  if (!db_)
+    return Status(ErrorCode::kStorage, "the shard's database is closed");
+  const leveldb::Snapshot* snapshot = db_->GetSnapshot();
+  leveldb::ReadOptions read;
+  read.snapshot = snapshot;
+  read.fill_cache = false;
+  crypto_generichash_state state;
+  crypto_generichash_init(&state, nullptr, 0, crypto_generichash_BYTES);
+  const std::string applied_key = AppliedIndexKey();
+  std::unique_ptr<leveldb::Iterator> it(db_->NewIterator(read));
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    if (it->key() == applied_key) {
+      if (it->value().size() == 16) {
+        *at = {GetBigEndian(it->value().data()),
+               GetBigEndian(it->value().data() + 8)};
+      }
+      continue;
+    }
+    std::string lengths;
+    PutBigEndian(&lengths, it->key().size(), 4);
+    PutBigEndian(&lengths, it->value().size(), 4);
+    crypto_generichash_update(
+        &state, reinterpret_cast<const unsigned char*>(lengths.data()),
+        lengths.size());
+    crypto_generichash_update(
+        &state, reinterpret_cast<const unsigned char*>(it->key().data()),
+        it->key().size());
+    crypto_generichash_update(
+        &state, reinterpret_cast<const unsigned char*>(it->value().data()),
+        it->value().size());
+    ++*records;
+  }
+  leveldb::Status s = it->status();
+  it.reset();
+  db_->ReleaseSnapshot(snapshot);
+  if (!s.ok()) return Status(ErrorCode::kStorage, s.ToString());
+  unsigned char digest[crypto_generichash_BYTES];
+  crypto_generichash_final(&state, digest, sizeof digest);
+  *hex = ToHex(digest, sizeof digest);
   return Status::Ok();
 }
 

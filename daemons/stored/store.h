@@ -156,6 +156,12 @@ class Store {
   // while this one serves.
   Status Backup(const std::string& path, uint64_t* records, uint64_t* bytes);
 
+  // A digest (BLAKE2b-256, hex) of every key and value of the database as
+  // it is now (a LevelDB snapshot), but the applied-entry record, and the
+  // log position it is at: replicas at one position hold the same.  Safe
+  // from another thread, as Backup.
+  Status Digest(std::string* hex, uint64_t* records, LogPosition* at);
+
   // For tests and tools.
   void set_max_cached_heads(size_t n) { max_cached_heads_ = n; }
   Seq Head(UserId user);

@@ -174,6 +174,7 @@ void Stored::RunOnce(int timeout_ms) {
 }
 
 bool Stored::Control(const Frame& request, const ControlServer::Reply& reply) {
+  if (request.type() == MsgType::kDigest) return StartDigest(request, reply);
   if (request.type() != MsgType::kBackup) return false;
   BackupRequest b;
   Status s = DecodeBody(request, &b);
@@ -208,10 +209,50 @@ bool Stored::Control(const Frame& request, const ControlServer::Reply& reply) {
   return true;
 }
 
+bool Stored::StartDigest(const Frame& request,
+                         const ControlServer::Reply& reply) {
+  Status s = Status::Ok();
+  if (backup_) {
+    s = Status(ErrorCode::kBusy,
+               "a backup or digest of this shard is under way");
+  } else if (!store_->is_open()) {
+    s = Status(ErrorCode::kStorage, "the shard's database is closed");
+  }
+  if (!s.ok()) {
+    reply(EncodeError(request.header, s));
+    return true;
+  }
+  backup_ = std::make_unique<BackupJob>();
+  BackupJob* job = backup_.get();
+  job->digest = true;
+  job->header = request.header;
+  job->reply = reply;
+  // Read by a thread of its own from a snapshot; the shard serves on.
+  job->thread = std::thread([this, job] {
+    job->status = store_->Digest(&job->path, &job->records, &job->at);
+    job->done = true;
+  });
+  return true;
+}
+
 void Stored::FinishBackup(bool wait) {
   if (!backup_ || (!wait && !backup_->done)) return;
   backup_->thread.join();
   BackupJob& job = *backup_;
+  if (job.digest) {
+    if (job.status.ok()) {
+      DigestReply r;
+      r.applied_index = job.at.index;
+      r.applied_term = job.at.term;
+      r.digest = job.path;
+      r.records = job.records;
+      job.reply(EncodeReply(job.header, r));
+    } else {
+      job.reply(EncodeError(job.header, job.status));
+    }
+    backup_.reset();
+    return;
+  }
   if (job.status.ok()) {
     ++backups_;
     NLOG_INFO("event=backup-done shard=%u path=%s records=%llu bytes=%llu",
@@ -277,7 +318,54 @@ void Stored::Stats(MetricSet* set) {
   set->Gauge("natter_stored_batch_requests_p50", "Requests in a batch, median.",
              batch_size_.Quantile(0.5));
   set->Summary("natter_stored_batch_seconds",
-               "Applying a batch, its synced write included.", batch_latency_);
+               "Applying a committed batch to the database.", batch_latency_);
+  set->Summary("natter_stored_commit_seconds",
+               "From a batch proposed to the log to its entry applied "
+               "(committed on a majority of the replicas).",
+               commit_latency_);
+  const Replica* r = replica_.get();
+  const raft::Node* node = r ? &r->node() : nullptr;
+  set->Gauge("natter_stored_raft_role",
+             "This replica's role: 0 follower, 1 pre-candidate, 2 candidate, "
+             "3 leader.",
+             node ? static_cast<double>(node->role()) : 0);
+  set->Gauge("natter_stored_raft_term", "The Raft term this replica is in.",
+             node ? static_cast<double>(node->term()) : 0);
+  set->Gauge("natter_stored_raft_leader",
+             "The replica that leads (its number + 1; 0: none known).",
+             node ? static_cast<double>(node->leader()) : 0);
+  set->Gauge("natter_stored_raft_commit_index",
+             "The last log index known committed.",
+             node ? static_cast<double>(node->commit()) : 0);
+  set->Gauge("natter_stored_raft_applied_index",
+             "The last log index applied to the database.",
+             node ? static_cast<double>(node->applied()) : 0);
+  double lag = 0;
+  if (node && node->role() == raft::Role::kLeader) {
+    for (raft::NodeId v : node->voters()) {
+      if (v == node->id()) continue;
+      lag = std::max(lag, static_cast<double>(
+                              node->last_index() -
+                              std::min(node->last_index(), node->MatchOf(v))));
+    }
+  }
+  set->Gauge("natter_stored_raft_lag_entries",
+             "On the leader: the entries the furthest replica lacks.", lag);
+  set->Counter("natter_stored_raft_elections_total",
+               "Elections this replica called (since it started).",
+               r ? static_cast<double>(r->elections()) : 0);
+  set->Gauge("natter_stored_raft_log_bytes", "The Raft log's entries, bytes.",
+             r ? static_cast<double>(r->log().bytes()) : 0);
+  set->Counter("natter_stored_raft_compactions_total",
+               "Times the Raft log was compacted (since it started).",
+               r ? static_cast<double>(r->compactions()) : 0);
+  set->Counter("natter_stored_raft_snapshots_needed_total",
+               "Times a replica needed the database itself (behind the "
+               "compacted log).",
+               r ? static_cast<double>(r->snapshots_needed()) : 0);
+  set->Counter("natter_stored_raft_messages_dropped_total",
+               "Raft messages a replica's queue did not take.",
+               r ? static_cast<double>(r->messages_dropped()) : 0);
 }
 
 namespace {
@@ -409,6 +497,7 @@ void Stored::Propose(std::vector<Parts>* routes,
   }
   logged_requests_ += routes->size();
   Proposal& p = proposals_[index];
+  p.proposed = Clock::now();
   p.term = replica_->term();
   p.routes = std::move(*routes);
 }
@@ -474,6 +563,11 @@ Status Stored::ApplyRequests(const raft::Entry& entry,
   if (it != proposals_.end()) {
     Proposal& p = it->second;
     bool ours = p.term == entry.term && p.routes.size() == batch.size();
+    if (ours) {
+      commit_latency_.Record(
+          std::chrono::duration<double, std::micro>(Clock::now() - p.proposed)
+              .count());
+    }
     for (size_t i = 0; i < p.routes.size(); ++i) {
       const Parts& route = p.routes[i];
       std::string reply = ours ? batch[i].reply : std::string();

@@ -89,6 +89,7 @@ class Stored : public Service, private ReplicaHandler {
   // the entry there is still this term's.
   struct Proposal {
     uint64_t term = 0;
+    Clock::time_point proposed;
     std::vector<Parts> routes;  // one per request, in the entry's order
   };
   struct ReadJob {
@@ -119,8 +120,10 @@ class Stored : public Service, private ReplicaHandler {
   void FailWaiting(const Status& error);
   Status OpenReplica();
   void Publish(const Event& event, uint64_t trace);
-  // Answers a finished backup; with wait, waits for a running one first
-  // (before the database closes under it).
+  // natterctl verify: a digest of the database, made as a backup is.
+  bool StartDigest(const Frame& request, const ControlServer::Reply& reply);
+  // Answers a finished backup (or digest); with wait, waits for a running
+  // one first (before the database closes under it).
   void FinishBackup(bool wait);
   void AddPending(uint64_t outbox, const Handoff& d);
   void SendHandoff(uint64_t outbox, Pending* pending);
@@ -170,7 +173,9 @@ class Stored : public Service, private ReplicaHandler {
   struct BackupJob {
     std::thread thread;
     std::atomic<bool> done{false};
-    std::string path;
+    std::string path;     // a digest's hex, for a digest
+    bool digest = false;  // natterctl verify's, not a backup
+    LogPosition at;
     Status status;
     uint64_t records = 0, bytes = 0;
     Header header;
@@ -186,8 +191,9 @@ class Stored : public Service, private ReplicaHandler {
   uint64_t publish_dropped_ = 0;
   uint64_t handoffs_sent_ = 0;
   uint64_t backups_ = 0;
-  LatencyHistogram batch_latency_;  // Apply: the batch's work and its sync
-  LatencyHistogram batch_size_;     // requests a batch (recorded as "µs")
+  LatencyHistogram commit_latency_;  // proposed to applied
+  LatencyHistogram batch_latency_;   // Apply: the batch's work and its sync
+  LatencyHistogram batch_size_;      // requests a batch (recorded as "µs")
 };
 
 }  // namespace stored

@@ -144,4 +144,10 @@ TEST_CASE(
     }
     CHECK(in_history == ids);
   }
+
+  // The three replicas' databases are the same at one log position.
+  std::string out;
+  CHECK(RunCommand(BinPath("natterctl") + " verify --dir " + cell.dir(),
+                   &out) == 0);
+  CHECK(out.find("3 replicas agree") != std::string::npos);
 }

@@ -741,3 +741,44 @@ TEST_CASE(
   CHECK(got == std::vector<UserId>{UserId(105), UserId(104), UserId(103),
                                    UserId(102), UserId(101)});
 }
+
+TEST_CASE(
+    "replicas that apply the same entries have the same digest at the same "
+    "log position; one more write changes it") {
+  TempDir dir;
+  Store one(0, 1), two(0, 1);
+  REQUIRE(one.Open(dir.path() + "/one").ok());
+  REQUIRE(two.Open(dir.path() + "/two").ok());
+  // One request, twice: as each replica decodes the entry's frame.
+  Request r = StoreMsg(UserId(1), UserId(2), "d1");
+  StoreMessage sm;
+  REQUIRE(DecodeBody(r.frame, &sm).ok());
+  const std::string frame = EncodeFrame(r.frame.header, sm);
+  std::vector<Request> first(1), same(1);
+  REQUIRE(DecodeFrame(frame.data(), frame.size(), &first[0].frame).ok());
+  REQUIRE(DecodeFrame(frame.data(), frame.size(), &same[0].frame).ok());
+  Effects e;
+  REQUIRE(one.Apply(&first, &e, {7, 2}).ok());
+  REQUIRE(two.Apply(&same, &e, {7, 2}).ok());
+  std::string a, b;
+  uint64_t records_a = 0, records_b = 0;
+  LogPosition at_a, at_b;
+  REQUIRE(one.Digest(&a, &records_a, &at_a).ok());
+  REQUIRE(two.Digest(&b, &records_b, &at_b).ok());
+  CHECK(a == b);
+  CHECK(a.size() == 64);
+  CHECK(records_a == records_b);
+  CHECK(at_a.index == 7);
+  CHECK(at_a.term == 2);
+  std::vector<Request> more;
+  more.push_back(StoreMsg(UserId(1), UserId(2), "d2"));
+  REQUIRE(two.Apply(&more, &e, {8, 2}).ok());
+  REQUIRE(two.Digest(&b, &records_b, &at_b).ok());
+  CHECK(a != b);
+  CHECK(at_b.index == 8);
+  // The position is where the database is in the log after a reopen too.
+  two.Close();
+  REQUIRE(two.Open(dir.path() + "/two").ok());
+  CHECK(two.applied().index == 8);
+  CHECK(two.applied().term == 2);
+}

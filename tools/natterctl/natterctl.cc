@@ -56,6 +56,7 @@ const char kUsage[] =
     "       natterctl trace  [--dir DIR] MSG_ID|TRACE_ID\n"
     "       natterctl backup [--dir DIR] --to PATH [--key FILE] [--timeout "
     "DURATION] [ENDPOINT ...]\n"
+    "       natterctl verify [--dir DIR] [--key FILE] [--timeout DURATION]\n"
     "       natterctl token  [--dir DIR] --user ID [--ttl DURATION] [--device "
     "NAME]\n"
     "       natterctl token-key add|list [--dir DIR]\n"
@@ -105,8 +106,12 @@ Args Parse(const std::string& command, const std::vector<std::string>& argv) {
     opts.add_options()("words", po::value(&a.words));
     pos.add("words", -1);
   }
-  if (command == "status" || command == "backup")
+  if (command == "status" || command == "backup" || command == "verify")
     opts.add_options()("key", po::value(&a.key));
+  if (command == "verify") {
+    a.timeout = "30s";
+    opts.add_options()("timeout", po::value(&a.timeout));
+  }
   if (command == "status") opts.add_options()("json", po::bool_switch(&a.json));
   if (command == "backup") {
     opts.add_options()("to", po::value(&a.to))("timeout",
@@ -488,6 +493,78 @@ int Backup(const Args& a) {
   return EX_OK;
 }
 
+// natterctl verify: every replica of every shard, asked for a digest of
+// its database, agrees with the others at one log position.  Replicas
+// still applying are asked again until they stand at one position (a cell
+// with traffic may take a while) or the timeout.
+int Verify(const Args& a) {
+  CellPaths cell{a.dir};
+  if (!CellExists(cell)) throw Exit{EX_USAGE, "no cell in " + cell.dir};
+  auto timeout = ParseDuration(a.timeout);
+  if (!timeout || *timeout == 0) {
+    throw Exit{EX_USAGE,
+               "verify: --timeout: '" + a.timeout + "' is not a duration"};
+  }
+  CurveIdentity me = AdminIdentity(cell, a.key);
+  zmq::context_t ctx(1);
+  const auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::seconds(*timeout);
+  std::vector<std::vector<std::string>> shards = StoredNames(cell);
+  uint64_t corr = 0;
+  for (size_t i = 0; i < shards.size(); ++i) {
+    for (;;) {
+      std::vector<DigestReply> replies;
+      std::string problem;
+      for (const std::string& name : shards[i]) {
+        DigestReply r;
+        Status s = AskDaemon(ctx, ControlEndpoint(cell, name), me, ++corr,
+                             DigestRequest(), 10000, &r);
+        if (!s.ok()) {
+          problem = name + ": " + s.message();
+          break;
+        }
+        replies.push_back(r);
+      }
+      bool one_position = problem.empty();
+      for (const DigestReply& r : replies) {
+        one_position =
+            one_position && r.applied_index == replies.front().applied_index;
+      }
+      if (one_position) {
+        for (size_t k = 0; k < replies.size(); ++k) {
+          if (replies[k].digest == replies.front().digest) continue;
+          for (size_t j = 0; j < replies.size(); ++j) {
+            std::fprintf(
+                stderr, "%s index %llu digest %s\n", shards[i][j].c_str(),
+                static_cast<unsigned long long>(replies[j].applied_index),
+                replies[j].digest.c_str());
+          }
+          throw Exit{EX_DATAERR, "verify: shard " + std::to_string(i) +
+                                     ": the replicas differ at index " +
+                                     std::to_string(replies[k].applied_index)};
+        }
+        std::printf(
+            "shard-%zu index %llu %s %zu replica%s agree, %llu records\n", i,
+            static_cast<unsigned long long>(replies.front().applied_index),
+            replies.front().digest.c_str(), replies.size(),
+            replies.size() == 1 ? "" : "s",
+            static_cast<unsigned long long>(replies.front().records));
+        break;
+      }
+      if (std::chrono::steady_clock::now() >= deadline) {
+        throw Exit{
+            EX_UNAVAILABLE,
+            "verify: shard " + std::to_string(i) + ": " +
+                (problem.empty() ? "the replicas did not stand at one log "
+                                   "position within the timeout"
+                                 : problem)};
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    }
+  }
+  return EX_OK;
+}
+
 int Token(const Args& a) {
   if (a.user == 0)
     throw Exit{EX_USAGE, "token: --user ID (a number above 0) is required"};
@@ -629,6 +706,7 @@ int Main(int argc, char** argv) {
   if (command == "reload") return Reload(Parse(command, rest));
   if (command == "trace") return Trace(Parse(command, rest));
   if (command == "backup") return Backup(Parse(command, rest));
+  if (command == "verify") return Verify(Parse(command, rest));
   throw Exit{EX_USAGE, "'" + command + "' is not a command; see natterctl -h"};
 }
 
