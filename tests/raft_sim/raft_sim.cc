@@ -117,6 +117,7 @@ struct Profile {
   double campaign = 0;
   double membership = 0;
   double batch = 1;  // a Ready is handled right after its event (else later)
+  double slow_disk = 0;  // a replica's Readies wait for the next tick
 };
 
 // Each message type's name, for the trace.
@@ -409,7 +410,9 @@ class Sim {
   void CrashSome();
   void Partition();
   void Propose();
+  void ProposeTo(Replica& r);
   void Read();
+  void ReadFrom(Replica& r);
   void CompactSome();
   void Transfer();
   void CampaignSome();
@@ -485,11 +488,11 @@ Sim::Sim(uint64_t seed, const Settings& settings)
         "bytes %zu, inflight %zu, loss %.3f, duplicate %.3f, slow %.3f, "
         "crash %.4f, partition %.4f, pause %.4f, clock jump %.4f, propose "
         "%.2f, read %.2f, compact %.3f, transfer %.4f, campaign %.4f, "
-        "membership %.4f, batch %.1f",
+        "membership %.4f, batch %.1f, slow disk %.1f",
         seed_, p.nodes, p.election_ticks, p.heartbeat_ticks, p.max_append_bytes,
         p.max_inflight, p.loss, p.duplicate, p.slow, p.crash, p.partition,
         p.pause, p.clock_jump, p.propose, p.read, p.compact, p.transfer,
-        p.campaign, p.membership, p.batch);
+        p.campaign, p.membership, p.batch, p.slow_disk);
   for (NodeId id = 1; id <= profile_.nodes; ++id) initial_voters_.push_back(id);
   applied_voters_ = initial_voters_;
   next_id_ = profile_.nodes + 1;
@@ -518,6 +521,7 @@ void Sim::MakeProfile() {
   p.membership =
       random_.Chance(0.3) ? random_.Pick<double>({1 / 300.0, 1 / 100.0}) : 0;
   p.batch = random_.Pick<double>({1.0, 0.5, 0.1});
+  p.slow_disk = random_.Pick<double>({0, 0, 0.5, 0.9});
 }
 
 void Sim::Fail(const char* format, ...) {
@@ -633,12 +637,21 @@ void Sim::Step() {
       Start(r);
     }
     if (!Running(r)) continue;
+    // A leader back from a pause still believes it leads, and the clients
+    // that waited for it ask at once.
+    if (!healed_ && r.paused_until == now_ && r.node->role() == Role::kLeader) {
+      ReadFrom(r);
+      if (Running(r)) ProposeTo(r);
+      if (!Running(r)) continue;
+    }
     r.node->Tick();
     AfterEvent(r);
   }
   Deliver();
   for (auto& [id, r] : replicas_) {
-    if (Running(r)) HandleReadies(r);
+    if (Running(r) && (healed_ || !random_.Chance(profile_.slow_disk))) {
+      HandleReadies(r);
+    }
   }
   if (now_ % 500 == 0) CheckAllLogs();
 }
@@ -1004,24 +1017,24 @@ void Sim::Partition() {
   }
 }
 
+void Sim::ProposeTo(Replica& r) {
+  std::string value = NewValue();
+  uint64_t index = r.node->Propose(value);
+  Trace("n%" PRIu64 " proposes %s: index %" PRIu64, r.id, value.c_str(), index);
+  if (index != 0) {
+    if (index != r.node->last_index()) {
+      Fail("n%" PRIu64 "'s proposal has index %" PRIu64
+           ", its last is %" PRIu64,
+           r.id, index, r.node->last_index());
+    }
+    r.proposals[index] = {r.node->term(), EntryType::kNormal, value};
+  }
+  AfterEvent(r);
+}
+
 void Sim::Propose() {
   std::vector<Replica*> leaders = Leaders();
-  if (!leaders.empty()) {
-    Replica& r = *random_.Pick(leaders);
-    std::string value = NewValue();
-    uint64_t index = r.node->Propose(value);
-    Trace("n%" PRIu64 " proposes %s: index %" PRIu64, r.id, value.c_str(),
-          index);
-    if (index != 0) {
-      if (index != r.node->last_index()) {
-        Fail("n%" PRIu64 "'s proposal has index %" PRIu64
-             ", its last is %" PRIu64,
-             r.id, index, r.node->last_index());
-      }
-      r.proposals[index] = {r.node->term(), EntryType::kNormal, value};
-    }
-    AfterEvent(r);
-  }
+  if (!leaders.empty()) ProposeTo(*random_.Pick(leaders));
   // A replica that does not lead takes nothing.
   if (random_.Chance(0.1)) {
     std::vector<Replica*> others;
@@ -1041,8 +1054,10 @@ void Sim::Propose() {
 
 void Sim::Read() {
   std::vector<Replica*> leaders = Leaders();
-  if (leaders.empty()) return;
-  Replica& r = *random_.Pick(leaders);
+  if (!leaders.empty()) ReadFrom(*random_.Pick(leaders));
+}
+
+void Sim::ReadFrom(Replica& r) {
   uint64_t context = ++contexts_;
   bool taken = r.node->ReadIndex(context);
   Trace("n%" PRIu64 " is asked read %" PRIu64 " (must see %" PRIu64 "): %s",
@@ -1101,10 +1116,19 @@ void Sim::CampaignSome() {
 // from the leader) or one removed (stopped once that is applied), never
 // the leader and never below three.
 void Sim::ChangeMembership() {
-  if (change_pending_) return;
   std::vector<Replica*> leaders = Leaders();
   if (leaders.empty()) return;
   Replica& leader = *random_.Pick(leaders);
+  // A change under way at this leader (appended in its term, not yet
+  // committed): it must refuse another.
+  bool under_way = false;
+  if (change_pending_) {
+    auto it = leader.proposals.find(change_index_);
+    under_way = change_proposer_ == leader.id && it != leader.proposals.end() &&
+                it->second.term == leader.node->term() &&
+                leader.node->commit() < change_index_;
+    if (!under_way) return;
+  }
   std::vector<NodeId> voters = leader.node->voters();
   bool add = voters.size() <= 3   ? true
              : voters.size() >= 6 ? false
@@ -1126,6 +1150,14 @@ void Sim::ChangeMembership() {
   uint64_t index = leader.node->ProposeVoters(voters);
   Trace("n%" PRIu64 " proposes voters %s: index %" PRIu64, leader.id,
         Join(voters).c_str(), index);
+  if (under_way) {
+    if (index != 0) {
+      Fail("n%" PRIu64 " takes a configuration change at %" PRIu64
+           " while the one at %" PRIu64 " is not committed",
+           leader.id, index, change_index_);
+    }
+    return;
+  }
   if (index != 0) {
     if (add) spare_ = 0;
     leader.proposals[index] = {leader.node->term(), EntryType::kConfig,
@@ -1516,6 +1548,8 @@ void OnFatalSignal(int sig) {
 }
 
 int RunAll(const Settings& settings) {
+  // A trace is read up to where the run died.
+  if (settings.verbose) std::setvbuf(stdout, nullptr, _IOLBF, 0);
   for (int sig : {SIGSEGV, SIGABRT, SIGBUS, SIGFPE, SIGILL}) {
     signal(sig, OnFatalSignal);
   }
