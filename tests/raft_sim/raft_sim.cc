@@ -15,14 +15,15 @@
 //
 // Checked as the run goes: election safety (one leader a term), log
 // matching (an entry's index and term fix its data and every entry before
-// it), leader completeness (a new leader holds every acknowledged entry),
-// state machine safety (one entry an index, whoever applies it), reads
-// (a read sees every write acknowledged before it was asked), and what the
-// driver can see of the contract (a Ready's entries follow the log on
-// disk, committed entries come in order, a hard state's vote does not
-// change within its term).  At the end the network is healed and crashes
-// stop; a leader must emerge, a new write must commit, and every voter
-// must have applied every acknowledged write once, in the same order.
+// it), leader completeness (a leader holds every acknowledged entry
+// committed in an earlier term than its own), state machine safety (one entry
+// an index, whoever applies it), reads (a read sees every write acknowledged
+// before it was asked), and what the driver can see of the contract (a Ready's
+// entries follow the log on disk, committed entries come in order, a hard
+// state's vote does not change within its term).  At the end the network is
+// healed and crashes stop; a leader must emerge, a new write must commit, and
+// every voter must have applied every acknowledged write once, in the same
+// order.
 //
 // Everything comes from the seed: one std::mt19937_64 a run, no clock, no
 // threads, no unordered containers.  A failing seed is printed with the
@@ -321,6 +322,7 @@ struct Replica {
 struct Acked {
   uint64_t index = 0;
   uint64_t term = 0;
+  uint64_t commit_term = 0;  // of the leader that committed it, or above
   std::string value;
 };
 
@@ -430,6 +432,7 @@ class Sim {
                     const std::vector<Entry>& entries);
   void CheckAllLogs();
   bool Holds(const raft::Node& n, uint64_t index, uint64_t term) const;
+  void Accepted(Replica& r, uint64_t index, Proposal p);
   void ResolveProposals(Replica& r, uint64_t upto);
   void Acknowledge(Replica& r, const Entry& e);
   void ConfigApplied(const Replica& r, const Entry& e);
@@ -466,6 +469,7 @@ class Sim {
   std::vector<Entry> applied_;  // the entry applied at each index, first seen
   std::vector<NodeId> applied_voters_;  // as of applied_'s last entry
   std::vector<Acked> acked_;
+  std::vector<uint64_t> commit_terms_;  // [i - 1]: who committed index i
   std::set<std::string> acked_values_;
   uint64_t max_acked_ = 0;  // index of the acknowledged write highest up
   std::string max_acked_value_;
@@ -1027,7 +1031,7 @@ void Sim::ProposeTo(Replica& r) {
            ", its last is %" PRIu64,
            r.id, index, r.node->last_index());
     }
-    r.proposals[index] = {r.node->term(), EntryType::kNormal, value};
+    Accepted(r, index, {r.node->term(), EntryType::kNormal, value});
   }
   AfterEvent(r);
 }
@@ -1113,8 +1117,9 @@ void Sim::CampaignSome() {
 }
 
 // One voter added (a new replica, started with no voters: it learns them
-// from the leader) or one removed (stopped once that is applied), never
-// the leader and never below three.
+// from the leader) or one removed (stopped once that is applied; now and
+// then the leader itself, which steps down once that is committed), never
+// below three.
 void Sim::ChangeMembership() {
   std::vector<Replica*> leaders = Leaders();
   if (leaders.empty()) return;
@@ -1125,6 +1130,7 @@ void Sim::ChangeMembership() {
   if (change_pending_) {
     auto it = leader.proposals.find(change_index_);
     under_way = change_proposer_ == leader.id && it != leader.proposals.end() &&
+                it->second.type == EntryType::kConfig &&
                 it->second.term == leader.node->term() &&
                 leader.node->commit() < change_index_;
     if (!under_way) return;
@@ -1144,7 +1150,8 @@ void Sim::ChangeMembership() {
     for (NodeId id : voters) {
       if (id != leader.id) others.push_back(id);
     }
-    NodeId gone = random_.Pick(others);
+    bool self = others.size() < voters.size() && random_.Chance(0.25);
+    NodeId gone = self ? leader.id : random_.Pick(others);
     voters.erase(std::find(voters.begin(), voters.end(), gone));
   }
   uint64_t index = leader.node->ProposeVoters(voters);
@@ -1160,8 +1167,9 @@ void Sim::ChangeMembership() {
   }
   if (index != 0) {
     if (add) spare_ = 0;
-    leader.proposals[index] = {leader.node->term(), EntryType::kConfig,
-                               raft::EncodeVoters(voters)};
+    Accepted(
+        leader, index,
+        {leader.node->term(), EntryType::kConfig, raft::EncodeVoters(voters)});
     change_pending_ = true;
     change_proposer_ = leader.id;
     change_index_ = index;
@@ -1178,6 +1186,12 @@ void Sim::CheckRole(Replica& r) {
     Fail("n%" PRIu64 " commits %" PRIu64 " past its last index %" PRIu64, r.id,
          n.commit(), n.last_index());
     return;
+  }
+  // Who committed each index first: a leader counting replicas, in its
+  // term.  A follower learns a commit from a leader of its term, so its
+  // term is at least the committer's, should a leader's step escape.
+  if (n.commit() > commit_terms_.size()) {
+    commit_terms_.resize(n.commit(), n.term());
   }
   if (n.role() != Role::kLeader) {
     r.leader_term = 0;
@@ -1197,11 +1211,12 @@ void Sim::CheckRole(Replica& r) {
         ", voters %s)",
         r.id, n.term(), n.last_index(), n.commit(), Join(n.voters()).c_str());
   for (const Acked& a : acked_) {
-    if (a.term < n.term() && !Holds(n, a.index, a.term)) {
+    if (a.commit_term < n.term() && !Holds(n, a.index, a.term)) {
       Fail("leader completeness: n%" PRIu64 " leads term %" PRIu64
            " without %s acknowledged at %" PRIu64 "/%" PRIu64
-           " (it has term %" PRIu64 " there)",
-           r.id, n.term(), a.value.c_str(), a.index, a.term, n.TermAt(a.index));
+           ", committed in term %" PRIu64 " (it has term %" PRIu64 " there)",
+           r.id, n.term(), a.value.c_str(), a.index, a.term, a.commit_term,
+           n.TermAt(a.index));
       return;
     }
   }
@@ -1310,6 +1325,15 @@ void Sim::CheckAllLogs() {
   }
 }
 
+// r took a client's request at index.  One it took there before, in an
+// earlier term, was dropped when its log was cut back.
+void Sim::Accepted(Replica& r, uint64_t index, Proposal p) {
+  if (change_pending_ && change_proposer_ == r.id && change_index_ == index) {
+    change_pending_ = false;
+  }
+  r.proposals[index] = std::move(p);
+}
+
 // r's client requests appended up to index are settled: acknowledged if
 // the entry applied there is the one r appended, else dropped.
 void Sim::ResolveProposals(Replica& r, uint64_t upto) {
@@ -1347,7 +1371,8 @@ void Sim::Acknowledge(Replica& r, const Entry& e) {
     Fail("%s is acknowledged twice", e.data.c_str());
     return;
   }
-  acked_.push_back({e.index, e.term, e.data});
+  const uint64_t commit_term = commit_terms_.at(e.index - 1);
+  acked_.push_back({e.index, e.term, commit_term, e.data});
   if (e.index > max_acked_) {
     max_acked_ = e.index;
     max_acked_value_ = e.data;
@@ -1357,10 +1382,11 @@ void Sim::Acknowledge(Replica& r, const Entry& e) {
         e.data.c_str(), e.index, e.term);
   for (Replica* leader : Leaders()) {
     const raft::Node& n = *leader->node;
-    if (n.term() > e.term && !Holds(n, e.index, e.term)) {
+    if (n.term() > commit_term && !Holds(n, e.index, e.term)) {
       Fail("leader completeness: n%" PRIu64 " leads term %" PRIu64
-           " without %s acknowledged at %" PRIu64 "/%" PRIu64,
-           leader->id, n.term(), e.data.c_str(), e.index, e.term);
+           " without %s acknowledged at %" PRIu64 "/%" PRIu64
+           ", committed in term %" PRIu64,
+           leader->id, n.term(), e.data.c_str(), e.index, e.term, commit_term);
       return;
     }
   }
@@ -1445,8 +1471,8 @@ void Sim::Finish() {
         Trace("n%" PRIu64 " proposes %s (the last): index %" PRIu64, proposer,
               value.c_str(), index);
         if (index != 0) {
-          leader->proposals[index] = {leader->node->term(), EntryType::kNormal,
-                                      value};
+          Accepted(*leader, index,
+                   {leader->node->term(), EntryType::kNormal, value});
         }
         AfterEvent(*leader);
       }
