@@ -1612,16 +1612,19 @@ int RunAll(const Settings& settings) {
   std::string nodes;
   for (unsigned n : sizes)
     nodes += (nodes.empty() ? "" : ",") + std::to_string(n);
-  std::printf(
-      "%" PRIu64 " runs (seeds %" PRIu64 "..%" PRIu64 ", %s nodes, %" PRIu64
-      " ticks each and the end): %" PRIu64 " violations; %" PRIu64
-      " writes acknowledged, %" PRIu64 " leaders, %" PRIu64 " crashes, %" PRIu64
-      " partitions, %" PRIu64 " snapshots sent, %" PRIu64 " reads, %" PRIu64
-      " membership changes, %" PRIu64 " messages, %" PRIu64 " ticks\n",
-      total.runs, settings.first_seed, settings.first_seed + settings.seeds - 1,
-      nodes.c_str(), settings.steps, failed, total.acked, total.leaders,
-      total.crashes, total.partitions, total.snapshots, total.reads,
-      total.config_changes, total.messages, total.ticks);
+  std::printf("%" PRIu64 " runs (seeds %" PRIu64 "..%" PRIu64
+              ", %s nodes, %" PRIu64 " ticks each and the end): %" PRIu64
+              " violations; %" PRIu64 " writes acknowledged, %" PRIu64
+              " leaders, %" PRIu64 " crashes, %" PRIu64 " partitions, %" PRIu64
+              " compactions, %" PRIu64 " snapshots sent, %" PRIu64
+              " reads, %" PRIu64 " membership changes, %" PRIu64
+              " transfers, %" PRIu64 " messages, %" PRIu64 " ticks\n",
+              total.runs, settings.first_seed,
+              settings.first_seed + settings.seeds - 1, nodes.c_str(),
+              settings.steps, failed, total.acked, total.leaders, total.crashes,
+              total.partitions, total.compactions, total.snapshots, total.reads,
+              total.config_changes, total.transfers, total.messages,
+              total.ticks);
   return failed == 0 ? 0 : 1;
 }
 
