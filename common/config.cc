@@ -209,4 +209,8 @@ std::vector<std::string> Config::GetList(const std::string& name) const {
   return SplitList(Get(name));
 }
 
+std::vector<std::string> Config::GetShardMap() const {
+  return SplitWords(Get("shards"));
+}
+
 }  // namespace natter

@@ -71,6 +71,9 @@ class Config {
   Status GetUint(const std::string& name, uint64_t* out) const;
   Status GetDuration(const std::string& name, uint64_t* seconds) const;
   std::vector<std::string> GetList(const std::string& name) const;
+  // [cell] shards: an entry a shard, its replicas' endpoints joined by
+  // commas (ReplicaEndpoints splits one).
+  std::vector<std::string> GetShardMap() const;
 
   const std::string& section() const { return section_; }
 

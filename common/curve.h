@@ -54,10 +54,11 @@ extern const char kPeerKeyNaming[];
 
 // The ZAP domain of each binding socket: who may connect to it.
 constexpr char kZapDomainRouted[] = "cell:frontd,stored";  // routed's ROUTER
-constexpr char kZapDomainShard[] = "cell:routed";          // a shard's ROUTER
-constexpr char kZapDomainNotifydIn[] = "cell:stored";      // notifyd's PULL
-constexpr char kZapDomainNotifydOut[] = "cell:frontd";     // notifyd's PUB
-constexpr char kZapDomainControl[] = "cell:admin";         // control sockets
+constexpr char kZapDomainShard[] =
+    "cell:routed,stored";  // a shard's ROUTER (routed; the other replicas)
+constexpr char kZapDomainNotifydIn[] = "cell:stored";   // notifyd's PULL
+constexpr char kZapDomainNotifydOut[] = "cell:frontd";  // notifyd's PUB
+constexpr char kZapDomainControl[] = "cell:admin";      // control sockets
 // Whether a "cell:..." domain admits a key of role; false for any other.
 bool DomainAdmits(const std::string& domain, PeerRole role);
 

@@ -164,7 +164,8 @@ void LinkWatch::Add(zmq::socket_t& socket, const std::string& name) {
 }
 
 Status LinkWatch::Connect(zmq::socket_t& socket, const CurveIdentity& me,
-                          const std::string& endpoint) {
+                          const std::string& endpoint,
+                          const std::string& routing_id) {
   auto w = std::find_if(
       watched_.begin(), watched_.end(),
       [&](const Watched& x) { return x.socket == socket.handle(); });
@@ -182,9 +183,13 @@ Status LinkWatch::Connect(zmq::socket_t& socket, const CurveIdentity& me,
                     ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
                     ZMQ_EVENT_HANDSHAKE_FAILED_AUTH);
   }
+  if (!routing_id.empty()) {
+    socket.set(zmq::sockopt::connect_routing_id, routing_id);
+  }
   s = ConnectTo(socket, me, endpoint);
   if (!s.ok()) return s;
   Link link;
+  link.routing_id = routing_id;
   link.endpoint = endpoint;
   link.address = parsed.address;
   link.aliases = ResolvedNames(parsed.address);
@@ -249,6 +254,10 @@ void LinkWatch::Relink(Watched& w, Link& link, const char* reason) {
                     now - link.since)
                     .count()));
   zmq_disconnect(w.socket, link.address.c_str());  // may be gone already
+  if (!link.routing_id.empty()) {
+    zmq_setsockopt(w.socket, ZMQ_CONNECT_ROUTING_ID, link.routing_id.data(),
+                   link.routing_id.size());
+  }
   Status s = ConnectTo(zmq::socket_ref(zmq::from_handle, w.socket), link.me,
                        link.endpoint);
   if (!s.ok()) {

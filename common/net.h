@@ -102,9 +102,11 @@ class LinkWatch {
   // Watches socket (named for the log); before its Connects.
   void Add(zmq::socket_t& socket, const std::string& name);
   // Connects an Added socket to endpoint, as ConnectTo does, and keeps that
-  // link up from now on.
+  // link up from now on.  A ROUTER may name the peer (ZMQ_CONNECT_ROUTING_ID,
+  // set again at each re-link) to address it by that name.
   Status Connect(zmq::socket_t& socket, const CurveIdentity& me,
-                 const std::string& endpoint);
+                 const std::string& endpoint,
+                 const std::string& routing_id = "");
   // Reads the monitors' events and connects again the links that need it.
   void Check();
   // Check, then: true once every socket has had a handshake.
@@ -127,6 +129,7 @@ class LinkWatch {
     std::string address;   // as ZeroMQ names it
     std::vector<std::string> aliases;  // a tcp host name, resolved
     CurveIdentity me;
+    std::string routing_id;  // the peer's name on a ROUTER, if any
     State state = State::kConnecting;
     int fd = -1;                   // of the connection ZeroMQ reported last
     Clock::time_point since;       // the last change or attempt

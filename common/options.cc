@@ -102,6 +102,15 @@ const std::vector<OptionSpec> kOptions = {
      "to loopback or a private network.  Empty: none."},
 
     {"stored", "shard", "0", "Which entry of the shard map this is, from 0."},
+    {"stored", "replica", "0",
+     "Which of the shard's replicas this is, from 0: its place in the "
+     "shard's entry of the shard map (endpoints joined by commas)."},
+    {"stored", "raft-tick", "100",
+     "Milliseconds a tick of the replicas' Raft clock lasts: the leader's "
+     "heartbeat goes out every tick."},
+    {"stored", "election-ticks", "10",
+     "Ticks a follower waits without hearing from its leader before it "
+     "calls an election (a random wait of this to twice this)."},
     {"stored", "secret-key", "",
      "File holding the shard's CURVE secret key.  Empty: no CURVE."},
     {"stored", "listen", "",

@@ -431,6 +431,66 @@ struct Attached {
   NATTER_WIRE(1, cursor)
 };
 
+// --- Between a shard's replicas, and routed and a shard's replicas --------
+// (daemons/stored/replica.h: a shard is a Raft group; see raft.h.)
+
+struct RaftEntry {
+  uint64_t term = 0;
+  uint64_t index = 0;
+  uint8_t type = 0;  // raft::EntryType
+  std::string data;
+  NATTER_WIRE(4, term, index, type, data)
+};
+
+// One raft::Message, replica to replica: the header's user is 0, its
+// device the shard's number.
+struct RaftMessage {
+  uint8_t type = 0;  // raft::MessageType
+  uint64_t from = 0;
+  uint64_t to = 0;
+  uint64_t term = 0;
+  uint64_t index = 0;
+  uint64_t log_term = 0;
+  uint64_t commit = 0;
+  bool reject = false;
+  uint64_t hint = 0;
+  uint64_t context = 0;
+  std::vector<RaftEntry> entries;
+  uint64_t snapshot_index = 0;
+  uint64_t snapshot_term = 0;
+  std::vector<uint64_t> snapshot_voters;
+  std::string snapshot_data;
+  NATTER_WIRE(15, type, from, to, term, index, log_term, commit, reject, hint,
+              context, entries, snapshot_index, snapshot_term, snapshot_voters,
+              snapshot_data)
+};
+
+// A replica that is not its shard's leader answers a request with this
+// (with the request's corr), naming the leader it knows of (a replica
+// number + 1; 0: none known yet); routed sends on to that one from then on
+// and answers the client `unavailable`, which it retries.
+struct NotLeader {
+  uint32_t shard = 0;
+  uint32_t leader = 0;
+  uint64_t term = 0;
+  NATTER_WIRE(3, shard, leader, term)
+};
+
+// routed asks each replica of a shard, every half second, who leads it;
+// the answer is a leader notice.
+struct LeaderQuery {
+  uint32_t shard = 0;
+  NATTER_WIRE(1, shard)
+};
+
+struct LeaderNotice {
+  uint32_t shard = 0;
+  uint32_t replica = 0;  // the one answering
+  uint32_t leader = 0;   // a replica number + 1; 0: none known
+  uint64_t term = 0;
+  NATTER_WIRE(4, shard, replica, leader, term)
+};
+
 // --- Control (natterctl -> a daemon's control socket; common/control.h) ----
 
 struct StatsRequest {
@@ -489,6 +549,10 @@ struct BackupReply {
   X(kHandoffAck, 130, "handoff-ack", HandoffAck)       \
   X(kAttach, 131, "attach", Attach)                    \
   X(kAttached, 132, "attached", Attached)              \
+  X(kRaft, 133, "raft", RaftMessage)                   \
+  X(kNotLeader, 134, "not-leader", NotLeader)          \
+  X(kLeaderQuery, 135, "leader-query", LeaderQuery)    \
+  X(kLeaderNotice, 136, "leader-notice", LeaderNotice) \
   /* Control. */                                       \
   X(kStats, 160, "stats", StatsRequest)                \
   X(kStatsReply, 161, "stats-reply", StatsReply)       \

@@ -19,4 +19,16 @@ uint32_t HomeShard(UserId user, uint32_t shard_count) {
   return static_cast<uint32_t>(b);
 }
 
+std::vector<std::string> ReplicaEndpoints(const std::string& shard_entry) {
+  std::vector<std::string> out;
+  size_t at = 0;
+  while (at <= shard_entry.size()) {
+    size_t comma = shard_entry.find(',', at);
+    if (comma == std::string::npos) comma = shard_entry.size();
+    out.push_back(shard_entry.substr(at, comma - at));
+    at = comma + 1;
+  }
+  return out;
+}
+
 }  // namespace natter

@@ -5,12 +5,18 @@
 #define NATTER_COMMON_SHARD_H_
 
 #include <cstdint>
+#include <string>
+#include <vector>
 
 #include "common/types.h"
 
 namespace natter {
 
 uint32_t HomeShard(UserId user, uint32_t shard_count);
+
+// A shard's replicas' endpoints: its entry of [cell] shards split at the
+// commas (one endpoint: a shard of one replica).
+std::vector<std::string> ReplicaEndpoints(const std::string& shard_entry);
 
 }  // namespace natter
 

@@ -61,6 +61,9 @@ bool FromHex(std::string_view hex, uint8_t* out, size_t size);
 
 // Splits on white space (and commas), dropping empty pieces.
 std::vector<std::string> SplitList(std::string_view s);
+// Splits on white space only (the shard map: a shard's replicas are joined
+// by commas).
+std::vector<std::string> SplitWords(std::string_view s);
 
 }  // namespace natter
 

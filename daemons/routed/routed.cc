@@ -99,7 +99,7 @@ Status Routed::Create(const Config& config, zmq::context_t& ctx,
   DaemonKeys keys;
   Status s = DaemonKeys::Create(config, &keys);
   if (!s.ok()) return s;
-  std::vector<std::string> shards = config.GetList("shards");
+  std::vector<std::string> shards = config.GetShardMap();
   if (shards.empty())
     return Status(ErrorCode::kBadRequest, "shards: the shard map is empty");
   uint32_t generator = 0;
@@ -137,13 +137,19 @@ Status Routed::Start() {
   try {
     PrepareEndpoint(listen_);
     front_.bind(listen_);
-    for (const auto& ep : shard_endpoints_) {
-      zmq::socket_t s = MakeDaemonSocket(ctx_, zmq::socket_type::dealer);
-      s.set(zmq::sockopt::immediate, 1);
-      watch_->Add(s, "shard-" + std::to_string(shards_.size()));
-      Status cs = watch_->Connect(s, keys_.identity(), ep);
-      if (!cs.ok()) return cs;
-      shards_.push_back(std::move(s));
+    for (const auto& entry : shard_endpoints_) {
+      Shard shard;
+      shard.socket = MakeDaemonSocket(ctx_, zmq::socket_type::router);
+      shard.socket.set(zmq::sockopt::router_mandatory, 1);
+      watch_->Add(shard.socket, "shard-" + std::to_string(shards_.size()));
+      std::vector<std::string> replicas = ReplicaEndpoints(entry);
+      shard.replicas = replicas.size();
+      for (size_t k = 0; k < replicas.size(); ++k) {
+        Status cs = watch_->Connect(shard.socket, keys_.identity(), replicas[k],
+                                    "r" + std::to_string(k));
+        if (!cs.ok()) return cs;
+      }
+      shards_.push_back(std::move(shard));
     }
   } catch (const zmq::error_t& e) {
     return Status(ErrorCode::kBadRequest, listen_ + ": " + e.what());
@@ -156,8 +162,11 @@ Status Routed::Start() {
 void Routed::RunOnce(int timeout_ms) {
   std::vector<zmq::pollitem_t> items;
   items.push_back({front_.handle(), 0, ZMQ_POLLIN, 0});
-  for (auto& s : shards_) items.push_back({s.handle(), 0, ZMQ_POLLIN, 0});
-  Poll(items, timeout_ms);
+  for (auto& s : shards_) {
+    items.push_back({s.socket.handle(), 0, ZMQ_POLLIN, 0});
+  }
+  Poll(items, std::min<long>(timeout_ms, 500));
+  AskLeaders();
   auto start = std::chrono::steady_clock::now();
   bool work = false;
   if (items[0].revents & ZMQ_POLLIN) {
@@ -193,6 +202,9 @@ void Routed::Stats(MetricSet* set) {
                static_cast<double>(dropped_));
   set->Gauge("natter_routed_shards", "Shards in the shard map.",
              static_cast<double>(shards_.size()));
+  set->Counter("natter_routed_shard_leader_changes_total",
+               "Times routed learned that a shard has a new leader.",
+               static_cast<double>(leader_changes_));
   set->Counter("natter_routed_relinks_total",
                "Links to shards connected again after they ended for good.",
                static_cast<double>(watch_ ? watch_->relinks() : 0));
@@ -235,7 +247,7 @@ void Routed::FromFront() {
       } else {
         out.push_back(ToMessage(route.frame));
       }
-      if (SendParts(shards_[route.shard], out)) {
+      if (ToShard(route.shard, &out)) {
         ++moved_;
         ++requests_;
         NLOG_TRACE(frame.header.trace,
@@ -259,17 +271,94 @@ void Routed::FromFront() {
   }
 }
 
+bool Routed::ToShard(uint32_t shard, Parts* out) {
+  Shard& s = shards_[shard];
+  for (size_t tried = 0; tried < s.replicas; ++tried) {
+    uint32_t k = static_cast<uint32_t>((s.leader + tried) % s.replicas);
+    Parts with_name;
+    with_name.push_back(ToMessage("r" + std::to_string(k)));
+    for (zmq::message_t& m : *out) with_name.emplace_back(m.data(), m.size());
+    if (SendParts(s.socket, with_name)) {
+      if (tried > 0) {
+        // The one thought to lead is not reachable: try this one first
+        // from now on, until a replica names the leader.
+        s.leader = k;
+      }
+      return true;
+    }
+  }
+  return false;
+}
+
+void Routed::LearnLeader(uint32_t shard, uint32_t leader, uint64_t term) {
+  if (shard >= shards_.size() || leader == 0) return;
+  Shard& s = shards_[shard];
+  if (leader > s.replicas || term < s.term) return;
+  if (s.leader != leader - 1) {
+    ++leader_changes_;
+    NLOG_INFO("event=shard-leader shard=%u replica=%u term=%llu", shard,
+              leader - 1, static_cast<unsigned long long>(term));
+  }
+  s.leader = leader - 1;
+  s.term = term;
+}
+
+void Routed::AskLeaders() {
+  auto now = std::chrono::steady_clock::now();
+  if (now < next_ask_) return;
+  next_ask_ = now + std::chrono::milliseconds(500);
+  for (uint32_t i = 0; i < shards_.size(); ++i) {
+    if (shards_[i].replicas < 2) continue;
+    Header h;
+    LeaderQuery q;
+    q.shard = i;
+    std::string frame = EncodeFrame(h, q);
+    for (size_t k = 0; k < shards_[i].replicas; ++k) {
+      Parts parts;
+      parts.push_back(ToMessage("r" + std::to_string(k)));
+      parts.push_back(ToMessage(frame));
+      SendParts(shards_[i].socket, parts);  // an absent replica: no matter
+    }
+  }
+}
+
 void Routed::FromShard(size_t shard) {
   Parts parts;
-  for (int n = 0; n < 4096 && RecvParts(shards_[shard], &parts); ++n) {
+  for (int n = 0; n < 4096 && RecvParts(shards_[shard].socket, &parts); ++n) {
     if (parts.size() < 2) continue;
-    // Only the header matters here, but whether this answer's path is
-    // wanted in the log is in it.
+    // The replica's name first, then the route back and the answer.
+    Parts out;
+    for (size_t i = 1; i < parts.size(); ++i) {
+      out.emplace_back(parts[i].data(), parts[i].size());
+    }
     Header h;
     uint64_t trace =
-        PeekHeader(parts.back().data(), parts.back().size(), &h) ? h.trace : 0;
+        PeekHeader(out.back().data(), out.back().size(), &h) ? h.trace : 0;
     MsgType type = static_cast<MsgType>(h.type);
-    if (SendParts(front_, parts)) {
+    if (type == MsgType::kLeaderNotice || type == MsgType::kNotLeader) {
+      Frame f;
+      const zmq::message_t& body = out.back();
+      if (DecodeFrame(body.data(), body.size(), &f).ok()) {
+        if (type == MsgType::kLeaderNotice) {
+          LeaderNotice notice;
+          if (DecodeBody(f, &notice).ok()) {
+            LearnLeader(notice.shard, notice.leader, notice.term);
+          }
+          continue;  // routed's own question: nothing to pass on
+        }
+        NotLeader not_leader;
+        if (DecodeBody(f, &not_leader).ok()) {
+          LearnLeader(not_leader.shard, not_leader.leader, not_leader.term);
+        }
+      }
+      if (out.size() < 2) continue;
+      // The client retries; by then routed sends to the leader.
+      out.back() = ToMessage(
+          EncodeError(h, Status(ErrorCode::kUnavailable,
+                                "shard " + std::to_string(shard) +
+                                    " is changing its leader; try again")));
+    }
+    if (SendParts(front_, out)) {
       ++moved_;
       ++answers_;
       NLOG_TRACE(trace, "event=answer type=%s shard=%zu",

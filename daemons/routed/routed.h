@@ -9,6 +9,7 @@
 #ifndef NATTER_DAEMONS_ROUTED_ROUTED_H_
 #define NATTER_DAEMONS_ROUTED_ROUTED_H_
 
+#include <chrono>
 #include <memory>
 #include <string>
 #include <vector>
@@ -75,6 +76,23 @@ class Routed : public Service {
 
   void FromFront();
   void FromShard(size_t shard);
+  // Sends to the shard's leader as routed knows it, else to its other
+  // replicas in turn (the one that takes it answers or names the leader).
+  bool ToShard(uint32_t shard, Parts* out);
+  // A replica named its shard's leader (an answer to a leader query, or
+  // a request it did not take): the newer term wins.
+  void LearnLeader(uint32_t shard, uint32_t leader, uint64_t term);
+  // Every half second: asks each replica of a shard of several who leads.
+  void AskLeaders();
+
+  // A shard: its replicas' links on one ROUTER, each replica by the name
+  // "r" + its number; the leader as last known.
+  struct Shard {
+    zmq::socket_t socket;
+    size_t replicas = 1;
+    uint32_t leader = 0;  // a replica number
+    uint64_t term = 0;
+  };
 
   zmq::context_t& ctx_;
   DaemonKeys keys_;
@@ -82,16 +100,18 @@ class Routed : public Service {
   std::vector<std::string> shard_endpoints_;
   std::string lease_path_;
   Router router_;
-  zmq::socket_t front_;                // ROUTER
-  std::vector<zmq::socket_t> shards_;  // DEALER each
-  uint64_t moved_ = 0;                 // frames passed on, ever
-  uint64_t requests_ = 0;              // from frontds and shards, to shards
-  uint64_t answers_ = 0;               // from shards, back
-  uint64_t refused_ = 0;               // answered with an error by routed
-  uint64_t dropped_ = 0;               // answers the peer's queue did not take
-  LatencyHistogram turn_;              // the work of one turn (how long a
-                                       // frame may wait behind others)
-  std::unique_ptr<LinkWatch> watch_;   // the links to the shards
+  zmq::socket_t front_;  // ROUTER
+  std::vector<Shard> shards_;
+  std::chrono::steady_clock::time_point next_ask_{};
+  uint64_t leader_changes_ = 0;
+  uint64_t moved_ = 0;                // frames passed on, ever
+  uint64_t requests_ = 0;             // from frontds and shards, to shards
+  uint64_t answers_ = 0;              // from shards, back
+  uint64_t refused_ = 0;              // answered with an error by routed
+  uint64_t dropped_ = 0;              // answers the peer's queue did not take
+  LatencyHistogram turn_;             // the work of one turn (how long a
+                                      // frame may wait behind others)
+  std::unique_ptr<LinkWatch> watch_;  // the links to the shards
 };
 
 }  // namespace routed

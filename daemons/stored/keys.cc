@@ -77,6 +77,8 @@ std::string AckMarkKey(UserId user) {
 
 std::string FormatKey() { return "v"; }
 
+std::string AppliedIndexKey() { return "l"; }
+
 std::string OutboxKey(uint64_t n) {
   std::string k(1, 'o');
   PutBigEndian(&k, n);

@@ -11,6 +11,7 @@
 //                        so chats pages go most recent first
 //   a user               the newest seq any of the user's devices acked
 //   v                    the format of the database (kFormat)
+//   l                    the last Raft log entry applied: index, term
 #ifndef NATTER_DAEMONS_STORED_KEYS_H_
 #define NATTER_DAEMONS_STORED_KEYS_H_
 
@@ -36,6 +37,7 @@ std::string RecentChatPrefix(UserId user);
 std::string MessagePrefix(UserId user, UserId peer);
 std::string AckMarkKey(UserId user);
 std::string FormatKey();
+std::string AppliedIndexKey();
 
 // The database's format: 1 has the r keys (a database without a v key was
 // made before them, and gets them when it is opened).

@@ -102,6 +102,7 @@ Status RaftLog::Load() {
                     "the raft log: its hard state cannot be read");
     }
     restored_.hard_state = {h.term, h.vote, h.commit};
+    saved_ = restored_.hard_state;
   } else if (!s.IsNotFound()) {
     return Storage("reading the hard state", s);
   }
@@ -144,12 +145,18 @@ Status RaftLog::Write(leveldb::WriteBatch* batch) {
   leveldb::WriteOptions synced;
   synced.sync = true;
   leveldb::Status s = db_->Write(synced, batch);
-  return s.ok() ? Status::Ok() : Storage("writing", s);
+  if (!s.ok()) return Storage("writing", s);
+  ++syncs_;
+  return Status::Ok();
 }
 
 Status RaftLog::Save(const raft::Ready& ready) {
-  if (!ready.hard_state && !ready.snapshot && ready.entries.empty())
+  bool vote_changed =
+      ready.hard_state && (ready.hard_state->term != saved_.term ||
+                           ready.hard_state->vote != saved_.vote);
+  if (!vote_changed && !ready.snapshot && ready.entries.empty()) {
     return Status::Ok();
+  }
   leveldb::WriteBatch batch;
   uint64_t last = last_;
   uint64_t bytes = bytes_;
@@ -178,6 +185,7 @@ Status RaftLog::Save(const raft::Ready& ready) {
   Status s = Write(&batch);
   if (!s.ok()) return s;
   if (ready.snapshot) snapshot_ = *ready.snapshot;
+  if (ready.hard_state) saved_ = *ready.hard_state;
   last_ = last;
   bytes_ = bytes;
   return Status::Ok();

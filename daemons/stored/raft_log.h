@@ -32,7 +32,9 @@ class RaftLog {
 
   // A Ready's hard state, snapshot meta and entries, in one synced write.
   // With a snapshot, every entry on disk goes first; entries replace any
-  // from their first index on.
+  // from their first index on.  A hard state whose term and vote are what
+  // the disk has is written only with entries: its commit alone is not
+  // worth a sync (a restarted replica learns the commit again).
   Status Save(const raft::Ready& ready);
 
   // Entries up to meta.index leave the log: the state machine holds them
@@ -43,6 +45,8 @@ class RaftLog {
   uint64_t last_index() const { return last_; }
   // Bytes of entries on disk, about.
   uint64_t bytes() const { return bytes_; }
+  // Synced writes, ever.
+  uint64_t syncs() const { return syncs_; }
 
  private:
   RaftLog() = default;
@@ -54,6 +58,8 @@ class RaftLog {
   raft::SnapshotMeta snapshot_;
   uint64_t last_ = 0;
   uint64_t bytes_ = 0;
+  uint64_t syncs_ = 0;
+  raft::HardState saved_;  // as on disk
 };
 
 // An entry's value on disk, and back (also the form entries travel in

@@ -104,6 +104,11 @@ Status Store::Open(const std::string& path, int max_open_files) {
     return Status(ErrorCode::kStorage, path + ": " + upgraded.message());
   }
   heads_.clear();
+  std::string applied;
+  applied_ = {};
+  if (db_->Get({}, AppliedIndexKey(), &applied).ok() && applied.size() == 16) {
+    applied_ = {GetBigEndian(applied.data()), GetBigEndian(applied.data() + 8)};
+  }
   std::unique_ptr<leveldb::Iterator> it(db_->NewIterator({}));
   it->Seek(OutboxKey(UINT64_MAX));
   if (it->Valid()) {
@@ -151,6 +156,18 @@ Status Store::Upgrade() {
   if (chats > 0)
     NLOG_INFO("event=upgraded shard=%u format=%llu chats=%zu", shard_,
               static_cast<unsigned long long>(kFormat), chats);
+  return Status::Ok();
+}
+
+Status Store::SyncWrites() {
+  if (!db_)
+    return Status(ErrorCode::kStorage, "the shard's database is closed");
+  leveldb::WriteOptions synced;
+  synced.sync = true;
+  leveldb::WriteBatch nothing;
+  leveldb::Status s = db_->Write(synced, &nothing);
+  if (!s.ok()) return Status(ErrorCode::kStorage, s.ToString());
+  ++syncs_;
   return Status::Ok();
 }
 
@@ -329,7 +346,8 @@ class Store::Writer {
   Seq* sync_cursor_;
 };
 
-Status Store::Apply(std::vector<Request>* batch, Effects* effects) {
+Status Store::Apply(std::vector<Request>* batch, Effects* effects,
+                    LogPosition at) {
   if (!db_) {
     Status closed(ErrorCode::kStorage, "the shard's database is closed");
     for (Request& r : *batch) r.reply = EncodeError(r.frame.header, closed);
@@ -347,6 +365,13 @@ Status Store::Apply(std::vector<Request>* batch, Effects* effects) {
     Status s =
         VisitBody(r.frame, Writer(this, &r, &b, effects, &sync_cursor[i]));
     if (!s.ok()) r.reply = EncodeError(r.frame.header, s);
+  }
+  if (at.index > 0) {
+    std::string v;
+    PutBigEndian(&v, at.index);
+    PutBigEndian(&v, at.term);
+    b.writes.Put(AppliedIndexKey(), v);
+    b.needs_sync = false;  // the log on disk has it
   }
   if (b.writes.ApproximateSize() > leveldb::WriteBatch().ApproximateSize()) {
     leveldb::WriteOptions options;
@@ -369,6 +394,7 @@ Status Store::Apply(std::vector<Request>* batch, Effects* effects) {
       ++syncs_;
       synced_requests_ += batch->size();
     }
+    if (at.index > 0) applied_ = at;
   }
   for (size_t i = 0; i < batch->size(); ++i) {
     Request& r = (*batch)[i];
@@ -879,18 +905,29 @@ std::vector<Handoff> Store::PendingHandoffs(uint64_t after,
   return out;
 }
 
-Status Store::AckHandoff(const HandoffAck& ack) {
+Status Store::AckHandoff(const HandoffAck& ack, LogPosition at) {
   if (!db_)
     return Status(ErrorCode::kStorage, "the shard's database is closed");
   std::string key = OutboxKey(ack.outbox), value;
   Handoff d;
-  if (!db_->Get({}, key, &value).ok() || !Unpack(value, &d)) {
-    return Status(ErrorCode::kNotFound, "no such hand-off");
+  leveldb::WriteBatch writes;
+  Status found = Status::Ok();
+  if (!db_->Get({}, key, &value).ok() || !Unpack(value, &d) ||
+      d.id() != ack.id) {
+    found = Status(ErrorCode::kNotFound, "no such hand-off");
+  } else {
+    writes.Delete(key);
   }
-  if (d.id() != ack.id) return Status(ErrorCode::kNotFound, "no such hand-off");
-  leveldb::Status s = db_->Delete({}, key);
+  if (at.index > 0) {
+    std::string v;
+    PutBigEndian(&v, at.index);
+    PutBigEndian(&v, at.term);
+    writes.Put(AppliedIndexKey(), v);
+  }
+  leveldb::Status s = db_->Write({}, &writes);
   if (!s.ok()) return Status(ErrorCode::kStorage, s.ToString());
-  return Status::Ok();
+  if (at.index > 0) applied_ = at;
+  return found;
 }
 
 }  // namespace stored

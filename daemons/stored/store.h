@@ -102,6 +102,13 @@ struct Effects {
   std::vector<Handoff> handoff;         // new outbox entries, to other shards
 };
 
+// Where a replicated shard's database is in its Raft log: the last entry
+// applied, and its term.
+struct LogPosition {
+  uint64_t index = 0;
+  uint64_t term = 0;
+};
+
 class Store {
  public:
   Store(uint32_t shard, uint32_t shard_count);
@@ -111,13 +118,25 @@ class Store {
   // descriptor; the daemon sizes it to its open-files limit).
   Status Open(const std::string& path, int max_open_files = 1000);
   void Close();
+  // Makes what was written so far durable (a synced empty write): before
+  // the Raft log may forget the entries it applied.
+  Status SyncWrites();
   bool is_open() const { return db_ != nullptr; }
 
   // Applies the batch in one synced write.  On ok, every request has its
   // reply and effects says what else to send.  On a write error nothing
   // is acknowledged: every request gets a retryable kStorage error reply,
   // and the in-memory state is reset from disk.
-  Status Apply(std::vector<Request>* batch, Effects* effects);
+  //
+  // With a log index (a replicated shard's committed entry), the index is
+  // written in the same batch, unsynced: the Raft log on disk holds the
+  // entry, and after a crash the replica applies again what follows the
+  // index the database holds (applied_index()).
+  Status Apply(std::vector<Request>* batch, Effects* effects,
+               LogPosition at = {});
+  // The last log index applied (0: none, or not replicated).
+  uint64_t applied_index() const { return applied_.index; }
+  LogPosition applied() const { return applied_; }
 
   // Up to limit hand-offs not yet acknowledged, from the outbox on disk,
   // in outbox order, starting after outbox number `after`.
@@ -125,7 +144,8 @@ class Store {
                                        size_t limit = SIZE_MAX) const;
 
   // The other shard acknowledged a hand-off: forget it.
-  Status AckHandoff(const HandoffAck& ack);
+  // With a log index: as for Apply.
+  Status AckHandoff(const HandoffAck& ack, LogPosition at = {});
 
   // Counters: synced writes, and the requests they carried.
   uint64_t syncs() const { return syncs_; }
@@ -229,6 +249,7 @@ class Store {
   uint64_t next_outbox_ = 1;
   uint64_t trace_ = 0;  // the trace id of the request being applied
   uint64_t syncs_ = 0;
+  LogPosition applied_;
   uint64_t synced_requests_ = 0;
 };
 

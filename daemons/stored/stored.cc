@@ -11,8 +11,16 @@ namespace stored {
 
 DaemonSpec Spec() {
   DaemonSpec spec("natter-stored", "stored", &MakeService<Stored>);
+  // stored-N; stored-N.K for replica K of a shard of several.
   spec.name = [](const Config& config) {
-    return "stored-" + config.Get("shard");
+    std::string name = "stored-" + config.Get("shard");
+    uint64_t shard = 0;
+    std::vector<std::string> shards = config.GetShardMap();
+    if (config.GetUint("shard", &shard).ok() && shard < shards.size() &&
+        ReplicaEndpoints(shards[shard]).size() > 1) {
+      name += "." + config.Get("replica");
+    }
+    return name;
   };
   return spec;
 }
@@ -23,14 +31,18 @@ Status Stored::Create(const Config& config, zmq::context_t& ctx,
   Status s = DaemonKeys::Create(config, &st->keys_);
   if (!s.ok()) return s;
   uint64_t shard = 0, batch = 0, retry_s = 0, user_rate = 0, user_burst = 0;
+  uint64_t replica = 0, tick_ms = 0, election_ticks = 0;
   s = config.GetUint("shard", &shard);
+  if (s.ok()) s = config.GetUint("replica", &replica);
+  if (s.ok()) s = config.GetUint("raft-tick", &tick_ms);
+  if (s.ok()) s = config.GetUint("election-ticks", &election_ticks);
   if (s.ok()) s = config.GetUint("batch-max", &batch);
   if (s.ok()) s = config.GetDuration("handoff-retry", &retry_s);
   if (s.ok()) s = config.GetUint("user-rate", &user_rate);
   if (s.ok()) s = config.GetUint("user-burst", &user_burst);
   if (s.ok()) s = UserRateLimiter::CheckSettings(user_rate, user_burst);
   if (!s.ok()) return s;
-  std::vector<std::string> shards = config.GetList("shards");
+  std::vector<std::string> shards = config.GetShardMap();
   if (shards.empty())
     return Status(ErrorCode::kBadRequest, "shards: the shard map is empty");
   if (shard >= shards.size()) {
@@ -42,10 +54,30 @@ Status Stored::Create(const Config& config, zmq::context_t& ctx,
     return Status(ErrorCode::kBadRequest, "batch-max: must be at least 1");
   st->shard_ = static_cast<uint32_t>(shard);
   st->shard_count_ = static_cast<uint32_t>(shards.size());
+  Replica::Settings& rs = st->replica_settings_;
+  rs.shard = st->shard_;
+  rs.endpoints = ReplicaEndpoints(shards[st->shard_]);
+  if (replica >= rs.endpoints.size()) {
+    return Status(ErrorCode::kBadRequest,
+                  "replica " + std::to_string(replica) + " is not among the " +
+                      std::to_string(rs.endpoints.size()) +
+                      " replicas of shard " + std::to_string(shard));
+  }
+  if (tick_ms < 10 || tick_ms > 10000) {
+    return Status(ErrorCode::kBadRequest, "raft-tick: 10 to 10000 (ms)");
+  }
+  if (election_ticks < 3 || election_ticks > 1000) {
+    return Status(ErrorCode::kBadRequest, "election-ticks: 3 to 1000");
+  }
+  rs.replica = static_cast<uint32_t>(replica);
+  rs.tick_ms = static_cast<int>(tick_ms);
+  rs.election_ticks = static_cast<int>(election_ticks);
   const std::string listen = config.Get("listen");
-  st->listen_ = BindAddress(listen.empty() ? shards[st->shard_] : listen);
+  st->listen_ = BindAddress(listen.empty() ? rs.endpoints[rs.replica] : listen);
   st->data_path_ =
       config.Get("data-dir") + "/shard-" + std::to_string(st->shard_);
+  if (rs.endpoints.size() > 1) st->data_path_ += "." + std::to_string(replica);
+  rs.log_path = st->data_path_ + "/raft";
   st->routed_ = config.GetList("routed");
   st->notifyd_ = config.GetList("notifyd-in");
   if (st->routed_.empty())
@@ -97,11 +129,27 @@ Status Stored::Start() {
   } catch (const zmq::error_t& e) {
     return Status(ErrorCode::kBadRequest, listen_ + ": " + e.what());
   }
-  spilled_ = true;
-  RefillPending();
-  NLOG_INFO("event=open shard=%u of=%u path=%s listen=%s handoffs=%zu", shard_,
-            shard_count_, LogValue(data_path_).c_str(),
-            LogValue(listen_).c_str(), pending_.size());
+  s = OpenReplica();
+  if (!s.ok()) return s;
+  NLOG_INFO(
+      "event=open shard=%u of=%u replica=%u of=%zu path=%s listen=%s "
+      "applied=%llu",
+      shard_, shard_count_, replica_settings_.replica,
+      replica_settings_.endpoints.size(), LogValue(data_path_).c_str(),
+      LogValue(listen_).c_str(),
+      static_cast<unsigned long long>(store_->applied_index()));
+  return Status::Ok();
+}
+
+Status Stored::OpenReplica() {
+  std::unique_ptr<Replica> r;
+  Status s = Replica::Create(replica_settings_, ctx_, keys_.identity(),
+                             store_->applied(), &r);
+  if (s.ok()) s = r->Start();
+  if (!s.ok()) return s;
+  replica_ = std::move(r);
+  leading_ = false;
+  ProcessReplica();
   return Status::Ok();
 }
 
@@ -110,13 +158,17 @@ void Stored::RunOnce(int timeout_ms) {
       {requests_.handle(), 0, ZMQ_POLLIN, 0},
       {handoff_.handle(), 0, ZMQ_POLLIN, 0},
   };
-  if (!pending_.empty() || !store_->is_open())
-    timeout_ms = std::min(timeout_ms, 100);
+  if (!pending_.empty() || !replica_) timeout_ms = std::min(timeout_ms, 100);
+  if (replica_) timeout_ms = std::min(timeout_ms, replica_->TickDue());
   Poll(items, timeout_ms);
-  if (!store_->is_open()) TryReopen();
+  if (!replica_) TryReopen();
   if (items[0].revents & ZMQ_POLLIN) ServeBatch();
   if (items[1].revents & ZMQ_POLLIN) TakeAcks();
-  if (store_->is_open()) RetryHandoffs();
+  if (replica_) {
+    replica_->TickDue();
+    ProcessReplica();
+  }
+  if (replica_ && leading_) RetryHandoffs();
   if (backup_) FinishBackup(false);
   watch_->Check();
 }
@@ -186,8 +238,10 @@ void Stored::Stats(MetricSet* set) {
                static_cast<double>(batches_));
   set->Counter("natter_stored_requests_total", "Requests served.",
                static_cast<double>(requests_served_));
-  set->Counter("natter_stored_syncs_total", "Synced writes.",
-               static_cast<double>(store_->syncs()));
+  set->Counter("natter_stored_syncs_total",
+               "Synced writes (of the Raft log: one serves every request "
+               "waiting).",
+               static_cast<double>(log_syncs()));
   set->Counter("natter_stored_write_failures_total",
                "Writes LevelDB refused (the shard then reopens).",
                static_cast<double>(write_failures_));
@@ -226,14 +280,48 @@ void Stored::Stats(MetricSet* set) {
                "Applying a batch, its synced write included.", batch_latency_);
 }
 
+namespace {
+
+// A shard's log entry: the frames of a batch of requests, or of hand-off
+// acknowledgements, as they came.
+enum class EntryKind : uint8_t { kRequests = 0, kAcks = 1 };
+
+struct ShardEntry {
+  uint8_t kind = 0;
+  std::vector<std::string> frames;
+  NATTER_WIRE(2, kind, frames)
+};
+
+std::string PackEntry(EntryKind kind, std::vector<std::string> frames) {
+  msgpack::sbuffer buf;
+  msgpack::pack(buf, ShardEntry{static_cast<uint8_t>(kind), std::move(frames)});
+  return std::string(buf.data(), buf.size());
+}
+
+// An entry's requests are bounded in bytes so that it travels to the
+// other replicas in one frame (raft.h's max_append_bytes is the rest).
+constexpr size_t kMaxEntryBytes = 256 * 1024;
+
+// Only reads: served by the leader from its database once a read index
+// confirms it still leads (Replica::Read), without a log entry.
+bool IsRead(MsgType type) {
+  return type == MsgType::kHistory || type == MsgType::kChats;
+}
+
+}  // namespace
+
 bool Stored::ServeBatch() {
   // Each request keeps its routing frames (the route back through routed
   // to the frontd and the client).
-  std::vector<Parts> routes;
-  std::vector<Request> batch;
+  std::vector<Parts> write_routes, read_routes;
+  std::vector<std::string> writes;
+  std::vector<Request> reads;
+  size_t bytes = 0, taken = 0;
   Parts parts;
-  while (batch.size() < batch_max_ && RecvParts(requests_, &parts)) {
+  while (taken < batch_max_ && bytes < kMaxEntryBytes &&
+         RecvParts(requests_, &parts)) {
     if (parts.size() < 2) continue;
+    ++taken;
     Request r;
     const zmq::message_t& body = parts.back();
     Status s = DecodeFrame(body.data(), body.size(), &r.frame);
@@ -242,6 +330,7 @@ bool Stored::ServeBatch() {
       SendRouted(requests_, parts, parts.size() - 1, EncodeError(Header(), s));
       continue;
     }
+    if (TakeOther(parts, r.frame)) continue;
     if (!limiter_.Admit(r.frame, Clock::now())) {
       const Header& h = r.frame.header;
       NLOG_TRACE(h.trace, "event=rate-refused user=%llu type=%s",
@@ -251,32 +340,159 @@ bool Stored::ServeBatch() {
                  EncodeError(h, limiter_.Refusal(h.user)));
       continue;
     }
-    routes.push_back(std::move(parts));
-    batch.push_back(std::move(r));
+    if (IsRead(r.frame.type())) {
+      read_routes.push_back(std::move(parts));
+      reads.push_back(std::move(r));
+    } else {
+      bytes += body.size();
+      writes.emplace_back(static_cast<const char*>(body.data()), body.size());
+      write_routes.push_back(std::move(parts));
+    }
     parts = Parts();
   }
-  if (batch.empty()) return false;
+  if (!writes.empty()) Propose(&write_routes, &writes);
+  if (!reads.empty()) Read(&read_routes, &reads);
+  if (replica_) ProcessReplica();
+  return taken > 0;
+}
+
+bool Stored::TakeOther(const Parts& route, const Frame& frame) {
+  const size_t n = route.size() - 1;
+  if (frame.type() == MsgType::kRaft) {
+    RaftMessage m;
+    if (replica_ && DecodeBody(frame, &m).ok()) replica_->Step(m);
+    return true;
+  }
+  if (frame.type() == MsgType::kLeaderQuery) {
+    LeaderNotice notice;
+    notice.shard = shard_;
+    notice.replica = replica_settings_.replica;
+    notice.leader = replica_ ? replica_->leader() : 0;
+    notice.term = replica_ ? replica_->term() : 0;
+    SendRouted(requests_, route, n, EncodeReply(frame.header, notice));
+    return true;
+  }
+  if (!replica_) {
+    SendRouted(
+        requests_, route, n,
+        EncodeError(frame.header, Status(ErrorCode::kStorage,
+                                         "the shard's database is closed")));
+    return true;
+  }
+  if (!replica_->leading()) {
+    NotLeader not_leader;
+    not_leader.shard = shard_;
+    not_leader.leader = replica_->leader();
+    not_leader.term = replica_->term();
+    SendRouted(requests_, route, n, EncodeReply(frame.header, not_leader));
+    return true;
+  }
+  return false;
+}
+
+void Stored::Propose(std::vector<Parts>* routes,
+                     std::vector<std::string>* frames) {
+  uint64_t index = replica_ ? replica_->Propose(PackEntry(EntryKind::kRequests,
+                                                          std::move(*frames)))
+                            : 0;
+  if (index == 0) {
+    // Leadership went within this turn: routed asks again.
+    for (const Parts& route : *routes) {
+      NotLeader not_leader{shard_, replica_ ? replica_->leader() : 0,
+                           replica_ ? replica_->term() : 0};
+      Header h;
+      PeekHeader(route.back().data(), route.back().size(), &h);
+      SendRouted(requests_, route, route.size() - 1,
+                 EncodeReply(h, not_leader));
+    }
+    return;
+  }
+  logged_requests_ += routes->size();
+  Proposal& p = proposals_[index];
+  p.term = replica_->term();
+  p.routes = std::move(*routes);
+}
+
+void Stored::Read(std::vector<Parts>* routes, std::vector<Request>* batch) {
+  uint64_t context = next_read_++;
+  ReadJob& job = reads_[context];
+  job.routes = std::move(*routes);
+  job.batch = std::move(*batch);
+  if (!replica_ || !replica_->Read(context)) {
+    reads_.erase(context);
+  }
+}
+
+void Stored::ProcessReplica() {
+  Status s = replica_->Process(this);
+  if (!s.ok()) {
+    if (store_->is_open()) ++write_failures_;
+    StorageFailed();
+    return;
+  }
+  if (replica_->leading() != leading_) LeadershipChanged();
+}
+
+Status Stored::ApplyEntry(const raft::Entry& entry) {
+  if (entry.type != raft::EntryType::kNormal) return Status::Ok();
+  ShardEntry e;
+  if (!UnpackValue(entry.data, &e)) {
+    NLOG_ERROR("event=bad-log-entry shard=%u index=%llu", shard_,
+               static_cast<unsigned long long>(entry.index));
+    return Status::Ok();
+  }
+  if (e.kind == static_cast<uint8_t>(EntryKind::kAcks)) {
+    return ApplyAcks(entry, &e.frames);
+  }
+  return ApplyRequests(entry, &e.frames);
+}
+
+Status Stored::ApplyRequests(const raft::Entry& entry,
+                             std::vector<std::string>* frames) {
+  std::vector<Request> batch(frames->size());
+  for (size_t i = 0; i < frames->size(); ++i) {
+    // Decoded before they were proposed; a frame that fails now changes
+    // nothing anywhere (every replica fails it alike).
+    const std::string& f = (*frames)[i];
+    if (!DecodeFrame(f.data(), f.size(), &batch[i].frame).ok()) {
+      batch[i].frame = Frame();
+    }
+  }
   Effects effects;
-  bool was_open = store_->is_open();
   auto started = Clock::now();
-  bool ok = store_->Apply(&batch, &effects).ok();
+  Status s = store_->Apply(&batch, &effects, {entry.index, entry.term});
   batch_latency_.Record(
       std::chrono::duration<double, std::micro>(Clock::now() - started)
           .count());
+  if (!s.ok()) return s;  // applied again once the database opens
   batch_size_.Record(static_cast<double>(batch.size()));
   ++batches_;
   requests_served_ += batch.size();
-  if (!ok && was_open) {
-    ++write_failures_;
-    StorageFailed();
-  }
-  for (size_t i = 0; i < batch.size(); ++i) {
-    if (!SendRouted(requests_, routes[i], routes[i].size() - 1,
-                    batch[i].reply)) {
-      NLOG_WARN("event=reply-dropped type=%s",
-                LogValue(MsgTypeName(batch[i].frame.type())).c_str());
+  // Answers go back from the replica that proposed the entry, if it is
+  // still the entry of its term; another's proposal there was lost.
+  auto it = proposals_.find(entry.index);
+  if (it != proposals_.end()) {
+    Proposal& p = it->second;
+    bool ours = p.term == entry.term && p.routes.size() == batch.size();
+    for (size_t i = 0; i < p.routes.size(); ++i) {
+      const Parts& route = p.routes[i];
+      std::string reply = ours ? batch[i].reply : std::string();
+      if (!ours) {
+        Header h;
+        PeekHeader(route.back().data(), route.back().size(), &h);
+        reply = EncodeError(
+            h, Status(ErrorCode::kUnavailable,
+                      "the shard's leader changed before this was written"));
+      }
+      if (reply.empty()) continue;
+      if (!SendRouted(requests_, route, route.size() - 1, reply)) {
+        NLOG_WARN("event=reply-dropped index=%llu",
+                  static_cast<unsigned long long>(entry.index));
+      }
     }
+    proposals_.erase(it);
   }
+  if (!replica_->leading()) return Status::Ok();
   for (size_t i = 0; i < effects.publish.size(); ++i) {
     Publish(effects.publish[i], effects.publish_trace[i]);
   }
@@ -288,7 +504,92 @@ bool Stored::ServeBatch() {
     }
     AddPending(d.outbox, d);
   }
-  return true;
+  return Status::Ok();
+}
+
+Status Stored::ApplyAcks(const raft::Entry& entry,
+                         std::vector<std::string>* frames) {
+  for (size_t i = 0; i < frames->size(); ++i) {
+    Frame f;
+    HandoffAck ack;
+    const std::string& bytes = (*frames)[i];
+    if (!DecodeFrame(bytes.data(), bytes.size(), &f).ok() ||
+        !DecodeBody(f, &ack).ok()) {
+      continue;
+    }
+    // The index goes with the last one: an entry cut short by a crash is
+    // applied again whole (an acknowledgement twice changes nothing).
+    LogPosition at;
+    if (i + 1 == frames->size()) at = {entry.index, entry.term};
+    Status s = store_->AckHandoff(ack, at);
+    if (s.code() == ErrorCode::kStorage) return s;
+    pending_.erase(ack.outbox);
+  }
+  if (frames->empty()) {
+    Status s = store_->AckHandoff(HandoffAck(), {entry.index, entry.term});
+    if (s.code() == ErrorCode::kStorage) return s;
+  }
+  if (replica_->leading()) RefillPending();
+  return Status::Ok();
+}
+
+void Stored::ServeRead(uint64_t context) {
+  auto it = reads_.find(context);
+  if (it == reads_.end()) return;
+  ReadJob& job = it->second;
+  Effects none;
+  store_->Apply(&job.batch, &none);
+  for (size_t i = 0; i < job.batch.size(); ++i) {
+    SendRouted(requests_, job.routes[i], job.routes[i].size() - 1,
+               job.batch[i].reply);
+  }
+  requests_served_ += job.batch.size();
+  reads_.erase(it);
+}
+
+void Stored::LeadershipChanged() {
+  leading_ = replica_->leading();
+  NLOG_INFO("event=%s shard=%u replica=%u term=%llu",
+            leading_ ? "leading" : "following", shard_,
+            replica_settings_.replica,
+            static_cast<unsigned long long>(replica_->term()));
+  pending_.clear();
+  due_.clear();
+  spilled_ = false;
+  if (leading_) {
+    // Every hand-off of the outbox is this leader's to send now.
+    spilled_ = true;
+    RefillPending();
+  } else {
+    // Reads are the leader's; the entries proposed may still be committed
+    // (and then answered here).
+    Status moved(ErrorCode::kUnavailable, "the shard's leader changed");
+    for (auto& [context, job] : reads_) {
+      for (size_t i = 0; i < job.batch.size(); ++i) {
+        SendRouted(requests_, job.routes[i], job.routes[i].size() - 1,
+                   EncodeError(job.batch[i].frame.header, moved));
+      }
+    }
+    reads_.clear();
+  }
+}
+
+void Stored::FailWaiting(const Status& error) {
+  for (auto& [index, p] : proposals_) {
+    for (const Parts& route : p.routes) {
+      Header h;
+      PeekHeader(route.back().data(), route.back().size(), &h);
+      SendRouted(requests_, route, route.size() - 1, EncodeError(h, error));
+    }
+  }
+  proposals_.clear();
+  for (auto& [context, job] : reads_) {
+    for (size_t i = 0; i < job.batch.size(); ++i) {
+      SendRouted(requests_, job.routes[i], job.routes[i].size() - 1,
+                 EncodeError(job.batch[i].frame.header, error));
+    }
+  }
+  reads_.clear();
 }
 
 void Stored::AddPending(uint64_t outbox, const Handoff& d) {
@@ -319,10 +620,15 @@ void Stored::RefillPending() {
 }
 
 void Stored::StorageFailed() {
-  // LevelDB refuses every write after a failed sync; the database must be
-  // opened again, and what it then holds is the truth (the failed batch is
-  // there whole or not at all; its senders retry either way).
+  // LevelDB refuses every write after a failed sync; the database and the
+  // log must be opened again, and what they then hold is the truth (an
+  // entry not on the log's disk was never acknowledged; one there is
+  // applied again once the database opens).
   FinishBackup(true);
+  FailWaiting(Status(ErrorCode::kStorage, "the shard could not write"));
+  if (replica_) retired_syncs_ += replica_->log().syncs();
+  replica_.reset();
+  leading_ = false;
   store_->Close();
   pending_.clear();
   due_.clear();
@@ -335,15 +641,16 @@ void Stored::StorageFailed() {
 void Stored::TryReopen() {
   if (Clock::now() < next_reopen_) return;
   next_reopen_ = Clock::now() + std::chrono::seconds(1);
-  Status s = store_->Open(data_path_, max_open_files_);
+  Status s = store_->is_open() ? Status::Ok()
+                               : store_->Open(data_path_, max_open_files_);
+  if (s.ok()) s = OpenReplica();
   if (!s.ok()) {
     NLOG_WARN("event=storage-reopen-failed shard=%u error=%s", shard_,
               LogValue(s.ToString()).c_str());
     return;
   }
-  spilled_ = true;
-  RefillPending();
-  NLOG_INFO("event=storage-up shard=%u handoffs=%zu", shard_, pending_.size());
+  NLOG_INFO("event=storage-up shard=%u applied=%llu", shard_,
+            static_cast<unsigned long long>(store_->applied_index()));
 }
 
 void Stored::Publish(const Event& event, uint64_t trace) {
@@ -381,28 +688,30 @@ void Stored::SendHandoff(uint64_t outbox, Pending* pending) {
 }
 
 void Stored::TakeAcks() {
+  // The acknowledgements go into the log, so that every replica's outbox
+  // forgets the hand-off; not the leader: the hand-off is sent again.
+  std::vector<std::string> acks;
   Parts parts;
   while (RecvParts(handoff_, &parts)) {
     Frame f;
-    HandoffAck ack;
     if (parts.empty() ||
         !DecodeFrame(parts.back().data(), parts.back().size(), &f).ok()) {
       continue;
     }
-    if (f.type() != MsgType::kHandoffAck || !DecodeBody(f, &ack).ok()) {
-      if (f.type() == MsgType::kError) {
-        Error e;
-        DecodeBody(f, &e);
-        NLOG_WARN("event=handoff-refused code=%u error=%s",
-                  static_cast<unsigned>(e.code), LogValue(e.message).c_str());
-      }
-      continue;
+    if (f.type() == MsgType::kHandoffAck) {
+      acks.emplace_back(static_cast<const char*>(parts.back().data()),
+                        parts.back().size());
+    } else if (f.type() == MsgType::kError) {
+      Error e;
+      DecodeBody(f, &e);
+      NLOG_DEBUG("event=handoff-refused code=%u error=%s",
+                 static_cast<unsigned>(e.code), LogValue(e.message).c_str());
     }
-    // Also for one not held here (spilled to disk): the outbox checks the id.
-    Status s = store_->AckHandoff(ack);
-    if (s.ok() || s.code() == ErrorCode::kNotFound) pending_.erase(ack.outbox);
   }
-  RefillPending();
+  if (!acks.empty() && replica_ && replica_->leading()) {
+    replica_->Propose(PackEntry(EntryKind::kAcks, std::move(acks)));
+    ProcessReplica();
+  }
 }
 
 void Stored::RetryHandoffs() {

@@ -33,6 +33,7 @@
 #include "common/metrics.h"
 #include "common/net.h"
 #include "daemons/stored/rate_limit.h"
+#include "daemons/stored/replica.h"
 #include "daemons/stored/store.h"
 
 namespace natter {
@@ -42,7 +43,7 @@ namespace stored {
 // stored-N, N its shard.
 DaemonSpec Spec();
 
-class Stored : public Service {
+class Stored : public Service, private ReplicaHandler {
  public:
   // Reads and checks the configuration and makes the shard (its database
   // opens in Start); a bad value is a kBadRequest Status that names its
@@ -67,6 +68,14 @@ class Stored : public Service {
                const ControlServer::Reply& reply) override;
 
   const Store& store() const { return *store_; }
+  // This replica's Raft part; null while its storage is down.
+  const Replica* replica() const { return replica_.get(); }
+  // Synced writes of the Raft log, ever (what a batch costs), and the
+  // requests that went into its entries.
+  uint64_t log_syncs() const {
+    return retired_syncs_ + (replica_ ? replica_->log().syncs() : 0);
+  }
+  uint64_t logged_requests() const { return logged_requests_; }
 
  private:
   using Clock = std::chrono::steady_clock;
@@ -76,9 +85,39 @@ class Stored : public Service {
     std::string frame;
     Clock::time_point next_try;
   };
+  // A log entry this replica proposed: answered when it is applied, if
+  // the entry there is still this term's.
+  struct Proposal {
+    uint64_t term = 0;
+    std::vector<Parts> routes;  // one per request, in the entry's order
+  };
+  struct ReadJob {
+    std::vector<Parts> routes;
+    std::vector<Request> batch;
+  };
 
-  // Serves what is waiting; false if nothing was.
+  // Takes what is waiting on the request socket: Raft messages to the
+  // replica, requests into the log (writes) or to read (reads), then lets
+  // the replica persist, send and apply; false if nothing was waiting.
   bool ServeBatch();
+  // Answers a frame that is not a request to serve (a Raft message, a
+  // leader query, any request while this replica does not lead); false
+  // if it is one to serve.
+  bool TakeOther(const Parts& route, const Frame& frame);
+  void Propose(std::vector<Parts>* routes, std::vector<std::string>* frames);
+  void Read(std::vector<Parts>* routes, std::vector<Request>* batch);
+  Status ApplyEntry(const raft::Entry& entry) override;
+  Status ApplyRequests(const raft::Entry& entry,
+                       std::vector<std::string>* frames);
+  Status ApplyAcks(const raft::Entry& entry, std::vector<std::string>* frames);
+  void ServeRead(uint64_t context) override;
+  Status SyncApplied() override { return store_->SyncWrites(); }
+  void ProcessReplica();
+  // Leadership came or went: hand-offs are the leader's to send.
+  void LeadershipChanged();
+  // Answers every request waiting on the log or a read with error.
+  void FailWaiting(const Status& error);
+  Status OpenReplica();
   void Publish(const Event& event, uint64_t trace);
   // Answers a finished backup; with wait, waits for a running one first
   // (before the database closes under it).
@@ -97,6 +136,14 @@ class Stored : public Service {
   DaemonKeys keys_;
   uint32_t shard_ = 0;
   uint32_t shard_count_ = 1;
+  Replica::Settings replica_settings_;
+  std::unique_ptr<Replica> replica_;
+  bool leading_ = false;
+  std::map<uint64_t, Proposal> proposals_;  // by log index
+  std::map<uint64_t, ReadJob> reads_;       // by read context
+  uint64_t next_read_ = 1;
+  uint64_t retired_syncs_ = 0;  // of replicas made again since
+  uint64_t logged_requests_ = 0;
   std::string listen_;
   std::string data_path_;
   std::vector<std::string> routed_;

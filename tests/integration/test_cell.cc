@@ -15,6 +15,12 @@ TestCell::TestCell(unsigned shards, const std::string& extra_conf,
     : cell_(std::make_unique<LocalCell>(BinPath("."), dir_.path(), shards,
                                         extra_conf, nullptr, listen)) {}
 
+TestCell::TestCell(unsigned shards, Replicas replicas,
+                   const std::string& extra_conf)
+    : cell_(std::make_unique<LocalCell>(BinPath("."), dir_.path(), shards,
+                                        extra_conf, nullptr, "",
+                                        replicas.count)) {}
+
 TestCell::TestCell(unsigned shards, const std::string& extra_conf,
                    const std::function<void(const std::string&)>& before_up,
                    std::function<void()> after_stop)

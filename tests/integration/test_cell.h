@@ -17,8 +17,16 @@ namespace natter {
 // A program of the cell, in TestBinDir().
 std::string BinPath(const std::string& program);
 
+// Each shard's replicas, for a TestCell of replicated shards.
+struct Replicas {
+  unsigned count = 1;
+};
+
 class TestCell {
  public:
+  // Shards of `replicas` replicas each.
+  TestCell(unsigned shards, Replicas replicas,
+           const std::string& extra_conf = "");
   // extra_conf is appended to the cell's natter.conf before it starts;
   // listen is frontd's endpoint (default: ipc:// in the folder).
   explicit TestCell(unsigned shards, const std::string& extra_conf = "",

@@ -23,12 +23,13 @@ namespace natter {
 LocalCell::LocalCell(const std::string& bin, const std::string& dir,
                      unsigned shards, const std::string& extra_conf,
                      const std::function<void(const std::string&)>& before_up,
-                     const std::string& listen)
+                     const std::string& listen, unsigned replicas)
     : dir_(dir),
       listen_(listen.empty() ? "ipc://" + dir + "/run/frontd.sock" : listen) {
   std::string ctl = bin + "/natterctl";
   std::string init = ctl + " init --dir " + dir_ + " --shards " +
-                     std::to_string(shards) + " --listen " + listen_ +
+                     std::to_string(shards) + " --replicas " +
+                     std::to_string(replicas) + " --listen " + listen_ +
                      " 2>/dev/null";
   if (std::system(init.c_str()) != 0)
     throw std::runtime_error("natterctl init failed in " + dir_);

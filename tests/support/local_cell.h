@@ -21,11 +21,12 @@ class LocalCell {
   // not become ready within 30 s.
   // before_up, if given, runs after `natterctl init` and before `up`
   // (to put the data folder on a filesystem of a test's own, say).
-  // listen: frontd's endpoint (default: ipc:// in the folder).
+  // listen: frontd's endpoint (default: ipc:// in the folder); replicas:
+  // each shard's (natterctl init --replicas).
   LocalCell(const std::string& bin, const std::string& dir, unsigned shards,
             const std::string& extra_conf = "",
             const std::function<void(const std::string& dir)>& before_up = {},
-            const std::string& listen = "");
+            const std::string& listen = "", unsigned replicas = 1);
   ~LocalCell();
   LocalCell(const LocalCell&) = delete;
   LocalCell& operator=(const LocalCell&) = delete;

@@ -45,7 +45,7 @@ TEST_CASE("each socket's domain admits only the roles that talk to it") {
     return roles;
   };
   CHECK(admits(kZapDomainRouted) == "frontd stored");
-  CHECK(admits(kZapDomainShard) == "routed");
+  CHECK(admits(kZapDomainShard) == "routed stored");
   CHECK(admits(kZapDomainNotifydIn) == "stored");
   CHECK(admits(kZapDomainNotifydOut) == "frontd");
   CHECK(admits(kZapDomainControl) == "admin");

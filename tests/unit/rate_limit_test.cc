@@ -267,7 +267,7 @@ TEST_CASE(
   CHECK(busy == 80);
   CHECK(other_processed == 10);
   // Nothing of a refused request was written.
-  CHECK(shard.stored->store().synced_requests() == 30);
+  CHECK(shard.stored->logged_requests() == 30);
   CHECK(shard.Metric("natter_stored_rate_refused_total") == 80);
   CHECK(shard.Metric("natter_stored_rate_users") == 2);
 }

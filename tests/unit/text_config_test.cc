@@ -5,6 +5,7 @@
 
 #include "common/config.h"
 #include "common/log.h"
+#include "common/shard.h"
 #include "common/text.h"
 #include "common/validate.h"
 #include "tests/support/io.h"
@@ -248,6 +249,22 @@ TEST_CASE("the config file gives keys, flags win, defaults fill in") {
   CHECK(c.Get("data-dir") == "/x");
   CHECK(c.Get("batch-max") == "1024");
   CHECK(c.Get("listen").empty());  // stored's own listen, not frontd's
+}
+
+TEST_CASE(
+    "the shard map has an entry a shard; a shard's replicas are joined by "
+    "commas") {
+  Config c;
+  bool usage = false;
+  REQUIRE(LoadWith("stored",
+                   "[cell]\nshards = ipc://a0,ipc://a1,ipc://a2 ipc://b\n", {},
+                   &c, &usage)
+              .ok());
+  std::vector<std::string> map = c.GetShardMap();
+  REQUIRE(map.size() == 2);
+  CHECK(ReplicaEndpoints(map[0]) ==
+        std::vector<std::string>{"ipc://a0", "ipc://a1", "ipc://a2"});
+  CHECK(ReplicaEndpoints(map[1]) == std::vector<std::string>{"ipc://b"});
 }
 
 TEST_CASE("an unknown key anywhere in the file is an error") {

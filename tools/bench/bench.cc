@@ -29,16 +29,20 @@ namespace {
 
 const char kUsage[] =
     "usage: natter-bench pages [--messages N] [--small N] [--samples N]\n"
-    "                          [--shards N] [--dir DIR] [--keep]\n"
+    "                          [--shards N] [--replicas R] [--dir DIR] "
+    "[--keep]\n"
     "       natter-bench throughput [--pairs P] [--window W] [--seconds S]\n"
-    "                          [--text-bytes N] [--shards N] [--dir DIR] "
+    "                          [--text-bytes N] [--shards N] [--replicas R] "
+    "[--dir DIR] "
     "[--keep]\n"
     "       natter-bench connections [--clients N] [--messages M] [--rate R]\n"
     "                          [--connect-rate C] [--workers K] [--text-bytes "
     "N]\n"
-    "                          [--shards N] [--dir DIR] [--keep]\n"
+    "                          [--shards N] [--replicas R] [--dir DIR] "
+    "[--keep]\n"
     "       natter-bench latency [--rate R] [--seconds S] [--pairs P]\n"
-    "                          [--text-bytes N] [--shards N] [--dir DIR] "
+    "                          [--text-bytes N] [--shards N] [--replicas R] "
+    "[--dir DIR] "
     "[--keep]\n";
 
 }  // namespace
@@ -86,6 +90,7 @@ std::string CellOptions::Conf() const {
 void ParseMode(const char* mode, const std::vector<std::string>& args,
                po::options_description& opts, CellOptions* cell) {
   opts.add_options()("shards", UintValue("shards", &cell->shards))(
+      "replicas", UintValue("replicas", &cell->replicas))(
       "dir", po::value(&cell->dir))("keep", po::bool_switch(&cell->keep))(
       "curve-ipc", po::value(&cell->curve_ipc));
   try {
@@ -97,6 +102,9 @@ void ParseMode(const char* mode, const std::vector<std::string>& args,
   }
   if (cell->shards < 1)
     throw Exit{EX_USAGE, std::string(mode) + ": --shards must be above 0"};
+  if (cell->replicas != 1 && cell->replicas != 3 && cell->replicas != 5) {
+    throw Exit{EX_USAGE, std::string(mode) + ": --replicas is 1, 3 or 5"};
+  }
   if (cell->curve_ipc != "yes" && cell->curve_ipc != "no") {
     throw Exit{EX_USAGE, std::string(mode) + ": --curve-ipc is yes or no"};
   }
@@ -104,6 +112,7 @@ void ParseMode(const char* mode, const std::vector<std::string>& args,
 
 void Emit(nlohmann::json* out, const CellOptions& co) {
   (*out)["curve_ipc"] = co.curve_ipc;
+  (*out)["replicas"] = co.replicas;
   std::cout << out->dump() << std::endl;
 }
 
@@ -127,10 +136,15 @@ ProcStats ReadProc(pid_t pid) {
   return st;
 }
 
-Daemons::Daemons(const LocalCell& cell, unsigned shards) {
+Daemons::Daemons(const LocalCell& cell, const CellOptions& co) {
   std::vector<std::string> names = {"frontd", "routed", "notifyd"};
-  for (unsigned i = 0; i < shards; ++i)
-    names.push_back("stored-" + std::to_string(i));
+  for (unsigned i = 0; i < co.shards; ++i) {
+    for (unsigned k = 0; k < co.replicas; ++k) {
+      std::string name = "stored-" + std::to_string(i);
+      if (co.replicas > 1) name += "." + std::to_string(k);
+      names.push_back(name);
+    }
+  }
   for (const std::string& n : names) pids_[n] = cell.DaemonPid(n);
 }
 

@@ -40,6 +40,7 @@ double SecondsSince(Clock::time_point t);
 // The options every mode has.
 struct CellOptions {
   unsigned shards = 1;
+  unsigned replicas = 1;  // each shard's
   std::string dir;
   bool keep = false;
   std::string curve_ipc = "yes";
@@ -77,7 +78,7 @@ ProcStats ReadProc(pid_t pid);
 // from their pid files.
 class Daemons {
  public:
-  Daemons(const LocalCell& cell, unsigned shards);
+  Daemons(const LocalCell& cell, const CellOptions& co);
   const std::map<std::string, pid_t>& pids() const { return pids_; }
   pid_t pid(const std::string& name) const { return pids_.at(name); }
   // Every daemon's figures, now.

@@ -580,8 +580,8 @@ class ConnectionsRun {
   ConnectionsRun(const ConnSettings& st, const BenchDir& dir, int port)
       : st_(st),
         cell_(ProgramDir(), dir.path + "/cell", st.cell.shards, st.cell.Conf(),
-              {}, "tcp://127.0.0.1:" + std::to_string(port)),
-        daemons_(cell_, st.cell.shards),
+              {}, "tcp://127.0.0.1:" + std::to_string(port), st.cell.replicas),
+        daemons_(cell_, st.cell),
         frontd_idle_(ReadProc(daemons_.pid("frontd"))),
         before_(daemons_.Read()),
         workers_(cell_, st, port) {}

@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "common/curve.h"
+#include "common/shard.h"
 #include "common/text.h"
 #include "common/token.h"
 
@@ -62,7 +63,7 @@ std::string AbsolutePath(const std::string& path) {
 }
 
 Status InitCell(const std::string& dir_in, const std::string& listen,
-                unsigned shards, CellPaths* out) {
+                unsigned shards, unsigned replicas, CellPaths* out) {
   CellPaths cell{AbsolutePath(dir_in)};
   while (cell.dir.size() > 1 && cell.dir.back() == '/') cell.dir.pop_back();
   *out = cell;
@@ -76,7 +77,10 @@ Status InitCell(const std::string& dir_in, const std::string& listen,
   if (shards == 0 || shards > 256) {
     return Status(ErrorCode::kBadRequest, "--shards: 1 to 256");
   }
-  if ((cell.Run() + "/stored-000.control").size() > kMaxIpcPath) {
+  if (replicas != 1 && replicas != 3 && replicas != 5) {
+    return Status(ErrorCode::kBadRequest, "--replicas: 1, 3 or 5");
+  }
+  if ((cell.Run() + "/stored-000.0.control").size() > kMaxIpcPath) {
     return Status(
         ErrorCode::kBadRequest,
         cell.dir +
@@ -110,10 +114,13 @@ Status InitCell(const std::string& dir_in, const std::string& listen,
           "natter.conf(5).\n\n"
        << "[cell]\nshards =";
   for (unsigned i = 0; i < shards; ++i) {
-    conf << " "
-         << with_key("ipc://" + cell.Run() + "/stored-" + std::to_string(i) +
-                         ".sock",
-                     "stored");
+    conf << " ";
+    for (unsigned k = 0; k < replicas; ++k) {
+      std::string name = "stored-" + std::to_string(i);
+      if (replicas > 1) name += "." + std::to_string(k);
+      conf << (k > 0 ? "," : "")
+           << with_key("ipc://" + cell.Run() + "/" + name + ".sock", "stored");
+    }
   }
   conf << "\nrouted = "
        << with_key("ipc://" + cell.Run() + "/routed.sock", "routed") << "\n"
@@ -150,10 +157,36 @@ unsigned ShardCount(const CellPaths& cell) {
     if (in_cell && line.rfind("shards", 0) == 0) {
       size_t eq = line.find('=');
       if (eq == std::string::npos) return 0;
-      return static_cast<unsigned>(SplitList(line.substr(eq + 1)).size());
+      return static_cast<unsigned>(SplitWords(line.substr(eq + 1)).size());
     }
   }
   return 0;
+}
+
+std::vector<std::vector<std::string>> StoredNames(const CellPaths& cell) {
+  std::vector<std::vector<std::string>> names;
+  std::ifstream in(cell.Conf());
+  std::string line;
+  bool in_cell = false;
+  while (std::getline(in, line)) {
+    if (!line.empty() && line[0] == '[') in_cell = line.rfind("[cell]", 0) == 0;
+    if (!in_cell || line.rfind("shards", 0) != 0) continue;
+    size_t eq = line.find('=');
+    if (eq == std::string::npos) break;
+    std::vector<std::string> shards = SplitWords(line.substr(eq + 1));
+    for (size_t i = 0; i < shards.size(); ++i) {
+      size_t replicas = ReplicaEndpoints(shards[i]).size();
+      std::vector<std::string> shard;
+      for (size_t k = 0; k < replicas; ++k) {
+        std::string name = "stored-" + std::to_string(i);
+        if (replicas > 1) name += "." + std::to_string(k);
+        shard.push_back(name);
+      }
+      names.push_back(shard);
+    }
+    break;
+  }
+  return names;
 }
 
 }  // namespace ctl

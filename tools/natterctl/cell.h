@@ -42,8 +42,9 @@ struct CellPaths {
 
 // Makes the folder, the keys and both config files.  Refuses to touch a
 // folder that holds keys already.
+// Each shard has `replicas` replicas (1, 3 or 5).
 Status InitCell(const std::string& dir, const std::string& listen,
-                unsigned shards, CellPaths* out);
+                unsigned shards, unsigned replicas, CellPaths* out);
 
 // Makes keys/NAME.key and .pub and lists the public key in keys/peers.
 Status MakeDaemonKey(const CellPaths& cell, const std::string& name,
@@ -51,6 +52,10 @@ Status MakeDaemonKey(const CellPaths& cell, const std::string& name,
 
 // The number of shards in the cell's natter.conf (0 if unreadable).
 unsigned ShardCount(const CellPaths& cell);
+
+// The names of each shard's natter-stored daemons: stored-N for a shard of
+// one replica, stored-N.K for replica K of one of several.
+std::vector<std::vector<std::string>> StoredNames(const CellPaths& cell);
 
 // An absolute, normalised form of a path (the folder may not exist yet).
 std::string AbsolutePath(const std::string& path);

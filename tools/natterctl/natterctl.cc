@@ -48,7 +48,9 @@ struct Exit {
 
 const char kUsage[] =
     "usage: natterctl init   [--dir DIR] [--listen ENDPOINT] [--shards N]\n"
+    "                        [--replicas R]\n"
     "       natterctl up     [--dir DIR] [--listen ENDPOINT] [--shards N]\n"
+    "                        [--replicas R]\n"
     "       natterctl down   [--dir DIR]\n"
     "       natterctl status [--dir DIR] [--json] [--key FILE] [ENDPOINT ...]\n"
     "       natterctl trace  [--dir DIR] MSG_ID|TRACE_ID\n"
@@ -71,6 +73,7 @@ struct Args {
   std::string dir;
   std::string listen;
   unsigned shards = 0;
+  unsigned replicas = 0;
   uint64_t user = 0;
   std::string ttl = "24h";
   std::string device;
@@ -89,7 +92,8 @@ Args Parse(const std::string& command, const std::vector<std::string>& argv) {
   opts.add_options()("dir", po::value(&a.dir));
   if (command == "init" || command == "up") {
     opts.add_options()("listen", po::value(&a.listen))(
-        "shards", UintValue("shards", &a.shards));
+        "shards", UintValue("shards", &a.shards))(
+        "replicas", UintValue("replicas", &a.replicas));
   }
   if (command == "token") {
     opts.add_options()("user", UintValue("user", &a.user))(
@@ -136,16 +140,19 @@ bool CellExists(const CellPaths& cell) {
 
 int Init(const Args& a) {
   CellPaths cell;
+  const unsigned replicas = a.replicas == 0 ? 1 : a.replicas;
   Status s = InitCell(a.dir, a.listen.empty() ? kDefaultListen : a.listen,
-                      a.shards == 0 ? 1 : a.shards, &cell);
+                      a.shards == 0 ? 1 : a.shards, replicas, &cell);
   if (!s.ok()) {
     throw Exit{s.code() == ErrorCode::kBadRequest ? EX_CANTCREAT : EX_OSERR,
                s.message()};
   }
   std::cerr << "natterctl: new cell in " << cell.dir << " ("
             << (a.shards == 0 ? 1 : a.shards) << " shard"
-            << (a.shards > 1 ? "s" : "") << "); clients use "
-            << cell.ClientConf() << "\n";
+            << (a.shards > 1 ? "s" : "")
+            << (replicas > 1 ? " of " + std::to_string(replicas) + " replicas"
+                             : std::string())
+            << "); clients use " << cell.ClientConf() << "\n";
   return EX_OK;
 }
 
@@ -158,6 +165,11 @@ int Up(const Args& a) {
                              std::to_string(ShardCount(cell)) +
                              " shards; it cannot be changed to " +
                              std::to_string(a.shards)};
+  } else if (a.replicas != 0 && !StoredNames(cell).empty() &&
+             a.replicas != StoredNames(cell).front().size()) {
+    throw Exit{EX_USAGE, "the cell in " + cell.dir + " has " +
+                             std::to_string(StoredNames(cell).front().size()) +
+                             " replicas a shard; up does not change that"};
   }
   return Supervise(cell, CellExists(cell) && !a.listen.empty() ? a.listen : "");
 }
@@ -323,9 +335,8 @@ int StatusCommand(const Args& a) {
   if (!CellExists(cell)) throw Exit{EX_USAGE, "no cell in " + cell.dir};
   pid_t sup = SupervisorPid(cell);
   std::vector<std::string> names = {"notifyd"};
-  unsigned shards = ShardCount(cell);
-  for (unsigned i = 0; i < shards; ++i)
-    names.push_back("stored-" + std::to_string(i));
+  for (const auto& shard : StoredNames(cell))
+    names.insert(names.end(), shard.begin(), shard.end());
   names.push_back("routed");
   names.push_back("frontd");
   bool all = sup > 0;
@@ -436,11 +447,17 @@ int Backup(const Args& a) {
                "backup: --timeout: '" + a.timeout + "' is not a duration"};
   std::string to = AbsolutePath(a.to);
   while (to.size() > 1 && to.back() == '/') to.pop_back();
-  std::vector<std::string> endpoints = a.words;
+  // Each shard's control endpoints: its replicas', tried in turn (any
+  // replica's database is the shard's as of some moment).
+  std::vector<std::vector<std::string>> endpoints;
+  for (const std::string& ep : a.words) endpoints.push_back({ep});
   if (endpoints.empty()) {
     if (!CellExists(cell)) throw Exit{EX_USAGE, "no cell in " + cell.dir};
-    for (unsigned i = 0; i < ShardCount(cell); ++i) {
-      endpoints.push_back(ControlEndpoint(cell, "stored-" + std::to_string(i)));
+    for (const auto& shard : StoredNames(cell)) {
+      endpoints.emplace_back();
+      for (const std::string& name : shard) {
+        endpoints.back().push_back(ControlEndpoint(cell, name));
+      }
     }
     // The shards write where this host sees the path: make the folder.
     if (::mkdir(to.c_str(), 0700) != 0) {
@@ -454,9 +471,13 @@ int Backup(const Args& a) {
     BackupRequest req;
     req.path = to + "/shard-" + std::to_string(i);
     BackupReply r;
-    Status s = AskDaemon(
-        ctx, endpoints[i], me, i + 1, req,
-        static_cast<int>(std::min<uint64_t>(*timeout, 86400) * 1000), &r);
+    Status s;
+    for (const std::string& endpoint : endpoints[i]) {
+      s = AskDaemon(
+          ctx, endpoint, me, i + 1, req,
+          static_cast<int>(std::min<uint64_t>(*timeout, 86400) * 1000), &r);
+      if (s.ok() || s.code() != ErrorCode::kUnavailable) break;
+    }
     if (!s.ok())
       throw Exit{ExitCodeFor(s.code()),
                  "backup: shard " + std::to_string(i) + ": " + s.message()};
@@ -498,8 +519,8 @@ std::vector<pid_t> DaemonPids(const CellPaths& cell) {
   std::vector<pid_t> pids;
   if (SupervisorPid(cell) < 0) return pids;
   std::vector<std::string> names = {"notifyd", "routed", "frontd"};
-  for (unsigned i = 0; i < ShardCount(cell); ++i)
-    names.push_back("stored-" + std::to_string(i));
+  for (const auto& shard : StoredNames(cell))
+    names.insert(names.end(), shard.begin(), shard.end());
   for (const auto& n : names) {
     std::string line;
     if (!ReadFirstLine(cell.Pid(n), &line)) continue;

@@ -145,10 +145,15 @@ int Supervise(const CellPaths& cell, const std::string& listen_override) {
     children.push_back(std::move(c));
   };
   add("notifyd", "natter-notifyd", {});
-  unsigned shards = ShardCount(cell);
-  for (unsigned i = 0; i < shards; ++i) {
-    add("stored-" + std::to_string(i), "natter-stored",
-        {"--shard", std::to_string(i)});
+  std::vector<std::vector<std::string>> stored = StoredNames(cell);
+  for (size_t i = 0; i < stored.size(); ++i) {
+    for (size_t k = 0; k < stored[i].size(); ++k) {
+      std::vector<std::string> flags = {"--shard", std::to_string(i)};
+      if (stored[i].size() > 1) {
+        flags.insert(flags.end(), {"--replica", std::to_string(k)});
+      }
+      add(stored[i][k], "natter-stored", flags);
+    }
   }
   add("routed", "natter-routed", {});
   if (listen_override.empty()) {

@@ -1,0 +1,259 @@
+#include "daemons/stored/replica.h"
+
+#include <algorithm>
+
+#include "common/log.h"
+
+namespace natter {
+namespace stored {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+RaftMessage ToWire(const raft::Message& m) {
+  RaftMessage w;
+  w.type = static_cast<uint8_t>(m.type);
+  w.from = m.from;
+  w.to = m.to;
+  w.term = m.term;
+  w.index = m.index;
+  w.log_term = m.log_term;
+  w.commit = m.commit;
+  w.reject = m.reject;
+  w.hint = m.hint;
+  w.context = m.context;
+  for (const raft::Entry& e : m.entries) {
+    w.entries.push_back(
+        {e.term, e.index, static_cast<uint8_t>(e.type), e.data});
+  }
+  w.snapshot_index = m.snapshot.index;
+  w.snapshot_term = m.snapshot.term;
+  w.snapshot_voters = m.snapshot.voters;
+  w.snapshot_data = m.snapshot_data;
+  return w;
+}
+
+bool FromWire(const RaftMessage& w, raft::Message* m) {
+  if (w.type > static_cast<uint8_t>(raft::MessageType::kTimeoutNow))
+    return false;
+  m->type = static_cast<raft::MessageType>(w.type);
+  m->from = w.from;
+  m->to = w.to;
+  m->term = w.term;
+  m->index = w.index;
+  m->log_term = w.log_term;
+  m->commit = w.commit;
+  m->reject = w.reject;
+  m->hint = w.hint;
+  m->context = w.context;
+  for (const RaftEntry& e : w.entries) {
+    if (e.type > static_cast<uint8_t>(raft::EntryType::kNoop)) return false;
+    m->entries.push_back(
+        {e.term, e.index, static_cast<raft::EntryType>(e.type), e.data});
+  }
+  m->snapshot.index = w.snapshot_index;
+  m->snapshot.term = w.snapshot_term;
+  m->snapshot.voters = w.snapshot_voters;
+  m->snapshot_data = w.snapshot_data;
+  return true;
+}
+
+}  // namespace
+
+Status Replica::Create(const Settings& settings, zmq::context_t& ctx,
+                       const CurveIdentity& me, LogPosition applied,
+                       std::unique_ptr<Replica>* out) {
+  if (settings.replica >= settings.endpoints.size()) {
+    return Status(ErrorCode::kBadRequest,
+                  "replica " + std::to_string(settings.replica) +
+                      " is not among the shard's " +
+                      std::to_string(settings.endpoints.size()));
+  }
+  std::unique_ptr<Replica> r(new Replica(ctx, settings));
+  r->me_ = me;
+  Status s = RaftLog::Open(settings.log_path, &r->log_);
+  if (!s.ok()) return s;
+  raft::Options o;
+  o.id = settings.replica + 1;
+  for (size_t k = 0; k < settings.endpoints.size(); ++k)
+    o.voters.push_back(k + 1);
+  raft::Restored restored = r->log_->restored();
+  if (r->log_->last_index() < applied.index) {
+    // The database is ahead of the log: what it holds is a snapshot at
+    // applied, and the log goes on after it.
+    raft::Ready reset;
+    reset.snapshot = raft::SnapshotMeta{applied.index, applied.term, o.voters};
+    reset.hard_state = restored.hard_state;
+    reset.hard_state->term = std::max(reset.hard_state->term, applied.term);
+    reset.hard_state->commit = applied.index;
+    if (reset.hard_state->term != restored.hard_state.term)
+      reset.hard_state->vote = 0;
+    s = r->log_->Save(reset);
+    if (!s.ok()) return s;
+    NLOG_WARN(
+        "event=log-behind-database shard=%u replica=%u log_last=%llu "
+        "applied=%llu",
+        settings.shard, settings.replica,
+        static_cast<unsigned long long>(restored.entries.empty()
+                                            ? restored.snapshot.index
+                                            : restored.entries.back().index),
+        static_cast<unsigned long long>(applied.index));
+    restored = raft::Restored{*reset.hard_state, *reset.snapshot, {}};
+  }
+  o.election_ticks = settings.election_ticks;
+  o.heartbeat_ticks = 1;
+  o.seed = static_cast<uint64_t>(Clock::now().time_since_epoch().count());
+  r->node_ = std::make_unique<raft::Node>(o, restored);
+  r->skip_through_ = applied.index;
+  // A group of one needs no election timeout to find its leader.
+  if (settings.endpoints.size() == 1) r->node_->Campaign();
+  *out = std::move(r);
+  return Status::Ok();
+}
+
+Status Replica::Start() {
+  watch_ = std::make_unique<LinkWatch>(ctx_);
+  peers_.clear();
+  for (size_t k = 0; k < settings_.endpoints.size(); ++k) {
+    peers_.push_back(MakeDaemonSocket(ctx_, zmq::socket_type::dealer, 0));
+    if (k == settings_.replica) continue;
+    zmq::socket_t& p = peers_.back();
+    p.set(zmq::sockopt::immediate, 1);
+    watch_->Add(p, "replica-" + std::to_string(k));
+    Status s = watch_->Connect(p, me_, settings_.endpoints[k]);
+    if (!s.ok()) return s;
+  }
+  next_tick_ = Clock::now();
+  return Status::Ok();
+}
+
+void Replica::Step(const RaftMessage& w) {
+  raft::Message m;
+  if (!FromWire(w, &m)) {
+    NLOG_WARN("event=bad-raft-message shard=%u type=%u", settings_.shard,
+              static_cast<unsigned>(w.type));
+    return;
+  }
+  node_->Step(m);
+}
+
+int Replica::TickDue() {
+  auto now = Clock::now();
+  while (now >= next_tick_) {
+    node_->Tick();
+    next_tick_ += std::chrono::milliseconds(settings_.tick_ms);
+    if (now - next_tick_ > std::chrono::seconds(1))
+      next_tick_ = now;  // a long stall
+  }
+  if (watch_) watch_->Check();
+  return static_cast<int>(
+      std::chrono::duration_cast<std::chrono::milliseconds>(next_tick_ - now)
+          .count() +
+      1);
+}
+
+uint64_t Replica::Propose(const std::string& data) {
+  return node_->Propose(data);
+}
+
+bool Replica::Read(uint64_t context) {
+  if (!node_->ReadIndex(context)) return false;
+  // Not before this replica's own entries so far are applied: a read comes
+  // after the writes the same client sent before it.
+  reads_.push_back({context, node_->last_index(), false});
+  return true;
+}
+
+void Replica::Send(const raft::Message& m) {
+  if (m.to == 0 || m.to > peers_.size() || m.to == settings_.replica + 1)
+    return;
+  if (m.type == raft::MessageType::kSnapshot) {
+    // A replica behind the compacted log needs the database itself;
+    // sending it is not built yet, so it stays behind (and says so here)
+    // rather than take a snapshot without its data.
+    if (snapshots_needed_++ % 100 == 0) {
+      NLOG_ERROR(
+          "event=snapshot-needed shard=%u replica=%llu "
+          "error=\"it is behind the compacted log; make it again from a "
+          "copy of a healthy replica\"",
+          settings_.shard, static_cast<unsigned long long>(m.to - 1));
+    }
+    return;
+  }
+  Header h;
+  h.type = static_cast<uint8_t>(MsgType::kRaft);
+  h.device = std::to_string(settings_.shard);
+  Parts parts;
+  parts.push_back(ToMessage(EncodeFrame(h, ToWire(m))));
+  // A message the peer's queue does not take is lost, as Raft allows: it
+  // is sent again in some form at the next heartbeat.
+  if (!SendParts(peers_[m.to - 1], parts)) ++dropped_;
+}
+
+Status Replica::Process(ReplicaHandler* handler) {
+  while (node_->HasReady()) {
+    raft::Ready rd = node_->TakeReady();
+    Status s = log_->Save(rd);
+    if (!s.ok()) return s;
+    for (const raft::Message& m : rd.messages) Send(m);
+    for (const raft::Entry& e : rd.committed) {
+      if (e.index <= skip_through_) continue;
+      s = handler->ApplyEntry(e);
+      if (!s.ok()) return s;
+    }
+    for (const raft::ReadState& r : rd.reads) {
+      for (PendingRead& p : reads_) {
+        if (p.context == r.context) {
+          p.index = std::max(p.index, r.index);
+          p.confirmed = true;
+        }
+      }
+    }
+    node_->Advance(rd);
+  }
+  // Reads whose leadership is confirmed and whose entries are applied.
+  uint64_t applied = node_->applied();
+  auto served = std::stable_partition(
+      reads_.begin(), reads_.end(), [&](const PendingRead& p) {
+        return !(p.confirmed && p.index <= applied);
+      });
+  std::vector<PendingRead> ready(served, reads_.end());
+  reads_.erase(served, reads_.end());
+  for (const PendingRead& p : ready) handler->ServeRead(p.context);
+  if (!leading()) reads_.clear();  // never confirmed now; the asker times out
+  return MaybeCompact(handler);
+}
+
+Status Replica::MaybeCompact(ReplicaHandler* handler) {
+  const uint64_t applied = node_->applied();
+  const uint64_t first = node_->first_index();
+  if (applied < first) return Status::Ok();
+  if (log_->bytes() <= kCompactBytes &&
+      applied - first + 1 <= kCompactEntries) {
+    return Status::Ok();
+  }
+  // Keep the newest applied entries, by count and by bytes.
+  uint64_t keep_from = applied > kKeepEntries ? applied - kKeepEntries : 1;
+  uint64_t bytes = 0;
+  for (uint64_t i = applied; i > first && i > keep_from; --i) {
+    bytes += node_->EntriesBetween(i, i).front().data.size();
+    if (bytes >= kKeepBytes) {
+      keep_from = i;
+      break;
+    }
+  }
+  if (keep_from <= first) return Status::Ok();
+  Status s = handler->SyncApplied();
+  if (!s.ok()) return s;
+  node_->Compact(keep_from - 1);
+  s = log_->Compact(node_->snapshot());
+  if (!s.ok()) return s;
+  ++compactions_;
+  NLOG_INFO("event=log-compacted shard=%u through=%llu log_bytes=%llu",
+            settings_.shard, static_cast<unsigned long long>(keep_from - 1),
+            static_cast<unsigned long long>(log_->bytes()));
+  return Status::Ok();
+}
+
+}  // namespace stored
+}  // namespace natter

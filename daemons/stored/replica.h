@@ -1,0 +1,139 @@
+// One replica of a shard: the Raft node (raft.h) of the shard's replica
+// set, its log on disk (raft_log.h) and its links to the other replicas.
+//
+// A shard of R replicas (the shard's entry in [cell] shards: R endpoints
+// joined by commas) is one Raft group; replica K is node K + 1.  Every
+// write the shard takes is an entry of the log, applied by every replica
+// to its own database in log order once a majority has it on disk; the
+// leader alone answers, publishes and hands off.  A shard of one replica
+// is a group of one: the same path, committed as soon as its own log has
+// the entry.
+//
+// Raft messages go out on a DEALER to each other replica's ROUTER (the
+// shard's request socket) as kRaft frames, and come in on this replica's
+// ROUTER; Stored passes them to Step.
+#ifndef NATTER_DAEMONS_STORED_REPLICA_H_
+#define NATTER_DAEMONS_STORED_REPLICA_H_
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+#include <zmq.hpp>
+
+#include "common/curve.h"
+#include "common/net.h"
+#include "common/proto.h"
+#include "common/shard.h"
+#include "common/status.h"
+#include "daemons/stored/raft.h"
+#include "daemons/stored/raft_log.h"
+#include "daemons/stored/store.h"
+
+namespace natter {
+namespace stored {
+
+// What a replica does with what its log commits and what its reads wait
+// for (Stored).
+class ReplicaHandler {
+ public:
+  virtual ~ReplicaHandler() = default;
+  // A committed entry, in log order, each once (also the no-ops and
+  // configuration entries, which change nothing in the database).
+  // An error stops the applying: the same entry comes again later.
+  virtual Status ApplyEntry(const raft::Entry& entry) = 0;
+  // The read asked with context may be served now.
+  virtual void ServeRead(uint64_t context) = 0;
+  // Makes the database durable up to what was applied: the log is about
+  // to forget those entries.
+  virtual Status SyncApplied() = 0;
+};
+
+class Replica {
+ public:
+  struct Settings {
+    uint32_t shard = 0;
+    uint32_t replica = 0;                // this one: 0 .. R-1
+    std::vector<std::string> endpoints;  // every replica's, with its key
+    std::string log_path;                // the Raft log's folder
+    int tick_ms = 100;
+    int election_ticks = 10;
+  };
+
+  // Opens the log (a kStorage error if it cannot be read) and makes the
+  // node; applied is where the shard's database is in the log.  A log
+  // that ends before it (lost, or the database restored from a backup)
+  // starts again after it, as after a snapshot there.
+  static Status Create(const Settings& settings, zmq::context_t& ctx,
+                       const CurveIdentity& me, LogPosition applied,
+                       std::unique_ptr<Replica>* out);
+
+  // Connects to the other replicas (their links are kept up by a watch of
+  // their own: a replica down does not keep this one from serving).
+  Status Start();
+
+  // A kRaft frame that came in on the shard's ROUTER.
+  void Step(const RaftMessage& m);
+  // Ticks the node as time passes; the ms until the next tick is due.
+  int TickDue();
+  // Appends data to the log; its index, or 0 if this replica does not
+  // lead.
+  uint64_t Propose(const std::string& data);
+  // Asks to read: ServeRead(context) once every entry up to now (this
+  // replica's own proposals too) is applied and this replica is confirmed
+  // the leader.  False if it does not lead.
+  bool Read(uint64_t context);
+  // Persists, sends and applies what the node has ready.  A failed write
+  // of the log is returned: the replica must then be made again from its
+  // log on disk (nothing unsaved went out).
+  Status Process(ReplicaHandler* handler);
+
+  bool leading() const { return node_->role() == raft::Role::kLeader; }
+  // The leader's replica number + 1, 0 if none is known.
+  uint32_t leader() const { return static_cast<uint32_t>(node_->leader()); }
+  uint64_t term() const { return node_->term(); }
+  const raft::Node& node() const { return *node_; }
+  const RaftLog& log() const { return *log_; }
+  uint64_t elections() const { return node_->elections(); }
+  uint64_t messages_dropped() const { return dropped_; }
+  uint64_t compactions() const { return compactions_; }
+  uint64_t snapshots_needed() const { return snapshots_needed_; }
+
+  // The log is compacted when it holds more than kCompactBytes or
+  // kCompactEntries, down to the last kKeepBytes / kKeepEntries applied
+  // (for followers a little behind).
+  static constexpr uint64_t kCompactBytes = 64 << 20;
+  static constexpr uint64_t kCompactEntries = 100000;
+  static constexpr uint64_t kKeepBytes = 16 << 20;
+  static constexpr uint64_t kKeepEntries = 10000;
+
+ private:
+  Replica(zmq::context_t& ctx, const Settings& s) : ctx_(ctx), settings_(s) {}
+  void Send(const raft::Message& m);
+  Status MaybeCompact(ReplicaHandler* handler);
+
+  struct PendingRead {
+    uint64_t context = 0;
+    uint64_t index = 0;      // served once applied reaches it
+    bool confirmed = false;  // the node confirmed the leadership
+  };
+
+  zmq::context_t& ctx_;
+  Settings settings_;
+  CurveIdentity me_;
+  std::unique_ptr<RaftLog> log_;
+  std::unique_ptr<raft::Node> node_;
+  uint64_t skip_through_ = 0;  // entries the database has applied already
+  std::vector<zmq::socket_t> peers_;  // DEALER to replica k (none to self)
+  std::unique_ptr<LinkWatch> watch_;
+  std::chrono::steady_clock::time_point next_tick_;
+  std::vector<PendingRead> reads_;
+  uint64_t dropped_ = 0;
+  uint64_t compactions_ = 0;
+  uint64_t snapshots_needed_ = 0;
+};
+
+}  // namespace stored
+}  // namespace natter
+
+#endif  // NATTER_DAEMONS_STORED_REPLICA_H_

@@ -1,0 +1,147 @@
+// Shards of three replicas (natter-stored(8), Replication): the leader
+// killed or frozen under steady sending, and nothing acknowledged lost,
+// nothing twice.
+#include <signal.h>
+
+#include <catch2/catch.hpp>
+#include <chrono>
+#include <map>
+#include <set>
+#include <string>
+#include <thread>
+
+#include "common/text.h"
+#include "tests/integration/devices.h"
+
+using namespace natter;
+
+namespace {
+
+// The replica of shard 0 that leads in the newest term its replicas have
+// logged (event=leading ... term=T), and that term; -1 if none has led.
+std::pair<int, uint64_t> LeaderOf(const TestCell& cell, unsigned replicas) {
+  int leader = -1;
+  uint64_t best = 0;
+  for (unsigned k = 0; k < replicas; ++k) {
+    std::string log =
+        ReadFile(cell.dir() + "/log/stored-0." + std::to_string(k) + ".log");
+    for (size_t at = log.find("event=leading"); at != std::string::npos;
+         at = log.find("event=leading", at + 1)) {
+      size_t t = log.find("term=", at);
+      if (t == std::string::npos) break;
+      std::optional<uint64_t> term =
+          ParseUint(log.substr(t + 5, log.find_first_of("\n ", t) - t - 5));
+      if (term && *term > best) {
+        best = *term;
+        leader = static_cast<int>(k);
+      }
+    }
+  }
+  return {leader, best};
+}
+
+// Sends a signal to a replica now and, for SIGSTOP, SIGCONT when it goes
+// (so that a failed check never leaves it frozen).
+class Frozen {
+ public:
+  explicit Frozen(pid_t pid) : pid_(pid) { ::kill(pid_, SIGSTOP); }
+  ~Frozen() { Thaw(); }
+  void Thaw() {
+    if (pid_ > 0) ::kill(pid_, SIGCONT);
+    pid_ = -1;
+  }
+
+ private:
+  pid_t pid_;
+};
+
+}  // namespace
+
+TEST_CASE(
+    "a shard of three replicas loses nothing acknowledged, and writes "
+    "nothing twice, when its leader is killed and when it is frozen for 10 "
+    "s") {
+  TestCell cell(1, Replicas{3}, kNoUserRate);
+  auto [alice, bob] = TwoUsers(1);
+  ClientOptions ao = cell.Options(alice.value, "a1");
+  ao.timeout_ms = 120000;  // keep retrying through a leader change
+  Device a;
+  a.client = std::make_unique<Client>(ao);
+  REQUIRE(a.client->Connect().ok());
+  auto b = Open(cell, bob, "b1");
+  PollUntil(
+      {&a, b.get()}, "both devices to catch up",
+      [&] { return a.client->CaughtUp() && b->client->CaughtUp(); }, 30);
+
+  std::map<std::string, int> sent;  // client_msg_id -> number
+  auto send = [&](int n) {
+    for (int i = 0; i < n; ++i) {
+      int k = static_cast<int>(sent.size());
+      sent[a.client->Send(bob, "replicated " + std::to_string(k))] = k;
+    }
+  };
+  auto processed = [&](size_t n, const std::string& what) {
+    PollUntil(
+        {&a, b.get()}, what,
+        [&] { return a.Count(Incoming::Kind::kProcessed) >= n; }, 60);
+  };
+
+  send(150);
+  processed(150, "the first 150 messages to be processed");
+  auto [first, first_term] = LeaderOf(cell, 3);
+  REQUIRE(first >= 0);
+
+  // kill -9 the leader while messages are on their way.
+  send(150);
+  ::kill(cell.DaemonPid("stored-0." + std::to_string(first)), SIGKILL);
+  send(100);
+  processed(400, "400 processed after the leader was killed");
+  auto [second, second_term] = LeaderOf(cell, 3);
+  CHECK(second_term > first_term);
+  REQUIRE(second >= 0);
+
+  // Freeze the new leader for 10 s: the others elect a third, and the
+  // frozen one, thawed, serves nothing it was asked while it led.
+  {
+    auto stopped_at = std::chrono::steady_clock::now();
+    Frozen frozen(cell.DaemonPid("stored-0." + std::to_string(second)));
+    send(100);
+    processed(500, "500 processed while the leader is frozen");
+    auto [third, third_term] = LeaderOf(cell, 3);
+    CHECK(third != second);
+    CHECK(third_term > second_term);
+    PollFor({&a, b.get()},
+            10 - std::chrono::duration<double>(
+                     std::chrono::steady_clock::now() - stopped_at)
+                     .count());
+  }
+  send(100);
+  processed(600, "600 processed after the old leader was thawed");
+  PollUntil(
+      {&a, b.get()}, "bob to get all 600 messages",
+      [&] { return b->Messages().size() >= 600; }, 60);
+
+  // Every message acknowledged once, received once, in both histories
+  // once; the recipient's mailbox without a gap.
+  CHECK(a.Count(Incoming::Kind::kError) == 0);
+  std::set<uint64_t> ids;
+  for (const auto& in : a.got) {
+    if (in.kind != Incoming::Kind::kProcessed) continue;
+    REQUIRE(sent.count(in.processed.client_msg_id));
+    REQUIRE(ids.insert(in.processed.id.value).second);
+  }
+  CHECK(ids.size() == sent.size());
+  SeqsOnce(*b);
+  std::set<uint64_t> received;
+  for (const auto& e : b->Messages()) {
+    REQUIRE(received.insert(e.id.value).second);
+  }
+  CHECK(received == ids);
+  for (Device* d : {&a, b.get()}) {
+    std::set<uint64_t> in_history;
+    for (MessageId id : WholeHistory(d, d == &a ? bob : alice)) {
+      REQUIRE(in_history.insert(id.value).second);
+    }
+    CHECK(in_history == ids);
+  }
+}
