@@ -733,8 +733,7 @@ void Sim::Persist(Replica& r, const Ready& rd) {
     const SnapshotMeta& s = *rd.snapshot;
     if (s.index <= disk.snapshot.index) {
       Fail("n%" PRIu64 " is handed snapshot %" PRIu64
-           " to persist, "
-           "older than its own at %" PRIu64,
+           " to persist, older than its own at %" PRIu64,
            r.id, s.index, disk.snapshot.index);
       return;
     }
@@ -818,15 +817,13 @@ void Sim::Apply(Replica& r, const Ready& rd) {
   }
   for (const ReadState& rs : rd.reads) {
     auto it = r.reads.find(rs.context);
-    if (it == r.reads.end()) {
-      Fail("n%" PRIu64 " answers read %" PRIu64
-           " it was not asked (or "
-           "twice)",
+    if (it == r.reads.end() || it->second.confirmed) {
+      Fail("n%" PRIu64 " answers read %" PRIu64 " it was not asked, or twice",
            r.id, rs.context);
       return;
     }
     PendingRead& read = it->second;
-    if (read.confirmed || rs.index < read.must_see) {
+    if (rs.index < read.must_see) {
       Fail("n%" PRIu64 " gives read %" PRIu64 " index %" PRIu64
            ", before the write acknowledged at %" PRIu64 " when it was asked",
            r.id, rs.context, rs.index, read.must_see);
