@@ -150,6 +150,9 @@ $(BUILD)/integration-tests: $(call obj,$(INTEG_SRC) $(TEST_SUPPORT_SRC)) $(BUILD
 $(BUILD)/natter-chaos: $(call obj,tests/chaos/chaos.cc $(TEST_SUPPORT_SRC)) $(CLIENTLIB) $(LIB)
 	$(link) -o $@ $^ $(libs)
 
+$(BUILD)/natter-raft-sim: $(call obj,tests/raft_sim/raft_sim.cc) $(BUILD)/daemons.a $(LIB)
+	$(link) -o $@ $^ $(libs)
+
 # Where apt-get and dpkg are (Debian and its kin), deps-apt installs what
 # is missing (as root; otherwise it names it); elsewhere deps-probe only
 # looks.  `make deps HAVE_APT=` takes the second way anywhere.
@@ -203,7 +206,8 @@ run: deps
 	bin/natterctl up --dir ./natter-cell
 
 check: deps
-	$(MAKE) all $(BUILD)/unit-tests $(BUILD)/integration-tests $(BUILD)/natter-chaos
+	$(MAKE) all $(BUILD)/unit-tests $(BUILD)/integration-tests $(BUILD)/natter-chaos \
+	  $(BUILD)/natter-raft-sim
 	NATTER_BIN=$(abspath $(BIN)) NATTER_BUILD=$(BUILD) tests/run
 
 # Fuzz each decoder of bytes from the network or the disk for FUZZ_SECONDS

@@ -271,11 +271,18 @@ void Node::BecomeLeader() {
     p.probing = true;
   }
   // A no-op of its own term: once it commits, so has everything before it
-  // (a leader counts replicas only for entries of its own term).
-  Entry noop;
-  noop.term = term_;
-  noop.type = EntryType::kNoop;
-  AppendLocal(noop);
+  // (a leader counts replicas only for entries of its own term).  A new
+  // shard's first entry is its voters instead, so that they are in the
+  // log: a replica that joins later (with no voters of its own) learns
+  // them there, and its snapshots name them.
+  Entry first;
+  first.term = term_;
+  first.type = EntryType::kNoop;
+  if (LastIndex() == 0) {
+    first.type = EntryType::kConfig;
+    first.data = EncodeVoters(voters_);
+  }
+  AppendLocal(first);
   if (pending_config_ <= commit_) pending_config_ = 0;
   BroadcastAppend();
   MaybeCommit();
