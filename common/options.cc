@@ -108,6 +108,10 @@ const std::vector<OptionSpec> kOptions = {
     {"stored", "raft-tick", "100",
      "Milliseconds a tick of the replicas' Raft clock lasts: the leader's "
      "heartbeat goes out every tick."},
+    {"stored", "log-entries", "100000",
+     "The Raft log is compacted once it holds more entries than this (or "
+     "64 MiB), down to the newest tenth of them (or 16 MiB) applied; a "
+     "replica further behind gets the leader's database."},
     {"stored", "election-ticks", "10",
      "Ticks a follower waits without hearing from its leader before it "
      "calls an election (a random wait of this to twice this)."},

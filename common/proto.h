@@ -465,6 +465,24 @@ struct RaftMessage {
               snapshot_data)
 };
 
+// A leader's database, streamed to a replica behind its compacted log
+// (raft.h's kSnapshot): chunks of keys and values (records: key, value,
+// key, value ...) numbered from 0, the last one marked; the replica
+// installs the whole as its database at (index, snapshot_term).
+struct SnapshotChunk {
+  uint64_t from = 0;  // the leader's node id
+  uint64_t to = 0;
+  uint64_t term = 0;  // the leader's term
+  uint64_t index = 0;
+  uint64_t snapshot_term = 0;
+  std::vector<uint64_t> voters;
+  uint64_t seq = 0;
+  bool last = false;
+  std::vector<std::string> records;
+  NATTER_WIRE(9, from, to, term, index, snapshot_term, voters, seq, last,
+              records)
+};
+
 // A replica that is not its shard's leader answers a request with this
 // (with the request's corr), naming the leader it knows of (a replica
 // number + 1; 0: none known yet); routed sends on to that one from then on
@@ -534,45 +552,46 @@ struct DigestReply {
 // Every frame type: its constant, its number on the wire, its name in
 // natter(7) and logs, and its body.  The one list the codec, the daemons
 // and the client go by.
-#define NATTER_FRAME_TYPES(X)                          \
-  /* Requests from a client (through frontd). */       \
-  X(kHello, 1, "hello", Hello)                         \
-  X(kSend, 2, "send", Send)                            \
-  X(kSync, 3, "sync", Sync)                            \
-  X(kAck, 4, "ack", Ack)                               \
-  X(kPing, 5, "ping", Ping)                            \
-  X(kReact, 6, "react", React)                         \
-  X(kSeen, 7, "seen", MarkSeen)                        \
-  X(kHistory, 8, "history", History)                   \
-  X(kChats, 9, "chats", Chats)                         \
-  /* Replies. */                                       \
-  X(kWelcome, 64, "welcome", Welcome)                  \
-  X(kProcessed, 65, "processed", Processed)            \
-  X(kSyncReply, 66, "sync-reply", SyncReply)           \
-  X(kAckReply, 67, "ack-reply", AckReply)              \
-  X(kPong, 68, "pong", Pong)                           \
-  X(kError, 69, "error", Error)                        \
-  X(kOk, 70, "ok", Done)                               \
-  X(kHistoryReply, 71, "history-reply", HistoryReply)  \
-  X(kChatsReply, 72, "chats-reply", ChatsReply)        \
-  /* A mailbox event pushed to a device. */            \
-  X(kEvent, 96, "event", Event)                        \
-  /* Between daemons. */                               \
-  X(kStoreMessage, 128, "store-message", StoreMessage) \
-  X(kHandoff, 129, "handoff", Handoff)                 \
-  X(kHandoffAck, 130, "handoff-ack", HandoffAck)       \
-  X(kAttach, 131, "attach", Attach)                    \
-  X(kAttached, 132, "attached", Attached)              \
-  X(kRaft, 133, "raft", RaftMessage)                   \
-  X(kNotLeader, 134, "not-leader", NotLeader)          \
-  X(kLeaderQuery, 135, "leader-query", LeaderQuery)    \
-  X(kLeaderNotice, 136, "leader-notice", LeaderNotice) \
-  /* Control. */                                       \
-  X(kStats, 160, "stats", StatsRequest)                \
-  X(kStatsReply, 161, "stats-reply", StatsReply)       \
-  X(kBackup, 162, "backup", BackupRequest)             \
-  X(kBackupReply, 163, "backup-reply", BackupReply)    \
-  X(kDigest, 164, "digest", DigestRequest)             \
+#define NATTER_FRAME_TYPES(X)                             \
+  /* Requests from a client (through frontd). */          \
+  X(kHello, 1, "hello", Hello)                            \
+  X(kSend, 2, "send", Send)                               \
+  X(kSync, 3, "sync", Sync)                               \
+  X(kAck, 4, "ack", Ack)                                  \
+  X(kPing, 5, "ping", Ping)                               \
+  X(kReact, 6, "react", React)                            \
+  X(kSeen, 7, "seen", MarkSeen)                           \
+  X(kHistory, 8, "history", History)                      \
+  X(kChats, 9, "chats", Chats)                            \
+  /* Replies. */                                          \
+  X(kWelcome, 64, "welcome", Welcome)                     \
+  X(kProcessed, 65, "processed", Processed)               \
+  X(kSyncReply, 66, "sync-reply", SyncReply)              \
+  X(kAckReply, 67, "ack-reply", AckReply)                 \
+  X(kPong, 68, "pong", Pong)                              \
+  X(kError, 69, "error", Error)                           \
+  X(kOk, 70, "ok", Done)                                  \
+  X(kHistoryReply, 71, "history-reply", HistoryReply)     \
+  X(kChatsReply, 72, "chats-reply", ChatsReply)           \
+  /* A mailbox event pushed to a device. */               \
+  X(kEvent, 96, "event", Event)                           \
+  /* Between daemons. */                                  \
+  X(kStoreMessage, 128, "store-message", StoreMessage)    \
+  X(kHandoff, 129, "handoff", Handoff)                    \
+  X(kHandoffAck, 130, "handoff-ack", HandoffAck)          \
+  X(kAttach, 131, "attach", Attach)                       \
+  X(kAttached, 132, "attached", Attached)                 \
+  X(kRaft, 133, "raft", RaftMessage)                      \
+  X(kNotLeader, 134, "not-leader", NotLeader)             \
+  X(kLeaderQuery, 135, "leader-query", LeaderQuery)       \
+  X(kLeaderNotice, 136, "leader-notice", LeaderNotice)    \
+  X(kSnapshotChunk, 137, "snapshot-chunk", SnapshotChunk) \
+  /* Control. */                                          \
+  X(kStats, 160, "stats", StatsRequest)                   \
+  X(kStatsReply, 161, "stats-reply", StatsReply)          \
+  X(kBackup, 162, "backup", BackupRequest)                \
+  X(kBackupReply, 163, "backup-reply", BackupReply)       \
+  X(kDigest, 164, "digest", DigestRequest)                \
   X(kDigestReply, 165, "digest-reply", DigestReply)
 
 enum class MsgType : uint8_t {

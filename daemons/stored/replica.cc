@@ -62,7 +62,7 @@ bool FromWire(const RaftMessage& w, raft::Message* m) {
 
 Status Replica::Create(const Settings& settings, zmq::context_t& ctx,
                        const CurveIdentity& me, LogPosition applied,
-                       std::unique_ptr<Replica>* out) {
+                       std::unique_ptr<Replica>* out, bool reset_log) {
   if (settings.replica >= settings.endpoints.size()) {
     return Status(ErrorCode::kBadRequest,
                   "replica " + std::to_string(settings.replica) +
@@ -78,7 +78,7 @@ Status Replica::Create(const Settings& settings, zmq::context_t& ctx,
   for (size_t k = 0; k < settings.endpoints.size(); ++k)
     o.voters.push_back(k + 1);
   raft::Restored restored = r->log_->restored();
-  if (r->log_->last_index() < applied.index) {
+  if (reset_log || r->log_->last_index() < applied.index) {
     // The database is ahead of the log: what it holds is a snapshot at
     // applied, and the log goes on after it.
     raft::Ready reset;
@@ -168,16 +168,24 @@ void Replica::Send(const raft::Message& m) {
   if (m.to == 0 || m.to > peers_.size() || m.to == settings_.replica + 1)
     return;
   if (m.type == raft::MessageType::kSnapshot) {
-    // A replica behind the compacted log needs the database itself;
-    // sending it is not built yet, so it stays behind (and says so here)
-    // rather than take a snapshot without its data.
-    if (snapshots_needed_++ % 100 == 0) {
-      NLOG_ERROR(
-          "event=snapshot-needed shard=%u replica=%llu "
-          "error=\"it is behind the compacted log; make it again from a "
-          "copy of a healthy replica\"",
-          settings_.shard, static_cast<unsigned long long>(m.to - 1));
-    }
+    // The database as it is now is the state at the message's index (the
+    // entries of this Ready are applied after its messages go): streamed
+    // in chunks (PumpSnapshots); one stream to a replica at a time.
+    if (streams_.count(m.to) || handler_ == nullptr) return;
+    Stream st;
+    st.reader = handler_->ReadDatabase();
+    if (!st.reader) return;
+    st.next.from = m.from;
+    st.next.to = m.to;
+    st.next.term = m.term;
+    st.next.index = m.snapshot.index;
+    st.next.snapshot_term = m.snapshot.term;
+    st.next.voters = m.snapshot.voters;
+    NLOG_INFO("event=snapshot-send shard=%u to=%llu index=%llu",
+              settings_.shard, static_cast<unsigned long long>(m.to - 1),
+              static_cast<unsigned long long>(m.snapshot.index));
+    streams_.emplace(m.to, std::move(st));
+    ++snapshots_sent_;
     return;
   }
   Header h;
@@ -191,6 +199,7 @@ void Replica::Send(const raft::Message& m) {
 }
 
 Status Replica::Process(ReplicaHandler* handler) {
+  handler_ = handler;
   while (node_->HasReady()) {
     raft::Ready rd = node_->TakeReady();
     Status s = log_->Save(rd);
@@ -221,7 +230,41 @@ Status Replica::Process(ReplicaHandler* handler) {
   reads_.erase(served, reads_.end());
   for (const PendingRead& p : ready) handler->ServeRead(p.context);
   if (!leading()) reads_.clear();  // never confirmed now; the asker times out
-  return MaybeCompact(handler);
+  PumpSnapshots();
+  Status s = MaybeCompact(handler);
+  handler_ = nullptr;
+  return s;
+}
+
+void Replica::PumpSnapshots() {
+  if (!leading()) streams_.clear();
+  for (auto it = streams_.begin(); it != streams_.end();) {
+    Stream& st = it->second;
+    zmq::socket_t& peer = peers_[it->first - 1];
+    for (int n = 0; n < 4 && !st.finished; ++n) {
+      if (st.frame.empty()) {
+        bool more = st.reader->Next(kChunkBytes, &st.next.records);
+        if (!st.reader->status().ok()) {
+          NLOG_ERROR("event=snapshot-failed shard=%u error=%s", settings_.shard,
+                     LogValue(st.reader->status().ToString()).c_str());
+          st.finished = true;
+          break;
+        }
+        st.next.last = !more;
+        Header h;
+        h.type = static_cast<uint8_t>(MsgType::kSnapshotChunk);
+        h.device = std::to_string(settings_.shard);
+        st.frame = EncodeFrame(h, st.next);
+        ++st.next.seq;
+      }
+      Parts parts;
+      parts.push_back(ToMessage(st.frame));
+      if (!SendParts(peer, parts)) break;  // its queue is full: next turn
+      st.frame.clear();
+      if (st.next.last) st.finished = true;
+    }
+    it = st.finished ? streams_.erase(it) : std::next(it);
+  }
 }
 
 Status Replica::MaybeCompact(ReplicaHandler* handler) {
@@ -229,11 +272,12 @@ Status Replica::MaybeCompact(ReplicaHandler* handler) {
   const uint64_t first = node_->first_index();
   if (applied < first) return Status::Ok();
   if (log_->bytes() <= kCompactBytes &&
-      applied - first + 1 <= kCompactEntries) {
+      applied - first + 1 <= settings_.log_entries) {
     return Status::Ok();
   }
   // Keep the newest applied entries, by count and by bytes.
-  uint64_t keep_from = applied > kKeepEntries ? applied - kKeepEntries : 1;
+  const uint64_t keep = std::max<uint64_t>(settings_.log_entries / 10, 1);
+  uint64_t keep_from = applied > keep ? applied - keep : 1;
   uint64_t bytes = 0;
   for (uint64_t i = applied; i > first && i > keep_from; --i) {
     bytes += node_->EntriesBetween(i, i).front().data.size();

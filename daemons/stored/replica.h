@@ -16,6 +16,7 @@
 #define NATTER_DAEMONS_STORED_REPLICA_H_
 
 #include <chrono>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -47,6 +48,8 @@ class ReplicaHandler {
   // Makes the database durable up to what was applied: the log is about
   // to forget those entries.
   virtual Status SyncApplied() = 0;
+  // The database as it is now, to stream to a replica behind the log.
+  virtual std::unique_ptr<Store::SnapshotReader> ReadDatabase() = 0;
 };
 
 class Replica {
@@ -58,15 +61,18 @@ class Replica {
     std::string log_path;                // the Raft log's folder
     int tick_ms = 100;
     int election_ticks = 10;
+    uint64_t log_entries = 100000;  // compacted past this many
   };
 
   // Opens the log (a kStorage error if it cannot be read) and makes the
   // node; applied is where the shard's database is in the log.  A log
   // that ends before it (lost, or the database restored from a backup)
   // starts again after it, as after a snapshot there.
+  // With reset_log (the database was just installed from the leader's),
+  // the log starts after applied whatever it held.
   static Status Create(const Settings& settings, zmq::context_t& ctx,
                        const CurveIdentity& me, LogPosition applied,
-                       std::unique_ptr<Replica>* out);
+                       std::unique_ptr<Replica>* out, bool reset_log = false);
 
   // Connects to the other replicas (their links are kept up by a watch of
   // their own: a replica down does not keep this one from serving).
@@ -97,20 +103,32 @@ class Replica {
   uint64_t elections() const { return node_->elections(); }
   uint64_t messages_dropped() const { return dropped_; }
   uint64_t compactions() const { return compactions_; }
-  uint64_t snapshots_needed() const { return snapshots_needed_; }
+  uint64_t snapshots_sent() const { return snapshots_sent_; }
+  // A database is being streamed to a replica: come back soon.
+  bool streaming() const { return !streams_.empty(); }
 
   // The log is compacted when it holds more than kCompactBytes or
-  // kCompactEntries, down to the last kKeepBytes / kKeepEntries applied
-  // (for followers a little behind).
+  // Settings::log_entries, down to the last kKeepBytes or tenth of those
+  // applied (for followers a little behind).
   static constexpr uint64_t kCompactBytes = 64 << 20;
-  static constexpr uint64_t kCompactEntries = 100000;
   static constexpr uint64_t kKeepBytes = 16 << 20;
-  static constexpr uint64_t kKeepEntries = 10000;
 
  private:
   Replica(zmq::context_t& ctx, const Settings& s) : ctx_(ctx), settings_(s) {}
   void Send(const raft::Message& m);
   Status MaybeCompact(ReplicaHandler* handler);
+  // Sends what it can of the databases being streamed to replicas.
+  void PumpSnapshots();
+
+  // The database streamed to a replica behind the compacted log, in
+  // chunks of kChunkBytes, a few a turn.
+  struct Stream {
+    SnapshotChunk next;  // meta filled; records and seq of the next chunk
+    std::unique_ptr<Store::SnapshotReader> reader;
+    std::string frame;  // a chunk the peer's queue did not take yet
+    bool finished = false;
+  };
+  static constexpr size_t kChunkBytes = 256 * 1024;
 
   struct PendingRead {
     uint64_t context = 0;
@@ -130,7 +148,9 @@ class Replica {
   std::vector<PendingRead> reads_;
   uint64_t dropped_ = 0;
   uint64_t compactions_ = 0;
-  uint64_t snapshots_needed_ = 0;
+  uint64_t snapshots_sent_ = 0;
+  ReplicaHandler* handler_ = nullptr;   // during Process
+  std::map<uint64_t, Stream> streams_;  // by peer node id
 };
 
 }  // namespace stored

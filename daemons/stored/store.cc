@@ -173,6 +173,40 @@ Status Store::SyncWrites() {
   return Status::Ok();
 }
 
+Store::SnapshotReader::~SnapshotReader() {
+  it_.reset();
+  if (db_ != nullptr && snapshot_ != nullptr) db_->ReleaseSnapshot(snapshot_);
+}
+
+bool Store::SnapshotReader::Next(size_t max_bytes,
+                                 std::vector<std::string>* records) {
+  records->clear();
+  size_t bytes = 0;
+  for (; it_->Valid() && (records->empty() || bytes < max_bytes); it_->Next()) {
+    records->push_back(it_->key().ToString());
+    records->push_back(it_->value().ToString());
+    bytes += it_->key().size() + it_->value().size();
+  }
+  if (!it_->status().ok()) {
+    status_ = Status(ErrorCode::kStorage, it_->status().ToString());
+    return false;
+  }
+  return !records->empty();
+}
+
+std::unique_ptr<Store::SnapshotReader> Store::ReadSnapshot() {
+  if (!db_) return nullptr;
+  std::unique_ptr<SnapshotReader> r(new SnapshotReader());
+  r->db_ = db_.get();
+  r->snapshot_ = db_->GetSnapshot();
+  leveldb::ReadOptions read;
+  read.snapshot = r->snapshot_;
+  read.fill_cache = false;
+  r->it_.reset(db_->NewIterator(read));
+  r->it_->SeekToFirst();
+  return r;
+}
+
 Status Store::Digest(std::string* hex, uint64_t* records, LogPosition* at) {
   *records = 0;
   *at = {};

@@ -156,6 +156,25 @@ class Store {
   // while this one serves.
   Status Backup(const std::string& path, uint64_t* records, uint64_t* bytes);
 
+  // Every key and value of the database as it is now (a LevelDB snapshot),
+  // read in pieces: a replica's database streamed to another.
+  class SnapshotReader {
+   public:
+    ~SnapshotReader();
+    // The next pieces, up to about max_bytes (one at least), as key,
+    // value, key, value ...; false when there are no more.
+    bool Next(size_t max_bytes, std::vector<std::string>* records);
+    Status status() const { return status_; }
+
+   private:
+    friend class Store;
+    leveldb::DB* db_ = nullptr;
+    const leveldb::Snapshot* snapshot_ = nullptr;
+    std::unique_ptr<leveldb::Iterator> it_;
+    Status status_ = Status::Ok();
+  };
+  std::unique_ptr<SnapshotReader> ReadSnapshot();
+
   // A digest (BLAKE2b-256, hex) of every key and value of the database as
   // it is now (a LevelDB snapshot), but the applied-entry record, and the
   // log position it is at: replicas at one position hold the same.  Safe

@@ -1,10 +1,14 @@
 #include "daemons/stored/stored.h"
 
+#include <leveldb/write_batch.h>
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <filesystem>
 
+#include "common/endian.h"
 #include "common/log.h"
+#include "daemons/stored/keys.h"
 
 namespace natter {
 namespace stored {
@@ -31,11 +35,12 @@ Status Stored::Create(const Config& config, zmq::context_t& ctx,
   Status s = DaemonKeys::Create(config, &st->keys_);
   if (!s.ok()) return s;
   uint64_t shard = 0, batch = 0, retry_s = 0, user_rate = 0, user_burst = 0;
-  uint64_t replica = 0, tick_ms = 0, election_ticks = 0;
+  uint64_t replica = 0, tick_ms = 0, election_ticks = 0, log_entries = 0;
   s = config.GetUint("shard", &shard);
   if (s.ok()) s = config.GetUint("replica", &replica);
   if (s.ok()) s = config.GetUint("raft-tick", &tick_ms);
   if (s.ok()) s = config.GetUint("election-ticks", &election_ticks);
+  if (s.ok()) s = config.GetUint("log-entries", &log_entries);
   if (s.ok()) s = config.GetUint("batch-max", &batch);
   if (s.ok()) s = config.GetDuration("handoff-retry", &retry_s);
   if (s.ok()) s = config.GetUint("user-rate", &user_rate);
@@ -72,6 +77,10 @@ Status Stored::Create(const Config& config, zmq::context_t& ctx,
   rs.replica = static_cast<uint32_t>(replica);
   rs.tick_ms = static_cast<int>(tick_ms);
   rs.election_ticks = static_cast<int>(election_ticks);
+  if (log_entries < 10) {
+    return Status(ErrorCode::kBadRequest, "log-entries: at least 10");
+  }
+  rs.log_entries = log_entries;
   const std::string listen = config.Get("listen");
   st->listen_ = BindAddress(listen.empty() ? rs.endpoints[rs.replica] : listen);
   st->data_path_ =
@@ -101,6 +110,12 @@ Stored::~Stored() {
 }
 
 Status Stored::Start() {
+  {
+    Status swapped = SwapDatabase();  // a swap a crash cut short
+    if (!swapped.ok()) return swapped;
+    std::error_code ec;
+    std::filesystem::remove_all(data_path_ + ".incoming", ec);
+  }
   ::mkdir(data_path_.substr(0, data_path_.rfind('/')).c_str(), 0700);
   Status s = store_->Open(data_path_, max_open_files_);
   if (!s.ok()) return s;
@@ -141,10 +156,138 @@ Status Stored::Start() {
   return Status::Ok();
 }
 
-Status Stored::OpenReplica() {
+void Stored::TakeChunk(SnapshotChunk* chunk) {
+  const std::string path = data_path_ + ".incoming";
+  if (chunk->seq == 0) {
+    incoming_.reset();
+    std::error_code ec;
+    std::filesystem::remove_all(path, ec);
+    leveldb::Options options;
+    options.create_if_missing = true;
+    options.error_if_exists = true;
+    options.compression = leveldb::kNoCompression;
+    leveldb::DB* db = nullptr;
+    leveldb::Status s = leveldb::DB::Open(options, path, &db);
+    if (!s.ok()) {
+      NLOG_ERROR("event=snapshot-receive-failed shard=%u error=%s", shard_,
+                 LogValue(s.ToString()).c_str());
+      return;
+    }
+    incoming_ = std::make_unique<Incoming>();
+    incoming_->db.reset(db);
+    incoming_->from = chunk->from;
+    incoming_->index = chunk->index;
+    NLOG_INFO("event=snapshot-receive shard=%u replica=%u index=%llu", shard_,
+              replica_settings_.replica,
+              static_cast<unsigned long long>(chunk->index));
+  }
+  // Chunks of another stream, or after one lost: wait for a new stream.
+  if (!incoming_ || incoming_->from != chunk->from ||
+      incoming_->index != chunk->index || incoming_->next_seq != chunk->seq) {
+    return;
+  }
+  leveldb::WriteBatch batch;
+  for (size_t i = 0; i + 1 < chunk->records.size(); i += 2) {
+    batch.Put(chunk->records[i], chunk->records[i + 1]);
+  }
+  if (chunk->last) {
+    // The database is the shard's at the snapshot's position.
+    std::string at;
+    PutBigEndian(&at, chunk->index);
+    PutBigEndian(&at, chunk->snapshot_term);
+    batch.Put(AppliedIndexKey(), at);
+  }
+  leveldb::WriteOptions options;
+  options.sync = chunk->last;
+  leveldb::Status s = incoming_->db->Write(options, &batch);
+  if (!s.ok()) {
+    NLOG_ERROR("event=snapshot-receive-failed shard=%u error=%s", shard_,
+               LogValue(s.ToString()).c_str());
+    incoming_.reset();
+    return;
+  }
+  ++incoming_->next_seq;
+  if (chunk->last) InstallSnapshot(*chunk);
+}
+
+void Stored::InstallSnapshot(const SnapshotChunk& last) {
+  incoming_.reset();                                    // closes it
+  if (replica_->node().commit() >= last.index) return;  // caught up anyway
+  FinishBackup(true);
+  FailWaiting(Status(ErrorCode::kUnavailable,
+                     "the replica is taking its leader's database"));
+  replica_.reset();
+  leading_ = false;
+  pending_.clear();
+  due_.clear();
+  spilled_ = false;
+  store_->Close();
+  // The new database in place of the old, the Raft log (term and vote)
+  // kept: SwapDatabase.  A crash midway is finished at the next start.
+  Status s = SwapDatabase();
+  if (s.ok()) s = store_->Open(data_path_, max_open_files_);
+  if (s.ok()) s = OpenReplica(/*reset_log=*/true);
+  if (!s.ok()) {
+    NLOG_ERROR("event=snapshot-install-failed shard=%u error=%s", shard_,
+               LogValue(s.ToString()).c_str());
+    StorageFailed();
+    return;
+  }
+  ++snapshots_installed_;
+  NLOG_INFO("event=snapshot-installed shard=%u replica=%u index=%llu", shard_,
+            replica_settings_.replica,
+            static_cast<unsigned long long>(last.index));
+  // Tells the leader, as the snapshot message would have.
+  RaftMessage m;
+  m.type = static_cast<uint8_t>(raft::MessageType::kSnapshot);
+  m.from = last.from;
+  m.to = replica_settings_.replica + 1;
+  m.term = last.term;
+  m.snapshot_index = last.index;
+  m.snapshot_term = last.snapshot_term;
+  m.snapshot_voters = last.voters;
+  replica_->Step(m);
+  ProcessReplica();
+}
+
+// data_path_.incoming (complete) becomes data_path_, whose raft/ moves
+// into it; the old database goes.  Each step is a rename, and a crash
+// between them is finished here at the next start: a missing database
+// with an old one beside it is the old one; a new one without its log
+// takes the old one's.
+Status Stored::SwapDatabase() {
+  namespace fs = std::filesystem;
+  const fs::path data = data_path_, old = data_path_ + ".old",
+                 incoming = data_path_ + ".incoming";
+  std::error_code ec;
+  if (fs::exists(incoming, ec) && fs::exists(data, ec)) {
+    fs::remove_all(old, ec);
+    fs::rename(data, old, ec);
+    if (ec)
+      return Status(ErrorCode::kStorage,
+                    "renaming the database: " + ec.message());
+    fs::rename(incoming, data, ec);
+    if (ec)
+      return Status(ErrorCode::kStorage,
+                    "renaming the new database: " + ec.message());
+  }
+  if (!fs::exists(data, ec) && fs::exists(old, ec)) {
+    fs::rename(old, data, ec);  // the new one never got there: the old
+  }
+  if (fs::exists(old / "raft", ec) && !fs::exists(data / "raft", ec)) {
+    fs::rename(old / "raft", data / "raft", ec);
+    if (ec)
+      return Status(ErrorCode::kStorage,
+                    "moving the raft log: " + ec.message());
+  }
+  fs::remove_all(old, ec);
+  return Status::Ok();
+}
+
+Status Stored::OpenReplica(bool reset_log) {
   std::unique_ptr<Replica> r;
   Status s = Replica::Create(replica_settings_, ctx_, keys_.identity(),
-                             store_->applied(), &r);
+                             store_->applied(), &r, reset_log);
   if (s.ok()) s = r->Start();
   if (!s.ok()) return s;
   replica_ = std::move(r);
@@ -160,6 +303,7 @@ void Stored::RunOnce(int timeout_ms) {
   };
   if (!pending_.empty() || !replica_) timeout_ms = std::min(timeout_ms, 100);
   if (replica_) timeout_ms = std::min(timeout_ms, replica_->TickDue());
+  if (replica_ && replica_->streaming()) timeout_ms = std::min(timeout_ms, 5);
   Poll(items, timeout_ms);
   if (!replica_) TryReopen();
   if (items[0].revents & ZMQ_POLLIN) ServeBatch();
@@ -359,10 +503,12 @@ void Stored::Stats(MetricSet* set) {
   set->Counter("natter_stored_raft_compactions_total",
                "Times the Raft log was compacted (since it started).",
                r ? static_cast<double>(r->compactions()) : 0);
-  set->Counter("natter_stored_raft_snapshots_needed_total",
-               "Times a replica needed the database itself (behind the "
-               "compacted log).",
-               r ? static_cast<double>(r->snapshots_needed()) : 0);
+  set->Counter("natter_stored_raft_snapshots_sent_total",
+               "Databases streamed to a replica behind the compacted log.",
+               r ? static_cast<double>(r->snapshots_sent()) : 0);
+  set->Counter("natter_stored_raft_snapshots_installed_total",
+               "Databases this replica took from its leader.",
+               static_cast<double>(snapshots_installed_));
   set->Counter("natter_stored_raft_messages_dropped_total",
                "Raft messages a replica's queue did not take.",
                r ? static_cast<double>(r->messages_dropped()) : 0);
@@ -449,6 +595,11 @@ bool Stored::TakeOther(const Parts& route, const Frame& frame) {
   if (frame.type() == MsgType::kRaft) {
     RaftMessage m;
     if (replica_ && DecodeBody(frame, &m).ok()) replica_->Step(m);
+    return true;
+  }
+  if (frame.type() == MsgType::kSnapshotChunk) {
+    SnapshotChunk chunk;
+    if (replica_ && DecodeBody(frame, &chunk).ok()) TakeChunk(&chunk);
     return true;
   }
   if (frame.type() == MsgType::kLeaderQuery) {
@@ -827,6 +978,7 @@ void Stored::Stop() {
   while (Clock::now() < until && ServeBatch()) {
   }
   FinishBackup(true);
+  replica_.reset();
   store_->Close();
   NLOG_INFO("event=closed shard=%u path=%s", shard_,
             LogValue(data_path_).c_str());

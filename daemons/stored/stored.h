@@ -118,7 +118,14 @@ class Stored : public Service, private ReplicaHandler {
   void LeadershipChanged();
   // Answers every request waiting on the log or a read with error.
   void FailWaiting(const Status& error);
-  Status OpenReplica();
+  Status OpenReplica(bool reset_log = false);
+  // A chunk of the leader's database (the replica is behind its log).
+  void TakeChunk(SnapshotChunk* chunk);
+  void InstallSnapshot(const SnapshotChunk& last);
+  Status SwapDatabase();
+  std::unique_ptr<Store::SnapshotReader> ReadDatabase() override {
+    return store_->ReadSnapshot();
+  }
   void Publish(const Event& event, uint64_t trace);
   // natterctl verify: a digest of the database, made as a backup is.
   bool StartDigest(const Frame& request, const ControlServer::Reply& reply);
@@ -146,6 +153,15 @@ class Stored : public Service, private ReplicaHandler {
   std::map<uint64_t, ReadJob> reads_;       // by read context
   uint64_t next_read_ = 1;
   uint64_t retired_syncs_ = 0;  // of replicas made again since
+  // The leader's database coming in, beside this one's.
+  struct Incoming {
+    std::unique_ptr<leveldb::DB> db;
+    uint64_t from = 0;
+    uint64_t index = 0;
+    uint64_t next_seq = 0;
+  };
+  std::unique_ptr<Incoming> incoming_;
+  uint64_t snapshots_installed_ = 0;
   uint64_t logged_requests_ = 0;
   std::string listen_;
   std::string data_path_;

@@ -151,3 +151,52 @@ TEST_CASE(
                    &out) == 0);
   CHECK(out.find("3 replicas agree") != std::string::npos);
 }
+
+TEST_CASE(
+    "a replica behind its shard's compacted log gets the leader's database, "
+    "and then agrees with the others") {
+  // A log of ten entries at most: a replica frozen for a few dozen writes
+  // is behind it.
+  TestCell cell(1, Replicas{3}, "[stored]\nuser-rate = 0\nlog-entries = 10");
+  auto [alice, bob] = TwoUsers(1);
+  auto a = Open(cell, alice, "a1");
+  auto b = Open(cell, bob, "b1");
+  PollUntil(
+      {a.get(), b.get()}, "both devices to catch up",
+      [&] { return a->client->CaughtUp() && b->client->CaughtUp(); }, 30);
+  auto send_one_by_one = [&](int n) {
+    for (int i = 0; i < n; ++i) {
+      const size_t before = a->Count(Incoming::Kind::kProcessed);
+      a->client->Send(bob, "one by one " + std::to_string(i));
+      PollUntil(
+          {a.get(), b.get()}, "a send to be processed",
+          [&] { return a->Count(Incoming::Kind::kProcessed) > before; }, 30);
+    }
+  };
+  send_one_by_one(5);
+  auto [leader, term] = LeaderOf(cell, 3);
+  REQUIRE(leader >= 0);
+  const int behind = (leader + 1) % 3;
+  const std::string behind_log =
+      cell.dir() + "/log/stored-0." + std::to_string(behind) + ".log";
+  {
+    Frozen frozen(cell.DaemonPid("stored-0." + std::to_string(behind)));
+    send_one_by_one(60);  // an entry each: six times the log
+  }
+  PollUntil(
+      {a.get(), b.get()}, "the thawed replica to install the leader's database",
+      [&] {
+        return CountOf(ReadFile(behind_log), "event=snapshot-installed") > 0;
+      },
+      30);
+  const std::string leader_log =
+      cell.dir() + "/log/stored-0." + std::to_string(leader) + ".log";
+  CHECK(CountOf(ReadFile(leader_log), "event=snapshot-send") > 0);
+  CHECK(CountOf(ReadFile(leader_log), "event=log-compacted") > 0);
+  send_one_by_one(5);
+  std::string out;
+  CHECK(RunCommand(BinPath("natterctl") + " verify --dir " + cell.dir(),
+                   &out) == 0);
+  CHECK(out.find("3 replicas agree") != std::string::npos);
+  CHECK(WholeHistory(b.get(), alice).size() == 70);
+}
