@@ -131,11 +131,15 @@ bool FromHex(std::string_view hex, uint8_t* out, size_t size) {
          len == size && end == hex.data() + hex.size();
 }
 
-std::vector<std::string> SplitList(std::string_view s) {
+namespace {
+
+// Splits at any of `separators`, dropping empty pieces.
+std::vector<std::string> SplitAt(std::string_view s,
+                                 std::string_view separators) {
   std::vector<std::string> out;
   std::string cur;
   for (char c : s) {
-    if (c == ' ' || c == '\t' || c == ',' || c == '\n') {
+    if (separators.find(c) != std::string_view::npos) {
       if (!cur.empty()) out.push_back(std::move(cur));
       cur.clear();
     } else {
@@ -146,19 +150,14 @@ std::vector<std::string> SplitList(std::string_view s) {
   return out;
 }
 
+}  // namespace
+
+std::vector<std::string> SplitList(std::string_view s) {
+  return SplitAt(s, " \t,\n");
+}
+
 std::vector<std::string> SplitWords(std::string_view s) {
-  std::vector<std::string> out;
-  std::string cur;
-  for (char c : s) {
-    if (c == ' ' || c == '\t' || c == '\n') {
-      if (!cur.empty()) out.push_back(std::move(cur));
-      cur.clear();
-    } else {
-      cur.push_back(c);
-    }
-  }
-  if (!cur.empty()) out.push_back(std::move(cur));
-  return out;
+  return SplitAt(s, " \t\n");
 }
 
 std::optional<uint64_t> ParseTime(const std::string& text) {

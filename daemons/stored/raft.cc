@@ -295,7 +295,13 @@ void Node::Campaign() {
   StartElection(false);
 }
 
-void Node::StartElection(bool pre) {
+void Node::Follow(NodeId leader) {
+  if (role_ != Role::kFollower) BecomeFollower(term_, leader);
+  leader_ = leader;
+  elapsed_ = 0;
+}
+
+void Node::StartElection(bool pre, bool forced) {
   if (pre) {
     BecomePreCandidate();
   } else {
@@ -317,6 +323,7 @@ void Node::StartElection(bool pre) {
     m.term = pre ? term_ + 1 : term_;
     m.index = LastIndex();
     m.log_term = LastTerm();
+    m.context = forced ? 1 : 0;
     Send(m);
   }
 }
@@ -493,39 +500,20 @@ void Node::Step(const Message& m) {
       StepVoteReply(m);
       return;
     case MessageType::kAppend:
-      if (role_ != Role::kFollower) BecomeFollower(m.term, m.from);
-      leader_ = m.from;
-      elapsed_ = 0;
+      Follow(m.from);
       HandleAppend(m);
       return;
     case MessageType::kHeartbeat:
-      if (role_ != Role::kFollower) BecomeFollower(m.term, m.from);
-      leader_ = m.from;
-      elapsed_ = 0;
+      Follow(m.from);
       HandleHeartbeat(m);
       return;
     case MessageType::kSnapshot:
-      if (role_ != Role::kFollower) BecomeFollower(m.term, m.from);
-      leader_ = m.from;
-      elapsed_ = 0;
+      Follow(m.from);
       HandleSnapshot(m);
       return;
     case MessageType::kTimeoutNow:
-      if (IsVoter(id_) && role_ != Role::kLeader) {
-        BecomeCandidate();
-        // Forced: voters answer even within their leader's lease.
-        for (NodeId v : voters_) {
-          if (v == id_) continue;
-          Message r;
-          r.type = MessageType::kVote;
-          r.to = v;
-          r.index = LastIndex();
-          r.log_term = LastTerm();
-          r.context = 1;
-          Send(r);
-        }
-        if (votes_.size() >= Quorum()) BecomeLeader();
-      }
+      // Forced: voters answer even within their leader's lease.
+      if (IsVoter(id_) && role_ != Role::kLeader) StartElection(false, true);
       return;
     case MessageType::kAppendReply:
     case MessageType::kHeartbeatReply:

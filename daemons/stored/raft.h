@@ -230,7 +230,10 @@ class Node {
   void BecomePreCandidate();
   void BecomeCandidate();
   void BecomeLeader();
-  void StartElection(bool pre);
+  // forced: after kTimeoutNow, voters answer within their leader's lease.
+  void StartElection(bool pre, bool forced = false);
+  // A message from the leader of this term: follow it.
+  void Follow(NodeId leader);
   void TickLeader();
 
   void Send(Message m);

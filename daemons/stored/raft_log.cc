@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "common/endian.h"
+#include "common/proto.h"
 #include "common/wire.h"
 #include "daemons/stored/store.h"
 
@@ -32,14 +33,6 @@ struct DiskSnapshot {
   NATTER_WIRE(3, index, term, voters)
 };
 
-struct DiskEntry {
-  uint64_t term = 0;
-  uint64_t index = 0;
-  uint8_t type = 0;
-  std::string data;
-  NATTER_WIRE(4, term, index, type, data)
-};
-
 template <typename T>
 std::string Pack(const T& value) {
   msgpack::sbuffer buf;
@@ -61,11 +54,11 @@ Status Storage(const std::string& what, const leveldb::Status& s) {
 }  // namespace
 
 std::string EncodeEntry(const raft::Entry& e) {
-  return Pack(DiskEntry{e.term, e.index, static_cast<uint8_t>(e.type), e.data});
+  return Pack(RaftEntry{e.term, e.index, static_cast<uint8_t>(e.type), e.data});
 }
 
 bool DecodeEntry(const std::string& bytes, raft::Entry* e) {
-  DiskEntry d;
+  RaftEntry d;
   if (!UnpackValue(bytes, &d) ||
       d.type > static_cast<uint8_t>(raft::EntryType::kNoop)) {
     return false;

@@ -62,8 +62,8 @@ class RaftLog {
   raft::HardState saved_;  // as on disk
 };
 
-// An entry's value on disk, and back (also the form entries travel in
-// between replicas).
+// An entry's value on disk, and back: a RaftEntry (common/proto.h), the
+// form entries travel in between replicas too.
 std::string EncodeEntry(const raft::Entry& e);
 bool DecodeEntry(const std::string& bytes, raft::Entry* e);
 

@@ -243,7 +243,7 @@ void Replica::PumpSnapshots() {
     zmq::socket_t& peer = peers_[it->first - 1];
     for (int n = 0; n < 4 && !st.finished; ++n) {
       if (st.frame.empty()) {
-        bool more = st.reader->Next(kChunkBytes, &st.next.records);
+        bool more = st.reader->Next(kChunkBytes, kChunkPairs, &st.next.records);
         if (!st.reader->status().ok()) {
           NLOG_ERROR("event=snapshot-failed shard=%u error=%s", settings_.shard,
                      LogValue(st.reader->status().ToString()).c_str());

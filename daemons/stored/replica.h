@@ -129,6 +129,8 @@ class Replica {
     bool finished = false;
   };
   static constexpr size_t kChunkBytes = 256 * 1024;
+  // The frame decoder takes arrays of up to 2 * kMaxSyncPage elements.
+  static constexpr size_t kChunkPairs = kMaxSyncPage - 100;
 
   struct PendingRead {
     uint64_t context = 0;

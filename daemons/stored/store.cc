@@ -178,11 +178,14 @@ Store::SnapshotReader::~SnapshotReader() {
   if (db_ != nullptr && snapshot_ != nullptr) db_->ReleaseSnapshot(snapshot_);
 }
 
-bool Store::SnapshotReader::Next(size_t max_bytes,
+bool Store::SnapshotReader::Next(size_t max_bytes, size_t max_pairs,
                                  std::vector<std::string>* records) {
   records->clear();
   size_t bytes = 0;
-  for (; it_->Valid() && (records->empty() || bytes < max_bytes); it_->Next()) {
+  for (;
+       it_->Valid() && (records->empty() ||
+                        (bytes < max_bytes && records->size() < 2 * max_pairs));
+       it_->Next()) {
     records->push_back(it_->key().ToString());
     records->push_back(it_->value().ToString());
     bytes += it_->key().size() + it_->value().size();

@@ -161,9 +161,10 @@ class Store {
   class SnapshotReader {
    public:
     ~SnapshotReader();
-    // The next pieces, up to about max_bytes (one at least), as key,
-    // value, key, value ...; false when there are no more.
-    bool Next(size_t max_bytes, std::vector<std::string>* records);
+    // The next pieces, up to about max_bytes and at most max_pairs (one at
+    // least), as key, value, key, value ...; false when there are no more.
+    bool Next(size_t max_bytes, size_t max_pairs,
+              std::vector<std::string>* records);
     Status status() const { return status_; }
 
    private:

@@ -1,9 +1,12 @@
 #include "daemons/stored/stored.h"
 
+#include <fcntl.h>
 #include <leveldb/write_batch.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cstring>
 #include <filesystem>
 
 #include "common/endian.h"
@@ -113,8 +116,6 @@ Status Stored::Start() {
   {
     Status swapped = SwapDatabase();  // a swap a crash cut short
     if (!swapped.ok()) return swapped;
-    std::error_code ec;
-    std::filesystem::remove_all(data_path_ + ".incoming", ec);
   }
   ::mkdir(data_path_.substr(0, data_path_.rfind('/')).c_str(), 0700);
   Status s = store_->Open(data_path_, max_open_files_);
@@ -156,8 +157,30 @@ Status Stored::Start() {
   return Status::Ok();
 }
 
+namespace {
+
+// An empty file, synced, and its folder: a step of SwapDatabase done.
+Status WriteMark(const std::string& path) {
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    return Status(ErrorCode::kStorage, path + ": " + std::strerror(errno));
+  }
+  bool ok = ::fsync(fd) == 0;
+  ::close(fd);
+  std::string dir = path.substr(0, path.rfind('/'));
+  int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd >= 0) {
+    ok = ::fsync(dfd) == 0 && ok;
+    ::close(dfd);
+  }
+  return ok ? Status::Ok()
+            : Status(ErrorCode::kStorage, path + ": " + std::strerror(errno));
+}
+
+}  // namespace
+
 void Stored::TakeChunk(SnapshotChunk* chunk) {
-  const std::string path = data_path_ + ".incoming";
+  const std::string path = data_path_ + "/incoming";
   if (chunk->seq == 0) {
     incoming_.reset();
     std::error_code ec;
@@ -213,6 +236,12 @@ void Stored::TakeChunk(SnapshotChunk* chunk) {
 void Stored::InstallSnapshot(const SnapshotChunk& last) {
   incoming_.reset();                                    // closes it
   if (replica_->node().commit() >= last.index) return;  // caught up anyway
+  Status marked = WriteMark(data_path_ + "/incoming/COMPLETE");
+  if (!marked.ok()) {
+    NLOG_ERROR("event=snapshot-install-failed shard=%u error=%s", shard_,
+               LogValue(marked.ToString()).c_str());
+    return;
+  }
   FinishBackup(true);
   FailWaiting(Status(ErrorCode::kUnavailable,
                      "the replica is taking its leader's database"));
@@ -226,6 +255,13 @@ void Stored::InstallSnapshot(const SnapshotChunk& last) {
   // kept: SwapDatabase.  A crash midway is finished at the next start.
   Status s = SwapDatabase();
   if (s.ok()) s = store_->Open(data_path_, max_open_files_);
+  if (s.ok() && store_->applied().index != last.index) {
+    // Never a log that says more than the database holds.
+    s = Status(ErrorCode::kStorage,
+               "the database taken holds entry " +
+                   std::to_string(store_->applied().index) + ", not " +
+                   std::to_string(last.index));
+  }
   if (s.ok()) s = OpenReplica(/*reset_log=*/true);
   if (!s.ok()) {
     NLOG_ERROR("event=snapshot-install-failed shard=%u error=%s", shard_,
@@ -250,37 +286,43 @@ void Stored::InstallSnapshot(const SnapshotChunk& last) {
   ProcessReplica();
 }
 
-// data_path_.incoming (complete) becomes data_path_, whose raft/ moves
-// into it; the old database goes.  Each step is a rename, and a crash
-// between them is finished here at the next start: a missing database
-// with an old one beside it is the old one; a new one without its log
-// takes the old one's.
+// The leader's database, complete in data_path_/incoming (its COMPLETE
+// mark written), takes the place of this one's files in data_path_ (raft/
+// stays): the old files go, SWAPPING is marked, the new ones move up, the
+// marks go.  Renames within the folder, which may be a mount point; a
+// crash midway is finished here at the next start (or an incomplete
+// incoming dropped).
 Status Stored::SwapDatabase() {
   namespace fs = std::filesystem;
-  const fs::path data = data_path_, old = data_path_ + ".old",
-                 incoming = data_path_ + ".incoming";
+  const fs::path data = data_path_, incoming = data / "incoming";
+  const fs::path complete = incoming / "COMPLETE", swapping = data / "SWAPPING";
   std::error_code ec;
-  if (fs::exists(incoming, ec) && fs::exists(data, ec)) {
-    fs::remove_all(old, ec);
-    fs::rename(data, old, ec);
-    if (ec)
-      return Status(ErrorCode::kStorage,
-                    "renaming the database: " + ec.message());
-    fs::rename(incoming, data, ec);
-    if (ec)
-      return Status(ErrorCode::kStorage,
-                    "renaming the new database: " + ec.message());
+  if (!fs::exists(complete, ec) && !fs::exists(swapping, ec)) {
+    fs::remove_all(incoming, ec);
+    return Status::Ok();
   }
-  if (!fs::exists(data, ec) && fs::exists(old, ec)) {
-    fs::rename(old, data, ec);  // the new one never got there: the old
+  auto failed = [&](const std::string& what) {
+    return Status(ErrorCode::kStorage, what + ": " + ec.message());
+  };
+  if (!fs::exists(swapping, ec)) {
+    for (const auto& entry : fs::directory_iterator(data, ec)) {
+      const std::string name = entry.path().filename();
+      if (name == "raft" || name == "incoming") continue;
+      fs::remove_all(entry.path(), ec);
+      if (ec) return failed("removing the old database");
+    }
+    Status marked = WriteMark(swapping.string());
+    if (!marked.ok()) return marked;
   }
-  if (fs::exists(old / "raft", ec) && !fs::exists(data / "raft", ec)) {
-    fs::rename(old / "raft", data / "raft", ec);
-    if (ec)
-      return Status(ErrorCode::kStorage,
-                    "moving the raft log: " + ec.message());
+  if (fs::exists(incoming, ec)) {
+    for (const auto& entry : fs::directory_iterator(incoming, ec)) {
+      if (entry.path().filename() == "COMPLETE") continue;
+      fs::rename(entry.path(), data / entry.path().filename(), ec);
+      if (ec) return failed("moving the new database");
+    }
   }
-  fs::remove_all(old, ec);
+  fs::remove_all(incoming, ec);
+  fs::remove(swapping, ec);
   return Status::Ok();
 }
 

@@ -3,12 +3,14 @@
 // one is run by hand:
 //
 //   build/natter-chaos --seed 7 --seconds 600 --shards 3 --pairs 16
+//   build/natter-chaos --seed 7 --seconds 600 --shards 2 --replicas 3
 //
 // It starts its own cell (natterctl up, which restarts what is killed) in
 // a temporary folder, with P pairs of users, each user with two devices;
 // the first device of each user sends to the partner at --rate messages a
 // second (all senders together).  Every --kill-every seconds on average it
-// kills one daemon (SIGKILL, now and then SIGTERM), chosen with the seed.
+// kills one daemon (SIGKILL, now and then SIGTERM), chosen with the seed:
+// with --replicas 3, any replica of any shard, the leader too.
 // After --seconds it stops killing and sending, waits for every send's
 // answer and every device's events, and audits:
 //
@@ -55,6 +57,7 @@ struct Settings {
   uint64_t seed = 1;
   double seconds = 20;
   unsigned shards = 3;
+  unsigned replicas = 1;
   unsigned pairs = 4;
   double rate = 200;        // messages a second, all senders together
   double kill_every = 1.5;  // seconds between kills, on average
@@ -172,11 +175,11 @@ int Run(const Settings& st) {
     return 71;
   }
   const std::string& dir = folder->path();
-  std::fprintf(
-      stderr,
-      "chaos: seed=%llu seconds=%.0f shards=%u pairs=%u rate=%.0f dir=%s\n",
-      static_cast<unsigned long long>(st.seed), st.seconds, st.shards, st.pairs,
-      st.rate, dir.c_str());
+  std::fprintf(stderr,
+               "chaos: seed=%llu seconds=%.0f shards=%u replicas=%u pairs=%u "
+               "rate=%.0f dir=%s\n",
+               static_cast<unsigned long long>(st.seed), st.seconds, st.shards,
+               st.replicas, st.pairs, st.rate, dir.c_str());
   std::mt19937_64 rng(st.seed);
   int status = 1;
   {
@@ -187,7 +190,8 @@ int Run(const Settings& st) {
         std::max<uint64_t>(50, static_cast<uint64_t>(st.rate / st.pairs + 1));
     LocalCell cell(TestBinDir(), dir, st.shards,
                    "[stored]\nuser-rate = " + std::to_string(user_rate) +
-                       "\nuser-burst = " + std::to_string(10 * user_rate));
+                       "\nuser-burst = " + std::to_string(10 * user_rate),
+                   {}, "", st.replicas);
     zmq::context_t ctx(1);
     std::vector<Dev> devs;
     for (unsigned p = 0; p < st.pairs; ++p) {
@@ -232,8 +236,13 @@ int Run(const Settings& st) {
     }
 
     std::vector<std::string> targets = {"frontd", "routed", "notifyd"};
-    for (unsigned s = 0; s < st.shards; ++s)
-      targets.push_back("stored-" + std::to_string(s));
+    for (unsigned s = 0; s < st.shards; ++s) {
+      for (unsigned k = 0; k < st.replicas; ++k) {
+        std::string name = "stored-" + std::to_string(s);
+        if (st.replicas > 1) name += "." + std::to_string(k);
+        targets.push_back(name);
+      }
+    }
     std::exponential_distribution<double> gap(1.0 / st.kill_every);
     auto start = Clock::now();
     auto end =
@@ -398,6 +407,8 @@ int main(int argc, char** argv) {
       "how long to send and kill (default 20)")(
       "shards", natter::UintValue("shards", &st.shards),
       "shards of the cell (default 3)")(
+      "replicas", natter::UintValue("replicas", &st.replicas),
+      "replicas of each shard: 1, 3 or 5 (default 1)")(
       "pairs", natter::UintValue("pairs", &st.pairs),
       "pairs of users, two devices each (default 4)")(
       "rate", po::value(&st.rate),
@@ -417,6 +428,10 @@ int main(int argc, char** argv) {
   if (vm.count("help")) {
     std::cout << opts;
     return 0;
+  }
+  if (st.replicas != 1 && st.replicas != 3 && st.replicas != 5) {
+    std::fprintf(stderr, "natter-chaos: replicas is 1, 3 or 5\n");
+    return 64;
   }
   if (st.pairs == 0 || st.shards == 0 || st.rate <= 0 || st.seconds <= 0 ||
       st.kill_every <= 0) {

@@ -2,6 +2,7 @@
 // killed or frozen under steady sending, and nothing acknowledged lost,
 // nothing twice.
 #include <signal.h>
+#include <unistd.h>
 
 #include <catch2/catch.hpp>
 #include <chrono>
@@ -199,4 +200,80 @@ TEST_CASE(
                    &out) == 0);
   CHECK(out.find("3 replicas agree") != std::string::npos);
   CHECK(WholeHistory(b.get(), alice).size() == 70);
+}
+
+TEST_CASE(
+    "a replica whose disk fills stops, its shard serves on without it and "
+    "loses nothing, and it catches up when space returns") {
+  if (::geteuid() != 0) {
+    WARN("not root: cannot mount a small tmpfs; the test did not run");
+    return;
+  }
+  // Replica 2's folder is a 1 MiB tmpfs; a short log, so that it comes
+  // back behind it and takes the leader's database.
+  std::string mounted;
+  TestCell cell(
+      1, "[stored]\nuser-rate = 0\nlog-entries = 50",
+      [&](const std::string& dir) {
+        std::string data = dir + "/data/shard-0.2";
+        REQUIRE(RunCommand("mkdir -p " + data +
+                           " && mount -t tmpfs -o size=1m natter-test " +
+                           data) == 0);
+        mounted = data;
+      },
+      [&] {
+        if (!mounted.empty()) RunCommand("umount " + mounted);
+      },
+      Replicas{3});
+  auto [alice, bob] = TwoUsers(1);
+  ClientOptions ao = cell.Options(alice.value, "a1");
+  ao.timeout_ms = 120000;
+  Device a;
+  a.client = std::make_unique<Client>(ao);
+  REQUIRE(a.client->Connect().ok());
+  auto b = Open(cell, bob, "b1");
+  PollUntil(
+      {&a, b.get()}, "both devices to catch up",
+      [&] { return a.client->CaughtUp() && b->client->CaughtUp(); }, 30);
+  const int kMessages = 3000;
+  const std::string text(400, 'x');
+  std::map<std::string, int> sent;
+  for (int i = 0; i < kMessages; ++i) {
+    sent[a.client->Send(bob, text + std::to_string(i))] = i;
+  }
+  const std::string full_log = cell.dir() + "/log/stored-0.2.log";
+  PollUntil(
+      {&a, b.get()}, "every message processed, the full replica down",
+      [&] {
+        return a.Count(Incoming::Kind::kProcessed) >=
+                   static_cast<size_t>(kMessages) &&
+               CountOf(ReadFile(full_log), "event=storage-down") > 0;
+      },
+      90);
+  REQUIRE(RunCommand("mount -o remount,size=64m " + mounted) == 0);
+  PollUntil(
+      {&a, b.get()}, "the replica to come back",
+      [&] { return CountOf(ReadFile(full_log), "event=storage-up") > 0; }, 30);
+  std::string out;
+  CHECK(RunCommand(
+            BinPath("natterctl") + " verify --timeout 60s --dir " + cell.dir(),
+            &out) == 0);
+  CHECK(out.find("3 replicas agree") != std::string::npos);
+  PollUntil(
+      {&a, b.get()}, "bob to get every message",
+      [&] { return b->Messages().size() >= static_cast<size_t>(kMessages); },
+      60);
+  CHECK(a.Count(Incoming::Kind::kError) == 0);
+  std::set<uint64_t> ids;
+  for (const auto& in : a.got) {
+    if (in.kind == Incoming::Kind::kProcessed) {
+      REQUIRE(ids.insert(in.processed.id.value).second);
+    }
+  }
+  CHECK(ids.size() == sent.size());
+  std::set<uint64_t> received;
+  for (const auto& e : b->Messages()) {
+    REQUIRE(received.insert(e.id.value).second);
+  }
+  CHECK(received == ids);
 }

@@ -23,11 +23,12 @@ TestCell::TestCell(unsigned shards, Replicas replicas,
 
 TestCell::TestCell(unsigned shards, const std::string& extra_conf,
                    const std::function<void(const std::string&)>& before_up,
-                   std::function<void()> after_stop)
+                   std::function<void()> after_stop, Replicas replicas)
     : after_stop_(std::move(after_stop)) {
   try {
-    cell_ = std::make_unique<LocalCell>(BinPath("."), dir_.path(), shards,
-                                        extra_conf, before_up);
+    cell_ =
+        std::make_unique<LocalCell>(BinPath("."), dir_.path(), shards,
+                                    extra_conf, before_up, "", replicas.count);
   } catch (...) {
     if (after_stop_) after_stop_();
     throw;

@@ -35,7 +35,7 @@ class TestCell {
   // cell has stopped, before the folder is removed.
   TestCell(unsigned shards, const std::string& extra_conf,
            const std::function<void(const std::string& dir)>& before_up,
-           std::function<void()> after_stop);
+           std::function<void()> after_stop, Replicas replicas = {});
   ~TestCell();
 
   const std::string& dir() const { return dir_.path(); }
