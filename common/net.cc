@@ -190,6 +190,7 @@ Status LinkWatch::Connect(zmq::socket_t& socket, const CurveIdentity& me,
   if (!s.ok()) return s;
   Link link;
   link.routing_id = routing_id;
+  link.current_id = routing_id;
   link.endpoint = endpoint;
   link.address = parsed.address;
   link.aliases = ResolvedNames(parsed.address);
@@ -255,8 +256,9 @@ void LinkWatch::Relink(Watched& w, Link& link, const char* reason) {
                     .count()));
   zmq_disconnect(w.socket, link.address.c_str());  // may be gone already
   if (!link.routing_id.empty()) {
-    zmq_setsockopt(w.socket, ZMQ_CONNECT_ROUTING_ID, link.routing_id.data(),
-                   link.routing_id.size());
+    link.current_id = link.routing_id + "." + std::to_string(++link.generation);
+    zmq_setsockopt(w.socket, ZMQ_CONNECT_ROUTING_ID, link.current_id.data(),
+                   link.current_id.size());
   }
   Status s = ConnectTo(zmq::socket_ref(zmq::from_handle, w.socket), link.me,
                        link.endpoint);
@@ -307,6 +309,17 @@ bool LinkWatch::AllConnected() {
   Check();
   return std::all_of(watched_.begin(), watched_.end(),
                      [](const Watched& w) { return w.connected; });
+}
+
+std::string LinkWatch::RoutingId(const zmq::socket_t& socket,
+                                 const std::string& endpoint) const {
+  for (const Watched& w : watched_) {
+    if (w.socket != socket.handle()) continue;
+    for (const Link& link : w.links) {
+      if (link.endpoint == endpoint) return link.current_id;
+    }
+  }
+  return "";
 }
 
 std::string LinkWatch::Waiting() const {

@@ -102,8 +102,10 @@ class LinkWatch {
   // Watches socket (named for the log); before its Connects.
   void Add(zmq::socket_t& socket, const std::string& name);
   // Connects an Added socket to endpoint, as ConnectTo does, and keeps that
-  // link up from now on.  A ROUTER may name the peer (ZMQ_CONNECT_ROUTING_ID,
-  // set again at each re-link) to address it by that name.
+  // link up from now on.  A ROUTER may name the peer (ZMQ_CONNECT_ROUTING_ID)
+  // to address it by that name; each re-link names it anew (the name, a
+  // dot, a count: the old pipe may still hold the old name), and RoutingId
+  // tells the name in use.
   Status Connect(zmq::socket_t& socket, const CurveIdentity& me,
                  const std::string& endpoint,
                  const std::string& routing_id = "");
@@ -113,6 +115,10 @@ class LinkWatch {
   bool AllConnected();
   // The names of the sockets still waiting for their first handshake.
   std::string Waiting() const;
+  // The name the peer at endpoint has now on a ROUTER socket (Connect's
+  // routing_id); empty if none.
+  std::string RoutingId(const zmq::socket_t& socket,
+                        const std::string& endpoint) const;
   // Re-links made, ever (a metric).
   uint64_t relinks() const { return relinks_; }
 
@@ -130,6 +136,8 @@ class LinkWatch {
     std::vector<std::string> aliases;  // a tcp host name, resolved
     CurveIdentity me;
     std::string routing_id;  // the peer's name on a ROUTER, if any
+    std::string current_id;  // that name as now set (after re-links)
+    uint64_t generation = 0;
     State state = State::kConnecting;
     int fd = -1;                   // of the connection ZeroMQ reported last
     Clock::time_point since;       // the last change or attempt

@@ -144,6 +144,7 @@ Status Routed::Start() {
       watch_->Add(shard.socket, "shard-" + std::to_string(shards_.size()));
       std::vector<std::string> replicas = ReplicaEndpoints(entry);
       shard.replicas = replicas.size();
+      shard.endpoints = replicas;
       for (size_t k = 0; k < replicas.size(); ++k) {
         Status cs = watch_->Connect(shard.socket, keys_.identity(), replicas[k],
                                     "r" + std::to_string(k));
@@ -276,7 +277,7 @@ bool Routed::ToShard(uint32_t shard, Parts* out) {
   for (size_t tried = 0; tried < s.replicas; ++tried) {
     uint32_t k = static_cast<uint32_t>((s.leader + tried) % s.replicas);
     Parts with_name;
-    with_name.push_back(ToMessage("r" + std::to_string(k)));
+    with_name.push_back(ToMessage(ReplicaName(s, k)));
     for (zmq::message_t& m : *out) with_name.emplace_back(m.data(), m.size());
     if (SendParts(s.socket, with_name)) {
       if (tried > 0) {
@@ -288,6 +289,10 @@ bool Routed::ToShard(uint32_t shard, Parts* out) {
     }
   }
   return false;
+}
+
+std::string Routed::ReplicaName(const Shard& shard, size_t k) const {
+  return watch_->RoutingId(shard.socket, shard.endpoints[k]);
 }
 
 void Routed::LearnLeader(uint32_t shard, uint32_t leader, uint64_t term) {
@@ -315,7 +320,7 @@ void Routed::AskLeaders() {
     std::string frame = EncodeFrame(h, q);
     for (size_t k = 0; k < shards_[i].replicas; ++k) {
       Parts parts;
-      parts.push_back(ToMessage("r" + std::to_string(k)));
+      parts.push_back(ToMessage(ReplicaName(shards_[i], k)));
       parts.push_back(ToMessage(frame));
       SendParts(shards_[i].socket, parts);  // an absent replica: no matter
     }

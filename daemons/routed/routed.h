@@ -90,9 +90,12 @@ class Routed : public Service {
   struct Shard {
     zmq::socket_t socket;
     size_t replicas = 1;
-    uint32_t leader = 0;  // a replica number
+    std::vector<std::string> endpoints;  // a replica's, by number
+    uint32_t leader = 0;                 // a replica number
     uint64_t term = 0;
   };
+  // Replica k's name on its shard's socket now (LinkWatch::RoutingId).
+  std::string ReplicaName(const Shard& shard, size_t k) const;
 
   zmq::context_t& ctx_;
   DaemonKeys keys_;

@@ -79,6 +79,8 @@ std::string FormatKey() { return "v"; }
 
 std::string AppliedIndexKey() { return "l"; }
 
+std::string NextOutboxKey() { return "n"; }
+
 std::string OutboxKey(uint64_t n) {
   std::string k(1, 'o');
   PutBigEndian(&k, n);

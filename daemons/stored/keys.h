@@ -12,6 +12,7 @@
 //   a user               the newest seq any of the user's devices acked
 //   v                    the format of the database (kFormat)
 //   l                    the last Raft log entry applied: index, term
+//   n                    the next outbox number (the same on every replica)
 #ifndef NATTER_DAEMONS_STORED_KEYS_H_
 #define NATTER_DAEMONS_STORED_KEYS_H_
 
@@ -38,6 +39,7 @@ std::string MessagePrefix(UserId user, UserId peer);
 std::string AckMarkKey(UserId user);
 std::string FormatKey();
 std::string AppliedIndexKey();
+std::string NextOutboxKey();
 
 // The database's format: 1 has the r keys (a database without a v key was
 // made before them, and gets them when it is opened).

@@ -53,6 +53,7 @@ Node::Node(const Options& options, const Restored& restored)
       election_ticks_(std::max(options.election_ticks, 2)),
       heartbeat_ticks_(std::max(options.heartbeat_ticks, 1)),
       max_append_bytes_(options.max_append_bytes),
+      max_append_entries_(std::max<size_t>(options.max_append_entries, 1)),
       max_inflight_(std::max<size_t>(options.max_inflight, 1)),
       random_(options.seed ^ (options.id * 0x9e3779b97f4a7c15ull)) {
   if (id_ == 0) throw std::invalid_argument("raft: a node's id is above 0");
@@ -405,7 +406,10 @@ void Node::SendAppend(NodeId to, bool allow_empty) {
   size_t bytes = 0;
   for (uint64_t i = p.next; i <= LastIndex(); ++i) {
     const Entry& e = log_[i - snapshot_.index - 1];
-    if (!entries.empty() && bytes + e.data.size() > max_append_bytes_) break;
+    if (!entries.empty() && (bytes + e.data.size() > max_append_bytes_ ||
+                             entries.size() >= max_append_entries_)) {
+      break;
+    }
     bytes += e.data.size() + 32;
     entries.push_back(e);
   }

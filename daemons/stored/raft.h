@@ -137,6 +137,8 @@ struct Options {
   int election_ticks = 10;  // a follower waits election..2*election-1
   int heartbeat_ticks = 1;
   size_t max_append_bytes = 512 * 1024;  // entries in one kAppend
+  // and at most this many (the frame decoder takes arrays of up to 2000)
+  size_t max_append_entries = 1000;
   size_t max_inflight = 64;  // kAppends ahead of their replies, a peer
   uint64_t seed = 0;         // the election timeouts' randomness
 };
@@ -268,6 +270,7 @@ class Node {
   int election_ticks_;
   int heartbeat_ticks_;
   size_t max_append_bytes_;
+  size_t max_append_entries_;
   size_t max_inflight_;
   std::mt19937_64 random_;
 

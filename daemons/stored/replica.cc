@@ -119,6 +119,9 @@ Status Replica::Start() {
     if (k == settings_.replica) continue;
     zmq::socket_t& p = peers_.back();
     p.set(zmq::sockopt::immediate, 1);
+    // Bounded: a database streamed to a replica waits here at most
+    // kPeerQueue chunks (64 MiB); Raft's own messages may be lost beyond.
+    p.set(zmq::sockopt::sndhwm, kPeerQueue);
     watch_->Add(p, "replica-" + std::to_string(k));
     Status s = watch_->Connect(p, me_, settings_.endpoints[k]);
     if (!s.ok()) return s;

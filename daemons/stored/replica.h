@@ -129,6 +129,7 @@ class Replica {
     bool finished = false;
   };
   static constexpr size_t kChunkBytes = 256 * 1024;
+  static constexpr int kPeerQueue = 256;
   // The frame decoder takes arrays of up to 2 * kMaxSyncPage elements.
   static constexpr size_t kChunkPairs = kMaxSyncPage - 100;
 

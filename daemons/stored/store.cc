@@ -118,7 +118,14 @@ Status Store::Open(const std::string& path, int max_open_files) {
   } else {
     it->SeekToLast();
   }
-  if (it->Valid() && HasPrefix(it->key(), "o") && it->key().size() == 9) {
+  // The next outbox number as the database records it (the same on every
+  // replica); a database from before the record: after its last hand-off.
+  next_outbox_ = 1;
+  std::string next;
+  if (db_->Get({}, NextOutboxKey(), &next).ok() && next.size() == 8) {
+    next_outbox_ = GetBigEndian(next.data());
+  } else if (it->Valid() && HasPrefix(it->key(), "o") &&
+             it->key().size() == 9) {
     next_outbox_ = GetBigEndian(it->key().data() + 1) + 1;
   }
   return Status::Ok();
@@ -440,6 +447,7 @@ Status Store::Apply(std::vector<Request>* batch, Effects* effects,
   // The cache is bounded, and emptied only between batches: within one it
   // holds the seqs handed out but not yet on disk.
   if (heads_.size() >= max_cached_heads_) heads_.clear();
+  const uint64_t outbox_before = next_outbox_;
   BatchState b;
   b.written.reserve(batch->size() * 8);  // about what a send writes
   std::vector<Seq> sync_cursor(batch->size());
@@ -449,6 +457,11 @@ Status Store::Apply(std::vector<Request>* batch, Effects* effects,
     Status s =
         VisitBody(r.frame, Writer(this, &r, &b, effects, &sync_cursor[i]));
     if (!s.ok()) r.reply = EncodeError(r.frame.header, s);
+  }
+  if (next_outbox_ != outbox_before) {
+    std::string v;
+    PutBigEndian(&v, next_outbox_);
+    b.writes.Put(NextOutboxKey(), v);
   }
   if (at.index > 0) {
     std::string v;
@@ -464,6 +477,7 @@ Status Store::Apply(std::vector<Request>* batch, Effects* effects,
     if (!s.ok()) {
       // Nothing of this batch is acknowledged; forget what it counted.
       heads_.clear();
+      next_outbox_ = outbox_before;
       effects->publish.clear();
       effects->publish_trace.clear();
       effects->handoff.clear();

@@ -58,8 +58,10 @@ Status Stored::Create(const Config& config, zmq::context_t& ctx,
                                               " is not in the shard map of " +
                                               std::to_string(shards.size()));
   }
-  if (batch == 0)
-    return Status(ErrorCode::kBadRequest, "batch-max: must be at least 1");
+  if (batch == 0 || batch > kMaxBatch) {
+    return Status(ErrorCode::kBadRequest,
+                  "batch-max: 1 to " + std::to_string(kMaxBatch));
+  }
   st->shard_ = static_cast<uint32_t>(shard);
   st->shard_count_ = static_cast<uint32_t>(shards.size());
   Replica::Settings& rs = st->replica_settings_;
@@ -159,6 +161,18 @@ Status Stored::Start() {
 
 namespace {
 
+// LevelDB's own files in a database folder (db/filename.cc): what a
+// database swapped in replaces, and nothing else of the folder.
+bool IsLevelDbFile(const std::string& name) {
+  auto ends = [&](const char* suffix) {
+    size_t n = std::strlen(suffix);
+    return name.size() > n && name.compare(name.size() - n, n, suffix) == 0;
+  };
+  return name == "CURRENT" || name == "LOCK" || name == "LOG" ||
+         name == "LOG.old" || name.rfind("MANIFEST-", 0) == 0 || ends(".log") ||
+         ends(".ldb") || ends(".sst") || ends(".dbtmp");
+}
+
 // An empty file, synced, and its folder: a step of SwapDatabase done.
 Status WriteMark(const std::string& path) {
   int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
@@ -181,6 +195,12 @@ Status WriteMark(const std::string& path) {
 
 void Stored::TakeChunk(SnapshotChunk* chunk) {
   const std::string path = data_path_ + "/incoming";
+  // Only from the leader of this replica's term: a deposed leader's
+  // stream must not cut a log that the new leader's entries are in.
+  if (chunk->term != replica_->term() || chunk->from != replica_->leader() ||
+      chunk->to != replica_settings_.replica + 1) {
+    return;
+  }
   if (chunk->seq == 0) {
     incoming_.reset();
     std::error_code ec;
@@ -307,7 +327,7 @@ Status Stored::SwapDatabase() {
   if (!fs::exists(swapping, ec)) {
     for (const auto& entry : fs::directory_iterator(data, ec)) {
       const std::string name = entry.path().filename();
-      if (name == "raft" || name == "incoming") continue;
+      if (!IsLevelDbFile(name)) continue;  // raft/, incoming/, lost+found ...
       fs::remove_all(entry.path(), ec);
       if (ec) return failed("removing the old database");
     }
@@ -634,6 +654,11 @@ bool Stored::ServeBatch() {
 
 bool Stored::TakeOther(const Parts& route, const Frame& frame) {
   const size_t n = route.size() - 1;
+  if ((frame.type() == MsgType::kRaft ||
+       frame.type() == MsgType::kSnapshotChunk) &&
+      frame.header.device != std::to_string(shard_)) {
+    return true;  // another shard's replicas (a wrong shard map)
+  }
   if (frame.type() == MsgType::kRaft) {
     RaftMessage m;
     if (replica_ && DecodeBody(frame, &m).ok()) replica_->Step(m);
@@ -701,6 +726,13 @@ void Stored::Read(std::vector<Parts>* routes, std::vector<Request>* batch) {
   job.routes = std::move(*routes);
   job.batch = std::move(*batch);
   if (!replica_ || !replica_->Read(context)) {
+    // Leadership went within this turn: routed asks again.
+    for (size_t i = 0; i < job.batch.size(); ++i) {
+      NotLeader not_leader{shard_, replica_ ? replica_->leader() : 0,
+                           replica_ ? replica_->term() : 0};
+      SendRouted(requests_, job.routes[i], job.routes[i].size() - 1,
+                 EncodeReply(job.batch[i].frame.header, not_leader));
+    }
     reads_.erase(context);
   }
 }
@@ -716,7 +748,27 @@ void Stored::ProcessReplica() {
 }
 
 Status Stored::ApplyEntry(const raft::Entry& entry) {
-  if (entry.type != raft::EntryType::kNormal) return Status::Ok();
+  // A proposal of this replica's whose place another leader's entry took
+  // (a no-op, acknowledgements, others' requests) is answered now.
+  auto taken = proposals_.find(entry.index);
+  if (taken != proposals_.end() && taken->second.term != entry.term) {
+    for (const Parts& route : taken->second.routes) {
+      Header h;
+      PeekHeader(route.back().data(), route.back().size(), &h);
+      SendRouted(
+          requests_, route, route.size() - 1,
+          EncodeError(h, Status(ErrorCode::kUnavailable,
+                                "the shard's leader changed before this was "
+                                "written")));
+    }
+    proposals_.erase(taken);
+  }
+  if (entry.type != raft::EntryType::kNormal) {
+    // Changes nothing but where the database is in the log.
+    std::vector<Request> none;
+    Effects nothing;
+    return store_->Apply(&none, &nothing, {entry.index, entry.term});
+  }
   ShardEntry e;
   if (!UnpackValue(entry.data, &e)) {
     NLOG_ERROR("event=bad-log-entry shard=%u index=%llu", shard_,
@@ -928,8 +980,9 @@ void Stored::StorageFailed() {
 void Stored::TryReopen() {
   if (Clock::now() < next_reopen_) return;
   next_reopen_ = Clock::now() + std::chrono::seconds(1);
-  Status s = store_->is_open() ? Status::Ok()
-                               : store_->Open(data_path_, max_open_files_);
+  Status s = store_->is_open() ? Status::Ok() : SwapDatabase();
+  if (s.ok() && !store_->is_open())
+    s = store_->Open(data_path_, max_open_files_);
   if (s.ok()) s = OpenReplica();
   if (!s.ok()) {
     NLOG_WARN("event=storage-reopen-failed shard=%u error=%s", shard_,
@@ -996,7 +1049,13 @@ void Stored::TakeAcks() {
     }
   }
   if (!acks.empty() && replica_ && replica_->leading()) {
-    replica_->Propose(PackEntry(EntryKind::kAcks, std::move(acks)));
+    // Entries of at most kMaxBatch acknowledgements (what an entry decodes).
+    for (size_t at = 0; at < acks.size(); at += kMaxBatch) {
+      size_t end = std::min(acks.size(), at + kMaxBatch);
+      replica_->Propose(PackEntry(
+          EntryKind::kAcks,
+          std::vector<std::string>(acks.begin() + at, acks.begin() + end)));
+    }
     ProcessReplica();
   }
 }

@@ -59,6 +59,9 @@ class Stored : public Service, private ReplicaHandler {
   std::string Waiting() override { return watch_->Waiting(); }
   void Stop() override;
   static constexpr size_t kMaxPendingInMemory = 100000;
+  // The most requests (or acknowledgements) in one log entry: its frames
+  // decode as an array of at most 4096.
+  static constexpr size_t kMaxBatch = 2000;
   void Reload() override { keys_.Reload(); }
   const CurveIdentity* Identity() override { return &keys_.identity(); }
   void Stats(MetricSet* set) override;

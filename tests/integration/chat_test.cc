@@ -302,7 +302,13 @@ TEST_CASE(
   CHECK(term.WaitForText("-- no older messages").find("no older") !=
         std::string::npos);
   term.Type("/history", true);
-  screen = term.WaitForText("-- the newest messages:");
+  screen =
+      term.WaitFor("the newest page to show the last message sent",
+                   [&](const std::string& s) {
+                     size_t at = s.find("-- the newest messages:");
+                     return at != std::string::npos &&
+                            s.find("me: hello bob", at) != std::string::npos;
+                   });
   // The page again, each message under the number it had, with what it
   // has now.
   std::string again = screen.substr(screen.find("-- the newest messages:"));
@@ -312,9 +318,18 @@ TEST_CASE(
                         "\\] [0-9:]+ me: hello bob \\[2 🎉\\] \\(seen\\)")));
   // From a point in time: a date, or a while ago.
   term.Type("/history 2099-01-01T00:00:00Z", true);
-  screen = term.WaitForText("-- messages up to 2099-01-01");
-  CHECK(screen.substr(screen.find("-- messages up to 2099"))
-            .find("2: hi from bob") != std::string::npos);
+  // The page is drawn after its heading: wait for the line in it.
+  auto after = [](const std::string& s, const std::string& heading) {
+    size_t at = s.find(heading);
+    return at == std::string::npos ? std::string() : s.substr(at);
+  };
+  screen = term.WaitFor(
+      "the page up to 2099 to show bob's message", [&](const std::string& s) {
+        return after(s, "-- messages up to 2099-01-01")
+                   .find("2: hi from bob") != std::string::npos;
+      });
+  CHECK(after(screen, "-- messages up to 2099").find("2: hi from bob") !=
+        std::string::npos);
   term.Type("/history 3d", true);
   CHECK(term.WaitForText("-- no messages up to then").find("up to then") !=
         std::string::npos);

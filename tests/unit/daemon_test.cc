@@ -301,7 +301,11 @@ TEST_CASE("stored's factory refuses a bad value, naming it") {
   CHECK(refusal({{"shard", "2"}}) == "shard 2 is not in the shard map of 2");
   CHECK(refusal({{"shard", "1"}}) == "");
   CHECK(refusal({{"shards", ""}}) == "shards: the shard map is empty");
-  CHECK(refusal({{"batch-max", "0"}}) == "batch-max: must be at least 1");
+  CHECK(refusal({{"batch-max", "0"}}) == "batch-max: 1 to 2000");
+  CHECK(refusal({{"batch-max", "2001"}}) == "batch-max: 1 to 2000");
+  CHECK(refusal({{"replica", "1"}}) ==
+        "replica 1 is not among the 1 replicas of shard 0");
+  CHECK(refusal({{"log-entries", "9"}}) == "log-entries: at least 10");
   CHECK(refusal({{"handoff-retry", "1y"}}) ==
         "handoff-retry: '1y' is not a duration (90s, 15m, 24h, 7d)");
   CHECK_THAT(refusal({{"user-burst", "4"}}),
