@@ -76,8 +76,15 @@ Node::Node(const Options& options, const Restored& restored)
   std::vector<NodeId> first = snapshot_.index > 0 || !snapshot_.voters.empty()
                                   ? snapshot_.voters
                                   : options.voters;
+  LoadConfigs(std::move(first));
+  ResetTimeout();
+}
+
+void Node::LoadConfigs(std::vector<NodeId> first) {
   std::sort(first.begin(), first.end());
+  configs_.clear();
   configs_.push_back({snapshot_.index, first});
+  pending_config_ = 0;
   for (const Entry& e : log_) {
     std::vector<NodeId> v;
     if (e.type == EntryType::kConfig && DecodeVoters(e.data, &v)) {
@@ -86,7 +93,6 @@ Node::Node(const Options& options, const Restored& restored)
     }
   }
   SetVoters(configs_.back().second);
-  ResetTimeout();
 }
 
 // --- the log ---------------------------------------------------------------
@@ -626,17 +632,7 @@ void Node::HandleSnapshot(const Message& m) {
   }
   snapshot_ = s;
   std::sort(snapshot_.voters.begin(), snapshot_.voters.end());
-  configs_.clear();
-  configs_.push_back({s.index, snapshot_.voters});
-  pending_config_ = 0;
-  for (const Entry& e : log_) {
-    std::vector<NodeId> v;
-    if (e.type == EntryType::kConfig && DecodeVoters(e.data, &v)) {
-      configs_.push_back({e.index, v});
-      pending_config_ = e.index;
-    }
-  }
-  SetVoters(configs_.back().second);
+  LoadConfigs(snapshot_.voters);
   commit_ = s.index;
   applied_ = handed_ = s.index;
   // The log on disk is replaced by the snapshot and what follows it here.

@@ -263,6 +263,9 @@ class Node {
   void ReleaseReads();
   void ConfigChanged();
   void SetVoters(std::vector<NodeId> voters);
+  // The configurations: first (the snapshot's voters), then every one the
+  // log holds; the voters are the last.
+  void LoadConfigs(std::vector<NodeId> first);
   std::vector<NodeId> VotersAt(uint64_t index) const;
 
   // Options.

@@ -400,19 +400,29 @@ bool Stored::Control(const Frame& request, const ControlServer::Reply& reply) {
     reply(EncodeError(request.header, s));
     return true;
   }
-  backup_ = std::make_unique<BackupJob>();
-  BackupJob* job = backup_.get();
-  job->path = b.path;
-  job->header = request.header;
-  job->reply = reply;
   NLOG_INFO("event=backup-started shard=%u path=%s", shard_,
             LogValue(b.path).c_str());
+  BackupJob* job =
+      StartJob(request, reply, [this, path = b.path](BackupJob* j) {
+        j->status = store_->Backup(path, &j->records, &j->bytes);
+      });
+  job->path = b.path;  // for the answer, read once the thread is done
+  return true;
+}
+
+Stored::BackupJob* Stored::StartJob(const Frame& request,
+                                    const ControlServer::Reply& reply,
+                                    std::function<void(BackupJob*)> work) {
+  backup_ = std::make_unique<BackupJob>();
+  BackupJob* job = backup_.get();
+  job->header = request.header;
+  job->reply = reply;
   // The snapshot is taken by the thread at once; the shard serves on.
-  job->thread = std::thread([this, job] {
-    job->status = store_->Backup(job->path, &job->records, &job->bytes);
+  job->thread = std::thread([job, work = std::move(work)] {
+    work(job);
     job->done = true;
   });
-  return true;
+  return job;
 }
 
 bool Stored::StartDigest(const Frame& request,
@@ -428,16 +438,10 @@ bool Stored::StartDigest(const Frame& request,
     reply(EncodeError(request.header, s));
     return true;
   }
-  backup_ = std::make_unique<BackupJob>();
-  BackupJob* job = backup_.get();
-  job->digest = true;
-  job->header = request.header;
-  job->reply = reply;
-  // Read by a thread of its own from a snapshot; the shard serves on.
-  job->thread = std::thread([this, job] {
-    job->status = store_->Digest(&job->path, &job->records, &job->at);
-    job->done = true;
+  BackupJob* job = StartJob(request, reply, [this](BackupJob* j) {
+    j->status = store_->Digest(&j->path, &j->records, &j->at);
   });
+  job->digest = true;
   return true;
 }
 

@@ -130,6 +130,11 @@ class Stored : public Service, private ReplicaHandler {
     return store_->ReadSnapshot();
   }
   void Publish(const Event& event, uint64_t trace);
+  // Starts `work` on a thread of its own for a control request; answered
+  // by FinishBackup once it is done.
+  struct BackupJob;
+  BackupJob* StartJob(const Frame& request, const ControlServer::Reply& reply,
+                      std::function<void(BackupJob*)> work);
   // natterctl verify: a digest of the database, made as a backup is.
   bool StartDigest(const Frame& request, const ControlServer::Reply& reply);
   // Answers a finished backup (or digest); with wait, waits for a running
