@@ -126,6 +126,16 @@ const char kPeerKeyNaming[] =
     "a key's name is frontd, routed, stored, notifyd or admin, alone or "
     "followed by -, ., _ or @ and anything, as in stored-1 or frontd@host3";
 
+bool SentByRole(const zmq::message_t& message, PeerRole role) {
+  const char* roles = zmq_msg_gets(message.handle(), "User-Id");
+  if (roles == nullptr || *roles == '\0') return true;
+  const std::string name = PeerRoleName(role);
+  for (const std::string& r : SplitList(roles)) {
+    if (r == name) return true;
+  }
+  return false;
+}
+
 const char* PeerRoleName(PeerRole role) {
   switch (role) {
     case PeerRole::kFrontd:
@@ -313,15 +323,19 @@ size_t ZapHandler::key_count() const {
 }
 
 bool ZapHandler::AdmitPeer(const std::string& domain,
-                           const std::string& address,
-                           const CurveKey& key) const {
+                           const std::string& address, const CurveKey& key,
+                           std::string* admitted) const {
   std::lock_guard<std::mutex> lock(mutex_);
   auto it = allowed_.find(key);
   std::set<PeerRole> roles;
   if (it != allowed_.end()) roles = it->second;
+  admitted->clear();
   for (PeerRole role : roles) {
-    if (DomainAdmits(domain, role)) return true;
+    if (!DomainAdmits(domain, role)) continue;
+    *admitted +=
+        (admitted->empty() ? "" : ",") + std::string(PeerRoleName(role));
   }
+  if (!admitted->empty()) return true;
   // The domain and the roles are the daemon's own words; the address is
   // libzmq's.
   NLOG_WARN("event=peer-refused domain=%s address=%s role=%s key=%s",
@@ -349,13 +363,14 @@ void ZapHandler::Run() {
     std::string address = req.size() > 3 ? req[3].to_string() : "";
     std::string mechanism = req.size() > 5 ? req[5].to_string() : "";
     bool ok = false;
+    std::string roles;
     std::string code = "400";
     std::string text = "not a key this socket admits";
     if (version == "1.0" && mechanism == "CURVE" && req.size() >= 7 &&
         req[6].size() == 32) {
       CurveKey key;
       std::memcpy(key.data(), req[6].data(), 32);
-      ok = AdmitPeer(domain, address, key);
+      ok = AdmitPeer(domain, address, key, &roles);
     }
     std::vector<zmq::message_t> reply;
     reply.emplace_back(version.data(), version.size());
@@ -366,7 +381,7 @@ void ZapHandler::Run() {
     }
     reply.emplace_back(code.data(), code.size());
     reply.emplace_back(text.data(), text.size());
-    reply.emplace_back();
+    reply.emplace_back(roles.data(), roles.size());  // the User-Id
     reply.emplace_back();
     try {
       zmq::send_multipart(socket_, reply);

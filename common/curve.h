@@ -61,6 +61,11 @@ constexpr char kZapDomainNotifydOut[] = "cell:frontd";  // notifyd's PUB
 constexpr char kZapDomainControl[] = "cell:admin";      // control sockets
 // Whether a "cell:..." domain admits a key of role; false for any other.
 bool DomainAdmits(const std::string& domain, PeerRole role);
+// Whether a message came from a peer whose key has role: ZapHandler names
+// the roles it admitted a key for as the connection's User-Id.  A message
+// with none came over a socket without CURVE (nobody's key was checked),
+// and passes.
+bool SentByRole(const zmq::message_t& message, PeerRole role);
 
 // The cell's allow-list: each key of a peer-keys folder with the roles its
 // file names give it (a key listed under two names has both).
@@ -134,10 +139,10 @@ class ZapHandler {
  private:
   void Run();
   Status Load(const std::string& dir);
-  // Whether a key may connect to a socket of a "cell:..." domain; logs a
-  // refusal.
+  // Whether a key may connect to a socket of a "cell:..." domain (roles:
+  // the roles it is admitted for, joined by commas); logs a refusal.
   bool AdmitPeer(const std::string& domain, const std::string& address,
-                 const CurveKey& key) const;
+                 const CurveKey& key, std::string* roles) const;
 
   zmq::context_t& ctx_;
   zmq::socket_t socket_;

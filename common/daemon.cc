@@ -207,7 +207,16 @@ int RunDaemon(int argc, char** argv, const DaemonSpec& spec) {
         NotifySystemd("RELOADING=1");
         LogReopen();
         NLOG_INFO("event=reload");
-        service->Reload();
+        Config again;
+        DaemonFlags ignored;
+        bool usage = false;
+        Status read =
+            Config::Load(spec.section, argc, argv, &again, &ignored, &usage);
+        if (!read.ok()) {
+          NLOG_ERROR("event=reload-config-failed error=%s",
+                     LogValue(read.message()).c_str());
+        }
+        service->Reload(read.ok() ? again : config);
         NotifySystemd("READY=1");
       }
     }

@@ -33,8 +33,9 @@ class Service {
   virtual void RunOnce(int timeout_ms) = 0;
   // Finishes the work in hand before the daemon exits.
   virtual void Stop() {}
-  // SIGHUP: reads its keys again, without dropping connections.
-  virtual void Reload() {}
+  // SIGHUP: reads its keys again, without dropping connections; config is
+  // natter.conf as read again (the one it started with if that failed).
+  virtual void Reload(const Config& config) { (void)config; }
   // The daemon's CURVE identity, which its control socket uses too; null
   // before Start.
   virtual const CurveIdentity* Identity() { return nullptr; }

@@ -200,6 +200,20 @@ Status LinkWatch::Connect(zmq::socket_t& socket, const CurveIdentity& me,
   return Status::Ok();
 }
 
+void LinkWatch::Disconnect(zmq::socket_t& socket, const std::string& endpoint) {
+  for (Watched& w : watched_) {
+    if (w.socket != socket.handle()) continue;
+    for (auto link = w.links.begin(); link != w.links.end(); ++link) {
+      if (link->endpoint != endpoint) continue;
+      zmq_disconnect(w.socket, link->address.c_str());  // may be gone already
+      NLOG_INFO("event=unlinked link=%s endpoint=%s", w.name.c_str(),
+                link->address.c_str());
+      w.links.erase(link);
+      return;
+    }
+  }
+}
+
 void LinkWatch::Take(Watched& w, uint16_t event, uint32_t value,
                      const std::string& address) {
   if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) w.connected = true;

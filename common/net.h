@@ -109,6 +109,8 @@ class LinkWatch {
   Status Connect(zmq::socket_t& socket, const CurveIdentity& me,
                  const std::string& endpoint,
                  const std::string& routing_id = "");
+  // Ends the link to endpoint (Connect's) and stops keeping it up.
+  void Disconnect(zmq::socket_t& socket, const std::string& endpoint);
   // Reads the monitors' events and connects again the links that need it.
   void Check();
   // Check, then: true once every socket has had a handshake.

@@ -9,7 +9,10 @@ const std::vector<OptionSpec> kOptions = {
     {"cell", "shards", "",
      "The shard map: the endpoints of the stored shards, in order, "
      "separated by spaces.  A user's home shard is a hash of its id over "
-     "this list; never reorder it."},
+     "this list; never reorder it.  A replicated shard is its replicas' "
+     "endpoints joined by commas; a removed replica's place is -.  "
+     "Replicas may be added or removed while the cell runs (SIGHUP reads "
+     "them again); the shards may not."},
     {"cell", "routed", "",
      "Endpoints of natter-routed, separated by spaces; frontds and shards "
      "connect to each."},
@@ -105,6 +108,12 @@ const std::vector<OptionSpec> kOptions = {
     {"stored", "replica", "0",
      "Which of the shard's replicas this is, from 0: its place in the "
      "shard's entry of the shard map (endpoints joined by commas)."},
+    {"stored", "join", "no",
+     "yes: this replica is being added to a running shard (natterctl "
+     "replica add): when its log is empty it has no voters of its own and "
+     "waits for the leader's database and log.  no: a new shard's replicas "
+     "start with every replica of the shard map as a voter.  Only read "
+     "while the replica's log is empty."},
     {"stored", "raft-tick", "100",
      "Milliseconds a tick of the replicas' Raft clock lasts: the leader's "
      "heartbeat goes out every tick."},

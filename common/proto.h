@@ -547,6 +547,21 @@ struct DigestReply {
   NATTER_WIRE(4, applied_index, applied_term, digest, records)
 };
 
+// natterctl replica add|remove: a change of a shard's voters, to the
+// replica that leads it (a follower answers with a not-leader).  Answered
+// once the change is committed, with the voters from then on.
+struct MembershipRequest {
+  bool add = false;  // else remove
+  uint32_t replica = 0;
+  NATTER_WIRE(2, add, replica)
+};
+
+struct MembershipReply {
+  uint64_t index = 0;              // the configuration's place in the log
+  std::vector<uint64_t> replicas;  // the voters, by replica number
+  NATTER_WIRE(2, index, replicas)
+};
+
 // --- The frame types --------------------------------------------------------
 
 // Every frame type: its constant, its number on the wire, its name in
@@ -592,7 +607,9 @@ struct DigestReply {
   X(kBackup, 162, "backup", BackupRequest)                \
   X(kBackupReply, 163, "backup-reply", BackupReply)       \
   X(kDigest, 164, "digest", DigestRequest)                \
-  X(kDigestReply, 165, "digest-reply", DigestReply)
+  X(kDigestReply, 165, "digest-reply", DigestReply)       \
+  X(kMembership, 166, "membership", MembershipRequest)    \
+  X(kMembershipReply, 167, "membership-reply", MembershipReply)
 
 enum class MsgType : uint8_t {
 #define NATTER_X(name, number, text, Body) name = number,

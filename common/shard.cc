@@ -25,7 +25,8 @@ std::vector<std::string> ReplicaEndpoints(const std::string& shard_entry) {
   while (at <= shard_entry.size()) {
     size_t comma = shard_entry.find(',', at);
     if (comma == std::string::npos) comma = shard_entry.size();
-    out.push_back(shard_entry.substr(at, comma - at));
+    std::string endpoint = shard_entry.substr(at, comma - at);
+    out.push_back(endpoint == "-" ? "" : endpoint);
     at = comma + 1;
   }
   return out;

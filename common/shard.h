@@ -15,7 +15,9 @@ namespace natter {
 uint32_t HomeShard(UserId user, uint32_t shard_count);
 
 // A shard's replicas' endpoints: its entry of [cell] shards split at the
-// commas (one endpoint: a shard of one replica).
+// commas (one endpoint: a shard of one replica), by replica number; "" in
+// the place of a replica removed (written -: the others keep their
+// numbers).
 std::vector<std::string> ReplicaEndpoints(const std::string& shard_entry);
 
 }  // namespace natter

@@ -146,6 +146,7 @@ Status Routed::Start() {
       shard.replicas = replicas.size();
       shard.endpoints = replicas;
       for (size_t k = 0; k < replicas.size(); ++k) {
+        if (replicas[k].empty()) continue;  // removed
         Status cs = watch_->Connect(shard.socket, keys_.identity(), replicas[k],
                                     "r" + std::to_string(k));
         if (!cs.ok()) return cs;
@@ -276,8 +277,10 @@ bool Routed::ToShard(uint32_t shard, Parts* out) {
   Shard& s = shards_[shard];
   for (size_t tried = 0; tried < s.replicas; ++tried) {
     uint32_t k = static_cast<uint32_t>((s.leader + tried) % s.replicas);
+    std::string name = ReplicaName(s, k);
+    if (name.empty()) continue;  // removed
     Parts with_name;
-    with_name.push_back(ToMessage(ReplicaName(s, k)));
+    with_name.push_back(ToMessage(name));
     for (zmq::message_t& m : *out) with_name.emplace_back(m.data(), m.size());
     if (SendParts(s.socket, with_name)) {
       if (tried > 0) {
@@ -292,7 +295,58 @@ bool Routed::ToShard(uint32_t shard, Parts* out) {
 }
 
 std::string Routed::ReplicaName(const Shard& shard, size_t k) const {
+  if (shard.endpoints[k].empty()) return "";
   return watch_->RoutingId(shard.socket, shard.endpoints[k]);
+}
+
+void Routed::Reload(const Config& config) {
+  keys_.Reload();
+  std::vector<std::string> map = config.GetShardMap();
+  if (map.size() != shards_.size()) {
+    NLOG_ERROR(
+        "event=shard-map-reload-failed error=\"the shard map has %zu shards, "
+        "not %zu (shards are never added or removed while the cell runs)\"",
+        map.size(), shards_.size());
+    return;
+  }
+  for (size_t i = 0; i < shards_.size(); ++i) {
+    Shard& s = shards_[i];
+    std::vector<std::string> now = ReplicaEndpoints(map[i]);
+    bool same = now.size() >= s.endpoints.size();
+    for (size_t k = 0; same && k < s.endpoints.size(); ++k) {
+      same = now[k] == s.endpoints[k] || now[k].empty();
+    }
+    if (!same) {
+      // A replica keeps its place and its endpoint; one moved is a new one.
+      NLOG_ERROR(
+          "event=shard-map-reload-failed shard=%zu error=\"a replica's "
+          "endpoint changed or its place went (a removed replica's place "
+          "stays, as -)\"",
+          i);
+      continue;
+    }
+    for (size_t k = 0; k < now.size(); ++k) {
+      if (k < s.endpoints.size()) {
+        if (now[k] == s.endpoints[k]) continue;
+        watch_->Disconnect(s.socket, s.endpoints[k]);
+        s.endpoints[k].clear();
+        NLOG_INFO("event=replica-unlisted shard=%zu replica=%zu", i, k);
+        continue;
+      }
+      s.endpoints.push_back(now[k]);
+      if (now[k].empty()) continue;
+      Status cs = watch_->Connect(s.socket, keys_.identity(), now[k],
+                                  "r" + std::to_string(k));
+      if (!cs.ok()) {
+        NLOG_ERROR("event=shard-map-reload-failed shard=%zu error=%s", i,
+                   LogValue(cs.ToString()).c_str());
+        s.endpoints.back().clear();
+        continue;
+      }
+      NLOG_INFO("event=replica-listed shard=%zu replica=%zu", i, k);
+    }
+    s.replicas = s.endpoints.size();
+  }
 }
 
 void Routed::LearnLeader(uint32_t shard, uint32_t leader, uint64_t term) {
@@ -319,8 +373,10 @@ void Routed::AskLeaders() {
     q.shard = i;
     std::string frame = EncodeFrame(h, q);
     for (size_t k = 0; k < shards_[i].replicas; ++k) {
+      std::string name = ReplicaName(shards_[i], k);
+      if (name.empty()) continue;  // removed
       Parts parts;
-      parts.push_back(ToMessage(ReplicaName(shards_[i], k)));
+      parts.push_back(ToMessage(name));
       parts.push_back(ToMessage(frame));
       SendParts(shards_[i].socket, parts);  // an absent replica: no matter
     }

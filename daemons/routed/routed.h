@@ -65,7 +65,8 @@ class Routed : public Service {
   // Passes on what is under way (answers coming back from the shards)
   // until 100 ms pass quietly, for at most two seconds.
   void Stop() override;
-  void Reload() override { keys_.Reload(); }
+  // SIGHUP: the keys, and replicas added to or removed from the shards.
+  void Reload(const Config& config) override;
   bool Ready() override { return watch_->AllConnected(); }
   std::string Waiting() override { return watch_->Waiting(); }
   const CurveIdentity* Identity() override { return &keys_.identity(); }

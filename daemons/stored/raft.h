@@ -194,6 +194,11 @@ class Node {
   uint64_t first_index() const { return snapshot_.index + 1; }
   const SnapshotMeta& snapshot() const { return snapshot_; }
   const std::vector<NodeId>& voters() const { return voters_; }
+  // The index of the configuration the voters come from (0: the shard's
+  // first voters, not in the log).
+  uint64_t config_index() const {
+    return configs_.empty() ? 0 : configs_.back().first;
+  }
   // The term of the entry at index (0 if unknown: compacted or past the
   // end, except the snapshot's own index).
   uint64_t TermAt(uint64_t index) const;

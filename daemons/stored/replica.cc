@@ -62,8 +62,10 @@ bool FromWire(const RaftMessage& w, raft::Message* m) {
 
 Status Replica::Create(const Settings& settings, zmq::context_t& ctx,
                        const CurveIdentity& me, LogPosition applied,
-                       std::unique_ptr<Replica>* out, bool reset_log) {
-  if (settings.replica >= settings.endpoints.size()) {
+                       std::unique_ptr<Replica>* out,
+                       const std::vector<uint64_t>* reset_voters) {
+  if (settings.replica >= settings.endpoints.size() ||
+      settings.endpoints[settings.replica].empty()) {
     return Status(ErrorCode::kBadRequest,
                   "replica " + std::to_string(settings.replica) +
                       " is not among the shard's " +
@@ -75,14 +77,18 @@ Status Replica::Create(const Settings& settings, zmq::context_t& ctx,
   if (!s.ok()) return s;
   raft::Options o;
   o.id = settings.replica + 1;
-  for (size_t k = 0; k < settings.endpoints.size(); ++k)
-    o.voters.push_back(k + 1);
+  for (size_t k = 0; k < settings.endpoints.size() && !settings.join; ++k) {
+    if (!settings.endpoints[k].empty()) o.voters.push_back(k + 1);
+  }
   raft::Restored restored = r->log_->restored();
-  if (reset_log || r->log_->last_index() < applied.index) {
+  if (reset_voters != nullptr || r->log_->last_index() < applied.index) {
     // The database is ahead of the log: what it holds is a snapshot at
-    // applied, and the log goes on after it.
+    // applied, and the log goes on after it.  Its voters: the leader's
+    // then, or (a database restored from a backup) the shard map's.
     raft::Ready reset;
-    reset.snapshot = raft::SnapshotMeta{applied.index, applied.term, o.voters};
+    reset.snapshot =
+        raft::SnapshotMeta{applied.index, applied.term,
+                           reset_voters != nullptr ? *reset_voters : o.voters};
     reset.hard_state = restored.hard_state;
     reset.hard_state->term = std::max(reset.hard_state->term, applied.term);
     reset.hard_state->commit = applied.index;
@@ -106,7 +112,8 @@ Status Replica::Create(const Settings& settings, zmq::context_t& ctx,
   r->node_ = std::make_unique<raft::Node>(o, restored);
   r->skip_through_ = applied.index;
   // A group of one needs no election timeout to find its leader.
-  if (settings.endpoints.size() == 1) r->node_->Campaign();
+  if (r->node_->voters().size() == 1 && r->node_->voters()[0] == o.id)
+    r->node_->Campaign();
   *out = std::move(r);
   return Status::Ok();
 }
@@ -116,18 +123,114 @@ Status Replica::Start() {
   peers_.clear();
   for (size_t k = 0; k < settings_.endpoints.size(); ++k) {
     peers_.push_back(MakeDaemonSocket(ctx_, zmq::socket_type::dealer, 0));
-    if (k == settings_.replica) continue;
-    zmq::socket_t& p = peers_.back();
-    p.set(zmq::sockopt::immediate, 1);
-    // Bounded: a database streamed to a replica waits here at most
-    // kPeerQueue chunks (64 MiB); Raft's own messages may be lost beyond.
-    p.set(zmq::sockopt::sndhwm, kPeerQueue);
-    watch_->Add(p, "replica-" + std::to_string(k));
-    Status s = watch_->Connect(p, me_, settings_.endpoints[k]);
+    Status s = LinkPeer(k);
     if (!s.ok()) return s;
   }
   next_tick_ = Clock::now();
   return Status::Ok();
+}
+
+Status Replica::LinkPeer(size_t k) {
+  if (k == settings_.replica || settings_.endpoints[k].empty())
+    return Status::Ok();
+  zmq::socket_t& p = peers_[k];
+  p.set(zmq::sockopt::immediate, 1);
+  // Bounded: a database streamed to a replica waits here at most
+  // kPeerQueue chunks (64 MiB); Raft's own messages may be lost beyond.
+  p.set(zmq::sockopt::sndhwm, kPeerQueue);
+  watch_->Add(p, "replica-" + std::to_string(k));
+  return watch_->Connect(p, me_, settings_.endpoints[k]);
+}
+
+Status Replica::SetEndpoints(const std::vector<std::string>& endpoints) {
+  if (endpoints.size() < settings_.endpoints.size()) {
+    return Status(ErrorCode::kBadRequest,
+                  "shard " + std::to_string(settings_.shard) + " has " +
+                      std::to_string(settings_.endpoints.size()) +
+                      " replica places, not " +
+                      std::to_string(endpoints.size()) +
+                      " (a removed replica's place stays, as -)");
+  }
+  for (size_t k = 0; k < settings_.endpoints.size(); ++k) {
+    if (endpoints[k] != settings_.endpoints[k] && !endpoints[k].empty()) {
+      return Status(ErrorCode::kBadRequest,
+                    "replica " + std::to_string(k) + " of shard " +
+                        std::to_string(settings_.shard) +
+                        " has another endpoint (a replica keeps its own: "
+                        "remove it and add another)");
+    }
+  }
+  for (size_t k = 0; k < endpoints.size(); ++k) {
+    if (k < settings_.endpoints.size()) {
+      if (endpoints[k] == settings_.endpoints[k]) continue;
+      // Removed.
+      if (k != settings_.replica)
+        watch_->Disconnect(peers_[k], settings_.endpoints[k]);
+      streams_.erase(k + 1);
+      settings_.endpoints[k].clear();
+      NLOG_INFO("event=replica-unlisted shard=%u replica=%zu", settings_.shard,
+                k);
+      continue;
+    }
+    settings_.endpoints.push_back(endpoints[k]);
+    peers_.push_back(MakeDaemonSocket(ctx_, zmq::socket_type::dealer, 0));
+    Status s = LinkPeer(k);
+    if (!s.ok()) return s;
+    NLOG_INFO("event=replica-listed shard=%u replica=%zu", settings_.shard, k);
+  }
+  return Status::Ok();
+}
+
+Status Replica::ProposeMembership(bool add, uint32_t replica, uint64_t* index,
+                                  bool* done) {
+  *done = false;
+  if (!leading()) return Status(ErrorCode::kUnavailable, "not the leader");
+  std::vector<raft::NodeId> voters = node_->voters();
+  const raft::NodeId id = replica + 1;
+  const bool voter =
+      std::find(voters.begin(), voters.end(), id) != voters.end();
+  const std::string which = "replica " + std::to_string(replica) +
+                            " of shard " + std::to_string(settings_.shard);
+  if (voter == add) {
+    // So already (a request asked again): done once that is committed.
+    if (node_->config_index() > node_->commit()) {
+      return Status(ErrorCode::kBusy,
+                    "a change of the voters is not committed yet; try again");
+    }
+    *index = node_->config_index();
+    *done = true;
+    return Status::Ok();
+  }
+  if (add) {
+    if (replica >= settings_.endpoints.size() ||
+        settings_.endpoints[replica].empty()) {
+      return Status(ErrorCode::kBadRequest,
+                    which +
+                        " has no endpoint in the leader's shard map (list it "
+                        "in [cell] shards and reload)");
+    }
+    voters.push_back(id);
+  } else {
+    if (voters.size() == 1)
+      return Status(ErrorCode::kBadRequest, which + " is the only voter");
+    voters.erase(std::find(voters.begin(), voters.end(), id));
+  }
+  *index = node_->ProposeVoters(voters);
+  if (*index == 0) {
+    return Status(ErrorCode::kBusy,
+                  "another change of the voters, or the new leader's first "
+                  "entry, is not committed yet; try again");
+  }
+  NLOG_INFO("event=membership-proposed shard=%u %s=%u index=%llu",
+            settings_.shard, add ? "add" : "remove", replica,
+            static_cast<unsigned long long>(*index));
+  return Status::Ok();
+}
+
+std::vector<uint64_t> Replica::Voters() const {
+  std::vector<uint64_t> out;
+  for (raft::NodeId v : node_->voters()) out.push_back(v - 1);
+  return out;
 }
 
 void Replica::Step(const RaftMessage& w) {

@@ -56,23 +56,31 @@ class Replica {
  public:
   struct Settings {
     uint32_t shard = 0;
-    uint32_t replica = 0;                // this one: 0 .. R-1
-    std::vector<std::string> endpoints;  // every replica's, with its key
-    std::string log_path;                // the Raft log's folder
+    uint32_t replica = 0;  // this one: 0 .. R-1
+    // Every replica's, with its key, by replica number; "" in the place of
+    // one removed (the shard map's "-").
+    std::vector<std::string> endpoints;
+    std::string log_path;  // the Raft log's folder
     int tick_ms = 100;
     int election_ticks = 10;
     uint64_t log_entries = 100000;  // compacted past this many
+    // Added to a running shard (natter-stored --join): a new replica with
+    // no voters of its own, which waits for the leader's log.  Otherwise a
+    // new shard's voters are its replicas in the shard map.
+    bool join = false;
   };
 
   // Opens the log (a kStorage error if it cannot be read) and makes the
   // node; applied is where the shard's database is in the log.  A log
   // that ends before it (lost, or the database restored from a backup)
   // starts again after it, as after a snapshot there.
-  // With reset_log (the database was just installed from the leader's),
-  // the log starts after applied whatever it held.
+  // With reset_voters (the database was just installed from the leader's,
+  // whose voters those were at applied), the log starts after applied
+  // whatever it held.
   static Status Create(const Settings& settings, zmq::context_t& ctx,
                        const CurveIdentity& me, LogPosition applied,
-                       std::unique_ptr<Replica>* out, bool reset_log = false);
+                       std::unique_ptr<Replica>* out,
+                       const std::vector<uint64_t>* reset_voters = nullptr);
 
   // Connects to the other replicas (their links are kept up by a watch of
   // their own: a replica down does not keep this one from serving).
@@ -85,6 +93,19 @@ class Replica {
   // Appends data to the log; its index, or 0 if this replica does not
   // lead.
   uint64_t Propose(const std::string& data);
+  // Proposes replica `replica` added to the shard's voters (it must have
+  // an endpoint) or removed from them: the configuration's index in the
+  // log.  If the voters are so already, and committed, done is set and
+  // index is that configuration's.  kUnavailable off the leader; kBusy
+  // while another change, or this leader's first entry, is not committed.
+  Status ProposeMembership(bool add, uint32_t replica, uint64_t* index,
+                           bool* done);
+  // The voters now, by replica number.
+  std::vector<uint64_t> Voters() const;
+  // The shard map was read again: links to the replicas added (new places
+  // at the end) and none to those removed; a place whose endpoint changed
+  // otherwise is refused (a replica keeps its endpoint).
+  Status SetEndpoints(const std::vector<std::string>& endpoints);
   // Asks to read: ServeRead(context) once every entry up to now (this
   // replica's own proposals too) is applied and this replica is confirmed
   // the leader.  False if it does not lead.
@@ -145,6 +166,9 @@ class Replica {
   std::unique_ptr<RaftLog> log_;
   std::unique_ptr<raft::Node> node_;
   uint64_t skip_through_ = 0;  // entries the database has applied already
+  // Links peers_[k] to replica k (none to itself or a removed one).
+  Status LinkPeer(size_t k);
+
   std::vector<zmq::socket_t> peers_;  // DEALER to replica k (none to self)
   std::unique_ptr<LinkWatch> watch_;
   std::chrono::steady_clock::time_point next_tick_;

@@ -73,6 +73,17 @@ Status Stored::Create(const Config& config, zmq::context_t& ctx,
                       std::to_string(rs.endpoints.size()) +
                       " replicas of shard " + std::to_string(shard));
   }
+  if (rs.endpoints[replica].empty()) {
+    return Status(ErrorCode::kBadRequest,
+                  "replica " + std::to_string(replica) + " of shard " +
+                      std::to_string(shard) +
+                      " is removed (- in the shard map)");
+  }
+  const std::string join = config.Get("join");
+  if (join != "yes" && join != "no")
+    return Status(ErrorCode::kBadRequest,
+                  "join: '" + join + "' is not yes or no");
+  rs.join = join == "yes";
   if (tick_ms < 10 || tick_ms > 10000) {
     return Status(ErrorCode::kBadRequest, "raft-tick: 10 to 10000 (ms)");
   }
@@ -90,7 +101,23 @@ Status Stored::Create(const Config& config, zmq::context_t& ctx,
   st->listen_ = BindAddress(listen.empty() ? rs.endpoints[rs.replica] : listen);
   st->data_path_ =
       config.Get("data-dir") + "/shard-" + std::to_string(st->shard_);
-  if (rs.endpoints.size() > 1) st->data_path_ += "." + std::to_string(replica);
+  if (rs.endpoints.size() > 1) {
+    // A shard of one replica keeps its database in shard-N; listed with
+    // more, its replicas' are shard-N.K, and that one is not found there.
+    const std::string single = st->data_path_;
+    st->data_path_ += "." + std::to_string(replica);
+    std::error_code ec;
+    if (std::filesystem::exists(single + "/CURRENT", ec) &&
+        !std::filesystem::exists(st->data_path_, ec)) {
+      return Status(ErrorCode::kBadRequest,
+                    single +
+                        " holds the shard's database of one replica, "
+                        "but the shard map lists " +
+                        std::to_string(rs.endpoints.size()) +
+                        " replicas, whose folders are " + single +
+                        ".K: move it to " + single + ".0 first");
+    }
+  }
   rs.log_path = st->data_path_ + "/raft";
   st->routed_ = config.GetList("routed");
   st->notifyd_ = config.GetList("notifyd-in");
@@ -254,8 +281,23 @@ void Stored::TakeChunk(SnapshotChunk* chunk) {
 }
 
 void Stored::InstallSnapshot(const SnapshotChunk& last) {
-  incoming_.reset();                                    // closes it
-  if (replica_->node().commit() >= last.index) return;  // caught up anyway
+  incoming_.reset();  // closes it
+  // Tells the node, as the snapshot message would have: it answers the
+  // leader (which sends the database again until it hears).
+  RaftMessage m;
+  m.type = static_cast<uint8_t>(raft::MessageType::kSnapshot);
+  m.from = last.from;
+  m.to = replica_settings_.replica + 1;
+  m.term = last.term;
+  m.snapshot_index = last.index;
+  m.snapshot_term = last.snapshot_term;
+  m.snapshot_voters = last.voters;
+  if (replica_->node().commit() >= last.index) {
+    // Caught up anyway (or installed before, and the answer was lost).
+    replica_->Step(m);
+    ProcessReplica();
+    return;
+  }
   Status marked = WriteMark(data_path_ + "/incoming/COMPLETE");
   if (!marked.ok()) {
     NLOG_ERROR("event=snapshot-install-failed shard=%u error=%s", shard_,
@@ -282,7 +324,7 @@ void Stored::InstallSnapshot(const SnapshotChunk& last) {
                    std::to_string(store_->applied().index) + ", not " +
                    std::to_string(last.index));
   }
-  if (s.ok()) s = OpenReplica(/*reset_log=*/true);
+  if (s.ok()) s = OpenReplica(&last.voters);
   if (!s.ok()) {
     NLOG_ERROR("event=snapshot-install-failed shard=%u error=%s", shard_,
                LogValue(s.ToString()).c_str());
@@ -293,15 +335,6 @@ void Stored::InstallSnapshot(const SnapshotChunk& last) {
   NLOG_INFO("event=snapshot-installed shard=%u replica=%u index=%llu", shard_,
             replica_settings_.replica,
             static_cast<unsigned long long>(last.index));
-  // Tells the leader, as the snapshot message would have.
-  RaftMessage m;
-  m.type = static_cast<uint8_t>(raft::MessageType::kSnapshot);
-  m.from = last.from;
-  m.to = replica_settings_.replica + 1;
-  m.term = last.term;
-  m.snapshot_index = last.index;
-  m.snapshot_term = last.snapshot_term;
-  m.snapshot_voters = last.voters;
   replica_->Step(m);
   ProcessReplica();
 }
@@ -346,10 +379,10 @@ Status Stored::SwapDatabase() {
   return Status::Ok();
 }
 
-Status Stored::OpenReplica(bool reset_log) {
+Status Stored::OpenReplica(const std::vector<uint64_t>* reset_voters) {
   std::unique_ptr<Replica> r;
   Status s = Replica::Create(replica_settings_, ctx_, keys_.identity(),
-                             store_->applied(), &r, reset_log);
+                             store_->applied(), &r, reset_voters);
   if (s.ok()) s = r->Start();
   if (!s.ok()) return s;
   replica_ = std::move(r);
@@ -379,8 +412,97 @@ void Stored::RunOnce(int timeout_ms) {
   watch_->Check();
 }
 
+void Stored::Reload(const Config& config) {
+  keys_.Reload();
+  std::vector<std::string> shards = config.GetShardMap();
+  Status s = Status::Ok();
+  if (shards.size() != shard_count_) {
+    s = Status(ErrorCode::kBadRequest,
+               "the shard map has " + std::to_string(shards.size()) +
+                   " shards, not " + std::to_string(shard_count_) +
+                   " (shards are never added or removed while the cell runs)");
+  } else if (replica_) {
+    s = replica_->SetEndpoints(ReplicaEndpoints(shards[shard_]));
+  } else {
+    s = Status(ErrorCode::kUnavailable,
+               "the shard's database is closed; the shard map is read again "
+               "at the next start");
+  }
+  if (s.ok() && replica_) {
+    replica_settings_.endpoints = ReplicaEndpoints(shards[shard_]);
+  }
+  if (!s.ok()) {
+    NLOG_ERROR("event=shard-map-reload-failed shard=%u error=%s", shard_,
+               LogValue(s.message()).c_str());
+  }
+}
+
+bool Stored::ChangeMembership(const Frame& request,
+                              const ControlServer::Reply& reply) {
+  MembershipRequest m;
+  Status s = DecodeBody(request, &m);
+  if (s.ok() && (!replica_ || !leading_)) {
+    NotLeader not_leader{shard_, replica_ ? replica_->leader() : 0,
+                         replica_ ? replica_->term() : 0};
+    reply(EncodeReply(request.header, not_leader));
+    return true;
+  }
+  if (s.ok() && membership_) {
+    if (membership_->request.add == m.add &&
+        membership_->request.replica == m.replica) {
+      membership_->replies.emplace_back(request.header, reply);  // again
+      return true;
+    }
+    s = Status(ErrorCode::kBusy, "another change of the voters is under way");
+  }
+  uint64_t index = 0;
+  bool done = false;
+  if (s.ok()) s = replica_->ProposeMembership(m.add, m.replica, &index, &done);
+  if (!s.ok()) {
+    reply(EncodeError(request.header, s));
+    return true;
+  }
+  if (done) {
+    MembershipReply r;
+    r.index = index;
+    r.replicas = replica_->Voters();
+    reply(EncodeReply(request.header, r));
+    return true;
+  }
+  membership_ = std::make_unique<MembershipJob>();
+  membership_->index = index;
+  membership_->term = replica_->term();
+  membership_->request = m;
+  membership_->replies.emplace_back(request.header, reply);
+  ProcessReplica();
+  return true;
+}
+
+void Stored::AnswerMembership(const raft::Entry& entry) {
+  if (!membership_ || entry.index < membership_->index) return;
+  if (entry.index == membership_->index && entry.term == membership_->term &&
+      entry.type == raft::EntryType::kConfig) {
+    MembershipReply r;
+    r.index = entry.index;
+    std::vector<raft::NodeId> voters;
+    raft::DecodeVoters(entry.data, &voters);
+    for (raft::NodeId v : voters) r.replicas.push_back(v - 1);
+    NLOG_INFO("event=membership-changed shard=%u index=%llu voters=%zu", shard_,
+              static_cast<unsigned long long>(entry.index), voters.size());
+    membership_->Answer([&](const Header& h) { return EncodeReply(h, r); });
+  } else {
+    const Status lost(ErrorCode::kUnavailable,
+                      "the shard's leader changed before the change was "
+                      "committed; it did not take effect");
+    membership_->Answer([&](const Header& h) { return EncodeError(h, lost); });
+  }
+  membership_.reset();
+}
+
 bool Stored::Control(const Frame& request, const ControlServer::Reply& reply) {
   if (request.type() == MsgType::kDigest) return StartDigest(request, reply);
+  if (request.type() == MsgType::kMembership)
+    return ChangeMembership(request, reply);
   if (request.type() != MsgType::kBackup) return false;
   BackupRequest b;
   Status s = DecodeBody(request, &b);
@@ -544,6 +666,17 @@ void Stored::Stats(MetricSet* set) {
   set->Gauge("natter_stored_raft_leader",
              "The replica that leads (its number + 1; 0: none known).",
              node ? static_cast<double>(node->leader()) : 0);
+  set->Gauge("natter_stored_raft_voters",
+             "How many replicas the shard's voters are, as this replica knows.",
+             node ? static_cast<double>(node->voters().size()) : 0);
+  set->Gauge(
+      "natter_stored_raft_voter",
+      "1 if this replica is one of the shard's voters (0: added and "
+      "not voting yet, or removed).",
+      node && std::binary_search(node->voters().begin(), node->voters().end(),
+                                 replica_settings_.replica + 1)
+          ? 1
+          : 0);
   set->Gauge("natter_stored_raft_commit_index",
              "The last log index known committed.",
              node ? static_cast<double>(node->commit()) : 0);
@@ -578,6 +711,9 @@ void Stored::Stats(MetricSet* set) {
   set->Counter("natter_stored_raft_messages_dropped_total",
                "Raft messages a replica's queue did not take.",
                r ? static_cast<double>(r->messages_dropped()) : 0);
+  set->Counter("natter_stored_raft_refused_total",
+               "Raft frames refused: their key is not a stored key.",
+               static_cast<double>(foreign_raft_));
 }
 
 namespace {
@@ -658,10 +794,21 @@ bool Stored::ServeBatch() {
 
 bool Stored::TakeOther(const Parts& route, const Frame& frame) {
   const size_t n = route.size() - 1;
-  if ((frame.type() == MsgType::kRaft ||
-       frame.type() == MsgType::kSnapshotChunk) &&
-      frame.header.device != std::to_string(shard_)) {
-    return true;  // another shard's replicas (a wrong shard map)
+  if (frame.type() == MsgType::kRaft ||
+      frame.type() == MsgType::kSnapshotChunk) {
+    if (frame.header.device != std::to_string(shard_))
+      return true;  // another shard's replicas (a wrong shard map)
+    if (!SentByRole(route.back(), PeerRole::kStored)) {
+      // routed's key reaches this socket too, but only a replica's may
+      // speak Raft.
+      if (++foreign_raft_ % 1000 == 1) {  // the first, then one in 1000
+        NLOG_WARN(
+            "event=raft-refused shard=%u reason=\"not a stored key\" "
+            "refused=%llu",
+            shard_, static_cast<unsigned long long>(foreign_raft_));
+      }
+      return true;
+    }
   }
   if (frame.type() == MsgType::kRaft) {
     RaftMessage m;
@@ -767,6 +914,7 @@ Status Stored::ApplyEntry(const raft::Entry& entry) {
     }
     proposals_.erase(taken);
   }
+  AnswerMembership(entry);
   if (entry.type != raft::EntryType::kNormal) {
     // Changes nothing but where the database is in the log.
     std::vector<Request> none;
@@ -926,6 +1074,10 @@ void Stored::FailWaiting(const Status& error) {
     }
   }
   proposals_.clear();
+  if (membership_) {
+    membership_->Answer([&](const Header& h) { return EncodeError(h, error); });
+    membership_.reset();
+  }
   for (auto& [context, job] : reads_) {
     for (size_t i = 0; i < job.batch.size(); ++i) {
       SendRouted(requests_, job.routes[i], job.routes[i].size() - 1,

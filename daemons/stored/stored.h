@@ -62,7 +62,8 @@ class Stored : public Service, private ReplicaHandler {
   // The most requests (or acknowledgements) in one log entry: its frames
   // decode as an array of at most 4096.
   static constexpr size_t kMaxBatch = 2000;
-  void Reload() override { keys_.Reload(); }
+  // SIGHUP: the keys, and replicas added to or removed from this shard.
+  void Reload(const Config& config) override;
   const CurveIdentity* Identity() override { return &keys_.identity(); }
   void Stats(MetricSet* set) override;
   // natterctl backup: a copy of the shard as it is now, made by a thread
@@ -121,7 +122,8 @@ class Stored : public Service, private ReplicaHandler {
   void LeadershipChanged();
   // Answers every request waiting on the log or a read with error.
   void FailWaiting(const Status& error);
-  Status OpenReplica(bool reset_log = false);
+  // Makes the replica from its log; with reset_voters, as Replica::Create.
+  Status OpenReplica(const std::vector<uint64_t>* reset_voters = nullptr);
   // A chunk of the leader's database (the replica is behind its log).
   void TakeChunk(SnapshotChunk* chunk);
   void InstallSnapshot(const SnapshotChunk& last);
@@ -137,6 +139,11 @@ class Stored : public Service, private ReplicaHandler {
                       std::function<void(BackupJob*)> work);
   // natterctl verify: a digest of the database, made as a backup is.
   bool StartDigest(const Frame& request, const ControlServer::Reply& reply);
+  // natterctl replica add|remove: answered once the change is applied.
+  bool ChangeMembership(const Frame& request,
+                        const ControlServer::Reply& reply);
+  // Answers the change of membership waiting at entry's index, if any.
+  void AnswerMembership(const raft::Entry& entry);
   // Answers a finished backup (or digest); with wait, waits for a running
   // one first (before the database closes under it).
   void FinishBackup(bool wait);
@@ -206,6 +213,16 @@ class Stored : public Service, private ReplicaHandler {
     ControlServer::Reply reply;
   };
   std::unique_ptr<BackupJob> backup_;
+  struct MembershipJob {
+    uint64_t index = 0, term = 0;
+    MembershipRequest request;
+    // Who asked (natterctl may ask again while it waits).
+    std::vector<std::pair<Header, ControlServer::Reply>> replies;
+    void Answer(const std::function<std::string(const Header&)>& frame) {
+      for (const auto& [header, reply] : replies) reply(frame(header));
+    }
+  };
+  std::unique_ptr<MembershipJob> membership_;
 
   // Counters and latencies, for Stats.
   uint64_t batches_ = 0;
@@ -215,6 +232,7 @@ class Stored : public Service, private ReplicaHandler {
   uint64_t publish_dropped_ = 0;
   uint64_t handoffs_sent_ = 0;
   uint64_t backups_ = 0;
+  uint64_t foreign_raft_ = 0;        // Raft frames from a key not a replica's
   LatencyHistogram commit_latency_;  // proposed to applied
   LatencyHistogram batch_latency_;   // Apply: the batch's work and its sync
   LatencyHistogram batch_size_;      // requests a batch (recorded as "µs")

@@ -79,6 +79,10 @@ inline std::unique_ptr<Device> Open(const TestCell& cell, UserId user,
   return d;
 }
 
+// A Tweak: the client retries its requests for two minutes, through a
+// shard's leader change or an outage.
+inline void Patient(ClientOptions* o) { o->timeout_ms = 120000; }
+
 // The errors the devices were handed (the first few), for the message of
 // a wait that ran out.
 inline std::string ErrorsOf(const std::vector<Device*>& devices) {

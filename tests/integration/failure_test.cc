@@ -40,58 +40,52 @@ TEST_CASE(
         if (!mounted.empty()) RunCommand("umount " + mounted);
       });
   auto [alice, bob] = TwoUsers(1);
-  ClientOptions ao = cell.Options(alice.value, "a1");
-  ao.timeout_ms = 120000;  // keep retrying through the outage
-  Device a;
-  a.client = std::make_unique<Client>(ao);
-  REQUIRE(a.client->Connect().ok());
+  auto a = Open(cell, alice, "a1", Patient);
   auto b = Open(cell, bob, "b1");
-  // A new device's mailbox starts where it first synced: wait for that.
-  PollUntil(
-      {&a, b.get()}, "both devices to catch up",
-      [&] { return a.client->CaughtUp() && b->client->CaughtUp(); }, 20);
+  AwaitCaughtUp({a.get(), b.get()});
 
   const int kMessages = 3000;
   const std::string text(400, 'x');
   std::map<std::string, int> sent;  // client_msg_id -> index
   for (int i = 0; i < kMessages; ++i)
-    sent[a.client->Send(bob, text + std::to_string(i))] = i;
+    sent[a->client->Send(bob, text + std::to_string(i))] = i;
 
   // Until the disk is full: progress stops, the shard says why, and
   // nothing it could not write was acknowledged.
   std::string log_path = cell.dir() + "/log/stored-0.log";
   PollUntil(
-      {&a, b.get()}, "the shard to log event=storage-down",
+      {a.get(), b.get()}, "the shard to log event=storage-down",
       [&] { return CountOf(ReadFile(log_path), "event=storage-down") > 0; },
       60);
   REQUIRE(CountOf(ReadFile(log_path), "event=storage-down") > 0);
-  size_t processed_while_full = a.Count(Incoming::Kind::kProcessed);
+  size_t processed_while_full = a->Count(Incoming::Kind::kProcessed);
   INFO("processed before the disk was full: " << processed_while_full);
   REQUIRE(processed_while_full < static_cast<size_t>(kMessages));
   for (int i = 0; i < 20; ++i) {
-    a.Poll(100);
+    a->Poll(100);
     b->Poll(1);
   }
-  CHECK(a.Count(Incoming::Kind::kError) == 0);  // retryable: the client waits
+  CHECK(a->Count(Incoming::Kind::kError) == 0);  // retryable: the client waits
 
   // Space returns: the shard opens its database again and everything is
   // written, once.
   REQUIRE(RunCommand("mount -o remount,size=64m " + mounted) == 0);
   PollUntil(
-      {&a, b.get()}, "every message processed and delivered once space is back",
+      {a.get(), b.get()},
+      "every message processed and delivered once space is back",
       [&] {
-        return a.Count(Incoming::Kind::kProcessed) >=
+        return a->Count(Incoming::Kind::kProcessed) >=
                    static_cast<size_t>(kMessages) &&
                b->Messages().size() >= static_cast<size_t>(kMessages);
       },
       90);
-  CHECK(a.Count(Incoming::Kind::kError) == 0);
-  REQUIRE(a.Count(Incoming::Kind::kProcessed) ==
+  CHECK(a->Count(Incoming::Kind::kError) == 0);
+  REQUIRE(a->Count(Incoming::Kind::kProcessed) ==
           static_cast<size_t>(kMessages));
   CHECK(CountOf(ReadFile(log_path), "event=storage-up") > 0);
 
   std::set<uint64_t> ids;
-  for (const auto& in : a.got) {
+  for (const auto& in : a->got) {
     if (in.kind != Incoming::Kind::kProcessed) continue;
     REQUIRE(sent.count(in.processed.client_msg_id));
     REQUIRE(ids.insert(in.processed.id.value).second);  // one id per message
@@ -101,8 +95,9 @@ TEST_CASE(
   for (const auto& e : b->Messages())
     REQUIRE(received.insert(e.id.value).second);
   CHECK(received == ids);
-  for (Device* d : {&a, b.get()}) {
-    std::vector<MessageId> history = WholeHistory(d, d == &a ? bob : alice);
+  for (Device* d : {a.get(), b.get()}) {
+    std::vector<MessageId> history =
+        WholeHistory(d, d == a.get() ? bob : alice);
     std::set<uint64_t> in_history;
     for (MessageId id : history) REQUIRE(in_history.insert(id.value).second);
     CHECK(in_history == ids);

@@ -2,15 +2,21 @@
 // killed or frozen under steady sending, and nothing acknowledged lost,
 // nothing twice.
 #include <signal.h>
+#include <sysexits.h>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
 #include <chrono>
+#include <fstream>
+#include <functional>
 #include <map>
 #include <set>
 #include <string>
 #include <thread>
 
+#include "common/curve.h"
+#include "common/net.h"
+#include "common/shard.h"
 #include "common/text.h"
 #include "tests/integration/devices.h"
 
@@ -56,6 +62,63 @@ class Frozen {
   pid_t pid_;
 };
 
+// Every message Alice sent (sent: client_msg_id -> number) acknowledged
+// once, received by Bob once, in both histories once; Bob's mailbox
+// without a gap.
+void CheckExactlyOnce(Device* a, Device* b, UserId alice, UserId bob,
+                      const std::map<std::string, int>& sent) {
+  CHECK(a->Count(Incoming::Kind::kError) == 0);
+  std::set<uint64_t> ids;
+  for (const auto& in : a->got) {
+    if (in.kind != Incoming::Kind::kProcessed) continue;
+    REQUIRE(sent.count(in.processed.client_msg_id));
+    REQUIRE(ids.insert(in.processed.id.value).second);
+  }
+  CHECK(ids.size() == sent.size());
+  SeqsOnce(*b);
+  std::set<uint64_t> received;
+  for (const auto& e : b->Messages()) {
+    REQUIRE(received.insert(e.id.value).second);
+  }
+  CHECK(received == ids);
+  for (Device* d : {a, b}) {
+    std::set<uint64_t> in_history;
+    for (MessageId id : WholeHistory(d, d == a ? bob : alice)) {
+      REQUIRE(in_history.insert(id.value).second);
+    }
+    CHECK(in_history == ids);
+  }
+}
+
+// natterctl's words, and its exit status.
+int Natterctl(const TestCell& cell, const std::string& args,
+              std::string* out = nullptr) {
+  std::string ignored;
+  return RunCommand(
+      BinPath("natterctl") + " " + args + " --dir " + cell.dir() + " 2>&1",
+      out != nullptr ? out : &ignored);
+}
+
+// The cell's natter.conf with shard 0's entry made by edit from its
+// replicas' endpoints.
+void EditShardMap(const TestCell& cell,
+                  const std::function<void(std::vector<std::string>*)>& edit) {
+  const std::string path = cell.dir() + "/natter.conf";
+  std::string conf = ReadFile(path);
+  size_t at = conf.find("\nshards = ");
+  REQUIRE(at != std::string::npos);
+  at += 10;
+  size_t end = conf.find('\n', at);
+  std::vector<std::string> replicas =
+      ReplicaEndpoints(conf.substr(at, end - at));
+  edit(&replicas);
+  std::string entry;
+  for (const std::string& r : replicas)
+    entry += (entry.empty() ? "" : ",") + (r.empty() ? "-" : r);
+  conf.replace(at, end - at, entry);
+  std::ofstream(path, std::ios::trunc) << conf;
+}
+
 }  // namespace
 
 TEST_CASE(
@@ -64,27 +127,21 @@ TEST_CASE(
     "s") {
   TestCell cell(1, Replicas{3}, kNoUserRate);
   auto [alice, bob] = TwoUsers(1);
-  ClientOptions ao = cell.Options(alice.value, "a1");
-  ao.timeout_ms = 120000;  // keep retrying through a leader change
-  Device a;
-  a.client = std::make_unique<Client>(ao);
-  REQUIRE(a.client->Connect().ok());
+  auto a = Open(cell, alice, "a1", Patient);
   auto b = Open(cell, bob, "b1");
-  PollUntil(
-      {&a, b.get()}, "both devices to catch up",
-      [&] { return a.client->CaughtUp() && b->client->CaughtUp(); }, 30);
+  AwaitCaughtUp({a.get(), b.get()});
 
   std::map<std::string, int> sent;  // client_msg_id -> number
   auto send = [&](int n) {
     for (int i = 0; i < n; ++i) {
       int k = static_cast<int>(sent.size());
-      sent[a.client->Send(bob, "replicated " + std::to_string(k))] = k;
+      sent[a->client->Send(bob, "replicated " + std::to_string(k))] = k;
     }
   };
   auto processed = [&](size_t n, const std::string& what) {
     PollUntil(
-        {&a, b.get()}, what,
-        [&] { return a.Count(Incoming::Kind::kProcessed) >= n; }, 60);
+        {a.get(), b.get()}, what,
+        [&] { return a->Count(Incoming::Kind::kProcessed) >= n; }, 60);
   };
 
   send(150);
@@ -111,7 +168,7 @@ TEST_CASE(
     auto [third, third_term] = LeaderOf(cell, 3);
     CHECK(third != second);
     CHECK(third_term > second_term);
-    PollFor({&a, b.get()},
+    PollFor({a.get(), b.get()},
             10 - std::chrono::duration<double>(
                      std::chrono::steady_clock::now() - stopped_at)
                      .count());
@@ -119,32 +176,10 @@ TEST_CASE(
   send(100);
   processed(600, "600 processed after the old leader was thawed");
   PollUntil(
-      {&a, b.get()}, "bob to get all 600 messages",
+      {a.get(), b.get()}, "bob to get all 600 messages",
       [&] { return b->Messages().size() >= 600; }, 60);
 
-  // Every message acknowledged once, received once, in both histories
-  // once; the recipient's mailbox without a gap.
-  CHECK(a.Count(Incoming::Kind::kError) == 0);
-  std::set<uint64_t> ids;
-  for (const auto& in : a.got) {
-    if (in.kind != Incoming::Kind::kProcessed) continue;
-    REQUIRE(sent.count(in.processed.client_msg_id));
-    REQUIRE(ids.insert(in.processed.id.value).second);
-  }
-  CHECK(ids.size() == sent.size());
-  SeqsOnce(*b);
-  std::set<uint64_t> received;
-  for (const auto& e : b->Messages()) {
-    REQUIRE(received.insert(e.id.value).second);
-  }
-  CHECK(received == ids);
-  for (Device* d : {&a, b.get()}) {
-    std::set<uint64_t> in_history;
-    for (MessageId id : WholeHistory(d, d == &a ? bob : alice)) {
-      REQUIRE(in_history.insert(id.value).second);
-    }
-    CHECK(in_history == ids);
-  }
+  CheckExactlyOnce(a.get(), b.get(), alice, bob, sent);
 
   // The three replicas' databases are the same at one log position.
   std::string out;
@@ -226,33 +261,27 @@ TEST_CASE(
       },
       Replicas{3});
   auto [alice, bob] = TwoUsers(1);
-  ClientOptions ao = cell.Options(alice.value, "a1");
-  ao.timeout_ms = 120000;
-  Device a;
-  a.client = std::make_unique<Client>(ao);
-  REQUIRE(a.client->Connect().ok());
+  auto a = Open(cell, alice, "a1", Patient);
   auto b = Open(cell, bob, "b1");
-  PollUntil(
-      {&a, b.get()}, "both devices to catch up",
-      [&] { return a.client->CaughtUp() && b->client->CaughtUp(); }, 30);
+  AwaitCaughtUp({a.get(), b.get()});
   const int kMessages = 3000;
   const std::string text(400, 'x');
   std::map<std::string, int> sent;
   for (int i = 0; i < kMessages; ++i) {
-    sent[a.client->Send(bob, text + std::to_string(i))] = i;
+    sent[a->client->Send(bob, text + std::to_string(i))] = i;
   }
   const std::string full_log = cell.dir() + "/log/stored-0.2.log";
   PollUntil(
-      {&a, b.get()}, "every message processed, the full replica down",
+      {a.get(), b.get()}, "every message processed, the full replica down",
       [&] {
-        return a.Count(Incoming::Kind::kProcessed) >=
+        return a->Count(Incoming::Kind::kProcessed) >=
                    static_cast<size_t>(kMessages) &&
                CountOf(ReadFile(full_log), "event=storage-down") > 0;
       },
       90);
   REQUIRE(RunCommand("mount -o remount,size=64m " + mounted) == 0);
   PollUntil(
-      {&a, b.get()}, "the replica to come back",
+      {a.get(), b.get()}, "the replica to come back",
       [&] { return CountOf(ReadFile(full_log), "event=storage-up") > 0; }, 30);
   std::string out;
   CHECK(RunCommand(
@@ -260,12 +289,12 @@ TEST_CASE(
             &out) == 0);
   CHECK(out.find("3 replicas agree") != std::string::npos);
   PollUntil(
-      {&a, b.get()}, "bob to get every message",
+      {a.get(), b.get()}, "bob to get every message",
       [&] { return b->Messages().size() >= static_cast<size_t>(kMessages); },
       60);
-  CHECK(a.Count(Incoming::Kind::kError) == 0);
+  CHECK(a->Count(Incoming::Kind::kError) == 0);
   std::set<uint64_t> ids;
-  for (const auto& in : a.got) {
+  for (const auto& in : a->got) {
     if (in.kind == Incoming::Kind::kProcessed) {
       REQUIRE(ids.insert(in.processed.id.value).second);
     }
@@ -276,4 +305,176 @@ TEST_CASE(
     REQUIRE(received.insert(e.id.value).second);
   }
   CHECK(received == ids);
+}
+
+TEST_CASE(
+    "a lost replica is replaced while its shard serves: removed, the shard "
+    "map changed and reloaded, a new one added; it takes the leader's "
+    "database, votes, and nothing is lost") {
+  // A short log: the new replica comes after it is compacted, and takes
+  // the leader's database.
+  TestCell cell(1, Replicas{3}, "[stored]\nuser-rate = 0\nlog-entries = 10");
+  auto [alice, bob] = TwoUsers(1);
+  auto a = Open(cell, alice, "a1", Patient);
+  auto b = Open(cell, bob, "b1");
+  AwaitCaughtUp({a.get(), b.get()});
+  std::map<std::string, int> sent;
+  auto send = [&](int n) {
+    for (int i = 0; i < n; ++i) {
+      int k = static_cast<int>(sent.size());
+      sent[a->client->Send(bob, "membership " + std::to_string(k))] = k;
+    }
+  };
+  auto processed = [&](const std::string& what) {
+    PollUntil(
+        {a.get(), b.get()}, what,
+        [&] { return a->Count(Incoming::Kind::kProcessed) >= sent.size(); },
+        60);
+    REQUIRE(a->Count(Incoming::Kind::kProcessed) == sent.size());
+  };
+  send(100);
+  processed("the first 100 processed");
+  auto [leader, term] = LeaderOf(cell, 3);
+  REQUIRE(leader >= 0);
+  const int lost = (leader + 1) % 3;
+  const int kept = (leader + 2) % 3;
+  std::string out;
+
+  // A follower's host is lost (frozen: the supervisor would restart a
+  // killed one).  The shard serves on with two of three; the operator
+  // removes the lost one.
+  const pid_t lost_pid = cell.DaemonPid("stored-0." + std::to_string(lost));
+  Frozen frozen(lost_pid);
+  send(50);
+  REQUIRE(
+      Natterctl(cell,
+                "replica remove --shard 0 --replica " + std::to_string(lost),
+                &out) == 0);
+  INFO(out);
+  CHECK(out.find("voters") != std::string::npos);
+  CHECK(out.find(" " + std::to_string(lost) + " ") == std::string::npos);
+  // Removing it again changes nothing, and says so.
+  std::string again;
+  CHECK(Natterctl(cell,
+                  "replica remove --shard 0 --replica " + std::to_string(lost),
+                  &again) == 0);
+  CHECK(again == out);
+  // Adding one that is not in the shard map yet is refused too.
+  CHECK(Natterctl(cell, "replica add --shard 0 --replica 3", &again) ==
+        EX_USAGE);
+  CHECK(again.find("no endpoint") != std::string::npos);
+  processed("150 processed with a replica lost");
+
+  // Its place in the shard map becomes -, a new replica's endpoint is
+  // appended, and the cell reads it again: the supervisor stops the lost
+  // one and starts the new one, which joins.
+  EditShardMap(cell, [&](std::vector<std::string>* replicas) {
+    std::string next = (*replicas)[kept];
+    const std::string from = "stored-0." + std::to_string(kept);
+    next.replace(next.find(from), from.size(), "stored-0.3");
+    (*replicas)[lost].clear();
+    replicas->push_back(next);
+  });
+  frozen.Thaw();
+  REQUIRE(Natterctl(cell, "reload") == 0);
+  const std::string new_log = cell.dir() + "/log/stored-0.3.log";
+  PollUntil(
+      {a.get(), b.get()}, "the new replica to start",
+      [&] { return CountOf(ReadFile(new_log), "event=ready") > 0; }, 30);
+  send(50);
+  REQUIRE(Natterctl(cell, "replica add --shard 0 --replica 3", &out) == 0);
+  CHECK(out.find(" 3\n") != std::string::npos);
+  send(50);
+  processed("250 processed, the new replica added");
+  PollUntil(
+      {a.get(), b.get()}, "the new replica to install the leader's database",
+      [&] {
+        return CountOf(ReadFile(new_log), "event=snapshot-installed") > 0;
+      },
+      30);
+
+  // The new replica votes: with the leader frozen, the kept one and the
+  // new one elect a leader between them and the shard serves on.
+  {
+    auto [now_leader, now_term] = LeaderOf(cell, 4);
+    REQUIRE(now_leader >= 0);
+    if (now_leader == 3) {
+      // Freeze the other: the new one must still make a majority.
+      now_leader = kept;
+    }
+    Frozen leader_frozen(
+        cell.DaemonPid("stored-0." + std::to_string(now_leader)));
+    send(50);
+    processed("300 processed with one of the three old voters left");
+    auto [next, next_term] = LeaderOf(cell, 4);
+    CHECK(next != now_leader);
+    CHECK(next_term > now_term);
+  }
+  send(20);
+  processed("every message processed");
+  PollUntil(
+      {a.get(), b.get()}, "bob to get every message",
+      [&] { return b->Messages().size() >= sent.size(); }, 60);
+  CheckExactlyOnce(a.get(), b.get(), alice, bob, sent);
+  CHECK(Natterctl(cell, "verify --timeout 60s", &out) == 0);
+  INFO(out);
+  CHECK(out.find("3 replicas agree") != std::string::npos);
+  // The lost replica was stopped (and is not asked).
+  CHECK(::kill(lost_pid, 0) != 0);
+}
+
+TEST_CASE(
+    "a replica takes Raft messages only from a replica's key: routed's key "
+    "cannot depose its leader") {
+  TestCell cell(1, Replicas{3}, kNoUserRate);
+  auto [alice, bob] = TwoUsers(1);
+  auto a = Open(cell, alice, "a1");
+  a->client->Send(bob, "before");
+  PollUntil(
+      {a.get()}, "a message processed",
+      [&] { return a->Count(Incoming::Kind::kProcessed) == 1; }, 30);
+  auto [leader, term] = LeaderOf(cell, 3);
+  REQUIRE(leader >= 0);
+  // With routed's key (it reaches every replica's socket), an append from
+  // a made-up leader of a far later term: were it taken, the leader would
+  // follow it into that term.
+  CurveIdentity routed;
+  REQUIRE(LoadCurveIdentity(cell.dir() + "/keys/routed.key", &routed).ok());
+  zmq::context_t ctx(1);
+  zmq::socket_t s = MakeDaemonSocket(ctx, zmq::socket_type::dealer);
+  std::string conf = ReadFile(cell.dir() + "/natter.conf");
+  size_t at = conf.find("\nshards = ") + 10;
+  std::vector<std::string> replicas =
+      ReplicaEndpoints(conf.substr(at, conf.find('\n', at) - at));
+  REQUIRE(ConnectTo(s, routed, replicas[leader]).ok());
+  Header h;
+  h.type = static_cast<uint8_t>(MsgType::kRaft);
+  h.device = "0";
+  RaftMessage m;
+  m.type = 4;  // an append (raft::MessageType::kAppend), of nothing
+  m.from = static_cast<uint64_t>((leader + 1) % 3) + 1;
+  m.to = static_cast<uint64_t>(leader) + 1;
+  m.term = term + 1000;
+  Parts parts;
+  parts.push_back(ToMessage(EncodeFrame(h, m)));
+  REQUIRE(SendParts(s, parts));
+  const std::string log =
+      cell.dir() + "/log/stored-0." + std::to_string(leader) + ".log";
+  PollUntil(
+      {a.get()}, "the leader to refuse it or follow it",
+      [&] {
+        const std::string text = ReadFile(log);
+        return CountOf(text, "event=raft-refused") > 0 ||
+               CountOf(text, "event=following") > 0;
+      },
+      30);
+  CHECK(CountOf(ReadFile(log), "event=raft-refused") == 1);
+  a->client->Send(bob, "after");
+  PollUntil(
+      {a.get()}, "a second message processed",
+      [&] { return a->Count(Incoming::Kind::kProcessed) == 2; }, 30);
+  auto [still, still_term] = LeaderOf(cell, 3);
+  CHECK(still == leader);
+  CHECK(still_term == term);
+  CHECK(CountOf(ReadFile(log), "event=following") == 0);
 }

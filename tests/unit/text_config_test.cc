@@ -265,6 +265,9 @@ TEST_CASE(
   CHECK(ReplicaEndpoints(map[0]) ==
         std::vector<std::string>{"ipc://a0", "ipc://a1", "ipc://a2"});
   CHECK(ReplicaEndpoints(map[1]) == std::vector<std::string>{"ipc://b"});
+  // A removed replica's place: the others keep their numbers.
+  CHECK(ReplicaEndpoints("ipc://a0,-,ipc://a2,ipc://a3") ==
+        std::vector<std::string>{"ipc://a0", "", "ipc://a2", "ipc://a3"});
 }
 
 TEST_CASE("an unknown key anywhere in the file is an error") {

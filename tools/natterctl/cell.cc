@@ -175,9 +175,11 @@ std::vector<std::vector<std::string>> StoredNames(const CellPaths& cell) {
     if (eq == std::string::npos) break;
     std::vector<std::string> shards = SplitWords(line.substr(eq + 1));
     for (size_t i = 0; i < shards.size(); ++i) {
-      size_t replicas = ReplicaEndpoints(shards[i]).size();
+      std::vector<std::string> endpoints = ReplicaEndpoints(shards[i]);
+      const size_t replicas = endpoints.size();
       std::vector<std::string> shard;
       for (size_t k = 0; k < replicas; ++k) {
+        if (endpoints[k].empty()) continue;  // removed
         std::string name = "stored-" + std::to_string(i);
         if (replicas > 1) name += "." + std::to_string(k);
         shard.push_back(name);

@@ -57,6 +57,8 @@ const char kUsage[] =
     "       natterctl backup [--dir DIR] --to PATH [--key FILE] [--timeout "
     "DURATION] [ENDPOINT ...]\n"
     "       natterctl verify [--dir DIR] [--key FILE] [--timeout DURATION]\n"
+    "       natterctl replica add|remove --shard N --replica K [--dir DIR]\n"
+    "                        [--key FILE] [--timeout DURATION]\n"
     "       natterctl token  [--dir DIR] --user ID [--ttl DURATION] [--device "
     "NAME]\n"
     "       natterctl token-key add|list [--dir DIR]\n"
@@ -85,6 +87,9 @@ struct Args {
   std::string key;  // status, backup: natterctl's CURVE secret key
   std::string to;   // backup
   std::string timeout = "1h";
+  uint64_t shard = 0;    // replica
+  uint64_t replica = 0;  // replica
+  bool has_shard = false, has_replica = false;
 };
 
 Args Parse(const std::string& command, const std::vector<std::string>& argv) {
@@ -108,9 +113,16 @@ Args Parse(const std::string& command, const std::vector<std::string>& argv) {
   }
   if (command == "status" || command == "backup" || command == "verify")
     opts.add_options()("key", po::value(&a.key));
-  if (command == "verify") {
+  if (command == "verify" || command == "replica") {
     a.timeout = "30s";
     opts.add_options()("timeout", po::value(&a.timeout));
+  }
+  if (command == "replica") {
+    opts.add_options()("key", po::value(&a.key))("shard",
+                                                 UintValue("shard", &a.shard))(
+        "replica", UintValue("replica", &a.replica))("words",
+                                                     po::value(&a.words));
+    pos.add("words", -1);
   }
   if (command == "status") opts.add_options()("json", po::bool_switch(&a.json));
   if (command == "backup") {
@@ -126,6 +138,8 @@ Args Parse(const std::string& command, const std::vector<std::string>& argv) {
     po::store(po::command_line_parser(argv).options(opts).positional(pos).run(),
               vm);
     po::notify(vm);
+    a.has_shard = vm.count("shard") > 0;
+    a.has_replica = vm.count("replica") > 0;
   } catch (const po::error& e) {
     throw Exit{EX_USAGE, command + ": " + e.what()};
   }
@@ -565,6 +579,97 @@ int Verify(const Args& a) {
   return EX_OK;
 }
 
+// natterctl replica add|remove: asks the shard's leader to add replica K
+// to its voters or remove it, and waits until that is committed.  The
+// shard's replicas are asked in turn; one that does not lead names the
+// leader, which is asked next.
+int ReplicaCommand(const Args& a) {
+  if (a.words.size() != 1 || (a.words[0] != "add" && a.words[0] != "remove"))
+    throw Exit{EX_USAGE, "replica: add or remove, then --shard N --replica K"};
+  if (!a.has_shard || !a.has_replica)
+    throw Exit{EX_USAGE, "replica: --shard N and --replica K are required"};
+  CellPaths cell{a.dir};
+  if (!CellExists(cell)) throw Exit{EX_USAGE, "no cell in " + cell.dir};
+  auto timeout = ParseDuration(a.timeout);
+  if (!timeout || *timeout == 0) {
+    throw Exit{EX_USAGE,
+               "replica: --timeout: '" + a.timeout + "' is not a duration"};
+  }
+  std::vector<std::vector<std::string>> shards = StoredNames(cell);
+  if (a.shard >= shards.size()) {
+    throw Exit{EX_USAGE, "replica: there is no shard " +
+                             std::to_string(a.shard) + " in " + cell.Conf()};
+  }
+  CurveIdentity me = AdminIdentity(cell, a.key);
+  zmq::context_t ctx(1);
+  MembershipRequest req;
+  req.add = a.words[0] == "add";
+  req.replica = static_cast<uint32_t>(a.replica);
+  const auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::seconds(*timeout);
+  const std::string prefix = "stored-" + std::to_string(a.shard) + ".";
+  std::string problem = "no replica of the shard answered";
+  uint64_t corr = 0;
+  size_t next = 0;  // the replica asked next, by its place in shards[]
+  while (std::chrono::steady_clock::now() < deadline) {
+    const std::string& name = shards[a.shard][next % shards[a.shard].size()];
+    ++next;
+    Header h;
+    h.corr = ++corr;
+    std::string answer;
+    int left =
+        static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                             deadline - std::chrono::steady_clock::now())
+                             .count());
+    // A few seconds a replica: one that is down is not waited for; asked
+    // again, the leader answers when the change it made is committed.
+    Status s =
+        AskControl(ctx, ControlEndpoint(cell, name), me, EncodeFrame(h, req),
+                   std::clamp(left, 1, 3000), &answer);
+    Frame f;
+    if (s.ok()) s = DecodeFrame(answer.data(), answer.size(), &f);
+    if (s.ok() && f.type() == MsgType::kMembershipReply) {
+      MembershipReply r;
+      s = DecodeBody(f, &r);
+      if (s.ok()) {
+        std::string voters;
+        for (uint64_t v : r.replicas)
+          voters += (voters.empty() ? "" : " ") + std::to_string(v);
+        std::printf("shard-%llu index %llu voters %s\n",
+                    static_cast<unsigned long long>(a.shard),
+                    static_cast<unsigned long long>(r.index), voters.c_str());
+        return EX_OK;
+      }
+    }
+    if (s.ok() && f.type() == MsgType::kNotLeader) {
+      NotLeader n;
+      s = DecodeBody(f, &n);
+      problem = name + " does not lead the shard";
+      if (s.ok() && n.leader > 0) {
+        // Ask the one it names next.
+        const std::string leader = prefix + std::to_string(n.leader - 1);
+        auto& names = shards[a.shard];
+        auto at = std::find(names.begin(), names.end(), leader);
+        if (at != names.end()) next = static_cast<size_t>(at - names.begin());
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      continue;
+    }
+    if (s.ok() && f.type() == MsgType::kError) {
+      Error e;
+      DecodeBody(f, &e);
+      s = Status(e.code, e.message);
+    }
+    if (!s.ok() && !IsRetryable(s.code()))
+      throw Exit{ExitCodeFor(s.code()),
+                 "replica: " + name + ": " + s.message()};
+    problem = name + ": " + s.message();
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  throw Exit{EX_UNAVAILABLE,
+             "replica: shard " + std::to_string(a.shard) + ": " + problem};
+}
+
 int Token(const Args& a) {
   if (a.user == 0)
     throw Exit{EX_USAGE, "token: --user ID (a number above 0) is required"};
@@ -595,6 +700,9 @@ int Token(const Args& a) {
 std::vector<pid_t> DaemonPids(const CellPaths& cell) {
   std::vector<pid_t> pids;
   if (SupervisorPid(cell) < 0) return pids;
+  // The supervisor too: it starts and stops replicas the shard map gained
+  // or lost.
+  pids.push_back(SupervisorPid(cell));
   std::vector<std::string> names = {"notifyd", "routed", "frontd"};
   for (const auto& shard : StoredNames(cell))
     names.insert(names.end(), shard.begin(), shard.end());
@@ -707,6 +815,7 @@ int Main(int argc, char** argv) {
   if (command == "trace") return Trace(Parse(command, rest));
   if (command == "backup") return Backup(Parse(command, rest));
   if (command == "verify") return Verify(Parse(command, rest));
+  if (command == "replica") return ReplicaCommand(Parse(command, rest));
   throw Exit{EX_USAGE, "'" + command + "' is not a command; see natterctl -h"};
 }
 

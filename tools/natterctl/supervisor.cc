@@ -9,6 +9,7 @@
 #include <sysexits.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstdio>
@@ -27,6 +28,8 @@ using Clock = std::chrono::steady_clock;
 
 std::atomic<bool> g_stop{false};
 void OnStop(int) { g_stop = true; }
+std::atomic<bool> g_reload{false};
+void OnReload(int) { g_reload = true; }
 
 void WritePid(const std::string& path, pid_t pid) {
   std::ofstream(path, std::ios::trunc) << pid << "\n";
@@ -106,6 +109,71 @@ void StopAll(std::vector<Child>& children) {
   }
 }
 
+// The stored children the shard map asks for: name and flags.  A replica's
+// number is its name's last part (stored-N.K); join: it is being added to
+// a running shard.
+std::vector<std::pair<std::string, std::vector<std::string>>> StoredChildren(
+    const CellPaths& cell, bool join) {
+  std::vector<std::pair<std::string, std::vector<std::string>>> out;
+  std::vector<std::vector<std::string>> stored = StoredNames(cell);
+  for (size_t i = 0; i < stored.size(); ++i) {
+    for (const std::string& name : stored[i]) {
+      std::vector<std::string> flags = {"--shard", std::to_string(i)};
+      size_t dot = name.find('.');
+      if (dot != std::string::npos) {
+        flags.insert(flags.end(), {"--replica", name.substr(dot + 1)});
+        if (join) flags.insert(flags.end(), {"--join", "yes"});
+      }
+      out.emplace_back(name, flags);
+    }
+  }
+  return out;
+}
+
+// natterctl reload: replicas added to the shard map are started (joining
+// their shards), those removed from it stopped.
+void ReloadChildren(const CellPaths& cell, const std::string& bin,
+                    std::vector<Child>* children) {
+  auto wanted = StoredChildren(cell, true);
+  for (auto it = children->begin(); it != children->end();) {
+    bool stored = it->name.rfind("stored-", 0) == 0;
+    bool listed = std::any_of(wanted.begin(), wanted.end(), [&](const auto& w) {
+      return w.first == it->name;
+    });
+    if (!stored || listed) {
+      ++it;
+      continue;
+    }
+    std::cerr << "natterctl: " << it->name
+              << " is no longer in the shard map; stopping it\n";
+    std::vector<Child> one = {*it};
+    StopAll(one);
+    ::unlink(cell.Pid(it->name).c_str());
+    it = children->erase(it);
+  }
+  for (const auto& [name, flags] : wanted) {
+    bool running = std::any_of(children->begin(), children->end(),
+                               [&](const Child& c) { return c.name == name; });
+    if (running) continue;
+    Child c;
+    c.name = name;
+    c.argv = {bin + "/natter-stored", "-c", cell.Conf()};
+    c.argv.insert(c.argv.end(), flags.begin(), flags.end());
+    if (!Spawn(cell, &c, false)) {
+      std::cerr << "natterctl: cannot start " << name << ": "
+                << std::strerror(errno) << "\n";
+      continue;
+    }
+    std::cerr << "natterctl: " << name << " is new in the shard map; started\n";
+    // Routed goes first among the others: frontd's requests wait behind
+    // the shards (StopAll stops from the back).
+    auto routed =
+        std::find_if(children->begin(), children->end(),
+                     [](const Child& x) { return x.name == "routed"; });
+    children->insert(routed, std::move(c));
+  }
+}
+
 std::string DescribeStatus(int status) {
   if (WIFEXITED(status))
     return "exited with status " + std::to_string(WEXITSTATUS(status));
@@ -132,6 +200,10 @@ int Supervise(const CellPaths& cell, const std::string& listen_override) {
   }
 
   CatchStopSignals(OnStop);
+  struct sigaction hup = {};
+  hup.sa_handler = OnReload;
+  sigemptyset(&hup.sa_mask);
+  sigaction(SIGHUP, &hup, nullptr);
 
   const std::string bin = ProgramDir();
   const std::string conf = cell.Conf();
@@ -145,16 +217,8 @@ int Supervise(const CellPaths& cell, const std::string& listen_override) {
     children.push_back(std::move(c));
   };
   add("notifyd", "natter-notifyd", {});
-  std::vector<std::vector<std::string>> stored = StoredNames(cell);
-  for (size_t i = 0; i < stored.size(); ++i) {
-    for (size_t k = 0; k < stored[i].size(); ++k) {
-      std::vector<std::string> flags = {"--shard", std::to_string(i)};
-      if (stored[i].size() > 1) {
-        flags.insert(flags.end(), {"--replica", std::to_string(k)});
-      }
-      add(stored[i][k], "natter-stored", flags);
-    }
-  }
+  for (const auto& [name, flags] : StoredChildren(cell, false))
+    add(name, "natter-stored", flags);
   add("routed", "natter-routed", {});
   if (listen_override.empty()) {
     add("frontd", "natter-frontd", {});
@@ -212,6 +276,7 @@ int Supervise(const CellPaths& cell, const std::string& listen_override) {
 
   while (!g_stop) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    if (g_reload.exchange(false)) ReloadChildren(cell, bin, &children);
     int status;
     pid_t pid;
     while ((pid = ::waitpid(-1, &status, WNOHANG)) > 0) {
