@@ -194,6 +194,18 @@ inline std::set<uint64_t> SeqsOnce(const Device& d) {
   return seqs;
 }
 
+// Every seq from 1 to the newest exactly once, at least n of them: the
+// events seen, plus the device's own sends (known from their receipts).
+// For a device that was there from its user's first event.
+inline void CheckSeqsComplete(const Device& d, uint64_t n) {
+  std::set<uint64_t> seqs = SeqsOnce(d);
+  // No gap: 1 to the newest, each once (the mailbox also holds the
+  // delivered events, so there may be more than n).
+  REQUIRE(seqs.size() >= n);
+  CHECK(*seqs.begin() == 1);
+  CHECK(*seqs.rbegin() == seqs.size());
+}
+
 // Waits until the user's mailbox on its home shard holds at least n events
 // (processed is the sender's side; a recipient's copy follows through the
 // outbox), with a client that leaves the mailbox alone.

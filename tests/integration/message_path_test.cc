@@ -21,17 +21,6 @@ using namespace natter;
 
 namespace {
 
-// Every seq from 1 to the newest exactly once, at least n of them: the
-// events seen, plus the device's own sends (known from their receipts).
-void CheckSeqsComplete(const Device& d, uint64_t n) {
-  std::set<uint64_t> seqs = SeqsOnce(d);
-  // No gap: 1 to the newest, each once (the mailbox also holds the
-  // delivered events, so there may be more than n).
-  REQUIRE(seqs.size() >= n);
-  CHECK(*seqs.begin() == 1);
-  CHECK(*seqs.rbegin() == seqs.size());
-}
-
 // Events reach the device in seq order and, per sender, in id order.
 void CheckOrder(const Device& d) {
   uint64_t last_seq = 0;
