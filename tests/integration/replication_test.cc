@@ -75,7 +75,7 @@ void CheckExactlyOnce(Device* a, Device* b, UserId alice, UserId bob,
     REQUIRE(ids.insert(in.processed.id.value).second);
   }
   CHECK(ids.size() == sent.size());
-  SeqsOnce(*b);
+  CheckSeqsComplete(*b, sent.size());
   std::set<uint64_t> received;
   for (const auto& e : b->Messages()) {
     REQUIRE(received.insert(e.id.value).second);
