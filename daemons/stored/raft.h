@@ -192,6 +192,12 @@ class Node {
   uint64_t applied() const { return applied_; }
   uint64_t last_index() const { return LastIndex(); }
   uint64_t first_index() const { return snapshot_.index + 1; }
+  // On the leader: the last entry a voter is known to hold (0 if none, or
+  // not leading).
+  uint64_t match(NodeId id) const {
+    auto p = progress_.find(id);
+    return role_ == Role::kLeader && p != progress_.end() ? p->second.match : 0;
+  }
   const SnapshotMeta& snapshot() const { return snapshot_; }
   const std::vector<NodeId>& voters() const { return voters_; }
   // The index of the configuration the voters come from (0: the shard's

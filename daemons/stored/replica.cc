@@ -106,6 +106,17 @@ Status Replica::Create(const Settings& settings, zmq::context_t& ctx,
         static_cast<unsigned long long>(applied.index));
     restored = raft::Restored{*reset.hard_state, *reset.snapshot, {}};
   }
+  if (applied.index < restored.snapshot.index) {
+    // The log forgot entries the database never applied (a database older
+    // than its log: put back from elsewhere, or its synced writes lost).
+    return Status(
+        ErrorCode::kStorage,
+        "the database is at entry " + std::to_string(applied.index) +
+            " but the Raft log starts after " +
+            std::to_string(restored.snapshot.index) +
+            ": the entries between are in neither; replace this replica "
+            "(natterctl replica remove, then add a new one)");
+  }
   o.election_ticks = settings.election_ticks;
   o.heartbeat_ticks = 1;
   o.seed = static_cast<uint64_t>(Clock::now().time_since_epoch().count());
@@ -343,7 +354,10 @@ Status Replica::Process(ReplicaHandler* handler) {
 }
 
 void Replica::PumpSnapshots() {
-  if (!leading()) streams_.clear();
+  if (!leading()) {
+    streams_.clear();
+    streamed_.clear();
+  }
   for (auto it = streams_.begin(); it != streams_.end();) {
     Stream& st = it->second;
     zmq::socket_t& peer = peers_[it->first - 1];
@@ -367,7 +381,10 @@ void Replica::PumpSnapshots() {
       parts.push_back(ToMessage(st.frame));
       if (!SendParts(peer, parts)) break;  // its queue is full: next turn
       st.frame.clear();
-      if (st.next.last) st.finished = true;
+      if (st.next.last) {
+        st.finished = true;
+        streamed_[it->first] = {st.next.index, Clock::now() + kHoldFor};
+      }
     }
     it = st.finished ? streams_.erase(it) : std::next(it);
   }
@@ -391,6 +408,20 @@ Status Replica::MaybeCompact(ReplicaHandler* handler) {
       keep_from = i;
       break;
     }
+  }
+  // What a replica that is taking the leader's database will need next.
+  const auto now = Clock::now();
+  for (auto it = streamed_.begin(); it != streamed_.end();) {
+    if (now >= it->second.second || node_->match(it->first) >= it->second.first)
+      it = streamed_.erase(it);
+    else
+      ++it;
+  }
+  if (log_->bytes() <= kHoldBytes) {
+    for (const auto& [peer, st] : streams_)
+      keep_from = std::min(keep_from, st.next.index + 1);
+    for (const auto& [peer, held] : streamed_)
+      keep_from = std::min(keep_from, held.first + 1);
   }
   if (keep_from <= first) return Status::Ok();
   Status s = handler->SyncApplied();

@@ -133,6 +133,12 @@ class Replica {
   // applied (for followers a little behind).
   static constexpr uint64_t kCompactBytes = 64 << 20;
   static constexpr uint64_t kKeepBytes = 16 << 20;
+  // Nor past the place of a database streamed to a replica, until it has
+  // said it holds it (else it may need another, and another, while writes
+  // go on), for at most kHoldFor, and while the log holds at most
+  // kHoldBytes.
+  static constexpr std::chrono::seconds kHoldFor{300};
+  static constexpr uint64_t kHoldBytes = 256 << 20;
 
  private:
   Replica(zmq::context_t& ctx, const Settings& s) : ctx_(ctx), settings_(s) {}
@@ -178,6 +184,10 @@ class Replica {
   uint64_t snapshots_sent_ = 0;
   ReplicaHandler* handler_ = nullptr;   // during Process
   std::map<uint64_t, Stream> streams_;  // by peer node id
+  // Databases streamed whole, by peer node id: their index, and until when
+  // the log keeps what follows it.
+  std::map<uint64_t, std::pair<uint64_t, std::chrono::steady_clock::time_point>>
+      streamed_;
 };
 
 }  // namespace stored

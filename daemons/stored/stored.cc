@@ -200,6 +200,16 @@ bool IsLevelDbFile(const std::string& name) {
          ends(".ldb") || ends(".sst") || ends(".dbtmp");
 }
 
+// Makes the names in a folder durable (files made, moved or removed).
+Status SyncFolder(const std::string& dir) {
+  int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  bool ok = dfd >= 0 && ::fsync(dfd) == 0;
+  const int error = errno;
+  if (dfd >= 0) ::close(dfd);
+  return ok ? Status::Ok()
+            : Status(ErrorCode::kStorage, dir + ": " + std::strerror(error));
+}
+
 // An empty file, synced, and its folder: a step of SwapDatabase done.
 Status WriteMark(const std::string& path) {
   int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
@@ -207,15 +217,11 @@ Status WriteMark(const std::string& path) {
     return Status(ErrorCode::kStorage, path + ": " + std::strerror(errno));
   }
   bool ok = ::fsync(fd) == 0;
+  const int error = errno;
   ::close(fd);
-  std::string dir = path.substr(0, path.rfind('/'));
-  int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    ok = ::fsync(dfd) == 0 && ok;
-    ::close(dfd);
-  }
-  return ok ? Status::Ok()
-            : Status(ErrorCode::kStorage, path + ": " + std::strerror(errno));
+  if (!ok)
+    return Status(ErrorCode::kStorage, path + ": " + std::strerror(error));
+  return SyncFolder(path.substr(0, path.rfind('/')));
 }
 
 }  // namespace
@@ -374,9 +380,13 @@ Status Stored::SwapDatabase() {
       if (ec) return failed("moving the new database");
     }
   }
+  // The moves durable before the mark goes: else a crash could leave
+  // neither the old database nor the new one, and no mark to finish by.
+  Status synced = SyncFolder(data.string());
+  if (!synced.ok()) return synced;
   fs::remove_all(incoming, ec);
   fs::remove(swapping, ec);
-  return Status::Ok();
+  return SyncFolder(data.string());
 }
 
 Status Stored::OpenReplica(const std::vector<uint64_t>* reset_voters) {

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "daemons/stored/replica.h"
 #include "tests/support/temp_dir.h"
 
 using namespace natter;
@@ -153,4 +154,45 @@ TEST_CASE(
   s = RaftLog::Open(path, &log);
   CHECK_FALSE(s.ok());
   CHECK(s.message().find("hard state") != std::string::npos);
+}
+
+TEST_CASE(
+    "a replica whose database is older than its compacted log refuses to "
+    "start, and one joining has no voters of its own") {
+  TempDir dir;
+  Replica::Settings settings;
+  settings.endpoints = {"ipc://" + dir.path() + "/0",
+                        "ipc://" + dir.path() + "/1",
+                        "ipc://" + dir.path() + "/2"};
+  settings.log_path = dir.path() + "/raft";
+  {
+    // The log compacted through entry 50.
+    auto log = OpenLog(settings.log_path);
+    raft::Ready rd;
+    rd.hard_state = raft::HardState{4, 1, 50};
+    rd.snapshot = raft::SnapshotMeta{50, 4, {1, 2, 3}};
+    REQUIRE(log->Save(rd).ok());
+  }
+  zmq::context_t ctx(1);
+  std::unique_ptr<Replica> r;
+  Status s = Replica::Create(settings, ctx, CurveIdentity(), {10, 2}, &r);
+  CHECK(s.code() == ErrorCode::kStorage);
+  CHECK(s.message().find("in neither") != std::string::npos);
+  // At the log's start or past it, it starts.
+  CHECK(Replica::Create(settings, ctx, CurveIdentity(), {50, 4}, &r).ok());
+  REQUIRE(r);
+  CHECK(r->Voters() == std::vector<uint64_t>{0, 1, 2});
+
+  // A new replica joining: an empty log, no voters until its leader's.
+  Replica::Settings joining = settings;
+  joining.replica = 2;
+  joining.join = true;
+  joining.log_path = dir.path() + "/raft-new";
+  std::unique_ptr<Replica> j;
+  REQUIRE(Replica::Create(joining, ctx, CurveIdentity(), {0, 0}, &j).ok());
+  CHECK(j->Voters().empty());
+  joining.join = false;
+  joining.log_path = dir.path() + "/raft-first";
+  REQUIRE(Replica::Create(joining, ctx, CurveIdentity(), {0, 0}, &j).ok());
+  CHECK(j->Voters() == std::vector<uint64_t>{0, 1, 2});
 }
