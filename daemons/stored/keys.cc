@@ -81,6 +81,8 @@ std::string AppliedIndexKey() { return "l"; }
 
 std::string NextOutboxKey() { return "n"; }
 
+std::string VotersKey() { return "g"; }
+
 std::string OutboxKey(uint64_t n) {
   std::string k(1, 'o');
   PutBigEndian(&k, n);

@@ -13,6 +13,7 @@
 //   v                    the format of the database (kFormat)
 //   l                    the last Raft log entry applied: index, term
 //   n                    the next outbox number (the same on every replica)
+//   g                    the shard's voters as of l (raft::EncodeVoters)
 #ifndef NATTER_DAEMONS_STORED_KEYS_H_
 #define NATTER_DAEMONS_STORED_KEYS_H_
 
@@ -40,6 +41,7 @@ std::string AckMarkKey(UserId user);
 std::string FormatKey();
 std::string AppliedIndexKey();
 std::string NextOutboxKey();
+std::string VotersKey();
 
 // The database's format: 1 has the r keys (a database without a v key was
 // made before them, and gets them when it is opened).

@@ -17,6 +17,7 @@ namespace {
 
 const char kHardStateKey[] = "h";
 const char kSnapshotKey[] = "s";
+const char kJoiningKey[] = "j";
 const char kEntryPrefix = 'e';
 
 struct DiskHardState {
@@ -112,6 +113,9 @@ Status RaftLog::Load() {
   }
   restored_.snapshot = snapshot_;
   last_ = snapshot_.index;
+  s = db_->Get({}, kJoiningKey, &value);
+  if (!s.ok() && !s.IsNotFound()) return Storage("reading the join mark", s);
+  joining_ = s.ok();
   std::unique_ptr<leveldb::Iterator> it(db_->NewIterator({}));
   for (it->Seek(std::string(1, kEntryPrefix));
        it->Valid() && it->key()[0] == kEntryPrefix; it->Next()) {
@@ -132,6 +136,14 @@ Status RaftLog::Load() {
   }
   if (!it->status().ok()) return Storage("reading the entries", it->status());
   return Status::Ok();
+}
+
+Status RaftLog::MarkJoining() {
+  leveldb::WriteBatch batch;
+  batch.Put(kJoiningKey, "");
+  Status s = Write(&batch);
+  if (s.ok()) joining_ = true;
+  return s;
 }
 
 Status RaftLog::Write(leveldb::WriteBatch* batch) {

@@ -5,7 +5,8 @@
 // its messages go (raft.h).
 //
 // Keys: "h" the hard state, "s" the snapshot meta, "e" + be64(index) an
-// entry; values are MessagePack arrays.
+// entry; values are MessagePack arrays.  "j" (empty): the replica joined a
+// running shard, so it has no voters of its own until its leader's.
 #ifndef NATTER_DAEMONS_STORED_RAFT_LOG_H_
 #define NATTER_DAEMONS_STORED_RAFT_LOG_H_
 
@@ -41,6 +42,12 @@ class RaftLog {
   // (synced) in a snapshot at meta.
   Status Compact(const raft::SnapshotMeta& meta);
 
+  // Marks the replica as one joining a running shard (synced): from then
+  // on it never takes the shard map's replicas for its voters, even when
+  // started without --join.
+  Status MarkJoining();
+  bool joining() const { return joining_; }
+
   uint64_t first_index() const { return snapshot_.index + 1; }
   uint64_t last_index() const { return last_; }
   // Bytes of entries on disk, about.
@@ -59,6 +66,7 @@ class RaftLog {
   uint64_t last_ = 0;
   uint64_t bytes_ = 0;
   uint64_t syncs_ = 0;
+  bool joining_ = false;
   raft::HardState saved_;  // as on disk
 };
 

@@ -61,9 +61,9 @@ bool FromWire(const RaftMessage& w, raft::Message* m) {
 }  // namespace
 
 Status Replica::Create(const Settings& settings, zmq::context_t& ctx,
-                       const CurveIdentity& me, LogPosition applied,
-                       std::unique_ptr<Replica>* out,
-                       const std::vector<uint64_t>* reset_voters) {
+                       const CurveIdentity& me, const Database& db,
+                       std::unique_ptr<Replica>* out) {
+  const LogPosition applied = db.applied;
   if (settings.replica >= settings.endpoints.size() ||
       settings.endpoints[settings.replica].empty()) {
     return Status(ErrorCode::kBadRequest,
@@ -77,18 +77,26 @@ Status Replica::Create(const Settings& settings, zmq::context_t& ctx,
   if (!s.ok()) return s;
   raft::Options o;
   o.id = settings.replica + 1;
-  for (size_t k = 0; k < settings.endpoints.size() && !settings.join; ++k) {
+  raft::Restored restored = r->log_->restored();
+  const bool empty = restored.snapshot.index == 0 && restored.entries.empty();
+  if (settings.join && empty && !r->log_->joining()) {
+    s = r->log_->MarkJoining();
+    if (!s.ok()) return s;
+  }
+  // A new shard's voters: its replicas in the shard map (one joining a
+  // running shard has none of its own).
+  for (size_t k = 0; k < settings.endpoints.size() && !r->log_->joining();
+       ++k) {
     if (!settings.endpoints[k].empty()) o.voters.push_back(k + 1);
   }
-  raft::Restored restored = r->log_->restored();
-  if (reset_voters != nullptr || r->log_->last_index() < applied.index) {
+  if (db.installed || r->log_->last_index() < applied.index) {
     // The database is ahead of the log: what it holds is a snapshot at
-    // applied, and the log goes on after it.  Its voters: the leader's
-    // then, or (a database restored from a backup) the shard map's.
+    // applied, and the log goes on after it, with the voters the database
+    // records (else, a database from before it recorded them, the shard
+    // map's).
     raft::Ready reset;
-    reset.snapshot =
-        raft::SnapshotMeta{applied.index, applied.term,
-                           reset_voters != nullptr ? *reset_voters : o.voters};
+    reset.snapshot = raft::SnapshotMeta{
+        applied.index, applied.term, db.voters.empty() ? o.voters : db.voters};
     reset.hard_state = restored.hard_state;
     reset.hard_state->term = std::max(reset.hard_state->term, applied.term);
     reset.hard_state->commit = applied.index;

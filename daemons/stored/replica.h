@@ -70,17 +70,23 @@ class Replica {
     bool join = false;
   };
 
+  // What the shard's database says of itself.
+  struct Database {
+    LogPosition applied;           // where it is in the log
+    std::vector<uint64_t> voters;  // as of applied, by node id; empty if
+                                   // the database does not record them
+    bool installed = false;        // just taken from the leader
+  };
+
   // Opens the log (a kStorage error if it cannot be read) and makes the
-  // node; applied is where the shard's database is in the log.  A log
-  // that ends before it (lost, or the database restored from a backup)
-  // starts again after it, as after a snapshot there.
-  // With reset_voters (the database was just installed from the leader's,
-  // whose voters those were at applied), the log starts after applied
-  // whatever it held.
+  // node.  A log that ends before the database (lost, a crash while a
+  // database was being installed, or the database restored from a backup)
+  // starts again after it, as after a snapshot there, with the voters the
+  // database records (else the shard map's); so does the log of a
+  // database just installed, whatever it held.
   static Status Create(const Settings& settings, zmq::context_t& ctx,
-                       const CurveIdentity& me, LogPosition applied,
-                       std::unique_ptr<Replica>* out,
-                       const std::vector<uint64_t>* reset_voters = nullptr);
+                       const CurveIdentity& me, const Database& db,
+                       std::unique_ptr<Replica>* out);
 
   // Connects to the other replicas (their links are kept up by a watch of
   // their own: a replica down does not keep this one from serving).

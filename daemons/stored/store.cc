@@ -111,6 +111,8 @@ Status Store::Open(const std::string& path, int max_open_files) {
   if (db_->Get({}, AppliedIndexKey(), &applied).ok() && applied.size() == 16) {
     applied_ = {GetBigEndian(applied.data()), GetBigEndian(applied.data() + 8)};
   }
+  voters_.clear();
+  db_->Get({}, VotersKey(), &voters_);
   std::unique_ptr<leveldb::Iterator> it(db_->NewIterator({}));
   it->Seek(OutboxKey(UINT64_MAX));
   if (it->Valid()) {
@@ -438,7 +440,7 @@ class Store::Writer {
 };
 
 Status Store::Apply(std::vector<Request>* batch, Effects* effects,
-                    LogPosition at) {
+                    LogPosition at, const std::string* voters) {
   if (!db_) {
     Status closed(ErrorCode::kStorage, "the shard's database is closed");
     for (Request& r : *batch) r.reply = EncodeError(r.frame.header, closed);
@@ -470,6 +472,7 @@ Status Store::Apply(std::vector<Request>* batch, Effects* effects,
     b.writes.Put(AppliedIndexKey(), v);
     b.needs_sync = false;  // the log on disk has it
   }
+  if (voters != nullptr) b.writes.Put(VotersKey(), *voters);
   if (b.writes.ApproximateSize() > leveldb::WriteBatch().ApproximateSize()) {
     leveldb::WriteOptions options;
     options.sync = b.needs_sync;
@@ -493,6 +496,7 @@ Status Store::Apply(std::vector<Request>* batch, Effects* effects,
       synced_requests_ += batch->size();
     }
     if (at.index > 0) applied_ = at;
+    if (voters != nullptr) voters_ = *voters;
   }
   for (size_t i = 0; i < batch->size(); ++i) {
     Request& r = (*batch)[i];

@@ -132,11 +132,17 @@ class Store {
   // written in the same batch, unsynced: the Raft log on disk holds the
   // entry, and after a crash the replica applies again what follows the
   // index the database holds (applied_index()).
+  // A configuration entry's voters (raft::EncodeVoters), if given, are
+  // written too (voters()).
   Status Apply(std::vector<Request>* batch, Effects* effects,
-               LogPosition at = {});
+               LogPosition at = {}, const std::string* voters = nullptr);
   // The last log index applied (0: none, or not replicated).
   uint64_t applied_index() const { return applied_.index; }
   LogPosition applied() const { return applied_; }
+  // The shard's voters as of applied() (raft::EncodeVoters), as the last
+  // configuration applied or the database taken from the leader says;
+  // empty if the database does not record them.
+  const std::string& voters() const { return voters_; }
 
   // Up to limit hand-offs not yet acknowledged, from the outbox on disk,
   // in outbox order, starting after outbox number `after`.
@@ -276,6 +282,7 @@ class Store {
   uint64_t trace_ = 0;  // the trace id of the request being applied
   uint64_t syncs_ = 0;
   LogPosition applied_;
+  std::string voters_;
   uint64_t synced_requests_ = 0;
 };
 

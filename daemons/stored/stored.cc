@@ -272,6 +272,7 @@ void Stored::TakeChunk(SnapshotChunk* chunk) {
     PutBigEndian(&at, chunk->index);
     PutBigEndian(&at, chunk->snapshot_term);
     batch.Put(AppliedIndexKey(), at);
+    batch.Put(VotersKey(), raft::EncodeVoters(chunk->voters));
   }
   leveldb::WriteOptions options;
   options.sync = chunk->last;
@@ -330,7 +331,7 @@ void Stored::InstallSnapshot(const SnapshotChunk& last) {
                    std::to_string(store_->applied().index) + ", not " +
                    std::to_string(last.index));
   }
-  if (s.ok()) s = OpenReplica(&last.voters);
+  if (s.ok()) s = OpenReplica(/*installed=*/true);
   if (!s.ok()) {
     NLOG_ERROR("event=snapshot-install-failed shard=%u error=%s", shard_,
                LogValue(s.ToString()).c_str());
@@ -389,10 +390,16 @@ Status Stored::SwapDatabase() {
   return SyncFolder(data.string());
 }
 
-Status Stored::OpenReplica(const std::vector<uint64_t>* reset_voters) {
+Status Stored::OpenReplica(bool installed) {
+  Replica::Database db;
+  db.applied = store_->applied();
+  db.installed = installed;
+  std::vector<raft::NodeId> voters;
+  if (raft::DecodeVoters(store_->voters(), &voters)) {
+    db.voters.assign(voters.begin(), voters.end());
+  }
   std::unique_ptr<Replica> r;
-  Status s = Replica::Create(replica_settings_, ctx_, keys_.identity(),
-                             store_->applied(), &r, reset_voters);
+  Status s = Replica::Create(replica_settings_, ctx_, keys_.identity(), db, &r);
   if (s.ok()) s = r->Start();
   if (!s.ok()) return s;
   replica_ = std::move(r);
@@ -926,10 +933,13 @@ Status Stored::ApplyEntry(const raft::Entry& entry) {
   }
   AnswerMembership(entry);
   if (entry.type != raft::EntryType::kNormal) {
-    // Changes nothing but where the database is in the log.
+    // Changes nothing but where the database is in the log (and, for a
+    // configuration, the voters it records from then on).
     std::vector<Request> none;
     Effects nothing;
-    return store_->Apply(&none, &nothing, {entry.index, entry.term});
+    return store_->Apply(
+        &none, &nothing, {entry.index, entry.term},
+        entry.type == raft::EntryType::kConfig ? &entry.data : nullptr);
   }
   ShardEntry e;
   if (!UnpackValue(entry.data, &e)) {

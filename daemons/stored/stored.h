@@ -122,8 +122,9 @@ class Stored : public Service, private ReplicaHandler {
   void LeadershipChanged();
   // Answers every request waiting on the log or a read with error.
   void FailWaiting(const Status& error);
-  // Makes the replica from its log; with reset_voters, as Replica::Create.
-  Status OpenReplica(const std::vector<uint64_t>* reset_voters = nullptr);
+  // Makes the replica from its log and the database (installed: just
+  // taken from the leader).
+  Status OpenReplica(bool installed = false);
   // A chunk of the leader's database (the replica is behind its log).
   void TakeChunk(SnapshotChunk* chunk);
   void InstallSnapshot(const SnapshotChunk& last);

@@ -158,7 +158,9 @@ TEST_CASE(
 
 TEST_CASE(
     "a replica whose database is older than its compacted log refuses to "
-    "start, and one joining has no voters of its own") {
+    "start; one joining has no voters of its own, even started again "
+    "without --join; a log behind its database takes the voters the "
+    "database records") {
   TempDir dir;
   Replica::Settings settings;
   settings.endpoints = {"ipc://" + dir.path() + "/0",
@@ -175,24 +177,43 @@ TEST_CASE(
   }
   zmq::context_t ctx(1);
   std::unique_ptr<Replica> r;
-  Status s = Replica::Create(settings, ctx, CurveIdentity(), {10, 2}, &r);
+  Replica::Database db;
+  db.applied = {10, 2};
+  Status s = Replica::Create(settings, ctx, CurveIdentity(), db, &r);
   CHECK(s.code() == ErrorCode::kStorage);
   CHECK(s.message().find("in neither") != std::string::npos);
   // At the log's start or past it, it starts.
-  CHECK(Replica::Create(settings, ctx, CurveIdentity(), {50, 4}, &r).ok());
+  db.applied = {50, 4};
+  CHECK(Replica::Create(settings, ctx, CurveIdentity(), db, &r).ok());
   REQUIRE(r);
   CHECK(r->Voters() == std::vector<uint64_t>{0, 1, 2});
 
-  // A new replica joining: an empty log, no voters until its leader's.
+  // A new replica joining: an empty log, no voters until its leader's; and
+  // none either when it is started again without --join.
   Replica::Settings joining = settings;
   joining.replica = 2;
   joining.join = true;
   joining.log_path = dir.path() + "/raft-new";
   std::unique_ptr<Replica> j;
-  REQUIRE(Replica::Create(joining, ctx, CurveIdentity(), {0, 0}, &j).ok());
+  Replica::Database none;
+  REQUIRE(Replica::Create(joining, ctx, CurveIdentity(), none, &j).ok());
   CHECK(j->Voters().empty());
+  j.reset();
   joining.join = false;
+  REQUIRE(Replica::Create(joining, ctx, CurveIdentity(), none, &j).ok());
+  CHECK(j->Voters().empty());
+  // A new shard's replica: the shard map's.
   joining.log_path = dir.path() + "/raft-first";
-  REQUIRE(Replica::Create(joining, ctx, CurveIdentity(), {0, 0}, &j).ok());
+  REQUIRE(Replica::Create(joining, ctx, CurveIdentity(), none, &j).ok());
   CHECK(j->Voters() == std::vector<uint64_t>{0, 1, 2});
+
+  // A database ahead of an empty log (a crash while it was being
+  // installed): the voters it records, not the shard map's.
+  joining.log_path = dir.path() + "/raft-behind";
+  Replica::Database ahead;
+  ahead.applied = {70, 5};
+  ahead.voters = {1, 3};
+  REQUIRE(Replica::Create(joining, ctx, CurveIdentity(), ahead, &j).ok());
+  CHECK(j->Voters() == std::vector<uint64_t>{0, 2});
+  CHECK(j->node().commit() == 70);
 }
