@@ -126,9 +126,10 @@ const char kPeerKeyNaming[] =
     "a key's name is frontd, routed, stored, notifyd or admin, alone or "
     "followed by -, ., _ or @ and anything, as in stored-1 or frontd@host3";
 
-bool SentByRole(const zmq::message_t& message, PeerRole role) {
+bool SentByRole(const zmq::message_t& message, PeerRole role, bool curve) {
+  if (!curve) return true;
   const char* roles = zmq_msg_gets(message.handle(), "User-Id");
-  if (roles == nullptr || *roles == '\0') return true;
+  if (roles == nullptr) return false;
   const std::string name = PeerRoleName(role);
   for (const std::string& r : SplitList(roles)) {
     if (r == name) return true;
@@ -195,14 +196,15 @@ Status LoadPeerKeys(const std::string& dir, PeerKeys* out) {
   return Status::Ok();
 }
 
-void SetCurveServer(zmq::socket_t& socket, const CurveIdentity& me,
+bool SetCurveServer(zmq::socket_t& socket, const CurveIdentity& me,
                     const char* domain, const std::string& endpoint) {
-  if (!me.enabled) return;
-  if (me.plain_ipc && IsIpc(endpoint)) return;
+  if (!me.enabled) return false;
+  if (me.plain_ipc && IsIpc(endpoint)) return false;
   socket.set(zmq::sockopt::zap_domain, domain);
   socket.set(zmq::sockopt::curve_server, 1);
   socket.set(zmq::sockopt::curve_secretkey,
              zmq::const_buffer(me.secret.data(), me.secret.size()));
+  return true;
 }
 
 Status ConnectTo(zmq::socket_ref socket, const CurveIdentity& me,

@@ -61,11 +61,12 @@ constexpr char kZapDomainNotifydOut[] = "cell:frontd";  // notifyd's PUB
 constexpr char kZapDomainControl[] = "cell:admin";      // control sockets
 // Whether a "cell:..." domain admits a key of role; false for any other.
 bool DomainAdmits(const std::string& domain, PeerRole role);
-// Whether a message came from a peer whose key has role: ZapHandler names
-// the roles it admitted a key for as the connection's User-Id.  A message
-// with none came over a socket without CURVE (nobody's key was checked),
-// and passes.
-bool SentByRole(const zmq::message_t& message, PeerRole role);
+// Whether a message that came in on a CURVE server socket (curve: as
+// SetCurveServer said) came from a peer whose key has role: ZapHandler
+// names the roles it admitted a key for as the connection's User-Id; a
+// message without one is refused.  On a socket without CURVE nobody's key
+// was checked, and every message passes.
+bool SentByRole(const zmq::message_t& message, PeerRole role, bool curve);
 
 // The cell's allow-list: each key of a peer-keys folder with the roles its
 // file names give it (a key listed under two names has both).
@@ -113,8 +114,8 @@ Status LoadCurveIdentity(const std::string& secret_key_file,
 // Makes socket a CURVE server of the domain, if the daemon has a key —
 // unless it binds an ipc:// endpoint of the cell and curve-ipc is off (no
 // CURVE, so no ZAP: whoever can open the socket file is let in, whatever
-// its role).
-void SetCurveServer(zmq::socket_t& socket, const CurveIdentity& me,
+// its role).  True if the socket is a CURVE server.
+bool SetCurveServer(zmq::socket_t& socket, const CurveIdentity& me,
                     const char* domain, const std::string& endpoint);
 // Connects socket to endpoint: as a CURVE client when the endpoint names
 // its server's key (the daemon then needs a key of its own), unless it is

@@ -216,7 +216,7 @@ int RunDaemon(int argc, char** argv, const DaemonSpec& spec) {
           NLOG_ERROR("event=reload-config-failed error=%s",
                      LogValue(read.message()).c_str());
         }
-        service->Reload(read.ok() ? again : config);
+        service->Reload(read.ok() ? &again : nullptr);
         NotifySystemd("READY=1");
       }
     }

@@ -34,8 +34,8 @@ class Service {
   // Finishes the work in hand before the daemon exits.
   virtual void Stop() {}
   // SIGHUP: reads its keys again, without dropping connections; config is
-  // natter.conf as read again (the one it started with if that failed).
-  virtual void Reload(const Config& config) { (void)config; }
+  // natter.conf as read again (null if it could not be read).
+  virtual void Reload(const Config* config) { (void)config; }
   // The daemon's CURVE identity, which its control socket uses too; null
   // before Start.
   virtual const CurveIdentity* Identity() { return nullptr; }

@@ -336,6 +336,17 @@ std::string LinkWatch::RoutingId(const zmq::socket_t& socket,
   return "";
 }
 
+bool LinkWatch::Up(const zmq::socket_t& socket,
+                   const std::string& endpoint) const {
+  for (const Watched& w : watched_) {
+    if (w.socket != socket.handle()) continue;
+    for (const Link& link : w.links) {
+      if (link.endpoint == endpoint) return link.state == State::kUp;
+    }
+  }
+  return false;
+}
+
 std::string LinkWatch::Waiting() const {
   std::string out;
   for (const Watched& w : watched_) {

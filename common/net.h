@@ -121,6 +121,9 @@ class LinkWatch {
   // routing_id); empty if none.
   std::string RoutingId(const zmq::socket_t& socket,
                         const std::string& endpoint) const;
+  // Whether the link to endpoint has finished its handshake and not
+  // dropped since.
+  bool Up(const zmq::socket_t& socket, const std::string& endpoint) const;
   // Re-links made, ever (a metric).
   uint64_t relinks() const { return relinks_; }
 

@@ -1,5 +1,9 @@
 #include "common/shard.h"
 
+#include <algorithm>
+
+#include "common/curve.h"
+
 namespace natter {
 
 uint32_t HomeShard(UserId user, uint32_t shard_count) {
@@ -30,6 +34,46 @@ std::vector<std::string> ReplicaEndpoints(const std::string& shard_entry) {
     at = comma + 1;
   }
   return out;
+}
+
+Status CheckReplicaChange(uint32_t shard,
+                          const std::vector<std::string>& before,
+                          const std::vector<std::string>& after) {
+  const std::string which = "shard " + std::to_string(shard) + ": ";
+  if (after.size() < before.size()) {
+    return Status(ErrorCode::kBadRequest,
+                  which + std::to_string(after.size()) +
+                      " replica places, not " + std::to_string(before.size()) +
+                      " (a removed replica's place stays, as -)");
+  }
+  if (before.size() == 1 && after.size() > 1) {
+    return Status(ErrorCode::kBadRequest,
+                  which +
+                      "a shard of one replica does not gain replicas while it "
+                      "runs (its folder is shard-N; see natter-stored(8))");
+  }
+  for (size_t k = 0; k < after.size(); ++k) {
+    if (k < before.size() && after[k] != before[k] && !after[k].empty()) {
+      return Status(ErrorCode::kBadRequest,
+                    which + "replica " + std::to_string(k) +
+                        " has another endpoint (a replica keeps its own: "
+                        "remove it and add another)");
+    }
+    Endpoint parsed;
+    Status s = k < before.size() || after[k].empty()
+                   ? Status::Ok()
+                   : ParseEndpoint(after[k], &parsed);
+    if (!s.ok()) {
+      return Status(
+          ErrorCode::kBadRequest,
+          which + "replica " + std::to_string(k) + ": " + s.message());
+    }
+  }
+  if (std::all_of(after.begin(), after.end(),
+                  [](const std::string& e) { return e.empty(); })) {
+    return Status(ErrorCode::kBadRequest, which + "no replica is left");
+  }
+  return Status::Ok();
 }
 
 }  // namespace natter

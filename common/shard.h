@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "common/status.h"
 #include "common/types.h"
 
 namespace natter {
@@ -19,6 +20,14 @@ uint32_t HomeShard(UserId user, uint32_t shard_count);
 // the place of a replica removed (written -: the others keep their
 // numbers).
 std::vector<std::string> ReplicaEndpoints(const std::string& shard_entry);
+
+// Whether a shard's replicas may go from `before` to `after` while the
+// cell runs (natter.conf read again): places are only added at the end or
+// removed (""), each endpoint added is one, at least one replica is left,
+// and a shard of one replica stays one (its folder's name would change).
+Status CheckReplicaChange(uint32_t shard,
+                          const std::vector<std::string>& before,
+                          const std::vector<std::string>& after);
 
 }  // namespace natter
 

@@ -154,7 +154,7 @@ Status Frontd::Start() {
   return Status::Ok();
 }
 
-void Frontd::Reload(const Config&) {
+void Frontd::Reload(const Config*) {
   keys_.Reload();
   Status s = verifier_.LoadDir(token_keys_);
   if (!s.ok()) {

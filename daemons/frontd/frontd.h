@@ -51,7 +51,7 @@ class Frontd : public Service {
 
   Status Start() override;
   void RunOnce(int timeout_ms) override;
-  void Reload(const Config& config) override;
+  void Reload(const Config* config) override;
   void Stop() override;
 
   // Descriptors kept for everything but clients (peers, storage of the

@@ -35,7 +35,7 @@ class Notifyd : public Service {
   void RunOnce(int timeout_ms) override;
   // Publishes the events already taken in before it exits.
   void Stop() override { RunOnce(0); }
-  void Reload(const Config&) override { keys_.Reload(); }
+  void Reload(const Config*) override { keys_.Reload(); }
   const CurveIdentity* Identity() override { return &keys_.identity(); }
   void Stats(MetricSet* set) override;
 

@@ -299,9 +299,10 @@ std::string Routed::ReplicaName(const Shard& shard, size_t k) const {
   return watch_->RoutingId(shard.socket, shard.endpoints[k]);
 }
 
-void Routed::Reload(const Config& config) {
+void Routed::Reload(const Config* config) {
   keys_.Reload();
-  std::vector<std::string> map = config.GetShardMap();
+  if (config == nullptr) return;  // natter.conf could not be read again
+  std::vector<std::string> map = config->GetShardMap();
   if (map.size() != shards_.size()) {
     NLOG_ERROR(
         "event=shard-map-reload-failed error=\"the shard map has %zu shards, "
@@ -312,17 +313,11 @@ void Routed::Reload(const Config& config) {
   for (size_t i = 0; i < shards_.size(); ++i) {
     Shard& s = shards_[i];
     std::vector<std::string> now = ReplicaEndpoints(map[i]);
-    bool same = now.size() >= s.endpoints.size();
-    for (size_t k = 0; same && k < s.endpoints.size(); ++k) {
-      same = now[k] == s.endpoints[k] || now[k].empty();
-    }
-    if (!same) {
-      // A replica keeps its place and its endpoint; one moved is a new one.
-      NLOG_ERROR(
-          "event=shard-map-reload-failed shard=%zu error=\"a replica's "
-          "endpoint changed or its place went (a removed replica's place "
-          "stays, as -)\"",
-          i);
+    Status valid =
+        CheckReplicaChange(static_cast<uint32_t>(i), s.endpoints, now);
+    if (!valid.ok()) {
+      NLOG_ERROR("event=shard-map-reload-failed shard=%zu error=%s", i,
+                 LogValue(valid.message()).c_str());
       continue;
     }
     for (size_t k = 0; k < now.size(); ++k) {
@@ -333,14 +328,20 @@ void Routed::Reload(const Config& config) {
         NLOG_INFO("event=replica-unlisted shard=%zu replica=%zu", i, k);
         continue;
       }
+      // Kept even if the link fails now (it is the shard map's), so that
+      // the next reload compares with it.
       s.endpoints.push_back(now[k]);
       if (now[k].empty()) continue;
-      Status cs = watch_->Connect(s.socket, keys_.identity(), now[k],
-                                  "r" + std::to_string(k));
+      Status cs;
+      try {
+        cs = watch_->Connect(s.socket, keys_.identity(), now[k],
+                             "r" + std::to_string(k));
+      } catch (const zmq::error_t& e) {
+        cs = Status(ErrorCode::kInternal, e.what());
+      }
       if (!cs.ok()) {
-        NLOG_ERROR("event=shard-map-reload-failed shard=%zu error=%s", i,
-                   LogValue(cs.ToString()).c_str());
-        s.endpoints.back().clear();
+        NLOG_ERROR("event=replica-link-failed shard=%zu replica=%zu error=%s",
+                   i, k, LogValue(cs.ToString()).c_str());
         continue;
       }
       NLOG_INFO("event=replica-listed shard=%zu replica=%zu", i, k);

@@ -66,7 +66,7 @@ class Routed : public Service {
   // until 100 ms pass quietly, for at most two seconds.
   void Stop() override;
   // SIGHUP: the keys, and replicas added to or removed from the shards.
-  void Reload(const Config& config) override;
+  void Reload(const Config* config) override;
   bool Ready() override { return watch_->AllConnected(); }
   std::string Waiting() override { return watch_->Waiting(); }
   const CurveIdentity* Identity() override { return &keys_.identity(); }

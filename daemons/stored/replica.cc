@@ -162,23 +162,9 @@ Status Replica::LinkPeer(size_t k) {
 }
 
 Status Replica::SetEndpoints(const std::vector<std::string>& endpoints) {
-  if (endpoints.size() < settings_.endpoints.size()) {
-    return Status(ErrorCode::kBadRequest,
-                  "shard " + std::to_string(settings_.shard) + " has " +
-                      std::to_string(settings_.endpoints.size()) +
-                      " replica places, not " +
-                      std::to_string(endpoints.size()) +
-                      " (a removed replica's place stays, as -)");
-  }
-  for (size_t k = 0; k < settings_.endpoints.size(); ++k) {
-    if (endpoints[k] != settings_.endpoints[k] && !endpoints[k].empty()) {
-      return Status(ErrorCode::kBadRequest,
-                    "replica " + std::to_string(k) + " of shard " +
-                        std::to_string(settings_.shard) +
-                        " has another endpoint (a replica keeps its own: "
-                        "remove it and add another)");
-    }
-  }
+  Status valid =
+      CheckReplicaChange(settings_.shard, settings_.endpoints, endpoints);
+  if (!valid.ok()) return valid;
   for (size_t k = 0; k < endpoints.size(); ++k) {
     if (k < settings_.endpoints.size()) {
       if (endpoints[k] == settings_.endpoints[k]) continue;
@@ -193,8 +179,14 @@ Status Replica::SetEndpoints(const std::vector<std::string>& endpoints) {
     }
     settings_.endpoints.push_back(endpoints[k]);
     peers_.push_back(MakeDaemonSocket(ctx_, zmq::socket_type::dealer, 0));
+    // Checked: it parses.  Kept even if the link fails now (it is the
+    // shard map's), so that the next reload compares with it.
     Status s = LinkPeer(k);
-    if (!s.ok()) return s;
+    if (!s.ok()) {
+      NLOG_ERROR("event=replica-link-failed shard=%u replica=%zu error=%s",
+                 settings_.shard, k, LogValue(s.ToString()).c_str());
+      continue;
+    }
     NLOG_INFO("event=replica-listed shard=%u replica=%zu", settings_.shard, k);
   }
   return Status::Ok();
@@ -227,6 +219,14 @@ Status Replica::ProposeMembership(bool add, uint32_t replica, uint64_t* index,
                     which +
                         " has no endpoint in the leader's shard map (list it "
                         "in [cell] shards and reload)");
+    }
+    // A voter added counts in every majority at once: one that is not
+    // there would leave the shard one failure from stopping.
+    if (!watch_->Up(peers_[replica], settings_.endpoints[replica])) {
+      return Status(ErrorCode::kUnavailable,
+                    which +
+                        " is not connected to the leader (start it with "
+                        "--join yes; its key must be in peer-keys)");
     }
     voters.push_back(id);
   } else {
@@ -367,6 +367,11 @@ void Replica::PumpSnapshots() {
     streamed_.clear();
   }
   for (auto it = streams_.begin(); it != streams_.end();) {
+    const auto& voters = node_->voters();
+    if (!std::binary_search(voters.begin(), voters.end(), it->first)) {
+      it = streams_.erase(it);  // removed from the shard meanwhile
+      continue;
+    }
     Stream& st = it->second;
     zmq::socket_t& peer = peers_[it->first - 1];
     for (int n = 0; n < 4 && !st.finished; ++n) {

@@ -152,7 +152,8 @@ Status Stored::Start() {
   s = keys_.Start(ctx_);
   if (!s.ok()) return s;
   requests_ = MakeDaemonSocket(ctx_, zmq::socket_type::router);
-  SetCurveServer(requests_, keys_.identity(), kZapDomainShard, listen_);
+  curve_requests_ =
+      SetCurveServer(requests_, keys_.identity(), kZapDomainShard, listen_);
   handoff_ = MakeDaemonSocket(ctx_, zmq::socket_type::dealer);
   events_ = MakeDaemonSocket(ctx_, zmq::socket_type::push, 0);
   handoff_.set(zmq::sockopt::immediate, 1);
@@ -301,6 +302,8 @@ void Stored::InstallSnapshot(const SnapshotChunk& last) {
   m.snapshot_voters = last.voters;
   if (replica_->node().commit() >= last.index) {
     // Caught up anyway (or installed before, and the answer was lost).
+    std::error_code ec;
+    std::filesystem::remove_all(data_path_ + "/incoming", ec);
     replica_->Step(m);
     ProcessReplica();
     return;
@@ -429,28 +432,39 @@ void Stored::RunOnce(int timeout_ms) {
   watch_->Check();
 }
 
-void Stored::Reload(const Config& config) {
+void Stored::Reload(const Config* config) {
   keys_.Reload();
-  std::vector<std::string> shards = config.GetShardMap();
+  if (config == nullptr) return;  // natter.conf could not be read again
+  std::vector<std::string> shards = config->GetShardMap();
+  std::vector<std::string> now;
   Status s = Status::Ok();
   if (shards.size() != shard_count_) {
     s = Status(ErrorCode::kBadRequest,
                "the shard map has " + std::to_string(shards.size()) +
                    " shards, not " + std::to_string(shard_count_) +
                    " (shards are never added or removed while the cell runs)");
-  } else if (replica_) {
-    s = replica_->SetEndpoints(ReplicaEndpoints(shards[shard_]));
   } else {
-    s = Status(ErrorCode::kUnavailable,
-               "the shard's database is closed; the shard map is read again "
-               "at the next start");
+    now = ReplicaEndpoints(shards[shard_]);
+    s = CheckReplicaChange(shard_, replica_settings_.endpoints, now);
   }
-  if (s.ok() && replica_) {
-    replica_settings_.endpoints = ReplicaEndpoints(shards[shard_]);
+  try {
+    // With the database closed, the replica is made with these when it
+    // opens again.
+    if (s.ok() && replica_) s = replica_->SetEndpoints(now);
+  } catch (const zmq::error_t& e) {
+    s = Status(ErrorCode::kInternal, e.what());
   }
   if (!s.ok()) {
     NLOG_ERROR("event=shard-map-reload-failed shard=%u error=%s", shard_,
                LogValue(s.message()).c_str());
+    return;
+  }
+  replica_settings_.endpoints = now;
+  if (now[replica_settings_.replica].empty()) {
+    NLOG_WARN(
+        "event=replica-removed shard=%u replica=%u: its place in the shard "
+        "map is -; stop it",
+        shard_, replica_settings_.replica);
   }
 }
 
@@ -815,7 +829,7 @@ bool Stored::TakeOther(const Parts& route, const Frame& frame) {
       frame.type() == MsgType::kSnapshotChunk) {
     if (frame.header.device != std::to_string(shard_))
       return true;  // another shard's replicas (a wrong shard map)
-    if (!SentByRole(route.back(), PeerRole::kStored)) {
+    if (!SentByRole(route.back(), PeerRole::kStored, curve_requests_)) {
       // routed's key reaches this socket too, but only a replica's may
       // speak Raft.
       if (++foreign_raft_ % 1000 == 1) {  // the first, then one in 1000

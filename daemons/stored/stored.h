@@ -63,7 +63,7 @@ class Stored : public Service, private ReplicaHandler {
   // decode as an array of at most 4096.
   static constexpr size_t kMaxBatch = 2000;
   // SIGHUP: the keys, and replicas added to or removed from this shard.
-  void Reload(const Config& config) override;
+  void Reload(const Config* config) override;
   const CurveIdentity* Identity() override { return &keys_.identity(); }
   void Stats(MetricSet* set) override;
   // natterctl backup: a copy of the shard as it is now, made by a thread
@@ -190,9 +190,10 @@ class Stored : public Service, private ReplicaHandler {
   // Each user's writes, in the order they arrive; a request over its
   // user's rate is answered busy and never reaches the batch.
   UserRateLimiter limiter_{0, 0};
-  zmq::socket_t requests_;  // ROUTER, from routed
-  zmq::socket_t handoff_;   // DEALER, to routed
-  zmq::socket_t events_;    // PUSH, to notifyd
+  zmq::socket_t requests_;       // ROUTER, from routed
+  bool curve_requests_ = false;  // requests_ is a CURVE server
+  zmq::socket_t handoff_;        // DEALER, to routed
+  zmq::socket_t events_;         // PUSH, to notifyd
   int max_open_files_ = 1000;
   std::map<uint64_t, Pending> pending_;
   // When each pending hand-off is due, in order (retry_ is fixed, so

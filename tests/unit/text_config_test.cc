@@ -270,6 +270,30 @@ TEST_CASE(
         std::vector<std::string>{"ipc://a0", "", "ipc://a2", "ipc://a3"});
 }
 
+TEST_CASE(
+    "a shard's replicas change while the cell runs only at the end, or by "
+    "a place becoming -") {
+  using V = std::vector<std::string>;
+  const V three = {"ipc://a0", "ipc://a1", "ipc://a2"};
+  CHECK(CheckReplicaChange(0, three, three).ok());
+  CHECK(CheckReplicaChange(0, three, {"ipc://a0", "", "ipc://a2"}).ok());
+  CHECK(CheckReplicaChange(0, three, {"ipc://a0", "", "ipc://a2", "ipc://a3"})
+            .ok());
+  // A place gone (the others would be renumbered), an endpoint changed, an
+  // endpoint added that is not one, nothing left, one replica to several.
+  CHECK_FALSE(CheckReplicaChange(0, three, {"ipc://a0", "ipc://a2"}).ok());
+  CHECK_FALSE(
+      CheckReplicaChange(0, three, {"ipc://a0", "ipc://b", "ipc://a2"}).ok());
+  CHECK_FALSE(
+      CheckReplicaChange(0, three,
+                         {"ipc://a0", "ipc://a1", "ipc://a2", "ipc://a3@bad"})
+          .ok());
+  CHECK_FALSE(CheckReplicaChange(0, three, {"", "", ""}).ok());
+  Status grown = CheckReplicaChange(4, {"ipc://a"}, {"ipc://a", "ipc://b"});
+  CHECK_FALSE(grown.ok());
+  CHECK(grown.message().find("shard 4") != std::string::npos);
+}
+
 TEST_CASE("an unknown key anywhere in the file is an error") {
   Config c;
   bool usage = true;

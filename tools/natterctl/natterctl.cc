@@ -68,6 +68,10 @@ const char kUsage[] =
 
 const char kDefaultListen[] = "tcp://127.0.0.1:7420";
 
+// The highest replica number natterctl replica takes: places are never
+// reused, but a shard is not replaced a thousand times.
+constexpr uint64_t kMaxReplicaNumber = 999;
+
 // The longest a token may live: a longer one is a mistake, and a token
 // that never expires is better made again when needed.
 constexpr uint64_t kMaxTokenTtlDays = 3650;  // ten years
@@ -596,9 +600,13 @@ int ReplicaCommand(const Args& a) {
                "replica: --timeout: '" + a.timeout + "' is not a duration"};
   }
   std::vector<std::vector<std::string>> shards = StoredNames(cell);
-  if (a.shard >= shards.size()) {
+  if (a.shard >= shards.size() || shards[a.shard].empty()) {
     throw Exit{EX_USAGE, "replica: there is no shard " +
                              std::to_string(a.shard) + " in " + cell.Conf()};
+  }
+  if (a.replica > kMaxReplicaNumber) {
+    throw Exit{EX_USAGE,
+               "replica: --replica: 0 to " + std::to_string(kMaxReplicaNumber)};
   }
   CurveIdentity me = AdminIdentity(cell, a.key);
   zmq::context_t ctx(1);

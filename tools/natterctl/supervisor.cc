@@ -130,10 +130,38 @@ std::vector<std::pair<std::string, std::vector<std::string>>> StoredChildren(
   return out;
 }
 
+// Whether the shard map names the same shards as at the start, each
+// replicated as it was (the daemons refuse any other change too); else
+// says why on standard error.
+bool SameShards(const std::vector<std::vector<std::string>>& started,
+                const std::vector<std::vector<std::string>>& now) {
+  const char* why = nullptr;
+  if (now.size() != started.size()) {
+    why = "its shards are not the ones the cell started with";
+  }
+  for (size_t i = 0; why == nullptr && i < now.size(); ++i) {
+    auto replicated = [](const std::vector<std::string>& names) {
+      return !names.empty() && names.front().find('.') != std::string::npos;
+    };
+    if (now[i].empty()) {
+      why = "a shard has no replica left";
+    } else if (replicated(now[i]) != replicated(started[i])) {
+      why = "a shard of one replica became one of several, or back";
+    }
+  }
+  if (why == nullptr) return true;
+  std::cerr << "natterctl: reload: the shard map in natter.conf is not acted "
+               "on: "
+            << why << "\n";
+  return false;
+}
+
 // natterctl reload: replicas added to the shard map are started (joining
 // their shards), those removed from it stopped.
 void ReloadChildren(const CellPaths& cell, const std::string& bin,
+                    const std::vector<std::vector<std::string>>& started,
                     std::vector<Child>* children) {
+  if (!SameShards(started, StoredNames(cell))) return;
   auto wanted = StoredChildren(cell, true);
   for (auto it = children->begin(); it != children->end();) {
     bool stored = it->name.rfind("stored-", 0) == 0;
@@ -159,12 +187,16 @@ void ReloadChildren(const CellPaths& cell, const std::string& bin,
     c.name = name;
     c.argv = {bin + "/natter-stored", "-c", cell.Conf()};
     c.argv.insert(c.argv.end(), flags.begin(), flags.end());
-    if (!Spawn(cell, &c, false)) {
+    if (Spawn(cell, &c, false)) {
+      std::cerr << "natterctl: " << name
+                << " is new in the shard map; started\n";
+    } else {
+      // Kept, to be started again as a child that died is.
       std::cerr << "natterctl: cannot start " << name << ": "
-                << std::strerror(errno) << "\n";
-      continue;
+                << std::strerror(errno) << "; trying again\n";
+      c.pid = -1;
+      c.restart_at = Clock::now() + c.backoff;
     }
-    std::cerr << "natterctl: " << name << " is new in the shard map; started\n";
     // Routed goes first among the others: frontd's requests wait behind
     // the shards (StopAll stops from the back).
     auto routed =
@@ -217,6 +249,7 @@ int Supervise(const CellPaths& cell, const std::string& listen_override) {
     children.push_back(std::move(c));
   };
   add("notifyd", "natter-notifyd", {});
+  const std::vector<std::vector<std::string>> started = StoredNames(cell);
   for (const auto& [name, flags] : StoredChildren(cell, false))
     add(name, "natter-stored", flags);
   add("routed", "natter-routed", {});
@@ -276,7 +309,7 @@ int Supervise(const CellPaths& cell, const std::string& listen_override) {
 
   while (!g_stop) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    if (g_reload.exchange(false)) ReloadChildren(cell, bin, &children);
+    if (g_reload.exchange(false)) ReloadChildren(cell, bin, started, &children);
     int status;
     pid_t pid;
     while ((pid = ::waitpid(-1, &status, WNOHANG)) > 0) {
