@@ -68,6 +68,13 @@ Client::Client(ClientOptions options, zmq::context_t* ctx)
     ctx_ = own_ctx_.get();
   }
   device_ = options_.device;
+  servers_ = SplitList(options_.server);
+  if (servers_.empty()) servers_.push_back(options_.server);
+  if (servers_.size() > 1) {
+    uint32_t pick = 0;
+    randombytes_buf(&pick, sizeof pick);
+    current_ = pick % servers_.size();
+  }
   OpenSocket();
 }
 
@@ -84,7 +91,24 @@ void Client::OpenSocket() {
   socket_.set(zmq::sockopt::heartbeat_ivl, 0);
   socket_.set(zmq::sockopt::reconnect_ivl, 100);
   socket_.set(zmq::sockopt::reconnect_ivl_max, 2000);
-  if (!options_.server_key.empty()) {
+  Endpoint endpoint;
+  if (!ParseEndpoint(server(), &endpoint).ok()) {
+    throw std::invalid_argument(
+        server() + ": the server key after '@' must be " + kCurveKeyForms);
+  }
+  CurveKey server_key{};
+  bool curve = endpoint.has_key;
+  if (curve) {
+    server_key = endpoint.server_key;
+  } else if (!options_.server_key.empty()) {
+    if (!ParseCurveKey(options_.server_key, &server_key)) {
+      throw std::invalid_argument(
+          std::string("the server key is not a CURVE key (") + kCurveKeyForms +
+          ")");
+    }
+    curve = true;
+  }
+  if (curve) {
     // The device's own CURVE keypair: kept in the state folder (0600) so a
     // device keeps one identity, or made for this run when there is none.
     std::string pub, sec;
@@ -105,7 +129,7 @@ void Client::OpenSocket() {
         WriteNewFile(path, pub + "\n" + sec + "\n", 0600);
       }
     }
-    SetServerKey();
+    SetServerKey(server_key);
     socket_.set(zmq::sockopt::curve_publickey, pub);
     socket_.set(zmq::sockopt::curve_secretkey, sec);
   }
@@ -125,18 +149,73 @@ void Client::OpenSocket() {
     handshake_.set(zmq::sockopt::linger, 0);
     handshake_.connect(monitor);
   }
-  socket_.connect(options_.server);
+  socket_.connect(endpoint.address);
 }
 
-void Client::SetServerKey() {
-  CurveKey key;
-  if (!ParseCurveKey(options_.server_key, &key)) {
-    throw std::invalid_argument(
-        std::string("the server key is not a CURVE key (") + kCurveKeyForms +
-        ")");
-  }
+void Client::SetServerKey(const CurveKey& key) {
   socket_.set(zmq::sockopt::curve_serverkey,
               zmq::const_buffer(key.data(), key.size()));
+}
+
+void Client::MoveServer(const char* why, std::vector<Incoming>* out) {
+  if (servers_.size() < 2) return;
+  const auto now = Clock::now();
+  // Another at random: the clients of a frontd that went spread over the
+  // others.
+  uint32_t pick = 0;
+  randombytes_buf(&pick, sizeof pick);
+  const size_t from = current_;
+  current_ = (current_ + 1 + pick % (servers_.size() - 1)) % servers_.size();
+  ++moves_;
+  moved_at_ = now;
+  awaiting_ = false;
+  probed_ = false;
+  if (handshake_) {
+    zmq_socket_monitor(socket_.handle(), nullptr, 0);
+    handshake_.close();
+  }
+  socket_.close();
+  OpenSocket();
+  if (options_.watch_link && out != nullptr && !link_down_) {
+    Incoming in;
+    in.kind = Incoming::Kind::kLink;
+    in.online = false;
+    out->push_back(std::move(in));
+  }
+  link_down_ = true;
+  heard_since_down_ = false;
+  down_at_ = now;
+  (void)from;
+  (void)why;
+  // The new frontd knows nothing of this device: hello again; what was on
+  // the wire goes again once the welcome comes (a send keeps its
+  // client_msg_id, so none is stored twice).
+  LoseSession();
+  if (requests_.Has(hello_corr_)) {
+    requests_.Resend(hello_corr_);
+    last_sent_ = now;
+  } else {
+    SayHello(options_.token);
+  }
+}
+
+void Client::CheckServer(std::vector<Incoming>* out) {
+  if (servers_.size() < 2) return;
+  const auto now = Clock::now();
+  const auto failover = std::chrono::milliseconds(options_.failover_ms);
+  if (now - moved_at_ < failover / 4) return;  // not in a storm of moves
+  if (link_down_ && !heard_since_down_) {
+    MoveServer("connection lost", out);
+    return;
+  }
+  if (!awaiting_) return;
+  if (now - awaiting_since_ >= failover) {
+    MoveServer("no answer", out);
+  } else if (!probed_ && now - awaiting_since_ >= failover / 2 && session_) {
+    // frontd answers a ping itself: slow shards are not a lost frontd.
+    probed_ = true;
+    Ask(Ping());
+  }
 }
 
 template <typename T>
@@ -154,6 +233,10 @@ void Client::Transmit(const std::string& frame) {
   parts.push_back(ToMessage(frame));
   SendParts(socket_, parts);  // if it would block, the retry sends it
   last_sent_ = Clock::now();
+  if (!awaiting_) {
+    awaiting_ = true;
+    awaiting_since_ = last_sent_;
+  }
 }
 
 void Client::SayHello(const std::string& token) {
@@ -182,10 +265,15 @@ Status Client::Connect() {
         std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now);
     natter::Poll(items, std::min<long>(wait.count(), 200));
     Status refused = HandshakeRefusal();
+    if (!refused.ok() && servers_.size() > 1) {
+      MoveServer("busy", nullptr);  // another may have room
+      continue;
+    }
     if (!refused.ok()) {
       StopHandshakeWatch();
       return refused;
     }
+    CheckServer(nullptr);
     zmq::message_t msg;
     while (socket_.recv(msg, zmq::recv_flags::dontwait)) {
       Handle(msg, &early);
@@ -211,7 +299,7 @@ Status Client::HandshakeRefusal() {
     if (id != ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) continue;
     // frontd takes any device key, so a refusal means it is full.
     return Status(ErrorCode::kBusy,
-                  options_.server +
+                  server() +
                       " has as many clients as it takes; try again later "
                       "(handshake refused, ZAP status " +
                       std::to_string(value) + ")");
@@ -229,9 +317,14 @@ void Client::WatchLink(std::vector<Incoming>* out) {
   uint16_t id;
   uint32_t value;
   while (handshake_ && RecvMonitorEvent(handshake_, &id, &value)) {
+    if (id == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH && servers_.size() > 1) {
+      MoveServer("busy", out);  // this one is full: another may have room
+      return;
+    }
     if (id == ZMQ_EVENT_DISCONNECTED && !link_down_) {
       link_down_ = true;
       heard_since_down_ = false;
+      down_at_ = Clock::now();
       Incoming in;
       in.kind = Incoming::Kind::kLink;
       in.online = false;
@@ -303,6 +396,8 @@ void Client::Handle(const zmq::message_t& msg, std::vector<Incoming>* out) {
   Frame f;
   if (!DecodeFrame(msg.data(), msg.size(), &f).ok()) return;
   heard_since_down_ = true;
+  awaiting_ = false;
+  probed_ = false;
   if (f.type() == MsgType::kEvent) {
     Event ev;
     if (options_.receive && DecodeBody(f, &ev).ok() && ev.user == user_) {
@@ -477,7 +572,7 @@ void Client::Failed(const RequestQueue::Request& r, const Status& why,
 
 Status Client::NoAnswer() const {
   return Status(ErrorCode::kUnavailable,
-                "no answer from " + options_.server + " within " +
+                "no answer from " + server() + " within " +
                     std::to_string(options_.timeout_ms / 1000) + "s");
 }
 
@@ -576,6 +671,7 @@ void Client::Tick(std::vector<Incoming>* out) {
   const auto now = Clock::now();
   for (const RequestQueue::Request& r : requests_.Tick(now))
     Failed(r, NoAnswer(), out);
+  CheckServer(out);
   if (!session_) return;
   Renew();
   if (!mailbox_.synced()) return;

@@ -47,15 +47,20 @@
 #include "client/mailbox_order.h"
 #include "client/request_queue.h"
 #include "client/token_source.h"
+#include "common/curve.h"
 #include "common/proto.h"
 #include "common/status.h"
 
 namespace natter {
 
 struct ClientOptions {
-  std::string server;      // frontd's endpoint
+  // frontd's endpoint, or several (separated by spaces or commas), each may
+  // name its own key after '@': the client takes one at random and moves
+  // to another when it is lost (see failover_ms).
+  std::string server;
   std::string server_key;  // frontd's CURVE public key, 40 characters of
-                           // Z85 or 64 hex digits; empty: no CURVE
+                           // Z85 or 64 hex digits (for an endpoint that
+                           // names none); empty: no CURVE
   std::string token;       // empty with a token_source: the first comes from it
   // Where fresh tokens come from (see token_source.h); empty: the token is
   // fixed, and the session ends with it.  Called from Connect and Poll.
@@ -69,6 +74,13 @@ struct ClientOptions {
   int gap_grace_ms = 200;  // a seq gap this old is repaired from the mailbox
   int resync_ms = 30000;   // when idle, look at the mailbox this often
   int ping_ms = 10000;     // when idle, show the server we are alive
+  // With several servers: a frontd that has not answered anything for this
+  // long while requests wait (a ping goes to it halfway), that refused the
+  // handshake as busy, or whose connection dropped (seen with watch_link),
+  // is left for another at random, at most once every quarter of it; the
+  // session is made again there and what was missed is fetched from the
+  // mailbox.
+  int failover_ms = 4000;
   // Requests on the wire at once; more wait here, in order.  Below
   // frontd's max-in-flight (256), so the server never has to refuse one
   // (a refused send would be retried later, and overtaken).
@@ -178,17 +190,27 @@ class Client {
   // them at once (zmq::poll), then calls Poll(0) on each.
   zmq::pollitem_t PollItem() { return {socket_.handle(), 0, ZMQ_POLLIN, 0}; }
   Seq last_seq() const { return mailbox_.last_seq(); }
+  // The frontd in use now, and how many times the client moved.
+  const std::string& current_server() const { return server(); }
+  uint64_t server_moves() const { return moves_; }
 
  private:
   using Clock = std::chrono::steady_clock;
 
+  // Connects a new socket to servers_[current_].
   void OpenSocket();
+  // Leaves this frontd for another of the servers (if there is another):
+  // a new connection and a new session, the requests waiting sent again.
+  void MoveServer(const char* why, std::vector<Incoming>* out);
+  // Whether this frontd seems lost (see ClientOptions::failover_ms).
+  void CheckServer(std::vector<Incoming>* out);
+  const std::string& server() const { return servers_[current_]; }
   // A refusal in the handshake (frontd is full: kBusy), or ok.
   Status HandshakeRefusal();
   void StopHandshakeWatch();
   // watch_link: reads the monitor's connection events.
   void WatchLink(std::vector<Incoming>* out);
-  void SetServerKey();
+  void SetServerKey(const CurveKey& key);
   void SayHello(const std::string& token);
   // The session is gone (frontd forgot it, or ended it): requests wait for
   // the next.
@@ -260,6 +282,18 @@ class Client {
   // since.
   bool link_down_ = false;
   bool heard_since_down_ = false;
+  Clock::time_point down_at_{};
+
+  // The frontds given, and the one in use.
+  std::vector<std::string> servers_;
+  size_t current_ = 0;
+  uint64_t moves_ = 0;
+  Clock::time_point moved_at_{};
+  // Something was sent after the last frame came, at awaiting_since_; a
+  // probe ping went since.
+  bool awaiting_ = false;
+  bool probed_ = false;
+  Clock::time_point awaiting_since_{};
 };
 
 }  // namespace natter

@@ -167,12 +167,14 @@ bool TakeToken(const TokenChoice& choice, const Exit& twice,
 
 Global ParseGlobal(int argc, char** argv) {
   Global g;
-  std::string server, server_key, token, token_file, token_command, device,
-      state_dir, timeout;
+  std::string server_key, token, token_file, token_command, device, state_dir,
+      timeout;
+  std::vector<std::string> servers;  // -s, once or more
   po::options_description opts;
   opts.add_options()("config,c", po::value(&g.config_path))(
-      "server,s", po::value(&server))("server-key,k", po::value(&server_key))(
-      "token,t", po::value(&token))("token-file", po::value(&token_file))(
+      "server,s", po::value(&servers)->composing())(
+      "server-key,k", po::value(&server_key))("token,t", po::value(&token))(
+      "token-file", po::value(&token_file))(
       "token-command", po::value(&token_command))("device", po::value(&device))(
       "state-dir", po::value(&state_dir))("timeout", po::value(&timeout))(
       "json", po::bool_switch(&g.json))("help,h", "");
@@ -210,7 +212,19 @@ Global ParseGlobal(int argc, char** argv) {
     auto it = conf.find(key);
     return it == conf.end() ? std::string() : it->second;
   };
+  std::string server;
+  for (const std::string& s : servers)
+    server += (server.empty() ? "" : " ") + s;
   g.client.server = pick(server, "server", "NATTER_SERVER");
+  for (const std::string& s : SplitList(g.client.server)) {
+    Endpoint endpoint;
+    Status valid = ParseEndpoint(s, &endpoint);
+    if (!valid.ok()) {
+      throw Exit{!server.empty() || std::getenv("NATTER_SERVER") ? EX_USAGE
+                                                                 : EX_CONFIG,
+                 valid.message()};
+    }
+  }
   g.client.server_key = pick(server_key, "server-key", nullptr);
   if (CurveKey key; !g.client.server_key.empty() &&
                     !ParseCurveKey(g.client.server_key, &key)) {

@@ -21,6 +21,12 @@ TestCell::TestCell(unsigned shards, Replicas replicas,
                                         extra_conf, nullptr, "",
                                         replicas.count)) {}
 
+TestCell::TestCell(unsigned shards, Frontds frontds,
+                   const std::string& extra_conf)
+    : cell_(std::make_unique<LocalCell>(BinPath("."), dir_.path(), shards,
+                                        extra_conf, nullptr, "", 1,
+                                        frontds.count)) {}
+
 TestCell::TestCell(unsigned shards, const std::string& extra_conf,
                    const std::function<void(const std::string&)>& before_up,
                    std::function<void()> after_stop, Replicas replicas)

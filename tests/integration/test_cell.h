@@ -21,11 +21,18 @@ std::string BinPath(const std::string& program);
 struct Replicas {
   unsigned count = 1;
 };
+// How many frontds a test's cell runs (natterctl init --frontds).
+struct Frontds {
+  unsigned count = 1;
+};
 
 class TestCell {
  public:
   // Shards of `replicas` replicas each.
   TestCell(unsigned shards, Replicas replicas,
+           const std::string& extra_conf = "");
+  // Several frontds; Options names them all.
+  TestCell(unsigned shards, Frontds frontds,
            const std::string& extra_conf = "");
   // extra_conf is appended to the cell's natter.conf before it starts;
   // listen is frontd's endpoint (default: ipc:// in the folder).

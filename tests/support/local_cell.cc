@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <ctime>
+#include <fstream>
 #include <stdexcept>
 
 #include "common/daemon.h"
@@ -23,14 +24,16 @@ namespace natter {
 LocalCell::LocalCell(const std::string& bin, const std::string& dir,
                      unsigned shards, const std::string& extra_conf,
                      const std::function<void(const std::string&)>& before_up,
-                     const std::string& listen, unsigned replicas)
+                     const std::string& listen, unsigned replicas,
+                     unsigned frontds)
     : dir_(dir),
-      listen_(listen.empty() ? "ipc://" + dir + "/run/frontd.sock" : listen) {
+      listen_(listen.empty() ? "ipc://" + dir + "/run/frontd.sock" : listen),
+      frontds_(frontds) {
   std::string ctl = bin + "/natterctl";
-  std::string init = ctl + " init --dir " + dir_ + " --shards " +
-                     std::to_string(shards) + " --replicas " +
-                     std::to_string(replicas) + " --listen " + listen_ +
-                     " 2>/dev/null";
+  std::string init =
+      ctl + " init --dir " + dir_ + " --shards " + std::to_string(shards) +
+      " --replicas " + std::to_string(replicas) + " --frontds " +
+      std::to_string(frontds) + " --listen " + listen_ + " 2>/dev/null";
   if (std::system(init.c_str()) != 0)
     throw std::runtime_error("natterctl init failed in " + dir_);
   if (!extra_conf.empty()) {
@@ -99,6 +102,13 @@ ClientOptions LocalCell::Options(uint64_t user,
                                  const std::string& device) const {
   ClientOptions o;
   o.server = listen_;
+  if (frontds_ > 1) {
+    // Every frontd, as natterctl wrote them into client.conf.
+    std::ifstream in(dir_ + "/client.conf");
+    for (std::string line; std::getline(in, line);) {
+      if (line.rfind("server = ", 0) == 0) o.server = line.substr(9);
+    }
+  }
   ReadFirstLine(dir_ + "/keys/frontd.pub", &o.server_key);
   o.token = Token(user);
   o.device = device;

@@ -22,11 +22,13 @@ class LocalCell {
   // before_up, if given, runs after `natterctl init` and before `up`
   // (to put the data folder on a filesystem of a test's own, say).
   // listen: frontd's endpoint (default: ipc:// in the folder); replicas:
-  // each shard's (natterctl init --replicas).
+  // each shard's (natterctl init --replicas); frontds: how many (natterctl
+  // init --frontds; Options then names them all, as client.conf does).
   LocalCell(const std::string& bin, const std::string& dir, unsigned shards,
             const std::string& extra_conf = "",
             const std::function<void(const std::string& dir)>& before_up = {},
-            const std::string& listen = "", unsigned replicas = 1);
+            const std::string& listen = "", unsigned replicas = 1,
+            unsigned frontds = 1);
   ~LocalCell();
   LocalCell(const LocalCell&) = delete;
   LocalCell& operator=(const LocalCell&) = delete;
@@ -43,6 +45,7 @@ class LocalCell {
  private:
   std::string dir_;
   std::string listen_;
+  unsigned frontds_ = 1;
   pid_t up_pid_ = -1;
 };
 

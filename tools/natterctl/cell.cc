@@ -4,11 +4,13 @@
 #include <unistd.h>
 #include <zmq.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <climits>
 #include <cstring>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <sstream>
 
 #include "common/curve.h"
@@ -62,8 +64,61 @@ std::string AbsolutePath(const std::string& path) {
   return std::string(cwd) + "/" + p;
 }
 
+std::string FrontdListen(const std::string& listen, unsigned k) {
+  if (k == 0) return listen;
+  size_t colon = listen.rfind(':');
+  if (listen.rfind("tcp://", 0) == 0 && colon != std::string::npos) {
+    std::optional<uint64_t> port = ParseUint(listen.substr(colon + 1));
+    if (port) return listen.substr(0, colon + 1) + std::to_string(*port + k);
+  }
+  const std::string suffix = ".sock";
+  if (listen.size() > suffix.size() &&
+      listen.compare(listen.size() - suffix.size(), suffix.size(), suffix) ==
+          0) {
+    return listen.substr(0, listen.size() - suffix.size()) + "-" +
+           std::to_string(k) + suffix;
+  }
+  return listen + "-" + std::to_string(k);
+}
+
+std::vector<std::string> FrontdNames(const CellPaths& cell) {
+  std::ifstream in(cell.ClientConf());
+  std::string line;
+  size_t count = 1;
+  while (std::getline(in, line)) {
+    if (line.rfind("server", 0) != 0) continue;
+    size_t eq = line.find('=');
+    if (eq == std::string::npos ||
+        line.substr(0, eq).find("key") != std::string::npos)
+      continue;
+    count = std::max<size_t>(1, SplitList(line.substr(eq + 1)).size());
+    break;
+  }
+  if (count == 1) return {"frontd"};
+  std::vector<std::string> names;
+  for (size_t k = 0; k < count; ++k)
+    names.push_back("frontd-" + std::to_string(k));
+  return names;
+}
+
+std::string FrontdListenOf(const CellPaths& cell) {
+  std::ifstream in(cell.Conf());
+  std::string line;
+  bool in_frontd = false;
+  while (std::getline(in, line)) {
+    if (!line.empty() && line[0] == '[') in_frontd = line == "[frontd]";
+    if (!in_frontd || line.rfind("listen", 0) != 0) continue;
+    size_t eq = line.find('=');
+    if (eq == std::string::npos) continue;
+    std::vector<std::string> words = SplitWords(line.substr(eq + 1));
+    return words.empty() ? "" : words.front();
+  }
+  return "";
+}
+
 Status InitCell(const std::string& dir_in, const std::string& listen,
-                unsigned shards, unsigned replicas, CellPaths* out) {
+                unsigned shards, unsigned replicas, unsigned frontds,
+                CellPaths* out) {
   CellPaths cell{AbsolutePath(dir_in)};
   while (cell.dir.size() > 1 && cell.dir.back() == '/') cell.dir.pop_back();
   *out = cell;
@@ -79,6 +134,9 @@ Status InitCell(const std::string& dir_in, const std::string& listen,
   }
   if (replicas != 1 && replicas != 3 && replicas != 5) {
     return Status(ErrorCode::kBadRequest, "--replicas: 1, 3 or 5");
+  }
+  if (frontds == 0 || frontds > 64) {
+    return Status(ErrorCode::kBadRequest, "--frontds: 1 to 64");
   }
   if ((cell.Run() + "/stored-000.0.control").size() > kMaxIpcPath) {
     return Status(
@@ -143,7 +201,10 @@ Status InitCell(const std::string& dir_in, const std::string& listen,
   if (!s.ok()) return s;
   std::ostringstream client;
   client << "# natter(1) options for the local cell in " << cell.dir << ".\n"
-         << "server = " << ClientEndpoint(listen) << "\n"
+         << "server =";
+  for (unsigned k = 0; k < frontds; ++k)
+    client << " " << ClientEndpoint(FrontdListen(listen, k));
+  client << "\n"
          << "server-key = " << CurveKeyZ85(pub["frontd"]) << "\n";
   return WriteNewFile(cell.ClientConf(), client.str(), 0644);
 }

@@ -42,9 +42,22 @@ struct CellPaths {
 
 // Makes the folder, the keys and both config files.  Refuses to touch a
 // folder that holds keys already.
-// Each shard has `replicas` replicas (1, 3 or 5).
+// Each shard has `replicas` replicas (1, 3 or 5); `frontds` frontds listen
+// on listen and the endpoints after it (FrontdListen), and client.conf
+// names them all.
 Status InitCell(const std::string& dir, const std::string& listen,
-                unsigned shards, unsigned replicas, CellPaths* out);
+                unsigned shards, unsigned replicas, unsigned frontds,
+                CellPaths* out);
+
+// Frontd k's endpoint when the first listens on listen: the port k above
+// (tcp), or the socket file's name with -k (ipc).
+std::string FrontdListen(const std::string& listen, unsigned k);
+
+// The cell's frontds, as natterctl up runs them: "frontd" alone, or
+// frontd-0 .. frontd-K, one for each endpoint of client.conf's server.
+std::vector<std::string> FrontdNames(const CellPaths& cell);
+// [frontd] listen in the cell's natter.conf (empty if it has none).
+std::string FrontdListenOf(const CellPaths& cell);
 
 // Makes keys/NAME.key and .pub and lists the public key in keys/peers.
 Status MakeDaemonKey(const CellPaths& cell, const std::string& name,

@@ -48,9 +48,9 @@ struct Exit {
 
 const char kUsage[] =
     "usage: natterctl init   [--dir DIR] [--listen ENDPOINT] [--shards N]\n"
-    "                        [--replicas R]\n"
+    "                        [--replicas R] [--frontds F]\n"
     "       natterctl up     [--dir DIR] [--listen ENDPOINT] [--shards N]\n"
-    "                        [--replicas R]\n"
+    "                        [--replicas R] [--frontds F]\n"
     "       natterctl down   [--dir DIR]\n"
     "       natterctl status [--dir DIR] [--json] [--key FILE] [ENDPOINT ...]\n"
     "       natterctl trace  [--dir DIR] MSG_ID|TRACE_ID\n"
@@ -81,6 +81,7 @@ struct Args {
   std::string listen;
   unsigned shards = 0;
   unsigned replicas = 0;
+  unsigned frontds = 0;
   uint64_t user = 0;
   std::string ttl = "24h";
   std::string device;
@@ -103,7 +104,8 @@ Args Parse(const std::string& command, const std::vector<std::string>& argv) {
   if (command == "init" || command == "up") {
     opts.add_options()("listen", po::value(&a.listen))(
         "shards", UintValue("shards", &a.shards))(
-        "replicas", UintValue("replicas", &a.replicas));
+        "replicas", UintValue("replicas", &a.replicas))(
+        "frontds", UintValue("frontds", &a.frontds));
   }
   if (command == "token") {
     opts.add_options()("user", UintValue("user", &a.user))(
@@ -165,7 +167,8 @@ int Init(const Args& a) {
   CellPaths cell;
   const unsigned replicas = a.replicas == 0 ? 1 : a.replicas;
   Status s = InitCell(a.dir, a.listen.empty() ? kDefaultListen : a.listen,
-                      a.shards == 0 ? 1 : a.shards, replicas, &cell);
+                      a.shards == 0 ? 1 : a.shards, replicas,
+                      a.frontds == 0 ? 1 : a.frontds, &cell);
   if (!s.ok()) {
     throw Exit{s.code() == ErrorCode::kBadRequest ? EX_CANTCREAT : EX_OSERR,
                s.message()};
@@ -175,6 +178,8 @@ int Init(const Args& a) {
             << (a.shards > 1 ? "s" : "")
             << (replicas > 1 ? " of " + std::to_string(replicas) + " replicas"
                              : std::string())
+            << (a.frontds > 1 ? ", " + std::to_string(a.frontds) + " frontds"
+                              : std::string())
             << "); clients use " << cell.ClientConf() << "\n";
   return EX_OK;
 }
@@ -193,6 +198,11 @@ int Up(const Args& a) {
     throw Exit{EX_USAGE, "the cell in " + cell.dir + " has " +
                              std::to_string(StoredNames(cell).front().size()) +
                              " replicas a shard; up does not change that"};
+  } else if (a.frontds != 0 && a.frontds != FrontdNames(cell).size()) {
+    throw Exit{EX_USAGE, "the cell in " + cell.dir + " has " +
+                             std::to_string(FrontdNames(cell).size()) +
+                             " frontds (client.conf's server); up does not "
+                             "change that"};
   }
   return Supervise(cell, CellExists(cell) && !a.listen.empty() ? a.listen : "");
 }
@@ -244,7 +254,8 @@ std::string ControlEndpoint(const CellPaths& cell, const std::string& name) {
   std::string endpoint = cell.Control(name);
   if (PlainIpc(cell)) return endpoint;
   CurveKey pub;
-  std::string key_name = name.rfind("stored-", 0) == 0 ? "stored" : name;
+  // stored-N.K, frontd-K: the role's key.
+  std::string key_name = name.substr(0, name.find('-'));
   if (!ReadCurveKey(cell.dir + "/keys/" + key_name + ".pub", &pub).ok())
     return endpoint;
   return endpoint + "@" + CurveKeyZ85(pub);
@@ -361,7 +372,7 @@ int StatusCommand(const Args& a) {
   for (const auto& shard : StoredNames(cell))
     names.insert(names.end(), shard.begin(), shard.end());
   names.push_back("routed");
-  names.push_back("frontd");
+  for (const std::string& f : FrontdNames(cell)) names.push_back(f);
   bool all = sup > 0;
   if (!a.json) {
     std::printf("%-10s %-8s %s\n", "NAME", "PID", "STATE");
@@ -711,7 +722,8 @@ std::vector<pid_t> DaemonPids(const CellPaths& cell) {
   // The supervisor too: it starts and stops replicas the shard map gained
   // or lost.
   pids.push_back(SupervisorPid(cell));
-  std::vector<std::string> names = {"notifyd", "routed", "frontd"};
+  std::vector<std::string> names = {"notifyd", "routed"};
+  for (const std::string& f : FrontdNames(cell)) names.push_back(f);
   for (const auto& shard : StoredNames(cell))
     names.insert(names.end(), shard.begin(), shard.end());
   for (const auto& n : names) {

@@ -253,10 +253,16 @@ int Supervise(const CellPaths& cell, const std::string& listen_override) {
   for (const auto& [name, flags] : StoredChildren(cell, false))
     add(name, "natter-stored", flags);
   add("routed", "natter-routed", {});
-  if (listen_override.empty()) {
-    add("frontd", "natter-frontd", {});
-  } else {
-    add("frontd", "natter-frontd", {"--listen", listen_override});
+  // One frontd, or several on consecutive endpoints after the first.
+  const std::vector<std::string> frontds = FrontdNames(cell);
+  const std::string listen =
+      listen_override.empty() ? FrontdListenOf(cell) : listen_override;
+  for (unsigned k = 0; k < frontds.size(); ++k) {
+    if (frontds.size() == 1 && listen_override.empty()) {
+      add(frontds[k], "natter-frontd", {});
+    } else {
+      add(frontds[k], "natter-frontd", {"--listen", FrontdListen(listen, k)});
+    }
   }
 
   for (auto& c : children) {
@@ -295,8 +301,8 @@ int Supervise(const CellPaths& cell, const std::string& listen_override) {
         ::waitpid(c.pid, &status, 0);
         c.pid = -1;
         std::cerr << "natterctl: natter-"
-                  << (c.name.rfind("stored", 0) == 0 ? "stored" : c.name)
-                  << " (" << c.name << ") " << DescribeStatus(status)
+                  << c.name.substr(0, c.name.find_first_of("-.")) << " ("
+                  << c.name << ") " << DescribeStatus(status)
                   << " before it was ready; see " << cell.Log(c.name) << "\n";
         StopAll(children);
         return WIFEXITED(status) && WEXITSTATUS(status) == EX_CONFIG
