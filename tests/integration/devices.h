@@ -5,6 +5,7 @@
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <functional>
+#include <map>
 #include <memory>
 #include <set>
 #include <string>
@@ -242,6 +243,53 @@ inline std::vector<MessageId> WholeHistory(Device* d, UserId peer) {
     for (const auto& item : a.history.messages) ids.push_back(item.message.id);
     if (!a.history.more || a.history.messages.empty()) return ids;
   }
+}
+
+// Messages a sends b, by client_msg_id (their number as the value), for a
+// test that checks each is processed and received once.
+using SentMessages = std::map<std::string, int>;
+
+// Sends n more messages from a to `to`, text and number, into sent.
+inline void SendNumbered(Device* a, UserId to, const std::string& text, int n,
+                         SentMessages* sent) {
+  for (int i = 0; i < n; ++i) {
+    int k = static_cast<int>(sent->size());
+    (*sent)[a->client->Send(to, text + " " + std::to_string(k))] = k;
+  }
+}
+
+// Polls until a has a receipt for everything sent and b that many
+// messages.
+inline void AwaitSentAndReceived(Device* a, Device* b, const SentMessages& sent,
+                                 const std::string& what, int seconds = 60) {
+  PollUntil(
+      {a, b}, what,
+      [&] {
+        return a->Count(Incoming::Kind::kProcessed) >= sent.size() &&
+               b->Messages().size() >= sent.size();
+      },
+      seconds);
+}
+
+// Every message a sent processed once (no error), received by b once, b's
+// mailbox without a gap; returns the messages' ids.
+inline std::set<uint64_t> CheckSentOnce(Device* a, Device* b,
+                                        const SentMessages& sent) {
+  CHECK(a->Count(Incoming::Kind::kError) == 0);
+  std::set<uint64_t> ids;
+  for (const auto& in : a->got) {
+    if (in.kind != Incoming::Kind::kProcessed) continue;
+    REQUIRE(sent.count(in.processed.client_msg_id));
+    REQUIRE(ids.insert(in.processed.id.value).second);
+  }
+  CHECK(ids.size() == sent.size());
+  CheckSeqsComplete(*b, sent.size());
+  std::set<uint64_t> received;
+  for (const auto& e : b->Messages()) {
+    REQUIRE(received.insert(e.id.value).second);
+  }
+  CHECK(received == ids);
+  return ids;
 }
 
 }  // namespace natter

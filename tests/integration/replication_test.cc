@@ -66,21 +66,8 @@ class Frozen {
 // once, received by Bob once, in both histories once; Bob's mailbox
 // without a gap.
 void CheckExactlyOnce(Device* a, Device* b, UserId alice, UserId bob,
-                      const std::map<std::string, int>& sent) {
-  CHECK(a->Count(Incoming::Kind::kError) == 0);
-  std::set<uint64_t> ids;
-  for (const auto& in : a->got) {
-    if (in.kind != Incoming::Kind::kProcessed) continue;
-    REQUIRE(sent.count(in.processed.client_msg_id));
-    REQUIRE(ids.insert(in.processed.id.value).second);
-  }
-  CHECK(ids.size() == sent.size());
-  CheckSeqsComplete(*b, sent.size());
-  std::set<uint64_t> received;
-  for (const auto& e : b->Messages()) {
-    REQUIRE(received.insert(e.id.value).second);
-  }
-  CHECK(received == ids);
+                      const SentMessages& sent) {
+  const std::set<uint64_t> ids = CheckSentOnce(a, b, sent);
   for (Device* d : {a, b}) {
     std::set<uint64_t> in_history;
     for (MessageId id : WholeHistory(d, d == a ? bob : alice)) {
@@ -131,12 +118,9 @@ TEST_CASE(
   auto b = Open(cell, bob, "b1");
   AwaitCaughtUp({a.get(), b.get()});
 
-  std::map<std::string, int> sent;  // client_msg_id -> number
+  SentMessages sent;
   auto send = [&](int n) {
-    for (int i = 0; i < n; ++i) {
-      int k = static_cast<int>(sent.size());
-      sent[a->client->Send(bob, "replicated " + std::to_string(k))] = k;
-    }
+    SendNumbered(a.get(), bob, "replicated", n, &sent);
   };
   auto processed = [&](size_t n, const std::string& what) {
     PollUntil(
@@ -318,12 +302,9 @@ TEST_CASE(
   auto a = Open(cell, alice, "a1", Patient);
   auto b = Open(cell, bob, "b1");
   AwaitCaughtUp({a.get(), b.get()});
-  std::map<std::string, int> sent;
+  SentMessages sent;
   auto send = [&](int n) {
-    for (int i = 0; i < n; ++i) {
-      int k = static_cast<int>(sent.size());
-      sent[a->client->Send(bob, "membership " + std::to_string(k))] = k;
-    }
+    SendNumbered(a.get(), bob, "membership", n, &sent);
   };
   auto processed = [&](const std::string& what) {
     PollUntil(
