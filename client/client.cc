@@ -447,7 +447,14 @@ void Client::Handle(const zmq::message_t& msg, std::vector<Incoming>* out) {
 }
 
 void Client::TakeUnasked(const Frame& f, std::vector<Incoming>* out) {
-  // Only an error about the session's token means anything.
+  if (f.type() == MsgType::kMove) {
+    // frontd is about to stop: another takes this device now.  With no
+    // other, the connection drops when it stops, and comes back to the
+    // one that starts in its place.
+    MoveServer("asked to move", out);
+    return;
+  }
+  // Otherwise only an error about the session's token means anything.
   Error e;
   if (f.type() == MsgType::kError && DecodeBody(f, &e).ok() &&
       EndsSession(e.code)) {

@@ -54,6 +54,10 @@ const std::vector<OptionSpec> kOptions = {
      "A connection silent this long is closed, and its session ends; one "
      "silent for half of it is sent a ZMTP heartbeat, which a live client "
      "answers by itself."},
+    {"frontd", "drain-timeout", "10s",
+     "On SIGTERM frontd drains: it takes no new connection, tells every "
+     "device to move to another frontd, answers what is in flight, and "
+     "exits once its clients have gone or after this long."},
     {"frontd", "hello-timeout", "5s",
      "A new connection must finish its handshake and say hello (or say it "
      "again once its token has ended) within this, or it is closed."},

@@ -255,6 +255,15 @@ struct SeenEvent : Receipt {};
 // wire it is one array of the fields of every kind (natter(7)):
 // [user, seq, kind, id, from, to, ts, text, client_msg_id, origin_device,
 // by, emoji], those that do not concern its kind 0, empty or nil.
+// frontd asks a device to move to another frontd (it is about to stop),
+// with corr 0.  A device that knows no other connects again to the same
+// one after after_ms (a frontd starting again in its place).
+struct Move {
+  uint32_t after_ms = 0;
+  std::string reason;
+  NATTER_WIRE(2, after_ms, reason)
+};
+
 struct Event {
   UserId user;
   Seq seq;
@@ -590,6 +599,7 @@ struct MembershipReply {
   X(kChatsReply, 72, "chats-reply", ChatsReply)           \
   /* A mailbox event pushed to a device. */               \
   X(kEvent, 96, "event", Event)                           \
+  X(kMove, 97, "move", Move)                              \
   /* Between daemons. */                                  \
   X(kStoreMessage, 128, "store-message", StoreMessage)    \
   X(kHandoff, 129, "handoff", Handoff)                    \

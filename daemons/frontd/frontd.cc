@@ -84,6 +84,7 @@ Status Frontd::Create(const Config& config, zmq::context_t& ctx,
   s = DurationOption(config, "session-timeout", &limits.idle_timeout);
   if (s.ok())
     s = DurationOption(config, "hello-timeout", &limits.hello_timeout);
+  if (s.ok()) s = DurationOption(config, "drain-timeout", &f->drain_timeout_);
   if (s.ok()) s = UintOption(config, "max-in-flight", 1, &max_in_flight);
   if (s.ok()) s = UintOption(config, "max-clients", 0, &max_clients);
   if (s.ok()) s = UintOption(config, "max-pending", 1, &max_pending);
@@ -176,28 +177,32 @@ void Frontd::Reload(const Config*) {
 }
 
 void Frontd::Stop() {
-  // Take no new requests; pass on the answers to those in flight (for at
-  // most five seconds), so that a clean stop leaves little to retry.
-  auto until = Clock::now() + std::chrono::seconds(5);
-  auto waiting = [this] {
-    for (const auto& [conn, session] : sessions_) {
-      if (!session.in_flight.empty()) return true;
-    }
-    return false;
-  };
-  while (waiting() && Clock::now() < until) {
-    std::vector<zmq::pollitem_t> items = {
-        {routed_socket_.handle(), 0, ZMQ_POLLIN, 0}};
-    Poll(items, 50);
-    if (items[0].revents & ZMQ_POLLIN) FromRouted();
-    ReapClosed();
-    gate_->Flush();
-  }
+  // Drain: no new connection; every device told to move to another
+  // frontd; what comes meanwhile served as ever, until the clients have
+  // gone (or drain-timeout passes), so that a stop loses nothing and a
+  // rolling restart refuses nobody.
+  const auto started = Clock::now();
+  const size_t had = sessions_.size();
+  gate_->StopTaking();
+  Move move;
+  move.after_ms = 1000;
+  move.reason = "frontd is stopping";
+  const std::string frame = EncodeFrame(Header(), move);
+  for (const auto& [conn, session] : sessions_) gate_->Send(conn, frame);
+  gate_->Flush();
+  NLOG_INFO("event=draining sessions=%zu connections=%zu", had,
+            gate_->connections());
+  while (gate_->connections() > 0 && Clock::now() - started < drain_timeout_)
+    RunOnce(50);
   size_t left = 0;
   for (const auto& [conn, session] : sessions_)
     left += session.in_flight.size();
-  NLOG_INFO("event=drained sessions=%zu unanswered=%zu", sessions_.size(),
-            left);
+  NLOG_INFO("event=drained sessions=%zu connections=%zu unanswered=%zu ms=%lld",
+            sessions_.size(), gate_->connections(), left,
+            static_cast<long long>(
+                std::chrono::duration_cast<std::chrono::milliseconds>(
+                    Clock::now() - started)
+                    .count()));
 }
 
 void Frontd::RunOnce(int timeout_ms) {

@@ -70,6 +70,8 @@ class Frontd : public Service {
   using Clock = std::chrono::steady_clock;
   explicit Frontd(zmq::context_t& ctx);
 
+  Clock::duration drain_timeout_ = std::chrono::seconds(10);
+
   struct Session {
     UserId user;
     std::string device;

@@ -129,7 +129,7 @@ void ClientGate::Open(const std::string& stream_id, const std::string& address,
   by_stream_[stream_id] = c.id;
   std::string greeting;
   c.zmtp->Start(&greeting);
-  if (conns_.size() > limits_.max_clients) {
+  if (conns_.size() > limits_.max_clients || !taking_) {
     // Told in the handshake, so the client knows it is busy, not broken.
     ++refused_full_;
     c.zmtp->Refuse("300");

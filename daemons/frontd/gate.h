@@ -109,6 +109,9 @@ class ClientGate {
   const CurveKey* ClientKey(ConnId conn) const;
 
   size_t connections() const { return conns_.size(); }
+  // From now on every new connection is refused in its handshake, as
+  // busy (frontd is draining).
+  void StopTaking() { taking_ = false; }
   size_t pending() const { return pending_.size(); }
   void Stats(MetricSet* set) const;
 
@@ -167,6 +170,7 @@ class ClientGate {
   // Counters for Stats.
   uint64_t accepted_ = 0;
   uint64_t refused_full_ = 0;
+  bool taking_ = true;
   uint64_t closed_hello_ = 0;
   uint64_t closed_idle_ = 0;
   uint64_t closed_evicted_ = 0;

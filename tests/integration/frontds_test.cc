@@ -4,6 +4,8 @@
 #include <signal.h>
 
 #include <catch2/catch.hpp>
+#include <chrono>
+#include <future>
 #include <map>
 #include <set>
 #include <string>
@@ -78,4 +80,60 @@ TEST_CASE(
 
   CHECK(b->Count(Incoming::Kind::kError) == 0);
   CheckSentOnce(a.get(), b.get(), sent);
+}
+
+TEST_CASE(
+    "a rolling restart of two frontds under steady sending: each drains, "
+    "its devices move to the other, no error reaches the application, and "
+    "nothing is lost or doubled") {
+  TestCell cell(1, Frontds{2}, kNoUserRate);
+  auto [alice, bob] = TwoUsers(1);
+  auto a = Open(cell, alice, "a1", Patient);
+  auto b = Open(cell, bob, "b1", [](ClientOptions* o) {
+    o->watch_link = true;
+    o->timeout_ms = 120000;
+  });
+  AwaitCaughtUp({a.get(), b.get()});
+  SentMessages sent;
+  SendNumbered(a.get(), bob, "rolling", 20, &sent);
+  AwaitSentAndReceived(a.get(), b.get(), sent, "the first 20");
+
+  // natterctl drain, one frontd after the other (each started again by
+  // the supervisor before the next drains), while Alice sends.
+  std::string drained;
+  auto restart = std::async(std::launch::async, [&] {
+    return RunCommand(BinPath("natterctl") + " drain --dir " + cell.dir() +
+                          " frontd-0 frontd-1 2>&1",
+                      &drained);
+  });
+  const auto until =
+      std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (restart.wait_for(std::chrono::milliseconds(0)) !=
+             std::future_status::ready &&
+         std::chrono::steady_clock::now() < until) {
+    SendNumbered(a.get(), bob, "rolling", 2, &sent);
+    PollFor({a.get(), b.get()}, 0.05);
+  }
+  REQUIRE(restart.get() == 0);
+  INFO(drained);
+  CHECK(CountOf(drained, "running again") == 2);
+  SendNumbered(a.get(), bob, "rolling", 10, &sent);
+  AwaitSentAndReceived(a.get(), b.get(), sent, "every message");
+  // Both devices were on a frontd that drained, and moved.
+  CHECK(a->client->server_moves() >= 1);
+  CHECK(b->client->server_moves() >= 1);
+  CHECK(b->Count(Incoming::Kind::kError) == 0);
+  CheckSentOnce(a.get(), b.get(), sent);
+  // Each frontd drained: its devices, told to move, left before it
+  // exited (not cut off when it did).
+  int sessions = 0;
+  for (const char* name : {"frontd-0", "frontd-1"}) {
+    std::string log = ReadFile(cell.dir() + "/log/" + name + ".log");
+    INFO(name << ": " << log.substr(log.rfind("event=draining")));
+    CHECK(CountOf(log, "event=drained sessions=0 connections=0 ") == 1);
+    size_t at = log.find("event=draining sessions=");
+    REQUIRE(at != std::string::npos);
+    sessions += std::stoi(log.substr(at + 24));
+  }
+  CHECK(sessions >= 2);  // Alice's and Bob's, wherever they were
 }

@@ -64,7 +64,8 @@ const char kUsage[] =
     "       natterctl token-key add|list [--dir DIR]\n"
     "       natterctl token-key retire --id KEY_ID [--dir DIR]\n"
     "       natterctl keygen --name NAME [--dir DIR]\n"
-    "       natterctl reload [--dir DIR]\n";
+    "       natterctl reload [--dir DIR]\n"
+    "       natterctl drain  [--dir DIR] [--timeout DURATION] FRONTD ...\n";
 
 const char kDefaultListen[] = "tcp://127.0.0.1:7420";
 
@@ -117,9 +118,14 @@ Args Parse(const std::string& command, const std::vector<std::string>& argv) {
     opts.add_options()("words", po::value(&a.words));
     pos.add("words", -1);
   }
-  if (command == "status" || command == "backup" || command == "verify")
+  if (command == "status" || command == "backup" || command == "verify" ||
+      command == "drain")
     opts.add_options()("key", po::value(&a.key));
-  if (command == "verify" || command == "replica") {
+  if (command == "drain") {
+    opts.add_options()("words", po::value(&a.words));
+    pos.add("words", -1);
+  }
+  if (command == "verify" || command == "replica" || command == "drain") {
     a.timeout = "30s";
     opts.add_options()("timeout", po::value(&a.timeout));
   }
@@ -736,6 +742,83 @@ std::vector<pid_t> DaemonPids(const CellPaths& cell) {
   return pids;
 }
 
+pid_t DaemonPid(const CellPaths& cell, const std::string& name) {
+  std::string line;
+  if (!ReadFirstLine(cell.Pid(name), &line)) return -1;
+  auto v = ParseUint(line);
+  if (!v || *v == 0 || ::kill(static_cast<pid_t>(*v), 0) != 0) return -1;
+  return static_cast<pid_t>(*v);
+}
+
+// natterctl drain: each frontd named is told to stop (SIGTERM): it takes
+// no new connection, tells its devices to move to another frontd, and
+// exits once they have gone (natter-frontd(8), drain-timeout).  Under
+// natterctl up the supervisor starts it again; drain waits for that too,
+// so that draining the frontds one after another is a rolling restart.
+int Drain(const Args& a) {
+  CellPaths cell{a.dir};
+  if (!CellExists(cell)) throw Exit{EX_USAGE, "no cell in " + cell.dir};
+  if (a.words.empty()) throw Exit{EX_USAGE, "drain: name a frontd"};
+  auto timeout = ParseDuration(a.timeout);
+  if (!timeout || *timeout == 0) {
+    throw Exit{EX_USAGE,
+               "drain: --timeout: '" + a.timeout + "' is not a duration"};
+  }
+  const std::vector<std::string> frontds = FrontdNames(cell);
+  for (const std::string& name : a.words) {
+    if (std::find(frontds.begin(), frontds.end(), name) == frontds.end()) {
+      std::string known;
+      for (const std::string& f : frontds) known += " " + f;
+      throw Exit{EX_USAGE, "drain: " + name + " is not a frontd of the cell (" +
+                               known.substr(1) + ")"};
+    }
+  }
+  const bool supervised = SupervisorPid(cell) > 0;
+  for (const std::string& name : a.words) {
+    const pid_t pid = DaemonPid(cell, name);
+    if (pid < 0)
+      throw Exit{EX_UNAVAILABLE, "drain: " + name + " is not running"};
+    const auto deadline =
+        std::chrono::steady_clock::now() + std::chrono::seconds(*timeout);
+    ::kill(pid, SIGTERM);
+    while (::kill(pid, 0) == 0) {
+      if (std::chrono::steady_clock::now() >= deadline) {
+        throw Exit{EX_UNAVAILABLE,
+                   "drain: " + name + " did not stop within the timeout"};
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    if (!supervised) {
+      std::printf("%s drained\n", name.c_str());
+      continue;
+    }
+    // Started again by the supervisor: ready once its control socket
+    // answers.
+    zmq::context_t ctx(1);
+    CurveIdentity me = AdminIdentity(cell, a.key);
+    for (;;) {
+      const pid_t again = DaemonPid(cell, name);
+      StatsReply reply;
+      if (again > 0 && again != pid &&
+          AskDaemon(ctx, ControlEndpoint(cell, name), me, 1, StatsRequest(),
+                    500, &reply)
+              .ok()) {
+        std::printf("%s drained, and running again (pid %d)\n", name.c_str(),
+                    static_cast<int>(again));
+        break;
+      }
+      if (std::chrono::steady_clock::now() >= deadline) {
+        throw Exit{EX_UNAVAILABLE,
+                   "drain: " + name +
+                       " stopped, but was not running again within the "
+                       "timeout"};
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+  }
+  return EX_OK;
+}
+
 int Reload(const Args& a) {
   CellPaths cell{a.dir};
   auto pids = DaemonPids(cell);
@@ -836,6 +919,7 @@ int Main(int argc, char** argv) {
   if (command == "backup") return Backup(Parse(command, rest));
   if (command == "verify") return Verify(Parse(command, rest));
   if (command == "replica") return ReplicaCommand(Parse(command, rest));
+  if (command == "drain") return Drain(Parse(command, rest));
   throw Exit{EX_USAGE, "'" + command + "' is not a command; see natterctl -h"};
 }
 
