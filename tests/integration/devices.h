@@ -84,6 +84,15 @@ inline std::unique_ptr<Device> Open(const TestCell& cell, UserId user,
 // shard's leader change or an outage.
 inline void Patient(ClientOptions* o) { o->timeout_ms = 120000; }
 
+// Alice's device a1, which retries through outages (Patient), and Bob's
+// b1 (tweak, if given), both caught up: a sender and its receiver.
+struct SenderAndReceiver {
+  std::unique_ptr<Device> a, b;
+};
+inline SenderAndReceiver OpenSenderAndReceiver(const TestCell& cell,
+                                               UserId alice, UserId bob,
+                                               const Tweak& receiver = {});
+
 // The errors the devices were handed (the first few), for the message of
 // a wait that ran out.
 inline std::string ErrorsOf(const std::vector<Device*>& devices) {
@@ -159,6 +168,15 @@ inline void AwaitCaughtUp(const std::vector<Device*>& devices) {
         return true;
       },
       20);
+}
+
+inline SenderAndReceiver OpenSenderAndReceiver(const TestCell& cell,
+                                               UserId alice, UserId bob,
+                                               const Tweak& receiver) {
+  SenderAndReceiver d{Open(cell, alice, "a1", Patient),
+                      Open(cell, bob, "b1", receiver)};
+  AwaitCaughtUp({d.a.get(), d.b.get()});
+  return d;
 }
 
 // Two devices for each of two users, connected and caught up.

@@ -40,9 +40,7 @@ TEST_CASE(
         if (!mounted.empty()) RunCommand("umount " + mounted);
       });
   auto [alice, bob] = TwoUsers(1);
-  auto a = Open(cell, alice, "a1", Patient);
-  auto b = Open(cell, bob, "b1");
-  AwaitCaughtUp({a.get(), b.get()});
+  auto [a, b] = OpenSenderAndReceiver(cell, alice, bob);
 
   const int kMessages = 3000;
   const std::string text(400, 'x');

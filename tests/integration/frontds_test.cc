@@ -34,15 +34,13 @@ TEST_CASE(
     "send processed once") {
   TestCell cell(1, Frontds{2}, kNoUserRate);
   auto [alice, bob] = TwoUsers(1);
-  auto a = Open(cell, alice, "a1", Patient);
   // Bob listens as natter listen does (watching the connection), pinging
   // every second when idle so that a frontd that hangs is seen soon.
-  auto b = Open(cell, bob, "b1", [](ClientOptions* o) {
+  auto [a, b] = OpenSenderAndReceiver(cell, alice, bob, [](ClientOptions* o) {
     o->watch_link = true;
     o->ping_ms = 1000;
     o->timeout_ms = 120000;
   });
-  AwaitCaughtUp({a.get(), b.get()});
   CHECK(SplitList(cell.Options(bob.value, "x").server).size() == 2);
 
   SentMessages sent;
@@ -88,12 +86,10 @@ TEST_CASE(
     "nothing is lost or doubled") {
   TestCell cell(1, Frontds{2}, kNoUserRate);
   auto [alice, bob] = TwoUsers(1);
-  auto a = Open(cell, alice, "a1", Patient);
-  auto b = Open(cell, bob, "b1", [](ClientOptions* o) {
+  auto [a, b] = OpenSenderAndReceiver(cell, alice, bob, [](ClientOptions* o) {
     o->watch_link = true;
     o->timeout_ms = 120000;
   });
-  AwaitCaughtUp({a.get(), b.get()});
   SentMessages sent;
   SendNumbered(a.get(), bob, "rolling", 20, &sent);
   AwaitSentAndReceived(a.get(), b.get(), sent, "the first 20");

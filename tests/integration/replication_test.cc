@@ -114,9 +114,7 @@ TEST_CASE(
     "s") {
   TestCell cell(1, Replicas{3}, kNoUserRate);
   auto [alice, bob] = TwoUsers(1);
-  auto a = Open(cell, alice, "a1", Patient);
-  auto b = Open(cell, bob, "b1");
-  AwaitCaughtUp({a.get(), b.get()});
+  auto [a, b] = OpenSenderAndReceiver(cell, alice, bob);
 
   SentMessages sent;
   auto send = [&](int n) {
@@ -245,9 +243,7 @@ TEST_CASE(
       },
       Replicas{3});
   auto [alice, bob] = TwoUsers(1);
-  auto a = Open(cell, alice, "a1", Patient);
-  auto b = Open(cell, bob, "b1");
-  AwaitCaughtUp({a.get(), b.get()});
+  auto [a, b] = OpenSenderAndReceiver(cell, alice, bob);
   const int kMessages = 3000;
   const std::string text(400, 'x');
   std::map<std::string, int> sent;
@@ -299,9 +295,7 @@ TEST_CASE(
   // the leader's database.
   TestCell cell(1, Replicas{3}, "[stored]\nuser-rate = 0\nlog-entries = 10");
   auto [alice, bob] = TwoUsers(1);
-  auto a = Open(cell, alice, "a1", Patient);
-  auto b = Open(cell, bob, "b1");
-  AwaitCaughtUp({a.get(), b.get()});
+  auto [a, b] = OpenSenderAndReceiver(cell, alice, bob);
   SentMessages sent;
   auto send = [&](int n) {
     SendNumbered(a.get(), bob, "membership", n, &sent);
