@@ -112,23 +112,28 @@ TEST_CASE(
   size_t key_at = client_conf.find("server-key = ") + 13;
   std::string key =
       client_conf.substr(key_at, client_conf.find('\n', key_at) - key_at);
-  auto open = [&](UserId user, int frontd, const std::string& device) {
+  auto open_on = [&](UserId user, const std::string& servers,
+                     const std::string& device, const Tweak& tweak) {
     std::string token;
     REQUIRE(RunCommand(BinPath("natterctl") + " token --dir " + dir +
                            " --user " + std::to_string(user.value),
                        &token) == 0);
     ClientOptions o;
-    o.server = front[frontd];
+    o.server = servers;
     o.server_key = key;
     o.token = Trim(token);
     o.device = device;
     o.timeout_ms = 60000;  // keep retrying through a leader change
+    if (tweak) tweak(&o);
     auto d = std::make_unique<Device>();
     d->client = std::make_unique<Client>(o);
     Status s = d->client->Connect();
     INFO(s.ToString());
     REQUIRE(s.ok());
     return d;
+  };
+  auto open = [&](UserId user, int frontd, const std::string& device) {
+    return open_on(user, front[frontd], device, {});
   };
   std::vector<UserId> users = UsersOnEachShard();
   UserId alice = users[0], bob = users[1], carol = users[2];
@@ -237,4 +242,31 @@ TEST_CASE(
   INFO(out);
   CHECK(verified == 0);
   CHECK(CountOf(out, "3 replicas agree") == 3);
+
+  // A frontd's host cut off: devices given both frontds continue on the
+  // other (natter(7), several frontds).  They ping every second, so that
+  // the silence of a frontd cut off (no closed connection in namespaces)
+  // is heard soon.
+  const UserId dave(7001), erin(7002);
+  auto both = [](ClientOptions* o) {
+    o->watch_link = true;
+    o->ping_ms = 1000;
+  };
+  auto d = open_on(dave, front[0] + " " + front[1], "d", both);
+  auto e = open_on(erin, front[0] + " " + front[1], "e", both);
+  AwaitCaughtUp({d.get(), e.get()});
+  SentMessages across;
+  SendNumbered(d.get(), erin, "across", 10, &across);
+  AwaitSentAndReceived(d.get(), e.get(), across, "the first 10 across");
+  const std::string erins = e->client->current_server();
+  const std::string cut = erins == front[0] ? "frontd-0" : "frontd-1";
+  REQUIRE(RunCommand(topo + " cut " + dir + " " + cut) == 0);
+  SendNumbered(d.get(), erin, "across", 10, &across);
+  AwaitSentAndReceived(d.get(), e.get(), across,
+                       "20 across, Erin's frontd cut off", 40);
+  CHECK(e->client->current_server() != erins);
+  CHECK(e->client->server_moves() >= 1);
+  REQUIRE(RunCommand(topo + " restore " + dir + " " + cut) == 0);
+  CHECK(e->Count(Incoming::Kind::kError) == 0);
+  CheckSentOnce(d.get(), e.get(), across);
 }
