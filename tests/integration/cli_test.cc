@@ -1,6 +1,7 @@
 // natter(1) and natterctl(8) as a user runs them: output, and the sysexits
 // codes of the command-line contract.
 #include <sys/stat.h>
+#include <sysexits.h>
 #include <zmq.h>
 
 #include <catch2/catch.hpp>
@@ -777,4 +778,36 @@ TEST_CASE(
   // on the connection (hello-timeout, 5 s).
   CHECK(exited + 1 >= ends);
   CHECK(exited <= ends + 3);
+}
+
+TEST_CASE(
+    "natter takes several frontds: -s given twice, or a list in "
+    "NATTER_SERVER; one that is not there is left for the other") {
+  TestCell cell(1, Frontds{2});
+  const std::string gone = "ipc://" + cell.dir() + "/run/nobody.sock";
+  const std::string second = "ipc://" + cell.dir() + "/run/frontd-1.sock";
+  const std::string common =
+      " --state-dir " + cell.dir() + "/cli-state -k '" +
+      ReadFile(cell.dir() + "/keys/frontd.pub").substr(0, 40) + "' -t " +
+      cell.Token(1) + " --timeout 30s";
+  // Bob's device connects once, so it has a cursor to come back to.
+  REQUIRE(Run(cell.NatterArgs(2) + " --device cli listen --for 1").code == 0);
+  // The first named may be taken first: it answers nothing, and after a
+  // few seconds the other is.
+  Result twice = Run(BinPath("natter") + " -s " + gone + " -s " + second +
+                     common + " send 2 through either");
+  INFO(twice.err);
+  CHECK(twice.code == 0);
+  Result listed = Run("NATTER_SERVER='" + gone + " " + second + "' " +
+                      BinPath("natter") + common + " send 2 from the list");
+  INFO(listed.err);
+  CHECK(listed.code == 0);
+  Result got = Run(cell.NatterArgs(2) +
+                   " --device cli --json listen --count 2 --for 10");
+  CHECK(CountOf(got.out, "\"type\":\"message\"") == 2);
+  // A bad key named with an endpoint is a usage error, on one line.
+  Result bad = Run(BinPath("natter") + " -s " + second + "@notakey" + common +
+                   " send 2 x");
+  CHECK(bad.code == EX_USAGE);
+  CHECK(Lines(bad.err) == 1);
 }
