@@ -70,6 +70,13 @@ Client::Client(ClientOptions options, zmq::context_t* ctx)
   device_ = options_.device;
   servers_ = SplitList(options_.server);
   if (servers_.empty()) servers_.push_back(options_.server);
+  for (const std::string& server : servers_) {
+    Endpoint endpoint;  // each one checked now: a move never fails on it
+    if (!ParseEndpoint(server, &endpoint).ok()) {
+      throw std::invalid_argument(
+          server + ": the server key after '@' must be " + kCurveKeyForms);
+    }
+  }
   if (servers_.size() > 1) {
     uint32_t pick = 0;
     randombytes_buf(&pick, sizeof pick);
@@ -160,16 +167,36 @@ void Client::SetServerKey(const CurveKey& key) {
 void Client::MoveServer(const char* why, std::vector<Incoming>* out) {
   if (servers_.size() < 2) return;
   const auto now = Clock::now();
-  // Another at random: the clients of a frontd that went spread over the
-  // others.
+  // One gate for every reason: at most one move a quarter of failover_ms,
+  // longer (doubling, with jitter) while moves bring no welcome, so that
+  // clients among busy or draining frontds do not spin.  A move asked too
+  // early is made by CheckServer when its time comes.
+  if (now < next_move_at_) {
+    move_wanted_ = why;
+    return;
+  }
+  move_wanted_ = nullptr;
+  const int quarter = std::max(options_.failover_ms / 4, 1);
+  const int rounds = static_cast<int>(
+      std::min<uint64_t>(moves_without_welcome_ / servers_.size(), 5));
   uint32_t pick = 0;
   randombytes_buf(&pick, sizeof pick);
-  const size_t from = current_;
+  const int gap =
+      (quarter << rounds) / 2 + static_cast<int>(pick % (quarter << rounds));
+  next_move_at_ = now + std::chrono::milliseconds(gap);
+  ++moves_without_welcome_;
+  // Another at random: the clients of a frontd that went spread over the
+  // others.
+  randombytes_buf(&pick, sizeof pick);
   current_ = (current_ + 1 + pick % (servers_.size() - 1)) % servers_.size();
   ++moves_;
-  moved_at_ = now;
-  awaiting_ = false;
+  last_move_reason_ = why;
+  // The new connection is waited on as a request is: silence for
+  // failover_ms moves again.
+  awaiting_ = true;
+  awaiting_since_ = now;
   probed_ = false;
+  disconnected_ = false;
   if (handshake_) {
     zmq_socket_monitor(socket_.handle(), nullptr, 0);
     handshake_.close();
@@ -182,14 +209,14 @@ void Client::MoveServer(const char* why, std::vector<Incoming>* out) {
     in.online = false;
     out->push_back(std::move(in));
   }
-  link_down_ = true;
-  heard_since_down_ = false;
-  down_at_ = now;
-  (void)from;
-  (void)why;
-  // The new frontd knows nothing of this device: hello again; what was on
-  // the wire goes again once the welcome comes (a send keeps its
-  // client_msg_id, so none is stored twice).
+  if (options_.watch_link) {
+    link_down_ = true;  // reported online again with the welcome
+    heard_since_down_ = false;
+  }
+  // The new frontd knows nothing of this device: hello again (with a
+  // fresh token if there is a source); what was on the wire goes again
+  // once the welcome comes (a send keeps its client_msg_id, so none is
+  // stored twice).
   LoseSession();
   if (requests_.Has(hello_corr_)) {
     requests_.Resend(hello_corr_);
@@ -203,18 +230,27 @@ void Client::CheckServer(std::vector<Incoming>* out) {
   if (servers_.size() < 2) return;
   const auto now = Clock::now();
   const auto failover = std::chrono::milliseconds(options_.failover_ms);
-  if (now - moved_at_ < failover / 4) return;  // not in a storm of moves
-  if (link_down_ && !heard_since_down_) {
+  if (move_wanted_ != nullptr) {
+    MoveServer(move_wanted_, out);
+    return;
+  }
+  if (disconnected_) {
     MoveServer("connection lost", out);
     return;
   }
   if (!awaiting_) return;
   if (now - awaiting_since_ >= failover) {
     MoveServer("no answer", out);
-  } else if (!probed_ && now - awaiting_since_ >= failover / 2 && session_) {
-    // frontd answers a ping itself: slow shards are not a lost frontd.
+  } else if (!probed_ && now - awaiting_since_ >= failover / 2) {
+    // frontd answers a ping itself (with no-session before a welcome):
+    // slow shards are not a lost frontd.  Outside the window of requests,
+    // which may be full of those waiting on the shards.
     probed_ = true;
-    Ask(Ping());
+    Header h;
+    h.corr = next_corr_++;
+    Parts parts;
+    parts.push_back(ToMessage(EncodeFrame(h, Ping())));
+    SendParts(socket_, parts);
   }
 }
 
@@ -258,7 +294,10 @@ Status Client::Connect() {
   std::vector<Incoming> early;
   while (!session_) {
     auto now = Clock::now();
-    if (now >= deadline) return NoAnswer();
+    if (now >= deadline) {
+      // Every frontd refused as busy: say so, not that none answered.
+      return last_refusal_.ok() ? NoAnswer() : last_refusal_;
+    }
     std::vector<zmq::pollitem_t> items = {{socket_.handle(), 0, ZMQ_POLLIN, 0}};
     if (handshake_) items.push_back({handshake_.handle(), 0, ZMQ_POLLIN, 0});
     auto wait =
@@ -266,10 +305,9 @@ Status Client::Connect() {
     natter::Poll(items, std::min<long>(wait.count(), 200));
     Status refused = HandshakeRefusal();
     if (!refused.ok() && servers_.size() > 1) {
+      last_refusal_ = refused;
       MoveServer("busy", nullptr);  // another may have room
-      continue;
-    }
-    if (!refused.ok()) {
+    } else if (!refused.ok()) {
       StopHandshakeWatch();
       return refused;
     }
@@ -319,12 +357,14 @@ void Client::WatchLink(std::vector<Incoming>* out) {
   while (handshake_ && RecvMonitorEvent(handshake_, &id, &value)) {
     if (id == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH && servers_.size() > 1) {
       MoveServer("busy", out);  // this one is full: another may have room
-      return;
+      return;                   // the monitor may be another socket's now
     }
+    if (id == ZMQ_EVENT_DISCONNECTED) disconnected_ = true;
+    if (id == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) disconnected_ = false;
+    if (!options_.watch_link) continue;
     if (id == ZMQ_EVENT_DISCONNECTED && !link_down_) {
       link_down_ = true;
       heard_since_down_ = false;
-      down_at_ = Clock::now();
       Incoming in;
       in.kind = Incoming::Kind::kLink;
       in.online = false;
@@ -398,6 +438,7 @@ void Client::Handle(const zmq::message_t& msg, std::vector<Incoming>* out) {
   heard_since_down_ = true;
   awaiting_ = false;
   probed_ = false;
+  disconnected_ = false;
   if (f.type() == MsgType::kEvent) {
     Event ev;
     if (options_.receive && DecodeBody(f, &ev).ok() && ev.user == user_) {
@@ -482,6 +523,8 @@ void Client::TakeWelcome(const Frame& f, std::vector<Incoming>* out) {
   }
   options_.token = hello_token_;
   expires_ = w.expires;
+  moves_without_welcome_ = 0;
+  StopHandshakeWatch();  // kept only with watch_link
   // A fresh token for a session that goes on: nothing else changes.
   if (session_) return;
   user_ = w.user;
@@ -710,16 +753,33 @@ void Client::Poll(int timeout_ms, std::vector<Incoming>* out,
          ++n) {
       Handle(msg, out);
     }
-    if (options_.watch_link) WatchLink(out);
+    // The monitor: a refusal (busy) for every client, the connection's
+    // life with watch_link.
+    if (handshake_) WatchLink(out);
     requests_.Pump(Clock::now());
   }
 }
 
 Status Client::Flush() {
-  if (!session_) return Status(ErrorCode::kNoSession, "not connected");
-  SendAck();
   auto deadline = Clock::now() + std::chrono::milliseconds(options_.timeout_ms);
   std::vector<Incoming> ignored;
+  // Between frontds (a move under way): the session first.  Events that
+  // come meanwhile wait in order; none is handed out, so none is acked.
+  while (!session_ && user_.value != 0 && Clock::now() < deadline) {
+    std::vector<zmq::pollitem_t> items = {{socket_.handle(), 0, ZMQ_POLLIN, 0}};
+    natter::Poll(items, 50);
+    zmq::message_t msg;
+    while (socket_.recv(msg, zmq::recv_flags::dontwait)) Handle(msg, &ignored);
+    if (handshake_) WatchLink(&ignored);
+    CheckServer(&ignored);
+    requests_.ResendIfDue(hello_corr_, Clock::now());
+    requests_.Pump(Clock::now());
+  }
+  if (!session_) {
+    SaveCursor();
+    return Status(ErrorCode::kNoSession, "not connected");
+  }
+  SendAck();
   while (acks_.confirmed() < acks_.acked()) {
     auto now = Clock::now();
     if (now >= deadline) {

@@ -282,13 +282,18 @@ class Client {
   // since.
   bool link_down_ = false;
   bool heard_since_down_ = false;
-  Clock::time_point down_at_{};
+  // The monitor saw the connection drop, and nothing came since.
+  bool disconnected_ = false;
 
   // The frontds given, and the one in use.
   std::vector<std::string> servers_;
   size_t current_ = 0;
   uint64_t moves_ = 0;
-  Clock::time_point moved_at_{};
+  uint64_t moves_without_welcome_ = 0;
+  Clock::time_point next_move_at_{};   // no move before (see MoveServer)
+  const char* move_wanted_ = nullptr;  // a move asked before its time
+  const char* last_move_reason_ = "";
+  Status last_refusal_;  // the last busy refusal while connecting
   // Something was sent after the last frame came, at awaiting_since_; a
   // probe ping went since.
   bool awaiting_ = false;

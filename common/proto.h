@@ -250,20 +250,21 @@ struct Receipt {
 struct DeliveredEvent : Receipt {};
 struct SeenEvent : Receipt {};
 
-// One entry of a user's mailbox: whose, its seq, the user's device that
-// caused it (empty for what others caused), and what happened.  On the
-// wire it is one array of the fields of every kind (natter(7)):
-// [user, seq, kind, id, from, to, ts, text, client_msg_id, origin_device,
-// by, emoji], those that do not concern its kind 0, empty or nil.
-// frontd asks a device to move to another frontd (it is about to stop),
-// with corr 0.  A device that knows no other connects again to the same
-// one after after_ms (a frontd starting again in its place).
+// frontd asks a device to move to another frontd (it is draining: about
+// to stop), with corr 0.  A device that knows no other carries on; the
+// frontd that starts in its place, about after_ms later, answers
+// no-session.
 struct Move {
   uint32_t after_ms = 0;
   std::string reason;
   NATTER_WIRE(2, after_ms, reason)
 };
 
+// One entry of a user's mailbox: whose, its seq, the user's device that
+// caused it (empty for what others caused), and what happened.  On the
+// wire it is one array of the fields of every kind (natter(7)):
+// [user, seq, kind, id, from, to, ts, text, client_msg_id, origin_device,
+// by, emoji], those that do not concern its kind 0, empty or nil.
 struct Event {
   UserId user;
   Seq seq;

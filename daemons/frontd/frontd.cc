@@ -184,15 +184,16 @@ void Frontd::Stop() {
   const auto started = Clock::now();
   const size_t had = sessions_.size();
   gate_->StopTaking();
-  Move move;
-  move.after_ms = 1000;
-  move.reason = "frontd is stopping";
-  const std::string frame = EncodeFrame(Header(), move);
+  draining_ = true;
+  const std::string frame = MoveFrame();
   for (const auto& [conn, session] : sessions_) gate_->Send(conn, frame);
   gate_->Flush();
   NLOG_INFO("event=draining sessions=%zu connections=%zu", had,
             gate_->connections());
-  while (gate_->connections() > 0 && Clock::now() - started < drain_timeout_)
+  // Until the devices have gone (connections refused while draining, or
+  // that never said hello, do not count).
+  while ((!sessions_.empty() || !pending_hellos_.empty()) &&
+         Clock::now() - started < drain_timeout_)
     RunOnce(50);
   size_t left = 0;
   for (const auto& [conn, session] : sessions_)
@@ -470,6 +471,15 @@ void Frontd::OpenSession(ConnId conn, const PendingHello& hello) {
   h.user = session.user;
   h.device = hello.device;
   Reply(conn, EncodeReply(h, w));
+  // Draining: a device whose session began meanwhile moves too.
+  if (draining_) gate_->Send(conn, MoveFrame());
+}
+
+std::string Frontd::MoveFrame() {
+  Move move;
+  move.after_ms = 1000;
+  move.reason = "frontd is stopping";
+  return EncodeFrame(Header(), move);
 }
 
 bool Frontd::FinishHello(ConnId conn, const Frame& answer,

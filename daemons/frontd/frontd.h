@@ -71,6 +71,9 @@ class Frontd : public Service {
   explicit Frontd(zmq::context_t& ctx);
 
   Clock::duration drain_timeout_ = std::chrono::seconds(10);
+  bool draining_ = false;
+  // The move frame sent to every device while draining.
+  static std::string MoveFrame();
 
   struct Session {
     UserId user;

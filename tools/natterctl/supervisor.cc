@@ -85,11 +85,12 @@ bool Spawn(const CellPaths& cell, Child* c, bool want_ready) {
 }
 
 void StopAll(std::vector<Child>& children) {
-  // Front first, so no new work arrives while the shards finish theirs.
+  // Front first, so no new work arrives while the shards finish theirs;
+  // 15 s, past a frontd's drain-timeout (10 s by default).
   for (auto it = children.rbegin(); it != children.rend(); ++it) {
     if (it->pid > 0) ::kill(it->pid, SIGTERM);
   }
-  auto deadline = Clock::now() + std::chrono::seconds(10);
+  auto deadline = Clock::now() + std::chrono::seconds(15);
   for (auto& c : children) {
     while (c.pid > 0) {
       int status;
