@@ -54,6 +54,12 @@ const std::vector<OptionSpec> kOptions = {
      "A connection silent this long is closed, and its session ends; one "
      "silent for half of it is sent a ZMTP heartbeat, which a live client "
      "answers by itself."},
+    {"frontd", "handshake-rate", "0",
+     "New client connections admitted a second (as many at once); past it "
+     "a handshake is refused busy (a client given several frontds tries "
+     "another; one given only this one gets a busy error), so that a storm "
+     "of reconnecting clients keeps the connected ones served.  0: no "
+     "limit."},
     {"frontd", "drain-timeout", "10s",
      "On SIGTERM frontd drains: it takes no new connection, tells every "
      "device to move to another frontd, answers what is in flight, and "

@@ -87,6 +87,8 @@ Status Frontd::Create(const Config& config, zmq::context_t& ctx,
   if (s.ok()) s = DurationOption(config, "drain-timeout", &f->drain_timeout_);
   if (s.ok()) s = UintOption(config, "max-in-flight", 1, &max_in_flight);
   if (s.ok()) s = UintOption(config, "max-clients", 0, &max_clients);
+  if (s.ok())
+    s = UintOption(config, "handshake-rate", 0, &limits.handshake_rate);
   if (s.ok()) s = UintOption(config, "max-pending", 1, &max_pending);
   if (s.ok())
     s = UintOption(config, "max-pending-per-address", 1,

@@ -129,9 +129,10 @@ void ClientGate::Open(const std::string& stream_id, const std::string& address,
   by_stream_[stream_id] = c.id;
   std::string greeting;
   c.zmtp->Start(&greeting);
-  if (conns_.size() > limits_.max_clients || !taking_) {
+  const bool admitted = Admit();
+  if (conns_.size() > limits_.max_clients || !taking_ || !admitted) {
     // Told in the handshake, so the client knows it is busy, not broken.
-    ++refused_full_;
+    ++(admitted ? refused_full_ : refused_rate_);
     c.zmtp->Refuse("300");
     c.refused = true;
     CloseAt(&c, now_ + limits_.hello_timeout);
@@ -139,6 +140,18 @@ void ClientGate::Open(const std::string& stream_id, const std::string& address,
     AddPending(&c);
   }
   Queue(&c, greeting);
+}
+
+bool ClientGate::Admit() {
+  if (limits_.handshake_rate == 0) return true;
+  const double rate = static_cast<double>(limits_.handshake_rate);
+  const double seconds =
+      std::chrono::duration<double>(now_ - admitted_at_).count();
+  admissions_ = std::min(rate, admissions_ + std::max(seconds, 0.0) * rate);
+  admitted_at_ = now_;
+  if (admissions_ < 1) return false;
+  admissions_ -= 1;
+  return true;
 }
 
 void ClientGate::AddPending(Conn* c) {
@@ -374,6 +387,9 @@ void ClientGate::Stats(MetricSet* set) const {
   set->Counter("natter_frontd_clients_refused_total",
                "Connections refused because max-clients were connected.",
                static_cast<double>(refused_full_));
+  set->Counter("natter_frontd_refused_rate_total",
+               "Connections refused busy past handshake-rate.",
+               static_cast<double>(refused_rate_));
   set->Counter("natter_frontd_closed_hello_total",
                "Connections closed for not saying hello within hello-timeout.",
                static_cast<double>(closed_hello_));

@@ -60,6 +60,10 @@ class ClientGate {
     Clock::duration idle_timeout = std::chrono::seconds(60);
     size_t max_queued = 1 << 20;
     size_t max_message = 16 * 1024;
+    // New connections admitted a second (as many at once), the rest
+    // refused busy in their handshake: a storm of reconnecting clients is
+    // let in at a pace that keeps the connected ones served.  0: no limit.
+    uint64_t handshake_rate = 0;
   };
 
   // One whole request from a connection with a finished handshake.
@@ -170,7 +174,13 @@ class ClientGate {
   // Counters for Stats.
   uint64_t accepted_ = 0;
   uint64_t refused_full_ = 0;
+  uint64_t refused_rate_ = 0;
   bool taking_ = true;
+  // handshake_rate's bucket: admissions left, as of admitted_at_.
+  double admissions_ = 0;
+  Clock::time_point admitted_at_{};
+  // Whether a new connection may be admitted now (takes one if so).
+  bool Admit();
   uint64_t closed_hello_ = 0;
   uint64_t closed_idle_ = 0;
   uint64_t closed_evicted_ = 0;

@@ -17,6 +17,7 @@
 #include <vector>
 #include <zmq.hpp>
 
+#include "common/metrics.h"
 #include "common/net.h"
 #include "tests/support/local_cell.h"
 #include "tests/support/wait.h"
@@ -191,4 +192,38 @@ TEST_CASE(
   CHECK_FALSE(t.gate.Has(conn));
   std::vector<ConnId> closed = t.gate.TakeClosed();
   CHECK(std::find(closed.begin(), closed.end(), conn) != closed.end());
+}
+
+TEST_CASE(
+    "the gate admits handshake-rate new connections a second; the rest are "
+    "refused busy, and later ones are admitted again") {
+  ClientGate::Limits limits;
+  limits.handshake_rate = 2;
+  limits.hello_timeout = std::chrono::milliseconds(300);
+  TestGate t(limits);
+  std::vector<int> fds;
+  for (int n = 2; n <= 5; ++n) fds.push_back(ConnectFrom(n, t.port));
+  t.TurnUntil("the gate to take the four connections",
+              [&] { return t.gate.connections() == 4; });
+  // Two admitted (waiting for a hello), two refused in their handshake
+  // and closed after the grace.
+  CHECK(t.gate.pending() == 2);
+  t.TurnUntil("the refused connections to close",
+              [&] { return Closed(fds[2]) && Closed(fds[3]); });
+  MetricSet set;
+  t.gate.Stats(&set);
+  bool counted = false;
+  for (const Metric& m : set.metrics()) {
+    if (m.name == "natter_frontd_refused_rate_total") counted = m.value == 2;
+  }
+  CHECK(counted);
+  // A second later the bucket is full again.
+  std::this_thread::sleep_for(std::chrono::milliseconds(1100));
+  int later = ConnectFrom(6, t.port);
+  t.TurnUntil("a later connection to be admitted",
+              [&] { return t.gate.pending() >= 1 && !Closed(later); });
+  t.Turn(100);
+  CHECK_FALSE(Closed(later));
+  for (int fd : fds) ::close(fd);
+  ::close(later);
 }
