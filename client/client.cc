@@ -190,7 +190,6 @@ void Client::MoveServer(const char* why, std::vector<Incoming>* out) {
   randombytes_buf(&pick, sizeof pick);
   current_ = (current_ + 1 + pick % (servers_.size() - 1)) % servers_.size();
   ++moves_;
-  last_move_reason_ = why;
   // The new connection is waited on as a request is: silence for
   // failover_ms moves again.
   awaiting_ = true;

@@ -292,8 +292,7 @@ class Client {
   uint64_t moves_without_welcome_ = 0;
   Clock::time_point next_move_at_{};   // no move before (see MoveServer)
   const char* move_wanted_ = nullptr;  // a move asked before its time
-  const char* last_move_reason_ = "";
-  Status last_refusal_;  // the last busy refusal while connecting
+  Status last_refusal_;                // the last busy refusal while connecting
   // Something was sent after the last frame came, at awaiting_since_; a
   // probe ping went since.
   bool awaiting_ = false;

@@ -164,6 +164,16 @@ Args Parse(const std::string& command, const std::vector<std::string>& argv) {
   return a;
 }
 
+// --timeout as seconds, above 0; a usage error otherwise.
+uint64_t TimeoutSeconds(const Args& a, const char* command) {
+  std::optional<uint64_t> seconds = ParseDuration(a.timeout);
+  if (!seconds || *seconds == 0) {
+    throw Exit{EX_USAGE, std::string(command) + ": --timeout: '" + a.timeout +
+                             "' is not a duration"};
+  }
+  return *seconds;
+}
+
 bool CellExists(const CellPaths& cell) {
   struct stat st;
   return ::stat(cell.Conf().c_str(), &st) == 0;
@@ -213,12 +223,21 @@ int Up(const Args& a) {
   return Supervise(cell, CellExists(cell) && !a.listen.empty() ? a.listen : "");
 }
 
-pid_t SupervisorPid(const CellPaths& cell) {
+// The process a pid file names, if it runs; else -1.
+pid_t LivePid(const std::string& pid_file) {
   std::string line;
-  if (!ReadFirstLine(cell.Run() + "/natterctl.pid", &line)) return -1;
+  if (!ReadFirstLine(pid_file, &line)) return -1;
   auto pid = ParseUint(line);
   if (!pid || *pid == 0 || ::kill(static_cast<pid_t>(*pid), 0) != 0) return -1;
   return static_cast<pid_t>(*pid);
+}
+
+pid_t SupervisorPid(const CellPaths& cell) {
+  return LivePid(cell.Run() + "/natterctl.pid");
+}
+
+pid_t DaemonPid(const CellPaths& cell, const std::string& name) {
+  return LivePid(cell.Pid(name));
 }
 
 int Down(const Args& a) {
@@ -481,10 +500,7 @@ int Trace(const Args& a) {
 int Backup(const Args& a) {
   CellPaths cell{a.dir};
   if (a.to.empty()) throw Exit{EX_USAGE, "backup: --to PATH is required"};
-  auto timeout = ParseDuration(a.timeout);
-  if (!timeout || *timeout == 0)
-    throw Exit{EX_USAGE,
-               "backup: --timeout: '" + a.timeout + "' is not a duration"};
+  const uint64_t timeout = TimeoutSeconds(a, "backup");
   std::string to = AbsolutePath(a.to);
   while (to.size() > 1 && to.back() == '/') to.pop_back();
   // Each shard's control endpoints: its replicas', tried in turn (any
@@ -513,9 +529,9 @@ int Backup(const Args& a) {
     BackupReply r;
     Status s;
     for (const std::string& endpoint : endpoints[i]) {
-      s = AskDaemon(
-          ctx, endpoint, me, i + 1, req,
-          static_cast<int>(std::min<uint64_t>(*timeout, 86400) * 1000), &r);
+      s = AskDaemon(ctx, endpoint, me, i + 1, req,
+                    static_cast<int>(std::min<uint64_t>(timeout, 86400) * 1000),
+                    &r);
       if (s.ok() || s.code() != ErrorCode::kUnavailable) break;
     }
     if (!s.ok())
@@ -535,15 +551,11 @@ int Backup(const Args& a) {
 int Verify(const Args& a) {
   CellPaths cell{a.dir};
   if (!CellExists(cell)) throw Exit{EX_USAGE, "no cell in " + cell.dir};
-  auto timeout = ParseDuration(a.timeout);
-  if (!timeout || *timeout == 0) {
-    throw Exit{EX_USAGE,
-               "verify: --timeout: '" + a.timeout + "' is not a duration"};
-  }
+  const uint64_t timeout = TimeoutSeconds(a, "verify");
   CurveIdentity me = AdminIdentity(cell, a.key);
   zmq::context_t ctx(1);
   const auto deadline =
-      std::chrono::steady_clock::now() + std::chrono::seconds(*timeout);
+      std::chrono::steady_clock::now() + std::chrono::seconds(timeout);
   std::vector<std::vector<std::string>> shards = StoredNames(cell);
   uint64_t corr = 0;
   for (size_t i = 0; i < shards.size(); ++i) {
@@ -611,11 +623,7 @@ int ReplicaCommand(const Args& a) {
     throw Exit{EX_USAGE, "replica: --shard N and --replica K are required"};
   CellPaths cell{a.dir};
   if (!CellExists(cell)) throw Exit{EX_USAGE, "no cell in " + cell.dir};
-  auto timeout = ParseDuration(a.timeout);
-  if (!timeout || *timeout == 0) {
-    throw Exit{EX_USAGE,
-               "replica: --timeout: '" + a.timeout + "' is not a duration"};
-  }
+  const uint64_t timeout = TimeoutSeconds(a, "replica");
   std::vector<std::vector<std::string>> shards = StoredNames(cell);
   if (a.shard >= shards.size() || shards[a.shard].empty()) {
     throw Exit{EX_USAGE, "replica: there is no shard " +
@@ -631,7 +639,7 @@ int ReplicaCommand(const Args& a) {
   req.add = a.words[0] == "add";
   req.replica = static_cast<uint32_t>(a.replica);
   const auto deadline =
-      std::chrono::steady_clock::now() + std::chrono::seconds(*timeout);
+      std::chrono::steady_clock::now() + std::chrono::seconds(timeout);
   const std::string prefix = "stored-" + std::to_string(a.shard) + ".";
   std::string problem = "no replica of the shard answered";
   uint64_t corr = 0;
@@ -733,21 +741,10 @@ std::vector<pid_t> DaemonPids(const CellPaths& cell) {
   for (const auto& shard : StoredNames(cell))
     names.insert(names.end(), shard.begin(), shard.end());
   for (const auto& n : names) {
-    std::string line;
-    if (!ReadFirstLine(cell.Pid(n), &line)) continue;
-    auto v = ParseUint(line);
-    if (v && ::kill(static_cast<pid_t>(*v), 0) == 0)
-      pids.push_back(static_cast<pid_t>(*v));
+    pid_t pid = DaemonPid(cell, n);
+    if (pid > 0) pids.push_back(pid);
   }
   return pids;
-}
-
-pid_t DaemonPid(const CellPaths& cell, const std::string& name) {
-  std::string line;
-  if (!ReadFirstLine(cell.Pid(name), &line)) return -1;
-  auto v = ParseUint(line);
-  if (!v || *v == 0 || ::kill(static_cast<pid_t>(*v), 0) != 0) return -1;
-  return static_cast<pid_t>(*v);
 }
 
 // natterctl drain: each frontd named is told to stop (SIGTERM): it takes
@@ -759,11 +756,7 @@ int Drain(const Args& a) {
   CellPaths cell{a.dir};
   if (!CellExists(cell)) throw Exit{EX_USAGE, "no cell in " + cell.dir};
   if (a.words.empty()) throw Exit{EX_USAGE, "drain: name a frontd"};
-  auto timeout = ParseDuration(a.timeout);
-  if (!timeout || *timeout == 0) {
-    throw Exit{EX_USAGE,
-               "drain: --timeout: '" + a.timeout + "' is not a duration"};
-  }
+  const uint64_t timeout = TimeoutSeconds(a, "drain");
   const std::vector<std::string> frontds = FrontdNames(cell);
   for (const std::string& name : a.words) {
     if (std::find(frontds.begin(), frontds.end(), name) == frontds.end()) {
@@ -779,7 +772,7 @@ int Drain(const Args& a) {
     if (pid < 0)
       throw Exit{EX_UNAVAILABLE, "drain: " + name + " is not running"};
     const auto deadline =
-        std::chrono::steady_clock::now() + std::chrono::seconds(*timeout);
+        std::chrono::steady_clock::now() + std::chrono::seconds(timeout);
     ::kill(pid, SIGTERM);
     while (::kill(pid, 0) == 0) {
       if (std::chrono::steady_clock::now() >= deadline) {
