@@ -204,15 +204,16 @@ TEST_CASE(
   REQUIRE(b->Messages().size() == 1);
 
   Output path;
-  // The last hops (the recipient's device) may still be on their way to
-  // the log file.
+  // The last hops (the recipient's device, and notifyd's line for it,
+  // written after it passed the event on) may still be on their way to
+  // the log files.
   WaitUntil(
       "natterctl trace to show the event reaching bob",
       [&] {
         path = Ctl("trace --dir " + cell.dir() + " " + id);
-        return path.out.find("natter-frontd") != std::string::npos &&
-               path.out.find("event=event user=" + std::to_string(bob.value)) !=
-                   std::string::npos;
+        const std::string user = "user=" + std::to_string(bob.value);
+        return path.out.find("event=event " + user) != std::string::npos &&
+               path.out.find("event=fan-out " + user) != std::string::npos;
       },
       20, Pause(100), [&] { return "it shows: " + path.out + path.err; });
   INFO(path.out << path.err);
