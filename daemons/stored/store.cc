@@ -313,6 +313,15 @@ Seq Store::Head(UserId user) {
   Seq head;
   std::string prefix = MailboxPrefix(user);
   std::unique_ptr<leveldb::Iterator> it(db_->NewIterator({}));
+  // An empty mailbox is told going forward: stepping back from the next
+  // key would walk every version of the keys before it ("n" and "l" are
+  // rewritten at each batch, "o" keys deleted), thousands while they are
+  // in the memtable.
+  it->Seek(prefix);
+  if (!it->Valid() || !HasPrefix(it->key(), prefix)) {
+    heads_[user] = head;
+    return head;
+  }
   it->Seek(MailboxKey(user, Seq(UINT64_MAX)));
   if (it->Valid()) {
     it->Prev();
