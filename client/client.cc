@@ -167,22 +167,25 @@ void Client::SetServerKey(const CurveKey& key) {
 void Client::MoveServer(const char* why, std::vector<Incoming>* out) {
   if (servers_.size() < 2) return;
   const auto now = Clock::now();
-  // One gate for every reason: at most one move a quarter of failover_ms,
-  // longer (doubling, with jitter) while moves bring no welcome, so that
-  // clients among busy or draining frontds do not spin.  A move asked too
-  // early is made by CheckServer when its time comes.
+  // One gate for every reason: at most one move a quarter of failover_ms
+  // (after a busy refusal, a whole one: the frontds are full, come back
+  // later), doubling with jitter at each move that brings no welcome, so
+  // that the clients of a frontd gone do not storm the others.  A move
+  // asked too early is made by CheckServer when its time comes.
   if (now < next_move_at_) {
     move_wanted_ = why;
     return;
   }
   move_wanted_ = nullptr;
-  const int quarter = std::max(options_.failover_ms / 4, 1);
-  const int rounds = static_cast<int>(
-      std::min<uint64_t>(moves_without_welcome_ / servers_.size(), 5));
+  const bool busy = std::strcmp(why, "busy") == 0;
+  const int base =
+      std::max(busy ? options_.failover_ms : options_.failover_ms / 4, 1);
+  const int rounds =
+      static_cast<int>(std::min<uint64_t>(moves_without_welcome_, 5));
   uint32_t pick = 0;
   randombytes_buf(&pick, sizeof pick);
   const int gap =
-      (quarter << rounds) / 2 + static_cast<int>(pick % (quarter << rounds));
+      (base << rounds) / 2 + static_cast<int>(pick % (base << rounds));
   next_move_at_ = now + std::chrono::milliseconds(gap);
   ++moves_without_welcome_;
   // Another at random: the clients of a frontd that went spread over the
@@ -238,9 +241,22 @@ void Client::CheckServer(std::vector<Incoming>* out) {
     return;
   }
   if (!awaiting_) return;
-  if (now - awaiting_since_ >= failover) {
+  // A new connection not yet welcomed after moves that brought none waits
+  // longer (doubling, up to 8 times failover_ms): the frontds may be
+  // working through the handshakes of many clients that moved at once.
+  const auto allowed =
+      session_ || moves_without_welcome_ < 2
+          ? failover
+          : failover * (1 << std::min<uint64_t>(moves_without_welcome_ - 1, 3));
+  // What came and waits unread is frontd's answer: an application that
+  // polls seldom (one thread for thousands of clients) is no sign that
+  // frontd went.  Poll reads it next.
+  if (now - awaiting_since_ >= allowed / 2 &&
+      (socket_.get(zmq::sockopt::events) & ZMQ_POLLIN) != 0)
+    return;
+  if (now - awaiting_since_ >= allowed) {
     MoveServer("no answer", out);
-  } else if (!probed_ && now - awaiting_since_ >= failover / 2) {
+  } else if (!probed_ && now - awaiting_since_ >= allowed / 2) {
     // frontd answers a ping itself (with no-session before a welcome):
     // slow shards are not a lost frontd.  Outside the window of requests,
     // which may be full of those waiting on the shards.

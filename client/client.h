@@ -75,11 +75,13 @@ struct ClientOptions {
   int resync_ms = 30000;   // when idle, look at the mailbox this often
   int ping_ms = 10000;     // when idle, show the server we are alive
   // With several servers: a frontd that has not answered anything for this
-  // long while requests wait (a ping goes to it halfway), that refused the
-  // handshake as busy, or whose connection dropped (seen with watch_link),
-  // is left for another at random, at most once every quarter of it; the
-  // session is made again there and what was missed is fetched from the
-  // mailbox.
+  // long while requests wait (a ping goes to it halfway; an answer that
+  // came and waits unread counts, however seldom Poll is called), that
+  // refused the handshake as busy, or whose connection dropped (seen with
+  // watch_link), is left for another at random: a quarter of it after
+  // the last move at the soonest (after a busy refusal, all of it),
+  // doubling with jitter while moves bring no welcome; the session is
+  // made again there and what was missed is fetched from the mailbox.
   int failover_ms = 4000;
   // Requests on the wire at once; more wait here, in order.  Below
   // frontd's max-in-flight (256), so the server never has to refuse one
@@ -190,6 +192,9 @@ class Client {
   // them at once (zmq::poll), then calls Poll(0) on each.
   zmq::pollitem_t PollItem() { return {socket_.handle(), 0, ZMQ_POLLIN, 0}; }
   Seq last_seq() const { return mailbox_.last_seq(); }
+  // Whether the client has a session now (false between frontds, while a
+  // move's new session is being made).
+  bool InSession() const { return session_; }
   // The frontd in use now, and how many times the client moved.
   const std::string& current_server() const { return server(); }
   uint64_t server_moves() const { return moves_; }

@@ -9,6 +9,7 @@
 #include <map>
 #include <set>
 #include <string>
+#include <thread>
 
 #include "common/text.h"
 #include "tests/integration/devices.h"
@@ -132,4 +133,25 @@ TEST_CASE(
     sessions += std::stoi(log.substr(at + 24));
   }
   CHECK(sessions >= 2);  // Alice's and Bob's, wherever they were
+}
+
+TEST_CASE(
+    "a device that polls seldom stays on its frontd: an answer waiting "
+    "unread is not silence") {
+  TestCell cell(1, Frontds{2}, kNoUserRate);
+  auto [alice, bob] = TwoUsers(1);
+  auto [a, b] = OpenSenderAndReceiver(
+      cell, alice, bob, [](ClientOptions* o) { o->failover_ms = 400; });
+  SentMessages sent;
+  // Each send answered while Bob's device looks elsewhere for twice its
+  // failover_ms (as one thread driving thousands of clients may).
+  for (int round = 0; round < 3; ++round) {
+    b->client->GetChats();
+    std::this_thread::sleep_for(std::chrono::milliseconds(800));
+    b->Poll(0);
+  }
+  SendNumbered(a.get(), bob, "seldom", 5, &sent);
+  AwaitSentAndReceived(a.get(), b.get(), sent, "every message");
+  CHECK(b->client->server_moves() == 0);
+  CHECK(b->Count(Incoming::Kind::kError) == 0);
 }
