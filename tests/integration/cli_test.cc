@@ -602,6 +602,37 @@ TEST_CASE("natter-bench pages fills a cell and reports every page it timed") {
   CHECK(Run(BinPath("natter-bench") + " fly").code == 64);
 }
 
+TEST_CASE(
+    "natter-bench connections: the clients of a killed frontd come back on "
+    "the other, and every message is delivered once") {
+  TempDir scratch;
+  Result r = Run("TMPDIR=" + scratch.path() + " " + BinPath("natter-bench") +
+                 " connections --clients 40 --frontds 2 --messages 6 --rate 2"
+                 " --kill-frontd 1");
+  INFO(r.err);
+  REQUIRE(r.code == 0);
+  auto j = nlohmann::json::parse(r.out);
+  CHECK(j["frontds"] == 2);
+  CHECK(j["clients_connected"] == 40);
+  CHECK(j["planned"] == 240);
+  CHECK(j["sent"] == 240);
+  CHECK(j["processed"] == 240);
+  CHECK(j["delivered"] == 240);
+  CHECK(j["lost"] == 0);
+  CHECK(j["delivered_ms"]["count"] == 240);
+  const auto& storm = j["storm"];
+  CHECK(storm["clients"].get<int>() > 0);
+  CHECK(storm["not_back"] == 0);
+  CHECK(storm["back_s"]["count"] == storm["clients"]);
+  // Its port was held: they are all on frontd-1 at the end.
+  CHECK(storm["landed_on"] == nlohmann::json{{"frontd-1", storm["clients"]}});
+  CHECK(j["daemons"]["frontd-0"]["send_cpu_s"].is_null());
+  CHECK(Run(BinPath("natter-bench") + " connections --kill-frontd 1").code ==
+        64);
+  CHECK(Run(BinPath("natter-bench") + " connections --total-rate 5").code ==
+        64);
+}
+
 TEST_CASE("a device's CURVE key is made on first use, private, and kept") {
   TestCell cell(1);
   std::string state = cell.dir() + "/cli-state";

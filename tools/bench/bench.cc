@@ -84,6 +84,9 @@ BenchDir::~BenchDir() {
 std::string CellOptions::Conf() const {
   return std::string("[stored]\nuser-rate = 0\n") +
          "[frontd]\nmax-pending = 100000\nmax-pending-per-address = 100000\n" +
+         (handshake_rate > 0
+              ? "handshake-rate = " + std::to_string(handshake_rate) + "\n"
+              : "") +
          (curve_ipc == "no" ? "[cell]\ncurve-ipc = no\n" : "");
 }
 
@@ -91,6 +94,7 @@ void ParseMode(const char* mode, const std::vector<std::string>& args,
                po::options_description& opts, CellOptions* cell) {
   opts.add_options()("shards", UintValue("shards", &cell->shards))(
       "replicas", UintValue("replicas", &cell->replicas))(
+      "frontds", UintValue("frontds", &cell->frontds))(
       "dir", po::value(&cell->dir))("keep", po::bool_switch(&cell->keep))(
       "curve-ipc", po::value(&cell->curve_ipc));
   try {
@@ -105,6 +109,9 @@ void ParseMode(const char* mode, const std::vector<std::string>& args,
   if (cell->replicas != 1 && cell->replicas != 3 && cell->replicas != 5) {
     throw Exit{EX_USAGE, std::string(mode) + ": --replicas is 1, 3 or 5"};
   }
+  if (cell->frontds < 1 || cell->frontds > 64) {
+    throw Exit{EX_USAGE, std::string(mode) + ": --frontds is 1 to 64"};
+  }
   if (cell->curve_ipc != "yes" && cell->curve_ipc != "no") {
     throw Exit{EX_USAGE, std::string(mode) + ": --curve-ipc is yes or no"};
   }
@@ -113,6 +120,7 @@ void ParseMode(const char* mode, const std::vector<std::string>& args,
 void Emit(nlohmann::json* out, const CellOptions& co) {
   (*out)["curve_ipc"] = co.curve_ipc;
   (*out)["replicas"] = co.replicas;
+  (*out)["frontds"] = co.frontds;
   std::cout << out->dump() << std::endl;
 }
 
@@ -137,7 +145,11 @@ ProcStats ReadProc(pid_t pid) {
 }
 
 Daemons::Daemons(const LocalCell& cell, const CellOptions& co) {
-  std::vector<std::string> names = {"frontd", "routed", "notifyd"};
+  if (co.frontds == 1) frontds_ = {"frontd"};
+  for (unsigned k = 0; co.frontds > 1 && k < co.frontds; ++k)
+    frontds_.push_back("frontd-" + std::to_string(k));
+  std::vector<std::string> names = frontds_;
+  names.insert(names.end(), {"routed", "notifyd"});
   for (unsigned i = 0; i < co.shards; ++i) {
     for (unsigned k = 0; k < co.replicas; ++k) {
       std::string name = "stored-" + std::to_string(i);

@@ -41,15 +41,19 @@ double SecondsSince(Clock::time_point t);
 struct CellOptions {
   unsigned shards = 1;
   unsigned replicas = 1;  // each shard's
+  unsigned frontds = 1;   // frontd-0 .. frontd-N-1 when above 1
   std::string dir;
   bool keep = false;
   std::string curve_ipc = "yes";
+  // [frontd] handshake-rate (connections' --handshake-rate); 0: frontd's
+  // default.
+  unsigned handshake_rate = 0;
   // What goes into the cell's natter.conf besides natterctl init's.
   std::string Conf() const;
 };
 
-// Parses a mode's options, with --shards, --dir, --keep and --curve-ipc
-// added; throws Exit (64) for bad ones.
+// Parses a mode's options, with --shards, --replicas, --frontds, --dir,
+// --keep and --curve-ipc added; throws Exit (64) for bad ones.
 void ParseMode(const char* mode, const std::vector<std::string>& args,
                boost::program_options::options_description& opts,
                CellOptions* cell);
@@ -74,18 +78,21 @@ struct ProcStats {
 };
 ProcStats ReadProc(pid_t pid);
 
-// The daemons of a local cell by name (frontd, routed, notifyd, stored-N),
-// from their pid files.
+// The daemons of a local cell by name (frontd or frontd-K, routed,
+// notifyd, stored-N or stored-N.R), from their pid files.
 class Daemons {
  public:
   Daemons(const LocalCell& cell, const CellOptions& co);
   const std::map<std::string, pid_t>& pids() const { return pids_; }
   pid_t pid(const std::string& name) const { return pids_.at(name); }
+  // The frontds' names: "frontd", or frontd-0 .. frontd-N-1.
+  const std::vector<std::string>& frontds() const { return frontds_; }
   // Every daemon's figures, now.
   std::map<std::string, ProcStats> Read() const;
 
  private:
   std::map<std::string, pid_t> pids_;
+  std::vector<std::string> frontds_;
 };
 
 // The q-quantile of sorted values (0 for none).

@@ -172,7 +172,7 @@ int Latency(const std::vector<std::string>& args) {
       {"seconds", st.seconds},    {"pairs", st.pairs},
       {"shards", st.cell.shards}, {"text_bytes", st.text_bytes}};
   LocalCell cell(ProgramDir(), dir.path + "/cell", st.cell.shards,
-                 st.cell.Conf(), {}, "", st.cell.replicas);
+                 st.cell.Conf(), {}, "", st.cell.replicas, st.cell.frontds);
   Stopwatch stopwatch;
   Pairs pairs(cell, st.pairs, &stopwatch);
   LatencyLoad load(st, &pairs, &stopwatch);

@@ -184,7 +184,7 @@ using Figures = std::vector<std::pair<std::string, Figure>>;
 Figures FillAndTime(const PagesSettings& st, const BenchDir& dir,
                     nlohmann::json* out) {
   LocalCell cell(ProgramDir(), dir.path + "/cell", st.cell.shards,
-                 st.cell.Conf(), {}, "", st.cell.replicas);
+                 st.cell.Conf(), {}, "", st.cell.replicas, st.cell.frontds);
   Client big(cell.Options(1, "bench")), reader(cell.Options(2, "bench"));
   Client little(cell.Options(3, "bench")),
       little_reader(cell.Options(4, "bench"));

@@ -197,7 +197,7 @@ int Throughput(const std::vector<std::string>& args) {
       {"window", st.window},      {"seconds", st.seconds},
       {"shards", st.cell.shards}, {"text_bytes", st.text_bytes}};
   LocalCell cell(ProgramDir(), dir.path + "/cell", st.cell.shards,
-                 st.cell.Conf(), {}, "", st.cell.replicas);
+                 st.cell.Conf(), {}, "", st.cell.replicas, st.cell.frontds);
   Daemons daemons(cell, st.cell);
   Pairs pairs(cell, st.pairs);
   DaemonWatch watch(daemons);
