@@ -24,6 +24,9 @@ namespace {
 constexpr uint64_t kRenewAheadS = 30;
 constexpr int kRenewEveryMs = 5000;
 
+// MoveServer's reason after a busy refusal (which makes it wait longer).
+constexpr char kBusy[] = "busy";
+
 // An error frontd sends unasked (corr 0) that ends the session.
 bool EndsSession(ErrorCode code) {
   return code == ErrorCode::kTokenExpired ||
@@ -177,7 +180,7 @@ void Client::MoveServer(const char* why, std::vector<Incoming>* out) {
     return;
   }
   move_wanted_ = nullptr;
-  const bool busy = std::strcmp(why, "busy") == 0;
+  const bool busy = std::strcmp(why, kBusy) == 0;
   const int base =
       std::max(busy ? options_.failover_ms : options_.failover_ms / 4, 1);
   const int rounds =
@@ -321,7 +324,7 @@ Status Client::Connect() {
     Status refused = HandshakeRefusal();
     if (!refused.ok() && servers_.size() > 1) {
       last_refusal_ = refused;
-      MoveServer("busy", nullptr);  // another may have room
+      MoveServer(kBusy, nullptr);  // another may have room
     } else if (!refused.ok()) {
       StopHandshakeWatch();
       return refused;
@@ -371,8 +374,8 @@ void Client::WatchLink(std::vector<Incoming>* out) {
   uint32_t value;
   while (handshake_ && RecvMonitorEvent(handshake_, &id, &value)) {
     if (id == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH && servers_.size() > 1) {
-      MoveServer("busy", out);  // this one is full: another may have room
-      return;                   // the monitor may be another socket's now
+      MoveServer(kBusy, out);  // this one is full: another may have room
+      return;                  // the monitor may be another socket's now
     }
     if (id == ZMQ_EVENT_DISCONNECTED) disconnected_ = true;
     if (id == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) disconnected_ = false;

@@ -155,3 +155,32 @@ TEST_CASE(
   CHECK(b->client->server_moves() == 0);
   CHECK(b->Count(Incoming::Kind::kError) == 0);
 }
+
+TEST_CASE(
+    "a device refused busy by every frontd comes back later, doubling: at "
+    "most 4 tries in 3 failover_ms-long waits") {
+  // Each frontd takes one connection; one device holds it.
+  TestCell cell(
+      1, Frontds{2},
+      std::string(kNoUserRate) + "\n[frontd]\n" + "max-clients = 1\n");
+  std::vector<std::string> frontds = SplitList(cell.Options(1, "x").server);
+  REQUIRE(frontds.size() == 2);
+  std::vector<std::unique_ptr<Client>> holders;
+  for (size_t k = 0; k < frontds.size(); ++k) {
+    ClientOptions o = cell.Options(10 + k, "holder");
+    o.server = frontds[k];
+    holders.push_back(std::make_unique<Client>(o));
+    REQUIRE(holders.back()->Connect().ok());
+  }
+  // A refusal waits failover_ms/2 to 3/2 failover_ms, then twice, four
+  // times that: tries at 0, >= 0.2, >= 0.6, >= 1.4, >= 3.0 s.  (Before,
+  // it waited 50 to 150 ms, doubling every two tries: 7 tries or more.)
+  ClientOptions o = cell.Options(3, "late");
+  o.failover_ms = 400;
+  o.timeout_ms = 2900;
+  Client late(o);
+  Status s = late.Connect();
+  CHECK(s.code() == ErrorCode::kBusy);
+  CHECK(late.server_moves() >= 2);
+  CHECK(late.server_moves() <= 4);
+}

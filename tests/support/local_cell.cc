@@ -131,20 +131,41 @@ std::string TestBinDir() {
   return build.substr(0, build.rfind('/')) + "/bin";
 }
 
-int FreeLoopbackPort() {
+namespace {
+
+// Binds a new socket to 127.0.0.1:port (0: any) and lets it go; the port
+// it had, or 0 if it could not be bound.
+int BindLoopback(int port) {
   int fd = ::socket(AF_INET, SOCK_STREAM, 0);
   if (fd < 0) return 0;
   sockaddr_in a{};
   a.sin_family = AF_INET;
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = htons(static_cast<uint16_t>(port));
   socklen_t len = sizeof a;
-  int port = 0;
+  int bound = 0;
   if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 &&
       ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0) {
-    port = ntohs(a.sin_port);
+    bound = ntohs(a.sin_port);
   }
   ::close(fd);
-  return port;
+  return bound;
+}
+
+}  // namespace
+
+int FreeLoopbackPort() { return BindLoopback(0); }
+
+int FreeLoopbackPorts(unsigned n) {
+  for (int attempt = 0; attempt < 100; ++attempt) {
+    int port = FreeLoopbackPort();
+    if (port == 0 || port + static_cast<int>(n) > 65535) continue;
+    bool all = true;
+    for (unsigned k = 1; k < n && all; ++k)
+      all = BindLoopback(port + static_cast<int>(k)) != 0;
+    if (all) return port;
+  }
+  return 0;
 }
 
 }  // namespace natter

@@ -56,6 +56,9 @@ std::string TestBinDir();
 // A free TCP port on 127.0.0.1 (bound and let go: a race no other program
 // here is likely to run); 0 if none could be had.
 int FreeLoopbackPort();
+// The first of n free TCP ports in a row on 127.0.0.1 (for frontds on
+// consecutive endpoints); 0 if none could be had.
+int FreeLoopbackPorts(unsigned n);
 
 }  // namespace natter
 

@@ -145,9 +145,10 @@ ProcStats ReadProc(pid_t pid) {
 }
 
 Daemons::Daemons(const LocalCell& cell, const CellOptions& co) {
-  if (co.frontds == 1) frontds_ = {"frontd"};
-  for (unsigned k = 0; co.frontds > 1 && k < co.frontds; ++k)
-    frontds_.push_back("frontd-" + std::to_string(k));
+  for (unsigned k = 0; k < co.frontds; ++k) {
+    frontds_.push_back(co.frontds == 1 ? "frontd"
+                                       : "frontd-" + std::to_string(k));
+  }
   std::vector<std::string> names = frontds_;
   names.insert(names.end(), {"routed", "notifyd"});
   for (unsigned i = 0; i < co.shards; ++i) {

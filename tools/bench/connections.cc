@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <charconv>
 #include <cinttypes>
 #include <csignal>
 #include <cstdio>
@@ -99,18 +100,6 @@ ConnSettings ParseConnections(const std::vector<std::string>& args) {
   return st;
 }
 
-bool PortFree(int port) {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) return false;
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = htons(static_cast<uint16_t>(port));
-  bool free = ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
-  ::close(fd);
-  return free;
-}
-
 // A port listened on and never accepted from: what was there is gone for
 // its clients (they connect, and nothing answers).
 class PortHold {
@@ -142,18 +131,6 @@ class PortHold {
   int fd_ = -1;
 };
 
-// The first of n free ports in a row (one for each frontd).
-int FreePorts(unsigned n) {
-  for (int attempt = 0; attempt < 100; ++attempt) {
-    int port = FreeLoopbackPort();
-    if (port == 0 || port + static_cast<int>(n) > 65535) continue;
-    bool all = true;
-    for (unsigned k = 1; k < n && all; ++k) all = PortFree(port + k);
-    if (all) return port;
-  }
-  throw Exit{EX_OSERR, "cannot find free ports"};
-}
-
 int64_t MonotonicNs(Clock::time_point t) {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(
              t.time_since_epoch())
@@ -177,16 +154,10 @@ std::string StampedText(Clock::time_point now, size_t n) {
 
 // The moment a stamped text was sent; -1 for another text.
 int64_t StampOf(const std::string& text) {
-  if (text.size() < 16) return -1;
   uint64_t v = 0;
-  for (size_t i = 0; i < 16; ++i) {
-    char c = text[i];
-    int d = c >= '0' && c <= '9'   ? c - '0'
-            : c >= 'a' && c <= 'f' ? c - 'a' + 10
-                                   : -1;
-    if (d < 0) return -1;
-    v = v << 4 | static_cast<uint64_t>(d);
-  }
+  if (text.size() < 16) return -1;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + 16, v, 16);
+  if (ec != std::errc() || end != text.data() + 16) return -1;
   return static_cast<int64_t>(v);
 }
 
@@ -1226,7 +1197,9 @@ class ConnectionsRun {
 int Connections(const std::vector<std::string>& args) {
   ConnSettings st = ParseConnections(args);
   BenchDir dir(st.cell.dir, st.cell.keep);
-  ConnectionsRun run(st, dir, FreePorts(st.cell.frontds));
+  int port = FreeLoopbackPorts(st.cell.frontds);  // one for each frontd
+  if (port == 0) throw Exit{EX_OSERR, "cannot find free ports"};
+  ConnectionsRun run(st, dir, port);
   run.Connect();
   run.Send();
   nlohmann::json out = run.Report();
