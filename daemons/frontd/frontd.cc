@@ -219,7 +219,7 @@ void Frontd::RunOnce(int timeout_ms) {
   // load, what the cell has done reaches the clients before more comes in.
   if (items[1].revents & ZMQ_POLLIN) FromRouted();
   if (items[2].revents & ZMQ_POLLIN) FromNotifyd();
-  if (items[0].revents & ZMQ_POLLIN) FromClients();
+  FromClients((items[0].revents & ZMQ_POLLIN) != 0);
   watch_->Check();
   const auto now = Clock::now();
   gate_->Tick(now);
@@ -229,9 +229,19 @@ void Frontd::RunOnce(int timeout_ms) {
   ReapClosed();
 }
 
-void Frontd::FromClients() {
+void Frontd::FromClients(bool readable) {
+  // The sessions' requests first, then a slice of time for handshakes: a
+  // storm of new clients waits, the connected ones are served.
   std::vector<ClientGate::Request> requests;
-  gate_->Read(&requests);
+  if (readable) gate_->Read(&requests);
+  Serve(requests);
+  if (gate_->handshakes_waiting() == 0) return;
+  requests.clear();
+  gate_->Handshake(&requests);
+  Serve(requests);
+}
+
+void Frontd::Serve(const std::vector<ClientGate::Request>& requests) {
   for (const ClientGate::Request& r : requests) {
     if (r.frames != 1) {
       ReplyError(r.conn, 0,

@@ -93,7 +93,10 @@ class Frontd : public Service {
     Clock::time_point sent;
   };
 
-  void FromClients();
+  // Reads the clients' socket (if readable) and serves what came, then
+  // gives waiting handshakes their slice.
+  void FromClients(bool readable);
+  void Serve(const std::vector<ClientGate::Request>& requests);
   void FromClient(ConnId conn, const std::string& body);
   void FromRouted();
   void FromNotifyd();

@@ -201,6 +201,45 @@ void ClientGate::SetSession(ConnId conn, bool has_session) {
 void ClientGate::Receive(Conn* c, std::string_view bytes,
                          std::vector<Request>* requests) {
   c->last_heard = now_;
+  // A refusal costs nothing to send; a handshake's crypto waits its turn.
+  if (c->refused || c->zmtp->ready()) {
+    Feed(c, bytes, requests);
+    return;
+  }
+  if (c->held.size() + bytes.size() > ZmtpServer::kMaxHandshakeBytes) {
+    ++closed_protocol_;
+    Close(c->id, "protocol: more bytes than a handshake has");
+    return;
+  }
+  c->held.append(bytes);
+  if (!c->holding) {
+    c->holding = true;
+    (c->zmtp->welcomed() ? finishing_ : handshakes_).push_back(c->id);
+  }
+}
+
+void ClientGate::Handshake(std::vector<Request>* requests,
+                           Clock::time_point deadline) {
+  now_ = Clock::now();
+  bool first = true;
+  while (!finishing_.empty() || !handshakes_.empty()) {
+    if (!first && Clock::now() >= deadline) break;
+    std::deque<ConnId>& queue = finishing_.empty() ? handshakes_ : finishing_;
+    const ConnId id = queue.front();
+    queue.pop_front();
+    auto it = conns_.find(id);
+    if (it == conns_.end()) continue;  // closed while it waited
+    first = false;
+    Conn& c = it->second;
+    c.holding = false;
+    std::string held;
+    held.swap(c.held);
+    Feed(&c, held, requests);
+  }
+}
+
+void ClientGate::Feed(Conn* c, std::string_view bytes,
+                      std::vector<Request>* requests) {
   std::string out;
   std::vector<ZmtpMessage> messages;
   const bool ok = c->zmtp->Feed(bytes, &out, &messages);
@@ -356,6 +395,7 @@ void ClientGate::Tick(Clock::time_point now) {
 }
 
 int ClientGate::NextTickMs(Clock::time_point now) const {
+  if (handshakes_waiting() != 0) return 0;
   if (!blocked_.empty()) return 5;
   if (!closing_.empty()) return 50;
   auto left =
@@ -382,6 +422,9 @@ void ClientGate::Stats(MetricSet* set) const {
   set->Gauge("natter_frontd_pending",
              "Client connections without a session yet.",
              static_cast<double>(pending_.size()));
+  set->Gauge("natter_frontd_handshakes_waiting",
+             "Connections whose handshake bytes wait behind the sessions.",
+             static_cast<double>(handshakes_waiting()));
   set->Counter("natter_frontd_accepted_total", "Client connections accepted.",
                static_cast<double>(accepted_));
   set->Counter("natter_frontd_clients_refused_total",

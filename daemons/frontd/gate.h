@@ -17,6 +17,11 @@
 //     each closed unless it has a session within hello_timeout;
 //   - a connection silent for idle_timeout is closed; one silent for half
 //     of it is sent a ZMTP PING (RFC 37), which libzmq answers by itself;
+//   - a handshake's bytes wait apart (at most
+//     ZmtpServer::kMaxHandshakeBytes a connection) and are worked through
+//     after the connections in a session are served, a slice of time a
+//     turn (kHandshakeSlice): a storm of new clients slows the handshakes,
+//     not the clients already connected;
 //   - a request is at most max_message bytes (a longer frame closes the
 //     connection before it is read);
 //   - at most max_queued bytes wait for one connection beyond what the
@@ -29,6 +34,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <memory>
 #include <set>
@@ -76,6 +82,9 @@ class ClientGate {
   // Messages the socket queues for one connection, of at most kChunkBytes.
   static constexpr int kSocketQueue = 4;
   static constexpr size_t kChunkBytes = 64 * 1024;
+  // The time a turn gives to handshakes while others wait.
+  static constexpr Clock::duration kHandshakeSlice =
+      std::chrono::milliseconds(2);
 
   ClientGate(zmq::context_t& ctx, const Limits& limits,
              const CurveIdentity& identity);
@@ -86,8 +95,21 @@ class ClientGate {
   Status Bind(const std::string& endpoint, uint64_t affinity);
   zmq::pollitem_t PollItem() { return {socket_.handle(), 0, ZMQ_POLLIN, 0}; }
 
-  // Reads what has arrived (a bounded amount) and appends whole requests.
+  // Reads what has arrived (a bounded amount) and appends whole requests
+  // of connections whose handshake is done; a handshake's bytes are kept
+  // for Handshake.
   void Read(std::vector<Request>* requests);
+  // Works through the handshakes waiting (those furthest on first) until
+  // deadline, at least one; appends requests that came with them.  Once a
+  // turn, after what Read gave is served.
+  void Handshake(std::vector<Request>* requests, Clock::time_point deadline);
+  // The usual deadline: kHandshakeSlice from now.
+  void Handshake(std::vector<Request>* requests) {
+    Handshake(requests, Clock::now() + kHandshakeSlice);
+  }
+  size_t handshakes_waiting() const {
+    return handshakes_.size() + finishing_.size();
+  }
   // Queues one message for a connection; false if it has gone (or went now,
   // for passing max_queued).
   bool Send(ConnId conn, std::string_view message);
@@ -134,10 +156,15 @@ class ClientGate {
     uint64_t cookie = 0;   // and its SO_COOKIE, to know it is still the same
     std::string out;       // bytes the socket has not taken yet
     bool queued = false;   // in flush_
+    std::string held;      // handshake bytes not worked through yet
+    bool holding = false;  // in handshakes_ or finishing_
   };
 
   void Open(const std::string& stream_id, const std::string& address, int fd);
+  // Bytes that came for c: fed to its ZmtpServer, or held while its
+  // handshake waits its turn.
   void Receive(Conn* c, std::string_view bytes, std::vector<Request>* requests);
+  void Feed(Conn* c, std::string_view bytes, std::vector<Request>* requests);
   void Queue(Conn* c, std::string_view bytes);
   // Hands a connection's bytes to the socket; false if it has gone.
   bool FlushOne(Conn* c);
@@ -163,6 +190,10 @@ class ClientGate {
   // Pending connections, oldest (smallest id) first, in all and by address.
   std::set<ConnId> pending_;
   std::unordered_map<std::string, std::set<ConnId>> pending_by_address_;
+  // Handshakes with bytes held: those not welcomed yet, and those that
+  // were (their INITIATE waits), which go first.
+  std::deque<ConnId> handshakes_;
+  std::deque<ConnId> finishing_;
   std::vector<ConnId> flush_;  // connections with bytes to hand over
   std::set<ConnId> blocked_;   // the socket's queue for them is full
   std::vector<ConnId> closed_;

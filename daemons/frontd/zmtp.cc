@@ -21,6 +21,8 @@ constexpr uint8_t kBoxMore = 0x01;
 constexpr uint8_t kBoxCommand = 0x02;
 // The longest handshake command taken: INITIATE with its metadata.
 constexpr size_t kMaxHandshakeCommand = 8192;
+static_assert(ZmtpServer::kMaxHandshakeBytes ==
+              kGreetingSize + 2 * (kMaxHandshakeCommand + 9));
 // What a CURVE MESSAGE adds to its payload: name, nonce, MAC, flags.
 constexpr size_t kMessageOverhead = 8 + 8 + crypto_box_MACBYTES + 1;
 // RFC 37: a PING's context is at most 16 bytes.

@@ -46,6 +46,11 @@ class ZmtpServer {
     size_t max_message = 16 * 1024;
   };
 
+  // The most bytes a client sends before the handshake is done: the
+  // greeting, HELLO and INITIATE (each command at most 8 KiB) with their
+  // frame headers.
+  static constexpr size_t kMaxHandshakeBytes = 64 + 2 * (8192 + 9);
+
   explicit ZmtpServer(const Options& options);
   ~ZmtpServer();
   ZmtpServer(const ZmtpServer&) = delete;
@@ -74,6 +79,8 @@ class ZmtpServer {
   void Ping(uint16_t ttl_ds, std::string* out);
 
   bool ready() const { return state_ == State::kReady; }
+  // CURVE: welcomed, INITIATE awaited (a handshake half done).
+  bool welcomed() const { return state_ == State::kInitiate; }
   bool failed() const { return state_ == State::kFailed; }
   bool heartbeats() const { return minor_ >= 1; }
   // The client's long-term CURVE public key, after ready() (zero with NULL).

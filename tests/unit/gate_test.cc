@@ -45,6 +45,7 @@ struct TestGate {
     std::vector<zmq::pollitem_t> items = {gate.PollItem()};
     Poll(items, 10);
     gate.Read(&requests);
+    gate.Handshake(&requests);
     gate.Tick(Clock::now());
     gate.Flush();
   }
@@ -226,4 +227,96 @@ TEST_CASE(
   CHECK_FALSE(Closed(later));
   for (int fd : fds) ::close(fd);
   ::close(later);
+}
+
+TEST_CASE(
+    "a connected client's request is served while the handshakes of newer "
+    "clients wait their turn") {
+  TestGate t(ClientGate::Limits{});
+  zmq::context_t ctx(1);
+  const std::string endpoint = "tcp://127.0.0.1:" + std::to_string(t.port);
+  zmq::socket_t connected(ctx, zmq::socket_type::dealer);
+  connected.set(zmq::sockopt::linger, 0);
+  connected.connect(endpoint);
+  connected.send(zmq::str_buffer("hello"), zmq::send_flags::none);
+  t.TurnUntil("the connected client's first message",
+              [&] { return !t.requests.empty(); });
+  const ConnId mine = t.requests[0].conn;
+  t.requests.clear();
+  // A crowd arrives; frontd's turns give handshakes one at a time here
+  // (a deadline already past), as a storm spends a turn's slice.
+  constexpr size_t kCrowd = 12;
+  std::vector<zmq::socket_t> crowd;
+  for (size_t i = 0; i < kCrowd; ++i) {
+    crowd.emplace_back(ctx, zmq::socket_type::dealer);
+    crowd.back().set(zmq::sockopt::linger, 0);
+    crowd.back().connect(endpoint);
+    crowd.back().send(zmq::str_buffer("hello"), zmq::send_flags::none);
+  }
+  auto turn = [&t] {
+    std::vector<zmq::pollitem_t> items = {t.gate.PollItem()};
+    Poll(items, 10);
+    t.gate.Read(&t.requests);
+    t.gate.Handshake(&t.requests, Clock::time_point{});
+    t.gate.Tick(Clock::now());
+    t.gate.Flush();
+  };
+  WaitUntil(
+      "the crowd's handshakes to wait",
+      [&] { return t.gate.handshakes_waiting() >= kCrowd / 2; }, 10, turn);
+  connected.send(zmq::str_buffer("ping"), zmq::send_flags::none);
+  auto served = [&] {
+    for (const auto& r : t.requests) {
+      if (r.conn == mine) return true;
+    }
+    return false;
+  };
+  WaitUntil("the connected client's request", served, 10, turn);
+  // Served before the crowd got through: handshakes were still waiting,
+  // and not every newcomer's hello had come out.
+  CHECK(t.gate.handshakes_waiting() > 0);
+  CHECK(t.requests.size() < kCrowd + 1);
+  // Then every newcomer gets through.
+  WaitUntil(
+      "every newcomer's hello", [&] { return t.requests.size() == kCrowd + 1; },
+      10, turn);
+  CHECK(t.gate.handshakes_waiting() == 0);
+}
+
+TEST_CASE(
+    "a connection that sends more than a handshake's bytes before its "
+    "handshake is done is closed") {
+  TestGate t(ClientGate::Limits{});
+  // A ZMTP 3 greeting (NULL), then a READY command longer than any.
+  int fd = ConnectFrom(2, t.port);
+  std::string greeting(64, '\0');
+  greeting[0] = '\xff';
+  greeting[9] = '\x7f';
+  greeting[10] = '\x03';
+  greeting[11] = '\x01';
+  greeting.replace(12, 4, "NULL");
+  REQUIRE(::send(fd, greeting.data(), greeting.size(), 0) ==
+          static_cast<ssize_t>(greeting.size()));
+  const std::string flood(ZmtpServer::kMaxHandshakeBytes, 'x');
+  size_t sent = 0;
+  // Turns without handshakes: the bytes pile up as a storm's would.
+  auto read_only = [&t] {
+    std::vector<zmq::pollitem_t> items = {t.gate.PollItem()};
+    Poll(items, 10);
+    t.gate.Read(&t.requests);
+    t.gate.Flush();
+  };
+  WaitUntil(
+      "the connection to close",
+      [&] {
+        if (sent < flood.size()) {
+          ssize_t n = ::send(fd, flood.data() + sent, flood.size() - sent,
+                             MSG_DONTWAIT);
+          if (n > 0) sent += static_cast<size_t>(n);
+        }
+        return Closed(fd);
+      },
+      10, read_only);
+  CHECK(t.gate.handshakes_waiting() <= 1);
+  ::close(fd);
 }
