@@ -129,10 +129,14 @@ void ClientGate::Open(const std::string& stream_id, const std::string& address,
   by_stream_[stream_id] = c.id;
   std::string greeting;
   c.zmtp->Start(&greeting);
-  const bool admitted = Admit();
-  if (conns_.size() > limits_.max_clients || !taking_ || !admitted) {
-    // Told in the handshake, so the client knows it is busy, not broken.
-    ++(admitted ? refused_full_ : refused_rate_);
+  // Told in the handshake, so the client knows it is busy, not broken;
+  // handshake_rate's bucket is spent only on those otherwise admitted.
+  uint64_t* refused = !taking_                               ? &refused_draining_
+                      : conns_.size() > limits_.max_clients ? &refused_full_
+                      : !Admit()                             ? &refused_rate_
+                                                             : nullptr;
+  if (refused != nullptr) {
+    ++*refused;
     c.zmtp->Refuse("300");
     c.refused = true;
     CloseAt(&c, now_ + limits_.hello_timeout);
@@ -430,6 +434,9 @@ void ClientGate::Stats(MetricSet* set) const {
   set->Counter("natter_frontd_clients_refused_total",
                "Connections refused because max-clients were connected.",
                static_cast<double>(refused_full_));
+  set->Counter("natter_frontd_refused_draining_total",
+               "Connections refused busy while draining.",
+               static_cast<double>(refused_draining_));
   set->Counter("natter_frontd_refused_rate_total",
                "Connections refused busy past handshake-rate.",
                static_cast<double>(refused_rate_));

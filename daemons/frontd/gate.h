@@ -206,6 +206,7 @@ class ClientGate {
   uint64_t accepted_ = 0;
   uint64_t refused_full_ = 0;
   uint64_t refused_rate_ = 0;
+  uint64_t refused_draining_ = 0;
   bool taking_ = true;
   // handshake_rate's bucket: admissions left, as of admitted_at_.
   double admissions_ = 0;

@@ -12,6 +12,7 @@
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <functional>
+#include <map>
 #include <string>
 #include <thread>
 #include <vector>
@@ -318,5 +319,24 @@ TEST_CASE(
       },
       10, read_only);
   CHECK(t.gate.handshakes_waiting() <= 1);
+  ::close(fd);
+}
+
+TEST_CASE(
+    "a gate that stopped taking refuses new connections busy, counted as "
+    "draining") {
+  ClientGate::Limits limits;
+  limits.handshake_rate = 1;
+  TestGate t(limits);
+  t.gate.StopTaking();
+  int fd = ConnectFrom(2, t.port);
+  t.TurnUntil("the refused connection to close", [&] { return Closed(fd); });
+  MetricSet set;
+  t.gate.Stats(&set);
+  std::map<std::string, double> counts;
+  for (const Metric& m : set.metrics()) counts[m.name] = m.value;
+  CHECK(counts["natter_frontd_refused_draining_total"] == 1);
+  CHECK(counts["natter_frontd_clients_refused_total"] == 0);
+  CHECK(counts["natter_frontd_refused_rate_total"] == 0);
   ::close(fd);
 }
