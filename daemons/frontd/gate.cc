@@ -131,10 +131,10 @@ void ClientGate::Open(const std::string& stream_id, const std::string& address,
   c.zmtp->Start(&greeting);
   // Told in the handshake, so the client knows it is busy, not broken;
   // handshake_rate's bucket is spent only on those otherwise admitted.
-  uint64_t* refused = !taking_                               ? &refused_draining_
+  uint64_t* refused = !taking_                              ? &refused_draining_
                       : conns_.size() > limits_.max_clients ? &refused_full_
-                      : !Admit()                             ? &refused_rate_
-                                                             : nullptr;
+                      : !Admit()                            ? &refused_rate_
+                                                            : nullptr;
   if (refused != nullptr) {
     ++*refused;
     c.zmtp->Refuse("300");
