@@ -18,6 +18,7 @@
 // again, into a file of its own that the parent reads at the end.
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <sys/epoll.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -235,9 +236,9 @@ class Crowd {
   }
 
   // While the others connect, the connected ones are looked after (pings,
-  // the catch-up), a few at each turn, as an application would.
-  void KeepAlive() {
-    for (int j = 0; j < 16 && !connected_.empty(); ++j) {
+  // the catch-up), n at each turn, as an application would.
+  void KeepAlive(size_t n = 16) {
+    for (size_t j = 0; j < n && !connected_.empty(); ++j) {
       idle_.clear();
       members_[connected_[keep_alive_++ % connected_.size()]].client->Poll(
           0, &idle_);
@@ -495,8 +496,12 @@ class SendPhase {
     crowd_->Started();
     auto end = std::max(start_ + Seconds(st_.SendingSeconds()), killed_);
     auto deadline = end + std::chrono::seconds(120);
-    std::this_thread::sleep_until(start_);
-    next_sweep_ = start_;
+    // Until the sending starts, the clients are looked after as during it.
+    next_sweep_ = Clock::now();
+    for (auto now = next_sweep_; now < start_; now = Clock::now()) {
+      if (now >= next_sweep_) Sweep(now);
+      Sleep();
+    }
     while (Clock::now() < deadline) {
       auto now = Clock::now();
       if (!kill_seen_ && killed_ != Clock::time_point() && now >= killed_) {
@@ -724,8 +729,7 @@ class ConnectionsWorker {
                        {"refused", crowd_.refused()},
                        {"connect_s", connect_s},
                        {"error", crowd_.last_error()}});
-    std::string line;
-    for (char c; ::read(go, &c, 1) == 1 && c != '\n';) line += c;
+    const std::string line = AwaitGo(go);
     long long start_ns = 0, kill_ns = 0;
     if (std::sscanf(line.c_str(), "go %lld %lld", &start_ns, &kill_ns) != 2)
       return 1;
@@ -743,10 +747,33 @@ class ConnectionsWorker {
     end["send_s"] = send_s;
     end["error"] = crowd_.last_error();
     WriteLine(report, end);
+    // Until every worker is done (the parent closes `go`): a worker that
+    // left early would close its thousands of connections while the
+    // others still measure.
+    AwaitGo(go);
     return 0;
   }
 
  private:
+  // The parent's word (or the end of `go`); meanwhile (other workers
+  // still connecting or sending) an
+  // eighth of the clients is looked at every 250 ms, as while sending:
+  // left alone, every client's ping would fall due during the wait and
+  // all would go at once when the sending starts.
+  std::string AwaitGo(int go) {
+    std::string line;
+    for (;;) {
+      pollfd p{go, POLLIN, 0};
+      if (::poll(&p, 1, 250) > 0) {
+        char c;
+        if (::read(go, &c, 1) != 1 || c == '\n') return line;
+        line += c;
+        continue;
+      }
+      crowd_.KeepAlive((crowd_.connected().size() + 7) / 8);
+    }
+  }
+
   static void WriteLine(int fd, const nlohmann::json& j) {
     std::string line = j.dump() + "\n";
     if (::write(fd, line.data(), line.size()) < 0) std::_Exit(1);
@@ -819,11 +846,11 @@ class WorkerPool {
     return out;
   }
 
-  // After their last report.
+  // After their last report: all are told at once, then waited for.
   void Reap() {
+    for (Worker& w : workers_) ::close(w.go);
     for (Worker& w : workers_) {
       std::fclose(w.report);
-      ::close(w.go);
       ::waitpid(w.pid, nullptr, 0);
     }
   }
