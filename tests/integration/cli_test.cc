@@ -1,10 +1,13 @@
 // natter(1) and natterctl(8) as a user runs them: output, and the sysexits
 // codes of the command-line contract.
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <sysexits.h>
+#include <unistd.h>
 #include <zmq.h>
 
 #include <catch2/catch.hpp>
+#include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -841,4 +844,35 @@ TEST_CASE(
                    " send 2 x");
   CHECK(bad.code == EX_USAGE);
   CHECK(Lines(bad.err) == 1);
+}
+
+TEST_CASE(
+    "natterctl does not signal a process that a pid file left behind "
+    "names") {
+  TempDir dir;
+  const std::string cell = dir.path() + "/cell";
+  REQUIRE(Run(BinPath("natterctl") + " init --dir " + cell).code == 0);
+  // Not a natter daemon, under the pids of the supervisor and a frontd
+  // that died.
+  pid_t other = ::fork();
+  REQUIRE(other >= 0);
+  if (other == 0) {
+    ::execlp("sleep", "sleep", "30", static_cast<char*>(nullptr));
+    std::_Exit(127);
+  }
+  ::mkdir((cell + "/run").c_str(), 0700);
+  for (const char* name : {"natterctl", "frontd"}) {
+    std::ofstream(cell + "/run/" + name + ".pid") << other << "\n";
+  }
+  Result drain = Run(BinPath("natterctl") + " drain --dir " + cell +
+                     " --timeout 2 frontd");
+  CHECK(drain.code == EX_UNAVAILABLE);
+  CHECK(drain.err.find("not running") != std::string::npos);
+  Result down = Run(BinPath("natterctl") + " down --dir " + cell);
+  CHECK(down.code == 0);
+  CHECK(down.err.find("no cell is running") != std::string::npos);
+  // Still there, never signalled.
+  CHECK(::waitpid(other, nullptr, WNOHANG) == 0);
+  ::kill(other, SIGKILL);
+  ::waitpid(other, nullptr, 0);
 }

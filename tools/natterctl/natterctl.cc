@@ -224,20 +224,32 @@ int Up(const Args& a) {
 }
 
 // The process a pid file names, if it runs; else -1.
-pid_t LivePid(const std::string& pid_file) {
+// The pid in pid_file, if that process lives and runs `program`: a pid
+// file left behind by a process that died may name another process by
+// now, which natterctl must not signal.
+pid_t LivePid(const std::string& pid_file, const std::string& program) {
   std::string line;
   if (!ReadFirstLine(pid_file, &line)) return -1;
   auto pid = ParseUint(line);
-  if (!pid || *pid == 0 || ::kill(static_cast<pid_t>(*pid), 0) != 0) return -1;
+  if (!pid || *pid == 0 || *pid > static_cast<uint64_t>(INT32_MAX) ||
+      ::kill(static_cast<pid_t>(*pid), 0) != 0)
+    return -1;
+  // The kernel keeps 15 characters of a program's name.
+  std::string comm;
+  if (!ReadFirstLine("/proc/" + std::to_string(*pid) + "/comm", &comm) ||
+      comm != program.substr(0, 15))
+    return -1;
   return static_cast<pid_t>(*pid);
 }
 
 pid_t SupervisorPid(const CellPaths& cell) {
-  return LivePid(cell.Run() + "/natterctl.pid");
+  return LivePid(cell.Run() + "/natterctl.pid", "natterctl");
 }
 
+// name: "frontd-0", "stored-1", "routed", ...; its program natter-frontd,
+// natter-stored, natter-routed, ...
 pid_t DaemonPid(const CellPaths& cell, const std::string& name) {
-  return LivePid(cell.Pid(name));
+  return LivePid(cell.Pid(name), "natter-" + name.substr(0, name.find('-')));
 }
 
 int Down(const Args& a) {
