@@ -243,7 +243,8 @@ fuzz: deps
 
 test: check
 
-# The standard measurements of docs/benchmarks.md, in under five minutes:
+# The standard measurements of docs/benchmarks.md (issue 18's table), in
+# under ten minutes:
 # one JSON line each in BENCH_OUT (bench.jsonl), tables on stderr.
 BENCH_OUT ?= bench.jsonl
 bench: deps

@@ -31,6 +31,24 @@ bool Unpack(const std::string& bytes, T* out) {
   return UnpackValue(bytes, out);
 }
 
+}  // namespace
+
+std::string PackMailboxEntry(const Event& event) {
+  const Message* m = event.message();
+  if (m == nullptr) return Pack(event);
+  return kMessageRefTag +
+         Pack(MessageRef{event.origin_device, m->from, m->to, m->id});
+}
+
+MailboxEntry UnpackMailboxEntry(const std::string& bytes, Event* whole,
+                                MessageRef* ref) {
+  if (bytes.empty() || bytes[0] != kMessageRefTag)
+    return Unpack(bytes, whole) ? MailboxEntry::kWhole : MailboxEntry::kBad;
+  return Unpack(bytes.substr(1), ref) ? MailboxEntry::kRef : MailboxEntry::kBad;
+}
+
+namespace {
+
 bool HasPrefix(const leveldb::Slice& s, const std::string& prefix) {
   return s.size() >= prefix.size() &&
          std::equal(prefix.begin(), prefix.end(), s.data());
@@ -137,7 +155,30 @@ void Store::Close() { db_.reset(); }
 
 Status Store::Upgrade() {
   std::string format;
-  if (db_->Get({}, FormatKey(), &format).ok()) return Status::Ok();
+  if (db_->Get({}, FormatKey(), &format).ok()) {
+    const uint64_t was = format.size() == 8 ? GetBigEndian(format.data()) : 0;
+    if (format.size() != 8 || was > kFormat) {
+      return Status(ErrorCode::kStorage,
+                    "the database's format (" + std::to_string(was) +
+                        ") is newer than this natter-stored's (" +
+                        std::to_string(kFormat) + ")");
+    }
+    if (was == kFormat) return Status::Ok();
+    // Format 1 to 2: whole message events stay readable; new ones are
+    // references.  Only the mark changes.
+    format.clear();
+    PutBigEndian(&format, kFormat);
+    leveldb::WriteOptions synced;
+    synced.sync = true;
+    leveldb::Status s = db_->Put(synced, FormatKey(), format);
+    if (!s.ok())
+      return Status(ErrorCode::kStorage,
+                    "upgrading the format: " + s.ToString());
+    NLOG_INFO("event=upgraded shard=%u format=%llu from=%llu", shard_,
+              static_cast<unsigned long long>(kFormat),
+              static_cast<unsigned long long>(was));
+    return Status::Ok();
+  }
   // Format 0: conversations have no r keys yet.
   leveldb::WriteBatch batch;
   std::unique_ptr<leveldb::Iterator> it(db_->NewIterator({}));
@@ -359,8 +400,9 @@ bool Store::ReadRecord(const std::string& key, const BatchState& b, T* out) {
 }
 
 void Store::Write(const std::string& key, std::string value, BatchState* b) {
-  b->writes.Put(key, value);
-  b->written[key] = std::move(value);
+  // Into the batch at the commit, once: a key written twice in a batch (a
+  // conversation's record, a cursor) goes once.
+  b->written.insert_or_assign(key, std::move(value));
 }
 
 template <typename T>
@@ -382,7 +424,7 @@ void Store::WriteSeq(const std::string& key, Seq seq, BatchState* b) {
 }
 
 void Store::AppendEvent(const Event& event, BatchState* b, Effects* e) {
-  b->writes.Put(MailboxKey(event.user, event.seq), Pack(event));
+  b->writes.Put(MailboxKey(event.user, event.seq), PackMailboxEntry(event));
   e->publish.push_back(event);
   e->publish_trace.push_back(trace_);
 }
@@ -469,6 +511,9 @@ Status Store::Apply(std::vector<Request>* batch, Effects* effects,
         VisitBody(r.frame, Writer(this, &r, &b, effects, &sync_cursor[i]));
     if (!s.ok()) r.reply = EncodeError(r.frame.header, s);
   }
+  // The records read back within the batch (Write), beside those written
+  // straight into it (their keys never meet).
+  for (const auto& [key, value] : b.written) b.writes.Put(key, value);
   if (next_outbox_ != outbox_before) {
     std::string v;
     PutBigEndian(&v, next_outbox_);
@@ -579,31 +624,34 @@ bool Store::AddRecipientCopy(const Message& m, BatchState* b, Effects* e) {
 
 void Store::NoteMessageInChat(UserId owner, UserId peer, const Message& m,
                               BatchState* b) {
-  std::string key = ChatKey(owner, peer);
   ChatRecord c;
-  ReadRecord(key, *b, &c);
+  const std::optional<MessageId> was = ReadChat(owner, peer, *b, &c);
   if (m.id > c.last_id) {
     c.last_id = m.id;
     c.last_ts = m.ts;
     c.last_from = m.from;
-    c.last_text = m.text;
+    // The text is the copy's (m owner peer last_id): not written again.
+    c.last_text.clear();
   }
   if (m.from != owner && m.id > c.read_upto) ++c.unread;
-  WriteChat(owner, peer, c, b);
+  WriteChat(owner, peer, c, was, b);
+}
+
+std::optional<MessageId> Store::ReadChat(UserId owner, UserId peer,
+                                         const BatchState& b, ChatRecord* c) {
+  if (!ReadRecord(ChatKey(owner, peer), b, c)) return std::nullopt;
+  return c->last_id;
 }
 
 void Store::WriteChat(UserId owner, UserId peer, const ChatRecord& c,
-                      BatchState* b) {
-  std::string key = ChatKey(owner, peer);
-  ChatRecord before;
-  bool existed = ReadRecord(key, *b, &before);
-  if (!existed || before.last_id != c.last_id) {
+                      std::optional<MessageId> was, BatchState* b) {
+  if (was != c.last_id) {
     // The r keys are read only after the commit (ReadChats), never through
     // the batch's own view.
-    if (existed) b->writes.Delete(RecentChatKey(owner, before.last_id, peer));
+    if (was) b->writes.Delete(RecentChatKey(owner, *was, peer));
     b->writes.Put(RecentChatKey(owner, c.last_id, peer), "");
   }
-  WriteRecord(key, c, b);
+  WriteRecord(ChatKey(owner, peer), c, b);
 }
 
 bool Store::SetReaction(StoredMessage* copy, UserId user,
@@ -654,14 +702,13 @@ bool Store::ApplyHandoff(const Handoff& d, BatchState* b, Effects* e) {
 
 bool Store::ApplyReceipt(UserId target, UserId by, MessageId id, bool seen,
                          BatchState* b, Effects* e) {
-  std::string key = ChatKey(target, by);
   ChatRecord c;
-  ReadRecord(key, *b, &c);
+  const std::optional<MessageId> was = ReadChat(target, by, *b, &c);
   MessageId& mark = seen ? c.seen_upto : c.delivered_upto;
   if (id <= mark) return false;
   mark = id;
   if (seen && c.delivered_upto < id) c.delivered_upto = id;
-  WriteChat(target, by, c, b);
+  WriteChat(target, by, c, was, b);
   Seq seq = NextSeq(target);
   AppendEvent(seen ? ReceiptEntry<SeenEvent>(target, seq, by, id)
                    : ReceiptEntry<DeliveredEvent>(target, seq, by, id),
@@ -721,11 +768,23 @@ Status Store::HandleAck(Request* r, const Ack& a, BatchState* b, Effects* e) {
          it->Valid() && HasPrefix(it->key(), prefix); it->Next()) {
       if (GetBigEndian(it->key().data() + prefix.size()) > target.value) break;
       Event ev;
-      if (!Unpack(it->value().ToString(), &ev)) continue;
-      const Message* m = ev.message();
-      if (m == nullptr || m->from == h.user) continue;
-      MessageId& n = newest[m->from.value];
-      if (m->id > n) n = m->id;
+      MessageRef ref;
+      switch (UnpackMailboxEntry(it->value().ToString(), &ev, &ref)) {
+        case MailboxEntry::kWhole:
+          if (const Message* m = ev.message()) {
+            ref.from = m->from;
+            ref.id = m->id;
+            break;
+          }
+          continue;
+        case MailboxEntry::kRef:
+          break;
+        case MailboxEntry::kBad:
+          continue;
+      }
+      if (ref.from == h.user) continue;
+      MessageId& n = newest[ref.from.value];
+      if (ref.id > n) n = ref.id;
     }
     WriteSeq(mark_key, target, b);
     for (const auto& [sender, id] : newest) {
@@ -807,14 +866,13 @@ Status Store::HandleSeen(Request* r, const MarkSeen& rq, BatchState* b,
     return Status(ErrorCode::kBadData,
                   "only the peer's messages can be marked seen");
   }
-  std::string key = ChatKey(h.user, rq.peer);
   ChatRecord c;
-  ReadRecord(key, *b, &c);
+  const std::optional<MessageId> was = ReadChat(h.user, rq.peer, *b, &c);
   Done done;
   if (rq.id > c.read_upto) {
     c.read_upto = rq.id;
     c.unread = CountUnread(h.user, rq.peer, rq.id, *b);
-    WriteChat(h.user, rq.peer, c, b);
+    WriteChat(h.user, rq.peer, c, was, b);
     // The user's other devices learn it too (they may show unread counts).
     done.seq = NextSeq(h.user);
     AppendEvent(Event{h.user, done.seq, h.device,
@@ -874,9 +932,11 @@ Status Store::FinishSync(Request* r, const Sync& sync, Seq after) {
       break;
     }
     Event ev;
-    if (!Unpack(it->value().ToString(), &ev)) {
-      NLOG_ERROR("event=corrupt-value shard=%u user=%llu", shard_,
-                 static_cast<unsigned long long>(h.user.value));
+    const Seq seq(GetBigEndian(it->key().data() + prefix.size()));
+    if (!ReadMailboxEntry(h.user, seq, it->value().ToString(), &ev)) {
+      NLOG_ERROR("event=corrupt-value shard=%u user=%llu seq=%llu", shard_,
+                 static_cast<unsigned long long>(h.user.value),
+                 static_cast<unsigned long long>(seq.value));
       return Status(ErrorCode::kInternal, "a mailbox entry is unreadable");
     }
     if (!budget.Fits(ev)) {
@@ -887,6 +947,28 @@ Status Store::FinishSync(Request* r, const Sync& sync, Seq after) {
   }
   r->reply = EncodeReply(h, reply);
   return Status::Ok();
+}
+
+bool Store::ReadMailboxEntry(UserId user, Seq seq, const std::string& bytes,
+                             Event* out) {
+  MessageRef ref;
+  switch (UnpackMailboxEntry(bytes, out, &ref)) {
+    case MailboxEntry::kWhole:
+      return true;
+    case MailboxEntry::kBad:
+      return false;
+    case MailboxEntry::kRef:
+      break;
+  }
+  StoredMessage copy;
+  BatchState none;
+  const UserId peer = ref.from == user ? ref.to : ref.from;
+  if (!ReadRecord(MessageKey(user, peer, ref.id), none, &copy)) return false;
+  out->user = user;
+  out->seq = seq;
+  out->origin_device = std::move(ref.origin_device);
+  out->what = MessageEvent{std::move(copy.message)};
+  return true;
 }
 
 Status Store::ReadHistory(Request* r, const History& q) {
@@ -988,7 +1070,12 @@ Status Store::ReadChats(Request* r, const Chats& q) {
     item.last_id = c.last_id;
     item.last_ts = c.last_ts;
     item.last_from = c.last_from;
-    item.last_text = std::move(c.last_text);
+    // From the copy; a format 1 record still has its own.
+    StoredMessage last;
+    item.last_text =
+        ReadRecord(MessageKey(h.user, peer, c.last_id), none, &last)
+            ? std::move(last.message.text)
+            : std::move(c.last_text);
     item.unread = c.unread;
     item.delivered = c.delivered_upto;
     item.seen = c.seen_upto;

@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <utility>
@@ -69,6 +70,21 @@ struct ChatRecord {
               seen_upto, read_upto)
 };
 
+// A message event as a mailbox keeps it (format 2): which of the user's
+// copies it is about (m user peer id, the peer being from or to), not the
+// message again, so a message's text is written once per user.  Its bytes
+// are kMessageRefTag, then this; every other event is kept whole, as is a
+// message event of a format 1 database.
+struct MessageRef {
+  std::string origin_device;
+  UserId from;
+  UserId to;
+  MessageId id;
+  NATTER_WIRE(4, origin_device, from, to, id)
+};
+// 0xc1: a byte MessagePack never uses, so no whole event starts with it.
+constexpr char kMessageRefTag = '\xc1';
+
 // Reads a value from the disk.  Values were written by this program, but a
 // damaged disk or an old version may hold anything: a bad value is a failed
 // read, never a crash.
@@ -87,6 +103,15 @@ bool UnpackValue(const std::string& bytes, T* out) {
     return false;
   }
 }
+
+// A mailbox entry's bytes for an event: a MessageRef for a message.
+std::string PackMailboxEntry(const Event& event);
+// What a mailbox entry's bytes hold: a whole event (in whole), a
+// reference (in ref; the event's user and seq are the key's), or nothing
+// readable.
+enum class MailboxEntry { kBad, kWhole, kRef };
+MailboxEntry UnpackMailboxEntry(const std::string& bytes, Event* whole,
+                                MessageRef* ref);
 
 // One request of a batch: its decoded frame.  The reply, if any, is filled
 // in by Apply (an encoded frame with the request's correlation id).
@@ -199,6 +224,9 @@ class Store {
   // so that later requests of the batch read them.
   struct BatchState {
     leveldb::WriteBatch writes;
+    // Records a later request of the batch may read (Write), put into
+    // writes at the commit; the rest (mailbox entries, r keys) go
+    // straight into writes.
     std::unordered_map<std::string, std::string> written;
     bool needs_sync = false;
   };
@@ -242,13 +270,23 @@ class Store {
   bool AddRecipientCopy(const Message& m, BatchState* b, Effects* e);
   // The user's own copy of message id in its conversation with peer: what
   // a reaction or a seen mark may touch (kNotFound for anything else).
+  // The event of user's mailbox entry seq (a reference made whole from
+  // the user's copy); false if unreadable.
+  bool ReadMailboxEntry(UserId user, Seq seq, const std::string& bytes,
+                        Event* out);
   Status ReadOwnCopy(UserId user, UserId peer, MessageId id,
                      const BatchState& b, StoredMessage* copy);
   void NoteMessageInChat(UserId owner, UserId peer, const Message& m,
                          BatchState* b);
   // Writes the owner's conversation with peer and keeps its place among
   // the owner's conversations by recency (the r keys).
-  void WriteChat(UserId owner, UserId peer, const ChatRecord& c, BatchState* b);
+  // The conversation's record (its last_id then), or none yet.
+  std::optional<MessageId> ReadChat(UserId owner, UserId peer,
+                                    const BatchState& b, ChatRecord* c);
+  // Writes c, and moves its r key if its last_id is not `was` (what it
+  // had; none: it did not exist).
+  void WriteChat(UserId owner, UserId peer, const ChatRecord& c,
+                 std::optional<MessageId> was, BatchState* b);
   // Gives a database of an older format what this one needs (at Open).
   Status Upgrade();
   bool SetReaction(StoredMessage* copy, UserId user,

@@ -20,5 +20,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   UnpackValue(bytes, &event);
   Handoff handoff;
   UnpackValue(bytes, &handoff);
+  MessageRef ref;
+  UnpackValue(bytes, &ref);
+  UnpackMailboxEntry(bytes, &event, &ref);
   return 0;
 }

@@ -782,3 +782,94 @@ TEST_CASE(
   CHECK(two.applied().index == 8);
   CHECK(two.applied().term == 2);
 }
+
+namespace {
+
+// The values of the database that hold `text`.
+size_t ValuesHolding(Store& store, const std::string& text) {
+  size_t n = 0;
+  std::unique_ptr<leveldb::Iterator> it(store.db()->NewIterator({}));
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    if (it->value().ToString().find(text) != std::string::npos) ++n;
+  }
+  return n;
+}
+
+std::string FormatOf(Store& store) {
+  std::string v;
+  if (!store.db()->Get({}, FormatKey(), &v).ok() || v.size() != 8) return "?";
+  return std::to_string(GetBigEndian(v.data()));
+}
+
+}  // namespace
+
+TEST_CASE(
+    "a message's text is written once for each user, in their copies; the "
+    "mailbox and the chats read it from there") {
+  TempDir dir;
+  Store store(0, 1);
+  REQUIRE(store.Open(dir.path() + "/db").ok());
+  const std::string text = "a text that is nowhere else 8c1f";
+  MessageId id = SendOne(store, UserId(1), UserId(2), "t1", text);
+  // The two copies, nothing else: not the mailbox events, not the chats.
+  CHECK(ValuesHolding(store, text) == 2);
+  for (UserId u : {UserId(1), UserId(2)}) {
+    SyncReply got = SyncFrom(store, u, "tablet", false, Seq(0));
+    REQUIRE(got.events.size() == 1);
+    const Message* m = got.events[0].message();
+    REQUIRE(m != nullptr);
+    CHECK(m->id == id);
+    CHECK(m->text == text);
+    CHECK(got.events[0].user == u);
+    CHECK(got.events[0].seq == Seq(1));
+    CHECK(got.events[0].origin_device == (u == UserId(1) ? "phone" : ""));
+    ChatsReply chats = ChatsOf(store, u);
+    REQUIRE(chats.chats.size() == 1);
+    CHECK(chats.chats[0].last_text == text);
+  }
+}
+
+TEST_CASE(
+    "a format 1 database's whole message events are read as before, and it "
+    "is marked format 2; a newer format is refused") {
+  TempDir dir;
+  const std::string path = dir.path() + "/db";
+  const std::string text = "written whole by an older natter";
+  {
+    Store store(0, 1);
+    REQUIRE(store.Open(path).ok());
+    std::vector<Request> batch;
+    batch.push_back(StoreMsg(UserId(1), UserId(2), "w1", text));
+    Effects e;
+    REQUIRE(store.Apply(&batch, &e).ok());
+    // As format 1 kept them: each mailbox event whole, the format 1.
+    leveldb::WriteBatch older;
+    for (const Event& ev : e.publish) {
+      msgpack::sbuffer whole;
+      msgpack::pack(whole, ev);
+      older.Put(MailboxKey(ev.user, ev.seq),
+                leveldb::Slice(whole.data(), whole.size()));
+    }
+    std::string one;
+    PutBigEndian(&one, 1);
+    older.Put(FormatKey(), one);
+    REQUIRE(store.db()->Write({}, &older).ok());
+    CHECK(ValuesHolding(store, text) == 4);
+  }
+  {
+    Store store(0, 1);
+    REQUIRE(store.Open(path).ok());
+    CHECK(FormatOf(store) == "2");
+    SyncReply got = SyncFrom(store, UserId(2), "tablet", false, Seq(0));
+    REQUIRE(got.events.size() == 1);
+    REQUIRE(got.events[0].message() != nullptr);
+    CHECK(got.events[0].message()->text == text);
+    std::string three;
+    PutBigEndian(&three, 3);
+    REQUIRE(store.db()->Put({}, FormatKey(), three).ok());
+  }
+  Store store(0, 1);
+  Status s = store.Open(path);
+  CHECK_FALSE(s.ok());
+  CHECK(s.message().find("newer") != std::string::npos);
+}

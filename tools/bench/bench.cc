@@ -167,6 +167,50 @@ std::map<std::string, ProcStats> Daemons::Read() const {
   return out;
 }
 
+void DaemonWatch::Sample() {
+  for (const auto& [name, st] : daemons_.Read())
+    peak_[name] = std::max(peak_[name], st.rss);
+}
+
+void DaemonWatch::Stop(uint64_t messages) {
+  during_ = daemons_.Read();
+  messages_ = messages;
+}
+
+uint64_t DaemonWatch::Peak(const std::string& name) const {
+  auto it = peak_.find(name);
+  return it == peak_.end() ? 0 : it->second;
+}
+
+void DaemonWatch::Report(double elapsed, nlohmann::json* out) const {
+  std::fprintf(stderr, "%-10s %8s %8s %10s %12s %12s\n", "daemon", "cpu s",
+               "cpu %", "us/msg", "rss peak MB", "rss after MB");
+  double cell = 0;
+  for (const auto& [name, after] : daemons_.Read()) {
+    const ProcStats& during = during_.at(name);
+    double cpu = during.cpu_s - before_.at(name).cpu_s;
+    cell += cpu;
+    uint64_t peak_rss = std::max({Peak(name), during.rss, after.peak});
+    (*out)["daemons"][name] = {
+        {"cpu_s", cpu},
+        {"cpu_us_per_msg", MicrosPerMessage(cpu, messages_)},
+        {"rss_peak_bytes", peak_rss},
+        {"rss_after_bytes", after.rss}};
+    std::fprintf(stderr, "%-10s %8.2f %8.0f %10.1f %12.1f %12.1f\n",
+                 name.c_str(), cpu, 100 * cpu / elapsed,
+                 MicrosPerMessage(cpu, messages_), peak_rss / 1048576.0,
+                 after.rss / 1048576.0);
+  }
+  (*out)["cell_cpu_us_per_msg"] = MicrosPerMessage(cell, messages_);
+  std::fprintf(stderr, "the cell's CPU: %.1f us a message (%llu messages)\n",
+               MicrosPerMessage(cell, messages_),
+               static_cast<unsigned long long>(messages_));
+}
+
+double MicrosPerMessage(double cpu_s, uint64_t messages) {
+  return messages > 0 ? 1e6 * cpu_s / static_cast<double>(messages) : 0.0;
+}
+
 double Quantile(const std::vector<double>& sorted, double q) {
   if (sorted.empty()) return 0.0;
   return sorted[std::min(sorted.size() - 1,

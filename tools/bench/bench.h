@@ -95,6 +95,38 @@ class Daemons {
   std::vector<std::string> frontds_;
 };
 
+// Each daemon's CPU time while a load runs, and its memory: the most seen,
+// and what it holds once the load is gone; the CPU a message, each
+// daemon's and the cell's (what issue 18 measures).
+class DaemonWatch {
+ public:
+  explicit DaemonWatch(const Daemons& daemons)
+      : daemons_(daemons), before_(daemons.Read()) {}
+
+  // Notes each daemon's resident memory (its peak is the most noted).
+  void Sample();
+  // The load stops, `messages` messages processed.
+  void Stop(uint64_t messages);
+
+  // Reads the daemons once more (the memory after) and puts each one's
+  // figures in out["daemons"] (cpu_s, cpu_us_per_msg, rss_peak_bytes,
+  // rss_after_bytes), the cell's in out["cell_cpu_us_per_msg"], and a
+  // table on stderr.
+  void Report(double elapsed, nlohmann::json* out) const;
+
+ private:
+  uint64_t Peak(const std::string& name) const;
+
+  const Daemons& daemons_;
+  std::map<std::string, ProcStats> before_, during_;
+  std::map<std::string, uint64_t> peak_;  // resident bytes
+  uint64_t messages_ = 0;
+};
+
+// The CPU microseconds a message of cpu_s seconds over messages (0 for
+// none).
+double MicrosPerMessage(double cpu_s, uint64_t messages);
+
 // The q-quantile of sorted values (0 for none).
 double Quantile(const std::vector<double>& sorted, double q);
 

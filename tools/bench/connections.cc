@@ -1189,6 +1189,7 @@ class ConnectionsRun {
         send_cpu += sc;
         d["send_cpu_s"] = sc;
         d["cpu_s"] = now.cpu_s - before_.at(name).cpu_s;
+        d["cpu_us_per_msg"] = MicrosPerMessage(sc, Count("sent"));
         std::fprintf(stderr, "%-10s %12.2f %12.2f\n", name.c_str(), c, sc);
       }
       (*out)["daemons"][name] = d;
@@ -1196,7 +1197,7 @@ class ConnectionsRun {
     uint64_t connected = this->connected(), sent = Count("sent");
     (*out)["cell_cpu_us_per_connect"] =
         connected > 0 ? 1e6 * connect_cpu / connected : 0.0;
-    (*out)["cell_cpu_us_per_msg"] = sent > 0 ? 1e6 * send_cpu / sent : 0.0;
+    (*out)["cell_cpu_us_per_msg"] = MicrosPerMessage(send_cpu, sent);
     std::fprintf(stderr,
                  "the cell's CPU: %.0f us a connection, %.0f us a message\n",
                  (*out)["cell_cpu_us_per_connect"].get<double>(),

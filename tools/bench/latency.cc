@@ -175,10 +175,14 @@ int Latency(const std::vector<std::string>& args) {
                  st.cell.Conf(), {}, "", st.cell.replicas, st.cell.frontds);
   Stopwatch stopwatch;
   Pairs pairs(cell, st.pairs, &stopwatch);
+  Daemons daemons(cell, st.cell);
+  DaemonWatch watch(daemons);
   LatencyLoad load(st, &pairs, &stopwatch);
   load.Run();
   pairs.Drain(std::chrono::seconds(60));
+  watch.Stop(pairs.processed());
   Report(load, pairs, stopwatch, &out);
+  watch.Report(load.elapsed(), &out);
   Emit(&out, st.cell);
   return pairs.lost() == 0 ? EX_OK : 1;
 }

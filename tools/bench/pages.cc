@@ -192,11 +192,16 @@ Figures FillAndTime(const PagesSettings& st, const BenchDir& dir,
     Status s = c->Connect();
     if (!s.ok()) throw Exit{EX_UNAVAILABLE, s.message()};
   }
+  // The daemons' CPU a message while filling.
+  Daemons daemons(cell, st.cell);
+  DaemonWatch watch(daemons);
   auto t0 = Clock::now();
   std::vector<Processed> ids =
       Filler(&big, UserId(2), st.messages, "the large conversation").Run();
   double fill_s = SecondsSince(t0);
   Filler(&little, UserId(4), st.small, "the small conversation").Run();
+  watch.Stop(st.messages + st.small);
+  watch.Report(SecondsSince(t0), out);
   (*out)["fill_seconds"] = fill_s;
   (*out)["fill_per_s"] = static_cast<double>(st.messages) / fill_s;
 

@@ -45,50 +45,6 @@ ThroughputSettings ParseThroughput(const std::vector<std::string>& args) {
   return st;
 }
 
-// Each daemon's CPU time while the load runs, and its memory: the most
-// seen, and what it holds once the load is gone.
-class DaemonWatch {
- public:
-  explicit DaemonWatch(const Daemons& daemons)
-      : daemons_(daemons), before_(daemons.Read()) {}
-
-  // Notes each daemon's resident memory (its peak is the most noted).
-  void Sample() {
-    for (const auto& [name, st] : daemons_.Read())
-      peak_[name] = std::max(peak_[name], st.rss);
-  }
-  // The load stops.
-  void Stop() { during_ = daemons_.Read(); }
-
-  // Reads the daemons once more (the memory after) and puts each one's
-  // figures in out["daemons"] and a table.
-  void Report(double elapsed, nlohmann::json* out) const {
-    std::fprintf(stderr, "%-10s %8s %8s %12s %12s\n", "daemon", "cpu s",
-                 "cpu %", "rss peak MB", "rss after MB");
-    for (const auto& [name, after] : daemons_.Read()) {
-      const ProcStats& during = during_.at(name);
-      double cpu = during.cpu_s - before_.at(name).cpu_s;
-      uint64_t peak_rss = std::max({Peak(name), during.rss, after.peak});
-      (*out)["daemons"][name] = {{"cpu_s", cpu},
-                                 {"rss_peak_bytes", peak_rss},
-                                 {"rss_after_bytes", after.rss}};
-      std::fprintf(stderr, "%-10s %8.2f %8.0f %12.1f %12.1f\n", name.c_str(),
-                   cpu, 100 * cpu / elapsed, peak_rss / 1048576.0,
-                   after.rss / 1048576.0);
-    }
-  }
-
- private:
-  uint64_t Peak(const std::string& name) const {
-    auto it = peak_.find(name);
-    return it == peak_.end() ? 0 : it->second;
-  }
-
-  const Daemons& daemons_;
-  std::map<std::string, ProcStats> before_, during_;
-  std::map<std::string, uint64_t> peak_;  // resident bytes
-};
-
 // The sending time: every sender keeps its window full, with a progress
 // line (and a sample of the daemons) each second.
 class ThroughputLoad {
@@ -203,7 +159,7 @@ int Throughput(const std::vector<std::string>& args) {
   DaemonWatch watch(daemons);
   ThroughputLoad load(st, &pairs, &watch);
   load.Run();
-  watch.Stop();
+  watch.Stop(pairs.processed());
   Settle(pairs);
   Report(st, load, pairs, &out);
   watch.Report(load.elapsed(), &out);
