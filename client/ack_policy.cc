@@ -7,10 +7,9 @@ void AckPolicy::HandedOut(bool urgent, Time now) {
   urgent_ = urgent_ || urgent;
 }
 
-bool AckPolicy::Due(Seq last, bool on_wire, Time now) {
+bool AckPolicy::Due(Seq last, Time now) {
   if (last <= acked_) return false;
   if (unacked_since_ == Time{}) unacked_since_ = now;
-  if (on_wire) return false;
   return urgent_
              ? now - last_ack_ >= std::chrono::milliseconds(kAckDelayMs)
              : now - unacked_since_ >= std::chrono::milliseconds(kLazyAckMs);

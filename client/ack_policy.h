@@ -1,13 +1,16 @@
 // When a device acknowledges what it was handed out.  An acknowledgement
 // (ack) advances the device's cursor on its home shard; the first ack of a
 // message by any device of its recipient makes the sender's "delivered".
+// An ack has no answer: a sync's reply says where the cursor is
+// (Confirmed), and one lost is covered by the next.
 //
 // - At once after a message from someone else (its sender waits for
 //   "delivered"), then at most one each kAckDelayMs.
 // - Lazily after anything else (receipts, reactions, this device's own
 //   seqs, its user's messages from other devices): kLazyAckMs after the
 //   first of them, so that they ride along with the next.
-// - One ack on the wire at a time: under load they merge.
+// - So under load they merge: one ack covers all that came within
+//   kAckDelayMs.
 //
 // Time comes in as arguments, so a test drives it without sockets or
 // sleeps.  Not thread-safe.
@@ -33,17 +36,16 @@ class AckPolicy {
   // Something was handed out that the next ack covers; urgent: a message
   // from someone else.
   void HandedOut(bool urgent, Time now);
-  // Whether to send an ack for `last` (the newest seq handed out) now;
-  // on_wire: an ack is unanswered.
-  bool Due(Seq last, bool on_wire, Time now);
+  // Whether to send an ack for `last` (the newest seq handed out) now.
+  bool Due(Seq last, Time now);
   // An ack for seq went on the wire.
   void Sent(Seq seq, Time now);
-  // The home shard has the cursor.
+  // The home shard has the cursor (a sync's reply says so).
   void Confirmed(Seq cursor) {
     if (cursor > confirmed_) confirmed_ = cursor;
   }
-  // The ack on the wire was lost or refused: the next one covers what it
-  // did.
+  // An ack may have been lost (a sync's reply showed the cursor short of
+  // it, or the session was made again): the next one covers what it did.
   void Lost() { acked_ = confirmed_; }
 
   Seq acked() const { return acked_; }  // the last ack sent

@@ -282,12 +282,12 @@ uint64_t Client::Ask(const T& body, const std::string& cmid, bool app) {
   return h.corr;
 }
 
-void Client::Transmit(const std::string& frame) {
+void Client::Transmit(const std::string& frame, bool answered) {
   Parts parts;
   parts.push_back(ToMessage(frame));
   SendParts(socket_, parts);  // if it would block, the retry sends it
   last_sent_ = Clock::now();
-  if (!awaiting_) {
+  if (answered && !awaiting_) {
     awaiting_ = true;
     awaiting_since_ = last_sent_;
   }
@@ -491,12 +491,6 @@ void Client::Handle(const zmq::message_t& msg, std::vector<Incoming>* out) {
     case MsgType::kSyncReply:
       TakeSyncReply(f, out);
       return;
-    case MsgType::kAckReply: {
-      AckReply reply;
-      if (DecodeBody(f, &reply).ok()) acks_.Confirmed(reply.cursor);
-      requests_.Finish(f.header.corr);
-      return;
-    }
     case MsgType::kPong:
       requests_.Finish(f.header.corr);
       return;
@@ -553,6 +547,8 @@ void Client::TakeWelcome(const Frame& f, std::vector<Incoming>* out) {
   if (!options_.receive) return;
   // First time: catch up from the cursor.  Again: repair whatever the live
   // path lost while the session was gone.
+  // An ack sent to the frontd that went may not have reached the shard.
+  if (again) acks_.Lost();
   std::optional<Sync> sync =
       again ? mailbox_.Resume(now) : mailbox_.Begin(device_, LoadCursor(), now);
   if (sync) Ask(*sync);
@@ -595,6 +591,8 @@ void Client::TakeReply(const Frame& f, std::vector<Incoming>* out) {
 void Client::TakeSyncReply(const Frame& f, std::vector<Incoming>* out) {
   SyncReply reply;
   if (!DecodeBody(f, &reply).ok()) return;
+  // Acks have no answer: a sync's reply says where the cursor is.
+  if (mailbox_.synced()) acks_.Confirmed(reply.cursor);
   const bool app = requests_.Find(f.header.corr)->app;
   requests_.Finish(f.header.corr);
   if (app) {
@@ -728,10 +726,15 @@ void Client::HandOutReceipt(const Event& event, std::vector<Incoming>* out) {
 
 void Client::SendAck() {
   const Seq last = mailbox_.last_seq();
-  if (last <= acks_.acked()) return;
+  if (!session_ || last <= acks_.acked()) return;
+  // Straight to the wire, outside the window: it has no answer (protocol
+  // 2), and one lost is covered by the next.
+  Header h;
+  h.corr = next_corr_++;
+  h.trace = options_.trace ? 1 : 0;
   Ack ack;
   ack.seq = last;
-  ack_corr_ = Ask(ack);
+  Transmit(EncodeFrame(h, ack), false);
   acks_.Sent(last, Clock::now());
 }
 
@@ -744,7 +747,7 @@ void Client::Tick(std::vector<Incoming>* out) {
   Renew();
   if (!mailbox_.synced()) return;
   if (std::optional<Sync> sync = mailbox_.Tick(now)) Ask(*sync);
-  if (acks_.Due(mailbox_.last_seq(), requests_.Has(ack_corr_), now)) SendAck();
+  if (acks_.Due(mailbox_.last_seq(), now)) SendAck();
   if (now - last_sent_ >= std::chrono::milliseconds(options_.ping_ms)) {
     Ask(Ping());
   }
@@ -798,6 +801,9 @@ Status Client::Flush() {
     return Status(ErrorCode::kNoSession, "not connected");
   }
   SendAck();
+  // An ack has no answer; a sync sent after it does, with the cursor the
+  // shard has then (it takes a device's requests in order).
+  uint64_t asked = 0;
   while (acks_.confirmed() < acks_.acked()) {
     auto now = Clock::now();
     if (now >= deadline) {
@@ -805,18 +811,18 @@ Status Client::Flush() {
                     "the acknowledgement was not confirmed within " +
                         std::to_string(options_.timeout_ms / 1000) + "s");
     }
+    if (!requests_.Has(asked)) {
+      if (asked != 0) {
+        acks_.Lost();  // answered, and the cursor is short: ack again
+        SendAck();
+      }
+      asked = GetMailbox(mailbox_.last_seq(), 1);
+    }
     std::vector<zmq::pollitem_t> items = {{socket_.handle(), 0, ZMQ_POLLIN, 0}};
     natter::Poll(items, 50);
     zmq::message_t msg;
     while (socket_.recv(msg, zmq::recv_flags::dontwait)) Handle(msg, &ignored);
     requests_.Pump(Clock::now());
-    if (!requests_.Has(ack_corr_) && acks_.confirmed() < acks_.acked()) {
-      acks_.Lost();  // the ack was lost or refused: ask again
-      SendAck();
-    }
-    if (now - last_sent_ >= std::chrono::milliseconds(options_.retry_ms)) {
-      requests_.Resend(ack_corr_);
-    }
   }
   SaveCursor();
   return Status::Ok();

@@ -234,7 +234,8 @@ class Client {
   template <typename T>
   uint64_t Ask(const T& body, const std::string& cmid = "",
                bool app = ForApplication(FrameOf<T>::kType));
-  void Transmit(const std::string& frame);
+  // answered: an answer is awaited (silence then means a lost frontd).
+  void Transmit(const std::string& frame, bool answered = true);
 
   // What came from frontd, by kind.
   void Handle(const zmq::message_t& msg, std::vector<Incoming>* out);
@@ -281,7 +282,6 @@ class Client {
   RequestQueue requests_;
   MailboxOrder mailbox_;
   AckPolicy acks_;
-  uint64_t ack_corr_ = 0;  // the last ack's request
 
   // watch_link: the connection to frontd was lost and no frame has come
   // since.

@@ -57,10 +57,12 @@ Status DecodeFrame(const void* data, size_t size, Frame* out) {
   }
   out->header = header;
   out->body = root.via.array.ptr[1];
-  if (header.version != kProtocolVersion) {
+  if (header.version < kOldestProtocolVersion ||
+      header.version > kProtocolVersion) {
     return Status(ErrorCode::kMalformed,
                   "protocol version " + std::to_string(header.version) +
-                      " is not " + std::to_string(kProtocolVersion));
+                      " is not " + std::to_string(kOldestProtocolVersion) +
+                      " to " + std::to_string(kProtocolVersion));
   }
   if (!IsKnownType(header.type)) {
     return Status(ErrorCode::kMalformed, "frame type " +

@@ -28,7 +28,12 @@
 
 namespace natter {
 
-constexpr uint8_t kProtocolVersion = 1;
+// 2: a client's ack has no answer (in 1 frontd passed the shard's
+// ack-reply on; now it keeps it).  The daemons still read frames of 1 (a
+// Raft log written before an upgrade, a daemon not yet upgraded); frontd
+// takes only 2 from clients.
+constexpr uint8_t kProtocolVersion = 2;
+constexpr uint8_t kOldestProtocolVersion = 1;
 
 // Limits a peer cannot exceed (natter(7) LIMITS).
 //
@@ -306,6 +311,8 @@ struct Done {
   NATTER_WIRE(1, seq)
 };
 
+// The shard's answer to an ack, between daemons only: frontd takes it
+// (the request is done) and the client gets nothing.
 struct AckReply {
   Seq cursor;
   NATTER_WIRE(1, cursor)

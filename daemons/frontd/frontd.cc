@@ -255,6 +255,21 @@ void Frontd::Serve(const std::vector<ClientGate::Request>& requests) {
 void Frontd::FromClient(ConnId conn, const std::string& body) {
   Frame frame;
   Status s = DecodeFrame(body.data(), body.size(), &frame);
+  if (s.ok() && frame.header.version != kProtocolVersion) {
+    // Said in the client's own version (the frame's third byte, after
+    // [header, and [version), so that it can read why.
+    Header h;
+    h.corr = frame.header.corr;
+    std::string reply = EncodeError(
+        h,
+        Status(ErrorCode::kMalformed,
+               "protocol version " + std::to_string(frame.header.version) +
+                   ": this frontd speaks " + std::to_string(kProtocolVersion) +
+                   " (natter(7)); upgrade the client"));
+    reply[2] = static_cast<char>(frame.header.version);
+    Reply(conn, reply);
+    return;
+  }
   if (!s.ok()) {
     ReplyError(conn, frame.header.corr, s);
     return;
@@ -623,6 +638,9 @@ void Frontd::FromRouted() {
                  static_cast<unsigned long long>(reply.header.corr));
     }
     ++answers_;
+    // An ack has no answer for the client (protocol 2): the request is
+    // done here, and a frame, a CURVE box and a wakeup saved at both ends.
+    if (decoded && reply.type() == MsgType::kAckReply) continue;
     Reply(conn, parts[1].to_string());
   }
 }

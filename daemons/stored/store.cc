@@ -925,6 +925,8 @@ Status Store::FinishSync(Request* r, const Sync& sync, Seq after) {
   std::string prefix = MailboxPrefix(h.user);
   PageBudget budget;
   std::unique_ptr<leveldb::Iterator> it(db_->NewIterator({}));
+  // Where the messages the events refer to are read.
+  std::unique_ptr<leveldb::Iterator> copies(db_->NewIterator({}));
   for (it->Seek(MailboxKey(h.user, Seq(after.value + 1)));
        it->Valid() && HasPrefix(it->key(), prefix); it->Next()) {
     if (reply.events.size() >= limit) {
@@ -933,7 +935,8 @@ Status Store::FinishSync(Request* r, const Sync& sync, Seq after) {
     }
     Event ev;
     const Seq seq(GetBigEndian(it->key().data() + prefix.size()));
-    if (!ReadMailboxEntry(h.user, seq, it->value().ToString(), &ev)) {
+    if (!ReadMailboxEntry(h.user, seq, it->value().ToString(), copies.get(),
+                          &ev)) {
       NLOG_ERROR("event=corrupt-value shard=%u user=%llu seq=%llu", shard_,
                  static_cast<unsigned long long>(h.user.value),
                  static_cast<unsigned long long>(seq.value));
@@ -950,7 +953,7 @@ Status Store::FinishSync(Request* r, const Sync& sync, Seq after) {
 }
 
 bool Store::ReadMailboxEntry(UserId user, Seq seq, const std::string& bytes,
-                             Event* out) {
+                             leveldb::Iterator* copies, Event* out) {
   MessageRef ref;
   switch (UnpackMailboxEntry(bytes, out, &ref)) {
     case MailboxEntry::kWhole:
@@ -960,10 +963,16 @@ bool Store::ReadMailboxEntry(UserId user, Seq seq, const std::string& bytes,
     case MailboxEntry::kRef:
       break;
   }
-  StoredMessage copy;
-  BatchState none;
+  // A page's events follow their conversations' copies in order, so the
+  // next copy is mostly the one after the last: a step, not a seek.
   const UserId peer = ref.from == user ? ref.to : ref.from;
-  if (!ReadRecord(MessageKey(user, peer, ref.id), none, &copy)) return false;
+  const std::string key = MessageKey(user, peer, ref.id);
+  if (copies->Valid()) copies->Next();
+  if (!copies->Valid() || copies->key() != key) copies->Seek(key);
+  StoredMessage copy;
+  if (!copies->Valid() || copies->key() != key ||
+      !Unpack(copies->value().ToString(), &copy))
+    return false;
   out->user = user;
   out->seq = seq;
   out->origin_device = std::move(ref.origin_device);

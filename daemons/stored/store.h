@@ -271,9 +271,10 @@ class Store {
   // The user's own copy of message id in its conversation with peer: what
   // a reaction or a seen mark may touch (kNotFound for anything else).
   // The event of user's mailbox entry seq (a reference made whole from
-  // the user's copy); false if unreadable.
+  // the user's copy, read with copies: an iterator the caller keeps for a
+  // page); false if unreadable.
   bool ReadMailboxEntry(UserId user, Seq seq, const std::string& bytes,
-                        Event* out);
+                        leveldb::Iterator* copies, Event* out);
   Status ReadOwnCopy(UserId user, UserId peer, MessageId id,
                      const BatchState& b, StoredMessage* copy);
   void NoteMessageInChat(UserId owner, UserId peer, const Message& m,

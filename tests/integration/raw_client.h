@@ -97,6 +97,21 @@ struct RawClient {
     s.send(zmq::buffer(b.data(), b.size()), zmq::send_flags::none);
     return h.corr;
   }
+  // A frame whose header says protocol `version`; returns its corr.
+  template <typename T>
+  uint64_t SendVersion(uint8_t version, const T& body) {
+    Header h;
+    h.version = version;
+    h.type = static_cast<uint8_t>(FrameOf<T>::kType);
+    h.corr = corr++;
+    msgpack::sbuffer b;
+    msgpack::packer<msgpack::sbuffer> p(b);
+    p.pack_array(2);
+    p.pack(h);
+    p.pack(body);
+    s.send(zmq::buffer(b.data(), b.size()), zmq::send_flags::none);
+    return h.corr;
+  }
   // The next frame within ms, if one comes.
   std::optional<Frame> Next(int ms = 10000) {
     s.set(zmq::sockopt::rcvtimeo, ms);

@@ -569,3 +569,53 @@ TEST_CASE(
   }
   CHECK(Client(cell.Options(1, "téléphone")).Connect().ok());
 }
+
+TEST_CASE(
+    "protocol 2: a client of version 1 is told why in its own version; an "
+    "ack has no answer, and a sync after it shows the cursor") {
+  TestCell cell(1);
+  {
+    RawClient::Options o;
+    o.hello = false;
+    RawClient old(cell, 1, o);
+    ClientOptions co = cell.Options(1, "old");
+    old.SendVersion(1, Hello{co.token, "old"});
+    old.s.set(zmq::sockopt::rcvtimeo, 10000);
+    zmq::message_t m;
+    REQUIRE(old.s.recv(m));
+    REQUIRE(m.size() > 2);
+    CHECK(static_cast<const uint8_t*>(m.data())[2] == 1);  // its version
+    Frame f;
+    REQUIRE(DecodeFrame(m.data(), m.size(), &f).ok());
+    REQUIRE(f.type() == MsgType::kError);
+    Error e;
+    REQUIRE(DecodeBody(f, &e).ok());
+    CHECK(e.code == ErrorCode::kMalformed);
+    CHECK(e.message.find("protocol version 1") != std::string::npos);
+  }
+  RawClient alice(cell, 1), bob(cell, 2);
+  REQUIRE(alice.Ask(Send{"p1", UserId(2), "hi"}).type() == MsgType::kProcessed);
+  std::optional<Frame> pushed = bob.Next();
+  REQUIRE(pushed.has_value());
+  REQUIRE(pushed->type() == MsgType::kEvent);
+  Event ev;
+  REQUIRE(DecodeBody(*pushed, &ev).ok());
+  bob.Send(Ack{ev.seq});
+  // Nothing comes back for the ack...
+  CHECK_FALSE(bob.Next(1000).has_value());
+  // ...but the shard has it: a sync after it says so, and Alice is told
+  // her message was delivered.
+  Frame reply = bob.Ask(Sync{false, ev.seq, 1});
+  REQUIRE(reply.type() == MsgType::kSyncReply);
+  SyncReply sync;
+  REQUIRE(DecodeBody(reply, &sync).ok());
+  CHECK(sync.cursor == ev.seq);
+  bool delivered = false;
+  for (std::optional<Frame> f = alice.Next(); f && !delivered;
+       f = alice.Next()) {
+    Event got;
+    if (f->type() == MsgType::kEvent && DecodeBody(*f, &got).ok())
+      delivered = got.kind() == EventKind::kDelivered;
+  }
+  CHECK(delivered);
+}

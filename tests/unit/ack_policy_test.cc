@@ -20,13 +20,13 @@ TEST_CASE(
   AckPolicy acks;
   acks.Begin(Seq(0));
   acks.HandedOut(true, At(100000));
-  CHECK(acks.Due(Seq(1), false, At(100000)));
+  CHECK(acks.Due(Seq(1), At(100000)));
   acks.Sent(Seq(1), At(100000));
   CHECK(acks.acked() == Seq(1));
-  CHECK_FALSE(acks.Due(Seq(1), false, At(200000)));  // nothing new
+  CHECK_FALSE(acks.Due(Seq(1), At(200000)));  // nothing new
   acks.HandedOut(true, At(100010));
-  CHECK_FALSE(acks.Due(Seq(2), false, At(100000 + kAckDelayMs - 1)));
-  CHECK(acks.Due(Seq(2), false, At(100000 + kAckDelayMs)));
+  CHECK_FALSE(acks.Due(Seq(2), At(100000 + kAckDelayMs - 1)));
+  CHECK(acks.Due(Seq(2), At(100000 + kAckDelayMs)));
 }
 
 TEST_CASE("a lazy ack goes kLazyAckMs after the first thing it covers") {
@@ -34,21 +34,11 @@ TEST_CASE("a lazy ack goes kLazyAckMs after the first thing it covers") {
   acks.Begin(Seq(0));
   acks.HandedOut(false, At(1000));
   acks.HandedOut(false, At(1500));
-  CHECK_FALSE(acks.Due(Seq(2), false, At(1000 + kLazyAckMs - 1)));
-  CHECK(acks.Due(Seq(2), false, At(1000 + kLazyAckMs)));
+  CHECK_FALSE(acks.Due(Seq(2), At(1000 + kLazyAckMs - 1)));
+  CHECK(acks.Due(Seq(2), At(1000 + kLazyAckMs)));
   // A message from someone else makes it urgent.
   acks.HandedOut(true, At(1100));
-  CHECK(acks.Due(Seq(3), false, At(1100)));
-}
-
-TEST_CASE("only one ack is on the wire") {
-  AckPolicy acks;
-  acks.Begin(Seq(0));
-  acks.HandedOut(true, At(0));
-  acks.Sent(Seq(1), At(0));
-  acks.HandedOut(true, At(10));
-  CHECK_FALSE(acks.Due(Seq(5), true, At(10000)));
-  CHECK(acks.Due(Seq(5), false, At(10000)));
+  CHECK(acks.Due(Seq(3), At(1100)));
 }
 
 TEST_CASE(
@@ -57,13 +47,13 @@ TEST_CASE(
   AckPolicy acks;
   acks.Begin(Seq(5));
   CHECK(acks.confirmed() == Seq(5));
-  CHECK_FALSE(acks.Due(Seq(5), false, At(100000)));
+  CHECK_FALSE(acks.Due(Seq(5), At(100000)));
   acks.Sent(Seq(8), At(0));
   acks.Confirmed(Seq(7));
   acks.Confirmed(Seq(6));  // an older answer
   CHECK(acks.confirmed() == Seq(7));
   acks.Lost();
   CHECK(acks.acked() == Seq(7));
-  CHECK_FALSE(acks.Due(Seq(8), false, At(1000)));
-  CHECK(acks.Due(Seq(8), false, At(1000 + kLazyAckMs)));
+  CHECK_FALSE(acks.Due(Seq(8), At(1000)));
+  CHECK(acks.Due(Seq(8), At(1000 + kLazyAckMs)));
 }

@@ -146,6 +146,11 @@ TEST_CASE("malformed bytes are rejected, never crash") {
     Header h = MakeHeader(MsgType::kPing);
     h.version = kProtocolVersion + 1;
     CHECK(Decode(Raw(h, Ping()), &f).code() == ErrorCode::kMalformed);
+    h.version = 0;
+    CHECK(Decode(Raw(h, Ping()), &f).code() == ErrorCode::kMalformed);
+    // The daemons still read 1 (a Raft log from before 2).
+    h.version = kOldestProtocolVersion;
+    CHECK(Decode(Raw(h, Ping()), &f).ok());
   }
   SECTION("a frame that is not [header, body]") {
     msgpack::sbuffer b;
@@ -359,13 +364,13 @@ TEST_CASE("natter(7)'s worked example is byte for byte what the codec writes") {
   h.type = static_cast<uint8_t>(MsgType::kHello);
   CHECK(hex(EncodeFrame(h, Hello{"nt1.x.y", "phone"})) ==
         "92"
-        "96010101"
+        "96020101"
         "00a000"
         "92a76e74312e782e79a570686f6e65");
   h.corr = 2;
   h.type = static_cast<uint8_t>(MsgType::kSend);
   CHECK(hex(EncodeFrame(h, Send{"c1", UserId(2), "hi"})) ==
-        "929601020200a000"
+        "929602020200a000"
         "93a2633102a26869");
   Header from_frontd = h;
   from_frontd.user = UserId(1);
@@ -377,7 +382,7 @@ TEST_CASE("natter(7)'s worked example is byte for byte what the codec writes") {
   p.ts = 1795805458235ull;
   p.seq = Seq(7);
   CHECK(hex(EncodeReply(from_frontd, p)) ==
-        "92960141"
+        "92960241"
         "0201a570686f6e6500"
         "95cf055701aecec00000a2633102"
         "cf000001a21e58af3b07");
