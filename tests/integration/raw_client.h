@@ -86,16 +86,9 @@ struct RawClient {
                   const std::string& device) {
     Header h;
     h.type = static_cast<uint8_t>(type);
-    h.corr = corr++;
     h.user = claimed;
     h.device = device;
-    msgpack::sbuffer b;
-    msgpack::packer<msgpack::sbuffer> p(b);
-    p.pack_array(2);
-    p.pack(h);
-    p.pack(body);
-    s.send(zmq::buffer(b.data(), b.size()), zmq::send_flags::none);
-    return h.corr;
+    return SendHeader(h, body);
   }
   // A frame whose header says protocol `version`; returns its corr.
   template <typename T>
@@ -103,6 +96,11 @@ struct RawClient {
     Header h;
     h.version = version;
     h.type = static_cast<uint8_t>(FrameOf<T>::kType);
+    return SendHeader(h, body);
+  }
+  // [h, body] as it is (h's corr the next); returns the corr.
+  template <typename T>
+  uint64_t SendHeader(Header h, const T& body) {
     h.corr = corr++;
     msgpack::sbuffer b;
     msgpack::packer<msgpack::sbuffer> p(b);
