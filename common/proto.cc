@@ -93,6 +93,27 @@ std::string TopicOf(UserId user) {
   return topic;
 }
 
+void AppendEventEntry(std::string* batch, UserId user,
+                      const std::string& frame) {
+  PutBigEndian(batch, 8 + frame.size(), 4);
+  PutBigEndian(batch, user.value);
+  batch->append(frame);
+}
+
+bool ForEachEventEntry(
+    std::string_view batch,
+    const std::function<void(std::string_view topic, std::string_view frame)>&
+        each) {
+  while (!batch.empty()) {
+    if (batch.size() < 4) return false;
+    const uint64_t n = GetBigEndian(batch.data(), 4);
+    if (n < 8 || n > batch.size() - 4) return false;
+    each(batch.substr(4, 8), batch.substr(12, n - 8));
+    batch.remove_prefix(4 + n);
+  }
+  return true;
+}
+
 std::string EncodeError(const Header& request, const Status& status) {
   Error e;
   e.code = status.code();

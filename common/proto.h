@@ -15,9 +15,11 @@
 #define NATTER_COMMON_PROTO_H_
 
 #include <cstdint>
+#include <functional>
 #include <msgpack.hpp>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <variant>
 #include <vector>
 
@@ -750,6 +752,24 @@ bool PeekHeader(const void* data, size_t size, Header* out);
 // The PUB/SUB topic of a user's events: its id, 8 bytes big-endian (all
 // topics the same length, so no topic is a prefix of another).
 std::string TopicOf(UserId user);
+
+// Events from a shard to notifyd: [topic, frame] one at a time, or
+// [empty, batch] for the events of a committed batch, in one message (one
+// CurveZMQ box): entries of a big-endian u32 length, then the topic (8
+// bytes) and the frame; at most kEventBatchBytes in all (a larger event
+// goes alone in a batch of its own).
+constexpr size_t kEventBatchBytes = 256 * 1024;
+static_assert(kEventBatchBytes + kMaxClientFrameBytes + 12 <
+                  kMaxDaemonFrameBytes,
+              "a batch and one more event fit a daemon's frame");
+// Appends one entry to a batch.
+void AppendEventEntry(std::string* batch, UserId user,
+                      const std::string& frame);
+// Calls each(topic, frame) for each entry of a batch, in order; false if
+// the batch is malformed (the entries before the fault were taken).
+bool ForEachEventEntry(std::string_view batch,
+                       const std::function<void(std::string_view topic,
+                                                std::string_view frame)>& each);
 
 // --- Event and Handoff on the wire ------------------------------------------
 

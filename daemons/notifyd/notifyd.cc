@@ -70,20 +70,19 @@ void Notifyd::RunOnce(int timeout_ms) {
   auto start = std::chrono::steady_clock::now();
   Parts parts;
   for (int n = 0; n < 4096 && RecvParts(in_, &parts); ++n) {
-    if (parts.size() != 2 || parts[0].size() != 8) continue;
-    ++forwarded_;
-    if (drop_every_ != 0 && forwarded_ % drop_every_ == 0) {
-      ++dropped_;
-      continue;
-    }
-    Header h;
-    uint64_t trace =
-        PeekHeader(parts[1].data(), parts[1].size(), &h) ? h.trace : 0;
-    if (SendParts(out_, parts)) {
-      NLOG_TRACE(trace, "event=fan-out user=%llu",
-                 static_cast<unsigned long long>(h.user.value));
-    } else {
-      ++dropped_;
+    if (parts.size() != 2) continue;
+    const std::string_view body(static_cast<const char*>(parts[1].data()),
+                                parts[1].size());
+    if (parts[0].size() == 8) {
+      FanOut(std::string_view(static_cast<const char*>(parts[0].data()), 8),
+             body);
+    } else if (parts[0].size() == 0 &&
+               !ForEachEventEntry(body, [this](std::string_view topic,
+                                               std::string_view frame) {
+                 FanOut(topic, frame);
+               })) {
+      ++malformed_;
+      NLOG_WARN("event=malformed-batch bytes=%zu", body.size());
     }
   }
   // Turns with work only: an idle turn says nothing of waiting.
@@ -94,10 +93,33 @@ void Notifyd::RunOnce(int timeout_ms) {
   }
 }
 
+void Notifyd::FanOut(std::string_view topic, std::string_view frame) {
+  ++forwarded_;
+  if (drop_every_ != 0 && forwarded_ % drop_every_ == 0) {
+    ++dropped_;
+    return;
+  }
+  Header h;
+  uint64_t trace = PeekHeader(frame.data(), frame.size(), &h) ? h.trace : 0;
+  Parts parts;
+  parts.emplace_back(topic.data(), topic.size());
+  parts.emplace_back(frame.data(), frame.size());
+  if (SendParts(out_, parts)) {
+    NLOG_TRACE(trace, "event=fan-out user=%llu",
+               static_cast<unsigned long long>(h.user.value));
+  } else {
+    ++dropped_;
+  }
+}
+
 void Notifyd::Stats(MetricSet* set) {
   set->Counter("natter_notifyd_events_total",
                "Events taken in from the shards.",
                static_cast<double>(forwarded_));
+  set->Counter("natter_notifyd_malformed_total",
+               "Batches of events from a shard that did not parse (the "
+               "events before the fault went out).",
+               static_cast<double>(malformed_));
   set->Counter("natter_notifyd_dropped_total",
                "Events not published (drop-every, for tests).",
                static_cast<double>(dropped_));

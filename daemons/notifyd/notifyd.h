@@ -1,6 +1,7 @@
-// natter-notifyd: the live fan-out.  Shards PUSH committed events to it;
-// it PUBlishes each on its user's topic (8 bytes, the user id big-endian),
-// and every frontd SUBscribes to the users it holds.
+// natter-notifyd: the live fan-out.  Shards PUSH committed events to it,
+// a batch's in one message (proto.h, AppendEventEntry); it PUBlishes each
+// on its user's topic (8 bytes, the user id big-endian), and every frontd
+// SUBscribes to the users it holds.
 //
 // The live path may drop (a slow subscriber, a restart): every event
 // carries its user's seq and devices repair gaps from the mailbox.
@@ -10,6 +11,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <zmq.hpp>
 
 #include "common/config.h"
@@ -41,6 +43,8 @@ class Notifyd : public Service {
 
  private:
   explicit Notifyd(zmq::context_t& ctx) : ctx_(ctx) {}
+  // Publishes one event on its topic.
+  void FanOut(std::string_view topic, std::string_view frame);
 
   zmq::context_t& ctx_;
   DaemonKeys keys_;
@@ -51,7 +55,8 @@ class Notifyd : public Service {
   uint64_t forwarded_ = 0;
   uint64_t drop_every_ = 0;  // tests only
   uint64_t dropped_ = 0;
-  LatencyHistogram turn_;  // the work of one turn
+  uint64_t malformed_ = 0;  // batches that did not parse
+  LatencyHistogram turn_;   // the work of one turn
 };
 
 }  // namespace notifyd

@@ -1018,9 +1018,7 @@ Status Stored::ApplyRequests(const raft::Entry& entry,
     proposals_.erase(it);
   }
   if (!replica_->leading()) return Status::Ok();
-  for (size_t i = 0; i < effects.publish.size(); ++i) {
-    Publish(effects.publish[i], effects.publish_trace[i]);
-  }
+  Publish(effects);
   for (const Handoff& d : effects.handoff) {
     // Once some wait on disk only, newer ones wait there too (behind them).
     if (spilled_ || pending_.size() >= kMaxPendingInMemory) {
@@ -1183,26 +1181,43 @@ void Stored::TryReopen() {
             static_cast<unsigned long long>(store_->applied_index()));
 }
 
-void Stored::Publish(const Event& event, uint64_t trace) {
-  Header h;
-  h.user = event.user;
-  h.device = event.origin_device;
-  h.trace = trace;
-  ++published_;
-  NLOG_TRACE(trace, "event=publish user=%llu seq=%llu kind=%u",
-             static_cast<unsigned long long>(event.user.value),
-             static_cast<unsigned long long>(event.seq.value),
-             static_cast<unsigned>(event.kind()));
-  Parts parts;
-  parts.push_back(ToMessage(TopicOf(event.user)));
-  parts.push_back(ToMessage(EncodeFrame(h, event)));
-  // The live path may drop (the mailbox is the truth; devices catch up).
-  if (!SendParts(events_, parts)) {
-    ++publish_dropped_;
-    NLOG_DEBUG("event=publish-dropped user=%llu seq=%llu",
+void Stored::Publish(const Effects& effects) {
+  // One message (one CurveZMQ box) for the events of a batch, up to
+  // kEventBatchBytes each (proto.h, natter-notifyd(8)).
+  std::string batch;
+  size_t in_batch = 0;
+  auto flush = [&] {
+    if (in_batch == 0) return;
+    Parts parts;
+    parts.push_back(zmq::message_t());  // empty: a batch
+    parts.push_back(ToMessage(batch));
+    // The live path may drop (the mailbox is the truth; devices catch up).
+    if (!SendParts(events_, parts)) {
+      publish_dropped_ += in_batch;
+      NLOG_DEBUG("event=publish-dropped events=%zu", in_batch);
+    }
+    batch.clear();
+    in_batch = 0;
+  };
+  for (size_t i = 0; i < effects.publish.size(); ++i) {
+    const Event& event = effects.publish[i];
+    const uint64_t trace = effects.publish_trace[i];
+    Header h;
+    h.user = event.user;
+    h.device = event.origin_device;
+    h.trace = trace;
+    ++published_;
+    NLOG_TRACE(trace, "event=publish user=%llu seq=%llu kind=%u",
                static_cast<unsigned long long>(event.user.value),
-               static_cast<unsigned long long>(event.seq.value));
+               static_cast<unsigned long long>(event.seq.value),
+               static_cast<unsigned>(event.kind()));
+    const std::string frame = EncodeFrame(h, event);
+    if (!batch.empty() && batch.size() + 12 + frame.size() > kEventBatchBytes)
+      flush();
+    AppendEventEntry(&batch, event.user, frame);
+    ++in_batch;
   }
+  flush();
 }
 
 void Stored::SendHandoff(uint64_t outbox, Pending* pending) {

@@ -132,7 +132,9 @@ class Stored : public Service, private ReplicaHandler {
   std::unique_ptr<Store::SnapshotReader> ReadDatabase() override {
     return store_->ReadSnapshot();
   }
-  void Publish(const Event& event, uint64_t trace);
+  // Sends a committed batch's events to notifyd, in as few messages as
+  // kEventBatchBytes allows.
+  void Publish(const Effects& effects);
   // Starts `work` on a thread of its own for a control request; answered
   // by FinishBackup once it is done.
   struct BackupJob;

@@ -387,3 +387,36 @@ TEST_CASE("natter(7)'s worked example is byte for byte what the codec writes") {
         "95cf055701aecec00000a2633102"
         "cf000001a21e58af3b07");
 }
+
+TEST_CASE(
+    "a shard's batch of events comes apart into its topics and frames, and a "
+    "damaged one stops at the fault") {
+  const std::string one = EncodeFrame(MakeHeader(MsgType::kPing), Ping());
+  const std::string two(300, 'x');
+  std::string batch;
+  AppendEventEntry(&batch, UserId(7), one);
+  AppendEventEntry(&batch, UserId(1), two);
+  std::vector<std::pair<std::string, std::string>> got;
+  auto take = [&got](std::string_view topic, std::string_view frame) {
+    got.emplace_back(topic, frame);
+  };
+  CHECK(ForEachEventEntry(batch, take));
+  REQUIRE(got.size() == 2);
+  CHECK(got[0].first == TopicOf(UserId(7)));
+  CHECK(got[0].second == one);
+  CHECK(got[1].first == TopicOf(UserId(1)));
+  CHECK(got[1].second == two);
+  CHECK(ForEachEventEntry("", take));
+  // Cut anywhere inside the second entry: the first is taken, then false.
+  const size_t second = 4 + 8 + one.size();
+  for (size_t cut = second + 1; cut < batch.size(); cut += 37) {
+    got.clear();
+    CHECK_FALSE(
+        ForEachEventEntry(std::string_view(batch).substr(0, cut), take));
+    CHECK(got.size() == 1);
+  }
+  // A length too short to hold a topic.
+  got.clear();
+  CHECK_FALSE(ForEachEventEntry(std::string("\0\0\0\3abc", 7), take));
+  CHECK(got.empty());
+}
