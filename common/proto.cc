@@ -93,16 +93,16 @@ std::string TopicOf(UserId user) {
   return topic;
 }
 
-void AppendEventEntry(std::string* batch, UserId user,
+void AppendBatchEntry(std::string* batch, uint64_t key,
                       const std::string& frame) {
   PutBigEndian(batch, 8 + frame.size(), 4);
-  PutBigEndian(batch, user.value);
+  PutBigEndian(batch, key);
   batch->append(frame);
 }
 
-bool ForEachEventEntry(
+bool ForEachBatchEntry(
     std::string_view batch,
-    const std::function<void(std::string_view topic, std::string_view frame)>&
+    const std::function<void(std::string_view key, std::string_view frame)>&
         each) {
   while (!batch.empty()) {
     if (batch.size() < 4) return false;

@@ -753,22 +753,28 @@ bool PeekHeader(const void* data, size_t size, Header* out);
 // topics the same length, so no topic is a prefix of another).
 std::string TopicOf(UserId user);
 
-// Events from a shard to notifyd: [topic, frame] one at a time, or
-// [empty, batch] for the events of a committed batch, in one message (one
-// CurveZMQ box): entries of a big-endian u32 length, then the topic (8
-// bytes) and the frame; at most kEventBatchBytes in all (a larger event
-// goes alone in a batch of its own).
-constexpr size_t kEventBatchBytes = 256 * 1024;
-static_assert(kEventBatchBytes + kMaxClientFrameBytes + 12 <
-                  kMaxDaemonFrameBytes,
-              "a batch and one more event fit a daemon's frame");
+// Frames between daemons, many in one message (one CurveZMQ box) when
+// they queue up: [empty, batch], the batch a run of entries, each a
+// big-endian u32 length, then an 8-byte key and a frame; at most
+// kBatchBytes in all (a larger frame goes alone in a batch of its own).
+// A lone frame may still go as [key, frame].  Used from a shard to
+// notifyd (the key: the user's topic) and from frontd to routed (the key:
+// the connection's envelope).
+constexpr size_t kBatchBytes = 256 * 1024;
+static_assert(kBatchBytes + kMaxClientFrameBytes + 12 < kMaxDaemonFrameBytes,
+              "a batch and one more frame fit a daemon's frame");
 // Appends one entry to a batch.
-void AppendEventEntry(std::string* batch, UserId user,
+void AppendBatchEntry(std::string* batch, uint64_t key,
                       const std::string& frame);
-// Calls each(topic, frame) for each entry of a batch, in order; false if
+// Whether a batch with `frame` added would pass kBatchBytes (with at
+// least one entry in it already).
+inline bool BatchFull(const std::string& batch, const std::string& frame) {
+  return !batch.empty() && batch.size() + 12 + frame.size() > kBatchBytes;
+}
+// Calls each(key, frame) for each entry of a batch, in order; false if
 // the batch is malformed (the entries before the fault were taken).
-bool ForEachEventEntry(std::string_view batch,
-                       const std::function<void(std::string_view topic,
+bool ForEachBatchEntry(std::string_view batch,
+                       const std::function<void(std::string_view key,
                                                 std::string_view frame)>& each);
 
 // --- Event and Handoff on the wire ------------------------------------------

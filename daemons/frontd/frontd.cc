@@ -235,10 +235,13 @@ void Frontd::FromClients(bool readable) {
   std::vector<ClientGate::Request> requests;
   if (readable) gate_->Read(&requests);
   Serve(requests);
-  if (gate_->handshakes_waiting() == 0) return;
-  requests.clear();
-  gate_->Handshake(&requests);
-  Serve(requests);
+  if (gate_->handshakes_waiting() != 0) {
+    requests.clear();
+    gate_->Handshake(&requests);
+    Serve(requests);
+  }
+  // What the turn took in goes to routed together.
+  FlushToRouted();
 }
 
 void Frontd::Serve(const std::vector<ClientGate::Request>& requests) {
@@ -331,16 +334,28 @@ void Frontd::Forward(ConnId conn, Session* session, const Frame& frame) {
       h.trace, "event=request type=%s user=%llu device=%s corr=%llu",
       MsgTypeName(frame.type()), static_cast<unsigned long long>(h.user.value),
       LogValue(h.device).c_str(), static_cast<unsigned long long>(h.corr));
-  Parts out;
-  out.push_back(ToMessage(Envelope(conn)));
-  out.push_back(ToMessage(check.frame()));
-  if (!SendParts(routed_socket_, out)) {
-    ReplyError(conn, h.corr,
-               Status(ErrorCode::kUnavailable, "routed is not reachable"));
-    return;
-  }
+  if (BatchFull(to_routed_, check.frame())) FlushToRouted();
+  AppendBatchEntry(&to_routed_, conn, check.frame());
+  to_routed_corrs_.emplace_back(conn, h.corr);
   session->in_flight[h.corr] = now;
   ++requests_;
+}
+
+void Frontd::FlushToRouted() {
+  if (to_routed_corrs_.empty()) return;
+  Parts out;
+  out.push_back(zmq::message_t());  // empty: a batch (proto.h)
+  out.push_back(ToMessage(to_routed_));
+  to_routed_.clear();
+  std::vector<std::pair<ConnId, uint64_t>> sent;
+  sent.swap(to_routed_corrs_);
+  if (SendParts(routed_socket_, out)) return;
+  for (const auto& [conn, corr] : sent) {
+    auto session = sessions_.find(conn);
+    if (session != sessions_.end()) session->second.in_flight.erase(corr);
+    ReplyError(conn, corr,
+               Status(ErrorCode::kUnavailable, "routed is not reachable"));
+  }
 }
 
 uint64_t Frontd::NewTrace(bool loud) {

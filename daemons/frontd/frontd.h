@@ -97,6 +97,9 @@ class Frontd : public Service {
   // gives waiting handshakes their slice.
   void FromClients(bool readable);
   void Serve(const std::vector<ClientGate::Request>& requests);
+  // Sends the requests the turn queued for routed, in one message (or an
+  // error to each if routed cannot take it).
+  void FlushToRouted();
   void FromClient(ConnId conn, const std::string& body);
   void FromRouted();
   void FromNotifyd();
@@ -136,7 +139,11 @@ class Frontd : public Service {
 
   std::unique_ptr<ClientGate> gate_;
   zmq::socket_t routed_socket_;  // DEALER
-  zmq::socket_t events_;         // SUB
+  // Requests queued for routed this turn (proto.h's batch, each keyed by
+  // its connection), and their connections and corrs.
+  std::string to_routed_;
+  std::vector<std::pair<ConnId, uint64_t>> to_routed_corrs_;
+  zmq::socket_t events_;  // SUB
   std::unordered_map<ConnId, Session> sessions_;
   std::unordered_map<UserId, std::vector<ConnId>> by_user_;
   std::unordered_map<ConnId, int> refused_hellos_;

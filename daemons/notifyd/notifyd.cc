@@ -77,7 +77,7 @@ void Notifyd::RunOnce(int timeout_ms) {
       FanOut(std::string_view(static_cast<const char*>(parts[0].data()), 8),
              body);
     } else if (parts[0].size() == 0 &&
-               !ForEachEventEntry(body, [this](std::string_view topic,
+               !ForEachBatchEntry(body, [this](std::string_view topic,
                                                std::string_view frame) {
                  FanOut(topic, frame);
                })) {

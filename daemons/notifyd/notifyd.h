@@ -1,5 +1,5 @@
 // natter-notifyd: the live fan-out.  Shards PUSH committed events to it,
-// a batch's in one message (proto.h, AppendEventEntry); it PUBlishes each
+// a batch's in one message (proto.h, AppendBatchEntry); it PUBlishes each
 // on its user's topic (8 bytes, the user id big-endian), and every frontd
 // SUBscribes to the users it holds.
 //

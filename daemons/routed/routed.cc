@@ -231,46 +231,68 @@ void Routed::Stop() {
 void Routed::FromFront() {
   Parts parts;
   for (int n = 0; n < 4096 && RecvParts(front_, &parts); ++n) {
-    if (parts.size() < 2) continue;
-    Frame frame;
-    const zmq::message_t& body = parts.back();
-    Route route;
-    route.status = DecodeFrame(body.data(), body.size(), &frame);
-    if (route.status.ok()) route = router_.Decide(frame, NowMs());
-    if (route.status.ok()) {
-      // The whole envelope goes along (the peer's identity first), so the
-      // reply finds its way back.
-      Parts out;
-      for (size_t i = 0; i + 1 < parts.size(); ++i) {
-        out.emplace_back(parts[i].data(), parts[i].size());
+    // A frontd's batch (proto.h): [its identity, empty, entries], each
+    // entry a request with its envelope, routed as if it came alone.
+    if (parts.size() == 3 && parts[1].size() == 0) {
+      const std::string_view batch(static_cast<const char*>(parts[2].data()),
+                                   parts[2].size());
+      if (!ForEachBatchEntry(
+              batch, [&](std::string_view envelope, std::string_view frame) {
+                Parts one;
+                one.emplace_back(parts[0].data(), parts[0].size());
+                one.emplace_back(envelope.data(), envelope.size());
+                one.emplace_back(frame.data(), frame.size());
+                RouteOne(&one);
+              })) {
+        ++refused_;
+        NLOG_WARN("event=malformed-batch bytes=%zu", batch.size());
       }
-      if (route.frame.empty()) {
-        out.push_back(std::move(parts.back()));
-      } else {
-        out.push_back(ToMessage(route.frame));
-      }
-      if (ToShard(route.shard, &out)) {
-        ++moved_;
-        ++requests_;
-        NLOG_TRACE(frame.header.trace,
-                   "event=route type=%s user=%llu shard=%u id=%llu",
-                   LogValue(MsgTypeName(frame.type())).c_str(),
-                   static_cast<unsigned long long>(frame.header.user.value),
-                   route.shard,
-                   static_cast<unsigned long long>(route.id.value));
-        continue;
-      }
-      route.status =
-          Status(ErrorCode::kUnavailable,
-                 "shard " + std::to_string(route.shard) + " is not reachable");
+      continue;
     }
-    ++refused_;
-    NLOG_WARN("event=refused type=%s error=%s",
-              LogValue(MsgTypeName(frame.type())).c_str(),
-              LogValue(route.status.ToString()).c_str());
-    SendRouted(front_, parts, parts.size() - 1,
-               EncodeError(frame.header, route.status));
+    RouteOne(&parts);
   }
+}
+
+void Routed::RouteOne(Parts* request) {
+  Parts& parts = *request;
+  if (parts.size() < 2) return;
+  Frame frame;
+  const zmq::message_t& body = parts.back();
+  Route route;
+  route.status = DecodeFrame(body.data(), body.size(), &frame);
+  if (route.status.ok()) route = router_.Decide(frame, NowMs());
+  if (route.status.ok()) {
+    // The whole envelope goes along (the peer's identity first), so the
+    // reply finds its way back.
+    Parts out;
+    for (size_t i = 0; i + 1 < parts.size(); ++i) {
+      out.emplace_back(parts[i].data(), parts[i].size());
+    }
+    if (route.frame.empty()) {
+      out.push_back(std::move(parts.back()));
+    } else {
+      out.push_back(ToMessage(route.frame));
+    }
+    if (ToShard(route.shard, &out)) {
+      ++moved_;
+      ++requests_;
+      NLOG_TRACE(frame.header.trace,
+                 "event=route type=%s user=%llu shard=%u id=%llu",
+                 LogValue(MsgTypeName(frame.type())).c_str(),
+                 static_cast<unsigned long long>(frame.header.user.value),
+                 route.shard, static_cast<unsigned long long>(route.id.value));
+      return;
+    }
+    route.status =
+        Status(ErrorCode::kUnavailable,
+               "shard " + std::to_string(route.shard) + " is not reachable");
+  }
+  ++refused_;
+  NLOG_WARN("event=refused type=%s error=%s",
+            LogValue(MsgTypeName(frame.type())).c_str(),
+            LogValue(route.status.ToString()).c_str());
+  SendRouted(front_, parts, parts.size() - 1,
+             EncodeError(frame.header, route.status));
 }
 
 bool Routed::ToShard(uint32_t shard, Parts* out) {

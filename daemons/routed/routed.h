@@ -76,6 +76,9 @@ class Routed : public Service {
   Routed(zmq::context_t& ctx, uint32_t shard_count, uint32_t generator);
 
   void FromFront();
+  // One request from a frontd, [its identity, envelope, frame]: to its
+  // shard, or an error back.
+  void RouteOne(Parts* request);
   void FromShard(size_t shard);
   // Sends to the shard's leader as routed knows it, else to its other
   // replicas in turn (the one that takes it answers or names the leader).

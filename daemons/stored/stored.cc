@@ -1183,7 +1183,7 @@ void Stored::TryReopen() {
 
 void Stored::Publish(const Effects& effects) {
   // One message (one CurveZMQ box) for the events of a batch, up to
-  // kEventBatchBytes each (proto.h, natter-notifyd(8)).
+  // kBatchBytes each (proto.h, natter-notifyd(8)).
   std::string batch;
   size_t in_batch = 0;
   auto flush = [&] {
@@ -1212,9 +1212,8 @@ void Stored::Publish(const Effects& effects) {
                static_cast<unsigned long long>(event.seq.value),
                static_cast<unsigned>(event.kind()));
     const std::string frame = EncodeFrame(h, event);
-    if (!batch.empty() && batch.size() + 12 + frame.size() > kEventBatchBytes)
-      flush();
-    AppendEventEntry(&batch, event.user, frame);
+    if (BatchFull(batch, frame)) flush();
+    AppendBatchEntry(&batch, event.user.value, frame);
     ++in_batch;
   }
   flush();

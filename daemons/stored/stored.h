@@ -133,7 +133,7 @@ class Stored : public Service, private ReplicaHandler {
     return store_->ReadSnapshot();
   }
   // Sends a committed batch's events to notifyd, in as few messages as
-  // kEventBatchBytes allows.
+  // kBatchBytes allows.
   void Publish(const Effects& effects);
   // Starts `work` on a thread of its own for a control request; answered
   // by FinishBackup once it is done.

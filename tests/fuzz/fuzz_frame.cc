@@ -12,7 +12,7 @@ using namespace natter;
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   // The same bytes as a shard's batch of events, as notifyd walks it.
-  ForEachEventEntry(std::string_view(reinterpret_cast<const char*>(data), size),
+  ForEachBatchEntry(std::string_view(reinterpret_cast<const char*>(data), size),
                     [](std::string_view topic, std::string_view frame) {
                       Header h;
                       if (topic.size() != 8) __builtin_trap();

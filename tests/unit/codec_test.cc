@@ -394,29 +394,29 @@ TEST_CASE(
   const std::string one = EncodeFrame(MakeHeader(MsgType::kPing), Ping());
   const std::string two(300, 'x');
   std::string batch;
-  AppendEventEntry(&batch, UserId(7), one);
-  AppendEventEntry(&batch, UserId(1), two);
+  AppendBatchEntry(&batch, 7, one);
+  AppendBatchEntry(&batch, 1, two);
   std::vector<std::pair<std::string, std::string>> got;
   auto take = [&got](std::string_view topic, std::string_view frame) {
     got.emplace_back(topic, frame);
   };
-  CHECK(ForEachEventEntry(batch, take));
+  CHECK(ForEachBatchEntry(batch, take));
   REQUIRE(got.size() == 2);
   CHECK(got[0].first == TopicOf(UserId(7)));
   CHECK(got[0].second == one);
   CHECK(got[1].first == TopicOf(UserId(1)));
   CHECK(got[1].second == two);
-  CHECK(ForEachEventEntry("", take));
+  CHECK(ForEachBatchEntry("", take));
   // Cut anywhere inside the second entry: the first is taken, then false.
   const size_t second = 4 + 8 + one.size();
   for (size_t cut = second + 1; cut < batch.size(); cut += 37) {
     got.clear();
     CHECK_FALSE(
-        ForEachEventEntry(std::string_view(batch).substr(0, cut), take));
+        ForEachBatchEntry(std::string_view(batch).substr(0, cut), take));
     CHECK(got.size() == 1);
   }
   // A length too short to hold a topic.
   got.clear();
-  CHECK_FALSE(ForEachEventEntry(std::string("\0\0\0\3abc", 7), take));
+  CHECK_FALSE(ForEachBatchEntry(std::string("\0\0\0\3abc", 7), take));
   CHECK(got.empty());
 }
