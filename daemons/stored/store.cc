@@ -156,8 +156,12 @@ void Store::Close() { db_.reset(); }
 Status Store::Upgrade() {
   std::string format;
   if (db_->Get({}, FormatKey(), &format).ok()) {
-    const uint64_t was = format.size() == 8 ? GetBigEndian(format.data()) : 0;
-    if (format.size() != 8 || was > kFormat) {
+    if (format.size() != 8) {
+      return Status(ErrorCode::kStorage,
+                    "the database's format mark is not 8 bytes (damaged?)");
+    }
+    const uint64_t was = GetBigEndian(format.data());
+    if (was > kFormat) {
       return Status(ErrorCode::kStorage,
                     "the database's format (" + std::to_string(was) +
                         ") is newer than this natter-stored's (" +
