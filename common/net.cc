@@ -100,6 +100,49 @@ zmq::message_t ToMessage(const std::string& s) {
   return zmq::message_t(s.data(), s.size());
 }
 
+void Batches::Add(const Route& route, uint64_t key, std::string_view frame) {
+  std::string& batch = batches_[route];
+  if (BatchFull(batch, frame)) {
+    sink_(route, batch);
+    batch.clear();
+  }
+  AppendBatchEntry(&batch, key, frame);
+}
+
+void Batches::Flush() {
+  // Taken first: a sink may add to another route (an answer to a batch
+  // that could not go).
+  std::map<Route, std::string> now;
+  now.swap(batches_);
+  for (const auto& [route, batch] : now) sink_(route, batch);
+}
+
+bool SendBatch(zmq::socket_t& socket, const Batches::Route& route,
+               const std::string& batch) {
+  Parts out;
+  out.reserve(route.size() + 2);
+  for (const std::string& r : route) out.push_back(ToMessage(r));
+  out.push_back(zmq::message_t());
+  out.push_back(ToMessage(batch));
+  return SendParts(socket, out);
+}
+
+bool SplitBatch(const Parts& parts, size_t prefix, std::vector<Parts>* out) {
+  if (parts.size() != prefix + 2 || parts[prefix].size() != 0) return false;
+  const std::string_view batch(static_cast<const char*>(parts.back().data()),
+                               parts.back().size());
+  return ForEachBatchEntry(
+      batch, [&](std::string_view key, std::string_view frame) {
+        Parts one;
+        one.reserve(prefix + 2);
+        for (size_t i = 0; i < prefix; ++i)
+          one.emplace_back(parts[i].data(), parts[i].size());
+        one.emplace_back(key.data(), key.size());
+        one.emplace_back(frame.data(), frame.size());
+        out->push_back(std::move(one));
+      });
+}
+
 namespace {
 
 // The names ZeroMQ may give a tcp:// endpoint besides its own: once it has

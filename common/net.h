@@ -4,7 +4,10 @@
 
 #include <atomic>
 #include <chrono>
+#include <functional>
+#include <map>
 #include <string>
+#include <string_view>
 #include <vector>
 #include <zmq.hpp>
 #include <zmq_addon.hpp>
@@ -68,6 +71,43 @@ bool SendRouted(zmq::socket_t& socket, const Parts& route, size_t route_len,
                 const std::string& body);
 
 zmq::message_t ToMessage(const std::string& s);
+
+// Frames bound for the peers of one socket, gathered while a turn of a
+// daemon's loop runs and sent as proto.h's batches: one message (one
+// CurveZMQ box) a route, [route..., empty, batch].  Nothing waits for a
+// batch to fill: the owner flushes at the end of every turn.  Entries of
+// one route keep their order.
+class Batches {
+ public:
+  // The routing frames before [empty, batch]: whom the batch goes to.
+  using Route = std::vector<std::string>;
+  // Sends one batch; handles a batch its socket does not take.
+  using Sink =
+      std::function<void(const Route& route, const std::string& batch)>;
+  explicit Batches(Sink sink) : sink_(std::move(sink)) {}
+
+  // Adds an entry to the route's batch; a batch it would take past
+  // kBatchBytes goes first.
+  void Add(const Route& route, uint64_t key, std::string_view frame);
+  // Sends every batch.
+  void Flush();
+  bool empty() const { return batches_.empty(); }
+
+ private:
+  Sink sink_;
+  std::map<Route, std::string> batches_;
+};
+
+// Sends [route..., empty, batch]; false as SendParts.
+bool SendBatch(zmq::socket_t& socket, const Batches::Route& route,
+               const std::string& batch);
+
+// The entries of a batch that arrived as [prefix parts..., empty, batch],
+// each made a request of its own, [prefix parts..., key, frame], as if it
+// had come alone; false if parts is not a batch (then nothing is added)
+// or the batch is malformed (the entries before the fault are added).
+// `prefix` is how many routing parts come before the empty one.
+bool SplitBatch(const Parts& parts, size_t prefix, std::vector<Parts>* out);
 
 // Keeps a daemon's connecting sockets linked to their peers, for the
 // daemon's whole life, through a socket monitor each.

@@ -94,7 +94,7 @@ std::string TopicOf(UserId user) {
 }
 
 void AppendBatchEntry(std::string* batch, uint64_t key,
-                      const std::string& frame) {
+                      std::string_view frame) {
   PutBigEndian(batch, 8 + frame.size(), 4);
   PutBigEndian(batch, key);
   batch->append(frame);

@@ -758,17 +758,17 @@ std::string TopicOf(UserId user);
 // big-endian u32 length, then an 8-byte key and a frame; at most
 // kBatchBytes in all (a larger frame goes alone in a batch of its own).
 // A lone frame may still go as [key, frame].  Used from a shard to
-// notifyd (the key: the user's topic) and from frontd to routed (the key:
-// the connection's envelope).
+// notifyd (the key: the user's topic), and for requests and answers
+// between frontd, routed and the shards (the key: the client connection's
+// envelope; routing frames before the empty one, as net.h's Batches).
 constexpr size_t kBatchBytes = 256 * 1024;
 static_assert(kBatchBytes + kMaxClientFrameBytes + 12 < kMaxDaemonFrameBytes,
               "a batch and one more frame fit a daemon's frame");
 // Appends one entry to a batch.
-void AppendBatchEntry(std::string* batch, uint64_t key,
-                      const std::string& frame);
+void AppendBatchEntry(std::string* batch, uint64_t key, std::string_view frame);
 // Whether a batch with `frame` added would pass kBatchBytes (with at
 // least one entry in it already).
-inline bool BatchFull(const std::string& batch, const std::string& frame) {
+inline bool BatchFull(const std::string& batch, std::string_view frame) {
   return !batch.empty() && batch.size() + 12 + frame.size() > kBatchBytes;
 }
 // Calls each(key, frame) for each entry of a batch, in order; false if

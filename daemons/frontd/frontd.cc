@@ -525,7 +525,7 @@ std::string Frontd::MoveFrame() {
 }
 
 bool Frontd::FinishHello(ConnId conn, const Frame& answer,
-                         const std::string& bytes) {
+                         std::string_view bytes) {
   auto it = pending_hellos_.find(conn);
   if (it == pending_hellos_.end() || it->second.corr != answer.header.corr)
     return false;
@@ -543,7 +543,7 @@ bool Frontd::FinishHello(ConnId conn, const Frame& answer,
   return true;
 }
 
-void Frontd::Reply(ConnId conn, const std::string& frame) {
+void Frontd::Reply(ConnId conn, std::string_view frame) {
   if (!gate_->Send(conn, frame)) ++dropped_;
 }
 
@@ -629,35 +629,52 @@ Frontd::Clock::duration Frontd::ResendHold() const {
 void Frontd::FromRouted() {
   Parts parts;
   for (int n = 0; n < 4096 && RecvParts(routed_socket_, &parts); ++n) {
-    if (parts.size() != 2 || parts[0].size() != 8) continue;
-    const ConnId conn = GetBigEndian(static_cast<const char*>(parts[0].data()));
-    auto session = sessions_.find(conn);
-    Frame reply;
-    const bool decoded =
-        DecodeFrame(parts[1].data(), parts[1].size(), &reply).ok();
-    if (decoded && FinishHello(conn, reply, parts[1].to_string())) continue;
-    if (session != sessions_.end() && decoded) {
-      auto& in_flight = session->second.in_flight;
-      auto request = in_flight.find(reply.header.corr);
-      if (request != in_flight.end()) {
-        double ms = std::chrono::duration<double, std::milli>(Clock::now() -
-                                                              request->second)
-                        .count();
-        answer_ms_ += (ms - answer_ms_) / 64;
-        answer_latency_.Record(ms * 1000);
-        in_flight.erase(request);
-      }
-      NLOG_TRACE(reply.header.trace, "event=answer type=%s user=%llu corr=%llu",
-                 MsgTypeName(reply.type()),
-                 static_cast<unsigned long long>(reply.header.user.value),
-                 static_cast<unsigned long long>(reply.header.corr));
+    if (parts.size() != 2) continue;
+    auto view = [](const zmq::message_t& m) {
+      return std::string_view(static_cast<const char*>(m.data()), m.size());
+    };
+    if (parts[0].size() == 8) {
+      Answer(GetBigEndian(static_cast<const char*>(parts[0].data())),
+             view(parts[1]));
+      continue;
     }
-    ++answers_;
-    // An ack has no answer for the client (protocol 2): the request is
-    // done here, and a frame, a CURVE box and a wakeup saved at both ends.
-    if (decoded && reply.type() == MsgType::kAckReply) continue;
-    Reply(conn, parts[1].to_string());
+    // The answers of routed's turn for this frontd (proto.h's batch).
+    if (parts[0].size() != 0) continue;
+    if (!ForEachBatchEntry(view(parts[1]),
+                           [this](std::string_view key, std::string_view f) {
+                             Answer(GetBigEndian(key.data()), f);
+                           })) {
+      NLOG_WARN("event=malformed-batch bytes=%zu", parts[1].size());
+    }
   }
+}
+
+void Frontd::Answer(ConnId conn, std::string_view bytes) {
+  auto session = sessions_.find(conn);
+  Frame reply;
+  const bool decoded = DecodeFrame(bytes.data(), bytes.size(), &reply).ok();
+  if (decoded && FinishHello(conn, reply, bytes)) return;
+  if (session != sessions_.end() && decoded) {
+    auto& in_flight = session->second.in_flight;
+    auto request = in_flight.find(reply.header.corr);
+    if (request != in_flight.end()) {
+      double ms = std::chrono::duration<double, std::milli>(Clock::now() -
+                                                            request->second)
+                      .count();
+      answer_ms_ += (ms - answer_ms_) / 64;
+      answer_latency_.Record(ms * 1000);
+      in_flight.erase(request);
+    }
+    NLOG_TRACE(reply.header.trace, "event=answer type=%s user=%llu corr=%llu",
+               MsgTypeName(reply.type()),
+               static_cast<unsigned long long>(reply.header.user.value),
+               static_cast<unsigned long long>(reply.header.corr));
+  }
+  ++answers_;
+  // An ack has no answer for the client (protocol 2): the request is
+  // done here, and a frame, a CURVE box and a wakeup saved at both ends.
+  if (decoded && reply.type() == MsgType::kAckReply) return;
+  Reply(conn, bytes);
 }
 
 void Frontd::FromNotifyd() {

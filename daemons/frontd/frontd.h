@@ -102,15 +102,17 @@ class Frontd : public Service {
   void FlushToRouted();
   void FromClient(ConnId conn, const std::string& body);
   void FromRouted();
+  // One answer from routed for a connection.
+  void Answer(ConnId conn, std::string_view bytes);
   void FromNotifyd();
   void Hello(ConnId conn, const Frame& frame);
   void OpenSession(ConnId conn, const PendingHello& hello);
   // An answer from routed that finishes a pending hello (the shard's
   // attached, or its refusal); false if it is not one.
-  bool FinishHello(ConnId conn, const Frame& answer, const std::string& bytes);
+  bool FinishHello(ConnId conn, const Frame& answer, std::string_view bytes);
   // A request of a session, checked and passed on (or refused).
   void Forward(ConnId conn, Session* session, const Frame& frame);
-  void Reply(ConnId conn, const std::string& frame);
+  void Reply(ConnId conn, std::string_view frame);
   // An error for a connection's request; the header is frontd's own (the
   // request's corr, the session's user and device), never the client's.
   void ReplyError(ConnId conn, uint64_t corr, const Status& status);

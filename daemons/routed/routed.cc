@@ -2,6 +2,7 @@
 
 #include <chrono>
 
+#include "common/endian.h"
 #include "common/log.h"
 #include "common/shard.h"
 
@@ -92,7 +93,17 @@ DaemonSpec Spec() {
 }
 
 Routed::Routed(zmq::context_t& ctx, uint32_t shard_count, uint32_t generator)
-    : ctx_(ctx), router_(shard_count, generator) {}
+    : ctx_(ctx),
+      router_(shard_count, generator),
+      to_fronts_([this](const Batches::Route& route, const std::string& batch) {
+        if (SendBatch(front_, route, batch)) {
+          ++batches_;
+          return;
+        }
+        ForEachBatchEntry(
+            batch, [&](std::string_view, std::string_view) { ++dropped_; });
+        NLOG_DEBUG("event=reply-dropped bytes=%zu", batch.size());
+      }) {}
 
 Status Routed::Create(const Config& config, zmq::context_t& ctx,
                       std::unique_ptr<Routed>* out) {
@@ -152,6 +163,23 @@ Status Routed::Start() {
         if (!cs.ok()) return cs;
       }
       shards_.push_back(std::move(shard));
+      const uint32_t i = static_cast<uint32_t>(to_shards_.size());
+      to_shards_.emplace_back([this, i](const Batches::Route& route,
+                                        const std::string& batch) {
+        Parts out;
+        for (const std::string& r : route) out.push_back(ToMessage(r));
+        out.push_back(zmq::message_t());
+        out.push_back(ToMessage(batch));
+        if (ToShard(i, &out)) {
+          ++batches_;
+          ForEachBatchEntry(batch, [this](std::string_view, std::string_view) {
+            ++moved_;
+            ++requests_;
+          });
+          return;
+        }
+        ShardUnreachable(i, route, batch);
+      });
     }
   } catch (const zmq::error_t& e) {
     return Status(ErrorCode::kBadRequest, listen_ + ": " + e.what());
@@ -181,6 +209,9 @@ void Routed::RunOnce(int timeout_ms) {
       work = true;
     }
   }
+  // What the turn took in goes on, a batch a peer.
+  for (Batches& b : to_shards_) b.Flush();
+  to_fronts_.Flush();
   // Turns with work only: an idle turn says nothing of waiting.
   if (work) {
     turn_.Record(std::chrono::duration<double, std::micro>(
@@ -202,6 +233,10 @@ void Routed::Stats(MetricSet* set) {
   set->Counter("natter_routed_dropped_total",
                "Answers a peer's full queue did not take.",
                static_cast<double>(dropped_));
+  set->Counter("natter_routed_batches_total",
+               "Messages sent carrying the requests for a shard or the "
+               "answers for a frontd of one turn.",
+               static_cast<double>(batches_));
   set->Gauge("natter_routed_shards", "Shards in the shard map.",
              static_cast<double>(shards_.size()));
   set->Counter("natter_routed_shard_leader_changes_total",
@@ -230,26 +265,20 @@ void Routed::Stop() {
 
 void Routed::FromFront() {
   Parts parts;
+  std::vector<Parts> batch;
   for (int n = 0; n < 4096 && RecvParts(front_, &parts); ++n) {
     // A frontd's batch (proto.h): [its identity, empty, entries], each
     // entry a request with its envelope, routed as if it came alone.
-    if (parts.size() == 3 && parts[1].size() == 0) {
-      const std::string_view batch(static_cast<const char*>(parts[2].data()),
-                                   parts[2].size());
-      if (!ForEachBatchEntry(
-              batch, [&](std::string_view envelope, std::string_view frame) {
-                Parts one;
-                one.emplace_back(parts[0].data(), parts[0].size());
-                one.emplace_back(envelope.data(), envelope.size());
-                one.emplace_back(frame.data(), frame.size());
-                RouteOne(&one);
-              })) {
-        ++refused_;
-        NLOG_WARN("event=malformed-batch bytes=%zu", batch.size());
-      }
+    if (parts.size() != 3 || parts[1].size() != 0) {
+      RouteOne(&parts);
       continue;
     }
-    RouteOne(&parts);
+    batch.clear();
+    if (!SplitBatch(parts, 1, &batch)) {
+      ++refused_;
+      NLOG_WARN("event=malformed-batch bytes=%zu", parts.back().size());
+    }
+    for (Parts& one : batch) RouteOne(&one);
   }
 }
 
@@ -262,20 +291,33 @@ void Routed::RouteOne(Parts* request) {
   route.status = DecodeFrame(body.data(), body.size(), &frame);
   if (route.status.ok()) route = router_.Decide(frame, NowMs());
   if (route.status.ok()) {
-    // The whole envelope goes along (the peer's identity first), so the
-    // reply finds its way back.
-    Parts out;
-    for (size_t i = 0; i + 1 < parts.size(); ++i) {
-      out.emplace_back(parts[i].data(), parts[i].size());
-    }
-    if (route.frame.empty()) {
-      out.push_back(std::move(parts.back()));
+    const std::string_view out_frame =
+        route.frame.empty()
+            ? std::string_view(static_cast<const char*>(body.data()),
+                               body.size())
+            : std::string_view(route.frame);
+    bool sent = true;
+    if (parts.size() == 3 && parts[1].size() == 8) {
+      // A client's request: in the turn's batch for its shard, by frontd
+      // (counted when the batch goes).
+      to_shards_[route.shard].Add(
+          {parts[0].to_string()},
+          GetBigEndian(static_cast<const char*>(parts[1].data())), out_frame);
     } else {
-      out.push_back(ToMessage(route.frame));
+      // A hand-off: the whole envelope goes along (the peer's identity
+      // first), so the reply finds its way back.
+      Parts out;
+      for (size_t i = 0; i + 1 < parts.size(); ++i) {
+        out.emplace_back(parts[i].data(), parts[i].size());
+      }
+      out.emplace_back(out_frame.data(), out_frame.size());
+      sent = ToShard(route.shard, &out);
+      if (sent) {
+        ++moved_;
+        ++requests_;
+      }
     }
-    if (ToShard(route.shard, &out)) {
-      ++moved_;
-      ++requests_;
+    if (sent) {
       NLOG_TRACE(frame.header.trace,
                  "event=route type=%s user=%llu shard=%u id=%llu",
                  LogValue(MsgTypeName(frame.type())).c_str(),
@@ -291,8 +333,39 @@ void Routed::RouteOne(Parts* request) {
   NLOG_WARN("event=refused type=%s error=%s",
             LogValue(MsgTypeName(frame.type())).c_str(),
             LogValue(route.status.ToString()).c_str());
-  SendRouted(front_, parts, parts.size() - 1,
-             EncodeError(frame.header, route.status));
+  ToFront(parts, parts.size() - 1, EncodeError(frame.header, route.status));
+}
+
+void Routed::ToFront(const Parts& route, size_t route_len,
+                     std::string_view frame) {
+  if (route_len == 2 && route[1].size() == 8) {
+    to_fronts_.Add({route[0].to_string()},
+                   GetBigEndian(static_cast<const char*>(route[1].data())),
+                   frame);
+    return;
+  }
+  Parts out;
+  for (size_t i = 0; i < route_len; ++i)
+    out.emplace_back(route[i].data(), route[i].size());
+  out.emplace_back(frame.data(), frame.size());
+  if (!SendParts(front_, out)) {
+    ++dropped_;
+    NLOG_DEBUG("event=reply-dropped");
+  }
+}
+
+void Routed::ShardUnreachable(uint32_t shard, const Batches::Route& route,
+                              const std::string& batch) {
+  const Status error(ErrorCode::kUnavailable,
+                     "shard " + std::to_string(shard) + " is not reachable");
+  ForEachBatchEntry(batch, [&](std::string_view key, std::string_view frame) {
+    Header h;
+    PeekHeader(frame.data(), frame.size(), &h);
+    ++refused_;
+    to_fronts_.Add(route, GetBigEndian(key.data()), EncodeError(h, error));
+  });
+  NLOG_WARN("event=refused shard=%u error=%s", shard,
+            LogValue(error.ToString()).c_str());
 }
 
 bool Routed::ToShard(uint32_t shard, Parts* out) {
@@ -408,49 +481,71 @@ void Routed::AskLeaders() {
 
 void Routed::FromShard(size_t shard) {
   Parts parts;
+  std::vector<Parts> batch;
   for (int n = 0; n < 4096 && RecvParts(shards_[shard].socket, &parts); ++n) {
     if (parts.size() < 2) continue;
-    // The replica's name first, then the route back and the answer.
-    Parts out;
-    for (size_t i = 1; i < parts.size(); ++i) {
-      out.emplace_back(parts[i].data(), parts[i].size());
+    // The replica's name first, then the route back and the answer; a
+    // batch's answers ([name, frontd, empty, entries]) one by one.
+    if (parts.size() != 4 || parts[2].size() != 0) {
+      AnswerOne(shard, &parts);
+      continue;
     }
-    Header h;
-    uint64_t trace =
-        PeekHeader(out.back().data(), out.back().size(), &h) ? h.trace : 0;
-    MsgType type = static_cast<MsgType>(h.type);
-    if (type == MsgType::kLeaderNotice || type == MsgType::kNotLeader) {
-      Frame f;
-      const zmq::message_t& body = out.back();
-      if (DecodeFrame(body.data(), body.size(), &f).ok()) {
-        if (type == MsgType::kLeaderNotice) {
-          LeaderNotice notice;
-          if (DecodeBody(f, &notice).ok()) {
-            LearnLeader(notice.shard, notice.leader, notice.term);
-          }
-          continue;  // routed's own question: nothing to pass on
+    batch.clear();
+    if (!SplitBatch(parts, 2, &batch)) {
+      NLOG_WARN("event=malformed-batch shard=%zu bytes=%zu", shard,
+                parts.back().size());
+    }
+    for (Parts& one : batch) AnswerOne(shard, &one);
+  }
+}
+
+void Routed::AnswerOne(size_t shard, Parts* answer) {
+  Parts& parts = *answer;
+  if (parts.size() < 2) return;
+  Header h;
+  const zmq::message_t& body = parts.back();
+  uint64_t trace = PeekHeader(body.data(), body.size(), &h) ? h.trace : 0;
+  MsgType type = static_cast<MsgType>(h.type);
+  std::string error;
+  if (type == MsgType::kLeaderNotice || type == MsgType::kNotLeader) {
+    Frame f;
+    if (DecodeFrame(body.data(), body.size(), &f).ok()) {
+      if (type == MsgType::kLeaderNotice) {
+        LeaderNotice notice;
+        if (DecodeBody(f, &notice).ok()) {
+          LearnLeader(notice.shard, notice.leader, notice.term);
         }
-        NotLeader not_leader;
-        if (DecodeBody(f, &not_leader).ok()) {
-          LearnLeader(not_leader.shard, not_leader.leader, not_leader.term);
-        }
+        return;  // routed's own question: nothing to pass on
       }
-      if (out.size() < 2) continue;
-      // The client retries; by then routed sends to the leader.
-      out.back() = ToMessage(
-          EncodeError(h, Status(ErrorCode::kUnavailable,
-                                "shard " + std::to_string(shard) +
-                                    " is changing its leader; try again")));
+      NotLeader not_leader;
+      if (DecodeBody(f, &not_leader).ok()) {
+        LearnLeader(not_leader.shard, not_leader.leader, not_leader.term);
+      }
     }
-    if (SendParts(front_, out)) {
-      ++moved_;
-      ++answers_;
-      NLOG_TRACE(trace, "event=answer type=%s shard=%zu",
-                 LogValue(MsgTypeName(type)).c_str(), shard);
-    } else {
-      ++dropped_;
-      NLOG_DEBUG("event=reply-dropped shard=%zu", shard);
-    }
+    if (parts.size() < 3) return;
+    // The client retries; by then routed sends to the leader.
+    error = EncodeError(h, Status(ErrorCode::kUnavailable,
+                                  "shard " + std::to_string(shard) +
+                                      " is changing its leader; try again"));
+  }
+  const std::string_view frame =
+      error.empty()
+          ? std::string_view(static_cast<const char*>(body.data()), body.size())
+          : std::string_view(error);
+  // Without the replica's name: [frontd, envelope] or a shard's hand-off
+  // link.
+  Parts route;
+  for (size_t i = 1; i + 1 < parts.size(); ++i)
+    route.emplace_back(parts[i].data(), parts[i].size());
+  const uint64_t dropped = dropped_;
+  ToFront(route, route.size(), frame);
+  if (dropped_ == dropped) {
+    ++moved_;
+    ++answers_;
+    NLOG_TRACE(trace, "event=answer type=%s shard=%zu",
+               LogValue(MsgTypeName(type)).c_str(), shard);
+  } else {
+    NLOG_DEBUG("event=reply-dropped shard=%zu", shard);
   }
 }
 

@@ -76,13 +76,23 @@ class Routed : public Service {
   Routed(zmq::context_t& ctx, uint32_t shard_count, uint32_t generator);
 
   void FromFront();
-  // One request from a frontd, [its identity, envelope, frame]: to its
-  // shard, or an error back.
+  // One request from a frontd, [its identity, envelope, frame] (or a
+  // shard's hand-off, [its identity, frame]): to its shard, or an error
+  // back.
   void RouteOne(Parts* request);
   void FromShard(size_t shard);
+  // One answer from a shard, [route back..., frame]: to the frontd.
+  void AnswerOne(size_t shard, Parts* answer);
+  // Sends [route..., frame] back to a frontd: in the turn's batch for it
+  // when the route is a client's ([frontd, envelope]), else alone.
+  void ToFront(const Parts& route, size_t route_len, std::string_view frame);
   // Sends to the shard's leader as routed knows it, else to its other
   // replicas in turn (the one that takes it answers or names the leader).
   bool ToShard(uint32_t shard, Parts* out);
+  // A batch of requests for a shard that no replica took: each is
+  // answered unavailable.
+  void ShardUnreachable(uint32_t shard, const Batches::Route& route,
+                        const std::string& batch);
   // A replica named its shard's leader (an answer to a leader query, or
   // a request it did not take): the newer term wins.
   void LearnLeader(uint32_t shard, uint32_t leader, uint64_t term);
@@ -109,15 +119,20 @@ class Routed : public Service {
   Router router_;
   zmq::socket_t front_;  // ROUTER
   std::vector<Shard> shards_;
+  // The turn's requests for each shard and answers for the frontds,
+  // batched by frontd (proto.h); sent at the end of the turn.
+  std::vector<Batches> to_shards_;
+  Batches to_fronts_;
   std::chrono::steady_clock::time_point next_ask_{};
   uint64_t leader_changes_ = 0;
-  uint64_t moved_ = 0;                // frames passed on, ever
-  uint64_t requests_ = 0;             // from frontds and shards, to shards
-  uint64_t answers_ = 0;              // from shards, back
-  uint64_t refused_ = 0;              // answered with an error by routed
-  uint64_t dropped_ = 0;              // answers the peer's queue did not take
-  LatencyHistogram turn_;             // the work of one turn (how long a
-                                      // frame may wait behind others)
+  uint64_t moved_ = 0;     // frames passed on, ever
+  uint64_t requests_ = 0;  // from frontds and shards, to shards
+  uint64_t answers_ = 0;   // from shards, back
+  uint64_t refused_ = 0;   // answered with an error by routed
+  uint64_t dropped_ = 0;   // answers the peer's queue did not take
+  uint64_t batches_ = 0;   // messages of many requests or answers, sent
+  LatencyHistogram turn_;  // the work of one turn (how long a
+                           // frame may wait behind others)
   std::unique_ptr<LinkWatch> watch_;  // the links to the shards
 };
 

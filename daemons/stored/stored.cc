@@ -419,9 +419,10 @@ void Stored::RunOnce(int timeout_ms) {
   if (!pending_.empty() || !replica_) timeout_ms = std::min(timeout_ms, 100);
   if (replica_) timeout_ms = std::min(timeout_ms, replica_->TickDue());
   if (replica_ && replica_->streaming()) timeout_ms = std::min(timeout_ms, 5);
+  if (!unbatched_.empty()) timeout_ms = 0;
   Poll(items, timeout_ms);
   if (!replica_) TryReopen();
-  if (items[0].revents & ZMQ_POLLIN) ServeBatch();
+  if ((items[0].revents & ZMQ_POLLIN) || !unbatched_.empty()) ServeBatch();
   if (items[1].revents & ZMQ_POLLIN) TakeAcks();
   if (replica_) {
     replica_->TickDue();
@@ -429,6 +430,8 @@ void Stored::RunOnce(int timeout_ms) {
   }
   if (replica_ && leading_) RetryHandoffs();
   if (backup_) FinishBackup(false);
+  // The turn's answers go, a batch a frontd.
+  answers_.Flush();
   watch_->Check();
 }
 
@@ -637,6 +640,14 @@ void Stored::FinishBackup(bool wait) {
 }
 
 void Stored::Stats(MetricSet* set) {
+  set->Counter("natter_stored_request_batches_total",
+               "Messages from routed carrying many requests (a turn's for "
+               "one frontd).",
+               static_cast<double>(request_batches_));
+  set->Counter("natter_stored_answer_batches_total",
+               "Messages to routed carrying many answers (a turn's for one "
+               "frontd).",
+               static_cast<double>(answer_batches_));
   set->Counter("natter_stored_batches_total",
                "Batches written (each one synced write at most).",
                static_cast<double>(batches_));
@@ -785,8 +796,7 @@ bool Stored::ServeBatch() {
   std::vector<Request> reads;
   size_t bytes = 0, taken = 0;
   Parts parts;
-  while (taken < batch_max_ && bytes < kMaxEntryBytes &&
-         RecvParts(requests_, &parts)) {
+  while (taken < batch_max_ && bytes < kMaxEntryBytes && NextRequest(&parts)) {
     if (parts.size() < 2) continue;
     ++taken;
     Request r;
@@ -794,7 +804,7 @@ bool Stored::ServeBatch() {
     Status s = DecodeFrame(body.data(), body.size(), &r.frame);
     if (!s.ok()) {
       NLOG_WARN("event=bad-frame error=%s", LogValue(s.ToString()).c_str());
-      SendRouted(requests_, parts, parts.size() - 1, EncodeError(Header(), s));
+      Answer(parts, parts.size() - 1, EncodeError(Header(), s));
       continue;
     }
     if (TakeOther(parts, r.frame)) continue;
@@ -803,8 +813,7 @@ bool Stored::ServeBatch() {
       NLOG_TRACE(h.trace, "event=rate-refused user=%llu type=%s",
                  static_cast<unsigned long long>(h.user.value),
                  MsgTypeName(r.frame.type()));
-      SendRouted(requests_, parts, parts.size() - 1,
-                 EncodeError(h, limiter_.Refusal(h.user)));
+      Answer(parts, parts.size() - 1, EncodeError(h, limiter_.Refusal(h.user)));
       continue;
     }
     if (IsRead(r.frame.type())) {
@@ -821,6 +830,48 @@ bool Stored::ServeBatch() {
   if (!reads.empty()) Read(&read_routes, &reads);
   if (replica_) ProcessReplica();
   return taken > 0;
+}
+
+bool Stored::NextRequest(Parts* out) {
+  if (unbatched_.empty()) {
+    Parts parts;
+    if (!RecvParts(requests_, &parts)) return false;
+    // routed's batch for one frontd: [routed, frontd, empty, entries].
+    if (parts.size() != 4 || parts[2].size() != 0) {
+      *out = std::move(parts);
+      return true;
+    }
+    ++request_batches_;
+    std::vector<Parts> entries;
+    if (!SplitBatch(parts, 2, &entries)) {
+      NLOG_WARN("event=malformed-batch bytes=%zu", parts.back().size());
+    }
+    for (Parts& e : entries) unbatched_.push_back(std::move(e));
+    if (unbatched_.empty()) return NextRequest(out);
+  }
+  *out = std::move(unbatched_.front());
+  unbatched_.pop_front();
+  return true;
+}
+
+void Stored::Answer(const Parts& route, size_t n, const std::string& reply) {
+  if (n == 3 && route[2].size() == 8) {
+    answers_.Add({route[0].to_string(), route[1].to_string()},
+                 GetBigEndian(static_cast<const char*>(route[2].data())),
+                 reply);
+    return;
+  }
+  if (!SendRouted(requests_, route, n, reply))
+    NLOG_WARN("event=reply-dropped parts=%zu", n);
+}
+
+void Stored::SendAnswers(const Batches::Route& route,
+                         const std::string& batch) {
+  if (SendBatch(requests_, route, batch)) {
+    ++answer_batches_;
+    return;
+  }
+  NLOG_WARN("event=reply-dropped bytes=%zu", batch.size());
 }
 
 bool Stored::TakeOther(const Parts& route, const Frame& frame) {
@@ -857,14 +908,13 @@ bool Stored::TakeOther(const Parts& route, const Frame& frame) {
     notice.replica = replica_settings_.replica;
     notice.leader = replica_ ? replica_->leader() : 0;
     notice.term = replica_ ? replica_->term() : 0;
-    SendRouted(requests_, route, n, EncodeReply(frame.header, notice));
+    Answer(route, n, EncodeReply(frame.header, notice));
     return true;
   }
   if (!replica_) {
-    SendRouted(
-        requests_, route, n,
-        EncodeError(frame.header, Status(ErrorCode::kStorage,
-                                         "the shard's database is closed")));
+    Answer(route, n,
+           EncodeError(frame.header, Status(ErrorCode::kStorage,
+                                            "the shard's database is closed")));
     return true;
   }
   if (!replica_->leading()) {
@@ -872,7 +922,7 @@ bool Stored::TakeOther(const Parts& route, const Frame& frame) {
     not_leader.shard = shard_;
     not_leader.leader = replica_->leader();
     not_leader.term = replica_->term();
-    SendRouted(requests_, route, n, EncodeReply(frame.header, not_leader));
+    Answer(route, n, EncodeReply(frame.header, not_leader));
     return true;
   }
   return false;
@@ -890,8 +940,7 @@ void Stored::Propose(std::vector<Parts>* routes,
                            replica_ ? replica_->term() : 0};
       Header h;
       PeekHeader(route.back().data(), route.back().size(), &h);
-      SendRouted(requests_, route, route.size() - 1,
-                 EncodeReply(h, not_leader));
+      Answer(route, route.size() - 1, EncodeReply(h, not_leader));
     }
     return;
   }
@@ -912,8 +961,8 @@ void Stored::Read(std::vector<Parts>* routes, std::vector<Request>* batch) {
     for (size_t i = 0; i < job.batch.size(); ++i) {
       NotLeader not_leader{shard_, replica_ ? replica_->leader() : 0,
                            replica_ ? replica_->term() : 0};
-      SendRouted(requests_, job.routes[i], job.routes[i].size() - 1,
-                 EncodeReply(job.batch[i].frame.header, not_leader));
+      Answer(job.routes[i], job.routes[i].size() - 1,
+             EncodeReply(job.batch[i].frame.header, not_leader));
     }
     reads_.erase(context);
   }
@@ -1010,10 +1059,7 @@ Status Stored::ApplyRequests(const raft::Entry& entry,
                       "the shard's leader changed before this was written"));
       }
       if (reply.empty()) continue;
-      if (!SendRouted(requests_, route, route.size() - 1, reply)) {
-        NLOG_WARN("event=reply-dropped index=%llu",
-                  static_cast<unsigned long long>(entry.index));
-      }
+      Answer(route, route.size() - 1, reply);
     }
     proposals_.erase(it);
   }
@@ -1063,8 +1109,7 @@ void Stored::ServeRead(uint64_t context) {
   Effects none;
   store_->Apply(&job.batch, &none);
   for (size_t i = 0; i < job.batch.size(); ++i) {
-    SendRouted(requests_, job.routes[i], job.routes[i].size() - 1,
-               job.batch[i].reply);
+    Answer(job.routes[i], job.routes[i].size() - 1, job.batch[i].reply);
   }
   requests_served_ += job.batch.size();
   reads_.erase(it);
@@ -1089,8 +1134,8 @@ void Stored::LeadershipChanged() {
     Status moved(ErrorCode::kUnavailable, "the shard's leader changed");
     for (auto& [context, job] : reads_) {
       for (size_t i = 0; i < job.batch.size(); ++i) {
-        SendRouted(requests_, job.routes[i], job.routes[i].size() - 1,
-                   EncodeError(job.batch[i].frame.header, moved));
+        Answer(job.routes[i], job.routes[i].size() - 1,
+               EncodeError(job.batch[i].frame.header, moved));
       }
     }
     reads_.clear();
@@ -1102,7 +1147,7 @@ void Stored::FailWaiting(const Status& error) {
     for (const Parts& route : p.routes) {
       Header h;
       PeekHeader(route.back().data(), route.back().size(), &h);
-      SendRouted(requests_, route, route.size() - 1, EncodeError(h, error));
+      Answer(route, route.size() - 1, EncodeError(h, error));
     }
   }
   proposals_.clear();
@@ -1112,8 +1157,8 @@ void Stored::FailWaiting(const Status& error) {
   }
   for (auto& [context, job] : reads_) {
     for (size_t i = 0; i < job.batch.size(); ++i) {
-      SendRouted(requests_, job.routes[i], job.routes[i].size() - 1,
-                 EncodeError(job.batch[i].frame.header, error));
+      Answer(job.routes[i], job.routes[i].size() - 1,
+             EncodeError(job.batch[i].frame.header, error));
     }
   }
   reads_.clear();
@@ -1281,7 +1326,9 @@ void Stored::Stop() {
   // a clean stop leaves few requests to be retried; then close LevelDB.
   auto until = Clock::now() + std::chrono::seconds(2);
   while (Clock::now() < until && ServeBatch()) {
+    answers_.Flush();
   }
+  answers_.Flush();
   FinishBackup(true);
   replica_.reset();
   store_->Close();

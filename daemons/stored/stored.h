@@ -105,6 +105,14 @@ class Stored : public Service, private ReplicaHandler {
   // replica, requests into the log (writes) or to read (reads), then lets
   // the replica persist, send and apply; false if nothing was waiting.
   bool ServeBatch();
+  // The next request from the socket, a batch's entries one by one
+  // ([routed, frontd, envelope, frame], as if each came alone); false
+  // when none is waiting.
+  bool NextRequest(Parts* out);
+  // Answers a request that came by route (its first n parts): in the
+  // turn's batch for its frontd when it is a client's, else alone.
+  void Answer(const Parts& route, size_t n, const std::string& reply);
+  void SendAnswers(const Batches::Route& route, const std::string& batch);
   // Answers a frame that is not a request to serve (a Raft message, a
   // leader query, any request while this replica does not lead); false
   // if it is one to serve.
@@ -192,7 +200,15 @@ class Stored : public Service, private ReplicaHandler {
   // Each user's writes, in the order they arrive; a request over its
   // user's rate is answered busy and never reaches the batch.
   UserRateLimiter limiter_{0, 0};
-  zmq::socket_t requests_;       // ROUTER, from routed
+  zmq::socket_t requests_;  // ROUTER, from routed
+  // The rest of a batch of requests taken in part (at most one batch).
+  std::deque<Parts> unbatched_;
+  // The turn's answers, batched by routed and frontd (proto.h); sent at
+  // the end of the turn.
+  Batches answers_{
+      [this](const Batches::Route& route, const std::string& batch) {
+        SendAnswers(route, batch);
+      }};
   bool curve_requests_ = false;  // requests_ is a CURVE server
   zmq::socket_t handoff_;        // DEALER, to routed
   zmq::socket_t events_;         // PUSH, to notifyd
@@ -230,6 +246,8 @@ class Stored : public Service, private ReplicaHandler {
 
   // Counters and latencies, for Stats.
   uint64_t batches_ = 0;
+  uint64_t request_batches_ = 0;  // messages of many requests, taken
+  uint64_t answer_batches_ = 0;   // messages of many answers, sent
   uint64_t requests_served_ = 0;
   uint64_t write_failures_ = 0;
   uint64_t published_ = 0;

@@ -122,6 +122,24 @@ TEST_CASE(
         60);
   CHECK(j["notifyd"]["metrics"]["natter_notifyd_events_total"].get<double>() >=
         60);
+  // The 30 sends went out at once: between the daemons, what one turn
+  // took in went on together, many requests or answers in a message.
+  const auto& r = j["routed"]["metrics"];
+  const double routed_batches = r["natter_routed_batches_total"].get<double>();
+  CHECK(routed_batches > 0);
+  CHECK(routed_batches < r["natter_routed_requests_total"].get<double>() +
+                             r["natter_routed_answers_total"].get<double>());
+  double batches_in = 0, batches_out = 0;
+  for (const char* shard : {"stored-0", "stored-1"}) {
+    batches_in += j[shard]["metrics"]["natter_stored_request_batches_total"]
+                      .get<double>();
+    batches_out +=
+        j[shard]["metrics"]["natter_stored_answer_batches_total"].get<double>();
+  }
+  CHECK(batches_in > 0);
+  CHECK(batches_in < stored);
+  CHECK(batches_out > 0);
+  CHECK(batches_out < stored);
 
   // The same as a table for people; a stopped daemon makes it exit 69.
   Output table = Ctl("status --dir " + cell.dir());

@@ -1,10 +1,13 @@
 // LinkWatch: the links of a connecting socket stay up whatever ends them.
+// Batches: the frames of a turn go a message a route.
 #include "common/net.h"
 
 #include <catch2/catch.hpp>
 #include <chrono>
+#include <map>
 #include <string>
 
+#include "common/endian.h"
 #include "tests/support/temp_dir.h"
 #include "tests/support/wait.h"
 
@@ -123,4 +126,86 @@ TEST_CASE(
   AwaitReaches(watch, client, a, "a again", 15);
   // b served all along.
   AwaitReaches(watch, client, b, "b", 5);
+}
+
+TEST_CASE("Batches gathers a turn's frames into one batch a route, in order") {
+  std::vector<std::pair<Batches::Route, std::string>> sent;
+  Batches batches([&](const Batches::Route& route, const std::string& batch) {
+    sent.emplace_back(route, batch);
+  });
+  batches.Flush();
+  CHECK(sent.empty());  // nothing waiting: nothing sent
+  batches.Add({"frontd-1"}, 7, "one");
+  batches.Add({"frontd-2"}, 8, "two");
+  batches.Add({"frontd-1"}, 9, "three");
+  CHECK(sent.empty());  // nothing goes before the turn ends
+  batches.Flush();
+  REQUIRE(sent.size() == 2);
+  CHECK(batches.empty());
+  std::map<Batches::Route, std::vector<std::string>> got;
+  for (const auto& [route, batch] : sent) {
+    CHECK(ForEachBatchEntry(
+        batch, [&, &r = route](std::string_view key, std::string_view frame) {
+          got[r].push_back(std::to_string(GetBigEndian(key.data())) + ":" +
+                           std::string(frame));
+        }));
+  }
+  CHECK(got[{"frontd-1"}] == std::vector<std::string>{"7:one", "9:three"});
+  CHECK(got[{"frontd-2"}] == std::vector<std::string>{"8:two"});
+  sent.clear();
+  batches.Flush();
+  CHECK(sent.empty());
+}
+
+TEST_CASE(
+    "Batches sends a batch at once when the next frame would pass "
+    "kBatchBytes") {
+  std::vector<std::string> sent;
+  Batches batches([&](const Batches::Route&, const std::string& batch) {
+    sent.push_back(batch);
+  });
+  const std::string frame(kBatchBytes / 3, 'x');
+  for (int i = 0; i < 4; ++i) batches.Add({"r"}, i, frame);
+  REQUIRE(sent.size() == 1);  // the fourth did not fit beside three
+  CHECK(sent[0].size() <= kBatchBytes);
+  batches.Flush();
+  REQUIRE(sent.size() == 2);
+  size_t entries = 0;
+  for (const std::string& b : sent) {
+    ForEachBatchEntry(b, [&](std::string_view, std::string_view f) {
+      CHECK(f == frame);
+      ++entries;
+    });
+  }
+  CHECK(entries == 4);
+}
+
+TEST_CASE("SplitBatch makes each entry a request of its own with the route") {
+  std::string batch;
+  AppendBatchEntry(&batch, 1, "first");
+  AppendBatchEntry(&batch, 2, "second");
+  Parts parts;
+  parts.push_back(ToMessage("routed"));
+  parts.push_back(ToMessage("frontd"));
+  parts.push_back(zmq::message_t());
+  parts.push_back(ToMessage(batch));
+  std::vector<Parts> out;
+  REQUIRE(SplitBatch(parts, 2, &out));
+  REQUIRE(out.size() == 2);
+  CHECK(out[1].size() == 4);
+  CHECK(out[1][0].to_string() == "routed");
+  CHECK(out[1][1].to_string() == "frontd");
+  CHECK(GetBigEndian(static_cast<const char*>(out[1][2].data())) == 2);
+  CHECK(out[1][3].to_string() == "second");
+
+  // Not a batch: a lone request ([routed, frontd, envelope, frame]).
+  out.clear();
+  parts[2] = ToMessage("envelope");
+  CHECK_FALSE(SplitBatch(parts, 2, &out));
+  CHECK(out.empty());
+  // A batch cut short: the entries before the fault, and false.
+  parts[2] = zmq::message_t();
+  parts[3] = ToMessage(batch.substr(0, batch.size() - 3));
+  CHECK_FALSE(SplitBatch(parts, 2, &out));
+  CHECK(out.size() == 1);
 }
