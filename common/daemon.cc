@@ -92,12 +92,7 @@ Status ReadDaemonSettings(const DaemonSpec& spec, const Config& config,
                           DaemonSettings* out) {
   DaemonSettings settings;
   settings.name = spec.name ? spec.name(config) : spec.section;
-  int extra = 0;
-  if (spec.extra_io_threads) {
-    Status s = spec.extra_io_threads(config, &extra);
-    if (!s.ok()) return s;
-  }
-  settings.io_threads = 1 + extra;
+  settings.io_threads = 1;
   settings.control = config.Get("control");
   settings.metrics_listen = config.Get("metrics-listen");
   *out = std::move(settings);

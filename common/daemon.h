@@ -66,10 +66,6 @@ struct DaemonSpec {
   // Its name on the control socket (natterctl status) and in the log's
   // ready line: "frontd", "stored-2".  Null: the section.
   std::function<std::string(const Config&)> name;
-  // ZeroMQ I/O threads of its own, besides the one the skeleton gives the
-  // cell's connections and the control socket (frontd's, for its
-  // clients).  An error is a bad configuration.  Null: none.
-  std::function<Status(const Config&, int* threads)> extra_io_threads;
 };
 
 // DaemonSpec::make for a service class T that has

@@ -29,8 +29,7 @@ zmq::socket_t MakeSocket(zmq::context_t& ctx, zmq::socket_type type,
   s.set(zmq::sockopt::heartbeat_ivl, kHeartbeatMs);
   s.set(zmq::sockopt::heartbeat_timeout, kHeartbeatTimeoutMs);
   s.set(zmq::sockopt::heartbeat_ttl, kHeartbeatTimeoutMs);
-  // The first I/O thread: a daemon gives its other threads to clients
-  // (frontd's io-threads), and sockets that say nothing go here.
+  // The first I/O thread (a daemon's context has one).
   s.set(zmq::sockopt::affinity, uint64_t{1});
   return s;
 }

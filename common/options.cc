@@ -80,9 +80,8 @@ const std::vector<OptionSpec> kOptions = {
      "Most bytes waiting for one client beyond what its socket holds "
      "(256 KiB); a client that reads too slowly for this is cut off."},
     {"frontd", "io-threads", "1",
-     "ZeroMQ I/O threads for the clients' connections (their CURVE "
-     "encryption is done there), 1 to 16; the connections to the other "
-     "daemons and the control socket have one more of their own."},
+     "No longer used (1 to 16 accepted): frontd reads and writes its "
+     "clients' connections on its own thread."},
     {"frontd", "control", "",
      "Endpoint of the control socket natterctl status and backup talk to "
      "(CURVE as the daemon's other sockets, open to the admin keys of "

@@ -50,17 +50,14 @@ uint64_t NowSeconds() { return static_cast<uint64_t>(std::time(nullptr)); }
 }  // namespace
 
 DaemonSpec Spec() {
-  DaemonSpec spec("natter-frontd", "frontd", &MakeService<Frontd>);
-  spec.extra_io_threads = &Frontd::ClientIoThreads;
-  return spec;
+  return DaemonSpec("natter-frontd", "frontd", &MakeService<Frontd>);
 }
 
-Status Frontd::ClientIoThreads(const Config& config, int* threads) {
+Status Frontd::CheckIoThreads(const Config& config) {
   uint64_t n = 0;
   if (!config.GetUint("io-threads", &n).ok() || n < 1 || n > 16) {
     return Status(ErrorCode::kBadRequest, "io-threads: 1 to 16");
   }
-  *threads = static_cast<int>(n);
   return Status::Ok();
 }
 
@@ -96,7 +93,7 @@ Status Frontd::Create(const Config& config, zmq::context_t& ctx,
   if (s.ok()) s = UintOption(config, "max-queued", 64 * 1024, &max_queued);
   if (s.ok())
     s = UintOption(config, "max-sessions-per-user", 1, &max_sessions_per_user);
-  if (s.ok()) s = ClientIoThreads(config, &f->client_threads_);
+  if (s.ok()) s = CheckIoThreads(config);
   if (!s.ok()) return s;
   f->max_in_flight_ = max_in_flight;
   limits.max_clients =
@@ -128,11 +125,8 @@ size_t Frontd::DefaultMaxClients(uint64_t open_files) {
 Status Frontd::Start() {
   Status ks = keys_.Start(ctx_);
   if (!ks.ok()) return ks;
-  gate_ = std::make_unique<ClientGate>(ctx_, limits_, keys_.identity());
-  // The I/O threads after the first (the context has the extra ones
-  // frontd's spec asks for, ClientIoThreads): the clients' connections
-  // never hold up the cell's own.
-  ks = gate_->Bind(listen_, ((uint64_t{1} << client_threads_) - 1) << 1);
+  gate_ = std::make_unique<ClientGate>(limits_, keys_.identity());
+  ks = gate_->Bind(listen_);
   if (!ks.ok()) return ks;
   routed_socket_ = MakeDaemonSocket(ctx_, zmq::socket_type::dealer);
   routed_socket_.set(zmq::sockopt::immediate, 1);

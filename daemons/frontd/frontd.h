@@ -1,12 +1,12 @@
 // natter-frontd: where clients come in.  Clients connect to its ClientGate
-// (gate.h: ZMTP and CURVE over a ZMQ_STREAM socket, every connection named
-// by an id of frontd's own).  A connection's first request is a hello with
-// an access token, which makes the connection's session: the user and
-// device every later request of that connection is for.  Requests go on to
-// routed through a DEALER with the session's user in the header — never a
-// user the client names — and the connection's id as the envelope, which
-// the answer carries back.  Events come from notifyd on a SUB socket
-// subscribed to the users with a session here, and go to each of the
+// (gate.h: ZMTP and CURVE over connections it reads and writes itself,
+// stream.h, every connection named by an id of frontd's own).  A connection's
+// first request is a hello with an access token, which makes the connection's
+// session: the user and device every later request of that connection is for.
+// Requests go on to routed through a DEALER with the session's user in the
+// header — never a user the client names — and the connection's id as the
+// envelope, which the answer carries back.  Events come from notifyd on a SUB
+// socket subscribed to the users with a session here, and go to each of the
 // user's devices (but the one that caused them).
 //
 // A session lives as long as its connection and its token: it ends when the
@@ -46,8 +46,9 @@ class Frontd : public Service {
   // that names its key.
   static Status Create(const Config& config, zmq::context_t& ctx,
                        std::unique_ptr<Frontd>* out);
-  // io-threads: the ZeroMQ I/O threads for the clients' connections.
-  static Status ClientIoThreads(const Config& config, int* threads);
+  // io-threads: checked (1 to 16) so that configurations that set it
+  // still load; the clients' connections no longer use I/O threads.
+  static Status CheckIoThreads(const Config& config);
 
   Status Start() override;
   void RunOnce(int timeout_ms) override;
@@ -135,7 +136,6 @@ class Frontd : public Service {
   std::string token_keys_;
   size_t max_in_flight_ = 256;
   size_t max_sessions_per_user_ = 32;
-  int client_threads_ = 1;
   ClientGate::Limits limits_;
   TokenVerifier verifier_;
 

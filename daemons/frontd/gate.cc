@@ -21,112 +21,50 @@ constexpr auto kRefusalGrace = std::chrono::milliseconds(200);
 // The longest TTL a PING asks for (libzmq multiplies it into 16 bits of ms).
 constexpr uint16_t kMaxPingTtlDs = 600;
 
-// Sends one STREAM message [stream id, bytes]: 1 sent, 0 the socket's
-// queue for that connection is full, -1 the connection has gone.
-int SendStream(zmq::socket_t& socket, const std::string& stream_id,
-               const char* data, size_t size) {
-  if (zmq_send(socket.handle(), stream_id.data(), stream_id.size(),
-               ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) {
-    return zmq_errno() == EAGAIN ? 0 : -1;
-  }
-  // The id was taken, so the connection's queue has room for the body.
-  return zmq_send(socket.handle(), data, size, ZMQ_DONTWAIT) < 0 ? -1 : 1;
-}
-
-uint64_t SocketCookie(int fd) {
-  uint64_t cookie = 0;
-  socklen_t len = sizeof cookie;
-  if (fd < 0 || ::getsockopt(fd, SOL_SOCKET, SO_COOKIE, &cookie, &len) != 0)
-    return 0;
-  return cookie;
-}
-
 }  // namespace
 
-ClientGate::ClientGate(zmq::context_t& ctx, const Limits& limits,
-                       const CurveIdentity& identity)
-    : ctx_(ctx), limits_(limits), identity_(identity) {}
+ClientGate::ClientGate(const Limits& limits, const CurveIdentity& identity)
+    : limits_(limits), identity_(identity) {}
 
 ClientGate::~ClientGate() = default;
 
-Status ClientGate::Bind(const std::string& endpoint, uint64_t affinity) {
-  try {
-    socket_ = zmq::socket_t(ctx_, zmq::socket_type::stream);
-    socket_.set(zmq::sockopt::linger, 0);
-    socket_.set(zmq::sockopt::sndhwm, kSocketQueue);
-    // What the socket reads ahead for one connection (each read is at
-    // most 8 KiB): a client that sends faster than frontd reads is held
-    // back by TCP, not buffered here.
-    socket_.set(zmq::sockopt::rcvhwm, 16);
-    socket_.set(zmq::sockopt::affinity, affinity);
-    PrepareEndpoint(endpoint);
-    socket_.bind(endpoint);
-  } catch (const zmq::error_t& e) {
-    return Status(ErrorCode::kBadRequest, endpoint + ": " + e.what());
-  }
-  tcp_ = endpoint.rfind("tcp://", 0) == 0;
-  return Status::Ok();
-}
-
-bool ClientGate::IsNewStreamId(const std::string& stream_id) {
-  // A STREAM socket names connections 0 and 4 bytes that count up.
-  if (stream_id.size() != 5 || stream_id[0] != '\0') return false;
-  const uint32_t n =
-      static_cast<uint32_t>(GetBigEndian(stream_id.data() + 1, 4));
-  if (have_stream_id_ && static_cast<int32_t>(n - newest_stream_id_) <= 0)
-    return false;
-  have_stream_id_ = true;
-  newest_stream_id_ = n;
-  return true;
+Status ClientGate::Bind(const std::string& endpoint) {
+  PrepareEndpoint(endpoint);
+  return stream_.Bind(endpoint);
 }
 
 void ClientGate::Read(std::vector<Request>* requests) {
   now_ = Clock::now();
-  Parts parts;
-  for (int n = 0; n < 1024 && RecvParts(socket_, &parts); ++n) {
-    if (parts.size() != 2) continue;
-    const std::string stream_id = parts[0].to_string();
-    auto known = by_stream_.find(stream_id);
-    if (parts[1].size() == 0) {
-      // A connection opens (an id not seen before) or closes.
-      if (known != by_stream_.end()) {
-        Forget(&conns_[known->second], false);
-      } else if (IsNewStreamId(stream_id)) {
-        const char* address = zmq_msg_gets(parts[1].handle(), "Peer-Address");
-        Open(stream_id, tcp_ && address != nullptr ? address : "",
-             zmq_msg_get(parts[1].handle(), ZMQ_SRCFD));
-      }
-      continue;
-    }
-    // Bytes for a connection closed here already are dropped.
-    if (known == by_stream_.end()) continue;
-    Receive(&conns_[known->second],
-            std::string_view(static_cast<const char*>(parts[1].data()),
-                             parts[1].size()),
-            requests);
-  }
+  StreamServer::Handlers handlers;
+  handlers.opened = [this](ConnId id, const std::string& address) {
+    Open(id, address);
+  };
+  handlers.data = [this, requests](ConnId id, std::string_view bytes) {
+    auto known = conns_.find(id);
+    if (known != conns_.end()) Receive(&known->second, bytes, requests);
+  };
+  handlers.closed = [this](ConnId id) {
+    auto known = conns_.find(id);
+    if (known != conns_.end()) Forget(&known->second);
+  };
+  stream_.Poll(handlers);
 }
 
-void ClientGate::Open(const std::string& stream_id, const std::string& address,
-                      int fd) {
+void ClientGate::Open(ConnId id, const std::string& address) {
   ++accepted_;
   if (conns_.size() >= limits_.max_clients + kRefusalHeadroom) {
     ++refused_full_;
-    SendStream(socket_, stream_id, "", 0);
+    stream_.Close(id);
     return;
   }
-  Conn& c = conns_[next_id_];
-  c.id = next_id_++;
-  c.stream_id = stream_id;
+  Conn& c = conns_[id];
+  c.id = id;
   c.address = address;
-  c.fd = fd;
-  c.cookie = SocketCookie(fd);
   c.opened = c.last_heard = c.last_ping = now_;
   ZmtpServer::Options options;
   options.identity = identity_;
   options.max_message = limits_.max_message;
   c.zmtp = std::make_unique<ZmtpServer>(options);
-  by_stream_[stream_id] = c.id;
   std::string greeting;
   c.zmtp->Start(&greeting);
   // Told in the handshake, so the client knows it is busy, not broken;
@@ -279,8 +217,8 @@ bool ClientGate::Send(ConnId conn, std::string_view message) {
   std::string sealed;
   c.zmtp->Encode(message, &sealed);
   Queue(&c, sealed);
-  // Large amounts go to the socket at once, so the budget below counts
-  // only what the socket would not take.
+  // Large amounts go to the kernel at once, so the budget below counts
+  // only what it would not take.
   if (c.out.size() >= kChunkBytes && !FlushOne(&c)) return false;
   if (c.out.size() > limits_.max_queued) {
     ++closed_not_reading_;
@@ -296,18 +234,21 @@ bool ClientGate::Send(ConnId conn, std::string_view message) {
 }
 
 bool ClientGate::FlushOne(Conn* c) {
-  while (!c->out.empty()) {
-    const size_t n = std::min(c->out.size(), kChunkBytes);
-    const int sent = SendStream(socket_, c->stream_id, c->out.data(), n);
-    if (sent == 0) {
-      blocked_.insert(c->id);
-      return true;
-    }
+  size_t done = 0;
+  while (done < c->out.size()) {
+    const ssize_t sent =
+        stream_.Write(c->id, c->out.data() + done, c->out.size() - done);
     if (sent < 0) {
-      Forget(c, false);
+      Forget(c);
       return false;
     }
-    c->out.erase(0, n);
+    if (sent == 0) break;
+    done += static_cast<size_t>(sent);
+  }
+  c->out.erase(0, done);
+  if (!c->out.empty()) {
+    blocked_.insert(c->id);
+    return true;
   }
   blocked_.erase(c->id);
   return true;
@@ -331,22 +272,15 @@ void ClientGate::Close(ConnId conn, const char* why) {
   NLOG_DEBUG("event=client-closed conn=%llu address=%s reason=%s",
              static_cast<unsigned long long>(conn),
              LogValue(it->second.address).c_str(), LogValue(why).c_str());
-  Forget(&it->second, true);
+  Forget(&it->second);
 }
 
-void ClientGate::Forget(Conn* c, bool tell_socket) {
-  if (tell_socket && SendStream(socket_, c->stream_id, "", 0) == 0) {
-    // The socket's queue for it is full (the client reads nothing), so it
-    // cannot take the request to close: shut the connection down under
-    // it, if the descriptor is still that connection's.
-    if (c->cookie != 0 && SocketCookie(c->fd) == c->cookie)
-      ::shutdown(c->fd, SHUT_RDWR);
-  }
+void ClientGate::Forget(Conn* c) {
   const ConnId id = c->id;
+  stream_.Close(id);
   closing_.erase(id);
   RemovePending(c);
   blocked_.erase(id);
-  by_stream_.erase(c->stream_id);
   closed_.push_back(id);
   conns_.erase(id);  // c is gone from here on
 }
@@ -401,6 +335,7 @@ void ClientGate::Tick(Clock::time_point now) {
 int ClientGate::NextTickMs(Clock::time_point now) const {
   if (handshakes_waiting() != 0) return 0;
   if (!blocked_.empty()) return 5;
+  if (!stream_.accepting()) return 50;  // until it accepts again
   if (!closing_.empty()) return 50;
   auto left =
       std::chrono::duration_cast<std::chrono::milliseconds>(next_sweep_ - now)

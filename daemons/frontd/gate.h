@@ -1,5 +1,6 @@
-// The clients' side of frontd: a ZMQ_STREAM socket bound at frontd's listen
-// endpoint, a ZmtpServer for each connection on it (the ZMTP and CURVE
+// The clients' side of frontd: a StreamServer listening at frontd's listen
+// endpoint (stream.h: the connections' bytes, read and written by frontd's
+// own thread), a ZmtpServer for each connection on it (the ZMTP and CURVE
 // handshake, then messages), and every limit on what a connection may hold.
 //
 // A connection is named by a ConnId that frontd gives it and never reuses:
@@ -24,9 +25,9 @@
 //     not the clients already connected;
 //   - a request is at most max_message bytes (a longer frame closes the
 //     connection before it is read);
-//   - at most max_queued bytes wait for one connection beyond what the
-//     socket holds (kSocketQueue messages of kChunkBytes): a client that
-//     does not read is cut off, not fed.
+//   - at most max_queued bytes wait for one connection beyond what its
+//     socket's kernel buffer holds: a client that does not read is cut
+//     off, not fed.
 //
 // Not thread-safe: frontd's thread drives it.
 #ifndef NATTER_DAEMONS_FRONTD_GATE_H_
@@ -47,6 +48,7 @@
 #include "common/curve.h"
 #include "common/metrics.h"
 #include "common/status.h"
+#include "daemons/frontd/stream.h"
 #include "daemons/frontd/zmtp.h"
 
 namespace natter {
@@ -79,21 +81,18 @@ class ClientGate {
     size_t frames = 0;  // natter requests are one
   };
 
-  // Messages the socket queues for one connection, of at most kChunkBytes.
-  static constexpr int kSocketQueue = 4;
+  // What a connection may queue before it is handed to the kernel at once.
   static constexpr size_t kChunkBytes = 64 * 1024;
   // The time a turn gives to handshakes while others wait.
   static constexpr Clock::duration kHandshakeSlice =
       std::chrono::milliseconds(2);
 
-  ClientGate(zmq::context_t& ctx, const Limits& limits,
-             const CurveIdentity& identity);
+  ClientGate(const Limits& limits, const CurveIdentity& identity);
   ~ClientGate();
 
-  // Binds the endpoint; the socket's I/O runs on the I/O threads of
-  // affinity (a bit mask, as ZMQ_AFFINITY).
-  Status Bind(const std::string& endpoint, uint64_t affinity);
-  zmq::pollitem_t PollItem() { return {socket_.handle(), 0, ZMQ_POLLIN, 0}; }
+  // Listens at the endpoint (tcp:// or ipc://).
+  Status Bind(const std::string& endpoint);
+  zmq::pollitem_t PollItem() { return {nullptr, stream_.fd(), ZMQ_POLLIN, 0}; }
 
   // Reads what has arrived (a bounded amount) and appends whole requests
   // of connections whose handshake is done; a handshake's bytes are kept
@@ -143,8 +142,7 @@ class ClientGate {
 
  private:
   struct Conn {
-    ConnId id = 0;
-    std::string stream_id;  // the STREAM socket's routing id
+    ConnId id = 0;  // the StreamServer's
     std::string address;
     std::unique_ptr<ZmtpServer> zmtp;
     Clock::time_point opened;
@@ -152,15 +150,13 @@ class ClientGate {
     Clock::time_point last_ping;
     bool has_session = false;
     bool refused = false;  // told busy; closed once that is out
-    int fd = -1;           // the connection's descriptor (libzmq's)
-    uint64_t cookie = 0;   // and its SO_COOKIE, to know it is still the same
-    std::string out;       // bytes the socket has not taken yet
+    std::string out;       // bytes the kernel has not taken yet
     bool queued = false;   // in flush_
     std::string held;      // handshake bytes not worked through yet
     bool holding = false;  // in handshakes_ or finishing_
   };
 
-  void Open(const std::string& stream_id, const std::string& address, int fd);
+  void Open(ConnId id, const std::string& address);
   // Bytes that came for c: fed to its ZmtpServer, or held while its
   // handshake waits its turn.
   void Receive(Conn* c, std::string_view bytes, std::vector<Request>* requests);
@@ -172,21 +168,16 @@ class ClientGate {
   void RemovePending(Conn* c);
   // Closes the oldest pending connection (of an address, if given).
   void EvictOldest(const std::string* address);
-  void Forget(Conn* c, bool tell_socket);
+  // Ends c here and closes its connection.
+  void Forget(Conn* c);
   // Closes c at `at` (or sooner, if it was due sooner already).
   void CloseAt(Conn* c, Clock::time_point at);
-  // A STREAM id we have not seen yet (ids grow by one a connection).
-  bool IsNewStreamId(const std::string& stream_id);
 
-  zmq::context_t& ctx_;
   Limits limits_;
   CurveIdentity identity_;
-  zmq::socket_t socket_;
-  bool tcp_ = false;  // addresses mean something (not ipc://)
+  StreamServer stream_;
   Clock::time_point now_{};
-  ConnId next_id_ = 1;
   std::unordered_map<ConnId, Conn> conns_;
-  std::unordered_map<std::string, ConnId> by_stream_;
   // Pending connections, oldest (smallest id) first, in all and by address.
   std::set<ConnId> pending_;
   std::unordered_map<std::string, std::set<ConnId>> pending_by_address_;
@@ -195,11 +186,9 @@ class ClientGate {
   std::deque<ConnId> handshakes_;
   std::deque<ConnId> finishing_;
   std::vector<ConnId> flush_;  // connections with bytes to hand over
-  std::set<ConnId> blocked_;   // the socket's queue for them is full
+  std::set<ConnId> blocked_;   // their kernel buffer is full
   std::vector<ConnId> closed_;
   std::map<ConnId, Clock::time_point> closing_;  // refused, closed when due
-  bool have_stream_id_ = false;
-  uint32_t newest_stream_id_ = 0;
   Clock::time_point next_sweep_{};
 
   // Counters for Stats.

@@ -1,7 +1,7 @@
 // The server side of one client connection, speaking ZMTP 3.x (RFC 23, with
 // RFC 37's PING and PONG) with the NULL or the CURVE (RFC 26) mechanism, as a
-// state machine over bytes.  frontd reads each client's bytes from a
-// ZMQ_STREAM socket (which gives every connection an id of the socket's
+// state machine over bytes.  frontd reads each client's bytes from its
+// connection (stream.h, which names every connection by an id of its own
 // choosing, never the client's) and writes back what this says; nothing here
 // touches a socket, so tests drive it with any bytes they like.
 //

@@ -187,20 +187,24 @@ TEST_CASE(
 }
 
 TEST_CASE(
-    "frontd's io-threads are ZeroMQ I/O threads besides the cell's one, 1 to "
-    "16") {
+    "frontd's io-threads still loads (1 to 16) but adds no I/O thread: its "
+    "clients' connections are its own thread's") {
   TempDir dir;
   DaemonSettings settings;
   REQUIRE(ReadDaemonSettings(frontd::Spec(),
                              Sample("frontd", dir, {{"io-threads", "3"}}),
                              &settings)
               .ok());
-  CHECK(settings.io_threads == 4);
+  CHECK(settings.io_threads == 1);
+  AddTokenKey(dir);
+  zmq::context_t ctx(1);
+  std::unique_ptr<frontd::Frontd> made;
+  Config ok = Sample("frontd", dir, {{"io-threads", "3"}});
+  CHECK(frontd::Frontd::Create(ok, ctx, &made).ok());
   for (const char* bad : {"0", "17", "x", ""}) {
     INFO(bad);
-    Status s = ReadDaemonSettings(frontd::Spec(),
-                                  Sample("frontd", dir, {{"io-threads", bad}}),
-                                  &settings);
+    Status s = frontd::Frontd::Create(
+        Sample("frontd", dir, {{"io-threads", bad}}), ctx, &made);
     CHECK(s.code() == ErrorCode::kBadRequest);
     CHECK(s.message() == "io-threads: 1 to 16");
   }

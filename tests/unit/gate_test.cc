@@ -37,9 +37,9 @@ struct TestGate {
   std::vector<ClientGate::Request> requests;
 
   explicit TestGate(const ClientGate::Limits& limits)
-      : gate(ctx, limits, CurveIdentity{}) {
+      : gate(limits, CurveIdentity{}) {
     REQUIRE(port != 0);
-    REQUIRE(gate.Bind("tcp://127.0.0.1:" + std::to_string(port), 1).ok());
+    REQUIRE(gate.Bind("tcp://127.0.0.1:" + std::to_string(port)).ok());
   }
   // One turn of frontd's loop (waiting up to 10 ms).
   void TurnOnce() {
