@@ -584,7 +584,14 @@ Status Store::HandleStoreMessage(Request* r, const StoreMessage& sm,
     WriteRecord(MessageKey(h.user, m.to, m.id), StoredMessage{m, {}}, b);
     NoteMessageInChat(h.user, m.to, m, b);
     AppendEvent(Event{h.user, rec.seq, h.device, MessageEvent{m}}, b, e);
-    if (m.to != m.from) Propagate(m.to, CopyHandoff{m}, b, e);
+    if (m.to != m.from && Owns(m.to)) {
+      // A send seen for the first time (no dedup record) has an id routed
+      // gave it just now: the recipient's copy cannot be here, so it is
+      // not looked for (a hand-off from another shard may come twice).
+      AddRecipientCopy(m, b, e, /*fresh=*/true);
+    } else if (m.to != m.from) {
+      Propagate(m.to, CopyHandoff{m}, b, e);
+    }
     b->needs_sync = true;
     NLOG_TRACE(h.trace, "event=stored id=%llu from=%llu to=%llu seq=%llu",
                static_cast<unsigned long long>(m.id.value),
@@ -617,9 +624,10 @@ void Store::Propagate(UserId target, HandoffWhat what, BatchState* b,
   e->handoff.push_back(std::move(d));
 }
 
-bool Store::AddRecipientCopy(const Message& m, BatchState* b, Effects* e) {
+bool Store::AddRecipientCopy(const Message& m, BatchState* b, Effects* e,
+                             bool fresh) {
   std::string key = MessageKey(m.to, m.from, m.id), ignored;
-  if (Read(key, *b, &ignored)) return false;
+  if (!fresh && Read(key, *b, &ignored)) return false;
   WriteRecord(key, StoredMessage{m, {}}, b);
   NoteMessageInChat(m.to, m.from, m, b);
   AppendEvent(Event{m.to, NextSeq(m.to), "", MessageEvent{m}}, b, e);

@@ -267,7 +267,11 @@ class Store {
   // in the outbox for target's shard.
   void Propagate(UserId target, HandoffWhat what, BatchState* b, Effects* e);
 
-  bool AddRecipientCopy(const Message& m, BatchState* b, Effects* e);
+  // The recipient's copy of m, its conversation and mailbox event; false
+  // if the copy is here already (a hand-off again).  fresh: m cannot be
+  // here (a send just stored), so its copy is not looked for.
+  bool AddRecipientCopy(const Message& m, BatchState* b, Effects* e,
+                        bool fresh = false);
   // The user's own copy of message id in its conversation with peer: what
   // a reaction or a seen mark may touch (kNotFound for anything else).
   // The event of user's mailbox entry seq (a reference made whole from

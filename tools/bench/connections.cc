@@ -21,6 +21,7 @@
 #include <poll.h>
 #include <sys/epoll.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <sysexits.h>
@@ -848,14 +849,27 @@ class WorkerPool {
 
   // After their last report: all are told at once, then waited for.
   void Reap() {
+    const double before = ChildrenCpuSeconds();
     for (Worker& w : workers_) ::close(w.go);
     for (Worker& w : workers_) {
       std::fclose(w.report);
       ::waitpid(w.pid, nullptr, 0);
     }
+    cpu_s_ = ChildrenCpuSeconds() - before;
   }
+  // The workers' CPU, all their life (once reaped): the clients' own cost,
+  // on the same cores as the cell.
+  double cpu_s() const { return cpu_s_; }
 
  private:
+  static double ChildrenCpuSeconds() {
+    rusage u{};
+    ::getrusage(RUSAGE_CHILDREN, &u);
+    return static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
+           static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
+  }
+
+  double cpu_s_ = 0;
   struct Worker {
     pid_t pid;
     FILE* report;
@@ -1198,10 +1212,13 @@ class ConnectionsRun {
     (*out)["cell_cpu_us_per_connect"] =
         connected > 0 ? 1e6 * connect_cpu / connected : 0.0;
     (*out)["cell_cpu_us_per_msg"] = MicrosPerMessage(send_cpu, sent);
+    (*out)["clients_cpu_s"] = workers_.cpu_s();
     std::fprintf(stderr,
-                 "the cell's CPU: %.0f us a connection, %.0f us a message\n",
+                 "the cell's CPU: %.0f us a connection, %.0f us a message; "
+                 "the bench's clients: %.1f s of CPU (connecting and "
+                 "sending, on the same cores)\n",
                  (*out)["cell_cpu_us_per_connect"].get<double>(),
-                 (*out)["cell_cpu_us_per_msg"].get<double>());
+                 (*out)["cell_cpu_us_per_msg"].get<double>(), workers_.cpu_s());
   }
 
   const ConnSettings& st_;
