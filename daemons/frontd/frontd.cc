@@ -328,15 +328,46 @@ void Frontd::Forward(ConnId conn, Session* session, const Frame& frame) {
       h.trace, "event=request type=%s user=%llu device=%s corr=%llu",
       MsgTypeName(frame.type()), static_cast<unsigned long long>(h.user.value),
       LogValue(h.device).c_str(), static_cast<unsigned long long>(h.corr));
+  ++requests_;
+  if (frame.type() == MsgType::kAck) {
+    // No answer comes, so nothing waits in in_flight; an ack covers every
+    // seq up to its own (and one below the cursor changes nothing), so the
+    // turn's highest stands for the others.
+    Ack ack;
+    DecodeBody(frame, &ack);  // it passed the check
+    if (session->ack.empty()) {
+      acks_due_.push_back(conn);
+    } else if (ack.seq.value < session->ack_seq) {
+      return;
+    }
+    session->ack = check.frame();
+    session->ack_seq = ack.seq.value;
+    return;
+  }
+  // An ack that came before this request goes before it (a sync after an
+  // ack sees the ack's cursor).
+  PassAck(conn, session);
   if (BatchFull(to_routed_, check.frame())) FlushToRouted();
   AppendBatchEntry(&to_routed_, conn, check.frame());
   to_routed_corrs_.emplace_back(conn, h.corr);
   session->in_flight[h.corr] = now;
-  ++requests_;
+}
+
+void Frontd::PassAck(ConnId conn, Session* session) {
+  if (session->ack.empty()) return;
+  if (BatchFull(to_routed_, session->ack)) FlushToRouted();
+  AppendBatchEntry(&to_routed_, conn | kUnanswered, session->ack);
+  session->ack.clear();
 }
 
 void Frontd::FlushToRouted() {
-  if (to_routed_corrs_.empty()) return;
+  std::vector<ConnId> due;
+  due.swap(acks_due_);
+  for (ConnId conn : due) {
+    auto session = sessions_.find(conn);
+    if (session != sessions_.end()) PassAck(conn, &session->second);
+  }
+  if (to_routed_.empty()) return;
   Parts out;
   out.push_back(zmq::message_t());  // empty: a batch (proto.h)
   out.push_back(ToMessage(to_routed_));
@@ -644,6 +675,8 @@ void Frontd::FromRouted() {
 }
 
 void Frontd::Answer(ConnId conn, std::string_view bytes) {
+  // An ack's (an error; the shard answers none): the client expects none.
+  if ((conn & kUnanswered) != 0) return;
   auto session = sessions_.find(conn);
   Frame reply;
   const bool decoded = DecodeFrame(bytes.data(), bytes.size(), &reply).ok();
@@ -665,9 +698,6 @@ void Frontd::Answer(ConnId conn, std::string_view bytes) {
                static_cast<unsigned long long>(reply.header.corr));
   }
   ++answers_;
-  // An ack has no answer for the client (protocol 2): the request is
-  // done here, and a frame, a CURVE box and a wakeup saved at both ends.
-  if (decoded && reply.type() == MsgType::kAckReply) return;
   Reply(conn, bytes);
 }
 

@@ -83,7 +83,14 @@ class Frontd : public Service {
     uint64_t ends_s = 0;  // when the token ends, with the skew (Unix s)
     // Requests passed on and not yet answered, by correlation id.
     std::unordered_map<uint64_t, Clock::time_point> in_flight;
+    // The ack of this turn with the highest seq, not passed on yet (acks
+    // have no answer: at most one a connection a turn goes on).
+    std::string ack;
+    uint64_t ack_seq = 0;
   };
+  // The envelope of an ack passed on: the connection's id with this bit,
+  // so that whatever comes back for it (an error) is dropped here.
+  static constexpr uint64_t kUnanswered = uint64_t{1} << 63;
 
   // A hello whose token is good, waiting for the home shard to attach
   // the device (its cursor) before the session opens.
@@ -101,6 +108,8 @@ class Frontd : public Service {
   // Sends the requests the turn queued for routed, in one message (or an
   // error to each if routed cannot take it).
   void FlushToRouted();
+  // Puts the session's ack of this turn, if any, in the batch for routed.
+  void PassAck(ConnId conn, Session* session);
   void FromClient(ConnId conn, const std::string& body);
   void FromRouted();
   // One answer from routed for a connection.
@@ -145,7 +154,8 @@ class Frontd : public Service {
   // its connection), and their connections and corrs.
   std::string to_routed_;
   std::vector<std::pair<ConnId, uint64_t>> to_routed_corrs_;
-  zmq::socket_t events_;  // SUB
+  std::vector<ConnId> acks_due_;  // sessions with an ack for this turn
+  zmq::socket_t events_;          // SUB
   std::unordered_map<ConnId, Session> sessions_;
   std::unordered_map<UserId, std::vector<ConnId>> by_user_;
   std::unordered_map<ConnId, int> refused_hellos_;

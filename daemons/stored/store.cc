@@ -763,10 +763,7 @@ Status Store::HandleAck(Request* r, const Ack& a, BatchState* b, Effects* e) {
   std::string cursor_key = CursorKey(h.user, h.device);
   ReadSeq(cursor_key, *b, &cursor);
   Seq target(std::min(a.seq.value, Head(h.user).value));
-  if (target > cursor) {
-    WriteSeq(cursor_key, target, b);
-    cursor = target;
-  }
+  if (target > cursor) WriteSeq(cursor_key, target, b);
   // The first acknowledgement by any device of the user delivers what it
   // covers: tell each sender, once per sender, up to the newest message.
   Seq mark;
@@ -804,9 +801,7 @@ Status Store::HandleAck(Request* r, const Ack& a, BatchState* b, Effects* e) {
     }
     if (!newest.empty()) b->needs_sync = true;
   }
-  AckReply reply;
-  reply.cursor = cursor;
-  r->reply = EncodeReply(h, reply);
+  // No answer (protocol 2): a device learns its cursor from a sync.
   return Status::Ok();
 }
 

@@ -619,3 +619,33 @@ TEST_CASE(
   }
   CHECK(delivered);
 }
+
+TEST_CASE(
+    "protocol 2: acks sent together count as their highest, are never "
+    "answered, and a sync sent after them sees them") {
+  TestCell cell(1);
+  RawClient alice(cell, 1), bob(cell, 2);
+  std::vector<Seq> seqs;
+  for (int i = 0; i < 3; ++i) {
+    REQUIRE(alice.Ask(Send{"b" + std::to_string(i), UserId(2), "hi"}).type() ==
+            MsgType::kProcessed);
+    std::optional<Frame> pushed = bob.Next();
+    REQUIRE(pushed.has_value());
+    Event ev;
+    REQUIRE(DecodeBody(*pushed, &ev).ok());
+    seqs.push_back(ev.seq);
+  }
+  // Written at once, so frontd takes them in one turn: the highest goes
+  // on, not the last, and before the sync.
+  bob.Send(Ack{seqs[2]});
+  bob.Send(Ack{seqs[0]});
+  bob.Send(Ack{seqs[1]});
+  bob.Send(Sync{false, Seq(), 0});
+  std::optional<Frame> first = bob.Next();
+  REQUIRE(first.has_value());
+  REQUIRE(first->type() == MsgType::kSyncReply);  // nothing for the acks
+  SyncReply sync;
+  REQUIRE(DecodeBody(*first, &sync).ok());
+  CHECK(sync.cursor == seqs[2]);
+  CHECK_FALSE(bob.Next(500).has_value());
+}
