@@ -124,6 +124,7 @@ Status Store::Open(const std::string& path, int max_open_files) {
     return Status(ErrorCode::kStorage, path + ": " + upgraded.message());
   }
   heads_.clear();
+  records_.Clear();
   std::string applied;
   applied_ = {};
   if (db_->Get({}, AppliedIndexKey(), &applied).ok() && applied.size() == 16) {
@@ -151,7 +152,10 @@ Status Store::Open(const std::string& path, int max_open_files) {
   return Status::Ok();
 }
 
-void Store::Close() { db_.reset(); }
+void Store::Close() {
+  db_.reset();
+  records_.Clear();
+}
 
 Status Store::Upgrade() {
   std::string format;
@@ -394,7 +398,11 @@ bool Store::Read(const std::string& key, const BatchState& b,
     *value = it->second;
     return true;
   }
-  return db_->Get({}, key, value).ok();
+  if (!RecordCache::Keeps(key)) return db_->Get({}, key, value).ok();
+  if (records_.Get(key, value)) return true;
+  if (!db_->Get({}, key, value).ok()) return false;
+  records_.Put(key, *value);
+  return true;
 }
 
 template <typename T>
@@ -538,6 +546,7 @@ Status Store::Apply(std::vector<Request>* batch, Effects* effects,
     if (!s.ok()) {
       // Nothing of this batch is acknowledged; forget what it counted.
       heads_.clear();
+      records_.Clear();
       next_outbox_ = outbox_before;
       effects->publish.clear();
       effects->publish_trace.clear();
@@ -555,6 +564,10 @@ Status Store::Apply(std::vector<Request>* batch, Effects* effects,
     }
     if (at.index > 0) applied_ = at;
     if (voters != nullptr) voters_ = *voters;
+    // On disk now: the records a later batch reads come from memory.
+    for (const auto& [key, value] : b.written) {
+      if (RecordCache::Keeps(key)) records_.Put(key, value);
+    }
   }
   for (size_t i = 0; i < batch->size(); ++i) {
     Request& r = (*batch)[i];

@@ -26,6 +26,7 @@
 
 #include "common/proto.h"
 #include "common/status.h"
+#include "daemons/stored/record_cache.h"
 
 namespace natter {
 namespace stored {
@@ -213,6 +214,11 @@ class Store {
   // from another thread, as Backup.
   Status Digest(std::string* hex, uint64_t* records, LogPosition* at);
 
+  // The records of the send path kept in memory (record_cache.h): at most
+  // this many bytes.
+  static constexpr size_t kRecordCacheBytes = 32 << 20;
+  const RecordCache& records() const { return records_; }
+
   // For tests and tools.
   void set_max_cached_heads(size_t n) { max_cached_heads_ = n; }
   Seq Head(UserId user);
@@ -321,6 +327,7 @@ class Store {
   // max_cached_heads_ users (a miss costs one seek).
   size_t max_cached_heads_ = 1000000;
   std::unordered_map<UserId, Seq> heads_;
+  RecordCache records_{kRecordCacheBytes};
   uint64_t next_outbox_ = 1;
   uint64_t trace_ = 0;  // the trace id of the request being applied
   uint64_t syncs_ = 0;

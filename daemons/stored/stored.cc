@@ -687,6 +687,16 @@ void Stored::Stats(MetricSet* set) {
   set->Gauge("natter_stored_handoffs_spilled",
              "1 while hand-offs wait in the outbox on disk only (memory full).",
              spilled_ ? 1 : 0);
+  set->Counter("natter_stored_record_cache_hits_total",
+               "Reads of conversation records, cursors and ack marks served "
+               "from memory.",
+               static_cast<double>(store_->records().hits()));
+  set->Counter("natter_stored_record_cache_misses_total",
+               "Reads of those records that went to LevelDB.",
+               static_cast<double>(store_->records().misses()));
+  set->Gauge("natter_stored_record_cache_bytes",
+             "What those records kept in memory take (at most 32 MiB).",
+             static_cast<double>(store_->records().bytes()));
   set->Gauge("natter_stored_storage_up", "1 while the database is open.",
              store_->is_open() ? 1 : 0);
   set->Gauge("natter_stored_batch_requests_p50", "Requests in a batch, median.",

@@ -875,3 +875,39 @@ TEST_CASE(
   CHECK_FALSE(s.ok());
   CHECK(s.message().find("newer") != std::string::npos);
 }
+
+TEST_CASE(
+    "the records a send reads come from memory once written, and are "
+    "right after a reopen too") {
+  TempDir dir;
+  Store store(0, 1);
+  REQUIRE(store.Open(dir.path() + "/db").ok());
+  std::vector<Request> batch;
+  Effects e;
+  batch.push_back(StoreMsg(UserId(1), UserId(2), "r0"));
+  REQUIRE(store.Apply(&batch, &e).ok());
+  const uint64_t hits = store.records().hits();
+  CHECK(store.records().bytes() > 0);  // both conversations' records
+  for (int i = 1; i < 4; ++i) {
+    batch.clear();
+    batch.push_back(StoreMsg(UserId(1), UserId(2), "r" + std::to_string(i)));
+    REQUIRE(store.Apply(&batch, &e).ok());
+  }
+  // Each later send read both conversations from memory.
+  CHECK(store.records().hits() >= hits + 6);
+  ChatsReply chats = ChatsOf(store, UserId(2));
+  REQUIRE(chats.chats.size() == 1);
+  CHECK(chats.chats[0].unread == 4);
+
+  store.Close();
+  CHECK(store.records().bytes() == 0);
+  REQUIRE(store.Open(dir.path() + "/db").ok());
+  const uint64_t misses = store.records().misses();
+  batch.clear();
+  batch.push_back(StoreMsg(UserId(1), UserId(2), "r4"));
+  REQUIRE(store.Apply(&batch, &e).ok());
+  CHECK(store.records().misses() >= misses + 2);  // read from LevelDB again
+  chats = ChatsOf(store, UserId(2));
+  REQUIRE(chats.chats.size() == 1);
+  CHECK(chats.chats[0].unread == 5);
+}
