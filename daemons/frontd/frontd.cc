@@ -355,9 +355,11 @@ void Frontd::Forward(ConnId conn, Session* session, const Frame& frame) {
 
 void Frontd::PassAck(ConnId conn, Session* session) {
   if (session->ack.empty()) return;
-  if (BatchFull(to_routed_, session->ack)) FlushToRouted();
-  AppendBatchEntry(&to_routed_, conn | kUnanswered, session->ack);
-  session->ack.clear();
+  // Taken first: FlushToRouted passes the turn's acks too.
+  std::string ack;
+  ack.swap(session->ack);
+  if (BatchFull(to_routed_, ack)) FlushToRouted();
+  AppendBatchEntry(&to_routed_, conn | kUnanswered, ack);
 }
 
 void Frontd::FlushToRouted() {
