@@ -328,7 +328,6 @@ void Frontd::Forward(ConnId conn, Session* session, const Frame& frame) {
       h.trace, "event=request type=%s user=%llu device=%s corr=%llu",
       MsgTypeName(frame.type()), static_cast<unsigned long long>(h.user.value),
       LogValue(h.device).c_str(), static_cast<unsigned long long>(h.corr));
-  ++requests_;
   if (frame.type() == MsgType::kAck) {
     // No answer comes, so nothing waits in in_flight; an ack covers every
     // seq up to its own (and one below the cursor changes nothing), so the
@@ -349,6 +348,7 @@ void Frontd::Forward(ConnId conn, Session* session, const Frame& frame) {
   PassAck(conn, session);
   if (BatchFull(to_routed_, check.frame())) FlushToRouted();
   AppendBatchEntry(&to_routed_, conn, check.frame());
+  ++requests_;
   to_routed_corrs_.emplace_back(conn, h.corr);
   session->in_flight[h.corr] = now;
 }
@@ -360,6 +360,7 @@ void Frontd::PassAck(ConnId conn, Session* session) {
   ack.swap(session->ack);
   if (BatchFull(to_routed_, ack)) FlushToRouted();
   AppendBatchEntry(&to_routed_, conn | kUnanswered, ack);
+  ++requests_;
 }
 
 void Frontd::FlushToRouted() {

@@ -185,7 +185,21 @@ void ClientGate::Feed(Conn* c, std::string_view bytes,
   std::string out;
   std::vector<ZmtpMessage> messages;
   const bool ok = c->zmtp->Feed(bytes, &out, &messages);
-  if (!out.empty()) Queue(c, out);
+  if (!out.empty()) {
+    Queue(c, out);
+    if (c->out.size() > limits_.max_queued) {
+      // PONGs for PINGs of a client that reads nothing: bounded as any
+      // answer (Send).
+      ++closed_not_reading_;
+      NLOG_INFO(
+          "event=client-cut-off conn=%llu address=%s queued=%zu "
+          "reason=not-reading",
+          static_cast<unsigned long long>(c->id), LogValue(c->address).c_str(),
+          c->out.size());
+      Close(c->id, "not reading");
+      return;
+    }
+  }
   for (ZmtpMessage& m : messages) {
     requests->push_back(Request{c->id, std::move(m.body), m.frames});
   }
@@ -298,6 +312,7 @@ std::vector<ConnId> ClientGate::TakeClosed() {
 
 void ClientGate::Tick(Clock::time_point now) {
   now_ = now;
+  stream_.Resume();  // after a pause for want of descriptors
   std::vector<std::pair<ConnId, const char*>> due;
   for (const auto& [id, at] : closing_) {
     if (now >= at) due.emplace_back(id, "refused");

@@ -121,15 +121,18 @@ Status StreamServer::Bind(const std::string& endpoint) {
   return Status::Ok();
 }
 
+void StreamServer::Resume() {
+  if (accepting_ || epoll_fd_ < 0 || Clock::now() < resume_accepting_) return;
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.u64 = kListenId;
+  if (::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, listen_fd_, &ev) == 0)
+    accepting_ = true;
+}
+
 void StreamServer::Poll(const Handlers& handlers, int max_events) {
   if (epoll_fd_ < 0) return;
-  if (!accepting_ && Clock::now() >= resume_accepting_) {
-    epoll_event ev{};
-    ev.events = EPOLLIN;
-    ev.data.u64 = kListenId;
-    if (::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, listen_fd_, &ev) == 0)
-      accepting_ = true;
-  }
+  Resume();
   std::vector<epoll_event> events(static_cast<size_t>(max_events));
   const int n = ::epoll_wait(epoll_fd_, events.data(), max_events, 0);
   for (int i = 0; i < n; ++i) {

@@ -67,6 +67,10 @@ class StreamServer {
   size_t connections() const { return conns_.size(); }
   // False for kAcceptPause after the process ran out of descriptors.
   bool accepting() const { return accepting_; }
+  // Listens again once the pause is over (fd() turns readable if
+  // connections wait); Poll does it too, but nothing may make fd()
+  // readable meanwhile: call it from the loop's timer as well.
+  void Resume();
 
  private:
   void Accept(const Handlers& handlers);

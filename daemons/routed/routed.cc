@@ -96,13 +96,18 @@ Routed::Routed(zmq::context_t& ctx, uint32_t shard_count, uint32_t generator)
     : ctx_(ctx),
       router_(shard_count, generator),
       to_fronts_([this](const Batches::Route& route, const std::string& batch) {
-        if (SendBatch(front_, route, batch)) {
-          ++batches_;
-          return;
-        }
-        ForEachBatchEntry(
-            batch, [&](std::string_view, std::string_view) { ++dropped_; });
-        NLOG_DEBUG("event=reply-dropped bytes=%zu", batch.size());
+        // Counted as they go, or as dropped if the frontd's queue is full.
+        const bool sent = SendBatch(front_, route, batch);
+        if (sent) ++batches_;
+        ForEachBatchEntry(batch, [&](std::string_view, std::string_view) {
+          if (sent) {
+            ++moved_;
+            ++answers_;
+          } else {
+            ++dropped_;
+          }
+        });
+        if (!sent) NLOG_DEBUG("event=reply-dropped bytes=%zu", batch.size());
       }) {}
 
 Status Routed::Create(const Config& config, zmq::context_t& ctx,
@@ -225,7 +230,8 @@ void Routed::Stats(MetricSet* set) {
   set->Counter("natter_routed_requests_total", "Requests passed on to shards.",
                static_cast<double>(requests_));
   set->Counter("natter_routed_answers_total",
-               "Answers from shards passed back.",
+               "Answers passed back to frontds (the shards', and routed's own "
+               "refusals).",
                static_cast<double>(answers_));
   set->Counter("natter_routed_refused_total",
                "Requests routed answered with an error.",
@@ -348,7 +354,10 @@ void Routed::ToFront(const Parts& route, size_t route_len,
   for (size_t i = 0; i < route_len; ++i)
     out.emplace_back(route[i].data(), route[i].size());
   out.emplace_back(frame.data(), frame.size());
-  if (!SendParts(front_, out)) {
+  if (SendParts(front_, out)) {
+    ++moved_;
+    ++answers_;
+  } else {
     ++dropped_;
     NLOG_DEBUG("event=reply-dropped");
   }
@@ -537,16 +546,9 @@ void Routed::AnswerOne(size_t shard, Parts* answer) {
   Parts route;
   for (size_t i = 1; i + 1 < parts.size(); ++i)
     route.emplace_back(parts[i].data(), parts[i].size());
-  const uint64_t dropped = dropped_;
+  NLOG_TRACE(trace, "event=answer type=%s shard=%zu",
+             LogValue(MsgTypeName(type)).c_str(), shard);
   ToFront(route, route.size(), frame);
-  if (dropped_ == dropped) {
-    ++moved_;
-    ++answers_;
-    NLOG_TRACE(trace, "event=answer type=%s shard=%zu",
-               LogValue(MsgTypeName(type)).c_str(), shard);
-  } else {
-    NLOG_DEBUG("event=reply-dropped shard=%zu", shard);
-  }
 }
 
 }  // namespace routed

@@ -29,7 +29,20 @@ bool RecordCache::Get(const std::string& key, std::string* value) {
 }
 
 void RecordCache::Put(const std::string& key, const std::string& value) {
-  if (Cost(key, value) > max_bytes_ / 2) return;  // would not fit a half
+  if (Cost(key, value) > max_bytes_ / 2) {
+    // Would not fit a half: not kept, and no older value either.
+    auto y = young_.find(key);
+    if (y != young_.end()) {
+      young_bytes_ -= Cost(key, y->second);
+      young_.erase(y);
+    }
+    auto o = old_.find(key);
+    if (o != old_.end()) {
+      old_bytes_ -= Cost(key, o->second);
+      old_.erase(o);
+    }
+    return;
+  }
   auto [it, fresh] = young_.try_emplace(key, value);
   if (!fresh) {
     young_bytes_ -= Cost(key, it->second);

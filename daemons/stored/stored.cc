@@ -996,11 +996,10 @@ Status Stored::ApplyEntry(const raft::Entry& entry) {
     for (const Parts& route : taken->second.routes) {
       Header h;
       PeekHeader(route.back().data(), route.back().size(), &h);
-      SendRouted(
-          requests_, route, route.size() - 1,
-          EncodeError(h, Status(ErrorCode::kUnavailable,
-                                "the shard's leader changed before this was "
-                                "written")));
+      Answer(route, route.size() - 1,
+             EncodeError(h, Status(ErrorCode::kUnavailable,
+                                   "the shard's leader changed before this "
+                                   "was written")));
     }
     proposals_.erase(taken);
   }

@@ -343,3 +343,64 @@ TEST_CASE(
   CHECK(counts["natter_frontd_refused_rate_total"] == 0);
   ::close(fd);
 }
+
+TEST_CASE(
+    "a client that sends PINGs and reads nothing is cut off once max-queued "
+    "bytes of PONGs wait for it") {
+  ClientGate::Limits limits;
+  limits.max_queued = 64 * 1024;
+  limits.hello_timeout = std::chrono::seconds(60);  // not what closes it
+  TestGate t(limits);
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  REQUIRE(fd >= 0);
+  int small = 4096;
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+  sockaddr_in to{};
+  to.sin_family = AF_INET;
+  to.sin_port = htons(static_cast<uint16_t>(t.port));
+  to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof to) == 0);
+  // ZMTP 3.1 with the NULL mechanism (the gate has no key): greeting,
+  // READY, then PINGs with 16 bytes of context, read by nobody.
+  std::string hello("\xff\0\0\0\0\0\0\0\0\x7f\x03\x01NULL", 16);
+  hello.resize(64, '\0');
+  const std::string ready_body = std::string(
+                                     "\x05"
+                                     "READY"
+                                     "\x0b"
+                                     "Socket-Type",
+                                     18) +
+                                 std::string(
+                                     "\0\0\0\x06"
+                                     "DEALER",
+                                     10);
+  hello += std::string("\x04", 1) + static_cast<char>(ready_body.size()) +
+           ready_body;
+  REQUIRE(::send(fd, hello.data(), hello.size(), 0) ==
+          static_cast<ssize_t>(hello.size()));
+  t.TurnUntil("the connection", [&] { return t.gate.connections() == 1; });
+  std::string pings;
+  const std::string ping = std::string(
+                               "\x04\x17\x04"
+                               "PING"
+                               "\0\x0a",
+                               9) +
+                           std::string(16, 'c');
+  for (int i = 0; i < 100; ++i) pings += ping;
+  auto counted = [&] {
+    MetricSet set;
+    t.gate.Stats(&set);
+    for (const Metric& m : set.metrics())
+      if (m.name == "natter_frontd_closed_not_reading_total") return m.value;
+    return -1.0;
+  };
+  // At most 20 MB of PINGs; the cut comes after the socket buffers and
+  // max-queued are full (a few hundred KiB).
+  for (int i = 0; i < 8000 && t.gate.connections() == 1; ++i) {
+    ::send(fd, pings.data(), pings.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+    t.TurnOnce();
+  }
+  CHECK(t.gate.connections() == 0);
+  CHECK(counted() == 1);
+  ::close(fd);
+}

@@ -59,7 +59,9 @@ TEST_CASE(
     cache.Put("c-more" + std::to_string(i), "x");
     if (cache.Get("c-key", &v)) CHECK(v == "new");
   }
-  // One value too large for half the bound is not kept at all.
+  // One value too large for half the bound is not kept at all, and the
+  // smaller one before it under the same key is gone too.
+  cache.Put("c-huge", "small");
   cache.Put("c-huge", std::string(max, 'x'));
   CHECK_FALSE(cache.Get("c-huge", &v));
   CHECK(cache.bytes() <= max);
