@@ -4,8 +4,10 @@
 // the user it concerns; replies travel back along the ROUTER envelope.
 //
 // Frontds and shards both connect to its ROUTER: frontds with requests,
-// shards with hand-offs of recipients' copies.  One DEALER per shard, in
-// shard-map order.
+// shards with hand-offs of recipients' copies.  One ROUTER per shard, in
+// shard-map order, linked to each of its replicas.  What a turn takes in
+// goes on batched (proto.h): a frontd's requests for a shard in one
+// message, a frontd's answers in one.
 #ifndef NATTER_DAEMONS_ROUTED_ROUTED_H_
 #define NATTER_DAEMONS_ROUTED_ROUTED_H_
 
