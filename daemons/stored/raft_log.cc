@@ -1,25 +1,143 @@
 #include "daemons/stored/raft_log.h"
 
+#include <fcntl.h>
+#include <leveldb/db.h>
 #include <leveldb/iterator.h>
 #include <leveldb/options.h>
-#include <leveldb/write_batch.h>
+#include <sodium.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <cinttypes>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
 #include <vector>
 
-#include "common/endian.h"
+#include "common/log.h"
 #include "common/proto.h"
-#include "common/wire.h"
+#include "daemons/stored/disk.h"
 #include "daemons/stored/store.h"
 
 namespace natter {
 namespace stored {
 namespace {
 
-const char kHardStateKey[] = "h";
-const char kSnapshotKey[] = "s";
-const char kJoiningKey[] = "j";
-const char kEntryPrefix = 'e';
+// A frame's records: MessagePack arrays led by their kind.
+//   kStart     [0, term, vote, commit, snap_index, snap_term, voters, joining]
+//              first in every segment: the state but the entries
+//   kHardState [1, term, vote, commit]
+//   kReset     [2, index, term, voters]  a snapshot: every entry goes
+//   kCompact   [3, index, term, voters]  entries up to index go
+//   kEntry     [4, index, term, type, data]  replaces any from index on
+//   kJoining   [5]
+enum Kind : uint8_t {
+  kStart = 0,
+  kHardState = 1,
+  kReset = 2,
+  kCompact = 3,
+  kEntry = 4,
+  kJoining = 5,
+};
 
+constexpr size_t kHeaderBytes = 4 + crypto_shorthash_BYTES;
+// The conversion from LevelDB writes its entries in frames of about this.
+constexpr size_t kConvertFrameBytes = 4 << 20;
+const unsigned char kChecksumKey[crypto_shorthash_KEYBYTES] = {0};
+
+void Checksum(const char* data, size_t size, unsigned char* out) {
+  crypto_shorthash(out, reinterpret_cast<const unsigned char*>(data), size,
+                   kChecksumKey);
+}
+
+Status Storage(const std::string& what) {
+  return Status(ErrorCode::kStorage, "the raft log: " + what);
+}
+
+Status Errno(const std::string& what) {
+  return Storage(what + ": " + std::strerror(errno));
+}
+
+// The kind and fields of a record, read strictly.
+struct Record {
+  explicit Record(const msgpack::object& o) {
+    if (o.type != msgpack::type::ARRAY || o.via.array.size < 1)
+      throw msgpack::type_error();
+    fields = o.via.array.ptr;
+    size = o.via.array.size;
+    kind = fields[0].as<uint8_t>();
+  }
+  template <typename T>
+  T At(uint32_t i) const {
+    if (i >= size) throw msgpack::type_error();
+    return fields[i].as<T>();
+  }
+  raft::SnapshotMeta Snapshot(uint32_t at) const {
+    return {At<uint64_t>(at), At<uint64_t>(at + 1),
+            At<std::vector<raft::NodeId>>(at + 2)};
+  }
+  const msgpack::object* fields;
+  uint32_t size;
+  uint8_t kind;
+};
+
+bool ParseSegmentName(const std::string& name, uint64_t* seq) {
+  if (name.size() != 20 || name.compare(16, 4, ".wal") != 0) return false;
+  for (size_t i = 0; i < 16; ++i)
+    if (!std::isxdigit(static_cast<unsigned char>(name[i]))) return false;
+  *seq = std::stoull(name.substr(0, 16), nullptr, 16);
+  return true;
+}
+
+void BeginFrame(msgpack::sbuffer* buf) {
+  buf->clear();
+  static const char kBlank[kHeaderBytes] = {};
+  buf->write(kBlank, kHeaderBytes);
+}
+
+// Fills the header in; false if the payload is too large for one.
+bool SealFrame(msgpack::sbuffer* buf) {
+  const size_t size = buf->size() - kHeaderBytes;
+  if (size > UINT32_MAX) return false;
+  char* p = buf->data();
+  for (int i = 0; i < 4; ++i) p[i] = static_cast<char>(size >> (8 * i));
+  Checksum(p + kHeaderBytes, size, reinterpret_cast<unsigned char*>(p + 4));
+  return true;
+}
+
+void PackEntry(msgpack::sbuffer* buf, const raft::Entry& e) {
+  msgpack::packer<msgpack::sbuffer> pk(*buf);
+  pk.pack_array(5);
+  pk.pack(static_cast<uint8_t>(kEntry));
+  pk.pack(e.index);
+  pk.pack(e.term);
+  pk.pack(static_cast<uint8_t>(e.type));
+  pk.pack_bin(static_cast<uint32_t>(e.data.size()));
+  pk.pack_bin_body(e.data.data(), static_cast<uint32_t>(e.data.size()));
+}
+
+// About what an entry costs on disk.
+uint64_t EntryBytes(const raft::Entry& e) { return e.data.size() + 24; }
+
+}  // namespace
+
+// What a log read so far says: the state of its records, in order.
+struct RaftLog::Loading {
+  raft::HardState hard;
+  raft::SnapshotMeta snapshot;
+  bool joining = false;
+  bool started = false;
+  std::deque<raft::Entry> entries;
+};
+
+namespace {
+
+// A log kept in LevelDB by the stored of before: "h" the hard state, "s"
+// the snapshot meta, "j" the join mark, "e" + be64(index) an entry.
 struct DiskHardState {
   uint64_t term = 0;
   uint64_t vote = 0;
@@ -34,125 +152,398 @@ struct DiskSnapshot {
   NATTER_WIRE(3, index, term, voters)
 };
 
-template <typename T>
-std::string Pack(const T& value) {
-  msgpack::sbuffer buf;
-  msgpack::pack(buf, value);
-  return std::string(buf.data(), buf.size());
-}
-
-std::string EntryKey(uint64_t index) {
-  std::string key(1, kEntryPrefix);
-  PutBigEndian(&key, index);
-  return key;
-}
-
-Status Storage(const std::string& what, const leveldb::Status& s) {
-  return Status(ErrorCode::kStorage,
-                "the raft log: " + what + ": " + s.ToString());
+Status ReadLevelDb(const std::string& path, raft::HardState* hard,
+                   raft::SnapshotMeta* snapshot, bool* joining,
+                   std::vector<raft::Entry>* entries) {
+  leveldb::Options options;
+  leveldb::DB* raw = nullptr;
+  leveldb::Status s = leveldb::DB::Open(options, path, &raw);
+  if (!s.ok()) return Storage("its LevelDB: " + s.ToString());
+  std::unique_ptr<leveldb::DB> db(raw);
+  std::string value;
+  s = db->Get({}, "h", &value);
+  if (s.ok()) {
+    DiskHardState h;
+    if (!UnpackValue(value, &h))
+      return Storage("its hard state cannot be read");
+    *hard = {h.term, h.vote, h.commit};
+  } else if (!s.IsNotFound()) {
+    return Storage("reading the hard state: " + s.ToString());
+  }
+  s = db->Get({}, "s", &value);
+  if (s.ok()) {
+    DiskSnapshot d;
+    if (!UnpackValue(value, &d))
+      return Storage("its snapshot meta cannot be read");
+    *snapshot = {d.index, d.term, d.voters};
+  } else if (!s.IsNotFound()) {
+    return Storage("reading the snapshot meta: " + s.ToString());
+  }
+  s = db->Get({}, "j", &value);
+  if (!s.ok() && !s.IsNotFound())
+    return Storage("reading the join mark: " + s.ToString());
+  *joining = s.ok();
+  std::unique_ptr<leveldb::Iterator> it(db->NewIterator({}));
+  for (it->Seek("e"); it->Valid() && it->key()[0] == 'e'; it->Next()) {
+    RaftEntry d;
+    if (!UnpackValue(it->value().ToString(), &d) ||
+        d.type > static_cast<uint8_t>(raft::EntryType::kNoop)) {
+      return Storage("an entry cannot be read");
+    }
+    if (d.index <= snapshot->index) continue;  // a compaction cut short
+    entries->push_back({d.term, d.index, static_cast<raft::EntryType>(d.type),
+                        std::move(d.data)});
+  }
+  if (!it->status().ok())
+    return Storage("reading the entries: " + it->status().ToString());
+  return Status::Ok();
 }
 
 }  // namespace
 
-std::string EncodeEntry(const raft::Entry& e) {
-  return Pack(RaftEntry{e.term, e.index, static_cast<uint8_t>(e.type), e.data});
+RaftLog::~RaftLog() {
+  if (fd_ >= 0) ::close(fd_);
+  if (lock_fd_ >= 0) ::close(lock_fd_);
 }
 
-bool DecodeEntry(const std::string& bytes, raft::Entry* e) {
-  RaftEntry d;
-  if (!UnpackValue(bytes, &d) ||
-      d.type > static_cast<uint8_t>(raft::EntryType::kNoop)) {
-    return false;
-  }
-  e->term = d.term;
-  e->index = d.index;
-  e->type = static_cast<raft::EntryType>(d.type);
-  e->data = std::move(d.data);
-  return true;
+std::string RaftLog::SegmentPath(uint64_t seq) const {
+  char name[32];
+  std::snprintf(name, sizeof name, "/%016" PRIx64 ".wal", seq);
+  return path_ + name;
 }
 
-Status RaftLog::Open(const std::string& path, std::unique_ptr<RaftLog>* out) {
-  std::unique_ptr<RaftLog> log(new RaftLog());
-  leveldb::Options options;
-  options.create_if_missing = true;
-  options.compression = leveldb::kNoCompression;
-  leveldb::DB* raw = nullptr;
-  leveldb::Status s = leveldb::DB::Open(options, path, &raw);
-  if (!s.ok()) return Storage(path, s);
-  log->db_.reset(raw);
-  Status ls = log->Load();
-  if (!ls.ok()) return ls;
+Status RaftLog::Open(const std::string& path, std::unique_ptr<RaftLog>* out,
+                     uint64_t segment_bytes) {
+  std::unique_ptr<RaftLog> log(new RaftLog(path, segment_bytes));
+  std::error_code ec;
+  std::filesystem::create_directories(path, ec);
+  if (ec) return Storage(path + ": " + ec.message());
+  Status s = log->Lock();
+  if (s.ok()) s = log->Load();
+  if (!s.ok()) return s;
   *out = std::move(log);
   return Status::Ok();
 }
 
-Status RaftLog::Load() {
-  std::string value;
-  leveldb::Status s = db_->Get({}, kHardStateKey, &value);
-  if (s.ok()) {
-    DiskHardState h;
-    if (!UnpackValue(value, &h)) {
-      return Status(ErrorCode::kStorage,
-                    "the raft log: its hard state cannot be read");
-    }
-    restored_.hard_state = {h.term, h.vote, h.commit};
-    saved_ = restored_.hard_state;
-  } else if (!s.IsNotFound()) {
-    return Storage("reading the hard state", s);
+// One stored a log: a second would write over the first's tail.
+Status RaftLog::Lock() {
+  const std::string lock = path_ + "/wal.lock";
+  lock_fd_ = ::open(lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (lock_fd_ < 0) return Errno(lock);
+  if (::flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) {
+    return errno == EWOULDBLOCK
+               ? Storage(path_ + " is in use by another natter-stored")
+               : Errno(lock);
   }
-  s = db_->Get({}, kSnapshotKey, &value);
-  if (s.ok()) {
-    DiskSnapshot d;
-    if (!UnpackValue(value, &d)) {
-      return Status(ErrorCode::kStorage,
-                    "the raft log: its snapshot meta cannot be read");
-    }
-    snapshot_ = {d.index, d.term, d.voters};
-  } else if (!s.IsNotFound()) {
-    return Storage("reading the snapshot meta", s);
-  }
-  restored_.snapshot = snapshot_;
-  last_ = snapshot_.index;
-  s = db_->Get({}, kJoiningKey, &value);
-  if (!s.ok() && !s.IsNotFound()) return Storage("reading the join mark", s);
-  joining_ = s.ok();
-  std::unique_ptr<leveldb::Iterator> it(db_->NewIterator({}));
-  for (it->Seek(std::string(1, kEntryPrefix));
-       it->Valid() && it->key()[0] == kEntryPrefix; it->Next()) {
-    raft::Entry e;
-    if (!DecodeEntry(it->value().ToString(), &e)) {
-      return Status(ErrorCode::kStorage,
-                    "the raft log: an entry cannot be read");
-    }
-    if (e.index <= snapshot_.index) continue;  // left by a compaction cut short
-    if (e.index != last_ + 1) {
-      return Status(
-          ErrorCode::kStorage,
-          "the raft log: entry " + std::to_string(last_ + 1) + " is missing");
-    }
-    last_ = e.index;
-    bytes_ += it->value().size();
-    restored_.entries.push_back(std::move(e));
-  }
-  if (!it->status().ok()) return Storage("reading the entries", it->status());
   return Status::Ok();
+}
+
+Status RaftLog::Load() {
+  namespace fs = std::filesystem;
+  std::vector<uint64_t> seqs;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(path_, ec)) {
+    const std::string name = entry.path().filename();
+    uint64_t seq = 0;
+    if (ParseSegmentName(name, &seq)) {
+      seqs.push_back(seq);
+    } else if (name.size() > 8 &&
+               name.compare(name.size() - 8, 8, ".wal.tmp") == 0) {
+      fs::remove(entry.path(), ec);  // a segment never begun
+    }
+  }
+  if (ec) return Storage(path_ + ": " + ec.message());
+  std::sort(seqs.begin(), seqs.end());
+
+  Loading state;
+  const bool leveldb = fs::exists(path_ + "/CURRENT", ec);
+  if (seqs.empty() && leveldb) {
+    // The stored of before kept the log in LevelDB: it becomes segment 1.
+    std::vector<raft::Entry> entries;
+    Status s = ReadLevelDb(path_, &saved_, &snapshot_, &joining_, &entries);
+    if (!s.ok()) return s;
+    s = StartSegment(1, entries);
+    if (!s.ok()) return s;
+    NLOG_INFO("event=raft-log-converted path=%s entries=%zu", path_.c_str(),
+              entries.size());
+    seqs.push_back(1);
+    ::close(fd_);
+    fd_ = -1;
+    segments_.clear();
+  }
+  if (leveldb) leveldb::DestroyDB(path_, leveldb::Options());
+  if (seqs.empty()) {
+    // A new log.
+    Status s = StartSegment(1, {});
+    if (!s.ok()) return s;
+    restored_.snapshot = snapshot_;
+    return Status::Ok();
+  }
+  // Segments are dropped oldest first: any before a gap are dead.
+  size_t from = seqs.size() - 1;
+  while (from > 0 && seqs[from - 1] + 1 == seqs[from]) --from;
+  for (size_t k = 0; k < from; ++k) fs::remove(SegmentPath(seqs[k]), ec);
+  for (size_t k = from; k < seqs.size(); ++k) {
+    segments_.push_back({seqs[k], 0});
+    Status s = ReadSegment(segments_.size() - 1, k + 1 == seqs.size(), &state);
+    if (!s.ok()) return s;
+  }
+
+  uint64_t expect = state.snapshot.index + 1;
+  for (const raft::Entry& e : state.entries) {
+    if (e.index != expect) {
+      return Storage("entry " + std::to_string(expect) + " is missing");
+    }
+    ++expect;
+    bytes_ += EntryBytes(e);
+  }
+  saved_ = state.hard;
+  snapshot_ = state.snapshot;
+  joining_ = state.joining;
+  last_ = expect - 1;
+  restored_.hard_state = saved_;
+  restored_.snapshot = snapshot_;
+  restored_.entries.assign(std::make_move_iterator(state.entries.begin()),
+                           std::make_move_iterator(state.entries.end()));
+  return OpenNewest();
+}
+
+Status RaftLog::ReadSegment(size_t k, bool newest, Loading* state) {
+  const std::string file = SegmentPath(segments_[k].seq);
+  std::string bytes;
+  {
+    int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return Errno(file);
+    struct stat st;
+    if (::fstat(fd, &st) != 0) {
+      ::close(fd);
+      return Errno(file);
+    }
+    bytes.resize(static_cast<size_t>(st.st_size));
+    size_t got = 0;
+    while (got < bytes.size()) {
+      ssize_t n = ::read(fd, &bytes[got], bytes.size() - got);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) break;
+      got += static_cast<size_t>(n);
+    }
+    ::close(fd);
+    if (got != bytes.size()) return Storage(file + ": cannot be read whole");
+  }
+  size_t at = 0;
+  bool started = false;
+  while (at < bytes.size()) {
+    const char* p = bytes.data() + at;
+    const size_t left = bytes.size() - at;
+    uint32_t size = 0;
+    unsigned char sum[crypto_shorthash_BYTES];
+    bool good = left >= kHeaderBytes;
+    if (good) {
+      for (int i = 0; i < 4; ++i)
+        size |= static_cast<uint32_t>(static_cast<unsigned char>(p[i]))
+                << (8 * i);
+      good = size <= left - kHeaderBytes;
+    }
+    if (good) {
+      Checksum(p + kHeaderBytes, size, sum);
+      good = std::memcmp(sum, p + 4, sizeof sum) == 0;
+    }
+    if (!good) {
+      // The newest segment's last write, cut short by a crash before its
+      // sync returned: nothing in it was acknowledged.
+      if (!newest || at == 0) {
+        return Storage(file + " is damaged at byte " + std::to_string(at));
+      }
+      if (::truncate(file.c_str(), static_cast<off_t>(at)) != 0)
+        return Errno(file);
+      NLOG_WARN("event=raft-log-tail-cut file=%s at=%zu bytes=%zu",
+                file.c_str(), at, left);
+      break;
+    }
+    try {
+      size_t off = 0;
+      const char* payload = p + kHeaderBytes;
+      while (off < size) {
+        msgpack::object_handle oh = msgpack::unpack(payload, size, off);
+        Record r(oh.get());
+        if (!started && r.kind != kStart) throw msgpack::type_error();
+        switch (r.kind) {
+          case kStart:
+            if (!state->started) {
+              state->hard = {r.At<uint64_t>(1), r.At<uint64_t>(2),
+                             r.At<uint64_t>(3)};
+              state->snapshot = r.Snapshot(4);
+              state->joining = r.At<bool>(7);
+              state->started = true;
+            }
+            started = true;
+            break;
+          case kHardState:
+            state->hard = {r.At<uint64_t>(1), r.At<uint64_t>(2),
+                           r.At<uint64_t>(3)};
+            break;
+          case kReset:
+            state->snapshot = r.Snapshot(1);
+            state->entries.clear();
+            for (size_t j = 0; j <= k; ++j) segments_[j].max_index = 0;
+            break;
+          case kCompact: {
+            raft::SnapshotMeta m = r.Snapshot(1);
+            if (m.index <= state->snapshot.index) break;
+            while (!state->entries.empty() &&
+                   state->entries.front().index <= m.index) {
+              state->entries.pop_front();
+            }
+            state->snapshot = std::move(m);
+            break;
+          }
+          case kEntry: {
+            raft::Entry e;
+            e.index = r.At<uint64_t>(1);
+            e.term = r.At<uint64_t>(2);
+            uint8_t type = r.At<uint8_t>(3);
+            if (type > static_cast<uint8_t>(raft::EntryType::kNoop))
+              throw msgpack::type_error();
+            e.type = static_cast<raft::EntryType>(type);
+            e.data = r.At<std::string>(4);
+            segments_[k].max_index = std::max(segments_[k].max_index, e.index);
+            if (e.index <= state->snapshot.index) break;
+            while (!state->entries.empty() &&
+                   state->entries.back().index >= e.index) {
+              state->entries.pop_back();
+            }
+            state->entries.push_back(std::move(e));
+            break;
+          }
+          case kJoining:
+            state->joining = true;
+            break;
+          default:
+            throw msgpack::type_error();
+        }
+      }
+    } catch (const std::exception&) {
+      return Storage(file + ": a record at byte " + std::to_string(at) +
+                     " cannot be read");
+    }
+    at += kHeaderBytes + size;
+  }
+  if (!started) return Storage(file + " has no start");
+  return Status::Ok();
+}
+
+Status RaftLog::OpenNewest() {
+  const std::string file = SegmentPath(segments_.back().seq);
+  fd_ = ::open(file.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC);
+  if (fd_ < 0) return Errno(file);
+  struct stat st;
+  if (::fstat(fd_, &st) != 0) return Errno(file);
+  size_ = static_cast<uint64_t>(st.st_size);
+  return Status::Ok();
+}
+
+// A new newest segment, made whole under another name and then moved in
+// place: it holds the state as it is on disk now and the given entries.
+Status RaftLog::StartSegment(uint64_t seq,
+                             const std::vector<raft::Entry>& entries) {
+  const std::string file = SegmentPath(seq), temp = file + ".tmp";
+  msgpack::sbuffer buf;
+  BeginFrame(&buf);
+  {
+    msgpack::packer<msgpack::sbuffer> pk(buf);
+    pk.pack_array(8);
+    pk.pack(static_cast<uint8_t>(kStart));
+    pk.pack(saved_.term);
+    pk.pack(saved_.vote);
+    pk.pack(saved_.commit);
+    pk.pack(snapshot_.index);
+    pk.pack(snapshot_.term);
+    pk.pack(snapshot_.voters);
+    pk.pack(joining_);
+  }
+  uint64_t max_index = 0;
+  std::string bytes;
+  auto flush = [&]() {
+    if (!SealFrame(&buf)) return false;
+    bytes.append(buf.data(), buf.size());
+    BeginFrame(&buf);
+    return true;
+  };
+  for (const raft::Entry& e : entries) {
+    PackEntry(&buf, e);
+    max_index = std::max(max_index, e.index);
+    if (buf.size() >= kConvertFrameBytes && !flush())
+      return Storage("an entry too large for a frame");
+  }
+  if (buf.size() > kHeaderBytes && !flush())
+    return Storage("an entry too large for a frame");
+
+  int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return Errno(temp);
+  bool ok = WriteAll(fd, bytes.data(), bytes.size()) && ::fdatasync(fd) == 0;
+  const int error = errno;
+  ::close(fd);
+  if (!ok) {
+    errno = error;
+    return Errno(temp);
+  }
+  if (::rename(temp.c_str(), file.c_str()) != 0) return Errno(file);
+  Status s = SyncFolder(path_);
+  if (!s.ok()) return s;
+  int next = ::open(file.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC);
+  if (next < 0) return Errno(file);
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = next;
+  size_ = bytes.size();
+  segments_.push_back({seq, max_index});
+  ++syncs_;
+  return Status::Ok();
+}
+
+// frame_ (begun, records packed) written at the newest segment's end and
+// synced; a segment past its size first makes way for a new one.
+Status RaftLog::WriteFrame() {
+  if (failed_) return Storage("a write failed before: restart the replica");
+  if (!SealFrame(&frame_)) return Storage("a Ready too large for a frame");
+  if (size_ > 0 && size_ + frame_.size() > segment_bytes_) {
+    Status s = StartSegment(segments_.back().seq + 1, {});
+    if (!s.ok()) return s;
+  }
+  if (!WriteAll(fd_, frame_.data(), frame_.size()) || ::fdatasync(fd_) != 0) {
+    failed_ = true;
+    return Errno(SegmentPath(segments_.back().seq));
+  }
+  size_ += frame_.size();
+  ++syncs_;
+  return Status::Ok();
+}
+
+void RaftLog::PackHardState(const raft::HardState& h) {
+  msgpack::packer<msgpack::sbuffer> pk(frame_);
+  pk.pack_array(4);
+  pk.pack(static_cast<uint8_t>(kHardState));
+  pk.pack(h.term);
+  pk.pack(h.vote);
+  pk.pack(h.commit);
+}
+
+void RaftLog::PackSnapshot(uint8_t kind, const raft::SnapshotMeta& m) {
+  msgpack::packer<msgpack::sbuffer> pk(frame_);
+  pk.pack_array(4);
+  pk.pack(kind);
+  pk.pack(m.index);
+  pk.pack(m.term);
+  pk.pack(m.voters);
 }
 
 Status RaftLog::MarkJoining() {
-  leveldb::WriteBatch batch;
-  batch.Put(kJoiningKey, "");
-  Status s = Write(&batch);
+  BeginFrame(&frame_);
+  msgpack::packer<msgpack::sbuffer> pk(frame_);
+  pk.pack_array(1);
+  pk.pack(static_cast<uint8_t>(kJoining));
+  Status s = WriteFrame();
   if (s.ok()) joining_ = true;
   return s;
-}
-
-Status RaftLog::Write(leveldb::WriteBatch* batch) {
-  leveldb::WriteOptions synced;
-  synced.sync = true;
-  leveldb::Status s = db_->Write(synced, batch);
-  if (!s.ok()) return Storage("writing", s);
-  ++syncs_;
-  return Status::Ok();
 }
 
 Status RaftLog::Save(const raft::Ready& ready) {
@@ -162,49 +553,33 @@ Status RaftLog::Save(const raft::Ready& ready) {
   if (!vote_changed && !ready.snapshot && ready.entries.empty()) {
     return Status::Ok();
   }
-  leveldb::WriteBatch batch;
-  uint64_t last = last_;
-  uint64_t bytes = bytes_;
+  BeginFrame(&frame_);
+  if (ready.snapshot) PackSnapshot(kReset, *ready.snapshot);
+  for (const raft::Entry& e : ready.entries) PackEntry(&frame_, e);
+  if (ready.hard_state) PackHardState(*ready.hard_state);
+  Status s = WriteFrame();
+  if (!s.ok()) return s;
   if (ready.snapshot) {
-    for (uint64_t i = snapshot_.index + 1; i <= last; ++i)
-      batch.Delete(EntryKey(i));
-    const raft::SnapshotMeta& m = *ready.snapshot;
-    batch.Put(kSnapshotKey, Pack(DiskSnapshot{m.index, m.term, m.voters}));
-    last = m.index;
-    bytes = 0;
+    snapshot_ = *ready.snapshot;
+    last_ = snapshot_.index;
+    bytes_ = 0;
+    for (Segment& seg : segments_) seg.max_index = 0;  // all dead
   }
   if (!ready.entries.empty()) {
-    uint64_t first = ready.entries.front().index;
-    for (uint64_t i = first; i <= last; ++i) batch.Delete(EntryKey(i));
-    for (const raft::Entry& e : ready.entries) {
-      std::string v = EncodeEntry(e);
-      bytes += v.size();
-      batch.Put(EntryKey(e.index), v);
-    }
-    last = ready.entries.back().index;
+    for (const raft::Entry& e : ready.entries) bytes_ += EntryBytes(e);
+    last_ = ready.entries.back().index;
+    Segment& newest = segments_.back();
+    newest.max_index = std::max(newest.max_index, last_);
   }
-  if (ready.hard_state) {
-    const raft::HardState& h = *ready.hard_state;
-    batch.Put(kHardStateKey, Pack(DiskHardState{h.term, h.vote, h.commit}));
-  }
-  Status s = Write(&batch);
-  if (!s.ok()) return s;
-  if (ready.snapshot) snapshot_ = *ready.snapshot;
   if (ready.hard_state) saved_ = *ready.hard_state;
-  last_ = last;
-  bytes_ = bytes;
-  return Status::Ok();
+  return ready.snapshot ? DropSegments() : Status::Ok();
 }
 
 Status RaftLog::Compact(const raft::SnapshotMeta& meta) {
   if (meta.index <= snapshot_.index) return Status::Ok();
-  leveldb::WriteBatch batch;
-  batch.Put(kSnapshotKey,
-            Pack(DiskSnapshot{meta.index, meta.term, meta.voters}));
-  for (uint64_t i = snapshot_.index + 1; i <= meta.index && i <= last_; ++i) {
-    batch.Delete(EntryKey(i));
-  }
-  Status s = Write(&batch);
+  BeginFrame(&frame_);
+  PackSnapshot(kCompact, meta);
+  Status s = WriteFrame();
   if (!s.ok()) return s;
   // The bytes left, about: in proportion to the entries left.
   uint64_t before = last_ - snapshot_.index;
@@ -212,7 +587,22 @@ Status RaftLog::Compact(const raft::SnapshotMeta& meta) {
   bytes_ = before > 0 ? bytes_ * left / before : 0;
   snapshot_ = meta;
   if (last_ < meta.index) last_ = meta.index;
-  return Status::Ok();
+  return DropSegments();
+}
+
+// The oldest segments whose entries the snapshot holds go (never the
+// newest: it is where the log goes on).  A later segment's start has
+// their state, and the record that passed them is in a later one still.
+Status RaftLog::DropSegments() {
+  bool dropped = false;
+  while (segments_.size() > 1 &&
+         segments_.front().max_index <= snapshot_.index) {
+    const std::string file = SegmentPath(segments_.front().seq);
+    if (::unlink(file.c_str()) != 0 && errno != ENOENT) return Errno(file);
+    segments_.pop_front();
+    dropped = true;
+  }
+  return dropped ? SyncFolder(path_) : Status::Ok();
 }
 
 }  // namespace stored

@@ -1,20 +1,31 @@
-// A replica's Raft log on disk: its own LevelDB (data-dir/raft), beside the
-// shard's.  It holds the hard state (term, vote, commit), the meta of the
-// last snapshot the log starts after, and the entries after it.  Every
-// Save is one synced write: what a Ready says is on disk before any of
-// its messages go (raft.h).
+// A replica's Raft log on disk: append-only segment files in its folder
+// (data-dir/raft), the way etcd's WAL is.  It holds the hard state (term,
+// vote, commit), the meta of the last snapshot the log starts after, and
+// the entries after it.  Every Save is one write and one fdatasync: what
+// a Ready says is on disk before any of its messages go (raft.h).  Each
+// entry is written once and never read back while the daemon runs (the
+// node keeps its entries in memory).
 //
-// Keys: "h" the hard state, "s" the snapshot meta, "e" + be64(index) an
-// entry; values are MessagePack arrays.  "j" (empty): the replica joined a
-// running shard, so it has no voters of its own until its leader's.
+// A segment, "<16 hex digits>.wal", is a run of frames: a u32 payload
+// length and the payload's SipHash-2-4 (key all zero), both
+// little-endian, then the payload, MessagePack arrays each led by its
+// kind (raft_log.cc).  A segment starts with the whole state but the
+// entries as it was when the segment began, so the oldest segments can go
+// once compaction has passed all their entries.  A frame cut short at the
+// end of the newest segment (a crash in the middle of its write, which
+// was never acknowledged) is cut off at the next start; a damaged frame
+// anywhere else refuses the start.
+//
+// A log kept in LevelDB (what stored wrote before) is converted at Open.
 #ifndef NATTER_DAEMONS_STORED_RAFT_LOG_H_
 #define NATTER_DAEMONS_STORED_RAFT_LOG_H_
 
-#include <leveldb/db.h>
-
 #include <cstdint>
+#include <deque>
 #include <memory>
+#include <msgpack.hpp>
 #include <string>
+#include <vector>
 
 #include "common/status.h"
 #include "daemons/stored/raft.h"
@@ -24,9 +35,16 @@ namespace stored {
 
 class RaftLog {
  public:
+  // A new segment begins when the newest passes this many bytes.
+  static constexpr uint64_t kSegmentBytes = 32 << 20;
+
   // Opens (or makes) the log in folder path and reads it back.  A log
   // that cannot be read whole is a kStorage error naming what is wrong.
-  static Status Open(const std::string& path, std::unique_ptr<RaftLog>* out);
+  static Status Open(const std::string& path, std::unique_ptr<RaftLog>* out,
+                     uint64_t segment_bytes = kSegmentBytes);
+  ~RaftLog();
+  RaftLog(const RaftLog&) = delete;
+  RaftLog& operator=(const RaftLog&) = delete;
 
   // What the node restarts from.
   const raft::Restored& restored() const { return restored_; }
@@ -39,7 +57,7 @@ class RaftLog {
   Status Save(const raft::Ready& ready);
 
   // Entries up to meta.index leave the log: the state machine holds them
-  // (synced) in a snapshot at meta.
+  // (synced) in a snapshot at meta.  Segments with nothing newer go.
   Status Compact(const raft::SnapshotMeta& meta);
 
   // Marks the replica as one joining a running shard (synced): from then
@@ -54,13 +72,39 @@ class RaftLog {
   uint64_t bytes() const { return bytes_; }
   // Synced writes, ever.
   uint64_t syncs() const { return syncs_; }
+  // Segment files on disk.
+  size_t segments() const { return segments_.size(); }
 
  private:
-  RaftLog() = default;
-  Status Load();
-  Status Write(leveldb::WriteBatch* batch);
+  struct Segment {
+    uint64_t seq = 0;
+    uint64_t max_index = 0;  // no entry in it is newer (0: none is live)
+  };
 
-  std::unique_ptr<leveldb::DB> db_;
+  struct Loading;
+
+  RaftLog(const std::string& path, uint64_t segment_bytes)
+      : path_(path), segment_bytes_(segment_bytes) {}
+  Status Lock();
+  Status Load();
+  Status ReadSegment(size_t k, bool newest, Loading* state);
+  Status StartSegment(uint64_t seq, const std::vector<raft::Entry>& entries);
+  Status OpenNewest();
+  Status WriteFrame();
+  Status DropSegments();
+  std::string SegmentPath(uint64_t seq) const;
+  void PackHardState(const raft::HardState& h);
+  void PackSnapshot(uint8_t kind, const raft::SnapshotMeta& m);
+
+  std::string path_;
+  uint64_t segment_bytes_;
+  int lock_fd_ = -1;
+  int fd_ = -1;        // the newest segment, open for appending
+  uint64_t size_ = 0;  // its bytes
+  std::deque<Segment> segments_;
+  msgpack::sbuffer frame_;
+  bool failed_ = false;  // a write failed: the tail is not known good
+
   raft::Restored restored_;
   raft::SnapshotMeta snapshot_;
   uint64_t last_ = 0;
@@ -69,11 +113,6 @@ class RaftLog {
   bool joining_ = false;
   raft::HardState saved_;  // as on disk
 };
-
-// An entry's value on disk, and back: a RaftEntry (common/proto.h), the
-// form entries travel in between replicas too.
-std::string EncodeEntry(const raft::Entry& e);
-bool DecodeEntry(const std::string& bytes, raft::Entry* e);
 
 }  // namespace stored
 }  // namespace natter

@@ -11,6 +11,7 @@
 
 #include "common/endian.h"
 #include "common/log.h"
+#include "daemons/stored/disk.h"
 #include "daemons/stored/keys.h"
 
 namespace natter {
@@ -199,16 +200,6 @@ bool IsLevelDbFile(const std::string& name) {
   return name == "CURRENT" || name == "LOCK" || name == "LOG" ||
          name == "LOG.old" || name.rfind("MANIFEST-", 0) == 0 || ends(".log") ||
          ends(".ldb") || ends(".sst") || ends(".dbtmp");
-}
-
-// Makes the names in a folder durable (files made, moved or removed).
-Status SyncFolder(const std::string& dir) {
-  int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  bool ok = dfd >= 0 && ::fsync(dfd) == 0;
-  const int error = errno;
-  if (dfd >= 0) ::close(dfd);
-  return ok ? Status::Ok()
-            : Status(ErrorCode::kStorage, dir + ": " + std::strerror(error));
 }
 
 // An empty file, synced, and its folder: a step of SwapDatabase done.

@@ -1,14 +1,20 @@
-// natter-stored's Raft log on LevelDB (daemons/stored/raft_log.h): what a
-// replica saves is what it restarts from.
+// natter-stored's Raft log, its segment files (daemons/stored/raft_log.h): what
+// a replica saves is what it restarts from.
 #include "daemons/stored/raft_log.h"
 
 #include <leveldb/db.h>
 
+#include <algorithm>
 #include <catch2/catch.hpp>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <memory>
 #include <string>
+#include <tuple>
 #include <vector>
 
+#include "common/proto.h"
 #include "daemons/stored/replica.h"
 #include "tests/support/temp_dir.h"
 
@@ -121,39 +127,221 @@ TEST_CASE(
   CHECK(IndexesOf(log->restored().entries) == std::vector<uint64_t>{13});
 }
 
+// The segment files of a log, oldest first.
+std::vector<std::string> Segments(const std::string& path) {
+  std::vector<std::string> out;
+  for (const auto& e : std::filesystem::directory_iterator(path)) {
+    if (e.path().extension() == ".wal") out.push_back(e.path().string());
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+std::string ReadFile(const std::string& file) {
+  std::ifstream in(file, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+void WriteFile(const std::string& file, const std::string& bytes) {
+  std::ofstream out(file, std::ios::binary | std::ios::trunc);
+  out << bytes;
+}
+
+// Saves entries from..to, one Save each, at term 1.
+void SaveEach(RaftLog* log, uint64_t from, uint64_t to,
+              const std::string& data = "x") {
+  for (uint64_t i = from; i <= to; ++i) {
+    raft::Ready rd;
+    rd.entries = {MakeEntry(i, 1, data)};
+    REQUIRE(log->Save(rd).ok());
+  }
+}
+
 TEST_CASE(
-    "a raft log with a damaged entry or a hole is refused, not half read") {
+    "a write cut short at the end of the log is cut off at the next start; "
+    "what was synced before it stays") {
   TempDir dir;
   const std::string path = dir.path() + "/raft";
   {
     auto log = OpenLog(path);
-    raft::Ready rd;
-    for (uint64_t i = 1; i <= 3; ++i)
-      rd.entries.push_back(MakeEntry(i, 1, "x"));
-    REQUIRE(log->Save(rd).ok());
+    SaveEach(log.get(), 1, 3);
+  }
+  const std::string file = Segments(path).back();
+  const std::string whole = ReadFile(file);
+  {
+    auto log = OpenLog(path);
+    SaveEach(log.get(), 4, 4, "the write a crash cut short");
+  }
+  const std::string longer = ReadFile(file);
+  REQUIRE(longer.size() > whole.size() + 20);
+  SECTION("its last bytes missing") {
+    WriteFile(file, longer.substr(0, longer.size() - 7));
+  }
+  SECTION("its header only") {
+    WriteFile(file, longer.substr(0, whole.size() + 5));
+  }
+  SECTION("zeros where its bytes were never written") {
+    WriteFile(file, whole + std::string(longer.size() - whole.size(), '\0'));
+  }
+  SECTION("one of its bytes not the one written") {
+    std::string bent = longer;
+    bent[bent.size() - 3] ^= 0x20;
+    WriteFile(file, bent);
   }
   {
-    leveldb::DB* raw = nullptr;
-    REQUIRE(leveldb::DB::Open(leveldb::Options(), path, &raw).ok());
-    std::unique_ptr<leveldb::DB> db(raw);
-    std::string key("e");
-    key.append(7, '\0');
-    key.push_back('\2');  // entry 2
-    REQUIRE(db->Delete({}, key).ok());
+    auto log = OpenLog(path);
+    CHECK(IndexesOf(log->restored().entries) == std::vector<uint64_t>{1, 2, 3});
+    CHECK(ReadFile(file) == whole);
+    SaveEach(log.get(), 4, 5);
   }
+  auto log = OpenLog(path);
+  CHECK(IndexesOf(log->restored().entries) ==
+        std::vector<uint64_t>{1, 2, 3, 4, 5});
+}
+
+TEST_CASE(
+    "a raft log damaged before its last write, or with a segment missing, "
+    "is refused, not half read") {
+  TempDir dir;
+  const std::string path = dir.path() + "/raft";
+  {
+    std::unique_ptr<RaftLog> log;
+    REQUIRE(RaftLog::Open(path, &log, 200).ok());
+    SaveEach(log.get(), 1, 30, std::string(40, 'x'));
+    CHECK(log->segments() >= 3);
+  }
+  const std::vector<std::string> files = Segments(path);
+  REQUIRE(files.size() >= 3);
   std::unique_ptr<RaftLog> log;
-  Status s = RaftLog::Open(path, &log);
-  CHECK_FALSE(s.ok());
-  CHECK(s.message().find("entry 2 is missing") != std::string::npos);
-  {
-    leveldb::DB* raw = nullptr;
-    REQUIRE(leveldb::DB::Open(leveldb::Options(), path, &raw).ok());
-    std::unique_ptr<leveldb::DB> db(raw);
-    REQUIRE(db->Put({}, "h", "not msgpack \xc1").ok());
+  SECTION("a byte of an older segment") {
+    std::string bent = ReadFile(files[1]);
+    bent[bent.size() / 2] ^= 1;
+    WriteFile(files[1], bent);
+    Status s = RaftLog::Open(path, &log);
+    CHECK(s.code() == ErrorCode::kStorage);
+    CHECK(s.message().find("damaged") != std::string::npos);
   }
-  s = RaftLog::Open(path, &log);
-  CHECK_FALSE(s.ok());
-  CHECK(s.message().find("hard state") != std::string::npos);
+  SECTION("the newest segment's start") {
+    std::string bent = ReadFile(files.back());
+    bent[14] ^= 1;
+    WriteFile(files.back(), bent);
+    Status s = RaftLog::Open(path, &log);
+    CHECK(s.message().find("damaged at byte 0") != std::string::npos);
+  }
+  SECTION("a segment in the middle") {
+    std::filesystem::remove(files[files.size() - 2]);
+    Status s = RaftLog::Open(path, &log);
+    CHECK(s.code() == ErrorCode::kStorage);
+    CHECK(s.message().find("is missing") != std::string::npos);
+  }
+}
+
+TEST_CASE(
+    "the log goes on in new segments as it grows, and compaction drops the "
+    "ones it has passed; the state survives in the newest") {
+  TempDir dir;
+  const std::string path = dir.path() + "/raft";
+  {
+    std::unique_ptr<RaftLog> log;
+    REQUIRE(RaftLog::Open(path, &log, 300).ok());
+    REQUIRE(log->MarkJoining().ok());
+    raft::Ready vote;
+    vote.hard_state = raft::HardState{7, 3, 0};
+    REQUIRE(log->Save(vote).ok());
+    SaveEach(log.get(), 1, 60, std::string(30, 'y'));
+    const size_t before = log->segments();
+    CHECK(before >= 5);
+    CHECK(Segments(path).size() == before);
+    REQUIRE(log->Compact(raft::SnapshotMeta{50, 1, {1, 2}}).ok());
+    CHECK(log->segments() < before);
+    CHECK(log->segments() >= 2);  // 51..60 are still there
+    CHECK(Segments(path).size() == log->segments());
+    CHECK(log->first_index() == 51);
+  }
+  {
+    std::unique_ptr<RaftLog> log;
+    REQUIRE(RaftLog::Open(path, &log, 300).ok());
+    const raft::Restored& r = log->restored();
+    CHECK(r.hard_state == (raft::HardState{7, 3, 0}));
+    CHECK(r.snapshot.index == 50);
+    CHECK(r.snapshot.voters == std::vector<raft::NodeId>{1, 2});
+    REQUIRE(r.entries.size() == 10);
+    CHECK(r.entries.front().index == 51);
+    CHECK(r.entries.back().data == std::string(30, 'y'));
+    CHECK(log->joining());
+    // A snapshot from the leader: every older segment goes.
+    raft::Ready snap;
+    snap.snapshot = raft::SnapshotMeta{500, 9, {1, 2, 3}};
+    snap.hard_state = raft::HardState{9, 0, 500};
+    REQUIRE(log->Save(snap).ok());
+    CHECK(log->segments() == 1);
+  }
+  auto log = OpenLog(path);
+  CHECK(log->restored().snapshot.index == 500);
+  CHECK(log->restored().entries.empty());
+  CHECK(log->restored().hard_state == (raft::HardState{9, 0, 500}));
+  CHECK(log->joining());
+}
+
+TEST_CASE(
+    "a raft log kept in LevelDB by the stored of before is converted, and "
+    "its LevelDB is gone") {
+  TempDir dir;
+  const std::string path = dir.path() + "/raft";
+  {
+    leveldb::Options options;
+    options.create_if_missing = true;
+    leveldb::DB* raw = nullptr;
+    REQUIRE(leveldb::DB::Open(options, path, &raw).ok());
+    std::unique_ptr<leveldb::DB> db(raw);
+    auto pack = [](const auto& value) {
+      msgpack::sbuffer buf;
+      msgpack::pack(buf, value);
+      return std::string(buf.data(), buf.size());
+    };
+    REQUIRE(db->Put({}, "h", pack(std::vector<uint64_t>{5, 2, 11})).ok());
+    REQUIRE(db->Put({}, "s",
+                    pack(std::make_tuple(uint64_t{10}, uint64_t{4},
+                                         std::vector<uint64_t>{1, 2, 3})))
+                .ok());
+    REQUIRE(db->Put({}, "j", "").ok());
+    for (uint64_t i = 8; i <= 12; ++i) {  // 8 and 9: a compaction cut short
+      std::string key("e");
+      for (int b = 7; b >= 0; --b)
+        key.push_back(static_cast<char>(i >> (8 * b)));
+      REQUIRE(db->Put({}, key,
+                      pack(RaftEntry{5, i, 0, "entry " + std::to_string(i)}))
+                  .ok());
+    }
+  }
+  {
+    auto log = OpenLog(path);
+    const raft::Restored& r = log->restored();
+    CHECK(r.hard_state == (raft::HardState{5, 2, 11}));
+    CHECK(r.snapshot.index == 10);
+    CHECK(r.snapshot.voters == std::vector<raft::NodeId>{1, 2, 3});
+    CHECK(IndexesOf(r.entries) == std::vector<uint64_t>{11, 12});
+    CHECK(r.entries[1].data == "entry 12");
+    CHECK(log->joining());
+    CHECK_FALSE(std::filesystem::exists(path + "/CURRENT"));
+    SaveEach(log.get(), 13, 13);
+  }
+  auto log = OpenLog(path);
+  CHECK(IndexesOf(log->restored().entries) ==
+        std::vector<uint64_t>{11, 12, 13});
+  CHECK(Segments(path).size() == 1);
+}
+
+TEST_CASE("a raft log in use by one stored is refused to a second") {
+  TempDir dir;
+  const std::string path = dir.path() + "/raft";
+  auto first = OpenLog(path);
+  std::unique_ptr<RaftLog> second;
+  Status s = RaftLog::Open(path, &second);
+  CHECK(s.code() == ErrorCode::kStorage);
+  CHECK(s.message().find("in use") != std::string::npos);
+  first.reset();
+  CHECK(RaftLog::Open(path, &second).ok());
 }
 
 TEST_CASE(
