@@ -39,9 +39,11 @@ void Pairs::WaitForCatchUp() {
   }
 }
 
-void Pairs::Take(Pair& p) {
+void Pairs::Take(Pair& p) { TakeFrom(p, true, true); }
+
+void Pairs::TakeFrom(Pair& p, bool from, bool to) {
   in_.clear();
-  p.from->Poll(0, &in_);
+  if (from) p.from->Poll(0, &in_);
   for (const Incoming& i : in_) {
     if (i.kind == Incoming::Kind::kError) ++errors_;
     if (i.kind != Incoming::Kind::kProcessed) continue;
@@ -49,7 +51,7 @@ void Pairs::Take(Pair& p) {
     p.processed.insert(i.processed.id.value);
   }
   in_.clear();
-  p.to->Poll(0, &in_);
+  if (to) p.to->Poll(0, &in_);
   for (const Incoming& i : in_) {
     const Message* m =
         i.kind == Incoming::Kind::kEvent ? i.event.message() : nullptr;
@@ -61,16 +63,29 @@ void Pairs::Take(Pair& p) {
 
 void Pairs::TakeAll() {
   for (Pair& p : pairs_) Take(p);
+  took_all_ = Clock::now();
+}
+
+void Pairs::TakeReady() {
+  if (items_.size() != 2 * pairs_.size() ||
+      Clock::now() - took_all_ >= std::chrono::milliseconds(5)) {
+    TakeAll();
+    return;
+  }
+  for (size_t i = 0; i < pairs_.size(); ++i) {
+    bool from = items_[2 * i].revents & ZMQ_POLLIN,
+         to = items_[2 * i + 1].revents & ZMQ_POLLIN;
+    if (from || to) TakeFrom(pairs_[i], from, to);
+  }
 }
 
 void Pairs::WaitForAny(long ms) {
-  std::vector<zmq::pollitem_t> items;
-  items.reserve(2 * pairs_.size());
+  items_.clear();
   for (Pair& p : pairs_) {
-    items.push_back(p.from->PollItem());
-    items.push_back(p.to->PollItem());
+    items_.push_back(p.from->PollItem());
+    items_.push_back(p.to->PollItem());
   }
-  natter::Poll(items, std::max(0L, ms));
+  natter::Poll(items_, std::max(0L, ms));
 }
 
 void Pairs::Drain(Clock::duration most) {

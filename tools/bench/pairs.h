@@ -48,6 +48,10 @@ class Pairs {
   // the recipient's messages.
   void Take(Pair& p);
   void TakeAll();
+  // Takes from the clients the last WaitForAny found something to read
+  // at, and from all of them every 5 ms (their timers: acks, resends):
+  // a pass over every client is a system call or two each.
+  void TakeReady();
   // Sleeps until one of the clients has something to read, at most ms:
   // the bench shares the machine with the cell, so it must not spin.
   void WaitForAny(long ms);
@@ -65,8 +69,12 @@ class Pairs {
  private:
   void WaitForCatchUp();
 
+  void TakeFrom(Pair& p, bool from, bool to);
+
   zmq::context_t ctx_{1};
   std::vector<Pair> pairs_;
+  std::vector<zmq::pollitem_t> items_;  // from, to of each pair
+  Clock::time_point took_all_;
   Observer* observer_;
   uint64_t errors_ = 0;
   std::vector<Incoming> in_;

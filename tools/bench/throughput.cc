@@ -59,10 +59,8 @@ class ThroughputLoad {
   void Run() {
     start_ = shown_ = Clock::now();
     for (auto end = start_ + Seconds(seconds_); Clock::now() < end;) {
-      for (Pair& p : *pairs_) {
-        TopUp(p);
-        pairs_->Take(p);
-      }
+      for (Pair& p : *pairs_) TopUp(p);
+      pairs_->TakeReady();
       pairs_->WaitForAny(5);
       EachSecond();
     }
