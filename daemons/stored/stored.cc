@@ -742,6 +742,9 @@ void Stored::Stats(MetricSet* set) {
                r ? static_cast<double>(r->elections()) : 0);
   set->Gauge("natter_stored_raft_log_bytes", "The Raft log's entries, bytes.",
              r ? static_cast<double>(r->log().bytes()) : 0);
+  set->Gauge("natter_stored_raft_log_segments",
+             "The Raft log's segment files on disk.",
+             r ? static_cast<double>(r->log().segments()) : 0);
   set->Counter("natter_stored_raft_compactions_total",
                "Times the Raft log was compacted (since it started).",
                r ? static_cast<double>(r->compactions()) : 0);

@@ -118,6 +118,10 @@ TEST_CASE(
           .get<double>();
   CHECK(handoffs >= 30);
   CHECK(j["stored-0"]["metrics"]["natter_stored_storage_up"] == 1);
+  // Each shard's Raft log: one segment file so far, with entries in it.
+  CHECK(j["stored-0"]["metrics"]["natter_stored_raft_log_segments"] == 1);
+  CHECK(j["stored-0"]["metrics"]["natter_stored_raft_log_bytes"].get<double>() >
+        0);
   CHECK(j["routed"]["metrics"]["natter_routed_requests_total"].get<double>() >=
         60);
   CHECK(j["notifyd"]["metrics"]["natter_notifyd_events_total"].get<double>() >=
