@@ -32,5 +32,12 @@ bool WriteAll(int fd, const char* data, size_t size) {
   return true;
 }
 
+bool SyncData(int fd) {
+  int r;
+  while ((r = ::fdatasync(fd)) != 0 && errno == EINTR) {
+  }
+  return r == 0;
+}
+
 }  // namespace stored
 }  // namespace natter

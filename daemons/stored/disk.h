@@ -18,6 +18,9 @@ Status SyncFolder(const std::string& dir);
 // errno set, when it cannot.
 bool WriteAll(int fd, const char* data, size_t size);
 
+// fdatasync, again after EINTR; false, with errno set, when it fails.
+bool SyncData(int fd);
+
 }  // namespace stored
 }  // namespace natter
 

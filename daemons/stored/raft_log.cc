@@ -16,6 +16,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <vector>
 
 #include "common/log.h"
@@ -87,8 +88,10 @@ struct Record {
 
 bool ParseSegmentName(const std::string& name, uint64_t* seq) {
   if (name.size() != 20 || name.compare(16, 4, ".wal") != 0) return false;
-  for (size_t i = 0; i < 16; ++i)
-    if (!std::isxdigit(static_cast<unsigned char>(name[i]))) return false;
+  for (size_t i = 0; i < 16; ++i) {
+    const char c = name[i];
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+  }
   *seq = std::stoull(name.substr(0, 16), nullptr, 16);
   return true;
 }
@@ -122,6 +125,53 @@ void PackEntry(msgpack::sbuffer* buf, const raft::Entry& e) {
 
 // About what an entry costs on disk.
 uint64_t EntryBytes(const raft::Entry& e) { return e.data.size() + 24; }
+
+// Whether the bad frame at `at` is the last write, cut short: its header
+// incomplete or never written (zeros), or the frame it declares reaching
+// the end of the file, or nothing but zeros after it.  A complete frame
+// followed by more is damage, not a crash.
+bool TornTail(const std::string& bytes, size_t at) {
+  const size_t left = bytes.size() - at;
+  if (left < kHeaderBytes) return true;
+  auto zeros = [&](size_t from) {
+    return std::all_of(bytes.begin() + static_cast<std::ptrdiff_t>(from),
+                       bytes.end(), [](char c) { return c == 0; });
+  };
+  if (std::all_of(
+          bytes.begin() + static_cast<std::ptrdiff_t>(at),
+          bytes.begin() + static_cast<std::ptrdiff_t>(at + kHeaderBytes),
+          [](char c) { return c == 0; })) {
+    return true;
+  }
+  uint32_t size = 0;
+  for (int i = 0; i < 4; ++i)
+    size |= static_cast<uint32_t>(static_cast<unsigned char>(bytes[at + i]))
+            << (8 * i);
+  const uint64_t frame_end = at + kHeaderBytes + uint64_t{size};
+  return frame_end >= bytes.size() || zeros(frame_end);
+}
+
+// Cuts a segment's torn tail off, durably; the bytes cut are kept beside
+// it in NAME.cut, to look at.
+Status CutTail(const std::string& file, const std::string& bytes, size_t at) {
+  {
+    std::ofstream kept(file + ".cut", std::ios::binary | std::ios::trunc);
+    kept.write(bytes.data() + at,
+               static_cast<std::streamsize>(bytes.size() - at));
+  }
+  int fd = ::open(file.c_str(), O_WRONLY | O_CLOEXEC);
+  if (fd < 0) return Errno(file);
+  bool ok = ::ftruncate(fd, static_cast<off_t>(at)) == 0 && ::fsync(fd) == 0;
+  const int error = errno;
+  ::close(fd);
+  if (!ok) {
+    errno = error;
+    return Errno(file);
+  }
+  NLOG_WARN("event=raft-log-tail-cut file=%s at=%zu bytes=%zu", file.c_str(),
+            at, bytes.size() - at);
+  return Status::Ok();
+}
 
 }  // namespace
 
@@ -242,50 +292,41 @@ Status RaftLog::Load() {
   namespace fs = std::filesystem;
   std::vector<uint64_t> seqs;
   std::error_code ec;
-  for (const auto& entry : fs::directory_iterator(path_, ec)) {
-    const std::string name = entry.path().filename();
+  fs::directory_iterator it(path_, ec), end;
+  for (; !ec && it != end; it.increment(ec)) {
+    const std::string name = it->path().filename();
     uint64_t seq = 0;
     if (ParseSegmentName(name, &seq)) {
       seqs.push_back(seq);
     } else if (name.size() > 8 &&
                name.compare(name.size() - 8, 8, ".wal.tmp") == 0) {
-      fs::remove(entry.path(), ec);  // a segment never begun
+      std::error_code gone;
+      fs::remove(it->path(), gone);  // a segment never begun
     }
   }
   if (ec) return Storage(path_ + ": " + ec.message());
   std::sort(seqs.begin(), seqs.end());
 
-  Loading state;
-  const bool leveldb = fs::exists(path_ + "/CURRENT", ec);
-  if (seqs.empty() && leveldb) {
-    // The stored of before kept the log in LevelDB: it becomes segment 1.
-    std::vector<raft::Entry> entries;
-    Status s = ReadLevelDb(path_, &saved_, &snapshot_, &joining_, &entries);
-    if (!s.ok()) return s;
-    s = StartSegment(1, entries);
-    if (!s.ok()) return s;
-    NLOG_INFO("event=raft-log-converted path=%s entries=%zu", path_.c_str(),
-              entries.size());
-    seqs.push_back(1);
-    ::close(fd_);
-    fd_ = -1;
-    segments_.clear();
-  }
-  if (leveldb) leveldb::DestroyDB(path_, leveldb::Options());
+  Status s = TakeLevelDb(&seqs);
+  if (!s.ok()) return s;
   if (seqs.empty()) {
     // A new log.
-    Status s = StartSegment(1, {});
+    s = StartSegment(1, {});
     if (!s.ok()) return s;
     restored_.snapshot = snapshot_;
     return Status::Ok();
   }
-  // Segments are dropped oldest first: any before a gap are dead.
-  size_t from = seqs.size() - 1;
-  while (from > 0 && seqs[from - 1] + 1 == seqs[from]) --from;
-  for (size_t k = 0; k < from; ++k) fs::remove(SegmentPath(seqs[k]), ec);
-  for (size_t k = from; k < seqs.size(); ++k) {
+  // Segments go oldest first, each delete synced before the next: a
+  // segment missing between others was lost, not dropped.
+  for (size_t k = 1; k < seqs.size(); ++k) {
+    if (seqs[k] != seqs[k - 1] + 1) {
+      return Storage(SegmentPath(seqs[k - 1] + 1) + " is missing");
+    }
+  }
+  Loading state;
+  for (size_t k = 0; k < seqs.size(); ++k) {
     segments_.push_back({seqs[k], 0});
-    Status s = ReadSegment(segments_.size() - 1, k + 1 == seqs.size(), &state);
+    s = ReadSegment(k, k + 1 == seqs.size(), &state);
     if (!s.ok()) return s;
   }
 
@@ -305,7 +346,49 @@ Status RaftLog::Load() {
   restored_.snapshot = snapshot_;
   restored_.entries.assign(std::make_move_iterator(state.entries.begin()),
                            std::make_move_iterator(state.entries.end()));
-  return OpenNewest();
+  s = OpenNewest();
+  // Segments a compaction passed, left by a crash before it deleted them.
+  return s.ok() ? DropSegments() : s;
+}
+
+// A log kept in LevelDB by the stored of before becomes segment 1, and its
+// LevelDB goes; a folder named CURRENT then keeps a stored of before from
+// taking this folder for an empty LevelDB log (it cannot read a folder as
+// LevelDB's CURRENT, and refuses to start).
+Status RaftLog::TakeLevelDb(std::vector<uint64_t>* seqs) {
+  const std::string current = path_ + "/CURRENT";
+  struct stat st;
+  const bool leveldb = ::stat(current.c_str(), &st) == 0 && S_ISREG(st.st_mode);
+  if (leveldb && seqs->empty()) {
+    std::vector<raft::Entry> entries;
+    Status s = ReadLevelDb(path_, &saved_, &snapshot_, &joining_, &entries);
+    if (!s.ok()) return s;
+    s = StartSegment(1, entries);
+    if (!s.ok()) return s;
+    NLOG_INFO("event=raft-log-converted path=%s entries=%zu", path_.c_str(),
+              entries.size());
+    seqs->push_back(1);
+    ::close(fd_);
+    fd_ = -1;
+    segments_.clear();
+    saved_ = {};
+    snapshot_ = {};
+    joining_ = false;
+  } else if (leveldb && *seqs != std::vector<uint64_t>{1}) {
+    // Not a conversion cut short: a stored of before ran on this log.
+    return Storage(path_ +
+                   " holds both a LevelDB log and segment files; a "
+                   "natter-stored of before ran on it after the upgrade");
+  }
+  if (leveldb) {
+    leveldb::Status d = leveldb::DestroyDB(path_, leveldb::Options());
+    if (!d.ok()) return Storage("deleting its LevelDB: " + d.ToString());
+  }
+  if (::stat(current.c_str(), &st) != 0) {
+    if (::mkdir(current.c_str(), 0700) != 0) return Errno(current);
+    return SyncFolder(path_);
+  }
+  return Status::Ok();
 }
 
 Status RaftLog::ReadSegment(size_t k, bool newest, Loading* state) {
@@ -321,14 +404,21 @@ Status RaftLog::ReadSegment(size_t k, bool newest, Loading* state) {
     }
     bytes.resize(static_cast<size_t>(st.st_size));
     size_t got = 0;
+    int error = 0;
     while (got < bytes.size()) {
       ssize_t n = ::read(fd, &bytes[got], bytes.size() - got);
       if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) break;
+      if (n <= 0) {
+        error = n < 0 ? errno : EIO;
+        break;
+      }
       got += static_cast<size_t>(n);
     }
     ::close(fd);
-    if (got != bytes.size()) return Storage(file + ": cannot be read whole");
+    if (got != bytes.size()) {
+      errno = error;
+      return Errno(file);
+    }
   }
   size_t at = 0;
   bool started = false;
@@ -350,14 +440,13 @@ Status RaftLog::ReadSegment(size_t k, bool newest, Loading* state) {
     }
     if (!good) {
       // The newest segment's last write, cut short by a crash before its
-      // sync returned: nothing in it was acknowledged.
-      if (!newest || at == 0) {
+      // sync returned (nothing in it was acknowledged), is cut off.
+      // Anything else is damage.
+      if (!newest || at == 0 || !TornTail(bytes, at)) {
         return Storage(file + " is damaged at byte " + std::to_string(at));
       }
-      if (::truncate(file.c_str(), static_cast<off_t>(at)) != 0)
-        return Errno(file);
-      NLOG_WARN("event=raft-log-tail-cut file=%s at=%zu bytes=%zu",
-                file.c_str(), at, left);
+      Status cut = CutTail(file, bytes, at);
+      if (!cut.ok()) return cut;
       break;
     }
     try {
@@ -368,16 +457,26 @@ Status RaftLog::ReadSegment(size_t k, bool newest, Loading* state) {
         Record r(oh.get());
         if (!started && r.kind != kStart) throw msgpack::type_error();
         switch (r.kind) {
-          case kStart:
-            if (!state->started) {
-              state->hard = {r.At<uint64_t>(1), r.At<uint64_t>(2),
-                             r.At<uint64_t>(3)};
-              state->snapshot = r.Snapshot(4);
-              state->joining = r.At<bool>(7);
-              state->started = true;
+          case kStart: {
+            const raft::HardState hard{r.At<uint64_t>(1), r.At<uint64_t>(2),
+                                       r.At<uint64_t>(3)};
+            raft::SnapshotMeta snapshot = r.Snapshot(4);
+            const bool joining = r.At<bool>(7);
+            if (state->started && !(hard == state->hard &&
+                                    snapshot.index == state->snapshot.index &&
+                                    snapshot.term == state->snapshot.term &&
+                                    joining == state->joining)) {
+              // Its start is the state the segments before it left.
+              return Storage(file +
+                             " does not follow from the segment "
+                             "before it");
             }
-            started = true;
+            state->hard = hard;
+            state->snapshot = std::move(snapshot);
+            state->joining = joining;
+            state->started = started = true;
             break;
+          }
           case kHardState:
             state->hard = {r.At<uint64_t>(1), r.At<uint64_t>(2),
                            r.At<uint64_t>(3)};
@@ -480,7 +579,7 @@ Status RaftLog::StartSegment(uint64_t seq,
 
   int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0) return Errno(temp);
-  bool ok = WriteAll(fd, bytes.data(), bytes.size()) && ::fdatasync(fd) == 0;
+  bool ok = WriteAll(fd, bytes.data(), bytes.size()) && SyncData(fd);
   const int error = errno;
   ::close(fd);
   if (!ok) {
@@ -509,8 +608,17 @@ Status RaftLog::WriteFrame() {
     Status s = StartSegment(segments_.back().seq + 1, {});
     if (!s.ok()) return s;
   }
-  if (!WriteAll(fd_, frame_.data(), frame_.size()) || ::fdatasync(fd_) != 0) {
+  if (!WriteAll(fd_, frame_.data(), frame_.size()) || !SyncData(fd_)) {
+    // The frame may be in the page cache, whole: were the log read again
+    // in this process (the database reopened), it would pass for synced.
+    const int error = errno;
     failed_ = true;
+    if (::ftruncate(fd_, static_cast<off_t>(size_)) != 0) {
+      NLOG_ERROR("event=raft-log-unwritable file=%s error=%s",
+                 SegmentPath(segments_.back().seq).c_str(),
+                 std::strerror(errno));
+    }
+    errno = error;
     return Errno(SegmentPath(segments_.back().seq));
   }
   size_ += frame_.size();
@@ -593,16 +701,18 @@ Status RaftLog::Compact(const raft::SnapshotMeta& meta) {
 // The oldest segments whose entries the snapshot holds go (never the
 // newest: it is where the log goes on).  A later segment's start has
 // their state, and the record that passed them is in a later one still.
+// Each delete is synced before the next, so that a crash leaves the
+// newest segments in an unbroken run.
 Status RaftLog::DropSegments() {
-  bool dropped = false;
   while (segments_.size() > 1 &&
          segments_.front().max_index <= snapshot_.index) {
     const std::string file = SegmentPath(segments_.front().seq);
     if (::unlink(file.c_str()) != 0 && errno != ENOENT) return Errno(file);
     segments_.pop_front();
-    dropped = true;
+    Status s = SyncFolder(path_);
+    if (!s.ok()) return s;
   }
-  return dropped ? SyncFolder(path_) : Status::Ok();
+  return Status::Ok();
 }
 
 }  // namespace stored

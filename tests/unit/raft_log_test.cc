@@ -188,10 +188,13 @@ TEST_CASE(
     bent[bent.size() - 3] ^= 0x20;
     WriteFile(file, bent);
   }
+  const size_t damaged = ReadFile(file).size();
   {
     auto log = OpenLog(path);
     CHECK(IndexesOf(log->restored().entries) == std::vector<uint64_t>{1, 2, 3});
     CHECK(ReadFile(file) == whole);
+    // What was cut is kept beside it, to look at.
+    CHECK(ReadFile(file + ".cut").size() == damaged - whole.size());
     SaveEach(log.get(), 4, 5);
   }
   auto log = OpenLog(path);
@@ -229,11 +232,68 @@ TEST_CASE(
     CHECK(s.message().find("damaged at byte 0") != std::string::npos);
   }
   SECTION("a segment in the middle") {
-    std::filesystem::remove(files[files.size() - 2]);
+    const std::string lost = files[files.size() - 2];
+    std::filesystem::remove(lost);
     Status s = RaftLog::Open(path, &log);
     CHECK(s.code() == ErrorCode::kStorage);
-    CHECK(s.message().find("is missing") != std::string::npos);
+    CHECK(s.message().find(lost + " is missing") != std::string::npos);
+    // Nothing was deleted on the way.
+    CHECK(Segments(path).size() == files.size() - 1);
   }
+  SECTION("a frame of the newest segment with good frames after it") {
+    std::string bent = ReadFile(files.back());
+    REQUIRE(bent.size() > 150);
+    bent[40] ^= 1;  // the frame after the start
+    WriteFile(files.back(), bent);
+    Status s = RaftLog::Open(path, &log);
+    CHECK(s.code() == ErrorCode::kStorage);
+    CHECK(s.message().find("damaged") != std::string::npos);
+    CHECK(ReadFile(files.back()) == bent);  // not cut
+  }
+  SECTION("a segment that does not begin where the one before ended") {
+    // The newest segment, from a log with another hard state.
+    TempDir other;
+    {
+      std::unique_ptr<RaftLog> o;
+      REQUIRE(RaftLog::Open(other.path() + "/raft", &o, 200).ok());
+      raft::Ready vote;
+      vote.hard_state = raft::HardState{9, 9, 0};
+      REQUIRE(o->Save(vote).ok());
+      SaveEach(o.get(), 1, 30, std::string(40, 'x'));
+    }
+    std::vector<std::string> theirs = Segments(other.path() + "/raft");
+    WriteFile(files.back(), ReadFile(theirs.back()));
+    Status s = RaftLog::Open(path, &log);
+    CHECK(s.message().find("does not follow") != std::string::npos);
+  }
+}
+
+TEST_CASE(
+    "segments a compaction passed but a crash left are deleted at the next "
+    "start") {
+  TempDir dir;
+  const std::string path = dir.path() + "/raft";
+  std::vector<std::pair<std::string, std::string>> dropped;
+  {
+    std::unique_ptr<RaftLog> log;
+    REQUIRE(RaftLog::Open(path, &log, 200).ok());
+    SaveEach(log.get(), 1, 30, std::string(40, 'z'));
+    const std::vector<std::string> before = Segments(path);
+    for (const std::string& f : before) dropped.push_back({f, ReadFile(f)});
+    REQUIRE(log->Compact(raft::SnapshotMeta{25, 1, {1}}).ok());
+    REQUIRE(Segments(path).size() < before.size());
+  }
+  // The deletes never reached the disk.
+  for (const auto& [file, bytes] : dropped) {
+    if (!std::filesystem::exists(file)) WriteFile(file, bytes);
+  }
+  const size_t all = Segments(path).size();
+  auto log = OpenLog(path);
+  CHECK(log->restored().snapshot.index == 25);
+  CHECK(IndexesOf(log->restored().entries) ==
+        std::vector<uint64_t>{26, 27, 28, 29, 30});
+  CHECK(log->segments() < all);
+  CHECK(Segments(path).size() == log->segments());
 }
 
 TEST_CASE(
@@ -323,13 +383,49 @@ TEST_CASE(
     CHECK(IndexesOf(r.entries) == std::vector<uint64_t>{11, 12});
     CHECK(r.entries[1].data == "entry 12");
     CHECK(log->joining());
-    CHECK_FALSE(std::filesystem::exists(path + "/CURRENT"));
     SaveEach(log.get(), 13, 13);
+  }
+  // In the LevelDB's place, a folder named CURRENT: a stored of before
+  // cannot open the folder as a LevelDB log, and does not start on it.
+  CHECK(std::filesystem::is_directory(path + "/CURRENT"));
+  CHECK_FALSE(std::filesystem::exists(path + "/LOCK"));
+  {
+    leveldb::Options options;
+    options.create_if_missing = true;
+    leveldb::DB* raw = nullptr;
+    CHECK_FALSE(leveldb::DB::Open(options, path, &raw).ok());
+    delete raw;
   }
   auto log = OpenLog(path);
   CHECK(IndexesOf(log->restored().entries) ==
         std::vector<uint64_t>{11, 12, 13});
   CHECK(Segments(path).size() == 1);
+}
+
+TEST_CASE(
+    "a LevelDB log beside segment files that are not a conversion cut short "
+    "is refused") {
+  TempDir dir;
+  const std::string path = dir.path() + "/raft";
+  {
+    std::unique_ptr<RaftLog> log;
+    REQUIRE(RaftLog::Open(path, &log, 200).ok());
+    SaveEach(log.get(), 1, 20, std::string(40, 'x'));
+    REQUIRE(log->segments() > 1);
+  }
+  std::filesystem::remove(path + "/CURRENT");
+  {
+    leveldb::Options options;
+    options.create_if_missing = true;
+    leveldb::DB* raw = nullptr;
+    REQUIRE(leveldb::DB::Open(options, path, &raw).ok());
+    delete raw;
+  }
+  std::unique_ptr<RaftLog> log;
+  Status s = RaftLog::Open(path, &log);
+  CHECK(s.code() == ErrorCode::kStorage);
+  CHECK(s.message().find("both a LevelDB log and segment files") !=
+        std::string::npos);
 }
 
 TEST_CASE("a raft log in use by one stored is refused to a second") {
