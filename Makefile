@@ -218,8 +218,8 @@ FUZZ_CXX     := clang++
 FUZZ_FLAGS   := -std=c++17 -g -O1 -fsanitize=address,undefined -fno-sanitize-recover=undefined -pthread
 FUZZ_TARGETS := $(patsubst tests/fuzz/%.cc,%,$(wildcard tests/fuzz/fuzz_*.cc))
 FUZZ_LIB_SRC := $(COMMON_SRC) daemons/stored/store.cc daemons/stored/keys.cc \
-                daemons/stored/record_cache.cc \
-                daemons/frontd/zmtp.cc
+                daemons/stored/record_cache.cc daemons/stored/raft_log.cc \
+                daemons/stored/disk.cc daemons/frontd/zmtp.cc
 
 $(FUZZ_BUILD)/%.o: %.cc
 	@mkdir -p $(dir $@)

@@ -453,7 +453,11 @@ Status RaftLog::ReadSegment(size_t k, bool newest, Loading* state) {
       size_t off = 0;
       const char* payload = p + kHeaderBytes;
       while (off < size) {
-        msgpack::object_handle oh = msgpack::unpack(payload, size, off);
+        // Counts bounded: a damaged count must not ask for gigabytes.
+        msgpack::object_handle oh = msgpack::unpack(
+            payload, size, off, nullptr, nullptr,
+            msgpack::unpack_limit(/*array=*/4096, /*map=*/0, /*str=*/size,
+                                  /*bin=*/size, /*ext=*/0, /*depth=*/3));
         Record r(oh.get());
         if (!started && r.kind != kStart) throw msgpack::type_error();
         switch (r.kind) {

@@ -3,6 +3,7 @@
 #include "daemons/stored/raft_log.h"
 
 #include <leveldb/db.h>
+#include <sodium.h>
 
 #include <algorithm>
 #include <catch2/catch.hpp>
@@ -265,6 +266,36 @@ TEST_CASE(
     WriteFile(files.back(), ReadFile(theirs.back()));
     Status s = RaftLog::Open(path, &log);
     CHECK(s.message().find("does not follow") != std::string::npos);
+  }
+}
+
+TEST_CASE(
+    "a frame whose checksum is good but whose records are not is refused, "
+    "even one that claims four billion of them") {
+  TempDir dir;
+  const std::string path = dir.path() + "/raft";
+  { auto log = OpenLog(path); }
+  const std::string file = Segments(path).back();
+  const std::string start = ReadFile(file);
+  for (const std::string& payload :
+       {std::string("\xdf\xff\xff\xff\xff", 5),  // a map of 2^32 - 1
+        std::string("\xdd\xff\xff\xff\xff", 5),  // an array of as many
+        std::string("\x93\x04\x01\x01", 4),      // an entry cut short
+        std::string("\x91\x09", 2)}) {           // a kind not known
+    std::string frame;
+    for (int i = 0; i < 4; ++i)
+      frame.push_back(static_cast<char>(payload.size() >> (8 * i)));
+    unsigned char sum[crypto_shorthash_BYTES];
+    const unsigned char key[crypto_shorthash_KEYBYTES] = {0};
+    crypto_shorthash(sum,
+                     reinterpret_cast<const unsigned char*>(payload.data()),
+                     payload.size(), key);
+    frame.append(reinterpret_cast<const char*>(sum), sizeof sum);
+    WriteFile(file, start + frame + payload);
+    std::unique_ptr<RaftLog> log;
+    Status s = RaftLog::Open(path, &log);
+    CHECK(s.code() == ErrorCode::kStorage);
+    CHECK(s.message().find("cannot be read") != std::string::npos);
   }
 }
 
