@@ -16,7 +16,8 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
+#include <optional>
+#include <set>
 #include <vector>
 
 #include "common/log.h"
@@ -126,38 +127,48 @@ void PackEntry(msgpack::sbuffer* buf, const raft::Entry& e) {
 // About what an entry costs on disk.
 uint64_t EntryBytes(const raft::Entry& e) { return e.data.size() + 24; }
 
-// Whether the bad frame at `at` is the last write, cut short: its header
-// incomplete or never written (zeros), or the frame it declares reaching
-// the end of the file, or nothing but zeros after it.  A complete frame
-// followed by more is damage, not a crash.
-bool TornTail(const std::string& bytes, size_t at) {
-  const size_t left = bytes.size() - at;
-  if (left < kHeaderBytes) return true;
-  auto zeros = [&](size_t from) {
-    return std::all_of(bytes.begin() + static_cast<std::ptrdiff_t>(from),
-                       bytes.end(), [](char c) { return c == 0; });
-  };
-  if (std::all_of(
-          bytes.begin() + static_cast<std::ptrdiff_t>(at),
-          bytes.begin() + static_cast<std::ptrdiff_t>(at + kHeaderBytes),
-          [](char c) { return c == 0; })) {
-    return true;
-  }
+uint32_t FrameSize(const char* p) {
   uint32_t size = 0;
   for (int i = 0; i < 4; ++i)
-    size |= static_cast<uint32_t>(static_cast<unsigned char>(bytes[at + i]))
-            << (8 * i);
-  const uint64_t frame_end = at + kHeaderBytes + uint64_t{size};
-  return frame_end >= bytes.size() || zeros(frame_end);
+    size |= static_cast<uint32_t>(static_cast<unsigned char>(p[i])) << (8 * i);
+  return size;
 }
 
-// Cuts a segment's torn tail off, durably; the bytes cut are kept beside
-// it in NAME.cut, to look at.
+// Whether a frame that checks out begins anywhere after `at`.  Only one
+// write is ever in flight, so the tail a crash cut short has none after
+// it (its pages may have reached the disk in any order, zeros or not);
+// damage in the middle of a segment has.  The checksum is tried only
+// where a record could begin: an array of 1 to 8, a kind of 0 to 5.
+bool GoodFrameAfter(const std::string& bytes, size_t at) {
+  for (size_t p = at + 1; p + kHeaderBytes + 2 <= bytes.size(); ++p) {
+    const uint32_t size = FrameSize(&bytes[p]);
+    const auto lead = static_cast<unsigned char>(bytes[p + kHeaderBytes]);
+    const auto kind = static_cast<unsigned char>(bytes[p + kHeaderBytes + 1]);
+    if (size < 2 || size > bytes.size() - p - kHeaderBytes || lead < 0x91 ||
+        lead > 0x98 || kind > kJoining) {
+      continue;
+    }
+    unsigned char sum[crypto_shorthash_BYTES];
+    Checksum(&bytes[p + kHeaderBytes], size, sum);
+    if (std::memcmp(sum, &bytes[p + 4], sizeof sum) == 0) return true;
+  }
+  return false;
+}
+
+// Cuts a segment's torn tail off, durably; the bytes cut are kept first
+// beside it in NAME.AT.cut, to look at.
 Status CutTail(const std::string& file, const std::string& bytes, size_t at) {
-  {
-    std::ofstream kept(file + ".cut", std::ios::binary | std::ios::trunc);
-    kept.write(bytes.data() + at,
-               static_cast<std::streamsize>(bytes.size() - at));
+  const std::string kept = file + "." + std::to_string(at) + ".cut";
+  int out =
+      ::open(kept.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (out < 0) return Errno(kept);
+  bool saved =
+      WriteAll(out, bytes.data() + at, bytes.size() - at) && SyncData(out);
+  const int why = errno;
+  ::close(out);
+  if (!saved) {
+    errno = why;
+    return Errno(kept);
   }
   int fd = ::open(file.c_str(), O_WRONLY | O_CLOEXEC);
   if (fd < 0) return Errno(file);
@@ -201,6 +212,22 @@ struct DiskSnapshot {
   std::vector<uint64_t> voters;
   NATTER_WIRE(3, index, term, voters)
 };
+
+// What a LevelDB log of before holds.
+struct LevelDbLog {
+  raft::HardState hard;
+  raft::SnapshotMeta snapshot;
+  bool joining = false;
+  std::vector<raft::Entry> entries;
+};
+
+// The logs of this process whose failed write could not be cut back off
+// their segment: the frame may sit whole in the page cache, and a
+// RaftLog opened again would take it for synced.
+std::set<std::string>& Poisoned() {
+  static std::set<std::string> paths;
+  return paths;
+}
 
 Status ReadLevelDb(const std::string& path, raft::HardState* hard,
                    raft::SnapshotMeta* snapshot, bool* joining,
@@ -264,6 +291,11 @@ std::string RaftLog::SegmentPath(uint64_t seq) const {
 
 Status RaftLog::Open(const std::string& path, std::unique_ptr<RaftLog>* out,
                      uint64_t segment_bytes) {
+  if (Poisoned().count(path) != 0) {
+    return Storage(path +
+                   ": a write failed and could not be cut back; check the "
+                   "disk, then restart natter-stored");
+  }
   std::unique_ptr<RaftLog> log(new RaftLog(path, segment_bytes));
   std::error_code ec;
   std::filesystem::create_directories(path, ec);
@@ -307,14 +339,46 @@ Status RaftLog::Load() {
   if (ec) return Storage(path_ + ": " + ec.message());
   std::sort(seqs.begin(), seqs.end());
 
-  Status s = TakeLevelDb(&seqs);
-  if (!s.ok()) return s;
-  if (seqs.empty()) {
-    // A new log.
-    s = StartSegment(1, {});
+  // CURRENT: a LevelDB's (a file), from the stored of before; or the
+  // fence this log puts there (a folder), see Fence.
+  const std::string current = path_ + "/CURRENT";
+  struct stat st;
+  const bool has_current = ::stat(current.c_str(), &st) == 0;
+  const bool leveldb = has_current && S_ISREG(st.st_mode);
+  const bool fenced = has_current && S_ISDIR(st.st_mode);
+  Status s = Status::Ok();
+  std::optional<LevelDbLog> old;
+  if (leveldb) {
+    old.emplace();
+    s = ReadLevelDb(path_, &old->hard, &old->snapshot, &old->joining,
+                    &old->entries);
     if (!s.ok()) return s;
-    restored_.snapshot = snapshot_;
-    return Status::Ok();
+  }
+  if (seqs.empty() && fenced) {
+    return Storage(path_ + " has lost its segment files");
+  }
+  if (seqs.empty()) {
+    // A new log, or the LevelDB's, converted: segment 1.
+    if (old) {
+      saved_ = old->hard;
+      snapshot_ = old->snapshot;
+      joining_ = old->joining;
+    }
+    s = StartSegment(1, old ? old->entries : std::vector<raft::Entry>{});
+    if (!s.ok()) return s;
+    if (!old) {
+      restored_.snapshot = snapshot_;
+      return Fence();
+    }
+    NLOG_INFO("event=raft-log-converted path=%s entries=%zu", path_.c_str(),
+              old->entries.size());
+    ::close(fd_);
+    fd_ = -1;
+    segments_.clear();
+    saved_ = {};
+    snapshot_ = {};
+    joining_ = false;
+    seqs.push_back(1);
   }
   // Segments go oldest first, each delete synced before the next: a
   // segment missing between others was lost, not dropped.
@@ -344,51 +408,46 @@ Status RaftLog::Load() {
   last_ = expect - 1;
   restored_.hard_state = saved_;
   restored_.snapshot = snapshot_;
+  if (old) {
+    // Only the LevelDB that segment 1 was converted from goes (a crash
+    // came before it went); any other is a stored of before that ran on
+    // this folder after the upgrade, or a backup put back: its log and
+    // the segments' differ, and which is the truth is for a person.
+    const auto& e = state.entries;
+    const auto& o = old->entries;
+    const bool same = seqs.size() == 1 && saved_ == old->hard &&
+                      snapshot_.index == old->snapshot.index &&
+                      snapshot_.term == old->snapshot.term &&
+                      joining_ == old->joining && e.size() == o.size() &&
+                      (e.empty() || (e.back().index == o.back().index &&
+                                     e.back().term == o.back().term));
+    if (!same) {
+      return Storage(path_ +
+                     " holds both a LevelDB log and segment files that differ "
+                     "(a natter-stored of before ran on it after the upgrade, "
+                     "or its backup was put back): keep the one that is the "
+                     "truth, and remove the other");
+    }
+    leveldb::Status d = leveldb::DestroyDB(path_, leveldb::Options());
+    if (!d.ok()) return Storage("deleting its LevelDB: " + d.ToString());
+  }
   restored_.entries.assign(std::make_move_iterator(state.entries.begin()),
                            std::make_move_iterator(state.entries.end()));
-  s = OpenNewest();
+  if (!fenced) s = Fence();
+  if (s.ok()) s = OpenNewest();
   // Segments a compaction passed, left by a crash before it deleted them.
   return s.ok() ? DropSegments() : s;
 }
 
-// A log kept in LevelDB by the stored of before becomes segment 1, and its
-// LevelDB goes; a folder named CURRENT then keeps a stored of before from
-// taking this folder for an empty LevelDB log (it cannot read a folder as
-// LevelDB's CURRENT, and refuses to start).
-Status RaftLog::TakeLevelDb(std::vector<uint64_t>* seqs) {
+// A folder named CURRENT where a LevelDB keeps its file of that name: a
+// stored of before cannot read it, and refuses to start rather than take
+// this folder for an empty LevelDB log (and lose its term and vote).
+// Made once segment 1 is on disk, so a fence with no segments means they
+// were lost.
+Status RaftLog::Fence() {
   const std::string current = path_ + "/CURRENT";
-  struct stat st;
-  const bool leveldb = ::stat(current.c_str(), &st) == 0 && S_ISREG(st.st_mode);
-  if (leveldb && seqs->empty()) {
-    std::vector<raft::Entry> entries;
-    Status s = ReadLevelDb(path_, &saved_, &snapshot_, &joining_, &entries);
-    if (!s.ok()) return s;
-    s = StartSegment(1, entries);
-    if (!s.ok()) return s;
-    NLOG_INFO("event=raft-log-converted path=%s entries=%zu", path_.c_str(),
-              entries.size());
-    seqs->push_back(1);
-    ::close(fd_);
-    fd_ = -1;
-    segments_.clear();
-    saved_ = {};
-    snapshot_ = {};
-    joining_ = false;
-  } else if (leveldb && *seqs != std::vector<uint64_t>{1}) {
-    // Not a conversion cut short: a stored of before ran on this log.
-    return Storage(path_ +
-                   " holds both a LevelDB log and segment files; a "
-                   "natter-stored of before ran on it after the upgrade");
-  }
-  if (leveldb) {
-    leveldb::Status d = leveldb::DestroyDB(path_, leveldb::Options());
-    if (!d.ok()) return Storage("deleting its LevelDB: " + d.ToString());
-  }
-  if (::stat(current.c_str(), &st) != 0) {
-    if (::mkdir(current.c_str(), 0700) != 0) return Errno(current);
-    return SyncFolder(path_);
-  }
-  return Status::Ok();
+  if (::mkdir(current.c_str(), 0700) != 0) return Errno(current);
+  return SyncFolder(path_);
 }
 
 Status RaftLog::ReadSegment(size_t k, bool newest, Loading* state) {
@@ -429,9 +488,7 @@ Status RaftLog::ReadSegment(size_t k, bool newest, Loading* state) {
     unsigned char sum[crypto_shorthash_BYTES];
     bool good = left >= kHeaderBytes;
     if (good) {
-      for (int i = 0; i < 4; ++i)
-        size |= static_cast<uint32_t>(static_cast<unsigned char>(p[i]))
-                << (8 * i);
+      size = FrameSize(p);
       good = size <= left - kHeaderBytes;
     }
     if (good) {
@@ -442,7 +499,7 @@ Status RaftLog::ReadSegment(size_t k, bool newest, Loading* state) {
       // The newest segment's last write, cut short by a crash before its
       // sync returned (nothing in it was acknowledged), is cut off.
       // Anything else is damage.
-      if (!newest || at == 0 || !TornTail(bytes, at)) {
+      if (!newest || at == 0 || GoodFrameAfter(bytes, at)) {
         return Storage(file + " is damaged at byte " + std::to_string(at));
       }
       Status cut = CutTail(file, bytes, at);
@@ -610,14 +667,19 @@ Status RaftLog::WriteFrame() {
   if (!SealFrame(&frame_)) return Storage("a Ready too large for a frame");
   if (size_ > 0 && size_ + frame_.size() > segment_bytes_) {
     Status s = StartSegment(segments_.back().seq + 1, {});
-    if (!s.ok()) return s;
+    if (!s.ok()) {
+      failed_ = true;
+      return s;
+    }
   }
   if (!WriteAll(fd_, frame_.data(), frame_.size()) || !SyncData(fd_)) {
     // The frame may be in the page cache, whole: were the log read again
     // in this process (the database reopened), it would pass for synced.
     const int error = errno;
     failed_ = true;
-    if (::ftruncate(fd_, static_cast<off_t>(size_)) != 0) {
+    if (::ftruncate(fd_, static_cast<off_t>(size_)) != 0 || ::fsync(fd_) != 0) {
+      // Not cut back: no RaftLog of this process opens it again.
+      Poisoned().insert(path_);
       NLOG_ERROR("event=raft-log-unwritable file=%s error=%s",
                  SegmentPath(segments_.back().seq).c_str(),
                  std::strerror(errno));

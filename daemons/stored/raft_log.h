@@ -87,7 +87,7 @@ class RaftLog {
       : path_(path), segment_bytes_(segment_bytes) {}
   Status Lock();
   Status Load();
-  Status TakeLevelDb(std::vector<uint64_t>* seqs);
+  Status Fence();
   Status ReadSegment(size_t k, bool newest, Loading* state);
   Status StartSegment(uint64_t seq, const std::vector<raft::Entry>& entries);
   Status OpenNewest();

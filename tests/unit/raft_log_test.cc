@@ -184,6 +184,13 @@ TEST_CASE(
   SECTION("zeros where its bytes were never written") {
     WriteFile(file, whole + std::string(longer.size() - whole.size(), '\0'));
   }
+  SECTION("the page with its header's first bytes never written") {
+    std::string split = longer;
+    std::fill(split.begin() + static_cast<std::ptrdiff_t>(whole.size()),
+              split.begin() + static_cast<std::ptrdiff_t>(whole.size() + 6),
+              '\0');
+    WriteFile(file, split);
+  }
   SECTION("one of its bytes not the one written") {
     std::string bent = longer;
     bent[bent.size() - 3] ^= 0x20;
@@ -195,7 +202,8 @@ TEST_CASE(
     CHECK(IndexesOf(log->restored().entries) == std::vector<uint64_t>{1, 2, 3});
     CHECK(ReadFile(file) == whole);
     // What was cut is kept beside it, to look at.
-    CHECK(ReadFile(file + ".cut").size() == damaged - whole.size());
+    CHECK(ReadFile(file + "." + std::to_string(whole.size()) + ".cut").size() ==
+          damaged - whole.size());
     SaveEach(log.get(), 4, 5);
   }
   auto log = OpenLog(path);
@@ -240,6 +248,17 @@ TEST_CASE(
     CHECK(s.message().find(lost + " is missing") != std::string::npos);
     // Nothing was deleted on the way.
     CHECK(Segments(path).size() == files.size() - 1);
+  }
+  SECTION("a frame's header zeroed, with good frames after it") {
+    std::string bent = ReadFile(files.back());
+    const size_t start = 12 + static_cast<unsigned char>(bent[0]);
+    REQUIRE(bent.size() > start + 100);
+    std::fill(bent.begin() + static_cast<std::ptrdiff_t>(start),
+              bent.begin() + static_cast<std::ptrdiff_t>(start + 12), '\0');
+    WriteFile(files.back(), bent);
+    Status s = RaftLog::Open(path, &log);
+    CHECK(s.message().find("damaged at byte " + std::to_string(start)) !=
+          std::string::npos);
   }
   SECTION("a frame of the newest segment with good frames after it") {
     std::string bent = ReadFile(files.back());
@@ -374,37 +393,41 @@ TEST_CASE(
   CHECK(log->joining());
 }
 
+// A Raft log as the stored of before kept it, in LevelDB: hard state
+// {5, 2, 11}, snapshot at 10, the join mark, entries 8 (a compaction cut
+// short left 8 and 9) to last.
+void WriteLevelDbLog(const std::string& path, uint64_t last = 12) {
+  leveldb::Options options;
+  options.create_if_missing = true;
+  leveldb::DB* raw = nullptr;
+  REQUIRE(leveldb::DB::Open(options, path, &raw).ok());
+  std::unique_ptr<leveldb::DB> db(raw);
+  auto pack = [](const auto& value) {
+    msgpack::sbuffer buf;
+    msgpack::pack(buf, value);
+    return std::string(buf.data(), buf.size());
+  };
+  REQUIRE(db->Put({}, "h", pack(std::vector<uint64_t>{5, 2, 11})).ok());
+  REQUIRE(db->Put({}, "s",
+                  pack(std::make_tuple(uint64_t{10}, uint64_t{4},
+                                       std::vector<uint64_t>{1, 2, 3})))
+              .ok());
+  REQUIRE(db->Put({}, "j", "").ok());
+  for (uint64_t i = 8; i <= last; ++i) {
+    std::string key("e");
+    for (int b = 7; b >= 0; --b) key.push_back(static_cast<char>(i >> (8 * b)));
+    REQUIRE(
+        db->Put({}, key, pack(RaftEntry{5, i, 0, "entry " + std::to_string(i)}))
+            .ok());
+  }
+}
+
 TEST_CASE(
     "a raft log kept in LevelDB by the stored of before is converted, and "
     "its LevelDB is gone") {
   TempDir dir;
   const std::string path = dir.path() + "/raft";
-  {
-    leveldb::Options options;
-    options.create_if_missing = true;
-    leveldb::DB* raw = nullptr;
-    REQUIRE(leveldb::DB::Open(options, path, &raw).ok());
-    std::unique_ptr<leveldb::DB> db(raw);
-    auto pack = [](const auto& value) {
-      msgpack::sbuffer buf;
-      msgpack::pack(buf, value);
-      return std::string(buf.data(), buf.size());
-    };
-    REQUIRE(db->Put({}, "h", pack(std::vector<uint64_t>{5, 2, 11})).ok());
-    REQUIRE(db->Put({}, "s",
-                    pack(std::make_tuple(uint64_t{10}, uint64_t{4},
-                                         std::vector<uint64_t>{1, 2, 3})))
-                .ok());
-    REQUIRE(db->Put({}, "j", "").ok());
-    for (uint64_t i = 8; i <= 12; ++i) {  // 8 and 9: a compaction cut short
-      std::string key("e");
-      for (int b = 7; b >= 0; --b)
-        key.push_back(static_cast<char>(i >> (8 * b)));
-      REQUIRE(db->Put({}, key,
-                      pack(RaftEntry{5, i, 0, "entry " + std::to_string(i)}))
-                  .ok());
-    }
-  }
+  WriteLevelDbLog(path);
   {
     auto log = OpenLog(path);
     const raft::Restored& r = log->restored();
@@ -431,6 +454,42 @@ TEST_CASE(
   CHECK(IndexesOf(log->restored().entries) ==
         std::vector<uint64_t>{11, 12, 13});
   CHECK(Segments(path).size() == 1);
+}
+
+TEST_CASE(
+    "a conversion cut short before its LevelDB went is finished at the next "
+    "start; a LevelDB that differs from the segments is refused, and so are "
+    "segments lost behind the fence") {
+  TempDir dir, aside;
+  const std::string path = dir.path() + "/raft";
+  WriteLevelDbLog(path);
+  std::filesystem::copy(path, aside.path() + "/leveldb");
+  { auto log = OpenLog(path); }
+  // The crash: the LevelDB still there, no fence yet.
+  std::filesystem::remove(path + "/CURRENT");
+  SECTION("the LevelDB segment 1 was made from") {
+    for (const auto& e :
+         std::filesystem::directory_iterator(aside.path() + "/leveldb")) {
+      std::filesystem::copy(e.path(), path + "/" + e.path().filename().string(),
+                            std::filesystem::copy_options::overwrite_existing);
+    }
+    auto log = OpenLog(path);
+    CHECK(IndexesOf(log->restored().entries) == std::vector<uint64_t>{11, 12});
+    CHECK(std::filesystem::is_directory(path + "/CURRENT"));
+  }
+  SECTION("a LevelDB that went on after it (a stored of before ran)") {
+    WriteLevelDbLog(path, 13);
+    std::unique_ptr<RaftLog> log;
+    Status s = RaftLog::Open(path, &log);
+    CHECK(s.message().find("differ") != std::string::npos);
+  }
+  SECTION("the segments gone, the fence left") {
+    REQUIRE(std::filesystem::create_directory(path + "/CURRENT"));
+    for (const std::string& f : Segments(path)) std::filesystem::remove(f);
+    std::unique_ptr<RaftLog> log;
+    Status s = RaftLog::Open(path, &log);
+    CHECK(s.message().find("lost its segment files") != std::string::npos);
+  }
 }
 
 TEST_CASE(
