@@ -9,7 +9,6 @@
 #include <catch2/catch.hpp>
 #include <filesystem>
 #include <fstream>
-#include <iterator>
 #include <memory>
 #include <string>
 #include <tuple>
@@ -17,6 +16,7 @@
 
 #include "common/proto.h"
 #include "daemons/stored/replica.h"
+#include "tests/support/io.h"
 #include "tests/support/temp_dir.h"
 
 using namespace natter;
@@ -136,11 +136,6 @@ std::vector<std::string> Segments(const std::string& path) {
   }
   std::sort(out.begin(), out.end());
   return out;
-}
-
-std::string ReadFile(const std::string& file) {
-  std::ifstream in(file, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
 }
 
 void WriteFile(const std::string& file, const std::string& bytes) {
