@@ -46,23 +46,39 @@ double UserRateLimiter::Level(const Bucket& b, Clock::time_point now) const {
   return std::min(burst_, b.units + rate_ * std::max(elapsed, 0.0));
 }
 
-bool UserRateLimiter::Take(UserId user, uint64_t cost, Clock::time_point now) {
+bool UserRateLimiter::Take(UserId user, uint64_t cost, Clock::time_point now,
+                           const std::string* device, uint64_t corr) {
   if (!enabled() || cost == 0) return true;
   if (now >= next_sweep_) Sweep(now);
-  auto [it, added] = buckets_.try_emplace(user, Bucket{burst_, now});
+  auto [it, added] =
+      buckets_.try_emplace(user, Bucket{burst_, now, false, false, {}, 0, {}});
   Bucket& b = it->second;
   double units = added ? burst_ : Level(b, now);
+  b.units = units;
+  b.at = now;
+  if (b.holding && now - b.held_at > kHold) b.holding = false;
+  const bool held = b.holding && device != nullptr &&
+                    *device == b.held_device && corr == b.held_corr;
+  if (b.holding && !held) return false;  // behind the refused one
   double needed = static_cast<double>(cost);
   if (b.refusing)
     needed = std::max(needed, std::min(burst_, static_cast<double>(kMaxCost)));
-  b.at = now;
   b.refusing = units < needed;
-  b.units = b.refusing ? units : units - static_cast<double>(cost);
+  if (!b.refusing) {
+    b.units = units - static_cast<double>(cost);
+    b.holding = false;
+  } else if (held || device != nullptr) {
+    b.holding = true;
+    b.held_device = *device;
+    b.held_corr = corr;
+    b.held_at = now;
+  }
   return !b.refusing;
 }
 
 bool UserRateLimiter::Admit(const Frame& request, Clock::time_point now) {
-  if (Take(request.header.user, Cost(request), now)) return true;
+  const Header& h = request.header;
+  if (Take(h.user, Cost(request), now, &h.device, h.corr)) return true;
   ++refused_;
   return false;
 }
@@ -78,7 +94,8 @@ Status UserRateLimiter::Refusal(UserId user) const {
 
 void UserRateLimiter::Sweep(Clock::time_point now) {
   for (auto it = buckets_.begin(); it != buckets_.end();) {
-    if (Level(it->second, now) >= burst_) {
+    const Bucket& b = it->second;
+    if (Level(b, now) >= burst_ && !(b.holding && now - b.held_at <= kHold)) {
       it = buckets_.erase(it);
     } else {
       ++it;

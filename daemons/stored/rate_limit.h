@@ -5,10 +5,13 @@
 // through, so the bucket lives there.  A user's bucket holds at most burst
 // units and fills at rate units a second; each request that writes on the
 // user's behalf takes its Cost, or is refused whole (busy) when the bucket
-// holds less.  Once refused, a user's requests are refused until its
-// bucket holds kMaxCost again: a client's requests on the wire behind a
-// refused one are refused with it rather than overtake it, so that the
-// client, sending them again in order, keeps its messages in order.
+// holds less.  Once refused, a user's requests are refused until the
+// refused one comes again (the same device and corr) and its bucket holds
+// kMaxCost: a client's requests on the wire behind a refused one are
+// refused with it rather than overtake it, however long the shard takes to
+// reach them, so that the client, sending them again in order, keeps its
+// messages in order.  A refused request that does not come again within
+// kHold holds nothing back after that (its client gave it up).
 // Charged: send (one unit, plus one for each full KiB of
 // text), react and seen (one unit).  Not charged: hand-offs from other
 // shards (their sender's shard charged them), acknowledgements (they only
@@ -28,6 +31,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <string>
 #include <unordered_map>
 
 #include "common/proto.h"
@@ -56,11 +60,17 @@ class UserRateLimiter {
   // What a request costs the user of its header: 0 for one not charged.
   static uint64_t Cost(const Frame& request);
 
+  // How long a refused request holds back the user's others.
+  static constexpr std::chrono::seconds kHold{5};
+
   // Takes cost units from user's bucket as it is at now; false, taking
   // nothing, when it holds fewer (or, after a refusal, fewer than
-  // kMaxCost).  Calls must come in request order, with now never going
-  // back.
-  bool Take(UserId user, uint64_t cost, Clock::time_point now);
+  // kMaxCost), or when an earlier request of the user was refused and
+  // this is not it coming again (device and corr; without a device, only
+  // the units count).  Calls must come in request order, with now never
+  // going back.
+  bool Take(UserId user, uint64_t cost, Clock::time_point now,
+            const std::string* device = nullptr, uint64_t corr = 0);
 
   // Take(request's user, Cost(request), now), counting refusals.
   bool Admit(const Frame& request, Clock::time_point now);
@@ -77,6 +87,12 @@ class UserRateLimiter {
     double units;
     Clock::time_point at;   // when units was right
     bool refusing = false;  // the last request was refused
+    // The first refused request, which the others wait behind, and when
+    // it was last refused.
+    bool holding = false;
+    std::string held_device;
+    uint64_t held_corr = 0;
+    Clock::time_point held_at;
   };
 
   // What b holds at now.

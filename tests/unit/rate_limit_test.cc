@@ -78,6 +78,32 @@ TEST_CASE(
   CHECK_FALSE(limiter.Take(UserId(1), 1, t0 + milliseconds(500)));
 }
 
+TEST_CASE(
+    "a refused request holds back the user's others, however late the shard "
+    "reaches them, until it comes again; one that never does, for kHold at "
+    "most") {
+  UserRateLimiter limiter(10, 10);
+  Clock::time_point t0 = Clock::now();
+  const std::string phone = "phone", laptop = "laptop";
+  REQUIRE(limiter.Take(UserId(1), 8, t0, &phone, 1));
+  CHECK_FALSE(limiter.Take(UserId(1), 3, t0, &phone, 2));
+  // Requests that were on the wire behind it, reached a second later (the
+  // bucket full again): still refused, from any device of the user.
+  CHECK_FALSE(limiter.Take(UserId(1), 1, t0 + seconds(1), &phone, 3));
+  CHECK_FALSE(limiter.Take(UserId(1), 1, t0 + seconds(1), &laptop, 7));
+  // The refused one again: it passes, and then the others.
+  CHECK(limiter.Take(UserId(1), 3, t0 + seconds(1), &phone, 2));
+  CHECK(limiter.Take(UserId(1), 1, t0 + seconds(1), &phone, 3));
+  CHECK(limiter.Take(UserId(1), 1, t0 + seconds(1), &laptop, 7));
+  // Refused again, and never sent again: after kHold, the others pass.
+  CHECK_FALSE(limiter.Take(UserId(1), 9, t0 + seconds(1), &phone, 4));
+  const auto later = t0 + seconds(1) + UserRateLimiter::kHold;
+  CHECK_FALSE(limiter.Take(UserId(1), 1, later, &phone, 5));
+  CHECK(limiter.Take(UserId(1), 1, later + milliseconds(1), &phone, 5));
+  // Another user was never held.
+  CHECK(limiter.Take(UserId(2), 1, t0 + seconds(1), &phone, 4));
+}
+
 TEST_CASE("each user has a bucket of its own") {
   UserRateLimiter limiter(1, 20);
   Clock::time_point t0 = Clock::now();
