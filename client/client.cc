@@ -618,6 +618,17 @@ void Client::TakeError(const Frame& f, std::vector<Incoming>* out) {
     if (!requests_.Has(hello_corr_)) SayHello(options_.token);
     return;
   }
+  if (f.header.corr == hello_corr_ && EndsSession(status.code()) &&
+      options_.token_source && requests_.Has(hello_corr_)) {
+    // A hello refused for its token (one that ran out while the hello was
+    // on its way, after a reconnect): the source may have a fresh one.
+    std::string token;
+    if (options_.token_source(&token).ok() && token != hello_token_) {
+      requests_.Refused(f.header.corr, status.code(), Clock::now());
+      SayHello(token);
+      return;
+    }
+  }
   std::optional<RequestQueue::Request> failed =
       requests_.Refused(f.header.corr, status.code(), Clock::now());
   if (failed) Failed(*failed, status, out);
